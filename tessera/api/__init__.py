@@ -1,0 +1,1 @@
+"""HTTP adapters: thin endpoints over the domain services."""

@@ -1,0 +1,134 @@
+"""Request-scoped wiring: the unit of work, who is calling, and what they may do."""
+
+import hmac
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from tessera.core.errors import PermissionDenied, Unauthenticated
+from tessera.domains.actor import Actor
+from tessera.domains.identity import permissions
+from tessera.domains.identity.secrets import token_digest
+from tessera.domains.issuance import Issuance
+from tessera.runtime import Runtime
+from tessera.storage.repositories import Repositories
+from tessera.storage.repositories.identity import load_user
+
+SESSION_COOKIE = "tessera_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def unit_of_work(request: Request) -> Iterator[Session]:
+    """The request owns the transaction: commit when the endpoint returns, else roll back."""
+    session = runtime(request).sessions()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+UnitOfWork = Annotated[Session, Depends(unit_of_work, scope="function")]
+
+
+def now(request: Request) -> datetime:
+    return runtime(request).clock()
+
+
+def default_org_id(request: Request) -> int:
+    org_id: int = request.app.state.default_org_id
+    return org_id
+
+
+def anonymous(request: Request) -> Actor:
+    return Actor(None, "anonymous", default_org_id(request), "", frozenset(), *_origin(request))
+
+
+def _origin(request: Request) -> tuple[str | None, str | None]:
+    host = request.client.host if request.client else None
+    return host, (request.headers.get("user-agent") or "")[:300] or None
+
+
+def current_actor(request: Request, session: UnitOfWork) -> Actor:
+    """An API key (X-API-Key or Bearer), else a session cookie with CSRF on writes."""
+    key = request.headers.get("x-api-key") or _bearer(request)
+    if key:
+        return _actor_from_key(request, session, key)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        return _actor_from_cookie(request, session, cookie)
+    raise Unauthenticated("authentication required")
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _actor_from_key(request: Request, session: Session, key: str) -> Actor:
+    moment = now(request)
+    repos = Repositories(session, default_org_id(request))
+    record = repos.api_keys.by_hash(token_digest(key))
+    if record is None or not record.enabled or (record.expires_at and record.expires_at <= moment):
+        raise Unauthenticated("invalid or expired API key")
+    user = load_user(session, record.user_id)
+    if user is None or not user.active:
+        raise Unauthenticated("invalid or expired API key")
+    granted = permissions.effective(record.permissions, permissions.role_permissions(user.role))
+    return Actor(user.id, user.username, user.org_id, user.role, granted, *_origin(request))
+
+
+def _actor_from_cookie(request: Request, session: Session, cookie: str) -> Actor:
+    repos = Repositories(session, default_org_id(request))
+    web_session = repos.web_sessions.by_hash(token_digest(cookie), now(request))
+    if web_session is None:
+        raise Unauthenticated("session expired; log in again")
+    user = load_user(session, web_session.user_id)
+    if user is None or not user.active:
+        raise Unauthenticated("session expired; log in again")
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent, web_session.csrf_token):
+            raise PermissionDenied("missing or wrong CSRF token")
+    granted = permissions.role_permissions(user.role)
+    return Actor(user.id, user.username, user.org_id, user.role, granted, *_origin(request))
+
+
+CurrentActor = Annotated[Actor, Depends(current_actor)]
+
+
+class Require:
+    """A dependency that checks one permission; routes declare it so a test can list them."""
+
+    def __init__(self, permission: str) -> None:
+        self.permission = permission
+
+    def __call__(self, actor: CurrentActor) -> Actor:
+        if not permissions.grants(actor.permissions, self.permission):
+            raise PermissionDenied(f"permission {self.permission!r} required")
+        return actor
+
+
+def require(permission: str) -> Callable[..., Actor]:
+    return Require(permission)
+
+
+def repositories(session: Session, actor: Actor) -> Repositories:
+    return Repositories(session, actor.org_id)
+
+
+def issuance(request: Request, session: Session, actor: Actor) -> Issuance:
+    rt = runtime(request)
+    return Issuance(repositories(session, actor), rt.authority, rt.keys, rt.publication, actor)

@@ -1,0 +1,63 @@
+"""The one place where typed errors become wire errors, per dialect (by path prefix)."""
+
+import json
+import logging
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from tessera.core.errors import TesseraError
+
+log = logging.getLogger("tessera.errors")
+
+ErrorFormatter = Callable[[int, str], Response]
+
+
+def v2_error(status: int, message: str) -> Response:
+    return JSONResponse({"error": True, "code": status, "message": message}, status_code=status)
+
+
+# Longest prefix wins; later dialects (ACME problem documents, Puppet, VCC...) register here.
+FORMATTERS: dict[str, ErrorFormatter] = {"/": v2_error}
+
+
+def _formatter(request: Request) -> ErrorFormatter:
+    path = request.url.path
+    prefix = max((p for p in FORMATTERS if path.startswith(p)), key=len)
+    return FORMATTERS[prefix]
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(TesseraError)
+    async def domain_error(request: Request, exc: TesseraError) -> Response:
+        return _formatter(request)(exc.status, exc.message)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        response = _formatter(request)(exc.status_code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return _formatter(request)(400, "malformed JSON body")
+        return _formatter(request)(422, _describe(errors))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _formatter(request)(500, "internal error; see the server log")
+
+
+def _describe(errors: object) -> str:
+    parts = []
+    for error in errors if isinstance(errors, list | tuple) else []:
+        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        parts.append(f"{location or 'body'}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or json.dumps(errors, default=str)[:300]

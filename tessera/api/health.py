@@ -1,0 +1,67 @@
+"""Health: /api/v2/health (+ /ready, /live) and the aliases /api/health and /health."""
+
+import os
+import tempfile
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from tessera import __version__
+from tessera.api.deps import runtime
+
+
+def _health(request: Request) -> JSONResponse:
+    return JSONResponse(
+        {
+            "status": "ok",
+            "service": "tessera",
+            "version": __version__,
+            "started_at": runtime(request).started_at,
+            "websocket": False,
+        }
+    )
+
+
+def _ready(request: Request) -> JSONResponse:
+    rt = runtime(request)
+    checks = {"database": _check_database(rt.engine), "filesystem": _check_fs(rt.settings.data_dir)}
+    ready = all(c["status"] == "ok" for c in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+def _live(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "alive", "service": "tessera"})
+
+
+def _check_database(engine: object) -> dict[str, str]:
+    try:
+        with engine.connect() as connection:  # type: ignore[attr-defined]
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        return {"status": "error", "error": type(exc).__name__}
+    return {"status": "ok"}
+
+
+def _check_fs(directory: object) -> dict[str, str]:
+    try:
+        with tempfile.NamedTemporaryFile(dir=str(directory), prefix=".ready-") as handle:
+            handle.write(b"ok")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        return {"status": "error", "error": exc.strerror or type(exc).__name__}
+    return {"status": "ok"}
+
+
+def router() -> APIRouter:
+    routes = APIRouter(tags=["Health"])
+    for base in ("/api/v2/health", "/api/health", "/health"):
+        routes.add_api_route(base, _health, methods=["GET"])
+        routes.add_api_route(f"{base}/ready", _ready, methods=["GET"])
+        routes.add_api_route(f"{base}/live", _live, methods=["GET"])
+    return routes

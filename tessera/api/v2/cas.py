@@ -1,0 +1,151 @@
+"""Certificate Authorities: /api/v2/cas."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from tessera.api.deps import UnitOfWork, issuance, now, require
+from tessera.api.v2 import views
+from tessera.api.v2.envelope import download, ok, page_meta
+from tessera.api.v2.schemas import CreateCA, IdList, UpdateCA
+from tessera.api.v2.uploads import read_upload
+from tessera.core.names import SubjectFields
+from tessera.domains.actor import Actor
+from tessera.domains.cas.service import CAService, NewCA
+from tessera.domains.certificates.service import CertificateService
+from tessera.storage.repositories.certificates import CertificateFilter
+
+router = APIRouter(prefix="/cas", tags=["Certificate Authorities"])
+Reader = Annotated[Actor, Depends(require("read:cas"))]
+Writer = Annotated[Actor, Depends(require("write:cas"))]
+Deleter = Annotated[Actor, Depends(require("delete:cas"))]
+Page = Annotated[int, Query(ge=1)]
+PerPage = Annotated[int, Query(ge=1, le=100)]
+
+
+def _service(request: Request, session: UnitOfWork, actor: Actor) -> CAService:
+    return CAService(issuance(request, session, actor))
+
+
+@router.get("")
+def list_cas(
+    request: Request, session: UnitOfWork, actor: Reader, page: Page = 1, per_page: PerPage = 20
+) -> JSONResponse:
+    rows, total, counts = _service(request, session, actor).listing(page, per_page)
+    data = [views.ca_view(r, counts.get(r.id, 0)) for r in rows]
+    return ok(data, meta=page_meta(page, per_page, total))
+
+
+@router.get("/tree")
+def tree(request: Request, session: UnitOfWork, actor: Reader) -> JSONResponse:
+    rows = _service(request, session, actor).all()
+    nodes = {r.id: {**views.ca_view(r), "children": []} for r in rows}
+    roots = []
+    for row in rows:
+        parent = nodes.get(row.parent_id) if row.parent_id else None
+        (parent["children"] if parent else roots).append(nodes[row.id])  # type: ignore[attr-defined]
+    return ok(roots)
+
+
+@router.post("", status_code=201)
+def create_ca(request: Request, body: CreateCA, session: UnitOfWork, actor: Writer) -> JSONResponse:
+    subject = SubjectFields(
+        body.common_name,
+        body.organization,
+        body.organizational_unit,
+        body.country,
+        body.state,
+        body.locality,
+        body.email,
+    )
+    spec = NewCA(
+        subject,
+        body.ca_type,
+        body.key_algorithm,
+        body.key_size,
+        body.validity_days,
+        body.parent_id,
+        body.name,
+        body.path_length,
+    )
+    ca = _service(request, session, actor).create(spec)
+    return ok(views.ca_view(ca), "CA created successfully", status=201)
+
+
+@router.get("/export")
+def export_all(request: Request, session: UnitOfWork, actor: Reader) -> Response:
+    return download(_service(request, session, actor).export_many(None))
+
+
+@router.post("/import", status_code=201)
+async def import_ca(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
+    upload = await read_upload(request, ("certificate", "pem_content", "content"))
+    service = _service(request, session, actor)
+    ca = service.import_ca(
+        upload.content,
+        upload.fields.get("password"),
+        upload.fields.get("name"),
+        upload.flag("import_key", True),
+    )
+    return ok(views.ca_view(ca), f'CA "{ca.name}" imported successfully', status=201)
+
+
+@router.post("/bulk/delete")
+def bulk_delete(
+    request: Request, body: IdList, session: UnitOfWork, actor: Deleter
+) -> JSONResponse:
+    done, failed = _service(request, session, actor).bulk_delete(body.ids)
+    return ok({"success": done, "failed": failed})
+
+
+@router.post("/bulk/export")
+def bulk_export(request: Request, body: IdList, session: UnitOfWork, actor: Reader) -> Response:
+    return download(_service(request, session, actor).export_many(body.ids))
+
+
+@router.get("/{ca_id}")
+def get_ca(request: Request, ca_id: int, session: UnitOfWork, actor: Reader) -> JSONResponse:
+    service = _service(request, session, actor)
+    ca = service.get(ca_id)
+    count = service.certificate_count(ca.id)
+    return ok(views.ca_details(ca, count, now(request)))
+
+
+@router.patch("/{ca_id}")
+def update_ca(
+    request: Request, ca_id: int, body: UpdateCA, session: UnitOfWork, actor: Writer
+) -> JSONResponse:
+    ca = _service(request, session, actor).update(ca_id, body.name, body.is_active)
+    return ok(views.ca_view(ca), "CA updated successfully")
+
+
+@router.delete("/{ca_id}", status_code=204)
+def delete_ca(request: Request, ca_id: int, session: UnitOfWork, actor: Deleter) -> Response:
+    _service(request, session, actor).delete(ca_id)
+    return Response(status_code=204)
+
+
+@router.get("/{ca_id}/certificates")
+def ca_certificates(
+    request: Request,
+    ca_id: int,
+    session: UnitOfWork,
+    actor: Reader,
+    status: str | None = None,
+    page: Page = 1,
+    per_page: PerPage = 50,
+) -> JSONResponse:
+    moment = now(request)
+    service = CertificateService(issuance(request, session, actor), moment)
+    _service(request, session, actor).get(ca_id)
+    rows, total = service.search(CertificateFilter(status=status, ca_id=ca_id), page, per_page)
+    data = [views.certificate_view(r, moment) for r in rows]
+    return ok(data, meta=page_meta(page, per_page, total))
+
+
+@router.get("/{ca_id}/export")
+def export_ca(
+    request: Request, ca_id: int, session: UnitOfWork, actor: Reader, format: str = "pem"
+) -> Response:
+    return download(_service(request, session, actor).export(ca_id, format))

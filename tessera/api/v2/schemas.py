@@ -1,0 +1,121 @@
+"""Wire types of the native API, field for field as the UCM seed writes them."""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class SubjectIn(Strict):
+    common_name: str = Field(min_length=1, max_length=64)
+    organization: str | None = Field(None, max_length=64)
+    organizational_unit: str | None = Field(None, max_length=64)
+    country: str | None = Field(None, min_length=2, max_length=2)
+    state: str | None = Field(None, max_length=128)
+    locality: str | None = Field(None, max_length=128)
+    email: str | None = Field(None, max_length=128)
+
+
+class CreateCA(SubjectIn):
+    name: str | None = Field(None, max_length=200)
+    key_size: int | None = None
+    key_algorithm: str | None = Field(None, description="RSA, EC or Ed25519")
+    validity_days: int | None = Field(None, ge=1, le=36500)
+    ca_type: Literal["root", "intermediate"] = "root"
+    parent_id: int | None = None
+    path_length: int | None = Field(None, ge=0, le=10)
+
+
+class UpdateCA(Strict):
+    name: str | None = Field(None, max_length=200)
+    is_active: bool | None = None
+
+
+class IdList(Strict):
+    ids: list[int] = Field(min_length=1, max_length=1000)
+
+
+class IssueCertificate(Strict):
+    common_name: str | None = Field(None, min_length=1, max_length=64)
+    ca_id: int
+    template_id: int | None = None
+    validity_days: int | None = Field(None, ge=1, le=36500)
+    key_size: int | None = None
+    key_algorithm: str | None = None
+    san: list[str] = Field(default_factory=list, max_length=100)
+    key_usage: list[str] | None = None
+    extended_key_usage: list[str] | None = None
+    organization: str | None = Field(None, max_length=64)
+    organizational_unit: str | None = Field(None, max_length=64)
+    country: str | None = Field(None, min_length=2, max_length=2)
+    state: str | None = Field(None, max_length=128)
+    locality: str | None = Field(None, max_length=128)
+    email: str | None = Field(None, max_length=128)
+    csr: str | None = Field(None, description="PEM CSR; its key is used instead of a new one")
+
+
+class Renew(Strict):
+    validity_days: int | None = Field(None, ge=1, le=36500)
+
+
+class Revoke(Strict):
+    reason: str | None = "unspecified"
+    comments: str | None = Field(None, max_length=1000)
+
+
+class BulkRevoke(IdList):
+    reason: str | None = "unspecified"
+
+
+class BulkRenew(IdList):
+    ca_id: int | None = None
+
+
+class KeyRequest(Strict):
+    passphrase: str | None = None
+
+
+class ImportCAJson(Strict):
+    certificate: str
+    private_key: str | None = None
+    password: str | None = None
+    name: str | None = None
+
+
+class Login(Strict):
+    username: str = Field(min_length=1, max_length=150)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class AuthMethodsQuery(Strict):
+    username: str | None = None
+
+
+class CreateApiKey(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    expires_days: int | None = None
+    permissions: list[str] | None = None
+
+
+class UpdateApiKey(Strict):
+    name: str | None = Field(None, max_length=200)
+    enabled: bool | None = None
+
+
+class CreateUser(Strict):
+    username: str = Field(min_length=1, max_length=150)
+    email: str | None = Field(None, max_length=254)
+    password: str = Field(min_length=1, max_length=1024)
+    role: str = "viewer"
+    full_name: str | None = Field(None, max_length=200)
+
+
+class UpdateUser(Strict):
+    email: str | None = Field(None, max_length=254)
+    role: str | None = None
+    full_name: str | None = Field(None, max_length=200)
+    password: str | None = Field(None, max_length=1024)
+    active: bool | None = None

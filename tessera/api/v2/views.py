@@ -1,0 +1,119 @@
+"""Rows to wire dictionaries, shaped like the seed's response examples."""
+
+from datetime import datetime
+from typing import Any
+
+from tessera.api.v2.envelope import iso
+from tessera.core import inspect
+from tessera.core.formats import load_certificate
+from tessera.storage import models
+
+
+def serial(hex_serial: str) -> str:
+    return f"0x{hex_serial}"
+
+
+def ca_view(ca: models.CertificateAuthority, certificates_count: int = 0) -> dict[str, Any]:
+    return {
+        "id": ca.id,
+        "refid": ca.refid,
+        "name": ca.name,
+        "descr": ca.name,
+        "common_name": ca.common_name,
+        "ca_type": ca.ca_type,
+        "is_root": ca.ca_type == "root",
+        "parent_id": ca.parent_id,
+        "subject": ca.subject,
+        "issuer": ca.issuer,
+        "serial_number": serial(ca.serial_number),
+        "valid_from": iso(ca.not_before),
+        "valid_until": iso(ca.not_after),
+        "key_algorithm": ca.key_algorithm,
+        "key_size": ca.key_size,
+        "signature_algorithm": ca.signature_algorithm,
+        "is_active": ca.is_active,
+        "has_private_key": ca.encrypted_private_key is not None,
+        "imported": ca.imported,
+        "internal": ca.internal,
+        "certificates_count": certificates_count,
+        "created_at": iso(ca.created_at),
+    }
+
+
+def ca_details(ca: models.CertificateAuthority, count: int, now: datetime) -> dict[str, Any]:
+    parsed = load_certificate(ca.certificate_pem.encode())
+    return {
+        **ca_view(ca, count),
+        **inspect.details(parsed, now),
+        "serial_number": serial(ca.serial_number),
+        "path_length": inspect.path_length(parsed),
+        "pem": ca.certificate_pem,
+    }
+
+
+def certificate_status(cert: models.Certificate, now: datetime) -> str:
+    if cert.status == "revoked":
+        return "revoked"
+    return "expired" if cert.not_after <= now else "active"
+
+
+def certificate_view(cert: models.Certificate, now: datetime) -> dict[str, Any]:
+    return {
+        "id": cert.id,
+        "refid": cert.refid,
+        "serial_number": serial(cert.serial_number),
+        "common_name": cert.common_name,
+        "subject": cert.subject,
+        "issuer": cert.issuer,
+        "ca_id": cert.ca_id,
+        "template_id": cert.template_id,
+        "status": certificate_status(cert, now),
+        "valid_from": iso(cert.not_before),
+        "valid_until": iso(cert.not_after),
+        "san": cert.san_text.split() if cert.san_text else [],
+        "key_algorithm": cert.key_algorithm,
+        "key_size": cert.key_size,
+        "private_key_available": cert.encrypted_private_key is not None,
+        "revoked_at": iso(cert.revoked_at),
+        "revocation_reason": cert.revocation_reason,
+        "source": cert.origin,
+        "created_by": cert.created_by,
+        "created_at": iso(cert.created_at),
+    }
+
+
+def certificate_details(cert: models.Certificate, now: datetime) -> dict[str, Any]:
+    parsed = load_certificate(cert.certificate_pem.encode())
+    return {
+        **certificate_view(cert, now),
+        **inspect.details(parsed, now),
+        "serial_number": serial(cert.serial_number),
+        "revocation_comment": cert.revocation_comment,
+        "pem": cert.certificate_pem,
+    }
+
+
+def user_view(user: models.User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "email": user.email,
+        "full_name": user.full_name,
+        "role": user.role,
+        "active": user.active,
+        "created_at": iso(user.created_at),
+        "last_login": iso(user.last_login),
+    }
+
+
+def api_key_view(key: models.ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "permissions": key.permissions,
+        "enabled": key.enabled,
+        "expires_at": iso(key.expires_at),
+        "created_at": iso(key.created_at),
+        "last_used_at": iso(key.last_used_at),
+    }

@@ -1,0 +1,207 @@
+"""First start (and every start): data directory, KEK, schema, default organization, admin,
+and the server's own TLS certificate, issued by an internal CA through the one issuance path."""
+
+import hashlib
+import hmac
+import ipaddress
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+from tessera.config import Settings
+from tessera.core.formats import load_certificate
+from tessera.core.keys import KeySpec, generate_private_key
+from tessera.core.keystore import KeyEncryptor
+from tessera.core.names import SubjectFields, parse_san
+from tessera.core.profile import CertificateRequest
+from tessera.domains.actor import system_actor
+from tessera.domains.identity.secrets import generate_password, hash_password
+from tessera.domains.issuance import Issuance
+from tessera.runtime import Runtime, build_runtime
+from tessera.storage import models
+from tessera.storage.db import make_engine, migrate
+from tessera.storage.repositories import Repositories
+
+INTERNAL_CA_NAME = "Tessera Internal CA"
+TLS_RENEW_BEFORE = timedelta(days=30)
+_LOCK_ID = 0x7E55E7A
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    cert: Path
+    key: Path
+    key_password: str
+
+
+def ensure_data_dir(settings: Settings) -> None:
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings.tls_dir.mkdir(mode=0o700, exist_ok=True)
+    if not settings.kek_path.exists():
+        fd = os.open(settings.kek_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(KeyEncryptor.new_kek())
+
+
+def initialize(settings: Settings, say: Callable[[str], None] = print) -> TLSFiles:
+    """Idempotent: safe on every start and from several nodes at once (PostgreSQL lock)."""
+    ensure_data_dir(settings)
+    engine = make_engine(settings.db_url)
+    try:
+        with _exclusive(engine):
+            migrate(engine)
+        runtime = build_runtime(settings)
+        try:
+            with runtime.sessions.begin() as session, _exclusive_in(session):
+                repos = _repos(session)
+                _ensure_admin(repos, settings, say)
+                return _ensure_tls(runtime, repos, settings)
+        finally:
+            runtime.engine.dispose()
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _exclusive(engine: Engine) -> Iterator[None]:
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _LOCK_ID})
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _LOCK_ID})
+            connection.commit()
+
+
+@contextmanager
+def _exclusive_in(session: Session) -> Iterator[None]:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+    yield
+
+
+def _repos(session: Session) -> Repositories:
+    org = Repositories(session, 0).organizations
+    default = org.default() or org.add("default")
+    return Repositories(session, default.id)
+
+
+def _ensure_admin(repos: Repositories, settings: Settings, say: Callable[[str], None]) -> None:
+    if repos.users.all():
+        return
+    password = settings.admin_password or generate_password()
+    repos.users.add(
+        models.User(
+            username="admin",
+            email=None,
+            full_name="Administrator",
+            role="admin",
+            password_hash=hash_password(password),
+            active=True,
+        )
+    )
+    if settings.admin_password:
+        say("Created user 'admin' with the password from TESSERA_ADMIN_PASSWORD.")
+    else:
+        say(f"Created user 'admin' with password: {password}\n(shown only this once)")
+
+
+def tls_files(settings: Settings, kek: bytes) -> TLSFiles:
+    # The key file is encrypted too; its passphrase is derived from the KEK, never stored.
+    password = hmac.new(kek, b"tessera-tls-key", hashlib.sha256).hexdigest()
+    return TLSFiles(settings.tls_dir / "server.pem", settings.tls_dir / "server.key", password)
+
+
+def _ensure_tls(runtime: Runtime, repos: Repositories, settings: Settings) -> TLSFiles:
+    files = tls_files(settings, settings.kek_path.read_bytes().strip())
+    names = server_names(settings)
+    if files.cert.exists() and files.key.exists() and _still_good(files, names, runtime):
+        return files
+    issuance = Issuance(
+        repos, runtime.authority, runtime.keys, runtime.publication, system_actor(repos.org_id)
+    )
+    ca = _internal_ca(repos, issuance)
+    key = generate_private_key(KeySpec("EC", 256))
+    request = CertificateRequest(
+        subject=SubjectFields(names[0], organization="Tessera").to_name(),
+        public_key=key.public_key(),
+        sans=tuple(parse_san(n) for n in names),
+        validity_days=settings.tls_cert_days,
+        extended_key_usage=("serverAuth",),
+        origin="bootstrap",
+    )
+    row = issuance.issue_certificate(request, ca, None, key)
+    chain = row.certificate_pem + ca.certificate_pem
+    _write_private(files.cert, chain.encode())
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(files.key_password.encode()),
+    )
+    _write_private(files.key, encrypted)
+    return files
+
+
+def _internal_ca(repos: Repositories, issuance: Issuance) -> models.CertificateAuthority:
+    existing = [ca for ca in repos.cas.all() if ca.internal and ca.is_active]
+    if existing:
+        return existing[0]
+    key = generate_private_key(KeySpec("EC", 384))
+    request = CertificateRequest(
+        subject=SubjectFields(INTERNAL_CA_NAME, organization="Tessera").to_name(),
+        public_key=key.public_key(),
+        validity_days=3650,
+        is_ca=True,
+        path_length=0,
+        origin="bootstrap",
+    )
+    return issuance.issue_ca(request, INTERNAL_CA_NAME, key, None, internal=True)
+
+
+def server_names(settings: Settings) -> list[str]:
+    names = ["localhost", "127.0.0.1", "::1"]
+    for candidate in (settings.host, urlsplit(settings.https_base).hostname or ""):
+        if candidate and candidate not in ("0.0.0.0", "::") and candidate not in names:  # noqa: S104
+            names.append(candidate)
+    return names
+
+
+def _still_good(files: TLSFiles, names: list[str], runtime: Runtime) -> bool:
+    cert = load_certificate(files.cert.read_bytes())
+    if cert.not_valid_after_utc - runtime.clock() < TLS_RENEW_BEFORE:
+        return False
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    present = {str(v) for v in sans.get_values_for_type(x509.DNSName)}
+    present |= {str(v) for v in sans.get_values_for_type(x509.IPAddress)}
+    return all(_normal(n) in present for n in names)
+
+
+def _normal(name: str) -> str:
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name.lower()
+
+
+def _write_private(path: Path, content: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""The certificate authority itself: no HTTP, no SQL."""

@@ -1,0 +1,235 @@
+"""The one issuance path.
+
+Every certificate Tessera signs (roots, intermediates, leaves from any front end, renewals,
+the server's own TLS certificate) is made by `Authority.issue`. It applies the template, the
+key floor and the issuer's constraints, builds the extensions, lints the result, reserves the
+serial through the ledger, signs, and hands the certificate and its audit event to the ledger
+so the caller writes both in one transaction.
+"""
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.x509.oid import AuthorityInformationAccessOID
+
+from tessera.core import lint
+from tessera.core.clock import Clock, utc_now
+from tessera.core.errors import PolicyViolation
+from tessera.core.keys import PrivateKey, enforce_key_floor, signature_hash
+from tessera.core.names import extended_key_usage, key_usage
+from tessera.core.profile import MAX_VALIDITY_DAYS, CertificateRequest, Template, apply_template
+
+SERIAL_BITS = 159  # 20 octets, positive: RFC 5280 section 4.1.2.2
+SERIAL_ATTEMPTS = 5
+SerialSource = Callable[[], int]
+
+
+@dataclass(frozen=True)
+class PublicationURLs:
+    """Where relying parties fetch the issuer's CRL, OCSP answers and certificate."""
+
+    crl: str | None = None
+    ocsp: str | None = None
+    ca_issuers: str | None = None
+
+
+@dataclass(frozen=True)
+class Issuer:
+    certificate: x509.Certificate | None  # None while a root is signing itself
+    key: PrivateKey
+    urls: PublicationURLs = PublicationURLs()
+
+    @property
+    def name(self) -> x509.Name | None:
+        return self.certificate.subject if self.certificate else None
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    action: str
+    resource_type: str
+    details: dict[str, object]
+
+
+class IssuanceLedger(Protocol):
+    """What the authority needs from storage; the service implements it per transaction."""
+
+    def reserve_serial(self, serial: int) -> bool:
+        """Claim a serial for this issuer; False when it is already taken."""
+
+    def record(self, certificate: x509.Certificate, event: AuditEvent) -> None:
+        """Persist the signed certificate and its audit event in the caller's transaction."""
+
+
+def random_serial() -> int:
+    return secrets.randbits(SERIAL_BITS) | (1 << (SERIAL_BITS - 1))
+
+
+class Authority:
+    def __init__(self, clock: Clock = utc_now, serials: SerialSource | None = None) -> None:
+        self._clock = clock
+        self._serials = serials or random_serial
+
+    def issue(
+        self,
+        request: CertificateRequest,
+        issuer: Issuer,
+        ledger: IssuanceLedger,
+        template: Template | None = None,
+    ) -> x509.Certificate:
+        request = apply_template(request, template)
+        enforce_key_floor(request.public_key)
+        not_before, not_after = self._validity(request, issuer)
+        builder = self._builder(request, issuer, not_before, not_after)
+        serial = self._reserve_serial(ledger)
+        builder = builder.serial_number(serial)
+        lint.check_before_signing(request, issuer.certificate, not_before, not_after)
+        certificate = builder.sign(issuer.key, signature_hash(issuer.key))  # type: ignore[arg-type]
+        ledger.record(certificate, _audit_event(request, certificate, template))
+        return certificate
+
+    def _reserve_serial(self, ledger: IssuanceLedger) -> int:
+        for _ in range(SERIAL_ATTEMPTS):
+            serial = self._serials()
+            if ledger.reserve_serial(serial):
+                return serial
+        raise PolicyViolation("could not reserve a unique serial number")
+
+    def _validity(self, request: CertificateRequest, issuer: Issuer) -> tuple[datetime, datetime]:
+        days = request.validity_days or (3650 if request.is_ca else 365)
+        if days <= 0 or days > MAX_VALIDITY_DAYS:
+            raise PolicyViolation(f"validity_days must be between 1 and {MAX_VALIDITY_DAYS}")
+        not_before = self._clock().replace(microsecond=0)
+        not_after = not_before + timedelta(days=days)
+        if issuer.certificate is None:
+            return not_before, not_after
+        parent_end = issuer.certificate.not_valid_after_utc
+        if parent_end <= not_before:
+            raise PolicyViolation("the issuing CA has expired")
+        if not_after > parent_end:
+            if request.is_ca:
+                raise PolicyViolation(
+                    f"a CA may not outlive its issuer (issuer valid until {parent_end.isoformat()})"
+                )
+            not_after = parent_end
+        return not_before, not_after
+
+    def _builder(
+        self,
+        request: CertificateRequest,
+        issuer: Issuer,
+        not_before: datetime,
+        not_after: datetime,
+    ) -> x509.CertificateBuilder:
+        public_key = request.public_key
+        issuer_name = issuer.name or request.subject
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(request.subject)
+            .issuer_name(issuer_name)
+            .public_key(public_key)  # type: ignore[arg-type]
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+        )
+        for extension, critical in _extensions(request, issuer):
+            builder = builder.add_extension(extension, critical=critical)
+        return builder
+
+
+def _extensions(
+    request: CertificateRequest, issuer: Issuer
+) -> list[tuple[x509.ExtensionType, bool]]:
+    ski = x509.SubjectKeyIdentifier.from_public_key(request.public_key)  # type: ignore[arg-type]
+    if issuer.certificate is None:
+        aki = x509.AuthorityKeyIdentifier(ski.digest, None, None)
+    else:
+        aki = _authority_key_id(issuer.certificate)
+    usage_names = list(request.key_usage or _default_key_usage(request))
+    extensions: list[tuple[x509.ExtensionType, bool]] = [
+        (x509.BasicConstraints(ca=request.is_ca, path_length=_path_length(request)), True),
+        (key_usage(usage_names), True),
+        (ski, False),
+        (aki, False),
+    ]
+    if not request.is_ca:
+        ekus = list(request.extended_key_usage or ("serverAuth", "clientAuth"))
+        extensions.append((extended_key_usage(ekus), False))
+    if request.sans:
+        critical = len(request.subject) == 0
+        extensions.append((x509.SubjectAlternativeName(list(request.sans)), critical))
+    if issuer.certificate is not None:
+        extensions.extend(_publication_extensions(issuer.urls))
+    return extensions
+
+
+def _path_length(request: CertificateRequest) -> int | None:
+    return request.path_length if request.is_ca else None
+
+
+def _default_key_usage(request: CertificateRequest) -> tuple[str, ...]:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if request.is_ca:
+        return ("digitalSignature", "keyCertSign", "cRLSign")
+    if isinstance(request.public_key, rsa.RSAPublicKey):
+        return ("digitalSignature", "keyEncipherment")
+    return ("digitalSignature",)
+
+
+def _authority_key_id(issuer_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    try:
+        ext = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ext.value)
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            issuer_cert.public_key()  # type: ignore[arg-type]
+        )
+
+
+def _publication_extensions(urls: PublicationURLs) -> list[tuple[x509.ExtensionType, bool]]:
+    extensions: list[tuple[x509.ExtensionType, bool]] = []
+    if urls.crl:
+        point = x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(urls.crl)],
+            relative_name=None,
+            reasons=None,
+            crl_issuer=None,
+        )
+        extensions.append((x509.CRLDistributionPoints([point]), False))
+    access = []
+    if urls.ocsp:
+        access.append(
+            x509.AccessDescription(
+                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(urls.ocsp)
+            )
+        )
+    if urls.ca_issuers:
+        access.append(
+            x509.AccessDescription(
+                AuthorityInformationAccessOID.CA_ISSUERS,
+                x509.UniformResourceIdentifier(urls.ca_issuers),
+            )
+        )
+    if access:
+        extensions.append((x509.AuthorityInformationAccess(access), False))
+    return extensions
+
+
+def _audit_event(
+    request: CertificateRequest, certificate: x509.Certificate, template: Template | None
+) -> AuditEvent:
+    details: dict[str, object] = {
+        "serial": format(certificate.serial_number, "X"),
+        "subject": certificate.subject.rfc4514_string(),
+        "issuer": certificate.issuer.rfc4514_string(),
+        "not_after": certificate.not_valid_after_utc.isoformat(),
+        "origin": request.origin,
+    }
+    if template is not None:
+        details["template"] = template.name
+    action = "ca.create" if request.is_ca else "certificate.issue"
+    return AuditEvent(action, "ca" if request.is_ca else "certificate", details)

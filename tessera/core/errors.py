@@ -1,0 +1,45 @@
+"""Typed domain errors. Each dialect maps these to its own wire format in one place."""
+
+
+class TesseraError(Exception):
+    """Base of every error the core and the services raise on purpose."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(TesseraError):
+    """The request is well-formed but its content is not acceptable."""
+
+    status = 400
+
+
+class UnparsableInput(TesseraError):
+    """A PEM, DER, PKCS#12 or CSR blob could not be read."""
+
+    status = 400
+
+
+class PolicyViolation(TesseraError):
+    """The request conflicts with a key floor, template or issuer constraint."""
+
+    status = 422
+
+
+class NotFound(TesseraError):
+    status = 404
+
+
+class Conflict(TesseraError):
+    status = 409
+
+
+class Unauthenticated(TesseraError):
+    status = 401
+
+
+class PermissionDenied(TesseraError):
+    status = 403

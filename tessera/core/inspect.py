@@ -1,0 +1,111 @@
+"""Human-readable facts about a certificate, shared by every dialect that shows details."""
+
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+
+from tessera.core.keys import describe_public_key
+from tessera.core.names import extended_key_usage_names, format_san, key_usage_names
+
+
+def common_name(name: x509.Name) -> str:
+    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(values[0].value) if values else ""
+
+
+def name_field(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None:
+    values = name.get_attributes_for_oid(oid)
+    return str(values[0].value) if values else None
+
+
+def serial_hex(serial: int) -> str:
+    return format(serial, "X")
+
+
+def fingerprint(cert: x509.Certificate, algorithm: hashes.HashAlgorithm) -> str:
+    return cert.fingerprint(algorithm).hex(":").upper()
+
+
+def sans(cert: x509.Certificate) -> list[str]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return [format_san(name) for name in ext.value]
+
+
+def signature_algorithm(cert: x509.Certificate) -> str:
+    oid = cert.signature_algorithm_oid
+    return getattr(oid, "_name", None) or oid.dotted_string
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def path_length(cert: x509.Certificate) -> int | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
+    except x509.ExtensionNotFound:
+        return None
+
+
+def key_identifier(cert: x509.Certificate) -> str | None:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    except x509.ExtensionNotFound:
+        return None
+    return ext.value.digest.hex()
+
+
+def authority_key_identifier(cert: x509.Certificate) -> str | None:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+    except x509.ExtensionNotFound:
+        return None
+    return ext.value.key_identifier.hex() if ext.value.key_identifier else None
+
+
+def details(cert: x509.Certificate, now: datetime) -> dict[str, object]:
+    """Parsed details as the native API's certificate view shows them."""
+    try:
+        key = describe_public_key(cert.public_key())
+        key_algorithm, key_size = key.algorithm, key.size
+    except ValueError:
+        key_algorithm, key_size = "unknown", 0
+    remaining = cert.not_valid_after_utc - now
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "san": sans(cert),
+        "key_usage": key_usages(cert),
+        "extended_key_usage": extended_key_usages(cert),
+        "serial_number": serial_hex(cert.serial_number),
+        "fingerprint_sha1": fingerprint(cert, hashes.SHA1()),  # noqa: S303 - display only
+        "fingerprint_sha256": fingerprint(cert, hashes.SHA256()),
+        "key_algorithm": key_algorithm,
+        "key_size": key_size,
+        "signature_algorithm": signature_algorithm(cert),
+        "is_ca": is_ca(cert),
+        "days_remaining": max(remaining.days, 0) if remaining.total_seconds() > 0 else 0,
+    }
+
+
+def key_usages(cert: x509.Certificate) -> list[str]:
+    try:
+        return key_usage_names(cert.extensions.get_extension_for_class(x509.KeyUsage).value)
+    except x509.ExtensionNotFound:
+        return []
+
+
+def extended_key_usages(cert: x509.Certificate) -> list[str]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    except x509.ExtensionNotFound:
+        return []
+    return extended_key_usage_names(ext.value)

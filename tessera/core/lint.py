@@ -1,0 +1,85 @@
+"""Checks run on every to-be-signed certificate, before the issuer's key is touched.
+
+These are the RFC 5280 / RFC 5480 / RFC 8410 rules a request can break; pkilint runs in the
+test suite over every kind of certificate the server issues, as a second opinion.
+"""
+
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from tessera.core.errors import PolicyViolation
+from tessera.core.profile import CertificateRequest
+
+_EC_FORBIDDEN = {"keyEncipherment", "dataEncipherment"}
+_ED25519_ALLOWED = {
+    "digitalSignature",
+    "contentCommitment",
+    "nonRepudiation",
+    "keyCertSign",
+    "cRLSign",
+}
+
+
+def check_before_signing(
+    request: CertificateRequest,
+    issuer_cert: x509.Certificate | None,
+    not_before: datetime,
+    not_after: datetime,
+) -> None:
+    _check_issuer(issuer_cert, request)
+    _check_key_usage_for_key(request)
+    _check_ca_flags(request)
+    if not request.is_ca and len(request.subject) == 0 and not request.sans:
+        raise PolicyViolation("a certificate needs a subject or at least one SAN")
+    if not_after <= not_before:
+        raise PolicyViolation("the certificate would expire before it becomes valid")
+
+
+def _check_issuer(issuer_cert: x509.Certificate | None, request: CertificateRequest) -> None:
+    if issuer_cert is None:
+        return
+    try:
+        constraints = issuer_cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound as exc:
+        raise PolicyViolation("the issuer is not a CA certificate") from exc
+    if not constraints.ca:
+        raise PolicyViolation("the issuer is not a CA certificate")
+    if request.is_ca and constraints.path_length == 0:
+        raise PolicyViolation("the issuing CA's path length forbids subordinate CAs")
+    if (
+        request.is_ca
+        and constraints.path_length is not None
+        and request.path_length is not None
+        and request.path_length >= constraints.path_length
+    ):
+        raise PolicyViolation(f"path length must be below the issuer's ({constraints.path_length})")
+    try:
+        usage = issuer_cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not usage.key_cert_sign:
+        raise PolicyViolation("the issuer's key usage does not allow certificate signing")
+
+
+def _check_key_usage_for_key(request: CertificateRequest) -> None:
+    names = set(request.key_usage or ())
+    if isinstance(request.public_key, ec.EllipticCurvePublicKey) and names & _EC_FORBIDDEN:
+        raise PolicyViolation(
+            f"EC keys cannot be used for {sorted(names & _EC_FORBIDDEN)} (RFC 5480)"
+        )
+    if isinstance(request.public_key, ed25519.Ed25519PublicKey) and names - _ED25519_ALLOWED:
+        raise PolicyViolation(
+            f"Ed25519 keys cannot be used for {sorted(names - _ED25519_ALLOWED)} (RFC 8410)"
+        )
+
+
+def _check_ca_flags(request: CertificateRequest) -> None:
+    names = set(request.key_usage or ())
+    if request.is_ca and request.key_usage and "keyCertSign" not in names:
+        raise PolicyViolation("a CA certificate needs the keyCertSign key usage")
+    if not request.is_ca and "keyCertSign" in names:
+        raise PolicyViolation("keyCertSign is only for CA certificates")
+    if request.path_length is not None and request.path_length < 0:
+        raise PolicyViolation("path length cannot be negative")

@@ -1,0 +1,182 @@
+"""Subjects, subject alternative names and the usage names the native API speaks."""
+
+import ipaddress
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tessera.core.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class SubjectFields:
+    common_name: str
+    organization: str | None = None
+    organizational_unit: str | None = None
+    country: str | None = None
+    state: str | None = None
+    locality: str | None = None
+    email: str | None = None
+
+    def to_name(self) -> x509.Name:
+        if not self.common_name or len(self.common_name) > 64:
+            raise InvalidInput("common_name is required and at most 64 characters")
+        if self.country is not None and len(self.country) != 2:
+            raise InvalidInput("country must be a two-letter ISO 3166 code")
+        parts = [
+            (NameOID.COUNTRY_NAME, self.country),
+            (NameOID.STATE_OR_PROVINCE_NAME, self.state),
+            (NameOID.LOCALITY_NAME, self.locality),
+            (NameOID.ORGANIZATION_NAME, self.organization),
+            (NameOID.ORGANIZATIONAL_UNIT_NAME, self.organizational_unit),
+            (NameOID.COMMON_NAME, self.common_name),
+            (NameOID.EMAIL_ADDRESS, self.email),
+        ]
+        return x509.Name([x509.NameAttribute(oid, value) for oid, value in parts if value])
+
+
+def parse_san(entry: str) -> x509.GeneralName:
+    """Read one SAN as the seed writes it ("dns:host", "ip:10.0.0.1", "email:", "uri:")."""
+    text = entry.strip()
+    kind, sep, value = text.partition(":")
+    if sep and kind.lower() in ("dns", "ip", "email", "uri"):
+        return _typed_san(kind.lower(), value.strip())
+    return _guess_san(text)
+
+
+def _typed_san(kind: str, value: str) -> x509.GeneralName:
+    if not value:
+        raise InvalidInput(f"empty {kind} subject alternative name")
+    if kind == "dns":
+        return x509.DNSName(_check_dns(value))
+    if kind == "ip":
+        try:
+            return x509.IPAddress(ipaddress.ip_address(value))
+        except ValueError as exc:
+            raise InvalidInput(f"invalid IP address in SAN: {value!r}") from exc
+    if kind == "email":
+        if "@" not in value:
+            raise InvalidInput(f"invalid email address in SAN: {value!r}")
+        return x509.RFC822Name(value)
+    if ":" not in value:
+        raise InvalidInput(f"invalid URI in SAN: {value!r}")
+    return x509.UniformResourceIdentifier(value)
+
+
+def _guess_san(value: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if "@" in value:
+        return _typed_san("email", value)
+    return x509.DNSName(_check_dns(value))
+
+
+def _check_dns(name: str) -> str:
+    labels = name.split(".")
+    valid = all(
+        0 < len(label) <= 63
+        and label.isascii()
+        and ((label == "*" and i == 0) or label.replace("-", "").replace("_", "").isalnum())
+        for i, label in enumerate(labels)
+    )
+    if not valid or len(name) > 253:
+        raise InvalidInput(f"invalid DNS name in SAN: {name!r}")
+    return name.lower()
+
+
+def format_san(name: x509.GeneralName) -> str:
+    if isinstance(name, x509.DNSName):
+        return f"dns:{name.value}"
+    if isinstance(name, x509.IPAddress):
+        return f"ip:{name.value}"
+    if isinstance(name, x509.RFC822Name):
+        return f"email:{name.value}"
+    if isinstance(name, x509.UniformResourceIdentifier):
+        return f"uri:{name.value}"
+    return f"other:{name.value}"
+
+
+KEY_USAGES = (
+    "digitalSignature",
+    "contentCommitment",
+    "keyEncipherment",
+    "dataEncipherment",
+    "keyAgreement",
+    "keyCertSign",
+    "cRLSign",
+    "encipherOnly",
+    "decipherOnly",
+)
+_KU_ALIASES = {"nonRepudiation": "contentCommitment"}
+
+EXTENDED_KEY_USAGES = {
+    "serverAuth": ExtendedKeyUsageOID.SERVER_AUTH,
+    "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH,
+    "codeSigning": ExtendedKeyUsageOID.CODE_SIGNING,
+    "emailProtection": ExtendedKeyUsageOID.EMAIL_PROTECTION,
+    "timeStamping": ExtendedKeyUsageOID.TIME_STAMPING,
+    "OCSPSigning": ExtendedKeyUsageOID.OCSP_SIGNING,
+}
+_EKU_BY_OID = {oid: name for name, oid in EXTENDED_KEY_USAGES.items()}
+
+
+def key_usage(names: list[str]) -> x509.KeyUsage:
+    flags = {name: False for name in KEY_USAGES}
+    for raw in names:
+        name = _KU_ALIASES.get(raw, raw)
+        if name not in flags:
+            raise InvalidInput(f"unknown key usage {raw!r}; known: {', '.join(KEY_USAGES)}")
+        flags[name] = True
+    if (flags["encipherOnly"] or flags["decipherOnly"]) and not flags["keyAgreement"]:
+        raise InvalidInput("encipherOnly and decipherOnly require keyAgreement")
+    return x509.KeyUsage(
+        digital_signature=flags["digitalSignature"],
+        content_commitment=flags["contentCommitment"],
+        key_encipherment=flags["keyEncipherment"],
+        data_encipherment=flags["dataEncipherment"],
+        key_agreement=flags["keyAgreement"],
+        key_cert_sign=flags["keyCertSign"],
+        crl_sign=flags["cRLSign"],
+        encipher_only=flags["encipherOnly"],
+        decipher_only=flags["decipherOnly"],
+    )
+
+
+def key_usage_names(usage: x509.KeyUsage) -> list[str]:
+    names = []
+    for name, attr in zip(KEY_USAGES, _KU_ATTRS, strict=True):
+        if attr in ("encipher_only", "decipher_only") and not usage.key_agreement:
+            continue
+        if getattr(usage, attr):
+            names.append(name)
+    return names
+
+
+_KU_ATTRS = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+)
+
+
+def extended_key_usage(names: list[str]) -> x509.ExtendedKeyUsage:
+    oids = []
+    for name in names:
+        if name not in EXTENDED_KEY_USAGES:
+            known = ", ".join(EXTENDED_KEY_USAGES)
+            raise InvalidInput(f"unknown extended key usage {name!r}; known: {known}")
+        oids.append(EXTENDED_KEY_USAGES[name])
+    return x509.ExtendedKeyUsage(list(dict.fromkeys(oids)))
+
+
+def extended_key_usage_names(usage: x509.ExtendedKeyUsage) -> list[str]:
+    return [_EKU_BY_OID.get(oid, oid.dotted_string) for oid in usage]

@@ -1,0 +1,1 @@
+"""Use cases, one package per domain. Services never commit: the request owns the unit of work."""

@@ -1,0 +1,222 @@
+"""Certificate authorities: create (root and intermediate), browse, update, delete, import."""
+
+import io
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from tessera.core import inspect
+from tessera.core.errors import Conflict, InvalidInput, NotFound, PolicyViolation
+from tessera.core.formats import (
+    load_certificate,
+    load_certificates,
+    load_pkcs12,
+    load_private_key,
+    looks_like_pkcs12,
+)
+from tessera.core.keys import PrivateKey, generate_private_key, parse_key_spec
+from tessera.core.names import SubjectFields
+from tessera.core.profile import CertificateRequest
+from tessera.domains import audit
+from tessera.domains.exports import PEM, Exported, export, safe_name
+from tessera.domains.issuance import Issuance, ca_row
+from tessera.storage import models
+
+
+@dataclass(frozen=True)
+class NewCA:
+    subject: SubjectFields
+    ca_type: str
+    key_algorithm: str | None
+    key_size: int | None
+    validity_days: int | None
+    parent_id: int | None = None
+    name: str | None = None
+    path_length: int | None = None
+
+
+@dataclass(frozen=True)
+class ImportedBundle:
+    certificate: x509.Certificate
+    private_key: PrivateKey | None
+    extra: list[x509.Certificate]
+
+
+class CAService:
+    def __init__(self, issuance: Issuance) -> None:
+        self._issuance = issuance
+        self._repos = issuance.repos
+        self._actor = issuance.actor
+
+    def get(self, ca_id: int) -> models.CertificateAuthority:
+        ca = self._repos.cas.get(ca_id)
+        if ca is None:
+            raise NotFound(f"CA {ca_id} not found")
+        return ca
+
+    def listing(
+        self, page: int, per_page: int
+    ) -> tuple[Sequence[models.CertificateAuthority], int, dict[int, int]]:
+        rows, total = self._repos.cas.page(page, per_page)
+        return rows, total, self._repos.cas.certificate_counts([r.id for r in rows])
+
+    def all(self) -> Sequence[models.CertificateAuthority]:
+        return self._repos.cas.all()
+
+    def many(self, ids: Sequence[int]) -> Sequence[models.CertificateAuthority]:
+        return self._repos.cas.many(ids)
+
+    def certificate_count(self, ca_id: int) -> int:
+        return self._repos.cas.certificate_counts([ca_id]).get(ca_id, 0)
+
+    def create(self, spec: NewCA) -> models.CertificateAuthority:
+        if spec.ca_type not in ("root", "intermediate"):
+            raise InvalidInput("ca_type must be 'root' or 'intermediate'")
+        parent = None
+        if spec.ca_type == "intermediate":
+            if spec.parent_id is None:
+                raise InvalidInput("an intermediate CA needs parent_id")
+            parent = self.get(spec.parent_id)
+        elif spec.parent_id is not None:
+            raise InvalidInput("a root CA has no parent_id")
+        key = generate_private_key(parse_key_spec(spec.key_algorithm, spec.key_size))
+        request = CertificateRequest(
+            subject=spec.subject.to_name(),
+            public_key=key.public_key(),
+            validity_days=spec.validity_days or (3650 if parent is None else 1825),
+            is_ca=True,
+            path_length=spec.path_length,
+            requester=self._actor.username,
+        )
+        name = spec.name or spec.subject.common_name
+        return self._issuance.issue_ca(request, name, key, parent)
+
+    def update(
+        self, ca_id: int, name: str | None, is_active: bool | None
+    ) -> models.CertificateAuthority:
+        ca = self.get(ca_id)
+        changes: dict[str, object] = {}
+        if name is not None:
+            if not name.strip():
+                raise InvalidInput("name cannot be empty")
+            ca.name = changes["name"] = name.strip()[:200]
+        if is_active is not None:
+            ca.is_active = changes["is_active"] = is_active
+        audit.record(self._repos.audit, self._actor, "ca.update", "ca", ca.id, changes)
+        return ca
+
+    def delete(self, ca_id: int) -> None:
+        ca = self.get(ca_id)
+        if self._repos.cas.children_count(ca.id):
+            raise Conflict(f"CA {ca.id} has subordinate CAs; delete them first")
+        issued = self._repos.cas.certificate_counts([ca.id]).get(ca.id, 0)
+        if issued:
+            raise Conflict(f"CA {ca.id} has issued {issued} certificates; delete them first")
+        if ca.internal:
+            raise Conflict("the internal CA that signs the server's own certificate is kept")
+        self._repos.cas.delete(ca)
+        audit.record(
+            self._repos.audit, self._actor, "ca.delete", "ca", ca.id, {"subject": ca.subject}
+        )
+
+    def bulk_delete(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
+        done, failed = [], []
+        for ca_id in ids:
+            try:
+                with self._repos.session.begin_nested():
+                    self.delete(ca_id)
+                done.append(ca_id)
+            except (NotFound, Conflict):
+                failed.append(ca_id)
+        return done, failed
+
+    def chain(self, ca: models.CertificateAuthority) -> list[models.CertificateAuthority]:
+        """The CA and its parents up to the root, nearest first."""
+        chain, seen = [ca], {ca.id}
+        while chain[-1].parent_id is not None and chain[-1].parent_id not in seen:
+            parent = self._repos.cas.get(chain[-1].parent_id)
+            if parent is None:
+                break
+            chain.append(parent)
+            seen.add(parent.id)
+        return chain
+
+    def export(self, ca_id: int, fmt: str) -> Exported:
+        ca = self.get(ca_id)
+        if fmt not in ("pem", "der", "chain"):
+            raise InvalidInput("format must be pem, der or chain")
+        chain = [load_certificate(c.certificate_pem.encode()) for c in self.chain(ca)]
+        return export(fmt, safe_name(ca.name, f"ca-{ca.id}"), chain[0], chain[1:])
+
+    def export_many(self, ids: Sequence[int] | None) -> Exported:
+        """All CAs as one PEM bundle, or the chosen ones as a ZIP of single files."""
+        rows = self.all() if ids is None else self.many(ids)
+        if ids is None:
+            bundle = "".join(r.certificate_pem for r in rows).encode()
+            return Exported(bundle, PEM, "cas.pem")
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for row in rows:
+                archive.writestr(f"{row.id}-{safe_name(row.name, 'ca')}.pem", row.certificate_pem)
+        return Exported(buffer.getvalue(), "application/zip", "cas.zip")
+
+    def import_ca(
+        self, data: bytes, password: str | None, name: str | None, import_key: bool = True
+    ) -> models.CertificateAuthority:
+        bundle = read_bundle(data, password)
+        if not inspect.is_ca(bundle.certificate):
+            raise PolicyViolation("the certificate is not a CA certificate (no CA:TRUE)")
+        key = bundle.private_key if import_key else None
+        return self.store_imported(bundle.certificate, key, name)
+
+    def store_imported(
+        self, cert: x509.Certificate, key: PrivateKey | None, name: str | None
+    ) -> models.CertificateAuthority:
+        check_key_matches(cert, key)
+        ski = inspect.key_identifier(cert)
+        if ski and self._repos.cas.by_subject_key_id(ski):
+            raise Conflict("this CA is already present")
+        parent = self.find_issuer(cert)
+        encrypted = self._issuance.keys.encrypt(key) if key is not None else None
+        display = name or inspect.common_name(cert.subject) or cert.subject.rfc4514_string()
+        row = ca_row(cert, encrypted, display, parent)
+        row.imported = True
+        self._repos.cas.add(row)
+        details = {"subject": row.subject, "with_key": key is not None}
+        audit.record(self._repos.audit, self._actor, "ca.import", "ca", row.id, details)
+        return row
+
+    def find_issuer(self, cert: x509.Certificate) -> models.CertificateAuthority | None:
+        """Link by authority key identifier first, then by issuer name; never to itself."""
+        if cert.issuer == cert.subject:
+            return None
+        aki = inspect.authority_key_identifier(cert)
+        if aki:
+            found = self._repos.cas.by_subject_key_id(aki)
+            if found:
+                return found
+        return self._repos.cas.by_subject(cert.issuer.rfc4514_string())
+
+
+def read_bundle(data: bytes, password: str | None) -> ImportedBundle:
+    """A PKCS#12 file, or PEM/DER certificates optionally followed by a PEM private key."""
+    if not data:
+        raise InvalidInput("the uploaded content is empty")
+    secret = password.encode() if password else None
+    if looks_like_pkcs12(data):
+        cert, key, extra = load_pkcs12(data, secret)
+        if cert is None:
+            raise InvalidInput("the PKCS#12 file holds no certificate")
+        return ImportedBundle(cert, key, extra)
+    certs = load_certificates(data)
+    key = load_private_key(data, secret) if b"PRIVATE KEY-----" in data else None
+    return ImportedBundle(certs[0], key, certs[1:])
+
+
+def check_key_matches(cert: x509.Certificate, key: PrivateKey | None) -> None:
+    if key is None:
+        return
+    if key.public_key() != cert.public_key():
+        raise PolicyViolation("the private key does not belong to the certificate")

@@ -1,0 +1,70 @@
+"""Roles and permission strings, as the native API's Permissions table names them."""
+
+from tessera.core.errors import InvalidInput, PermissionDenied
+
+PERMISSIONS: dict[str, str] = {
+    "*": "Full access (admin only)",
+    "read:*": "Read access to all resources",
+    "read:certificates": "Read certificates",
+    "write:certificates": "Create/update certificates",
+    "delete:certificates": "Delete/revoke certificates",
+    "read:cas": "Read CAs",
+    "write:cas": "Create/update CAs",
+    "delete:cas": "Delete CAs",
+    "read:users": "Read users",
+    "write:users": "Create/update users",
+    "delete:users": "Delete users",
+    "read:audit": "View audit logs",
+    "delete:audit": "Cleanup audit logs",
+    "admin:system": "System administration",
+}
+
+ROLE_PERMISSIONS: dict[str, list[str]] = {
+    "admin": ["*"],
+    "operator": [
+        "read:*",
+        "write:certificates",
+        "delete:certificates",
+        "write:cas",
+    ],
+    "auditor": ["read:*"],
+    "viewer": ["read:certificates", "read:cas"],
+}
+ROLES = tuple(ROLE_PERMISSIONS)
+
+ROLE_DESCRIPTIONS = {
+    "admin": "Full access, including users and system settings",
+    "operator": "Issues, renews and revokes certificates and manages CAs",
+    "auditor": "Reads everything, including the audit log and users; changes nothing",
+    "viewer": "Reads certificates and CAs",
+}
+
+
+def grants(held: frozenset[str] | set[str], needed: str) -> bool:
+    """'*' grants everything; 'read:*' grants every read; otherwise an exact match."""
+    if "*" in held or needed in held:
+        return True
+    action, _, _ = needed.partition(":")
+    return f"{action}:*" in held
+
+
+def role_permissions(role: str) -> frozenset[str]:
+    return frozenset(ROLE_PERMISSIONS.get(role, ()))
+
+
+def narrow(owner: frozenset[str], requested: list[str] | None) -> list[str]:
+    """An API key may carry fewer permissions than its owner, never more."""
+    if not requested:
+        return sorted(owner)
+    unknown = [p for p in requested if p not in PERMISSIONS]
+    if unknown:
+        raise InvalidInput(f"unknown permissions: {unknown}")
+    beyond = [p for p in requested if not grants(owner, p) and p != "*"]
+    if beyond or ("*" in requested and "*" not in owner):
+        raise PermissionDenied(f"permissions beyond your role: {beyond or ['*']}")
+    return sorted(set(requested))
+
+
+def effective(key_permissions: list[str], owner: frozenset[str]) -> frozenset[str]:
+    """What a key may do now: its own list, cut to what its owner still holds."""
+    return frozenset(p for p in key_permissions if grants(owner, p) or p in owner)

@@ -1,0 +1,193 @@
+"""The storage side of the one issuance path: loads the issuer, runs `Authority.issue`, and
+writes the certificate (or CA) row and its audit event in the caller's transaction."""
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from tessera.core import inspect
+from tessera.core.authority import AuditEvent, Authority, Issuer, PublicationURLs
+from tessera.core.errors import PolicyViolation
+from tessera.core.formats import cert_pem, load_certificate
+from tessera.core.keys import PrivateKey, describe_public_key
+from tessera.core.keystore import KeyEncryptor
+from tessera.core.profile import CertificateRequest, Template
+from tessera.domains import audit
+from tessera.domains.actor import Actor
+from tessera.storage import models
+from tessera.storage.repositories import Repositories
+
+
+@dataclass(frozen=True)
+class PublicationBase:
+    """Builds the CRL and AIA URLs of a CA from the public plain-HTTP base URL."""
+
+    http_base: str
+
+    def for_ca(self, ca: models.CertificateAuthority) -> PublicationURLs:
+        return PublicationURLs(
+            crl=f"{self.http_base}/cdp/{ca.refid}.crl",
+            ocsp=f"{self.http_base}/ocsp",
+            ca_issuers=f"{self.http_base}/ca/{ca.refid}.cer",
+        )
+
+
+@dataclass
+class Issuance:
+    """Everything issuance needs beyond the request; built once per unit of work."""
+
+    repos: Repositories
+    authority: Authority
+    keys: KeyEncryptor
+    publication: PublicationBase
+    actor: Actor
+
+    def issuer(self, ca: models.CertificateAuthority) -> Issuer:
+        if not ca.is_active:
+            raise PolicyViolation(f"CA {ca.id} is disabled")
+        if ca.encrypted_private_key is None:
+            raise PolicyViolation(f"CA {ca.id} has no private key here and cannot sign")
+        return Issuer(
+            certificate=load_certificate(ca.certificate_pem.encode()),
+            key=self.keys.decrypt(ca.encrypted_private_key),
+            urls=self.publication.for_ca(ca),
+        )
+
+    def issue_certificate(
+        self,
+        request: CertificateRequest,
+        ca: models.CertificateAuthority,
+        template: models.Template | None = None,
+        private_key: PrivateKey | None = None,
+    ) -> models.Certificate:
+        def write(cert: x509.Certificate) -> tuple[str, object]:
+            row = certificate_row(cert, self.keys, private_key)
+            row.ca_id, row.origin, row.created_by = ca.id, request.origin, self.actor.username
+            row.template_id = template.id if template else None
+            self.repos.certificates.add(row)
+            rows.append(row)
+            return "certificate", row.id
+
+        rows: list[models.Certificate] = []
+        self.authority.issue(request, self.issuer(ca), self._ledger(write), core_template(template))
+        return rows[0]
+
+    def issue_ca(
+        self,
+        request: CertificateRequest,
+        name: str,
+        private_key: PrivateKey,
+        parent: models.CertificateAuthority | None,
+        internal: bool = False,
+    ) -> models.CertificateAuthority:
+        def write(cert: x509.Certificate) -> tuple[str, object]:
+            row = ca_row(cert, self.keys.encrypt(private_key), name, parent)
+            row.internal = internal
+            self.repos.cas.add(row)
+            rows.append(row)
+            return "ca", row.id
+
+        rows: list[models.CertificateAuthority] = []
+        issuer = self.issuer(parent) if parent else Issuer(None, private_key)
+        self.authority.issue(request, issuer, self._ledger(write))
+        return rows[0]
+
+    def _ledger(self, write: Callable[[x509.Certificate], tuple[str, object]]) -> "_Ledger":
+        return _Ledger(self.repos, self.actor, write)
+
+
+class _Ledger:
+    def __init__(
+        self,
+        repos: Repositories,
+        actor: Actor,
+        write: Callable[[x509.Certificate], tuple[str, object]],
+    ) -> None:
+        self._repos, self._actor, self._write = repos, actor, write
+
+    def reserve_serial(self, serial: int) -> bool:
+        return self._repos.serials.reserve(inspect.serial_hex(serial))
+
+    def record(self, certificate: x509.Certificate, event: AuditEvent) -> None:
+        resource_type, resource_id = self._write(certificate)
+        audit.record(
+            self._repos.audit, self._actor, event.action, resource_type, resource_id, event.details
+        )
+
+
+def core_template(row: models.Template | None) -> Template | None:
+    if row is None:
+        return None
+    return Template(
+        name=row.name,
+        validity_days=row.validity_days,
+        key_algorithm=row.key_algorithm,
+        key_size=row.key_size,
+        key_usage=tuple(row.key_usage) if row.key_usage is not None else None,
+        extended_key_usage=(
+            tuple(row.extended_key_usage) if row.extended_key_usage is not None else None
+        ),
+        is_ca=row.is_ca,
+        path_length=row.path_length,
+        subject_defaults=tuple((row.subject_defaults or {}).items()),
+    )
+
+
+def certificate_row(
+    cert: x509.Certificate, keys: KeyEncryptor, private_key: PrivateKey | None
+) -> models.Certificate:
+    key = _key_facts(cert)
+    return models.Certificate(
+        refid=str(uuid.uuid4()),
+        serial_number=inspect.serial_hex(cert.serial_number),
+        common_name=inspect.common_name(cert.subject)[:200],
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        san_text=" ".join(inspect.sans(cert)).lower(),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        status="active",
+        key_algorithm=key[0],
+        key_size=key[1],
+        fingerprint_sha256=cert.fingerprint(hashes.SHA256()).hex(),
+        certificate_pem=cert_pem(cert),
+        encrypted_private_key=keys.encrypt(private_key) if private_key is not None else None,
+    )
+
+
+def ca_row(
+    cert: x509.Certificate,
+    encrypted_key: str | None,
+    name: str,
+    parent: models.CertificateAuthority | None,
+) -> models.CertificateAuthority:
+    key = _key_facts(cert)
+    return models.CertificateAuthority(
+        refid=str(uuid.uuid4()),
+        name=name[:200],
+        common_name=inspect.common_name(cert.subject)[:200],
+        ca_type="intermediate" if parent or cert.issuer != cert.subject else "root",
+        parent_id=parent.id if parent else None,
+        serial_number=inspect.serial_hex(cert.serial_number),
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        key_algorithm=key[0],
+        key_size=key[1],
+        signature_algorithm=inspect.signature_algorithm(cert),
+        subject_key_id=inspect.key_identifier(cert),
+        certificate_pem=cert_pem(cert),
+        encrypted_private_key=encrypted_key,
+    )
+
+
+def _key_facts(cert: x509.Certificate) -> tuple[str, int]:
+    try:
+        spec = describe_public_key(cert.public_key())
+    except (PolicyViolation, ValueError):
+        return "unknown", 0
+    return spec.algorithm, spec.size

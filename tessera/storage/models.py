@@ -1,0 +1,195 @@
+"""Tables. Every inventory row belongs to an organization; repositories scope by it."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stored as naive UTC (SQLite keeps no zone), always returned timezone-aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    username: Mapped[str] = mapped_column(String(150), unique=True)
+    email: Mapped[str | None] = mapped_column(String(254))
+    full_name: Mapped[str | None] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(32))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    last_login: Mapped[datetime | None]
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    permissions: Mapped[list[str]] = mapped_column(JSON, default=list)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    last_used_at: Mapped[datetime | None]
+
+
+class WebSession(Base):
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    expires_at: Mapped[datetime]
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+
+
+class CertificateAuthority(Base):
+    __tablename__ = "certificate_authorities"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    refid: Mapped[str] = mapped_column(String(36), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    common_name: Mapped[str] = mapped_column(String(200))
+    ca_type: Mapped[str] = mapped_column(String(16))  # root | intermediate
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("certificate_authorities.id"))
+    serial_number: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(Text)
+    issuer: Mapped[str] = mapped_column(Text)
+    not_before: Mapped[datetime]
+    not_after: Mapped[datetime]
+    key_algorithm: Mapped[str] = mapped_column(String(16))
+    key_size: Mapped[int] = mapped_column(Integer)
+    signature_algorithm: Mapped[str] = mapped_column(String(64))
+    subject_key_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    encrypted_private_key: Mapped[str | None] = mapped_column(Text)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    internal: Mapped[bool] = mapped_column(Boolean, default=False)
+    imported: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Template(Base):
+    __tablename__ = "templates"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    template_type: Mapped[str] = mapped_column(String(32), default="server")
+    validity_days: Mapped[int | None] = mapped_column(Integer)
+    key_algorithm: Mapped[str | None] = mapped_column(String(16))
+    key_size: Mapped[int | None] = mapped_column(Integer)
+    key_usage: Mapped[list[str] | None] = mapped_column(JSON)
+    extended_key_usage: Mapped[list[str] | None] = mapped_column(JSON)
+    is_ca: Mapped[bool] = mapped_column(Boolean, default=False)
+    path_length: Mapped[int | None] = mapped_column(Integer)
+    subject_defaults: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Certificate(Base):
+    __tablename__ = "certificates"
+    __table_args__ = (
+        Index("ix_certificates_org_status_not_after", "org_id", "status", "not_after"),
+        Index("ix_certificates_org_ca", "org_id", "ca_id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    refid: Mapped[str] = mapped_column(String(36), unique=True)
+    ca_id: Mapped[int | None] = mapped_column(
+        ForeignKey("certificate_authorities.id", ondelete="SET NULL")
+    )
+    template_id: Mapped[int | None] = mapped_column(ForeignKey("templates.id", ondelete="SET NULL"))
+    serial_number: Mapped[str] = mapped_column(String(64), index=True)
+    common_name: Mapped[str] = mapped_column(String(200), index=True)
+    subject: Mapped[str] = mapped_column(Text)
+    issuer: Mapped[str] = mapped_column(Text)
+    san_text: Mapped[str] = mapped_column(Text, default="")
+    not_before: Mapped[datetime]
+    not_after: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | revoked
+    revoked_at: Mapped[datetime | None]
+    revocation_reason: Mapped[str | None] = mapped_column(String(32))
+    revocation_comment: Mapped[str | None] = mapped_column(Text)
+    key_algorithm: Mapped[str] = mapped_column(String(16))
+    key_size: Mapped[int] = mapped_column(Integer)
+    fingerprint_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    encrypted_private_key: Mapped[str | None] = mapped_column(Text)
+    origin: Mapped[str] = mapped_column(String(32), default="api")
+    created_by: Mapped[str | None] = mapped_column(String(150))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class IssuedSerial(Base):
+    """A serial is claimed here before signing, so no two certificates ever share one."""
+
+    __tablename__ = "issued_serials"
+    serial_number: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reserved_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_logs"
+    __table_args__ = (Index("ix_audit_logs_org_time", "org_id", "timestamp"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id"))
+    timestamp: Mapped[datetime] = mapped_column(default=_now)
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    username: Mapped[str | None] = mapped_column(String(150))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    resource_type: Mapped[str | None] = mapped_column(String(64))
+    resource_id: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    success: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -1,0 +1,39 @@
+"""Repositories: the only code that builds queries. Each is scoped to one organization."""
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from tessera.storage.repositories.audit import AuditRepository
+from tessera.storage.repositories.cas import CARepository
+from tessera.storage.repositories.certificates import CertificateRepository
+from tessera.storage.repositories.identity import (
+    ApiKeyRepository,
+    OrganizationRepository,
+    UserRepository,
+    WebSessionRepository,
+)
+from tessera.storage.repositories.serials import SerialRepository
+from tessera.storage.repositories.templates import TemplateRepository
+
+
+@dataclass
+class Repositories:
+    """All repositories of one unit of work, bound to one session and organization."""
+
+    session: Session
+    org_id: int
+
+    def __post_init__(self) -> None:
+        self.cas = CARepository(self.session, self.org_id)
+        self.certificates = CertificateRepository(self.session, self.org_id)
+        self.templates = TemplateRepository(self.session, self.org_id)
+        self.serials = SerialRepository(self.session)
+        self.audit = AuditRepository(self.session, self.org_id)
+        self.users = UserRepository(self.session, self.org_id)
+        self.api_keys = ApiKeyRepository(self.session)
+        self.web_sessions = WebSessionRepository(self.session)
+        self.organizations = OrganizationRepository(self.session)
+
+
+__all__ = ["Repositories"]

@@ -1,0 +1,83 @@
+from collections.abc import Sequence
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from tessera.storage.models import Certificate, CertificateAuthority
+
+
+class CARepository:
+    def __init__(self, session: Session, org_id: int) -> None:
+        self._session = session
+        self._org_id = org_id
+
+    def _scoped(self):  # type: ignore[no-untyped-def]
+        return select(CertificateAuthority).where(CertificateAuthority.org_id == self._org_id)
+
+    def add(self, ca: CertificateAuthority) -> CertificateAuthority:
+        ca.org_id = self._org_id
+        self._session.add(ca)
+        self._session.flush()
+        return ca
+
+    def get(self, ca_id: int) -> CertificateAuthority | None:
+        return self._session.scalar(self._scoped().where(CertificateAuthority.id == ca_id))
+
+    def by_refid(self, refid: str) -> CertificateAuthority | None:
+        return self._session.scalar(self._scoped().where(CertificateAuthority.refid == refid))
+
+    def by_subject_key_id(self, ski: str) -> CertificateAuthority | None:
+        return self._session.scalar(
+            self._scoped().where(CertificateAuthority.subject_key_id == ski).limit(1)
+        )
+
+    def by_subject(self, subject: str) -> CertificateAuthority | None:
+        return self._session.scalar(
+            self._scoped().where(CertificateAuthority.subject == subject).limit(1)
+        )
+
+    def page(
+        self, page: int, per_page: int, include_internal: bool = True
+    ) -> tuple[Sequence[CertificateAuthority], int]:
+        query = self._scoped()
+        if not include_internal:
+            query = query.where(CertificateAuthority.internal.is_(False))
+        total = self._session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = self._session.scalars(
+            query.order_by(CertificateAuthority.id).offset((page - 1) * per_page).limit(per_page)
+        ).all()
+        return rows, total
+
+    def all(self) -> Sequence[CertificateAuthority]:
+        return self._session.scalars(self._scoped().order_by(CertificateAuthority.id)).all()
+
+    def many(self, ids: Sequence[int]) -> Sequence[CertificateAuthority]:
+        return self._session.scalars(self._scoped().where(CertificateAuthority.id.in_(ids))).all()
+
+    def children_count(self, ca_id: int) -> int:
+        query = select(func.count()).where(
+            CertificateAuthority.org_id == self._org_id, CertificateAuthority.parent_id == ca_id
+        )
+        return self._session.scalar(query) or 0
+
+    def certificate_counts(self, ca_ids: Sequence[int]) -> dict[int, int]:
+        query = (
+            select(Certificate.ca_id, func.count())
+            .where(Certificate.org_id == self._org_id, Certificate.ca_id.in_(ca_ids))
+            .group_by(Certificate.ca_id)
+        )
+        return {ca_id: count for ca_id, count in self._session.execute(query).tuples() if ca_id}
+
+    def delete(self, ca: CertificateAuthority) -> None:
+        self._session.execute(
+            delete(CertificateAuthority).where(
+                CertificateAuthority.id == ca.id, CertificateAuthority.org_id == self._org_id
+            )
+        )
+
+
+def find_public_ca(session: Session, reference: str) -> CertificateAuthority | None:
+    """CA certificates are public: relying parties fetch them by id or refid, without a tenant."""
+    column = CertificateAuthority.id if reference.isdigit() else CertificateAuthority.refid
+    value: object = int(reference) if reference.isdigit() else reference
+    return session.scalar(select(CertificateAuthority).where(column == value))

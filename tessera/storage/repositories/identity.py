@@ -1,0 +1,115 @@
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from tessera.storage.models import ApiKey, Organization, User, WebSession
+
+DEFAULT_ORGANIZATION = "default"
+
+
+class OrganizationRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def default(self) -> Organization | None:
+        return self._session.scalar(
+            select(Organization).where(Organization.name == DEFAULT_ORGANIZATION)
+        )
+
+    def add(self, name: str) -> Organization:
+        org = Organization(name=name)
+        self._session.add(org)
+        self._session.flush()
+        return org
+
+
+class UserRepository:
+    """Users of one organization; login looks users up across organizations by name."""
+
+    def __init__(self, session: Session, org_id: int) -> None:
+        self._session = session
+        self._org_id = org_id
+
+    def add(self, user: User) -> User:
+        user.org_id = self._org_id
+        self._session.add(user)
+        self._session.flush()
+        return user
+
+    def get(self, user_id: int) -> User | None:
+        return self._session.scalar(
+            select(User).where(User.id == user_id, User.org_id == self._org_id)
+        )
+
+    def by_username(self, username: str) -> User | None:
+        return self._session.scalar(
+            select(User).where(User.username == username, User.org_id == self._org_id)
+        )
+
+    def all(self) -> Sequence[User]:
+        return self._session.scalars(
+            select(User).where(User.org_id == self._org_id).order_by(User.id)
+        ).all()
+
+    def delete(self, user: User) -> None:
+        self._session.execute(delete(User).where(User.id == user.id, User.org_id == self._org_id))
+
+
+def find_login_user(session: Session, username: str) -> User | None:
+    """Login happens before the organization is known: usernames are unique server-wide."""
+    return session.scalar(select(User).where(User.username == username))
+
+
+def load_user(session: Session, user_id: int) -> User | None:
+    return session.get(User, user_id)
+
+
+class ApiKeyRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, key: ApiKey) -> ApiKey:
+        self._session.add(key)
+        self._session.flush()
+        return key
+
+    def by_hash(self, key_hash: str) -> ApiKey | None:
+        return self._session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+
+    def for_user(self, user_id: int) -> Sequence[ApiKey]:
+        return self._session.scalars(
+            select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.id)
+        ).all()
+
+    def get(self, user_id: int, key_id: int) -> ApiKey | None:
+        return self._session.scalar(
+            select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user_id)
+        )
+
+    def delete(self, key: ApiKey) -> None:
+        self._session.execute(delete(ApiKey).where(ApiKey.id == key.id))
+
+
+class WebSessionRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, web_session: WebSession) -> WebSession:
+        self._session.add(web_session)
+        self._session.flush()
+        return web_session
+
+    def by_hash(self, token_hash: str, now: datetime) -> WebSession | None:
+        return self._session.scalar(
+            select(WebSession).where(
+                WebSession.token_hash == token_hash, WebSession.expires_at > now
+            )
+        )
+
+    def delete_by_hash(self, token_hash: str) -> None:
+        self._session.execute(delete(WebSession).where(WebSession.token_hash == token_hash))
+
+    def delete_for_user(self, user_id: int) -> None:
+        self._session.execute(delete(WebSession).where(WebSession.user_id == user_id))
