@@ -1,0 +1,151 @@
+"""Test helpers: free ports, a real `tessera serve` process, throwaway databases."""
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+PG_ADMIN_URL = os.environ.get("TESSERA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+ADMIN_PASSWORD = "admin-password-for-tests"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def database(kind: str) -> Iterator[str | None]:
+    """None for SQLite (the server makes its own in the data directory), or a fresh
+    PostgreSQL database that is dropped afterwards."""
+    if kind == "sqlite":
+        yield None
+        return
+    import psycopg
+
+    name = f"tessera_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    port: int
+    http_port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    database_url: str | None
+    api_key: str = ""
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def ca_bundle(self) -> Path:
+        return self.data_dir / "tls" / "server.pem"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_bundle))
+
+    def client(self, api_key: str | None = None, **kwargs: object) -> httpx.Client:
+        headers = {"X-API-Key": api_key if api_key is not None else self.api_key}
+        if api_key == "":
+            headers = {}
+        return httpx.Client(
+            base_url=self.url, verify=self.ssl_context(), headers=headers, timeout=60, **kwargs
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(
+    data_dir: Path, database_url: str | None, workers: int = 1, env: dict[str, str] | None = None
+) -> Server:
+    port, http_port = free_port(), free_port()
+    environment = {
+        **os.environ,
+        "TESSERA_DATA_DIR": str(data_dir),
+        "TESSERA_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "TESSERA_LOG_LEVEL": "warning",
+        **(env or {}),
+    }
+    environment.pop("DATABASE_URL", None)
+    if database_url:
+        environment["DATABASE_URL"] = database_url
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir.parent / f"{data_dir.name}-server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tessera.cli", "serve", "--port", str(port),
+             "--http-port", str(http_port), "--workers", str(workers)],
+            env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    server = Server(data_dir, port, http_port, process, log_path, database_url)
+    _wait_ready(server)
+    return server
+
+
+def _wait_ready(server: Server, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{server.log()}")
+        if server.ca_bundle.exists():
+            try:
+                with httpx.Client(verify=server.ssl_context(), timeout=2) as client:
+                    if client.get(f"{server.url}/api/v2/health/ready").status_code == 200:
+                        return
+            except (httpx.HTTPError, ssl.SSLError, OSError):
+                pass
+        time.sleep(0.2)
+    stop_server(server)
+    raise RuntimeError(f"server did not become ready:\n{server.log()}")
+
+
+def stop_server(server: Server) -> None:
+    if server.process.poll() is None:
+        os.killpg(server.process.pid, signal.SIGTERM)
+        try:
+            server.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.process.pid, signal.SIGKILL)
+            server.process.wait()
+
+
+def admin_api_key(server: Server) -> str:
+    with server.client(api_key="") as client:
+        login = client.post(
+            "/api/v2/auth/login/password", json={"username": "admin", "password": ADMIN_PASSWORD}
+        )
+        login.raise_for_status()
+        csrf = login.json()["data"]["csrf_token"]
+        created = client.post(
+            "/api/v2/account/apikeys", json={"name": "tests"}, headers={"X-CSRF-Token": csrf}
+        )
+        created.raise_for_status()
+        return str(created.json()["data"]["key"])

@@ -1,0 +1,44 @@
+"""Real third-party checkers: openssl and pkilint, run as the tools they are."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+PKILINT = Path(sys.executable).parent / "lint_pkix_cert"
+
+
+def openssl(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["openssl", *args], input=input, capture_output=True, timeout=60)
+
+
+def openssl_verify(workdir: Path, leaf_pem: str, chain_pems: list[str]) -> str:
+    """`openssl verify` with the root as trust anchor and the rest as untrusted."""
+    root = workdir / "root.pem"
+    root.write_text(chain_pems[-1])
+    leaf = workdir / "leaf.pem"
+    leaf.write_text(leaf_pem)
+    args = ["verify", "-x509_strict", "-CAfile", str(root)]
+    if len(chain_pems) > 1:
+        untrusted = workdir / "untrusted.pem"
+        untrusted.write_text("".join(chain_pems[:-1]))
+        args += ["-untrusted", str(untrusted)]
+    result = openssl(*args, str(leaf))
+    return (result.stdout + result.stderr).decode()
+
+
+def pkilint_findings(workdir: Path, pem: str, name: str = "cert.pem") -> str:
+    """Findings at ERROR or above; empty text means the certificate is clean."""
+    path = workdir / name
+    path.write_text(pem)
+    executable = str(PKILINT) if PKILINT.exists() else shutil.which("lint_pkix_cert")
+    assert executable, "pkilint is not installed"
+    result = subprocess.run(
+        [executable, "lint", "-s", "ERROR", str(path)], capture_output=True, timeout=120
+    )
+    return (result.stdout + result.stderr).decode().strip()
+
+
+def pem_blocks(text: str) -> list[str]:
+    end = "-----END CERTIFICATE-----"
+    return [part.strip() + "\n" + end + "\n" for part in text.split(end) if "BEGIN" in part]
