@@ -3,6 +3,7 @@ and, optionally, from `tessera.env` in the data directory (environment wins)."""
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -80,7 +81,7 @@ def load_settings(**overrides: object) -> Settings:
     """Environment first, then the data directory's config file, then built-in defaults."""
     data_dir = Path(str(overrides.get("data_dir") or os.environ.get("TESSERA_DATA_DIR", "data")))
     env_file = data_dir / CONFIG_FILE_NAME
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     if env_file.is_file():
-        return Settings(_env_file=env_file, **given)  # type: ignore[call-arg]
-    return Settings(**given)  # type: ignore[arg-type]
+        given["_env_file"] = env_file
+    return Settings(**given)

@@ -67,8 +67,13 @@ def _worker(settings_json: str, tls: TLSFiles, sockets: list[socket.socket]) -> 
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
+
+        def stop_all() -> None:
+            for server in servers:
+                server.should_exit = True
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: [setattr(s, "should_exit", True) for s in servers])
+            loop.add_signal_handler(sig, stop_all)
         await asyncio.gather(*(s.serve(sockets=[k]) for s, k in zip(servers, sockets, strict=True)))
 
     asyncio.run(serve())
@@ -109,8 +114,11 @@ def run(settings: Settings, tls: TLSFiles) -> None:
             if process.is_alive() or stopping:
                 continue
             if time.monotonic() - started[id(process)] < CRASH_WINDOW:
-                print(f"worker exited with {process.exitcode} right after start; stopping",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"worker exited with {process.exitcode} right after start; stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 stopping, failed = True, True
                 break
             log.warning("worker %s exited with %s; restarting", process.pid, process.exitcode)

@@ -10,7 +10,9 @@ BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     """One real `tessera serve` per test module and storage backend."""
     with database(request.param) as url:
         running = start_server(tmp_path_factory.mktemp("tessera") / "data", url)

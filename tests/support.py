@@ -101,9 +101,22 @@ def start_server(
     log_path = data_dir.parent / f"{data_dir.name}-server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tessera.cli", "serve", "--port", str(port),
-             "--http-port", str(http_port), "--workers", str(workers)],
-            env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "tessera.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--http-port",
+                str(http_port),
+                "--workers",
+                str(workers),
+            ],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     server = Server(data_dir, port, http_port, process, log_path, database_url)
     _wait_ready(server)

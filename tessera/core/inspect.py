@@ -73,11 +73,13 @@ def authority_key_identifier(cert: x509.Certificate) -> str | None:
 
 def details(cert: x509.Certificate, now: datetime) -> dict[str, object]:
     """Parsed details as the native API's certificate view shows them."""
+    key_algorithm: str = "unknown"
+    key_size = 0
     try:
         key = describe_public_key(cert.public_key())
         key_algorithm, key_size = key.algorithm, key.size
     except ValueError:
-        key_algorithm, key_size = "unknown", 0
+        pass
     remaining = cert.not_valid_after_utc - now
     return {
         "subject": cert.subject.rfc4514_string(),

@@ -7,13 +7,28 @@ import pytest
 
 from tests.tools import openssl, openssl_verify, pem_blocks, pkilint_findings
 
-KEY_TYPES = [("RSA", 2048), ("RSA", 3072), ("RSA", 4096), ("EC", 256), ("EC", 384), ("EC", 521),
-             ("Ed25519", None)]
+KEY_TYPES = [
+    ("RSA", 2048),
+    ("RSA", 3072),
+    ("RSA", 4096),
+    ("EC", 256),
+    ("EC", 384),
+    ("EC", 521),
+    ("Ed25519", None),
+]
 
 
-def create_root(api: httpx.Client, name: str, algorithm: str = "EC", size: int | None = 384) -> dict:
-    body = {"common_name": name, "organization": "Tessera Tests", "country": "US",
-            "ca_type": "root", "key_algorithm": algorithm, "validity_days": 3650}
+def create_root(
+    api: httpx.Client, name: str, algorithm: str = "EC", size: int | None = 384
+) -> dict:
+    body = {
+        "common_name": name,
+        "organization": "Tessera Tests",
+        "country": "US",
+        "ca_type": "root",
+        "key_algorithm": algorithm,
+        "validity_days": 3650,
+    }
     if size:
         body["key_size"] = size
     response = api.post("/api/v2/cas", json=body)
@@ -22,8 +37,15 @@ def create_root(api: httpx.Client, name: str, algorithm: str = "EC", size: int |
 
 
 def create_intermediate(api: httpx.Client, parent: int, name: str, **extra: object) -> dict:
-    body = {"common_name": name, "ca_type": "intermediate", "parent_id": parent,
-            "validity_days": 1825, "key_algorithm": "EC", "key_size": 256, **extra}
+    body = {
+        "common_name": name,
+        "ca_type": "intermediate",
+        "parent_id": parent,
+        "validity_days": 1825,
+        "key_algorithm": "EC",
+        "key_size": 256,
+        **extra,
+    }
     response = api.post("/api/v2/cas", json=body)
     assert response.status_code == 201, response.text
     return response.json()["data"]
@@ -57,9 +79,14 @@ def test_issue_each_key_type(
 ) -> None:
     root = create_root(api, f"Root for {algorithm}{size}")
     inter = create_intermediate(api, root["id"], f"Issuing for {algorithm}{size}")
-    body = {"common_name": "server.example.com", "ca_id": inter["id"], "validity_days": 90,
-            "key_algorithm": algorithm, "san": ["dns:server.example.com", "ip:192.0.2.10"],
-            "extended_key_usage": ["serverAuth"]}
+    body = {
+        "common_name": "server.example.com",
+        "ca_id": inter["id"],
+        "validity_days": 90,
+        "key_algorithm": algorithm,
+        "san": ["dns:server.example.com", "ip:192.0.2.10"],
+        "extended_key_usage": ["serverAuth"],
+    }
     if size:
         body["key_size"] = size
     issued = api.post("/api/v2/certificates", json=body)
@@ -70,8 +97,9 @@ def test_issue_each_key_type(
     assert details["key_algorithm"] == algorithm
     assert details["san"] == ["dns:server.example.com", "ip:192.0.2.10"]
     assert details["extended_key_usage"] == ["serverAuth"]
-    chain = pem_blocks(export(api, f"/api/v2/certificates/{cert['id']}/export",
-                              format="chain").text)
+    chain = pem_blocks(
+        export(api, f"/api/v2/certificates/{cert['id']}/export", format="chain").text
+    )
     assert len(chain) == 3
     assert "OK" in openssl_verify(workdir, chain[0], chain[1:])
     assert pkilint_findings(workdir, chain[0]) == ""
@@ -79,28 +107,43 @@ def test_issue_each_key_type(
 
 def test_client_certificate_and_pkcs12(api: httpx.Client, workdir: Path) -> None:
     root = create_root(api, "Client Root", "RSA", 2048)
-    issued = api.post("/api/v2/certificates", json={
-        "common_name": "alice", "ca_id": root["id"], "key_algorithm": "RSA", "key_size": 2048,
-        "san": ["email:alice@example.com"], "extended_key_usage": ["clientAuth"],
-        "key_usage": ["digitalSignature"],
-    })
+    issued = api.post(
+        "/api/v2/certificates",
+        json={
+            "common_name": "alice",
+            "ca_id": root["id"],
+            "key_algorithm": "RSA",
+            "key_size": 2048,
+            "san": ["email:alice@example.com"],
+            "extended_key_usage": ["clientAuth"],
+            "key_usage": ["digitalSignature"],
+        },
+    )
     assert issued.status_code == 201, issued.text
     cert_id = issued.json()["data"]["id"]
     leaf = export(api, f"/api/v2/certificates/{cert_id}/export", format="pem").text
     assert pkilint_findings(workdir, leaf) == ""
-    p12 = export(api, f"/api/v2/certificates/{cert_id}/export", format="pkcs12",
-                 password="s3cret-pass").content
+    p12 = export(
+        api, f"/api/v2/certificates/{cert_id}/export", format="pkcs12", password="s3cret-pass"
+    ).content
     (workdir / "alice.p12").write_bytes(p12)
-    opened = openssl("pkcs12", "-in", str(workdir / "alice.p12"), "-passin", "pass:s3cret-pass",
-                     "-nodes", "-info")
+    opened = openssl(
+        "pkcs12",
+        "-in",
+        str(workdir / "alice.p12"),
+        "-passin",
+        "pass:s3cret-pass",
+        "-nodes",
+        "-info",
+    )
     text = opened.stdout.decode()
     assert opened.returncode == 0, opened.stderr.decode()
     assert "BEGIN PRIVATE KEY" in text and text.count("BEGIN CERTIFICATE") == 2
-    wrong = openssl("pkcs12", "-in", str(workdir / "alice.p12"), "-passin", "pass:nope",
-                    "-nodes")
+    wrong = openssl("pkcs12", "-in", str(workdir / "alice.p12"), "-passin", "pass:nope", "-nodes")
     assert wrong.returncode != 0
-    with_key = export(api, f"/api/v2/certificates/{cert_id}/export", format="pem",
-                      include_key="true").text
+    with_key = export(
+        api, f"/api/v2/certificates/{cert_id}/export", format="pem", include_key="true"
+    ).text
     assert "BEGIN PRIVATE KEY" in with_key
     logs = api.get("/api/v2/certificates/stats").json()["data"]
     assert logs["total"] >= 1
@@ -109,9 +152,23 @@ def test_client_certificate_and_pkcs12(api: httpx.Client, workdir: Path) -> None
 def test_csr_signing_with_openssl_request(api: httpx.Client, workdir: Path) -> None:
     root = create_root(api, "CSR Root")
     key, csr = workdir / "k.pem", workdir / "r.csr"
-    made = openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                   "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=csr.example.com",
-                   "-addext", "subjectAltName=DNS:csr.example.com,DNS:alt.example.com")
+    made = openssl(
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+        "-subj",
+        "/CN=csr.example.com",
+        "-addext",
+        "subjectAltName=DNS:csr.example.com,DNS:alt.example.com",
+    )
     assert made.returncode == 0, made.stderr
     issued = api.post("/api/v2/certificates", json={"ca_id": root["id"], "csr": csr.read_text()})
     assert issued.status_code == 201, issued.text

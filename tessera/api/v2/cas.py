@@ -41,10 +41,10 @@ def list_cas(
 def tree(request: Request, session: UnitOfWork, actor: Reader) -> JSONResponse:
     rows = _service(request, session, actor).all()
     nodes = {r.id: {**views.ca_view(r), "children": []} for r in rows}
-    roots = []
+    roots: list[dict[str, object]] = []
     for row in rows:
         parent = nodes.get(row.parent_id) if row.parent_id else None
-        (parent["children"] if parent else roots).append(nodes[row.id])  # type: ignore[attr-defined]
+        (parent["children"] if parent else roots).append(nodes[row.id])
     return ok(roots)
 
 

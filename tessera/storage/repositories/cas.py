@@ -1,6 +1,6 @@
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
 from tessera.storage.models import Certificate, CertificateAuthority
@@ -11,7 +11,7 @@ class CARepository:
         self._session = session
         self._org_id = org_id
 
-    def _scoped(self):  # type: ignore[no-untyped-def]
+    def _scoped(self) -> Select[CertificateAuthority]:
         return select(CertificateAuthority).where(CertificateAuthority.org_id == self._org_id)
 
     def add(self, ca: CertificateAuthority) -> CertificateAuthority:

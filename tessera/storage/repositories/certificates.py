@@ -2,7 +2,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, and_, case, delete, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from tessera.storage.models import Certificate
@@ -22,7 +22,7 @@ class CertificateRepository:
         self._session = session
         self._org_id = org_id
 
-    def _scoped(self) -> Select[tuple[Certificate]]:
+    def _scoped(self) -> Select[Certificate]:
         return select(Certificate).where(Certificate.org_id == self._org_id)
 
     def add(self, cert: Certificate) -> Certificate:
@@ -49,7 +49,7 @@ class CertificateRepository:
         ).all()
         return rows, total or 0
 
-    def _filtered(self, filters: CertificateFilter, now: datetime) -> Select[tuple[Certificate]]:
+    def _filtered(self, filters: CertificateFilter, now: datetime) -> Select[Certificate]:
         query = self._scoped()
         if filters.ca_id is not None:
             query = query.where(Certificate.ca_id == filters.ca_id)
@@ -100,7 +100,7 @@ class CertificateRepository:
         )
 
 
-def _status_clause(status: str, now: datetime):  # type: ignore[no-untyped-def]
+def _status_clause(status: str, now: datetime) -> ColumnElement[bool]:
     revoked = Certificate.status == "revoked"
     if status == "revoked":
         return revoked
