@@ -1,0 +1,211 @@
+"""The core authority on its own: no HTTP, no database."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from tessera.core.authority import AuditEvent, Authority, Issuer
+from tessera.core.errors import InvalidInput, PolicyViolation
+from tessera.core.keys import KeySpec, generate_private_key, parse_key_spec
+from tessera.core.keystore import KeyDecryptionError, KeyEncryptor
+from tessera.core.names import SubjectFields, parse_san
+from tessera.core.profile import CertificateRequest, Template
+from tessera.core.revocation import normalize_reason
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Ledger:
+    def __init__(self, taken: set[int] | None = None) -> None:
+        self.taken = taken or set()
+        self.recorded: list[tuple[x509.Certificate, AuditEvent]] = []
+
+    def reserve_serial(self, serial: int) -> bool:
+        if serial in self.taken:
+            return False
+        self.taken.add(serial)
+        return True
+
+    def record(self, certificate: x509.Certificate, event: AuditEvent) -> None:
+        self.recorded.append((certificate, event))
+
+
+def make_root(authority: Authority, days: int = 3650) -> Issuer:
+    key = generate_private_key(KeySpec("EC", 256))
+    request = CertificateRequest(
+        subject=SubjectFields("Unit Root").to_name(),
+        public_key=key.public_key(),
+        validity_days=days,
+        is_ca=True,
+    )
+    cert = authority.issue(request, Issuer(None, key), Ledger())
+    return Issuer(cert, key)
+
+
+def leaf_request(**overrides: object) -> CertificateRequest:
+    key = generate_private_key(KeySpec("EC", 256))
+    fields: dict[str, object] = {
+        "subject": SubjectFields("leaf.example.com").to_name(),
+        "public_key": key.public_key(),
+        "sans": (parse_san("dns:leaf.example.com"),),
+        "validity_days": 30,
+    }
+    fields.update(overrides)
+    return CertificateRequest(**fields)  # type: ignore[arg-type]
+
+
+def test_serial_collision_is_retried_and_recorded_once() -> None:
+    serials = iter([5, 5, 7])
+    authority = Authority(clock=lambda: NOW, serials=lambda: next(serials))
+    root = make_root(Authority(clock=lambda: NOW))
+    ledger = Ledger(taken={5})
+    cert = authority.issue(leaf_request(), root, ledger)
+    assert cert.serial_number == 7
+    assert len(ledger.recorded) == 1
+    assert ledger.recorded[0][1].action == "certificate.issue"
+
+
+def test_serial_exhaustion_is_a_policy_error() -> None:
+    authority = Authority(clock=lambda: NOW, serials=lambda: 5)
+    root = make_root(Authority(clock=lambda: NOW))
+    with pytest.raises(PolicyViolation, match="serial"):
+        authority.issue(leaf_request(), root, Ledger(taken={5}))
+
+
+def test_random_serials_are_positive_and_wide() -> None:
+    authority = Authority(clock=lambda: NOW)
+    root = make_root(authority)
+    cert = authority.issue(leaf_request(), root, Ledger())
+    assert cert.serial_number > 0 and cert.serial_number.bit_length() >= 64
+
+
+def test_leaf_validity_is_clamped_to_the_issuer() -> None:
+    authority = Authority(clock=lambda: NOW)
+    root = make_root(authority, days=10)
+    cert = authority.issue(leaf_request(validity_days=365), root, Ledger())
+    assert root.certificate is not None
+    assert cert.not_valid_after_utc == root.certificate.not_valid_after_utc
+
+
+def test_subordinate_ca_may_not_outlive_its_parent() -> None:
+    authority = Authority(clock=lambda: NOW)
+    root = make_root(authority, days=10)
+    with pytest.raises(PolicyViolation, match="outlive"):
+        authority.issue(leaf_request(is_ca=True, validity_days=20), root, Ledger())
+
+
+def test_expired_issuer_refuses() -> None:
+    root = make_root(Authority(clock=lambda: NOW), days=1)
+    later = Authority(clock=lambda: NOW + timedelta(days=2))
+    with pytest.raises(PolicyViolation, match="expired"):
+        later.issue(leaf_request(), root, Ledger())
+
+
+def test_key_floor_refuses_small_rsa() -> None:
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    authority = Authority(clock=lambda: NOW)
+    root = make_root(authority)
+    with pytest.raises(PolicyViolation, match="2048"):
+        authority.issue(leaf_request(public_key=small.public_key()), root, Ledger())
+    with pytest.raises(PolicyViolation):
+        parse_key_spec("RSA", 1024)
+
+
+def test_ec_key_cannot_have_key_encipherment() -> None:
+    authority = Authority(clock=lambda: NOW)
+    root = make_root(authority)
+    request = leaf_request(key_usage=("digitalSignature", "keyEncipherment"))
+    with pytest.raises(PolicyViolation, match="RFC 5480"):
+        authority.issue(request, root, Ledger())
+
+
+def test_leaf_issuer_must_be_a_ca() -> None:
+    authority = Authority(clock=lambda: NOW)
+    root = make_root(authority)
+    key = generate_private_key(KeySpec("EC", 256))
+    leaf = authority.issue(leaf_request(public_key=key.public_key()), root, Ledger())
+    with pytest.raises(PolicyViolation, match="not a CA"):
+        authority.issue(leaf_request(), Issuer(leaf, key), Ledger())
+
+
+def test_template_fills_and_refuses_conflicts() -> None:
+    authority = Authority(clock=lambda: NOW)
+    root = make_root(authority)
+    template = Template("web", validity_days=90, extended_key_usage=("serverAuth",))
+    cert = authority.issue(leaf_request(validity_days=None), root, Ledger(), template)
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=90)
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
+    with pytest.raises(PolicyViolation, match="conflicts"):
+        authority.issue(
+            leaf_request(extended_key_usage=("clientAuth",)), root, Ledger(), template
+        )
+    with pytest.raises(PolicyViolation, match="at most"):
+        authority.issue(leaf_request(validity_days=365), root, Ledger(), template)
+
+
+def test_intermediate_has_aki_matching_root_ski_and_publication_urls() -> None:
+    from tessera.core.authority import PublicationURLs
+
+    authority = Authority(clock=lambda: NOW)
+    root = make_root(authority)
+    urls = PublicationURLs("http://x/cdp/a.crl", "http://x/ocsp", "http://x/ca/a.cer")
+    issuer = Issuer(root.certificate, root.key, urls)
+    cert = authority.issue(leaf_request(is_ca=True, validity_days=100), issuer, Ledger())
+    assert root.certificate is not None
+    ski = root.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    assert aki.key_identifier == ski.digest
+    cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert cdp[0].full_name[0].value == "http://x/cdp/a.crl"
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("dns:Example.COM", x509.DNSName),
+        ("ip:10.0.0.1", x509.IPAddress),
+        ("ip:2001:db8::1", x509.IPAddress),
+        ("email:a@example.com", x509.RFC822Name),
+        ("uri:https://example.com/x", x509.UniformResourceIdentifier),
+        ("*.example.com", x509.DNSName),
+        ("192.0.2.1", x509.IPAddress),
+    ],
+)
+def test_san_spellings(text: str, kind: type) -> None:
+    assert isinstance(parse_san(text), kind)
+
+
+@pytest.mark.parametrize("bad", ["ip:999.1.1.1", "dns:", "dns:bad name", "email:nope", "a..b"])
+def test_bad_sans(bad: str) -> None:
+    with pytest.raises(InvalidInput):
+        parse_san(bad)
+
+
+@pytest.mark.parametrize(
+    ("given", "canonical"),
+    [
+        ("key_compromise", "keyCompromise"),
+        ("keyCompromise", "keyCompromise"),
+        ("caCompromise", "cACompromise"),
+        ("ca_compromise", "cACompromise"),
+        ("cessation_of_operation", "cessationOfOperation"),
+        ("aa_compromise", "aACompromise"),
+        (None, "unspecified"),
+    ],
+)
+def test_revocation_reason_spellings(given: str | None, canonical: str) -> None:
+    assert normalize_reason(given) == canonical
+
+
+def test_keystore_round_trip_and_rotation() -> None:
+    old, new = KeyEncryptor.new_kek(), KeyEncryptor.new_kek()
+    key = ec.generate_private_key(ec.SECP256R1())
+    token = KeyEncryptor([old]).encrypt(key)
+    assert b"PRIVATE" not in token.encode()
+    rotated = KeyEncryptor([new, old]).rotate(token)
+    assert KeyEncryptor([new]).decrypt(rotated).public_key() == key.public_key()
+    with pytest.raises(KeyDecryptionError):
+        KeyEncryptor([new]).decrypt(token)
