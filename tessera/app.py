@@ -8,7 +8,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tessera import __version__
 from tessera.api import errors, health
-from tessera.api.v2 import account, auth, cas, certificates, rbac, users
+from tessera.api.v2 import account, auth, cas, certificates, rbac, templates, users
 from tessera.config import Settings
 from tessera.protocols import aia
 from tessera.runtime import Runtime, build_runtime
@@ -37,7 +37,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.state.runtime = rt
     app.state.default_org_id = _default_org_id(rt)
     errors.install(app)
-    for router in (auth, account, cas, certificates, users, rbac):
+    for router in (auth, account, cas, certificates, templates, users, rbac):
         app.include_router(router.router, prefix="/api/v2")
     app.include_router(health.router())
     app.include_router(aia.router)

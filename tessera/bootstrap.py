@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -64,6 +65,7 @@ def initialize(settings: Settings, say: Callable[[str], None] = print) -> TLSFil
             with runtime.sessions.begin() as session, _exclusive_in(session):
                 repos = _repos(session)
                 _ensure_admin(repos, settings, say)
+                _ensure_default_templates(repos)
                 return _ensure_tls(runtime, repos, settings)
         finally:
             runtime.engine.dispose()
@@ -117,6 +119,39 @@ def _ensure_admin(repos: Repositories, settings: Settings, say: Callable[[str], 
         say("Created user 'admin' with the password from TESSERA_ADMIN_PASSWORD.")
     else:
         say(f"Created user 'admin' with password: {password}\n(shown only this once)")
+
+
+DEFAULT_TEMPLATES: tuple[dict[str, Any], ...] = (
+    {
+        "name": "Web Server",
+        "description": "TLS server",
+        "template_type": "server",
+        "validity_days": 397,
+        "extended_key_usage": ["serverAuth"],
+    },
+    {
+        "name": "Client Authentication",
+        "description": "TLS client / mTLS user",
+        "template_type": "client",
+        "validity_days": 365,
+        "extended_key_usage": ["clientAuth"],
+    },
+    {
+        "name": "Server and Client",
+        "description": "TLS server that also authenticates",
+        "template_type": "server_client",
+        "validity_days": 397,
+        "extended_key_usage": ["serverAuth", "clientAuth"],
+    },
+)
+
+
+def _ensure_default_templates(repos: Repositories) -> None:
+    """A fresh organization starts with the templates most issuance needs."""
+    if repos.templates.exists():
+        return
+    for spec in DEFAULT_TEMPLATES:
+        repos.templates.add(models.Template(**spec))
 
 
 def tls_files(settings: Settings, kek: bytes) -> TLSFiles:

@@ -1,3 +1,5 @@
+from collections.abc import Sequence
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -18,6 +20,14 @@ class TemplateRepository:
         return self._session.scalar(
             select(Template).where(Template.name == name, Template.org_id == self._org_id)
         )
+
+    def all(self) -> Sequence[Template]:
+        query = select(Template).where(Template.org_id == self._org_id).order_by(Template.id)
+        return self._session.scalars(query).all()
+
+    def exists(self) -> bool:
+        query = select(Template.id).where(Template.org_id == self._org_id).limit(1)
+        return self._session.scalar(query) is not None
 
     def add(self, template: Template) -> Template:
         template.org_id = self._org_id

@@ -1,0 +1,82 @@
+"""Issuing with a template: the core applies it, and refuses requests that contradict it."""
+
+from pathlib import Path
+
+import httpx
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from tests.tools import pkilint_findings
+
+
+def template_id(api: httpx.Client, name: str) -> int:
+    listed = api.get("/api/v2/templates")
+    assert listed.status_code == 200, listed.text
+    return next(t["id"] for t in listed.json()["data"] if t["name"] == name)
+
+
+def make_root(api: httpx.Client) -> int:
+    body = {"common_name": "Template Root", "ca_type": "root", "key_algorithm": "EC"}
+    created = api.post("/api/v2/cas", json=body)
+    assert created.status_code == 201, created.text
+    return int(created.json()["data"]["id"])
+
+
+def test_client_template_sets_eku_and_validity(api: httpx.Client, workdir: Path) -> None:
+    ca_id, tid = make_root(api), template_id(api, "Client Authentication")
+    issued = api.post(
+        "/api/v2/certificates",
+        json={
+            "common_name": "bob",
+            "ca_id": ca_id,
+            "template_id": tid,
+            "san": ["email:bob@example.com"],
+        },
+    )
+    assert issued.status_code == 201, issued.text
+    data = issued.json()["data"]
+    assert data["template_id"] == tid
+    pem = api.get(f"/api/v2/certificates/{data['id']}/export", params={"format": "pem"}).text
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == 365
+    assert pkilint_findings(workdir, pem) == ""
+
+
+def test_request_conflicting_with_template_is_refused(api: httpx.Client) -> None:
+    ca_id, tid = make_root(api), template_id(api, "Web Server")
+    before = api.get("/api/v2/certificates/stats").json()["data"]["total"]
+    conflicting = api.post(
+        "/api/v2/certificates",
+        json={
+            "common_name": "web.example.com",
+            "ca_id": ca_id,
+            "template_id": tid,
+            "extended_key_usage": ["clientAuth"],
+        },
+    )
+    assert conflicting.status_code == 422
+    assert "conflicts with template" in conflicting.json()["message"]
+    too_long = api.post(
+        "/api/v2/certificates",
+        json={
+            "common_name": "web.example.com",
+            "ca_id": ca_id,
+            "template_id": tid,
+            "validity_days": 1000,
+        },
+    )
+    assert too_long.status_code == 422
+    assert "at most 397 days" in too_long.json()["message"]
+    assert api.get("/api/v2/certificates/stats").json()["data"]["total"] == before
+
+
+def test_unknown_template_is_404(api: httpx.Client) -> None:
+    assert api.get("/api/v2/templates/999999").status_code == 404
+    issued = api.post(
+        "/api/v2/certificates",
+        json={"common_name": "x.example.com", "ca_id": make_root(api), "template_id": 999999},
+    )
+    assert issued.status_code == 404
+    assert issued.json() == {"error": True, "code": 404, "message": "template 999999 not found"}
