@@ -67,7 +67,9 @@ def _worker(settings_json: str, tls: TLSFiles, sockets: list[socket.socket]) -> 
         )
     ]
     if len(sockets) > 1:
-        servers.append(_Server(uvicorn.Config(public_only(app), **common)))
+        # One start-up banner per worker is enough: the second listener logs warnings only.
+        quiet = {**common, "log_level": "warning"}
+        servers.append(_Server(uvicorn.Config(public_only(app), **quiet)))
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
