@@ -99,8 +99,9 @@ def _actor_from_cookie(request: Request, session: Session, cookie: str) -> Actor
     if user is None or not user.active:
         raise Unauthenticated("session expired; log in again")
     if request.method not in SAFE_METHODS:
-        sent = request.headers.get(CSRF_HEADER, "")
-        if not hmac.compare_digest(sent, web_session.csrf_token):
+        # Bytes, not str: compare_digest refuses non-ASCII str and would raise instead.
+        sent = request.headers.get(CSRF_HEADER, "").encode()
+        if not hmac.compare_digest(sent, web_session.csrf_token.encode()):
             raise PermissionDenied("missing or wrong CSRF token")
     granted = permissions.role_permissions(user.role)
     return Actor(user.id, user.username, user.org_id, user.role, granted, *_origin(request))

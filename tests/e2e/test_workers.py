@@ -52,7 +52,7 @@ def test_two_workers_issue_concurrently_without_losing_anything(
             assert [status for status, _ in results] == [201] * 48
             assert len({serial for _, serial in results}) == 48
             with server.client() as api:
-                listed = api.get("/api/v2/cas/%d/certificates" % ca_id, params={"per_page": 100})
+                listed = api.get(f"/api/v2/cas/{ca_id}/certificates", params={"per_page": 100})
                 assert listed.json()["meta"]["total"] == 48
         finally:
             stop_server(server)

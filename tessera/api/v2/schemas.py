@@ -1,12 +1,24 @@
 """Wire types of the native API, field for field as the UCM seed writes them."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Row ids are INTEGER columns: a larger number cannot name a row, and the drivers fail on it.
+RowId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        """PostgreSQL text cannot hold NUL, and no name, password or PEM needs one."""
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and "\x00" in text for text in texts):
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 class SubjectIn(Strict):
@@ -25,7 +37,7 @@ class CreateCA(SubjectIn):
     key_algorithm: str | None = Field(None, description="RSA, EC or Ed25519")
     validity_days: int | None = Field(None, ge=1, le=36500)
     ca_type: Literal["root", "intermediate"] = "root"
-    parent_id: int | None = None
+    parent_id: RowId | None = None
     path_length: int | None = Field(None, ge=0, le=10)
 
 
@@ -35,13 +47,13 @@ class UpdateCA(Strict):
 
 
 class IdList(Strict):
-    ids: list[int] = Field(min_length=1, max_length=1000)
+    ids: list[RowId] = Field(min_length=1, max_length=1000)
 
 
 class IssueCertificate(Strict):
     common_name: str | None = Field(None, min_length=1, max_length=64)
-    ca_id: int
-    template_id: int | None = None
+    ca_id: RowId
+    template_id: RowId | None = None
     validity_days: int | None = Field(None, ge=1, le=36500)
     key_size: int | None = None
     key_algorithm: str | None = None
@@ -71,7 +83,7 @@ class BulkRevoke(IdList):
 
 
 class BulkRenew(IdList):
-    ca_id: int | None = None
+    ca_id: RowId | None = None
 
 
 class KeyRequest(Strict):

@@ -54,8 +54,10 @@ def role_permissions(role: str) -> frozenset[str]:
 
 def narrow(owner: frozenset[str], requested: list[str] | None) -> list[str]:
     """An API key may carry fewer permissions than its owner, never more."""
-    if not requested:
+    if requested is None:
         return sorted(owner)
+    if not requested:
+        raise InvalidInput("permissions cannot be empty; leave it out to inherit your own")
     unknown = [p for p in requested if p not in PERMISSIONS]
     if unknown:
         raise InvalidInput(f"unknown permissions: {unknown}")
@@ -66,5 +68,12 @@ def narrow(owner: frozenset[str], requested: list[str] | None) -> list[str]:
 
 
 def effective(key_permissions: list[str], owner: frozenset[str]) -> frozenset[str]:
-    """What a key may do now: its own list, cut to what its owner still holds."""
-    return frozenset(p for p in key_permissions if grants(owner, p) or p in owner)
+    """What a key may do now: its own list, cut to what its owner still holds. A wildcard the
+    owner no longer holds ('*', 'read:*') shrinks to the owner's permissions it covers."""
+    kept: set[str] = set()
+    for permission in key_permissions:
+        if grants(owner, permission):
+            kept.add(permission)
+        else:
+            kept.update(p for p in owner if grants(frozenset({permission}), p))
+    return frozenset(kept)

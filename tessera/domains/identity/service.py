@@ -102,7 +102,6 @@ class ApiKeyService:
         self, name: str, expires_days: int | None, requested: list[str] | None
     ) -> tuple[models.ApiKey, str]:
         user_id = self._require_user()
-        owner = self._owner_permissions()
         if not name.strip():
             raise InvalidInput("name is required")
         if expires_days is not None and not 1 <= expires_days <= 3650:
@@ -113,7 +112,8 @@ class ApiKeyService:
             name=name.strip()[:200],
             key_hash=token_digest(secret),
             prefix=secret[:12],
-            permissions=permissions.narrow(owner, requested),
+            # The caller's permissions, not the role's: a narrowed key cannot mint a wider one.
+            permissions=permissions.narrow(self._actor.permissions, requested),
             expires_at=self._now + timedelta(days=expires_days) if expires_days else None,
             created_at=self._now,
         )
@@ -129,7 +129,7 @@ class ApiKeyService:
         return key, secret
 
     def update(self, key_id: int, name: str | None, enabled: bool | None) -> models.ApiKey:
-        key = self.get(key_id)
+        key = self._manageable(key_id)
         if name is not None:
             if not name.strip():
                 raise InvalidInput("name cannot be empty")
@@ -147,14 +147,14 @@ class ApiKeyService:
         return key
 
     def regenerate(self, key_id: int) -> tuple[models.ApiKey, str]:
-        key = self.get(key_id)
+        key = self._manageable(key_id)
         secret = new_token(API_KEY_PREFIX)
         key.key_hash, key.prefix = token_digest(secret), secret[:12]
         audit.record(self._repos.audit, self._actor, "apikey.regenerate", "api_key", key.id)
         return key, secret
 
     def delete(self, key_id: int) -> None:
-        key = self.get(key_id)
+        key = self._manageable(key_id)
         self._repos.api_keys.delete(key)
         audit.record(self._repos.audit, self._actor, "apikey.delete", "api_key", key.id)
 
@@ -163,9 +163,16 @@ class ApiKeyService:
             raise PermissionDenied("API keys belong to users")
         return self._actor.user_id
 
-    def _owner_permissions(self) -> frozenset[str]:
+    def _manageable(self, key_id: int) -> models.ApiKey:
+        """A caller (often itself a narrowed key) may change only keys no wider than itself;
+        otherwise a read-only key could regenerate an admin key and read its new secret."""
+        key = self.get(key_id)
         user = load_user(self._repos.session, self._require_user())
-        return permissions.role_permissions(user.role) if user else frozenset()
+        role = permissions.role_permissions(user.role) if user else frozenset()
+        granted = permissions.effective(key.permissions, role)
+        if any(not permissions.grants(self._actor.permissions, p) for p in granted):
+            raise PermissionDenied(f"API key {key_id} grants more than this caller holds")
+        return key
 
 
 @dataclass(frozen=True)
