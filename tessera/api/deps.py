@@ -28,16 +28,10 @@ def runtime(request: Request) -> Runtime:
 
 
 def unit_of_work(request: Request) -> Iterator[Session]:
-    """The request owns the transaction: commit when the endpoint returns, else roll back."""
-    session = runtime(request).sessions()
-    try:
+    """The request owns the transaction: committed when the endpoint returns, rolled back
+    if anything raises (Session.begin does both)."""
+    with runtime(request).sessions.begin() as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 UnitOfWork = Annotated[Session, Depends(unit_of_work, scope="function")]
