@@ -34,6 +34,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
     )
+    app.add_middleware(RejectNul)
     app.state.runtime = rt
     app.state.default_org_id = _default_org_id(rt)
     errors.install(app)
@@ -42,6 +43,22 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(health.router())
     app.include_router(aia.router)
     return app
+
+
+class RejectNul:
+    """No path or query parameter needs a NUL, and PostgreSQL text cannot store one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or b"%00" in scope["query_string"].upper()
+        ):
+            response = errors.v2_error(400, "NUL characters are not allowed in URLs")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def _default_org_id(rt: Runtime) -> int:

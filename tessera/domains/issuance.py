@@ -146,7 +146,7 @@ def certificate_row(
         common_name=inspect.common_name(cert.subject)[:200],
         subject=cert.subject.rfc4514_string(),
         issuer=cert.issuer.rfc4514_string(),
-        san_text=" ".join(inspect.sans(cert)).lower(),
+        san_text=" ".join(inspect.sans(cert)),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         status="active",

@@ -232,12 +232,6 @@ def test_unknown_ids_are_404(api: httpx.Client, method: str, path: str, body: An
         assert "999999" in assert_error(api.request(method, path, json=body), 404)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="path/query ids are not bounded: tessera/api/v2/cas.py and certificates.py pass an "
-    "int past the INTEGER range to the database, which fails (OverflowError on SQLite, "
-    "NumericValueOutOfRange on PostgreSQL) and surfaces as a 500",
-)
 @pytest.mark.parametrize(
     "path",
     [
@@ -254,12 +248,6 @@ def test_huge_ids_in_paths_and_queries_are_4xx(server: Server, path: str) -> Non
     assert_error(response, response.status_code)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tessera/api/v2/certificates.py list_certificates passes `search` with a NUL to "
-    "LIKE unchecked: PostgreSQL refuses NUL in text (500); SQLite answers 200 as if the "
-    "search were valid",
-)
 def test_nul_in_search_query_is_4xx(server: Server) -> None:
     with server.client() as client:
         response = client.get("/api/v2/certificates", params={"search": "a\u0000b"})
@@ -267,12 +255,6 @@ def test_nul_in_search_query_is_4xx(server: Server) -> None:
     assert_error(response, response.status_code)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tessera/api/v2/uploads.py read_upload passes multipart form fields through "
-    "unchecked: a NUL in `name` is stored on SQLite (201) and fails the INSERT on "
-    "PostgreSQL (500)",
-)
 def test_nul_in_multipart_import_name_is_4xx(server: Server) -> None:
     p12 = ca_pkcs12(b"right-password")
     with server.client() as client:

@@ -139,9 +139,7 @@ def test_template_fills_and_refuses_conflicts() -> None:
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(eku) == [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
     with pytest.raises(PolicyViolation, match="conflicts"):
-        authority.issue(
-            leaf_request(extended_key_usage=("clientAuth",)), root, Ledger(), template
-        )
+        authority.issue(leaf_request(extended_key_usage=("clientAuth",)), root, Ledger(), template)
     with pytest.raises(PolicyViolation, match="at most"):
         authority.issue(leaf_request(validity_days=365), root, Ledger(), template)
 

@@ -6,6 +6,7 @@ from fastapi.responses import JSONResponse
 from tessera.api.deps import CurrentActor, UnitOfWork, now, repositories
 from tessera.api.v2 import views
 from tessera.api.v2.envelope import ok
+from tessera.api.v2.params import RowId
 from tessera.api.v2.schemas import CreateApiKey, UpdateApiKey
 from tessera.domains.actor import Actor
 from tessera.domains.identity.service import ApiKeyService
@@ -35,14 +36,14 @@ def create_key(
 
 @router.get("/apikeys/{key_id}")
 def get_key(
-    request: Request, key_id: int, session: UnitOfWork, actor: CurrentActor
+    request: Request, key_id: RowId, session: UnitOfWork, actor: CurrentActor
 ) -> JSONResponse:
     return ok(views.api_key_view(_service(request, session, actor).get(key_id)))
 
 
 @router.patch("/apikeys/{key_id}")
 def update_key(
-    request: Request, key_id: int, body: UpdateApiKey, session: UnitOfWork, actor: CurrentActor
+    request: Request, key_id: RowId, body: UpdateApiKey, session: UnitOfWork, actor: CurrentActor
 ) -> JSONResponse:
     key = _service(request, session, actor).update(key_id, body.name, body.enabled)
     return ok(views.api_key_view(key), "API key updated")
@@ -50,13 +51,15 @@ def update_key(
 
 @router.post("/apikeys/{key_id}/regenerate")
 def regenerate_key(
-    request: Request, key_id: int, session: UnitOfWork, actor: CurrentActor
+    request: Request, key_id: RowId, session: UnitOfWork, actor: CurrentActor
 ) -> JSONResponse:
     key, secret = _service(request, session, actor).regenerate(key_id)
     return ok({**views.api_key_view(key), "key": secret}, "API key regenerated")
 
 
 @router.delete("/apikeys/{key_id}", status_code=204)
-def delete_key(request: Request, key_id: int, session: UnitOfWork, actor: CurrentActor) -> Response:
+def delete_key(
+    request: Request, key_id: RowId, session: UnitOfWork, actor: CurrentActor
+) -> Response:
     _service(request, session, actor).delete(key_id)
     return Response(status_code=204)

@@ -2,12 +2,13 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from tessera.api.deps import UnitOfWork, issuance, now, require
 from tessera.api.v2 import views
 from tessera.api.v2.envelope import download, ok, page_meta
+from tessera.api.v2.params import Page, PerPage, RowId
 from tessera.api.v2.schemas import CreateCA, IdList, UpdateCA
 from tessera.api.v2.uploads import read_upload
 from tessera.core.names import SubjectFields
@@ -20,8 +21,6 @@ router = APIRouter(prefix="/cas", tags=["Certificate Authorities"])
 Reader = Annotated[Actor, Depends(require("read:cas"))]
 Writer = Annotated[Actor, Depends(require("write:cas"))]
 Deleter = Annotated[Actor, Depends(require("delete:cas"))]
-Page = Annotated[int, Query(ge=1)]
-PerPage = Annotated[int, Query(ge=1, le=100)]
 
 
 def _service(request: Request, session: UnitOfWork, actor: Actor) -> CAService:
@@ -105,7 +104,7 @@ def bulk_export(request: Request, body: IdList, session: UnitOfWork, actor: Read
 
 
 @router.get("/{ca_id}")
-def get_ca(request: Request, ca_id: int, session: UnitOfWork, actor: Reader) -> JSONResponse:
+def get_ca(request: Request, ca_id: RowId, session: UnitOfWork, actor: Reader) -> JSONResponse:
     service = _service(request, session, actor)
     ca = service.get(ca_id)
     count = service.certificate_count(ca.id)
@@ -114,14 +113,14 @@ def get_ca(request: Request, ca_id: int, session: UnitOfWork, actor: Reader) -> 
 
 @router.patch("/{ca_id}")
 def update_ca(
-    request: Request, ca_id: int, body: UpdateCA, session: UnitOfWork, actor: Writer
+    request: Request, ca_id: RowId, body: UpdateCA, session: UnitOfWork, actor: Writer
 ) -> JSONResponse:
     ca = _service(request, session, actor).update(ca_id, body.name, body.is_active)
     return ok(views.ca_view(ca), "CA updated successfully")
 
 
 @router.delete("/{ca_id}", status_code=204)
-def delete_ca(request: Request, ca_id: int, session: UnitOfWork, actor: Deleter) -> Response:
+def delete_ca(request: Request, ca_id: RowId, session: UnitOfWork, actor: Deleter) -> Response:
     _service(request, session, actor).delete(ca_id)
     return Response(status_code=204)
 
@@ -129,7 +128,7 @@ def delete_ca(request: Request, ca_id: int, session: UnitOfWork, actor: Deleter)
 @router.get("/{ca_id}/certificates")
 def ca_certificates(
     request: Request,
-    ca_id: int,
+    ca_id: RowId,
     session: UnitOfWork,
     actor: Reader,
     status: str | None = None,
@@ -146,6 +145,6 @@ def ca_certificates(
 
 @router.get("/{ca_id}/export")
 def export_ca(
-    request: Request, ca_id: int, session: UnitOfWork, actor: Reader, format: str = "pem"
+    request: Request, ca_id: RowId, session: UnitOfWork, actor: Reader, format: str = "pem"
 ) -> Response:
     return download(_service(request, session, actor).export(ca_id, format))

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from tessera.api.deps import UnitOfWork, issuance, now, require
 from tessera.api.v2 import views
 from tessera.api.v2.envelope import download, ok, page_meta
+from tessera.api.v2.params import Page, PerPage, QueryRowId, RowId
 from tessera.api.v2.schemas import IssueCertificate, Renew, Revoke
 from tessera.core.names import SubjectFields
 from tessera.domains.actor import Actor
@@ -32,10 +33,10 @@ def list_certificates(
     session: UnitOfWork,
     actor: Reader,
     status: str | None = None,
-    ca_id: int | None = None,
+    ca_id: QueryRowId = None,
     search: Annotated[str | None, Query(max_length=200)] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=100)] = 50,
+    page: Page = 1,
+    per_page: PerPage = 50,
 ) -> JSONResponse:
     service = _service(request, session, actor)
     filters = CertificateFilter(status=status or None, ca_id=ca_id, search=search or None)
@@ -85,7 +86,7 @@ def stats(request: Request, session: UnitOfWork, actor: Reader) -> JSONResponse:
 
 @router.get("/{cert_id}")
 def get_certificate(
-    request: Request, cert_id: int, session: UnitOfWork, actor: Reader
+    request: Request, cert_id: RowId, session: UnitOfWork, actor: Reader
 ) -> JSONResponse:
     cert = _service(request, session, actor).get(cert_id)
     return ok(views.certificate_details(cert, now(request)))
@@ -94,7 +95,7 @@ def get_certificate(
 @router.get("/{cert_id}/export")
 def export_certificate(
     request: Request,
-    cert_id: int,
+    cert_id: RowId,
     session: UnitOfWork,
     actor: Reader,
     format: str = "pem",
@@ -109,7 +110,7 @@ def export_certificate(
 @router.post("/{cert_id}/renew", status_code=201)
 def renew_certificate(
     request: Request,
-    cert_id: int,
+    cert_id: RowId,
     session: UnitOfWork,
     actor: Writer,
     body: Renew | None = None,
@@ -125,19 +126,23 @@ def renew_certificate(
 @router.post("/{cert_id}/revoke")
 def revoke_certificate(
     request: Request,
-    cert_id: int,
+    cert_id: RowId,
     session: UnitOfWork,
     actor: Deleter,
     body: Revoke | None = None,
 ) -> JSONResponse:
     body = body or Revoke()
     cert = _service(request, session, actor).revoke(cert_id, body.reason, body.comments)
-    return ok(views.certificate_view(cert, now(request)), "Certificate revoked successfully")
+    if cert.status == "revoked":
+        message = "Certificate revoked successfully"
+    else:
+        message = "Certificate released from hold"
+    return ok(views.certificate_view(cert, now(request)), message)
 
 
 @router.delete("/{cert_id}", status_code=204)
 def delete_certificate(
-    request: Request, cert_id: int, session: UnitOfWork, actor: Deleter
+    request: Request, cert_id: RowId, session: UnitOfWork, actor: Deleter
 ) -> Response:
     _service(request, session, actor).delete(cert_id)
     return Response(status_code=204)

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from tessera.api.deps import UnitOfWork, repositories, require
 from tessera.api.v2.envelope import iso, ok
+from tessera.api.v2.params import RowId
 from tessera.core.errors import NotFound
 from tessera.domains.actor import Actor
 from tessera.storage import models
@@ -41,7 +42,7 @@ def list_templates(session: UnitOfWork, actor: Reader) -> JSONResponse:
 
 
 @router.get("/{template_id}")
-def get_template(template_id: int, session: UnitOfWork, actor: Reader) -> JSONResponse:
+def get_template(template_id: RowId, session: UnitOfWork, actor: Reader) -> JSONResponse:
     row = repositories(session, actor).templates.get(template_id)
     if row is None:
         raise NotFound(f"template {template_id} not found")

@@ -42,7 +42,7 @@ async def read_upload(request: Request, text_fields: tuple[str, ...]) -> Upload:
         raise InvalidInput(f"one of {list(text_fields)} is required")
     extra = "\n".join(v for k, v in payload.items() if k == "private_key" and isinstance(v, str))
     fields = {k: _as_text(v) for k, v in payload.items() if v is not None}
-    return Upload((text + "\n" + extra).encode(), fields)
+    return Upload((text + "\n" + extra).encode(), _checked(fields))
 
 
 async def _multipart(request: Request) -> Upload:
@@ -54,7 +54,13 @@ async def _multipart(request: Request) -> Upload:
     if len(content) > MAX_UPLOAD:
         raise InvalidInput("upload too large")
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    return Upload(content, fields)
+    return Upload(content, _checked(fields))
+
+
+def _checked(fields: dict[str, str]) -> dict[str, str]:
+    if any("\x00" in value for value in fields.values()):
+        raise InvalidInput("form fields must not contain NUL characters")
+    return fields
 
 
 def _as_text(value: object) -> str:

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from tessera.api.deps import UnitOfWork, repositories, require
 from tessera.api.v2 import views
 from tessera.api.v2.envelope import ok
+from tessera.api.v2.params import RowId
 from tessera.api.v2.schemas import CreateUser, UpdateUser
 from tessera.domains.actor import Actor
 from tessera.domains.identity.service import UserFields, UserService
@@ -35,12 +36,14 @@ def create_user(body: CreateUser, session: UnitOfWork, actor: Writer) -> JSONRes
 
 
 @router.get("/{user_id}")
-def get_user(user_id: int, session: UnitOfWork, actor: Reader) -> JSONResponse:
+def get_user(user_id: RowId, session: UnitOfWork, actor: Reader) -> JSONResponse:
     return ok(views.user_view(_service(session, actor).get(user_id)))
 
 
 @router.put("/{user_id}")
-def update_user(user_id: int, body: UpdateUser, session: UnitOfWork, actor: Writer) -> JSONResponse:
+def update_user(
+    user_id: RowId, body: UpdateUser, session: UnitOfWork, actor: Writer
+) -> JSONResponse:
     fields = UserFields(
         email=body.email,
         password=body.password,
@@ -53,6 +56,6 @@ def update_user(user_id: int, body: UpdateUser, session: UnitOfWork, actor: Writ
 
 
 @router.delete("/{user_id}", status_code=204)
-def delete_user(user_id: int, session: UnitOfWork, actor: Deleter) -> Response:
+def delete_user(user_id: RowId, session: UnitOfWork, actor: Deleter) -> Response:
     _service(session, actor).delete(user_id)
     return Response(status_code=204)

@@ -7,7 +7,13 @@ from datetime import datetime
 from cryptography import x509
 
 from tessera.core import inspect
-from tessera.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from tessera.core.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    PolicyViolation,
+)
 from tessera.core.formats import load_certificate, load_csr
 from tessera.core.keys import (
     PrivateKey,
@@ -102,6 +108,8 @@ class CertificateService:
             previous = self._issuance.keys.decrypt(old.encrypted_private_key)
             key = generate_private_key(parse_key_spec(*_spec_of(previous)))
             public_key = key.public_key()
+        elif old.status == "revoked" and old.revocation_reason == "keyCompromise":
+            raise PolicyViolation("the key was revoked as compromised; it is not certified again")
         days = validity_days or max((old.not_after - old.not_before).days, 1)
         request = replace(
             request_from_certificate(parsed, public_key),
@@ -124,6 +132,8 @@ class CertificateService:
     def revoke(self, cert_id: int, reason: str | None, comment: str | None) -> models.Certificate:
         cert = self.get(cert_id)
         canonical = normalize_reason(reason)
+        if canonical == "removeFromCRL":
+            return self._release_hold(cert, comment)
         if cert.status == "revoked":
             raise Conflict(f"certificate {cert_id} is already revoked")
         cert.status, cert.revoked_at = "revoked", self._now
@@ -131,6 +141,20 @@ class CertificateService:
         details = {"serial": cert.serial_number, "reason": canonical}
         audit.record(
             self._repos.audit, self._actor, "certificate.revoke", "certificate", cert.id, details
+        )
+        return cert
+
+    def _release_hold(self, cert: models.Certificate, comment: str | None) -> models.Certificate:
+        """removeFromCRL is no revocation reason (RFC 5280 5.3.1): it lifts a certificateHold."""
+        if cert.status != "revoked" or cert.revocation_reason != "certificateHold":
+            raise Conflict(
+                f"certificate {cert.id} is not on hold; removeFromCRL only releases a hold"
+            )
+        cert.status, cert.revoked_at = "active", None
+        cert.revocation_reason, cert.revocation_comment = None, None
+        details = {"serial": cert.serial_number, "comment": comment}
+        audit.record(
+            self._repos.audit, self._actor, "certificate.unhold", "certificate", cert.id, details
         )
         return cert
 

@@ -60,7 +60,7 @@ class CertificateRepository:
             query = query.where(
                 or_(
                     func.lower(Certificate.common_name).like(pattern, escape="\\"),
-                    Certificate.san_text.like(pattern, escape="\\"),
+                    func.lower(Certificate.san_text).like(pattern, escape="\\"),
                 )
             )
         return query

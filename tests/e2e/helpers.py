@@ -1,0 +1,263 @@
+"""Shared steps of the native-API end-to-end tests: API calls that must succeed, and
+certificate authorities made by openssl alone (so they are truly foreign to the server)."""
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography import x509
+
+from tests.tools import openssl
+
+API = "/api/v2"
+
+OPENSSL_CONFIG = """\
+[req]
+distinguished_name = dn
+[dn]
+[v3_ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign, digitalSignature
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+[v3_leaf]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+subjectAltName = DNS:leaf.foreign.test
+"""
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def data(response: httpx.Response, status: int = 200) -> Any:
+    """The `data` member of a native-API success envelope, after checking the status."""
+    assert response.status_code == status, f"{response.status_code}: {response.text}"
+    body = response.json()
+    assert "data" in body and "error" not in body, body
+    return body["data"]
+
+
+def error(response: httpx.Response, status: int) -> str:
+    """The message of a native-API error envelope {"error": true, "code", "message"}."""
+    assert response.status_code == status, f"{response.status_code}: {response.text}"
+    body = response.json()
+    assert body["error"] is True and body["code"] == status, body
+    assert isinstance(body["message"], str) and body["message"], body
+    return str(body["message"])
+
+
+def create_root(
+    api: httpx.Client, name: str, algorithm: str = "EC", size: int | None = 256, **extra: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "common_name": name,
+        "organization": "Tessera Tests",
+        "ca_type": "root",
+        "key_algorithm": algorithm,
+        "validity_days": 3650,
+        **extra,
+    }
+    if size:
+        body["key_size"] = size
+    created: dict[str, Any] = data(api.post(f"{API}/cas", json=body), 201)
+    return created
+
+
+def create_intermediate(
+    api: httpx.Client, parent_id: int, name: str, **extra: Any
+) -> dict[str, Any]:
+    body = {
+        "common_name": name,
+        "ca_type": "intermediate",
+        "parent_id": parent_id,
+        "validity_days": 1825,
+        "key_algorithm": "EC",
+        "key_size": 256,
+        **extra,
+    }
+    created: dict[str, Any] = data(api.post(f"{API}/cas", json=body), 201)
+    return created
+
+
+def issue(api: httpx.Client, ca_id: int, common_name: str, **extra: Any) -> dict[str, Any]:
+    body = {
+        "common_name": common_name,
+        "ca_id": ca_id,
+        "key_algorithm": "EC",
+        "key_size": 256,
+        "validity_days": 90,
+        **extra,
+    }
+    issued: dict[str, Any] = data(api.post(f"{API}/certificates", json=body), 201)
+    return issued
+
+
+def download(api: httpx.Client, path: str, **params: str) -> httpx.Response:
+    response = api.get(path, params=params)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def cert_of(pem_or_der: str | bytes) -> x509.Certificate:
+    raw = pem_or_der.encode() if isinstance(pem_or_der, str) else pem_or_der
+    if b"-----BEGIN CERTIFICATE-----" in raw:
+        return x509.load_pem_x509_certificate(raw)
+    return x509.load_der_x509_certificate(raw)
+
+
+@dataclass(frozen=True)
+class ForeignCert:
+    """A certificate and key made by openssl, outside the server."""
+
+    cert_path: Path
+    key_path: Path
+
+    @property
+    def pem(self) -> str:
+        return self.cert_path.read_text()
+
+    @property
+    def key_pem(self) -> str:
+        return self.key_path.read_text()
+
+    @property
+    def der(self) -> bytes:
+        result = openssl("x509", "-in", str(self.cert_path), "-outform", "DER")
+        assert result.returncode == 0, result.stderr.decode()
+        return result.stdout
+
+    def pkcs12(self, password: str, chain: list["ForeignCert"] | None = None) -> bytes:
+        args = [
+            "pkcs12",
+            "-export",
+            "-in",
+            str(self.cert_path),
+            "-inkey",
+            str(self.key_path),
+            "-passout",
+            f"pass:{password}",
+            "-name",
+            self.cert_path.stem,
+        ]
+        if chain:
+            bundle = self.cert_path.with_suffix(".chain.pem")
+            bundle.write_text("".join(c.pem for c in chain))
+            args += ["-certfile", str(bundle)]
+        result = openssl(*args)
+        assert result.returncode == 0, result.stderr.decode()
+        return result.stdout
+
+
+def _config(workdir: Path) -> Path:
+    path = workdir / "foreign-openssl.cnf"
+    if not path.exists():
+        path.write_text(OPENSSL_CONFIG)
+    return path
+
+
+def _key_args(key: str) -> list[str]:
+    if key.startswith("ec:"):
+        return ["-newkey", "ec", "-pkeyopt", f"ec_paramgen_curve:{key[3:]}"]
+    return ["-newkey", key]
+
+
+def foreign_root(
+    workdir: Path, subject: str, key: str = "ec:P-256", stem: str | None = None
+) -> ForeignCert:
+    """A self-signed CA from `openssl req -x509`."""
+    stem = stem or unique("root")
+    made = ForeignCert(workdir / f"{stem}.pem", workdir / f"{stem}.key")
+    result = openssl(
+        "req",
+        "-x509",
+        "-new",
+        *_key_args(key),
+        "-nodes",
+        "-keyout",
+        str(made.key_path),
+        "-out",
+        str(made.cert_path),
+        "-days",
+        "3650",
+        "-subj",
+        subject,
+        "-config",
+        str(_config(workdir)),
+        "-extensions",
+        "v3_ca",
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    return made
+
+
+def foreign_signed(
+    workdir: Path,
+    issuer: ForeignCert,
+    subject: str,
+    extensions: str = "v3_ca",
+    key: str = "ec:P-256",
+    days: int = 1825,
+) -> ForeignCert:
+    """A certificate for a fresh key, signed by `issuer` with `openssl x509 -req`."""
+    stem = unique("signed")
+    made = ForeignCert(workdir / f"{stem}.pem", workdir / f"{stem}.key")
+    csr = workdir / f"{stem}.csr"
+    request = openssl(
+        "req",
+        "-new",
+        *_key_args(key),
+        "-nodes",
+        "-keyout",
+        str(made.key_path),
+        "-out",
+        str(csr),
+        "-subj",
+        subject,
+        "-config",
+        str(_config(workdir)),
+    )
+    assert request.returncode == 0, request.stderr.decode()
+    signed = openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(issuer.cert_path),
+        "-CAkey",
+        str(issuer.key_path),
+        "-set_serial",
+        f"0x{secrets.token_hex(16)}",
+        "-days",
+        str(days),
+        "-extfile",
+        str(_config(workdir)),
+        "-extensions",
+        extensions,
+        "-out",
+        str(made.cert_path),
+    )
+    assert signed.returncode == 0, signed.stderr.decode()
+    return made
+
+
+def import_ca_file(
+    api: httpx.Client,
+    content: bytes,
+    filename: str,
+    **fields: str,
+) -> httpx.Response:
+    """POST /cas/import as multipart/form-data: a `file` part plus text fields."""
+    return api.post(
+        f"{API}/cas/import",
+        files={"file": (filename, content, "application/octet-stream")},
+        data=fields,
+    )
