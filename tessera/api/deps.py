@@ -2,7 +2,7 @@
 
 import hmac
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,6 +20,7 @@ from tessera.storage.repositories.identity import load_user
 SESSION_COOKIE = "tessera_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+KEY_USE_RESOLUTION = timedelta(minutes=1)
 
 
 def runtime(request: Request) -> Runtime:
@@ -80,6 +81,8 @@ def _actor_from_key(request: Request, session: Session, key: str) -> Actor:
     user = load_user(session, record.user_id)
     if user is None or not user.active:
         raise Unauthenticated("invalid or expired API key")
+    if record.last_used_at is None or moment - record.last_used_at > KEY_USE_RESOLUTION:
+        record.last_used_at = moment  # coarse, so a busy key costs no write per request
     granted = permissions.effective(record.permissions, permissions.role_permissions(user.role))
     return Actor(user.id, user.username, user.org_id, user.role, granted, *_origin(request))
 

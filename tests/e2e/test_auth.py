@@ -694,3 +694,13 @@ def test_unauthenticated_requests_are_401(server: Server, method: str, path: str
         assert_error(client.request(method, path, json=body), 401)
     with server.client(api_key="", cookies={"tessera_session": "forged-token"}) as client:
         assert_error(client.request(method, path, json=body), 401)
+
+
+def test_api_key_records_when_it_was_last_used(server: Server) -> None:
+    with server.client() as client:
+        created = client.post("/api/v2/account/apikeys", json={"name": "usage"}).json()["data"]
+        assert created["last_used_at"] is None
+        with server.client(api_key=created["key"]) as user:
+            assert user.get("/api/v2/certificates").status_code == 200
+        shown = client.get(f"/api/v2/account/apikeys/{created['id']}").json()["data"]
+        assert shown["last_used_at"] is not None
