@@ -4,11 +4,15 @@ certificate authorities made by openssl alone (so they are truly foreign to the 
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests.tools import openssl
 
@@ -46,9 +50,12 @@ def data(response: httpx.Response, status: int = 200) -> Any:
 
 
 def error(response: httpx.Response, status: int) -> str:
-    """The message of a native-API error envelope {"error": true, "code", "message"}."""
+    """The message of a native-API error envelope, exactly {"error": true, "code", "message"},
+    with no traceback leaking into it."""
     assert response.status_code == status, f"{response.status_code}: {response.text}"
+    assert "Traceback" not in response.text and 'File "' not in response.text
     body = response.json()
+    assert set(body) == {"error", "code", "message"}, body
     assert body["error"] is True and body["code"] == status, body
     assert isinstance(body["message"], str) and body["message"], body
     return str(body["message"])
@@ -261,3 +268,37 @@ def import_ca_file(
         files={"file": (filename, content, "application/octet-stream")},
         data=fields,
     )
+
+
+def self_signed_ca(
+    common_name: str, lifetime: timedelta = timedelta(days=365)
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A foreign P-256 root built with cryptography (openssl 3.0 cannot end in seconds)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(UTC).replace(microsecond=0)
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(datetime.now(UTC) + lifetime)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key

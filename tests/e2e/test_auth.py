@@ -3,7 +3,6 @@
 import hashlib
 import json
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -12,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.helpers import data, unique
+from tests.e2e.helpers import error as assert_error
 from tests.support import ADMIN_PASSWORD, Server
 
 SEED_PERMISSIONS = {
@@ -35,28 +36,6 @@ USER_PASSWORD = "user-password-1234"
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def data(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, f"{response.status_code}: {response.text}"
-    body = response.json()
-    assert "error" not in body, body
-    return body["data"]
-
-
-def assert_error(response: httpx.Response, status: int) -> str:
-    """The seed's error envelope, exactly: {"error": true, "code": <status>, "message": "..."}."""
-    assert response.status_code == status, f"{response.status_code}: {response.text}"
-    assert "Traceback" not in response.text
-    body = response.json()
-    assert set(body) == {"error", "code", "message"}, body
-    assert body["error"] is True and body["code"] == status, body
-    assert isinstance(body["message"], str) and body["message"].strip(), body
-    return str(body["message"])
 
 
 def db(server: Server, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:

@@ -2,45 +2,23 @@
 nothing half-written (the CA and certificate inventory is unchanged afterwards)."""
 
 import base64
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
+from tests.e2e.helpers import data, self_signed_ca, unique
+from tests.e2e.helpers import error as assert_error
 from tests.support import Server
 
 HUGE = 2**63  # past every INTEGER column, on SQLite and PostgreSQL alike
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def data(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, f"{response.status_code}: {response.text}"
-    body = response.json()
-    assert "error" not in body, body
-    return body["data"]
-
-
-def assert_error(response: httpx.Response, status: int) -> str:
-    """The seed's error envelope, exactly: {"error": true, "code": <status>, "message": "..."}."""
-    assert response.status_code == status, f"{response.status_code}: {response.text}"
-    assert "Traceback" not in response.text and 'File "' not in response.text
-    body = response.json()
-    assert set(body) == {"error", "code", "message"}, body
-    assert body["error"] is True and body["code"] == status, body
-    assert isinstance(body["message"], str) and body["message"].strip(), body
-    return str(body["message"])
 
 
 def inventory(api: httpx.Client) -> tuple[int, int, int]:
@@ -97,35 +75,7 @@ def pem(der: bytes, label: str) -> str:
 
 
 def ca_pkcs12(password: bytes) -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, unique("Foreign P12 Root"))])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    cert, key = self_signed_ca(unique("Foreign P12 Root"))
     return pkcs12.serialize_key_and_certificates(
         b"foreign", key, cert, None, serialization.BestAvailableEncryption(password)
     )

@@ -8,10 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from tests.e2e.helpers import (
     API,
@@ -22,6 +19,7 @@ from tests.e2e.helpers import (
     download,
     error,
     issue,
+    self_signed_ca,
     unique,
 )
 from tests.support import Server
@@ -123,38 +121,8 @@ def test_status_filters(api: httpx.Client) -> None:
 
 
 def short_lived_ca(seconds: int) -> tuple[str, str]:
-    """A foreign root (PEM certificate, PEM key) that expires `seconds` from now. openssl 3.0
-    cannot set an end date in seconds, so this one is built with cryptography."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, unique("Short Lived Root"))])
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(datetime.now(UTC) + timedelta(seconds=seconds))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ski, critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    """A foreign root (PEM certificate, PEM key) that expires `seconds` from now."""
+    cert, key = self_signed_ca(unique("Short Lived Root"), timedelta(seconds=seconds))
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
