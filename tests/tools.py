@@ -42,3 +42,19 @@ def pkilint_findings(workdir: Path, pem: str, name: str = "cert.pem") -> str:
 def pem_blocks(text: str) -> list[str]:
     end = "-----END CERTIFICATE-----"
     return [part.strip() + "\n" + end + "\n" for part in text.split(end) if "BEGIN" in part]
+
+
+def openssl_csr(
+    workdir: Path, subject: str, newkey: str = "ec", sans: str | None = None
+) -> tuple[Path, Path]:
+    """A key and CSR made by `openssl req`; newkey is "ec" (P-256) or e.g. "rsa:2048"."""
+    key, csr = workdir / "k.pem", workdir / "r.csr"
+    args = ["req", "-new", "-newkey", newkey, "-nodes", "-keyout", str(key), "-out", str(csr)]
+    if newkey == "ec":
+        args += ["-pkeyopt", "ec_paramgen_curve:P-256"]
+    args += ["-subj", subject]
+    if sans:
+        args += ["-addext", f"subjectAltName={sans}"]
+    made = openssl(*args)
+    assert made.returncode == 0, made.stderr.decode()
+    return key, csr

@@ -23,7 +23,7 @@ from tests.e2e.helpers import (
     unique,
 )
 from tests.support import Server
-from tests.tools import openssl, openssl_verify, pem_blocks
+from tests.tools import openssl, openssl_csr, openssl_verify, pem_blocks
 
 UNKNOWN_ID = 987_654_321
 
@@ -346,23 +346,7 @@ def test_renew_with_server_generated_key(
 def test_renew_csr_certificate_keeps_the_key(
     api: httpx.Client, workdir: Path, issuing: dict[str, Any]
 ) -> None:
-    key, csr = workdir / "k.pem", workdir / "r.csr"
-    made = openssl(
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        str(key),
-        "-out",
-        str(csr),
-        "-subj",
-        "/CN=csr-renew.example.com",
-    )
-    assert made.returncode == 0, made.stderr
+    _, csr = openssl_csr(workdir, "/CN=csr-renew.example.com")
     old = data(
         api.post(
             f"{API}/certificates",
@@ -586,21 +570,7 @@ def test_export_round_trips_through_openssl(
 def test_export_of_a_csr_certificate_has_no_key(
     api: httpx.Client, workdir: Path, issuing: dict[str, Any]
 ) -> None:
-    key, csr = workdir / "k.pem", workdir / "r.csr"
-    made = openssl(
-        "req",
-        "-new",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        str(key),
-        "-out",
-        str(csr),
-        "-subj",
-        "/CN=csr-export.example.com",
-    )
-    assert made.returncode == 0, made.stderr
+    _, csr = openssl_csr(workdir, "/CN=csr-export.example.com", "rsa:2048")
     cert = data(
         api.post(
             f"{API}/certificates", json={"ca_id": issuing["inter"]["id"], "csr": csr.read_text()}

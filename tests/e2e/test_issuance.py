@@ -5,7 +5,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.tools import openssl, openssl_verify, pem_blocks, pkilint_findings
+from tests.tools import openssl, openssl_csr, openssl_verify, pem_blocks, pkilint_findings
 
 KEY_TYPES = [
     ("RSA", 2048),
@@ -151,25 +151,9 @@ def test_client_certificate_and_pkcs12(api: httpx.Client, workdir: Path) -> None
 
 def test_csr_signing_with_openssl_request(api: httpx.Client, workdir: Path) -> None:
     root = create_root(api, "CSR Root")
-    key, csr = workdir / "k.pem", workdir / "r.csr"
-    made = openssl(
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        str(key),
-        "-out",
-        str(csr),
-        "-subj",
-        "/CN=csr.example.com",
-        "-addext",
-        "subjectAltName=DNS:csr.example.com,DNS:alt.example.com",
+    key, csr = openssl_csr(
+        workdir, "/CN=csr.example.com", sans="DNS:csr.example.com,DNS:alt.example.com"
     )
-    assert made.returncode == 0, made.stderr
     issued = api.post("/api/v2/certificates", json={"ca_id": root["id"], "csr": csr.read_text()})
     assert issued.status_code == 201, issued.text
     data = issued.json()["data"]
