@@ -193,3 +193,53 @@ class AuditLog(Base):
     ip_address: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(300))
     success: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class CertificateRequestRow(Base):
+    """An uploaded CSR waiting to be signed (or kept as history once it was)."""
+
+    __tablename__ = "csrs"
+    __table_args__ = (Index("ix_csrs_org_status", "org_id", "status"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    refid: Mapped[str] = mapped_column(String(36), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    common_name: Mapped[str] = mapped_column(String(200), index=True)
+    subject: Mapped[str] = mapped_column(Text)
+    san_text: Mapped[str] = mapped_column(Text, default="")
+    key_algorithm: Mapped[str] = mapped_column(String(16))
+    key_size: Mapped[int] = mapped_column(Integer)
+    csr_pem: Mapped[str] = mapped_column(Text)
+    encrypted_private_key: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | signed
+    certificate_id: Mapped[int | None] = mapped_column(
+        ForeignKey("certificates.id", ondelete="SET NULL")
+    )
+    signed_at: Mapped[datetime | None]
+    created_by: Mapped[str | None] = mapped_column(String(150))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class TrustedCertificate(Base):
+    """A certificate this organization trusts (an external root or intermediate)."""
+
+    __tablename__ = "trusted_certificates"
+    __table_args__ = (UniqueConstraint("org_id", "fingerprint_sha256"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    purpose: Mapped[str | None] = mapped_column(String(64))
+    notes: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(32), default="manual")  # manual | system | import
+    common_name: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(Text)
+    issuer: Mapped[str] = mapped_column(Text)
+    serial_number: Mapped[str] = mapped_column(String(64))
+    not_before: Mapped[datetime]
+    not_after: Mapped[datetime]
+    is_root: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_ca: Mapped[bool] = mapped_column(Boolean, default=True)
+    fingerprint_sha256: Mapped[str] = mapped_column(String(64))
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
