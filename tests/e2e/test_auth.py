@@ -31,6 +31,12 @@ SEED_PERMISSIONS = {
     "delete:audit",
     "admin:system",
 }
+# Grants for the inventory sections that the seed's table does not name.
+INVENTORY_PERMISSIONS = {
+    f"{action}:{resource}"
+    for action in ("read", "write", "delete")
+    for resource in ("csrs", "templates", "truststore")
+}
 LOGIN = "/api/v2/auth/login/password"
 USER_PASSWORD = "user-password-1234"
 
@@ -462,7 +468,8 @@ def test_key_permissions_cannot_exceed_the_owner_role(server: Server, api: httpx
         default = data(
             client.post("/api/v2/account/apikeys", json={"name": "all"}, headers=headers), 201
         )
-        assert default["permissions"] == ["read:cas", "read:certificates"]
+        viewer_grants = ["read:cas", "read:certificates", "read:csrs", "read:templates"]
+        assert default["permissions"] == [*viewer_grants, "read:truststore"]
         # Keys are per user: the admin's keys are invisible here, and theirs to the admin.
         listed = data(client.get("/api/v2/account/apikeys"))
         assert sorted(k["id"] for k in listed) == sorted([granted["id"], default["id"]])
@@ -588,9 +595,10 @@ def test_role_change_and_deactivation_apply_to_existing_keys(
         data(client.post("/api/v2/certificates", json=issue), 201)
         data(api.put(f"/api/v2/users/{user['id']}", json={"role": "viewer"}))
         # The key's "read:*" shrinks to what a viewer reads; its writes are gone.
+        viewer_grants = ["read:cas", "read:certificates", "read:csrs", "read:templates"]
         assert data(client.get("/api/v2/auth/verify"))["permissions"] == [
-            "read:cas",
-            "read:certificates",
+            *viewer_grants,
+            "read:truststore",
         ]
         assert_error(client.post("/api/v2/certificates", json=issue), 403)
         assert isinstance(data(client.get("/api/v2/certificates")), list)
@@ -635,14 +643,14 @@ def test_rbac_endpoints(api: httpx.Client) -> None:
         roles["role_permissions"]["operator"]
     )
     for granted in roles["role_permissions"].values():
-        assert set(granted) <= SEED_PERMISSIONS
+        assert set(granted) <= SEED_PERMISSIONS | INVENTORY_PERMISSIONS
     operator = data(api.get("/api/v2/rbac/roles/operator"))
     assert operator["role"] == "operator" and operator["description"]
     assert operator["permissions"] == roles["role_permissions"]["operator"]
     assert "write:users" not in operator["permissions"]
     assert "superuser" in assert_error(api.get("/api/v2/rbac/roles/superuser"), 404)
     listed = data(api.get("/api/v2/rbac/permissions"))
-    assert {p["name"] for p in listed} == SEED_PERMISSIONS
+    assert {p["name"] for p in listed} == SEED_PERMISSIONS | INVENTORY_PERMISSIONS
     assert all(p["description"] for p in listed)
     assert {p["name"]: p["description"] for p in listed}["*"] == "Full access (admin only)"
 

@@ -13,8 +13,7 @@ from tessera.domains.actor import Actor
 from tessera.storage import models
 
 router = APIRouter(prefix="/templates", tags=["Templates"])
-# Templates shape certificates, so reading them is part of reading certificates.
-Reader = Annotated[Actor, Depends(require("read:certificates"))]
+Reader = Annotated[Actor, Depends(require("read:templates"))]
 
 
 def template_view(row: models.Template) -> dict[str, Any]:

@@ -17,6 +17,16 @@ PERMISSIONS: dict[str, str] = {
     "read:audit": "View audit logs",
     "delete:audit": "Cleanup audit logs",
     "admin:system": "System administration",
+    # Beyond the seed's table: the inventory sections it documents need their own grants.
+    "read:csrs": "Read certificate signing requests",
+    "write:csrs": "Upload, import and sign CSRs",
+    "delete:csrs": "Delete CSRs",
+    "read:templates": "Read certificate templates",
+    "write:templates": "Create/update/import templates",
+    "delete:templates": "Delete templates",
+    "read:truststore": "Read the trust store",
+    "write:truststore": "Add, import and sync trusted certificates",
+    "delete:truststore": "Remove trusted certificates",
 }
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
@@ -26,9 +36,19 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "write:certificates",
         "delete:certificates",
         "write:cas",
+        "write:csrs",
+        "delete:csrs",
+        "write:templates",
+        "write:truststore",
     ],
     "auditor": ["read:*"],
-    "viewer": ["read:certificates", "read:cas"],
+    "viewer": [
+        "read:certificates",
+        "read:cas",
+        "read:csrs",
+        "read:templates",
+        "read:truststore",
+    ],
 }
 ROLES = tuple(ROLE_PERMISSIONS)
 
@@ -36,7 +56,7 @@ ROLE_DESCRIPTIONS = {
     "admin": "Full access, including users and system settings",
     "operator": "Issues, renews and revokes certificates and manages CAs",
     "auditor": "Reads everything, including the audit log and users; changes nothing",
-    "viewer": "Reads certificates and CAs",
+    "viewer": "Reads certificates, CAs, CSRs, templates and the trust store",
 }
 
 
