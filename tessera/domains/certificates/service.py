@@ -43,6 +43,8 @@ class NewCertificate:
     key_usage: list[str] | None = None
     extended_key_usage: list[str] | None = None
     csr_pem: str | None = None
+    csr_key: PrivateKey | None = None  # a key held for the CSR, stored with the certificate
+    origin: str | None = None
 
 
 class CertificateService:
@@ -73,6 +75,10 @@ class CertificateService:
             csr = load_csr(spec.csr_pem.encode())
             public_key, subject = csr.public_key(), csr.subject
             sans = _csr_sans(csr)
+            if spec.csr_key is not None:
+                if spec.csr_key.public_key() != public_key:
+                    raise PolicyViolation("the private key does not belong to the CSR")
+                key = spec.csr_key
         else:
             algorithm = spec.key_algorithm or (template.key_algorithm if template else None)
             size = spec.key_size or (template.key_size if template else None)
@@ -91,7 +97,7 @@ class CertificateService:
             key_usage=tuple(spec.key_usage) if spec.key_usage else None,
             extended_key_usage=tuple(spec.extended_key_usage) if spec.extended_key_usage else None,
             requester=self._actor.username,
-            origin="csr" if spec.csr_pem else "api",
+            origin=spec.origin or ("csr" if spec.csr_pem else "api"),
         )
         return self._issuance.issue_certificate(request, ca, template, key)
 
