@@ -1,5 +1,6 @@
-"""Process model: the supervisor binds the HTTPS and plain-HTTP sockets once, then runs N
-worker processes; each worker serves both sockets from one event loop with uvicorn."""
+"""Process model: the supervisor checks that both ports are free, then runs N worker
+processes. Each worker opens its own HTTPS and plain-HTTP listeners with SO_REUSEPORT, so the
+kernel spreads connections evenly, and serves both from one uvloop event loop with uvicorn."""
 
 import asyncio
 import contextlib
@@ -14,6 +15,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 import uvicorn
+import uvloop
 
 from tessera.bootstrap import TLSFiles
 from tessera.config import Settings
@@ -22,17 +24,30 @@ log = logging.getLogger("tessera.server")
 CRASH_WINDOW = 10.0  # seconds: a worker dying this soon will not do better on a restart
 
 
-def bind(host: str, port: int) -> socket.socket:
+def _socket(host: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    return socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+
+
+def check_free(host: str, port: int) -> None:
+    """Fail early, and clearly, when something already listens there (even a Tessera)."""
+    with _socket(host) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+
+def listen(host: str, port: int) -> socket.socket:
+    sock = _socket(host)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise SystemExit(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    # Accepted sockets inherit it: without it a response written in two parts waits for the
+    # client's delayed ACK (about 40 ms) on every reused connection.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
@@ -44,7 +59,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _worker(settings_json: str, tls: TLSFiles, sockets: list[socket.socket]) -> None:
+def _worker(settings_json: str, tls: TLSFiles) -> None:
     from tessera.app import create_app, public_only
 
     settings = Settings.model_validate_json(settings_json)
@@ -55,49 +70,44 @@ def _worker(settings_json: str, tls: TLSFiles, sockets: list[socket.socket]) -> 
         "lifespan": "on",
         "timeout_graceful_shutdown": 5,
     }
-    servers = [
-        _Server(
-            uvicorn.Config(
-                app,
-                ssl_certfile=str(tls.cert),
-                ssl_keyfile=str(tls.key),
-                ssl_keyfile_password=tls.key_password,
-                **common,
-            )
-        )
-    ]
-    if len(sockets) > 1:
+    https = uvicorn.Config(
+        app,
+        ssl_certfile=str(tls.cert),
+        ssl_keyfile=str(tls.key),
+        ssl_keyfile_password=tls.key_password,
+        **common,
+    )
+    listeners = [(_Server(https), listen(settings.host, settings.port))]
+    if settings.http_port:
         # One start-up banner per worker is enough: the second listener logs warnings only.
-        quiet = {**common, "log_level": "warning"}
-        servers.append(_Server(uvicorn.Config(public_only(app), **quiet)))
+        plain = uvicorn.Config(public_only(app), **{**common, "log_level": "warning"})
+        listeners.append((_Server(plain), listen(settings.host, settings.http_port)))
+    uvloop.run(_serve(listeners))
 
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
 
-        def stop_all() -> None:
-            for server in servers:
-                server.should_exit = True
+async def _serve(listeners: list[tuple[_Server, socket.socket]]) -> None:
+    def stop_all() -> None:
+        for server, _ in listeners:
+            server.should_exit = True
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop_all)
-        await asyncio.gather(*(s.serve(sockets=[k]) for s, k in zip(servers, sockets, strict=True)))
-
-    asyncio.run(serve())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_all)
+    await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in listeners))
 
 
 def run(settings: Settings, tls: TLSFiles) -> None:
-    sockets = [bind(settings.host, settings.port)]
+    check_free(settings.host, settings.port)
     if settings.http_port:
-        sockets.append(bind(settings.host, settings.http_port))
+        check_free(settings.host, settings.http_port)
     count = settings.worker_count
     context = multiprocessing.get_context("spawn")
     payload = settings.model_dump_json()
     stopping = failed = False
-
     started: dict[int, float] = {}
 
     def start() -> BaseProcess:
-        process = context.Process(target=_worker, args=(payload, tls, sockets), daemon=False)
+        process = context.Process(target=_worker, args=(payload, tls), daemon=False)
         process.start()
         started[id(process)] = time.monotonic()
         return process
@@ -136,6 +146,4 @@ def run(settings: Settings, tls: TLSFiles) -> None:
         process.join(timeout=10)
         if process.is_alive():
             process.kill()
-    for sock in sockets:
-        sock.close()
     sys.exit(1 if failed else 0)

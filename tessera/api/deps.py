@@ -1,7 +1,7 @@
 """Request-scoped wiring: the unit of work, who is calling, and what they may do."""
 
 import hmac
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -28,9 +28,10 @@ def runtime(request: Request) -> Runtime:
     return rt
 
 
-def unit_of_work(request: Request) -> Iterator[Session]:
+async def unit_of_work(request: Request) -> AsyncIterator[Session]:
     """The request owns the transaction: committed when the endpoint returns, rolled back
-    if anything raises (Session.begin does both)."""
+    if anything raises (Session.begin does both). Async on purpose: opening costs no I/O and
+    the commit is short, so neither is worth a thread-pool round trip of its own."""
     with runtime(request).sessions.begin() as session:
         yield session
 
@@ -75,11 +76,12 @@ def _bearer(request: Request) -> str | None:
 def _actor_from_key(request: Request, session: Session, key: str) -> Actor:
     moment = now(request)
     repos = Repositories(session, default_org_id(request))
-    record = repos.api_keys.by_hash(token_digest(key))
-    if record is None or not record.enabled or (record.expires_at and record.expires_at <= moment):
+    found = repos.api_keys.with_owner(token_digest(key))
+    if found is None:
         raise Unauthenticated("invalid or expired API key")
-    user = load_user(session, record.user_id)
-    if user is None or not user.active:
+    record, user = found
+    expired = record.expires_at is not None and record.expires_at <= moment
+    if not record.enabled or expired or not user.active:
         raise Unauthenticated("invalid or expired API key")
     if record.last_used_at is None or moment - record.last_used_at > KEY_USE_RESOLUTION:
         record.last_used_at = moment  # coarse, so a busy key costs no write per request
@@ -113,13 +115,13 @@ class Require:
     def __init__(self, permission: str) -> None:
         self.permission = permission
 
-    def __call__(self, actor: CurrentActor) -> Actor:
+    async def __call__(self, actor: CurrentActor) -> Actor:
         if not permissions.grants(actor.permissions, self.permission):
             raise PermissionDenied(f"permission {self.permission!r} required")
         return actor
 
 
-def require(permission: str) -> Callable[..., Actor]:
+def require(permission: str) -> Require:
     return Require(permission)
 
 

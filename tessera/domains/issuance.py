@@ -4,6 +4,7 @@ writes the certificate (or CA) row and its audit event in the caller's transacti
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -51,7 +52,7 @@ class Issuance:
         if ca.encrypted_private_key is None:
             raise PolicyViolation(f"CA {ca.id} has no private key here and cannot sign")
         return Issuer(
-            certificate=load_certificate(ca.certificate_pem.encode()),
+            certificate=_issuer_certificate(ca.certificate_pem),
             key=self.keys.decrypt(ca.encrypted_private_key),
             urls=self.publication.for_ca(ca),
         )
@@ -116,6 +117,12 @@ class _Ledger:
         audit.record(
             self._repos.audit, self._actor, event.action, resource_type, resource_id, event.details
         )
+
+
+@lru_cache(maxsize=128)
+def _issuer_certificate(pem: str) -> x509.Certificate:
+    """CA certificates are read on every issuance and never change for a given PEM."""
+    return load_certificate(pem.encode())
 
 
 def core_template(row: models.Template | None) -> Template | None:

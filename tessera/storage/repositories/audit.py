@@ -3,6 +3,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tessera.storage.models import AuditLog
+from tessera.storage.repositories.rows import insert_row
 
 
 class AuditRepository:
@@ -15,5 +16,5 @@ class AuditRepository:
     def add(self, **fields: Any) -> AuditLog:
         fields.setdefault("org_id", self._org_id)
         row = AuditLog(**fields)
-        self._session.add(row)
+        insert_row(self._session, row)
         return row

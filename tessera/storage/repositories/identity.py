@@ -78,6 +78,12 @@ class ApiKeyRepository:
     def by_hash(self, key_hash: str) -> ApiKey | None:
         return self._session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
 
+    def with_owner(self, key_hash: str) -> tuple[ApiKey, User] | None:
+        """The key and its user in one round trip: this runs on every API-key request."""
+        query = select(ApiKey, User).join(User, User.id == ApiKey.user_id)
+        row = self._session.execute(query.where(ApiKey.key_hash == key_hash)).first()
+        return (row[0], row[1]) if row else None
+
     def for_user(self, user_id: int) -> Sequence[ApiKey]:
         return self._session.scalars(
             select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.id)
