@@ -65,7 +65,6 @@ def initialize(settings: Settings, say: Callable[[str], None] = print) -> TLSFil
             with runtime.sessions.begin() as session, _exclusive_in(session):
                 repos = _repos(session)
                 _ensure_admin(repos, settings, say)
-                _ensure_default_templates(repos)
                 return _ensure_tls(runtime, repos, settings)
         finally:
             runtime.engine.dispose()
@@ -96,9 +95,14 @@ def _exclusive_in(session: Session) -> Iterator[None]:
 
 
 def _repos(session: Session) -> Repositories:
+    """The default organization's repositories; a new organization gets default templates
+    once, so templates an administrator deleted do not come back on the next start."""
     org = Repositories(session, 0).organizations
-    default = org.default() or org.add("default")
-    return Repositories(session, default.id)
+    existing = org.default()
+    repos = Repositories(session, (existing or org.add("default")).id)
+    if existing is None:
+        _add_default_templates(repos)
+    return repos
 
 
 def _ensure_admin(repos: Repositories, settings: Settings, say: Callable[[str], None]) -> None:
@@ -146,10 +150,8 @@ DEFAULT_TEMPLATES: tuple[dict[str, Any], ...] = (
 )
 
 
-def _ensure_default_templates(repos: Repositories) -> None:
+def _add_default_templates(repos: Repositories) -> None:
     """A fresh organization starts with the templates most issuance needs."""
-    if repos.templates.exists():
-        return
     for spec in DEFAULT_TEMPLATES:
         repos.templates.add(models.Template(**spec))
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
 from tessera.core.errors import TesseraError
@@ -48,6 +49,13 @@ def install(app: FastAPI) -> None:
         if any(e.get("type") == "json_invalid" for e in errors):
             return _formatter(request)(400, "malformed JSON body")
         return _formatter(request)(422, _describe(errors))
+
+    @app.exception_handler(IntegrityError)
+    async def integrity_error(request: Request, exc: IntegrityError) -> Response:
+        # Two requests raced past a uniqueness check; the database kept one. The transaction
+        # was rolled back, so nothing is half-written.
+        log.info("integrity conflict on %s %s: %s", request.method, request.url.path, exc.orig)
+        return _formatter(request)(409, "conflicts with an existing record; retry or reload")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

@@ -6,6 +6,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
+from tessera.core.errors import PolicyViolation
 from tessera.core.keys import describe_public_key
 from tessera.core.names import extended_key_usage_names, format_san, key_usage_names
 
@@ -78,8 +79,8 @@ def details(cert: x509.Certificate, now: datetime) -> dict[str, object]:
     try:
         key = describe_public_key(cert.public_key())
         key_algorithm, key_size = key.algorithm, key.size
-    except ValueError:
-        pass
+    except (ValueError, PolicyViolation):  # a key Tessera would not issue for is still shown
+        key_algorithm = type(cert.public_key()).__name__.removesuffix("PublicKey") or "unknown"
     remaining = cert.not_valid_after_utc - now
     return {
         "subject": cert.subject.rfc4514_string(),

@@ -33,7 +33,7 @@ async def read_upload(request: Request, text_fields: tuple[str, ...]) -> Upload:
         raise InvalidInput("upload too large")
     try:
         payload = json.loads(body or b"{}")
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise InvalidInput("malformed JSON body") from exc
     if not isinstance(payload, dict):
         raise InvalidInput("the JSON body must be an object")
