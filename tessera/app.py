@@ -8,7 +8,21 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tessera import __version__
 from tessera.api import errors, health
-from tessera.api.v2 import account, auth, cas, certificates, rbac, templates, users
+from tessera.api.v2 import (
+    account,
+    auth,
+    cas,
+    certificates,
+    csrs,
+    dashboard,
+    imports,
+    rbac,
+    search,
+    templates,
+    tools,
+    truststore,
+    users,
+)
 from tessera.config import Settings
 from tessera.protocols import aia
 from tessera.runtime import Runtime, build_runtime
@@ -38,7 +52,21 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.state.runtime = rt
     app.state.default_org_id = _default_org_id(rt)
     errors.install(app)
-    for router in (auth, account, cas, certificates, templates, users, rbac):
+    for router in (
+        auth,
+        account,
+        cas,
+        certificates,
+        csrs,
+        templates,
+        truststore,
+        users,
+        rbac,
+        dashboard,
+        search,
+        imports,
+        tools,
+    ):
         app.include_router(router.router, prefix="/api/v2")
     app.include_router(health.router())
     app.include_router(aia.router)

@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     session_minutes: int = Field(480, ge=5, description="Lifetime of a web session")
     tls_cert_days: int = Field(397, ge=1, le=825, description="Validity of the server's own cert")
     log_level: str = Field("info", description="uvicorn log level")
+    tools_allow_private_targets: bool = Field(
+        False,
+        description="Let /tools/check-ssl connect to private, loopback, link-local and reserved "
+        "addresses (refused by default, after DNS resolution)",
+    )
+    tools_tls_timeout: float = Field(
+        10.0, gt=0, le=60, description="Connect and handshake timeout of /tools/check-ssl (s)"
+    )
 
     @field_validator("database_url")
     @classmethod

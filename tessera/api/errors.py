@@ -7,7 +7,7 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException
 
 from tessera.core.errors import TesseraError
@@ -56,6 +56,12 @@ def install(app: FastAPI) -> None:
         # was rolled back, so nothing is half-written.
         log.info("integrity conflict on %s %s: %s", request.method, request.url.path, exc.orig)
         return _formatter(request)(409, "conflicts with an existing record; retry or reload")
+
+    @app.exception_handler(DataError)
+    async def data_error(request: Request, exc: DataError) -> Response:
+        # A value the column cannot hold (too long, out of range) that no check caught first.
+        log.warning("data error on %s %s: %s", request.method, request.url.path, exc.orig)
+        return _formatter(request)(400, "a value is too long or out of range")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

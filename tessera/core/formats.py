@@ -1,96 +1,446 @@
-"""Reading and writing certificates, CSRs and keys in the formats the dialects exchange."""
+"""Reading and writing certificates, CSRs, keys and bundles in the formats the dialects
+exchange: the one place where bytes from outside become objects.
 
+Whatever the input, the readers here raise only typed errors (`UnparsableInput`,
+`InvalidInput`, `PolicyViolation`). cryptography decodes parts of a certificate or CSR lazily
+(names, extensions, the public key), so the readers touch those parts before returning: a
+malformed extension fails here, as a clear 4xx, and not later in whatever reads it first.
+"""
+
+import base64
+import binascii
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 
-from tessera.core.errors import InvalidInput, PolicyViolation, UnparsableInput
+from tessera.core.errors import InvalidInput, PolicyViolation, TesseraError, UnparsableInput
 from tessera.core.keys import PrivateKey
 from tessera.core.keystore import _as_supported
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.+?-----END \1-----", re.DOTALL)
+_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----\r?\n")
+_END = re.compile(rb"-----END ([A-Z0-9 ]{1,64})-----")
+_BASE64 = re.compile(rb"[A-Za-z0-9+/]+={0,2}")
+# What cryptography raises for bytes it cannot read; several of its classes are no ValueError.
+_UNREADABLE: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    OverflowError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+_BAD_SIGNATURE: tuple[type[Exception], ...] = (*_UNREADABLE, InvalidSignature)
+CSR_LABELS = ("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST")
+MAX_OBJECTS = 500
+MAX_PASSPHRASE = 1023
+CERT_UNREADABLE = "not a certificate in PEM, DER or PKCS#7 form"
+CSR_UNREADABLE = "not a certificate signing request in PEM or DER form"
+CSR_UNDECODABLE = "the CSR's subject or extensions cannot be decoded"
+KEY_UNREADABLE = "not a private key in PEM or DER form, or wrong password"
+PKCS12_UNREADABLE = "not a PKCS#12 file, or the password is wrong"
+
+
+@contextmanager
+def _reading(message: str) -> Iterator[None]:
+    try:
+        yield
+    except _UNREADABLE as exc:
+        raise UnparsableInput(message) from exc
+
+
+# --- PEM armour and pasted text ---------------------------------------------------------------
+
+
+def pem_objects(data: bytes) -> list[tuple[str, bytes]]:
+    """Every PEM block as (label, block), in order, ignoring text before, between and after.
+    Linear in the input: each END marker is searched for once, however many BEGINs precede."""
+    found: list[tuple[str, bytes]] = []
+    end: re.Match[bytes] | None = None
+    taken_until = 0
+    for begin in _BEGIN.finditer(data):
+        if begin.start() < taken_until:
+            continue
+        if end is None or end.start() < begin.end():
+            end = _END.search(data, begin.end())
+            if end is None:
+                break
+        if end.group(1) == begin.group(1):
+            found.append((begin.group(1).decode("ascii"), data[begin.start() : end.end()]))
+            taken_until = end.end()
+    return found
 
 
 def pem_blocks(data: bytes, label: str) -> list[bytes]:
     """Every PEM block with this label, ignoring text before, between and after them."""
-    wanted = label.encode()
-    return [m.group(0) for m in _PEM_BLOCK.finditer(data) if m.group(1) == wanted]
+    return [block for found, block in pem_objects(data) if found == label]
+
+
+def decode_upload(data: bytes) -> bytes:
+    """An uploaded file or pasted text: PEM and binary as they are; base64 (one line or
+    wrapped) of a binary file (DER, PKCS#12, PKCS#7) decoded."""
+    if b"-----BEGIN" in data:
+        return data
+    compact = b"".join(data.split())
+    if compact and _BASE64.fullmatch(compact):
+        try:
+            return base64.b64decode(compact, validate=True)
+        except binascii.Error:
+            return data
+    return data
+
+
+def decode_text(text: str) -> bytes:
+    """Text from a JSON field: PEM as it is, or base64 of a binary file (optionally prefixed
+    "BASE64:", as UCM's tools write it)."""
+    stripped = text.strip()
+    if stripped[:7].upper() == "BASE64:":
+        stripped = stripped[7:]
+    return decode_upload(text_bytes(stripped))
+
+
+def text_bytes(text: str) -> bytes:
+    """UTF-8, keeping lone surrogates (JSON can carry them) so the parsers refuse them."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def secret(password: str | None) -> bytes | None:
+    return text_bytes(password) if password else None
+
+
+# --- certificates -----------------------------------------------------------------------------
 
 
 def load_certificates(data: bytes) -> list[x509.Certificate]:
-    """PEM (one or many, with surrounding text), DER, or a PKCS#7 bundle."""
-    try:
+    """PEM (one or many, with surrounding text), DER, or a PKCS#7 bundle (PEM or DER)."""
+    with _reading(CERT_UNREADABLE):
         blocks = pem_blocks(data, "CERTIFICATE")
         if blocks:
-            return [x509.load_pem_x509_certificate(b) for b in blocks]
-        if b"-----BEGIN PKCS7-----" in data:
-            return pkcs7.load_pem_pkcs7_certificates(data)
-        try:
-            return [x509.load_der_x509_certificate(data)]
-        except ValueError:
-            return pkcs7.load_der_pkcs7_certificates(data)
-    except ValueError as exc:
-        raise UnparsableInput("not a certificate in PEM, DER or PKCS#7 form") from exc
+            certs = [x509.load_pem_x509_certificate(b) for b in blocks]
+        elif pem_blocks(data, "PKCS7"):
+            certs = pkcs7.load_pem_pkcs7_certificates(pem_blocks(data, "PKCS7")[0])
+        else:
+            certs = _der_certificates(data)
+    if not certs:
+        raise UnparsableInput("no certificate found")
+    return [checked_certificate(c) for c in certs]
+
+
+def _der_certificates(data: bytes) -> list[x509.Certificate]:
+    try:
+        return [x509.load_der_x509_certificate(data)]
+    except _UNREADABLE:
+        return pkcs7.load_der_pkcs7_certificates(data)
 
 
 def load_certificate(data: bytes) -> x509.Certificate:
-    certs = load_certificates(data)
-    if not certs:
-        raise UnparsableInput("no certificate found")
-    return certs[0]
+    return load_certificates(data)[0]
 
 
-def load_csr(data: bytes) -> x509.CertificateSigningRequest:
-    """A PEM or DER CSR whose self-signature verifies."""
+def checked_certificate(cert: x509.Certificate) -> x509.Certificate:
+    """Decode what cryptography leaves for later, so nothing fails after this returns."""
+    with _reading("the certificate's names, dates or extensions cannot be decoded"):
+        texts = [cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()]
+        texts += _extension_texts(cert.extensions)
+        _ = (cert.version, cert.serial_number, cert.not_valid_before_utc, cert.not_valid_after_utc)
+    public_key(cert)
+    if any("\x00" in text for text in texts):
+        raise InvalidInput("the certificate's names contain NUL characters")
+    return cert
+
+
+def _extension_texts(extensions: x509.Extensions) -> list[str]:
+    texts: list[str] = []
+    for ext in extensions:
+        if isinstance(ext.value, x509.SubjectAlternativeName | x509.IssuerAlternativeName):
+            texts += [str(name.value) for name in ext.value]
+    return texts
+
+
+def public_key(obj: x509.Certificate | x509.CertificateSigningRequest) -> PublicKeyTypes:
     try:
-        blocks = pem_blocks(data, "CERTIFICATE REQUEST") or pem_blocks(
-            data, "NEW CERTIFICATE REQUEST"
-        )
+        return obj.public_key()
+    except UnsupportedAlgorithm as exc:
+        raise PolicyViolation("the public key algorithm is not supported") from exc
+    except ValueError as exc:
+        raise UnparsableInput("the public key cannot be decoded") from exc
+
+
+def is_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """True when `issuer`'s name and key signed `cert`."""
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except _BAD_SIGNATURE:
+        return False
+    return True
+
+
+# --- CSRs --------------------------------------------------------------------------------------
+
+
+def load_csr(data: bytes, verify: bool = True) -> x509.CertificateSigningRequest:
+    """A PEM or DER CSR; with `verify`, only one whose self-signature verifies."""
+    with _reading(CSR_UNREADABLE):
+        blocks = [b for label in CSR_LABELS for b in pem_blocks(data, label)]
         if blocks:
             pem = blocks[0].replace(b"NEW CERTIFICATE REQUEST", b"CERTIFICATE REQUEST")
             csr = x509.load_pem_x509_csr(pem)
         else:
             csr = x509.load_der_x509_csr(data)
-    except ValueError as exc:
-        raise UnparsableInput("not a certificate signing request in PEM or DER form") from exc
-    try:
-        valid = csr.is_signature_valid
-    except (ValueError, TypeError) as exc:
-        raise PolicyViolation("CSR signature cannot be checked") from exc
-    if not valid:
+    _check_csr(csr)
+    if verify and not csr_signature_valid(csr):
         raise PolicyViolation("CSR signature does not verify")
     return csr
 
 
-def load_private_key(data: bytes, password: bytes | None = None) -> PrivateKey:
+def _check_csr(csr: x509.CertificateSigningRequest) -> None:
+    with _reading(CSR_UNDECODABLE):
+        texts = [csr.subject.rfc4514_string(), *_extension_texts(csr.extensions)]
+    public_key(csr)
+    if any("\x00" in text for text in texts):
+        raise InvalidInput("the CSR's subject or names contain NUL characters")
+
+
+def csr_signature_valid(csr: x509.CertificateSigningRequest) -> bool:
     try:
-        blocks = [m.group(0) for m in _PEM_BLOCK.finditer(data) if b"PRIVATE KEY" in m.group(1)]
-        if blocks:
-            key = serialization.load_pem_private_key(blocks[0], password=password)
-        else:
-            key = serialization.load_der_private_key(data, password=password)
+        return bool(csr.is_signature_valid)
+    except _UNREADABLE as exc:
+        raise PolicyViolation("CSR signature cannot be checked") from exc
+
+
+# --- private keys and PKCS#12 ------------------------------------------------------------------
+
+
+def load_private_key(data: bytes, password: bytes | None = None) -> PrivateKey:
+    """The first PEM private key, or a DER one. A password is used only if the key needs it."""
+    blocks = [block for label, block in pem_objects(data) if "PRIVATE KEY" in label]
+    source = blocks[0] if blocks else data
+    loader = serialization.load_pem_private_key if blocks else serialization.load_der_private_key
+    try:
+        key = _decrypted(loader, source, password)
     except TypeError as exc:
         raise InvalidInput("the private key is encrypted: a password is required") from exc
-    except ValueError as exc:
-        raise UnparsableInput("not a private key in PEM or DER form, or wrong password") from exc
+    except UnsupportedAlgorithm as exc:
+        raise InvalidInput("unsupported private key type") from exc
+    except _UNREADABLE as exc:
+        raise UnparsableInput(KEY_UNREADABLE) from exc
     return _as_supported(key)
+
+
+def _decrypted(loader: Callable[..., object], source: bytes, password: bytes | None) -> object:
+    if password is not None and not key_is_encrypted(source):
+        try:
+            return loader(source, password=None)
+        except TypeError:
+            pass  # encrypted after all (DER gives no sign of it): use the password
+    return loader(source, password=password)
+
+
+def key_is_encrypted(data: bytes) -> bool:
+    """A PEM key under a passphrase (PKCS#8 or OpenSSL's traditional form), or a DER PKCS#8
+    EncryptedPrivateKeyInfo."""
+    if b"-----BEGIN" in data:
+        return b"ENCRYPTED PRIVATE KEY-----" in data or b"Proc-Type: 4,ENCRYPTED" in data
+    try:
+        serialization.load_der_private_key(data, password=None)
+    except TypeError:
+        return True
+    except _UNREADABLE:
+        return False
+    return False
 
 
 def load_pkcs12(
     data: bytes, password: bytes | None
 ) -> tuple[x509.Certificate | None, PrivateKey | None, list[x509.Certificate]]:
-    try:
-        key, cert, extra = pkcs12.load_key_and_certificates(data, password)
-    except ValueError as exc:
-        raise InvalidInput("not a PKCS#12 file, or the password is wrong") from exc
-    return cert, (_as_supported(key) if key is not None else None), list(extra)
+    key, cert, extra = _open_pkcs12(data, password)
+    certs = [checked_certificate(c) for c in ([cert] if cert else []) + list(extra)]
+    main = certs[0] if cert is not None else None
+    return main, (_as_supported(key) if key is not None else None), certs[1 if main else 0 :]
+
+
+def _open_pkcs12(
+    data: bytes, password: bytes | None
+) -> tuple[PrivateKeyTypes | None, x509.Certificate | None, list[x509.Certificate]]:
+    """With the password given; a file under no password or the empty one opens either way."""
+    failure: Exception | None = None
+    for candidate in dict.fromkeys([password, None, b""]):
+        try:
+            key, cert, extra = pkcs12.load_key_and_certificates(data, candidate)
+        except _UNREADABLE as exc:
+            failure = exc
+            continue
+        return key, cert, list(extra)
+    raise InvalidInput(PKCS12_UNREADABLE) from failure
 
 
 def looks_like_pkcs12(data: bytes) -> bool:
     """PKCS#12 is DER starting with a SEQUENCE holding version 3."""
     return data[:1] == b"\x30" and b"\x02\x01\x03" in data[:8]
+
+
+# --- what is in an upload (smart import, tools) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Found:
+    """One object found in uploaded content: what it is and, when it could be read, itself."""
+
+    kind: str  # certificate | csr | private_key | pkcs12 | pkcs7 | crl | public_key | unknown
+    encoding: str  # pem | der
+    container: str | None = None  # pkcs12 | pkcs7, when it came out of one
+    certificate: x509.Certificate | None = None
+    csr: x509.CertificateSigningRequest | None = None
+    key: PrivateKey | None = None
+    encrypted: bool = False
+    problem: str | None = None  # why it could not be read or used
+    label: str | None = None  # the PEM label, for what is not understood
+
+
+@dataclass(frozen=True)
+class Content:
+    format: str  # pem | der | pkcs12 | pkcs7
+    objects: list[Found]
+
+
+_OTHER_LABELS = {
+    "X509 CRL": ("crl", "a certificate revocation list is not imported here"),
+    "PUBLIC KEY": ("public_key", "a public key alone cannot be imported"),
+}
+
+
+def read_objects(data: bytes, password: bytes | None) -> Content:
+    """Everything in a PEM text (any number of blocks), or in one DER, PKCS#12 or PKCS#7 file.
+    Objects that cannot be read are reported with their problem rather than refused."""
+    if not data.strip():
+        raise InvalidInput("the content is empty")
+    blocks = pem_objects(data)
+    if len(blocks) > MAX_OBJECTS:
+        raise InvalidInput(f"at most {MAX_OBJECTS} PEM objects are read at once")
+    if blocks:
+        found = [item for label, block in blocks for item in _read_block(label, block, password)]
+        single = len(blocks) == 1 and blocks[0][0] == "PKCS7"
+        return Content("pkcs7" if single else "pem", found)
+    if b"-----BEGIN" in data:
+        raise UnparsableInput("PEM armour without a complete BEGIN/END block")
+    return _read_binary(data, password)
+
+
+def _read_block(label: str, block: bytes, password: bytes | None) -> list[Found]:
+    if label == "CERTIFICATE":
+        return [_attempt("certificate", "pem", lambda: _cert_found(block, "pem"))]
+    if label in CSR_LABELS:
+        return [_attempt("csr", "pem", lambda: Found("csr", "pem", csr=load_csr(block)))]
+    if "PRIVATE KEY" in label:
+        return [_key_found(block, "pem", password)]
+    if label == "PKCS7":
+        try:
+            certs = load_certificates(block)
+        except TesseraError as exc:
+            return [Found("pkcs7", "pem", problem=exc.message)]
+        return [Found("certificate", "pem", "pkcs7", certificate=c) for c in certs]
+    if label == "EC PARAMETERS":
+        return []  # what `openssl ecparam -genkey` puts before an EC key
+    kind, problem = _OTHER_LABELS.get(label, ("unknown", f"unsupported PEM block {label!r}"))
+    return [Found(kind, "pem", problem=problem, label=label)]
+
+
+def _attempt(kind: str, encoding: str, read: Callable[[], Found]) -> Found:
+    try:
+        return read()
+    except TesseraError as exc:
+        return Found(kind, encoding, problem=exc.message)
+
+
+def _cert_found(data: bytes, encoding: str) -> Found:
+    with _reading(CERT_UNREADABLE):
+        cert = (
+            x509.load_pem_x509_certificate(data)
+            if encoding == "pem"
+            else x509.load_der_x509_certificate(data)
+        )
+    return Found("certificate", encoding, certificate=checked_certificate(cert))
+
+
+def _key_found(data: bytes, encoding: str, password: bytes | None) -> Found:
+    encrypted = key_is_encrypted(data)
+    if encrypted and not password:
+        problem = "the private key is encrypted: a password is required"
+        return Found("private_key", encoding, encrypted=True, problem=problem)
+    try:
+        key = load_private_key(data, password)
+    except TesseraError as exc:
+        return Found("private_key", encoding, encrypted=encrypted, problem=exc.message)
+    return Found("private_key", encoding, key=key, encrypted=encrypted)
+
+
+def _read_binary(data: bytes, password: bytes | None) -> Content:
+    if looks_like_pkcs12(data):
+        return Content("pkcs12", _pkcs12_found(data, password))
+    try:
+        return Content("der", [_cert_found(data, "der")])
+    except UnparsableInput:
+        pass
+    try:
+        certs = pkcs7.load_der_pkcs7_certificates(data)
+    except _UNREADABLE:
+        certs = None
+    if certs:
+        return Content("pkcs7", [_checked_found(c) for c in certs])
+    return Content("der", [_der_csr_or_key(data, password)])
+
+
+def _checked_found(cert: x509.Certificate) -> Found:
+    try:
+        return Found("certificate", "der", "pkcs7", certificate=checked_certificate(cert))
+    except TesseraError as exc:
+        return Found("certificate", "der", "pkcs7", problem=exc.message)
+
+
+def _pkcs12_found(data: bytes, password: bytes | None) -> list[Found]:
+    try:
+        cert, key, extra = load_pkcs12(data, password)
+    except TesseraError as exc:
+        return [Found("pkcs12", "der", encrypted=True, problem=exc.message)]
+    found = [Found("certificate", "der", "pkcs12", certificate=c) for c in [cert, *extra] if c]
+    if key is not None:
+        found.append(Found("private_key", "der", "pkcs12", key=key))
+    return found
+
+
+def _der_csr_or_key(data: bytes, password: bytes | None) -> Found:
+    try:
+        return Found("csr", "der", csr=load_csr(data))
+    except UnparsableInput:
+        pass
+    except TesseraError as exc:
+        return Found("csr", "der", problem=exc.message)
+    key = _key_found(data, "der", password)
+    if key.key is not None or key.encrypted:
+        return key
+    raise UnparsableInput(
+        "not a certificate, CSR, private key, PKCS#12 or PKCS#7 in PEM, DER or base64 form"
+    )
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def public_key_der(key: PublicKeyTypes) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def same_public_key(a: PublicKeyTypes, b: PublicKeyTypes) -> bool:
+    return public_key_der(a) == public_key_der(b)
 
 
 def cert_pem(cert: x509.Certificate) -> str:
@@ -101,9 +451,32 @@ def cert_der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
+def csr_pem(csr: x509.CertificateSigningRequest) -> str:
+    return csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def csr_der(csr: x509.CertificateSigningRequest) -> bytes:
+    return csr.public_bytes(serialization.Encoding.DER)
+
+
+def key_der(key: PrivateKey) -> bytes:
+    """Unencrypted PKCS#8 DER: only for handing a key back to whoever supplied it."""
+    return key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def passphrase_bytes(passphrase: str) -> bytes:
+    """A passphrase that protects an exported key: 1 to 1023 bytes (OpenSSL's limit)."""
+    raw = text_bytes(passphrase)
+    if not 0 < len(raw) <= MAX_PASSPHRASE:
+        raise InvalidInput(f"a passphrase must be 1 to {MAX_PASSPHRASE} bytes long")
+    return raw
+
+
 def key_pem(key: PrivateKey, passphrase: str | None = None) -> str:
     encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase.encode())
+        serialization.BestAvailableEncryption(passphrase_bytes(passphrase))
         if passphrase
         else serialization.NoEncryption()
     )
@@ -127,13 +500,15 @@ def pkcs12_bundle(
         .kdf_rounds(50000)
         .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
         .hmac_hash(hashes.SHA256())
-        .build(password.encode())
+        .build(passphrase_bytes(password))
     )
     return pkcs12.serialize_key_and_certificates(
-        name.encode(), key, cert, chain or None, encryption
+        text_bytes(name), key, cert, chain or None, encryption
     )
 
 
 def pkcs7_bundle(certs: list[x509.Certificate], der: bool = False) -> bytes:
+    if not certs:
+        raise InvalidInput("a PKCS#7 bundle needs at least one certificate")
     encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
     return pkcs7.serialize_certificates(certs, encoding)

@@ -80,7 +80,9 @@ def details(cert: x509.Certificate, now: datetime) -> dict[str, object]:
         key = describe_public_key(cert.public_key())
         key_algorithm, key_size = key.algorithm, key.size
     except (ValueError, PolicyViolation):  # a key Tessera would not issue for is still shown
-        key_algorithm = type(cert.public_key()).__name__.removesuffix("PublicKey") or "unknown"
+        public_key = cert.public_key()
+        key_algorithm = type(public_key).__name__.removesuffix("PublicKey") or "unknown"
+        key_size = int(getattr(public_key, "key_size", 0))
     remaining = cert.not_valid_after_utc - now
     return {
         "subject": cert.subject.rfc4514_string(),

@@ -3,10 +3,24 @@
 from dataclasses import dataclass, field, replace
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
-from tessera.core.errors import PolicyViolation
+from tessera.core.errors import InvalidInput, PolicyViolation
+from tessera.core.keys import KeySpec, describe_public_key, parse_key_spec
+from tessera.core.names import extended_key_usage, key_usage
 
 MAX_VALIDITY_DAYS = 36500
+MAX_PATH_LENGTH = 10
+
+# Subject attributes a template may default, in the order they appear in a DN (C first).
+SUBJECT_DEFAULTS: dict[str, tuple[x509.ObjectIdentifier, int]] = {
+    "country": (NameOID.COUNTRY_NAME, 2),
+    "state": (NameOID.STATE_OR_PROVINCE_NAME, 128),
+    "locality": (NameOID.LOCALITY_NAME, 128),
+    "organization": (NameOID.ORGANIZATION_NAME, 64),
+    "organizational_unit": (NameOID.ORGANIZATIONAL_UNIT_NAME, 64),
+}
+_DN_RANK = {oid: rank for rank, (oid, _) in enumerate(SUBJECT_DEFAULTS.values())}
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,7 @@ def apply_template(request: CertificateRequest, template: Template | None) -> Ce
     )
     if template.is_ca != request.is_ca:
         raise PolicyViolation(f"template {template.name!r} does not issue this kind of certificate")
+    enforce_template_key(template, request.public_key)
     validity = request.validity_days or template.validity_days
     if template.validity_days and validity and validity > template.validity_days:
         raise PolicyViolation(
@@ -58,6 +73,7 @@ def apply_template(request: CertificateRequest, template: Template | None) -> Ce
         )
     return replace(
         request,
+        subject=fill_subject(request.subject, template.subject_defaults),
         validity_days=validity,
         key_usage=request.key_usage or template.key_usage,
         extended_key_usage=request.extended_key_usage or template.extended_key_usage,
@@ -65,6 +81,91 @@ def apply_template(request: CertificateRequest, template: Template | None) -> Ce
         if request.path_length is not None
         else template.path_length,
     )
+
+
+def template_key_spec(template: Template) -> KeySpec | None:
+    """The key a template fixes; a size alone means RSA, a type alone its default size."""
+    if template.key_algorithm is None and template.key_size is None:
+        return None
+    return parse_key_spec(template.key_algorithm, template.key_size)
+
+
+def enforce_template_key(template: Template, public_key: object) -> None:
+    """A CSR's key (or any key) must be of the type and size the template fixes."""
+    fixed = template_key_spec(template)
+    if fixed is None:
+        return
+    actual = describe_public_key(public_key)
+    size_fixed = template.key_size is not None or fixed.algorithm == "Ed25519"
+    if actual.algorithm != fixed.algorithm or (size_fixed and actual.size != fixed.size):
+        wanted = fixed.label if size_fixed else f"{fixed.algorithm} keys"
+        raise PolicyViolation(
+            f"template {template.name!r} requires {wanted}; the request's key is {actual.label}"
+        )
+
+
+def fill_subject(subject: x509.Name, defaults: tuple[tuple[str, str], ...]) -> x509.Name:
+    """Add each defaulted attribute the subject lacks, at its usual place; never override."""
+    rdns = list(subject.rdns)
+    present = {attr.oid for rdn in rdns for attr in rdn}
+    for key, value in defaults:
+        if not value:
+            continue
+        attribute = subject_default_attribute(key, value)
+        if attribute.oid in present:
+            continue
+        rank = _DN_RANK[attribute.oid]
+        at = next((i for i, rdn in enumerate(rdns) if _rank(rdn) > rank), len(rdns))
+        rdns.insert(at, x509.RelativeDistinguishedName([attribute]))
+        present.add(attribute.oid)
+    return x509.Name(rdns)
+
+
+def _rank(rdn: x509.RelativeDistinguishedName) -> int:
+    return min(_DN_RANK.get(attr.oid, len(_DN_RANK)) for attr in rdn)
+
+
+def subject_default_attribute(key: str, value: str) -> x509.NameAttribute:
+    if key not in SUBJECT_DEFAULTS:
+        known = ", ".join(SUBJECT_DEFAULTS)
+        raise InvalidInput(f"unknown subject default {key!r}; known: {known}")
+    oid, limit = SUBJECT_DEFAULTS[key]
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise InvalidInput(f"subject default {key} must be 1 to {limit} characters")
+    if oid == NameOID.COUNTRY_NAME and not (len(value) == 2 and value.isascii()):
+        raise InvalidInput("subject default country must be a two-letter ISO 3166 code")
+    return x509.NameAttribute(oid, value)
+
+
+def check_template(template: Template) -> None:
+    """Everything a template fixes must be something the authority can issue."""
+    if template.validity_days is not None and not 0 < template.validity_days <= MAX_VALIDITY_DAYS:
+        raise InvalidInput(f"validity_days must be between 1 and {MAX_VALIDITY_DAYS}")
+    spec = template_key_spec(template)
+    if template.key_usage is not None:
+        key_usage(list(template.key_usage))
+        _check_usage_fits(template, spec)
+    if template.extended_key_usage is not None:
+        extended_key_usage(list(template.extended_key_usage))
+    if template.path_length is not None:
+        if not template.is_ca:
+            raise InvalidInput("path_length applies only to CA templates (basic_constraints.ca)")
+        if not 0 <= template.path_length <= MAX_PATH_LENGTH:
+            raise InvalidInput(f"path_length must be between 0 and {MAX_PATH_LENGTH}")
+    for key, value in template.subject_defaults:
+        subject_default_attribute(key, value)
+
+
+def _check_usage_fits(template: Template, spec: KeySpec | None) -> None:
+    names = set(template.key_usage or ())
+    if template.is_ca and names and "keyCertSign" not in names:
+        raise InvalidInput("a CA template's key_usage needs keyCertSign")
+    if not template.is_ca and "keyCertSign" in names:
+        raise InvalidInput("keyCertSign is only for CA templates")
+    if spec is not None and spec.algorithm != "RSA":
+        forbidden = names & {"keyEncipherment", "dataEncipherment"}
+        if forbidden:
+            raise InvalidInput(f"{spec.label} keys cannot be used for {sorted(forbidden)}")
 
 
 def _refuse_conflict(

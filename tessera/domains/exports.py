@@ -1,14 +1,22 @@
 """Serialising certificates (and, when asked and allowed, their keys) for download."""
 
+import io
+import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
 
 from tessera.core.errors import InvalidInput
-from tessera.core.formats import cert_der, cert_pem, key_pem, pkcs12_bundle
+from tessera.core.formats import cert_der, cert_pem, key_pem, pkcs7_bundle, pkcs12_bundle
 from tessera.core.keys import PrivateKey
 
 PEM = "application/x-pem-file"
+PKCS12_FORMATS = ("pkcs12", "p12", "pfx")
+PKCS7_FORMATS = ("pkcs7", "p7b", "pkcs7-der", "p7c")
+FORMATS = ("pem", "der", "chain", *PKCS12_FORMATS, *PKCS7_FORMATS)
+# What a bulk export may hold: every certificate-only format.
+BULK_FORMATS = ("pem", "der", "chain", *PKCS7_FORMATS)
 
 
 @dataclass(frozen=True)
@@ -30,7 +38,9 @@ def export(
     key: PrivateKey | None = None,
     password: str | None = None,
 ) -> Exported:
-    """`chain` is the issuer chain, nearest first; `key` is only given when it is exported."""
+    """`chain` is the issuer chain, nearest first; `key` is only given when it is exported.
+    PKCS#7 (`pkcs7`/`p7b` in PEM, `pkcs7-der`/`p7c` in DER) holds the certificate and its
+    chain, never a key."""
     if fmt == "pem":
         body = cert_pem(cert) + (key_pem(key) if key is not None else "")
         return Exported(body.encode(), PEM, f"{name}.pem")
@@ -39,13 +49,28 @@ def export(
     if fmt == "chain":
         body = "".join(cert_pem(c) for c in [cert, *chain])
         return Exported(body.encode(), PEM, f"{name}-chain.pem")
-    if fmt in ("pkcs12", "p12", "pfx"):
+    if fmt in PKCS12_FORMATS:
         if not password:
             raise InvalidInput("a password is required for PKCS#12 export")
         content = pkcs12_bundle(name, cert, key, chain, password)
         return Exported(content, "application/x-pkcs12", f"{name}.p12")
-    raise InvalidInput("format must be pem, der, chain or pkcs12")
+    if fmt in PKCS7_FORMATS:
+        der = fmt in ("pkcs7-der", "p7c")
+        content = pkcs7_bundle([cert, *chain], der=der)
+        return Exported(
+            content, "application/x-pkcs7-certificates", f"{name}.p7{'c' if der else 'b'}"
+        )
+    raise InvalidInput(f"format must be one of {', '.join(FORMATS)}")
 
 
 def wants_key(fmt: str, include_key: bool) -> bool:
-    return fmt in ("pkcs12", "p12", "pfx") or (fmt == "pem" and include_key)
+    return fmt in PKCS12_FORMATS or (fmt == "pem" and include_key)
+
+
+def zipped(files: Iterable[tuple[str, bytes]], filename: str) -> Exported:
+    """Several exports in one ZIP archive."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files:
+            archive.writestr(name, content)
+    return Exported(buffer.getvalue(), "application/zip", filename)

@@ -147,6 +147,7 @@ def certificate_row(
     cert: x509.Certificate, keys: KeyEncryptor, private_key: PrivateKey | None
 ) -> models.Certificate:
     key = _key_facts(cert)
+    _check_storable(cert)
     return models.Certificate(
         refid=str(uuid.uuid4()),
         serial_number=inspect.serial_hex(cert.serial_number),
@@ -172,6 +173,7 @@ def ca_row(
     parent: models.CertificateAuthority | None,
 ) -> models.CertificateAuthority:
     key = _key_facts(cert)
+    _check_storable(cert)
     return models.CertificateAuthority(
         refid=str(uuid.uuid4()),
         name=name[:200],
@@ -185,11 +187,21 @@ def ca_row(
         not_after=cert.not_valid_after_utc,
         key_algorithm=key[0],
         key_size=key[1],
-        signature_algorithm=inspect.signature_algorithm(cert),
+        signature_algorithm=inspect.signature_algorithm(cert)[:64],
         subject_key_id=inspect.key_identifier(cert),
         certificate_pem=cert_pem(cert),
         encrypted_private_key=encrypted_key,
     )
+
+
+def _check_storable(cert: x509.Certificate) -> None:
+    """Imported certificates come from anywhere: refuse what RFC 5280 forbids and the columns
+    cannot hold, rather than failing in the INSERT."""
+    if cert.serial_number.bit_length() > 8 * 32:
+        raise PolicyViolation("the serial number is longer than RFC 5280 allows")
+    key_id = inspect.key_identifier(cert)
+    if key_id is not None and len(key_id) > 128:
+        raise PolicyViolation("the subject key identifier is implausibly long")
 
 
 def _key_facts(cert: x509.Certificate) -> tuple[str, int]:

@@ -207,3 +207,92 @@ def test_keystore_round_trip_and_rotation() -> None:
     assert KeyEncryptor([new]).decrypt(rotated).public_key() == key.public_key()
     with pytest.raises(KeyDecryptionError):
         KeyEncryptor([new]).decrypt(token)
+
+
+# Templates: key type and size, subject defaults, and what a template may fix.
+
+
+def _names(cert: x509.Certificate) -> list[str]:
+    return [a.rfc4514_string() for a in cert.subject]
+
+
+def test_template_key_type_and_size_are_enforced() -> None:
+    authority = Authority(clock=lambda: NOW)
+    root = make_root(authority)
+    ec_p384 = Template("ec-384", key_algorithm="EC", key_size=384)
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with pytest.raises(PolicyViolation, match=r"requires EC-P384.*RSA-2048"):
+        authority.issue(leaf_request(public_key=rsa_key.public_key()), root, Ledger(), ec_p384)
+    with pytest.raises(PolicyViolation, match=r"requires EC-P384.*EC-P256"):
+        authority.issue(leaf_request(), root, Ledger(), ec_p384)
+    right = generate_private_key(KeySpec("EC", 384)).public_key()
+    cert = authority.issue(leaf_request(public_key=right), root, Ledger(), ec_p384)
+    assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
+
+
+def test_template_with_type_only_accepts_any_size_of_that_type() -> None:
+    authority = Authority(clock=lambda: NOW)
+    root = make_root(authority)
+    any_ec = Template("any-ec", key_algorithm="ecdsa")
+    for size in (256, 384):
+        key = generate_private_key(KeySpec("EC", size)).public_key()
+        authority.issue(leaf_request(public_key=key), root, Ledger(), any_ec)
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with pytest.raises(PolicyViolation, match="requires EC keys"):
+        authority.issue(leaf_request(public_key=rsa_key.public_key()), root, Ledger(), any_ec)
+    rsa_3072 = Template("rsa", key_size=3072)  # a size alone names RSA
+    with pytest.raises(PolicyViolation, match="RSA-3072"):
+        authority.issue(leaf_request(public_key=rsa_key.public_key()), root, Ledger(), rsa_3072)
+
+
+def test_template_subject_defaults_fill_without_overriding() -> None:
+    from cryptography.x509.oid import NameOID
+
+    authority = Authority(clock=lambda: NOW)
+    root = make_root(authority)
+    template = Template(
+        "defaults",
+        subject_defaults=(
+            ("organization", "Default Org"),
+            ("organizational_unit", "Default Unit"),
+            ("country", "DE"),
+            ("state", "Berlin"),
+            ("locality", "Berlin"),
+        ),
+    )
+    subject = SubjectFields("leaf.example.com", organization="Given Org", country="FR").to_name()
+    cert = authority.issue(leaf_request(subject=subject), root, Ledger(), template)
+    assert _names(cert) == [
+        "C=FR",
+        "ST=Berlin",
+        "L=Berlin",
+        "O=Given Org",
+        "OU=Default Unit",
+        "CN=leaf.example.com",
+    ]
+    bare = authority.issue(leaf_request(), root, Ledger(), template)
+    assert bare.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "Default Org"
+    assert _names(bare)[-1] == "CN=leaf.example.com"
+
+
+def test_check_template_uses_the_core_vocabularies() -> None:
+    from tessera.core.profile import check_template
+
+    check_template(Template("ok", key_usage=("digitalSignature",), key_algorithm="EC"))
+    bad = [
+        Template("ku", key_usage=("signEverything",)),
+        Template("eku", extended_key_usage=("serverAuth", "timeTravel")),
+        Template("key", key_algorithm="DSA"),
+        Template("size", key_algorithm="EC", key_size=2048),
+        Template("leaf-path", path_length=1),
+        Template("ca-ku", is_ca=True, key_usage=("digitalSignature",)),
+        Template("ec-ke", key_algorithm="EC", key_usage=("keyEncipherment",)),
+        Template("subject", subject_defaults=(("email", "a@example.com"),)),
+        Template("country", subject_defaults=(("country", "Germany"),)),
+        Template("days", validity_days=0),
+    ]
+    for template in bad:
+        with pytest.raises(InvalidInput):
+            check_template(template)
+    with pytest.raises(PolicyViolation, match="2048"):
+        check_template(Template("weak", key_algorithm="RSA", key_size=1024))

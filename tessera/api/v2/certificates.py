@@ -4,15 +4,32 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from tessera.api.deps import UnitOfWork, issuance, now, require
 from tessera.api.v2 import views
 from tessera.api.v2.envelope import download, ok, page_meta
-from tessera.api.v2.params import Page, PerPage, QueryRowId, RowId
-from tessera.api.v2.schemas import IssueCertificate, Renew, Revoke
+from tessera.api.v2.params import MAX_ROW_ID, Page, PerPage, QueryRowId, RowId
+from tessera.api.v2.schemas import (
+    BulkExport,
+    BulkRenew,
+    BulkRevoke,
+    IdList,
+    IssueCertificate,
+    KeyRequest,
+    Renew,
+    Revoke,
+)
+from tessera.api.v2.uploads import Upload, read_upload
+from tessera.core.errors import InvalidInput
 from tessera.core.names import SubjectFields
 from tessera.domains.actor import Actor
-from tessera.domains.certificates.service import CertificateService, NewCertificate
+from tessera.domains.certificates.service import (
+    BulkResult,
+    CertificateService,
+    ImportOptions,
+    NewCertificate,
+)
 from tessera.domains.identity.permissions import grants
 from tessera.storage.repositories.certificates import CertificateFilter
 
@@ -84,6 +101,90 @@ def stats(request: Request, session: UnitOfWork, actor: Reader) -> JSONResponse:
     return ok(_service(request, session, actor).stats())
 
 
+@router.get("/export")
+def export_all(
+    request: Request, session: UnitOfWork, actor: Reader, format: str = "pem"
+) -> Response:
+    """Every certificate as one file: a PEM bundle, or PKCS#7 (pkcs7 PEM, pkcs7-der DER)."""
+    return download(_service(request, session, actor).export_all(format))
+
+
+@router.post("/import", status_code=201)
+async def import_certificate(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
+    """JSON {certificate, private_key?, password?, name?, ca_id?, import_key?} or multipart
+    (file, name, password, ca_id, import_key): PEM, DER, PKCS#12 or PKCS#7."""
+    upload = await read_upload(request, ("certificate", "pem_content", "content", "pem"))
+    options = ImportOptions(_name(upload), _ca_id(upload), upload.flag("import_key", True))
+    service = _service(request, session, actor)
+    password = upload.fields.get("password")
+    imported = await run_in_threadpool(
+        service.import_certificate, upload.content, password, options
+    )
+    if imported.ca is not None:
+        message = f'CA certificate "{imported.ca.name}" imported successfully (detected as CA)'
+        return ok(views.ca_view(imported.ca), message, status=201)
+    cert = imported.certificate
+    assert cert is not None
+    name = options.name or cert.common_name or cert.subject
+    data = {**views.certificate_view(cert, now(request)), "descr": name}
+    return ok(data, f'Certificate "{name}" imported successfully', status=201)
+
+
+def _name(upload: Upload) -> str | None:
+    name = (upload.fields.get("name") or "").strip()
+    if len(name) > 200:
+        raise InvalidInput("name must be at most 200 characters")
+    return name or None
+
+
+def _ca_id(upload: Upload) -> int | None:
+    text = (upload.fields.get("ca_id") or "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 0 < int(text) <= MAX_ROW_ID:
+        raise InvalidInput("ca_id must be a positive integer")
+    return int(text)
+
+
+@router.post("/bulk/revoke")
+def bulk_revoke(
+    request: Request, body: BulkRevoke, session: UnitOfWork, actor: Deleter
+) -> JSONResponse:
+    result = _service(request, session, actor).bulk_revoke(body.ids, body.reason)
+    return _bulk(result, "revoked")
+
+
+@router.post("/bulk/renew")
+def bulk_renew(
+    request: Request, body: BulkRenew, session: UnitOfWork, actor: Writer
+) -> JSONResponse:
+    result = _service(request, session, actor).bulk_renew(body.ids, body.ca_id)
+    return _bulk(result, "renewed")
+
+
+@router.post("/bulk/delete")
+def bulk_delete(
+    request: Request, body: IdList, session: UnitOfWork, actor: Deleter
+) -> JSONResponse:
+    return _bulk(_service(request, session, actor).bulk_delete(body.ids), "deleted")
+
+
+@router.post("/bulk/export")
+def bulk_export(request: Request, body: BulkExport, session: UnitOfWork, actor: Reader) -> Response:
+    return download(_service(request, session, actor).export_many(body.ids, body.format))
+
+
+def _bulk(result: BulkResult, verb: str) -> JSONResponse:
+    data: dict[str, object] = {
+        "success": result.success,
+        "failed": result.failed,
+        "errors": result.errors,
+    }
+    if verb == "renewed":
+        data["renewed"] = result.renewed
+    return ok(data, f"{len(result.success)} certificates {verb}, {len(result.failed)} failed")
+
+
 @router.get("/{cert_id}")
 def get_certificate(
     request: Request, cert_id: RowId, session: UnitOfWork, actor: Reader
@@ -105,6 +206,22 @@ def export_certificate(
     service = _service(request, session, actor)
     key_allowed = grants(actor.permissions, KEY_EXPORT_PERMISSION)
     return download(service.export(cert_id, format, include_key, password, key_allowed))
+
+
+@router.post("/{cert_id}/key")
+def private_key(
+    request: Request,
+    cert_id: RowId,
+    session: UnitOfWork,
+    actor: Writer,
+    body: KeyRequest | None = None,
+) -> JSONResponse:
+    """The stored private key as PKCS#8 PEM, encrypted under `passphrase` when one is given.
+    Needs write:certificates (as every key export does) and is audited."""
+    passphrase = body.passphrase if body else None
+    pem = _service(request, session, actor).private_key_pem(cert_id, passphrase)
+    data = {"id": cert_id, "format": "pem", "encrypted": bool(passphrase), "private_key": pem}
+    return ok(data, "Private key exported")
 
 
 @router.post("/{cert_id}/renew", status_code=201)

@@ -131,3 +131,125 @@ class UpdateUser(Strict):
     full_name: str | None = Field(None, max_length=200)
     password: str | None = Field(None, max_length=1024)
     active: bool | None = None
+
+
+# Certificate signing requests. A CSR in PEM is a few kilobytes; 64 KiB leaves room to spare.
+MAX_CSR_TEXT = 65536
+
+
+class UploadCSR(Strict):
+    csr: str = Field(min_length=1, max_length=MAX_CSR_TEXT)
+    name: str | None = Field(None, max_length=200)
+
+
+class UploadCSRPem(Strict):
+    pem: str = Field(min_length=1, max_length=MAX_CSR_TEXT)
+    name: str | None = Field(None, max_length=200)
+
+
+class SignCSR(Strict):
+    ca_id: RowId
+    validity_days: int | None = Field(None, ge=1, le=36500)
+    template_id: RowId | None = None
+
+
+class BulkSignCSRs(IdList):
+    ca_id: RowId
+    validity_days: int | None = Field(None, ge=1, le=36500)
+    template_id: RowId | None = None
+
+
+class AttachCSRKey(Strict):
+    key: str = Field(min_length=1, max_length=MAX_CSR_TEXT)
+    passphrase: str | None = Field(None, max_length=1024)
+
+
+class TemplateConstraints(Strict):
+    ca: bool | None = None
+    path_length: int | None = Field(None, ge=0, le=10)
+
+
+class TemplateBody(Strict):
+    """Templates as the seed writes them; the service checks the vocabularies and the key."""
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    description: str | None = Field(None, max_length=4000)
+    template_type: str | None = Field(None, max_length=32)
+    validity_days: int | None = Field(None, ge=1, le=36500)
+    key_type: str | None = Field(None, max_length=16, description="RSA, EC or Ed25519")
+    key_algorithm: str | None = Field(None, max_length=16, description="alias of key_type")
+    key_size: int | None = Field(None, ge=1, le=16384)
+    key_usage: list[str] | None = Field(None, max_length=16)
+    extended_key_usage: list[str] | None = Field(None, max_length=16)
+    basic_constraints: TemplateConstraints | None = None
+    is_ca: bool | None = None
+    path_length: int | None = Field(None, ge=0, le=10)
+    subject_defaults: dict[str, str | None] | None = None
+    organization: str | None = Field(None, max_length=64)
+    organizational_unit: str | None = Field(None, max_length=64)
+    country: str | None = Field(None, min_length=2, max_length=2)
+    state: str | None = Field(None, max_length=128)
+    locality: str | None = Field(None, max_length=128)
+
+
+class CreateTemplate(TemplateBody):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class AddTrustedCertificate(Strict):
+    certificate: str = Field(min_length=1, max_length=1_000_000)
+    name: str | None = Field(None, max_length=200)
+    description: str | None = Field(None, max_length=4000)
+    purpose: str | None = Field(None, max_length=64)
+    notes: str | None = Field(None, max_length=4000)
+
+
+# Certificates (bulk export), smart import and the certificate tools. Pasted content may be a
+# PEM bundle or base64 of a binary file, so it may be larger than the upload limit (5 MiB).
+MAX_PASTE = 8 * 1024 * 1024
+
+
+class BulkExport(IdList):
+    format: str = Field("pem", max_length=16)
+
+
+class SmartImportOptions(Strict):
+    import_cas: bool = True
+    import_certificates: bool = True
+    import_certs: bool | None = None  # UCM's spelling of import_certificates
+    import_keys: bool = True
+    import_csrs: bool = True
+
+
+class SmartImport(Strict):
+    content: str = Field(min_length=1, max_length=MAX_PASTE)
+    password: str | None = Field(None, max_length=1024)
+    options: SmartImportOptions | None = None
+
+
+class CheckSSL(Strict):
+    hostname: str = Field(min_length=1, max_length=255)
+    port: int = Field(443, ge=1, le=65535)
+
+
+class DecodePem(Strict):
+    pem: str | None = Field(None, max_length=MAX_PASTE, description="PEM, or base64 of DER")
+    content: str | None = Field(None, max_length=MAX_PASTE, description="the same as pem")
+
+
+class MatchKeys(Strict):
+    certificate: str | None = Field(None, max_length=MAX_PASTE)
+    private_key: str | None = Field(None, max_length=MAX_PASTE)
+    csr: str | None = Field(None, max_length=MAX_PASTE)
+    password: str | None = Field(None, max_length=1024)
+
+
+class ConvertFormat(Strict):
+    pem: str | None = Field(None, max_length=MAX_PASTE, description="PEM, or base64 of a file")
+    content: str | None = Field(None, max_length=MAX_PASTE, description="the same as pem")
+    input_type: str = Field("auto", max_length=16)
+    output_format: str = Field("pem", max_length=16)
+    password: str | None = Field(None, max_length=1024)
+    pkcs12_password: str | None = Field(None, max_length=1024)
+    chain: str | None = Field(None, max_length=MAX_PASTE)
+    private_key: str | None = Field(None, max_length=MAX_PASTE)

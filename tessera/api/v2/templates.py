@@ -1,19 +1,27 @@
-"""Templates, read side: /api/v2/templates (CRUD, import and export arrive with the inventory)."""
+"""Templates: /api/v2/templates (CRUD, bulk delete, export and import)."""
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from tessera.api.deps import UnitOfWork, repositories, require
-from tessera.api.v2.envelope import iso, ok
+from tessera.api.v2.envelope import download, iso, ok
 from tessera.api.v2.params import RowId
-from tessera.core.errors import NotFound
+from tessera.api.v2.schemas import CreateTemplate, IdList, TemplateBody
+from tessera.api.v2.uploads import read_upload
 from tessera.domains.actor import Actor
+from tessera.domains.templates.service import TemplateService
 from tessera.storage import models
 
 router = APIRouter(prefix="/templates", tags=["Templates"])
 Reader = Annotated[Actor, Depends(require("read:templates"))]
+Writer = Annotated[Actor, Depends(require("write:templates"))]
+Deleter = Annotated[Actor, Depends(require("delete:templates"))]
+
+
+def _service(session: UnitOfWork, actor: Actor) -> TemplateService:
+    return TemplateService(repositories(session, actor), actor)
 
 
 def template_view(row: models.Template) -> dict[str, Any]:
@@ -27,6 +35,7 @@ def template_view(row: models.Template) -> dict[str, Any]:
         "key_size": row.key_size,
         "key_usage": row.key_usage,
         "extended_key_usage": row.extended_key_usage,
+        "basic_constraints": {"ca": row.is_ca, "path_length": row.path_length},
         "is_ca": row.is_ca,
         "path_length": row.path_length,
         "subject_defaults": row.subject_defaults,
@@ -36,13 +45,55 @@ def template_view(row: models.Template) -> dict[str, Any]:
 
 @router.get("")
 def list_templates(session: UnitOfWork, actor: Reader) -> JSONResponse:
-    rows = repositories(session, actor).templates.all()
-    return ok([template_view(r) for r in rows])
+    return ok([template_view(r) for r in _service(session, actor).all()])
+
+
+@router.post("", status_code=201)
+def create_template(body: CreateTemplate, session: UnitOfWork, actor: Writer) -> JSONResponse:
+    row = _service(session, actor).create(body.model_dump(exclude_unset=True))
+    return ok(template_view(row), "Template created successfully", status=201)
+
+
+@router.get("/export")
+def export_all(session: UnitOfWork, actor: Reader) -> Response:
+    return download(_service(session, actor).export_all())
+
+
+@router.post("/import")
+async def import_templates(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
+    upload = await read_upload(request, ("json_content",))
+    report = _service(session, actor).import_documents(
+        upload.content, upload.flag("update_existing", False)
+    )
+    message = f"{report.imported} imported, {report.updated} updated, {report.skipped} skipped"
+    return ok(report.as_dict(), message)
+
+
+@router.post("/bulk/delete")
+def bulk_delete(body: IdList, session: UnitOfWork, actor: Deleter) -> JSONResponse:
+    done, failed = _service(session, actor).bulk_delete(body.ids)
+    return ok({"success": done, "failed": failed})
 
 
 @router.get("/{template_id}")
 def get_template(template_id: RowId, session: UnitOfWork, actor: Reader) -> JSONResponse:
-    row = repositories(session, actor).templates.get(template_id)
-    if row is None:
-        raise NotFound(f"template {template_id} not found")
-    return ok(template_view(row))
+    return ok(template_view(_service(session, actor).get(template_id)))
+
+
+@router.put("/{template_id}")
+def update_template(
+    template_id: RowId, body: TemplateBody, session: UnitOfWork, actor: Writer
+) -> JSONResponse:
+    row = _service(session, actor).update(template_id, body.model_dump(exclude_unset=True))
+    return ok(template_view(row), "Template updated successfully")
+
+
+@router.delete("/{template_id}", status_code=204)
+def delete_template(template_id: RowId, session: UnitOfWork, actor: Deleter) -> Response:
+    _service(session, actor).delete(template_id)
+    return Response(status_code=204)
+
+
+@router.get("/{template_id}/export")
+def export_template(template_id: RowId, session: UnitOfWork, actor: Reader) -> Response:
+    return download(_service(session, actor).export(template_id))

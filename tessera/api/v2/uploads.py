@@ -41,8 +41,8 @@ async def read_upload(request: Request, text_fields: tuple[str, ...]) -> Upload:
     if text is None:
         raise InvalidInput(f"one of {list(text_fields)} is required")
     extra = "\n".join(v for k, v in payload.items() if k == "private_key" and isinstance(v, str))
-    fields = {k: _as_text(v) for k, v in payload.items() if v is not None}
-    return Upload((text + "\n" + extra).encode(), _checked(fields))
+    fields = _checked({k: _as_text(v) for k, v in payload.items() if v is not None})
+    return Upload((text + "\n" + extra).encode(), fields)
 
 
 async def _multipart(request: Request) -> Upload:
@@ -58,8 +58,15 @@ async def _multipart(request: Request) -> Upload:
 
 
 def _checked(fields: dict[str, str]) -> dict[str, str]:
+    """No NUL (PostgreSQL text cannot hold one) and valid Unicode: JSON can carry lone
+    surrogates, which cannot be encoded and would fail later, as a 500."""
     if any("\x00" in value for value in fields.values()):
         raise InvalidInput("form fields must not contain NUL characters")
+    try:
+        for value in fields.values():
+            value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput("text must be valid Unicode (no lone surrogates)") from exc
     return fields
 
 

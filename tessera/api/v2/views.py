@@ -117,3 +117,35 @@ def api_key_view(key: models.ApiKey) -> dict[str, Any]:
         "created_at": iso(key.created_at),
         "last_used_at": iso(key.last_used_at),
     }
+
+
+def csr_view(row: models.CertificateRequestRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "refid": row.refid,
+        "name": row.name,
+        "descr": row.name,
+        "common_name": row.common_name,
+        "cn": row.common_name,
+        "subject": row.subject,
+        "san": row.san_text.split() if row.san_text else [],
+        "key_algorithm": row.key_algorithm,
+        "key_size": row.key_size,
+        "status": row.status,
+        "has_private_key": row.encrypted_private_key is not None,
+        "certificate_id": row.certificate_id,
+        "signed_at": iso(row.signed_at),
+        "created_by": row.created_by,
+        "requester": row.created_by,
+        "created_at": iso(row.created_at),
+    }
+
+
+def csr_details(row: models.CertificateRequestRow, decoded: dict[str, Any]) -> dict[str, Any]:
+    """The list view, the request decoded (see core.csr_details.describe) and its PEM."""
+    return {
+        **csr_view(row),
+        **decoded,
+        "pem": row.csr_pem,
+        "csr_pem": row.csr_pem,
+    }

@@ -1,10 +1,12 @@
-"""Certificates: issue (generated key or CSR), browse, renew, revoke, delete, export."""
+"""Certificates: issue (generated key or CSR), import, browse, renew, revoke, delete, export,
+and the same in bulk (each item in its own savepoint)."""
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from tessera.core import inspect
 from tessera.core.errors import (
@@ -13,8 +15,18 @@ from tessera.core.errors import (
     NotFound,
     PermissionDenied,
     PolicyViolation,
+    TesseraError,
 )
-from tessera.core.formats import load_certificate, load_csr
+from tessera.core.formats import (
+    cert_pem,
+    decode_upload,
+    is_issued_by,
+    key_pem,
+    load_certificate,
+    load_csr,
+    pkcs7_bundle,
+    same_public_key,
+)
 from tessera.core.keys import (
     PrivateKey,
     describe_public_key,
@@ -25,10 +37,24 @@ from tessera.core.names import SubjectFields, parse_san
 from tessera.core.profile import CertificateRequest
 from tessera.core.revocation import normalize_reason
 from tessera.domains import audit
-from tessera.domains.exports import Exported, export, safe_name, wants_key
-from tessera.domains.issuance import Issuance
+from tessera.domains.cas.service import CAService, check_key_matches, read_bundle
+from tessera.domains.exports import (
+    BULK_FORMATS,
+    PEM,
+    PKCS7_FORMATS,
+    Exported,
+    export,
+    safe_name,
+    wants_key,
+    zipped,
+)
+from tessera.domains.identity.permissions import grants
+from tessera.domains.issuance import Issuance, certificate_row
 from tessera.storage import models
 from tessera.storage.repositories.certificates import CertificateFilter
+
+# Widths of the columns an imported certificate fills (serial, key identifier, algorithm).
+MAX_SERIAL_HEX, MAX_KEY_ID_HEX, MAX_ALGORITHM_NAME = 64, 128, 64
 
 
 @dataclass(frozen=True)
@@ -45,6 +71,29 @@ class NewCertificate:
     csr_pem: str | None = None
     csr_key: PrivateKey | None = None  # a key held for the CSR, stored with the certificate
     origin: str | None = None
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    name: str | None = None
+    ca_id: int | None = None  # the issuer to link to (checked); found by AKI or name if None
+    import_key: bool = True
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What an import stored: a certificate, or a CA when the certificate said CA:TRUE."""
+
+    certificate: models.Certificate | None = None
+    ca: models.CertificateAuthority | None = None
+
+
+@dataclass
+class BulkResult:
+    success: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    errors: list[dict[str, object]] = field(default_factory=list)
+    renewed: list[dict[str, int]] = field(default_factory=list)
 
 
 class CertificateService:
@@ -101,12 +150,16 @@ class CertificateService:
         )
         return self._issuance.issue_certificate(request, ca, template, key)
 
-    def renew(self, cert_id: int, validity_days: int | None) -> models.Certificate:
-        """Same subject, names and usages; a fresh key when the server holds the old one."""
+    def renew(
+        self, cert_id: int, validity_days: int | None, ca_id: int | None = None
+    ) -> models.Certificate:
+        """Same subject, names and usages; a fresh key when the server holds the old one.
+        By the CA that issued it, or by `ca_id` when given."""
         old = self.get(cert_id)
-        if old.ca_id is None:
-            raise Conflict("only certificates issued here can be renewed")
-        ca = self._issuing_ca(old.ca_id)
+        issuer_id = ca_id if ca_id is not None else old.ca_id
+        if issuer_id is None:
+            raise Conflict("only certificates issued here can be renewed (or give a ca_id)")
+        ca = self._issuing_ca(issuer_id)
         parsed = load_certificate(old.certificate_pem.encode())
         key: PrivateKey | None = None
         public_key = parsed.public_key()
@@ -220,6 +273,170 @@ class CertificateService:
         )
         return self._issuance.keys.decrypt(cert.encrypted_private_key)
 
+    def private_key_pem(self, cert_id: int, passphrase: str | None) -> str:
+        """The stored key as PKCS#8 PEM, under the passphrase when one is given; audited."""
+        cert = self.get(cert_id)
+        key = self.private_key(cert, "pem-encrypted" if passphrase else "pem")
+        return key_pem(key, passphrase or None)
+
+    def export_all(self, fmt: str = "pem") -> Exported:
+        """Every certificate of the organization in one file: a PEM bundle, or PKCS#7."""
+        rows = self._repos.certificates.all()
+        if fmt == "pem":
+            bundle = "".join(r.certificate_pem for r in rows).encode()
+            return Exported(bundle, PEM, "certificates.pem")
+        if fmt not in PKCS7_FORMATS:
+            raise InvalidInput(f"format must be pem or one of {', '.join(PKCS7_FORMATS)}")
+        if not rows:
+            raise NotFound("there are no certificates to export")
+        der = fmt in ("pkcs7-der", "p7c")
+        certs = [load_certificate(r.certificate_pem.encode()) for r in rows]
+        name = "certificates.p7c" if der else "certificates.p7b"
+        return Exported(pkcs7_bundle(certs, der), "application/x-pkcs7-certificates", name)
+
+    def export_many(self, ids: Sequence[int], fmt: str) -> Exported:
+        """The chosen certificates (without keys) as a ZIP, one file each."""
+        if fmt not in BULK_FORMATS:
+            raise InvalidInput(f"format must be one of {', '.join(BULK_FORMATS)}")
+        rows = self._repos.certificates.many(ids)
+        if not rows:
+            raise NotFound("none of the certificates was found")
+        files = []
+        for row in rows:
+            name = safe_name(row.common_name, f"certificate-{row.id}")
+            parsed = load_certificate(row.certificate_pem.encode())
+            exported = export(fmt, name, parsed, self.issuer_chain(row))
+            files.append((f"{row.id}-{exported.filename}", exported.content))
+        return zipped(files, "certificates.zip")
+
+    # --- bulk: each id in its own savepoint, so one failure leaves the others done ----------
+
+    def bulk_revoke(self, ids: Sequence[int], reason: str | None) -> BulkResult:
+        normalize_reason(reason)  # an unknown reason refuses the whole call
+        return self._each(ids, lambda cert_id: self.revoke(cert_id, reason, None))
+
+    def bulk_delete(self, ids: Sequence[int]) -> BulkResult:
+        return self._each(ids, self.delete)
+
+    def bulk_renew(self, ids: Sequence[int], ca_id: int | None) -> BulkResult:
+        """An unknown CA, or one that cannot sign, refuses the whole call."""
+        if ca_id is not None:
+            self._issuance.issuer(self._issuing_ca(ca_id))
+
+        renewed: list[dict[str, int]] = []
+
+        def renew(cert_id: int) -> None:
+            renewed.append({"id": cert_id, "new_id": self.renew(cert_id, None, ca_id).id})
+
+        result = self._each(ids, renew)
+        result.renewed = renewed
+        return result
+
+    def _each(self, ids: Sequence[int], action: Callable[[int], object]) -> BulkResult:
+        result = BulkResult()
+        for cert_id in dict.fromkeys(ids):
+            try:
+                with self._repos.session.begin_nested():
+                    action(cert_id)
+                result.success.append(cert_id)
+            except TesseraError as exc:
+                result.failed.append(cert_id)
+                result.errors.append({"id": cert_id, "error": exc.message})
+        return result
+
+    # --- import ---------------------------------------------------------------------------
+
+    def import_certificate(
+        self, data: bytes, password: str | None, options: ImportOptions
+    ) -> Imported:
+        """PEM (with text around it), DER, PKCS#12 or PKCS#7; a CA certificate (CA:TRUE) is
+        stored as a CA. Of several certificates (a chain), the one the key belongs to, else the
+        end entity, is imported; the others are not (smart import takes them all)."""
+        bundle = read_bundle(decode_upload(data), password)
+        key = bundle.private_key if options.import_key else None
+        cert = _primary([bundle.certificate, *bundle.extra], bundle.private_key)
+        if inspect.is_ca(cert):
+            return Imported(ca=self.store_imported_ca(cert, key, options.name))
+        return Imported(certificate=self.store_imported(cert, key, options.ca_id, options.name))
+
+    def store_imported_ca(
+        self, cert: x509.Certificate, key: PrivateKey | None, name: str | None
+    ) -> models.CertificateAuthority:
+        self.require("write:cas")
+        _check_storable(cert)
+        existing = self._repos.cas.by_subject(cert.subject.rfc4514_string())
+        if existing is not None and existing.certificate_pem == cert_pem(cert):
+            raise Conflict(f"this CA is already present (CA {existing.id})")
+        return CAService(self._issuance).store_imported(cert, key, name)
+
+    def store_imported(
+        self,
+        cert: x509.Certificate,
+        key: PrivateKey | None,
+        ca_id: int | None,
+        name: str | None = None,
+    ) -> models.Certificate:
+        """A certificate made elsewhere, with its key (encrypted) when given. Refused when the
+        key does not match (422) or the same certificate is already here (409)."""
+        check_key_matches(cert, key)
+        _check_storable(cert)
+        existing = self.by_fingerprint(cert)
+        if existing is not None:
+            raise Conflict(f"this certificate is already present (certificate {existing.id})")
+        ca = self._linked_ca(cert, ca_id)
+        row = certificate_row(cert, self._issuance.keys, key)
+        row.ca_id = ca.id if ca else None
+        row.origin, row.created_by = "import", self._actor.username
+        self._repos.certificates.add(row)
+        details = {
+            "subject": row.subject,
+            "fingerprint": row.fingerprint_sha256,
+            "ca_id": row.ca_id,
+            "with_key": key is not None,
+            "name": name,
+        }
+        audit.record(
+            self._repos.audit, self._actor, "certificate.import", "certificate", row.id, details
+        )
+        return row
+
+    def attach_key(self, row: models.Certificate, key: PrivateKey) -> None:
+        """Keep the key of a certificate that is here without one (encrypted, audited)."""
+        if row.encrypted_private_key is not None:
+            raise Conflict(f"certificate {row.id} already has its private key")
+        check_key_matches(load_certificate(row.certificate_pem.encode()), key)
+        row.encrypted_private_key = self._issuance.keys.encrypt(key)
+        audit.record(
+            self._repos.audit,
+            self._actor,
+            "certificate.import_key",
+            "certificate",
+            row.id,
+            {"serial": row.serial_number},
+        )
+
+    def by_fingerprint(self, cert: x509.Certificate) -> models.Certificate | None:
+        return self._repos.certificates.by_fingerprint(cert.fingerprint(hashes.SHA256()).hex())
+
+    def require(self, permission: str) -> None:
+        if not grants(self._actor.permissions, permission):
+            raise PermissionDenied(f"permission {permission!r} required")
+
+    def _linked_ca(
+        self, cert: x509.Certificate, ca_id: int | None
+    ) -> models.CertificateAuthority | None:
+        """The given CA, which must have signed the certificate; else the CA found by key
+        identifier or issuer name, if its signature checks out."""
+        if ca_id is not None:
+            ca = self._issuing_ca(ca_id)
+            if not is_issued_by(cert, load_certificate(ca.certificate_pem.encode())):
+                raise PolicyViolation(f"the certificate was not issued by CA {ca_id}")
+            return ca
+        found = CAService(self._issuance).find_issuer(cert)
+        if found and is_issued_by(cert, load_certificate(found.certificate_pem.encode())):
+            return found
+        return None
+
     def _issuing_ca(self, ca_id: int) -> models.CertificateAuthority:
         ca = self._repos.cas.get(ca_id)
         if ca is None:
@@ -233,6 +450,30 @@ class CertificateService:
         if template is None:
             raise NotFound(f"template {template_id} not found")
         return template
+
+
+def _check_storable(cert: x509.Certificate) -> None:
+    """Refuse what the inventory's columns cannot hold (a crafted certificate can carry a
+    serial beyond RFC 5280's 20 octets, or an oversized key identifier)."""
+    if len(inspect.serial_hex(cert.serial_number)) > MAX_SERIAL_HEX:
+        raise InvalidInput("the serial number is longer than 32 octets")
+    if len(inspect.key_identifier(cert) or "") > MAX_KEY_ID_HEX:
+        raise InvalidInput("the subject key identifier is longer than 64 octets")
+    if len(inspect.signature_algorithm(cert)) > MAX_ALGORITHM_NAME:
+        raise InvalidInput("the signature algorithm identifier is too long")
+
+
+def _primary(certs: list[x509.Certificate], key: PrivateKey | None) -> x509.Certificate:
+    """The certificate a file is about: the key's, else the first end entity, else the CA
+    lowest in the chain. (PKCS#7 sorts its certificates, so their order says nothing.)"""
+    if key is not None:
+        public = key.public_key()
+        return next((c for c in certs if same_public_key(c.public_key(), public)), certs[0])
+    leaves = [c for c in certs if not inspect.is_ca(c)]
+    if leaves:
+        return leaves[0]
+    issuers = {c.issuer for c in certs if c.issuer != c.subject}
+    return next((c for c in certs if c.subject not in issuers), certs[0])
 
 
 def request_from_certificate(cert: x509.Certificate, public_key: object) -> CertificateRequest:

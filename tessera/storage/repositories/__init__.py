@@ -7,14 +7,18 @@ from sqlalchemy.orm import Session
 from tessera.storage.repositories.audit import AuditRepository
 from tessera.storage.repositories.cas import CARepository
 from tessera.storage.repositories.certificates import CertificateRepository
+from tessera.storage.repositories.csrs import CSRRepository
+from tessera.storage.repositories.dashboard import DashboardRepository
 from tessera.storage.repositories.identity import (
     ApiKeyRepository,
     OrganizationRepository,
     UserRepository,
     WebSessionRepository,
 )
+from tessera.storage.repositories.search import SearchRepository
 from tessera.storage.repositories.serials import SerialRepository
 from tessera.storage.repositories.templates import TemplateRepository
+from tessera.storage.repositories.truststore import TrustStoreRepository
 
 
 @dataclass
@@ -27,13 +31,17 @@ class Repositories:
     def __post_init__(self) -> None:
         self.cas = CARepository(self.session, self.org_id)
         self.certificates = CertificateRepository(self.session, self.org_id)
+        self.csrs = CSRRepository(self.session, self.org_id)
         self.templates = TemplateRepository(self.session, self.org_id)
+        self.truststore = TrustStoreRepository(self.session, self.org_id)
         self.serials = SerialRepository(self.session)
         self.audit = AuditRepository(self.session, self.org_id)
         self.users = UserRepository(self.session, self.org_id)
         self.api_keys = ApiKeyRepository(self.session)
         self.web_sessions = WebSessionRepository(self.session)
         self.organizations = OrganizationRepository(self.session)
+        self.dashboard = DashboardRepository(self.session, self.org_id)
+        self.search = SearchRepository(self.session, self.org_id)
 
 
 __all__ = ["Repositories"]

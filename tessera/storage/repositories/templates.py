@@ -1,9 +1,9 @@
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from tessera.storage.models import Template
+from tessera.storage.models import Certificate, Template
 
 
 class TemplateRepository:
@@ -34,3 +34,20 @@ class TemplateRepository:
         self._session.add(template)
         self._session.flush()
         return template
+
+    def save(self, template: Template) -> Template:
+        """Write pending changes now, so a clash (such as a taken name) surfaces here."""
+        self._session.flush()
+        return template
+
+    def certificate_count(self, template_id: int) -> int:
+        query = select(func.count()).where(
+            Certificate.org_id == self._org_id, Certificate.template_id == template_id
+        )
+        return self._session.scalar(query) or 0
+
+    def delete(self, template: Template) -> None:
+        """Certificates issued with it keep their content; their template_id becomes NULL."""
+        self._session.execute(
+            delete(Template).where(Template.id == template.id, Template.org_id == self._org_id)
+        )

@@ -1,0 +1,141 @@
+"""Certificate Signing Requests: /api/v2/csrs."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from tessera.api.deps import UnitOfWork, issuance, now, require
+from tessera.api.v2 import views
+from tessera.api.v2.envelope import download, ok, page_meta
+from tessera.api.v2.params import Page, PerPage, RowId
+from tessera.api.v2.schemas import (
+    AttachCSRKey,
+    BulkSignCSRs,
+    IdList,
+    SignCSR,
+    UploadCSR,
+    UploadCSRPem,
+)
+from tessera.api.v2.uploads import read_upload
+from tessera.domains.actor import Actor
+from tessera.domains.csrs.service import BulkResult, CSRService, SignOptions
+from tessera.storage import models
+
+router = APIRouter(prefix="/csrs", tags=["Certificate Signing Requests"])
+Reader = Annotated[Actor, Depends(require("read:csrs"))]
+WRITE_CSRS = require("write:csrs")
+Writer = Annotated[Actor, Depends(WRITE_CSRS)]
+Deleter = Annotated[Actor, Depends(require("delete:csrs"))]
+# Signing issues a certificate, so it also needs the right to issue one (checked second, so a
+# caller without write:csrs hears about that first; the same dependency runs once).
+ISSUES_CERTIFICATES = [Depends(WRITE_CSRS), Depends(require("write:certificates"))]
+
+
+def _service(request: Request, session: UnitOfWork, actor: Actor) -> CSRService:
+    return CSRService(issuance(request, session, actor), now(request))
+
+
+def _uploaded(row: models.CertificateRequestRow, message: str) -> JSONResponse:
+    return ok(views.csr_view(row), message, status=201)
+
+
+def _bulk(result: BulkResult, verb: str) -> JSONResponse:
+    data = {"success": result.success, "failed": result.failed, "errors": result.errors}
+    return ok(data, f"{len(result.success)} CSRs {verb}")
+
+
+@router.get("")
+def list_csrs(
+    request: Request,
+    session: UnitOfWork,
+    actor: Reader,
+    status: str | None = None,
+    page: Page = 1,
+    per_page: PerPage = 20,
+) -> JSONResponse:
+    rows, total = _service(request, session, actor).listing(status or None, page, per_page)
+    return ok([views.csr_view(r) for r in rows], meta=page_meta(page, per_page, total))
+
+
+@router.post("", status_code=201)
+def upload_csr(
+    request: Request, body: UploadCSR, session: UnitOfWork, actor: Writer
+) -> JSONResponse:
+    row = _service(request, session, actor).upload(body.csr.encode(), body.name, "json")
+    return _uploaded(row, "CSR uploaded successfully")
+
+
+@router.post("/upload", status_code=201)
+def upload_pem(
+    request: Request, body: UploadCSRPem, session: UnitOfWork, actor: Writer
+) -> JSONResponse:
+    row = _service(request, session, actor).upload(body.pem.encode(), body.name, "upload")
+    return _uploaded(row, "CSR uploaded successfully")
+
+
+@router.post("/import", status_code=201)
+async def import_csr(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
+    upload = await read_upload(request, ("pem_content", "csr", "pem"))
+    row = _service(request, session, actor).upload(
+        upload.content, upload.fields.get("name"), "import"
+    )
+    return _uploaded(row, f'CSR "{row.name}" imported successfully')
+
+
+@router.get("/history")
+def history(
+    request: Request, session: UnitOfWork, actor: Reader, page: Page = 1, per_page: PerPage = 20
+) -> JSONResponse:
+    rows, total = _service(request, session, actor).history(page, per_page)
+    return ok([views.csr_view(r) for r in rows], meta=page_meta(page, per_page, total))
+
+
+@router.post("/bulk/sign", dependencies=ISSUES_CERTIFICATES)
+def bulk_sign(
+    request: Request, body: BulkSignCSRs, session: UnitOfWork, actor: Writer
+) -> JSONResponse:
+    options = SignOptions(body.ca_id, body.template_id, body.validity_days)
+    return _bulk(_service(request, session, actor).bulk_sign(body.ids, options), "signed")
+
+
+@router.post("/bulk/delete")
+def bulk_delete(
+    request: Request, body: IdList, session: UnitOfWork, actor: Deleter
+) -> JSONResponse:
+    return _bulk(_service(request, session, actor).bulk_delete(body.ids), "deleted")
+
+
+@router.get("/{csr_id}")
+def get_csr(request: Request, csr_id: RowId, session: UnitOfWork, actor: Reader) -> JSONResponse:
+    service = _service(request, session, actor)
+    row = service.get(csr_id)
+    return ok(views.csr_details(row, service.decoded(row)))
+
+
+@router.delete("/{csr_id}", status_code=204)
+def delete_csr(request: Request, csr_id: RowId, session: UnitOfWork, actor: Deleter) -> Response:
+    _service(request, session, actor).delete(csr_id)
+    return Response(status_code=204)
+
+
+@router.post("/{csr_id}/sign", status_code=201, dependencies=ISSUES_CERTIFICATES)
+def sign_csr(
+    request: Request, csr_id: RowId, body: SignCSR, session: UnitOfWork, actor: Writer
+) -> JSONResponse:
+    options = SignOptions(body.ca_id, body.template_id, body.validity_days)
+    _, cert = _service(request, session, actor).sign(csr_id, options)
+    return ok(views.certificate_view(cert, now(request)), "CSR signed successfully", status=201)
+
+
+@router.get("/{csr_id}/export")
+def export_csr(request: Request, csr_id: RowId, session: UnitOfWork, actor: Reader) -> Response:
+    return download(_service(request, session, actor).export(csr_id))
+
+
+@router.post("/{csr_id}/key")
+def attach_key(
+    request: Request, csr_id: RowId, body: AttachCSRKey, session: UnitOfWork, actor: Writer
+) -> JSONResponse:
+    row = _service(request, session, actor).attach_key(csr_id, body.key, body.passphrase)
+    return ok(views.csr_view(row), "Private key attached successfully")

@@ -1,0 +1,50 @@
+"""Global search: /api/v2/search."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from tessera.api.deps import CurrentActor, UnitOfWork, now, repositories
+from tessera.api.v2 import views
+from tessera.api.v2.envelope import iso, ok
+from tessera.domains.search.service import DEFAULT_LIMIT, MAX_LIMIT, MAX_TERM, SearchService
+from tessera.storage import models
+
+router = APIRouter(prefix="/search", tags=["Search"])
+
+
+@router.get("")
+def search(
+    request: Request,
+    session: UnitOfWork,
+    actor: CurrentActor,
+    q: Annotated[str, Query(min_length=1, max_length=MAX_TERM)],
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> JSONResponse:
+    """Each kind is searched only when the caller may read it (read:certificates, read:cas,
+    read:csrs, read:users); the others come back empty. Holding none of them is a 403."""
+    found = SearchService(repositories(session, actor), actor).search(q, limit)
+    moment = now(request)
+    return ok(
+        {
+            "certificates": [views.certificate_view(c, moment) for c in found.certificates],
+            "cas": [views.ca_view(c) for c in found.cas],
+            "csrs": [_csr_view(c) for c in found.csrs],
+            "users": [views.user_view(u) for u in found.users],
+        }
+    )
+
+
+def _csr_view(csr: models.CertificateRequestRow) -> dict[str, Any]:
+    return {
+        "id": csr.id,
+        "refid": csr.refid,
+        "name": csr.name,
+        "common_name": csr.common_name,
+        "subject": csr.subject,
+        "san": csr.san_text.split() if csr.san_text else [],
+        "status": csr.status,
+        "certificate_id": csr.certificate_id,
+        "created_at": iso(csr.created_at),
+    }

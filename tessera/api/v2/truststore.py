@@ -1,0 +1,135 @@
+"""Trust store: /api/v2/truststore (add, list, get, delete, stats, import, system sync)."""
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from tessera.api.deps import UnitOfWork, now, repositories, require
+from tessera.api.v2.envelope import iso, ok, page_meta
+from tessera.api.v2.params import Page, PerPage, RowId
+from tessera.api.v2.schemas import AddTrustedCertificate
+from tessera.api.v2.uploads import read_upload
+from tessera.api.v2.views import serial
+from tessera.domains.actor import Actor
+from tessera.domains.truststore.service import Added, TrustDetails, TrustStoreService
+from tessera.storage import models
+
+router = APIRouter(prefix="/truststore", tags=["Trust Store"])
+Reader = Annotated[Actor, Depends(require("read:truststore"))]
+Writer = Annotated[Actor, Depends(require("write:truststore"))]
+Deleter = Annotated[Actor, Depends(require("delete:truststore"))]
+
+
+def _service(request: Request, session: UnitOfWork, actor: Actor) -> TrustStoreService:
+    return TrustStoreService(repositories(session, actor), actor, now(request))
+
+
+def trusted_view(row: models.TrustedCertificate, moment: datetime) -> dict[str, Any]:
+    status = "valid"
+    if row.not_after <= moment:
+        status = "expired"
+    elif row.not_before > moment:
+        status = "not_yet_valid"
+    return {
+        "id": row.id,
+        "name": row.name,
+        "description": row.description,
+        "purpose": row.purpose,
+        "notes": row.notes,
+        "source": row.source,
+        "common_name": row.common_name,
+        "subject": row.subject,
+        "issuer": row.issuer,
+        "serial_number": serial(row.serial_number),
+        "valid_from": iso(row.not_before),
+        "valid_until": iso(row.not_after),
+        "status": status,
+        "is_root": row.is_root,
+        "is_ca": row.is_ca,
+        "fingerprint_sha256": bytes.fromhex(row.fingerprint_sha256).hex(":").upper(),
+        "created_at": iso(row.created_at),
+    }
+
+
+def _added_view(outcome: Added, moment: datetime) -> dict[str, Any]:
+    return {
+        "imported": len(outcome.rows),
+        "added": len(outcome.rows),
+        "skipped": outcome.skipped,
+        "failed": outcome.failed,
+        "total": outcome.total,
+        "certificates": [trusted_view(r, moment) for r in outcome.rows],
+    }
+
+
+@router.get("")
+def list_trusted(
+    request: Request,
+    session: UnitOfWork,
+    actor: Reader,
+    source: Annotated[str | None, Query(max_length=16)] = None,
+    page: Page = 1,
+    per_page: PerPage = 50,
+) -> JSONResponse:
+    rows, total = _service(request, session, actor).listing(page, per_page, source or None)
+    moment = now(request)
+    return ok([trusted_view(r, moment) for r in rows], meta=page_meta(page, per_page, total))
+
+
+@router.post("", status_code=201)
+def add_trusted(
+    request: Request, body: AddTrustedCertificate, session: UnitOfWork, actor: Writer
+) -> JSONResponse:
+    details = TrustDetails(body.name, body.description, body.purpose, body.notes)
+    row = _service(request, session, actor).add(body.certificate, details)
+    return ok(trusted_view(row, now(request)), "Certificate added to the trust store", status=201)
+
+
+@router.get("/stats")
+def stats(request: Request, session: UnitOfWork, actor: Reader) -> JSONResponse:
+    return ok(_service(request, session, actor).stats())
+
+
+@router.post("/import")
+async def import_trusted(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
+    upload = await read_upload(request, ("certificate", "pem_content", "content"))
+    fields = upload.fields
+    details = TrustDetails(
+        fields.get("name") or None,
+        fields.get("description") or None,
+        fields.get("purpose") or None,
+        fields.get("notes") or None,
+    )
+    outcome = _service(request, session, actor).import_file(upload.content, details)
+    message = f"{len(outcome.rows)} imported, {outcome.skipped} already trusted"
+    status = 201 if outcome.rows else 200
+    return ok(_added_view(outcome, now(request)), message, status=status)
+
+
+@router.post("/sync")
+def sync(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
+    outcome = _service(request, session, actor).sync()
+    data = {k: v for k, v in _added_view(outcome, now(request)).items() if k != "certificates"}
+    message = f"{len(outcome.rows)} added from the system bundle, {outcome.skipped} skipped"
+    return ok({**data, "source": "system"}, message)
+
+
+@router.get("/{cert_id}")
+def get_trusted(
+    request: Request, cert_id: RowId, session: UnitOfWork, actor: Reader
+) -> JSONResponse:
+    service = _service(request, session, actor)
+    row = service.get(cert_id)
+    details = {**trusted_view(row, now(request)), **service.details(row)}
+    details.update(serial_number=serial(row.serial_number), is_ca=row.is_ca)
+    return ok({**details, "pem": row.certificate_pem})
+
+
+@router.delete("/{cert_id}", status_code=204)
+def delete_trusted(
+    request: Request, cert_id: RowId, session: UnitOfWork, actor: Deleter
+) -> Response:
+    _service(request, session, actor).delete(cert_id)
+    return Response(status_code=204)

@@ -1,0 +1,207 @@
+"""Certificate signing requests: upload, browse, attach a key, sign, delete, export.
+
+A request is verified when it arrives (its self-signature, the key floor, decodable names),
+so what the inventory holds can always be signed. Signing goes through the one issuance path
+(`CertificateService.issue`) and then marks the request signed, atomically, so a request is
+never certified twice. A key attached to a request is encrypted at rest like every other key
+and travels to the certificate issued for it.
+"""
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+from tessera.core import csr_details
+from tessera.core.errors import Conflict, InvalidInput, NotFound, PolicyViolation, TesseraError
+from tessera.core.formats import load_csr, load_private_key
+from tessera.core.keys import PrivateKey
+from tessera.domains import audit
+from tessera.domains.certificates.service import CertificateService, NewCertificate
+from tessera.domains.exports import PEM, Exported, safe_name
+from tessera.domains.issuance import Issuance
+from tessera.storage import models
+from tessera.storage.repositories.csrs import PENDING, SIGNED
+
+STATUSES = (PENDING, SIGNED)
+MAX_NAME = 200
+
+
+@dataclass(frozen=True)
+class SignOptions:
+    ca_id: int
+    template_id: int | None = None
+    validity_days: int | None = None
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    success: list[int]
+    failed: list[int]
+    errors: list[dict[str, object]]
+
+
+class CSRService:
+    def __init__(self, issuance: Issuance, now: datetime) -> None:
+        self._issuance = issuance
+        self._repos = issuance.repos
+        self._actor = issuance.actor
+        self._now = now
+
+    def get(self, csr_id: int) -> models.CertificateRequestRow:
+        row = self._repos.csrs.get(csr_id)
+        if row is None:
+            raise NotFound(f"CSR {csr_id} not found")
+        return row
+
+    def decoded(self, row: models.CertificateRequestRow) -> dict[str, object]:
+        return csr_details.describe(row.csr_pem)
+
+    def listing(
+        self, status: str | None, page: int, per_page: int
+    ) -> tuple[Sequence[models.CertificateRequestRow], int]:
+        if status is not None and status not in STATUSES:
+            raise InvalidInput("status must be one of pending, signed")
+        return self._repos.csrs.page(status, page, per_page)
+
+    def history(
+        self, page: int, per_page: int
+    ) -> tuple[Sequence[models.CertificateRequestRow], int]:
+        return self._repos.csrs.history(page, per_page)
+
+    def upload(self, data: bytes, name: str | None, source: str) -> models.CertificateRequestRow:
+        """Store a PEM or DER request whose signature verifies and whose key may be certified."""
+        if not data.strip():
+            raise InvalidInput("the CSR is empty")
+        summary = csr_details.summarize(load_csr(data))
+        row = models.CertificateRequestRow(
+            refid=str(uuid.uuid4()),
+            name=_display_name(name, summary),
+            common_name=summary.common_name[:200],
+            subject=summary.subject,
+            san_text=" ".join(summary.sans),
+            key_algorithm=summary.key.algorithm,
+            key_size=summary.key.size,
+            csr_pem=summary.pem,
+            status=PENDING,
+            created_by=self._actor.username,
+        )
+        self._repos.csrs.add(row)
+        details = {"subject": row.subject, "name": row.name, "source": source}
+        audit.record(self._repos.audit, self._actor, "csr.upload", "csr", row.id, details)
+        return row
+
+    def attach_key(
+        self, csr_id: int, key_pem: str, passphrase: str | None
+    ) -> models.CertificateRequestRow:
+        """Keep the request's private key (encrypted) so its certificate can carry it."""
+        row = self.get(csr_id)
+        if row.status == SIGNED:
+            raise Conflict(f"CSR {csr_id} is already signed; its key can no longer be attached")
+        if row.encrypted_private_key is not None:
+            raise Conflict(f"CSR {csr_id} already has a private key")
+        key = _read_key(key_pem, passphrase)
+        if _spki(key.public_key()) != _spki(load_csr(row.csr_pem.encode()).public_key()):
+            raise PolicyViolation("the private key does not match the CSR's public key")
+        row.encrypted_private_key = self._issuance.keys.encrypt(key)
+        audit.record(
+            self._repos.audit, self._actor, "csr.attach_key", "csr", row.id, {"name": row.name}
+        )
+        return row
+
+    def sign(
+        self, csr_id: int, options: SignOptions
+    ) -> tuple[models.CertificateRequestRow, models.Certificate]:
+        row = self.get(csr_id)
+        if not self._repos.csrs.claim_for_signing(row):
+            raise Conflict(f"CSR {csr_id} is already signed")
+        key = self._attached_key(row)
+        spec = NewCertificate(
+            ca_id=options.ca_id,
+            subject=None,
+            san=[],
+            template_id=options.template_id,
+            validity_days=options.validity_days,
+            csr_pem=row.csr_pem,
+            csr_key=key,
+            origin="csr",
+        )
+        cert = CertificateService(self._issuance, self._now).issue(spec)
+        row.certificate_id, row.signed_at = cert.id, self._now
+        details = {"certificate_id": cert.id, "ca_id": options.ca_id, "serial": cert.serial_number}
+        audit.record(self._repos.audit, self._actor, "csr.sign", "csr", row.id, details)
+        return row, cert
+
+    def bulk_sign(self, ids: Sequence[int], options: SignOptions) -> BulkResult:
+        """Each request in its own savepoint: one that fails leaves the others signed. An
+        unknown CA or template, or a CA that cannot sign, refuses the whole call instead."""
+        self._check_signer(options)
+        return self._each(ids, lambda csr_id: self.sign(csr_id, options))
+
+    def delete(self, csr_id: int) -> None:
+        """Remove a request (pending, or a signed one from the history); its certificate stays."""
+        row = self.get(csr_id)
+        self._repos.csrs.delete(row)
+        details = {"subject": row.subject, "status": row.status}
+        audit.record(self._repos.audit, self._actor, "csr.delete", "csr", row.id, details)
+
+    def bulk_delete(self, ids: Sequence[int]) -> BulkResult:
+        return self._each(ids, self.delete)
+
+    def export(self, csr_id: int) -> Exported:
+        row = self.get(csr_id)
+        return Exported(row.csr_pem.encode(), PEM, f"{safe_name(row.name, f'csr-{row.id}')}.csr")
+
+    def _each(self, ids: Sequence[int], action: Callable[[int], object]) -> BulkResult:
+        result = BulkResult([], [], [])
+        for csr_id in ids:
+            try:
+                with self._repos.session.begin_nested():
+                    action(csr_id)
+                result.success.append(csr_id)
+            except TesseraError as exc:
+                result.failed.append(csr_id)
+                result.errors.append({"id": csr_id, "error": exc.message})
+        return result
+
+    def _check_signer(self, options: SignOptions) -> None:
+        ca = self._repos.cas.get(options.ca_id)
+        if ca is None:
+            raise NotFound(f"CA {options.ca_id} not found")
+        self._issuance.issuer(ca)  # refuses a disabled CA or one without its key here
+        template_id = options.template_id
+        if template_id is not None and self._repos.templates.get(template_id) is None:
+            raise NotFound(f"template {template_id} not found")
+
+    def _attached_key(self, row: models.CertificateRequestRow) -> PrivateKey | None:
+        if row.encrypted_private_key is None:
+            return None
+        return self._issuance.keys.decrypt(row.encrypted_private_key)
+
+
+def _display_name(name: str | None, summary: csr_details.CsrSummary) -> str:
+    text = (name or "").strip()
+    if len(text) > MAX_NAME:
+        raise InvalidInput(f"name must be at most {MAX_NAME} characters")
+    if "\x00" in text:
+        raise InvalidInput("name must not contain NUL characters")
+    first_san = summary.sans[0].partition(":")[2] if summary.sans else ""
+    return (text or summary.common_name or first_san or "CSR")[:MAX_NAME]
+
+
+def _read_key(key_pem: str, passphrase: str | None) -> PrivateKey:
+    """A PEM private key; the passphrase is used only when the key is encrypted."""
+    data = key_pem.strip().encode()
+    if not data:
+        raise InvalidInput("the private key is empty")
+    password = passphrase.encode() if passphrase and b"ENCRYPTED" in data else None
+    return load_private_key(data, password)
+
+
+def _spki(public_key: PublicKeyTypes) -> bytes:
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )

@@ -1,0 +1,384 @@
+"""Smart import: say what a pasted or uploaded bundle holds, then import all of it.
+
+`analyze` reads everything (PEM text with any number of objects, or one DER, PKCS#12 or
+PKCS#7 file) and describes each object: certificate or CA certificate, CSR, private key
+(encrypted or not), with the links between them (which key belongs to which certificate or
+CSR, which certificate issued which) and what is already in the inventory.
+
+`execute` imports in dependency order, each object in its own savepoint so one refusal leaves
+the rest imported: CA certificates first (parents before children) as CAs, then certificates,
+linked to their issuing CA; a key goes with the certificate, CA or CSR whose public key it
+matches (encrypted at rest), or to a certificate already here without its key; CSRs go to the
+CSR inventory. Every stored object writes its own audit row.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cryptography import x509
+
+from tessera.core import inspect
+from tessera.core.errors import Conflict, TesseraError
+from tessera.core.formats import (
+    Found,
+    cert_pem,
+    csr_pem,
+    key_pem,
+    public_key_der,
+    read_objects,
+    secret,
+)
+from tessera.core.keys import PrivateKey
+from tessera.domains import audit
+from tessera.domains.certificates.service import CertificateService
+from tessera.domains.csrs.service import CSRService
+from tessera.domains.issuance import Issuance
+from tessera.domains.tools.describe import certificate_summary, csr_facts, key_facts
+
+FORMATS = {
+    "formats": [
+        {
+            "name": "PEM",
+            "extensions": [".pem", ".crt", ".cer", ".key", ".csr"],
+            "description": "Base64 with BEGIN/END lines; any number of certificates, keys "
+            "and CSRs, with text before, between and after them",
+        },
+        {
+            "name": "DER",
+            "extensions": [".der", ".cer"],
+            "description": "Binary ASN.1: one certificate, CSR or private key",
+        },
+        {
+            "name": "PKCS#12",
+            "extensions": [".p12", ".pfx"],
+            "description": "Password-protected bundle: certificate, private key and chain",
+        },
+        {
+            "name": "PKCS#7",
+            "extensions": [".p7b", ".p7c"],
+            "description": "Certificates (a chain) without keys, in PEM or DER",
+        },
+    ],
+    "object_types": [
+        {"type": "certificate", "description": "X.509 certificate (end entity)"},
+        {"type": "ca_certificate", "description": "CA certificate (CA:TRUE), imported as a CA"},
+        {"type": "csr", "description": "PKCS#10 certificate signing request"},
+        {"type": "private_key", "description": "RSA, EC or Ed25519 key, encrypted or not"},
+        {"type": "pkcs12", "description": "a PKCS#12 file that could not be opened"},
+        {"type": "pkcs7", "description": "a PKCS#7 bundle that could not be read"},
+        {"type": "crl", "description": "a CRL (reported, not imported)"},
+        {"type": "public_key", "description": "a bare public key (reported, not imported)"},
+        {"type": "unknown", "description": "another PEM block (reported, not imported)"},
+    ],
+    "transport": "JSON {content, password, options}: PEM text, or base64 of a binary file "
+    "(optionally prefixed with 'BASE64:'); or multipart/form-data with a 'file' part",
+}
+
+
+@dataclass(frozen=True)
+class ExecuteOptions:
+    import_cas: bool = True
+    import_certificates: bool = True
+    import_keys: bool = True
+    import_csrs: bool = True
+
+
+@dataclass
+class _Item:
+    index: int
+    found: Found
+    spki: bytes | None
+    outcome: dict[str, Any] | None = None
+    claimed_by: int | None = None  # for a key: the index of the object it went with
+
+
+@dataclass
+class _Plan:
+    items: list[_Item]
+    keys: dict[bytes, _Item] = field(default_factory=dict)
+
+    def key_for(self, item: _Item) -> _Item | None:
+        return self.keys.get(item.spki) if item.spki is not None else None
+
+
+class ImportService:
+    def __init__(self, issuance: Issuance, now: datetime) -> None:
+        self._issuance = issuance
+        self._repos = issuance.repos
+        self._actor = issuance.actor
+        self._now = now
+        self._certificates = CertificateService(issuance, now)
+
+    # --- analyze --------------------------------------------------------------------------
+
+    def analyze(self, data: bytes, password: str | None) -> dict[str, Any]:
+        content = read_objects(data, secret(password))
+        plan = _plan(content.objects)
+        objects = [self._describe(item, plan) for item in plan.items]
+        summary = _summary(objects)
+        overall = content.format if content.format in ("pkcs12", "pkcs7") else "bundle"
+        if len(objects) == 1 and overall == "bundle":
+            overall = objects[0]["type"]
+        return {
+            "type": overall,
+            "format": content.format,
+            "details": objects[0]["details"] if len(objects) == 1 else summary,
+            "objects": objects,
+            "summary": summary,
+        }
+
+    def _describe(self, item: _Item, plan: _Plan) -> dict[str, Any]:
+        found = item.found
+        body: dict[str, Any] = {
+            "index": item.index,
+            "type": _type(found),
+            "format": found.encoding,
+            "container": found.container,
+        }
+        if found.problem:
+            return {**body, "error": found.problem, "details": {"encrypted": found.encrypted}}
+        key = plan.key_for(item)
+        details: dict[str, Any]
+        if found.certificate is not None:
+            details = self._certificate_details(found.certificate, plan)
+        elif found.csr is not None:
+            details = csr_facts(found.csr)
+        else:
+            details = self._key_details(item, plan)
+        if key is not None and key is not item:
+            details["private_key_index"] = key.index
+        return {**body, "details": details}
+
+    def _certificate_details(self, cert: x509.Certificate, plan: _Plan) -> dict[str, Any]:
+        details = certificate_summary(cert, self._now)
+        details["san"] = inspect.sans(cert)
+        details["issuer_index"] = next(
+            (
+                i.index
+                for i in plan.items
+                if i.found.certificate is not None
+                and i.found.certificate is not cert
+                and i.found.certificate.subject == cert.issuer
+            ),
+            None,
+        )
+        details["existing"] = self._existing(cert)
+        return details
+
+    def _key_details(self, item: _Item, plan: _Plan) -> dict[str, Any]:
+        assert item.found.key is not None
+        matches = [i.index for i in plan.items if i is not item and i.spki == item.spki]
+        return {
+            **key_facts(item.found.key.public_key()),
+            "encrypted": item.found.encrypted,
+            "matches": matches,
+        }
+
+    def _existing(self, cert: x509.Certificate) -> dict[str, Any] | None:
+        row = self._certificates.by_fingerprint(cert)
+        if row is not None:
+            return {"type": "certificate", "id": row.id}
+        ca = self._repos.cas.by_subject(cert.subject.rfc4514_string())
+        if ca is not None and ca.certificate_pem == cert_pem(cert):
+            return {"type": "ca", "id": ca.id}
+        return None
+
+    # --- execute --------------------------------------------------------------------------
+
+    def execute(self, data: bytes, password: str | None, options: ExecuteOptions) -> dict[str, Any]:
+        content = read_objects(data, secret(password))
+        plan = _plan(content.objects)
+        cas = [i for i in plan.items if _type(i.found) == "ca_certificate" and not i.found.problem]
+        leaves = [i for i in plan.items if _type(i.found) == "certificate" and not i.found.problem]
+        csrs = [i for i in plan.items if i.found.csr is not None]
+        if cas and options.import_cas:
+            self._certificates.require("write:cas")
+        if csrs and options.import_csrs:
+            self._certificates.require("write:csrs")
+        for item in _parents_first(cas):
+            self._step(item, options.import_cas, lambda i: self._store_ca(i, plan, options))
+        for item in leaves:
+            self._step(
+                item, options.import_certificates, lambda i: self._store_leaf(i, plan, options)
+            )
+        for item in csrs:
+            self._step(item, options.import_csrs, lambda i: self._store_csr(i, plan, options))
+        for item in plan.items:
+            self._settle(item, plan, options)
+        return self._report(plan)
+
+    def _step(self, item: _Item, wanted: bool, store: Callable[[_Item], dict[str, Any]]) -> None:
+        if not wanted:
+            item.outcome = _skipped(item, "not selected in options")
+            return
+        try:
+            with self._repos.session.begin_nested():
+                item.outcome = store(item)
+        except Conflict as exc:
+            item.outcome = _skipped(item, exc.message)
+        except TesseraError as exc:
+            item.outcome = _failed(item, exc.message)
+
+    def _store_ca(self, item: _Item, plan: _Plan, options: ExecuteOptions) -> dict[str, Any]:
+        assert item.found.certificate is not None
+        key = self._take_key(item, plan, options)
+        ca = self._certificates.store_imported_ca(item.found.certificate, key, None)
+        return _imported(item, "ca", ca.id, key is not None)
+
+    def _store_leaf(self, item: _Item, plan: _Plan, options: ExecuteOptions) -> dict[str, Any]:
+        cert = item.found.certificate
+        assert cert is not None
+        key = self._take_key(item, plan, options)
+        existing = self._certificates.by_fingerprint(cert)
+        if existing is not None and key is not None and existing.encrypted_private_key is None:
+            self._certificates.attach_key(existing, key)
+            outcome = _imported(item, "certificate", existing.id, True)
+            return {**outcome, "status": "updated", "message": "already present; key added"}
+        row = self._certificates.store_imported(cert, key, None)
+        return {**_imported(item, "certificate", row.id, key is not None), "ca_id": row.ca_id}
+
+    def _store_csr(self, item: _Item, plan: _Plan, options: ExecuteOptions) -> dict[str, Any]:
+        assert item.found.csr is not None
+        service = CSRService(self._issuance, self._now)
+        row = service.upload(csr_pem(item.found.csr).encode("ascii"), None, "import")
+        key = self._take_key(item, plan, options)
+        if key is not None:
+            service.attach_key(row.id, key_pem(key), None)
+        return _imported(item, "csr", row.id, key is not None)
+
+    def _take_key(self, item: _Item, plan: _Plan, options: ExecuteOptions) -> PrivateKey | None:
+        """The content's key for this object, if keys are wanted; the key remembers it."""
+        holder = plan.key_for(item)
+        if holder is None or holder is item or not options.import_keys or holder.found.key is None:
+            return None
+        holder.claimed_by = item.index
+        return holder.found.key
+
+    def _settle(self, item: _Item, plan: _Plan, options: ExecuteOptions) -> None:
+        """What became of what no step stored: keys (with their object, or not), and objects
+        that could not be read."""
+        if item.outcome is not None:
+            return
+        found = item.found
+        if found.problem:
+            item.outcome = _failed(item, found.problem)
+        elif found.key is not None and item.claimed_by is not None:
+            owner = plan.items[item.claimed_by].outcome or {}
+            if owner.get("with_key"):
+                item.outcome = _linked(item, owner["index"])
+            else:
+                why = owner.get("message", "it was not imported")
+                item.outcome = _skipped(item, f"its object {item.claimed_by}: {why}")
+        elif found.key is not None:
+            item.outcome = _skipped(
+                item,
+                "not selected in options"
+                if not options.import_keys
+                else "no certificate, CA or CSR in the content matches this key",
+            )
+        else:
+            item.outcome = _skipped(item, "nothing to import")
+
+    def _report(self, plan: _Plan) -> dict[str, Any]:
+        results = [item.outcome or _skipped(item, "nothing to import") for item in plan.items]
+        counts = {
+            "cas_imported": _count(results, "ca"),
+            "certificates_imported": _count(results, "certificate"),
+            "csrs_imported": _count(results, "csr"),
+            "keys_matched": sum(1 for r in results if r["status"] == "linked"),
+        }
+        if any(counts.values()):
+            audit.record(self._repos.audit, self._actor, "import.execute", "import", None, counts)
+        return {
+            **counts,
+            "results": results,
+            "errors": [r for r in results if r["status"] == "failed"],
+            "skipped": [r for r in results if r["status"] == "skipped"],
+        }
+
+
+def _plan(objects: list[Found]) -> _Plan:
+    items = [_Item(i, found, _spki(found)) for i, found in enumerate(objects)]
+    plan = _Plan(items)
+    for item in items:
+        if item.found.key is not None and item.spki is not None:
+            plan.keys.setdefault(item.spki, item)
+    return plan
+
+
+def _spki(found: Found) -> bytes | None:
+    if found.certificate is not None:
+        return public_key_der(found.certificate.public_key())
+    if found.csr is not None:
+        return public_key_der(found.csr.public_key())
+    if found.key is not None:
+        return public_key_der(found.key.public_key())
+    return None
+
+
+def _type(found: Found) -> str:
+    if found.certificate is not None and inspect.is_ca(found.certificate):
+        return "ca_certificate"
+    return found.kind
+
+
+def _parents_first(items: list[_Item]) -> list[_Item]:
+    """CA certificates ordered so that each comes after its issuer (by name) when the issuer
+    is in the content too; a cycle (cross-signing) keeps the given order."""
+    ordered: list[_Item] = []
+    remaining = list(items)
+    while remaining:
+        ready = [i for i in remaining if not any(_issued(i, o) for o in remaining if o is not i)]
+        ready = ready or remaining[:1]
+        ordered += ready
+        remaining = [i for i in remaining if i not in ready]
+    return ordered
+
+
+def _issued(child: _Item, parent: _Item) -> bool:
+    assert child.found.certificate is not None and parent.found.certificate is not None
+    cert = child.found.certificate
+    return cert.issuer != cert.subject and cert.issuer == parent.found.certificate.subject
+
+
+def _summary(objects: list[dict[str, Any]]) -> dict[str, int]:
+    def count(kind: str) -> int:
+        return sum(1 for o in objects if o["type"] == kind and "error" not in o)
+
+    return {
+        "total": len(objects),
+        "certificates": count("certificate"),
+        "cas": count("ca_certificate"),
+        "csrs": count("csr"),
+        "private_keys": count("private_key"),
+        "unreadable": sum(1 for o in objects if "error" in o),
+    }
+
+
+def _imported(item: _Item, resource: str, row_id: int | None, with_key: bool) -> dict[str, Any]:
+    return {
+        "index": item.index,
+        "type": _type(item.found),
+        "status": "imported",
+        "resource": resource,
+        "id": row_id,
+        "with_key": with_key,
+    }
+
+
+def _linked(item: _Item, owner: int) -> dict[str, Any]:
+    return {"index": item.index, "type": _type(item.found), "status": "linked", "linked_to": owner}
+
+
+def _skipped(item: _Item, message: str) -> dict[str, Any]:
+    return {"index": item.index, "type": _type(item.found), "status": "skipped", "message": message}
+
+
+def _failed(item: _Item, message: str) -> dict[str, Any]:
+    return {"index": item.index, "type": _type(item.found), "status": "failed", "message": message}
+
+
+def _count(results: list[dict[str, Any]], resource: str) -> int:
+    return sum(1 for r in results if r["status"] == "imported" and r.get("resource") == resource)

@@ -1,0 +1,307 @@
+"""Global search (/api/v2/search) and the dashboard (/api/v2/dashboard/..., /stats/overview)
+against a real server. The module's server is shared, so counters are checked as deltas."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.helpers import API, create_root, data, error, issue, unique
+from tests.support import Server
+
+
+@pytest.fixture(scope="module")
+def root(server: Server) -> dict[str, Any]:
+    with server.client() as api:
+        return create_root(api, unique("Search Root"))
+
+
+def search(api: httpx.Client, q: str, **params: Any) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = data(
+        api.get(f"{API}/search", params={"q": q, **params})
+    )
+    assert set(found) == {"certificates", "cas", "csrs", "users"}, found
+    return found
+
+
+def ids(rows: list[dict[str, Any]]) -> set[int]:
+    return {r["id"] for r in rows}
+
+
+def scoped_key(api: httpx.Client, permissions: list[str]) -> str:
+    created = api.post(
+        f"{API}/account/apikeys", json={"name": unique("k"), "permissions": permissions}
+    )
+    return str(data(created, 201)["key"])
+
+
+def dashboard(api: httpx.Client, path: str, **params: Any) -> Any:
+    return data(api.get(f"{API}/dashboard/{path}", params=params))
+
+
+def today_trend(api: httpx.Client) -> dict[str, Any]:
+    trend = dashboard(api, "certificate-trend", days=7)["trend"]
+    assert [t["date"] for t in trend] == [
+        (datetime.now(UTC).date() - timedelta(days=6 - i)).isoformat() for i in range(7)
+    ]
+    today: dict[str, Any] = trend[-1]
+    return today
+
+
+def test_search_finds_certificates_by_common_name_and_san(
+    api: httpx.Client, root: dict[str, Any]
+) -> None:
+    token = uuid.uuid4().hex[:12]
+    by_cn = issue(api, root["id"], f"web-{token}.example.test")
+    by_san = issue(api, root["id"], "Plain Name", san=[f"dns:alt-{token}.example.test"])
+    other = issue(api, root["id"], f"unrelated-{uuid.uuid4().hex[:8]}.example.test")
+
+    found = search(api, token)
+    assert ids(found["certificates"]) == {by_cn["id"], by_san["id"]}
+    assert other["id"] not in ids(found["certificates"])
+    # Case-insensitive, newest first, and the usual certificate fields.
+    upper = search(api, f"ALT-{token.upper()}")["certificates"]
+    assert [c["id"] for c in upper] == [by_san["id"]]
+    assert [c["id"] for c in search(api, token)["certificates"]] == [by_san["id"], by_cn["id"]]
+    assert upper[0]["status"] == "active" and upper[0]["common_name"] == "Plain Name"
+
+
+def test_search_finds_cas_and_users(api: httpx.Client) -> None:
+    token = uuid.uuid4().hex[:10]
+    body = {"common_name": f"CA {token} Root", "name": f"Named {token}", "ca_type": "root"}
+    ca = data(api.post(f"{API}/cas", json={**body, "key_algorithm": "EC", "key_size": 256}), 201)
+    user = data(
+        api.post(
+            f"{API}/users",
+            json={
+                "username": f"user-{token}",
+                "email": f"{token}-mail@example.test",
+                "full_name": f"Ada Q{token}",
+                "password": "a long enough password",
+            },
+        ),
+        201,
+    )
+    found = search(api, token)
+    assert ids(found["cas"]) == {ca["id"]} and found["cas"][0]["name"] == f"Named {token}"
+    assert ids(found["users"]) == {user["id"]}
+    assert found["certificates"] == [] and found["csrs"] == []
+    # Each field on its own: the CA's common name, the user's e-mail and full name.
+    assert ids(search(api, f"ca {token} root")["cas"]) == {ca["id"]}
+    assert ids(search(api, f"{token}-mail@")["users"]) == {user["id"]}
+    assert ids(search(api, f"ada q{token}")["users"]) == {user["id"]}
+
+
+def test_search_treats_like_wildcards_literally(api: httpx.Client, root: dict[str, Any]) -> None:
+    token = uuid.uuid4().hex[:10]
+    plain = issue(api, root["id"], f"wild{token}xy.example.test")
+    for q in (f"wild%{token}", f"wil_{token}", "%", "_", "\\"):
+        found = search(api, q)
+        assert plain["id"] not in ids(found["certificates"]), q
+    assert "%" not in "".join(c["common_name"] for c in search(api, "%")["certificates"])
+    assert ids(search(api, f"wild{token}")["certificates"]) == {plain["id"]}
+
+
+def test_search_odd_terms_and_short_terms(api: httpx.Client, root: dict[str, Any]) -> None:
+    token = uuid.uuid4().hex[:10]
+    odd = issue(api, root["id"], f'zq "{token}" AND NEAR(x)*')
+    # Quotes and full-text query syntax are plain characters to search for.
+    assert ids(search(api, f'"{token}" AND NEAR')["certificates"]) == {odd["id"]}
+    for q in ('"', "'", "*", "NEAR(", "a OR b", "ü", "x" * 200):
+        search(api, q)
+    # Shorter than a trigram: still a substring match ("zq" is never in a hex token).
+    short = search(api, "zq", limit=50)["certificates"]
+    assert odd["id"] in ids(short)
+    assert all("zq" in (c["common_name"] + " ".join(c["san"])).lower() for c in short)
+    # A deleted certificate is no longer found.
+    assert api.delete(f"{API}/certificates/{odd['id']}").status_code == 204
+    assert search(api, token)["certificates"] == []
+
+
+def test_search_limit_per_category(api: httpx.Client, root: dict[str, Any]) -> None:
+    token = uuid.uuid4().hex[:10]
+    made = [issue(api, root["id"], f"n{i}-{token}.example.test")["id"] for i in range(7)]
+    assert [c["id"] for c in search(api, token)["certificates"]] == sorted(made, reverse=True)[:5]
+    assert ids(search(api, token, limit=50)["certificates"]) == set(made)
+    assert len(search(api, token, limit=2)["certificates"]) == 2
+
+
+def test_search_rejects_bad_queries(api: httpx.Client) -> None:
+    error(api.get(f"{API}/search"), 422)
+    error(api.get(f"{API}/search", params={"q": ""}), 422)
+    error(api.get(f"{API}/search", params={"q": "   "}), 400)
+    error(api.get(f"{API}/search", params={"q": "x" * 201}), 422)
+    error(api.get(f"{API}/search", params={"q": "abc", "limit": 0}), 422)
+    error(api.get(f"{API}/search", params={"q": "abc", "limit": 51}), 422)
+    error(api.get(f"{API}/search", params={"q": "abc", "limit": "many"}), 422)
+
+
+def test_viewer_key_sees_only_certificates(
+    server: Server, api: httpx.Client, root: dict[str, Any]
+) -> None:
+    token = uuid.uuid4().hex[:10]
+    cert = issue(api, root["id"], f"viewer-{token}.example.test")
+    ca = create_root(api, f"Viewer {token} Root")
+    user = data(
+        api.post(f"{API}/users", json={"username": f"viewer-{token}", "password": "pw-" + token}),
+        201,
+    )
+    assert ids(search(api, token)["cas"]) == {ca["id"]}
+    assert ids(search(api, token)["users"]) == {user["id"]}
+
+    with server.client(api_key=scoped_key(api, ["read:certificates"])) as viewer:
+        found = search(viewer, token)
+        assert ids(found["certificates"]) == {cert["id"]}
+        assert found["cas"] == [] and found["csrs"] == [] and found["users"] == []
+    with server.client(api_key=scoped_key(api, ["read:cas"])) as ca_reader:
+        found = search(ca_reader, token)
+        assert found["certificates"] == [] and ids(found["cas"]) == {ca["id"]}
+    with server.client(api_key=scoped_key(api, ["read:templates"])) as neither:
+        error(neither.get(f"{API}/search", params={"q": token}), 403)
+    with server.client(api_key="") as anonymous:
+        error(anonymous.get(f"{API}/search", params={"q": token}), 401)
+
+
+def test_dashboard_numbers_follow_issuance_and_revocation(
+    api: httpx.Client, root: dict[str, Any]
+) -> None:
+    before = dashboard(api, "stats")
+    overview_before = data(api.get(f"{API}/stats/overview"))
+    trend_before = today_trend(api)
+    assert set(before) == {
+        "total_certificates",
+        "active_certificates",
+        "expired_certificates",
+        "revoked_certificates",
+        "expiring_soon",
+        "total_cas",
+        "total_csrs",
+        "pending_csrs",
+    }
+
+    long_lived = issue(api, root["id"], unique("dash-long") + ".example.test", validity_days=200)
+    short = issue(api, root["id"], unique("dash-short") + ".example.test", validity_days=10)
+    revoked = issue(api, root["id"], unique("dash-revoked") + ".example.test")
+    data(api.post(f"{API}/certificates/{revoked['id']}/revoke", json={"reason": "superseded"}))
+    create_root(api, unique("Dash Root"))
+
+    after = dashboard(api, "stats")
+    delta = {k: after[k] - before[k] for k in before}
+    assert delta == {
+        "total_certificates": 3,
+        "active_certificates": 2,
+        "expired_certificates": 0,
+        "revoked_certificates": 1,
+        "expiring_soon": 1,
+        "total_cas": 1,
+        "total_csrs": 0,
+        "pending_csrs": 0,
+    }
+    # The dashboard and the certificate statistics count the same way.
+    certs = data(api.get(f"{API}/certificates/stats"))
+    assert (certs["total"], certs["revoked"], certs["expiring"]) == (
+        after["total_certificates"],
+        after["revoked_certificates"],
+        after["expiring_soon"],
+    )
+
+    overview = data(api.get(f"{API}/stats/overview"))
+    assert overview["total_certs"] - overview_before["total_certs"] == 3
+    assert overview["total_cas"] - overview_before["total_cas"] == 1
+    assert overview["acme_accounts"] == 0
+    assert overview["total_certs"] == after["total_certificates"]
+
+    trend_after = today_trend(api)
+    assert trend_after["issued"] - trend_before["issued"] == 3
+    assert trend_after["revoked"] - trend_before["revoked"] == 1
+    assert long_lived["id"] != short["id"]
+
+
+def test_overview_counts_active_users(api: httpx.Client) -> None:
+    before = data(api.get(f"{API}/stats/overview"))["active_users"]
+    assert before >= 1  # the admin
+    token = uuid.uuid4().hex[:8]
+    for role in ("viewer", "operator"):
+        body = {"username": f"{role}-{token}", "password": "pw-" + token, "role": role}
+        data(api.post(f"{API}/users", json=body), 201)
+    assert data(api.get(f"{API}/stats/overview"))["active_users"] == before + 2
+
+
+def test_expiring_certificates(api: httpx.Client, root: dict[str, Any]) -> None:
+    soon = issue(api, root["id"], unique("expiring") + ".example.test", validity_days=10)
+    later = issue(api, root["id"], unique("later") + ".example.test", validity_days=60)
+    gone = issue(api, root["id"], unique("revoked-soon") + ".example.test", validity_days=10)
+    data(api.post(f"{API}/certificates/{gone['id']}/revoke", json={}))
+
+    within_30 = dashboard(api, "expiring-certs", days=30, limit=100)
+    assert soon["id"] in ids(within_30)
+    assert later["id"] not in ids(within_30) and gone["id"] not in ids(within_30)
+    row = next(r for r in within_30 if r["id"] == soon["id"])
+    assert row["days_remaining"] in (9, 10) and row["status"] == "active"
+    ends = [r["valid_until"] for r in within_30]
+    assert ends == sorted(ends)
+    assert soon["id"] not in ids(dashboard(api, "expiring-certs", days=5, limit=100))
+    assert later["id"] in ids(dashboard(api, "expiring-certs", days=90, limit=100))
+    assert len(dashboard(api, "expiring-certs", days=90, limit=1)) == 1
+    error(api.get(f"{API}/dashboard/expiring-certs", params={"days": 0}), 422)
+
+
+def test_recent_cas_and_activity(api: httpx.Client, root: dict[str, Any]) -> None:
+    first = create_root(api, unique("Recent A"))
+    second = create_root(api, unique("Recent B"))
+    recent = dashboard(api, "recent-cas", limit=2)
+    assert [c["id"] for c in recent] == [second["id"], first["id"]]
+
+    cert = issue(api, root["id"], unique("activity") + ".example.test")
+    response = api.get(f"{API}/dashboard/activity", params={"limit": 3})
+    rows = data(response)
+    assert response.json()["meta"] == {"limit": 3, "offset": 0, "has_more": True}
+    assert rows[0]["action"] == "certificate.issue" and rows[0]["resource_id"] == str(cert["id"])
+    assert rows[0]["username"] == "admin"
+    stamps = [r["timestamp"] for r in rows]
+    assert stamps == sorted(stamps, reverse=True)
+    next_page = dashboard(api, "activity", limit=3, offset=1)
+    assert [r["id"] for r in next_page[:2]] == [r["id"] for r in rows[1:]]
+
+
+def test_dashboard_permissions(server: Server, api: httpx.Client) -> None:
+    with server.client(api_key=scoped_key(api, ["read:certificates"])) as reader:
+        assert "total_certificates" in dashboard(reader, "stats")
+        assert isinstance(dashboard(reader, "expiring-certs"), list)
+        assert "total_certs" in data(reader.get(f"{API}/stats/overview"))
+        assert "read:audit" in error(reader.get(f"{API}/dashboard/activity"), 403)
+        assert "read:cas" in error(reader.get(f"{API}/dashboard/recent-cas"), 403)
+    with server.client(api_key=scoped_key(api, ["read:cas"])) as ca_reader:
+        for path in ("stats", "system-status", "certificate-trend", "activity"):
+            error(ca_reader.get(f"{API}/dashboard/{path}"), 403)
+        error(ca_reader.get(f"{API}/stats/overview"), 403)
+    with server.client(api_key=scoped_key(api, ["read:certificates", "read:audit"])) as auditor:
+        assert isinstance(dashboard(auditor, "activity"), list)
+    with server.client(api_key="") as anonymous:
+        error(anonymous.get(f"{API}/dashboard/stats"), 401)
+
+
+def test_system_status(api: httpx.Client) -> None:
+    status = dashboard(api, "system-status")
+    assert status["status"] == "healthy" and status["database"] == "connected"
+    disk = status["disk_usage"]
+    assert disk["total_bytes"] >= disk["used_bytes"] > 0
+    assert 0 < disk["percent"] <= 100
+    assert disk["total"][-2:] in ("KB", "MB", "GB", "TB", "PB")
+    assert disk["total"][:-2].replace(".", "").isdigit()
+    health = api.get(f"{API}/health").json()
+    assert status["version"] == health["version"]
+    assert status["uptime_seconds"] >= 0
+    hours, minutes, seconds = status["uptime"].split(", ")[-1].split(":")
+    assert int(minutes) < 60 and int(seconds) < 60 and int(hours) < 24
+
+
+def test_certificate_trend_shape(api: httpx.Client) -> None:
+    trend = dashboard(api, "certificate-trend")["trend"]
+    assert len(trend) == 30 and trend[-1]["date"] == datetime.now(UTC).date().isoformat()
+    assert all(set(t) == {"date", "issued", "revoked"} for t in trend)
+    assert len(dashboard(api, "certificate-trend", days=1)["trend"]) == 1
+    error(api.get(f"{API}/dashboard/certificate-trend", params={"days": 0}), 422)
+    error(api.get(f"{API}/dashboard/certificate-trend", params={"days": 10_000}), 422)

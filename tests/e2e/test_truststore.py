@@ -1,0 +1,315 @@
+"""The trust store through /api/v2/truststore: add, list, get, delete, statistics, imports of
+PEM bundles, DER and PKCS#7 files made by openssl, and a sync with this machine's CA bundle."""
+
+import base64
+import hashlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec
+from cryptography.x509.oid import NameOID
+
+from tests.e2e.helpers import API, data, error, foreign_root, foreign_signed, unique
+from tests.e2e.test_auth import audit_rows
+from tests.support import Server
+from tests.tools import openssl
+
+SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+UNKNOWN_ID = 987_654_321
+
+
+def stats(api: httpx.Client) -> dict[str, int]:
+    result: dict[str, int] = data(api.get(f"{API}/truststore/stats"))
+    return result
+
+
+def import_file(api: httpx.Client, content: bytes, filename: str, **fields: str) -> httpx.Response:
+    return api.post(
+        f"{API}/truststore/import",
+        files={"file": (filename, content, "application/octet-stream")},
+        data=fields,
+    )
+
+
+def openssl_fingerprint(path: Path) -> str:
+    result = openssl("x509", "-noout", "-fingerprint", "-sha256", "-in", str(path))
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode().strip().split("=", 1)[1]
+
+
+def listed(api: httpx.Client, **params: Any) -> list[dict[str, Any]]:
+    """Every entry, page by page."""
+    rows: list[dict[str, Any]] = []
+    page = 1
+    while True:
+        body = api.get(f"{API}/truststore", params={**params, "page": page, "per_page": 100})
+        chunk = data(body)
+        rows += chunk
+        if len(rows) >= body.json()["meta"]["total"] or not chunk:
+            return rows
+        page += 1
+
+
+def built_cert(
+    subject: str,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
+    ca: bool = True,
+    start: timedelta = timedelta(days=-1),
+    end: timedelta = timedelta(days=365),
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A P-256 certificate made with cryptography, so its dates can lie in the past."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    issuer_name, signer = (issuer[0].subject, issuer[1]) if issuer else (name, key)
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + start)
+        .not_valid_after(now + end)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .sign(signer, hashes.SHA256())
+    )
+    return cert, key
+
+
+def pem_of(cert: x509.Certificate) -> str:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return cert.public_bytes(Encoding.PEM).decode()
+
+
+# Add, list, get, delete
+
+
+def test_add_list_get_delete(api: httpx.Client, workdir: Path) -> None:
+    root = foreign_root(workdir, f"/CN={unique('Partner Root')}/O=Partner")
+    body = {
+        "certificate": root.pem,
+        "name": "External Root CA",
+        "description": "Third-party CA for partner integration",
+    }
+    added = data(api.post(f"{API}/truststore", json=body), 201)
+    assert added["name"] == "External Root CA"
+    assert added["description"] == "Third-party CA for partner integration"
+    assert added["source"] == "manual" and added["status"] == "valid"
+    assert added["is_root"] is True and added["is_ca"] is True
+    assert added["fingerprint_sha256"] == openssl_fingerprint(root.cert_path)
+    assert (
+        added["subject"]
+        == x509.load_pem_x509_certificate(root.pem.encode()).subject.rfc4514_string()
+    )
+
+    details = data(api.get(f"{API}/truststore/{added['id']}"))
+    assert details["pem"].strip() == root.pem.strip()
+    assert details["name"] == added["name"] and details["key_algorithm"] == "EC"
+    assert details["serial_number"] == added["serial_number"]
+    assert added["id"] in [row["id"] for row in listed(api)]
+    page = api.get(f"{API}/truststore", params={"per_page": 1}).json()
+    assert page["meta"]["per_page"] == 1 and len(page["data"]) == 1
+
+    duplicate = api.post(f"{API}/truststore", json={**body, "name": "Again"})
+    assert "already" in error(duplicate, 409)
+
+    deleted = api.delete(f"{API}/truststore/{added['id']}")
+    assert deleted.status_code == 204 and deleted.content == b""
+    error(api.get(f"{API}/truststore/{added['id']}"), 404)
+    error(api.delete(f"{API}/truststore/{added['id']}"), 404)
+    # Gone, it can be added again.
+    data(api.post(f"{API}/truststore", json=body), 201)
+
+
+def test_changes_are_audited(server: Server, api: httpx.Client) -> None:
+    cert, _ = built_cert(unique("Audited Root"))
+    added = data(api.post(f"{API}/truststore", json={"certificate": pem_of(cert)}), 201)
+    assert api.delete(f"{API}/truststore/{added['id']}").status_code == 204
+    fingerprint = added["fingerprint_sha256"].replace(":", "").lower()
+    for action in ("truststore.add", "truststore.delete"):
+        rows = audit_rows(server, action, "admin")
+        mine = [r for r in rows if r["details"]["fingerprint_sha256"] == fingerprint]
+        assert len(mine) == 1 and mine[0]["resource_type"] == "trusted_certificate", action
+    imported = data(import_file(api, pem_of(cert).encode(), "again.pem"), 201)
+    last = audit_rows(server, "truststore.import", "admin")[-1]["details"]
+    assert last == {"added": 1, "skipped": 0, "ids": [imported["certificates"][0]["id"]]}
+
+
+def test_name_defaults_to_the_certificate(api: httpx.Client, workdir: Path) -> None:
+    cn = unique("Nameless Root")
+    root = foreign_root(workdir, f"/CN={cn}")
+    added = data(api.post(f"{API}/truststore", json={"certificate": root.pem}), 201)
+    assert added["name"] == cn and added["common_name"] == cn
+
+
+def test_keys_tessera_does_not_issue_for_are_still_trusted(api: httpx.Client) -> None:
+    key = dsa.generate_private_key(key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, unique("DSA Root"))])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    added = data(api.post(f"{API}/truststore", json={"certificate": pem_of(cert)}), 201)
+    details = data(api.get(f"{API}/truststore/{added['id']}"))
+    assert (details["key_algorithm"], details["key_size"]) == ("DSA", 2048)
+    assert details["is_root"] is True and details["pem"] == pem_of(cert)
+
+
+# Imports
+
+
+def test_import_multi_pem_bundle(api: httpx.Client, workdir: Path) -> None:
+    root = foreign_root(workdir, f"/CN={unique('Bundle Root')}")
+    intermediate = foreign_signed(workdir, root, f"/CN={unique('Bundle Sub')}")
+    leaf = foreign_signed(workdir, intermediate, "/CN=leaf.foreign.test", "v3_leaf", days=365)
+    bundle = ("Some text before\n" + root.pem + intermediate.pem + leaf.pem).encode()
+    fields = {
+        "name": "Partner",
+        "purpose": "trust_anchor",
+        "description": "Third-party CA",
+        "notes": "Optional notes",
+    }
+    response = import_file(api, bundle, "bundle.pem", **fields)
+    result = data(response, 201)
+    assert (result["imported"], result["skipped"], result["total"]) == (3, 0, 3)
+    entries = {e["fingerprint_sha256"]: e for e in result["certificates"]}
+    root_entry = entries[openssl_fingerprint(root.cert_path)]
+    sub_entry = entries[openssl_fingerprint(intermediate.cert_path)]
+    leaf_entry = entries[openssl_fingerprint(leaf.cert_path)]
+    assert (root_entry["is_root"], root_entry["is_ca"]) == (True, True)
+    assert (sub_entry["is_root"], sub_entry["is_ca"]) == (False, True)
+    assert (leaf_entry["is_root"], leaf_entry["is_ca"]) == (False, False)
+    for entry in entries.values():
+        assert entry["source"] == "import" and entry["purpose"] == "trust_anchor"
+        assert entry["notes"] == "Optional notes" and entry["description"] == "Third-party CA"
+        assert entry["name"] == f"Partner: {entry['common_name']}"
+    again = data(import_file(api, bundle, "bundle.pem"), 200)
+    assert (again["imported"], again["skipped"], again["certificates"]) == (0, 3, [])
+
+
+def test_import_der_and_pkcs7(api: httpx.Client, workdir: Path) -> None:
+    root = foreign_root(workdir, f"/CN={unique('DER Root')}")
+    result = data(import_file(api, root.der, "root.cer", name="DER Root"), 201)
+    assert result["imported"] == 1
+    (entry,) = result["certificates"]
+    assert entry["name"] == "DER Root" and entry["fingerprint_sha256"] == openssl_fingerprint(
+        root.cert_path
+    )
+    other = foreign_root(workdir, f"/CN={unique('P7 Root')}")
+    sub = foreign_signed(workdir, other, f"/CN={unique('P7 Sub')}")
+    chain = workdir / "p7-chain.pem"
+    chain.write_text(other.pem + sub.pem)
+    p7 = openssl("crl2pkcs7", "-nocrl", "-certfile", str(chain), "-outform", "DER")
+    assert p7.returncode == 0, p7.stderr.decode()
+    result = data(import_file(api, p7.stdout, "chain.p7b"), 201)
+    assert result["imported"] == 2
+    fingerprints = {e["fingerprint_sha256"] for e in result["certificates"]}
+    assert fingerprints == {
+        openssl_fingerprint(other.cert_path),
+        openssl_fingerprint(sub.cert_path),
+    }
+    # A duplicate inside one upload is skipped, too.
+    twice = data(import_file(api, (other.pem + other.pem).encode(), "twice.pem"), 200)
+    assert (twice["imported"], twice["skipped"]) == (0, 2)
+
+
+def test_garbage_is_400_and_adds_nothing(api: httpx.Client, workdir: Path) -> None:
+    before = stats(api)
+    root = foreign_root(workdir, f"/CN={unique('Garbage Test')}")
+    truncated = root.pem[: len(root.pem) // 2] + "\n-----END CERTIFICATE-----\n"
+    for text in (
+        "garbage",
+        truncated,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    ):
+        error(api.post(f"{API}/truststore", json={"certificate": text}), 400)
+    error(import_file(api, b"\x00\x01garbage", "garbage.bin"), 400)
+    error(import_file(api, b"", "empty.pem"), 400)
+    error(import_file(api, truncated.encode(), "truncated.pem"), 400)
+    second = foreign_root(workdir, f"/CN={unique('Second')}")
+    two = {"certificate": root.pem + second.pem}
+    assert "import" in error(api.post(f"{API}/truststore", json=two), 400)
+    error(api.post(f"{API}/truststore", json={"certificate": ""}), 422)
+    error(api.post(f"{API}/truststore", json={"name": "no certificate"}), 422)
+    error(api.get(f"{API}/truststore", params={"source": "elsewhere"}), 400)
+    error(api.get(f"{API}/truststore/{UNKNOWN_ID}"), 404)
+    assert stats(api) == before
+
+
+# Statistics
+
+
+def test_stats_count_roots_intermediates_expired_and_valid(api: httpx.Client) -> None:
+    before = stats(api)
+    live_root = built_cert(unique("Live Root"))
+    expired_name = unique("Expired Root")
+    expired_root = built_cert(expired_name, start=timedelta(days=-730), end=timedelta(days=-365))
+    intermediate = built_cert(unique("Intermediate"), issuer=live_root)
+    leaf = built_cert("pinned.example.com", issuer=intermediate, ca=False)
+    for cert, _ in (live_root, expired_root, intermediate, leaf):
+        data(api.post(f"{API}/truststore", json={"certificate": pem_of(cert)}), 201)
+    after = stats(api)
+    delta = {k: after[k] - before[k] for k in after}
+    assert delta == {"total": 4, "root_ca": 2, "intermediate_ca": 1, "expired": 1, "valid": 3}
+    expired = [e["status"] for e in listed(api) if e["common_name"] == expired_name]
+    assert expired == ["expired"]
+
+
+def test_read_only_key_cannot_change_the_store(server: Server, api: httpx.Client) -> None:
+    body = {"name": "trust reader", "permissions": ["read:truststore"]}
+    key = data(api.post("/api/v2/account/apikeys", json=body), 201)["key"]
+    cert, _ = built_cert(unique("Guarded Root"))
+    added = data(api.post(f"{API}/truststore", json={"certificate": pem_of(cert)}), 201)
+    with server.client(api_key=key) as reader:
+        assert data(reader.get(f"{API}/truststore/{added['id']}"))["id"] == added["id"]
+        assert isinstance(data(reader.get(f"{API}/truststore/stats"))["total"], int)
+        other, _ = built_cert(unique("Refused Root"))
+        refused = reader.post(f"{API}/truststore", json={"certificate": pem_of(other)})
+        assert "write:truststore" in error(refused, 403)
+        error(reader.post(f"{API}/truststore/sync"), 403)
+        assert "delete:truststore" in error(reader.delete(f"{API}/truststore/{added['id']}"), 403)
+
+
+# Sync with the operating system's bundle
+
+
+def test_sync_with_the_system_bundle_is_idempotent(api: httpx.Client) -> None:
+    in_bundle = SYSTEM_BUNDLE.read_text().count("-----BEGIN CERTIFICATE-----")
+    assert in_bundle > 100, "the ca-certificates package provides the system bundle"
+    before = stats(api)
+    first = data(api.post(f"{API}/truststore/sync"))
+    assert first["source"] == "system"
+    assert first["added"] > 100
+    assert first["added"] + first["skipped"] + first["failed"] == first["total"] == in_bundle
+    after_first = stats(api)
+    assert after_first["total"] == before["total"] + first["added"]
+    assert after_first["root_ca"] - before["root_ca"] > 100
+
+    second = data(api.post(f"{API}/truststore/sync"))
+    assert second["added"] == 0
+    assert second["skipped"] == first["added"] + first["skipped"]
+    assert stats(api) == after_first
+
+    system = listed(api, source="system")
+    assert len(system) == first["added"]
+    assert all(e["source"] == "system" and e["purpose"] == "trust_anchor" for e in system)
+    assert all(e["is_ca"] for e in system)
+    bundle_fingerprints = set()
+    for block in SYSTEM_BUNDLE.read_text().split("-----END CERTIFICATE-----")[:-1]:
+        body = block.split("-----BEGIN CERTIFICATE-----")[1]
+        der = base64.b64decode("".join(body.split()))
+        bundle_fingerprints.add(hashlib.sha256(der).digest().hex(":").upper())
+    assert {e["fingerprint_sha256"] for e in system} <= bundle_fingerprints
