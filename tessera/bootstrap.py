@@ -180,7 +180,9 @@ def _ensure_tls(runtime: Runtime, repos: Repositories, settings: Settings) -> TL
         extended_key_usage=("serverAuth",),
         origin="bootstrap",
     )
-    row = issuance.issue_certificate(request, ca, None, key)
+    # The key stays only in the encrypted file the TLS stack reads: in the database it could
+    # be exported through the API by anyone allowed to export keys.
+    row = issuance.issue_certificate(request, ca, None, None)
     chain = row.certificate_pem + ca.certificate_pem
     _write_private(files.cert, chain.encode())
     encrypted = key.private_bytes(

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from tessera.core.errors import PermissionDenied, Unauthenticated
 from tessera.domains.actor import Actor
@@ -29,11 +30,25 @@ def runtime(request: Request) -> Runtime:
 
 
 async def unit_of_work(request: Request) -> AsyncIterator[Session]:
-    """The request owns the transaction: committed when the endpoint returns, rolled back
-    if anything raises (Session.begin does both). Async on purpose: opening costs no I/O and
-    the commit is short, so neither is worth a thread-pool round trip of its own."""
-    with runtime(request).sessions.begin() as session:
+    """The request owns the transaction: committed when the endpoint returns, rolled back (by
+    close) if anything raised. Opening costs no I/O, so it happens on the event loop; commit
+    and close do I/O and, on SQLite, may release the write lock other requests queue on, so
+    they never run on the loop (a writer waiting on the loop would deadlock the worker)."""
+    session = runtime(request).sessions()
+    succeeded = False
+    try:
         yield session
+        succeeded = True
+    finally:
+        await run_in_threadpool(_finish, session, succeeded)
+
+
+def _finish(session: Session, commit: bool) -> None:
+    try:
+        if commit:
+            session.commit()
+    finally:
+        session.close()
 
 
 UnitOfWork = Annotated[Session, Depends(unit_of_work, scope="function")]

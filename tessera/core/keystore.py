@@ -10,12 +10,15 @@ from functools import lru_cache
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import serialization
 
-from tessera.core.errors import InvalidInput
+from tessera.core.errors import InvalidInput, TesseraError
 from tessera.core.keys import PrivateKey
 
 
-class KeyDecryptionError(Exception):
-    """A stored key could not be decrypted with any configured KEK."""
+class KeyDecryptionError(TesseraError):
+    """A stored key could not be decrypted with any configured KEK: the server's
+    configuration is wrong (another data directory's KEK?), not the request."""
+
+    status = 500
 
 
 class KeyEncryptor:

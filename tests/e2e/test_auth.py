@@ -691,3 +691,40 @@ def test_api_key_records_when_it_was_last_used(server: Server) -> None:
             assert user.get("/api/v2/certificates").status_code == 200
         shown = client.get(f"/api/v2/account/apikeys/{created['id']}").json()["data"]
         assert shown["last_used_at"] is not None
+
+
+def test_user_writers_cannot_grant_or_touch_roles_wider_than_their_own(
+    server: Server, api: httpx.Client
+) -> None:
+    narrowed_body = {"name": "users only", "permissions": ["read:*", "write:users"]}
+    users_only = data(api.post("/api/v2/account/apikeys", json=narrowed_body), 201)["key"]
+    admin = next(u for u in data(api.get("/api/v2/users")) if u["username"] == "admin")
+    with server.client(api_key=users_only) as narrowed:
+        make_admin = {"username": unique("mallory"), "password": USER_PASSWORD, "role": "admin"}
+        assert_error(narrowed.post("/api/v2/users", json=make_admin), 403)
+        reset = {"password": "taken-over-password"}
+        assert_error(narrowed.put(f"/api/v2/users/{admin['id']}", json=reset), 403)
+        viewer = data(
+            narrowed.post(
+                "/api/v2/users",
+                json={"username": unique("v"), "password": USER_PASSWORD, "role": "viewer"},
+            ),
+            201,
+        )
+        promote = {"role": "operator"}
+        assert_error(narrowed.put(f"/api/v2/users/{viewer['id']}", json=promote), 403)
+    assert not any(
+        u["role"] == "admin" and u["username"].startswith("mallory")
+        for u in data(api.get("/api/v2/users"))
+    )
+
+
+def test_the_server_tls_key_cannot_be_exported(api: httpx.Client) -> None:
+    own = [
+        c
+        for c in data(api.get("/api/v2/certificates", params={"per_page": 100}))
+        if c["source"] == "bootstrap"
+    ]
+    assert own, "the server's own certificate is in the inventory"
+    assert own[0]["private_key_available"] is False
+    assert_error(api.post(f"/api/v2/certificates/{own[0]['id']}/key", json={}), 404)

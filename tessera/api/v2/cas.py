@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from tessera.api.deps import UnitOfWork, issuance, now, require
 from tessera.api.v2 import views
@@ -81,7 +82,8 @@ def export_all(request: Request, session: UnitOfWork, actor: Reader) -> Response
 async def import_ca(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
     upload = await read_upload(request, ("certificate", "pem_content", "content"))
     service = _service(request, session, actor)
-    ca = service.import_ca(
+    ca = await run_in_threadpool(
+        service.import_ca,
         upload.content,
         upload.fields.get("password"),
         upload.fields.get("name"),

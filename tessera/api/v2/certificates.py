@@ -141,7 +141,7 @@ def _ca_id(upload: Upload) -> int | None:
     text = (upload.fields.get("ca_id") or "").strip()
     if not text:
         return None
-    if not text.isdigit() or not 0 < int(text) <= MAX_ROW_ID:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= MAX_ROW_ID:
         raise InvalidInput("ca_id must be a positive integer")
     return int(text)
 

@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from tessera.api.deps import UnitOfWork, issuance, now, require
 from tessera.api.v2 import views
@@ -77,8 +78,11 @@ def upload_pem(
 @router.post("/import", status_code=201)
 async def import_csr(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
     upload = await read_upload(request, ("pem_content", "csr", "pem"))
-    row = _service(request, session, actor).upload(
-        upload.content, upload.fields.get("name"), "import"
+    row = await run_in_threadpool(
+        _service(request, session, actor).upload,
+        upload.content,
+        upload.fields.get("name"),
+        "import",
     )
     return _uploaded(row, f'CSR "{row.name}" imported successfully')
 

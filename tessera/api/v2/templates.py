@@ -4,6 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from tessera.api.deps import UnitOfWork, repositories, require
 from tessera.api.v2.envelope import download, iso, ok
@@ -62,8 +63,10 @@ def export_all(session: UnitOfWork, actor: Reader) -> Response:
 @router.post("/import")
 async def import_templates(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
     upload = await read_upload(request, ("json_content",))
-    report = _service(session, actor).import_documents(
-        upload.content, upload.flag("update_existing", False)
+    report = await run_in_threadpool(
+        _service(session, actor).import_documents,
+        upload.content,
+        upload.flag("update_existing", False),
     )
     message = f"{report.imported} imported, {report.updated} updated, {report.skipped} skipped"
     return ok(report.as_dict(), message)

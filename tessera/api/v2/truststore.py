@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from tessera.api.deps import UnitOfWork, now, repositories, require
 from tessera.api.v2.envelope import iso, ok, page_meta
@@ -102,7 +103,8 @@ async def import_trusted(request: Request, session: UnitOfWork, actor: Writer) -
         fields.get("purpose") or None,
         fields.get("notes") or None,
     )
-    outcome = _service(request, session, actor).import_file(upload.content, details)
+    service = _service(request, session, actor)
+    outcome = await run_in_threadpool(service.import_file, upload.content, details)
     message = f"{len(outcome.rows)} imported, {outcome.skipped} already trusted"
     status = 201 if outcome.rows else 200
     return ok(_added_view(outcome, now(request)), message, status=status)

@@ -10,6 +10,7 @@ from cryptography import x509
 from tessera.core import inspect
 from tessera.core.errors import Conflict, InvalidInput, NotFound, PolicyViolation
 from tessera.core.formats import (
+    is_issued_by,
     load_certificate,
     load_certificates,
     load_pkcs12,
@@ -189,15 +190,18 @@ class CAService:
         return row
 
     def find_issuer(self, cert: x509.Certificate) -> models.CertificateAuthority | None:
-        """Link by authority key identifier first, then by issuer name; never to itself."""
+        """The CA here that signed `cert`: found by authority key identifier, then by issuer
+        name, and kept only if its key verifies the signature, so a forged certificate that
+        copies a real CA's identifiers is never filed (or chained) under it."""
         if cert.issuer == cert.subject:
             return None
         aki = inspect.authority_key_identifier(cert)
-        if aki:
-            found = self._repos.cas.by_subject_key_id(aki)
-            if found:
-                return found
-        return self._repos.cas.by_subject(cert.issuer.rfc4514_string())
+        candidates = [self._repos.cas.by_subject_key_id(aki)] if aki else []
+        candidates.append(self._repos.cas.by_subject(cert.issuer.rfc4514_string()))
+        for ca in candidates:
+            if ca is not None and is_issued_by(cert, load_certificate(ca.certificate_pem.encode())):
+                return ca
+        return None
 
 
 def read_bundle(data: bytes, password: str | None) -> ImportedBundle:

@@ -432,10 +432,7 @@ class CertificateService:
             if not is_issued_by(cert, load_certificate(ca.certificate_pem.encode())):
                 raise PolicyViolation(f"the certificate was not issued by CA {ca_id}")
             return ca
-        found = CAService(self._issuance).find_issuer(cert)
-        if found and is_issued_by(cert, load_certificate(found.certificate_pem.encode())):
-            return found
-        return None
+        return CAService(self._issuance).find_issuer(cert)
 
     def _issuing_ca(self, ca_id: int) -> models.CertificateAuthority:
         ca = self._repos.cas.get(ca_id)

@@ -208,7 +208,7 @@ class UserService:
             username=fields.username.strip()[:150],
             email=fields.email,
             full_name=fields.full_name,
-            role=check_role(fields.role or "viewer"),
+            role=self._grantable(fields.role or "viewer"),
             password_hash=hash_password(fields.password or ""),
             active=True,
         )
@@ -224,14 +224,14 @@ class UserService:
         return user
 
     def update(self, user_id: int, fields: UserFields) -> models.User:
-        user = self.get(user_id)
+        user = self._manageable(user_id)
         changes: dict[str, object] = {}
         if fields.email is not None:
             user.email = changes["email"] = fields.email
         if fields.full_name is not None:
             user.full_name = changes["full_name"] = fields.full_name
         if fields.role is not None:
-            user.role = changes["role"] = check_role(fields.role)
+            user.role = changes["role"] = self._grantable(fields.role)
         if fields.active is not None:
             user.active = changes["active"] = fields.active
         if fields.password is not None:
@@ -243,7 +243,7 @@ class UserService:
         return user
 
     def delete(self, user_id: int) -> None:
-        user = self.get(user_id)
+        user = self._manageable(user_id)
         if user.id == self._actor.user_id:
             raise Conflict("you cannot delete your own account")
         self._repos.users.delete(user)
@@ -255,6 +255,23 @@ class UserService:
             user.id,
             {"username": user.username},
         )
+
+    def _grantable(self, role: str) -> str:
+        """No one hands out a role wider than what they hold themselves (a key narrowed to
+        write:users must not be able to make an admin)."""
+        if not _covers(self._actor.permissions, check_role(role)):
+            raise PermissionDenied(f"you cannot grant the role {role!r}")
+        return role
+
+    def _manageable(self, user_id: int) -> models.User:
+        user = self.get(user_id)
+        if not _covers(self._actor.permissions, user.role):
+            raise PermissionDenied(f"user {user_id} holds more permissions than you")
+        return user
+
+
+def _covers(held: frozenset[str], role: str) -> bool:
+    return all(permissions.grants(held, p) for p in permissions.role_permissions(role))
 
 
 def check_role(role: str) -> str:

@@ -78,6 +78,11 @@ class CARepository:
 
 def find_public_ca(session: Session, reference: str) -> CertificateAuthority | None:
     """CA certificates are public: relying parties fetch them by id or refid, without a tenant."""
-    column = CertificateAuthority.id if reference.isdigit() else CertificateAuthority.refid
-    value: object = int(reference) if reference.isdigit() else reference
-    return session.scalar(select(CertificateAuthority).where(column == value))
+    if reference.isascii() and reference.isdigit():
+        ca_id = int(reference)
+        if not 0 < ca_id < 2**31:
+            return None
+        return session.scalar(select(CertificateAuthority).where(CertificateAuthority.id == ca_id))
+    return session.scalar(
+        select(CertificateAuthority).where(CertificateAuthority.refid == reference)
+    )
