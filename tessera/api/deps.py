@@ -31,16 +31,23 @@ def runtime(request: Request) -> Runtime:
 
 async def unit_of_work(request: Request) -> AsyncIterator[Session]:
     """The request owns the transaction: committed when the endpoint returns, rolled back (by
-    close) if anything raised. Opening costs no I/O, so it happens on the event loop; commit
-    and close do I/O and, on SQLite, may release the write lock other requests queue on, so
-    they never run on the loop (a writer waiting on the loop would deadlock the worker)."""
+    close) if anything raised.
+
+    The commit runs on the event loop right away: queued behind other requests in the thread
+    pool, it would keep SQLite's write lock held while every writer waits. It never waits for
+    that lock itself, since the endpoint's statements (run in a thread) already took it. Only
+    changes still waiting for a flush would take the lock at commit, and a writer waiting on
+    the loop would deadlock the worker, so that case goes to a thread."""
     session = runtime(request).sessions()
     succeeded = False
     try:
         yield session
         succeeded = True
     finally:
-        await run_in_threadpool(_finish, session, succeeded)
+        if session.new or session.dirty or session.deleted:
+            await run_in_threadpool(_finish, session, succeeded)
+        else:
+            _finish(session, succeeded)
 
 
 def _finish(session: Session, commit: bool) -> None:
