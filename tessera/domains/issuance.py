@@ -5,6 +5,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -125,7 +126,38 @@ def _issuer_certificate(pem: str) -> x509.Certificate:
     return load_certificate(pem.encode())
 
 
-def core_template(row: models.Template | None) -> Template | None:
+class TemplateFieldsLike(Protocol):
+    """A stored template row or a template being validated: the same fields either way."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def validity_days(self) -> int | None: ...
+
+    @property
+    def key_algorithm(self) -> str | None: ...
+
+    @property
+    def key_size(self) -> int | None: ...
+
+    @property
+    def key_usage(self) -> list[str] | None: ...
+
+    @property
+    def extended_key_usage(self) -> list[str] | None: ...
+
+    @property
+    def is_ca(self) -> bool: ...
+
+    @property
+    def path_length(self) -> int | None: ...
+
+    @property
+    def subject_defaults(self) -> dict[str, str] | None: ...
+
+
+def core_template(row: TemplateFieldsLike | None) -> Template | None:
     if row is None:
         return None
     return Template(

@@ -18,6 +18,7 @@ from tessera.core.errors import Conflict, InvalidInput, NotFound, TesseraError
 from tessera.domains import audit
 from tessera.domains.actor import Actor
 from tessera.domains.exports import Exported, safe_name
+from tessera.domains.issuance import core_template
 from tessera.storage import models
 from tessera.storage.repositories import Repositories
 
@@ -254,6 +255,7 @@ def read_fields(doc: Mapping[str, Any]) -> TemplateFields:
         subject_defaults=_subject_defaults(doc.get("subject_defaults")),
     )
     core = core_template(fields)
+    assert core is not None
     profile.check_template(core)
     spec = profile.template_key_spec(core)
     kind = _text(doc.get("template_type"), "template_type", 32) or _derived_type(fields)
@@ -265,22 +267,6 @@ def read_fields(doc: Mapping[str, Any]) -> TemplateFields:
         template_type=kind,
         key_algorithm=spec.algorithm,
         key_size=spec.size if size_fixed else None,
-    )
-
-
-def core_template(fields: TemplateFields) -> profile.Template:
-    return profile.Template(
-        name=fields.name,
-        validity_days=fields.validity_days,
-        key_algorithm=fields.key_algorithm,
-        key_size=fields.key_size,
-        key_usage=tuple(fields.key_usage) if fields.key_usage is not None else None,
-        extended_key_usage=(
-            tuple(fields.extended_key_usage) if fields.extended_key_usage is not None else None
-        ),
-        is_ca=fields.is_ca,
-        path_length=fields.path_length,
-        subject_defaults=tuple((fields.subject_defaults or {}).items()),
     )
 
 
