@@ -24,8 +24,8 @@ from tessera.api.v2.uploads import Upload, read_upload
 from tessera.core.errors import InvalidInput
 from tessera.core.names import SubjectFields
 from tessera.domains.actor import Actor
+from tessera.domains.bulk import BulkResult
 from tessera.domains.certificates.service import (
-    BulkResult,
     CertificateService,
     ImportOptions,
     NewCertificate,

@@ -20,7 +20,8 @@ from tessera.api.v2.schemas import (
 )
 from tessera.api.v2.uploads import read_upload
 from tessera.domains.actor import Actor
-from tessera.domains.csrs.service import BulkResult, CSRService, SignOptions
+from tessera.domains.bulk import BulkResult
+from tessera.domains.csrs.service import CSRService, SignOptions
 from tessera.storage import models
 
 router = APIRouter(prefix="/csrs", tags=["Certificate Signing Requests"])

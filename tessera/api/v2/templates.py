@@ -12,7 +12,7 @@ from tessera.api.v2.params import RowId
 from tessera.api.v2.schemas import CreateTemplate, IdList, TemplateBody
 from tessera.api.v2.uploads import read_upload
 from tessera.domains.actor import Actor
-from tessera.domains.templates.service import TemplateService
+from tessera.domains.templates.service import TemplateService, document
 from tessera.storage import models
 
 router = APIRouter(prefix="/templates", tags=["Templates"])
@@ -26,20 +26,12 @@ def _service(session: UnitOfWork, actor: Actor) -> TemplateService:
 
 
 def template_view(row: models.Template) -> dict[str, Any]:
+    """The exported document, plus identity and the flat fields earlier clients read."""
     return {
         "id": row.id,
-        "name": row.name,
-        "description": row.description,
-        "template_type": row.template_type,
-        "validity_days": row.validity_days,
-        "key_type": row.key_algorithm,
-        "key_size": row.key_size,
-        "key_usage": row.key_usage,
-        "extended_key_usage": row.extended_key_usage,
-        "basic_constraints": {"ca": row.is_ca, "path_length": row.path_length},
+        **document(row),
         "is_ca": row.is_ca,
         "path_length": row.path_length,
-        "subject_defaults": row.subject_defaults,
         "created_at": iso(row.created_at),
     }
 

@@ -20,7 +20,7 @@ from tessera.core.formats import (
 from tessera.core.keys import PrivateKey, generate_private_key, parse_key_spec
 from tessera.core.names import SubjectFields
 from tessera.core.profile import CertificateRequest
-from tessera.domains import audit
+from tessera.domains import audit, bulk
 from tessera.domains.exports import PEM, Exported, export, safe_name
 from tessera.domains.issuance import Issuance, ca_row
 from tessera.storage import models
@@ -123,15 +123,8 @@ class CAService:
         )
 
     def bulk_delete(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
-        done, failed = [], []
-        for ca_id in ids:
-            try:
-                with self._repos.session.begin_nested():
-                    self.delete(ca_id)
-                done.append(ca_id)
-            except (NotFound, Conflict):
-                failed.append(ca_id)
-        return done, failed
+        result = bulk.each(self._repos.session, ids, self.delete)
+        return result.success, result.failed
 
     def chain(self, ca: models.CertificateAuthority) -> list[models.CertificateAuthority]:
         """The CA and its parents up to the root, nearest first."""

@@ -2,7 +2,7 @@
 and the same in bulk (each item in its own savepoint)."""
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from cryptography import x509
@@ -15,7 +15,6 @@ from tessera.core.errors import (
     NotFound,
     PermissionDenied,
     PolicyViolation,
-    TesseraError,
 )
 from tessera.core.formats import (
     cert_pem,
@@ -36,7 +35,8 @@ from tessera.core.keys import (
 from tessera.core.names import SubjectFields, parse_san
 from tessera.core.profile import CertificateRequest
 from tessera.core.revocation import normalize_reason
-from tessera.domains import audit
+from tessera.domains import audit, bulk
+from tessera.domains.bulk import BulkResult
 from tessera.domains.cas.service import CAService, check_key_matches, read_bundle
 from tessera.domains.exports import (
     BULK_FORMATS,
@@ -86,14 +86,6 @@ class Imported:
 
     certificate: models.Certificate | None = None
     ca: models.CertificateAuthority | None = None
-
-
-@dataclass
-class BulkResult:
-    success: list[int] = field(default_factory=list)
-    failed: list[int] = field(default_factory=list)
-    errors: list[dict[str, object]] = field(default_factory=list)
-    renewed: list[dict[str, int]] = field(default_factory=list)
 
 
 class CertificateService:
@@ -333,16 +325,7 @@ class CertificateService:
         return result
 
     def _each(self, ids: Sequence[int], action: Callable[[int], object]) -> BulkResult:
-        result = BulkResult()
-        for cert_id in dict.fromkeys(ids):
-            try:
-                with self._repos.session.begin_nested():
-                    action(cert_id)
-                result.success.append(cert_id)
-            except TesseraError as exc:
-                result.failed.append(cert_id)
-                result.errors.append({"id": cert_id, "error": exc.message})
-        return result
+        return bulk.each(self._repos.session, ids, action)
 
     # --- import ---------------------------------------------------------------------------
 

@@ -16,10 +16,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from tessera.core import csr_details
-from tessera.core.errors import Conflict, InvalidInput, NotFound, PolicyViolation, TesseraError
+from tessera.core.errors import Conflict, InvalidInput, NotFound, PolicyViolation
 from tessera.core.formats import load_csr, load_private_key
 from tessera.core.keys import PrivateKey
-from tessera.domains import audit
+from tessera.domains import audit, bulk
+from tessera.domains.bulk import BulkResult
 from tessera.domains.certificates.service import CertificateService, NewCertificate
 from tessera.domains.exports import PEM, Exported, safe_name
 from tessera.domains.issuance import Issuance
@@ -35,13 +36,6 @@ class SignOptions:
     ca_id: int
     template_id: int | None = None
     validity_days: int | None = None
-
-
-@dataclass(frozen=True)
-class BulkResult:
-    success: list[int]
-    failed: list[int]
-    errors: list[dict[str, object]]
 
 
 class CSRService:
@@ -156,16 +150,7 @@ class CSRService:
         return Exported(row.csr_pem.encode(), PEM, f"{safe_name(row.name, f'csr-{row.id}')}.csr")
 
     def _each(self, ids: Sequence[int], action: Callable[[int], object]) -> BulkResult:
-        result = BulkResult([], [], [])
-        for csr_id in ids:
-            try:
-                with self._repos.session.begin_nested():
-                    action(csr_id)
-                result.success.append(csr_id)
-            except TesseraError as exc:
-                result.failed.append(csr_id)
-                result.errors.append({"id": csr_id, "error": exc.message})
-        return result
+        return bulk.each(self._repos.session, ids, action)
 
     def _check_signer(self, options: SignOptions) -> None:
         ca = self._repos.cas.get(options.ca_id)
