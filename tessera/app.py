@@ -37,7 +37,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await rt.jobs.start()
         yield
+        await rt.jobs.stop()
         rt.engine.dispose()
 
     app = FastAPI(

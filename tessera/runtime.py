@@ -11,6 +11,7 @@ from tessera.core.authority import Authority
 from tessera.core.clock import Clock, utc_now
 from tessera.core.keystore import KeyEncryptor
 from tessera.domains.issuance import PublicationBase
+from tessera.jobs import Jobs
 from tessera.storage.db import make_engine, session_factory
 
 
@@ -23,6 +24,7 @@ class Runtime:
     authority: Authority
     publication: PublicationBase
     clock: Clock = utc_now
+    jobs: Jobs = field(default_factory=Jobs)
     started_at: float = field(default_factory=time.time)
 
 
