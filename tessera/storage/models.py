@@ -178,6 +178,19 @@ class Certificate(Base):
     created_at: Mapped[datetime] = mapped_column(default=_now)
 
 
+class StatusChange(Base):
+    """One row per revocation or released hold, written in the same transaction, so CRL and
+    OCSP publishers in every server process can follow changes in order by id."""
+
+    __tablename__ = "status_changes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    ca_id: Mapped[int | None] = mapped_column(Integer)
+    certificate_id: Mapped[int] = mapped_column(Integer)
+    serial_number: Mapped[str] = mapped_column(String(64))
+    changed_at: Mapped[datetime] = mapped_column(default=_now)
+
+
 class IssuedSerial(Base):
     """A serial is claimed here before signing, so no two certificates ever share one."""
 

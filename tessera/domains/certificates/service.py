@@ -189,6 +189,7 @@ class CertificateService:
             raise Conflict(f"certificate {cert_id} is already revoked")
         cert.status, cert.revoked_at = "revoked", self._now
         cert.revocation_reason, cert.revocation_comment = canonical, comment
+        self._repos.status_changes.record(cert)
         details = {"serial": cert.serial_number, "reason": canonical}
         audit.record(
             self._repos.audit, self._actor, "certificate.revoke", "certificate", cert.id, details
@@ -203,6 +204,7 @@ class CertificateService:
             )
         cert.status, cert.revoked_at = "active", None
         cert.revocation_reason, cert.revocation_comment = None, None
+        self._repos.status_changes.record(cert)
         details = {"serial": cert.serial_number, "comment": comment}
         audit.record(
             self._repos.audit, self._actor, "certificate.unhold", "certificate", cert.id, details

@@ -17,6 +17,7 @@ from tessera.storage.repositories.identity import (
 )
 from tessera.storage.repositories.search import SearchRepository
 from tessera.storage.repositories.serials import SerialRepository
+from tessera.storage.repositories.status_changes import StatusChangeRepository
 from tessera.storage.repositories.templates import TemplateRepository
 from tessera.storage.repositories.truststore import TrustStoreRepository
 
@@ -35,6 +36,7 @@ class Repositories:
         self.templates = TemplateRepository(self.session, self.org_id)
         self.truststore = TrustStoreRepository(self.session, self.org_id)
         self.serials = SerialRepository(self.session)
+        self.status_changes = StatusChangeRepository(self.session)
         self.audit = AuditRepository(self.session, self.org_id)
         self.users = UserRepository(self.session, self.org_id)
         self.api_keys = ApiKeyRepository(self.session)
