@@ -1,6 +1,6 @@
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
     ColumnElement,
@@ -8,7 +8,6 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
-    case,
     column,
     delete,
     func,
@@ -20,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from tessera.storage.models import Certificate
 from tessera.storage.repositories.rows import insert_row
+from tessera.storage.repositories.tally import TallyRepository
 
 EXPIRING_WINDOW = timedelta(days=30)
 # The stored status is one of two values; "expired" and "expiring" are derived from not_after.
@@ -42,6 +42,7 @@ class CertificateRepository:
     def __init__(self, session: Session, org_id: int) -> None:
         self._session = session
         self._org_id = org_id
+        self._tally = TallyRepository(session, org_id)
 
     def _scoped(self) -> Select[Certificate]:
         return select(Certificate).where(Certificate.org_id == self._org_id)
@@ -79,15 +80,11 @@ class CertificateRepository:
         return rows, self._total(filters, now, query)
 
     def _total(self, filters: CertificateFilter, now: datetime, query: Select[Certificate]) -> int:
-        """The exact number of matches, read from as few index entries as the filter allows."""
-        if filters.ca_id is None and not filters.search:
-            if filters.status is None:
-                return self.total()
-            if filters.status == "expired" and self._dialect() == "sqlite":
-                # Usually the largest range; on SQLite all - revoked - valid reads far less.
-                revoked, valid = Certificate.status == REVOKED, _status_clause("active", now)
-                total = self._count_all() - self._count(revoked) - self._count(valid)
-                return self._session.scalar(select(total)) or 0
+        """The exact number of matches. Without a search term it comes from the tally
+        (bucket sums, not row counts); a search counts its matches."""
+        if not filters.search:
+            until = now + EXPIRING_WINDOW
+            return self._tally.count(now, until, filters.status, filters.ca_id)
         counted = query.with_only_columns(func.count(), maintain_column_froms=True)
         return self._session.scalar(counted) or 0
 
@@ -102,44 +99,17 @@ class CertificateRepository:
         return query
 
     def stats(self, now: datetime) -> dict[str, int]:
-        """Four index-range counts in one round trip: all, revoked, still valid, expiring.
-        Expired is what remains, so the large expired range is never read."""
-        query = select(
-            self._count_all(),
-            self._count(Certificate.status == REVOKED),
-            self._count(_status_clause("active", now)),
-            self._count(_status_clause("expiring", now)),
-        )
-        total, revoked, valid, expiring = self._session.execute(query).one()
+        figures = self._tally.stats(now, now + EXPIRING_WINDOW)
         return {
-            "total": total,
-            "active": valid,
-            "expired": total - revoked - valid,
-            "revoked": revoked,
-            "expiring": expiring,
+            "total": figures["total"],
+            "active": figures["valid"],
+            "expired": figures["total"] - figures["revoked"] - figures["valid"],
+            "revoked": figures["revoked"],
+            "expiring": figures["expiring"],
         }
 
     def total(self) -> int:
-        return self._session.scalar(select(self._count_all())) or 0
-
-    def _count(self, *where: ColumnElement[bool]) -> ColumnElement[int]:
-        query = select(func.count()).select_from(Certificate)
-        return query.where(Certificate.org_id == self._org_id, *where).scalar_subquery()
-
-    def _dialect(self) -> str:
-        return self._session.get_bind().dialect.name
-
-    def _count_all(self) -> ColumnElement[int]:
-        """All of the organization's certificates. SQLite counts a whole table from its b-tree
-        pages without visiting entries (~10x faster than any scoped count), so when no other
-        organization has certificates (the usual self-hosted case: checked in the same
-        statement, by two index probes) that count is the answer."""
-        scoped = self._count()
-        if self._dialect() != "sqlite":
-            return scoped
-        others = or_(Certificate.org_id < self._org_id, Certificate.org_id > self._org_id)
-        everything = select(func.count()).select_from(Certificate).scalar_subquery()
-        return case((select(Certificate.id).where(others).exists(), scoped), else_=everything)
+        return self.stats(datetime.now(UTC))["total"]
 
     def all(self, ca_id: int | None = None) -> Sequence[Certificate]:
         query = self._scoped()
