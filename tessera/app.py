@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -24,6 +25,7 @@ from tessera.api.v2 import (
     users,
 )
 from tessera.config import Settings
+from tessera.domains import tally
 from tessera.protocols import aia
 from tessera.runtime import Runtime, build_runtime
 from tessera.storage.repositories.identity import OrganizationRepository
@@ -52,6 +54,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     app.add_middleware(RejectNul)
     app.state.runtime = rt
+    rt.jobs.every(
+        "certificate-tally", tally.FOLD_SECONDS, partial(tally.fold_certificate_tally, rt.sessions)
+    )
     app.state.default_org_id = _default_org_id(rt)
     errors.install(app)
     for router in (
