@@ -10,8 +10,9 @@ from tessera.storage.models import Base
 
 
 class CertificateTally(Base):
-    """How many certificates of one organization, CA (ca_key 0: none), stored status and
-    expiry day exist, as of the last fold."""
+    """How many certificates of one organization, CA (ca_key 0: none; -1: all of the
+    organization's, so that its totals read one key range), stored status and expiry day
+    exist, as of the last fold."""
 
     __tablename__ = "certificate_tally"
     org_id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -11,10 +11,9 @@ from sqlalchemy import (
     CTE,
     ColumnElement,
     Subquery,
-    and_,
-    case,
     delete,
     func,
+    literal,
     select,
     true,
     union_all,
@@ -26,6 +25,7 @@ from tessera.storage.models import Certificate
 from tessera.storage.models_tally import CertificateTally, CertificateTallyDelta
 
 ISSUED, REVOKED = "active", "revoked"
+ALL_CAS = -1  # the folded organization-wide buckets (deltas carry only their CA)
 FOLD_BATCH = 100_000
 _FOLD_LOCK = 0x7E55_7A11  # PostgreSQL advisory lock: one folder at a time
 
@@ -37,21 +37,16 @@ class TallyRepository:
 
     def stats(self, now: datetime, until: datetime, ca_id: int | None = None) -> dict[str, int]:
         """total, revoked, valid (issued, not expired) and expiring (valid, ending by
-        `until`), exact, in one statement."""
-        buckets = self._buckets(ca_id)
+        `until`), exact, in one statement of primary-key range sums."""
         today, last_day = now.date(), until.date()
         if last_day <= today:
             raise ValueError("the expiring window must end after today")
-        issued = buckets.c.status == ISSUED
         tomorrow = _day_start(today + timedelta(days=1))
         query = select(
-            func.coalesce(func.sum(buckets.c.n), 0),
-            _sum_where(buckets.c.n, buckets.c.status == REVOKED),
-            _sum_where(buckets.c.n, and_(issued, buckets.c.expiry_day > today)),
-            _sum_where(
-                buckets.c.n,
-                and_(issued, buckets.c.expiry_day > today, buckets.c.expiry_day < last_day),
-            ),
+            self._sum(ca_id),
+            self._sum(ca_id, REVOKED),
+            self._sum(ca_id, ISSUED, after=today),
+            self._sum(ca_id, ISSUED, after=today, before=last_day),
             self._exact(ca_id, Certificate.not_after > now, Certificate.not_after < tomorrow),
             self._exact(
                 ca_id,
@@ -77,16 +72,29 @@ class TallyRepository:
             return figures["total"] - figures["revoked"] - figures["valid"]
         return figures[{"active": "valid"}.get(status, status)]
 
-    def _buckets(self, ca_id: int | None) -> Subquery:
+    def _sum(
+        self,
+        ca_id: int | None,
+        status: str | None = None,
+        after: date | None = None,
+        before: date | None = None,
+    ) -> ColumnElement[int]:
+        """Folded buckets (the organization-wide ones, ca_key ALL_CAS, unless a CA is asked
+        for: one primary-key range either way) plus the pending deltas."""
         parts = []
         for model in (CertificateTally, CertificateTallyDelta):
-            part = select(model.n, model.status, model.expiry_day).where(
-                model.org_id == self._org_id
-            )
-            if ca_id is not None:
-                part = part.where(model.ca_key == ca_id)
-            parts.append(part)
-        return union_all(*parts).subquery("buckets")
+            where = [model.org_id == self._org_id]
+            if model is CertificateTally or ca_id is not None:
+                where.append(model.ca_key == (ALL_CAS if ca_id is None else ca_id))
+            if status is not None:
+                where.append(model.status == status)
+            if after is not None:
+                where.append(model.expiry_day > after)
+            if before is not None:
+                where.append(model.expiry_day < before)
+            total = select(func.sum(model.n)).where(*where).scalar_subquery()
+            parts.append(func.coalesce(total, 0))
+        return parts[0] + parts[1]
 
     def _exact(self, ca_id: int | None, *bounds: ColumnElement[bool]) -> ColumnElement[int]:
         """Issued certificates whose not_after lies within `bounds` (part of one day)."""
@@ -143,20 +151,22 @@ class TallyFolder:
 def _upsert(
     insert: postgresql.Insert | sqlite.Insert, deltas: Subquery | CTE
 ) -> postgresql.Insert | sqlite.Insert:
-    """Add the deltas, summed per bucket (in key order, so concurrent upserts lock buckets
-    in one order), to the tally."""
-    key = [deltas.c.org_id, deltas.c.ca_key, deltas.c.status, deltas.c.expiry_day]
+    """Add the deltas, summed per CA bucket and per organization-wide bucket, to the tally
+    (in key order, so concurrent upserts lock buckets in one order)."""
+    day = [deltas.c.status, deltas.c.expiry_day]
+    per_ca = select(deltas.c.org_id, deltas.c.ca_key, *day, func.sum(deltas.c.n).label("n"))
+    per_ca = per_ca.group_by(deltas.c.org_id, deltas.c.ca_key, *day)
+    everywhere = select(deltas.c.org_id, literal(ALL_CAS), *day, func.sum(deltas.c.n))
+    everywhere = everywhere.group_by(deltas.c.org_id, *day)
+    both = union_all(per_ca, everywhere).subquery("summed")
+    key = [both.c.org_id, both.c.ca_key, both.c.status, both.c.expiry_day]
     # `WHERE true`: SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT.
-    summed = select(*key, func.sum(deltas.c.n)).where(true()).group_by(*key).order_by(*key)
+    summed = select(*key, both.c.n).where(true()).order_by(*key)
     statement = insert.from_select(["org_id", "ca_key", "status", "expiry_day", "n"], summed)
     return statement.on_conflict_do_update(
         index_elements=["org_id", "ca_key", "status", "expiry_day"],
         set_={"n": CertificateTally.n + statement.excluded.n},
     )
-
-
-def _sum_where(n: ColumnElement[int], condition: ColumnElement[bool]) -> ColumnElement[int]:
-    return func.coalesce(func.sum(case((condition, n), else_=0)), 0)
 
 
 def _day_start(day: date) -> datetime:

@@ -22,7 +22,7 @@ depends_on = None
 def bucket() -> list[sa.Column[object]]:
     return [
         sa.Column("org_id", sa.Integer(), nullable=False),
-        sa.Column("ca_key", sa.Integer(), nullable=False),  # ca_id, or 0 for none
+        sa.Column("ca_key", sa.Integer(), nullable=False),  # ca_id, 0 for none, -1 for all
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("expiry_day", sa.Date(), nullable=False),
     ]
@@ -69,10 +69,16 @@ SQLITE_TRIGGER = [
 BACKFILL = {
     "postgresql": """INSERT INTO certificate_tally (org_id, ca_key, status, expiry_day, n)
         SELECT org_id, coalesce(ca_id, 0), status, not_after::date, count(*) FROM certificates
-        GROUP BY org_id, coalesce(ca_id, 0), status, not_after::date""",
+        GROUP BY org_id, coalesce(ca_id, 0), status, not_after::date
+        UNION ALL
+        SELECT org_id, -1, status, not_after::date, count(*) FROM certificates
+        GROUP BY org_id, status, not_after::date""",
     "sqlite": """INSERT INTO certificate_tally (org_id, ca_key, status, expiry_day, n)
         SELECT org_id, coalesce(ca_id, 0), status, date(not_after), count(*) FROM certificates
-        GROUP BY org_id, coalesce(ca_id, 0), status, date(not_after)""",
+        GROUP BY org_id, coalesce(ca_id, 0), status, date(not_after)
+        UNION ALL
+        SELECT org_id, -1, status, date(not_after), count(*) FROM certificates
+        GROUP BY org_id, status, date(not_after)""",
 }
 
 
