@@ -8,7 +8,9 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tessera import __version__
-from tessera.api import errors, health
+from tessera.api import errors, headers, health, ratelimit
+from tessera.api.request_id import RequestId
+from tessera.api.v1 import audit as audit_v1
 from tessera.api.v2 import (
     account,
     auth,
@@ -16,17 +18,29 @@ from tessera.api.v2 import (
     certificates,
     csrs,
     dashboard,
+    groups,
     imports,
+    mail_settings,
     rbac,
     search,
+    system_security,
     templates,
     tools,
     truststore,
     users,
 )
+from tessera.api.v2 import acme as acme_api
+from tessera.api.v2 import audit as audit_api
+from tessera.api.v2 import crl as crl_api
+from tessera.api.v2 import ocsp as ocsp_api
+from tessera.api.v2 import scep as scep_api
 from tessera.config import Settings
 from tessera.domains import tally
-from tessera.protocols import aia
+from tessera.domains.audit import service as audit_service
+from tessera.domains.identity.account import PURGE_JOB, PURGE_SECONDS, purge_expired
+from tessera.protocols import aia, crl, ocsp
+from tessera.protocols.acme import routes as acme_protocol
+from tessera.protocols.scep import routes as scep_protocol
 from tessera.runtime import Runtime, build_runtime
 from tessera.storage.repositories.identity import OrganizationRepository
 
@@ -75,8 +89,35 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         tools,
     ):
         app.include_router(router.router, prefix="/api/v2")
+    # Accounts: user groups, the email settings, and purging expired sessions and tokens.
+    app.include_router(groups.router, prefix="/api/v2")
+    app.include_router(mail_settings.router, prefix="/api/v2")
+    rt.jobs.every(PURGE_JOB, PURGE_SECONDS, partial(purge_expired, rt.sessions, rt.clock))
     app.include_router(health.router())
     app.include_router(aia.router)
+    # ACME server: management API, and the protocol under /acme/ with its jobs.
+    app.include_router(acme_api.router, prefix="/api/v2")
+    acme_protocol.install(app, rt)
+    # SCEP server: management API, and the protocol at /scep and /cgi-bin/pkiclient.exe.
+    app.include_router(scep_api.router, prefix="/api/v2")
+    scep_protocol.install(app, rt)
+    # CRLs: management API, the distribution points under /cdp/ and the publishing job.
+    app.include_router(crl_api.router, prefix="/api/v2")
+    crl.install(app, rt)
+    app.include_router(ocsp_api.router, prefix="/api/v2")
+    ocsp.install(app, rt)  # plain ASGI in front of the app: the hot path skips FastAPI
+    # Audit: logs, retention and syslog (v2), the platform dialect (v1), request ids in rows.
+    app.include_router(audit_api.router, prefix="/api/v2")
+    app.include_router(audit_api.system_router, prefix="/api/v2")
+    app.include_router(audit_v1.router, prefix="/api/v1")
+    app.add_middleware(RequestId)
+    rt.jobs.every("audit-retention", 3600, audit_service.retention_job(rt.sessions, rt.clock))
+    # Security, added last so it is outermost: body limit, rate limits, CORS and headers.
+    app.include_router(system_security.router, prefix="/api/v2")
+    system_security.install_jobs(rt)
+    headers.install_body_limit(app, settings)
+    ratelimit.install(app, rt)
+    headers.install(app, settings)
     return app
 
 
@@ -106,10 +147,16 @@ def _default_org_id(rt: Runtime) -> int:
 
 def public_only(app: ASGIApp) -> ASGIApp:
     """The plain-HTTP listener's view of the app: protocol endpoints, nothing else."""
+    # OCSP, the hottest public endpoint, takes its own lane here: no API middleware (see
+    # docs/ocsp.md); everything else it does not answer goes on to the app.
+    ocsp_lane = getattr(getattr(app, "state", None), "ocsp_lane", None)
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope["path"].startswith(PUBLIC_PREFIXES):
             await _not_here(send)
+            return
+        if ocsp_lane is not None and scope["type"] == "http" and scope["path"].startswith("/ocsp"):
+            await ocsp_lane(scope, receive, send)
             return
         await app(scope, receive, send)
 

@@ -1,8 +1,6 @@
 """First start (and every start): data directory, KEK, schema, default organization, admin,
 and the server's own TLS certificate, issued by an internal CA through the one issuance path."""
 
-import hashlib
-import hmac
 import ipaddress
 import os
 from collections.abc import Callable, Iterator
@@ -21,12 +19,14 @@ from sqlalchemy.orm import Session
 from tessera.config import Settings
 from tessera.core.formats import load_certificate
 from tessera.core.keys import KeySpec, generate_private_key
-from tessera.core.keystore import KeyEncryptor
+from tessera.core.keystore import KeyEncryptor, MasterPasswordError, tls_key_password
 from tessera.core.names import SubjectFields, parse_san
 from tessera.core.profile import CertificateRequest
 from tessera.domains.actor import system_actor
+from tessera.domains.audit import wiring as audit_wiring
 from tessera.domains.identity.secrets import generate_password, hash_password
 from tessera.domains.issuance import Issuance
+from tessera.domains.security.tls import rewrap_tls_key
 from tessera.runtime import Runtime, build_runtime
 from tessera.storage import models
 from tessera.storage.db import make_engine, migrate
@@ -47,6 +47,7 @@ class TLSFiles:
 def ensure_data_dir(settings: Settings) -> None:
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     settings.tls_dir.mkdir(mode=0o700, exist_ok=True)
+    audit_wiring.ensure_key(settings.data_dir)  # the audit chain's HMAC key (docs/audit.md)
     if not settings.kek_path.exists():
         fd = os.open(settings.kek_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
@@ -60,10 +61,14 @@ def initialize(settings: Settings, say: Callable[[str], None] = print) -> TLSFil
     try:
         with _exclusive(engine):
             migrate(engine)
-        runtime = build_runtime(settings)
+        try:
+            runtime = build_runtime(settings)
+        except MasterPasswordError as exc:
+            raise SystemExit(f"cannot unlock the key-encryption key: {exc.message}") from exc
         try:
             with runtime.sessions.begin() as session, _exclusive_in(session):
                 repos = _repos(session)
+                repos.audit.seal_legacy()  # rows from before the audit chain (migration 0006)
                 _ensure_admin(repos, settings, say)
                 return _ensure_tls(runtime, repos, settings)
         finally:
@@ -158,14 +163,19 @@ def _add_default_templates(repos: Repositories) -> None:
 
 def tls_files(settings: Settings, kek: bytes) -> TLSFiles:
     # The key file is encrypted too; its passphrase is derived from the KEK, never stored.
-    password = hmac.new(kek, b"tessera-tls-key", hashlib.sha256).hexdigest()
+    password = tls_key_password(kek)
     return TLSFiles(settings.tls_dir / "server.pem", settings.tls_dir / "server.key", password)
 
 
 def _ensure_tls(runtime: Runtime, repos: Repositories, settings: Settings) -> TLSFiles:
-    files = tls_files(settings, settings.kek_path.read_bytes().strip())
+    files = tls_files(settings, runtime.keys.ring.primary)
     names = server_names(settings)
-    if files.cert.exists() and files.key.exists() and _still_good(files, names, runtime):
+    if (
+        files.cert.exists()
+        and files.key.exists()
+        and rewrap_tls_key(files.key, runtime.keys.ring)
+        and _still_good(files, names, runtime)
+    ):
         return files
     issuance = Issuance(
         repos, runtime.authority, runtime.keys, runtime.publication, system_actor(repos.org_id)

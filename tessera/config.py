@@ -3,12 +3,18 @@ and, optionally, from `tessera.env` in the data directory (environment wins)."""
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, PlainSerializer, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CONFIG_FILE_NAME = "tessera.env"
+
+
+def _reveal(value: SecretStr | None) -> str | None:
+    # Settings travel to worker processes as JSON: the secret must survive that trip, while
+    # repr() and logs still show it masked.
+    return value.get_secret_value() if value is not None else None
 
 
 class Settings(BaseSettings):
@@ -43,6 +49,129 @@ class Settings(BaseSettings):
     )
     tools_tls_timeout: float = Field(
         10.0, gt=0, le=60, description="Connect and handshake timeout of /tools/check-ssl (s)"
+    )
+
+    # SCEP server: legacy single-DES request envelopes (answers never use DES).
+    scep_allow_des: bool = Field(
+        True,
+        description="Accept SCEP requests encrypted with single DES (micromdm's scepclient "
+        "and older devices send nothing else); answers use 3DES or AES",
+    )
+
+    # ACME server: where challenge validation looks (DNS servers and ports).
+    acme_dns_servers: str = Field(
+        "",
+        description="Comma-separated host:port DNS servers ACME validation resolves names "
+        "with (for every challenge type); the system resolver when empty",
+    )
+    acme_http01_port: int = Field(80, ge=1, le=65535, description="Port http-01 connects to")
+    acme_tlsalpn01_port: int = Field(
+        443, ge=1, le=65535, description="Port tls-alpn-01 connects to"
+    )
+    acme_validation_timeout: float = Field(
+        10.0, gt=0, le=60, description="Timeout of each ACME validation connection or query (s)"
+    )
+    acme_insecure_always_valid: bool = Field(
+        False,
+        description="BENCHMARKS ONLY: every ACME challenge passes without a check (as pebble's "
+        "PEBBLE_VA_ALWAYS_VALID); never set this on a real CA",
+    )
+
+    # Security: rate limits, headers and CORS, body size, key-encryption key (KEK) management.
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("REDIS_URL", "TESSERA_REDIS_URL"),
+        description="Redis for rate limits shared by every server process; in-memory if unset",
+    )
+    redis_prefix: str = Field("tessera:rl:", description="Prefix of the rate-limit keys in Redis")
+    trusted_proxy_ips: str = Field(
+        "",
+        validation_alias=AliasChoices("TRUSTED_PROXY_IPS", "TESSERA_TRUSTED_PROXY_IPS"),
+        description="Comma-separated CIDRs whose X-Forwarded-For is believed; none by default",
+    )
+    cors_origins: str = Field(
+        "",
+        validation_alias=AliasChoices("CORS_ORIGINS", "TESSERA_CORS_ORIGINS"),
+        description="Comma-separated origins allowed by CORS; none by default",
+    )
+    rate_limit_enabled: bool = Field(True, description="Rate limiting on (the API can change it)")
+    rate_limit_per_minute: int = Field(100, ge=1, description="Requests per minute per IP")
+    rate_limit_auth_per_minute: int = Field(
+        10, ge=1, description="Login and other auth requests per minute per IP"
+    )
+    rate_limit_export_per_minute: int = Field(
+        10, ge=1, description="Export requests per minute per user"
+    )
+    rate_limit_protocol_per_minute: int = Field(
+        1200, ge=0, description="OCSP/CRL/AIA/ACME/SCEP requests per minute per IP; 0 exempts"
+    )
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond)"
+    )
+    master_password: Annotated[
+        SecretStr | None, PlainSerializer(_reveal, return_type=str | None, when_used="json")
+    ] = Field(None, description="Unlocks a KEK protected with a master password")
+    master_password_file: Path | None = Field(
+        None, description="File holding the master password (instead of the variable)"
+    )
+    kek_rotation_batch: int = Field(200, ge=1, description="Keys re-encrypted per transaction")
+    kek_rotation_grace: float = Field(
+        5.0, ge=0, description="Seconds every process gets to load a new KEK before the sweep"
+    )
+    secrets_rotation_days: int = Field(90, ge=1, description="Advised KEK rotation interval")
+
+    # Accounts: mail (defaults for the settings stored in the database), account tokens.
+    smtp_host: str | None = Field(None, description="SMTP server; mail is off until one is set")
+    smtp_port: int = Field(587, ge=1, le=65535, description="SMTP port (465 means implicit TLS)")
+    smtp_user: str | None = Field(None, description="SMTP login user")
+    smtp_password: Annotated[
+        SecretStr | None, PlainSerializer(_reveal, return_type=str | None, when_used="json")
+    ] = Field(None, description="SMTP login password")
+    smtp_tls: bool = Field(True, description="STARTTLS (or implicit TLS on port 465)")
+    smtp_from: str | None = Field(None, description="From address of reset and invitation mails")
+    reset_token_minutes: int = Field(
+        60, ge=5, le=1440, description="Lifetime of a password-reset link"
+    )
+    invite_token_hours: int = Field(72, ge=1, le=720, description="Lifetime of an invitation")
+    login_2fa_seconds: int = Field(
+        300, ge=30, le=900, description="Time to enter the second factor after the password"
+    )
+
+    # OCSP responder (issue 5): signer, response validity, request limits, cache size.
+    ocsp_signer: Literal["delegated", "ca"] = Field(
+        "delegated",
+        description="Who signs OCSP responses: a delegated OCSP signing certificate per CA "
+        "(issued and rolled over automatically) or the CA key itself",
+    )
+    ocsp_validity_seconds: int = Field(
+        3600, ge=60, le=7 * 86400, description="nextUpdate - thisUpdate of OCSP responses"
+    )
+    ocsp_signer_days: int = Field(
+        30, ge=2, le=365, description="Validity of delegated OCSP signing certificates"
+    )
+    ocsp_max_request_bytes: int = Field(
+        8192, ge=512, le=1024 * 1024, description="Largest OCSP request accepted (413 beyond)"
+    )
+    ocsp_cache_entries: int = Field(
+        200_000, ge=100, description="Pre-signed OCSP responses kept per server process"
+    )
+
+    # CRLs (issue 5): validity of full and delta CRLs, and how revocations are batched.
+    crl_validity_hours: int = Field(
+        24, ge=1, le=24 * 366, description="nextUpdate - thisUpdate of full CRLs (hours)"
+    )
+    crl_delta_enabled: bool = Field(
+        True, description="Publish delta CRLs and point to them (Freshest CRL) in certificates"
+    )
+    crl_delta_validity_hours: int = Field(
+        4, ge=1, le=24 * 31, description="nextUpdate - thisUpdate of delta CRLs (hours)"
+    )
+    crl_debounce_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description="Least time between two CRLs of one CA made for revocations; a burst of "
+        "revocations in that window makes one CRL",
     )
 
     @field_validator("database_url")

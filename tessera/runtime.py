@@ -10,7 +10,10 @@ from tessera.config import Settings
 from tessera.core.authority import Authority
 from tessera.core.clock import Clock, utc_now
 from tessera.core.keystore import KeyEncryptor
+from tessera.domains.audit import wiring as audit_wiring
+from tessera.domains.audit.syslog import SyslogForwarder
 from tessera.domains.issuance import PublicationBase
+from tessera.domains.security.kek import kek_file
 from tessera.jobs import Jobs
 from tessera.storage.db import make_engine, session_factory
 
@@ -26,20 +29,33 @@ class Runtime:
     clock: Clock = utc_now
     jobs: Jobs = field(default_factory=Jobs)
     started_at: float = field(default_factory=time.time)
+    audit_syslog: SyslogForwarder | None = None  # this process's syslog forwarder (audit)
 
 
 def read_kek(settings: Settings) -> bytes:
-    return settings.kek_path.read_bytes().strip()
+    """The primary KEK (unsealed with the master password when the file is protected)."""
+    return kek_file(settings).load().primary
+
+
+def load_keys(settings: Settings) -> KeyEncryptor:
+    # The file is the source: the encryptor re-reads it when another process rotated it.
+    source = kek_file(settings)
+    return KeyEncryptor(source.load(), source)
 
 
 def build_runtime(settings: Settings, clock: Clock = utc_now) -> Runtime:
     engine = make_engine(settings.db_url)
+    sessions = session_factory(engine)
+    # Audit: every session gets the chain key; committed rows go to syslog (docs/audit.md).
+    audit_wiring.ensure_key(settings.data_dir)
+    syslog = audit_wiring.install(sessions, audit_wiring.read_key(settings.data_dir))
     return Runtime(
         settings=settings,
         engine=engine,
-        sessions=session_factory(engine),
-        keys=KeyEncryptor([read_kek(settings)]),
+        sessions=sessions,
+        audit_syslog=syslog,
+        keys=load_keys(settings),
         authority=Authority(clock=clock),
-        publication=PublicationBase(settings.http_base),
+        publication=PublicationBase(settings.http_base, settings.crl_delta_enabled),
         clock=clock,
     )

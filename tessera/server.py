@@ -69,6 +69,9 @@ def _worker(settings_json: str, tls: TLSFiles) -> None:
         "access_log": False,
         "lifespan": "on",
         "timeout_graceful_shutdown": 5,
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default; the rate limiter
+        # applies TRUSTED_PROXY_IPS instead (tessera/api/ratelimit.py).
+        "proxy_headers": False,
     }
     https = uvicorn.Config(
         app,

@@ -39,6 +39,18 @@ def pkilint_findings(workdir: Path, pem: str, name: str = "cert.pem") -> str:
     return (result.stdout + result.stderr).decode().strip()
 
 
+def pkilint_crl_findings(workdir: Path, der: bytes, name: str = "crl.der") -> str:
+    """`lint_crl` (RFC 5280 profile) findings at ERROR or above; empty text means clean."""
+    path = workdir / name
+    path.write_bytes(der)
+    executable = PKILINT.with_name("lint_crl")
+    command = str(executable) if executable.exists() else shutil.which("lint_crl")
+    assert command, "pkilint is not installed"
+    args = ["lint", "-t", "CRL", "-p", "PKIX", "-s", "ERROR", "--document-format", "DER"]
+    result = subprocess.run([command, *args, str(path)], capture_output=True, timeout=120)
+    return (result.stdout + result.stderr).decode().strip()
+
+
 def pem_blocks(text: str) -> list[str]:
     end = "-----END CERTIFICATE-----"
     return [part.strip() + "\n" + end + "\n" for part in text.split(end) if "BEGIN" in part]
@@ -58,3 +70,18 @@ def openssl_csr(
     made = openssl(*args)
     assert made.returncode == 0, made.stderr.decode()
     return key, csr
+
+
+def pkilint_ocsp_findings(workdir: Path, der: bytes, name: str = "response.der") -> str:
+    """`lint_ocsp_response` findings at ERROR or above; empty text means a clean response."""
+    path = workdir / name
+    path.write_bytes(der)
+    executable = Path(sys.executable).parent / "lint_ocsp_response"
+    found = str(executable) if executable.exists() else shutil.which("lint_ocsp_response")
+    assert found, "pkilint is not installed"
+    result = subprocess.run(
+        [found, "lint", "-s", "ERROR", "--document-format", "DER", str(path)],
+        capture_output=True,
+        timeout=120,
+    )
+    return (result.stdout + result.stderr).decode().strip()

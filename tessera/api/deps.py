@@ -6,12 +6,14 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from tessera.core.errors import PermissionDenied, Unauthenticated
 from tessera.domains.actor import Actor
 from tessera.domains.identity import permissions
+from tessera.domains.identity.effective import user_permissions
 from tessera.domains.identity.secrets import token_digest
 from tessera.domains.issuance import Issuance
 from tessera.runtime import Runtime
@@ -107,7 +109,8 @@ def _actor_from_key(request: Request, session: Session, key: str) -> Actor:
         raise Unauthenticated("invalid or expired API key")
     if record.last_used_at is None or moment - record.last_used_at > KEY_USE_RESOLUTION:
         record.last_used_at = moment  # coarse, so a busy key costs no write per request
-    granted = permissions.effective(record.permissions, permissions.role_permissions(user.role))
+    owner = user_permissions(session, user)  # role plus groups
+    granted = permissions.effective(record.permissions, owner)
     return Actor(user.id, user.username, user.org_id, user.role, granted, *_origin(request))
 
 
@@ -124,7 +127,7 @@ def _actor_from_cookie(request: Request, session: Session, cookie: str) -> Actor
         sent = request.headers.get(CSRF_HEADER, "").encode()
         if not hmac.compare_digest(sent, web_session.csrf_token.encode()):
             raise PermissionDenied("missing or wrong CSRF token")
-    granted = permissions.role_permissions(user.role)
+    granted = user_permissions(session, user)  # role plus groups
     return Actor(user.id, user.username, user.org_id, user.role, granted, *_origin(request))
 
 
@@ -145,6 +148,19 @@ class Require:
 
 def require(permission: str) -> Require:
     return Require(permission)
+
+
+def declared_permissions(dependant: Dependant) -> list[str]:
+    """Every permission a route's dependency tree requires (`route.dependant`): how the
+    authorization matrix test finds what each route declares."""
+    found: set[str] = set()
+    stack = [dependant]
+    while stack:
+        node = stack.pop()
+        if isinstance(node.call, Require):
+            found.add(node.call.permission)
+        stack.extend(node.dependencies)
+    return sorted(found)
 
 
 def repositories(session: Session, actor: Actor) -> Repositories:

@@ -11,6 +11,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException
 
 from tessera.core.errors import TesseraError
+from tessera.protocols.acme.problems import AcmeProblem, generic_problem, problem_response
 
 log = logging.getLogger("tessera.errors")
 
@@ -23,6 +24,17 @@ def v2_error(status: int, message: str) -> Response:
 
 # Longest prefix wins; later dialects (ACME problem documents, Puppet, VCC...) register here.
 FORMATTERS: dict[str, ErrorFormatter] = {"/": v2_error}
+# ACME (RFC 8555 6.7): RFC 7807 problem documents with the ACME error types.
+FORMATTERS["/acme/"] = generic_problem
+
+
+def platform_v1_error(status: int, message: str) -> Response:
+    """The platform dialect (seed 004) is a FastAPI service: errors are {"detail": ...}."""
+    return JSONResponse({"detail": message}, status_code=status)
+
+
+# Platform dialect (seed 004): audit events and audit export (other /api/v1 dialects differ).
+FORMATTERS["/api/v1/audit"] = platform_v1_error
 
 
 def _formatter(request: Request) -> ErrorFormatter:
@@ -32,6 +44,10 @@ def _formatter(request: Request) -> ErrorFormatter:
 
 
 def install(app: FastAPI) -> None:
+    @app.exception_handler(AcmeProblem)
+    async def acme_problem(request: Request, exc: AcmeProblem) -> Response:
+        return problem_response(exc)
+
     @app.exception_handler(TesseraError)
     async def domain_error(request: Request, exc: TesseraError) -> Response:
         return _formatter(request)(exc.status, exc.message)

@@ -35,6 +35,7 @@ class PublicationURLs:
     crl: str | None = None
     ocsp: str | None = None
     ca_issuers: str | None = None
+    delta_crl: str | None = None  # Freshest CRL (RFC 5280 4.2.1.15) when deltas are published
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,8 @@ def _extensions(
     if not request.is_ca:
         ekus = list(request.extended_key_usage or ("serverAuth", "clientAuth"))
         extensions.append((extended_key_usage(ekus), False))
+    if request.ocsp_nocheck:
+        extensions.append((x509.OCSPNoCheck(), False))
     if request.sans:
         critical = len(request.subject) == 0
         extensions.append((x509.SubjectAlternativeName(list(request.sans)), critical))
@@ -200,6 +203,11 @@ def _publication_extensions(urls: PublicationURLs) -> list[tuple[x509.ExtensionT
             crl_issuer=None,
         )
         extensions.append((x509.CRLDistributionPoints([point]), False))
+    if urls.delta_crl:
+        delta = x509.DistributionPoint(
+            [x509.UniformResourceIdentifier(urls.delta_crl)], None, None, None
+        )
+        extensions.append((x509.FreshestCRL([delta]), False))
     access = []
     if urls.ocsp:
         access.append(

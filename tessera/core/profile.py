@@ -53,6 +53,8 @@ class CertificateRequest:
     requester: str = "system"
     origin: str = "api"  # which front end asked: api, csr, renewal, bootstrap, acme, scep...
     extra: dict[str, str] = field(default_factory=dict)
+    # id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1): only for delegated OCSP signing certificates
+    ocsp_nocheck: bool = False
 
 
 def apply_template(request: CertificateRequest, template: Template | None) -> CertificateRequest:

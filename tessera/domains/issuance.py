@@ -28,12 +28,14 @@ class PublicationBase:
     """Builds the CRL and AIA URLs of a CA from the public plain-HTTP base URL."""
 
     http_base: str
+    delta_crls: bool = False  # when on, certificates also point to the delta CRL
 
     def for_ca(self, ca: models.CertificateAuthority) -> PublicationURLs:
         return PublicationURLs(
             crl=f"{self.http_base}/cdp/{ca.refid}.crl",
             ocsp=f"{self.http_base}/ocsp",
             ca_issuers=f"{self.http_base}/ca/{ca.refid}.cer",
+            delta_crl=f"{self.http_base}/cdp/{ca.refid}-delta.crl" if self.delta_crls else None,
         )
 
 

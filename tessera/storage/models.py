@@ -14,6 +14,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -63,6 +64,11 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=_now)
     last_login: Mapped[datetime | None]
+    # Accounts (migration 0007): TOTP second factor. The secret is set by 2fa/enable and only
+    # counts once confirmed; the last accepted time step makes every code single use.
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    totp_last_step: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(Base):
@@ -201,7 +207,11 @@ class IssuedSerial(Base):
 
 class AuditLog(Base):
     __tablename__ = "audit_logs"
-    __table_args__ = (Index("ix_audit_logs_org_time_id", "org_id", "timestamp", "id"),)
+    __table_args__ = (
+        Index("ix_audit_logs_org_time_id", "org_id", "timestamp", "id"),
+        # One row per chain position: a forked chain fails loudly instead of silently.
+        Index("ux_audit_logs_org_chain_seq", "org_id", "chain_seq", unique=True),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     org_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id"))
     timestamp: Mapped[datetime] = mapped_column(default=_now)
@@ -214,6 +224,15 @@ class AuditLog(Base):
     ip_address: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(300))
     success: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Audit chain (migration 0006, docs/audit.md): who acted and in which request, and the
+    # row's place in its organization's HMAC chain. Written once, never updated.
+    actor_type: Mapped[str | None] = mapped_column(String(16))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    chain_seq: Mapped[int | None] = mapped_column(Integer)
+    chain_prev_id: Mapped[int | None] = mapped_column(Integer)
+    chain_prev_mac: Mapped[str | None] = mapped_column(String(64))
+    chain_mac: Mapped[str | None] = mapped_column(String(64))
 
 
 class CertificateRequestRow(Base):

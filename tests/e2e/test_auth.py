@@ -36,7 +36,7 @@ INVENTORY_PERMISSIONS = {
     f"{action}:{resource}"
     for action in ("read", "write", "delete")
     for resource in ("csrs", "templates", "truststore")
-}
+} | {f"{action}:{protocol}" for action in ("read", "write") for protocol in ("acme", "scep")}
 LOGIN = "/api/v2/auth/login/password"
 USER_PASSWORD = "user-password-1234"
 

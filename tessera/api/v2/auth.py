@@ -1,6 +1,9 @@
-"""Authentication: password login with a session cookie and CSRF token, verify, logout."""
+"""Authentication: password login (with a TOTP second step when enabled), verify, logout,
+forgot and reset password, email configuration."""
 
-from fastapi import APIRouter, Request, Response
+import logging
+
+from fastapi import APIRouter, BackgroundTasks, Request, Response
 from fastapi.responses import JSONResponse
 
 from tessera.api.deps import (
@@ -13,13 +16,20 @@ from tessera.api.deps import (
 )
 from tessera.api.errors import v2_error as error
 from tessera.api.v2 import views
-from tessera.api.v2.envelope import ok
+from tessera.api.v2.account_schemas import ForgotPassword, LoginSecondFactor, ResetPassword
+from tessera.api.v2.envelope import iso, ok
+from tessera.api.v2.mailing import link_policy, mail_config, send_after_commit
 from tessera.api.v2.schemas import AuthMethodsQuery, Login
-from tessera.domains.identity import permissions, service
+from tessera.domains.identity import passwords, service, twofactor
+from tessera.domains.identity.effective import user_permissions
+from tessera.domains.identity.secrets import token_digest
+from tessera.storage import models
 from tessera.storage.repositories import Repositories
 from tessera.storage.repositories.identity import find_login_user, load_user
 
 router = APIRouter(prefix="/auth", tags=["Authentication"])
+log = logging.getLogger("tessera.auth")
+RESET_REQUESTED = "If an account with that address exists, a reset link has been sent"
 
 
 @router.post("/login/password")
@@ -31,13 +41,47 @@ def login(request: Request, body: Login, session: UnitOfWork) -> Response:
     if user is None:
         # Returned, not raised: the failed-login audit row must still be committed.
         return error(401, "invalid username or password")
-    minutes = runtime(request).settings.session_minutes
-    opened = service.open_session(repos, user, moment, minutes, who)
+    if user.totp_enabled:
+        seconds = runtime(request).settings.login_2fa_seconds
+        pending = twofactor.start_login(repos, user, moment, seconds)
+        data = {
+            "requires_2fa": True,
+            "pending_token": pending.token,
+            "expires_at": iso(pending.expires_at),
+            "methods": ["totp", "recovery_code"],
+        }
+        return ok(data, "Two-factor authentication required")
+    return _open_session(request, repos, user, "password")
+
+
+@router.post("/login/2fa")
+def login_second_factor(request: Request, body: LoginSecondFactor, session: UnitOfWork) -> Response:
+    """Beyond the seed: completes a password login with a TOTP or recovery code."""
+    who = anonymous(request)
+    repos = Repositories(session, who.org_id)
+    done = twofactor.finish_login(repos, body.pending_token, body.code, now(request), who)
+    if done is None:
+        return error(401, "invalid or expired code")
+    user, factor = done
+    return _open_session(request, repos, user, f"password+{factor}")
+
+
+def _open_session(
+    request: Request, repos: Repositories, user: models.User, method: str
+) -> Response:
+    """A brand-new session id on every login (no fixation): a session the client came with is
+    ended, never promoted."""
+    previous = request.cookies.get(SESSION_COOKIE)
+    if previous:
+        repos.web_sessions.delete_by_hash(token_digest(previous))
+    settings = runtime(request).settings
+    minutes = settings.session_minutes
+    opened = service.open_session(repos, user, now(request), minutes, anonymous(request))
     data = {
         "user": views.user_view(user),
         "role": user.role,
-        "permissions": sorted(permissions.role_permissions(user.role)),
-        "auth_method": "password",
+        "permissions": sorted(user_permissions(repos.session, user)),
+        "auth_method": method,
         "csrf_token": opened.csrf_token,
         "expires_at": opened.expires_at.isoformat(),
     }
@@ -78,15 +122,48 @@ def logout(request: Request, session: UnitOfWork, actor: CurrentActor) -> Respon
 
 @router.post("/methods")
 def methods(body: AuthMethodsQuery, session: UnitOfWork) -> JSONResponse:
-    # The same answer for unknown users, so the endpoint cannot be used to list accounts.
-    if body.username:
-        find_login_user(session, body.username)
+    """`totp_enabled` is the named account's (as the seed shows); for an unknown name it is
+    false, like for an account without TOTP, so only accounts with TOTP are distinguishable."""
+    user = find_login_user(session, body.username) if body.username else None
     data = {
         "password": True,
         "webauthn": False,
         "webauthn_credentials": 0,
         "mtls": False,
         "mtls_status": "not_present",
-        "totp_enabled": False,
+        "totp_enabled": bool(user and user.active and user.totp_enabled),
     }
     return ok(data)
+
+
+@router.post("/forgot-password")
+def forgot_password(
+    request: Request, body: ForgotPassword, session: UnitOfWork, background: BackgroundTasks
+) -> JSONResponse:
+    """The same answer whether or not the address belongs to an account."""
+    who = anonymous(request)
+    repos = Repositories(session, who.org_id)
+    config = mail_config(request, repos)
+    if not config.configured:
+        log.warning("password reset requested, but email is not configured")
+        return ok(None, RESET_REQUESTED)
+    messages = passwords.request_reset(repos, body.email, link_policy(request), now(request), who)
+    send_after_commit(background, config, messages)
+    return ok(None, RESET_REQUESTED)
+
+
+@router.post("/reset-password")
+def reset_password(request: Request, body: ResetPassword, session: UnitOfWork) -> Response:
+    """Redeems a reset link or an invitation link (both set the password)."""
+    who = anonymous(request)
+    repos = Repositories(session, who.org_id)
+    user = passwords.redeem(repos, body.token, body.password, now(request), who)
+    if user is None:
+        return error(400, "invalid or expired token")
+    return ok(None, "Password has been reset; log in with the new password")
+
+
+@router.get("/email-configured")
+def email_configured(request: Request, session: UnitOfWork) -> JSONResponse:
+    config = mail_config(request, Repositories(session, anonymous(request).org_id))
+    return ok({"configured": config.configured})

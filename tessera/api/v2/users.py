@@ -1,17 +1,20 @@
-"""Users: /api/v2/users (the full identity system is a later issue)."""
+"""Users: /api/v2/users."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from tessera.api.deps import UnitOfWork, repositories, require
+from tessera.api.deps import UnitOfWork, now, repositories, require
 from tessera.api.v2 import views
+from tessera.api.v2.account_schemas import AdminResetPassword, ImportUsers
 from tessera.api.v2.envelope import ok
+from tessera.api.v2.mailing import link_policy, mail_config, send_after_commit
 from tessera.api.v2.params import RowId
 from tessera.api.v2.schemas import CreateUser, UpdateUser
+from tessera.core.errors import InvalidInput
 from tessera.domains.actor import Actor
-from tessera.domains.identity.service import UserFields, UserService
+from tessera.domains.identity.users import UserFields, UserService
 
 router = APIRouter(prefix="/users", tags=["Users"])
 Reader = Annotated[Actor, Depends(require("read:users"))]
@@ -19,30 +22,61 @@ Writer = Annotated[Actor, Depends(require("write:users"))]
 Deleter = Annotated[Actor, Depends(require("delete:users"))]
 
 
-def _service(session: UnitOfWork, actor: Actor) -> UserService:
-    return UserService(repositories(session, actor), actor)
+def _service(request: Request, session: UnitOfWork, actor: Actor) -> UserService:
+    return UserService(repositories(session, actor), actor, now(request))
 
 
 @router.get("")
-def list_users(session: UnitOfWork, actor: Reader) -> JSONResponse:
-    return ok([views.user_view(u) for u in _service(session, actor).all()])
+def list_users(request: Request, session: UnitOfWork, actor: Reader) -> JSONResponse:
+    return ok([views.user_view(u) for u in _service(request, session, actor).all()])
 
 
 @router.post("", status_code=201)
-def create_user(body: CreateUser, session: UnitOfWork, actor: Writer) -> JSONResponse:
+def create_user(
+    request: Request, body: CreateUser, session: UnitOfWork, actor: Writer
+) -> JSONResponse:
     fields = UserFields(body.username, body.email, body.password, body.role, body.full_name)
-    user = _service(session, actor).create(fields)
+    user = _service(request, session, actor).create(fields)
     return ok(views.user_view(user), "User created successfully", status=201)
 
 
+@router.post("/import")
+def import_users(
+    request: Request,
+    body: ImportUsers,
+    session: UnitOfWork,
+    actor: Writer,
+    background: BackgroundTasks,
+) -> JSONResponse:
+    """Creates each listed user (or reports why not); with send_invites, each gets a mailed
+    set-your-password link."""
+    repos = repositories(session, actor)
+    config = mail_config(request, repos)
+    if body.send_invites and not config.configured:
+        raise InvalidInput("send_invites needs email to be configured (settings/email)")
+    rows = [UserFields(u.username, u.email, u.password, u.role, u.full_name) for u in body.users]
+    result = _service(request, session, actor).import_users(
+        rows, body.send_invites, link_policy(request)
+    )
+    send_after_commit(background, config, result.messages)
+    data = {
+        "imported": len(result.created),
+        "failed": len(result.errors),
+        "invites_sent": len(result.messages),
+        "users": [views.user_view(u) for u in result.created],
+        "errors": result.errors,
+    }
+    return ok(data, f"Imported {len(result.created)} users")
+
+
 @router.get("/{user_id}")
-def get_user(user_id: RowId, session: UnitOfWork, actor: Reader) -> JSONResponse:
-    return ok(views.user_view(_service(session, actor).get(user_id)))
+def get_user(request: Request, user_id: RowId, session: UnitOfWork, actor: Reader) -> JSONResponse:
+    return ok(views.user_view(_service(request, session, actor).get(user_id)))
 
 
 @router.put("/{user_id}")
 def update_user(
-    user_id: RowId, body: UpdateUser, session: UnitOfWork, actor: Writer
+    request: Request, user_id: RowId, body: UpdateUser, session: UnitOfWork, actor: Writer
 ) -> JSONResponse:
     fields = UserFields(
         email=body.email,
@@ -51,11 +85,43 @@ def update_user(
         full_name=body.full_name,
         active=body.active,
     )
-    user = _service(session, actor).update(user_id, fields)
+    user = _service(request, session, actor).update(user_id, fields)
     return ok(views.user_view(user), "User updated successfully")
 
 
+@router.patch("/{user_id}/toggle")
+def toggle_user(
+    request: Request, user_id: RowId, session: UnitOfWork, actor: Writer
+) -> JSONResponse:
+    user = _service(request, session, actor).toggle(user_id)
+    state = "activated" if user.active else "deactivated"
+    return ok(views.user_view(user), f"User {state}")
+
+
+@router.post("/{user_id}/reset-password")
+def reset_user_password(
+    request: Request,
+    user_id: RowId,
+    body: AdminResetPassword,
+    session: UnitOfWork,
+    actor: Writer,
+    background: BackgroundTasks,
+) -> JSONResponse:
+    """Sets new_password; without one, mails the user a reset link (email must be set up)."""
+    repos = repositories(session, actor)
+    config = mail_config(request, repos)
+    if body.new_password is None and not config.configured:
+        raise InvalidInput("give new_password, or configure email to send a reset link")
+    message = _service(request, session, actor).reset_password(
+        user_id, body.new_password, link_policy(request)
+    )
+    if message is not None:
+        send_after_commit(background, config, [message])
+        return ok({"email_sent": True}, "A reset link was sent to the user")
+    return ok({"email_sent": False}, "Password reset; the user's sessions were ended")
+
+
 @router.delete("/{user_id}", status_code=204)
-def delete_user(user_id: RowId, session: UnitOfWork, actor: Deleter) -> Response:
-    _service(session, actor).delete(user_id)
+def delete_user(request: Request, user_id: RowId, session: UnitOfWork, actor: Deleter) -> Response:
+    _service(request, session, actor).delete(user_id)
     return Response(status_code=204)

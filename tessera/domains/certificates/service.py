@@ -213,6 +213,9 @@ class CertificateService:
 
     def delete(self, cert_id: int) -> None:
         cert = self.get(cert_id)
+        # A revoked certificate stays revoked until it expires, inventory row or not: its
+        # CRL entry is kept (docs/crl.md).
+        self._repos.crl.retain(cert, self._now)
         self._repos.certificates.delete(cert)
         audit.record(
             self._repos.audit,

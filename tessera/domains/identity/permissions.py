@@ -27,6 +27,12 @@ PERMISSIONS: dict[str, str] = {
     "read:truststore": "Read the trust store",
     "write:truststore": "Add, import and sync trusted certificates",
     "delete:truststore": "Remove trusted certificates",
+    # ACME server: settings, accounts, orders and approvals, EAB keys, early renewal.
+    "read:acme": "Read ACME settings, accounts, orders and EAB keys",
+    "write:acme": "Change ACME settings, approve orders, manage accounts and EAB keys",
+    # SCEP server: settings and profiles, challenge passwords, the approval queue.
+    "read:scep": "Read SCEP settings, profiles, statistics and requests",
+    "write:scep": "Change SCEP settings, see and rotate challenges, approve or reject requests",
 }
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
@@ -40,6 +46,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "delete:csrs",
         "write:templates",
         "write:truststore",
+        "write:scep",
     ],
     "auditor": ["read:*"],
     "viewer": [
@@ -97,3 +104,20 @@ def effective(key_permissions: list[str], owner: frozenset[str]) -> frozenset[st
         else:
             kept.update(p for p in owner if grants(frozenset({permission}), p))
     return frozenset(kept)
+
+
+def of_user(role: str, group_grants: list[str] | frozenset[str]) -> frozenset[str]:
+    """A user's effective permissions: their role's plus every group's they belong to."""
+    return role_permissions(role) | frozenset(group_grants)
+
+
+def covers(held: frozenset[str], wanted: list[str] | frozenset[str]) -> bool:
+    """Whether `held` includes every grant in `wanted` ('*' only by '*' itself)."""
+    return all(grants(held, p) if p != "*" else "*" in held for p in wanted)
+
+
+def check_known(requested: list[str]) -> list[str]:
+    unknown = [p for p in requested if p not in PERMISSIONS]
+    if unknown:
+        raise InvalidInput(f"unknown permissions: {unknown}")
+    return sorted(set(requested))

@@ -17,11 +17,19 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+# Stored for accounts that have no password yet (invited, not yet accepted): no input matches.
+UNUSABLE_PASSWORD = "!unusable"  # noqa: S105 - a marker, not a password
+
+
 def verify_password(password_hash: str | None, password: str) -> bool:
+    stored = password_hash or ""
+    usable = bool(stored) and not stored.startswith("!")
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+        # The dummy hash keeps the answer as slow for an account without a password.
+        checked = _hasher.verify(stored if usable else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
         return False
+    return checked and usable
 
 
 def new_token(prefix: str = "") -> str:
@@ -34,3 +42,15 @@ def token_digest(token: str) -> str:
 
 def generate_password() -> str:
     return secrets.token_urlsafe(18)
+
+
+def new_recovery_code() -> str:
+    """80 random bits in two groups of ten hex digits: easy to type, far beyond guessing."""
+    raw = secrets.token_hex(10)
+    return f"{raw[:10]}-{raw[10:]}"
+
+
+def recovery_digest(code: str) -> str:
+    """Digest of a recovery code as typed: case, spaces and dashes do not matter."""
+    normal = "".join(ch for ch in code.lower() if ch.isalnum())
+    return token_digest(normal)

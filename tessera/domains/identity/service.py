@@ -1,20 +1,15 @@
-"""Logins, web sessions, API keys and users."""
+"""Logins, web sessions and API keys."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from tessera.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from tessera.core.errors import InvalidInput, NotFound, PermissionDenied
 from tessera.domains import audit
 from tessera.domains.actor import Actor
 from tessera.domains.identity import permissions
-from tessera.domains.identity.secrets import (
-    MIN_PASSWORD_LENGTH,
-    hash_password,
-    new_token,
-    token_digest,
-    verify_password,
-)
+from tessera.domains.identity.effective import user_permissions
+from tessera.domains.identity.secrets import new_token, token_digest, verify_password
 from tessera.storage import models
 from tessera.storage.repositories import Repositories
 from tessera.storage.repositories.identity import find_login_user, load_user
@@ -46,18 +41,16 @@ def authenticate(
         anonymous.ip_address,
         anonymous.user_agent,
     )
-    audit.record(
-        repos.audit,
-        who,
-        "auth.login",
-        "user",
-        user.id if user else None,
-        {"method": "password", **({} if ok else {"reason": "invalid credentials"})},
-        ok,
-    )
+    details: dict[str, object] = {"method": "password"}
+    if not ok:
+        details["reason"] = "invalid credentials"
+    elif user and user.totp_enabled:
+        details["second_factor"] = "required"  # the login completes at auth/login/2fa
+    audit.record(repos.audit, who, "auth.login", "user", user.id if user else None, details, ok)
     if not ok or user is None:
         return None
-    user.last_login = now
+    if not user.totp_enabled:
+        user.last_login = now
     return user
 
 
@@ -168,118 +161,8 @@ class ApiKeyService:
         otherwise a read-only key could regenerate an admin key and read its new secret."""
         key = self.get(key_id)
         user = load_user(self._repos.session, self._require_user())
-        role = permissions.role_permissions(user.role) if user else frozenset()
-        granted = permissions.effective(key.permissions, role)
+        owner = user_permissions(self._repos.session, user) if user else frozenset()
+        granted = permissions.effective(key.permissions, owner)
         if any(not permissions.grants(self._actor.permissions, p) for p in granted):
             raise PermissionDenied(f"API key {key_id} grants more than this caller holds")
         return key
-
-
-@dataclass(frozen=True)
-class UserFields:
-    username: str | None = None
-    email: str | None = None
-    password: str | None = None
-    role: str | None = None
-    full_name: str | None = None
-    active: bool | None = None
-
-
-class UserService:
-    def __init__(self, repos: Repositories, actor: Actor) -> None:
-        self._repos, self._actor = repos, actor
-
-    def all(self) -> Sequence[models.User]:
-        return self._repos.users.all()
-
-    def get(self, user_id: int) -> models.User:
-        user = self._repos.users.get(user_id)
-        if user is None:
-            raise NotFound(f"user {user_id} not found")
-        return user
-
-    def create(self, fields: UserFields) -> models.User:
-        if not fields.username or not fields.username.strip():
-            raise InvalidInput("username is required")
-        if find_login_user(self._repos.session, fields.username.strip()):
-            raise Conflict(f"user {fields.username!r} already exists")
-        check_password(fields.password)
-        user = models.User(
-            username=fields.username.strip()[:150],
-            email=fields.email,
-            full_name=fields.full_name,
-            role=self._grantable(fields.role or "viewer"),
-            password_hash=hash_password(fields.password or ""),
-            active=True,
-        )
-        self._repos.users.add(user)
-        audit.record(
-            self._repos.audit,
-            self._actor,
-            "user.create",
-            "user",
-            user.id,
-            {"username": user.username, "role": user.role},
-        )
-        return user
-
-    def update(self, user_id: int, fields: UserFields) -> models.User:
-        user = self._manageable(user_id)
-        changes: dict[str, object] = {}
-        if fields.email is not None:
-            user.email = changes["email"] = fields.email
-        if fields.full_name is not None:
-            user.full_name = changes["full_name"] = fields.full_name
-        if fields.role is not None:
-            user.role = changes["role"] = self._grantable(fields.role)
-        if fields.active is not None:
-            user.active = changes["active"] = fields.active
-        if fields.password is not None:
-            check_password(fields.password)
-            user.password_hash = hash_password(fields.password)
-            self._repos.web_sessions.delete_for_user(user.id)
-            changes["password_changed"] = True
-        audit.record(self._repos.audit, self._actor, "user.update", "user", user.id, changes)
-        return user
-
-    def delete(self, user_id: int) -> None:
-        user = self._manageable(user_id)
-        if user.id == self._actor.user_id:
-            raise Conflict("you cannot delete your own account")
-        self._repos.users.delete(user)
-        audit.record(
-            self._repos.audit,
-            self._actor,
-            "user.delete",
-            "user",
-            user.id,
-            {"username": user.username},
-        )
-
-    def _grantable(self, role: str) -> str:
-        """No one hands out a role wider than what they hold themselves (a key narrowed to
-        write:users must not be able to make an admin)."""
-        if not _covers(self._actor.permissions, check_role(role)):
-            raise PermissionDenied(f"you cannot grant the role {role!r}")
-        return role
-
-    def _manageable(self, user_id: int) -> models.User:
-        user = self.get(user_id)
-        if not _covers(self._actor.permissions, user.role):
-            raise PermissionDenied(f"user {user_id} holds more permissions than you")
-        return user
-
-
-def _covers(held: frozenset[str], role: str) -> bool:
-    return all(permissions.grants(held, p) for p in permissions.role_permissions(role))
-
-
-def check_role(role: str) -> str:
-    if role not in permissions.ROLES:
-        raise InvalidInput(f"unknown role {role!r}; roles: {', '.join(permissions.ROLES)}")
-    return role
-
-
-def check_password(password: str | None) -> None:
-    if not password or len(password) < MIN_PASSWORD_LENGTH:
-        raise InvalidInput(f"password must be at least {MIN_PASSWORD_LENGTH} characters")

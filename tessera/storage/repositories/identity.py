@@ -1,10 +1,10 @@
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from tessera.storage.models import ApiKey, Organization, User, WebSession
+from tessera.storage.models import ApiKey, AuditLog, Organization, User, WebSession
 
 DEFAULT_ORGANIZATION = "default"
 
@@ -55,6 +55,37 @@ class UserRepository:
 
     def delete(self, user: User) -> None:
         self._session.execute(delete(User).where(User.id == user.id, User.org_id == self._org_id))
+
+    def activity(self, user_id: int, limit: int) -> Sequence[AuditLog]:
+        """The user's own audit rows, newest first."""
+        return self._session.scalars(
+            select(AuditLog)
+            .where(AuditLog.user_id == user_id, AuditLog.org_id == self._org_id)
+            .order_by(AuditLog.id.desc())
+            .limit(limit)
+        ).all()
+
+
+def users_by_email(session: Session, email: str) -> Sequence[User]:
+    """Active users with this address, in any organization (a reset request names no
+    organization); compared case-insensitively."""
+    return session.scalars(
+        select(User).where(func.lower(User.email) == email.strip().lower(), User.active.is_(True))
+    ).all()
+
+
+def claim_totp_step(session: Session, user_id: int, step: int) -> bool:
+    """Record the TOTP time step just used; False if it (or a later one) was used already.
+    A conditional UPDATE, so two requests racing with one code cannot both pass."""
+    result = session.execute(
+        update(User)
+        .where(
+            User.id == user_id,
+            or_(User.totp_last_step.is_(None), User.totp_last_step < step),
+        )
+        .values(totp_last_step=step)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
 
 
 def find_login_user(session: Session, username: str) -> User | None:
@@ -117,5 +148,24 @@ class WebSessionRepository:
     def delete_by_hash(self, token_hash: str) -> None:
         self._session.execute(delete(WebSession).where(WebSession.token_hash == token_hash))
 
-    def delete_for_user(self, user_id: int) -> None:
-        self._session.execute(delete(WebSession).where(WebSession.user_id == user_id))
+    def delete_for_user(self, user_id: int, keep_id: int | None = None) -> None:
+        query = delete(WebSession).where(WebSession.user_id == user_id)
+        if keep_id is not None:
+            query = query.where(WebSession.id != keep_id)
+        self._session.execute(query)
+
+    def for_user(self, user_id: int, now: datetime) -> Sequence[WebSession]:
+        return self._session.scalars(
+            select(WebSession)
+            .where(WebSession.user_id == user_id, WebSession.expires_at > now)
+            .order_by(WebSession.created_at.desc(), WebSession.id.desc())
+        ).all()
+
+    def purge_expired(self, now: datetime) -> None:
+        self._session.execute(delete(WebSession).where(WebSession.expires_at <= now))
+
+    def delete_one(self, user_id: int, session_id: int) -> bool:
+        result = self._session.execute(
+            delete(WebSession).where(WebSession.id == session_id, WebSession.user_id == user_id)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)

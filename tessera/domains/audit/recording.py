@@ -3,7 +3,18 @@
 from typing import Any
 
 from tessera.domains.actor import Actor
+from tessera.domains.audit.context import REQUEST_ID
 from tessera.storage.repositories.audit import AuditRepository
+
+
+def actor_type(actor: Actor) -> str:
+    """user | system | anonymous (an Actor may name its own kind, e.g. api_key)."""
+    named = getattr(actor, "actor_type", None)
+    if isinstance(named, str) and named:
+        return named[:16]
+    if actor.user_id is not None:
+        return "user"
+    return "system" if actor.username == "system" else "anonymous"
 
 
 def record(
@@ -14,11 +25,15 @@ def record(
     resource_id: object = None,
     details: dict[str, Any] | None = None,
     success: bool = True,
+    status_code: int | None = None,
 ) -> None:
+    """Append one chained audit row. `status_code` is the HTTP status the event answers with,
+    when the caller knows it (failed authentications pass 401, for instance)."""
     audit.add(
         org_id=actor.org_id,
         user_id=actor.user_id,
         username=actor.username,
+        actor_type=actor_type(actor),
         action=action,
         resource_type=resource_type,
         resource_id=None if resource_id is None else str(resource_id),
@@ -26,4 +41,6 @@ def record(
         ip_address=actor.ip_address,
         user_agent=actor.user_agent,
         success=success,
+        request_id=REQUEST_ID.get(),
+        status_code=status_code,
     )

@@ -1,0 +1,27 @@
+"""Mail from endpoints: messages built inside the transaction are sent by a background task,
+which Starlette runs after the response, so after the unit of work has committed."""
+
+from fastapi import BackgroundTasks, Request
+
+from tessera.api.deps import runtime
+from tessera.domains import mail
+from tessera.domains.identity.passwords import LinkPolicy
+from tessera.storage.repositories import Repositories
+
+
+def link_policy(request: Request) -> LinkPolicy:
+    settings = runtime(request).settings
+    return LinkPolicy(
+        settings.https_base, settings.reset_token_minutes, settings.invite_token_hours
+    )
+
+
+def mail_config(request: Request, repos: Repositories) -> mail.MailConfig:
+    return mail.load_config(repos, runtime(request).settings)
+
+
+def send_after_commit(
+    background: BackgroundTasks, config: mail.MailConfig, messages: list[mail.Message]
+) -> None:
+    if messages:
+        background.add_task(mail.deliver, config, messages)

@@ -1,0 +1,200 @@
+"""ACME accounts (RFC 8555 7.3): creation (with onlyReturnExisting and external account
+binding), contact updates, deactivation and key rollover."""
+
+import secrets
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from tessera.core.errors import NotFound
+from tessera.core.keystore import KeyEncryptor
+from tessera.domains import audit
+from tessera.domains.actor import Actor
+from tessera.protocols.acme import jws
+from tessera.protocols.acme.problems import AcmeProblem, malformed, unauthorized
+from tessera.storage.models_acme import AcmeAccount, AcmeEabKey
+from tessera.storage.repositories import Repositories
+
+MAX_CONTACTS = 10
+EAB_KEY_BYTES = 32
+
+
+def acme_actor(actor: Actor, account_id: int | None) -> Actor:
+    name = f"acme:account/{account_id}" if account_id is not None else "acme"
+    return replace(actor, username=name, role="acme", permissions=frozenset())
+
+
+def check_contacts(raw: object) -> list[str]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or len(raw) > MAX_CONTACTS:
+        raise malformed(f"contact must be a list of at most {MAX_CONTACTS} URLs")
+    contacts = []
+    for item in raw:
+        if not isinstance(item, str) or not item.startswith("mailto:") or len(item) > 254:
+            raise AcmeProblem("unsupportedContact", "only mailto: contacts are supported")
+        address = item[len("mailto:") :]
+        if "@" not in address or "," in address or "?" in address or " " in address:
+            raise AcmeProblem("invalidContact", f"{item[:80]!r} is not a single email address")
+        contacts.append(item)
+    return contacts
+
+
+@dataclass
+class Accounts:
+    repos: Repositories
+    actor: Actor
+    keys: KeyEncryptor
+    now: datetime
+    base: str  # the directory's base URL, for Location headers
+
+    def find(self, account_id: int) -> AcmeAccount:
+        account = self.repos.acme.account(account_id)
+        if account is None:
+            raise AcmeProblem("accountDoesNotExist", "no such account", 400)
+        return account
+
+    def usable(self, account_id: int) -> AcmeAccount:
+        account = self.find(account_id)
+        if account.status != "valid":
+            raise unauthorized(f"the account is {account.status}")
+        return account
+
+    def new_account(
+        self, jwk: dict[str, Any], payload: dict[str, Any], url: str
+    ) -> tuple[AcmeAccount, bool]:
+        thumbprint = jws.thumbprint(jwk)
+        existing = self.repos.acme.account_by_thumbprint(thumbprint)
+        if existing is not None:
+            if existing.status != "valid":
+                raise unauthorized(f"the account for this key is {existing.status}")
+            return existing, False
+        if payload.get("onlyReturnExisting") is True:
+            raise AcmeProblem("accountDoesNotExist", "no account exists for this key")
+        settings = self.repos.acme.settings()
+        if settings.terms_of_service and payload.get("termsOfServiceAgreed") is not True:
+            raise AcmeProblem("userActionRequired", "agree to the terms of service first")
+        contacts = check_contacts(payload.get("contact"))
+        binding = payload.get("externalAccountBinding")
+        if binding is None and settings.require_eab:
+            raise AcmeProblem(
+                "externalAccountRequired", "this server requires an external account binding"
+            )
+        key = self._eab_key(binding, jwk, url) if binding is not None else None
+        account = self.repos.acme.add_account(
+            AcmeAccount(
+                thumbprint=thumbprint,
+                jwk=jws.public_jwk(jwk),
+                contact=contacts,
+                status="valid",
+                terms_agreed=payload.get("termsOfServiceAgreed") is True,
+                eab_kid=key.kid if key else None,
+                created_at=self.now,
+            )
+        )
+        if key is not None and not self.repos.acme.bind_eab(key, account.id):
+            raise unauthorized("the external account binding key was used already")
+        details = {"eab_kid": key.kid if key else None, "contacts": len(contacts)}
+        self._audit("acme.account.create", account.id, details)
+        return account, True
+
+    def _eab_key(self, binding: object, jwk: dict[str, Any], url: str) -> AcmeEabKey:
+        if not isinstance(binding, dict):
+            raise malformed("externalAccountBinding must be a JWS object")
+        inner = jws.parse(binding, algorithms=("HS256", "HS384", "HS512"))
+        if inner.kid is None or "nonce" in inner.protected:
+            raise malformed("the binding needs a kid and no nonce")
+        if inner.url != url:
+            raise unauthorized("the binding's url is not the new-account URL")
+        key = self.repos.acme.eab_by_kid(inner.kid)
+        if key is None or key.revoked_at is not None:
+            raise unauthorized("unknown or revoked external account binding key")
+        if key.account_id is not None:
+            raise unauthorized("the external account binding key was used already")
+        if not jws.verify_hmac(inner, decrypt_hmac(self.keys, key.encrypted_hmac_key)):
+            raise unauthorized("the external account binding signature does not verify")
+        if jws.public_jwk(inner.json_payload()) != jws.public_jwk(jwk):
+            raise unauthorized("the binding does not sign this account key")
+        return key
+
+    def update(self, account: AcmeAccount, payload: dict[str, Any]) -> AcmeAccount:
+        if payload.get("status") == "deactivated":
+            account.status = "deactivated"
+            self._audit("acme.account.deactivate", account.id, {})
+            return account
+        if "status" in payload and payload["status"] != account.status:
+            raise malformed("the only status change a client can ask for is deactivated")
+        if "contact" in payload:
+            account.contact = check_contacts(payload["contact"])
+            self._audit("acme.account.update", account.id, {"contacts": len(account.contact)})
+        if payload.get("termsOfServiceAgreed") is True:
+            account.terms_agreed = True
+        return account
+
+    def key_change(self, account: AcmeAccount, outer_url: str, payload: dict[str, Any]) -> None:
+        """RFC 8555 7.3.5: the inner JWS is signed by the new key, over the account URL and
+        the old key."""
+        inner = jws.parse(payload)
+        new_jwk = inner.jwk
+        if new_jwk is None:
+            raise malformed("the inner JWS must carry the new key as jwk")
+        if "nonce" in inner.protected:
+            raise malformed("the inner JWS must not have a nonce")
+        if inner.url != outer_url:
+            raise malformed("the inner JWS url differs from the outer one")
+        jws.verify(inner, jws.public_key(new_jwk))
+        body = inner.json_payload()
+        if not isinstance(body.get("oldKey"), dict):
+            raise malformed("the key-change payload needs oldKey")
+        if body.get("account") != f"{self.base}/acct/{account.id}":
+            raise malformed("the key-change payload names another account")
+        if jws.thumbprint(body["oldKey"]) != account.thumbprint:
+            raise unauthorized("oldKey is not the account's current key")
+        new_thumbprint = jws.thumbprint(new_jwk)
+        holder = self.repos.acme.account_by_thumbprint(new_thumbprint)
+        if holder is not None:
+            raise AcmeProblem(
+                "malformed",
+                "another account uses the new key already",
+                409,
+                headers={"Location": f"{self.base}/acct/{holder.id}"},
+            )
+        account.thumbprint, account.jwk = new_thumbprint, jws.public_jwk(new_jwk)
+        self.repos.acme.flush()
+        self._audit("acme.account.key_change", account.id, {})
+
+    def _audit(self, action: str, account_id: int, details: dict[str, Any]) -> None:
+        audit.record(
+            self.repos.audit,
+            acme_actor(self.actor, account_id),
+            action,
+            "acme_account",
+            account_id,
+            details,
+        )
+
+
+def new_hmac_key() -> bytes:
+    return secrets.token_bytes(EAB_KEY_BYTES)
+
+
+def encrypt_hmac(keys: KeyEncryptor, secret: bytes) -> str:
+    """The KEK envelope holds private keys; a 32-byte HMAC secret travels in it as the seed
+    of an Ed25519 key, so it is encrypted (and rotated) exactly like every other secret."""
+    return keys.encrypt(ed25519.Ed25519PrivateKey.from_private_bytes(secret))
+
+
+def decrypt_hmac(keys: KeyEncryptor, token: str) -> bytes:
+    key = keys.decrypt(token)
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise ValueError("the stored EAB secret is not in the expected envelope")
+    return key.private_bytes_raw()
+
+
+def eab_key_or_404(repos: Repositories, key_id: int) -> AcmeEabKey:
+    key = repos.acme.eab(key_id)
+    if key is None:
+        raise NotFound(f"EAB key {key_id} not found")
+    return key

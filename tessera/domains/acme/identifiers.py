@@ -1,0 +1,132 @@
+"""ACME identifiers (RFC 8555 7.1.3, RFC 8738 for IP addresses) and the CSR check of
+finalize: the CSR must ask for exactly the order's identifiers, no more and no fewer."""
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from tessera.protocols.acme.problems import AcmeProblem, malformed
+
+MAX_IDENTIFIERS = 100
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+@dataclass(frozen=True)
+class Identifier:
+    type: str  # dns | ip
+    value: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"type": self.type, "value": self.value}
+
+    @property
+    def wildcard(self) -> bool:
+        return self.type == "dns" and self.value.startswith("*.")
+
+    @property
+    def base(self) -> str:
+        """The name an authorization is for: a wildcard's base domain (RFC 8555 7.1.3)."""
+        return self.value[2:] if self.wildcard else self.value
+
+
+def parse_identifiers(raw: object) -> list[Identifier]:
+    if not isinstance(raw, list) or not raw:
+        raise malformed("identifiers must be a non-empty list")
+    if len(raw) > MAX_IDENTIFIERS:
+        raise AcmeProblem("rejectedIdentifier", f"at most {MAX_IDENTIFIERS} identifiers")
+    found: dict[Identifier, None] = {}
+    problems: list[dict[str, Any]] = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("value"), str):
+            raise malformed("each identifier needs a type and a string value")
+        try:
+            found[identifier(item.get("type"), item["value"])] = None
+        except AcmeProblem as problem:
+            problems.append({**problem.document(), "identifier": _safe(item)})
+    if problems:
+        raise AcmeProblem(
+            "rejectedIdentifier",
+            "; ".join(p["detail"] for p in problems),
+            subproblems=problems,
+        )
+    return list(found)
+
+
+def _safe(item: dict[str, Any]) -> dict[str, str]:
+    return {"type": str(item.get("type"))[:16], "value": str(item.get("value"))[:255]}
+
+
+def identifier(kind: object, value: str) -> Identifier:
+    if kind == "dns":
+        return Identifier("dns", dns_name(value))
+    if kind == "ip":
+        try:
+            return Identifier("ip", str(ipaddress.ip_address(value)))
+        except ValueError as exc:
+            raise AcmeProblem("rejectedIdentifier", f"{value[:64]!r} is not an IP address") from exc
+    raise AcmeProblem(
+        "unsupportedIdentifier", f"identifier type {str(kind)[:16]!r} is not supported"
+    )
+
+
+def dns_name(value: str) -> str:
+    name = value.lower()
+    labels = name.split(".")
+    wildcard = labels[0] == "*"
+    checked = labels[1:] if wildcard else labels
+    ok = (
+        len(name) <= 253
+        and len(checked) >= (2 if wildcard else 1)
+        and all(_LABEL.fullmatch(label) for label in checked)
+        and not _is_ip(name)
+    )
+    if not ok:
+        raise AcmeProblem("rejectedIdentifier", f"{value[:64]!r} is not a valid DNS name")
+    return name
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def csr_identifiers(csr: x509.CertificateSigningRequest) -> set[Identifier]:
+    """Every name the CSR asks for: SANs (DNS and IP only) plus a subject CN."""
+    names: set[Identifier] = set()
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    except ValueError as exc:
+        raise AcmeProblem("badCSR", "the CSR's extensions cannot be read") from exc
+    if san is not None:
+        for general in san:
+            if isinstance(general, x509.DNSName):
+                names.add(Identifier("dns", general.value.lower()))
+            elif isinstance(general, x509.IPAddress):
+                names.add(Identifier("ip", str(general.value)))
+            else:
+                raise AcmeProblem("badCSR", "the CSR asks for names other than DNS and IP")
+    for attribute in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+        cn = str(attribute.value).lower()
+        names.add(Identifier("ip", cn) if _is_ip(cn) else Identifier("dns", cn))
+    return names
+
+
+def check_csr_matches(csr: x509.CertificateSigningRequest, ordered: list[Identifier]) -> None:
+    asked = csr_identifiers(csr)
+    wanted = set(ordered)
+    if asked != wanted:
+        extra = sorted(i.value for i in asked - wanted)
+        missing = sorted(i.value for i in wanted - asked)
+        raise AcmeProblem(
+            "badCSR",
+            f"the CSR's names do not match the order (extra: {extra}, missing: {missing})",
+        )

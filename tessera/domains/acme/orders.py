@@ -1,0 +1,350 @@
+"""ACME orders (RFC 8555 7.4): new-order with its authorizations and challenges, challenge
+responses (validated later by the background job), finalize through the one issuance path,
+and the administrator's approval when the settings ask for one."""
+
+import math
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from tessera.core.errors import InvalidInput, NotFound, PolicyViolation, UnparsableInput
+from tessera.core.formats import csr_pem, load_csr, same_public_key
+from tessera.core.profile import CertificateRequest
+from tessera.domains import audit
+from tessera.domains.acme.accounts import acme_actor
+from tessera.domains.acme.identifiers import (
+    Identifier,
+    check_csr_matches,
+    identifier,
+    parse_identifiers,
+)
+from tessera.domains.issuance import Issuance
+from tessera.protocols.acme import jws
+from tessera.protocols.acme.problems import AcmeProblem, malformed, unauthorized
+from tessera.storage import models
+from tessera.storage.models_acme import (
+    AcmeAccount,
+    AcmeAuthorization,
+    AcmeChallenge,
+    AcmeOrder,
+    AcmeSettings,
+)
+from tessera.storage.repositories import Repositories
+
+ORDER_LIFETIME = timedelta(days=7)
+MAX_CSR_BYTES = 16384
+
+
+@dataclass
+class Orders:
+    issuance: Issuance
+    now: datetime
+
+    @property
+    def repos(self) -> Repositories:
+        return self.issuance.repos
+
+    def settings(self) -> AcmeSettings:
+        return self.repos.acme.settings()
+
+    # creation
+    def new_order(self, account: AcmeAccount, payload: dict[str, Any]) -> AcmeOrder:
+        settings = self.settings()
+        identifiers = parse_identifiers(payload.get("identifiers"))
+        profile = self._profile(settings, payload.get("profile"))
+        not_before, not_after = self._window(payload, self._max_days(settings, profile))
+        replaces = payload.get("replaces")
+        if replaces is not None:
+            self._check_replaces(account, replaces)
+        order = self.repos.acme.add_order(
+            AcmeOrder(
+                account_id=account.id,
+                status="pending",
+                expires_at=self.now + ORDER_LIFETIME,
+                identifiers=[i.as_json() for i in identifiers],
+                not_before=not_before,
+                not_after=not_after,
+                profile=profile,
+                replaces=replaces,
+                awaiting_approval=False,
+                created_at=self.now,
+            )
+        )
+        for ident in identifiers:
+            self._authorization(order, ident)
+        self._audit(
+            account.id,
+            "acme.order.create",
+            order.id,
+            {
+                "identifiers": [i.value for i in identifiers],
+                "profile": profile,
+            },
+        )
+        return order
+
+    def _profile(self, settings: AcmeSettings, name: object) -> str | None:
+        if name is None:
+            return None
+        if not isinstance(name, str) or name not in (settings.profiles or {}):
+            raise AcmeProblem("invalidProfile", f"unknown profile {str(name)[:64]!r}")
+        return name
+
+    def _max_days(self, settings: AcmeSettings, profile: str | None) -> int:
+        if profile is not None:
+            days = (settings.profiles[profile] or {}).get("validity_days")
+            if isinstance(days, int) and days > 0:
+                return days
+        return settings.validity_days
+
+    def _window(
+        self, payload: dict[str, Any], max_days: int
+    ) -> tuple[datetime | None, datetime | None]:
+        not_before = _timestamp(payload.get("notBefore"), "notBefore")
+        not_after = _timestamp(payload.get("notAfter"), "notAfter")
+        if not_before is not None and not_before > self.now + timedelta(minutes=5):
+            raise malformed(
+                "certificates start when they are issued; a future notBefore is refused"
+            )
+        if not_after is not None:
+            if not_after <= self.now:
+                raise malformed("notAfter is in the past")
+            if not_after > self.now + timedelta(days=max_days):
+                raise malformed(f"notAfter is beyond the {max_days} days this server issues for")
+        return not_before, not_after
+
+    def _check_replaces(self, account: AcmeAccount, certid: object) -> None:
+        from tessera.domains.acme.renewal import find_certificate
+
+        if not isinstance(certid, str):
+            raise malformed("replaces must be an ARI certificate identifier")
+        cert = find_certificate(self.repos, certid)
+        order = self.repos.acme.order_for_certificate(cert.id)
+        if order is None or order.account_id != account.id:
+            raise unauthorized("replaces names a certificate this account did not order")
+        if self.repos.acme.replaced(certid) is not None:
+            raise AcmeProblem("alreadyReplaced", "an order already replaces this certificate", 409)
+
+    def _authorization(self, order: AcmeOrder, ident: Identifier) -> None:
+        authz = self.repos.acme.add_authorization(
+            AcmeAuthorization(
+                order_id=order.id,
+                account_id=order.account_id,
+                identifier_type=ident.type,
+                identifier_value=ident.base,
+                wildcard=ident.wildcard,
+                status="pending",
+                expires_at=order.expires_at,
+            )
+        )
+        if ident.wildcard:
+            kinds = ["dns-01"]  # RFC 8555 7.1.3: only dns-01 proves a wildcard
+        elif ident.type == "ip":
+            kinds = ["http-01", "tls-alpn-01"]  # RFC 8738: no dns-01 for addresses
+        else:
+            kinds = ["http-01", "dns-01", "tls-alpn-01"]
+        for kind in kinds:
+            self.repos.acme.add_challenge(
+                AcmeChallenge(
+                    authz_id=authz.id,
+                    type=kind,
+                    token=secrets.token_urlsafe(32),
+                    status="pending",
+                    attempts=0,
+                )
+            )
+
+    # reading, owned by the account
+    def order(self, account: AcmeAccount, order_id: int) -> AcmeOrder:
+        order = self.repos.acme.order(order_id)
+        if order is None:
+            raise AcmeProblem("malformed", "no such order", 404)
+        if order.account_id != account.id:
+            raise unauthorized("this order belongs to another account")
+        return order
+
+    def authorization(self, account: AcmeAccount, authz_id: int) -> AcmeAuthorization:
+        authz = self.repos.acme.authorization(authz_id)
+        if authz is None:
+            raise AcmeProblem("malformed", "no such authorization", 404)
+        if authz.account_id != account.id:
+            raise unauthorized("this authorization belongs to another account")
+        return authz
+
+    def deactivate(self, account: AcmeAccount, authz: AcmeAuthorization) -> None:
+        if authz.status not in ("pending", "valid"):
+            raise malformed(f"an authorization that is {authz.status} cannot be deactivated")
+        authz.status = "deactivated"
+        order = self.repos.acme.order(authz.order_id)
+        if order is not None and order.status in ("pending", "ready"):
+            order.status = "invalid"
+        self._audit(account.id, "acme.authz.deactivate", authz.id, {})
+
+    def respond(
+        self, account: AcmeAccount, challenge_id: int
+    ) -> tuple[AcmeChallenge, AcmeAuthorization]:
+        """The client says it is ready: queue the challenge for the validation job."""
+        challenge, authz = self.challenge_view(account, challenge_id)
+        if challenge.status == "pending" and authz.status == "pending":
+            if authz.expires_at <= self.now:
+                raise malformed("the authorization has expired")
+            challenge.status, challenge.next_attempt_at = "processing", self.now
+            self.repos.acme.flush()
+        return challenge, authz
+
+    def challenge_view(
+        self, account: AcmeAccount, challenge_id: int
+    ) -> tuple[AcmeChallenge, AcmeAuthorization]:
+        found = self.repos.acme.challenge(challenge_id)
+        if found is None:
+            raise AcmeProblem("malformed", "no such challenge", 404)
+        if found[1].account_id != account.id:
+            raise unauthorized("this challenge belongs to another account")
+        return found
+
+    # finalize
+    def finalize(self, account: AcmeAccount, order: AcmeOrder, payload: dict[str, Any]) -> bool:
+        """Returns True when a certificate was issued now (False: waiting for approval)."""
+        self.refresh(order)
+        if order.status != "ready":
+            raise AcmeProblem("orderNotReady", f"the order is {order.status}, not ready", 403)
+        csr = self._csr(account, order, payload.get("csr"))
+        order.csr_pem = csr_pem(csr)
+        if self.settings().require_approval:
+            order.status, order.awaiting_approval = "processing", True
+            self._audit(account.id, "acme.order.await_approval", order.id, {})
+            return False
+        self.issue(order, csr)
+        return True
+
+    def _csr(
+        self, account: AcmeAccount, order: AcmeOrder, raw: object
+    ) -> x509.CertificateSigningRequest:
+        der = jws.b64decode(raw, "csr")
+        if not der or len(der) > MAX_CSR_BYTES:
+            raise AcmeProblem("badCSR", "the CSR is empty or too large")
+        try:
+            csr = load_csr(der)
+        except (UnparsableInput, InvalidInput, PolicyViolation) as exc:
+            raise AcmeProblem("badCSR", exc.message) from exc
+        check_csr_matches(csr, [identifier(i["type"], i["value"]) for i in order.identifiers])
+        if same_public_key(csr.public_key(), jws.public_key(account.jwk)):
+            raise AcmeProblem("badCSR", "the certificate key must not be the account key")
+        return csr
+
+    def issue(self, order: AcmeOrder, csr: x509.CertificateSigningRequest) -> models.Certificate:
+        """The one issuance path, with the issuing CA's ACME template (or the profile's)."""
+        settings = self.settings()
+        ca = self.repos.cas.get(settings.issuing_ca_id) if settings.issuing_ca_id else None
+        if ca is None:
+            raise AcmeProblem("serverInternal", "no issuing CA is configured for ACME", 503)
+        template_id = settings.template_id
+        profile = (settings.profiles or {}).get(order.profile or "", {}) if order.profile else {}
+        if isinstance(profile.get("template_id"), int):
+            template_id = profile["template_id"]
+        template = self.repos.templates.get(template_id) if template_id else None
+        idents = [identifier(i["type"], i["value"]) for i in order.identifiers]
+        request = CertificateRequest(
+            subject=_subject(idents),
+            public_key=csr.public_key(),
+            sans=tuple(_general_name(i) for i in idents),
+            validity_days=self._days(order, settings),
+            requester=f"acme:account/{order.account_id}",
+            origin="acme",
+        )
+        try:
+            cert = self.issuance.issue_certificate(request, ca, template)
+        except (PolicyViolation, InvalidInput) as exc:
+            raise AcmeProblem("badCSR", exc.message) from exc
+        order.status, order.certificate_id, order.awaiting_approval = "valid", cert.id, False
+        self.repos.acme.flush()
+        self._audit(order.account_id, "acme.order.finalize", order.id, {"certificate_id": cert.id})
+        return cert
+
+    def _days(self, order: AcmeOrder, settings: AcmeSettings) -> int:
+        days = self._max_days(settings, order.profile)
+        if order.not_after is not None:
+            # The authority counts whole days from issuance; round the asked end up to one.
+            days = min(days, max(1, math.ceil((order.not_after - self.now) / timedelta(days=1))))
+        return days
+
+    def refresh(self, order: AcmeOrder) -> AcmeOrder:
+        """Derive the order's status from its authorizations (RFC 8555 7.1.6)."""
+        if order.status == "pending":
+            if order.expires_at <= self.now:
+                order.status = "invalid"
+                return order
+            statuses = {a.status for a in self.repos.acme.order_authorizations(order.id)}
+            if statuses == {"valid"}:
+                order.status = "ready"
+            elif statuses - {"valid", "pending"}:
+                order.status = "invalid"
+        return order
+
+    # administrator decisions (management API)
+    def approve(self, order_id: int) -> AcmeOrder:
+        order = self._awaiting(order_id)
+        if order.csr_pem is None:
+            raise InvalidInput("the order has no CSR")
+        self.issue(order, load_csr(order.csr_pem.encode()))
+        return order
+
+    def reject(self, order_id: int, reason: str | None) -> AcmeOrder:
+        order = self._awaiting(order_id)
+        order.status, order.awaiting_approval = "invalid", False
+        order.error = AcmeProblem(
+            "unauthorized", reason or "rejected by an administrator", 403
+        ).document()
+        self._audit(order.account_id, "acme.order.reject", order.id, {"reason": reason})
+        return order
+
+    def _awaiting(self, order_id: int) -> AcmeOrder:
+        order = self.repos.acme.order(order_id)
+        if order is None:
+            raise NotFound(f"ACME order {order_id} not found")
+        if not order.awaiting_approval:
+            raise InvalidInput(f"ACME order {order_id} is not waiting for approval")
+        return order
+
+    def _audit(
+        self, account_id: int, action: str, resource_id: int, details: dict[str, Any]
+    ) -> None:
+        actor = self.issuance.actor
+        if actor.role == "acme" or actor.username == "anonymous":
+            actor = acme_actor(actor, account_id)
+        audit.record(self.repos.audit, actor, action, "acme_order", resource_id, details)
+
+
+def _timestamp(value: object, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise malformed(f"{name} must be an RFC 3339 timestamp")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as exc:
+        raise malformed(f"{name} must be an RFC 3339 timestamp") from exc
+    if moment.tzinfo is None:
+        raise malformed(f"{name} needs a time zone")
+    return moment
+
+
+def _subject(idents: list[Identifier]) -> x509.Name:
+    """The first DNS name as CN when it fits (CAs still often read CN); else no subject and
+    the SAN extension becomes critical (RFC 5280 4.2.1.6)."""
+    for ident in idents:
+        if ident.type == "dns" and len(ident.value) <= 64:
+            return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ident.value)])
+    return x509.Name([])
+
+
+def _general_name(ident: Identifier) -> x509.GeneralName:
+    import ipaddress
+
+    if ident.type == "ip":
+        return x509.IPAddress(ipaddress.ip_address(ident.value))
+    return x509.DNSName(ident.value)

@@ -1,0 +1,86 @@
+"""ACME Renewal Information (RFC 9773): the certificate identifier and the suggested window.
+
+The window normally opens at two thirds of the lifetime and lasts a sixth of it. It moves to
+the past, so a client renews at once, when the certificate is revoked, when its CA is
+disabled, or when an administrator marked it for early renewal."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from tessera.core import inspect
+from tessera.domains import audit
+from tessera.domains.actor import Actor
+from tessera.protocols.acme.jws import b64decode, b64encode
+from tessera.protocols.acme.problems import AcmeProblem, malformed
+from tessera.storage import models
+from tessera.storage.models_acme import AcmeRenewalMark
+from tessera.storage.repositories import Repositories
+
+RETRY_AFTER = timedelta(hours=6)
+
+
+def certid(aki: bytes, serial: int) -> str:
+    return f"{b64encode(aki)}.{b64encode(serial_der(serial))}"
+
+
+def serial_der(serial: int) -> bytes:
+    """The INTEGER's content octets: big-endian, with a leading zero when the top bit is set."""
+    return serial.to_bytes(serial.bit_length() // 8 + 1, "big")
+
+
+def find_certificate(repos: Repositories, identifier: str) -> models.Certificate:
+    aki_text, dot, serial_text = identifier.partition(".")
+    if not dot or not aki_text or not serial_text:
+        raise malformed("a renewal identifier is base64url(AKI).base64url(serial)")
+    aki, serial = b64decode(aki_text, "AKI"), b64decode(serial_text, "serial")
+    if not serial or serial[0] & 0x80:
+        raise malformed("the serial must be a positive DER INTEGER")
+    ca = repos.cas.by_subject_key_id(aki.hex())
+    cert = (
+        repos.acme.certificate_by_serial(inspect.serial_hex(int.from_bytes(serial, "big")), ca.id)
+        if ca
+        else None
+    )
+    if cert is None:
+        raise AcmeProblem("malformed", "no certificate issued here has this identifier", 404)
+    return cert
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+    reason: str | None
+
+
+def suggested_window(repos: Repositories, cert: models.Certificate, now: datetime) -> Window:
+    ca = repos.cas.get(cert.ca_id) if cert.ca_id else None
+    if cert.status == "revoked":
+        return _now_window(now, f"the certificate was revoked ({cert.revocation_reason})")
+    if ca is None or not ca.is_active:
+        return _now_window(now, "the issuing CA is no longer in service")
+    if repos.acme.renewal_mark(cert.id) is not None:
+        return _now_window(now, "an administrator asked for early renewal")
+    lifetime = cert.not_after - cert.not_before
+    start = cert.not_before + lifetime * 2 / 3
+    return Window(start, start + lifetime / 6, None)
+
+
+def _now_window(now: datetime, reason: str) -> Window:
+    # Both ends in the past: RFC 9773 4.2 has the client renew immediately.
+    return Window(now - timedelta(hours=2), now - timedelta(hours=1), reason)
+
+
+def mark_for_renewal(repos: Repositories, actor: Actor, cert_id: int, now: datetime) -> bool:
+    """Returns False when it was marked already."""
+    if repos.certificates.get(cert_id) is None:
+        from tessera.core.errors import NotFound
+
+        raise NotFound(f"certificate {cert_id} not found")
+    if repos.acme.renewal_mark(cert_id) is not None:
+        return False
+    repos.acme.add_renewal_mark(
+        AcmeRenewalMark(certificate_id=cert_id, marked_at=now, marked_by=actor.username)
+    )
+    audit.record(repos.audit, actor, "acme.renewal.mark", "certificate", cert_id, {})
+    return True

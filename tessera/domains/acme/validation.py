@@ -1,0 +1,235 @@
+"""Challenge validation (RFC 8555 section 8, RFC 8737 tls-alpn-01, RFC 8738 IP identifiers)
+and CAA (RFC 8659). Every name goes through the configured DNS servers, for http-01 and
+tls-alpn-01 too, so a private network (or a test) decides where validation connects.
+
+Runs in a background job, never inside a client's request. Each failure is an ACME problem
+(dns, connection, incorrectResponse, tls, caa) that is stored on the challenge."""
+
+import hashlib
+import http.client
+import ipaddress
+import socket
+import ssl
+from dataclasses import dataclass
+
+import dns.exception
+import dns.flags
+import dns.name
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+import dns.reversename
+from cryptography import x509
+from cryptography.x509.oid import ObjectIdentifier
+
+from tessera.protocols.acme.jws import b64encode
+from tessera.protocols.acme.problems import AcmeProblem
+
+ACME_IDENTIFIER_OID = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
+MAX_HTTP_BODY = 8192
+ALPN = "acme-tls/1"
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    dns_servers: tuple[tuple[str, int], ...]
+    http01_port: int
+    tlsalpn01_port: int
+    timeout: float
+
+    @classmethod
+    def parse(
+        cls, servers: str, http_port: int, tls_port: int, timeout: float
+    ) -> "ValidationConfig":
+        return cls(
+            tuple(_server(s) for s in servers.split(",") if s.strip()), http_port, tls_port, timeout
+        )
+
+    def resolver(self) -> dns.resolver.Resolver:
+        if not self.dns_servers:
+            resolver = dns.resolver.Resolver()
+        else:
+            resolver = dns.resolver.Resolver(configure=False)
+            resolver.nameservers = [
+                dns.nameserver.Do53Nameserver(host, port) for host, port in self.dns_servers
+            ]
+        resolver.lifetime = resolver.timeout = self.timeout
+        resolver.cache = None  # a retried challenge must see the current records
+        return resolver
+
+
+def _server(text: str) -> tuple[str, int]:
+    text = text.strip()
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]:")
+        return host, int(port or 53)
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, int(port)
+    return text, 53
+
+
+def key_authorization(token: str, thumbprint: str) -> str:
+    return f"{token}.{thumbprint}"
+
+
+def dns01_value(key_auth: str) -> str:
+    return b64encode(hashlib.sha256(key_auth.encode()).digest())
+
+
+def validate(kind: str, id_type: str, name: str, key_auth: str, config: ValidationConfig) -> None:
+    """Raise the challenge's problem, or return when the identifier is proven."""
+    if kind == "http-01":
+        _http01(id_type, name, key_auth.split(".")[0], key_auth, config)
+    elif kind == "dns-01":
+        _dns01(name, key_auth, config)
+    elif kind == "tls-alpn-01":
+        _tls_alpn01(id_type, name, key_auth, config)
+    else:
+        raise AcmeProblem("malformed", f"unknown challenge type {kind}")
+
+
+def addresses(id_type: str, name: str, config: ValidationConfig) -> list[str]:
+    if id_type == "ip":
+        return [name]
+    resolver = config.resolver()
+    found: list[str] = []
+    errors: list[str] = []
+    for rdtype in ("A", "AAAA"):
+        try:
+            answer = resolver.resolve(name, rdtype)
+        except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN) as exc:
+            errors.append(type(exc).__name__)
+            continue
+        except dns.exception.DNSException as exc:
+            raise AcmeProblem("dns", f"DNS lookup of {name} ({rdtype}) failed: {exc}") from exc
+        found.extend(str(r) for r in answer)
+    if not found:
+        raise AcmeProblem("dns", f"no A or AAAA record for {name} ({', '.join(errors)})")
+    return found
+
+
+def _http01(id_type: str, name: str, token: str, key_auth: str, config: ValidationConfig) -> None:
+    path = f"/.well-known/acme-challenge/{token}"
+    host = f"[{name}]" if ":" in name else name
+    last: AcmeProblem | None = None
+    for address in addresses(id_type, name, config):
+        connection = http.client.HTTPConnection(address, config.http01_port, timeout=config.timeout)
+        try:
+            connection.request("GET", path, headers={"Host": host, "User-Agent": "tessera-acme"})
+            response = connection.getresponse()
+            body = response.read(MAX_HTTP_BODY + 1)
+        except (OSError, http.client.HTTPException) as exc:
+            last = AcmeProblem("connection", f"http-01 to {name} ({address}): {exc}")
+            continue
+        finally:
+            connection.close()
+        if response.status != 200:
+            raise AcmeProblem(
+                "incorrectResponse", f"http-01 at {name}: HTTP {response.status} for {path}"
+            )
+        if body.strip().decode("ascii", "replace") != key_auth:
+            raise AcmeProblem("incorrectResponse", f"http-01 at {name}: wrong key authorization")
+        return
+    raise last or AcmeProblem("connection", f"http-01: nothing to connect to for {name}")
+
+
+def _dns01(name: str, key_auth: str, config: ValidationConfig) -> None:
+    expected = dns01_value(key_auth)
+    query = f"_acme-challenge.{name}"
+    try:
+        answer = config.resolver().resolve(query, "TXT")
+    except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN) as exc:
+        raise AcmeProblem("dns", f"no TXT record at {query}") from exc
+    except dns.exception.DNSException as exc:
+        raise AcmeProblem("dns", f"DNS lookup of {query} failed: {exc}") from exc
+    values = {b"".join(r.strings).decode("ascii", "replace") for r in answer}
+    if expected not in values:
+        raise AcmeProblem("incorrectResponse", f"no TXT record at {query} has the expected value")
+
+
+def _tls_alpn01(id_type: str, name: str, key_auth: str, config: ValidationConfig) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the self-signed challenge certificate is the point
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols([ALPN])
+    sni = (
+        dns.reversename.from_address(name).to_text(omit_final_dot=True) if id_type == "ip" else name
+    )
+    last: AcmeProblem | None = None
+    for address in addresses(id_type, name, config):
+        try:
+            with (
+                socket.create_connection((address, config.tlsalpn01_port), config.timeout) as raw,
+                context.wrap_socket(raw, server_hostname=sni) as tls,
+            ):
+                negotiated = tls.selected_alpn_protocol()
+                der = tls.getpeercert(binary_form=True)
+        except (OSError, ssl.SSLError) as exc:
+            last = AcmeProblem(
+                "connection" if not isinstance(exc, ssl.SSLError) else "tls",
+                f"tls-alpn-01 to {name} ({address}): {exc}",
+            )
+            continue
+        if negotiated != ALPN or der is None:
+            raise AcmeProblem("tls", f"tls-alpn-01 at {name}: the server did not negotiate {ALPN}")
+        _check_alpn_certificate(x509.load_der_x509_certificate(der), id_type, name, key_auth)
+        return
+    raise last or AcmeProblem("connection", f"tls-alpn-01: nothing to connect to for {name}")
+
+
+def _check_alpn_certificate(cert: x509.Certificate, id_type: str, name: str, key_auth: str) -> None:
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        extension = cert.extensions.get_extension_for_oid(ACME_IDENTIFIER_OID)
+    except (x509.ExtensionNotFound, ValueError) as exc:
+        raise AcmeProblem("incorrectResponse", f"tls-alpn-01 at {name}: {exc}") from exc
+    wanted: x509.GeneralName = (
+        x509.IPAddress(ipaddress.ip_address(name)) if id_type == "ip" else x509.DNSName(name)
+    )
+    if list(sans) != [wanted]:
+        raise AcmeProblem(
+            "incorrectResponse", f"tls-alpn-01 at {name}: the SAN must be only {name}"
+        )
+    if not extension.critical:
+        raise AcmeProblem("incorrectResponse", "tls-alpn-01: acmeIdentifier must be critical")
+    digest = hashlib.sha256(key_auth.encode()).digest()
+    raw = extension.value.value  # type: ignore[attr-defined]
+    if raw != b"\x04\x20" + digest:  # DER OCTET STRING of the 32-byte digest
+        raise AcmeProblem("incorrectResponse", f"tls-alpn-01 at {name}: wrong acmeIdentifier")
+
+
+def check_caa(name: str, wildcard: bool, identities: list[str], config: ValidationConfig) -> None:
+    """RFC 8659: the closest CAA record set up the tree decides; none at all allows."""
+    resolver = config.resolver()
+    current = dns.name.from_text(name)
+    while current != dns.name.root:
+        try:
+            answer = resolver.resolve(current, "CAA")
+            records = list(answer)
+        except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
+            records = []
+        except dns.exception.DNSException as exc:
+            raise AcmeProblem("dns", f"CAA lookup of {current} failed: {exc}") from exc
+        if records:
+            _caa_allows(records, wildcard, identities, name)
+            return
+        current = current.parent()
+
+
+def _caa_allows(records: list[object], wildcard: bool, identities: list[str], name: str) -> None:
+    tags: dict[str, list[str]] = {}
+    for record in records:
+        tag = getattr(record, "tag", b"").decode("ascii", "replace").lower()
+        value = getattr(record, "value", b"").decode("ascii", "replace")
+        flags = getattr(record, "flags", 0)
+        if flags & 128 and tag not in ("issue", "issuewild", "iodef"):
+            raise AcmeProblem("caa", f"CAA for {name} has an unknown critical tag {tag!r}")
+        tags.setdefault(tag, []).append(value)
+    relevant = tags.get("issuewild") if wildcard and "issuewild" in tags else tags.get("issue")
+    if relevant is None:
+        return  # only iodef or unrelated tags: issuance is not restricted
+    domains = {v.split(";")[0].strip().lower() for v in relevant}
+    if not domains & {i.lower() for i in identities}:
+        raise AcmeProblem("caa", f"CAA records for {name} do not authorize this CA")

@@ -1,0 +1,318 @@
+"""Publishing a CA's CRLs: take a lease and CRL numbers, build and sign, store.
+
+Publication owns its transactions, unlike request services: signing a CRL of a million
+entries takes seconds, and holding a row lock (or SQLite's write lock) that long would stall
+every revocation. So it runs in three steps:
+
+1. claim, in a short transaction: one UPDATE ... RETURNING on the CA's `crl_state` row takes
+   a lease and two numbers of the CA's CRL number sequence (the full CRL, then the delta);
+2. build, outside any transaction: read the revoked certificates, encode, sign;
+3. publish, in a short transaction: store both CRLs, record what they cover and release
+   the lease, only if the lease is still ours (else the numbers are simply skipped).
+
+Numbers therefore never repeat across processes, and a CRL never replaces a newer one.
+"""
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import ColumnElement, or_
+from sqlalchemy.orm import Session, sessionmaker
+
+from tessera.core.clock import Clock
+from tessera.core.errors import Conflict, NotFound, PolicyViolation
+from tessera.core.formats import load_certificate
+from tessera.core.keystore import KeyEncryptor
+from tessera.domains import audit
+from tessera.domains.actor import Actor, system_actor
+from tessera.domains.crl.builder import CRLSpec, Entry, EntryLike, build_crl
+from tessera.domains.issuance import PublicationBase
+from tessera.storage import models
+from tessera.storage.models_crl import CRLState, PublishedCRL
+from tessera.storage.repositories.audit import AuditRepository
+from tessera.storage.repositories.crl import CRLRepository, EntryRow
+
+log = logging.getLogger("tessera.crl")
+
+Trigger = Literal["change", "schedule", "manual"]
+LEASE = timedelta(minutes=2)  # a build that takes longer may be taken over by another process
+# Delta CRLs list every change since their base, read back from the status-change log with
+# this margin: a change stamped before the base was taken but committed after it is still
+# listed (listing a change twice is harmless; missing one is not).
+DELTA_SLACK = timedelta(minutes=10)
+BUSY_WAIT = 30.0  # seconds a manual regeneration waits for a build in progress
+
+
+@dataclass(frozen=True)
+class CRLPolicy:
+    validity: timedelta
+    delta_validity: timedelta | None  # None: no delta CRLs
+    debounce: timedelta
+
+    @property
+    def refresh_after(self) -> timedelta:
+        """Scheduled regeneration comes when half of the shortest validity has passed."""
+        shortest = min(self.validity, self.delta_validity or self.validity)
+        return shortest / 2
+
+
+@dataclass(frozen=True)
+class Published:
+    ca_id: int
+    full: PublishedCRL
+    delta: PublishedCRL | None
+
+
+@dataclass(frozen=True)
+class _Built:
+    crls: list[PublishedCRL]
+    snapshot_at: datetime
+    base_number: int | None
+    base_at: datetime
+
+
+@dataclass(frozen=True)
+class _Claim:
+    ca_id: int
+    org_id: int
+    owner: str
+    full_number: int
+    base_number: int | None
+    base_at: datetime | None
+
+
+class CRLPublisher:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        keys: KeyEncryptor,
+        publication: PublicationBase,
+        policy: CRLPolicy,
+        clock: Clock,
+        on_publish: Callable[[int], None] | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._keys = keys
+        self._publication = publication
+        self._policy = policy
+        self._clock = clock
+        self._on_publish = on_publish
+
+    def publish(
+        self,
+        ca_id: int,
+        trigger: Trigger,
+        observed_at: datetime | None = None,
+        actor: Actor | None = None,
+    ) -> Published | None:
+        """Publish new CRLs for the CA if the trigger still calls for it; None when there is
+        nothing to do (already covered, debounced, another process is building, or the CA
+        cannot sign)."""
+        claim = self._claim(ca_id, trigger, observed_at)
+        if claim is None:
+            return None
+        try:
+            built = self._build(claim, trigger)
+        except Exception as exc:
+            # Whatever went wrong, the lease goes back and the error is kept for the API;
+            # the next scheduled run retries a minute later.
+            self._fail(claim, exc)
+            raise
+        return self._store(claim, built, trigger, actor)
+
+    def regenerate(self, ca_id: int, actor: Actor) -> Published:
+        """The management API's regeneration: now, waiting for a build in progress."""
+        deadline = time.monotonic() + BUSY_WAIT
+        while True:
+            published = self.publish(ca_id, "manual", actor=actor)
+            if published is not None:
+                return published
+            if time.monotonic() > deadline:
+                raise Conflict(f"a CRL of CA {ca_id} is being built by another process")
+            time.sleep(0.2)
+
+    # Step 1 -----------------------------------------------------------------------------
+
+    def _claim(self, ca_id: int, trigger: Trigger, observed_at: datetime | None) -> _Claim | None:
+        now = self._clock()
+        with self._sessions.begin() as session:
+            repo = CRLRepository(session)
+            ca = repo.signing_ca(ca_id)
+            if ca is None:
+                if trigger == "manual":
+                    raise NotFound(f"CA {ca_id} not found")
+                return None
+            if not can_sign(ca, now):
+                if trigger == "manual":
+                    raise PolicyViolation(cannot_sign_reason(ca, now))
+                return None
+            repo.ensure_state(ca.id, ca.org_id)
+            owner = uuid.uuid4().hex
+            conditions = self._conditions(trigger, now, observed_at)
+            taken = repo.claim(ca.id, owner, now, now + LEASE, conditions)
+            if taken is None:
+                return None
+            last, base_number, base_at = taken
+            return _Claim(ca.id, ca.org_id, owner, last - 1, base_number, base_at)
+
+    def _conditions(
+        self, trigger: Trigger, now: datetime, observed_at: datetime | None
+    ) -> Sequence[ColumnElement[bool]]:
+        if trigger == "change":
+            # Only if the newest CRL read the state before this change was seen, and not
+            # more often than the debounce allows: a burst makes one CRL.
+            return [
+                or_(CRLState.snapshot_at.is_(None), CRLState.snapshot_at < observed_at),
+                or_(CRLState.built_at.is_(None), CRLState.built_at <= now - self._policy.debounce),
+                # after a failure, retry when the failure scheduled it, not every second
+                or_(CRLState.last_error.is_(None), CRLState.due_at <= now),
+            ]
+        if trigger == "schedule":
+            return [or_(CRLState.due_at.is_(None), CRLState.due_at <= now)]
+        return []
+
+    # Step 2 -----------------------------------------------------------------------------
+
+    def _build(self, claim: _Claim, trigger: Trigger) -> _Built:
+        snapshot = self._clock()
+        with self._sessions() as session:
+            repo = CRLRepository(session)
+            ca = repo.signing_ca(claim.ca_id)
+            if ca is None or ca.encrypted_private_key is None:
+                raise NotFound(f"CA {claim.ca_id} is gone")
+            rows = repo.revoked_entries(ca.id, snapshot)
+            rebase = trigger != "change" or claim.base_number is None or claim.base_at is None
+            base_number = claim.full_number if rebase else claim.base_number
+            base_at = snapshot if rebase or claim.base_at is None else claim.base_at
+            delta_on = self._policy.delta_validity is not None
+            changes = repo.changed_serials(ca.id, base_at - DELTA_SLACK) if delta_on else []
+            issuer = load_certificate(ca.certificate_pem.encode())
+            key = self._keys.decrypt(ca.encrypted_private_key)
+            urls = self._publication.for_ca(ca)
+        this_update = snapshot.replace(microsecond=0)
+        spec = CRLSpec(
+            issuer=issuer,
+            key=key,
+            number=claim.full_number,
+            this_update=this_update,
+            next_update=this_update + self._policy.validity,
+            freshest_url=urls.delta_crl if delta_on else None,
+            ca_issuers_url=urls.ca_issuers,
+        )
+        by_serial = {row[0]: row for row in rows}
+        full = self._row(claim, "full", spec, by_serial.values(), None)
+        built = [full]
+        if self._policy.delta_validity is not None and base_number is not None:
+            delta_spec = CRLSpec(
+                issuer=issuer,
+                key=key,
+                number=claim.full_number + 1,
+                this_update=this_update,
+                next_update=this_update + self._policy.delta_validity,
+                delta_base=base_number,
+                ca_issuers_url=urls.ca_issuers,
+            )
+            entries = delta_entries(by_serial, changes)
+            built.append(self._row(claim, "delta", delta_spec, entries, base_number))
+        return _Built(built, snapshot, base_number, base_at)
+
+    def _row(
+        self,
+        claim: _Claim,
+        kind: str,
+        spec: CRLSpec,
+        entries: Iterable[EntryLike],
+        base_number: int | None,
+    ) -> PublishedCRL:
+        listed = list(entries)
+        der = build_crl(spec, listed)
+        return PublishedCRL(
+            ca_id=claim.ca_id,
+            org_id=claim.org_id,
+            kind=kind,
+            crl_number=spec.number,
+            base_number=base_number,
+            this_update=spec.this_update,
+            next_update=spec.next_update,
+            entries=len(listed),
+            size=len(der),
+            sha256=hashlib.sha256(der).hexdigest(),
+            der=der,
+            created_at=self._clock(),
+        )
+
+    # Step 3 -----------------------------------------------------------------------------
+
+    def _store(
+        self, claim: _Claim, result: _Built, trigger: Trigger, actor: Actor | None
+    ) -> Published | None:
+        built = result.crls
+        values: dict[str, object] = {
+            "snapshot_at": result.snapshot_at,
+            "built_at": self._clock(),
+            "due_at": built[0].this_update + self._policy.refresh_after,
+            "base_number": result.base_number,
+            "base_at": result.base_at,
+            "last_error": None,
+        }
+        with self._sessions.begin() as session:
+            repo = CRLRepository(session)
+            if not repo.finish(claim.ca_id, claim.owner, values):
+                log.warning("CRL lease of CA %s was taken over; discarding", claim.ca_id)
+                return None
+            for crl in built:
+                repo.add_published(crl)
+                repo.prune(claim.ca_id, crl.kind)
+            who = actor or system_actor(claim.org_id)
+            action = "crl.regenerate" if trigger == "manual" else "crl.publish"
+            details = {
+                "crl_number": built[0].crl_number,
+                "delta_crl_number": built[1].crl_number if len(built) > 1 else None,
+                "entries": built[0].entries,
+                "trigger": trigger,
+            }
+            audit.record(
+                AuditRepository(session, claim.org_id), who, action, "ca", claim.ca_id, details
+            )
+        if self._on_publish is not None:
+            self._on_publish(claim.ca_id)
+        return Published(claim.ca_id, built[0], built[1] if len(built) > 1 else None)
+
+    def _fail(self, claim: _Claim, exc: Exception) -> None:
+        retry = self._clock() + timedelta(minutes=1)
+        message = f"{type(exc).__name__}: {exc}"[:500]
+        with self._sessions.begin() as session:
+            CRLRepository(session).finish(
+                claim.ca_id, claim.owner, {"last_error": message, "due_at": retry}
+            )
+
+
+def delta_entries(
+    current: dict[str, EntryRow], changes: Sequence[tuple[str, datetime]]
+) -> list[EntryLike]:
+    """The entries of a delta CRL: each certificate whose status changed since the base, as
+    it stands now; one that is no longer revoked (a released hold) is listed with
+    removeFromCRL (RFC 5280 5.2.4 and 5.3.1)."""
+    listed: dict[str, EntryLike] = {}
+    for serial, changed_at in changes:  # oldest first: the last change of a serial wins
+        row = current.get(serial)
+        listed[serial] = row if row is not None else Entry(serial, changed_at, "removeFromCRL")
+    return list(listed.values())
+
+
+def can_sign(ca: models.CertificateAuthority, now: datetime) -> bool:
+    return ca.encrypted_private_key is not None and ca.is_active and ca.not_after > now
+
+
+def cannot_sign_reason(ca: models.CertificateAuthority, now: datetime) -> str:
+    if ca.encrypted_private_key is None:
+        return f"CA {ca.id} has no private key here and cannot sign CRLs"
+    if not ca.is_active:
+        return f"CA {ca.id} is disabled"
+    return f"CA {ca.id} has expired"

@@ -1,0 +1,196 @@
+"""Passwords: change (re-authenticated), reset by mailed link, and invitation links.
+
+Reset and invitation links carry a random token; only its SHA-256 digest is stored, it
+expires, and it is consumed by a conditional UPDATE, so it works once. A reset request
+answers the same whether or not the address belongs to anyone."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from tessera.core.errors import InvalidInput, PermissionDenied
+from tessera.domains import audit
+from tessera.domains.actor import Actor
+from tessera.domains.identity.effective import require_full_access
+from tessera.domains.identity.secrets import (
+    MIN_PASSWORD_LENGTH,
+    hash_password,
+    new_token,
+    token_digest,
+    verify_password,
+)
+from tessera.domains.mail import Message
+from tessera.storage import models
+from tessera.storage.models_accounts import AccountToken
+from tessera.storage.repositories import Repositories
+from tessera.storage.repositories.identity import load_user, users_by_email
+
+RESET, INVITE = "reset", "invite"
+LINK_PURPOSES = (RESET, INVITE)
+MAX_PASSWORD_LENGTH = 1024
+
+
+@dataclass(frozen=True)
+class LinkPolicy:
+    """Where links point and how long they live (from the settings)."""
+
+    base_url: str
+    reset_minutes: int
+    invite_hours: int
+
+
+def check_password(password: str | None) -> str:
+    if not password or len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise InvalidInput(f"password must be at most {MAX_PASSWORD_LENGTH} characters")
+    return password
+
+
+def set_password(repos: Repositories, user: models.User, password: str, now: datetime) -> None:
+    """A new password ends every session and voids unused reset and invitation links."""
+    user.password_hash = hash_password(check_password(password))
+    repos.web_sessions.delete_for_user(user.id)
+    repos.account_tokens.revoke_for_user(user.id, LINK_PURPOSES, now)
+
+
+def _link_message(
+    repos: Repositories, user: models.User, purpose: str, policy: LinkPolicy, now: datetime
+) -> Message:
+    """Store a fresh link token for the user (older unused ones of the purpose stop working)
+    and return the mail that carries it."""
+    repos.account_tokens.revoke_for_user(user.id, [purpose], now)
+    token = new_token()
+    lifetime = (
+        timedelta(minutes=policy.reset_minutes)
+        if purpose == RESET
+        else timedelta(hours=policy.invite_hours)
+    )
+    repos.account_tokens.add(
+        AccountToken(
+            user_id=user.id,
+            purpose=purpose,
+            token_hash=token_digest(token),
+            created_at=now,
+            expires_at=now + lifetime,
+        )
+    )
+    link = f"{policy.base_url}/reset-password?token={token}"
+    if purpose == RESET:
+        subject = "Tessera: reset your password"
+        text = (
+            f"Someone asked to reset the password of the Tessera account {user.username!r}.\n\n"
+            f"To choose a new password, open:\n{link}\n\n"
+            f"The link works once and expires in {policy.reset_minutes} minutes. If you did "
+            "not ask for this, ignore this mail; your password is unchanged.\n"
+        )
+    else:
+        subject = "Tessera: you are invited"
+        text = (
+            f"An account {user.username!r} was created for you on Tessera.\n\n"
+            f"To set your password, open:\n{link}\n\n"
+            f"The link works once and expires in {policy.invite_hours} hours.\n"
+        )
+    return Message(user.email or "", subject, text)
+
+
+def request_reset(
+    repos: Repositories, email: str, policy: LinkPolicy, now: datetime, anonymous: Actor
+) -> list[Message]:
+    """Reset mails for every active account with this address (possibly none)."""
+    messages = []
+    for user in users_by_email(repos.session, email):
+        messages.append(_link_message(repos, user, RESET, policy, now))
+        who = Actor(
+            user.id,
+            user.username,
+            user.org_id,
+            user.role,
+            frozenset(),
+            anonymous.ip_address,
+            anonymous.user_agent,
+        )
+        audit.record(repos.audit, who, "auth.password_reset_request", "user", user.id)
+    return messages
+
+
+def invitation(
+    repos: Repositories, user: models.User, policy: LinkPolicy, now: datetime
+) -> Message:
+    return _link_message(repos, user, INVITE, policy, now)
+
+
+def reset_link(
+    repos: Repositories, user: models.User, policy: LinkPolicy, now: datetime
+) -> Message:
+    return _link_message(repos, user, RESET, policy, now)
+
+
+def redeem(
+    repos: Repositories, token: str, password: str, now: datetime, anonymous: Actor
+) -> models.User | None:
+    """Set the password named by a reset or invitation link; None (audited) when the link is
+    unknown, expired or used."""
+    check_password(password)  # before consuming, so a weak password does not burn the link
+    found = repos.account_tokens.live(token_digest(token), LINK_PURPOSES, now)
+    user = load_user(repos.session, found.user_id) if found else None
+    if found is None or user is None or not user.active:
+        audit.record(
+            repos.audit,
+            anonymous,
+            "auth.password_reset",
+            "user",
+            None,
+            {"reason": "invalid or expired token"},
+            False,
+        )
+        return None
+    if not repos.account_tokens.consume(found.id, now):
+        return None
+    set_password(repos, user, password, now)
+    who = Actor(
+        user.id,
+        user.username,
+        user.org_id,
+        user.role,
+        frozenset(),
+        anonymous.ip_address,
+        anonymous.user_agent,
+    )
+    audit.record(repos.audit, who, "auth.password_reset", "user", user.id, {"via": found.purpose})
+    return user
+
+
+def change(
+    repos: Repositories,
+    actor: Actor,
+    current: str,
+    new: str,
+    now: datetime,
+    keep_session_id: int | None,
+) -> bool:
+    """The caller's own password, after checking the current one (a failure is audited and
+    returns False). Every other session of the user ends; the current one stays."""
+    if actor.user_id is None:
+        raise PermissionDenied("passwords belong to users")
+    user = load_user(repos.session, actor.user_id)
+    if user is None:
+        raise PermissionDenied("passwords belong to users")
+    require_full_access(repos.session, actor, user)
+    if not verify_password(user.password_hash, current):
+        audit.record(
+            repos.audit,
+            actor,
+            "account.password_change",
+            "user",
+            user.id,
+            {"reason": "wrong current password"},
+            False,
+        )
+        return False
+    if new == current:
+        raise InvalidInput("the new password must differ from the current one")
+    user.password_hash = hash_password(check_password(new))
+    repos.web_sessions.delete_for_user(user.id, keep_id=keep_session_id)
+    repos.account_tokens.revoke_for_user(user.id, LINK_PURPOSES, now)
+    audit.record(repos.audit, actor, "account.password_change", "user", user.id)
+    return True

@@ -1,0 +1,203 @@
+"""Users of one organization: CRUD, toggle, administrative password reset, bulk import with
+invitations.
+
+No one manages a user whose effective permissions (role plus groups) are wider than their own,
+nor hands out a role wider than their own."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from tessera.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from tessera.domains import audit
+from tessera.domains.actor import Actor
+from tessera.domains.identity import passwords, permissions
+from tessera.domains.identity.effective import user_permissions
+from tessera.domains.identity.secrets import UNUSABLE_PASSWORD, hash_password
+from tessera.domains.mail import Message
+from tessera.storage import models
+from tessera.storage.repositories import Repositories
+from tessera.storage.repositories.identity import find_login_user
+
+MAX_IMPORT = 500
+
+
+@dataclass(frozen=True)
+class UserFields:
+    username: str | None = None
+    email: str | None = None
+    password: str | None = None
+    role: str | None = None
+    full_name: str | None = None
+    active: bool | None = None
+
+
+@dataclass
+class ImportResult:
+    created: list[models.User]
+    errors: list[dict[str, object]]
+    messages: list[Message]
+
+
+class UserService:
+    def __init__(self, repos: Repositories, actor: Actor, now: datetime) -> None:
+        self._repos, self._actor, self._now = repos, actor, now
+
+    def all(self) -> Sequence[models.User]:
+        return self._repos.users.all()
+
+    def get(self, user_id: int) -> models.User:
+        user = self._repos.users.get(user_id)
+        if user is None:
+            raise NotFound(f"user {user_id} not found")
+        return user
+
+    def create(self, fields: UserFields, invited: bool = False) -> models.User:
+        if not fields.username or not fields.username.strip():
+            raise InvalidInput("username is required")
+        if find_login_user(self._repos.session, fields.username.strip()):
+            raise Conflict(f"user {fields.username!r} already exists")
+        password = UNUSABLE_PASSWORD
+        if not invited:
+            password = hash_password(passwords.check_password(fields.password))
+        user = models.User(
+            username=fields.username.strip()[:150],
+            email=check_email(fields.email),
+            full_name=fields.full_name,
+            role=self._grantable(fields.role or "viewer"),
+            password_hash=password,
+            active=True,
+        )
+        self._repos.users.add(user)
+        details = {"username": user.username, "role": user.role, "invited": invited}
+        audit.record(self._repos.audit, self._actor, "user.create", "user", user.id, details)
+        return user
+
+    def update(self, user_id: int, fields: UserFields) -> models.User:
+        user = self._manageable(user_id)
+        changes: dict[str, object] = {}
+        if fields.email is not None:
+            user.email = changes["email"] = check_email(fields.email)
+        if fields.full_name is not None:
+            user.full_name = changes["full_name"] = fields.full_name
+        if fields.role is not None:
+            user.role = changes["role"] = self._grantable(fields.role)
+        if fields.active is not None:
+            self._set_active(user, fields.active)
+            changes["active"] = fields.active
+        if fields.password is not None:
+            passwords.set_password(self._repos, user, fields.password, self._now)
+            changes["password_changed"] = True
+        audit.record(self._repos.audit, self._actor, "user.update", "user", user.id, changes)
+        return user
+
+    def toggle(self, user_id: int) -> models.User:
+        user = self._manageable(user_id)
+        self._set_active(user, not user.active)
+        audit.record(
+            self._repos.audit, self._actor, "user.toggle", "user", user.id, {"active": user.active}
+        )
+        return user
+
+    def reset_password(
+        self, user_id: int, new_password: str | None, policy: passwords.LinkPolicy
+    ) -> Message | None:
+        """Set the password given, or (none given) mail the user a reset link."""
+        user = self._manageable(user_id)
+        if new_password is not None:
+            passwords.set_password(self._repos, user, new_password, self._now)
+            details: dict[str, object] = {"method": "set"}
+            message = None
+        else:
+            if not user.email:
+                raise InvalidInput("the user has no email address; give new_password")
+            self._repos.web_sessions.delete_for_user(user.id)
+            message = passwords.reset_link(self._repos, user, policy, self._now)
+            details = {"method": "email"}
+        audit.record(
+            self._repos.audit, self._actor, "user.reset_password", "user", user.id, details
+        )
+        return message
+
+    def delete(self, user_id: int) -> None:
+        user = self._manageable(user_id)
+        if user.id == self._actor.user_id:
+            raise Conflict("you cannot delete your own account")
+        self._repos.users.delete(user)
+        audit.record(
+            self._repos.audit,
+            self._actor,
+            "user.delete",
+            "user",
+            user.id,
+            {"username": user.username},
+        )
+
+    def import_users(
+        self, rows: list[UserFields], send_invites: bool, policy: passwords.LinkPolicy
+    ) -> ImportResult:
+        """Each row is created or reported; one bad row does not stop the others. Imported
+        users have no password until they follow their invitation (or an admin sets one)."""
+        if len(rows) > MAX_IMPORT:
+            raise InvalidInput(f"at most {MAX_IMPORT} users per import")
+        result = ImportResult([], [], [])
+        for index, row in enumerate(rows):
+            try:
+                if send_invites and not row.email:
+                    raise InvalidInput("an invitation needs an email address")
+                user = self.create(row, invited=row.password is None)
+            except (InvalidInput, Conflict, PermissionDenied) as exc:
+                result.errors.append({"index": index, "username": row.username, "error": str(exc)})
+                continue
+            result.created.append(user)
+            if send_invites:
+                result.messages.append(passwords.invitation(self._repos, user, policy, self._now))
+        audit.record(
+            self._repos.audit,
+            self._actor,
+            "user.import",
+            "user",
+            None,
+            {"created": len(result.created), "failed": len(result.errors)},
+        )
+        return result
+
+    def effective(self, user: models.User) -> frozenset[str]:
+        return user_permissions(self._repos.session, user)
+
+    def _set_active(self, user: models.User, active: bool) -> None:
+        if not active and user.id == self._actor.user_id:
+            raise Conflict("you cannot deactivate your own account")
+        user.active = active
+        if not active:
+            self._repos.web_sessions.delete_for_user(user.id)
+
+    def _grantable(self, role: str) -> str:
+        """No one hands out a role wider than what they hold themselves (a key narrowed to
+        write:users must not be able to make an admin)."""
+        if not permissions.covers(self._actor.permissions, permissions.role_permissions(role)):
+            raise PermissionDenied(f"you cannot grant the role {check_role(role)!r}")
+        return check_role(role)
+
+    def _manageable(self, user_id: int) -> models.User:
+        user = self.get(user_id)
+        if not permissions.covers(self._actor.permissions, self.effective(user)):
+            raise PermissionDenied(f"user {user_id} holds more permissions than you")
+        return user
+
+
+def check_role(role: str) -> str:
+    if role not in permissions.ROLES:
+        raise InvalidInput(f"unknown role {role!r}; roles: {', '.join(permissions.ROLES)}")
+    return role
+
+
+def check_email(email: str | None) -> str | None:
+    """A plausible address (one @, no spaces, a dot in the domain) or none at all."""
+    if email is None or not email.strip():
+        return None
+    email = email.strip()
+    local, at, domain = email.rpartition("@")
+    if not at or not local or "." not in domain or any(c.isspace() for c in email):
+        raise InvalidInput(f"invalid email address {email!r}")
+    return email

@@ -1,0 +1,1 @@
+"""The OCSP responder: wire format, signers, pre-signed responses, management views."""

@@ -1,0 +1,441 @@
+"""The OCSP responder of one server process: which CAs it answers for, the pre-signed
+responses it holds, and the background work that keeps them fresh and true.
+
+Hot path (`answer_cached`, on the event loop): parse, one dict lookup, done: no database, no
+signature. Everything else (`answer`, in a worker thread) reads statuses from the database,
+signs, and stores nonce-less single-certificate answers as pre-signed responses.
+
+Coherence across processes: every revocation writes a `status_changes` row in its own
+transaction; `follow_changes` polls that log (every 200 ms, an indexed range read) and
+re-signs the affected pre-signed responses, so a revocation shows within a second in every
+process. `refresh` re-signs responses before nextUpdate and forgets those nobody asks for.
+"""
+
+import hashlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from sqlalchemy.orm import Session, sessionmaker
+
+from tessera.core.formats import load_certificate
+from tessera.core.inspect import serial_hex
+from tessera.domains.ocsp import wire
+from tessera.domains.ocsp.signers import LoadedSigner, SignerFactory, rollover_due
+from tessera.domains.ocsp.wire import CertID, Request, Status
+from tessera.storage.repositories.ocsp import OCSPRepository, StoredStatus
+from tessera.storage.repositories.status_changes import StatusChangeRepository
+
+log = logging.getLogger("tessera.ocsp")
+FOLLOW_SECONDS = 0.2
+COUNTER_FLUSH_SECONDS = 5.0
+INDEX_RELOAD_MIN_SECONDS = 0.05  # unknown issuers reload the CA list at most this often
+NOT_OURS_SECONDS = 1.0  # and each unknown issuer at most once in this time
+UNKNOWN_CACHE_SECONDS = 60.0  # "unknown" may become "good" when a serial is issued later
+MEMO_MAX_BYTES = 256  # typical requests are 70-120 bytes; bigger ones are parsed each time
+GAP_SECONDS = 10.0  # how long a missing status_changes id may still commit (PostgreSQL)
+
+MALFORMED = wire.unsuccessful("malformed_request")
+UNAUTHORIZED = wire.unsuccessful("unauthorized")
+INTERNAL_ERROR = wire.unsuccessful("internal_error")
+TRY_LATER = wire.unsuccessful("try_later")
+
+
+@dataclass(frozen=True)
+class ServedCA:
+    ca_id: int
+    org_id: int
+    name: str
+    certificate: x509.Certificate
+
+
+@dataclass(slots=True)
+class Entry:
+    """A pre-signed response for one CertID, and what GET caching headers need."""
+
+    der: bytes
+    etag: str
+    status: Status
+    ca_id: int
+    serial: str
+    this_update: datetime
+    next_update: datetime
+    expires_ts: float  # serve until (epoch seconds); refresh well before
+    refresh_ts: float
+    hit_ts: float
+    answer: "Answer" = field(init=False)  # prebuilt: a hit allocates nothing
+
+    def __post_init__(self) -> None:
+        self.answer = Answer(self.der, self)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    der: bytes
+    entry: Entry | None = None  # set for pre-signed responses (cacheable over GET)
+
+
+@dataclass
+class Responder:
+    sessions: sessionmaker[Session]
+    signers: SignerFactory
+    clock: Callable[[], datetime]
+    validity: timedelta
+    max_entries: int
+    counts: Counter[str] = field(default_factory=Counter)
+    _cache: dict[CertID, Entry] = field(default_factory=dict)
+    _by_serial: dict[tuple[int, str], set[CertID]] = field(default_factory=dict)
+    _seen: dict[bytes, CertID] = field(default_factory=dict)  # request DER -> its CertID
+    _issuers: dict[tuple[str, bytes, bytes], ServedCA] = field(default_factory=dict)
+    _served: dict[int, ServedCA] = field(default_factory=dict)
+    _signers: dict[int, LoadedSigner] = field(default_factory=dict)
+    _index_loaded: float = 0.0
+    _not_ours: dict[tuple[str, bytes, bytes], float] = field(default_factory=dict)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    _last_change: int | None = None
+    _gaps: dict[int, float] = field(default_factory=dict)
+    _change_seq: int = 0
+    _changed: dict[tuple[int, str], tuple[int, float]] = field(default_factory=dict)
+
+    # --- the hot path ------------------------------------------------------------------
+
+    def answer_cached(self, der: bytes) -> Answer | Request:
+        """A pre-signed answer, a malformed-request answer, or the parsed request for
+        `answer` to handle off the event loop."""
+        self.counts["requests"] += 1
+        cert_id = self._seen.get(der)
+        if cert_id is not None:
+            # The same bytes asked before (a client's nonce-less request never varies): no
+            # parsing at all. The response itself still comes from the coherent cache.
+            entry = self._cache.get(cert_id)
+            if entry is not None and time.time() < entry.expires_ts:
+                return self._hit(entry)
+        try:
+            request = wire.parse_request(der)
+        except wire.MalformedRequest:
+            self.counts["malformed"] += 1
+            return Answer(MALFORMED)
+        if request.nonce is None and len(request.cert_ids) == 1:
+            if len(der) <= MEMO_MAX_BYTES:
+                if len(self._seen) >= self.max_entries:
+                    self._seen.clear()
+                self._seen[der] = request.cert_ids[0]
+            entry = self._cache.get(request.cert_ids[0])
+            if entry is not None and time.time() < entry.expires_ts:
+                return self._hit(entry)
+        else:
+            self.counts["nonce"] += request.nonce is not None
+        return request
+
+    def _hit(self, entry: Entry) -> Answer:
+        entry.hit_ts = time.time()
+        counts = self.counts
+        counts["cache_hits"] += 1
+        counts[entry.status.kind] += 1
+        return entry.answer
+
+    # --- the slow path (worker thread) ---------------------------------------------------
+
+    def answer(self, request: Request) -> Answer:
+        try:
+            return self._answer(request)
+        except Exception:
+            # Relying parties get an OCSP internalError, never an HTTP 500; the cause is logged.
+            log.exception("OCSP request failed")
+            self.counts["internal_error"] += 1
+            return Answer(INTERNAL_ERROR)
+
+    def _answer(self, request: Request) -> Answer:
+        cas = {self._issuer_of(cert_id) for cert_id in request.cert_ids}
+        if None in cas or len(cas) != 1:
+            # Not ours, an unsupported hash, or several CAs (one response has one signer).
+            self.counts["unauthorized"] += 1
+            return Answer(UNAUTHORIZED)
+        ca = cas.pop()
+        assert ca is not None
+        loaded = self._signer(ca.ca_id)
+        if loaded is None:
+            self.counts["unauthorized"] += 1
+            return Answer(UNAUTHORIZED)
+        seq = self._change_seq
+        statuses = self._read_statuses(ca, [serial_hex(c.serial) for c in request.cert_ids])
+        answers = [(c, statuses.get(serial_hex(c.serial), wire.UNKNOWN)) for c in request.cert_ids]
+        for _, status in answers:
+            self.counts[status.kind] += 1
+        if len(answers) == 1:
+            # Held even when this request has a nonce: the next nonce request for the
+            # certificate is then signed from the held status, without a database read.
+            entry = self._sign_entry(ca.ca_id, loaded, *answers[0])
+            self._store(answers[0][0], entry, seq)
+            if request.nonce is None:
+                return Answer(entry.der, entry)
+        this_update, next_update = self._window(loaded)
+        self.counts["signed"] += 1
+        der = wire.build_response(loaded.signer, answers, this_update, next_update, request.nonce)
+        return Answer(der)
+
+    def sign_with_nonce(self, request: Request) -> Answer | None:
+        """A nonce request for a certificate whose status is already held: signed right away,
+        without a database read (its pre-signed response is kept true by follow_changes)."""
+        if len(request.cert_ids) != 1:
+            return None
+        entry = self._cache.get(request.cert_ids[0])
+        loaded = self._signers.get(entry.ca_id) if entry else None
+        if entry is None or loaded is None or entry.expires_ts <= time.time():
+            return None
+        this_update, next_update = self._window(loaded)
+        self.counts["signed"] += 1
+        self.counts[entry.status.kind] += 1
+        answers = [(request.cert_ids[0], entry.status)]
+        return Answer(
+            wire.build_response(loaded.signer, answers, this_update, next_update, request.nonce)
+        )
+
+    def _window(self, loaded: LoadedSigner) -> tuple[datetime, datetime]:
+        now = self.clock().replace(microsecond=0)
+        return now, min(now + self.validity, loaded.not_after)
+
+    def _sign_entry(
+        self, ca_id: int, loaded: LoadedSigner, cert_id: CertID, status: Status
+    ) -> Entry:
+        this_update, next_update = self._window(loaded)
+        der = wire.build_response(loaded.signer, [(cert_id, status)], this_update, next_update)
+        self.counts["signed"] += 1
+        lifetime = (next_update - this_update).total_seconds()
+        if status.kind == "unknown":
+            lifetime = min(lifetime, UNKNOWN_CACHE_SECONDS)
+        now = time.time()
+        return Entry(
+            der=der,
+            etag='"' + hashlib.sha256(der).hexdigest()[:32] + '"',
+            status=status,
+            ca_id=ca_id,
+            serial=serial_hex(cert_id.serial),
+            this_update=this_update,
+            next_update=next_update,
+            expires_ts=now + lifetime - 1,
+            # Re-signed when half its life is gone: clients caching it until nextUpdate
+            # always find a fresher one here long before.
+            refresh_ts=now + lifetime / 2,
+            hit_ts=now,
+        )
+
+    def _store(self, cert_id: CertID, entry: Entry, seq: int) -> None:
+        with self._lock:
+            changed = self._changed.get((entry.ca_id, entry.serial))
+            if changed is not None and changed[0] > seq:
+                return  # the status changed while we read it: do not keep what we read
+            if cert_id not in self._cache and len(self._cache) >= self.max_entries:
+                self._evict()
+            self._cache[cert_id] = entry
+            self._by_serial.setdefault((entry.ca_id, entry.serial), set()).add(cert_id)
+
+    def _evict(self) -> None:
+        """Drop the oldest tenth (dicts keep insertion order): cheap, and a dropped response
+        is only a signature away."""
+        for cert_id in list(self._cache)[: max(1, self.max_entries // 10)]:
+            self._forget(cert_id)
+
+    def _forget(self, cert_id: CertID) -> None:
+        entry = self._cache.pop(cert_id, None)
+        if entry is None:
+            return
+        key = (entry.ca_id, entry.serial)
+        ids = self._by_serial.get(key)
+        if ids is not None:
+            ids.discard(cert_id)
+            if not ids:
+                del self._by_serial[key]
+
+    def _issuer_of(self, cert_id: CertID) -> ServedCA | None:
+        if cert_id.hash_oid not in wire.HASHES:
+            return None
+        key = (cert_id.hash_oid, cert_id.name_hash, cert_id.key_hash)
+        found = self._issuers.get(key)
+        if found is not None:
+            return found
+        # Perhaps a CA made a moment ago: look again, unless this issuer was just looked for
+        # (a flood of requests for a foreign CA must not become a flood of CA reloads).
+        now = time.monotonic()
+        if now - self._not_ours.get(key, -NOT_OURS_SECONDS) < NOT_OURS_SECONDS:
+            return None
+        if now - self._index_loaded > INDEX_RELOAD_MIN_SECONDS:
+            self.reload_issuers()
+            found = self._issuers.get(key)
+        if found is None:
+            if len(self._not_ours) > 10_000:
+                self._not_ours.clear()
+            self._not_ours[key] = now
+        return found
+
+    def _signer(self, ca_id: int) -> LoadedSigner | None:
+        loaded = self._signers.get(ca_id)
+        if loaded is not None and loaded.rollover_at > self.clock():
+            return loaded
+        with self._lock:
+            loaded = self.signers.load(ca_id, self.clock())
+            if loaded is None:
+                self._signers.pop(ca_id, None)
+            else:
+                self._signers[ca_id] = loaded
+            return loaded
+
+    def _read_statuses(self, ca: ServedCA, serials: Iterable[str]) -> dict[str, Status]:
+        with self.sessions() as session:
+            stored = OCSPRepository(session).statuses(ca.org_id, ca.ca_id, serials)
+        return {serial: _status(row) for serial, row in stored.items()}
+
+    # --- background work ------------------------------------------------------------------
+
+    def reload_issuers(self) -> None:
+        """The CAs answered for, keyed by their CertID hashes under every supported hash."""
+        with self.sessions() as session:
+            rows = [
+                (ca.id, ca.org_id, ca.name, ca.certificate_pem)
+                for ca in OCSPRepository(session).signing_cas()
+            ]
+        issuers: dict[tuple[str, bytes, bytes], ServedCA] = {}
+        served: dict[int, ServedCA] = {}
+        for ca_id, org_id, name, pem in rows:
+            known = self._served.get(ca_id)
+            certificate = known.certificate if known else load_certificate(pem.encode())
+            served[ca_id] = ServedCA(ca_id, org_id, name, certificate)
+            for oid, (name_hash, key_hash) in wire.issuer_hashes(certificate).items():
+                issuers[(oid, name_hash, key_hash)] = served[ca_id]
+        self._issuers, self._served = issuers, served
+        self._index_loaded = time.monotonic()
+        gone = [c for c, e in list(self._cache.items()) if e.ca_id not in served]
+        with self._lock:
+            for cert_id in gone:
+                self._forget(cert_id)
+            for ca_id in set(self._signers) - set(served):
+                del self._signers[ca_id]
+
+    def refresh(self) -> None:
+        """Re-sign responses past half their life, forget those nobody asked for in a whole
+        validity period, and roll delegated signers over before they expire."""
+        self.reload_issuers()
+        now = time.time()
+        idle = self.validity.total_seconds()
+        due: dict[int, list[tuple[CertID, Entry]]] = {}
+        for cert_id, entry in list(self._cache.items()):
+            if now - entry.hit_ts > idle:
+                with self._lock:
+                    self._forget(cert_id)
+            elif now >= entry.refresh_ts:
+                due.setdefault(entry.ca_id, []).append((cert_id, entry))
+        for ca_id, loaded in list(self._signers.items()):
+            if rollover_due(loaded, self.clock(), timedelta(0)):
+                self._signers.pop(ca_id, None)
+                self._signer(ca_id)
+        for ca_id, entries in due.items():
+            self._resign(ca_id, entries)
+
+    def _resign(self, ca_id: int, entries: list[tuple[CertID, Entry]]) -> None:
+        ca = self._served.get(ca_id)
+        loaded = self._signer(ca_id) if ca else None
+        if ca is None or loaded is None:
+            with self._lock:
+                for cert_id, _ in entries:
+                    self._forget(cert_id)
+            return
+        seq = self._change_seq
+        statuses = self._read_statuses(ca, {entry.serial for _, entry in entries})
+        for cert_id, entry in entries:
+            status = statuses.get(entry.serial, wire.UNKNOWN)
+            fresh = self._sign_entry(ca_id, loaded, cert_id, status)
+            fresh.hit_ts = entry.hit_ts
+            self._store(cert_id, fresh, seq)
+
+    def start_following(self) -> None:
+        with self.sessions() as session:
+            self._last_change = StatusChangeRepository(session).latest_id()
+
+    def follow_changes(self) -> None:
+        """Apply new status_changes rows: re-sign the pre-signed responses they touch.
+
+        Ids come from a sequence, but on PostgreSQL a transaction may commit after one that
+        took a later id; such missing ids are re-read for GAP_SECONDS before giving up."""
+        if self._last_change is None:
+            self.start_following()
+            return
+        last = self._last_change
+        now = time.monotonic()
+        self._gaps = {i: t for i, t in self._gaps.items() if now - t < GAP_SECONDS}
+        floor = min([last, *(i - 1 for i in self._gaps)])
+        with self.sessions() as session:
+            rows = StatusChangeRepository(session).after(floor)
+            changes = [(r.id, r.ca_id, r.serial_number) for r in rows]
+        touched: dict[int, set[str]] = {}
+        for change_id, ca_id, serial in changes:
+            if change_id <= last and change_id not in self._gaps:
+                continue
+            self._gaps.pop(change_id, None)
+            for missing in range(last + 1, change_id):
+                self._gaps.setdefault(missing, now)
+            last = max(last, change_id)
+            if ca_id is not None:
+                touched.setdefault(ca_id, set()).add(serial)
+        self._last_change = last
+        if touched:
+            self._apply_changes(touched)
+
+    def _apply_changes(self, touched: dict[int, set[str]]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._change_seq += 1
+            for ca_id, serials in touched.items():
+                for serial in serials:
+                    self._changed[(ca_id, serial)] = (self._change_seq, now)
+            self._changed = {k: v for k, v in self._changed.items() if now - v[1] < GAP_SECONDS}
+        for ca_id, serials in touched.items():
+            loaded = self._signers.get(ca_id)
+            if (
+                loaded is not None
+                and serial_hex(loaded.signer.certificate.serial_number) in serials
+            ):
+                # Its own signer was revoked (by hand): a new one signs from now on.
+                with self._lock:
+                    self._signers.pop(ca_id, None)
+                serials = serials | {
+                    e.serial for e in list(self._cache.values()) if e.ca_id == ca_id
+                }
+            held = [
+                (cert_id, self._cache[cert_id])
+                for serial in serials
+                for cert_id in list(self._by_serial.get((ca_id, serial), ()))
+                if cert_id in self._cache
+            ]
+            if held:
+                self._resign(ca_id, held)
+
+    def flush_counts(self) -> None:
+        counts, self.counts = self.counts, Counter()
+        if not counts:
+            return
+        try:
+            with self.sessions() as session, session.begin():
+                OCSPRepository(session).add_counts(counts)
+        except Exception:
+            self.counts.update(counts)  # try again next time
+            raise
+
+    # --- management ---------------------------------------------------------------------
+
+    def cached_responses(self) -> int:
+        return len(self._cache)
+
+    def loaded_signer(self, ca_id: int) -> LoadedSigner | None:
+        return self._signers.get(ca_id)
+
+
+def _status(row: StoredStatus) -> Status:
+    if row.status == "revoked":
+        revoked_at = row.revoked_at.replace(microsecond=0) if row.revoked_at else None
+        return Status("revoked", revoked_at, wire.reason_flag(row.reason))
+    return wire.GOOD

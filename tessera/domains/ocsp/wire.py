@@ -1,0 +1,321 @@
+"""OCSP on the wire (RFC 6960, RFC 5019 profile): parse requests, build signed responses.
+
+Pure crypto, no storage. Single-certificate requests and responses (nearly all traffic) go
+through cryptography's Rust parser and builder; cryptography handles exactly one request and
+one response, so requests and responses with several certificates go through asn1crypto.
+"""
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from asn1crypto import core as asn1_core
+from asn1crypto import ocsp as asn1_ocsp
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.x509 import ocsp
+
+from tessera.core.keys import PrivateKey, signature_hash
+from tessera.core.revocation import REASONS
+
+MAX_CERTS_PER_REQUEST = 50
+MAX_NONCE_BYTES = 32  # RFC 8954
+# CertID hash algorithms we answer for, by OID; anything else gets `unauthorized`.
+HASHES: dict[str, hashes.HashAlgorithm] = {
+    "1.3.14.3.2.26": hashes.SHA1(),  # noqa: S303 - RFC 5019 clients use SHA-1 CertIDs
+    "2.16.840.1.101.3.4.2.4": hashes.SHA224(),
+    "2.16.840.1.101.3.4.2.1": hashes.SHA256(),
+    "2.16.840.1.101.3.4.2.2": hashes.SHA384(),
+    "2.16.840.1.101.3.4.2.3": hashes.SHA512(),
+}
+_OID_BY_NAME = {algorithm.name: oid for oid, algorithm in HASHES.items()}
+
+
+class MalformedRequest(ValueError):
+    """The bytes are not an OCSP request we can read."""
+
+
+@dataclass(frozen=True, slots=True)
+class CertID:
+    hash_oid: str
+    name_hash: bytes
+    key_hash: bytes
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    cert_ids: tuple[CertID, ...]
+    nonce: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    kind: str  # good | revoked | unknown
+    revoked_at: datetime | None = None
+    reason: x509.ReasonFlags | None = None
+
+
+GOOD = Status("good")
+UNKNOWN = Status("unknown")
+
+
+@dataclass(frozen=True)
+class Signer:
+    certificate: x509.Certificate
+    key: PrivateKey
+    delegated: bool  # a delegated signer's certificate travels in the response
+
+    @property
+    def key_id(self) -> bytes:
+        return responder_key_hash(self.certificate)
+
+
+def parse_request(der: bytes) -> Request:
+    """A request of one or more CertIDs, and its nonce. Raises MalformedRequest."""
+    try:
+        parsed = ocsp.load_der_ocsp_request(der)
+    except (ValueError, NotImplementedError):  # garbage, or several requests: the slow reader
+        return _parse_with_asn1crypto(der)
+    try:
+        oid = _OID_BY_NAME.get(parsed.hash_algorithm.name, "")
+        extensions = parsed.extensions
+    except (UnsupportedAlgorithm, ValueError):
+        # An algorithm cryptography does not know, or an extension it cannot read: the slow
+        # reader tells us the OID and skips what it does not know.
+        return _parse_with_asn1crypto(der)
+    nonce = None
+    for extension in extensions:
+        if isinstance(extension.value, x509.OCSPNonce):
+            nonce = _checked_nonce(extension.value.nonce)
+    cert_id = CertID(oid, parsed.issuer_name_hash, parsed.issuer_key_hash, parsed.serial_number)
+    return Request((cert_id,), nonce)
+
+
+def _parse_with_asn1crypto(der: bytes) -> Request:
+    try:
+        request = asn1_ocsp.OCSPRequest.load(der, strict=True)
+        tbs = request["tbs_request"]
+        cert_ids = tuple(_cert_id(one["req_cert"]) for one in tbs["request_list"])
+        nonce = None
+        for extension in tbs["request_extensions"] or ():
+            if extension["extn_id"].dotted == "1.3.6.1.5.5.7.48.1.2":
+                nonce = _checked_nonce(_nonce_bytes(extension["extn_value"]))
+    except MalformedRequest:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        raise MalformedRequest(f"not an OCSP request: {exc}") from exc
+    if not cert_ids or len(cert_ids) > MAX_CERTS_PER_REQUEST:
+        raise MalformedRequest(f"a request names 1 to {MAX_CERTS_PER_REQUEST} certificates")
+    return Request(cert_ids, nonce)
+
+
+def _cert_id(value: asn1_ocsp.CertId) -> CertID:
+    serial = value["serial_number"].native
+    if not isinstance(serial, int):
+        raise MalformedRequest("the serial number is not an integer")
+    return CertID(
+        value["hash_algorithm"]["algorithm"].dotted,
+        bytes(value["issuer_name_hash"].native),
+        bytes(value["issuer_key_hash"].native),
+        serial,
+    )
+
+
+def _nonce_bytes(value: asn1_core.OctetString) -> bytes:
+    """The nonce is an OCTET STRING inside extnValue (RFC 8954); a few old clients put the
+    raw bytes there instead, and get them back the same way."""
+    raw = bytes(value.native)
+    try:
+        inner = asn1_core.OctetString.load(raw, strict=True)
+    except ValueError:
+        return raw
+    return bytes(inner.native)
+
+
+def _checked_nonce(nonce: bytes) -> bytes:
+    if not 1 <= len(nonce) <= MAX_NONCE_BYTES:
+        raise MalformedRequest(f"the nonce must be 1 to {MAX_NONCE_BYTES} octets (RFC 8954)")
+    return nonce
+
+
+def issuer_hashes(issuer: x509.Certificate) -> dict[str, tuple[bytes, bytes]]:
+    """The (issuerNameHash, issuerKeyHash) of a CA for every supported CertID algorithm."""
+    name_der = issuer.subject.public_bytes()
+    key_bits = _public_key_bits(issuer)
+    return {
+        oid: (_digest(algorithm, name_der), _digest(algorithm, key_bits))
+        for oid, algorithm in HASHES.items()
+    }
+
+
+def responder_key_hash(certificate: x509.Certificate) -> bytes:
+    """ResponderID byKey: SHA-1 of the signer's subjectPublicKey bits (RFC 6960 4.2.1)."""
+    return hashlib.sha1(_public_key_bits(certificate)).digest()  # noqa: S324 - mandated
+
+
+def _public_key_bits(certificate: x509.Certificate) -> bytes:
+    spki = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return bytes(asn1_x509.PublicKeyInfo.load(spki)["public_key"])
+
+
+def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
+    digest = hashes.Hash(algorithm)
+    digest.update(data)
+    return digest.finalize()
+
+
+def build_response(
+    signer: Signer,
+    answers: Sequence[tuple[CertID, Status]],
+    this_update: datetime,
+    next_update: datetime,
+    nonce: bytes | None = None,
+) -> bytes:
+    """A signed, successful OCSP response; producedAt is thisUpdate (both when it is made)."""
+    if len(answers) == 1:
+        return _build_one(signer, answers[0], this_update, next_update, nonce)
+    return _build_many(signer, answers, this_update, next_update, nonce)
+
+
+def _build_one(
+    signer: Signer,
+    answer: tuple[CertID, Status],
+    this_update: datetime,
+    next_update: datetime,
+    nonce: bytes | None,
+) -> bytes:
+    cert_id, status = answer
+    builder = ocsp.OCSPResponseBuilder().add_response_by_hash(
+        cert_id.name_hash,
+        cert_id.key_hash,
+        cert_id.serial,
+        HASHES[cert_id.hash_oid],
+        _CERT_STATUS[status.kind],
+        this_update,
+        next_update,
+        status.revoked_at,
+        status.reason,
+    )
+    builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, signer.certificate)
+    if signer.delegated:
+        builder = builder.certificates([signer.certificate])
+    if nonce is not None:
+        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+    signed = builder.sign(signer.key, signature_hash(signer.key))
+    return signed.public_bytes(serialization.Encoding.DER)
+
+
+_CERT_STATUS = {
+    "good": ocsp.OCSPCertStatus.GOOD,
+    "revoked": ocsp.OCSPCertStatus.REVOKED,
+    "unknown": ocsp.OCSPCertStatus.UNKNOWN,
+}
+
+
+def _build_many(
+    signer: Signer,
+    answers: Sequence[tuple[CertID, Status]],
+    this_update: datetime,
+    next_update: datetime,
+    nonce: bytes | None,
+) -> bytes:
+    extensions = None
+    if nonce is not None:
+        extensions = [{"extn_id": "nonce", "critical": False, "extn_value": nonce}]
+    data = asn1_ocsp.ResponseData(
+        {
+            "responder_id": asn1_ocsp.ResponderId(name="by_key", value=signer.key_id),
+            "produced_at": this_update,
+            "responses": [_single(a, this_update, next_update) for a in answers],
+            "response_extensions": extensions,
+        }
+    )
+    tbs = data.dump()
+    certs = None
+    if signer.delegated:
+        der = signer.certificate.public_bytes(serialization.Encoding.DER)
+        certs = [asn1_x509.Certificate.load(der)]
+    basic = asn1_ocsp.BasicOCSPResponse(
+        {
+            "tbs_response_data": data,
+            "signature_algorithm": {"algorithm": _signature_algorithm(signer.key)},
+            "signature": _sign(signer.key, tbs),
+            "certs": certs,
+        }
+    )
+    response = asn1_ocsp.OCSPResponse(
+        {
+            "response_status": "successful",
+            "response_bytes": {"response_type": "basic_ocsp_response", "response": basic},
+        }
+    )
+    return bytes(response.dump())
+
+
+def _single(
+    answer: tuple[CertID, Status], this_update: datetime, next_update: datetime
+) -> asn1_ocsp.SingleResponse:
+    cert_id, status = answer
+    if status.kind == "revoked":
+        info: dict[str, object] = {"revocation_time": status.revoked_at}
+        if status.reason is not None:
+            info["revocation_reason"] = status.reason.name  # same names in asn1crypto
+        cert_status = asn1_ocsp.CertStatus(name="revoked", value=info)
+    else:
+        cert_status = asn1_ocsp.CertStatus(name=status.kind, value=asn1_core.Null())
+    return asn1_ocsp.SingleResponse(
+        {
+            "cert_id": {
+                "hash_algorithm": {"algorithm": cert_id.hash_oid},
+                "issuer_name_hash": cert_id.name_hash,
+                "issuer_key_hash": cert_id.key_hash,
+                "serial_number": cert_id.serial,
+            },
+            "cert_status": cert_status,
+            "this_update": this_update,
+            "next_update": next_update,
+        }
+    )
+
+
+def _signature_algorithm(key: PrivateKey) -> str:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return "ed25519"
+    digest = signature_hash(key)
+    name = digest.name if digest else "sha256"
+    return f"{name}_ecdsa" if isinstance(key, ec.EllipticCurvePrivateKey) else f"{name}_rsa"
+
+
+def _sign(key: PrivateKey, data: bytes) -> bytes:
+    digest = signature_hash(key)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(data)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(digest or hashes.SHA256()))
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), digest or hashes.SHA256())
+    raise TypeError(f"cannot sign OCSP responses with {type(key).__name__}")
+
+
+def unsuccessful(status: str) -> bytes:
+    """An unsigned response with an error status: malformed_request, internal_error,
+    try_later, sig_required or unauthorized (RFC 6960 4.2.1)."""
+    kind = ocsp.OCSPResponseStatus[status.upper()]
+    return ocsp.OCSPResponseBuilder.build_unsuccessful(kind).public_bytes(
+        serialization.Encoding.DER
+    )
+
+
+def reason_flag(name: str | None) -> x509.ReasonFlags | None:
+    """Stored camelCase reason -> flag; `unspecified` is left out of responses (RFC 5280
+    5.3.1 advises against the code), so relying parties see revocation without a reason."""
+    if not name or name == "unspecified" or name not in REASONS:
+        return None
+    return REASONS[name]

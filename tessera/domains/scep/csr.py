@@ -1,0 +1,81 @@
+"""Reading the PKCS#10 request inside a SCEP envelope.
+
+Some SCEP clients (strongSwan's `pki --scep`) encode the CSR's attribute SET in the order
+they were added (challengePassword, then extensionRequest) rather than DER's sorted order,
+and `cryptography` refuses such a request. We accept it the way a BER reader would: the
+signature is checked over the bytes as received, and only then is the request re-encoded in
+DER order so that its names and key can be read. Everything else goes through the same
+checks as any CSR (`core.formats.load_csr`).
+"""
+
+import hashlib
+from collections.abc import Callable
+
+from asn1crypto import csr as asn1_csr
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from tessera.core.errors import PolicyViolation, UnparsableInput
+from tessera.core.formats import load_csr
+
+ASN1_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
+HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1,
+    "sha224": hashes.SHA224,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+
+
+def read_csr(der: bytes) -> x509.CertificateSigningRequest:
+    """A CSR whose self-signature verifies; raises UnparsableInput or PolicyViolation."""
+    try:
+        return load_csr(der)
+    except UnparsableInput:
+        pass
+    try:
+        parsed = asn1_csr.CertificationRequest.load(der, strict=True)
+        info = parsed["certification_request_info"]
+        signed_bytes = info.dump()
+        signature = parsed["signature"].native
+        algorithm = parsed["signature_algorithm"]
+        key = serialization.load_der_public_key(info["subject_pk_info"].dump())
+        _verify(key, signature, signed_bytes, algorithm.signature_algo, algorithm.hash_algo)
+        info["attributes"] = sorted(info["attributes"], key=lambda a: a.dump())
+        reordered = parsed.dump(force=True)
+    except ASN1_ERRORS as exc:
+        raise UnparsableInput(f"not a certificate signing request: {exc}") from exc
+    return load_csr(reordered, verify=False)
+
+
+def _verify(key: object, signature: bytes, data: bytes, algo: str, hash_name: str) -> None:
+    hash_cls = HASHES.get(hash_name)
+    if hash_cls is None:
+        raise PolicyViolation(f"unsupported CSR signature hash {hash_name}")
+    try:
+        if isinstance(key, rsa.RSAPublicKey) and algo == "rsassa_pkcs1v15":
+            key.verify(signature, data, padding.PKCS1v15(), hash_cls())
+        elif isinstance(key, ec.EllipticCurvePublicKey) and algo == "ecdsa":
+            key.verify(signature, data, ec.ECDSA(hash_cls()))
+        else:
+            raise PolicyViolation(f"unsupported CSR signature algorithm {algo}")
+    except InvalidSignature as exc:
+        raise PolicyViolation("CSR signature does not verify") from exc
+
+
+def key_digest(csr: x509.CertificateSigningRequest) -> str:
+    der = csr.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
+def sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
+    try:
+        ext = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return list(ext.value)

@@ -1,0 +1,317 @@
+"""SCEP operations once the envelope is open: enrollment (PKCSReq), renewal (RenewalReq),
+polling (CertPoll), GetCert and GetCRL, and the approval queue behind them.
+
+Every certificate is issued by `CertificateService.issue` (the one issuance path) with the
+profile's CA and template and origin "scep". An enrollment that is refused leaves nothing
+behind but its audit row: the work runs in a savepoint that is rolled back on refusal, so a
+dynamic challenge is not burnt and no serial or request row is left half-written.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from asn1crypto import pem
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from tessera.core.errors import Conflict, InvalidInput, NotFound, TesseraError
+from tessera.core.formats import is_issued_by, load_certificate
+from tessera.core.inspect import common_name, serial_hex
+from tessera.core.profile import CertificateRequest
+from tessera.domains import audit
+from tessera.domains.issuance import Issuance
+from tessera.domains.scep import csr as scep_csr
+from tessera.domains.scep.challenges import MISSING, VALID, ChallengeService
+from tessera.domains.scep.csr import read_csr
+from tessera.domains.scep.types import BAD_CERT_ID, BAD_REQUEST, Reply
+from tessera.storage import models
+from tessera.storage.models_scep import ScepProfile, ScepRequest
+from tessera.storage.repositories.crl import CRLRepository
+from tessera.storage.repositories.scep import ISSUED, PENDING, REJECTED
+
+STATUSES = (PENDING, ISSUED, REJECTED)
+PKCS_REQ, RENEWAL_REQ = "PKCSReq", "RenewalReq"
+RENEWAL = "renewal"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A verified, decrypted request: who signed it and what it carries."""
+
+    message_type: str
+    transaction_id: str
+    signer: x509.Certificate
+    payload: bytes
+    client_ip: str | None = None
+
+
+class EnrollmentService:
+    def __init__(self, issuance: Issuance, now: datetime) -> None:
+        self._issuance = issuance
+        self._repos = issuance.repos
+        self._actor = issuance.actor
+        self._now = now
+
+    # Protocol operations
+    def enroll(self, profile: ScepProfile, envelope: Envelope) -> Reply:
+        """PKCSReq and RenewalReq. A repeat of a transaction we already know (same
+        transactionID and key) is answered from its state, as a poll would be."""
+        try:
+            csr = read_csr(envelope.payload)
+        except TesseraError as exc:
+            return self._refused(profile, envelope, BAD_REQUEST, f"bad CSR: {exc.message}")
+        key_digest = scep_csr.key_digest(csr)
+        known = self._repos.scep.latest_request(profile.id, envelope.transaction_id)
+        if _repeats(known, envelope, key_digest):
+            assert known is not None
+            return self._answer(known)
+        savepoint = self._repos.session.begin_nested()
+        try:
+            reply, row = self._enroll(profile, envelope, csr, key_digest)
+        except TesseraError as exc:
+            savepoint.rollback()
+            return self._refused(profile, envelope, BAD_REQUEST, exc.message)
+        if row is None:  # refused: undo the consumed challenge, keep the audit row
+            savepoint.rollback()
+            return self._refused(profile, envelope, reply.fail_info or BAD_REQUEST, reply.text)
+        savepoint.commit()
+        return reply
+
+    def _enroll(
+        self,
+        profile: ScepProfile,
+        envelope: Envelope,
+        csr: x509.CertificateSigningRequest,
+        key_digest: str,
+    ) -> tuple[Reply, ScepRequest | None]:
+        if envelope.message_type == RENEWAL_REQ:
+            failure = self._renewal_refusal(envelope.signer)
+            if failure is not None:
+                return failure, None
+            challenge, approved = RENEWAL, True  # authenticated by the existing certificate
+        else:
+            challenge = self._challenge(profile, csr)
+            if challenge != VALID and not profile.queue_without_challenge:
+                text = "challenge password required" if challenge == MISSING else "wrong challenge"
+                return Reply.failure(BAD_REQUEST, text), None
+            approved = challenge == VALID and profile.auto_approve
+        row = ScepRequest(
+            profile_id=profile.id,
+            transaction_id=envelope.transaction_id,
+            message_type=envelope.message_type,
+            status=ISSUED if approved else PENDING,
+            subject=csr.subject.rfc4514_string()[:2000],
+            common_name=common_name(csr.subject)[:200],
+            key_digest=key_digest,
+            csr_pem=_armored(envelope.payload),
+            challenge=challenge,
+            client_ip=envelope.client_ip,
+            created_at=self._now,
+        )
+        issued = self._issue(profile, csr) if approved else None
+        if issued is not None:
+            row.certificate_id, row.decided_at, row.decided_by = (
+                issued.id,
+                self._now,
+                self._actor.username,
+            )
+        self._repos.scep.add_request(row)
+        self._record("scep.request", row, {"challenge": challenge, "type": row.message_type})
+        if issued is None:
+            return Reply.pending(), row
+        return Reply.success([load_certificate(issued.certificate_pem.encode())]), row
+
+    def poll(self, profile: ScepProfile, envelope: Envelope) -> Reply:
+        known = self._repos.scep.latest_request(profile.id, envelope.transaction_id)
+        if known is None:
+            return Reply.failure(BAD_CERT_ID, "no request with this transactionID")
+        return self._answer(known)
+
+    def get_cert(self, profile: ScepProfile, issuer_der: bytes, serial: int) -> Reply:
+        cert = self._by_serial(profile, issuer_der, serial)
+        if cert is None:
+            return Reply.failure(BAD_CERT_ID, "no such certificate")
+        return Reply.success([load_certificate(cert.certificate_pem.encode())])
+
+    def ca_for(self, profile: ScepProfile, issuer_der: bytes) -> models.CertificateAuthority | None:
+        """The profile's CA (or the next one) whose subject is `issuer_der`."""
+        for ca_id in (profile.ca_id, profile.next_ca_id):
+            ca = self._repos.cas.get(ca_id) if ca_id is not None else None
+            if ca is not None and _subject_der(ca) == issuer_der:
+                return ca
+        return None
+
+    def latest_crl(self, ca: models.CertificateAuthority) -> bytes | None:
+        """The newest full CRL the CRL publisher stored for this CA (GetCRL)."""
+        crls = CRLRepository(self._repos.session)
+        latest = crls.latest(ca.id, "full")
+        published = crls.published(latest[0]) if latest else None
+        return bytes(published.der) if published is not None else None
+
+    def _by_serial(
+        self, profile: ScepProfile, issuer_der: bytes, serial: int
+    ) -> models.Certificate | None:
+        ca = self.ca_for(profile, issuer_der)
+        if ca is None:
+            return None
+        return self._repos.scep.certificate_by_serial(serial_hex(serial), [ca.id])
+
+    # The approval queue
+    def listing(
+        self, status: str | None, page: int, per_page: int
+    ) -> tuple[Sequence[ScepRequest], int]:
+        if status is not None and status not in STATUSES:
+            raise InvalidInput(f"status must be one of {', '.join(STATUSES)}")
+        return self._repos.scep.requests(status, page, per_page)
+
+    def approve(self, request_id: int) -> ScepRequest:
+        row = self._pending(request_id)
+        profile = self._repos.scep.profile_by_id(row.profile_id)
+        if profile is None or profile.ca_id is None:
+            raise Conflict("the request's SCEP profile has no CA any more")
+        if not self._repos.scep.claim_pending(row, ISSUED, self._now, self._actor.username):
+            raise Conflict(f"SCEP request {request_id} was decided meanwhile")
+        issued = self._issue(profile, read_csr(pem.unarmor(row.csr_pem.encode())[2]))
+        row.certificate_id = issued.id
+        self._record("scep.approve", row, {"certificate_id": row.certificate_id})
+        return row
+
+    def reject(self, request_id: int, reason: str | None) -> ScepRequest:
+        row = self._pending(request_id)
+        if not self._repos.scep.claim_pending(row, REJECTED, self._now, self._actor.username):
+            raise Conflict(f"SCEP request {request_id} was decided meanwhile")
+        row.reason = reason
+        self._record("scep.reject", row, {"reason": reason})
+        return row
+
+    def stats(self) -> dict[str, object]:
+        counts = self._repos.scep.counts()
+        by_type = self._repos.scep.counts_by_type()
+        return {
+            "total": sum(counts.values()),
+            "pending": counts.get(PENDING, 0),
+            "issued": counts.get(ISSUED, 0),
+            "rejected": counts.get(REJECTED, 0),
+            "enrollments": by_type.get(PKCS_REQ, 0),
+            "renewals": by_type.get(RENEWAL_REQ, 0),
+            "profiles": len(self._repos.scep.profiles()),
+        }
+
+    # Helpers
+    def _pending(self, request_id: int) -> ScepRequest:
+        row = self._repos.scep.request(request_id)
+        if row is None:
+            raise NotFound(f"SCEP request {request_id} not found")
+        if row.status != PENDING:
+            raise Conflict(f"SCEP request {request_id} is already {row.status}")
+        return row
+
+    def _challenge(self, profile: ScepProfile, csr: x509.CertificateSigningRequest) -> str:
+        assert profile.ca_id is not None
+        given = _challenge_password(csr)
+        if given is None:
+            return MISSING
+        service = ChallengeService(self._repos, self._issuance.keys, self._actor, self._now)
+        return service.check(profile.ca_id, profile.challenge_type, given)
+
+    def _renewal_refusal(self, signer: x509.Certificate) -> Reply | None:
+        """A renewal is signed with a certificate we issued that is still good."""
+        fingerprint = signer.fingerprint(hashes.SHA256()).hex()
+        row = self._repos.certificates.by_fingerprint(fingerprint)
+        ca = self._repos.cas.get(row.ca_id) if row is not None and row.ca_id else None
+        if row is None or ca is None or not is_issued_by(signer, _ca_cert(ca)):
+            return Reply.failure(BAD_CERT_ID, "the renewal is not signed by a certificate of ours")
+        if row.status != "active":
+            return Reply.failure(BAD_CERT_ID, "the certificate being renewed is revoked")
+        if row.not_after <= self._now:
+            return Reply.failure(BAD_CERT_ID, "the certificate being renewed has expired")
+        return None
+
+    def _issue(
+        self, profile: ScepProfile, csr: x509.CertificateSigningRequest
+    ) -> models.Certificate:
+        """Through the one issuance path, with the profile's CA and template."""
+        ca = self._repos.cas.get(profile.ca_id) if profile.ca_id is not None else None
+        if ca is None:
+            raise NotFound("the SCEP profile's CA no longer exists")
+        template = None
+        if profile.template_id is not None:
+            template = self._repos.templates.get(profile.template_id)
+            if template is None:
+                raise NotFound(f"template {profile.template_id} not found")
+        request = CertificateRequest(
+            subject=csr.subject,
+            public_key=csr.public_key(),
+            sans=tuple(dict.fromkeys(scep_csr.sans(csr))),
+            requester=self._actor.username,
+            origin="scep",
+        )
+        return self._issuance.issue_certificate(request, ca, template)
+
+    def _answer(self, row: ScepRequest) -> Reply:
+        if row.status == PENDING:
+            return Reply.pending()
+        if row.status == REJECTED:
+            return Reply.failure(BAD_REQUEST, row.reason or "the request was rejected")
+        cert = self._repos.certificates.get(row.certificate_id) if row.certificate_id else None
+        if cert is None:
+            return Reply.failure(BAD_CERT_ID, "the issued certificate was deleted")
+        return Reply.success([load_certificate(cert.certificate_pem.encode())])
+
+    def _refused(
+        self, profile: ScepProfile, envelope: Envelope, fail_info: str, text: str | None
+    ) -> Reply:
+        details = {
+            "profile": profile.slug,
+            "type": envelope.message_type,
+            "transaction_id": envelope.transaction_id,
+            "reason": text,
+        }
+        audit.record(
+            self._repos.audit,
+            self._actor,
+            "scep.refuse",
+            "scep_profile",
+            profile.id,
+            details,
+            success=False,
+        )
+        return Reply.failure(fail_info, text or "refused")
+
+    def _record(self, action: str, row: ScepRequest, details: dict[str, object]) -> None:
+        details = {"transaction_id": row.transaction_id, "subject": row.subject, **details}
+        audit.record(self._repos.audit, self._actor, action, "scep_request", row.id, details)
+
+
+def _repeats(known: ScepRequest | None, envelope: Envelope, key_digest: str) -> bool:
+    """A PKCSReq sent again (a client retrying, or polling by re-sending, as some do) for a
+    request we know. A RenewalReq is always new: each renews the certificate that signs it."""
+    return (
+        known is not None
+        and envelope.message_type == PKCS_REQ
+        and known.message_type == PKCS_REQ
+        and known.key_digest == key_digest
+    )
+
+
+def _challenge_password(csr: x509.CertificateSigningRequest) -> bytes | None:
+    try:
+        attribute = csr.attributes.get_attribute_for_oid(x509.oid.AttributeOID.CHALLENGE_PASSWORD)
+    except x509.AttributeNotFound:
+        return None
+    value = attribute.value
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _armored(der: bytes) -> str:
+    """The request as received (its signature covers these bytes), in PEM."""
+    return pem.armor("CERTIFICATE REQUEST", der).decode("ascii")
+
+
+def _ca_cert(ca: models.CertificateAuthority) -> x509.Certificate:
+    return load_certificate(ca.certificate_pem.encode())
+
+
+def _subject_der(ca: models.CertificateAuthority) -> bytes:
+    return _ca_cert(ca).subject.public_bytes()

@@ -1,0 +1,287 @@
+"""SCEP profiles (the seed's `/scep/config` is the profile named "default") and their RA
+certificates.
+
+SCEP moves the request inside an envelope encrypted to the server with RSA key transport, so
+each profile answers with an RSA key. By default that is a registration authority (RA)
+certificate issued by the profile's CA through the one issuance path (its key encrypted at
+rest like every other); an RSA CA may also answer by itself (`use_ra` false). The RA is
+issued when a profile is enabled or changes CA, and renewed by a background job when it
+nears its end (see `renew_due`).
+"""
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from tessera.core.errors import Conflict, InvalidInput, NotFound, PolicyViolation
+from tessera.core.formats import load_certificate
+from tessera.core.keys import generate_private_key, parse_key_spec
+from tessera.core.profile import CertificateRequest
+from tessera.domains import audit
+from tessera.domains.issuance import Issuance
+from tessera.domains.scep.types import Responder
+from tessera.storage import models
+from tessera.storage.models_scep import ScepProfile
+
+DEFAULT_SLUG = "default"
+SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+RA_VALIDITY_DAYS = 365
+RA_RENEW_BEFORE = timedelta(days=30)
+CHALLENGE_TYPES = ("static", "dynamic")
+# Fields a PATCH may set, with the checks each needs (done in `_apply`).
+SETTABLE = (
+    "enabled",
+    "ca_id",
+    "ca_ident",
+    "next_ca_id",
+    "template_id",
+    "auto_approve",
+    "challenge_type",
+    "challenge_validity",
+    "queue_without_challenge",
+    "use_ra",
+)
+
+
+@dataclass(frozen=True)
+class ProfileDefaults:
+    """What an unsaved profile looks like: disabled until an admin picks a CA."""
+
+    slug: str = DEFAULT_SLUG
+    enabled: bool = False
+    ca_id: int | None = None
+    ca_ident: str | None = None
+    next_ca_id: int | None = None
+    template_id: int | None = None
+    auto_approve: bool = False
+    challenge_type: str = "static"
+    challenge_validity: int = 24
+    queue_without_challenge: bool = False
+    use_ra: bool = True
+    ra_certificate_id: int | None = None
+    next_ra_certificate_id: int | None = None
+
+
+def profile_path(slug: str) -> str:
+    return "/scep/pkiclient.exe" if slug == DEFAULT_SLUG else f"/scep/{slug}/pkiclient.exe"
+
+
+class ProfileService:
+    def __init__(self, issuance: Issuance, now: datetime) -> None:
+        self._issuance = issuance
+        self._repos = issuance.repos
+        self._now = now
+
+    def get(self, slug: str) -> ScepProfile | ProfileDefaults:
+        return self._repos.scep.profile(slug) or ProfileDefaults(slug=slug)
+
+    def require(self, slug: str) -> ScepProfile:
+        profile = self._repos.scep.profile(slug)
+        if profile is None:
+            raise NotFound(f"SCEP profile {slug!r} not found")
+        return profile
+
+    def listing(self) -> list[ScepProfile]:
+        return list(self._repos.scep.profiles())
+
+    def create(self, slug: str, changes: dict[str, Any]) -> ScepProfile:
+        if not SLUG.match(slug) or slug == DEFAULT_SLUG:
+            raise InvalidInput("slug: lowercase letters, digits, - and _ (and not 'default')")
+        if self._repos.scep.profile(slug) is not None:
+            raise Conflict(f"SCEP profile {slug!r} already exists")
+        return self._save(slug, changes, "scep.profile.create")
+
+    def update(self, slug: str, changes: dict[str, Any]) -> ScepProfile:
+        if slug != DEFAULT_SLUG:
+            self.require(slug)
+        return self._save(slug, changes, "scep.config.update")
+
+    def delete(self, slug: str) -> None:
+        profile = self.require(slug)
+        self._repos.scep.delete_profile(profile)
+        self._audit("scep.profile.delete", profile, {"slug": slug})
+
+    def _save(self, slug: str, changes: dict[str, Any], action: str) -> ScepProfile:
+        profile = self._repos.scep.profile(slug)
+        if profile is None:
+            defaults = ProfileDefaults(slug=slug)
+            profile = ScepProfile(**{k: getattr(defaults, k) for k in ("slug", *SETTABLE)})
+            profile.created_at = self._now
+            self._repos.scep.add_profile(profile)
+        before = {k: getattr(profile, k) for k in SETTABLE}
+        self._apply(profile, changes)
+        profile.updated_at = self._now
+        if profile.enabled and profile.ca_id is None:
+            raise InvalidInput("an enabled SCEP profile needs a ca_id")
+        self._ensure_ra(profile, force=before["ca_id"] != profile.ca_id)
+        changed = {k: getattr(profile, k) for k in SETTABLE if before[k] != getattr(profile, k)}
+        self._audit(action, profile, {"slug": slug, "changed": changed})
+        return profile
+
+    def _apply(self, profile: ScepProfile, changes: dict[str, Any]) -> None:
+        for name, value in changes.items():
+            if name not in SETTABLE:
+                continue
+            if name in ("ca_id", "next_ca_id") and value is not None:
+                self._signing_ca(int(value))
+            if name == "template_id" and value is not None:
+                template = self._repos.templates.get(int(value))
+                if template is None:
+                    raise NotFound(f"template {value} not found")
+                if template.is_ca:
+                    raise PolicyViolation("a SCEP profile cannot use a CA template")
+            if name == "challenge_type" and value not in CHALLENGE_TYPES:
+                raise InvalidInput("challenge_type must be static or dynamic")
+            setattr(profile, name, value)
+        if profile.next_ca_id is not None and profile.next_ca_id == profile.ca_id:
+            raise InvalidInput("next_ca_id must differ from ca_id")
+
+    def _signing_ca(self, ca_id: int) -> models.CertificateAuthority:
+        ca = self._repos.cas.get(ca_id)
+        if ca is None:
+            raise NotFound(f"CA {ca_id} not found")
+        if ca.encrypted_private_key is None or not ca.is_active:
+            raise PolicyViolation(f"CA {ca_id} cannot sign here (no key, or disabled)")
+        return ca
+
+    # RA certificates
+    def _ensure_ra(self, profile: ScepProfile, force: bool = False) -> None:
+        """Issue the RA (and the next CA's RA during a rollover) when missing or stale."""
+        if not profile.enabled or profile.ca_id is None:
+            return
+        ca = self._signing_ca(profile.ca_id)
+        if profile.use_ra:
+            current = self._certificate(profile.ra_certificate_id)
+            if force or current is None or self._due(current, ca):
+                profile.ra_certificate_id = self._issue_ra(profile, ca).id
+        elif not _is_rsa(ca):
+            raise PolicyViolation("use_ra false needs an RSA CA (SCEP key transport is RSA)")
+        if profile.next_ca_id is None:
+            profile.next_ra_certificate_id = None
+            return
+        next_ca = self._signing_ca(profile.next_ca_id)
+        if profile.use_ra:
+            upcoming = self._certificate(profile.next_ra_certificate_id)
+            if upcoming is None or self._due(upcoming, next_ca):
+                profile.next_ra_certificate_id = self._issue_ra(profile, next_ca).id
+
+    def renew_due(self, profile: ScepProfile) -> bool:
+        """For the background job: True when an RA was (re)issued. The profile row is
+        claimed with a conditional UPDATE first, so of several server processes running the
+        job at once only one renews (the others find the RA changed and skip)."""
+        if not profile.enabled or profile.ca_id is None or not self._stale(profile):
+            return False
+        if not self._repos.scep.claim_profile(profile, self._now):
+            return False
+        self._ensure_ra(profile)
+        return True
+
+    def _stale(self, profile: ScepProfile) -> bool:
+        if not profile.use_ra:
+            return False
+        pairs = [(profile.ra_certificate_id, profile.ca_id)]
+        if profile.next_ca_id is not None:
+            pairs.append((profile.next_ra_certificate_id, profile.next_ca_id))
+        for cert_id, ca_id in pairs:
+            cert = self._certificate(cert_id)
+            ca = self._repos.cas.get(ca_id) if ca_id is not None else None
+            if cert is None or ca is None or self._due(cert, ca):
+                return True
+        return False
+
+    def _due(self, cert: models.Certificate, ca: models.CertificateAuthority) -> bool:
+        return (
+            cert.ca_id != ca.id
+            or cert.status != "active"
+            or cert.not_after - self._now < RA_RENEW_BEFORE
+        )
+
+    def _certificate(self, cert_id: int | None) -> models.Certificate | None:
+        return self._repos.certificates.get(cert_id) if cert_id is not None else None
+
+    def _issue_ra(
+        self, profile: ScepProfile, ca: models.CertificateAuthority
+    ) -> models.Certificate:
+        key = generate_private_key(parse_key_spec("RSA", 2048))
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Tessera"),
+                x509.NameAttribute(NameOID.COMMON_NAME, f"SCEP RA {profile.slug}"[:64]),
+            ]
+        )
+        request = CertificateRequest(
+            subject=subject,
+            public_key=key.public_key(),
+            validity_days=RA_VALIDITY_DAYS,
+            key_usage=("digitalSignature", "keyEncipherment"),
+            extended_key_usage=("clientAuth",),
+            requester=self._issuance.actor.username,
+            origin="scep-ra",
+        )
+        row = self._issuance.issue_certificate(request, ca, None, key)
+        self._audit("scep.ra.issue", profile, {"certificate_id": row.id, "ca_id": ca.id})
+        return row
+
+    # What the protocol needs
+    def responder(self, profile: ScepProfile, upcoming: bool = False) -> Responder:
+        """The certificate and key that answer for this profile, and the CA certificates
+        GetCACert (or GetNextCACert, with `upcoming`) hands out."""
+        ca_id = profile.next_ca_id if upcoming else profile.ca_id
+        if ca_id is None:
+            raise NotFound("no CA rollover is in progress for this SCEP profile")
+        ca = self._signing_ca(ca_id)
+        chain = self._chain(ca)
+        if not profile.use_ra:
+            key = self._issuance.keys.decrypt(ca.encrypted_private_key or "")
+            if not isinstance(key, rsa.RSAPrivateKey):
+                raise PolicyViolation("the CA has no RSA key; enable the RA")
+            return Responder(chain[0], key, chain)
+        ra_id = profile.next_ra_certificate_id if upcoming else profile.ra_certificate_id
+        ra = self._certificate(ra_id)
+        if ra is None or ra.encrypted_private_key is None:
+            raise PolicyViolation("the SCEP profile has no RA certificate; save its config")
+        ra_key = self._issuance.keys.decrypt(ra.encrypted_private_key)
+        if not isinstance(ra_key, rsa.RSAPrivateKey):
+            raise PolicyViolation("the RA key is not RSA")
+        return Responder(_parsed(ra.certificate_pem), ra_key, [_parsed(ra.certificate_pem), *chain])
+
+    def _chain(self, ca: models.CertificateAuthority) -> list[x509.Certificate]:
+        chain, seen = [], set()
+        current: models.CertificateAuthority | None = ca
+        while current is not None and current.id not in seen:
+            seen.add(current.id)
+            chain.append(_parsed(current.certificate_pem))
+            current = self._repos.cas.get(current.parent_id) if current.parent_id else None
+        return chain
+
+    def _audit(self, action: str, profile: ScepProfile, details: dict[str, Any]) -> None:
+        audit.record(
+            self._repos.audit,
+            self._issuance.actor,
+            action,
+            "scep_profile",
+            profile.id,
+            _jsonable(details),
+        )
+
+
+def _is_rsa(ca: models.CertificateAuthority) -> bool:
+    return ca.key_algorithm.upper() == "RSA"
+
+
+@lru_cache(maxsize=64)
+def _parsed(pem: str) -> x509.Certificate:
+    return load_certificate(pem.encode())
+
+
+def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: (_jsonable(v) if isinstance(v, dict) else v if not isinstance(v, datetime) else str(v))
+        for k, v in details.items()
+    }

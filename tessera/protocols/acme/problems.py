@@ -1,0 +1,84 @@
+"""RFC 7807 problem documents with the ACME error types (RFC 8555 section 6.7).
+
+Services raise `AcmeProblem`; `tessera/api/errors.py` turns it (and every other error under
+/acme/) into an application/problem+json response."""
+
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+from tessera.core.errors import TesseraError
+
+NAMESPACE = "urn:ietf:params:acme:error:"
+PROBLEM_JSON = "application/problem+json"
+
+# The type an untyped error gets from its HTTP status.
+_BY_STATUS = {
+    401: "unauthorized",
+    403: "unauthorized",
+    404: "malformed",
+    405: "malformed",
+    409: "malformed",
+    413: "malformed",
+    415: "malformed",
+    422: "malformed",
+    500: "serverInternal",
+    501: "serverInternal",
+    503: "serverInternal",
+}
+
+
+class AcmeProblem(TesseraError):
+    def __init__(
+        self,
+        kind: str,
+        detail: str,
+        status: int = 400,
+        subproblems: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.extra = extra or {}
+        self.kind = kind
+        self.status = status
+        self.subproblems = subproblems
+        self.headers = headers or {}
+
+    def document(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": NAMESPACE + self.kind, "detail": self.message}
+        body["status"] = self.status
+        body.update(self.extra)
+        if self.subproblems:
+            body["subproblems"] = self.subproblems
+        return body
+
+
+def problem_response(problem: AcmeProblem) -> JSONResponse:
+    response = JSONResponse(problem.document(), status_code=problem.status, media_type=PROBLEM_JSON)
+    for name, value in problem.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def generic_problem(status: int, message: str) -> JSONResponse:
+    """Errors not raised as AcmeProblem (validation, not found, internal) get the type
+    their status implies."""
+    kind = _BY_STATUS.get(status, "malformed" if status < 500 else "serverInternal")
+    return problem_response(AcmeProblem(kind, message, status))
+
+
+def malformed(detail: str, status: int = 400) -> AcmeProblem:
+    return AcmeProblem("malformed", detail, status)
+
+
+def unauthorized(detail: str) -> AcmeProblem:
+    return AcmeProblem("unauthorized", detail, 403)
+
+
+def bad_nonce(detail: str) -> AcmeProblem:
+    return AcmeProblem("badNonce", detail, 400)
+
+
+def not_found(detail: str) -> AcmeProblem:
+    return AcmeProblem("malformed", detail, 404)

@@ -1,0 +1,389 @@
+"""The ACME server's public endpoints (RFC 8555, RFC 8737, RFC 9773, ACME profiles) under
+/acme/. Thin: JWS and nonce checks in transport.py, the work in tessera/domains/acme."""
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import josepy
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from tessera.api.deps import UnitOfWork, anonymous
+from tessera.core.formats import cert_pem, load_certificate
+from tessera.core.revocation import REASONS
+from tessera.domains.acme.accounts import Accounts, acme_actor
+from tessera.domains.acme.orders import Orders
+from tessera.domains.acme.renewal import RETRY_AFTER, find_certificate, suggested_window
+from tessera.domains.acme.validation import ValidationConfig
+from tessera.domains.acme.worker import CLEANUP_JOB, VALIDATE_JOB, AcmeWorker
+from tessera.domains.certificates.service import CertificateService
+from tessera.domains.issuance import Issuance
+from tessera.protocols.acme import jws, views
+from tessera.protocols.acme.problems import AcmeProblem, malformed, unauthorized
+from tessera.protocols.acme.transport import (
+    PREFIX,
+    AcmeHeaders,
+    base_url,
+    by_account,
+    by_jwk,
+    read_jws,
+)
+from tessera.runtime import Runtime
+from tessera.storage.models_acme import AcmeAccount
+from tessera.storage.repositories import Repositories
+
+router = APIRouter(prefix=PREFIX, tags=["Public: ACME"])
+RETRY_PROCESSING = "2"
+# RFC 5280 reason codes a subscriber may give (7 is unused; holds are not for ACME).
+ACME_REASONS = {
+    0: "unspecified",
+    1: "keyCompromise",
+    3: "affiliationChanged",
+    4: "superseded",
+    5: "cessationOfOperation",
+    9: "privilegeWithdrawn",
+}
+
+
+def install(app: FastAPI, rt: Runtime) -> None:
+    """Wire the ACME server: routes, response headers, and its background jobs."""
+    app.include_router(router)
+    app.add_middleware(AcmeHeaders)
+    settings = rt.settings
+    config = ValidationConfig.parse(
+        settings.acme_dns_servers,
+        settings.acme_http01_port,
+        settings.acme_tlsalpn01_port,
+        settings.acme_validation_timeout,
+    )
+    worker = AcmeWorker(
+        rt.sessions, rt.clock, config, _caa_identity(rt), settings.acme_insecure_always_valid
+    )
+    rt.jobs.every(VALIDATE_JOB, 2.0, worker.validate_due)
+    rt.jobs.every(CLEANUP_JOB, 300.0, worker.cleanup)
+
+
+def _caa_identity(rt: Runtime) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(rt.settings.https_base).hostname or "localhost"
+
+
+class Ctx:
+    """One ACME request's unit of work."""
+
+    def __init__(self, request: Request, session: Session) -> None:
+        self.rt: Runtime = request.app.state.runtime
+        self.actor = acme_actor(anonymous(request), None)
+        self.repos = Repositories(session, self.actor.org_id)
+        self.now = self.rt.clock()
+        self.urls = views.Urls(base_url(self.rt))
+        if not self.repos.acme.settings().enabled:
+            raise AcmeProblem("serverInternal", "the ACME server is disabled", 503)
+
+    def issuance(self, account_id: int | None) -> Issuance:
+        actor = acme_actor(self.actor, account_id)
+        rt = self.rt
+        return Issuance(self.repos, rt.authority, rt.keys, rt.publication, actor)
+
+    def orders(self, account: AcmeAccount) -> Orders:
+        return Orders(self.issuance(account.id), self.now)
+
+    def accounts(self) -> Accounts:
+        return Accounts(self.repos, self.actor, self.rt.keys, self.now, self.urls.base)
+
+
+def _json(
+    body: Any,
+    status: int = 200,
+    location: str | None = None,
+    links: list[str] | None = None,
+    retry_after: str | None = None,
+) -> JSONResponse:
+    response = JSONResponse(body, status_code=status)
+    if location:
+        response.headers["Location"] = location
+    for link in links or []:
+        response.headers.append("Link", link)
+    if retry_after:
+        response.headers["Retry-After"] = retry_after
+    return response
+
+
+async def _signed(
+    request: Request, session: Session, path: str, work: Callable[[Ctx, jws.Jws], Response]
+) -> Response:
+    signed = await read_jws(request, path)
+    return await run_in_threadpool(lambda: work(Ctx(request, session), signed))
+
+
+def _id(text: str, what: str) -> int:
+    if not text.isdigit() or len(text) > 18:
+        raise AcmeProblem("malformed", f"no such {what}", 404)
+    return int(text)
+
+
+@router.get("/directory")
+def directory(request: Request, session: UnitOfWork) -> JSONResponse:
+    ctx = Ctx(request, session)
+    return _json(views.directory(ctx.urls, ctx.repos.acme.settings(), _caa_identity(ctx.rt)))
+
+
+@router.head("/new-nonce")
+def nonce_head() -> Response:
+    return Response(status_code=200)
+
+
+@router.get("/new-nonce")
+def nonce_get() -> Response:
+    return Response(status_code=204)
+
+
+@router.post("/new-account")
+async def new_account(request: Request, session: UnitOfWork) -> Response:
+    def work(ctx: Ctx, signed: jws.Jws) -> Response:
+        jwk = by_jwk(signed)
+        payload = signed.json_payload()
+        account, created = ctx.accounts().new_account(jwk, payload, signed.url)  # type: ignore[arg-type]
+        body = views.account(ctx.urls, account)
+        return _json(body, 201 if created else 200, ctx.urls.account(account.id))
+
+    return await _signed(request, session, "new-account", work)
+
+
+@router.post("/acct/{account_id}")
+async def account(account_id: str, request: Request, session: UnitOfWork) -> Response:
+    def work(ctx: Ctx, signed: jws.Jws) -> Response:
+        account = by_account(ctx.repos, ctx.rt, signed)
+        if account.id != _id(account_id, "account"):
+            raise unauthorized("the kid is not this account")
+        if signed.payload:
+            ctx.accounts().update(account, signed.json_payload())
+        return _json(views.account(ctx.urls, account), location=ctx.urls.account(account.id))
+
+    return await _signed(request, session, f"acct/{account_id}", work)
+
+
+@router.post("/acct/{account_id}/orders")
+async def account_orders(account_id: str, request: Request, session: UnitOfWork) -> Response:
+    def work(ctx: Ctx, signed: jws.Jws) -> Response:
+        account = by_account(ctx.repos, ctx.rt, signed)
+        if account.id != _id(account_id, "account"):
+            raise unauthorized("the kid is not this account")
+        ids = ctx.repos.acme.account_order_ids(account.id, 1000)
+        return _json({"orders": [ctx.urls("order", i) for i in ids]})
+
+    return await _signed(request, session, f"acct/{account_id}/orders", work)
+
+
+@router.post("/key-change")
+async def key_change(request: Request, session: UnitOfWork) -> Response:
+    def work(ctx: Ctx, signed: jws.Jws) -> Response:
+        account = by_account(ctx.repos, ctx.rt, signed)
+        ctx.accounts().key_change(account, str(signed.url), signed.json_payload())
+        return _json(views.account(ctx.urls, account), location=ctx.urls.account(account.id))
+
+    return await _signed(request, session, "key-change", work)
+
+
+@router.post("/new-order")
+async def new_order(request: Request, session: UnitOfWork) -> Response:
+    def work(ctx: Ctx, signed: jws.Jws) -> Response:
+        account = by_account(ctx.repos, ctx.rt, signed)
+        order = ctx.orders(account).new_order(account, signed.json_payload())
+        body = views.order(ctx.urls, ctx.repos, order)
+        return _json(body, 201, ctx.urls("order", order.id))
+
+    return await _signed(request, session, "new-order", work)
+
+
+@router.post("/order/{order_id}")
+async def get_order(order_id: str, request: Request, session: UnitOfWork) -> Response:
+    def work(ctx: Ctx, signed: jws.Jws) -> Response:
+        account = by_account(ctx.repos, ctx.rt, signed)
+        orders = ctx.orders(account)
+        order = orders.refresh(orders.order(account, _id(order_id, "order")))
+        retry = RETRY_PROCESSING if order.status in ("processing", "pending") else None
+        return _json(views.order(ctx.urls, ctx.repos, order), retry_after=retry)
+
+    return await _signed(request, session, f"order/{order_id}", work)
+
+
+@router.post("/order/{order_id}/finalize")
+async def finalize(order_id: str, request: Request, session: UnitOfWork) -> Response:
+    def work(ctx: Ctx, signed: jws.Jws) -> Response:
+        account = by_account(ctx.repos, ctx.rt, signed)
+        orders = ctx.orders(account)
+        order = orders.order(account, _id(order_id, "order"))
+        issued = orders.finalize(account, order, signed.json_payload())
+        location = ctx.urls("order", order.id)
+        retry = None if issued else RETRY_PROCESSING
+        return _json(views.order(ctx.urls, ctx.repos, order), location=location, retry_after=retry)
+
+    return await _signed(request, session, f"order/{order_id}/finalize", work)
+
+
+@router.post("/authz/{authz_id}")
+async def authorization(authz_id: str, request: Request, session: UnitOfWork) -> Response:
+    def work(ctx: Ctx, signed: jws.Jws) -> Response:
+        account = by_account(ctx.repos, ctx.rt, signed)
+        orders = ctx.orders(account)
+        authz = orders.authorization(account, _id(authz_id, "authorization"))
+        if signed.payload:
+            payload = signed.json_payload()
+            if payload.get("status") != "deactivated":
+                raise malformed("the only change to an authorization is status: deactivated")
+            orders.deactivate(account, authz)
+        retry = RETRY_PROCESSING if authz.status == "pending" else None
+        return _json(views.authorization(ctx.urls, ctx.repos, authz), retry_after=retry)
+
+    return await _signed(request, session, f"authz/{authz_id}", work)
+
+
+@router.post("/chall/{challenge_id}")
+async def challenge(challenge_id: str, request: Request, session: UnitOfWork) -> Response:
+    def work(ctx: Ctx, signed: jws.Jws) -> Response:
+        account = by_account(ctx.repos, ctx.rt, signed)
+        orders = ctx.orders(account)
+        if signed.payload:
+            signed.json_payload()  # RFC 8555 7.5.1: "{}" says "ready"; anything JSON is fine
+            found, authz = orders.respond(account, _id(challenge_id, "challenge"))
+            if found.status == "processing":
+                queued.append(True)
+        else:
+            found, authz = orders.challenge_view(account, _id(challenge_id, "challenge"))
+        up = f'<{ctx.urls("authz", authz.id)}>;rel="up"'
+        retry = RETRY_PROCESSING if found.status == "processing" else None
+        return _json(views.challenge(ctx.urls, found), links=[up], retry_after=retry)
+
+    queued: list[bool] = []
+    response = await _signed(request, session, f"chall/{challenge_id}", work)
+    if queued:
+        # A background task runs after the response, so after the unit of work committed:
+        # the job's run then sees the queued challenge (its periodic turn is the backstop).
+        response.background = BackgroundTask(request.app.state.runtime.jobs.kick, VALIDATE_JOB)
+    return response
+
+
+@router.post("/cert/{cert_id}")
+async def certificate(cert_id: str, request: Request, session: UnitOfWork) -> Response:
+    return await _certificate(cert_id, 0, request, session)
+
+
+@router.post("/cert/{cert_id}/{alternate}")
+async def certificate_alternate(
+    cert_id: str, alternate: str, request: Request, session: UnitOfWork
+) -> Response:
+    return await _certificate(cert_id, 1 if alternate == "1" else -1, request, session)
+
+
+async def _certificate(cert_id: str, variant: int, request: Request, session: Session) -> Response:
+    path = f"cert/{cert_id}" + (f"/{variant}" if variant else "")
+
+    def work(ctx: Ctx, signed: jws.Jws) -> Response:
+        account = by_account(ctx.repos, ctx.rt, signed)
+        cid = _id(cert_id, "certificate")
+        order = ctx.repos.acme.order_for_certificate(cid)
+        if order is None or variant < 0:
+            raise AcmeProblem("malformed", "no such certificate", 404)
+        if order.account_id != account.id:
+            raise unauthorized("this certificate was ordered by another account")
+        service = CertificateService(ctx.issuance(account.id), ctx.now)
+        cert = service.get(cid)
+        chain = service.issuer_chain(cert)
+        # The default chain runs up to the root (some clients, certbot among them, want at
+        # least one issuer even when a root signs directly); the alternate chain stops
+        # below the self-signed root, which relying parties already hold.
+        short = [c for c in chain if c.issuer != c.subject]
+        shown = short if variant == 1 else chain
+        pem = cert.certificate_pem + "".join(cert_pem(c) for c in shown)
+        other = ctx.urls("cert", cid, 1) if variant == 0 else ctx.urls("cert", cid)
+        response = Response(pem, media_type="application/pem-certificate-chain")
+        if short and len(short) < len(chain):
+            response.headers.append("Link", f'<{other}>;rel="alternate"')
+        return response
+
+    return await _signed(request, session, path, work)
+
+
+@router.post("/revoke-cert")
+async def revoke(request: Request, session: UnitOfWork) -> Response:
+    def work(ctx: Ctx, signed: jws.Jws) -> Response:
+        payload = signed.json_payload()
+        der = jws.b64decode(payload.get("certificate"), "certificate")
+        try:
+            parsed = load_certificate(der)
+        except Exception as exc:
+            raise malformed("the certificate cannot be read") from exc
+        cert = ctx.repos.acme.certificate_by_fingerprint(parsed.fingerprint(hashes.SHA256()).hex())
+        if cert is None:
+            raise AcmeProblem("malformed", "this certificate was not issued here", 404)
+        account_id: int | None = None
+        if signed.kid is not None:
+            account = by_account(ctx.repos, ctx.rt, signed)
+            order = ctx.repos.acme.order_for_certificate(cert.id)
+            if order is None or order.account_id != account.id:
+                raise unauthorized("this account did not order the certificate")
+            account_id = account.id
+        else:
+            jwk = by_jwk(signed)
+            if jws.thumbprint(jwk) != _cert_thumbprint(parsed):
+                raise unauthorized(
+                    "the JWS is signed neither by an account nor by the certificate's key"
+                )
+        reason = _reason(payload.get("reason", 0))
+        if cert.status == "revoked":
+            raise AcmeProblem("alreadyRevoked", "the certificate is revoked already")
+        service = CertificateService(ctx.issuance(account_id), ctx.now)
+        service.revoke(cert.id, reason, "revoked through ACME")
+        return Response(status_code=200)
+
+    return await _signed(request, session, "revoke-cert", work)
+
+
+def _reason(code: object) -> str:
+    if not isinstance(code, int) or isinstance(code, bool) or code not in ACME_REASONS:
+        allowed = sorted(ACME_REASONS)
+        raise AcmeProblem("badRevocationReason", f"reason must be one of {allowed}")
+    assert ACME_REASONS[code] in REASONS
+    return ACME_REASONS[code]
+
+
+def _cert_thumbprint(cert: x509.Certificate) -> str:
+    key = cert.public_key()
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return jws.thumbprint({"kty": "OKP", "crv": "Ed25519", "x": jws.b64encode(raw)})
+    return jws.thumbprint(_jwk_of(key))
+
+
+def _jwk_of(key: object) -> dict[str, Any]:
+    if isinstance(key, rsa.RSAPublicKey):
+        return dict(josepy.JWKRSA(key=key).to_json())
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return dict(josepy.JWKEC(key=key).to_json())
+    raise unauthorized("the certificate's key type cannot sign ACME requests")
+
+
+@router.get("/renewalInfo/{certid}")
+def renewal_info(certid: str, request: Request, session: UnitOfWork) -> JSONResponse:
+    ctx = Ctx(request, session)
+    cert = find_certificate(ctx.repos, certid)
+    window = suggested_window(ctx.repos, cert, ctx.now)
+    body: dict[str, Any] = {
+        "suggestedWindow": {
+            "start": views.rfc3339(window.start),
+            "end": views.rfc3339(window.end),
+        }
+    }
+    if window.reason:
+        body["explanationURL"] = f"{ctx.urls.base}/directory"
+    retry = str(int(RETRY_AFTER / timedelta(seconds=1)))
+    return _json(body, retry_after=retry)

@@ -1,0 +1,190 @@
+"""What every ACME request and response shares: the body limit and media type, nonces,
+the JWS checks of RFC 8555 6.2-6.5, and the Replay-Nonce / Link / Cache-Control headers."""
+
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tessera.protocols.acme import jws
+from tessera.protocols.acme.problems import AcmeProblem, bad_nonce, malformed, unauthorized
+from tessera.runtime import Runtime
+from tessera.storage.models_acme import AcmeAccount
+from tessera.storage.repositories import Repositories
+from tessera.storage.repositories.acme import AcmeNonceRepository
+
+PREFIX = "/acme"
+MAX_BODY = 64 * 1024
+NONCE_TTL = timedelta(hours=1)
+JOSE = "application/jose+json"
+
+
+def base_url(rt: Runtime) -> str:
+    return rt.settings.https_base + PREFIX
+
+
+class NoncePool:
+    """Nonces are rows, so any process can spend a nonce another one handed out. Writing one
+    row per response would cost a transaction each; a process instead stores a batch in one
+    INSERT and hands them out from memory (each still spent exactly once, by the DELETE)."""
+
+    BATCH = 32
+    # Handed out with most of their lifetime left, so clients get usable nonces.
+    FRESH = NONCE_TTL / 2
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready: list[str] = []
+        self._stored_at: datetime | None = None
+
+    def take(self, rt: Runtime) -> str:
+        with self._lock:
+            now = rt.clock()
+            if not self._ready or self._stored_at is None or now - self._stored_at > self.FRESH:
+                self._ready = [secrets.token_urlsafe(24) for _ in range(self.BATCH)]
+                with rt.sessions() as session:
+                    repo = AcmeNonceRepository(session)
+                    for value in self._ready:
+                        repo.add(value, now + NONCE_TTL)
+                    session.commit()
+                self._stored_at = now
+            return self._ready.pop()
+
+
+class RedisNonces:
+    """With REDIS_URL set, nonces live in Redis instead: one key each with the nonce's
+    lifetime, spent by DEL (which reports 1 to exactly one caller)."""
+
+    PREFIX = "tessera:acme:nonce:"
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(url)
+
+    def issue(self) -> str:
+        value = secrets.token_urlsafe(24)
+        self._redis.set(self.PREFIX + value, b"1", ex=int(NONCE_TTL.total_seconds()))
+        return value
+
+    def consume(self, value: str) -> bool:
+        return bool(self._redis.delete(self.PREFIX + value) == 1)
+
+
+_POOL = NoncePool()
+_REDIS: dict[str, RedisNonces] = {}
+
+
+def _redis(rt: Runtime) -> RedisNonces | None:
+    url = rt.settings.redis_url
+    if not url:
+        return None
+    if url not in _REDIS:
+        _REDIS[url] = RedisNonces(url)
+    return _REDIS[url]
+
+
+def new_nonce(rt: Runtime) -> str:
+    store = _redis(rt)
+    return store.issue() if store else _POOL.take(rt)
+
+
+def consume_nonce(rt: Runtime, value: str) -> bool:
+    """In its own transaction: a nonce is spent even when the request then fails."""
+    store = _redis(rt)
+    if store is not None:
+        return store.consume(value)
+    with rt.sessions() as session:
+        spent = AcmeNonceRepository(session).consume(value, rt.clock())
+        session.commit()
+    return spent
+
+
+async def read_jws(request: Request, path: str) -> jws.Jws:
+    """Parse the body, then check url and nonce (the signature needs the key: see below)."""
+    rt: Runtime = request.app.state.runtime
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != JOSE:
+        raise malformed(f"the Content-Type must be {JOSE}", 415)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise malformed(f"the body is larger than {MAX_BODY} bytes", 413)
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_BODY:
+            raise malformed(f"the body is larger than {MAX_BODY} bytes", 413)
+    signed = jws.parse(bytes(body))
+    if signed.url != f"{base_url(rt)}/{path}":
+        raise unauthorized("the JWS url does not match the request URL")
+    nonce = signed.nonce
+    if not isinstance(nonce, str) or not nonce:
+        raise bad_nonce("the JWS has no nonce")
+    if not await run_in_threadpool(consume_nonce, rt, nonce):
+        raise bad_nonce("the nonce is unknown, used or expired; get a new one")
+    return signed
+
+
+@dataclass(frozen=True)
+class Caller:
+    account: AcmeAccount
+
+
+def by_account(
+    repos: Repositories, rt: Runtime, signed: jws.Jws, allow_inactive: bool = False
+) -> AcmeAccount:
+    """A request signed by an existing account: kid, never jwk (RFC 8555 6.2)."""
+    if signed.kid is None:
+        raise malformed("this request must be signed with the account's kid, not a jwk")
+    prefix = f"{base_url(rt)}/acct/"
+    tail = signed.kid[len(prefix) :] if signed.kid.startswith(prefix) else ""
+    if not tail.isdigit() or len(tail) > 18:
+        raise AcmeProblem("accountDoesNotExist", "the kid is not an account URL of this server")
+    account = repos.acme.account(int(tail))
+    if account is None:
+        raise AcmeProblem("accountDoesNotExist", "no such account")
+    jws.verify(signed, jws.public_key(account.jwk))
+    if account.status != "valid" and not allow_inactive:
+        raise unauthorized(f"the account is {account.status}")
+    return account
+
+
+def by_jwk(signed: jws.Jws) -> dict[str, object]:
+    """A request signed by a key carried in the header (new-account, revoke by cert key)."""
+    if signed.jwk is None:
+        raise malformed("this request must carry the key as jwk, not a kid")
+    jws.verify(signed, jws.public_key(signed.jwk))
+    return signed.jwk
+
+
+class AcmeHeaders:
+    """Every /acme/ response, errors included, carries a fresh nonce and the index link
+    (RFC 8555 6.5 and 7.1) and is never cached."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(PREFIX + "/"):
+            await self.app(scope, receive, send)
+            return
+        rt: Runtime = scope["app"].state.runtime
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["Replay-Nonce"] = await run_in_threadpool(new_nonce, rt)
+                headers.append("Link", f'<{base_url(rt)}/directory>;rel="index"')
+                headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def utc(rt: Runtime) -> datetime:
+    return rt.clock()

@@ -1,0 +1,435 @@
+"""The CMS (PKCS#7) that SCEP needs, parsed and built with asn1crypto, with the cryptography
+done by `cryptography`: SignedData (verify, sign), EnvelopedData with RSA key transport
+(decrypt, encrypt) and degenerate certificates-only SignedData.
+
+Errors carry the SCEP failInfo they deserve, so the protocol layer can answer a CertRep.
+"""
+
+import os
+from dataclasses import dataclass
+
+from asn1crypto import algos, cms, core, parser
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives import hashes, padding
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tessera.domains.scep.types import BAD_ALG, BAD_CERT_ID, BAD_MESSAGE_CHECK
+
+# asn1crypto raises these on malformed or unexpected input; cryptography adds
+# UnsupportedAlgorithm for a certificate whose key type it does not know.
+ASN1_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    UnsupportedAlgorithm,
+)
+
+
+HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1,
+    "sha224": hashes.SHA224,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+# Content-encryption algorithms we accept: (asn1crypto name, key bytes). Single DES is not
+# among them: RFC 8894 section 3.5.2 deprecates it and its 56-bit key is broken.
+_DER = Encoding.DER
+CIPHERS = {"aes128_cbc": 16, "aes192_cbc": 24, "aes256_cbc": 32, "tripledes_3key": 24}
+# Single DES only on the way in, and only when allowed: some clients (micromdm's scepclient
+# among them) encrypt requests with nothing else. Answers never use it.
+LEGACY_DES, DES_KEY = "des", 8
+_CONTEXT, _PRIMITIVE = 2, 0  # BER class and method numbers
+
+
+class CmsError(Exception):
+    """A message we could parse enough to answer, but must refuse with `fail_info`."""
+
+    def __init__(self, fail_info: str, message: str) -> None:
+        super().__init__(message)
+        self.fail_info = fail_info
+        self.message = message
+
+
+class NotCms(Exception):
+    """Not a PKCS#7 message at all: the HTTP layer answers 400."""
+
+
+@dataclass(frozen=True)
+class SignedMessage:
+    """A parsed SignedData with exactly one signer."""
+
+    content: bytes | None
+    signer_info: cms.SignerInfo
+    certificates: list[x509.Certificate]
+    digest_algorithm: str
+
+    def attribute(self, oid: str) -> core.Asn1Value | None:
+        """The single value of a signed attribute: typed for the attributes asn1crypto
+        knows (contentType, messageDigest...), `core.Any` for the SCEP ones."""
+        for attr in self.signer_info["signed_attrs"]:
+            if attr["type"].dotted == oid:
+                values = attr["values"]
+                return values[0] if len(values) == 1 else None
+        return None
+
+
+def parsed_value(value: core.Asn1Value, spec: type[core.Asn1Value]) -> object:
+    """The native value of an attribute, read as `spec` when asn1crypto left it untyped."""
+    if isinstance(value, core.Any):
+        return value.parse(spec).native
+    return value.native
+
+
+def load_signed(der: bytes) -> SignedMessage:
+    """Parse a ContentInfo(SignedData) whose one SignerInfo has signed attributes."""
+    try:
+        info = cms.ContentInfo.load(der, strict=True)
+        if info["content_type"].native != "signed_data":
+            raise NotCms("the message is not a PKCS#7 SignedData")
+        signed = info["content"]
+        signer_infos = signed["signer_infos"]
+        encap = signed["encap_content_info"]
+        content = encap["content"].native if encap["content"] else None
+        certs = [x509.load_der_x509_certificate(c.chosen.dump()) for c in signed["certificates"]]
+        if len(signer_infos) != 1:
+            raise NotCms("a SCEP message has exactly one signer")
+        signer_info = signer_infos[0]
+        digest = signer_info["digest_algorithm"]["algorithm"].native
+        if not signer_info["signed_attrs"]:
+            raise NotCms("the signer has no signed attributes")
+        for attr in signer_info["signed_attrs"]:  # parse them all now, not later
+            attr["type"].dotted  # noqa: B018
+            len(attr["values"])
+    except NotCms:
+        raise
+    except ASN1_ERRORS as exc:
+        raise NotCms(f"not a valid PKCS#7 message: {exc}") from exc
+    if not isinstance(content, bytes | None):
+        raise NotCms("the signed content is not an octet string")
+    return SignedMessage(content, signer_info, certs, str(digest))
+
+
+def signer_certificate(message: SignedMessage) -> x509.Certificate:
+    """The certificate the SignerInfo names (issuer and serial, or key identifier)."""
+    sid = message.signer_info["sid"]
+    try:
+        if sid.name == "issuer_and_serial_number":
+            issuer = sid.chosen["issuer"].dump()
+            serial = sid.chosen["serial_number"].native
+            for cert in message.certificates:
+                if cert.serial_number == serial and cert.issuer.public_bytes() == issuer:
+                    return cert
+        else:
+            key_id = sid.chosen.native
+            for cert in message.certificates:
+                ski = x509.SubjectKeyIdentifier.from_public_key(cert.public_key())
+                if ski.digest == key_id:
+                    return cert
+    except ASN1_ERRORS as exc:
+        raise CmsError(BAD_MESSAGE_CHECK, f"unreadable signer identifier: {exc}") from exc
+    raise CmsError(BAD_CERT_ID, "the message does not carry its signer's certificate")
+
+
+def verify(message: SignedMessage, signer: x509.Certificate) -> None:
+    """Check messageDigest against the content and the signature over the signed attributes."""
+    hash_cls = HASHES.get(message.digest_algorithm)
+    if hash_cls is None:
+        raise CmsError(BAD_ALG, f"unsupported digest algorithm {message.digest_algorithm}")
+    digest = hashes.Hash(hash_cls())
+    digest.update(message.content or b"")
+    expected = message.attribute("1.2.840.113549.1.9.4")  # messageDigest
+    try:
+        claimed = parsed_value(expected, core.OctetString) if expected is not None else None
+    except ASN1_ERRORS as exc:
+        raise CmsError(BAD_MESSAGE_CHECK, "unreadable messageDigest attribute") from exc
+    if claimed != digest.finalize():
+        raise CmsError(BAD_MESSAGE_CHECK, "the messageDigest does not match the content")
+    # The signature covers the DER of the attributes as a SET (RFC 5652 section 5.4).
+    attrs = message.signer_info["signed_attrs"].dump()
+    _verify_signature(message.signer_info, signer, b"\x31" + attrs[1:], hash_cls())
+
+
+def _verify_signature(
+    signer_info: cms.SignerInfo, cert: x509.Certificate, data: bytes, hash_alg: hashes.HashAlgorithm
+) -> None:
+    try:
+        signature = signer_info["signature"].native
+        key = cert.public_key()
+        algo = signer_info["signature_algorithm"].signature_algo
+        if isinstance(key, rsa.RSAPublicKey) and algo == "rsassa_pkcs1v15":
+            key.verify(signature, data, asym_padding.PKCS1v15(), hash_alg)
+        elif isinstance(key, rsa.RSAPublicKey) and algo == "rsassa_pss":
+            params = signer_info["signature_algorithm"]["parameters"]
+            pss_hash = HASHES[params["hash_algorithm"]["algorithm"].native]()
+            mgf = asym_padding.MGF1(pss_hash)
+            pss = asym_padding.PSS(mgf, params["salt_length"].native)
+            key.verify(signature, data, pss, pss_hash)
+        elif isinstance(key, ec.EllipticCurvePublicKey) and algo == "ecdsa":
+            key.verify(signature, data, ec.ECDSA(hash_alg))
+        else:
+            raise CmsError(BAD_ALG, f"unsupported signature algorithm {algo}")
+    except InvalidSignature as exc:
+        raise CmsError(BAD_MESSAGE_CHECK, "the signature does not verify") from exc
+    except ASN1_ERRORS as exc:
+        raise CmsError(BAD_ALG, f"unreadable signature algorithm: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Decrypted:
+    content: bytes
+    cipher: str  # the content-encryption algorithm, reused for the answer
+
+
+def decrypt_enveloped(
+    der: bytes, recipient: x509.Certificate, key: rsa.RSAPrivateKey, allow_des: bool = False
+) -> Decrypted:
+    """Open an EnvelopedData addressed to `recipient` with RSA key transport."""
+    try:
+        info = cms.ContentInfo.load(der, strict=True)
+        if info["content_type"].native != "enveloped_data":
+            raise CmsError(BAD_MESSAGE_CHECK, "the signed content is not an EnvelopedData")
+        enveloped = info["content"]
+        recipient_info = _our_recipient(enveloped["recipient_infos"], recipient)
+        encrypted_key = recipient_info["encrypted_key"].native
+        key_algo = recipient_info["key_encryption_algorithm"]
+        content_info = enveloped["encrypted_content_info"]
+        algorithm = content_info["content_encryption_algorithm"]
+        cipher_name = algorithm["algorithm"].native
+        ciphertext = _encrypted_content(content_info)
+    except CmsError:
+        raise
+    except ASN1_ERRORS as exc:
+        raise CmsError(BAD_MESSAGE_CHECK, f"unreadable EnvelopedData: {exc}") from exc
+    key_size = DES_KEY if cipher_name == LEGACY_DES and allow_des else CIPHERS.get(cipher_name)
+    if key_size is None:
+        raise CmsError(BAD_ALG, f"unsupported content-encryption algorithm {cipher_name}")
+    content_key = _unwrap_key(key_algo, encrypted_key, key)
+    if len(content_key) != key_size or not isinstance(ciphertext, bytes):
+        raise CmsError(BAD_MESSAGE_CHECK, "the envelope cannot be opened with our key")
+    try:
+        iv = algorithm.encryption_iv
+    except ASN1_ERRORS as exc:
+        raise CmsError(BAD_ALG, "the content-encryption algorithm has no usable IV") from exc
+    return Decrypted(_decrypt(cipher_name, content_key, iv, ciphertext), cipher_name)
+
+
+def _encrypted_content(content_info: cms.EncryptedContentInfo) -> bytes:
+    """The ciphertext, primitive (DER) or, as Go's pkcs7 writes it, a constructed [0] of
+    OCTET STRING chunks (BER), which asn1crypto's typed field refuses."""
+    try:
+        value = content_info["encrypted_content"].native
+        if isinstance(value, bytes):
+            return value
+    except ValueError:
+        pass
+    for cls, method, tag, body in _children(content_info.contents):
+        if cls == _CONTEXT and tag == 0:
+            if method == _PRIMITIVE:
+                return body
+            return b"".join(chunk for _, _, _, chunk in _children(body))
+    raise CmsError(BAD_MESSAGE_CHECK, "the envelope has no encrypted content")
+
+
+def _children(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    """The (class, method, tag, contents) of each BER element in `data`, in order."""
+    found = []
+    while data and data != b"\0\0":  # an indefinite length ends with two zero octets
+        cls, method, tag, header, body, trailer = parser.parse(data)
+        found.append((cls, method, tag, body))
+        data = data[len(header) + len(body) + len(trailer) :]
+    return found
+
+
+def _our_recipient(
+    recipient_infos: cms.RecipientInfos, cert: x509.Certificate
+) -> cms.KeyTransRecipientInfo:
+    ski = x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
+    for choice in recipient_infos:
+        if choice.name != "ktri":
+            continue
+        rid = choice.chosen["rid"]
+        if rid.name == "issuer_and_serial_number":
+            match = (
+                rid.chosen["serial_number"].native == cert.serial_number
+                and rid.chosen["issuer"].dump() == cert.issuer.public_bytes()
+            )
+        else:
+            match = rid.chosen.native == ski
+        if match:
+            return choice.chosen
+    raise CmsError(BAD_MESSAGE_CHECK, "the envelope is not addressed to this server")
+
+
+def _unwrap_key(
+    algorithm: cms.KeyEncryptionAlgorithm, encrypted: bytes, key: rsa.RSAPrivateKey
+) -> bytes:
+    name = algorithm["algorithm"].native
+    try:
+        if name == "rsaes_pkcs1v15":
+            return key.decrypt(encrypted, asym_padding.PKCS1v15())
+        if name == "rsaes_oaep":
+            params = algorithm["parameters"]
+            oaep_hash = HASHES[params["hash_algorithm"]["algorithm"].native]()
+            mgf = asym_padding.MGF1(
+                HASHES[params["mask_gen_algorithm"]["parameters"]["algorithm"].native]()
+            )
+            return key.decrypt(encrypted, asym_padding.OAEP(mgf, oaep_hash, None))
+    except ValueError as exc:
+        raise CmsError(BAD_MESSAGE_CHECK, "the content key cannot be decrypted") from exc
+    except ASN1_ERRORS as exc:
+        raise CmsError(BAD_ALG, f"unreadable key-transport parameters: {exc}") from exc
+    raise CmsError(BAD_ALG, f"unsupported key-transport algorithm {name}")
+
+
+def _block_cipher(name: str, key: bytes) -> algorithms.AES | TripleDES:
+    if name == LEGACY_DES:
+        return TripleDES(key * 3)  # EDE with one key three times is single DES
+    return TripleDES(key) if name == "tripledes_3key" else algorithms.AES(key)
+
+
+def _decrypt(name: str, key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
+    block = _block_cipher(name, key)
+    if len(iv) * 8 != block.block_size or len(ciphertext) % len(iv):
+        raise CmsError(BAD_MESSAGE_CHECK, "the encrypted content is truncated")
+    decryptor = Cipher(block, modes.CBC(iv)).decryptor()
+    padded = decryptor.update(ciphertext) + decryptor.finalize()
+    unpadder = padding.PKCS7(block.block_size).unpadder()
+    try:
+        return unpadder.update(padded) + unpadder.finalize()
+    except ValueError as exc:
+        raise CmsError(BAD_MESSAGE_CHECK, "the envelope cannot be opened with our key") from exc
+
+
+def encrypt_enveloped(content: bytes, recipient: x509.Certificate, cipher_name: str) -> bytes:
+    """An EnvelopedData of `content` for `recipient` (RSA key transport, PKCS#1 v1.5)."""
+    try:
+        public_key = recipient.public_key()
+        parsed = asn1_x509.Certificate.load(recipient.public_bytes(_DER))
+        issuer, serial = parsed.issuer, parsed.serial_number
+    except ASN1_ERRORS as exc:
+        raise CmsError(BAD_ALG, "the requester's certificate cannot be encrypted to") from exc
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        raise CmsError(BAD_ALG, "the requester's certificate has no RSA key to encrypt to")
+    if cipher_name == LEGACY_DES:
+        cipher_name = "tripledes_3key"  # what a client limited to DES also reads (RFC 8894)
+    elif cipher_name not in CIPHERS:
+        cipher_name = "aes256_cbc"
+    key = os.urandom(CIPHERS[cipher_name])
+    block = _block_cipher(cipher_name, key)
+    iv = os.urandom(block.block_size // 8)
+    padder = padding.PKCS7(block.block_size).padder()
+    encryptor = Cipher(block, modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(padder.update(content) + padder.finalize())
+    ciphertext += encryptor.finalize()
+    recipient_info = cms.KeyTransRecipientInfo(
+        {
+            "version": "v0",
+            "rid": cms.RecipientIdentifier(
+                name="issuer_and_serial_number",
+                value=cms.IssuerAndSerialNumber({"issuer": issuer, "serial_number": serial}),
+            ),
+            "key_encryption_algorithm": {"algorithm": "rsaes_pkcs1v15"},
+            "encrypted_key": public_key.encrypt(key, asym_padding.PKCS1v15()),
+        }
+    )
+    enveloped = cms.EnvelopedData(
+        {
+            "version": "v0",
+            "recipient_infos": [cms.RecipientInfo(name="ktri", value=recipient_info)],
+            "encrypted_content_info": {
+                "content_type": "data",
+                "content_encryption_algorithm": algos.EncryptionAlgorithm(
+                    {"algorithm": cipher_name, "parameters": core.OctetString(iv)}
+                ),
+                "encrypted_content": ciphertext,
+            },
+        }
+    )
+    return cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump()
+
+
+def sign(
+    content: bytes | None,
+    attributes: list[cms.CMSAttribute],
+    signer: x509.Certificate,
+    key: rsa.RSAPrivateKey,
+    digest_algorithm: str,
+    certificates: list[x509.Certificate],
+) -> bytes:
+    """A SignedData over `content` (absent for PENDING and FAILURE) with the SCEP attributes.
+    The signature algorithm is written as rsaEncryption, the form every SCEP client reads
+    (strongSwan accepts no other)."""
+    if digest_algorithm not in HASHES:
+        digest_algorithm = "sha256"
+    hash_alg = HASHES[digest_algorithm]()
+    digest = hashes.Hash(hash_alg)
+    digest.update(content or b"")
+    signed_attrs = cms.CMSAttributes(
+        [
+            cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
+            cms.CMSAttribute({"type": "message_digest", "values": [digest.finalize()]}),
+            *attributes,
+        ]
+    )
+    to_sign = b"\x31" + signed_attrs.dump()[1:]
+    signature = key.sign(to_sign, asym_padding.PKCS1v15(), hash_alg)
+    parsed = asn1_x509.Certificate.load(signer.public_bytes(_DER))
+    signer_info = cms.SignerInfo(
+        {
+            "version": "v1",
+            "sid": cms.SignerIdentifier(
+                name="issuer_and_serial_number",
+                value=cms.IssuerAndSerialNumber(
+                    {"issuer": parsed.issuer, "serial_number": parsed.serial_number}
+                ),
+            ),
+            "digest_algorithm": {"algorithm": digest_algorithm},
+            "signed_attrs": signed_attrs,
+            "signature_algorithm": {"algorithm": "rsassa_pkcs1v15"},
+            "signature": signature,
+        }
+    )
+    encap: dict[str, object] = {"content_type": "data"}
+    if content is not None:
+        encap["content"] = content
+    signed = cms.SignedData(
+        {
+            "version": "v1",
+            "digest_algorithms": [{"algorithm": digest_algorithm}],
+            "encap_content_info": encap,
+            "certificates": [_asn1_cert(c) for c in certificates],
+            "signer_infos": [signer_info],
+        }
+    )
+    return cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
+
+
+def degenerate(certificates: list[x509.Certificate], crls: list[bytes] | None = None) -> bytes:
+    """A certificates-only SignedData (no signers): how SCEP ships certificates and CRLs."""
+    fields: dict[str, object] = {
+        "version": "v1",
+        "digest_algorithms": [],
+        "encap_content_info": {"content_type": "data"},
+        "certificates": [_asn1_cert(c) for c in certificates],
+        "signer_infos": [],
+    }
+    if crls:
+        from asn1crypto import crl as asn1_crl
+
+        fields["crls"] = [asn1_crl.CertificateList.load(c) for c in crls]
+    signed = cms.SignedData(fields)
+    return cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
+
+
+def _asn1_cert(cert: x509.Certificate) -> asn1_x509.Certificate:
+    return asn1_x509.Certificate.load(cert.public_bytes(_DER))

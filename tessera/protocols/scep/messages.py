@@ -1,0 +1,154 @@
+"""SCEP messages (RFC 8894 section 3): the pkiMessage a client sends, read into a typed
+object, and the CertRep the server answers with."""
+
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+
+from asn1crypto import cms, core
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+
+from tessera.domains.scep.types import BAD_REQUEST, PkiStatus, Reply, Responder
+from tessera.protocols.scep import cms as scep_cms
+from tessera.protocols.scep.cms import ASN1_ERRORS, CmsError, NotCms, SignedMessage, parsed_value
+
+# Signed attributes (RFC 8894 section 3.2.1).
+OID_MESSAGE_TYPE = "2.16.840.1.113733.1.9.2"
+OID_PKI_STATUS = "2.16.840.1.113733.1.9.3"
+OID_FAIL_INFO = "2.16.840.1.113733.1.9.4"
+OID_SENDER_NONCE = "2.16.840.1.113733.1.9.5"
+OID_RECIPIENT_NONCE = "2.16.840.1.113733.1.9.6"
+OID_TRANSACTION_ID = "2.16.840.1.113733.1.9.7"
+OID_FAIL_INFO_TEXT = "1.3.6.1.5.5.7.24.1"
+NONCE_BYTES = 16
+
+
+class MessageType(StrEnum):
+    CERT_REP = "3"
+    RENEWAL_REQ = "17"
+    PKCS_REQ = "19"
+    CERT_POLL = "20"
+    GET_CERT = "21"
+    GET_CRL = "22"
+
+
+@dataclass(frozen=True)
+class PkiMessage:
+    """The outer, signed layer of a request: enough to answer it, even with a FAILURE."""
+
+    message_type: MessageType
+    transaction_id: core.Asn1Value  # echoed byte for byte
+    sender_nonce: bytes
+    signed: SignedMessage
+
+    @property
+    def transaction_text(self) -> str:
+        """The transactionID as stored and shown: its text when it is printable (as RFC 8894
+        requires), else its hex, so no NUL or control character reaches the database."""
+        try:
+            text = str(parsed_value(self.transaction_id, core.PrintableString))
+        except ASN1_ERRORS:
+            text = ""
+        if text and text.isascii() and text.isprintable():
+            return text[:128]
+        return self.transaction_id.contents.hex()[:128]
+
+
+def read_message(der: bytes) -> PkiMessage:
+    """Parse the SignedData and its SCEP attributes. NotCms when it is not SCEP at all."""
+    signed = scep_cms.load_signed(der)
+    message_type = signed.attribute(OID_MESSAGE_TYPE)
+    transaction_id = signed.attribute(OID_TRANSACTION_ID)
+    sender_nonce = signed.attribute(OID_SENDER_NONCE)
+    if message_type is None or transaction_id is None or sender_nonce is None:
+        raise NotCms("not a SCEP pkiMessage: messageType, transactionID or senderNonce missing")
+    try:
+        kind = str(parsed_value(message_type, core.PrintableString))
+        nonce = parsed_value(sender_nonce, core.OctetString)
+        parsed_value(transaction_id, core.PrintableString)  # parsed to validate it
+    except ASN1_ERRORS as exc:
+        raise NotCms(f"unreadable SCEP attribute: {exc}") from exc
+    if not isinstance(nonce, bytes) or not nonce:
+        raise NotCms("the senderNonce is not an octet string")
+    try:
+        typed = MessageType(kind)
+    except ValueError as exc:
+        raise NotCms(f"unknown SCEP messageType {kind!r}") from exc
+    if typed is MessageType.CERT_REP:
+        raise NotCms("a CertRep is the server's message, not a request")
+    return PkiMessage(typed, transaction_id, nonce, signed)
+
+
+def cert_rep(
+    request: PkiMessage,
+    reply: Reply,
+    responder: Responder,
+    requester: x509.Certificate | None,
+    cipher: str,
+) -> bytes:
+    """The CertRep: transactionID echoed, recipientNonce = the client's senderNonce, a fresh
+    senderNonce; on SUCCESS the certificates (or CRL) in a degenerate SignedData encrypted
+    to the requester's certificate."""
+    content = None
+    if reply.status is PkiStatus.SUCCESS:
+        if requester is None:
+            reply = Reply.failure(BAD_REQUEST, "no certificate to encrypt the answer to")
+        else:
+            try:
+                inner = scep_cms.degenerate(reply.certificates, [reply.crl] if reply.crl else [])
+                content = scep_cms.encrypt_enveloped(inner, requester, cipher)
+            except CmsError as exc:
+                reply, content = Reply.failure(exc.fail_info, exc.message), None
+    attributes = [
+        _attribute(OID_MESSAGE_TYPE, core.PrintableString(MessageType.CERT_REP.value)),
+        _attribute(OID_PKI_STATUS, core.PrintableString(reply.status.value)),
+        _attribute(OID_TRANSACTION_ID, request.transaction_id),
+        _attribute(OID_SENDER_NONCE, core.OctetString(os.urandom(NONCE_BYTES))),
+        _attribute(OID_RECIPIENT_NONCE, core.OctetString(request.sender_nonce)),
+    ]
+    if reply.status is PkiStatus.FAILURE:
+        attributes.append(_attribute(OID_FAIL_INFO, core.PrintableString(reply.fail_info or "2")))
+        if reply.text:
+            attributes.append(_attribute(OID_FAIL_INFO_TEXT, core.UTF8String(reply.text[:200])))
+    return scep_cms.sign(
+        content,
+        attributes,
+        responder.certificate,
+        responder.key,
+        request.signed.digest_algorithm,
+        [responder.certificate],
+    )
+
+
+def _attribute(oid: str, value: core.Asn1Value) -> cms.CMSAttribute:
+    return cms.CMSAttribute({"type": oid, "values": [value]})
+
+
+@dataclass(frozen=True)
+class IssuerAndSerial:
+    issuer: bytes  # DER of the Name, compared with `x509.Name.public_bytes()`
+    serial: int
+
+
+def issuer_and_serial(der: bytes) -> IssuerAndSerial:
+    """GetCert and GetCRL name a certificate by issuer and serial number."""
+    try:
+        parsed = cms.IssuerAndSerialNumber.load(der, strict=True)
+        return IssuerAndSerial(parsed["issuer"].dump(), int(parsed["serial_number"].native))
+    except ASN1_ERRORS as exc:
+        raise CmsError(BAD_REQUEST, f"unreadable IssuerAndSerialNumber: {exc}") from exc
+
+
+class _IssuerAndSubject(core.Sequence):
+    _fields = [("issuer", asn1_x509.Name), ("subject", asn1_x509.Name)]
+
+
+def issuer_and_subject(der: bytes) -> tuple[bytes, bytes]:
+    """CertPoll names the request by issuer and subject (RFC 8894 section 3.3.3); the
+    transactionID is what finds it, these are only checked to be well-formed."""
+    try:
+        parsed = _IssuerAndSubject.load(der, strict=True)
+        return parsed["issuer"].dump(), parsed["subject"].dump()
+    except ASN1_ERRORS as exc:
+        raise CmsError(BAD_REQUEST, f"unreadable IssuerAndSubject: {exc}") from exc

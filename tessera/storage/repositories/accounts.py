@@ -1,0 +1,127 @@
+"""Single-use account tokens, recovery codes and the server-wide mail settings."""
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from tessera.storage.models_accounts import AccountToken, MailSettings, RecoveryCode
+
+MAIL_SETTINGS_ID = 1
+
+
+class AccountTokenRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, token: AccountToken) -> AccountToken:
+        self._session.add(token)
+        self._session.flush()
+        return token
+
+    def live(self, token_hash: str, purposes: Sequence[str], now: datetime) -> AccountToken | None:
+        """An unused, unexpired token of one of the purposes."""
+        return self._session.scalar(
+            select(AccountToken).where(
+                AccountToken.token_hash == token_hash,
+                AccountToken.purpose.in_(purposes),
+                AccountToken.used_at.is_(None),
+                AccountToken.expires_at > now,
+            )
+        )
+
+    def consume(self, token_id: int, now: datetime) -> bool:
+        """Mark the token used; False when another request consumed it first (the conditional
+        UPDATE is what makes a token single use under concurrency, on both databases)."""
+        result = self._session.execute(
+            update(AccountToken)
+            .where(AccountToken.id == token_id, AccountToken.used_at.is_(None))
+            .values(used_at=now)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    def count_attempt(self, token_id: int) -> int:
+        self._session.execute(
+            update(AccountToken)
+            .where(AccountToken.id == token_id)
+            .values(attempts=AccountToken.attempts + 1)
+        )
+        attempts = self._session.scalar(
+            select(AccountToken.attempts).where(AccountToken.id == token_id)
+        )
+        return int(attempts or 0)
+
+    def revoke_for_user(self, user_id: int, purposes: Sequence[str], now: datetime) -> None:
+        """Unused tokens of the user stop working (a newer link or a password set elsewhere)."""
+        self._session.execute(
+            update(AccountToken)
+            .where(
+                AccountToken.user_id == user_id,
+                AccountToken.purpose.in_(purposes),
+                AccountToken.used_at.is_(None),
+            )
+            .values(used_at=now)
+        )
+
+    def purge_expired(self, before: datetime) -> None:
+        self._session.execute(delete(AccountToken).where(AccountToken.expires_at < before))
+
+
+class RecoveryCodeRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def replace(self, user_id: int, digests: Sequence[str], now: datetime) -> None:
+        self._session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
+        self._session.add_all(
+            RecoveryCode(user_id=user_id, code_hash=d, created_at=now) for d in digests
+        )
+        self._session.flush()
+
+    def clear(self, user_id: int) -> None:
+        self._session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
+
+    def consume(self, user_id: int, digest: str, now: datetime) -> bool:
+        """Use one unused code; the conditional UPDATE makes each code single use."""
+        result = self._session.execute(
+            update(RecoveryCode)
+            .where(
+                RecoveryCode.user_id == user_id,
+                RecoveryCode.code_hash == digest,
+                RecoveryCode.used_at.is_(None),
+            )
+            .values(used_at=now)
+        )
+        return bool(getattr(result, "rowcount", 0) >= 1)
+
+    def counts(self, user_id: int) -> tuple[int, int]:
+        """(unused, total)."""
+        total = self._session.scalar(
+            select(func.count()).select_from(RecoveryCode).where(RecoveryCode.user_id == user_id)
+        )
+        unused = self._session.scalar(
+            select(func.count())
+            .select_from(RecoveryCode)
+            .where(RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None))
+        )
+        return int(unused or 0), int(total or 0)
+
+    def created_at(self, user_id: int) -> datetime | None:
+        return self._session.scalar(
+            select(func.max(RecoveryCode.created_at)).where(RecoveryCode.user_id == user_id)
+        )
+
+
+class MailSettingsRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get(self) -> MailSettings | None:
+        return self._session.get(MailSettings, MAIL_SETTINGS_ID)
+
+    def add(self, row: MailSettings) -> MailSettings:
+        row.id = MAIL_SETTINGS_ID
+        self._session.add(row)
+        self._session.flush()
+        return row

@@ -1,0 +1,332 @@
+"""ACME server storage: the only code that queries the acme_* tables."""
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy.orm import Session
+
+from tessera.storage.models import Certificate
+from tessera.storage.models_acme import (
+    AcmeAccount,
+    AcmeAuthorization,
+    AcmeChallenge,
+    AcmeEabKey,
+    AcmeNonce,
+    AcmeOrder,
+    AcmeRenewalMark,
+    AcmeSettings,
+)
+
+
+class AcmeNonceRepository:
+    """Nonces are not per organization: one directory, one nonce space."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, value: str, expires_at: datetime) -> None:
+        self._session.add(AcmeNonce(value=value, expires_at=expires_at))
+
+    def consume(self, value: str, now: datetime) -> bool:
+        """Single use across every server process: the DELETE that returns the row wins."""
+        statement = (
+            delete(AcmeNonce)
+            .where(AcmeNonce.value == value, AcmeNonce.expires_at > now)
+            .returning(AcmeNonce.value)
+        )
+        return self._session.execute(statement).first() is not None
+
+    def purge(self, now: datetime) -> int:
+        result = self._session.execute(delete(AcmeNonce).where(AcmeNonce.expires_at <= now))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+class AcmeRepository:
+    def __init__(self, session: Session, org_id: int) -> None:
+        self._session = session
+        self._org_id = org_id
+
+    # settings
+    def settings(self, for_update: bool = False) -> AcmeSettings:
+        """The stored settings, or the defaults. Reads never insert (two processes reading
+        at once would race on the primary key); the first update stores the row."""
+        row = self._session.get(AcmeSettings, self._org_id)
+        if row is None:
+            row = AcmeSettings(
+                org_id=self._org_id,
+                enabled=True,
+                validity_days=90,
+                require_approval=False,
+                require_eab=False,
+                caa_check_ca_ids=[],
+                caa_identities=[],
+                profiles={},
+            )
+            if for_update:
+                self._session.add(row)
+                self._session.flush()
+        return row
+
+    def flush(self) -> None:
+        self._session.flush()
+
+    # accounts
+    def add_account(self, account: AcmeAccount) -> AcmeAccount:
+        account.org_id = self._org_id
+        self._session.add(account)
+        self._session.flush()
+        return account
+
+    def account(self, account_id: int) -> AcmeAccount | None:
+        return self._session.scalar(
+            select(AcmeAccount).where(
+                AcmeAccount.id == account_id, AcmeAccount.org_id == self._org_id
+            )
+        )
+
+    def account_by_thumbprint(self, thumbprint: str) -> AcmeAccount | None:
+        return self._session.scalar(
+            select(AcmeAccount).where(
+                AcmeAccount.thumbprint == thumbprint, AcmeAccount.org_id == self._org_id
+            )
+        )
+
+    def accounts(self, page: int, per_page: int) -> tuple[Sequence[AcmeAccount], int]:
+        query = select(AcmeAccount).where(AcmeAccount.org_id == self._org_id)
+        return self._page(query.order_by(AcmeAccount.id.desc()), page, per_page)
+
+    def order_counts(self, account_ids: Sequence[int]) -> dict[int, int]:
+        query = (
+            select(AcmeOrder.account_id, func.count())
+            .where(AcmeOrder.org_id == self._org_id, AcmeOrder.account_id.in_(account_ids))
+            .group_by(AcmeOrder.account_id)
+        )
+        return {int(a): int(n) for a, n in self._session.execute(query).all()}
+
+    # external account binding keys
+    def add_eab(self, key: AcmeEabKey) -> AcmeEabKey:
+        key.org_id = self._org_id
+        self._session.add(key)
+        self._session.flush()
+        return key
+
+    def eab(self, key_id: int) -> AcmeEabKey | None:
+        return self._session.scalar(
+            select(AcmeEabKey).where(AcmeEabKey.id == key_id, AcmeEabKey.org_id == self._org_id)
+        )
+
+    def eab_by_kid(self, kid: str) -> AcmeEabKey | None:
+        return self._session.scalar(
+            select(AcmeEabKey).where(AcmeEabKey.kid == kid, AcmeEabKey.org_id == self._org_id)
+        )
+
+    def eab_keys(self) -> Sequence[AcmeEabKey]:
+        query = select(AcmeEabKey).where(AcmeEabKey.org_id == self._org_id)
+        return self._session.scalars(query.order_by(AcmeEabKey.id.desc())).all()
+
+    def bind_eab(self, key: AcmeEabKey, account_id: int) -> bool:
+        """Bind an unused key in one statement, so two accounts can never share one."""
+        result = self._session.execute(
+            update(AcmeEabKey)
+            .where(
+                AcmeEabKey.id == key.id,
+                AcmeEabKey.account_id.is_(None),
+                AcmeEabKey.revoked_at.is_(None),
+            )
+            .values(account_id=account_id)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    # orders
+    def add_order(self, order: AcmeOrder) -> AcmeOrder:
+        order.org_id = self._org_id
+        self._session.add(order)
+        self._session.flush()
+        return order
+
+    def order(self, order_id: int) -> AcmeOrder | None:
+        return self._session.scalar(
+            select(AcmeOrder).where(AcmeOrder.id == order_id, AcmeOrder.org_id == self._org_id)
+        )
+
+    def order_for_certificate(self, certificate_id: int) -> AcmeOrder | None:
+        return self._session.scalar(
+            select(AcmeOrder).where(
+                AcmeOrder.certificate_id == certificate_id, AcmeOrder.org_id == self._org_id
+            )
+        )
+
+    def account_order_ids(self, account_id: int, limit: int) -> Sequence[int]:
+        query = (
+            select(AcmeOrder.id)
+            .where(AcmeOrder.org_id == self._org_id, AcmeOrder.account_id == account_id)
+            .order_by(AcmeOrder.id.desc())
+            .limit(limit)
+        )
+        return self._session.scalars(query).all()
+
+    def orders(
+        self, page: int, per_page: int, status: str | None, account_id: int | None
+    ) -> tuple[Sequence[AcmeOrder], int]:
+        query = select(AcmeOrder).where(AcmeOrder.org_id == self._org_id)
+        if status:
+            query = query.where(AcmeOrder.status == status)
+        if account_id is not None:
+            query = query.where(AcmeOrder.account_id == account_id)
+        return self._page(query.order_by(AcmeOrder.id.desc()), page, per_page)
+
+    def replaced(self, certid: str) -> AcmeOrder | None:
+        """An order that already replaces this certificate (ARI `replaces`)."""
+        return self._session.scalar(
+            select(AcmeOrder).where(
+                AcmeOrder.org_id == self._org_id,
+                AcmeOrder.replaces == certid,
+                AcmeOrder.status != "invalid",
+            )
+        )
+
+    # authorizations and challenges
+    def add_authorization(self, authz: AcmeAuthorization) -> AcmeAuthorization:
+        authz.org_id = self._org_id
+        self._session.add(authz)
+        self._session.flush()
+        return authz
+
+    def authorization(self, authz_id: int) -> AcmeAuthorization | None:
+        return self._session.scalar(
+            select(AcmeAuthorization).where(
+                AcmeAuthorization.id == authz_id, AcmeAuthorization.org_id == self._org_id
+            )
+        )
+
+    def order_authorizations(self, order_id: int) -> Sequence[AcmeAuthorization]:
+        query = select(AcmeAuthorization).where(
+            AcmeAuthorization.org_id == self._org_id, AcmeAuthorization.order_id == order_id
+        )
+        return self._session.scalars(query.order_by(AcmeAuthorization.id)).all()
+
+    def add_challenge(self, challenge: AcmeChallenge) -> AcmeChallenge:
+        self._session.add(challenge)
+        self._session.flush()
+        return challenge
+
+    def challenge(self, challenge_id: int) -> tuple[AcmeChallenge, AcmeAuthorization] | None:
+        row = self._session.execute(
+            select(AcmeChallenge, AcmeAuthorization)
+            .join(AcmeAuthorization, AcmeAuthorization.id == AcmeChallenge.authz_id)
+            .where(AcmeChallenge.id == challenge_id, AcmeAuthorization.org_id == self._org_id)
+        ).first()
+        return (row[0], row[1]) if row else None
+
+    def authorization_challenges(self, authz_id: int) -> Sequence[AcmeChallenge]:
+        query = select(AcmeChallenge).where(AcmeChallenge.authz_id == authz_id)
+        return self._session.scalars(query.order_by(AcmeChallenge.id)).all()
+
+    # early renewal (ARI)
+    def renewal_mark(self, certificate_id: int) -> AcmeRenewalMark | None:
+        return self._session.scalar(
+            select(AcmeRenewalMark).where(
+                AcmeRenewalMark.certificate_id == certificate_id,
+                AcmeRenewalMark.org_id == self._org_id,
+            )
+        )
+
+    def add_renewal_mark(self, mark: AcmeRenewalMark) -> None:
+        mark.org_id = self._org_id
+        self._session.add(mark)
+        self._session.flush()
+
+    def certificate_by_serial(self, serial_hex: str, ca_id: int) -> Certificate | None:
+        return self._session.scalar(
+            select(Certificate).where(
+                Certificate.org_id == self._org_id,
+                Certificate.serial_number == serial_hex,
+                Certificate.ca_id == ca_id,
+            )
+        )
+
+    def certificate_by_fingerprint(self, fingerprint: str) -> Certificate | None:
+        return self._session.scalar(
+            select(Certificate).where(
+                Certificate.org_id == self._org_id, Certificate.fingerprint_sha256 == fingerprint
+            )
+        )
+
+    # statistics
+    def stats(self) -> dict[str, dict[str, int]]:
+        accounts = self._session.execute(
+            select(AcmeAccount.status, func.count())
+            .where(AcmeAccount.org_id == self._org_id)
+            .group_by(AcmeAccount.status)
+        ).all()
+        orders = self._session.execute(
+            select(AcmeOrder.status, func.count())
+            .where(AcmeOrder.org_id == self._org_id)
+            .group_by(AcmeOrder.status)
+        ).all()
+        return {
+            "accounts": {str(s): int(n) for s, n in accounts},
+            "orders": {str(s): int(n) for s, n in orders},
+        }
+
+    def _page(self, query: Select[Any], page: int, per_page: int) -> tuple[Sequence[Any], int]:
+        total = self._session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = self._session.scalars(query.offset((page - 1) * per_page).limit(per_page)).all()
+        return rows, int(total)
+
+
+class AcmeWorkRepository:
+    """What the background jobs read and claim, across organizations."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def due_challenges(self, now: datetime, limit: int) -> Sequence[tuple[int, datetime]]:
+        query = (
+            select(AcmeChallenge.id, AcmeChallenge.next_attempt_at)
+            .where(AcmeChallenge.status == "processing", AcmeChallenge.next_attempt_at <= now)
+            .order_by(AcmeChallenge.next_attempt_at)
+            .limit(limit)
+        )
+        return [(int(i), t) for i, t in self._session.execute(query).all() if t is not None]
+
+    def claim_challenge(self, challenge_id: int, seen: datetime, lease_until: datetime) -> bool:
+        """Compare-and-set on next_attempt_at: exactly one process wins each attempt."""
+        result = self._session.execute(
+            update(AcmeChallenge)
+            .where(
+                AcmeChallenge.id == challenge_id,
+                AcmeChallenge.status == "processing",
+                AcmeChallenge.next_attempt_at == seen,
+            )
+            .values(next_attempt_at=lease_until, attempts=AcmeChallenge.attempts + 1)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    def challenge(self, challenge_id: int) -> tuple[AcmeChallenge, AcmeAuthorization] | None:
+        row = self._session.execute(
+            select(AcmeChallenge, AcmeAuthorization)
+            .join(AcmeAuthorization, AcmeAuthorization.id == AcmeChallenge.authz_id)
+            .where(AcmeChallenge.id == challenge_id)
+        ).first()
+        return (row[0], row[1]) if row else None
+
+    def expire(self, now: datetime) -> int:
+        """Orders and authorizations past their expiry that never completed become invalid
+        (RFC 8555 7.1.6); their pending challenges stop with them."""
+        orders = self._session.execute(
+            update(AcmeOrder)
+            .where(
+                AcmeOrder.status.in_(("pending", "ready")),
+                AcmeOrder.expires_at <= now,
+            )
+            .values(status="invalid")
+        )
+        authzs = self._session.execute(
+            update(AcmeAuthorization)
+            .where(AcmeAuthorization.status == "pending", AcmeAuthorization.expires_at <= now)
+            .values(status="expired")
+        )
+        return int(getattr(orders, "rowcount", 0) or 0) + int(getattr(authzs, "rowcount", 0) or 0)

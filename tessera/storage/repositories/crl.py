@@ -1,0 +1,268 @@
+"""CRL state, published CRLs and retained entries; the reads a CRL is built from.
+
+Publication serves every organization's CAs, so most of this is not scoped by organization;
+what the management API lists is (`summaries`)."""
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    and_,
+    cast,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from tessera.storage.models import Certificate, CertificateAuthority, StatusChange
+from tessera.storage.models_crl import CRLState, PublishedCRL, RetainedCRLEntry
+
+# (serial hex, revocation date in epoch seconds, reason) as the CRL builder takes them
+EntryRow = tuple[str, int, str | None]
+KEEP_PUBLISHED = 3  # per CA and kind; older CRLs are deleted when a new one is stored
+
+
+class CRLRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    # State and leases ------------------------------------------------------------------
+
+    def ensure_state(self, ca_id: int, org_id: int) -> None:
+        """Insert the CA's state row unless another process just did."""
+        values = {"ca_id": ca_id, "org_id": org_id, "last_number": 0}
+        if self._session.get_bind().dialect.name == "postgresql":
+            pg = postgresql.insert(CRLState).values(values)
+            self._session.execute(pg.on_conflict_do_nothing(index_elements=["ca_id"]))
+        else:
+            lite = sqlite.insert(CRLState).values(values)
+            self._session.execute(lite.on_conflict_do_nothing(index_elements=["ca_id"]))
+
+    def state(self, ca_id: int) -> CRLState | None:
+        return self._session.scalar(
+            select(CRLState)
+            .where(CRLState.ca_id == ca_id)
+            .execution_options(populate_existing=True)
+        )
+
+    def claim(
+        self,
+        ca_id: int,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+        conditions: Sequence[ColumnElement[bool]] = (),
+    ) -> tuple[int, int | None, datetime | None] | None:
+        """Take the lease and two CRL numbers (full, then delta) in one UPDATE ... RETURNING;
+        None when another process holds the lease or a condition says there is nothing to do.
+        Returns (last number taken, base number, base time)."""
+        statement = (
+            update(CRLState)
+            .where(
+                CRLState.ca_id == ca_id,
+                or_(CRLState.lease_until.is_(None), CRLState.lease_until < now),
+                *conditions,
+            )
+            .values(
+                last_number=CRLState.last_number + 2, lease_owner=owner, lease_until=lease_until
+            )
+            .returning(CRLState.last_number, CRLState.base_number, CRLState.base_at)
+            .execution_options(synchronize_session=False)
+        )
+        row = self._session.execute(statement).first()
+        return (int(row[0]), row[1], row[2]) if row else None
+
+    def finish(self, ca_id: int, owner: str, values: dict[str, object]) -> bool:
+        """Release the lease and record what was published; False when the lease was lost
+        (expired and taken over), in which case the caller must not publish."""
+        statement = (
+            update(CRLState)
+            .where(CRLState.ca_id == ca_id, CRLState.lease_owner == owner)
+            .values(lease_owner=None, lease_until=None, **values)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(self._session.execute(statement).rowcount)  # type: ignore[attr-defined]
+
+    def add_published(self, crl: PublishedCRL) -> None:
+        self._session.add(crl)
+        self._session.flush()
+
+    def prune(self, ca_id: int, kind: str, keep: int = KEEP_PUBLISHED) -> None:
+        kept = (
+            select(PublishedCRL.id)
+            .where(PublishedCRL.ca_id == ca_id, PublishedCRL.kind == kind)
+            .order_by(PublishedCRL.crl_number.desc())
+            .limit(keep)
+        )
+        old = select(PublishedCRL.id).where(
+            PublishedCRL.ca_id == ca_id, PublishedCRL.kind == kind, PublishedCRL.id.not_in(kept)
+        )
+        ids = list(self._session.scalars(old))
+        if ids:
+            self._session.execute(delete(PublishedCRL).where(PublishedCRL.id.in_(ids)))
+
+    # What a CRL is built from ---------------------------------------------------------
+
+    def signing_ca(self, ca_id: int) -> CertificateAuthority | None:
+        return self._session.get(CertificateAuthority, ca_id, populate_existing=True)
+
+    def revoked_entries(self, ca_id: int, at: datetime) -> Sequence[EntryRow]:
+        """Every revoked, unexpired certificate of the CA, including retained entries of
+        deleted ones. Columns only, and the revocation date as epoch seconds computed by the
+        database: there may be a million rows, and parsing a million datetimes is slow."""
+        revoked_at = func.coalesce(Certificate.revoked_at, Certificate.created_at)
+        live = select(
+            Certificate.serial_number, self._epoch(revoked_at), Certificate.revocation_reason
+        ).where(
+            Certificate.ca_id == ca_id,
+            # a literal, not a parameter: the planner must see it matches the partial index
+            Certificate.status == literal_column("'revoked'"),
+            Certificate.not_after > at,
+        )
+        retained = select(
+            RetainedCRLEntry.serial_number,
+            self._epoch(RetainedCRLEntry.revoked_at),
+            RetainedCRLEntry.reason,
+        ).where(RetainedCRLEntry.ca_id == ca_id, RetainedCRLEntry.not_after > at)
+        # Core rows (no ORM) through the session's connection: the cheapest way per row
+        connection = self._session.connection()
+        rows = list(connection.execute(live).all())
+        rows.extend(connection.execute(retained).all())
+        return rows  # Rows unpack like (serial, epoch, reason) tuples
+
+    def _epoch(
+        self, moment: ColumnElement[Any] | InstrumentedAttribute[datetime]
+    ) -> ColumnElement[int]:
+        """Seconds since the epoch of a stored (naive UTC) timestamp."""
+        if self._session.get_bind().dialect.name == "postgresql":
+            return cast(func.floor(func.extract("epoch", moment)), BigInteger)
+        return cast(func.strftime("%s", moment), Integer)
+
+    def changed_serials(self, ca_id: int, since: datetime) -> Sequence[tuple[str, datetime]]:
+        """Serials whose status changed since `since` (revoked, or released from hold)."""
+        query = (
+            select(StatusChange.serial_number, StatusChange.changed_at)
+            .where(StatusChange.ca_id == ca_id, StatusChange.changed_at >= since)
+            .order_by(StatusChange.changed_at)
+        )
+        return list(self._session.execute(query).tuples())
+
+    # Following the status-change log ---------------------------------------------------
+
+    def changes_after(self, last_id: int, limit: int) -> Sequence[tuple[int, int | None]]:
+        query = (
+            select(StatusChange.id, StatusChange.ca_id)
+            .where(StatusChange.id > last_id)
+            .order_by(StatusChange.id)
+            .limit(limit)
+        )
+        return list(self._session.execute(query).tuples())
+
+    def changes_in(self, ids: Sequence[int]) -> Sequence[tuple[int, int | None]]:
+        query = select(StatusChange.id, StatusChange.ca_id).where(StatusChange.id.in_(ids))
+        return list(self._session.execute(query).tuples())
+
+    def latest_change_id(self) -> int:
+        return self._session.scalar(select(func.max(StatusChange.id))) or 0
+
+    def cas_changed_since(self, since: datetime) -> Sequence[int]:
+        query = (
+            select(StatusChange.ca_id)
+            .where(StatusChange.changed_at >= since, StatusChange.ca_id.is_not(None))
+            .distinct()
+        )
+        return [ca_id for ca_id in self._session.scalars(query) if ca_id is not None]
+
+    def cas_needing_crl(self, now: datetime) -> Sequence[int]:
+        """CAs that can sign and whose CRL is due, or that have never had one."""
+        query = (
+            select(CertificateAuthority.id)
+            .outerjoin(CRLState, CRLState.ca_id == CertificateAuthority.id)
+            .where(
+                CertificateAuthority.encrypted_private_key.is_not(None),
+                CertificateAuthority.is_active.is_(True),
+                CertificateAuthority.not_after > now,
+                or_(
+                    CRLState.ca_id.is_(None),
+                    CRLState.due_at.is_(None),
+                    CRLState.due_at <= now,  # also set, a minute ahead, after a failure
+                ),
+            )
+        )
+        return list(self._session.scalars(query))
+
+    # Serving and management ------------------------------------------------------------
+
+    def latest(self, ca_id: int, kind: str) -> tuple[int, int, str] | None:
+        """(row id, CRL number, SHA-256) of the newest stored CRL of that kind."""
+        query = (
+            select(PublishedCRL.id, PublishedCRL.crl_number, PublishedCRL.sha256)
+            .where(PublishedCRL.ca_id == ca_id, PublishedCRL.kind == kind)
+            .order_by(PublishedCRL.crl_number.desc())
+            .limit(1)
+        )
+        row = self._session.execute(query).first()
+        return (row[0], row[1], row[2]) if row else None
+
+    def published(self, crl_id: int) -> PublishedCRL | None:
+        return self._session.get(PublishedCRL, crl_id)
+
+    def summaries(self, org_id: int, ca_ids: Sequence[int]) -> dict[tuple[int, str], PublishedCRL]:
+        """The newest full and delta CRL of each CA, without their DER."""
+        newest = (
+            select(
+                PublishedCRL.ca_id,
+                PublishedCRL.kind,
+                func.max(PublishedCRL.crl_number).label("number"),
+            )
+            .where(PublishedCRL.org_id == org_id, PublishedCRL.ca_id.in_(ca_ids))
+            .group_by(PublishedCRL.ca_id, PublishedCRL.kind)
+            .subquery()
+        )
+        columns = [c for c in PublishedCRL.__table__.columns if c.name != "der"]
+        query = select(*columns).join(
+            newest,
+            and_(
+                PublishedCRL.ca_id == newest.c.ca_id,
+                PublishedCRL.kind == newest.c.kind,
+                PublishedCRL.crl_number == newest.c.number,
+            ),
+        )
+        found: dict[tuple[int, str], PublishedCRL] = {}
+        for row in self._session.execute(query).mappings():
+            crl = PublishedCRL(**dict(row))
+            found[(crl.ca_id, crl.kind)] = crl
+        return found
+
+    def states(self, ca_ids: Sequence[int]) -> dict[int, CRLState]:
+        rows = self._session.scalars(select(CRLState).where(CRLState.ca_id.in_(ca_ids)))
+        return {row.ca_id: row for row in rows}
+
+    # Deleting a revoked certificate ----------------------------------------------------
+
+    def retain(self, cert: Certificate, now: datetime) -> None:
+        """Keep the CRL entry of a revoked certificate that is being deleted."""
+        if cert.ca_id is None or cert.status != "revoked" or cert.not_after <= now:
+            return
+        self._session.execute(
+            insert(RetainedCRLEntry).values(
+                ca_id=cert.ca_id,
+                org_id=cert.org_id,
+                certificate_id=cert.id,
+                serial_number=cert.serial_number,
+                revoked_at=cert.revoked_at or now,
+                reason=cert.revocation_reason,
+                not_after=cert.not_after,
+                deleted_at=now,
+            )
+        )

@@ -1,0 +1,104 @@
+"""Queries of the OCSP responder. Relying parties are anonymous and CAs of every organization
+are served, so lookups start from a CA (which fixes the organization) rather than a tenant."""
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from tessera.storage.models import Certificate, CertificateAuthority
+from tessera.storage.models_ocsp import COUNTERS, OCSPCounter, OCSPSigner
+
+
+@dataclass(frozen=True)
+class StoredStatus:
+    serial_number: str
+    status: str  # active | revoked
+    revoked_at: datetime | None
+    reason: str | None
+
+
+class OCSPRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def signing_cas(self) -> Sequence[CertificateAuthority]:
+        """CAs that hold their key here: the ones this responder answers for."""
+        query = select(CertificateAuthority).where(
+            CertificateAuthority.encrypted_private_key.is_not(None),
+            CertificateAuthority.is_active.is_(True),
+        )
+        return self._session.scalars(query.order_by(CertificateAuthority.id)).all()
+
+    def all_cas(self) -> Sequence[CertificateAuthority]:
+        return self._session.scalars(
+            select(CertificateAuthority).order_by(CertificateAuthority.id)
+        ).all()
+
+    def ca(self, ca_id: int) -> CertificateAuthority | None:
+        return self._session.get(CertificateAuthority, ca_id)
+
+    def statuses(self, org_id: int, ca_id: int, serials: Iterable[str]) -> dict[str, StoredStatus]:
+        """The stored status of each serial issued by the CA (absent: unknown). Subordinate
+        CA certificates count too: they are certificates the CA issued."""
+        wanted = sorted(set(serials))
+        if not wanted:
+            return {}
+        certs = select(
+            Certificate.serial_number,
+            Certificate.status,
+            Certificate.revoked_at,
+            Certificate.revocation_reason,
+        ).where(
+            Certificate.org_id == org_id,
+            Certificate.ca_id == ca_id,
+            Certificate.serial_number.in_(wanted),
+        )
+        found = {
+            serial: StoredStatus(serial, status, revoked_at, reason)
+            for serial, status, revoked_at, reason in self._session.execute(certs).tuples()
+        }
+        missing = [serial for serial in wanted if serial not in found]
+        if missing:
+            subordinates = select(CertificateAuthority.serial_number).where(
+                CertificateAuthority.org_id == org_id,
+                CertificateAuthority.parent_id == ca_id,
+                CertificateAuthority.serial_number.in_(missing),
+            )
+            for serial in self._session.scalars(subordinates):
+                found[serial] = StoredStatus(serial, "active", None, None)
+        return found
+
+    def current_signer(self, ca_id: int) -> tuple[OCSPSigner, Certificate] | None:
+        query = (
+            select(OCSPSigner, Certificate)
+            .join(Certificate, Certificate.id == OCSPSigner.certificate_id)
+            .where(OCSPSigner.ca_id == ca_id)
+            .order_by(OCSPSigner.generation.desc())
+            .limit(1)
+        )
+        row = self._session.execute(query).first()
+        return (row[0], row[1]) if row else None
+
+    def latest_generation(self, ca_id: int) -> int:
+        query = select(func.max(OCSPSigner.generation)).where(OCSPSigner.ca_id == ca_id)
+        return self._session.scalar(query) or 0
+
+    def add_signer(self, signer: OCSPSigner) -> None:
+        self._session.add(signer)
+        self._session.flush()  # the unique (ca_id, generation) decides a rollover race here
+
+    def add_counts(self, deltas: Mapping[str, int]) -> None:
+        for name, delta in deltas.items():
+            if delta and name in COUNTERS:
+                self._session.execute(
+                    update(OCSPCounter)
+                    .where(OCSPCounter.name == name)
+                    .values(value=OCSPCounter.value + delta)
+                )
+
+    def counts(self) -> dict[str, int]:
+        rows = self._session.execute(select(OCSPCounter.name, OCSPCounter.value))
+        return {name: int(value) for name, value in rows}

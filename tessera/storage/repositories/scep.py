@@ -1,0 +1,206 @@
+"""SCEP profiles, challenge passwords and enrollment requests, scoped to one organization."""
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.orm import Session
+
+from tessera.storage.models import Certificate
+from tessera.storage.models_scep import ScepChallenge, ScepProfile, ScepRequest
+from tessera.storage.repositories.rows import insert_row
+
+PENDING, ISSUED, REJECTED = "pending", "issued", "rejected"
+STATIC, DYNAMIC = "static", "dynamic"
+
+
+class ScepRepository:
+    def __init__(self, session: Session, org_id: int) -> None:
+        self._session = session
+        self._org_id = org_id
+
+    # Profiles
+    def _profiles(self) -> Select[ScepProfile]:
+        return select(ScepProfile).where(ScepProfile.org_id == self._org_id)
+
+    def profile(self, slug: str) -> ScepProfile | None:
+        return self._session.scalar(self._profiles().where(ScepProfile.slug == slug))
+
+    def profile_by_id(self, profile_id: int) -> ScepProfile | None:
+        return self._session.scalar(self._profiles().where(ScepProfile.id == profile_id))
+
+    def profiles(self) -> Sequence[ScepProfile]:
+        return self._session.scalars(self._profiles().order_by(ScepProfile.id)).all()
+
+    def add_profile(self, profile: ScepProfile) -> ScepProfile:
+        profile.org_id = self._org_id
+        self._session.add(profile)
+        self._session.flush()
+        return profile
+
+    def delete_profile(self, profile: ScepProfile) -> None:
+        self._session.delete(profile)
+        self._session.flush()
+
+    def claim_profile(self, profile: ScepProfile, now: datetime) -> bool:
+        """Touch the row only if its RA certificates are still the ones we read: the
+        processes renewing at once serialize on the row and all but one see no match."""
+        result = self._session.execute(
+            update(ScepProfile)
+            .where(
+                ScepProfile.id == profile.id,
+                ScepProfile.ra_certificate_id.is_not_distinct_from(profile.ra_certificate_id),
+                ScepProfile.next_ra_certificate_id.is_not_distinct_from(
+                    profile.next_ra_certificate_id
+                ),
+            )
+            .values(updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    # Challenges
+    def _challenges(self, ca_id: int, kind: str) -> Select[ScepChallenge]:
+        return select(ScepChallenge).where(
+            ScepChallenge.org_id == self._org_id,
+            ScepChallenge.ca_id == ca_id,
+            ScepChallenge.kind == kind,
+        )
+
+    def static_challenge(self, ca_id: int) -> ScepChallenge | None:
+        return self._session.scalar(
+            self._challenges(ca_id, STATIC).order_by(ScepChallenge.id.desc()).limit(1)
+        )
+
+    def add_challenge(self, challenge: ScepChallenge) -> ScepChallenge:
+        challenge.org_id = self._org_id
+        self._session.add(challenge)
+        self._session.flush()
+        return challenge
+
+    def drop_static_challenges(self, ca_id: int) -> None:
+        for row in self._session.scalars(self._challenges(ca_id, STATIC)).all():
+            self._session.delete(row)
+        self._session.flush()
+
+    def dynamic_challenge(self, ca_id: int, digest: str) -> ScepChallenge | None:
+        return self._session.scalar(
+            self._challenges(ca_id, DYNAMIC).where(ScepChallenge.digest == digest)
+        )
+
+    def consume_challenge(self, challenge: ScepChallenge, now: datetime) -> bool:
+        """Mark a dynamic challenge used, atomically: of two requests racing with the same
+        challenge, exactly one sees True."""
+        result = self._session.execute(
+            update(ScepChallenge)
+            .where(ScepChallenge.id == challenge.id, ScepChallenge.used_at.is_(None))
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    def expire_dynamic_challenges(self, ca_id: int, now: datetime) -> int:
+        result = self._session.execute(
+            update(ScepChallenge)
+            .where(
+                ScepChallenge.org_id == self._org_id,
+                ScepChallenge.ca_id == ca_id,
+                ScepChallenge.kind == DYNAMIC,
+                ScepChallenge.used_at.is_(None),
+            )
+            .values(expires_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0))
+
+    def open_dynamic_challenges(self, ca_id: int, now: datetime) -> int:
+        query = self._challenges(ca_id, DYNAMIC).where(
+            ScepChallenge.used_at.is_(None), ScepChallenge.expires_at > now
+        )
+        return self._session.scalar(select(func.count()).select_from(query.subquery())) or 0
+
+    # Requests
+    def _requests(self) -> Select[ScepRequest]:
+        return select(ScepRequest).where(ScepRequest.org_id == self._org_id)
+
+    def add_request(self, row: ScepRequest) -> ScepRequest:
+        """One INSERT ... RETURNING (see rows.insert_row): this runs on every enrollment."""
+        row.org_id = self._org_id
+        insert_row(self._session, row)
+        return row
+
+    def request(self, request_id: int) -> ScepRequest | None:
+        return self._session.scalar(self._requests().where(ScepRequest.id == request_id))
+
+    def latest_request(self, profile_id: int, transaction_id: str) -> ScepRequest | None:
+        return self._session.scalar(
+            self._requests()
+            .where(
+                ScepRequest.profile_id == profile_id,
+                ScepRequest.transaction_id == transaction_id,
+            )
+            .order_by(ScepRequest.id.desc())
+            .limit(1)
+        )
+
+    def requests(
+        self, status: str | None, page: int, per_page: int
+    ) -> tuple[Sequence[ScepRequest], int]:
+        query = self._requests()
+        if status is not None:
+            query = query.where(ScepRequest.status == status)
+        total = self._session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = self._session.scalars(
+            query.order_by(ScepRequest.id.desc()).offset((page - 1) * per_page).limit(per_page)
+        ).all()
+        return rows, total
+
+    def claim_pending(self, row: ScepRequest, status: str, now: datetime, by: str) -> bool:
+        """Move a pending request to its decision, atomically, so two admins (or an admin and
+        a retry) never decide it twice."""
+        result = self._session.execute(
+            update(ScepRequest)
+            .where(ScepRequest.id == row.id, ScepRequest.status == PENDING)
+            .values(status=status, decided_at=now, decided_by=by)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(result, "rowcount", 0) != 1:
+            return False
+        row.status, row.decided_at, row.decided_by = status, now, by
+        return True
+
+    def counts(self) -> dict[str, int]:
+        rows = self._session.execute(
+            select(ScepRequest.status, func.count())
+            .where(ScepRequest.org_id == self._org_id)
+            .group_by(ScepRequest.status)
+        ).all()
+        return {str(status): int(count) for status, count in rows}
+
+    def counts_by_type(self) -> dict[str, int]:
+        rows = self._session.execute(
+            select(ScepRequest.message_type, func.count())
+            .where(ScepRequest.org_id == self._org_id, ScepRequest.status == ISSUED)
+            .group_by(ScepRequest.message_type)
+        ).all()
+        return {str(kind): int(count) for kind, count in rows}
+
+    # Certificates, as GetCert and GetCRL name them
+    def certificate_by_serial(self, serial_hex: str, ca_ids: Sequence[int]) -> Certificate | None:
+        return self._session.scalar(
+            select(Certificate)
+            .where(
+                Certificate.org_id == self._org_id,
+                Certificate.serial_number == serial_hex,
+                Certificate.ca_id.in_(ca_ids),
+            )
+            .limit(1)
+        )
+
+
+def all_profile_slugs(session: Session) -> list[tuple[int, str]]:
+    """(org id, slug) of every enabled profile: the RA renewal job serves all organizations."""
+    rows = session.execute(
+        select(ScepProfile.org_id, ScepProfile.slug).where(ScepProfile.enabled.is_(True))
+    ).all()
+    return [(int(org_id), str(slug)) for org_id, slug in rows]

@@ -1,0 +1,381 @@
+"""The caller's own account (profile, password, sessions, activity, API keys) and password
+reset by email, received by a real SMTP server (aiosmtpd)."""
+
+import hashlib
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.e2e.accounts_helpers import (
+    API,
+    LOGIN,
+    PASSWORD,
+    Mailbox,
+    audit_rows,
+    body_of,
+    create_user,
+    db,
+    email_address,
+    key_for,
+    logged_in,
+    past,
+    running_mailbox,
+    token_from,
+)
+from tests.e2e.helpers import data, error, unique
+from tests.support import Server
+
+RESET = f"{API}/auth/reset-password"
+FORGOT = f"{API}/auth/forgot-password"
+
+
+@pytest.fixture(scope="module")
+def mailbox() -> Iterator[Mailbox]:
+    with running_mailbox() as box:
+        yield box
+
+
+@pytest.fixture
+def mail(server: Server, api: httpx.Client, mailbox: Mailbox) -> Mailbox:
+    data(api.patch(f"{API}/settings/email", json=mailbox.settings()))
+    return mailbox
+
+
+def login_ok(server: Server, username: str, password: str) -> bool:
+    with server.client(api_key="") as client:
+        response = client.post(LOGIN, json={"username": username, "password": password})
+        return response.status_code == 200
+
+
+# --- profile ------------------------------------------------------------------------------------
+
+
+def test_profile_get_and_update(server: Server, api: httpx.Client) -> None:
+    user = create_user(api, "operator", email="before@example.test")
+    with logged_in(server, user["username"]) as (client, csrf):
+        profile = data(client.get(f"{API}/account/profile"))
+        assert profile["username"] == user["username"] and profile["role"] == "operator"
+        assert profile["totp_enabled"] is False and profile["groups"] == []
+        assert "read:*" in profile["permissions"] and "password_hash" not in profile
+        change = {"full_name": "John Doe", "email": "john@example.test"}
+        error(client.patch(f"{API}/account/profile", json=change), 403)  # no CSRF token
+        headers = {"X-CSRF-Token": csrf}
+        updated = data(client.patch(f"{API}/account/profile", json=change, headers=headers))
+        assert updated["full_name"] == "John Doe" and updated["email"] == "john@example.test"
+        bad = client.patch(
+            f"{API}/account/profile", json={"email": "not an address"}, headers=headers
+        )
+        assert "email" in error(bad, 400)
+        long = client.patch(
+            f"{API}/account/profile", json={"full_name": "x" * 500}, headers=headers
+        )
+        error(long, 422)
+        # The role is not the user's to change here.
+        data(client.patch(f"{API}/account/profile", json={"role": "admin"}, headers=headers))
+    assert data(api.get(f"{API}/users/{user['id']}"))["role"] == "operator"
+    assert data(api.get(f"{API}/users/{user['id']}"))["email"] == "john@example.test"
+
+
+# --- password change, sessions ------------------------------------------------------------------
+
+
+def test_password_change_reauthenticates_and_ends_other_sessions(
+    server: Server, api: httpx.Client
+) -> None:
+    user = create_user(api)
+    with (
+        logged_in(server, user["username"]) as (other, _),
+        logged_in(server, user["username"]) as (client, csrf),
+    ):
+        headers = {"X-CSRF-Token": csrf}
+        wrong = {"current_password": "not-my-password", "new_password": "brand-new-password"}
+        assert "incorrect" in error(
+            client.post(f"{API}/account/password", json=wrong, headers=headers), 400
+        )
+        failures = [r for r in audit_rows(server, "account.password_change", user["id"])]
+        assert len(failures) == 1 and failures[0]["success"] is False
+        assert data(other.get(f"{API}/auth/verify"))["authenticated"] is True
+        short = {"current_password": PASSWORD, "new_password": "short"}
+        error(client.post(f"{API}/account/password", json=short, headers=headers), 400)
+        no_csrf = {"current_password": PASSWORD, "new_password": "brand-new-password"}
+        error(client.post(f"{API}/account/password", json=no_csrf), 403)
+        done = client.post(f"{API}/account/password", json=no_csrf, headers=headers)
+        data(done)
+        # This session lives on; the other one is gone.
+        assert data(client.get(f"{API}/auth/verify"))["user"]["id"] == user["id"]
+        assert "log in" in error(other.get(f"{API}/auth/verify"), 401)
+    assert not login_ok(server, user["username"], PASSWORD)
+    assert login_ok(server, user["username"], "brand-new-password")
+
+
+def test_sessions_list_revoke_one_and_all_but_current(server: Server, api: httpx.Client) -> None:
+    user = create_user(api)
+    with (
+        logged_in(server, user["username"]) as (first, _),
+        logged_in(server, user["username"]) as (second, _),
+        logged_in(server, user["username"]) as (client, csrf),
+    ):
+        headers = {"X-CSRF-Token": csrf}
+        listed = data(client.get(f"{API}/account/sessions"))
+        assert len(listed) == 3 and sum(s["current"] for s in listed) == 1
+        assert all(s["ip_address"] == "127.0.0.1" for s in listed)
+        assert not any("token" in key for s in listed for key in s)
+        others = [s["id"] for s in listed if not s["current"]]
+        error(client.delete(f"{API}/account/sessions/{others[0]}"), 403)  # CSRF
+        data(client.delete(f"{API}/account/sessions/{others[0]}", headers=headers))
+        error(client.delete(f"{API}/account/sessions/{others[0]}", headers=headers), 404)
+        alive = [c.get(f"{API}/auth/verify").status_code for c in (first, second)]
+        assert sorted(alive) == [200, 401]
+        # Someone else's session id is not found, and stays alive.
+        with logged_in(server, create_user(api)["username"]) as (stranger, _):
+            theirs = data(stranger.get(f"{API}/account/sessions"))[0]["id"]
+            error(client.delete(f"{API}/account/sessions/{theirs}", headers=headers), 404)
+            assert stranger.get(f"{API}/auth/verify").status_code == 200
+        revoked = data(client.post(f"{API}/account/sessions/revoke-all", headers=headers))
+        assert revoked == {"revoked": 1}
+        assert [c.get(f"{API}/auth/verify").status_code for c in (first, second)] == [401, 401]
+        assert len(data(client.get(f"{API}/account/sessions"))) == 1
+
+
+def test_new_session_id_on_every_login(server: Server, api: httpx.Client) -> None:
+    """Session fixation: a session id the client arrives with is never kept or promoted."""
+    user = create_user(api)
+    credentials = {"username": user["username"], "password": PASSWORD}
+    with server.client(api_key="") as client:
+        planted = client.post(
+            LOGIN, json=credentials, headers={"Cookie": "tessera_session=attacker-chosen"}
+        )
+        data(planted)
+        assert planted.cookies["tessera_session"] not in ("", "attacker-chosen")
+    with server.client(api_key="") as client:
+        data(client.post(LOGIN, json=credentials))
+        first = client.cookies["tessera_session"]
+        again = client.post(LOGIN, json=credentials)
+        data(again)
+        second = again.cookies["tessera_session"]
+        assert second != first
+    # The session the client came back with was ended by the new login.
+    digest = hashlib.sha256(first.encode()).hexdigest()
+    assert db(server, "SELECT COUNT(*) FROM web_sessions WHERE token_hash = ?", (digest,)) == [(0,)]
+
+
+def test_activity_lists_own_audit_rows(server: Server, api: httpx.Client) -> None:
+    user = create_user(api)
+    with server.client(api_key="") as client:
+        client.post(LOGIN, json={"username": user["username"], "password": "wrong-password"})
+    with logged_in(server, user["username"]) as (client, _):
+        rows = data(client.get(f"{API}/account/activity", params={"limit": 50}))
+        actions = [(r["action"], r["success"]) for r in rows]
+        assert ("auth.login", True) in actions and ("auth.login", False) in actions
+        assert rows == sorted(rows, key=lambda r: -r["id"])
+        assert len(data(client.get(f"{API}/account/activity", params={"limit": 1}))) == 1
+        error(client.get(f"{API}/account/activity", params={"limit": 0}), 422)
+        error(client.get(f"{API}/account/activity", params={"limit": "many"}), 422)
+        # Nobody else's rows (the admin created this user).
+        assert all(r["action"] != "user.create" for r in rows)
+
+
+# --- API keys -----------------------------------------------------------------------------------
+
+
+def test_api_key_subsets_expiry_disable_and_regenerate(server: Server, api: httpx.Client) -> None:
+    user = create_user(api, "operator")
+    narrow = key_for(server, user["username"], permissions=["read:certificates"])
+    with server.client(api_key=narrow) as client:
+        assert data(client.get(f"{API}/auth/verify"))["permissions"] == ["read:certificates"]
+        data(client.get(f"{API}/certificates"))
+        error(client.get(f"{API}/cas"), 403)  # beyond the key, though within the owner's role
+        # A narrowed key cannot mint a wider one, nor touch a wider key.
+        wider = client.post(
+            f"{API}/account/apikeys", json={"name": "w", "permissions": ["read:cas"]}
+        )
+        error(wider, 403)
+    with logged_in(server, user["username"]) as (client, csrf):
+        headers = {"X-CSRF-Token": csrf}
+        beyond = {"name": "x", "permissions": ["write:users"]}
+        assert "beyond" in error(
+            client.post(f"{API}/account/apikeys", json=beyond, headers=headers), 403
+        )
+        bad_days = {"name": "x", "expires_days": 0}
+        error(client.post(f"{API}/account/apikeys", json=bad_days, headers=headers), 400)
+        made = data(
+            client.post(
+                f"{API}/account/apikeys", json={"name": "ci", "expires_days": 30}, headers=headers
+            ),
+            201,
+        )
+        assert made["expires_at"] and made["enabled"] is True
+        key_id, secret = made["id"], made["key"]
+        with server.client(api_key=secret) as holder:
+            data(holder.get(f"{API}/certificates"))
+            off = {"enabled": False}
+            data(client.patch(f"{API}/account/apikeys/{key_id}", json=off, headers=headers))
+            error(holder.get(f"{API}/certificates"), 401)
+            on = {"enabled": True}
+            data(client.patch(f"{API}/account/apikeys/{key_id}", json=on, headers=headers))
+            data(holder.get(f"{API}/certificates"))
+            regenerated = data(
+                client.post(f"{API}/account/apikeys/{key_id}/regenerate", headers=headers)
+            )
+            assert regenerated["key"] != secret and regenerated["id"] == key_id
+            error(holder.get(f"{API}/certificates"), 401)
+        with server.client(api_key=regenerated["key"]) as holder:
+            data(holder.get(f"{API}/certificates"))
+            db(server, "UPDATE api_keys SET expires_at = ? WHERE id = ?", (past(server), key_id))
+            error(holder.get(f"{API}/certificates"), 401)
+
+
+# --- forgot / reset password by email -----------------------------------------------------------
+
+
+def test_email_settings_and_test_mail(server: Server, api: httpx.Client, mail: Mailbox) -> None:
+    shown = data(api.get(f"{API}/settings/email"))
+    assert shown["configured"] is True and shown["smtp_port"] == mail.port
+    assert "smtp_password" not in shown
+    data(api.patch(f"{API}/settings/email", json={"smtp_password": "s3cret-smtp"}))
+    shown = data(api.get(f"{API}/settings/email"))
+    assert shown["smtp_password_set"] is True and "s3cret-smtp" not in str(shown)
+    data(api.patch(f"{API}/settings/email", json={"smtp_password": None}))
+    with server.client(api_key="") as anonymous:
+        assert data(anonymous.get(f"{API}/auth/email-configured")) == {"configured": True}
+    to = email_address("test")
+    sent = data(api.post(f"{API}/settings/email/test", json={"to": to}))
+    assert sent["sent"] is True
+    assert mail.wait_for(to)["Subject"] == "Tessera test mail"
+    error(api.post(f"{API}/settings/email/test", json={"to": "nobody"}), 400)
+    error(api.patch(f"{API}/settings/email", json={"smtp_port": 70000}), 422)
+    error(api.patch(f"{API}/settings/email", json={"from_address": "bad address"}), 400)
+    viewer = key_for(server, create_user(api)["username"])
+    with server.client(api_key=viewer) as client:
+        error(client.get(f"{API}/settings/email"), 403)
+        error(client.patch(f"{API}/settings/email", json={"smtp_host": "evil.test"}), 403)
+    assert data(api.get(f"{API}/settings/email"))["smtp_host"] == "127.0.0.1"
+
+
+def test_forgot_and_reset_password_by_mail(
+    server: Server, api: httpx.Client, mail: Mailbox
+) -> None:
+    address = email_address("forgot")
+    user = create_user(api, email=address)
+    with logged_in(server, user["username"]) as (session, _):
+        with server.client(api_key="") as anonymous:
+            known = anonymous.post(FORGOT, json={"email": address.upper()})
+            unknown = anonymous.post(FORGOT, json={"email": email_address("nobody")})
+            assert known.status_code == unknown.status_code == 200
+            assert known.json() == unknown.json()  # nothing tells the two apart
+            message = mail.wait_for(address)
+            assert message["Subject"] == "Tessera: reset your password"
+            token = token_from(message)
+            assert f"{server.url}/reset-password?token=" in body_of(message)
+            # Only a digest is stored.
+            digest = hashlib.sha256(token.encode()).hexdigest()
+            assert db(
+                server, "SELECT COUNT(*) FROM account_tokens WHERE token_hash = ?", (token,)
+            ) == [(0,)]
+            assert db(
+                server, "SELECT COUNT(*) FROM account_tokens WHERE token_hash = ?", (digest,)
+            ) == [(1,)]
+            weak = anonymous.post(RESET, json={"token": token, "password": "short"})
+            error(weak, 400)  # and the link still works afterwards
+            done = anonymous.post(RESET, json={"token": token, "password": "reset-password-123"})
+            data(done)
+            reused = anonymous.post(RESET, json={"token": token, "password": "another-password-1"})
+            assert "invalid or expired" in error(reused, 400)
+        # The reset ended the sessions the user had.
+        error(session.get(f"{API}/auth/verify"), 401)
+    assert not login_ok(server, user["username"], PASSWORD)
+    assert login_ok(server, user["username"], "reset-password-123")
+    assert any(r["success"] for r in audit_rows(server, "auth.password_reset", user["id"]))
+    assert token not in str(db(server, "SELECT details FROM audit_logs"))
+    assert token not in server.log()
+
+
+def test_expired_and_superseded_reset_tokens_are_refused(
+    server: Server, api: httpx.Client, mail: Mailbox
+) -> None:
+    address = email_address("expired")
+    user = create_user(api, email=address)
+    with server.client(api_key="") as anonymous:
+        data(anonymous.post(FORGOT, json={"email": address}))
+        first = token_from(mail.wait_for(address))
+        data(anonymous.post(FORGOT, json={"email": address}))
+        second = token_from(mail.wait_for(address, count=2))
+        assert first != second
+        # A newer link voids the older one.
+        superseded = anonymous.post(RESET, json={"token": first, "password": "new-password-111"})
+        error(superseded, 400)
+        digest = hashlib.sha256(second.encode()).hexdigest()
+        db(
+            server,
+            "UPDATE account_tokens SET expires_at = ? WHERE token_hash = ?",
+            (past(server), digest),
+        )
+        expired = anonymous.post(RESET, json={"token": second, "password": "new-password-111"})
+        assert "expired" in error(expired, 400)
+        error(
+            anonymous.post(RESET, json={"token": "made-up-token", "password": "new-password-111"}),
+            400,
+        )
+        error(anonymous.post(RESET, json={"token": second}), 422)
+        error(anonymous.post(FORGOT, json={}), 422)
+    assert login_ok(server, user["username"], PASSWORD)
+    failures = [r for r in audit_rows(server, "auth.password_reset") if not r["success"]]
+    assert len(failures) >= 3
+
+
+def test_reset_of_unknown_or_inactive_account_sends_nothing(
+    server: Server, api: httpx.Client, mail: Mailbox
+) -> None:
+    address = email_address("inactive")
+    user = create_user(api, email=address)
+    data(api.patch(f"{API}/users/{user['id']}/toggle"))
+    with server.client(api_key="") as anonymous:
+        data(anonymous.post(FORGOT, json={"email": address}))
+        ghost = email_address("ghost")
+        data(anonymous.post(FORGOT, json={"email": ghost}))
+        probe = email_address("probe")
+        data(api.post(f"{API}/settings/email/test", json={"to": probe}))
+        mail.wait_for(probe)  # mail sent after ours has arrived, so ours would have too
+    assert mail.all_to(address) == [] and mail.all_to(ghost) == []
+
+
+def test_unconfigured_email(server: Server, api: httpx.Client, mailbox: Mailbox) -> None:
+    data(api.patch(f"{API}/settings/email", json={"enabled": False}))
+    try:
+        with server.client(api_key="") as anonymous:
+            assert data(anonymous.get(f"{API}/auth/email-configured")) == {"configured": False}
+            address = email_address("off")
+            create_user(api, email=address)
+            response = anonymous.post(FORGOT, json={"email": address})
+            assert response.status_code == 200
+        assert "not configured" in error(
+            api.post(f"{API}/settings/email/test", json={"to": address}), 400
+        )
+        body = {"users": [{"username": unique("inv"), "email": address}], "send_invites": True}
+        assert "email" in error(api.post(f"{API}/users/import", json=body), 400)
+    finally:
+        data(api.patch(f"{API}/settings/email", json=mailbox.settings()))
+
+
+def test_a_narrowed_key_cannot_change_how_the_account_signs_in(
+    server: Server, api: httpx.Client
+) -> None:
+    """A leaked read-only key must not mint recovery codes, enrol a second factor, redirect
+    password resets to another address or change the password."""
+    user = create_user(api, "operator", email=email_address("narrow"))
+    narrow = key_for(server, user["username"], permissions=["read:certificates"])
+    full = key_for(server, user["username"])
+    with server.client(api_key=narrow) as client:
+        assert data(client.get(f"{API}/account/profile"))["username"] == user["username"]
+        error(client.post(f"{API}/account/2fa/enable"), 403)
+        error(client.post(f"{API}/account/2fa/recovery-codes/regenerate"), 403)
+        error(client.patch(f"{API}/account/profile", json={"email": "thief@example.test"}), 403)
+        change = {"current_password": PASSWORD, "new_password": "taken-over-password"}
+        error(client.post(f"{API}/account/password", json=change), 403)
+        error(client.post(f"{API}/account/sessions/revoke-all"), 403)
+    assert data(api.get(f"{API}/users/{user['id']}"))["email"] != "thief@example.test"
+    assert login_ok(server, user["username"], PASSWORD)
+    with server.client(api_key=full) as client:
+        renamed = {"full_name": "Full Key"}
+        assert data(client.patch(f"{API}/account/profile", json=renamed))["full_name"] == "Full Key"

@@ -1,0 +1,478 @@
+"""The ACME protocol at the wire: every malformed JWS and bad request gets the right RFC 7807
+problem (never a 500, nothing half-written), and the happy paths the clients do not reach:
+key rollover, revocation by the certificate key, ARI, profiles, approval, EdDSA/RS256/ES384."""
+
+import json
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests.e2e.acme_helpers import Acme, AcmeEnv, Key, acme_env, b64, csr_for, problem
+from tests.e2e.helpers import API, data, unique
+from tests.support import database
+from tests.tools import pkilint_findings
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("pebble-challtestsrv"), reason="pebble-challtestsrv (Debian pebble) needed"
+)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def env(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AcmeEnv]:
+    with database(request.param) as url, acme_env(url, tmp_path_factory.mktemp("acme")) as running:
+        yield running
+
+
+@pytest.fixture
+def acme(env: AcmeEnv) -> Iterator[Acme]:
+    client = Acme(env)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def account(acme: Acme) -> Acme:
+    assert acme.register(contact=["mailto:ops@example.org"]).status_code == 201
+    return acme
+
+
+def name() -> str:
+    return f"{unique('host')}.acme.test"
+
+
+def test_directory_nonce_and_headers(env: AcmeEnv, acme: Acme) -> None:
+    directory = acme.http.get(env.directory)
+    assert directory.status_code == 200
+    for field in ("newNonce", "newAccount", "newOrder", "revokeCert", "keyChange", "renewalInfo"):
+        assert directory.json()[field].startswith(env.server.url + "/acme/")
+    assert directory.headers["link"] == f'<{env.directory}>;rel="index"'
+    head = acme.http.head(acme.dir["newNonce"])
+    get = acme.http.get(acme.dir["newNonce"])
+    assert (head.status_code, get.status_code) == (200, 204)
+    assert head.headers["replay-nonce"] != get.headers["replay-nonce"]
+    assert head.headers["cache-control"] == "no-store"
+
+
+def test_directory_meta_follows_settings(env: AcmeEnv, acme: Acme) -> None:
+    env.settings(
+        terms_of_service="https://pki.example.org/tos",
+        website="https://pki.example.org",
+        caa_identities=["pki.example.org"],
+        profiles={"shortlived": {"description": "24 hours", "validity_days": 1}},
+    )
+    try:
+        meta = acme.http.get(env.directory).json()["meta"]
+        assert meta["termsOfService"] == "https://pki.example.org/tos"
+        assert meta["website"] == "https://pki.example.org"
+        assert meta["caaIdentities"] == ["pki.example.org"]
+        assert meta["externalAccountRequired"] is False
+        assert meta["profiles"] == {"shortlived": "24 hours"}
+        refused = acme.post(acme.dir["newAccount"], {"contact": []}, use_jwk=True)
+        problem(refused, "userActionRequired", 400)
+    finally:
+        env.settings(terms_of_service=None, website=None, caa_identities=[])
+
+
+@pytest.mark.parametrize("alg", ["ES256", "ES384", "RS256", "EdDSA"])
+def test_accounts_with_every_algorithm(acme: Acme, alg: str) -> None:
+    acme.key = Key(alg)
+    created = acme.register(contact=["mailto:a@example.org"])
+    assert created.status_code == 201, created.text
+    again = acme.register()
+    assert again.status_code == 200 and again.headers["location"] == created.headers["location"]
+    view = acme.get(acme.kid or "").json()
+    assert view["status"] == "valid" and view["contact"] == ["mailto:a@example.org"]
+
+
+def test_only_return_existing(acme: Acme) -> None:
+    missing = acme.post(acme.dir["newAccount"], {"onlyReturnExisting": True}, use_jwk=True)
+    problem(missing, "accountDoesNotExist", 400)
+    acme.register()
+    found = acme.post(acme.dir["newAccount"], {"onlyReturnExisting": True}, use_jwk=True)
+    assert found.status_code == 200 and found.headers["location"] == acme.kid
+
+
+def test_malformed_jws_variants(account: Acme) -> None:
+    url = account.dir["newOrder"]
+    good = account.jws(url, {"identifiers": [{"type": "dns", "value": name()}]})
+    # bad base64 in each part
+    for part in ("protected", "payload", "signature"):
+        problem(account.raw(url, json.dumps({**good, part: "***"}).encode()), "malformed", 400)
+    # not JSON, not an object, missing members, unprotected header, general serialization
+    problem(account.raw(url, b"not json"), "malformed", 400)
+    problem(account.raw(url, b"[1, 2]"), "malformed", 400)
+    problem(
+        account.raw(url, json.dumps({"protected": good["protected"]}).encode()), "malformed", 400
+    )
+    with_header = {**good, "header": {"kid": account.kid}}
+    problem(account.raw(url, json.dumps(with_header).encode()), "malformed", 400)
+    problem(account.raw(url, json.dumps({"signatures": [good]}).encode()), "malformed", 400)
+    # wrong media type, oversized body
+    problem(account.raw(url, json.dumps(good).encode(), "application/json"), "malformed", 415)
+    problem(account.raw(url, b"{" + b" " * 70000 + b"}"), "malformed", 413)
+
+
+def test_algorithms_refused(account: Acme) -> None:
+    url = account.dir["newOrder"]
+    for alg in ("none", "HS256", "PS256", "RS512"):
+        body = account.jws(url, {"identifiers": []}, header={"alg": alg})
+        refused = problem(account.raw(url, json.dumps(body).encode()), "badSignatureAlgorithm", 400)
+        assert "ES256" in refused["algorithms"]
+    # ES384 named in the header while the account key is P-256
+    body = account.jws(url, {"identifiers": []}, header={"alg": "ES384"})
+    problem(account.raw(url, json.dumps(body).encode()), "badSignatureAlgorithm", 400)
+
+
+def test_nonces(account: Acme) -> None:
+    url = account.dir["newOrder"]
+    payload = {"identifiers": [{"type": "dns", "value": name()}]}
+    problem(account.post(url, payload, nonce="never-issued"), "badNonce", 400)
+    nonce = account.nonce()
+    body = json.dumps(account.jws(url, payload, nonce=nonce)).encode()
+    assert account.raw(url, body).status_code == 201
+    problem(account.raw(url, body), "badNonce", 400)  # replayed
+    no_nonce = account.jws(url, payload, header={"nonce": None})
+    problem(account.raw(url, json.dumps(no_nonce).encode()), "badNonce", 400)
+
+
+def test_url_kid_and_jwk_rules(env: AcmeEnv, account: Acme) -> None:
+    payload = {"identifiers": [{"type": "dns", "value": name()}]}
+    wrong_url = account.jws(
+        account.dir["newOrder"], payload, header={"url": account.dir["newAccount"]}
+    )
+    problem(
+        account.raw(account.dir["newOrder"], json.dumps(wrong_url).encode()), "unauthorized", 403
+    )
+    # jwk where kid is required, kid where jwk is required, both at once
+    problem(account.post(account.dir["newOrder"], payload, use_jwk=True), "malformed", 400)
+    problem(account.post(account.dir["newAccount"], {}, use_jwk=False), "malformed", 400)
+    both = account.jws(account.dir["newOrder"], payload, header={"jwk": account.key.jwk})
+    problem(account.raw(account.dir["newOrder"], json.dumps(both).encode()), "malformed", 400)
+    # a signature by another key than the account's
+    problem(account.post(account.dir["newOrder"], payload, key=Key()), "malformed", 400)
+    # an unknown account, and a kid that is no account URL at all
+    unknown = account.jws(
+        account.dir["newOrder"], payload, header={"kid": account.url("acct/999999")}
+    )
+    problem(
+        account.raw(account.dir["newOrder"], json.dumps(unknown).encode()),
+        "accountDoesNotExist",
+        400,
+    )
+    foreign = account.jws(
+        account.dir["newOrder"], payload, header={"kid": "https://elsewhere/acct/1"}
+    )
+    problem(
+        account.raw(account.dir["newOrder"], json.dumps(foreign).encode()),
+        "accountDoesNotExist",
+        400,
+    )
+
+
+def test_get_on_post_only_resources_and_unknown_paths(env: AcmeEnv, acme: Acme) -> None:
+    problem(acme.http.get(acme.dir["newOrder"]), "malformed", 405)
+    problem(acme.http.get(acme.url("no-such-thing")), "malformed", 404)
+
+
+def test_identifier_rules(account: Acme) -> None:
+    for bad in ("-bad-.example", "a..b", "*.*.example.org", "x" * 300, "exa mple.org"):
+        problem(account.order(bad), "rejectedIdentifier", 400)
+    weird = account.post(
+        account.dir["newOrder"], {"identifiers": [{"type": "email", "value": "a@b"}]}
+    )
+    problem(weird, "rejectedIdentifier", 400)
+    problem(account.post(account.dir["newOrder"], {"identifiers": []}), "malformed", 400)
+    problem(account.order(name(), profile="no-such-profile"), "invalidProfile", 400)
+    late = (datetime.now(UTC) + timedelta(days=5000)).isoformat()
+    problem(account.order(name(), notAfter=late), "malformed", 400)
+    problem(account.order(name(), notAfter="yesterday"), "malformed", 400)
+
+
+def test_order_authorizations_and_challenges(account: Acme) -> None:
+    host = name()
+    created = account.order(host, f"*.{host}", "127.0.0.1")
+    assert created.status_code == 201, created.text
+    order = created.json()
+    assert order["status"] == "pending" and len(order["authorizations"]) == 3
+    kinds = {}
+    for url in order["authorizations"]:
+        authz = account.get(url).json()
+        kinds[(authz["identifier"]["value"], authz.get("wildcard", False))] = sorted(
+            c["type"] for c in authz["challenges"]
+        )
+    assert kinds[(host, True)] == ["dns-01"]
+    assert kinds[(host, False)] == ["dns-01", "http-01", "tls-alpn-01"]
+    assert kinds[("127.0.0.1", False)] == ["http-01", "tls-alpn-01"]
+    listed = account.get(account.kid + "/orders").json()["orders"]
+    assert created.headers["location"] in listed
+
+
+def test_finalize_rules_and_nothing_half_written(
+    env: AcmeEnv, account: Acme, tmp_path: Path
+) -> None:
+    host = name()
+    pending = account.order(host)
+    finalize = pending.json()["finalize"]
+    csr, _ = csr_for(host)
+    problem(account.post(finalize, {"csr": csr}), "orderNotReady", 403)
+
+    order = account.ready_order(host, f"www.{host}")
+    assert order["status"] == "ready", order
+    for wrong in (csr_for(host)[0], csr_for(host, f"www.{host}", "other.acme.test")[0]):
+        problem(account.post(order["finalize"], {"csr": wrong}), "badCSR", 400)
+    problem(account.post(order["finalize"], {"csr": "!!"}), "malformed", 400)
+    problem(account.post(order["finalize"], {"csr": b64(b"garbage")}), "badCSR", 400)
+    # the account key may not be certified
+    own, _ = csr_for(host, f"www.{host}", key=account.key.private)
+    problem(account.post(order["finalize"], {"csr": own}), "badCSR", 400)
+    assert account.get(order["url"]).json()["status"] == "ready"  # nothing half-written
+
+    good, _ = csr_for(host, f"www.{host}")
+    done = account.post(order["finalize"], {"csr": good})
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "valid"
+    chain = account.get(done.json()["certificate"])
+    assert chain.headers["content-type"].startswith("application/pem-certificate-chain")
+    certs = x509.load_pem_x509_certificates(chain.content)
+    assert len(certs) == 2 and certs[1].subject == certs[0].issuer
+    assert (
+        pkilint_findings(
+            tmp_path,
+            chain.text.split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n",
+        )
+        == ""
+    )
+    problem(account.post(order["finalize"], {"csr": good}), "orderNotReady", 403)
+
+
+def test_another_accounts_resources_are_refused(env: AcmeEnv, account: Acme) -> None:
+    order = account.order(name())
+    other = Acme(env)
+    try:
+        other.register()
+        problem(other.get(order.headers["location"]), "unauthorized", 403)
+        problem(other.get(order.json()["authorizations"][0]), "unauthorized", 403)
+        problem(other.get(account.kid or ""), "unauthorized", 403)
+    finally:
+        other.close()
+
+
+def test_account_update_key_change_and_deactivation(env: AcmeEnv, account: Acme) -> None:
+    updated = account.post(account.kid or "", {"contact": ["mailto:new@example.org"]})
+    assert updated.json()["contact"] == ["mailto:new@example.org"]
+    problem(account.post(account.kid or "", {"contact": ["tel:+1555"]}), "unsupportedContact", 400)
+
+    new_key = Key("EdDSA")
+    inner = account.jws(
+        account.dir["keyChange"],
+        {"account": account.kid, "oldKey": account.key.jwk},
+        key=new_key,
+        use_jwk=True,
+        header={"nonce": None},
+    )
+    changed = account.post(account.dir["keyChange"], inner)
+    assert changed.status_code == 200, changed.text
+    # the old key (ES256) no longer fits the account's key (Ed25519)
+    problem(
+        account.post(account.dir["newOrder"], {"identifiers": []}), "badSignatureAlgorithm", 400
+    )
+    account.key = new_key
+    assert account.order(name()).status_code == 201
+
+    gone = account.post(account.kid or "", {"status": "deactivated"})
+    assert gone.json()["status"] == "deactivated"
+    problem(account.order(name()), "unauthorized", 403)
+
+
+def test_revocation_by_certificate_key_and_reasons(env: AcmeEnv, account: Acme) -> None:
+    host = name()
+    order = account.ready_order(host)
+    csr, cert_key = csr_for(host)
+    done = account.post(order["finalize"], {"csr": csr}).json()
+    pem = account.get(done["certificate"]).text
+    der = x509.load_pem_x509_certificates(pem.encode())[0].public_bytes(Encoding.DER)
+    revoke = account.dir["revokeCert"]
+    problem(
+        account.post(revoke, {"certificate": b64(der), "reason": 7}), "badRevocationReason", 400
+    )
+    stranger = Key()
+    problem(
+        account.post(revoke, {"certificate": b64(der)}, key=stranger, use_jwk=True),
+        "unauthorized",
+        403,
+    )
+    holder = Key()
+    holder.private = cert_key
+    assert (
+        account.post(
+            revoke, {"certificate": b64(der), "reason": 1}, key=holder, use_jwk=True
+        ).status_code
+        == 200
+    )
+    problem(account.post(revoke, {"certificate": b64(der)}), "alreadyRevoked", 400)
+    with env.api() as api:
+        rows = data(api.get(f"{API}/certificates", params={"search": host}))
+    assert rows[0]["status"] == "revoked" and rows[0]["revocation_reason"] in (
+        "keyCompromise",
+        "key_compromise",
+    )
+
+
+def ari_id(cert: x509.Certificate) -> str:
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    serial = cert.serial_number.to_bytes(cert.serial_number.bit_length() // 8 + 1, "big")
+    return f"{b64(aki or b'')}.{b64(serial)}"
+
+
+def test_renewal_info_and_early_renewal(env: AcmeEnv, account: Acme) -> None:
+    host = name()
+    order = account.ready_order(host)
+    done = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
+    cert = x509.load_pem_x509_certificates(account.get(done["certificate"]).content)[0]
+    info = account.http.get(f"{account.dir['renewalInfo']}/{ari_id(cert)}")
+    assert info.status_code == 200 and int(info.headers["retry-after"]) > 0
+    window = info.json()["suggestedWindow"]
+    start = datetime.fromisoformat(window["start"].replace("Z", "+00:00"))
+    assert start > datetime.now(UTC) + timedelta(days=30)
+
+    cert_id = done["certificate"].rsplit("/", 1)[1]
+    with env.api() as api:
+        data(api.post(f"{API}/acme/renewal/{cert_id}"))
+    moved = account.http.get(f"{account.dir['renewalInfo']}/{ari_id(cert)}").json()
+    end = datetime.fromisoformat(moved["suggestedWindow"]["end"].replace("Z", "+00:00"))
+    assert end < datetime.now(UTC)
+    # replaces: a new order naming the old certificate, once
+    replacing = account.order(host, replaces=ari_id(cert))
+    assert replacing.status_code == 201 and replacing.json()["replaces"] == ari_id(cert)
+    problem(account.order(host, replaces=ari_id(cert)), "alreadyReplaced", 409)
+
+    problem(account.http.get(f"{account.dir['renewalInfo']}/AAAA.AAAA"), "malformed", 404)
+    problem(account.http.get(f"{account.dir['renewalInfo']}/not-an-id"), "malformed", 400)
+
+
+def test_profile_maps_to_validity(env: AcmeEnv, account: Acme) -> None:
+    env.settings(profiles={"shortlived": {"description": "24 hours", "validity_days": 1}})
+    host = name()
+    order = account.ready_order(host, profile="shortlived")
+    assert order["profile"] == "shortlived"
+    done = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
+    cert = x509.load_pem_x509_certificates(account.get(done["certificate"]).content)[0]
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=1)
+
+
+def test_approval_and_management(env: AcmeEnv, account: Acme) -> None:
+    env.settings(require_approval=True)
+    try:
+        host = name()
+        order = account.ready_order(host)
+        waiting = account.post(order["finalize"], {"csr": csr_for(host)[0]})
+        assert waiting.json()["status"] == "processing" and waiting.headers["retry-after"]
+        order_id = int(order["url"].rsplit("/", 1)[1])
+        with env.api() as api:
+            listed = data(api.get(f"{API}/acme/orders", params={"status": "processing"}))
+            assert any(o["id"] == order_id and o["awaiting_approval"] for o in listed)
+            approved = data(api.post(f"{API}/acme/orders/{order_id}/approve"))
+            assert approved["status"] == "valid" and approved["certificate_id"]
+            problem_free = api.post(f"{API}/acme/orders/{order_id}/approve")
+            assert problem_free.status_code == 400
+        assert account.get(order["url"]).json()["status"] == "valid"
+    finally:
+        env.settings(require_approval=False)
+    with env.api() as api:
+        stats = data(api.get(f"{API}/acme/stats"))
+        assert stats["total_accounts"] >= 1 and stats["valid_orders"] >= 1
+        account_id = int((account.kid or "").rsplit("/", 1)[1])
+        assert data(api.get(f"{API}/acme/accounts/{account_id}"))["status"] == "valid"
+        assert any(a["id"] == account_id for a in data(api.get(f"{API}/acme/accounts")))
+        assert data(api.get(f"{API}/acme/orders/{order_id}"))["account_id"] == account_id
+        data(api.post(f"{API}/acme/accounts/{account_id}/deactivate"))
+        proxy = api.post(f"{API}/acme/proxy/register", json={"email": "a@b.c", "agree_tos": True})
+        assert proxy.status_code == 501 and "ACME client" in proxy.json()["message"]
+        assert api.patch(f"{API}/acme/settings", json={"issuing_ca_id": 999999}).status_code == 400
+        assert api.patch(f"{API}/acme/settings", json={"bogus": 1}).status_code == 422
+    problem(account.order(name()), "unauthorized", 403)
+    with httpx.Client(base_url=env.server.url, verify=env.server.ssl_context()) as anonymous:
+        assert anonymous.get(f"{API}/acme/settings").status_code == 401
+
+
+def test_eab_rules(env: AcmeEnv, acme: Acme) -> None:
+    with env.api() as api:
+        key = data(api.post(f"{API}/acme/eab", json={"comment": "protocol test"}), 201)
+        revoked = data(api.post(f"{API}/acme/eab", json={}), 201)
+        data(api.delete(f"{API}/acme/eab/{revoked['id']}"))
+    env.settings(require_eab=True)
+    try:
+        problem(acme.register(), "externalAccountRequired", 400)
+
+        def binding(kid: str, secret: str, jwk: dict, url: str | None = None) -> dict:
+            import base64
+            import hashlib
+            import hmac
+
+            protected = b64(
+                json.dumps(
+                    {"alg": "HS256", "kid": kid, "url": url or acme.dir["newAccount"]}
+                ).encode()
+            )
+            payload = b64(json.dumps(jwk).encode())
+            raw = base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4))
+            mac = hmac.new(raw, f"{protected}.{payload}".encode(), hashlib.sha256).digest()
+            return {"protected": protected, "payload": payload, "signature": b64(mac)}
+
+        wrong_mac = binding(key["kid"], b64(b"x" * 32), acme.key.jwk)
+        problem(acme.register(externalAccountBinding=wrong_mac), "unauthorized", 403)
+        problem(
+            acme.register(
+                externalAccountBinding=binding(revoked["kid"], revoked["hmac_key"], acme.key.jwk)
+            ),
+            "unauthorized",
+            403,
+        )
+        other_key = binding(key["kid"], key["hmac_key"], Key().jwk)
+        problem(acme.register(externalAccountBinding=other_key), "unauthorized", 403)
+        good = acme.register(
+            externalAccountBinding=binding(key["kid"], key["hmac_key"], acme.key.jwk)
+        )
+        assert good.status_code == 201, good.text
+        assert good.json()["externalAccountBinding"]["kid"] == key["kid"]
+        second = Acme(env)
+        try:
+            reused = binding(key["kid"], key["hmac_key"], second.key.jwk)
+            problem(second.register(externalAccountBinding=reused), "unauthorized", 403)
+        finally:
+            second.close()
+    finally:
+        env.settings(require_eab=False)
+
+
+def test_nonces_in_redis(tmp_path: Path) -> None:
+    """With REDIS_URL, nonces are Redis keys spent by DEL, shared by every process."""
+    redis = pytest.importorskip("redis")
+    url = "redis://127.0.0.1:6379/14"
+    try:
+        redis.Redis.from_url(url).ping()
+    except redis.RedisError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    with acme_env(None, tmp_path, {"REDIS_URL": url}) as env:
+        client = Acme(env)
+        try:
+            nonce = client.nonce()
+            assert redis.Redis.from_url(url).exists(f"tessera:acme:nonce:{nonce}")
+            body = json.dumps(
+                client.jws(client.dir["newAccount"], {"termsOfServiceAgreed": True}, nonce=nonce)
+            ).encode()
+            assert client.raw(client.dir["newAccount"], body).status_code == 201
+            assert not redis.Redis.from_url(url).exists(f"tessera:acme:nonce:{nonce}")
+            problem(client.raw(client.dir["newAccount"], body), "badNonce", 400)
+        finally:
+            client.close()

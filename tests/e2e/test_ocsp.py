@@ -1,0 +1,471 @@
+"""OCSP responder (RFC 6960 / RFC 5019), checked with openssl ocsp, GnuTLS ocsptool, curl-like
+GET requests and pkilint, on both storage backends; bad input gets OCSP error statuses."""
+
+import base64
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from tests.e2e.helpers import API, cert_of, create_root, data, foreign_root, issue, unique
+from tests.support import Server, admin_api_key, database, start_server, stop_server
+from tests.tools import openssl, pkilint_findings, pkilint_ocsp_findings
+
+OCSP_REQUEST = {"Content-Type": "application/ocsp-request"}
+
+
+@dataclass
+class PKI:
+    dir: Path
+    ca: dict
+    good: dict
+    revoked: dict
+
+    @property
+    def ca_pem(self) -> Path:
+        return self.dir / "ca.pem"
+
+    def pem(self, name: str) -> Path:
+        return self.dir / f"{name}.pem"
+
+
+@pytest.fixture(scope="module")
+def pki(server: Server, tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    folder = tmp_path_factory.mktemp("ocsp")
+    with server.client() as api:
+        ca = create_root(api, unique("OCSP Root"))
+        good = issue(api, ca["id"], "good.ocsp.test")
+        revoked = issue(api, ca["id"], "revoked.ocsp.test")
+        body = {"reason": "keyCompromise"}
+        data(api.post(f"{API}/certificates/{revoked['id']}/revoke", json=body))
+        ca = data(api.get(f"{API}/cas/{ca['id']}"))
+        good = data(api.get(f"{API}/certificates/{good['id']}"))
+    made = PKI(folder, ca, good, revoked)
+    made.ca_pem.write_text(ca["pem"])
+    made.pem("good").write_text(good["pem"])
+    made.pem("revoked").write_text(data_pem(server, revoked["id"]))
+    return made
+
+
+def data_pem(server: Server, cert_id: int) -> str:
+    with server.client() as api:
+        return str(data(api.get(f"{API}/certificates/{cert_id}"))["pem"])
+
+
+def ask(server: Server, pki: PKI, *args: str) -> str:
+    """`openssl ocsp` against the plain-HTTP listener; stdout and stderr together."""
+    url, issuer = f"{server.http_url}/ocsp", str(pki.ca_pem)
+    result = subprocess.run(
+        ["openssl", "ocsp", "-url", url, "-issuer", issuer, "-CAfile", issuer, *args],
+        capture_output=True,
+        timeout=60,
+    )
+    return (result.stdout + result.stderr).decode()
+
+
+@pytest.mark.parametrize("nonce", ["-nonce", "-no_nonce"])
+def test_openssl_good_revoked_unknown(server: Server, pki: PKI, nonce: str) -> None:
+    unknown = "0x" + secrets.token_hex(16)
+    out = ask(server, pki, nonce, "-cert", str(pki.pem("good")), "-resp_text")
+    assert "Response verify OK" in out, out
+    assert f"{pki.pem('good')}: good" in out, out
+    assert ("WARNING: no nonce in response" in out) is False, out
+    out = ask(server, pki, nonce, "-cert", str(pki.pem("revoked")))
+    assert "Response verify OK" in out, out
+    assert f"{pki.pem('revoked')}: revoked" in out, out
+    assert "Reason: keyCompromise" in out and "Revocation Time:" in out, out
+    out = ask(server, pki, nonce, "-serial", unknown)
+    assert "Response verify OK" in out, out
+    assert f"{unknown}: unknown" in out, out
+
+
+def test_several_certificates_in_one_request(server: Server, pki: PKI) -> None:
+    unknown = "0x" + secrets.token_hex(12)
+    for nonce in ("-nonce", "-no_nonce"):
+        out = ask(
+            server,
+            pki,
+            nonce,
+            "-cert",
+            str(pki.pem("good")),
+            "-cert",
+            str(pki.pem("revoked")),
+            "-serial",
+            unknown,
+        )
+        assert "Response verify OK" in out, out
+        assert f"{pki.pem('good')}: good" in out, out
+        assert f"{pki.pem('revoked')}: revoked" in out, out
+        assert f"{unknown}: unknown" in out, out
+
+
+def test_sha256_cert_ids(server: Server, pki: PKI) -> None:
+    out = ask(server, pki, "-sha256", "-cert", str(pki.pem("revoked")), "-no_nonce")
+    assert "Response verify OK" in out and ": revoked" in out, out
+    out = ask(server, pki, "-sha256", "-nonce", "-cert", str(pki.pem("good")))
+    assert "Response verify OK" in out and ": good" in out, out
+
+
+def _request_der(pki: PKI, name: str, nonce: bool = False, algorithm: str = "-sha1") -> bytes:
+    path = pki.dir / f"{name}-{secrets.token_hex(4)}.req"
+    flag = "-nonce" if nonce else "-no_nonce"
+    result = openssl(
+        "ocsp",
+        "-issuer",
+        str(pki.ca_pem),
+        algorithm,  # openssl wants the digest before -cert
+        "-cert",
+        str(pki.pem(name)),
+        flag,
+        "-reqout",
+        str(path),
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    return path.read_bytes()
+
+
+def _get(server: Server, der: bytes) -> httpx.Response:
+    encoded = quote(base64.b64encode(der).decode(), safe="")
+    return httpx.get(f"{server.http_url}/ocsp/{encoded}", timeout=30)
+
+
+def _verify_response(pki: PKI, der: bytes, name: str) -> str:
+    path = pki.dir / f"{name}-{secrets.token_hex(4)}.resp"
+    path.write_bytes(der)
+    result = openssl(
+        "ocsp",
+        "-respin",
+        str(path),
+        "-issuer",
+        str(pki.ca_pem),
+        "-cert",
+        str(pki.pem(name)),
+        "-CAfile",
+        str(pki.ca_pem),
+    )
+    return (result.stdout + result.stderr).decode()
+
+
+@pytest.mark.parametrize("name", ["good", "revoked"])
+def test_get_with_cache_headers(server: Server, pki: PKI, name: str) -> None:
+    response = _get(server, _request_der(pki, name))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/ocsp-response"
+    control = response.headers["cache-control"]
+    assert "public" in control and "max-age=" in control, control
+    max_age = int(control.split("max-age=")[1].split(",")[0])
+    assert 0 < max_age <= 3600
+    assert response.headers["etag"].startswith('"')
+    assert "last-modified" in response.headers and "expires" in response.headers
+    out = _verify_response(pki, response.content, name)
+    assert "Response verify OK" in out and f": {name}" in out, out
+    parsed = ocsp.load_der_ocsp_response(response.content)
+    assert parsed.next_update_utc is not None
+    expires = parsed.next_update_utc.strftime("%a, %d %b %Y %H:%M:%S GMT")
+    assert response.headers["expires"] == expires
+    again = _get(server, _request_der(pki, name))
+    assert again.headers["etag"] == response.headers["etag"]  # the same pre-signed response
+
+
+def test_get_with_nonce_is_not_cacheable(server: Server, pki: PKI) -> None:
+    response = _get(server, _request_der(pki, "good", nonce=True))
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    assert "etag" not in response.headers
+    parsed = ocsp.load_der_ocsp_response(response.content)
+    assert parsed.certificate_status == ocsp.OCSPCertStatus.GOOD
+    assert any(isinstance(e.value, x509.OCSPNonce) for e in parsed.extensions)
+
+
+def test_get_accepts_url_safe_base64_with_slashes(server: Server, pki: PKI) -> None:
+    der = _request_der(pki, "good")
+    raw = base64.b64encode(der).decode()
+    # Plain (unencoded) base64 in the path, slashes and '+' as they are.
+    response = httpx.get(f"{server.http_url}/ocsp/{raw}", timeout=30)
+    assert ocsp.load_der_ocsp_response(response.content).certificate_status.name == "GOOD"
+    urlsafe = base64.urlsafe_b64encode(der).decode().rstrip("=")
+    response = httpx.get(f"{server.http_url}/ocsp/{urlsafe}", timeout=30)
+    assert ocsp.load_der_ocsp_response(response.content).certificate_status.name == "GOOD"
+
+
+def test_delegated_signer(server: Server, pki: PKI) -> None:
+    response = httpx.post(
+        f"{server.http_url}/ocsp",
+        content=_request_der(pki, "good"),
+        headers=OCSP_REQUEST,
+        timeout=30,
+    )
+    parsed = ocsp.load_der_ocsp_response(response.content)
+    assert len(parsed.certificates) == 1
+    signer = parsed.certificates[0]
+    ca = cert_of(pki.ca["pem"])
+    assert signer.issuer == ca.subject
+    eku = signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.OCSP_SIGNING]
+    signer.extensions.get_extension_for_class(x509.OCSPNoCheck)
+    signer_pem = signer.public_bytes(serialization.Encoding.PEM).decode()
+    assert pkilint_findings(pki.dir, signer_pem, "ocsp-signer.pem") == ""
+    assert (
+        parsed.responder_key_hash
+        == x509.SubjectKeyIdentifier.from_public_key(
+            signer.public_key()  # type: ignore[arg-type]
+        ).digest
+    )
+    with server.client() as api:
+        status = data(api.get(f"{API}/ocsp/status"))
+    assert status["signer_mode"] == "delegated"
+    mine = next(r for r in status["responders"] if r["ca_id"] == pki.ca["id"])
+    assert mine["served"] is True
+    assert mine["signer"]["serial_number"] == format(signer.serial_number, "X")
+    assert mine["signer"]["valid"] is True
+
+
+def test_ocsptool_ask(server: Server, pki: PKI) -> None:
+    for name, expected in (("good", "good"), ("revoked", "revoked")):
+        result = subprocess.run(
+            [
+                "ocsptool",
+                f"--ask={server.http_url}/ocsp",
+                "--load-issuer",
+                str(pki.ca_pem),
+                "--load-cert",
+                str(pki.pem(name)),
+                "--load-trust",
+                str(pki.ca_pem),
+                "--nonce",
+            ],
+            capture_output=True,
+            timeout=60,
+        )
+        out = (result.stdout + result.stderr).decode()
+        assert result.returncode == 0 or expected == "revoked", out
+        assert f"Certificate Status: {expected}" in out, out
+        assert "Verifying OCSP Response: Success" in out, out
+
+
+@pytest.mark.parametrize("kind", ["good", "revoked", "unknown", "nonce"])
+def test_pkilint_responses(server: Server, pki: PKI, kind: str) -> None:
+    if kind == "unknown":
+        builder = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
+            *_issuer_hashes(pki), secrets.randbits(100), hashes.SHA1()
+        )
+        der = builder.build().public_bytes(serialization.Encoding.DER)
+    else:
+        der = _request_der(pki, "good" if kind == "nonce" else kind, nonce=kind == "nonce")
+    response = httpx.post(f"{server.http_url}/ocsp", content=der, headers=OCSP_REQUEST)
+    assert pkilint_ocsp_findings(pki.dir, response.content, f"{kind}.der") == ""
+
+
+def _issuer_hashes(pki: PKI) -> tuple[bytes, bytes]:
+    request = ocsp.load_der_ocsp_request(_request_der(pki, "good"))
+    return request.issuer_name_hash, request.issuer_key_hash
+
+
+def _status_of(response: httpx.Response) -> ocsp.OCSPResponseStatus:
+    assert response.status_code == 200, response.text
+    assert "Traceback" not in response.text
+    return ocsp.load_der_ocsp_response(response.content).response_status
+
+
+def test_bad_input(server: Server, pki: PKI, workdir: Path) -> None:
+    url = f"{server.http_url}/ocsp"
+    good = _request_der(pki, "good")
+    malformed = ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+    unauthorized = ocsp.OCSPResponseStatus.UNAUTHORIZED
+    for body in (b"", b"garbage", secrets.token_bytes(300), good[: len(good) // 2], good + b"x"):
+        assert _status_of(httpx.post(url, content=body, headers=OCSP_REQUEST)) == malformed
+    assert _status_of(httpx.get(f"{url}/not*base64!")) == malformed
+    assert _status_of(httpx.get(f"{url}/")) == malformed
+    # Oversized: refused from Content-Length before the body is read.
+    big = httpx.post(url, content=b"\x30" * 100_000, headers=OCSP_REQUEST)
+    assert big.status_code == 413
+    assert httpx.get(f"{url}/{'A' * 20_000}").status_code in (413, 414, 431)
+    assert httpx.put(url, content=good).status_code == 405
+    # A CA that is not served here (made by openssl alone).
+    foreign = foreign_root(workdir, "/CN=Foreign OCSP Root")
+    result = openssl(
+        "ocsp", "-issuer", str(foreign.cert_path), "-serial", "0x1234", "-no_nonce", "-reqout",
+        str(workdir / "foreign.req"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    foreign_req = (workdir / "foreign.req").read_bytes()
+    assert _status_of(httpx.post(url, content=foreign_req, headers=OCSP_REQUEST)) == unauthorized
+    # Unsupported CertID hashes (our own CA, hashed with SHA3-256 or MD5): not answered for.
+    for digest in ("-sha3-256", "-md5"):
+        der = _request_der(pki, "good", algorithm=digest)
+        assert _status_of(httpx.post(url, content=der, headers=OCSP_REQUEST)) == unauthorized
+    name_hash, key_hash = _issuer_hashes(pki)
+    # A nonce longer than RFC 8954 allows.
+    long_nonce = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate_by_hash(name_hash, key_hash, 5, hashes.SHA1())
+        .add_extension(x509.OCSPNonce(b"n" * 64), critical=False)
+    )
+    der = long_nonce.build().public_bytes(serialization.Encoding.DER)
+    assert _status_of(httpx.post(url, content=der, headers=OCSP_REQUEST)) == malformed
+    assert "Traceback" not in server.log()
+
+
+def test_stats(server: Server, pki: PKI) -> None:
+    with server.client() as api:
+        before = data(api.get(f"{API}/ocsp/stats"))
+        ask(server, pki, "-no_nonce", "-cert", str(pki.pem("good")))
+        after = data(api.get(f"{API}/ocsp/stats"))
+    assert after["total_requests"] > before["total_requests"]
+    assert after["good"] > before["good"]
+    for field in ("revoked", "unknown", "malformed", "unauthorized", "cache_hits"):
+        assert isinstance(after[field], int)
+
+
+def test_management_needs_authentication(server: Server) -> None:
+    with server.client(api_key="") as anonymous:
+        assert anonymous.get(f"{API}/ocsp/status").status_code == 401
+        assert anonymous.get(f"{API}/ocsp/stats").status_code == 401
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with database("postgresql") as url:
+        running = start_server(tmp_path_factory.mktemp("ocsp2") / "data", url, workers=2)
+        try:
+            running.api_key = admin_api_key(running)
+            yield running
+        finally:
+            stop_server(running)
+
+
+def test_revocation_visible_across_workers(two_workers: Server, tmp_path: Path) -> None:
+    """Both processes hold a pre-signed "good" response; a revocation replaces both."""
+    server = two_workers
+    with server.client() as api:
+        ca = data(api.get(f"{API}/cas/{create_root(api, unique('OCSP Workers Root'))['id']}"))
+        leaf = data(api.get(f"{API}/certificates/{issue(api, ca['id'], 'w.ocsp.test')['id']}"))
+    pki = PKI(tmp_path, ca, leaf, leaf)
+    pki.ca_pem.write_text(ca["pem"])
+    pki.pem("good").write_text(leaf["pem"])
+    request = _request_der(pki, "good")
+
+    def statuses(count: int) -> set[str]:
+        seen = set()
+        for _ in range(count):  # a new connection each: the kernel spreads them over workers
+            body = _post_raw(server.http_port, request)
+            seen.add(ocsp.load_der_ocsp_response(body).certificate_status.name)
+        return seen
+
+    assert statuses(20) == {"GOOD"}
+    with server.client() as api:
+        revoke = api.post(f"{API}/certificates/{leaf['id']}/revoke", json={"reason": "superseded"})
+        data(revoke)
+    revoked_at = time.monotonic()
+    deadline = revoked_at + 30  # generous: the design target is well under a second
+    while time.monotonic() < deadline:
+        if statuses(10) == {"REVOKED"}:
+            break
+        time.sleep(0.02)
+    elapsed = time.monotonic() - revoked_at
+    print(f"revocation visible over OCSP in every worker after {elapsed:.2f} s")
+    assert statuses(20) == {"REVOKED"}
+
+
+def _post_raw(port: int, der: bytes) -> bytes:
+    """POST /ocsp over a fresh plain socket: cheap enough to poll with (httpx builds a TLS
+    context per call), so the printed delay is the server's, not the client's."""
+    head = b"POST /ocsp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    head += b"Content-Type: application/ocsp-request\r\nContent-Length: %d\r\n\r\n" % len(der)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head + der)
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    status_line, _, rest = response.partition(b"\r\n")
+    assert b" 200 " in status_line, response[:300]
+    return rest.partition(b"\r\n\r\n")[2]
+
+
+def test_hold_and_release(server: Server, pki: PKI) -> None:
+    """certificateHold shows as revoked with its reason; removeFromCRL makes it good again."""
+    with server.client() as api:
+        held = issue(api, pki.ca["id"], "held.ocsp.test")
+        pki.pem("held").write_text(data_pem(server, held["id"]))
+        assert ": good" in ask(server, pki, "-no_nonce", "-cert", str(pki.pem("held")))
+        hold = {"reason": "certificateHold"}
+        data(api.post(f"{API}/certificates/{held['id']}/revoke", json=hold))
+        out = _until(
+            lambda: ask(server, pki, "-no_nonce", "-cert", str(pki.pem("held"))), "revoked"
+        )
+        assert "Reason: certificateHold" in out and "Response verify OK" in out, out
+        release = {"reason": "removeFromCRL"}
+        data(api.post(f"{API}/certificates/{held['id']}/revoke", json=release))
+        out = _until(lambda: ask(server, pki, "-no_nonce", "-cert", str(pki.pem("held"))), "good")
+        assert "Response verify OK" in out, out
+
+
+def _until(query: Callable[[], str], status: str) -> str:
+    deadline = time.monotonic() + 30
+    out = query()
+    while f": {status}" not in out and time.monotonic() < deadline:
+        time.sleep(0.1)
+        out = query()
+    assert f": {status}" in out, out
+    return out
+
+
+def test_signed_by_the_ca_itself(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """TESSERA_OCSP_SIGNER=ca: no delegated certificate, the CA key signs (SQLite only)."""
+    folder = tmp_path_factory.mktemp("ocsp-ca")
+    server = start_server(folder / "data", None, env={"TESSERA_OCSP_SIGNER": "ca"})
+    try:
+        server.api_key = admin_api_key(server)
+        with server.client() as api:
+            ca = data(api.get(f"{API}/cas/{create_root(api, unique('OCSP CA-signed'))['id']}"))
+            leaf = data(api.get(f"{API}/certificates/{issue(api, ca['id'], 'c.ocsp.test')['id']}"))
+            status = data(api.get(f"{API}/ocsp/status"))
+        assert status["signer_mode"] == "ca"
+        pki = PKI(folder, ca, leaf, leaf)
+        pki.ca_pem.write_text(ca["pem"])
+        pki.pem("good").write_text(leaf["pem"])
+        for nonce in ("-nonce", "-no_nonce"):
+            out = ask(server, pki, nonce, "-cert", str(pki.pem("good")))
+            assert "Response verify OK" in out and ": good" in out, out
+        parsed = ocsp.load_der_ocsp_response(_post_raw(server.http_port, _request_der(pki, "good")))
+        assert parsed.certificates == []
+        ca_key = cert_of(ca["pem"]).public_key()
+        assert (
+            parsed.responder_key_hash
+            == x509.SubjectKeyIdentifier.from_public_key(
+                ca_key  # type: ignore[arg-type]
+            ).digest
+        )
+    finally:
+        stop_server(server)
+
+
+def test_over_https(server: Server, pki: PKI) -> None:
+    """The HTTPS listener serves the same responder, behind the application middleware."""
+    with server.client(api_key="") as client:
+        response = client.post("/ocsp", content=_request_der(pki, "revoked"), headers=OCSP_REQUEST)
+        assert response.status_code == 200, response.text
+        parsed = ocsp.load_der_ocsp_response(response.content)
+        assert parsed.certificate_status == ocsp.OCSPCertStatus.REVOKED
+        der = _request_der(pki, "good")
+        encoded = quote(base64.b64encode(der).decode(), safe="")
+        response = client.get(f"/ocsp/{encoded}")
+        assert ocsp.load_der_ocsp_response(response.content).certificate_status.name == "GOOD"
+        assert "max-age=" in response.headers["cache-control"]
+        assert client.post("/ocsp", content=b"junk").content == _status_only(1)
+
+
+def _status_only(status: int) -> bytes:
+    """An unsigned OCSPResponse carrying only a responseStatus (RFC 6960 4.2.1)."""
+    return bytes([0x30, 0x03, 0x0A, 0x01, status])

@@ -1,0 +1,605 @@
+"""SCEP at the protocol level: messages built in Python (asn1crypto + cryptography) against a
+real `tessera serve`, for what the real clients never send: garbage, wrong recipients,
+unsupported ciphers, bad signatures, missing, wrong and reused challenges, renewals signed by
+revoked or foreign certificates. Plus the management API around it."""
+
+import base64
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from asn1crypto import algos, core
+from asn1crypto import cms as asn1_cms
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from tessera.protocols.scep import cms, messages
+from tests.e2e.helpers import data, error, unique
+from tests.support import Server
+
+API = "/api/v2"
+PKCS_REQ, RENEWAL_REQ, CERT_POLL, GET_CERT, GET_CRL = "19", "17", "20", "21", "22"
+SUCCESS, FAILURE, PENDING = "0", "2", "3"
+BAD_ALG, BAD_MESSAGE_CHECK, BAD_REQUEST, BAD_CERT_ID = "0", "1", "2", "4"
+
+
+# --- a small SCEP client ----------------------------------------------------------------
+
+
+@dataclass
+class Client:
+    key: rsa.RSAPrivateKey
+    cert: x509.Certificate  # the signer: self-signed for PKCSReq, the old cert for renewal
+
+
+def new_client(cn: str = "device") -> Client:
+    key = rsa.generate_private_key(65537, 2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return Client(key, cert)
+
+
+def csr_der(client: Client, cn: str, challenge: str | None) -> bytes:
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    )
+    if challenge is not None:
+        builder = builder.add_attribute(
+            x509.oid.AttributeOID.CHALLENGE_PASSWORD, challenge.encode()
+        )
+    csr = builder.sign(client.key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.DER)
+
+
+def attribute(oid: str, value: core.Asn1Value) -> asn1_cms.CMSAttribute:
+    return asn1_cms.CMSAttribute({"type": oid, "values": [value]})
+
+
+@dataclass
+class Sent:
+    der: bytes
+    transaction_id: str
+    nonce: bytes
+
+
+def pki_message(
+    client: Client,
+    recipient: x509.Certificate,
+    payload: bytes,
+    kind: str = PKCS_REQ,
+    cipher: str = "aes128_cbc",
+    transaction_id: str | None = None,
+    envelope: bytes | None = None,
+) -> Sent:
+    transaction = transaction_id or uuid.uuid4().hex
+    nonce = os.urandom(16)
+    enveloped = envelope or cms.encrypt_enveloped(payload, recipient, cipher)
+    attrs = [
+        attribute(messages.OID_MESSAGE_TYPE, core.PrintableString(kind)),
+        attribute(messages.OID_TRANSACTION_ID, core.PrintableString(transaction)),
+        attribute(messages.OID_SENDER_NONCE, core.OctetString(nonce)),
+    ]
+    der = cms.sign(enveloped, attrs, client.cert, client.key, "sha256", [client.cert])
+    return Sent(der, transaction, nonce)
+
+
+@dataclass
+class Reply:
+    status: str
+    fail_info: str | None
+    transaction_id: str
+    recipient_nonce: bytes
+    certificates: list[x509.Certificate]
+    crls: int
+
+
+def read_reply(response: httpx.Response, client: Client, ra: x509.Certificate) -> Reply:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/x-pki-message"
+    signed = cms.load_signed(response.content)
+    signer = cms.signer_certificate(signed)
+    assert signer == ra
+    cms.verify(signed, signer)  # raises when the server's signature does not verify
+
+    def text(oid: str, spec: type[core.Asn1Value] = core.PrintableString) -> Any:
+        value = signed.attribute(oid)
+        return cms.parsed_value(value, spec) if value is not None else None
+
+    certificates: list[x509.Certificate] = []
+    crls = 0
+    if text(messages.OID_PKI_STATUS) == SUCCESS:
+        assert signed.content
+        inner = cms.decrypt_enveloped(signed.content, client.cert, client.key).content
+        degenerate = asn1_cms.ContentInfo.load(inner)["content"]
+        certificates = [
+            x509.load_der_x509_certificate(c.chosen.dump()) for c in degenerate["certificates"]
+        ]
+        crls = len(degenerate["crls"]) if degenerate["crls"] else 0
+    return Reply(
+        text(messages.OID_PKI_STATUS),
+        text(messages.OID_FAIL_INFO),
+        text(messages.OID_TRANSACTION_ID),
+        text(messages.OID_RECIPIENT_NONCE, core.OctetString),
+        certificates,
+        crls,
+    )
+
+
+# --- fixtures -------------------------------------------------------------------------
+
+
+@dataclass
+class Scep:
+    http: httpx.Client
+    ca_id: int
+    ca: x509.Certificate
+    ra: x509.Certificate
+    challenge: str
+    path: str = "/scep/pkiclient.exe"
+
+    def post(self, sent: Sent, path: str | None = None) -> httpx.Response:
+        return self.http.post(
+            f"{path or self.path}?operation=PKIOperation",
+            content=sent.der,
+            headers={"content-type": "application/x-pki-message"},
+        )
+
+    def enroll(self, client: Client, payload: bytes, **kwargs: Any) -> tuple[Sent, Reply]:
+        sent = pki_message(client, self.ra, payload, **kwargs)
+        return sent, read_reply(self.post(sent), client, self.ra)
+
+
+def ca_certificates(http: httpx.Client, path: str) -> list[x509.Certificate]:
+    response = http.get(f"{path}?operation=GetCACert")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/x-x509-ca-ra-cert"
+    signed = asn1_cms.ContentInfo.load(response.content)["content"]
+    return [x509.load_der_x509_certificate(c.chosen.dump()) for c in signed["certificates"]]
+
+
+def split(certs: list[x509.Certificate]) -> tuple[x509.Certificate, x509.Certificate]:
+    def is_ca(cert: x509.Certificate) -> bool:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+
+    return next(c for c in certs if is_ca(c)), next(c for c in certs if not is_ca(c))
+
+
+def rsa_ca(api: httpx.Client, name: str) -> int:
+    body = {"common_name": name, "key_algorithm": "RSA", "key_size": 2048, "ca_type": "root"}
+    return int(data(api.post(f"{API}/cas", json=body), 201)["id"])
+
+
+@pytest.fixture(scope="module")
+def scep(server: Server) -> Any:
+    with server.client() as api, httpx.Client(base_url=server.http_url, timeout=60) as http:
+        ca_id = rsa_ca(api, unique("SCEP Protocol Root"))
+        body = {"enabled": True, "ca_id": ca_id, "auto_approve": True}
+        data(api.patch(f"{API}/scep/config", json=body))
+        challenge = data(api.get(f"{API}/scep/challenge/{ca_id}"))["challenge"]
+        ca, ra = split(ca_certificates(http, "/scep/pkiclient.exe"))
+        yield Scep(http, ca_id, ca, ra, challenge)
+
+
+def profile(api: httpx.Client, scep: Scep, **settings: Any) -> str:
+    slug = unique("p").lower()
+    body = {"slug": slug, "enabled": True, "ca_id": scep.ca_id, **settings}
+    data(api.post(f"{API}/scep/profiles", json=body), 201)
+    return f"/scep/{slug}/pkiclient.exe"
+
+
+def scep_requests(api: httpx.Client) -> int:
+    return int(data(api.get(f"{API}/scep/stats"))["total"])
+
+
+def issued_named(api: httpx.Client, name: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = data(api.get(f"{API}/certificates", params={"search": name}))
+    return found
+
+
+def issuer_and_subject(issuer: x509.Name, subject_cn: str) -> bytes:
+    subject = asn1_cms.Name.build({"common_name": subject_cn})
+    return messages._IssuerAndSubject(
+        {"issuer": asn1_cms.Name.load(issuer.public_bytes()), "subject": subject}
+    ).dump()
+
+
+# --- the happy path, checked field by field -------------------------------------------
+
+
+def test_enrollment_echoes_transaction_and_nonce(scep: Scep, api: httpx.Client) -> None:
+    client = new_client()
+    sent, reply = scep.enroll(client, csr_der(client, "py-device-1", scep.challenge))
+    assert reply.status == SUCCESS, reply
+    assert reply.transaction_id == sent.transaction_id
+    assert reply.recipient_nonce == sent.nonce
+    (cert,) = reply.certificates
+    assert cert.subject.rfc4514_string() == "CN=py-device-1"
+    assert cert.issuer == scep.ca.subject
+    listed = data(api.get(f"{API}/certificates", params={"search": "py-device-1"}))
+    assert [c["source"] for c in listed] == ["scep"]
+
+
+@pytest.mark.parametrize("cipher", ["aes128_cbc", "aes256_cbc", "tripledes_3key", "des"])
+def test_each_accepted_cipher(scep: Scep, cipher: str) -> None:
+    client = new_client()
+    _, reply = scep.enroll(client, csr_der(client, f"c-{cipher}", scep.challenge), cipher=cipher)
+    assert reply.status == SUCCESS, reply
+
+
+def test_get_pki_operation_and_alias(scep: Scep) -> None:
+    client = new_client()
+    sent = pki_message(client, scep.ra, csr_der(client, "get-op", scep.challenge))
+    message = base64.b64encode(sent.der).decode()
+    response = scep.http.get(
+        "/cgi-bin/pkiclient.exe", params={"operation": "PKIOperation", "message": message}
+    )
+    assert read_reply(response, client, scep.ra).status == SUCCESS
+
+
+def test_get_cert_and_get_crl(scep: Scep) -> None:
+    client = new_client()
+    _, reply = scep.enroll(client, csr_der(client, "getcert", scep.challenge))
+    (issued,) = reply.certificates
+    wanted = asn1_cms.IssuerAndSerialNumber(
+        {
+            "issuer": asn1_cms.Name.load(issued.issuer.public_bytes()),
+            "serial_number": issued.serial_number,
+        }
+    ).dump()
+    _, got = scep.enroll(client, wanted, kind=GET_CERT)
+    assert got.status == SUCCESS and got.certificates == [issued]
+    _, crl = scep.enroll(client, wanted, kind=GET_CRL)
+    # A CRL once the CRL publisher has stored one; until then a clear FAILURE.
+    assert (crl.status, crl.crls) == (SUCCESS, 1) or (crl.status, crl.fail_info) == (
+        FAILURE,
+        BAD_CERT_ID,
+    )
+    unknown = asn1_cms.IssuerAndSerialNumber(
+        {"issuer": asn1_cms.Name.load(issued.issuer.public_bytes()), "serial_number": 12345}
+    ).dump()
+    _, missing = scep.enroll(client, unknown, kind=GET_CERT)
+    assert (missing.status, missing.fail_info) == (FAILURE, BAD_CERT_ID)
+
+
+# --- bad input: not SCEP at all is a 400 ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"garbage", b"\x30\x82\xff\xff\x06", os.urandom(300)],
+    ids=["empty", "text", "truncated-header", "random"],
+)
+def test_garbage_is_400(scep: Scep, body: bytes) -> None:
+    response = scep.http.post("/scep/pkiclient.exe?operation=PKIOperation", content=body)
+    assert response.status_code == 400, response.text
+    assert "Traceback" not in response.text
+
+
+def test_truncated_pkcs7_is_400(scep: Scep) -> None:
+    client = new_client()
+    sent = pki_message(client, scep.ra, csr_der(client, "trunc", scep.challenge))
+    for cut in (len(sent.der) // 2, len(sent.der) - 1, 40):
+        response = scep.post(Sent(sent.der[:cut], sent.transaction_id, sent.nonce))
+        assert response.status_code == 400, (cut, response.text)
+
+
+def test_flipped_bytes_never_500(scep: Scep) -> None:
+    """Corrupt a valid request one byte at a time: a 400 or a CertRep, never a 500."""
+    client = new_client()
+    sent = pki_message(client, scep.ra, csr_der(client, "flip", scep.challenge))
+    step = max(1, len(sent.der) // 60)
+    for position in range(0, len(sent.der), step):
+        corrupted = bytearray(sent.der)
+        corrupted[position] ^= 0x5A
+        response = scep.post(Sent(bytes(corrupted), sent.transaction_id, sent.nonce))
+        assert response.status_code in (200, 400), (position, response.text)
+
+
+def test_bad_requests_over_http(scep: Scep) -> None:
+    assert scep.http.get("/scep/pkiclient.exe?operation=Nope").status_code == 400
+    assert scep.http.get("/scep/pkiclient.exe").status_code == 400
+    bad = scep.http.get("/scep/pkiclient.exe?operation=PKIOperation&message=%%%")
+    assert bad.status_code == 400
+    assert scep.http.post("/scep/pkiclient.exe?operation=GetCACert").status_code == 400
+    assert scep.http.get("/scep/no-such/pkiclient.exe?operation=GetCACaps").status_code == 404
+    next_ca = scep.http.get("/scep/pkiclient.exe?operation=GetNextCACert")
+    assert next_ca.status_code == 404 and "rollover" in next_ca.text
+
+
+# --- bad input: SCEP we refuse, with the right failInfo, nothing written ----------------
+
+
+def test_refusals_carry_fail_info_and_write_nothing(scep: Scep, api: httpx.Client) -> None:
+    before = scep_requests(api)
+    refused = unique("refused-cn")
+    client = new_client()
+    cases: list[tuple[str, Sent]] = []
+    # an envelope for someone else
+    stranger = new_client("stranger")
+    cases.append(
+        (
+            BAD_MESSAGE_CHECK,
+            pki_message(client, stranger.cert, csr_der(client, refused, scep.challenge)),
+        )
+    )
+    # an unsupported content cipher
+    envelope = asn1_cms.ContentInfo.load(
+        cms.encrypt_enveloped(csr_der(client, refused, scep.challenge), scep.ra, "aes128_cbc")
+    )
+    envelope["content"]["encrypted_content_info"]["content_encryption_algorithm"] = (
+        algos.EncryptionAlgorithm(
+            {"algorithm": "aes128_ofb", "parameters": core.OctetString(os.urandom(16))}
+        )
+    )
+    cases.append((BAD_ALG, pki_message(client, scep.ra, b"", envelope=envelope.dump(force=True))))
+    # a bad signature: one flipped byte in the signature value
+    good = pki_message(client, scep.ra, csr_der(client, refused, scep.challenge))
+    info = asn1_cms.ContentInfo.load(good.der)
+    signer = info["content"]["signer_infos"][0]
+    signature = bytearray(signer["signature"].native)
+    signature[10] ^= 0xFF
+    signer["signature"] = bytes(signature)
+    cases.append((BAD_MESSAGE_CHECK, Sent(info.dump(force=True), good.transaction_id, good.nonce)))
+    # no challenge, a wrong challenge
+    cases.append((BAD_REQUEST, pki_message(client, scep.ra, csr_der(client, refused, None))))
+    cases.append((BAD_REQUEST, pki_message(client, scep.ra, csr_der(client, refused, "wrong"))))
+    # a CSR that is not one
+    cases.append((BAD_REQUEST, pki_message(client, scep.ra, b"\x30\x03\x02\x01\x00")))
+    # a poll for a transaction nobody started
+    poll = issuer_and_subject(scep.ca.subject, refused)
+    cases.append((BAD_CERT_ID, pki_message(client, scep.ra, poll, kind=CERT_POLL)))
+    for fail_info, sent in cases:
+        reply = read_reply(scep.post(sent), client, scep.ra)
+        assert (reply.status, reply.fail_info) == (FAILURE, fail_info), fail_info
+        assert reply.recipient_nonce == sent.nonce
+        assert reply.transaction_id == sent.transaction_id
+    assert scep_requests(api) == before
+    assert issued_named(api, refused) == []
+
+
+def test_dynamic_challenge_is_single_use(scep: Scep, api: httpx.Client) -> None:
+    ca_id = rsa_ca(api, unique("SCEP Dynamic Root"))
+    path = profile(api, scep, ca_id=ca_id, challenge_type="dynamic", auto_approve=True)
+    _ca, ra = split(ca_certificates(scep.http, path))
+    shown = data(api.get(f"{API}/scep/challenge/{ca_id}"))
+    assert shown["challenge_type"] == "dynamic" and shown["expires_at"]
+    other = data(api.get(f"{API}/scep/challenge/{ca_id}"))["challenge"]
+    assert other != shown["challenge"]
+    first, second = new_client(), new_client()
+    ok = read_reply(
+        scep.post(pki_message(first, ra, csr_der(first, "dyn-1", shown["challenge"])), path),
+        first,
+        ra,
+    )
+    assert ok.status == SUCCESS
+    reused = read_reply(
+        scep.post(pki_message(second, ra, csr_der(second, "dyn-2", shown["challenge"])), path),
+        second,
+        ra,
+    )
+    assert (reused.status, reused.fail_info) == (FAILURE, BAD_REQUEST)
+    # regenerate voids the unused one
+    data(api.post(f"{API}/scep/challenge/{ca_id}/regenerate"))
+    voided = read_reply(
+        scep.post(pki_message(second, ra, csr_der(second, "dyn-3", other)), path), second, ra
+    )
+    assert (voided.status, voided.fail_info) == (FAILURE, BAD_REQUEST)
+
+
+def test_static_challenge_regenerate(scep: Scep, api: httpx.Client) -> None:
+    ca_id = rsa_ca(api, unique("SCEP Static Root"))
+    path = profile(api, scep, ca_id=ca_id, auto_approve=True)
+    _, ra = split(ca_certificates(scep.http, path))
+    old = data(api.get(f"{API}/scep/challenge/{ca_id}"))["challenge"]
+    assert data(api.get(f"{API}/scep/challenge/{ca_id}"))["challenge"] == old
+    new = data(api.post(f"{API}/scep/challenge/{ca_id}/regenerate"))["challenge"]
+    assert new != old
+    client = new_client()
+    stale = read_reply(
+        scep.post(pki_message(client, ra, csr_der(client, "s", old)), path), client, ra
+    )
+    assert (stale.status, stale.fail_info) == (FAILURE, BAD_REQUEST)
+    fresh = read_reply(
+        scep.post(pki_message(client, ra, csr_der(client, "s", new)), path), client, ra
+    )
+    assert fresh.status == SUCCESS
+
+
+def test_renewal_needs_a_good_certificate_of_ours(scep: Scep, api: httpx.Client) -> None:
+    device = new_client()
+    _, reply = scep.enroll(device, csr_der(device, "renew-me", scep.challenge))
+    (issued,) = reply.certificates
+    holder = Client(device.key, issued)
+    # renewal signed by the issued certificate: no challenge needed
+    _, renewed = scep.enroll(holder, csr_der(holder, "renew-me", None), kind=RENEWAL_REQ)
+    assert (
+        renewed.status == SUCCESS and renewed.certificates[0].serial_number != issued.serial_number
+    )
+    # signed by a foreign certificate
+    foreign = new_client("foreign")
+    _, refused = scep.enroll(foreign, csr_der(foreign, "f", None), kind=RENEWAL_REQ)
+    assert (refused.status, refused.fail_info) == (FAILURE, BAD_CERT_ID)
+    # signed by a revoked certificate of ours
+    wanted = format(issued.serial_number, "X")
+    row = next(
+        c for c in issued_named(api, "renew-me") if c["serial_number"].upper().endswith(wanted)
+    )
+    data(api.post(f"{API}/certificates/{row['id']}/revoke", json={"reason": "superseded"}))
+    _, revoked = scep.enroll(holder, csr_der(holder, "renew-me", None), kind=RENEWAL_REQ)
+    assert (revoked.status, revoked.fail_info) == (FAILURE, BAD_CERT_ID)
+
+
+# --- the approval queue over the API, with CertPoll -------------------------------------
+
+
+def test_pending_poll_approve_and_reject(scep: Scep, api: httpx.Client) -> None:
+    path = profile(api, scep, auto_approve=False)
+    _, ra = split(ca_certificates(scep.http, path))
+    client = new_client()
+    sent = pki_message(client, ra, csr_der(client, "queued", scep.challenge))
+    assert read_reply(scep.post(sent, path), client, ra).status == PENDING
+    poll_payload = issuer_and_subject(scep.ca.subject, "queued")
+    poll = pki_message(client, ra, poll_payload, kind=CERT_POLL, transaction_id=sent.transaction_id)
+    assert read_reply(scep.post(poll, path), client, ra).status == PENDING
+    pending = data(api.get(f"{API}/scep/requests", params={"status": "pending"}))
+    row = next(r for r in pending if r["transaction_id"] == sent.transaction_id)
+    approved = data(api.post(f"{API}/scep/{row['id']}/approve"))
+    assert approved["status"] == "issued" and approved["certificate_id"]
+    error(api.post(f"{API}/scep/{row['id']}/approve"), 409)
+    poll = pki_message(client, ra, poll_payload, kind=CERT_POLL, transaction_id=sent.transaction_id)
+    got = read_reply(scep.post(poll, path), client, ra)
+    assert got.status == SUCCESS and got.certificates[0].subject.rfc4514_string() == "CN=queued"
+    # and a rejected one
+    other = new_client()
+    sent = pki_message(other, ra, csr_der(other, "refused", scep.challenge))
+    assert read_reply(scep.post(sent, path), other, ra).status == PENDING
+    pending = data(api.get(f"{API}/scep/requests", params={"status": "pending"}))
+    row = next(r for r in pending if r["transaction_id"] == sent.transaction_id)
+    rejected = data(api.post(f"{API}/scep/{row['id']}/reject", json={"reason": "Invalid device"}))
+    assert rejected["status"] == "rejected" and rejected["reason"] == "Invalid device"
+    again = pki_message(
+        other, ra, csr_der(other, "refused", scep.challenge), transaction_id=sent.transaction_id
+    )
+    reply = read_reply(scep.post(again, path), other, ra)
+    assert (reply.status, reply.fail_info) == (FAILURE, BAD_REQUEST)
+
+
+def test_queue_without_challenge(scep: Scep, api: httpx.Client) -> None:
+    path = profile(api, scep, auto_approve=True, queue_without_challenge=True)
+    _, ra = split(ca_certificates(scep.http, path))
+    client = new_client()
+    reply = read_reply(
+        scep.post(pki_message(client, ra, csr_der(client, "nochal", None)), path), client, ra
+    )
+    assert reply.status == PENDING
+    listed = data(api.get(f"{API}/scep/requests", params={"status": "pending"}))
+    assert any(r["common_name"] == "nochal" and r["challenge"] == "missing" for r in listed)
+
+
+# --- management API ------------------------------------------------------------------
+
+
+def test_config_shape_and_validation(scep: Scep, api: httpx.Client) -> None:
+    config = data(api.get(f"{API}/scep/config"))
+    for field in ("enabled", "url", "ca_id", "ca_ident", "auto_approve", "challenge_validity"):
+        assert field in config
+    assert config["url"] == "/scep/pkiclient.exe" and config["ca_id"] == scep.ca_id
+    error(api.patch(f"{API}/scep/config", json={"ca_id": 999999}), 404)
+    error(api.patch(f"{API}/scep/config", json={"challenge_validity": 0}), 422)
+    error(api.patch(f"{API}/scep/config", json={"challenge_type": "sometimes"}), 422)
+    error(api.get(f"{API}/scep/requests", params={"status": "maybe"}), 400)
+    error(api.post(f"{API}/scep/999999/approve"), 404)
+    error(api.get(f"{API}/scep/challenge/999999"), 404)
+    error(api.post(f"{API}/scep/profiles", json={"slug": "Bad Slug!"}), 400)
+    stats = data(api.get(f"{API}/scep/stats"))
+    assert stats["issued"] >= 1
+
+
+def test_management_needs_permissions(server: Server, api: httpx.Client) -> None:
+    name = unique("viewer")
+    body = {"username": name, "password": "viewer-password-1234", "role": "viewer"}
+    data(api.post(f"{API}/users", json=body), 201)
+    with server.client(api_key="") as anonymous:
+        error(anonymous.get(f"{API}/scep/config"), 401)
+    with server.client(api_key="") as viewer:
+        login = viewer.post(
+            f"{API}/auth/login/password",
+            json={"username": name, "password": "viewer-password-1234"},
+        )
+        assert login.status_code == 200, login.text
+        csrf = login.json()["data"]["csrf_token"]
+        error(viewer.get(f"{API}/scep/config"), 403)
+        error(viewer.patch(f"{API}/scep/config", json={}, headers={"X-CSRF-Token": csrf}), 403)
+
+
+# --- CA kinds, CA without RA, rollover ---------------------------------------------------
+
+
+def test_ec_ca_answers_through_its_rsa_ra(scep: Scep, api: httpx.Client) -> None:
+    body = {"common_name": unique("SCEP EC Root"), "key_algorithm": "EC", "key_size": 256}
+    ca_id = int(data(api.post(f"{API}/cas", json={**body, "ca_type": "root"}), 201)["id"])
+    path = profile(api, scep, ca_id=ca_id, auto_approve=True)
+    challenge = data(api.get(f"{API}/scep/challenge/{ca_id}"))["challenge"]
+    ca, ra = split(ca_certificates(scep.http, path))
+    assert isinstance(ra.public_key(), rsa.RSAPublicKey)
+    client = new_client()
+    reply = read_reply(
+        scep.post(pki_message(client, ra, csr_der(client, "ec-issued", challenge)), path),
+        client,
+        ra,
+    )
+    assert reply.status == SUCCESS and reply.certificates[0].issuer == ca.subject
+
+
+def test_rsa_ca_without_ra(scep: Scep, api: httpx.Client) -> None:
+    ca_id = rsa_ca(api, unique("SCEP No RA Root"))
+    path = profile(api, scep, ca_id=ca_id, auto_approve=True, use_ra=False)
+    challenge = data(api.get(f"{API}/scep/challenge/{ca_id}"))["challenge"]
+    response = scep.http.get(f"{path}?operation=GetCACert")
+    assert response.headers["content-type"] == "application/x-x509-ca-cert"
+    ca = x509.load_der_x509_certificate(response.content)
+    client = new_client()
+    reply = read_reply(
+        scep.post(pki_message(client, ca, csr_der(client, "no-ra", challenge)), path), client, ca
+    )
+    assert reply.status == SUCCESS
+    body = {"common_name": unique("SCEP EC"), "key_algorithm": "EC", "key_size": 256}
+    ec_id = int(data(api.post(f"{API}/cas", json={**body, "ca_type": "root"}), 201)["id"])
+    slug = unique("p").lower()
+    refused = api.post(
+        f"{API}/scep/profiles",
+        json={"slug": slug, "enabled": True, "ca_id": ec_id, "use_ra": False},
+    )
+    error(refused, 422)
+
+
+def test_rollover_serves_the_next_ca(scep: Scep, api: httpx.Client) -> None:
+    current, upcoming = rsa_ca(api, unique("SCEP Old")), rsa_ca(api, unique("SCEP New"))
+    path = profile(api, scep, ca_id=current, next_ca_id=upcoming, auto_approve=True)
+    caps = scep.http.get(f"{path}?operation=GetCACaps").text.split()
+    assert "GetNextCACert" in caps
+    _, ra = split(ca_certificates(scep.http, path))
+    response = scep.http.get(f"{path}?operation=GetNextCACert")
+    assert response.headers["content-type"] == "application/x-x509-next-ca-cert"
+    signed = cms.load_signed(response.content)
+    cms.verify(signed, cms.signer_certificate(signed))
+    assert cms.signer_certificate(signed) == ra
+    assert signed.content
+    inner = asn1_cms.ContentInfo.load(signed.content)["content"]
+    certs = [x509.load_der_x509_certificate(c.chosen.dump()) for c in inner["certificates"]]
+    next_ca, next_ra = split(certs)
+    assert next_ra.issuer == next_ca.subject
+    # a client that already encrypts to the next RA is served
+    challenge = data(api.get(f"{API}/scep/challenge/{current}"))["challenge"]
+    client = new_client()
+    sent = pki_message(client, next_ra, csr_der(client, "early", challenge))
+    reply = read_reply(scep.post(sent, path), client, ra)
+    assert reply.status == SUCCESS
+
+
+def test_served_on_https_too(server: Server, scep: Scep) -> None:
+    with server.client(api_key="") as https:
+        caps = https.get("/scep/pkiclient.exe?operation=GetCACaps")
+        assert caps.status_code == 200 and "SCEPStandard" in caps.text.split()
+        alias = https.get("/cgi-bin/pkiclient.exe?operation=GetCACert")
+        assert alias.headers["content-type"] == "application/x-x509-ca-ra-cert"
+        client = new_client()
+        sent = pki_message(client, scep.ra, csr_der(client, "over-tls", scep.challenge))
+        response = https.post("/scep/pkiclient.exe?operation=PKIOperation", content=sent.der)
+        assert read_reply(response, client, scep.ra).status == SUCCESS

@@ -1,0 +1,384 @@
+"""Users (toggle, admin password reset, bulk import with mailed invitations) and user groups
+(permissions on top of the role, members, stats), organization isolation and RBAC views."""
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from argon2 import PasswordHasher
+
+from tests.e2e.accounts_helpers import (
+    API,
+    LOGIN,
+    PASSWORD,
+    Mailbox,
+    audit_rows,
+    create_user,
+    db,
+    email_address,
+    key_for,
+    logged_in,
+    past,
+    running_mailbox,
+    token_from,
+)
+from tests.e2e.helpers import data, error, unique
+from tests.support import Server
+
+RESET = f"{API}/auth/reset-password"
+
+
+@pytest.fixture(scope="module")
+def mailbox() -> Iterator[Mailbox]:
+    with running_mailbox() as box:
+        yield box
+
+
+@pytest.fixture
+def mail(server: Server, api: httpx.Client, mailbox: Mailbox) -> Mailbox:
+    data(api.patch(f"{API}/settings/email", json=mailbox.settings()))
+    return mailbox
+
+
+def can_login(server: Server, username: str, password: str = PASSWORD) -> bool:
+    with server.client(api_key="") as client:
+        response = client.post(LOGIN, json={"username": username, "password": password})
+        return response.status_code == 200
+
+
+def ca_body(name: str) -> dict[str, Any]:
+    return {"common_name": name, "key_algorithm": "EC", "key_size": 256, "validity_days": 365}
+
+
+# --- users --------------------------------------------------------------------------------------
+
+
+def test_toggle_user(server: Server, api: httpx.Client) -> None:
+    user = create_user(api)
+    key = key_for(server, user["username"])
+    with logged_in(server, user["username"]) as (session, _):
+        off = data(api.patch(f"{API}/users/{user['id']}/toggle"))
+        assert off["active"] is False
+        error(session.get(f"{API}/auth/verify"), 401)
+        with server.client(api_key=key) as holder:
+            error(holder.get(f"{API}/certificates"), 401)
+        assert not can_login(server, user["username"])
+        on = data(api.patch(f"{API}/users/{user['id']}/toggle"))
+        assert on["active"] is True
+        with server.client(api_key=key) as holder:
+            data(holder.get(f"{API}/certificates"))
+    assert can_login(server, user["username"])
+    me = data(api.get(f"{API}/auth/verify"))["user"]["id"]
+    assert "own account" in error(api.patch(f"{API}/users/{me}/toggle"), 409)
+    error(api.patch(f"{API}/users/999999/toggle"), 404)
+    rows = audit_rows(server, "user.toggle")
+    assert [r["details"]["active"] for r in rows[-2:]] == [False, True]
+
+
+def test_admin_reset_password(server: Server, api: httpx.Client, mail: Mailbox) -> None:
+    address = email_address("adminreset")
+    user = create_user(api, email=address)
+    with logged_in(server, user["username"]) as (session, _):
+        done = api.post(
+            f"{API}/users/{user['id']}/reset-password", json={"new_password": "set-by-admin-1"}
+        )
+        assert data(done) == {"email_sent": False}
+        error(session.get(f"{API}/auth/verify"), 401)
+    assert can_login(server, user["username"], "set-by-admin-1")
+    assert not can_login(server, user["username"])
+    short = {"new_password": "short"}
+    assert "password" in error(
+        api.post(f"{API}/users/{user['id']}/reset-password", json=short), 400
+    )
+    # Without a password: a reset link by mail.
+    linked = data(api.post(f"{API}/users/{user['id']}/reset-password", json={}))
+    assert linked == {"email_sent": True}
+    token = token_from(mail.wait_for(address))
+    with server.client(api_key="") as anonymous:
+        data(anonymous.post(RESET, json={"token": token, "password": "chosen-by-user-1"}))
+    assert can_login(server, user["username"], "chosen-by-user-1")
+    # A user writer cannot reset an admin's password.
+    narrowed = data(
+        api.post(
+            f"{API}/account/apikeys",
+            json={"name": "users", "permissions": ["read:users", "write:users"]},
+        ),
+        201,
+    )["key"]
+    admin_id = data(api.get(f"{API}/auth/verify"))["user"]["id"]
+    with server.client(api_key=narrowed) as client:
+        takeover = {"new_password": "taken-over-pass"}
+        error(client.post(f"{API}/users/{admin_id}/reset-password", json=takeover), 403)
+
+
+def test_import_users_with_invitations(server: Server, api: httpx.Client, mail: Mailbox) -> None:
+    existing = create_user(api)
+    first, second = email_address("inv"), email_address("inv")
+    body = {
+        "users": [
+            {"username": unique("imp"), "email": first, "role": "operator", "full_name": "One"},
+            {"username": unique("imp"), "email": second},
+            {"username": existing["username"], "email": email_address("dup")},
+            {"username": unique("imp"), "email": email_address("bad"), "role": "superuser"},
+            {"username": unique("imp")},  # no address: no invitation possible
+        ],
+        "send_invites": True,
+    }
+    result = data(api.post(f"{API}/users/import", json=body))
+    assert result["imported"] == 2 and result["failed"] == 3 and result["invites_sent"] == 2
+    assert [e["index"] for e in result["errors"]] == [2, 3, 4]
+    assert "already exists" in result["errors"][0]["error"]
+    imported = {u["email"]: u for u in result["users"]}
+    assert imported[first]["role"] == "operator" and imported[second]["role"] == "viewer"
+    # No password until the invitation is followed.
+    assert not can_login(server, imported[first]["username"], "")
+    message = mail.wait_for(first)
+    assert message["Subject"] == "Tessera: you are invited"
+    token = token_from(message)
+    with server.client(api_key="") as anonymous:
+        data(anonymous.post(RESET, json={"token": token, "password": "invited-password-1"}))
+        again = anonymous.post(RESET, json={"token": token, "password": "invited-password-2"})
+        error(again, 400)
+    assert can_login(server, imported[first]["username"], "invited-password-1")
+    # An expired invitation is refused.
+    other = token_from(mail.wait_for(second))
+    digest = hashlib.sha256(other.encode()).hexdigest()
+    db(
+        server,
+        "UPDATE account_tokens SET expires_at = ? WHERE token_hash = ?",
+        (past(server), digest),
+    )
+    with server.client(api_key="") as anonymous:
+        error(anonymous.post(RESET, json={"token": other, "password": "invited-password-3"}), 400)
+    # Bad bodies.
+    error(api.post(f"{API}/users/import", json={"users": []}), 422)
+    error(api.post(f"{API}/users/import", json={"users": "alice"}), 422)
+    error(api.post(f"{API}/users/import", json={"users": [{"email": first}]}), 422)
+    viewer = key_for(server, create_user(api)["username"])
+    with server.client(api_key=viewer) as client:
+        error(client.post(f"{API}/users/import", json=body), 403)
+
+
+def test_delete_user_and_write_refusals(server: Server, api: httpx.Client) -> None:
+    user = create_user(api)
+    viewer_key = key_for(server, create_user(api)["username"])
+    with server.client(api_key=viewer_key) as client:
+        error(client.delete(f"{API}/users/{user['id']}"), 403)
+        error(client.patch(f"{API}/users/{user['id']}/toggle"), 403)
+        error(client.post(f"{API}/users/{user['id']}/reset-password", json={}), 403)
+    assert api.delete(f"{API}/users/{user['id']}").status_code == 204
+    error(api.get(f"{API}/users/{user['id']}"), 404)
+
+
+# --- groups -------------------------------------------------------------------------------------
+
+
+def test_group_crud_members_and_stats(server: Server, api: httpx.Client) -> None:
+    name = unique("Engineering")
+    body = {"name": name, "description": "Engineering team", "permissions": ["read:certificates"]}
+    group = data(api.post(f"{API}/groups", json=body), 201)
+    assert group["name"] == name and group["member_count"] == 0
+    assert group["permissions"] == ["read:certificates"]
+    error(api.post(f"{API}/groups", json=body), 409)
+    error(
+        api.post(f"{API}/groups", json={**body, "name": unique("x"), "permissions": ["fly"]}), 400
+    )
+    error(api.post(f"{API}/groups", json={"description": "no name"}), 422)
+    found = data(api.get(f"{API}/groups", params={"search": name.lower()}))
+    assert [g["id"] for g in found] == [group["id"]]
+    assert data(api.get(f"{API}/groups", params={"search": "%"})) == []  # LIKE wildcards escaped
+    update = {
+        "name": name,
+        "description": "Updated",
+        "permissions": ["read:*", "write:certificates"],
+    }
+    changed = data(api.put(f"{API}/groups/{group['id']}", json=update))
+    assert changed["description"] == "Updated"
+    assert changed["permissions"] == ["read:*", "write:certificates"]
+    alice, bob = create_user(api), create_user(api)
+    added = data(
+        api.post(f"{API}/groups/{group['id']}/members", json={"user_id": alice["id"]}), 201
+    )
+    assert added["user_id"] == alice["id"] and added["role"] == "member"
+    owner = {"user_id": bob["id"], "role": "owner"}
+    data(api.post(f"{API}/groups/{group['id']}/members", json=owner), 201)
+    error(api.post(f"{API}/groups/{group['id']}/members", json=owner), 409)
+    error(
+        api.post(
+            f"{API}/groups/{group['id']}/members", json={"user_id": alice["id"], "role": "king"}
+        ),
+        400,
+    )
+    error(api.post(f"{API}/groups/{group['id']}/members", json={"user_id": 999999}), 404)
+    members = data(api.get(f"{API}/groups/{group['id']}/members"))
+    assert {m["user_id"] for m in members} == {alice["id"], bob["id"]}
+    shown = data(api.get(f"{API}/groups/{group['id']}"))
+    assert shown["member_count"] == 2 and len(shown["members"]) == 2
+    stats = data(api.get(f"{API}/groups/stats"))
+    assert stats["total_groups"] >= 1 and stats["total_memberships"] >= 2
+    assert stats["users_in_groups"] >= 2
+    assert api.delete(f"{API}/groups/{group['id']}/members/{bob['id']}").status_code == 204
+    error(api.delete(f"{API}/groups/{group['id']}/members/{bob['id']}"), 404)
+    assert [m["user_id"] for m in data(api.get(f"{API}/groups/{group['id']}/members"))] == [
+        alice["id"]
+    ]
+    assert api.delete(f"{API}/groups/{group['id']}").status_code == 204
+    error(api.get(f"{API}/groups/{group['id']}"), 404)
+    error(api.get(f"{API}/groups/{group['id']}/members"), 404)
+    assert db(
+        server, "SELECT COUNT(*) FROM user_group_members WHERE group_id = ?", (group["id"],)
+    ) == [(0,)]
+    assert {r["details"].get("name") for r in audit_rows(server, "group.create")} >= {name}
+
+
+def test_group_grants_permissions_on_top_of_the_role(server: Server, api: httpx.Client) -> None:
+    root = data(api.post(f"{API}/cas", json=ca_body(unique("Group Root"))), 201)
+    viewer = create_user(api, "viewer")
+    issue = {"common_name": "group.example.com", "ca_id": root["id"], "key_algorithm": "EC"}
+    group = data(
+        api.post(
+            f"{API}/groups", json={"name": unique("Issuers"), "permissions": ["write:certificates"]}
+        ),
+        201,
+    )
+    with logged_in(server, viewer["username"]) as (client, csrf):
+        headers = {"X-CSRF-Token": csrf}
+        error(client.post(f"{API}/certificates", json=issue, headers=headers), 403)
+        data(api.post(f"{API}/groups/{group['id']}/members", json={"user_id": viewer["id"]}), 201)
+        # At once, in the session the user already has.
+        cert = data(client.post(f"{API}/certificates", json=issue, headers=headers), 201)
+        assert cert["created_by"] == viewer["username"]
+        profile = data(client.get(f"{API}/account/profile"))
+        assert "write:certificates" in profile["permissions"]
+        assert profile["groups"] == [{"id": group["id"], "name": group["name"]}]
+        # An API key made now may carry the group's grant.
+        key = data(
+            client.post(
+                f"{API}/account/apikeys",
+                json={"name": "issuer", "permissions": ["write:certificates", "read:cas"]},
+                headers=headers,
+            ),
+            201,
+        )["key"]
+        with server.client(api_key=key) as holder:
+            data(holder.post(f"{API}/certificates", json=issue), 201)
+            # Leaving the group takes the grant away from the session and the key.
+            api.delete(f"{API}/groups/{group['id']}/members/{viewer['id']}")
+            error(holder.post(f"{API}/certificates", json=issue), 403)
+        error(client.post(f"{API}/certificates", json=issue, headers=headers), 403)
+    effective = data(api.get(f"{API}/rbac/users/{viewer['id']}/permissions"))
+    assert (
+        effective["groups"] == [] and "write:certificates" not in effective["effective_permissions"]
+    )
+    data(api.post(f"{API}/groups/{group['id']}/members", json={"user_id": viewer["id"]}), 201)
+    effective = data(api.get(f"{API}/rbac/users/{viewer['id']}/permissions"))
+    assert effective["role"] == "viewer" and effective["groups"][0]["id"] == group["id"]
+    assert "write:certificates" in effective["effective_permissions"]
+    assert "read:certificates" in effective["effective_permissions"]
+
+
+def test_no_escalation_through_groups(server: Server, api: httpx.Client) -> None:
+    manager = create_user(api, "viewer")
+    helper_group = data(
+        api.post(
+            f"{API}/groups",
+            json={"name": unique("User managers"), "permissions": ["read:users", "write:users"]},
+        ),
+        201,
+    )
+    data(
+        api.post(f"{API}/groups/{helper_group['id']}/members", json={"user_id": manager["id"]}), 201
+    )
+    admins = data(
+        api.post(f"{API}/groups", json={"name": unique("Admins"), "permissions": ["*"]}), 201
+    )
+    key = key_for(server, manager["username"])
+    with server.client(api_key=key) as client:
+        # Can manage users now, but cannot add themselves to a wider group or widen one.
+        error(
+            client.post(f"{API}/groups/{admins['id']}/members", json={"user_id": manager["id"]}),
+            403,
+        )
+        wide = {"name": unique("Mine"), "permissions": ["write:cas"]}
+        assert "beyond" in error(client.post(f"{API}/groups", json=wide), 403)
+        widen = {"permissions": ["read:users", "write:users", "delete:cas"]}
+        error(client.put(f"{API}/groups/{helper_group['id']}", json=widen), 403)
+        error(client.delete(f"{API}/groups/{admins['id']}"), 403)
+        own = data(
+            client.post(
+                f"{API}/groups", json={"name": unique("Small"), "permissions": ["read:users"]}
+            ),
+            201,
+        )
+        assert own["permissions"] == ["read:users"]
+    # A user in a wide group is out of reach of a narrower user manager.
+    member = create_user(api, "viewer")
+    data(api.post(f"{API}/groups/{admins['id']}/members", json={"user_id": member["id"]}), 201)
+    with server.client(api_key=key) as client:
+        error(client.put(f"{API}/users/{member['id']}", json={"full_name": "pwned"}), 403)
+        error(client.patch(f"{API}/users/{member['id']}/toggle"), 403)
+
+
+def test_other_organizations_objects_are_404(server: Server, api: httpx.Client) -> None:
+    """A user of another organization (made directly in the database: there is no
+    organization API yet) sees none of the default organization's users or groups."""
+    org_name = unique("other-org")
+    now = past(server, 0)
+    org_id = db(
+        server,
+        "INSERT INTO organizations (name, created_at) VALUES (?, ?) RETURNING id",
+        (org_name, now),
+    )[0][0]
+    username = unique("foreign")
+    db(
+        server,
+        "INSERT INTO users (org_id, username, email, full_name, password_hash, role, active,"
+        " created_at, totp_enabled) VALUES (?, ?, NULL, NULL, ?, 'admin', ?, ?, ?)",
+        (org_id, username, PasswordHasher().hash(PASSWORD), True, now, False),
+    )
+    local_user = create_user(api)
+    group = data(api.post(f"{API}/groups", json={"name": unique("Local")}), 201)
+    with logged_in(server, username) as (client, csrf):
+        headers = {"X-CSRF-Token": csrf}
+        assert [u["username"] for u in data(client.get(f"{API}/users"))] == [username]
+        error(client.get(f"{API}/users/{local_user['id']}"), 404)
+        error(
+            client.put(f"{API}/users/{local_user['id']}", json={"full_name": "x"}, headers=headers),
+            404,
+        )
+        error(client.patch(f"{API}/users/{local_user['id']}/toggle", headers=headers), 404)
+        error(
+            client.post(
+                f"{API}/users/{local_user['id']}/reset-password",
+                json={"new_password": "stolen-password"},
+                headers=headers,
+            ),
+            404,
+        )
+        error(client.delete(f"{API}/users/{local_user['id']}", headers=headers), 404)
+        error(client.get(f"{API}/groups/{group['id']}"), 404)
+        error(client.get(f"{API}/groups/{group['id']}/members"), 404)
+        error(
+            client.put(f"{API}/groups/{group['id']}", json={"description": "x"}, headers=headers),
+            404,
+        )
+        error(client.delete(f"{API}/groups/{group['id']}", headers=headers), 404)
+        error(client.get(f"{API}/rbac/users/{local_user['id']}/permissions"), 404)
+        assert group["id"] not in [g["id"] for g in data(client.get(f"{API}/groups"))]
+        assert data(client.get(f"{API}/groups/stats"))["total_groups"] == 0
+        # Their own group cannot take in a user of the default organization.
+        theirs = data(
+            client.post(f"{API}/groups", json={"name": unique("Theirs")}, headers=headers), 201
+        )
+        error(
+            client.post(
+                f"{API}/groups/{theirs['id']}/members",
+                json={"user_id": local_user["id"]},
+                headers=headers,
+            ),
+            404,
+        )
+        error(api.get(f"{API}/groups/{theirs['id']}"), 404)  # and the other way round
+    assert data(api.get(f"{API}/users/{local_user['id']}"))["full_name"] is None
