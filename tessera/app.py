@@ -9,7 +9,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tessera import __version__
 from tessera.api import errors, headers, health, ratelimit
-from tessera.api.request_id import RequestId
 from tessera.api.v1 import audit as audit_v1
 from tessera.api.v2 import (
     account,
@@ -110,7 +109,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(audit_api.router, prefix="/api/v2")
     app.include_router(audit_api.system_router, prefix="/api/v2")
     app.include_router(audit_v1.router, prefix="/api/v1")
-    app.add_middleware(RequestId)
     rt.jobs.every("audit-retention", 3600, audit_service.retention_job(rt.sessions, rt.clock))
     # Security, added last so it is outermost: body limit, rate limits, CORS and headers.
     app.include_router(system_security.router, prefix="/api/v2")

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tessera.core.errors import PermissionDenied, Unauthenticated
 from tessera.domains.actor import Actor
+from tessera.domains.audit.context import SUCCESS_STATUS
 from tessera.domains.identity import permissions
 from tessera.domains.identity.effective import user_permissions
 from tessera.domains.identity.secrets import token_digest
@@ -41,6 +42,8 @@ async def unit_of_work(request: Request) -> AsyncIterator[Session]:
     changes still waiting for a flush would take the lock at commit, and a writer waiting on
     the loop would deadlock the worker, so that case goes to a thread."""
     session = runtime(request).sessions()
+    route = request.scope.get("route")
+    SUCCESS_STATUS.set(getattr(route, "status_code", None) or 200)
     succeeded = False
     try:
         yield session

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tessera import __version__
 from tessera.api import errors
 from tessera.config import Settings
+from tessera.domains.audit.context import REQUEST_ID
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # An incoming request id is echoed only if it is short and plain, so it cannot smuggle
@@ -53,12 +54,9 @@ class SecurityHeaders:
             return
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
-        # The request itself carries the chosen id from here on, so the audit's RequestId
-        # middleware further in (tessera/api/request_id.py) records the same one.
-        scope["headers"] = [
-            *(item for item in scope["headers"] if item[0] != b"x-request-id"),
-            (b"x-request-id", request_id.encode()),
-        ]
+        # Audit rows written while this request runs carry the same id (a context variable
+        # follows the request into the worker threads).
+        token = REQUEST_ID.set(request_id)
         path: str = scope["path"]
         https = scope.get("scheme") == "https"
 
@@ -79,7 +77,10 @@ class SecurityHeaders:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            REQUEST_ID.reset(token)
 
 
 def _request_id(scope: Scope) -> str:

@@ -86,9 +86,13 @@ def test_every_filter(api: httpx.Client, server: Server) -> None:
     # No row is ever soft-deleted: all are active.
     assert events(api, is_active="true")["total"] == events(api)["total"]
     assert events(api, is_active="false")["total"] == 0
-    # Status codes are stored when the recording code knows them; the filter is exact.
+    # A success carries its route's status (a template is created with 201); the failed
+    # login above is recorded with 401. The filter is exact.
+    assert by_request["items"][0]["status_code"] == 201
     coded = events(api, status_code=401, limit=200)
-    assert all(i["status_code"] == 401 for i in coded["items"])
+    assert coded["items"] and all(i["status_code"] == 401 for i in coded["items"])
+    assert any(i["action"] == "auth.login" for i in coded["items"])
+    assert events(api, status_code=201, request_id=request_id)["total"] == 1
 
 
 def test_ordering_limit_and_offset(api: httpx.Client) -> None:

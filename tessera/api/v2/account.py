@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from tessera.api.deps import SESSION_COOKIE, CurrentActor, UnitOfWork, now, repositories
+from tessera.api.deps import SESSION_COOKIE, CurrentActor, UnitOfWork, now, repositories, runtime
 from tessera.api.errors import v2_error as error
 from tessera.api.v2 import account_views, views
 from tessera.api.v2.account_schemas import ChangePassword, TotpCode, UpdateProfile
@@ -78,7 +78,7 @@ def change_password(
 
 
 def _two_factor(request: Request, session: Session, actor: Actor) -> TwoFactor:
-    return TwoFactor(repositories(session, actor), actor, now(request))
+    return TwoFactor(repositories(session, actor), runtime(request).keys, actor, now(request))
 
 
 @router.post("/2fa/enable")

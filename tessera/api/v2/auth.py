@@ -59,7 +59,8 @@ def login_second_factor(request: Request, body: LoginSecondFactor, session: Unit
     """Beyond the seed: completes a password login with a TOTP or recovery code."""
     who = anonymous(request)
     repos = Repositories(session, who.org_id)
-    done = twofactor.finish_login(repos, body.pending_token, body.code, now(request), who)
+    keys = runtime(request).keys
+    done = twofactor.finish_login(repos, keys, body.pending_token, body.code, now(request), who)
     if done is None:
         return error(401, "invalid or expired code")
     user, factor = done

@@ -36,8 +36,9 @@ def update_email_settings(
     for name in ("smtp_port", "enabled", "smtp_tls"):
         if name in changes and changes[name] is None:
             changes.pop(name)  # not nullable: null means "leave as is"
+    rt = runtime(request)
     config = mail.update_settings(
-        repositories(session, actor), actor, runtime(request).settings, changes, now(request)
+        repositories(session, actor), rt.keys, actor, rt.settings, changes, now(request)
     )
     return ok(mail_view(config), "Email settings updated")
 

@@ -17,7 +17,8 @@ def link_policy(request: Request) -> LinkPolicy:
 
 
 def mail_config(request: Request, repos: Repositories) -> mail.MailConfig:
-    return mail.load_config(repos, runtime(request).settings)
+    rt = runtime(request)
+    return mail.load_config(repos, rt.settings, rt.keys)
 
 
 def send_after_commit(

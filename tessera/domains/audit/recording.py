@@ -3,7 +3,7 @@
 from typing import Any
 
 from tessera.domains.actor import Actor
-from tessera.domains.audit.context import REQUEST_ID
+from tessera.domains.audit.context import REQUEST_ID, SUCCESS_STATUS
 from tessera.storage.repositories.audit import AuditRepository
 
 
@@ -27,8 +27,11 @@ def record(
     success: bool = True,
     status_code: int | None = None,
 ) -> None:
-    """Append one chained audit row. `status_code` is the HTTP status the event answers with,
-    when the caller knows it (failed authentications pass 401, for instance)."""
+    """Append one chained audit row. `status_code` is the HTTP status the event answers with:
+    given by the caller where it knows better (a failed login passes 401), else, for a
+    success, the status its request's route answers with."""
+    if status_code is None and success:
+        status_code = SUCCESS_STATUS.get()
     audit.add(
         org_id=actor.org_id,
         user_id=actor.user_id,

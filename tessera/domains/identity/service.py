@@ -46,7 +46,9 @@ def authenticate(
         details["reason"] = "invalid credentials"
     elif user and user.totp_enabled:
         details["second_factor"] = "required"  # the login completes at auth/login/2fa
-    audit.record(repos.audit, who, "auth.login", "user", user.id if user else None, details, ok)
+    target = user.id if user else None
+    status = None if ok else 401
+    audit.record(repos.audit, who, "auth.login", "user", target, details, ok, status)
     if not ok or user is None:
         return None
     if not user.totp_enabled:
