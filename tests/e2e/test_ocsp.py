@@ -411,6 +411,19 @@ def test_hold_and_release(server: Server, pki: PKI) -> None:
         assert "Response verify OK" in out, out
 
 
+def test_deleted_revoked_certificate_stays_revoked(server: Server, pki: PKI) -> None:
+    """Deleting a revoked, unexpired certificate keeps its CRL entry; OCSP agrees with it."""
+    with server.client() as api:
+        gone = issue(api, pki.ca["id"], "deleted.ocsp.test")
+        pki.pem("deleted").write_text(data_pem(server, gone["id"]))
+        body = {"reason": "superseded"}
+        data(api.post(f"{API}/certificates/{gone['id']}/revoke", json=body))
+        assert api.delete(f"{API}/certificates/{gone['id']}").status_code in (200, 204)
+    out = ask(server, pki, "-nonce", "-cert", str(pki.pem("deleted")))
+    assert f"{pki.pem('deleted')}: revoked" in out and "Reason: superseded" in out, out
+    assert "Response verify OK" in out, out
+
+
 def _until(query: Callable[[], str], status: str) -> str:
     deadline = time.monotonic() + 30
     out = query()

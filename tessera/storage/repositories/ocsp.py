@@ -9,6 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tessera.storage.models import Certificate, CertificateAuthority
+from tessera.storage.models_crl import RetainedCRLEntry
 from tessera.storage.models_ocsp import COUNTERS, OCSPCounter, OCSPSigner
 
 
@@ -69,7 +70,21 @@ class OCSPRepository:
             )
             for serial in self._session.scalars(subordinates):
                 found[serial] = StoredStatus(serial, "active", None, None)
+        missing = [serial for serial in missing if serial not in found]
+        if missing:
+            found.update(self._retained(ca_id, missing))
         return found
+
+    def _retained(self, ca_id: int, serials: list[str]) -> dict[str, StoredStatus]:
+        """A revoked certificate deleted from the inventory stays revoked until it expires:
+        the CRL keeps its entry (crl_retained_entries), and so does OCSP."""
+        kept = select(
+            RetainedCRLEntry.serial_number, RetainedCRLEntry.revoked_at, RetainedCRLEntry.reason
+        ).where(RetainedCRLEntry.ca_id == ca_id, RetainedCRLEntry.serial_number.in_(serials))
+        return {
+            serial: StoredStatus(serial, "revoked", revoked_at, reason)
+            for serial, revoked_at, reason in self._session.execute(kept).tuples()
+        }
 
     def current_signer(self, ca_id: int) -> tuple[OCSPSigner, Certificate] | None:
         query = (
