@@ -226,7 +226,7 @@ def cryptography_builder(scratch: Scratch, count: int) -> float:
 
     def build() -> None:
         entries = []
-        for serial, revoked_at, reason in rows:
+        for serial, revoked_at, reason, _ in rows:
             builder = x509.RevokedCertificateBuilder().serial_number(int(serial, 16))
             builder = builder.revocation_date(datetime.fromtimestamp(revoked_at, UTC))
             if reason and reason != "unspecified":
@@ -253,7 +253,7 @@ def openssl_gencrl(scratch: Scratch, directory: Path) -> float | None:
         rows = CRLRepository(session).revoked_entries(scratch.ca_id, now)
     index = directory / "index.txt"
     with index.open("w") as out:
-        for serial, revoked_at, reason in rows:
+        for serial, revoked_at, reason, _ in rows:
             when = datetime.fromtimestamp(revoked_at, UTC).strftime("%y%m%d%H%M%SZ")
             stamp = f"{when},{reason}" if reason and reason != "certificateHold" else when
             out.write(f"R\t491231235959Z\t{stamp}\t{serial}\tunknown\t/CN=x\n")

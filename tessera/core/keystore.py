@@ -222,6 +222,16 @@ class KeyEncryptor:
     def decrypt(self, token: str) -> PrivateKey:
         return self._load(token)
 
+    def seal(self, secret: bytes) -> str:
+        """Encrypt a secret that is not a private key (a TOTP seed, a password, an HMAC
+        key) under the primary KEK. The token is an ordinary Fernet token, so KEK rotation
+        rewrites it like any key. Not cached: these are small and read rarely."""
+        self.refresh()
+        return self._primary.encrypt(secret).decode("ascii")
+
+    def unseal(self, token: str) -> bytes:
+        return self._open(token, "stored secret cannot be decrypted")
+
     def rotate(self, token: str) -> str:
         return self._fernet.rotate(token.encode("ascii")).decode("ascii")
 
@@ -240,16 +250,21 @@ class KeyEncryptor:
             return False
         return True
 
-    def _decrypt_uncached(self, token: str) -> PrivateKey:
+    def _open(self, token: str, failure: str) -> bytes:
+        """Decrypt with any KEK; on failure re-read the keyring once (another process may
+        have rotated it) before reporting the server's configuration as wrong."""
         try:
-            der = self._fernet.decrypt(token.encode("ascii"))
+            return self._fernet.decrypt(token.encode("ascii"))
         except InvalidToken as exc:
             if not self.refresh():
-                raise KeyDecryptionError("stored private key cannot be decrypted") from exc
+                raise KeyDecryptionError(failure) from exc
             try:
-                der = self._fernet.decrypt(token.encode("ascii"))
+                return self._fernet.decrypt(token.encode("ascii"))
             except InvalidToken as again:
-                raise KeyDecryptionError("stored private key cannot be decrypted") from again
+                raise KeyDecryptionError(failure) from again
+
+    def _decrypt_uncached(self, token: str) -> PrivateKey:
+        der = self._open(token, "stored private key cannot be decrypted")
         key = serialization.load_der_private_key(der, password=None)
         return _as_supported(key)
 

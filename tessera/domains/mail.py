@@ -14,6 +14,7 @@ from email.utils import formatdate, make_msgid
 
 from tessera.config import Settings
 from tessera.core.errors import InvalidInput
+from tessera.core.keystore import KeyEncryptor
 from tessera.domains import audit
 from tessera.domains.actor import Actor
 from tessera.storage.models_accounts import MailSettings
@@ -46,16 +47,16 @@ class Message:
     body: str
 
 
-def config_from(row: MailSettings | None, settings: Settings) -> MailConfig:
+def config_from(row: MailSettings | None, settings: Settings, keys: KeyEncryptor) -> MailConfig:
     """The stored row wins; without one, the environment's defaults (enabled when a host is
-    given there)."""
+    given there). The stored password is sealed under the KEK."""
     if row is not None:
         return MailConfig(
             row.enabled,
             row.smtp_host,
             row.smtp_port,
             row.smtp_user,
-            row.smtp_password,
+            keys.unseal(row.encrypted_password).decode() if row.encrypted_password else None,
             row.smtp_tls,
             row.from_address,
         )
@@ -71,8 +72,8 @@ def config_from(row: MailSettings | None, settings: Settings) -> MailConfig:
     )
 
 
-def load_config(repos: Repositories, settings: Settings) -> MailConfig:
-    return config_from(repos.mail_settings.get(), settings)
+def load_config(repos: Repositories, settings: Settings, keys: KeyEncryptor) -> MailConfig:
+    return config_from(repos.mail_settings.get(), settings, keys)
 
 
 def send(config: MailConfig, message: Message) -> None:
@@ -116,33 +117,48 @@ def deliver(config: MailConfig, messages: list[Message]) -> None:
             log.warning("mail to %s (%s) failed: %s", message.to, message.subject, exc)
 
 
+# Stored as they are; smtp_password is sealed into `encrypted_password`.
 FIELDS = (
     "enabled",
     "smtp_host",
     "smtp_port",
     "smtp_user",
-    "smtp_password",
     "smtp_tls",
     "from_address",
 )
 
 
+def _sealed(keys: KeyEncryptor, password: object) -> str | None:
+    return keys.seal(str(password).encode()) if password else None
+
+
 def update_settings(
-    repos: Repositories, actor: Actor, settings: Settings, changes: dict[str, object], now: datetime
+    repos: Repositories,
+    keys: KeyEncryptor,
+    actor: Actor,
+    settings: Settings,
+    changes: dict[str, object],
+    now: datetime,
 ) -> MailConfig:
     """Store the mail settings (starting from the current ones, so a partial update keeps the
     rest). The password is audited only as 'changed', never its value."""
     row = repos.mail_settings.get()
     if row is None:
-        current = config_from(None, settings)
+        current = config_from(None, settings, keys)
         row = repos.mail_settings.add(
-            MailSettings(**{name: getattr(current, name) for name in FIELDS}, updated_at=now)
+            MailSettings(
+                **{name: getattr(current, name) for name in FIELDS},
+                encrypted_password=_sealed(keys, current.smtp_password),
+                updated_at=now,
+            )
         )
     for name, value in changes.items():
         if name in FIELDS:
             setattr(row, name, value)
+    if "smtp_password" in changes:
+        row.encrypted_password = _sealed(keys, changes["smtp_password"])
     row.updated_at = now
-    config = config_from(row, settings)
+    config = config_from(row, settings, keys)
     if config.enabled and not (config.smtp_host and config.from_address):
         raise InvalidInput("enabled email needs smtp_host and from_address")
     details = {k: v for k, v in changes.items() if k != "smtp_password"}

@@ -65,8 +65,9 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(default=_now)
     last_login: Mapped[datetime | None]
     # Accounts (migration 0007): TOTP second factor. The secret is set by 2fa/enable and only
-    # counts once confirmed; the last accepted time step makes every code single use.
-    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    # counts once confirmed; the last accepted time step makes every code single use. The
+    # secret is sealed under the KEK (an `encrypted_*` column, so KEK rotation rewrites it).
+    encrypted_totp_secret: Mapped[str | None] = mapped_column(Text)
     totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     totp_last_step: Mapped[int | None] = mapped_column(Integer)
 
@@ -174,6 +175,9 @@ class Certificate(Base):
     revoked_at: Mapped[datetime | None]
     revocation_reason: Mapped[str | None] = mapped_column(String(32))
     revocation_comment: Mapped[str | None] = mapped_column(Text)
+    # RFC 5280 5.3.2: when the certificate became invalid (e.g. the key was compromised),
+    # given on revocation; listed in CRL entries (migration 0004).
+    invalidity_date: Mapped[datetime | None]
     key_algorithm: Mapped[str] = mapped_column(String(16))
     key_size: Mapped[int] = mapped_column(Integer)
     fingerprint_sha256: Mapped[str] = mapped_column(String(64), index=True)

@@ -68,7 +68,8 @@ class MailSettings(Base):
     smtp_host: Mapped[str | None] = mapped_column(String(253))
     smtp_port: Mapped[int] = mapped_column(Integer, default=587)
     smtp_user: Mapped[str | None] = mapped_column(String(254))
-    smtp_password: Mapped[str | None] = mapped_column(String(512))
+    # Sealed under the KEK (an `encrypted_*` column, so KEK rotation rewrites it).
+    encrypted_password: Mapped[str | None] = mapped_column(Text)
     smtp_tls: Mapped[bool] = mapped_column(Boolean, default=True)
     from_address: Mapped[str | None] = mapped_column(String(254))
     updated_at: Mapped[datetime] = mapped_column(default=_now)

@@ -69,5 +69,6 @@ class RetainedCRLEntry(Base):
     serial_number: Mapped[str] = mapped_column(String(64))
     revoked_at: Mapped[datetime]
     reason: Mapped[str | None] = mapped_column(String(32))
+    invalidity_date: Mapped[datetime | None]
     not_after: Mapped[datetime]
     deleted_at: Mapped[datetime] = mapped_column(default=_now)

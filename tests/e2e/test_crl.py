@@ -6,6 +6,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -325,6 +326,67 @@ def test_deleting_a_revoked_certificate_keeps_its_crl_entry(server: Server) -> N
         assert regenerated["revoked_count"] == 1
     _, crl = wait_for_crl(server, root["id"], lambda c: number(c) >= regenerated["crl_number"])
     assert entry_reason(crl, cert["serial_number"]) == x509.ReasonFlags.key_compromise
+
+
+def invalidity_date(crl: x509.CertificateRevocationList, serial_hex: str) -> datetime | None:
+    entry = crl.get_revoked_certificate_by_serial_number(int(serial_hex.removeprefix("0x"), 16))
+    assert entry is not None
+    try:
+        return entry.extensions.get_extension_for_class(
+            x509.InvalidityDate
+        ).value.invalidity_date_utc
+    except x509.ExtensionNotFound:
+        return None
+
+
+def test_invalidity_dates_are_listed_in_full_and_delta_crls(server: Server, workdir: Path) -> None:
+    # Given with a zone other than UTC and with microseconds: CRLs carry it in UTC, to the second.
+    given = datetime.now(timezone(timedelta(hours=2))) - timedelta(days=2)
+    expected = given.astimezone(UTC).replace(microsecond=0)
+    with server.client() as api:
+        root = create_root(api, unique("Invalidity Root"))
+        cert = issue(api, root["id"], "invalid-since.example.com")
+        plain = issue(api, root["id"], "no-invalidity.example.com")
+        body = {"reason": "keyCompromise", "invalidity_date": given.isoformat()}
+        revoked = data(api.post(f"{API}/certificates/{cert['id']}/revoke", json=body))
+        assert revoked["invalidity_date"] == expected.replace(tzinfo=None).isoformat() + "Z"
+        revoke(api, plain, "superseded")
+        shown = data(api.get(f"{API}/certificates/{cert['id']}"))
+        assert shown["invalidity_date"] == revoked["invalidity_date"]
+        both = [listed(cert["serial_number"]), listed(plain["serial_number"])]
+
+        def complete(crl: x509.CertificateRevocationList) -> bool:
+            return all(ready(crl) for ready in both)
+
+        der, crl = wait_for_crl(server, root["id"], complete)
+        assert invalidity_date(crl, cert["serial_number"]) == expected
+        assert invalidity_date(crl, plain["serial_number"]) is None
+        assert entry_reason(crl, cert["serial_number"]) == x509.ReasonFlags.key_compromise
+        delta_der, delta = wait_for_crl(server, root["id"], complete, kind="delta")
+        assert invalidity_date(delta, cert["serial_number"]) == expected
+        assert pkilint_crl_findings(workdir, der, "invalidity.crl") == ""
+        assert pkilint_crl_findings(workdir, delta_der, "invalidity-d.crl") == ""
+        text = openssl("crl", "-inform", "DER", "-noout", "-text", input=der)
+        assert text.returncode == 0, text.stderr.decode()
+        assert "Invalidity Date" in text.stdout.decode()
+        # A deleted revoked certificate keeps its entry, invalidity date included.
+        assert api.delete(f"{API}/certificates/{cert['id']}").status_code == 204
+        regenerated = data(api.post(f"{API}/crl/{root['id']}/regenerate"))
+    _, crl = wait_for_crl(server, root["id"], lambda c: number(c) >= regenerated["crl_number"])
+    assert invalidity_date(crl, cert["serial_number"]) == expected
+
+
+def test_an_invalidity_date_in_the_future_is_refused(server: Server) -> None:
+    with server.client() as api:
+        root = create_root(api, unique("Future Invalidity Root"))
+        cert = issue(api, root["id"], "future-invalidity.example.com")
+        url = f"{API}/certificates/{cert['id']}/revoke"
+        future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        message = error(api.post(url, json={"invalidity_date": future}), 400)
+        assert "invalidity_date" in message and "future" in message
+        error(api.post(url, json={"invalidity_date": "yesterday"}), 422)
+        shown = data(api.get(f"{API}/certificates/{cert['id']}"))
+        assert shown["status"] == "active" and shown["invalidity_date"] is None
 
 
 # The distribution points -----------------------------------------------------------------

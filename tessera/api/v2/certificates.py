@@ -249,7 +249,9 @@ def revoke_certificate(
     body: Revoke | None = None,
 ) -> JSONResponse:
     body = body or Revoke()
-    cert = _service(request, session, actor).revoke(cert_id, body.reason, body.comments)
+    cert = _service(request, session, actor).revoke(
+        cert_id, body.reason, body.comments, body.invalidity_date
+    )
     if cert.status == "revoked":
         message = "Certificate revoked successfully"
     else:

@@ -1,5 +1,6 @@
 """Wire types of the native API, field for field as the UCM seed writes them."""
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -76,6 +77,8 @@ class Renew(Strict):
 class Revoke(Strict):
     reason: str | None = "unspecified"
     comments: str | None = Field(None, max_length=1000)
+    # RFC 5280 5.3.2, ISO 8601 (UTC when it names no zone); not in the future
+    invalidity_date: datetime | None = None
 
 
 class BulkRevoke(IdList):

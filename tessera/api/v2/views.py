@@ -76,6 +76,7 @@ def certificate_view(cert: models.Certificate, now: datetime) -> dict[str, Any]:
         "private_key_available": cert.encrypted_private_key is not None,
         "revoked_at": iso(cert.revoked_at),
         "revocation_reason": cert.revocation_reason,
+        "invalidity_date": iso(cert.invalidity_date),
         "source": cert.origin,
         "created_by": cert.created_by,
         "created_at": iso(cert.created_at),

@@ -6,8 +6,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
 from tessera.core.errors import NotFound
 from tessera.core.keystore import KeyEncryptor
 from tessera.domains import audit
@@ -181,16 +179,11 @@ def new_hmac_key() -> bytes:
 
 
 def encrypt_hmac(keys: KeyEncryptor, secret: bytes) -> str:
-    """The KEK envelope holds private keys; a 32-byte HMAC secret travels in it as the seed
-    of an Ed25519 key, so it is encrypted (and rotated) exactly like every other secret."""
-    return keys.encrypt(ed25519.Ed25519PrivateKey.from_private_bytes(secret))
+    return keys.seal(secret)
 
 
 def decrypt_hmac(keys: KeyEncryptor, token: str) -> bytes:
-    key = keys.decrypt(token)
-    if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise ValueError("the stored EAB secret is not in the expected envelope")
-    return key.private_bytes_raw()
+    return keys.unseal(token)
 
 
 def eab_key_or_404(repos: Repositories, key_id: int) -> AcmeEabKey:

@@ -3,7 +3,7 @@ and the same in bulk (each item in its own savepoint)."""
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -180,21 +180,47 @@ class CertificateService:
         )
         return renewed
 
-    def revoke(self, cert_id: int, reason: str | None, comment: str | None) -> models.Certificate:
+    def revoke(
+        self,
+        cert_id: int,
+        reason: str | None,
+        comment: str | None,
+        invalidity_date: datetime | None = None,
+    ) -> models.Certificate:
+        """`invalidity_date` (RFC 5280 5.3.2): when the certificate became invalid, e.g. when
+        the key is known or suspected to have been compromised; no later than now."""
         cert = self.get(cert_id)
         canonical = normalize_reason(reason)
+        invalid_since = self._invalidity_date(invalidity_date)
         if canonical == "removeFromCRL":
+            if invalid_since is not None:
+                raise InvalidInput("invalidity_date does not apply to removeFromCRL")
             return self._release_hold(cert, comment)
         if cert.status == "revoked":
             raise Conflict(f"certificate {cert_id} is already revoked")
         cert.status, cert.revoked_at = "revoked", self._now
         cert.revocation_reason, cert.revocation_comment = canonical, comment
+        cert.invalidity_date = invalid_since
         self._repos.status_changes.record(cert)
-        details = {"serial": cert.serial_number, "reason": canonical}
+        details = {
+            "serial": cert.serial_number,
+            "reason": canonical,
+            "invalidity_date": invalid_since.isoformat() if invalid_since else None,
+        }
         audit.record(
             self._repos.audit, self._actor, "certificate.revoke", "certificate", cert.id, details
         )
         return cert
+
+    def _invalidity_date(self, given: datetime | None) -> datetime | None:
+        """In UTC (a time without a zone is taken as UTC), to the second as CRLs carry it."""
+        if given is None:
+            return None
+        moment = given.astimezone(UTC) if given.tzinfo else given.replace(tzinfo=UTC)
+        moment = moment.replace(microsecond=0)
+        if moment > self._now:
+            raise InvalidInput("invalidity_date must not be in the future")
+        return moment
 
     def _release_hold(self, cert: models.Certificate, comment: str | None) -> models.Certificate:
         """removeFromCRL is no revocation reason (RFC 5280 5.3.1): it lifts a certificateHold."""
@@ -204,6 +230,7 @@ class CertificateService:
             )
         cert.status, cert.revoked_at = "active", None
         cert.revocation_reason, cert.revocation_comment = None, None
+        cert.invalidity_date = None
         self._repos.status_changes.record(cert)
         details = {"serial": cert.serial_number, "comment": comment}
         audit.record(
@@ -310,7 +337,7 @@ class CertificateService:
 
     def bulk_revoke(self, ids: Sequence[int], reason: str | None) -> BulkResult:
         normalize_reason(reason)  # an unknown reason refuses the whole call
-        return self._each(ids, lambda cert_id: self.revoke(cert_id, reason, None))
+        return self._each(ids, lambda cert_id: self.revoke(cert_id, reason, None, None))
 
     def bulk_delete(self, ids: Sequence[int]) -> BulkResult:
         return self._each(ids, self.delete)

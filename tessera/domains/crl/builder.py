@@ -39,17 +39,22 @@ _UTC_TIME_END = 2050  # RFC 5280 4.1.2.5: UTCTime through 2049, GeneralizedTime 
 
 class Entry(NamedTuple):
     """One revoked certificate as a CRL lists it; the serial in hex, as the inventory keeps it,
-    and the revocation date as a datetime or as seconds since the epoch (what the database
-    hands over fastest). A tuple, not a dataclass: a CRL can have a million of them."""
+    and the dates as datetimes or as seconds since the epoch (what the database hands over
+    fastest). A tuple, not a dataclass: a CRL can have a million of them."""
 
     serial_hex: str
     revoked_at: datetime | int
     reason: str | None = None
-    invalidity_date: datetime | None = None
+    invalidity_date: datetime | int | None = None
 
 
-# What build_crl takes: an Entry, or a row of (serial hex, revocation date, reason).
-EntryLike = Entry | tuple[str, datetime | int, str | None]
+# What build_crl takes: an Entry, or a row of (serial hex, revocation date, reason) with or
+# without the invalidity date after it.
+EntryLike = (
+    Entry
+    | tuple[str, datetime | int, str | None]
+    | tuple[str, datetime | int, str | None, datetime | int | None]
+)
 
 
 @dataclass(frozen=True)
@@ -137,7 +142,7 @@ def encode_entry(
     serial_hex: str,
     revoked_at: datetime | int,
     reason: str | None = None,
-    invalidity_date: datetime | None = None,
+    invalidity_date: datetime | int | None = None,
 ) -> bytes:
     """One `revokedCertificates` element. Every part is short (a serial of at most 32 octets,
     a time, two small extensions), so every length here fits in one octet."""

@@ -17,6 +17,7 @@ import qrcode
 from qrcode.image.pure import PyPNGImage
 
 from tessera.core.errors import Conflict, InvalidInput, PermissionDenied
+from tessera.core.keystore import KeyEncryptor
 from tessera.domains import audit
 from tessera.domains.actor import Actor
 from tessera.domains.identity.effective import require_full_access
@@ -72,8 +73,10 @@ def _qr_data_uri(uri: str) -> str:
 
 
 class TwoFactor:
-    def __init__(self, repos: Repositories, actor: Actor, now: datetime) -> None:
-        self._repos, self._actor, self._now = repos, actor, now
+    def __init__(
+        self, repos: Repositories, keys: KeyEncryptor, actor: Actor, now: datetime
+    ) -> None:
+        self._repos, self._keys, self._actor, self._now = repos, keys, actor, now
 
     def user(self) -> models.User:
         if self._actor.user_id is None:
@@ -94,7 +97,8 @@ class TwoFactor:
         if user.totp_enabled:
             raise Conflict("two-factor authentication is already enabled; disable it first")
         secret = pyotp.random_base32(32)
-        user.totp_secret, user.totp_last_step = secret, None
+        user.encrypted_totp_secret = self._keys.seal(secret.encode("ascii"))
+        user.totp_last_step = None
         uri = pyotp.TOTP(secret).provisioning_uri(name=user.username, issuer_name=ISSUER)
         audit.record(self._repos.audit, self._actor, "account.2fa_enable", "user", user.id)
         return Enrolment(secret, uri, _qr_data_uri(uri))
@@ -104,7 +108,7 @@ class TwoFactor:
         user = self._changing()
         if user.totp_enabled:
             raise Conflict("two-factor authentication is already enabled")
-        if not user.totp_secret:
+        if not user.encrypted_totp_secret:
             raise InvalidInput("call 2fa/enable first")
         if not self.accept_totp(user, code):
             self._failed(user, "account.2fa_confirm")
@@ -121,7 +125,7 @@ class TwoFactor:
         if not self.check_second_factor(user, code):
             self._failed(user, "account.2fa_disable")
             return False
-        user.totp_enabled, user.totp_secret, user.totp_last_step = False, None, None
+        user.totp_enabled, user.encrypted_totp_secret, user.totp_last_step = False, None, None
         self._repos.recovery_codes.clear(user.id)
         audit.record(self._repos.audit, self._actor, "account.2fa_disable", "user", user.id)
         return True
@@ -154,7 +158,10 @@ class TwoFactor:
         return bool(code.strip()) and self._repos.recovery_codes.consume(user.id, digest, self._now)
 
     def accept_totp(self, user: models.User, code: str) -> bool:
-        step = matching_step(user.totp_secret or "", code, self._now) if user.totp_secret else None
+        if not user.encrypted_totp_secret:
+            return False
+        secret = self._keys.unseal(user.encrypted_totp_secret).decode("ascii")
+        step = matching_step(secret, code, self._now)
         return step is not None and claim_totp_step(self._repos.session, user.id, step)
 
     def _new_recovery_codes(self, user: models.User) -> list[str]:
@@ -194,7 +201,12 @@ def start_login(
 
 
 def finish_login(
-    repos: Repositories, pending_token: str, code: str, now: datetime, anonymous: Actor
+    repos: Repositories,
+    keys: KeyEncryptor,
+    pending_token: str,
+    code: str,
+    now: datetime,
+    anonymous: Actor,
 ) -> tuple[models.User, str] | None:
     """The user and the factor used, or None (audited; the pending login is void after
     MAX_CODE_ATTEMPTS wrong codes)."""
@@ -220,7 +232,7 @@ def finish_login(
         anonymous.ip_address,
         anonymous.user_agent,
     )
-    factor = _factor_used(repos, who, user, code, now)
+    factor = _factor_used(repos, keys, who, user, code, now)
     if factor is None:
         if repos.account_tokens.count_attempt(pending.id) >= MAX_CODE_ATTEMPTS:
             repos.account_tokens.consume(pending.id, now)
@@ -236,9 +248,14 @@ def finish_login(
 
 
 def _factor_used(
-    repos: Repositories, who: Actor, user: models.User, code: str, now: datetime
+    repos: Repositories,
+    keys: KeyEncryptor,
+    who: Actor,
+    user: models.User,
+    code: str,
+    now: datetime,
 ) -> str | None:
-    checker = TwoFactor(repos, who, now)
+    checker = TwoFactor(repos, keys, who, now)
     if checker.accept_totp(user, code):
         return "totp"
     if code.strip() and repos.recovery_codes.consume(user.id, recovery_digest(code), now):

@@ -16,8 +16,6 @@ import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
 from tessera.core.keystore import KeyEncryptor
 from tessera.domains import audit
 from tessera.domains.actor import Actor
@@ -29,7 +27,6 @@ from tessera.storage.repositories.scep import DYNAMIC, STATIC
 # flag parser could take for something else (a leading "-" would read as an option).
 CHALLENGE_LENGTH = 24
 ALPHABET = string.ascii_letters + string.digits
-SEED_BYTES = 32
 VALID, MISSING, INVALID = "valid", "missing", "invalid"
 
 
@@ -51,17 +48,11 @@ def digest(password: str | bytes) -> str:
 
 
 def _seal(keys: KeyEncryptor, password: str) -> str:
-    """The KEK envelope holds private keys; the password rides in it as an Ed25519 seed
-    (zero-padded), so it is encrypted and rotated like every other secret at rest."""
-    seed = password.encode().ljust(SEED_BYTES, b"\0")
-    return keys.encrypt(ed25519.Ed25519PrivateKey.from_private_bytes(seed))
+    return keys.seal(password.encode())
 
 
 def _open(keys: KeyEncryptor, token: str) -> str:
-    key = keys.decrypt(token)
-    if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise ValueError("the stored challenge is not in the expected envelope")
-    return key.private_bytes_raw().rstrip(b"\0").decode()
+    return keys.unseal(token).decode()
 
 
 class ChallengeService:

@@ -27,8 +27,9 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from tessera.storage.models import Certificate, CertificateAuthority, StatusChange
 from tessera.storage.models_crl import CRLState, PublishedCRL, RetainedCRLEntry
 
-# (serial hex, revocation date in epoch seconds, reason) as the CRL builder takes them
-EntryRow = tuple[str, int, str | None]
+# (serial hex, revocation date, reason, invalidity date), the dates in epoch seconds, as the
+# CRL builder takes them
+EntryRow = tuple[str, int, str | None, int | None]
 KEEP_PUBLISHED = 3  # per CA and kind; older CRLs are deleted when a new one is stored
 
 
@@ -118,11 +119,15 @@ class CRLRepository:
 
     def revoked_entries(self, ca_id: int, at: datetime) -> Sequence[EntryRow]:
         """Every revoked, unexpired certificate of the CA, including retained entries of
-        deleted ones. Columns only, and the revocation date as epoch seconds computed by the
-        database: there may be a million rows, and parsing a million datetimes is slow."""
+        deleted ones. Columns only, and the dates as epoch seconds computed by the database:
+        there may be a million rows, and parsing a million datetimes is slow. (The invalidity
+        date is NULL for almost every row, and the CRL index holds it, so it costs nothing.)"""
         revoked_at = func.coalesce(Certificate.revoked_at, Certificate.created_at)
         live = select(
-            Certificate.serial_number, self._epoch(revoked_at), Certificate.revocation_reason
+            Certificate.serial_number,
+            self._epoch(revoked_at),
+            Certificate.revocation_reason,
+            self._epoch(Certificate.invalidity_date),
         ).where(
             Certificate.ca_id == ca_id,
             # a literal, not a parameter: the planner must see it matches the partial index
@@ -133,17 +138,16 @@ class CRLRepository:
             RetainedCRLEntry.serial_number,
             self._epoch(RetainedCRLEntry.revoked_at),
             RetainedCRLEntry.reason,
+            self._epoch(RetainedCRLEntry.invalidity_date),
         ).where(RetainedCRLEntry.ca_id == ca_id, RetainedCRLEntry.not_after > at)
         # Core rows (no ORM) through the session's connection: the cheapest way per row
         connection = self._session.connection()
         rows = list(connection.execute(live).all())
         rows.extend(connection.execute(retained).all())
-        return rows  # Rows unpack like (serial, epoch, reason) tuples
+        return rows  # Rows unpack like (serial, epoch, reason, epoch or None) tuples
 
-    def _epoch(
-        self, moment: ColumnElement[Any] | InstrumentedAttribute[datetime]
-    ) -> ColumnElement[int]:
-        """Seconds since the epoch of a stored (naive UTC) timestamp."""
+    def _epoch(self, moment: ColumnElement[Any] | InstrumentedAttribute[Any]) -> ColumnElement[int]:
+        """Seconds since the epoch of a stored (naive UTC) timestamp; NULL stays NULL."""
         if self._session.get_bind().dialect.name == "postgresql":
             return cast(func.floor(func.extract("epoch", moment)), BigInteger)
         return cast(func.strftime("%s", moment), Integer)
@@ -262,6 +266,7 @@ class CRLRepository:
                 serial_number=cert.serial_number,
                 revoked_at=cert.revoked_at or now,
                 reason=cert.revocation_reason,
+                invalidity_date=cert.invalidity_date,
                 not_after=cert.not_after,
                 deleted_at=now,
             )

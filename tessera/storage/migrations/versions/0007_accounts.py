@@ -16,7 +16,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column("users", sa.Column("totp_secret", sa.String(length=64), nullable=True))
+    op.add_column("users", sa.Column("encrypted_totp_secret", sa.Text(), nullable=True))
     op.add_column(
         "users",
         sa.Column("totp_enabled", sa.Boolean(), nullable=False, server_default=sa.false()),
@@ -84,7 +84,7 @@ def upgrade() -> None:
         sa.Column("smtp_host", sa.String(length=253), nullable=True),
         sa.Column("smtp_port", sa.Integer(), nullable=False),
         sa.Column("smtp_user", sa.String(length=254), nullable=True),
-        sa.Column("smtp_password", sa.String(length=512), nullable=True),
+        sa.Column("encrypted_password", sa.Text(), nullable=True),
         sa.Column("smtp_tls", sa.Boolean(), nullable=False),
         sa.Column("from_address", sa.String(length=254), nullable=True),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
@@ -100,4 +100,4 @@ def downgrade() -> None:
     with op.batch_alter_table("users") as batch:
         batch.drop_column("totp_last_step")
         batch.drop_column("totp_enabled")
-        batch.drop_column("totp_secret")
+        batch.drop_column("encrypted_totp_secret")
