@@ -1,4 +1,5 @@
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -16,3 +17,24 @@ class Actor:
 
 def system_actor(org_id: int) -> Actor:
     return Actor(None, "system", org_id, "admin", frozenset({"*"}))
+
+
+class UserLike(Protocol):
+    id: int
+    username: str
+    org_id: int
+    role: str
+
+
+def as_user(user: UserLike, origin: Actor) -> Actor:
+    """The user an unauthenticated request is about (a login step, a reset link), at the
+    request's address: whom its audit rows name. It grants nothing."""
+    return Actor(
+        user.id,
+        user.username,
+        user.org_id,
+        user.role,
+        frozenset(),
+        origin.ip_address,
+        origin.user_agent,
+    )

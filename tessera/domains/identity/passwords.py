@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from tessera.core.errors import InvalidInput, PermissionDenied
 from tessera.domains import audit
-from tessera.domains.actor import Actor
+from tessera.domains.actor import Actor, as_user
 from tessera.domains.identity.effective import require_full_access
 from tessera.domains.identity.secrets import (
     MIN_PASSWORD_LENGTH,
@@ -100,15 +100,7 @@ def request_reset(
     messages = []
     for user in users_by_email(repos.session, email):
         messages.append(_link_message(repos, user, RESET, policy, now))
-        who = Actor(
-            user.id,
-            user.username,
-            user.org_id,
-            user.role,
-            frozenset(),
-            anonymous.ip_address,
-            anonymous.user_agent,
-        )
+        who = as_user(user, anonymous)
         audit.record(repos.audit, who, "auth.password_reset_request", "user", user.id)
     return messages
 
@@ -147,15 +139,7 @@ def redeem(
     if not repos.account_tokens.consume(found.id, now):
         return None
     set_password(repos, user, password, now)
-    who = Actor(
-        user.id,
-        user.username,
-        user.org_id,
-        user.role,
-        frozenset(),
-        anonymous.ip_address,
-        anonymous.user_agent,
-    )
+    who = as_user(user, anonymous)
     audit.record(repos.audit, who, "auth.password_reset", "user", user.id, {"via": found.purpose})
     return user
 

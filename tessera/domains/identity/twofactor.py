@@ -19,7 +19,7 @@ from qrcode.image.pure import PyPNGImage
 from tessera.core.errors import Conflict, InvalidInput, PermissionDenied
 from tessera.core.keystore import KeyEncryptor
 from tessera.domains import audit
-from tessera.domains.actor import Actor
+from tessera.domains.actor import Actor, as_user
 from tessera.domains.identity.effective import require_full_access
 from tessera.domains.identity.secrets import (
     new_recovery_code,
@@ -223,15 +223,7 @@ def finish_login(
             False,
         )
         return None
-    who = Actor(
-        user.id,
-        user.username,
-        user.org_id,
-        user.role,
-        frozenset(),
-        anonymous.ip_address,
-        anonymous.user_agent,
-    )
+    who = as_user(user, anonymous)
     factor = _factor_used(repos, keys, who, user, code, now)
     if factor is None:
         if repos.account_tokens.count_attempt(pending.id) >= MAX_CODE_ATTEMPTS:
