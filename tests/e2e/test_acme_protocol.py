@@ -302,6 +302,7 @@ def test_revocation_by_certificate_key_and_reasons(env: AcmeEnv, account: Acme) 
     pem = account.get(done["certificate"]).text
     der = x509.load_pem_x509_certificates(pem.encode())[0].public_bytes(Encoding.DER)
     revoke = account.dir["revokeCert"]
+    problem(account.post(revoke, {"certificate": b64(b"not a certificate")}), "malformed", 400)
     problem(
         account.post(revoke, {"certificate": b64(der), "reason": 7}), "badRevocationReason", 400
     )

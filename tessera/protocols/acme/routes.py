@@ -16,6 +16,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from tessera.api.deps import UnitOfWork, anonymous
+from tessera.core.errors import UnparsableInput
 from tessera.core.formats import cert_pem, load_certificate
 from tessera.core.revocation import REASONS
 from tessera.domains.acme.accounts import Accounts, acme_actor
@@ -320,7 +321,7 @@ async def revoke(request: Request, session: UnitOfWork) -> Response:
         der = jws.b64decode(payload.get("certificate"), "certificate")
         try:
             parsed = load_certificate(der)
-        except Exception as exc:
+        except UnparsableInput as exc:
             raise malformed("the certificate cannot be read") from exc
         cert = ctx.repos.acme.certificate_by_fingerprint(parsed.fingerprint(hashes.SHA256()).hex())
         if cert is None:
