@@ -47,6 +47,9 @@ from tessera.storage.repositories.identity import OrganizationRepository
 PUBLIC_PREFIXES = ("/cdp/", "/ca/", "/ocsp", "/scep", "/cgi-bin/pkiclient.exe")
 
 
+SERIAL_POOL_JOB = "serial-pool"
+
+
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     rt = runtime or build_runtime(settings)
 
@@ -70,6 +73,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     rt.jobs.every(
         "certificate-tally", tally.FOLD_SECONDS, partial(tally.fold_certificate_tally, rt.sessions)
     )
+    rt.jobs.every(SERIAL_POOL_JOB, 60.0, rt.serials.refill)
+    rt.serials.wanted = partial(rt.jobs.kick, SERIAL_POOL_JOB)
     app.state.default_org_id = _default_org_id(rt)
     errors.install(app)
     for router in (

@@ -7,15 +7,17 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tessera.config import Settings
-from tessera.core.authority import Authority
+from tessera.core.authority import Authority, random_serial
 from tessera.core.clock import Clock, utc_now
 from tessera.core.keystore import KeyEncryptor
 from tessera.domains.audit import wiring as audit_wiring
 from tessera.domains.audit.syslog import SyslogForwarder
+from tessera.domains.identity.keycache import ApiKeyCache
 from tessera.domains.issuance import PublicationBase
 from tessera.domains.security.kek import kek_file
 from tessera.jobs import Jobs
 from tessera.storage.db import make_engine, session_factory
+from tessera.storage.repositories.serials import SerialPool
 
 
 @dataclass
@@ -26,9 +28,11 @@ class Runtime:
     keys: KeyEncryptor
     authority: Authority
     publication: PublicationBase
+    serials: SerialPool
     clock: Clock = utc_now
     jobs: Jobs = field(default_factory=Jobs)
     started_at: float = field(default_factory=time.time)
+    api_keys: ApiKeyCache = field(default_factory=ApiKeyCache)
     audit_syslog: SyslogForwarder | None = None  # this process's syslog forwarder (audit)
 
 
@@ -57,5 +61,6 @@ def build_runtime(settings: Settings, clock: Clock = utc_now) -> Runtime:
         keys=load_keys(settings),
         authority=Authority(clock=clock),
         publication=PublicationBase(settings.http_base, settings.crl_delta_enabled),
+        serials=SerialPool(sessions, random_serial),
         clock=clock,
     )

@@ -15,11 +15,16 @@ from tessera.domains.actor import Actor
 from tessera.domains.audit.context import SUCCESS_STATUS
 from tessera.domains.identity import permissions
 from tessera.domains.identity.effective import user_permissions
+from tessera.domains.identity.keycache import KnownKey
 from tessera.domains.identity.secrets import token_digest
 from tessera.domains.issuance import Issuance
 from tessera.runtime import Runtime
 from tessera.storage.repositories import Repositories
-from tessera.storage.repositories.identity import load_user
+from tessera.storage.repositories.identity import (
+    ApiKeyRepository,
+    credential_generation,
+    load_user,
+)
 
 SESSION_COOKIE = "tessera_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -101,20 +106,48 @@ def _bearer(request: Request) -> str | None:
 
 
 def _actor_from_key(request: Request, session: Session, key: str) -> Actor:
-    moment = now(request)
-    repos = Repositories(session, default_org_id(request))
-    found = repos.api_keys.with_owner(token_digest(key))
+    moment, digest = now(request), token_digest(key)
+    generation = credential_generation(session)  # read first: a later change moves it
+    cache = runtime(request).api_keys
+    known = cache.get(digest, generation)
+    if known is None:
+        known = _load_key(session, digest, generation)
+        cache.put(digest, known)
+    if known.expires_at is not None and known.expires_at <= moment:
+        raise Unauthenticated("invalid or expired API key")
+    if known.last_used_at is None or moment - known.last_used_at > KEY_USE_RESOLUTION:
+        # coarse, so a busy key costs no write per request
+        ApiKeyRepository(session).touch(known.key_id, moment)
+        known.last_used_at = moment
+    return Actor(
+        known.user_id,
+        known.username,
+        known.org_id,
+        known.role,
+        known.permissions,
+        *_origin(request),
+    )
+
+
+def _load_key(session: Session, digest: str, generation: int) -> KnownKey:
+    found = ApiKeyRepository(session).with_owner(digest)
     if found is None:
         raise Unauthenticated("invalid or expired API key")
     record, user = found
-    expired = record.expires_at is not None and record.expires_at <= moment
-    if not record.enabled or expired or not user.active:
+    if not record.enabled or not user.active:
         raise Unauthenticated("invalid or expired API key")
-    if record.last_used_at is None or moment - record.last_used_at > KEY_USE_RESOLUTION:
-        record.last_used_at = moment  # coarse, so a busy key costs no write per request
     owner = user_permissions(session, user)  # role plus groups
-    granted = permissions.effective(record.permissions, owner)
-    return Actor(user.id, user.username, user.org_id, user.role, granted, *_origin(request))
+    return KnownKey(
+        generation=generation,
+        key_id=record.id,
+        expires_at=record.expires_at,
+        last_used_at=record.last_used_at,
+        user_id=user.id,
+        username=user.username,
+        org_id=user.org_id,
+        role=user.role,
+        permissions=permissions.effective(record.permissions, owner),
+    )
 
 
 def _actor_from_cookie(request: Request, session: Session, cookie: str) -> Actor:
@@ -172,4 +205,6 @@ def repositories(session: Session, actor: Actor) -> Repositories:
 
 def issuance(request: Request, session: Session, actor: Actor) -> Issuance:
     rt = runtime(request)
-    return Issuance(repositories(session, actor), rt.authority, rt.keys, rt.publication, actor)
+    return Issuance(
+        repositories(session, actor), rt.authority, rt.keys, rt.publication, actor, rt.serials
+    )

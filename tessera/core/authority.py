@@ -2,13 +2,12 @@
 
 Every certificate Tessera signs (roots, intermediates, leaves from any front end, renewals,
 the server's own TLS certificate) is made by `Authority.issue`. It applies the template, the
-key floor and the issuer's constraints, builds the extensions, lints the result, reserves the
-serial through the ledger, signs, and hands the certificate and its audit event to the ledger
+key floor and the issuer's constraints, builds the extensions, lints the result, takes a
+serial the ledger has reserved, signs, and hands the certificate and its audit event to the ledger
 so the caller writes both in one transaction.
 """
 
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -24,8 +23,6 @@ from tessera.core.names import extended_key_usage, key_usage
 from tessera.core.profile import MAX_VALIDITY_DAYS, CertificateRequest, Template, apply_template
 
 SERIAL_BITS = 159  # 20 octets, positive: RFC 5280 section 4.1.2.2
-SERIAL_ATTEMPTS = 5
-SerialSource = Callable[[], int]
 
 
 @dataclass(frozen=True)
@@ -59,8 +56,8 @@ class AuditEvent:
 class IssuanceLedger(Protocol):
     """What the authority needs from storage; the service implements it per transaction."""
 
-    def reserve_serial(self, serial: int) -> bool:
-        """Claim a serial for this issuer; False when it is already taken."""
+    def reserve_serial(self) -> int:
+        """A serial claimed for this certificate alone (see `random_serial`), never reused."""
 
     def record(self, certificate: x509.Certificate, event: AuditEvent) -> None:
         """Persist the signed certificate and its audit event in the caller's transaction."""
@@ -71,9 +68,8 @@ def random_serial() -> int:
 
 
 class Authority:
-    def __init__(self, clock: Clock = utc_now, serials: SerialSource | None = None) -> None:
+    def __init__(self, clock: Clock = utc_now) -> None:
         self._clock = clock
-        self._serials = serials or random_serial
 
     def issue(
         self,
@@ -86,19 +82,11 @@ class Authority:
         enforce_key_floor(request.public_key)
         not_before, not_after = self._validity(request, issuer)
         builder = self._builder(request, issuer, not_before, not_after)
-        serial = self._reserve_serial(ledger)
-        builder = builder.serial_number(serial)
+        builder = builder.serial_number(ledger.reserve_serial())
         lint.check_before_signing(request, issuer.certificate, not_before, not_after)
         certificate = builder.sign(issuer.key, signature_hash(issuer.key))  # type: ignore[arg-type]
         ledger.record(certificate, _audit_event(request, certificate, template))
         return certificate
-
-    def _reserve_serial(self, ledger: IssuanceLedger) -> int:
-        for _ in range(SERIAL_ATTEMPTS):
-            serial = self._serials()
-            if ledger.reserve_serial(serial):
-                return serial
-        raise PolicyViolation("could not reserve a unique serial number")
 
     def _validity(self, request: CertificateRequest, issuer: Issuer) -> tuple[datetime, datetime]:
         days = request.validity_days or (3650 if request.is_ca else 365)

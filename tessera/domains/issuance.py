@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from tessera.core import inspect
-from tessera.core.authority import AuditEvent, Authority, Issuer, PublicationURLs
+from tessera.core.authority import AuditEvent, Authority, Issuer, PublicationURLs, random_serial
 from tessera.core.errors import PolicyViolation
 from tessera.core.formats import cert_pem, load_certificate
 from tessera.core.keys import PrivateKey, describe_public_key
@@ -21,6 +21,7 @@ from tessera.domains import audit
 from tessera.domains.actor import Actor
 from tessera.storage import models
 from tessera.storage.repositories import Repositories
+from tessera.storage.repositories.serials import SerialPool, claim_one
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Issuance:
     keys: KeyEncryptor
     publication: PublicationBase
     actor: Actor
+    serials: SerialPool | None = None  # the process's pre-claimed serials, when it has one
 
     def issuer(self, ca: models.CertificateAuthority) -> Issuer:
         if not ca.is_active:
@@ -100,7 +102,7 @@ class Issuance:
         return rows[0]
 
     def _ledger(self, write: Callable[[x509.Certificate], tuple[str, object]]) -> "_Ledger":
-        return _Ledger(self.repos, self.actor, write)
+        return _Ledger(self.repos, self.actor, write, self.serials)
 
 
 class _Ledger:
@@ -109,11 +111,14 @@ class _Ledger:
         repos: Repositories,
         actor: Actor,
         write: Callable[[x509.Certificate], tuple[str, object]],
+        pool: SerialPool | None,
     ) -> None:
-        self._repos, self._actor, self._write = repos, actor, write
+        self._repos, self._actor, self._write, self._pool = repos, actor, write, pool
 
-    def reserve_serial(self, serial: int) -> bool:
-        return self._repos.serials.reserve(inspect.serial_hex(serial))
+    def reserve_serial(self) -> int:
+        if self._pool is not None:
+            return self._pool.take(self._repos.serials)
+        return claim_one(self._repos.serials, random_serial)
 
     def record(self, certificate: x509.Certificate, event: AuditEvent) -> None:
         resource_type, resource_id = self._write(certificate)

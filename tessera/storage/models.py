@@ -5,6 +5,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -84,6 +85,15 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=_now)
     last_used_at: Mapped[datetime | None]
+
+
+class CredentialGeneration(Base):
+    """A counter moved by triggers on every change to users, API keys, groups and
+    memberships that could change what a credential grants (migration 0012)."""
+
+    __tablename__ = "credential_generation"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
 
 
 class WebSession(Base):

@@ -6,7 +6,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tessera.core.authority import AuditEvent, Authority, Issuer
+from tessera.core.authority import AuditEvent, Authority, Issuer, random_serial
 from tessera.core.errors import InvalidInput, PolicyViolation
 from tessera.core.keys import KeySpec, generate_private_key, parse_key_spec
 from tessera.core.keystore import KeyDecryptionError, KeyEncryptor
@@ -18,15 +18,11 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class Ledger:
-    def __init__(self, taken: set[int] | None = None) -> None:
-        self.taken = taken or set()
+    def __init__(self) -> None:
         self.recorded: list[tuple[x509.Certificate, AuditEvent]] = []
 
-    def reserve_serial(self, serial: int) -> bool:
-        if serial in self.taken:
-            return False
-        self.taken.add(serial)
-        return True
+    def reserve_serial(self) -> int:
+        return random_serial()
 
     def record(self, certificate: x509.Certificate, event: AuditEvent) -> None:
         self.recorded.append((certificate, event))
@@ -56,22 +52,14 @@ def leaf_request(**overrides: object) -> CertificateRequest:
     return CertificateRequest(**fields)  # type: ignore[arg-type]
 
 
-def test_serial_collision_is_retried_and_recorded_once() -> None:
-    serials = iter([5, 5, 7])
-    authority = Authority(clock=lambda: NOW, serials=lambda: next(serials))
+def test_the_serial_comes_from_the_ledger_and_the_issue_is_recorded_once() -> None:
     root = make_root(Authority(clock=lambda: NOW))
-    ledger = Ledger(taken={5})
-    cert = authority.issue(leaf_request(), root, ledger)
+    ledger = Ledger()
+    ledger.reserve_serial = lambda: 7  # type: ignore[method-assign]
+    cert = Authority(clock=lambda: NOW).issue(leaf_request(), root, ledger)
     assert cert.serial_number == 7
     assert len(ledger.recorded) == 1
     assert ledger.recorded[0][1].action == "certificate.issue"
-
-
-def test_serial_exhaustion_is_a_policy_error() -> None:
-    authority = Authority(clock=lambda: NOW, serials=lambda: 5)
-    root = make_root(Authority(clock=lambda: NOW))
-    with pytest.raises(PolicyViolation, match="serial"):
-        authority.issue(leaf_request(), root, Ledger(taken={5}))
 
 
 def test_random_serials_are_positive_and_wide() -> None:

@@ -92,7 +92,7 @@ class Ctx:
     def issuance(self, account_id: int | None) -> Issuance:
         actor = acme_actor(self.actor, account_id)
         rt = self.rt
-        return Issuance(self.repos, rt.authority, rt.keys, rt.publication, actor)
+        return Issuance(self.repos, rt.authority, rt.keys, rt.publication, actor, rt.serials)
 
     def orders(self, account: AcmeAccount) -> Orders:
         return Orders(self.issuance(account.id), self.now)

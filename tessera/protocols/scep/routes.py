@@ -146,7 +146,7 @@ class _Context:
         # An unauthenticated protocol client: audited as "scep:<profile>", holding no grants.
         self.actor = Actor(None, f"scep:{slug}"[:150], org_id, "scep", frozenset(), host, agent)
         repos = Repositories(session, org_id)
-        issuance = Issuance(repos, rt.authority, rt.keys, rt.publication, self.actor)
+        issuance = Issuance(repos, rt.authority, rt.keys, rt.publication, self.actor, rt.serials)
         self.now = now(request)
         self.profiles = ProfileService(issuance, self.now)
         self.enrollment = EnrollmentService(issuance, self.now)
@@ -282,7 +282,7 @@ def renew_ra_certificates(rt: Runtime) -> None:
 def _renew_one(rt: Runtime, session: Session, org_id: int, slug: str) -> None:
     repos = Repositories(session, org_id)
     actor = system_actor(org_id)
-    issuance = Issuance(repos, rt.authority, rt.keys, rt.publication, actor)
+    issuance = Issuance(repos, rt.authority, rt.keys, rt.publication, actor, rt.serials)
     service = ProfileService(issuance, rt.clock())
     profile = repos.scep.profile(slug)
     if profile is not None and profile.enabled:

@@ -4,7 +4,16 @@ from datetime import datetime
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from tessera.storage.models import ApiKey, AuditLog, Organization, User, WebSession
+from tessera.storage.models import (
+    ApiKey,
+    AuditLog,
+    CredentialGeneration,
+    Organization,
+    User,
+    WebSession,
+)
+
+_GENERATION = select(CredentialGeneration.n).where(CredentialGeneration.id == 1)
 
 DEFAULT_ORGANIZATION = "default"
 
@@ -66,6 +75,11 @@ class UserRepository:
         ).all()
 
 
+def credential_generation(session: Session) -> int:
+    """Moves whenever what some credential grants may have changed (migration 0012)."""
+    return int(session.connection().execute(_GENERATION).scalar_one())
+
+
 def users_by_email(session: Session, email: str) -> Sequence[User]:
     """Active users with this address, in any organization (a reset request names no
     organization); compared case-insensitively."""
@@ -114,6 +128,9 @@ class ApiKeyRepository:
         query = select(ApiKey, User).join(User, User.id == ApiKey.user_id)
         row = self._session.execute(query.where(ApiKey.key_hash == key_hash)).first()
         return (row[0], row[1]) if row else None
+
+    def touch(self, key_id: int, moment: datetime) -> None:
+        self._session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=moment))
 
     def for_user(self, user_id: int) -> Sequence[ApiKey]:
         return self._session.scalars(
