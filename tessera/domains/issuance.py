@@ -70,7 +70,7 @@ class Issuance:
         private_key: PrivateKey | None = None,
     ) -> models.Certificate:
         def write(cert: x509.Certificate) -> tuple[str, object]:
-            row = certificate_row(cert, self.keys, private_key)
+            row = certificate_row(cert, self.keys, private_key, imported=False)
             row.ca_id, row.origin, row.created_by = ca.id, request.origin, self.actor.username
             row.template_id = template.id if template else None
             self.repos.certificates.add(row)
@@ -183,10 +183,14 @@ def core_template(row: TemplateFieldsLike | None) -> Template | None:
 
 
 def certificate_row(
-    cert: x509.Certificate, keys: KeyEncryptor, private_key: PrivateKey | None
+    cert: x509.Certificate,
+    keys: KeyEncryptor,
+    private_key: PrivateKey | None,
+    imported: bool = True,
 ) -> models.Certificate:
     key = _key_facts(cert)
-    _check_storable(cert)
+    if imported:  # what this authority signs is storable by construction
+        _check_storable(cert)
     return models.Certificate(
         refid=str(uuid.uuid4()),
         serial_number=inspect.serial_hex(cert.serial_number),

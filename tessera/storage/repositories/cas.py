@@ -1,9 +1,15 @@
 from collections.abc import Sequence
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Select, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from tessera.storage.models import Certificate, CertificateAuthority
+
+# Built once: every issuance loads its CA, and building the statement and its cache key each
+# time cost as much as running it.
+_BY_ID = select(CertificateAuthority).where(
+    CertificateAuthority.org_id == bindparam("org_id"), CertificateAuthority.id == bindparam("id")
+)
 
 
 class CARepository:
@@ -21,7 +27,7 @@ class CARepository:
         return ca
 
     def get(self, ca_id: int) -> CertificateAuthority | None:
-        return self._session.scalar(self._scoped().where(CertificateAuthority.id == ca_id))
+        return self._session.scalar(_BY_ID, {"org_id": self._org_id, "id": ca_id})
 
     def by_refid(self, refid: str) -> CertificateAuthority | None:
         return self._session.scalar(self._scoped().where(CertificateAuthority.refid == refid))
