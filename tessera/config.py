@@ -57,6 +57,13 @@ class Settings(BaseSettings):
         description="Accept SCEP requests encrypted with single DES (micromdm's scepclient "
         "and older devices send nothing else); answers use 3DES or AES",
     )
+    scep_ra_days: int = Field(
+        365,
+        ge=3,
+        le=3650,
+        description="Validity of SCEP RA certificates (days, never beyond their CA); renewed "
+        "30 days (or a third of a shorter validity) before they end",
+    )
 
     # ACME server: where challenge validation looks (DNS servers and ports).
     acme_dns_servers: str = Field(

@@ -4,7 +4,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from tessera.core.errors import InvalidInput
 
@@ -119,6 +119,8 @@ EXTENDED_KEY_USAGES = {
     "emailProtection": ExtendedKeyUsageOID.EMAIL_PROTECTION,
     "timeStamping": ExtendedKeyUsageOID.TIME_STAMPING,
     "OCSPSigning": ExtendedKeyUsageOID.OCSP_SIGNING,
+    # id-kp-cmcRA (RFC 6402): a registration authority of CMC, and of SCEP (RFC 8894).
+    "cmcRA": ObjectIdentifier("1.3.6.1.5.5.7.3.28"),
 }
 _EKU_BY_OID = {oid: name for name, oid in EXTENDED_KEY_USAGES.items()}
 

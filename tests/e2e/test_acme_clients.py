@@ -21,11 +21,13 @@ from tests.e2e.acme_helpers import AcmeEnv, acme_env
 from tests.e2e.helpers import API, data, unique
 from tests.support import database
 
+# Debian's certbot by its path: the venv's certbot 5 (test_certbot5.py) would shadow it on a
+# PATH that holds .venv/bin.
+CERTBOT = "/usr/bin/certbot"
 pytestmark = pytest.mark.skipif(
-    not (shutil.which("certbot") and shutil.which("lego") and shutil.which("pebble-challtestsrv")),
+    not (Path(CERTBOT).exists() and shutil.which("lego") and shutil.which("pebble-challtestsrv")),
     reason="certbot, lego and pebble-challtestsrv (Debian packages) are needed",
 )
-CERTBOT = shutil.which("certbot") or "certbot"
 LEGO = shutil.which("lego") or "lego"
 DEHYDRATED = shutil.which("dehydrated") or "dehydrated"
 
@@ -57,9 +59,9 @@ def names() -> tuple[str, str]:
     return f"{base}.acme.test", f"www.{base}.acme.test"
 
 
-def certbot(env: AcmeEnv, *args: str, home: Path) -> str:
+def certbot(env: AcmeEnv, *args: str, home: Path, binary: str | Path = CERTBOT) -> str:
     base = [
-        CERTBOT,
+        str(binary),
         "--non-interactive",
         "--config-dir",
         str(home / "config"),

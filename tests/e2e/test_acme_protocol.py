@@ -371,6 +371,23 @@ def test_profile_maps_to_validity(env: AcmeEnv, account: Acme) -> None:
     assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=1)
 
 
+def test_profile_template_sets_validity(env: AcmeEnv, account: Acme) -> None:
+    """A profile naming only a template issues for the template's validity, not the server's
+    default (which the template would refuse as too long)."""
+    body = {"name": unique("ACME week"), "validity_days": 7, "extended_key_usage": ["serverAuth"]}
+    with env.api() as api:
+        template_id = data(api.post(f"{API}/templates", json=body), 201)["id"]
+    env.settings(profiles={"week": {"template_id": template_id}})
+    host = name()
+    order = account.ready_order(host, profile="week")
+    done = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
+    assert done["status"] == "valid", done
+    cert = x509.load_pem_x509_certificates(account.get(done["certificate"]).content)[0]
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=7)
+    too_long = (datetime.now(UTC) + timedelta(days=8)).isoformat()
+    problem(account.order(name(), profile="week", notAfter=too_long), "malformed", 400)
+
+
 def test_approval_and_management(env: AcmeEnv, account: Acme) -> None:
     env.settings(require_approval=True)
     try:

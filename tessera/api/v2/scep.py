@@ -59,7 +59,8 @@ class RejectIn(Strict):
 
 
 def _profiles(request: Request, session: UnitOfWork, actor: Actor) -> ProfileService:
-    return ProfileService(issuance(request, session, actor), now(request))
+    ra_days = runtime(request).settings.scep_ra_days
+    return ProfileService(issuance(request, session, actor), now(request), ra_days)
 
 
 def _changes(body: ScepConfigIn) -> dict[str, Any]:

@@ -95,11 +95,27 @@ class Orders:
         return name
 
     def _max_days(self, settings: AcmeSettings, profile: str | None) -> int:
-        if profile is not None:
-            days = (settings.profiles[profile] or {}).get("validity_days")
-            if isinstance(days, int) and days > 0:
-                return days
-        return settings.validity_days
+        """The profile's own validity, else its template's, else the server's default; never
+        beyond the template issuance applies, which would refuse a longer request."""
+        spec = _profile_spec(settings, profile)
+        days = spec.get("validity_days")
+        asked: int | None
+        if isinstance(days, int) and days > 0:
+            asked = days
+        elif isinstance(spec.get("template_id"), int):
+            asked = None  # the profile's template sets the validity
+        else:
+            asked = settings.validity_days
+        template = self._template(settings, profile)
+        found = [d for d in (asked, template.validity_days if template else None) if d]
+        return min(found) if found else settings.validity_days
+
+    def _template(self, settings: AcmeSettings, profile: str | None) -> models.Template | None:
+        """The profile's template when it names one, else the ACME settings' template."""
+        template_id = _profile_spec(settings, profile).get("template_id")
+        if not isinstance(template_id, int):
+            template_id = settings.template_id
+        return self.repos.templates.get(template_id) if template_id else None
 
     def _window(
         self, payload: dict[str, Any], max_days: int
@@ -242,11 +258,7 @@ class Orders:
         ca = self.repos.cas.get(settings.issuing_ca_id) if settings.issuing_ca_id else None
         if ca is None:
             raise AcmeProblem("serverInternal", "no issuing CA is configured for ACME", 503)
-        template_id = settings.template_id
-        profile = (settings.profiles or {}).get(order.profile or "", {}) if order.profile else {}
-        if isinstance(profile.get("template_id"), int):
-            template_id = profile["template_id"]
-        template = self.repos.templates.get(template_id) if template_id else None
+        template = self._template(settings, order.profile)
         idents = [identifier(i["type"], i["value"]) for i in order.identifiers]
         request = CertificateRequest(
             subject=_subject(idents),
@@ -317,6 +329,11 @@ class Orders:
         if actor.role == "acme" or actor.username == "anonymous":
             actor = acme_actor(actor, account_id)
         audit.record(self.repos.audit, actor, action, "acme_order", resource_id, details)
+
+
+def _profile_spec(settings: AcmeSettings, profile: str | None) -> dict[str, Any]:
+    spec = (settings.profiles or {}).get(profile) if profile else None
+    return spec if isinstance(spec, dict) else {}
 
 
 def _timestamp(value: object, name: str) -> datetime | None:

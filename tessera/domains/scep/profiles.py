@@ -6,7 +6,8 @@ each profile answers with an RSA key. By default that is a registration authorit
 certificate issued by the profile's CA through the one issuance path (its key encrypted at
 rest like every other); an RSA CA may also answer by itself (`use_ra` false). The RA is
 issued when a profile is enabled or changes CA, and renewed by a background job when it
-nears its end (see `renew_due`).
+nears its end (see `renew_due`). An earlier RA of the profile keeps opening the requests
+encrypted to it until it expires (see `retired_responder`).
 """
 
 import re
@@ -21,6 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from tessera.core.errors import Conflict, InvalidInput, NotFound, PolicyViolation
 from tessera.core.formats import load_certificate
+from tessera.core.inspect import serial_hex
 from tessera.core.keys import generate_private_key, parse_key_spec
 from tessera.core.profile import CertificateRequest
 from tessera.domains import audit
@@ -31,7 +33,7 @@ from tessera.storage.models_scep import ScepProfile
 
 DEFAULT_SLUG = "default"
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-RA_VALIDITY_DAYS = 365
+RA_VALIDITY_DAYS = 365  # the default of TESSERA_SCEP_RA_DAYS
 RA_RENEW_BEFORE = timedelta(days=30)
 CHALLENGE_TYPES = ("static", "dynamic")
 # Fields a PATCH may set, with the checks each needs (done in `_apply`).
@@ -72,11 +74,22 @@ def profile_path(slug: str) -> str:
     return "/scep/pkiclient.exe" if slug == DEFAULT_SLUG else f"/scep/{slug}/pkiclient.exe"
 
 
+def renew_window(ra_days: int) -> timedelta:
+    """How long before its end an RA is renewed: 30 days, or a third of a shorter lifetime
+    (renewing within the lifetime itself would reissue the RA on every run of the job)."""
+    return min(RA_RENEW_BEFORE, timedelta(days=ra_days) / 3)
+
+
+def ra_common_name(slug: str) -> str:
+    return f"SCEP RA {slug}"[:64]
+
+
 class ProfileService:
-    def __init__(self, issuance: Issuance, now: datetime) -> None:
+    def __init__(self, issuance: Issuance, now: datetime, ra_days: int = RA_VALIDITY_DAYS) -> None:
         self._issuance = issuance
         self._repos = issuance.repos
         self._now = now
+        self._ra_days = ra_days
 
     def get(self, slug: str) -> ScepProfile | ProfileDefaults:
         return self._repos.scep.profile(slug) or ProfileDefaults(slug=slug)
@@ -196,11 +209,13 @@ class ProfileService:
         return False
 
     def _due(self, cert: models.Certificate, ca: models.CertificateAuthority) -> bool:
-        return (
-            cert.ca_id != ca.id
-            or cert.status != "active"
-            or cert.not_after - self._now < RA_RENEW_BEFORE
-        )
+        if cert.ca_id != ca.id or cert.status != "active":
+            return True
+        # An RA never outlives its CA: one that already ends with the CA cannot be renewed
+        # any further (a CA rollover is the cure), and reissuing it hourly only churns keys.
+        if cert.not_after >= ca.not_after:
+            return False
+        return cert.not_after - self._now < renew_window(self._ra_days)
 
     def _certificate(self, cert_id: int | None) -> models.Certificate | None:
         return self._repos.certificates.get(cert_id) if cert_id is not None else None
@@ -212,15 +227,17 @@ class ProfileService:
         subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Tessera"),
-                x509.NameAttribute(NameOID.COMMON_NAME, f"SCEP RA {profile.slug}"[:64]),
+                x509.NameAttribute(NameOID.COMMON_NAME, ra_common_name(profile.slug)),
             ]
         )
         request = CertificateRequest(
             subject=subject,
             public_key=key.public_key(),
-            validity_days=RA_VALIDITY_DAYS,
+            validity_days=self._ra_days,
+            # RFC 8894: the RA signs the replies and decrypts the requests; id-kp-cmcRA
+            # (RFC 6402) names what it is.
             key_usage=("digitalSignature", "keyEncipherment"),
-            extended_key_usage=("clientAuth",),
+            extended_key_usage=("cmcRA",),
             requester=self._issuance.actor.username,
             origin="scep-ra",
         )
@@ -246,7 +263,33 @@ class ProfileService:
         ra = self._certificate(ra_id)
         if ra is None or ra.encrypted_private_key is None:
             raise PolicyViolation("the SCEP profile has no RA certificate; save its config")
-        ra_key = self._issuance.keys.decrypt(ra.encrypted_private_key)
+        return self._ra_responder(ra, chain)
+
+    def retired_responder(
+        self, profile: ScepProfile, issuer_der: bytes, serial: int
+    ) -> Responder | None:
+        """An earlier RA of this profile that a request is encrypted to, while it is still
+        valid: a client that fetched GetCACert before a renewal (or polls a pending request
+        across one) keeps being served. None when the serial names no such RA."""
+        if not profile.use_ra or profile.ca_id is None:
+            return None
+        ca = self._signing_ca(profile.ca_id)
+        if _parsed(ca.certificate_pem).subject.public_bytes() != issuer_der:
+            return None
+        ra = self._repos.scep.certificate_by_serial(serial_hex(serial), [ca.id])
+        if (
+            ra is None
+            or ra.origin != "scep-ra"
+            or ra.common_name != ra_common_name(profile.slug)
+            or ra.status != "active"
+            or ra.not_after <= self._now
+            or ra.encrypted_private_key is None
+        ):
+            return None
+        return self._ra_responder(ra, self._chain(ca))
+
+    def _ra_responder(self, ra: models.Certificate, chain: list[x509.Certificate]) -> Responder:
+        ra_key = self._issuance.keys.decrypt(ra.encrypted_private_key or "")
         if not isinstance(ra_key, rsa.RSAPrivateKey):
             raise PolicyViolation("the RA key is not RSA")
         return Responder(_parsed(ra.certificate_pem), ra_key, [_parsed(ra.certificate_pem), *chain])

@@ -250,6 +250,23 @@ def _children(data: bytes) -> list[tuple[int, int, int, bytes]]:
     return found
 
 
+def recipients(der: bytes) -> list[tuple[bytes, int]]:
+    """The (issuer DER, serial) each key-transport recipient of an EnvelopedData names: which
+    of our certificates the client encrypted to."""
+    try:
+        info = cms.ContentInfo.load(der, strict=True)
+        if info["content_type"].native != "enveloped_data":
+            return []
+        return [
+            (rid.chosen["issuer"].dump(), int(rid.chosen["serial_number"].native))
+            for choice in info["content"]["recipient_infos"]
+            if choice.name == "ktri"
+            and (rid := choice.chosen["rid"]).name == "issuer_and_serial_number"
+        ]
+    except ASN1_ERRORS as exc:
+        raise CmsError(BAD_MESSAGE_CHECK, f"unreadable EnvelopedData: {exc}") from exc
+
+
 def _our_recipient(
     recipient_infos: cms.RecipientInfos, cert: x509.Certificate
 ) -> cms.KeyTransRecipientInfo:

@@ -148,7 +148,7 @@ class _Context:
         repos = Repositories(session, org_id)
         issuance = Issuance(repos, rt.authority, rt.keys, rt.publication, self.actor, rt.serials)
         self.now = now(request)
-        self.profiles = ProfileService(issuance, self.now)
+        self.profiles = ProfileService(issuance, self.now, rt.settings.scep_ra_days)
         self.enrollment = EnrollmentService(issuance, self.now)
         self.client_ip = host
         self.allow_des = rt.settings.scep_allow_des
@@ -197,24 +197,26 @@ def _pki_operation(request: Request, session: Session, slug: str, der: bytes) ->
     except cms.NotCms as exc:
         return plain_error(400, str(exc))
     responder = context.profiles.responder(context.profile)
-    reply, requester, cipher = _process(context, message, responder)
-    body = cert_rep(message, reply, responder, requester, cipher)
+    reply, requester, cipher, signer = _process(context, message, responder)
+    body = cert_rep(message, reply, signer, requester, cipher)
     return Response(body, media_type=PKI_MESSAGE)
 
 
 def _process(
     context: _Context, message: PkiMessage, responder: Responder
-) -> tuple[Reply, x509.Certificate | None, str]:
-    """Verify, decrypt, then hand the request to the service; refusals become FAILURE."""
+) -> tuple[Reply, x509.Certificate | None, str, Responder]:
+    """Verify, decrypt, then hand the request to the service; refusals become FAILURE. Also
+    returns who signs the answer (see `_open`)."""
     try:
         signer = cms.signer_certificate(message.signed)
         cms.verify(message.signed, signer)
         if not message.signed.content:
             raise cms.CmsError(BAD_MESSAGE_CHECK, "the pkiMessage carries no envelope")
-        opened = _open(context, message.signed.content, responder)
+        opened, responder = _open(context, message.signed.content, responder)
     except cms.CmsError as exc:
         log.info("SCEP %s refused: %s", message.message_type.name, exc.message)
-        return Reply.failure(exc.fail_info, exc.message), None, DEFAULT_CIPHER
+        failure = Reply.failure(exc.fail_info, exc.message)
+        return failure, None, DEFAULT_CIPHER, responder
     envelope = Envelope(
         MESSAGE_NAMES.get(message.message_type, message.message_type.name),
         message.transaction_text,
@@ -226,20 +228,36 @@ def _process(
         reply = _dispatch(context, message.message_type, envelope)
     except cms.CmsError as exc:
         reply = Reply.failure(exc.fail_info, exc.message)
-    return reply, signer, opened.cipher
+    return reply, signer, opened.cipher, responder
 
 
-def _open(context: _Context, content: bytes, responder: Responder) -> cms.Decrypted:
-    """Open the envelope with the responder's key; during a rollover a client may already
-    encrypt to the next RA."""
+def _open(
+    context: _Context, content: bytes, responder: Responder
+) -> tuple[cms.Decrypted, Responder]:
+    """Open the envelope with the responder's key. During a rollover a client may already
+    encrypt to the next RA (it learnt it from GetNextCACert, signed by the current one, so
+    the current one answers). After an RA renewal a client may still encrypt to the earlier
+    RA, the only one it knows: that RA opens the request and signs the answer."""
     allow = context.allow_des
     try:
-        return cms.decrypt_enveloped(content, responder.certificate, responder.key, allow)
-    except cms.CmsError:
-        if context.profile.next_ca_id is None:
-            raise
-    upcoming = context.profiles.responder(context.profile, upcoming=True)
-    return cms.decrypt_enveloped(content, upcoming.certificate, upcoming.key, allow)
+        return _decrypt(content, responder, allow), responder
+    except cms.CmsError as exc:
+        refused = exc
+    if context.profile.next_ca_id is not None:
+        upcoming = context.profiles.responder(context.profile, upcoming=True)
+        try:
+            return _decrypt(content, upcoming, allow), responder
+        except cms.CmsError as exc:
+            refused = exc
+    for issuer, serial in cms.recipients(content):
+        retired = context.profiles.retired_responder(context.profile, issuer, serial)
+        if retired is not None:
+            return _decrypt(content, retired, allow), retired
+    raise refused
+
+
+def _decrypt(content: bytes, opener: Responder, allow_des: bool) -> cms.Decrypted:
+    return cms.decrypt_enveloped(content, opener.certificate, opener.key, allow_des)
 
 
 def _dispatch(context: _Context, kind: MessageType, envelope: Envelope) -> Reply:
@@ -283,7 +301,7 @@ def _renew_one(rt: Runtime, session: Session, org_id: int, slug: str) -> None:
     repos = Repositories(session, org_id)
     actor = system_actor(org_id)
     issuance = Issuance(repos, rt.authority, rt.keys, rt.publication, actor, rt.serials)
-    service = ProfileService(issuance, rt.clock())
+    service = ProfileService(issuance, rt.clock(), rt.settings.scep_ra_days)
     profile = repos.scep.profile(slug)
     if profile is not None and profile.enabled:
         service.renew_due(profile)
