@@ -64,8 +64,11 @@ class AcmeWorker:
         attempts = [a for a in (self._claim(cid, seen, now) for cid, seen in due) if a]
         if not attempts:
             return
-        with ThreadPoolExecutor(max_workers=min(PARALLEL, len(attempts))) as pool:
-            results = list(pool.map(self._check, attempts))
+        if len(attempts) == 1:  # the usual case after a kick: no pool of threads to start
+            results = [self._check(attempts[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=min(PARALLEL, len(attempts))) as pool:
+                results = list(pool.map(self._check, attempts))
         for attempt, problem in zip(attempts, results, strict=True):
             self._record(attempt, problem)
 

@@ -35,6 +35,7 @@ from tessera.protocols.acme.transport import (
     by_account,
     by_jwk,
     read_jws,
+    spend_nonce,
 )
 from tessera.runtime import Runtime
 from tessera.storage.models_acme import AcmeAccount
@@ -122,7 +123,12 @@ async def _signed(
     request: Request, session: Session, path: str, work: Callable[[Ctx, jws.Jws], Response]
 ) -> Response:
     signed = await read_jws(request, path)
-    return await run_in_threadpool(lambda: work(Ctx(request, session), signed))
+
+    def spend_then_work() -> Response:
+        spend_nonce(request.app.state.runtime, signed)  # its own transaction, kept on failure
+        return work(Ctx(request, session), signed)
+
+    return await run_in_threadpool(spend_then_work)
 
 
 def _id(text: str, what: str) -> int:

@@ -42,6 +42,20 @@ class NoncePool:
         self._ready: list[str] = []
         self._stored_at: datetime | None = None
 
+    def ready(self, rt: Runtime) -> str | None:
+        """A stored nonce without touching the database, or None when a batch must be
+        stored first (`take`): the common case needs no thread-pool hop. Runs on the event
+        loop, so it never waits for the lock: `take` holds it while waiting for SQLite's
+        write lock, whose holder may need this very loop to commit."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self._ready and self._stored_at and rt.clock() - self._stored_at <= self.FRESH:
+                return self._ready.pop()
+            return None
+        finally:
+            self._lock.release()
+
     def take(self, rt: Runtime) -> str:
         with self._lock:
             now = rt.clock()
@@ -94,6 +108,14 @@ def new_nonce(rt: Runtime) -> str:
     return store.issue() if store else _POOL.take(rt)
 
 
+async def fresh_nonce(rt: Runtime) -> str:
+    stored = None if _redis(rt) else _POOL.ready(rt)
+    if stored is not None:
+        return stored
+    issued: str = await run_in_threadpool(new_nonce, rt)
+    return issued
+
+
 def consume_nonce(rt: Runtime, value: str) -> bool:
     """In its own transaction: a nonce is spent even when the request then fails."""
     store = _redis(rt)
@@ -106,7 +128,9 @@ def consume_nonce(rt: Runtime, value: str) -> bool:
 
 
 async def read_jws(request: Request, path: str) -> jws.Jws:
-    """Parse the body, then check url and nonce (the signature needs the key: see below)."""
+    """Parse the body, then check url and that a nonce is there; the caller spends it
+    (`spend_nonce`, in the thread that then does the work) and checks the signature, which
+    needs the key (see below)."""
     rt: Runtime = request.app.state.runtime
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != JOSE:
@@ -122,12 +146,14 @@ async def read_jws(request: Request, path: str) -> jws.Jws:
     signed = jws.parse(bytes(body))
     if signed.url != f"{base_url(rt)}/{path}":
         raise unauthorized("the JWS url does not match the request URL")
-    nonce = signed.nonce
-    if not isinstance(nonce, str) or not nonce:
+    if not isinstance(signed.nonce, str) or not signed.nonce:
         raise bad_nonce("the JWS has no nonce")
-    if not await run_in_threadpool(consume_nonce, rt, nonce):
-        raise bad_nonce("the nonce is unknown, used or expired; get a new one")
     return signed
+
+
+def spend_nonce(rt: Runtime, signed: jws.Jws) -> None:
+    if not consume_nonce(rt, str(signed.nonce)):
+        raise bad_nonce("the nonce is unknown, used or expired; get a new one")
 
 
 @dataclass(frozen=True)
@@ -178,7 +204,7 @@ class AcmeHeaders:
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                headers["Replay-Nonce"] = await run_in_threadpool(new_nonce, rt)
+                headers["Replay-Nonce"] = await fresh_nonce(rt)
                 headers.append("Link", f'<{base_url(rt)}/directory>;rel="index"')
                 headers["Cache-Control"] = "no-store"
             await send(message)
