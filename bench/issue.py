@@ -34,7 +34,7 @@ from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests import support
-from tests.support import ADMIN_PASSWORD, Server, admin_api_key, free_port
+from tests.support import ADMIN_PASSWORD, Server, admin_api_key, free_port, group_cpu
 
 # label, Tessera key_algorithm and size, cfssl algo, target Tessera/cfssl req/s
 CAS = [("P-256", "EC", 256, "ecdsa", 0.5), ("RSA-2048", "RSA", 2048, "rsa", 1.0)]
@@ -127,18 +127,6 @@ def measure(proc: subprocess.Popen, port: int, tls: object, payloads: list[bytes
     result = uvloop.run(load(port, tls, payloads[args.warmup :], args.concurrency, ok))
     result.server_cpu, result.errors = group_cpu(proc.pid) - cpu, result.errors + warm.errors
     return result
-
-
-def group_cpu(pgid: int) -> float:
-    """User + system seconds of the live processes in one process group."""
-    total = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12]) if int(fields[2]) == pgid else 0
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def spawn(stack: ExitStack, argv: list[str], log: Path, ready: Callable[[], object], **kw: object):

@@ -40,7 +40,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.support import admin_api_key, free_port, start_server, stop_server
+from tests.support import admin_api_key, free_port, group_cpu, start_server, stop_server
 
 NETNS_MARK = "TESSERA_BENCH_NETNS"
 SUCCESSFUL = b"\x0a\x01\x00"  # OCSPResponse.responseStatus = successful(0), DER
@@ -101,19 +101,6 @@ def _read(sock: socket.socket) -> tuple[int, bytes, bool]:
         body += chunk
     close = headers.get("connection", "").lower() == "close" or lines[0].startswith("HTTP/1.0")
     return int(lines[0].split()[1]), body, close
-
-
-def group_cpu(pgid: int) -> float:
-    """User + system CPU seconds of the live processes in one process group (the server):
-    less sensitive to other load on the machine than req/s."""
-    total = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12]) if int(fields[2]) == pgid else 0
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def drive(

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests import support
-from tests.support import free_port
+from tests.support import free_port, group_cpu
 
 CHALLENGE_FOR_PEER = "bench-challenge"
 
@@ -48,8 +48,11 @@ def make_keys(directory: Path, count: int) -> list[Path]:
     return paths
 
 
-def enroll_all(url: str, challenge: str, keys: list[Path], concurrency: int) -> dict[str, float]:
-    """Run one scepclient per key, `concurrency` at a time; returns rate and failures."""
+def enroll_all(
+    url: str, challenge: str, keys: list[Path], concurrency: int, server_pgid: int
+) -> dict[str, float]:
+    """Run one scepclient per key, `concurrency` at a time; returns rate, failures and the
+    CPU time per enrollment of the server (its process group) and of the clients."""
 
     def one(index_key: tuple[int, Path]) -> bool:
         index, key = index_key
@@ -75,16 +78,26 @@ def enroll_all(url: str, challenge: str, keys: list[Path], concurrency: int) -> 
         )
         return result.returncode == 0 and (workdir / "cert.pem").exists()
 
+    server_cpu, client_cpu = group_cpu(server_pgid), _children_cpu()
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         outcomes = list(pool.map(one, enumerate(keys)))
     elapsed = time.perf_counter() - started
+    done = max(1, sum(outcomes))
     return {
         "enrollments": float(sum(outcomes)),
         "failures": float(len(outcomes) - sum(outcomes)),
         "seconds": elapsed,
         "rate": sum(outcomes) / elapsed,
+        "server_ms": 1000 * (group_cpu(server_pgid) - server_cpu) / done,
+        "client_ms": 1000 * (_children_cpu() - client_cpu) / done,
     }
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children: the scepclient runs."""
+    times = os.times()
+    return times.children_user + times.children_system
 
 
 def tessera_run(args: argparse.Namespace, keys: list[Path], scratch: Path) -> dict[str, float]:
@@ -108,9 +121,8 @@ def tessera_run(args: argparse.Namespace, keys: list[Path], scratch: Path) -> di
                 challenge = api.get(f"/api/v2/scep/challenge/{ca['id']}").json()["data"][
                     "challenge"
                 ]
-            return enroll_all(
-                f"{server.http_url}/scep/pkiclient.exe", challenge, keys, args.concurrency
-            )
+            url = f"{server.http_url}/scep/pkiclient.exe"
+            return enroll_all(url, challenge, keys, args.concurrency, server.process.pid)
         finally:
             support.stop_server(server)
 
@@ -159,6 +171,7 @@ def inside_namespace(scratch: Path, concurrency: int, count: int) -> None:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         url = f"http://127.0.0.1:{port}/scep"
@@ -177,7 +190,8 @@ def inside_namespace(scratch: Path, concurrency: int, count: int) -> None:
             target = peer_dir / key.name
             shutil.copy(key, target)
             copies.append(target)
-        print(json.dumps(enroll_all(url, CHALLENGE_FOR_PEER, copies, concurrency)))
+        figures = enroll_all(url, CHALLENGE_FOR_PEER, copies, concurrency, server.pid)
+        print(json.dumps(figures))
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -206,7 +220,8 @@ def main() -> None:
         print(
             f"  {label:<11} {figures['rate']:6.2f} enrollments/s"
             f"  ({figures['enrollments']:.0f} ok, {figures['failures']:.0f} failed,"
-            f" {figures['seconds']:.1f} s)"
+            f" {figures['seconds']:.1f} s; cpu per enrollment: server"
+            f" {figures['server_ms']:.1f} ms, client {figures['client_ms']:.1f} ms)"
         )
     print(f"  ratio tessera/scepserver: {ours['rate'] / peer['rate']:.2f}x")
 
