@@ -4,6 +4,7 @@ kernel spreads connections evenly, and serves both from one uvloop event loop wi
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import signal
@@ -64,6 +65,7 @@ def _worker(settings_json: str, tls: TLSFiles) -> None:
 
     settings = Settings.model_validate_json(settings_json)
     app = create_app(settings)
+    _tune_gc()
     common: dict[str, Any] = {
         "log_level": settings.log_level,
         "access_log": False,
@@ -86,6 +88,14 @@ def _worker(settings_json: str, tls: TLSFiles) -> None:
         plain = uvicorn.Config(public_only(app), **{**common, "log_level": "warning"})
         listeners.append((_Server(plain), listen(settings.host, settings.http_port)))
     uvloop.run(_serve(listeners))
+
+
+def _tune_gc() -> None:
+    """What start-up built (modules, routes, mappers, caches) lives as long as the process:
+    frozen, the collector stops walking it on every full collection (tens of ms at a time,
+    visible as p99 outliers)."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _serve(listeners: list[tuple[_Server, socket.socket]]) -> None:
