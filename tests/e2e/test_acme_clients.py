@@ -302,6 +302,20 @@ def test_lego_eab_required(env: AcmeEnv, tmp_path: Path) -> None:
         env.settings(require_eab=False)
 
 
+def manual_dns(env: AcmeEnv, directory: Path) -> list[str]:
+    """certbot's arguments for dns-01 through the manual hooks below."""
+    hook = str(certbot_hook(env, directory))
+    return [
+        "--manual",
+        "--preferred-challenges",
+        "dns",
+        "--manual-auth-hook",
+        hook,
+        "--manual-cleanup-hook",
+        hook,
+    ]
+
+
 def certbot_hook(env: AcmeEnv, directory: Path) -> Path:
     """certbot's manual auth/cleanup hook: publishes CERTBOT_VALIDATION in challtestsrv."""
     script = directory / "certbot-hook.py"
@@ -338,17 +352,10 @@ def test_certbot_manual_dns01_with_eab(env: AcmeEnv, tmp_path: Path) -> None:
             home=tmp_path,
         )
         name, _ = names()
-        hook = str(certbot_hook(env, tmp_path))
         certbot(
             env,
             "certonly",
-            "--manual",
-            "--preferred-challenges",
-            "dns",
-            "--manual-auth-hook",
-            hook,
-            "--manual-cleanup-hook",
-            hook,
+            *manual_dns(env, tmp_path),
             "-d",
             name,
             "--cert-name",

@@ -17,10 +17,10 @@ from tests.e2e.helpers import API, data, unique
 from tests.e2e.test_acme_clients import (
     assert_revocation_published,
     certbot,
-    certbot_hook,
     env,
     inventory_entry,
     load_pem,
+    manual_dns,
     names,
     run,
 )
@@ -103,17 +103,10 @@ def test_certbot5_http01_standalone_and_revoke(env: AcmeEnv, tmp_path: Path) -> 
 
 def test_certbot5_manual_dns01_wildcard(env: AcmeEnv, tmp_path: Path) -> None:
     name, _ = names()
-    hook = str(certbot_hook(env, tmp_path))
     certbot5(
         env,
         "certonly",
-        "--manual",
-        "--preferred-challenges",
-        "dns",
-        "--manual-auth-hook",
-        hook,
-        "--manual-cleanup-hook",
-        hook,
+        *manual_dns(env, tmp_path),
         "--agree-tos",
         "-m",
         "ops@example.org",
