@@ -121,6 +121,12 @@ def logged_in(
         yield client, body["csrf_token"]
 
 
+def can_login(server: Server, username: str, password: str = PASSWORD) -> bool:
+    with server.client(api_key="") as client:
+        response = client.post(LOGIN, json={"username": username, "password": password})
+        return response.status_code == 200
+
+
 def key_for(server: Server, username: str, password: str = PASSWORD, **body: object) -> str:
     with logged_in(server, username, password) as (client, csrf):
         created = client.post(

@@ -2,10 +2,8 @@
 reset by email, received by a real SMTP server (aiosmtpd)."""
 
 import hashlib
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from tests.e2e.accounts_helpers import (
     API,
@@ -14,13 +12,13 @@ from tests.e2e.accounts_helpers import (
     Mailbox,
     audit_rows,
     body_of,
+    can_login,
     create_user,
     db,
     email_address,
     key_for,
     logged_in,
     past,
-    running_mailbox,
     token_from,
 )
 from tests.e2e.helpers import data, error, unique
@@ -28,24 +26,6 @@ from tests.support import Server
 
 RESET = f"{API}/auth/reset-password"
 FORGOT = f"{API}/auth/forgot-password"
-
-
-@pytest.fixture(scope="module")
-def mailbox() -> Iterator[Mailbox]:
-    with running_mailbox() as box:
-        yield box
-
-
-@pytest.fixture
-def mail(server: Server, api: httpx.Client, mailbox: Mailbox) -> Mailbox:
-    data(api.patch(f"{API}/settings/email", json=mailbox.settings()))
-    return mailbox
-
-
-def login_ok(server: Server, username: str, password: str) -> bool:
-    with server.client(api_key="") as client:
-        response = client.post(LOGIN, json={"username": username, "password": password})
-        return response.status_code == 200
 
 
 # --- profile ------------------------------------------------------------------------------------
@@ -105,8 +85,8 @@ def test_password_change_reauthenticates_and_ends_other_sessions(
         # This session lives on; the other one is gone.
         assert data(client.get(f"{API}/auth/verify"))["user"]["id"] == user["id"]
         assert "log in" in error(other.get(f"{API}/auth/verify"), 401)
-    assert not login_ok(server, user["username"], PASSWORD)
-    assert login_ok(server, user["username"], "brand-new-password")
+    assert not can_login(server, user["username"], PASSWORD)
+    assert can_login(server, user["username"], "brand-new-password")
 
 
 def test_sessions_list_revoke_one_and_all_but_current(server: Server, api: httpx.Client) -> None:
@@ -284,8 +264,8 @@ def test_forgot_and_reset_password_by_mail(
             assert "invalid or expired" in error(reused, 400)
         # The reset ended the sessions the user had.
         error(session.get(f"{API}/auth/verify"), 401)
-    assert not login_ok(server, user["username"], PASSWORD)
-    assert login_ok(server, user["username"], "reset-password-123")
+    assert not can_login(server, user["username"], PASSWORD)
+    assert can_login(server, user["username"], "reset-password-123")
     assert any(r["success"] for r in audit_rows(server, "auth.password_reset", user["id"]))
     assert token not in str(db(server, "SELECT details FROM audit_logs"))
     assert token not in server.log()
@@ -319,7 +299,7 @@ def test_expired_and_superseded_reset_tokens_are_refused(
         )
         error(anonymous.post(RESET, json={"token": second}), 422)
         error(anonymous.post(FORGOT, json={}), 422)
-    assert login_ok(server, user["username"], PASSWORD)
+    assert can_login(server, user["username"], PASSWORD)
     failures = [r for r in audit_rows(server, "auth.password_reset") if not r["success"]]
     assert len(failures) >= 3
 
@@ -375,7 +355,7 @@ def test_a_narrowed_key_cannot_change_how_the_account_signs_in(
         error(client.post(f"{API}/account/password", json=change), 403)
         error(client.post(f"{API}/account/sessions/revoke-all"), 403)
     assert data(api.get(f"{API}/users/{user['id']}"))["email"] != "thief@example.test"
-    assert login_ok(server, user["username"], PASSWORD)
+    assert can_login(server, user["username"], PASSWORD)
     with server.client(api_key=full) as client:
         renamed = {"full_name": "Full Key"}
         assert data(client.patch(f"{API}/account/profile", json=renamed))["full_name"] == "Full Key"

@@ -2,50 +2,29 @@
 (permissions on top of the role, members, stats), organization isolation and RBAC views."""
 
 import hashlib
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from argon2 import PasswordHasher
 
 from tests.e2e.accounts_helpers import (
     API,
-    LOGIN,
     PASSWORD,
     Mailbox,
     audit_rows,
+    can_login,
     create_user,
     db,
     email_address,
     key_for,
     logged_in,
     past,
-    running_mailbox,
     token_from,
 )
 from tests.e2e.helpers import data, error, unique
 from tests.support import Server
 
 RESET = f"{API}/auth/reset-password"
-
-
-@pytest.fixture(scope="module")
-def mailbox() -> Iterator[Mailbox]:
-    with running_mailbox() as box:
-        yield box
-
-
-@pytest.fixture
-def mail(server: Server, api: httpx.Client, mailbox: Mailbox) -> Mailbox:
-    data(api.patch(f"{API}/settings/email", json=mailbox.settings()))
-    return mailbox
-
-
-def can_login(server: Server, username: str, password: str = PASSWORD) -> bool:
-    with server.client(api_key="") as client:
-        response = client.post(LOGIN, json={"username": username, "password": password})
-        return response.status_code == 200
 
 
 def ca_body(name: str) -> dict[str, Any]:
