@@ -39,7 +39,7 @@ from tessera.domains.audit import service as audit_service
 from tessera.domains.identity.account import PURGE_JOB, PURGE_SECONDS, purge_expired
 from tessera.protocols import aia, crl, ocsp
 from tessera.protocols.acme import routes as acme_protocol
-from tessera.protocols.scep import routes as scep_protocol
+from tessera.protocols.scep import endpoint as scep_protocol
 from tessera.runtime import Runtime, build_runtime
 from tessera.storage.repositories.identity import OrganizationRepository
 
@@ -78,9 +78,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.state.default_org_id = _default_org_id(rt)
     errors.install(app)
     # FastAPI tries routes one by one in this order (about 10 us each on this hardware), so
-    # the protocol endpoints that clients call in bulk (ACME under /acme/, SCEP at /scep and
-    # /cgi-bin/pkiclient.exe, CRLs under /cdp/, CA certificates under /ca/) and certificate
-    # issuance come first. No path of theirs overlaps one registered later.
+    # the protocol endpoints that clients call in bulk (ACME under /acme/, CRLs under /cdp/,
+    # CA certificates under /ca/) and certificate issuance come first. No path of theirs
+    # overlaps one registered later. SCEP (like OCSP below) is plain ASGI ahead of routing.
     acme_protocol.install(app, rt)
     scep_protocol.install(app, rt)
     app.include_router(aia.router)

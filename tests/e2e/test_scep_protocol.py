@@ -322,6 +322,19 @@ def test_bad_requests_over_http(scep: Scep) -> None:
     assert next_ca.status_code == 404 and "rollover" in next_ca.text
 
 
+def test_methods_sizes_and_nul_over_http(scep: Scep) -> None:
+    put = scep.http.put("/scep/pkiclient.exe?operation=PKIOperation", content=b"x")
+    assert put.status_code == 405 and put.headers["content-type"].startswith("text/plain")
+    head = scep.http.head("/cgi-bin/pkiclient.exe?operation=GetCACaps")
+    assert head.status_code == 200 and head.content == b""
+    huge = scep.http.post(
+        "/scep/pkiclient.exe?operation=PKIOperation", content=b"\x30" * (300 * 1024)
+    )
+    assert huge.status_code == 413 and "too large" in huge.text
+    nul = scep.http.get("/scep/pkiclient.exe?operation=GetCACaps%00")
+    assert nul.status_code == 400 and "NUL" in nul.text
+
+
 # --- bad input: SCEP we refuse, with the right failInfo, nothing written ----------------
 
 
@@ -603,3 +616,29 @@ def test_served_on_https_too(server: Server, scep: Scep) -> None:
         sent = pki_message(client, scep.ra, csr_der(client, "over-tls", scep.challenge))
         response = https.post("/scep/pkiclient.exe?operation=PKIOperation", content=sent.der)
         assert read_reply(response, client, scep.ra).status == SUCCESS
+
+
+def test_answers_follow_ca_and_profile_changes_at_once(scep: Scep, api: httpx.Client) -> None:
+    """Each process keeps the responders it built; a disabled CA or a profile moved to another
+    CA is still seen on the very next request."""
+    first, second = rsa_ca(api, unique("SCEP Cached A")), rsa_ca(api, unique("SCEP Cached B"))
+    path = profile(api, scep, ca_id=first, auto_approve=True)
+    slug = path.split("/")[2]
+    challenge = data(api.get(f"{API}/scep/challenge/{first}"))["challenge"]
+    for _ in range(3):  # every worker has built and kept it
+        ca, ra = split(ca_certificates(scep.http, path))
+    client = new_client()
+    sent = pki_message(client, ra, csr_der(client, "cached", challenge))
+    assert read_reply(scep.post(sent, path), client, ra).status == SUCCESS
+
+    data(api.patch(f"{API}/cas/{first}", json={"is_active": False}))
+    refused = scep.http.get(f"{path}?operation=GetCACert")
+    assert refused.status_code >= 400 and "cannot sign" in refused.text
+    sent = pki_message(client, ra, csr_der(client, "cached-off", challenge))
+    assert scep.post(sent, path).status_code >= 400
+    data(api.patch(f"{API}/cas/{first}", json={"is_active": True}))
+    assert split(ca_certificates(scep.http, path)) == (ca, ra)
+
+    data(api.patch(f"{API}/scep/profiles/{slug}", json={"ca_id": second}))
+    moved_ca, moved_ra = split(ca_certificates(scep.http, path))
+    assert moved_ca.subject != ca.subject and moved_ra.issuer == moved_ca.subject

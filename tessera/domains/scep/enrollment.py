@@ -24,9 +24,9 @@ from tessera.domains.issuance import Issuance
 from tessera.domains.scep import csr as scep_csr
 from tessera.domains.scep.challenges import MISSING, VALID, ChallengeService
 from tessera.domains.scep.csr import read_csr
-from tessera.domains.scep.types import BAD_CERT_ID, BAD_REQUEST, Reply
+from tessera.domains.scep.types import BAD_CERT_ID, BAD_REQUEST, ProfileSettings, Reply
 from tessera.storage import models
-from tessera.storage.models_scep import ScepProfile, ScepRequest
+from tessera.storage.models_scep import ScepRequest
 from tessera.storage.repositories.crl import CRLRepository
 from tessera.storage.repositories.scep import ISSUED, PENDING, REJECTED
 
@@ -54,7 +54,7 @@ class EnrollmentService:
         self._now = now
 
     # Protocol operations
-    def enroll(self, profile: ScepProfile, envelope: Envelope) -> Reply:
+    def enroll(self, profile: ProfileSettings, envelope: Envelope) -> Reply:
         """PKCSReq and RenewalReq. A repeat of a transaction we already know (same
         transactionID and key) is answered from its state, as a poll would be."""
         try:
@@ -80,7 +80,7 @@ class EnrollmentService:
 
     def _enroll(
         self,
-        profile: ScepProfile,
+        profile: ProfileSettings,
         envelope: Envelope,
         csr: x509.CertificateSigningRequest,
         key_digest: str,
@@ -122,19 +122,21 @@ class EnrollmentService:
             return Reply.pending(), row
         return Reply.success([load_certificate(issued.certificate_pem.encode())]), row
 
-    def poll(self, profile: ScepProfile, envelope: Envelope) -> Reply:
+    def poll(self, profile: ProfileSettings, envelope: Envelope) -> Reply:
         known = self._repos.scep.latest_request(profile.id, envelope.transaction_id)
         if known is None:
             return Reply.failure(BAD_CERT_ID, "no request with this transactionID")
         return self._answer(known)
 
-    def get_cert(self, profile: ScepProfile, issuer_der: bytes, serial: int) -> Reply:
+    def get_cert(self, profile: ProfileSettings, issuer_der: bytes, serial: int) -> Reply:
         cert = self._by_serial(profile, issuer_der, serial)
         if cert is None:
             return Reply.failure(BAD_CERT_ID, "no such certificate")
         return Reply.success([load_certificate(cert.certificate_pem.encode())])
 
-    def ca_for(self, profile: ScepProfile, issuer_der: bytes) -> models.CertificateAuthority | None:
+    def ca_for(
+        self, profile: ProfileSettings, issuer_der: bytes
+    ) -> models.CertificateAuthority | None:
         """The profile's CA (or the next one) whose subject is `issuer_der`."""
         for ca_id in (profile.ca_id, profile.next_ca_id):
             ca = self._repos.cas.get(ca_id) if ca_id is not None else None
@@ -150,7 +152,7 @@ class EnrollmentService:
         return bytes(published.der) if published is not None else None
 
     def _by_serial(
-        self, profile: ScepProfile, issuer_der: bytes, serial: int
+        self, profile: ProfileSettings, issuer_der: bytes, serial: int
     ) -> models.Certificate | None:
         ca = self.ca_for(profile, issuer_der)
         if ca is None:
@@ -207,7 +209,7 @@ class EnrollmentService:
             raise Conflict(f"SCEP request {request_id} is already {row.status}")
         return row
 
-    def _challenge(self, profile: ScepProfile, csr: x509.CertificateSigningRequest) -> str:
+    def _challenge(self, profile: ProfileSettings, csr: x509.CertificateSigningRequest) -> str:
         assert profile.ca_id is not None
         given = _challenge_password(csr)
         if given is None:
@@ -229,7 +231,7 @@ class EnrollmentService:
         return None
 
     def _issue(
-        self, profile: ScepProfile, csr: x509.CertificateSigningRequest
+        self, profile: ProfileSettings, csr: x509.CertificateSigningRequest
     ) -> models.Certificate:
         """Through the one issuance path, with the profile's CA and template."""
         ca = self._repos.cas.get(profile.ca_id) if profile.ca_id is not None else None
@@ -260,7 +262,7 @@ class EnrollmentService:
         return Reply.success([load_certificate(cert.certificate_pem.encode())])
 
     def _refused(
-        self, profile: ScepProfile, envelope: Envelope, fail_info: str, text: str | None
+        self, profile: ProfileSettings, envelope: Envelope, fail_info: str, text: str | None
     ) -> Reply:
         details = {
             "profile": profile.slug,

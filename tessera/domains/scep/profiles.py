@@ -27,7 +27,7 @@ from tessera.core.keys import generate_private_key, parse_key_spec
 from tessera.core.profile import CertificateRequest
 from tessera.domains import audit
 from tessera.domains.issuance import Issuance
-from tessera.domains.scep.types import Responder
+from tessera.domains.scep.types import ProfileSettings, Responder
 from tessera.storage import models
 from tessera.storage.models_scep import ScepProfile
 
@@ -246,7 +246,7 @@ class ProfileService:
         return row
 
     # What the protocol needs
-    def responder(self, profile: ScepProfile, upcoming: bool = False) -> Responder:
+    def responder(self, profile: ProfileSettings, upcoming: bool = False) -> Responder:
         """The certificate and key that answer for this profile, and the CA certificates
         GetCACert (or GetNextCACert, with `upcoming`) hands out."""
         ca_id = profile.next_ca_id if upcoming else profile.ca_id
@@ -266,7 +266,7 @@ class ProfileService:
         return self._ra_responder(ra, chain)
 
     def retired_responder(
-        self, profile: ScepProfile, issuer_der: bytes, serial: int
+        self, profile: ProfileSettings, issuer_der: bytes, serial: int
     ) -> Responder | None:
         """An earlier RA of this profile that a request is encrypted to, while it is still
         valid: a client that fetched GetCACert before a renewal (or polls a pending request

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -47,3 +48,33 @@ class Reply:
     @classmethod
     def success(cls, certificates: list[x509.Certificate], crl: bytes | None = None) -> "Reply":
         return cls(PkiStatus.SUCCESS, certificates=certificates, crl=crl)
+
+
+class ProfileSettings(Protocol):
+    """What the protocol operations read of a SCEP profile: the stored row, or the read model the
+    protocol's hot path loads without the ORM (`repositories.scep.ProfileView`)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def slug(self) -> str: ...
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def ca_id(self) -> int | None: ...
+    @property
+    def next_ca_id(self) -> int | None: ...
+    @property
+    def template_id(self) -> int | None: ...
+    @property
+    def auto_approve(self) -> bool: ...
+    @property
+    def challenge_type(self) -> str: ...
+    @property
+    def queue_without_challenge(self) -> bool: ...
+    @property
+    def use_ra(self) -> bool: ...
+    @property
+    def ra_certificate_id(self) -> int | None: ...
+    @property
+    def next_ra_certificate_id(self) -> int | None: ...

@@ -1,17 +1,87 @@
 """SCEP profiles, challenge passwords and enrollment requests, scoped to one organization."""
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, bindparam, func, select, update
+from sqlalchemy.orm import Session, aliased
 
-from tessera.storage.models import Certificate
+from tessera.storage.models import Certificate, CertificateAuthority
 from tessera.storage.models_scep import ScepChallenge, ScepProfile, ScepRequest
 from tessera.storage.repositories.rows import insert_row
 
 PENDING, ISSUED, REJECTED = "pending", "issued", "rejected"
 STATIC, DYNAMIC = "static", "dynamic"
+
+
+@dataclass(frozen=True)
+class ResponderIdentity:
+    """What a current responder is made of, read with the profile: the CA and RA rows by id
+    and serial (an id alone may be reused after a delete on SQLite), and whether the CA may
+    sign. Certificates and keys never change under an id and serial, so the responder built
+    from them can be kept for as long as this identity is what the profile reads."""
+
+    ca_id: int
+    ca_serial: str
+    ca_usable: bool  # active, and its key is held here
+    use_ra: bool
+    ra_id: int | None
+    ra_serial: str | None
+
+
+@dataclass(frozen=True)
+class ProfileView:
+    """A SCEP profile as the protocol reads it on every request (it satisfies the domain's
+    `ProfileSettings`)."""
+
+    id: int
+    slug: str
+    enabled: bool
+    ca_id: int | None
+    next_ca_id: int | None
+    template_id: int | None
+    auto_approve: bool
+    challenge_type: str
+    queue_without_challenge: bool
+    use_ra: bool
+    ra_certificate_id: int | None
+    next_ra_certificate_id: int | None
+    responder_identity: ResponderIdentity | None  # None when the profile has no CA
+
+
+_RA = aliased(Certificate)
+_PROFILE_FIELDS = (
+    "id",
+    "slug",
+    "enabled",
+    "ca_id",
+    "next_ca_id",
+    "template_id",
+    "auto_approve",
+    "challenge_type",
+    "queue_without_challenge",
+    "use_ra",
+    "ra_certificate_id",
+    "next_ra_certificate_id",
+)
+# Built once: every SCEP request reads its profile, with what identifies its responder.
+_VIEW_BY_SLUG = (
+    select(
+        *(getattr(ScepProfile, name) for name in _PROFILE_FIELDS),
+        CertificateAuthority.serial_number,
+        CertificateAuthority.is_active,
+        CertificateAuthority.encrypted_private_key.is_not(None),
+        _RA.serial_number,
+    )
+    .outerjoin(
+        CertificateAuthority,
+        (CertificateAuthority.id == ScepProfile.ca_id)
+        & (CertificateAuthority.org_id == ScepProfile.org_id),
+    )
+    .outerjoin(_RA, (_RA.id == ScepProfile.ra_certificate_id) & (_RA.org_id == ScepProfile.org_id))
+    .where(ScepProfile.org_id == bindparam("org_id"), ScepProfile.slug == bindparam("slug"))
+)
 
 
 class ScepRepository:
@@ -25,6 +95,25 @@ class ScepRepository:
 
     def profile(self, slug: str) -> ScepProfile | None:
         return self._session.scalar(self._profiles().where(ScepProfile.slug == slug))
+
+    def profile_view(self, slug: str) -> ProfileView | None:
+        """The profile without the ORM (one Core statement), for the protocol's hot path."""
+        row = self._session.execute(_VIEW_BY_SLUG, {"org_id": self._org_id, "slug": slug}).first()
+        if row is None:
+            return None
+        fields = dict(zip(_PROFILE_FIELDS, row[: len(_PROFILE_FIELDS)], strict=True))
+        ca_serial, ca_active, ca_has_key, ra_serial = row[len(_PROFILE_FIELDS) :]
+        identity = None
+        if fields["ca_id"] is not None and ca_serial is not None:
+            identity = ResponderIdentity(
+                fields["ca_id"],
+                ca_serial,
+                bool(ca_active and ca_has_key),
+                bool(fields["use_ra"]),
+                fields["ra_certificate_id"],
+                ra_serial,
+            )
+        return ProfileView(**fields, responder_identity=identity)
 
     def profile_by_id(self, profile_id: int) -> ScepProfile | None:
         return self._session.scalar(self._profiles().where(ScepProfile.id == profile_id))

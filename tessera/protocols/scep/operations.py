@@ -1,6 +1,5 @@
-"""SCEP over HTTP (RFC 8894 section 4): /scep/pkiclient.exe (the default profile),
-/scep/{slug}/pkiclient.exe and the alias /cgi-bin/pkiclient.exe. Unauthenticated, served on
-both the HTTPS app and the plain-HTTP listener.
+"""SCEP operations (RFC 8894 section 4) for one call, whatever HTTP front end carries it:
+GetCACaps, GetCACert, GetNextCACert and PKIOperation, answered for one SCEP profile.
 
 What is not SCEP at all (unknown operation, a body that is no PKCS#7 pkiMessage) is a 400;
 a pkiMessage we can read but must refuse is a signed CertRep FAILURE with its failInfo.
@@ -9,21 +8,23 @@ a pkiMessage we can read but must refuse is a signed CertRep FAILURE with its fa
 import base64
 import binascii
 import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import PlainTextResponse
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
+from starlette.responses import PlainTextResponse, Response
 
-from tessera.api import errors
-from tessera.api.deps import UnitOfWork, default_org_id, now, runtime
 from tessera.core.errors import NotFound, TesseraError
 from tessera.domains.actor import Actor, system_actor
 from tessera.domains.issuance import Issuance
 from tessera.domains.scep.enrollment import PKCS_REQ, RENEWAL_REQ, EnrollmentService, Envelope
-from tessera.domains.scep.profiles import DEFAULT_SLUG, ProfileService
+from tessera.domains.scep.profiles import ProfileService
 from tessera.domains.scep.types import BAD_CERT_ID, BAD_MESSAGE_CHECK, Reply, Responder
 from tessera.protocols.scep import cms
 from tessera.protocols.scep.messages import (
@@ -35,13 +36,10 @@ from tessera.protocols.scep.messages import (
     read_message,
 )
 from tessera.runtime import Runtime
-from tessera.storage.models_scep import ScepProfile
 from tessera.storage.repositories import Repositories
-from tessera.storage.repositories.scep import all_profile_slugs
+from tessera.storage.repositories.scep import ProfileView, ResponderIdentity, all_profile_slugs
 
 log = logging.getLogger("tessera.scep")
-router = APIRouter(tags=["Public: SCEP"])
-PATHS = ("/scep/pkiclient.exe", "/cgi-bin/pkiclient.exe")
 MAX_MESSAGE = 256 * 1024  # a CSR in two CMS layers; anything bigger is not a SCEP request
 CAPABILITIES = (
     "POSTPKIOperation",
@@ -54,7 +52,6 @@ CAPABILITIES = (
     "Renewal",
 )
 PKI_MESSAGE = "application/x-pki-message"
-RA_RENEWAL_JOB, RA_RENEWAL_SECONDS = "scep-ra-renewal", 3600.0
 DEFAULT_CIPHER = "aes256_cbc"
 MESSAGE_NAMES = {MessageType.PKCS_REQ: PKCS_REQ, MessageType.RENEWAL_REQ: RENEWAL_REQ}
 
@@ -64,99 +61,129 @@ def plain_error(status: int, message: str) -> Response:
     return PlainTextResponse(message + "\n", status_code=status)
 
 
-def install(app: FastAPI, rt: Runtime) -> None:
-    app.include_router(router)
-    for prefix in ("/scep", "/cgi-bin/pkiclient.exe"):
-        errors.FORMATTERS[prefix] = plain_error
-    rt.jobs.every(RA_RENEWAL_JOB, RA_RENEWAL_SECONDS, lambda: renew_ra_certificates(rt))
+@dataclass(frozen=True)
+class Call:
+    """One SCEP request as the HTTP front end read it."""
+
+    slug: str
+    operation: str
+    message: str | None  # the GET form's base64 `message` parameter
+    body: bytes | None  # the POST form's pkiMessage
+    client_ip: str | None
+    user_agent: str | None
 
 
-@router.get("/scep/pkiclient.exe")
-@router.get("/cgi-bin/pkiclient.exe")
-def scep_get(request: Request, session: UnitOfWork) -> Response:
-    return _get(request, session, DEFAULT_SLUG)
-
-
-@router.get("/scep/{slug}/pkiclient.exe")
-def scep_profile_get(slug: str, request: Request, session: UnitOfWork) -> Response:
-    return _get(request, session, slug)
-
-
-@router.post("/scep/pkiclient.exe")
-@router.post("/cgi-bin/pkiclient.exe")
-async def scep_post(request: Request, session: UnitOfWork) -> Response:
-    return await _post(request, session, DEFAULT_SLUG)
-
-
-@router.post("/scep/{slug}/pkiclient.exe")
-async def scep_profile_post(slug: str, request: Request, session: UnitOfWork) -> Response:
-    return await _post(request, session, slug)
-
-
-async def _post(request: Request, session: Session, slug: str) -> Response:
-    operation = request.query_params.get("operation", "")
-    if operation != "PKIOperation":
-        return plain_error(400, "POST carries operation=PKIOperation only")
-    body = await _read_body(request)
-    if body is None:
-        return plain_error(413, "message too large")
-    return await run_in_threadpool(_pki_operation, request, session, slug, body)
-
-
-async def _read_body(request: Request) -> bytes | None:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_MESSAGE:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _get(request: Request, session: Session, slug: str) -> Response:
-    operation = request.query_params.get("operation", "")
-    if operation == "PKIOperation":
-        message = request.query_params.get("message", "")
+def answer(
+    rt: Runtime, org_id: int, session: Session, call: Call, cache: "ResponderCache"
+) -> Response:
+    """The HTTP answer to one call; the caller owns the transaction (commit on return)."""
+    if call.body is not None:
+        if call.operation != "PKIOperation":
+            return plain_error(400, "POST carries operation=PKIOperation only")
+        return _pki_operation(_Context(rt, org_id, session, call, cache), call.body)
+    if call.operation == "PKIOperation":
+        message = call.message or ""
         if len(message) > MAX_MESSAGE * 2:
             return plain_error(413, "message too large")
         der = _base64(message)
         if der is None:
             return plain_error(400, "message is not base64")
-        return _pki_operation(request, session, slug, der)
+        return _pki_operation(_Context(rt, org_id, session, call, cache), der)
     handlers = {
         "GetCACaps": _ca_caps,
         "GetCACert": _ca_cert,
         "GetNextCACert": _next_ca_cert,
     }
-    handler = handlers.get(operation)
+    handler = handlers.get(call.operation)
     if handler is None:
-        return plain_error(400, f"unknown SCEP operation {operation[:40]!r}")
-    context = _Context(request, session, slug)
-    return handler(context)
+        return plain_error(400, f"unknown SCEP operation {call.operation[:40]!r}")
+    return handler(_Context(rt, org_id, session, call, cache))
+
+
+@dataclass(frozen=True)
+class Built:
+    """A responder with its GetCACert answer encoded."""
+
+    responder: Responder
+    ca_body: bytes
+    ca_media_type: str
+
+
+def build(responder: Responder) -> Built:
+    """GetCACert: the CA alone, or the responder (RA) and its chain (RFC 8894 section 4.2.1)."""
+    certificates = responder.ca_certificates
+    if len(certificates) == 1:
+        return Built(responder, _der(certificates[0]), "application/x-x509-ca-cert")
+    return Built(responder, cms.degenerate(certificates), "application/x-x509-ca-ra-cert")
+
+
+class ResponderCache:
+    """Responders this process has built, by what they are made of (`ResponderIdentity`):
+    the certificates parsed, the RA key decrypted and the GetCACert body encoded once, not
+    on each of the three requests of every enrollment. The profile is read on every request,
+    so a changed CA, RA or setting is seen at once; only the unchanging parts are kept."""
+
+    def __init__(self, size: int = 32) -> None:
+        self._size = size
+        self._entries: OrderedDict[ResponderIdentity, Built] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, identity: ResponderIdentity, make: Callable[[], Responder]) -> Built:
+        with self._lock:
+            found = self._entries.get(identity)
+            if found is not None:
+                self._entries.move_to_end(identity)
+                return found
+        built = build(make())  # outside the lock: two threads may build it, one is kept
+        with self._lock:
+            self._entries[identity] = built
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return built
 
 
 class _Context:
-    """The services of one SCEP request, acting as the SCEP front end of one profile."""
+    """One SCEP request, acting as the SCEP front end of one profile; the services are made
+    when an operation needs them (GetCACaps needs none)."""
 
-    def __init__(self, request: Request, session: Session, slug: str) -> None:
-        rt = runtime(request)
-        org_id = default_org_id(request)
-        host = request.client.host if request.client else None
-        agent = (request.headers.get("user-agent") or "")[:300] or None
-        # An unauthenticated protocol client: audited as "scep:<profile>", holding no grants.
-        self.actor = Actor(None, f"scep:{slug}"[:150], org_id, "scep", frozenset(), host, agent)
-        repos = Repositories(session, org_id)
-        issuance = Issuance(repos, rt.authority, rt.keys, rt.publication, self.actor, rt.serials)
-        self.now = now(request)
-        self.profiles = ProfileService(issuance, self.now, rt.settings.scep_ra_days)
-        self.enrollment = EnrollmentService(issuance, self.now)
-        self.client_ip = host
+    def __init__(
+        self, rt: Runtime, org_id: int, session: Session, call: Call, cache: ResponderCache
+    ) -> None:
+        self.rt, self.org_id, self.session, self.call = rt, org_id, session, call
+        self.cache = cache
+        self.now: datetime = rt.clock()
+        self.client_ip = call.client_ip
         self.allow_des = rt.settings.scep_allow_des
-        self.profile = _enabled(repos, slug)
+        self.repos = Repositories(session, org_id)
+        self.profile = _enabled(self.repos, call.slug)
+
+    @cached_property
+    def issuance(self) -> Issuance:
+        # An unauthenticated protocol client: audited as "scep:<profile>", holding no grants.
+        call, rt = self.call, self.rt
+        slug = f"scep:{call.slug}"[:150]
+        actor = Actor(None, slug, self.org_id, "scep", frozenset(), call.client_ip, call.user_agent)
+        return Issuance(self.repos, rt.authority, rt.keys, rt.publication, actor, rt.serials)
+
+    @cached_property
+    def profiles(self) -> ProfileService:
+        return ProfileService(self.issuance, self.now, self.rt.settings.scep_ra_days)
+
+    @cached_property
+    def enrollment(self) -> EnrollmentService:
+        return EnrollmentService(self.issuance, self.now)
+
+    def current(self) -> Built:
+        """The current responder, from the cache when the CA may sign."""
+        identity = self.profile.responder_identity
+        make = lambda: self.profiles.responder(self.profile)  # noqa: E731
+        if identity is None or not identity.ca_usable:
+            return build(make())  # refuses, saying why (no CA, disabled, no key)
+        return self.cache.get(identity, make)
 
 
-def _enabled(repos: Repositories, slug: str) -> ScepProfile:
-    profile = repos.scep.profile(slug)
+def _enabled(repos: Repositories, slug: str) -> ProfileView:
+    profile = repos.scep.profile_view(slug)
     if profile is None or not profile.enabled or profile.ca_id is None:
         raise NotFound(f"no enabled SCEP profile {slug!r}")
     return profile
@@ -171,32 +198,27 @@ def _ca_caps(context: _Context) -> Response:
 
 
 def _ca_cert(context: _Context) -> Response:
-    responder = context.profiles.responder(context.profile)
-    if len(responder.ca_certificates) == 1:
-        return Response(_der(responder.ca_certificates[0]), media_type="application/x-x509-ca-cert")
-    return Response(
-        cms.degenerate(responder.ca_certificates), media_type="application/x-x509-ca-ra-cert"
-    )
+    current = context.current()
+    return Response(current.ca_body, media_type=current.ca_media_type)
 
 
 def _next_ca_cert(context: _Context) -> Response:
     """The next CA (and its RA), signed by the current responder (RFC 8894 section 4.7)."""
     if context.profile.next_ca_id is None:
         raise NotFound("no CA rollover is in progress; there is no next CA certificate")
-    current = context.profiles.responder(context.profile)
+    current = context.current().responder
     upcoming = context.profiles.responder(context.profile, upcoming=True)
     inner = cms.degenerate(upcoming.ca_certificates)
     body = cms.sign(inner, [], current.certificate, current.key, "sha256", [current.certificate])
     return Response(body, media_type="application/x-x509-next-ca-cert")
 
 
-def _pki_operation(request: Request, session: Session, slug: str, der: bytes) -> Response:
-    context = _Context(request, session, slug)
+def _pki_operation(context: _Context, der: bytes) -> Response:
     try:
         message = read_message(der)
     except cms.NotCms as exc:
         return plain_error(400, str(exc))
-    responder = context.profiles.responder(context.profile)
+    responder = context.current().responder
     reply, requester, cipher, signer = _process(context, message, responder)
     body = cert_rep(message, reply, signer, requester, cipher)
     return Response(body, media_type=PKI_MESSAGE)
