@@ -93,8 +93,8 @@ class ChallengeService:
             if row is None or not usable or not self._repos.scep.consume_challenge(row, self._now):
                 return INVALID
             return VALID
-        static = self._repos.scep.static_challenge(ca_id)
-        if static is None or not hmac.compare_digest(static.digest, wanted):
+        static = self._repos.scep.static_challenge_digest(ca_id)
+        if static is None or not hmac.compare_digest(static, wanted):
             return INVALID
         return VALID
 

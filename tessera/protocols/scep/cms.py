@@ -5,7 +5,9 @@ done by `cryptography`: SignedData (verify, sign), EnvelopedData with RSA key tr
 Errors carry the SCEP failInfo they deserve, so the protocol layer can answer a CertRep.
 """
 
+import functools
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from asn1crypto import algos, cms, core, parser
@@ -327,12 +329,59 @@ def _decrypt(name: str, key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
         raise CmsError(BAD_MESSAGE_CHECK, "the envelope cannot be opened with our key") from exc
 
 
+# Building. Every structure is written by asn1crypto from fields that are already DER (the
+# `contents=` argument), in field order, so nothing is parsed, deep-copied or re-serialised on
+# the way: built from dicts of parsed certificates, a CertRep cost four times its signature.
+_V0, _V1 = core.Integer(0).dump(), core.Integer(1).dump()
+_DATA = cms.ContentType("data").dump()
+_SIGNED_DATA = cms.ContentType("signed_data").dump()
+_ENVELOPED_DATA = cms.ContentType("enveloped_data").dump()
+_CONTENT_TYPE_DATA = cms.CMSAttribute({"type": "content_type", "values": ["data"]}).dump()
+_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
+# rsaEncryption (1.2.840.113549.1.1.1) with NULL parameters: what asn1crypto writes for
+# "rsassa_pkcs1v15", the form every SCEP client reads (strongSwan accepts no other).
+_RSA_SIGNATURE = algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"}).dump()
+_RSA_KEY_TRANSPORT = cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_pkcs1v15"}).dump()
+_DIGEST_IDS = {name: algos.DigestAlgorithm({"algorithm": name}).dump() for name in HASHES}
+_CIPHER_IDS = {name: algos.EncryptionAlgorithmId(name).dump() for name in CIPHERS}
+
+
+def _der(cls: type[core.Asn1Value], *fields: bytes, **tagging: int) -> bytes:
+    """The DER of a SEQUENCE type from its fields' DER; absent optional fields are left out."""
+    return cls(contents=b"".join(fields), **tagging).dump()
+
+
+def _der_set(cls: type[core.SetOf], members: Iterable[bytes], **tagging: int) -> bytes:
+    """The DER of a SET OF: members sorted by their encodings (X.690 11.6), as asn1crypto's
+    SetOf orders them."""
+    return cls(contents=b"".join(sorted(members)), **tagging).dump()
+
+
+@functools.lru_cache(maxsize=64)
+def _oid(dotted: str) -> bytes:
+    return cms.CMSAttributeType(dotted).dump()
+
+
+def attribute(oid: str, value: core.Asn1Value) -> cms.CMSAttribute:
+    """A signed attribute with a single value, made from the value's DER as it stands (a
+    transactionID is echoed byte for byte)."""
+    return cms.CMSAttribute(contents=_oid(oid) + _der_set(cms.SetOfAny, [value.dump()]))
+
+
+@functools.lru_cache(maxsize=256)
+def _issuer_and_serial(cert: x509.Certificate) -> bytes:
+    """IssuerAndSerialNumber with the issuer Name and serial exactly as the certificate encodes
+    them. Cached: the responder signs every answer, and even asn1crypto's lazy parse of a
+    TBSCertificate's fields costs a tenth of the signature."""
+    tbs = asn1_x509.Certificate.load(cert.public_bytes(_DER))["tbs_certificate"]
+    return _der(cms.IssuerAndSerialNumber, tbs["issuer"].dump(), tbs["serial_number"].dump())
+
+
 def encrypt_enveloped(content: bytes, recipient: x509.Certificate, cipher_name: str) -> bytes:
     """An EnvelopedData of `content` for `recipient` (RSA key transport, PKCS#1 v1.5)."""
     try:
         public_key = recipient.public_key()
-        parsed = asn1_x509.Certificate.load(recipient.public_bytes(_DER))
-        issuer, serial = parsed.issuer, parsed.serial_number
+        recipient_id = _issuer_and_serial(recipient)
     except ASN1_ERRORS as exc:
         raise CmsError(BAD_ALG, "the requester's certificate cannot be encrypted to") from exc
     if not isinstance(public_key, rsa.RSAPublicKey):
@@ -342,111 +391,97 @@ def encrypt_enveloped(content: bytes, recipient: x509.Certificate, cipher_name: 
     elif cipher_name not in CIPHERS:
         cipher_name = "aes256_cbc"
     key = os.urandom(CIPHERS[cipher_name])
+    encrypted_key = public_key.encrypt(key, asym_padding.PKCS1v15())
+    recipient_info = _der(
+        cms.KeyTransRecipientInfo,
+        _V0,
+        recipient_id,
+        _RSA_KEY_TRANSPORT,
+        core.OctetString(encrypted_key).dump(),
+    )
+    enveloped = _der(
+        cms.EnvelopedData,
+        _V0,
+        _der_set(cms.RecipientInfos, [recipient_info]),  # the ktri choice is untagged
+        _encrypted_content_info(content, cipher_name, key),
+        explicit=0,
+    )
+    return _der(cms.ContentInfo, _ENVELOPED_DATA, enveloped)
+
+
+def _encrypted_content_info(content: bytes, cipher_name: str, key: bytes) -> bytes:
     block = _block_cipher(cipher_name, key)
     iv = os.urandom(block.block_size // 8)
     padder = padding.PKCS7(block.block_size).padder()
     encryptor = Cipher(block, modes.CBC(iv)).encryptor()
     ciphertext = encryptor.update(padder.update(content) + padder.finalize())
     ciphertext += encryptor.finalize()
-    recipient_info = cms.KeyTransRecipientInfo(
-        {
-            "version": "v0",
-            "rid": cms.RecipientIdentifier(
-                name="issuer_and_serial_number",
-                value=cms.IssuerAndSerialNumber({"issuer": issuer, "serial_number": serial}),
-            ),
-            "key_encryption_algorithm": {"algorithm": "rsaes_pkcs1v15"},
-            "encrypted_key": public_key.encrypt(key, asym_padding.PKCS1v15()),
-        }
+    algorithm = _der(
+        algos.EncryptionAlgorithm, _CIPHER_IDS[cipher_name], core.OctetString(iv).dump()
     )
-    enveloped = cms.EnvelopedData(
-        {
-            "version": "v0",
-            "recipient_infos": [cms.RecipientInfo(name="ktri", value=recipient_info)],
-            "encrypted_content_info": {
-                "content_type": "data",
-                "content_encryption_algorithm": algos.EncryptionAlgorithm(
-                    {"algorithm": cipher_name, "parameters": core.OctetString(iv)}
-                ),
-                "encrypted_content": ciphertext,
-            },
-        }
+    return _der(
+        cms.EncryptedContentInfo,
+        _DATA,
+        algorithm,
+        core.OctetString(ciphertext, implicit=0).dump(),
     )
-    return cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump()
 
 
 def sign(
     content: bytes | None,
-    attributes: list[cms.CMSAttribute],
+    attributes: Sequence[cms.CMSAttribute],
     signer: x509.Certificate,
     key: rsa.RSAPrivateKey,
     digest_algorithm: str,
     certificates: list[x509.Certificate],
 ) -> bytes:
-    """A SignedData over `content` (absent for PENDING and FAILURE) with the SCEP attributes.
-    The signature algorithm is written as rsaEncryption, the form every SCEP client reads
-    (strongSwan accepts no other)."""
+    """A SignedData over `content` (absent for PENDING and FAILURE) with the SCEP attributes,
+    signed with rsaEncryption as the signature algorithm."""
     if digest_algorithm not in HASHES:
         digest_algorithm = "sha256"
     hash_alg = HASHES[digest_algorithm]()
     digest = hashes.Hash(hash_alg)
     digest.update(content or b"")
-    signed_attrs = cms.CMSAttributes(
-        [
-            cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
-            cms.CMSAttribute({"type": "message_digest", "values": [digest.finalize()]}),
-            *attributes,
-        ]
-    )
-    to_sign = b"\x31" + signed_attrs.dump()[1:]
+    message_digest = attribute(_MESSAGE_DIGEST, core.OctetString(digest.finalize()))
+    encoded = [_CONTENT_TYPE_DATA, message_digest.dump(), *(a.dump() for a in attributes)]
+    signed_attrs = b"".join(sorted(encoded))  # a SET OF, in DER order
+    # The signature covers the attributes as a SET (RFC 5652 section 5.4); the SignerInfo
+    # carries the same contents under [0] IMPLICIT.
+    to_sign = cms.CMSAttributes(contents=signed_attrs).dump()
     signature = key.sign(to_sign, asym_padding.PKCS1v15(), hash_alg)
-    parsed = asn1_x509.Certificate.load(signer.public_bytes(_DER))
-    signer_info = cms.SignerInfo(
-        {
-            "version": "v1",
-            "sid": cms.SignerIdentifier(
-                name="issuer_and_serial_number",
-                value=cms.IssuerAndSerialNumber(
-                    {"issuer": parsed.issuer, "serial_number": parsed.serial_number}
-                ),
-            ),
-            "digest_algorithm": {"algorithm": digest_algorithm},
-            "signed_attrs": signed_attrs,
-            "signature_algorithm": {"algorithm": "rsassa_pkcs1v15"},
-            "signature": signature,
-        }
+    signer_info = _der(
+        cms.SignerInfo,
+        _V1,
+        _issuer_and_serial(signer),  # the untagged choice of SignerIdentifier
+        _DIGEST_IDS[digest_algorithm],
+        cms.CMSAttributes(contents=signed_attrs, implicit=0).dump(),
+        _RSA_SIGNATURE,
+        core.OctetString(signature).dump(),
     )
-    encap: dict[str, object] = {"content_type": "data"}
-    if content is not None:
-        encap["content"] = content
-    signed = cms.SignedData(
-        {
-            "version": "v1",
-            "digest_algorithms": [{"algorithm": digest_algorithm}],
-            "encap_content_info": encap,
-            "certificates": [_asn1_cert(c) for c in certificates],
-            "signer_infos": [signer_info],
-        }
-    )
-    return cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
+    return _signed_data([_DIGEST_IDS[digest_algorithm]], content, certificates, [], [signer_info])
 
 
 def degenerate(certificates: list[x509.Certificate], crls: list[bytes] | None = None) -> bytes:
     """A certificates-only SignedData (no signers): how SCEP ships certificates and CRLs."""
-    fields: dict[str, object] = {
-        "version": "v1",
-        "digest_algorithms": [],
-        "encap_content_info": {"content_type": "data"},
-        "certificates": [_asn1_cert(c) for c in certificates],
-        "signer_infos": [],
-    }
+    return _signed_data([], None, certificates, crls or [], [])
+
+
+def _signed_data(
+    digest_ids: list[bytes],
+    content: bytes | None,
+    certificates: list[x509.Certificate],
+    crls: list[bytes],
+    signer_infos: list[bytes],
+) -> bytes:
+    """ContentInfo(SignedData) from encoded parts; certificates go in as their own DER."""
+    encap = [_DATA] if content is None else [_DATA, core.OctetString(content, explicit=0).dump()]
+    fields = [
+        _V1,
+        _der_set(cms.DigestAlgorithms, digest_ids),
+        _der(cms.EncapsulatedContentInfo, *encap),
+        _der_set(cms.CertificateSet, (c.public_bytes(_DER) for c in certificates), implicit=0),
+    ]
     if crls:
-        from asn1crypto import crl as asn1_crl
-
-        fields["crls"] = [asn1_crl.CertificateList.load(c) for c in crls]
-    signed = cms.SignedData(fields)
-    return cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
-
-
-def _asn1_cert(cert: x509.Certificate) -> asn1_x509.Certificate:
-    return asn1_x509.Certificate.load(cert.public_bytes(_DER))
+        fields.append(_der_set(cms.RevocationInfoChoices, crls, implicit=1))
+    fields.append(_der_set(cms.SignerInfos, signer_infos))
+    return _der(cms.ContentInfo, _SIGNED_DATA, _der(cms.SignedData, *fields, explicit=0))

@@ -33,6 +33,15 @@ class MessageType(StrEnum):
     GET_CRL = "22"
 
 
+# The attributes every CertRep shares, encoded once.
+_CERT_REP_TYPE = scep_cms.attribute(
+    OID_MESSAGE_TYPE, core.PrintableString(MessageType.CERT_REP.value)
+)
+_PKI_STATUS = {
+    s: scep_cms.attribute(OID_PKI_STATUS, core.PrintableString(s.value)) for s in PkiStatus
+}
+
+
 @dataclass(frozen=True)
 class PkiMessage:
     """The outer, signed layer of a request: enough to answer it, even with a FAILURE."""
@@ -101,16 +110,20 @@ def cert_rep(
             except CmsError as exc:
                 reply, content = Reply.failure(exc.fail_info, exc.message), None
     attributes = [
-        _attribute(OID_MESSAGE_TYPE, core.PrintableString(MessageType.CERT_REP.value)),
-        _attribute(OID_PKI_STATUS, core.PrintableString(reply.status.value)),
-        _attribute(OID_TRANSACTION_ID, request.transaction_id),
-        _attribute(OID_SENDER_NONCE, core.OctetString(os.urandom(NONCE_BYTES))),
-        _attribute(OID_RECIPIENT_NONCE, core.OctetString(request.sender_nonce)),
+        _CERT_REP_TYPE,
+        _PKI_STATUS[reply.status],
+        scep_cms.attribute(OID_TRANSACTION_ID, request.transaction_id),
+        scep_cms.attribute(OID_SENDER_NONCE, core.OctetString(os.urandom(NONCE_BYTES))),
+        scep_cms.attribute(OID_RECIPIENT_NONCE, core.OctetString(request.sender_nonce)),
     ]
     if reply.status is PkiStatus.FAILURE:
-        attributes.append(_attribute(OID_FAIL_INFO, core.PrintableString(reply.fail_info or "2")))
+        attributes.append(
+            scep_cms.attribute(OID_FAIL_INFO, core.PrintableString(reply.fail_info or "2"))
+        )
         if reply.text:
-            attributes.append(_attribute(OID_FAIL_INFO_TEXT, core.UTF8String(reply.text[:200])))
+            attributes.append(
+                scep_cms.attribute(OID_FAIL_INFO_TEXT, core.UTF8String(reply.text[:200]))
+            )
     return scep_cms.sign(
         content,
         attributes,
@@ -119,10 +132,6 @@ def cert_rep(
         request.signed.digest_algorithm,
         [responder.certificate],
     )
-
-
-def _attribute(oid: str, value: core.Asn1Value) -> cms.CMSAttribute:
-    return cms.CMSAttribute({"type": oid, "values": [value]})
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import Select, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from tessera.storage.models import Certificate
@@ -43,31 +43,50 @@ class AcmeNonceRepository:
         return int(getattr(result, "rowcount", 0) or 0)
 
 
+# Built once: every ACME request reads the settings.
+_SETTINGS = select(*AcmeSettings.__table__.columns).where(
+    AcmeSettings.org_id == bindparam("org_id")
+)
+
+
 class AcmeRepository:
     def __init__(self, session: Session, org_id: int) -> None:
         self._session = session
         self._org_id = org_id
+        self._read_settings: AcmeSettings | None = None
 
     # settings
     def settings(self, for_update: bool = False) -> AcmeSettings:
         """The stored settings, or the defaults. Reads never insert (two processes reading
-        at once would race on the primary key); the first update stores the row."""
+        at once would race on the primary key); the first update stores the row.
+
+        Without `for_update` the row is read once per unit of work with one Core statement
+        into an object the session does not track (changing it changes nothing); after a
+        `for_update`, reads return the tracked row."""
+        if not for_update:
+            if self._read_settings is None:
+                found = self._session.execute(_SETTINGS, {"org_id": self._org_id}).first()
+                self._read_settings = AcmeSettings(**found._mapping) if found else self._defaults()
+            return self._read_settings
         row = self._session.get(AcmeSettings, self._org_id)
         if row is None:
-            row = AcmeSettings(
-                org_id=self._org_id,
-                enabled=True,
-                validity_days=90,
-                require_approval=False,
-                require_eab=False,
-                caa_check_ca_ids=[],
-                caa_identities=[],
-                profiles={},
-            )
-            if for_update:
-                self._session.add(row)
-                self._session.flush()
+            row = self._defaults()
+            self._session.add(row)
+            self._session.flush()
+        self._read_settings = row
         return row
+
+    def _defaults(self) -> AcmeSettings:
+        return AcmeSettings(
+            org_id=self._org_id,
+            enabled=True,
+            validity_days=90,
+            require_approval=False,
+            require_eab=False,
+            caa_check_ca_ids=[],
+            caa_identities=[],
+            profiles={},
+        )
 
     def flush(self) -> None:
         self._session.flush()

@@ -82,6 +82,28 @@ _VIEW_BY_SLUG = (
     .outerjoin(_RA, (_RA.id == ScepProfile.ra_certificate_id) & (_RA.org_id == ScepProfile.org_id))
     .where(ScepProfile.org_id == bindparam("org_id"), ScepProfile.slug == bindparam("slug"))
 )
+# Every enrollment checks its challenge and looks for an earlier request of its transaction
+# (usually none): Core statements built once.
+_STATIC_DIGEST = (
+    select(ScepChallenge.digest)
+    .where(
+        ScepChallenge.org_id == bindparam("org_id"),
+        ScepChallenge.ca_id == bindparam("ca_id"),
+        ScepChallenge.kind == STATIC,
+    )
+    .order_by(ScepChallenge.id.desc())
+    .limit(1)
+)
+_LATEST_REQUEST_ID = (
+    select(ScepRequest.id)
+    .where(
+        ScepRequest.org_id == bindparam("org_id"),
+        ScepRequest.profile_id == bindparam("profile_id"),
+        ScepRequest.transaction_id == bindparam("transaction_id"),
+    )
+    .order_by(ScepRequest.id.desc())
+    .limit(1)
+)
 
 
 class ScepRepository:
@@ -161,6 +183,10 @@ class ScepRepository:
             self._challenges(ca_id, STATIC).order_by(ScepChallenge.id.desc()).limit(1)
         )
 
+    def static_challenge_digest(self, ca_id: int) -> str | None:
+        found = self._session.execute(_STATIC_DIGEST, {"org_id": self._org_id, "ca_id": ca_id})
+        return found.scalar()
+
     def add_challenge(self, challenge: ScepChallenge) -> ScepChallenge:
         challenge.org_id = self._org_id
         self._session.add(challenge)
@@ -222,15 +248,13 @@ class ScepRepository:
         return self._session.scalar(self._requests().where(ScepRequest.id == request_id))
 
     def latest_request(self, profile_id: int, transaction_id: str) -> ScepRequest | None:
-        return self._session.scalar(
-            self._requests()
-            .where(
-                ScepRequest.profile_id == profile_id,
-                ScepRequest.transaction_id == transaction_id,
-            )
-            .order_by(ScepRequest.id.desc())
-            .limit(1)
-        )
+        params = {
+            "org_id": self._org_id,
+            "profile_id": profile_id,
+            "transaction_id": transaction_id,
+        }
+        found = self._session.execute(_LATEST_REQUEST_ID, params).scalar()
+        return self._session.get(ScepRequest, found) if found is not None else None
 
     def requests(
         self, status: str | None, page: int, per_page: int
