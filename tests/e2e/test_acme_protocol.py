@@ -145,6 +145,23 @@ def test_nonces(account: Acme) -> None:
     problem(account.raw(url, json.dumps(no_nonce).encode()), "badNonce", 400)
 
 
+def test_nonce_spent_by_failures_and_replays_write_nothing(account: Acme) -> None:
+    """The nonce is spent in the request's own transaction: a failed request still uses it
+    up, and a replay that loses the race to spend it leaves nothing behind."""
+    url, orders = account.dir["newOrder"], f"{account.kid}/orders"
+    nonce = account.nonce()
+    bad = json.dumps(account.jws(url, {"identifiers": []}, nonce=nonce)).encode()
+    assert account.raw(url, bad).status_code == 400
+    payload = {"identifiers": [{"type": "dns", "value": name()}]}
+    good = json.dumps(account.jws(url, payload, nonce=nonce)).encode()
+    problem(account.raw(url, good), "badNonce", 400)  # spent by the failed request
+    before = len(account.get(orders).json()["orders"])
+    body = json.dumps(account.jws(url, payload)).encode()
+    assert account.raw(url, body).status_code == 201
+    problem(account.raw(url, body), "badNonce", 400)
+    assert len(account.get(orders).json()["orders"]) == before + 1
+
+
 def test_url_kid_and_jwk_rules(env: AcmeEnv, account: Acme) -> None:
     payload = {"identifiers": [{"type": "dns", "value": name()}]}
     wrong_url = account.jws(

@@ -35,7 +35,7 @@ from tessera.protocols.acme.transport import (
     by_account,
     by_jwk,
     read_jws,
-    spend_nonce,
+    spend_around,
 )
 from tessera.runtime import Runtime
 from tessera.storage.models_acme import AcmeAccount
@@ -124,11 +124,11 @@ async def _signed(
 ) -> Response:
     signed = await read_jws(request, path)
 
-    def spend_then_work() -> Response:
-        spend_nonce(request.app.state.runtime, signed)  # its own transaction, kept on failure
-        return work(Ctx(request, session), signed)
+    def spend_and_work() -> Response:
+        rt = request.app.state.runtime
+        return spend_around(rt, session, signed, lambda: work(Ctx(request, session), signed))
 
-    return await run_in_threadpool(spend_then_work)
+    return await run_in_threadpool(spend_and_work)
 
 
 def _id(text: str, what: str) -> int:

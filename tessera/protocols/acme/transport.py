@@ -3,12 +3,15 @@ the JWS checks of RFC 8555 6.2-6.5, and the Replay-Nonce / Link / Cache-Control 
 
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from fastapi import Request
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tessera.protocols.acme import jws
@@ -129,7 +132,7 @@ def consume_nonce(rt: Runtime, value: str) -> bool:
 
 async def read_jws(request: Request, path: str) -> jws.Jws:
     """Parse the body, then check url and that a nonce is there; the caller spends it
-    (`spend_nonce`, in the thread that then does the work) and checks the signature, which
+    (`spend_around`, in the thread that does the work) and checks the signature, which
     needs the key (see below)."""
     rt: Runtime = request.app.state.runtime
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -153,7 +156,36 @@ async def read_jws(request: Request, path: str) -> jws.Jws:
 
 def spend_nonce(rt: Runtime, signed: jws.Jws) -> None:
     if not consume_nonce(rt, str(signed.nonce)):
-        raise bad_nonce("the nonce is unknown, used or expired; get a new one")
+        raise bad_nonce(NONCE_REFUSED)
+
+
+NONCE_REFUSED = "the nonce is unknown, used or expired; get a new one"
+
+
+def spend_around(
+    rt: Runtime, session: Session, signed: jws.Jws, work: Callable[[], Response]
+) -> Response:
+    """Do the request's work and spend its nonce in the same transaction: the work first,
+    then the nonce's DELETE, so a request that only reads holds SQLite's write lock for that
+    statement and the commit alone, and no request pays a transaction of its own for its
+    nonce. When the nonce turns out spent meanwhile, everything is rolled back (badNonce).
+
+    A request that fails is rolled back and its nonce spent in a transaction of its own, so
+    it is used up all the same; an unknown nonce is then reported rather than the work's
+    own error, as when the nonce was checked first (RFC 8555 section 6.5)."""
+    if _redis(rt) is not None:
+        spend_nonce(rt, signed)
+        return work()
+    try:
+        response = work()
+        session.flush()  # the work's own errors surface here, not at commit
+    except Exception:
+        session.rollback()  # first: on SQLite its write lock would block the spend below
+        spend_nonce(rt, signed)
+        raise
+    if not AcmeNonceRepository(session).consume(str(signed.nonce), rt.clock()):
+        raise bad_nonce(NONCE_REFUSED)
+    return response
 
 
 @dataclass(frozen=True)

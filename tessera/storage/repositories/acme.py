@@ -65,7 +65,8 @@ class AcmeRepository:
         `for_update`, reads return the tracked row."""
         if not for_update:
             if self._read_settings is None:
-                found = self._session.execute(_SETTINGS, {"org_id": self._org_id}).first()
+                params = {"org_id": self._org_id}
+                found = self._session.connection().execute(_SETTINGS, params).first()
                 self._read_settings = AcmeSettings(**found._mapping) if found else self._defaults()
             return self._read_settings
         row = self._session.get(AcmeSettings, self._org_id)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Select, bindparam, func, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from tessera.storage.models import Certificate, CertificateAuthority
 from tessera.storage.models_scep import ScepChallenge, ScepProfile, ScepRequest
@@ -50,7 +50,6 @@ class ProfileView:
     responder_identity: ResponderIdentity | None  # None when the profile has no CA
 
 
-_RA = aliased(Certificate)
 _PROFILE_FIELDS = (
     "id",
     "slug",
@@ -65,43 +64,43 @@ _PROFILE_FIELDS = (
     "ra_certificate_id",
     "next_ra_certificate_id",
 )
-# Built once: every SCEP request reads its profile, with what identifies its responder.
+# Built once from the tables (plain Core, no ORM entity loading) and run on the session's
+# connection: every SCEP request reads its profile with what identifies its responder, and
+# every enrollment its challenge and any earlier request of its transaction (usually none).
+_P, _CA = ScepProfile.__table__.c, CertificateAuthority.__table__.c
+_RA_TABLE = Certificate.__table__.alias("ra")
+_RA = _RA_TABLE.c
 _VIEW_BY_SLUG = (
     select(
-        *(getattr(ScepProfile, name) for name in _PROFILE_FIELDS),
-        CertificateAuthority.serial_number,
-        CertificateAuthority.is_active,
-        CertificateAuthority.encrypted_private_key.is_not(None),
+        *(_P[name] for name in _PROFILE_FIELDS),
+        _CA.serial_number,
+        _CA.is_active,
+        _CA.encrypted_private_key.is_not(None),
         _RA.serial_number,
     )
-    .outerjoin(
-        CertificateAuthority,
-        (CertificateAuthority.id == ScepProfile.ca_id)
-        & (CertificateAuthority.org_id == ScepProfile.org_id),
+    .select_from(
+        ScepProfile.__table__.outerjoin(
+            CertificateAuthority.__table__,
+            (_CA.id == _P.ca_id) & (_CA.org_id == _P.org_id),
+        ).outerjoin(_RA_TABLE, (_RA.id == _P.ra_certificate_id) & (_RA.org_id == _P.org_id))
     )
-    .outerjoin(_RA, (_RA.id == ScepProfile.ra_certificate_id) & (_RA.org_id == ScepProfile.org_id))
-    .where(ScepProfile.org_id == bindparam("org_id"), ScepProfile.slug == bindparam("slug"))
+    .where(_P.org_id == bindparam("org_id"), _P.slug == bindparam("slug"))
 )
-# Every enrollment checks its challenge and looks for an earlier request of its transaction
-# (usually none): Core statements built once.
+_CH, _RQ = ScepChallenge.__table__.c, ScepRequest.__table__.c
 _STATIC_DIGEST = (
-    select(ScepChallenge.digest)
-    .where(
-        ScepChallenge.org_id == bindparam("org_id"),
-        ScepChallenge.ca_id == bindparam("ca_id"),
-        ScepChallenge.kind == STATIC,
-    )
-    .order_by(ScepChallenge.id.desc())
+    select(_CH.digest)
+    .where(_CH.org_id == bindparam("org_id"), _CH.ca_id == bindparam("ca_id"), _CH.kind == STATIC)
+    .order_by(_CH.id.desc())
     .limit(1)
 )
 _LATEST_REQUEST_ID = (
-    select(ScepRequest.id)
+    select(_RQ.id)
     .where(
-        ScepRequest.org_id == bindparam("org_id"),
-        ScepRequest.profile_id == bindparam("profile_id"),
-        ScepRequest.transaction_id == bindparam("transaction_id"),
+        _RQ.org_id == bindparam("org_id"),
+        _RQ.profile_id == bindparam("profile_id"),
+        _RQ.transaction_id == bindparam("transaction_id"),
     )
-    .order_by(ScepRequest.id.desc())
+    .order_by(_RQ.id.desc())
     .limit(1)
 )
 
@@ -120,7 +119,8 @@ class ScepRepository:
 
     def profile_view(self, slug: str) -> ProfileView | None:
         """The profile without the ORM (one Core statement), for the protocol's hot path."""
-        row = self._session.execute(_VIEW_BY_SLUG, {"org_id": self._org_id, "slug": slug}).first()
+        params = {"org_id": self._org_id, "slug": slug}
+        row = self._session.connection().execute(_VIEW_BY_SLUG, params).first()
         if row is None:
             return None
         fields = dict(zip(_PROFILE_FIELDS, row[: len(_PROFILE_FIELDS)], strict=True))
@@ -184,7 +184,8 @@ class ScepRepository:
         )
 
     def static_challenge_digest(self, ca_id: int) -> str | None:
-        found = self._session.execute(_STATIC_DIGEST, {"org_id": self._org_id, "ca_id": ca_id})
+        params = {"org_id": self._org_id, "ca_id": ca_id}
+        found = self._session.connection().execute(_STATIC_DIGEST, params)
         return found.scalar()
 
     def add_challenge(self, challenge: ScepChallenge) -> ScepChallenge:
@@ -253,7 +254,7 @@ class ScepRepository:
             "profile_id": profile_id,
             "transaction_id": transaction_id,
         }
-        found = self._session.execute(_LATEST_REQUEST_ID, params).scalar()
+        found = self._session.connection().execute(_LATEST_REQUEST_ID, params).scalar()
         return self._session.get(ScepRequest, found) if found is not None else None
 
     def requests(
