@@ -31,21 +31,45 @@ class AcmeNonceRepository:
 
     def consume(self, value: str, now: datetime) -> bool:
         """Single use across every server process: the DELETE that returns the row wins."""
-        statement = (
-            delete(AcmeNonce)
-            .where(AcmeNonce.value == value, AcmeNonce.expires_at > now)
-            .returning(AcmeNonce.value)
-        )
-        return self._session.execute(statement).first() is not None
+        found = self._session.execute(_SPEND_NONCE, {"value": value, "now": now})
+        return found.first() is not None
 
     def purge(self, now: datetime) -> int:
         result = self._session.execute(delete(AcmeNonce).where(AcmeNonce.expires_at <= now))
         return int(getattr(result, "rowcount", 0) or 0)
 
 
-# Built once: every ACME request reads the settings.
+# Built once (SQLAlchemy then skips building the statement and its cache key): every ACME
+# request reads the settings, spends a nonce and loads its account, order or authorization.
 _SETTINGS = select(*AcmeSettings.__table__.columns).where(
     AcmeSettings.org_id == bindparam("org_id")
+)
+_SPEND_NONCE = (
+    delete(AcmeNonce)
+    .where(AcmeNonce.value == bindparam("value"), AcmeNonce.expires_at > bindparam("now"))
+    .returning(AcmeNonce.value)
+)
+_ACCOUNT = select(AcmeAccount).where(
+    AcmeAccount.id == bindparam("id"), AcmeAccount.org_id == bindparam("org_id")
+)
+_ORDER = select(AcmeOrder).where(
+    AcmeOrder.id == bindparam("id"), AcmeOrder.org_id == bindparam("org_id")
+)
+_AUTHORIZATION = select(AcmeAuthorization).where(
+    AcmeAuthorization.id == bindparam("id"), AcmeAuthorization.org_id == bindparam("org_id")
+)
+_ORDER_AUTHORIZATIONS = (
+    select(AcmeAuthorization)
+    .where(
+        AcmeAuthorization.org_id == bindparam("org_id"),
+        AcmeAuthorization.order_id == bindparam("id"),
+    )
+    .order_by(AcmeAuthorization.id)
+)
+_AUTHORIZATION_CHALLENGES = (
+    select(AcmeChallenge)
+    .where(AcmeChallenge.authz_id == bindparam("id"))
+    .order_by(AcmeChallenge.id)
 )
 
 
@@ -100,11 +124,7 @@ class AcmeRepository:
         return account
 
     def account(self, account_id: int) -> AcmeAccount | None:
-        return self._session.scalar(
-            select(AcmeAccount).where(
-                AcmeAccount.id == account_id, AcmeAccount.org_id == self._org_id
-            )
-        )
+        return self._session.scalar(_ACCOUNT, {"id": account_id, "org_id": self._org_id})
 
     def account_by_thumbprint(self, thumbprint: str) -> AcmeAccount | None:
         return self._session.scalar(
@@ -167,9 +187,7 @@ class AcmeRepository:
         return order
 
     def order(self, order_id: int) -> AcmeOrder | None:
-        return self._session.scalar(
-            select(AcmeOrder).where(AcmeOrder.id == order_id, AcmeOrder.org_id == self._org_id)
-        )
+        return self._session.scalar(_ORDER, {"id": order_id, "org_id": self._org_id})
 
     def order_for_certificate(self, certificate_id: int) -> AcmeOrder | None:
         return self._session.scalar(
@@ -215,17 +233,11 @@ class AcmeRepository:
         return authz
 
     def authorization(self, authz_id: int) -> AcmeAuthorization | None:
-        return self._session.scalar(
-            select(AcmeAuthorization).where(
-                AcmeAuthorization.id == authz_id, AcmeAuthorization.org_id == self._org_id
-            )
-        )
+        return self._session.scalar(_AUTHORIZATION, {"id": authz_id, "org_id": self._org_id})
 
     def order_authorizations(self, order_id: int) -> Sequence[AcmeAuthorization]:
-        query = select(AcmeAuthorization).where(
-            AcmeAuthorization.org_id == self._org_id, AcmeAuthorization.order_id == order_id
-        )
-        return self._session.scalars(query.order_by(AcmeAuthorization.id)).all()
+        params = {"id": order_id, "org_id": self._org_id}
+        return self._session.scalars(_ORDER_AUTHORIZATIONS, params).all()
 
     def add_challenge(self, challenge: AcmeChallenge) -> AcmeChallenge:
         self._session.add(challenge)
@@ -241,8 +253,7 @@ class AcmeRepository:
         return (row[0], row[1]) if row else None
 
     def authorization_challenges(self, authz_id: int) -> Sequence[AcmeChallenge]:
-        query = select(AcmeChallenge).where(AcmeChallenge.authz_id == authz_id)
-        return self._session.scalars(query.order_by(AcmeChallenge.id)).all()
+        return self._session.scalars(_AUTHORIZATION_CHALLENGES, {"id": authz_id}).all()
 
     # early renewal (ARI)
     def renewal_mark(self, certificate_id: int) -> AcmeRenewalMark | None:
