@@ -2,9 +2,9 @@
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, bindparam, delete, func, select, update
+from sqlalchemy import Select, Table, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from tessera.storage.models import Certificate
@@ -44,10 +44,17 @@ class AcmeNonceRepository:
 _SETTINGS = select(*AcmeSettings.__table__.columns).where(
     AcmeSettings.org_id == bindparam("org_id")
 )
+_NONCE_TABLE, _CHALLENGE_TABLE = (
+    cast(Table, AcmeNonce.__table__),
+    cast(Table, AcmeChallenge.__table__),
+)
+_NONCES, _CHALLENGES = _NONCE_TABLE.c, _CHALLENGE_TABLE.c
+# Plain Core DML (no ORM session synchronisation): no nonce or claimed challenge is loaded in
+# the session when these run.
 _SPEND_NONCE = (
-    delete(AcmeNonce)
-    .where(AcmeNonce.value == bindparam("value"), AcmeNonce.expires_at > bindparam("now"))
-    .returning(AcmeNonce.value)
+    delete(_NONCE_TABLE)
+    .where(_NONCES.value == bindparam("value"), _NONCES.expires_at > bindparam("now"))
+    .returning(_NONCES.value)
 )
 _ACCOUNT = select(AcmeAccount).where(
     AcmeAccount.id == bindparam("id"), AcmeAccount.org_id == bindparam("org_id")
@@ -65,6 +72,32 @@ _ORDER_AUTHORIZATIONS = (
         AcmeAuthorization.order_id == bindparam("id"),
     )
     .order_by(AcmeAuthorization.id)
+)
+_CHALLENGE_WITH_AUTHORIZATION = select(AcmeChallenge, AcmeAuthorization).join(
+    AcmeAuthorization, AcmeAuthorization.id == AcmeChallenge.authz_id
+)
+_CHALLENGE_IN_ORG = _CHALLENGE_WITH_AUTHORIZATION.where(
+    AcmeChallenge.id == bindparam("id"), AcmeAuthorization.org_id == bindparam("org_id")
+)
+_CHALLENGE_ANY_ORG = _CHALLENGE_WITH_AUTHORIZATION.where(AcmeChallenge.id == bindparam("id"))
+_ORDER_FOR_CERTIFICATE = select(AcmeOrder).where(
+    AcmeOrder.certificate_id == bindparam("id"), AcmeOrder.org_id == bindparam("org_id")
+)
+# The validation job's reads and its compare-and-set claim, run after every challenge answer.
+_DUE_CHALLENGES = (
+    select(AcmeChallenge.id, AcmeChallenge.next_attempt_at)
+    .where(AcmeChallenge.status == "processing", AcmeChallenge.next_attempt_at <= bindparam("now"))
+    .order_by(AcmeChallenge.next_attempt_at)
+    .limit(bindparam("limit"))
+)
+_CLAIM_CHALLENGE = (
+    update(_CHALLENGE_TABLE)
+    .where(
+        _CHALLENGES.id == bindparam("claim_id"),
+        _CHALLENGES.status == "processing",
+        _CHALLENGES.next_attempt_at == bindparam("claim_seen"),
+    )
+    .values(next_attempt_at=bindparam("claim_until"), attempts=_CHALLENGES.attempts + 1)
 )
 _AUTHORIZATION_CHALLENGES = (
     select(AcmeChallenge)
@@ -190,11 +223,8 @@ class AcmeRepository:
         return self._session.scalar(_ORDER, {"id": order_id, "org_id": self._org_id})
 
     def order_for_certificate(self, certificate_id: int) -> AcmeOrder | None:
-        return self._session.scalar(
-            select(AcmeOrder).where(
-                AcmeOrder.certificate_id == certificate_id, AcmeOrder.org_id == self._org_id
-            )
-        )
+        params = {"id": certificate_id, "org_id": self._org_id}
+        return self._session.scalar(_ORDER_FOR_CERTIFICATE, params)
 
     def account_order_ids(self, account_id: int, limit: int) -> Sequence[int]:
         query = (
@@ -245,11 +275,8 @@ class AcmeRepository:
         return challenge
 
     def challenge(self, challenge_id: int) -> tuple[AcmeChallenge, AcmeAuthorization] | None:
-        row = self._session.execute(
-            select(AcmeChallenge, AcmeAuthorization)
-            .join(AcmeAuthorization, AcmeAuthorization.id == AcmeChallenge.authz_id)
-            .where(AcmeChallenge.id == challenge_id, AcmeAuthorization.org_id == self._org_id)
-        ).first()
+        params = {"id": challenge_id, "org_id": self._org_id}
+        row = self._session.execute(_CHALLENGE_IN_ORG, params).first()
         return (row[0], row[1]) if row else None
 
     def authorization_challenges(self, authz_id: int) -> Sequence[AcmeChallenge]:
@@ -315,33 +342,17 @@ class AcmeWorkRepository:
         self._session = session
 
     def due_challenges(self, now: datetime, limit: int) -> Sequence[tuple[int, datetime]]:
-        query = (
-            select(AcmeChallenge.id, AcmeChallenge.next_attempt_at)
-            .where(AcmeChallenge.status == "processing", AcmeChallenge.next_attempt_at <= now)
-            .order_by(AcmeChallenge.next_attempt_at)
-            .limit(limit)
-        )
-        return [(int(i), t) for i, t in self._session.execute(query).all() if t is not None]
+        rows = self._session.execute(_DUE_CHALLENGES, {"now": now, "limit": limit}).all()
+        return [(int(i), t) for i, t in rows if t is not None]
 
     def claim_challenge(self, challenge_id: int, seen: datetime, lease_until: datetime) -> bool:
         """Compare-and-set on next_attempt_at: exactly one process wins each attempt."""
-        result = self._session.execute(
-            update(AcmeChallenge)
-            .where(
-                AcmeChallenge.id == challenge_id,
-                AcmeChallenge.status == "processing",
-                AcmeChallenge.next_attempt_at == seen,
-            )
-            .values(next_attempt_at=lease_until, attempts=AcmeChallenge.attempts + 1)
-        )
+        params = {"claim_id": challenge_id, "claim_seen": seen, "claim_until": lease_until}
+        result = self._session.execute(_CLAIM_CHALLENGE, params)
         return bool(getattr(result, "rowcount", 0))
 
     def challenge(self, challenge_id: int) -> tuple[AcmeChallenge, AcmeAuthorization] | None:
-        row = self._session.execute(
-            select(AcmeChallenge, AcmeAuthorization)
-            .join(AcmeAuthorization, AcmeAuthorization.id == AcmeChallenge.authz_id)
-            .where(AcmeChallenge.id == challenge_id)
-        ).first()
+        row = self._session.execute(_CHALLENGE_ANY_ORG, {"id": challenge_id}).first()
         return (row[0], row[1]) if row else None
 
     def expire(self, now: datetime) -> int:

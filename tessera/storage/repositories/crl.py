@@ -12,6 +12,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     and_,
+    bindparam,
     cast,
     delete,
     func,
@@ -31,6 +32,15 @@ from tessera.storage.models_crl import CRLState, PublishedCRL, RetainedCRLEntry
 # CRL builder takes them
 EntryRow = tuple[str, int, str | None, int | None]
 KEEP_PUBLISHED = 3  # per CA and kind; older CRLs are deleted when a new one is stored
+
+
+# Built once: the CRL follower of every process reads from here every second.
+_CHANGES_AFTER = (
+    select(StatusChange.id, StatusChange.ca_id)
+    .where(StatusChange.id > bindparam("last_id"))
+    .order_by(StatusChange.id)
+    .limit(bindparam("limit"))
+)
 
 
 class CRLRepository:
@@ -164,13 +174,8 @@ class CRLRepository:
     # Following the status-change log ---------------------------------------------------
 
     def changes_after(self, last_id: int, limit: int) -> Sequence[tuple[int, int | None]]:
-        query = (
-            select(StatusChange.id, StatusChange.ca_id)
-            .where(StatusChange.id > last_id)
-            .order_by(StatusChange.id)
-            .limit(limit)
-        )
-        return list(self._session.execute(query).tuples())
+        params = {"last_id": last_id, "limit": limit}
+        return list(self._session.execute(_CHANGES_AFTER, params).tuples())
 
     def changes_in(self, ids: Sequence[int]) -> Sequence[tuple[int, int | None]]:
         query = select(StatusChange.id, StatusChange.ca_id).where(StatusChange.id.in_(ids))

@@ -2,10 +2,18 @@
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from tessera.storage.models import Certificate, StatusChange
+
+# Built once: the OCSP responder of every process reads from here five times a second.
+_AFTER = (
+    select(StatusChange.id, StatusChange.ca_id, StatusChange.serial_number)
+    .where(StatusChange.id > bindparam("last_id"))
+    .order_by(StatusChange.id)
+    .limit(bindparam("limit"))
+)
 
 
 class StatusChangeRepository:
@@ -24,14 +32,10 @@ class StatusChangeRepository:
             )
         )
 
-    def after(self, last_id: int, limit: int = 1000) -> Sequence[StatusChange]:
-        query = (
-            select(StatusChange)
-            .where(StatusChange.id > last_id)
-            .order_by(StatusChange.id)
-            .limit(limit)
-        )
-        return self._session.scalars(query).all()
+    def after(self, last_id: int, limit: int = 1000) -> Sequence[Row[int, int | None, str]]:
+        """(id, ca_id, serial_number) of the changes after `last_id`, oldest first."""
+        params = {"last_id": last_id, "limit": limit}
+        return self._session.execute(_AFTER, params).all()
 
     def latest_id(self) -> int:
         return self._session.scalar(select(func.max(StatusChange.id))) or 0
