@@ -21,6 +21,14 @@ from tessera.storage.models import IssuedSerial
 SERIAL_ATTEMPTS = 5
 
 
+_RESERVE = {
+    postgres: (postgresql.insert if postgres else sqlite.insert)(IssuedSerial)
+    .on_conflict_do_nothing(index_elements=["serial_number"])
+    .returning(IssuedSerial.serial_number)
+    for postgres in (False, True)
+}
+
+
 class SerialRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -30,17 +38,14 @@ class SerialRepository:
         for that serial (both SQLite 3.35+ and PostgreSQL speak ON CONFLICT)."""
         if not serials:
             return []
-        dialect = self._session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        connection = self._session.connection()
         moment = datetime.now(UTC)
         by_hex = {serial_hex(s): s for s in serials}
-        statement = (
-            insert(IssuedSerial)
-            .values([{"serial_number": h, "reserved_at": moment} for h in by_hex])
-            .on_conflict_do_nothing(index_elements=["serial_number"])
-            .returning(IssuedSerial.serial_number)
-        )
-        return [by_hex[h] for h in self._session.scalars(statement)]
+        rows = [{"serial_number": h, "reserved_at": moment} for h in by_hex]
+        # One statement, parameters apart: SQLAlchemy sends them as multi-row VALUES batches
+        # ("insertmanyvalues") and reuses the compiled form instead of compiling 256 rows.
+        claimed = connection.execute(_RESERVE[connection.dialect.name == "postgresql"], rows)
+        return [by_hex[h] for h in claimed.scalars()]
 
 
 class SerialPool:
