@@ -345,10 +345,10 @@ def test_certbot_manual_dns01_with_eab(env: AcmeEnv, tmp_path: Path) -> None:
             "--agree-tos",
             "-m",
             "ops@example.org",
-            "--eab-kid",
-            key["kid"],
-            "--eab-hmac-key",
-            key["hmac_key"],
+            # One argument each: a base64url key may start with "-", which argparse would
+            # take for an option.
+            f"--eab-kid={key['kid']}",
+            f"--eab-hmac-key={key['hmac_key']}",
             home=tmp_path,
         )
         name, _ = names()

@@ -511,3 +511,16 @@ def test_nonces_in_redis(tmp_path: Path) -> None:
             problem(client.raw(client.dir["newAccount"], body), "badNonce", 400)
         finally:
             client.close()
+
+
+def test_signed_endpoints_outside_fastapi_routing_keep_their_answers(account: Acme) -> None:
+    """The POST endpoints are dispatched ahead of FastAPI's router (protocols/acme/lane.py):
+    unknown ids, other methods and unknown paths still get their answers with the ACME
+    headers."""
+    problem(account.get(account.url("order/not-a-number")), "malformed", 404)
+    problem(account.get(account.url("authz/999999999")), "malformed", 404)
+    wrong_method = account.http.get(account.dir["newOrder"])
+    assert wrong_method.status_code == 405
+    assert wrong_method.headers.get("replay-nonce")
+    unknown = account.post(account.url("no-such-endpoint"), {})
+    assert unknown.status_code == 404 and unknown.headers.get("replay-nonce")

@@ -191,9 +191,9 @@ def test_certbot5_eab_register_and_revoke_by_certificate_key(env: AcmeEnv, tmp_p
         # certbot() asserts a zero exit; its message carries certbot's output
         with pytest.raises(AssertionError, match=r"(?i)external account binding"):
             certbot5(env, *base, home=tmp_path / "refused")
-        certbot5(
-            env, *base, "--eab-kid", key["kid"], "--eab-hmac-key", key["hmac_key"], home=tmp_path
-        )
+        # One argument each: a base64url key may start with "-" (an option, to argparse).
+        eab = (f"--eab-kid={key['kid']}", f"--eab-hmac-key={key['hmac_key']}")
+        certbot5(env, *base, *eab, home=tmp_path)
         live = issue_http01(env, tmp_path, "eab", names()[0])
     finally:
         env.settings(require_eab=False)

@@ -1,6 +1,7 @@
 """The ACME server's public endpoints (RFC 8555, RFC 8737, RFC 9773, ACME profiles) under
 /acme/. Thin: JWS and nonce checks in transport.py, the work in tessera/domains/acme."""
 
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -27,6 +28,7 @@ from tessera.domains.acme.worker import CLEANUP_JOB, VALIDATE_JOB, AcmeWorker
 from tessera.domains.certificates.service import CertificateService
 from tessera.domains.issuance import Issuance
 from tessera.protocols.acme import jws, views
+from tessera.protocols.acme.lane import AcmeLane, Routes
 from tessera.protocols.acme.problems import AcmeProblem, malformed, unauthorized
 from tessera.protocols.acme.transport import (
     PREFIX,
@@ -55,8 +57,10 @@ ACME_REASONS = {
 
 
 def install(app: FastAPI, rt: Runtime) -> None:
-    """Wire the ACME server: routes, response headers, and its background jobs."""
+    """Wire the ACME server: routes (the signed ones also through the lane, ahead of
+    FastAPI's routing), response headers, and its background jobs."""
     app.include_router(router)
+    app.add_middleware(AcmeLane, routes=_lane_routes())
     app.add_middleware(AcmeHeaders)
     settings = rt.settings
     config = ValidationConfig.parse(
@@ -394,3 +398,23 @@ def renewal_info(certid: str, request: Request, session: UnitOfWork) -> JSONResp
         body["explanationURL"] = f"{ctx.urls.base}/directory"
     retry = str(int(RETRY_AFTER / timedelta(seconds=1)))
     return _json(body, retry_after=retry)
+
+
+def _lane_routes() -> Routes:
+    """Every POST endpoint above, by its path under /acme/ (one `[^/]+` per parameter)."""
+    one = "([^/]+)"
+    routes: list[tuple[str, Any]] = [
+        ("new-account", new_account),
+        (f"acct/{one}", account),
+        (f"acct/{one}/orders", account_orders),
+        ("key-change", key_change),
+        ("new-order", new_order),
+        (f"order/{one}", get_order),
+        (f"order/{one}/finalize", finalize),
+        (f"authz/{one}", authorization),
+        (f"chall/{one}", challenge),
+        (f"cert/{one}", certificate),
+        (f"cert/{one}/{one}", certificate_alternate),
+        ("revoke-cert", revoke),
+    ]
+    return [(re.compile(f"{re.escape(PREFIX)}/{path}"), endpoint) for path, endpoint in routes]
