@@ -1,11 +1,12 @@
 """Request-scoped wiring: the unit of work, who is calling, and what they may do."""
 
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.dependencies.models import Dependant
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -69,6 +70,26 @@ def _finish(session: Session, commit: bool) -> None:
 
 
 UnitOfWork = Annotated[Session, Depends(unit_of_work, scope="function")]
+_unit_of_work = asynccontextmanager(unit_of_work)
+
+
+async def within_unit_of_work(
+    request: Request, work: Callable[[Session], Awaitable[Response]]
+) -> Response:
+    """For the protocol lanes that run ahead of FastAPI's routing (SCEP, the signed ACME
+    endpoints): `work` in the same unit of work an endpoint gets (committed before the answer
+    is sent, rolled back on any error), and an error answered by the app's own exception
+    handlers, as if FastAPI had routed the request."""
+    try:
+        async with _unit_of_work(request) as session:
+            return await work(session)
+    except Exception as exc:  # FastAPI's boundary: its handlers answer
+        handlers = request.app.exception_handlers
+        handler = next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)
+        if handler is None:
+            raise
+        answer: Response = await handler(request, exc)
+        return answer
 
 
 def now(request: Request) -> datetime:

@@ -27,6 +27,7 @@ from tessera.domains.ocsp.responder import (
     Responder,
 )
 from tessera.domains.ocsp.signers import SignerFactory
+from tessera.protocols.body import read_body
 from tessera.runtime import Runtime
 
 log = logging.getLogger("tessera.ocsp")
@@ -51,7 +52,7 @@ class OCSPEndpoint:
         method = scope["method"]
         if method == "POST" and path in (PATH, PATH + "/"):
             self.responder.counts["post"] += 1
-            der = await _read_body(scope, receive, self.max_bytes)
+            der = await read_body(scope, receive, self.max_bytes)
             if der is None:
                 self.responder.counts["too_large"] += 1
                 await _plain(send, 413, b"OCSP request too large")
@@ -87,29 +88,6 @@ class OCSPEndpoint:
             if signed is not None:
                 return signed
         return await asyncio.to_thread(self.responder.answer, found)
-
-
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
-    """The body, or None as soon as it is known to exceed the limit (from Content-Length,
-    before reading anything, or while reading a chunked body)."""
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            if not value.isdigit() or int(value) > limit:
-                return None
-            break
-    chunks: list[bytes] = []
-    size, more = 0, True
-    while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b""
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    return b"".join(chunks)
 
 
 def _from_url(raw_path: bytes, limit: int) -> bytes | None:

@@ -520,8 +520,13 @@ def test_config_shape_and_validation(scep: Scep, api: httpx.Client) -> None:
     error(api.post(f"{API}/scep/999999/approve"), 404)
     error(api.get(f"{API}/scep/challenge/999999"), 404)
     error(api.post(f"{API}/scep/profiles", json={"slug": "Bad Slug!"}), 400)
-    stats = data(api.get(f"{API}/scep/stats"))
-    assert stats["issued"] >= 1
+    before = data(api.get(f"{API}/scep/stats"))
+    client = new_client()
+    _, reply = scep.enroll(client, csr_der(client, "stats-device", scep.challenge))
+    assert reply.status == SUCCESS, reply
+    after = data(api.get(f"{API}/scep/stats"))
+    assert after["issued"] >= before["issued"] + 1  # other tests may enroll meanwhile
+    assert after["enrollments"] >= before["enrollments"] + 1
 
 
 def test_management_needs_permissions(server: Server, api: httpx.Client) -> None:

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tessera.protocols.acme import jws
 from tessera.protocols.acme.problems import AcmeProblem, bad_nonce, malformed, unauthorized
+from tessera.protocols.body import read_body
 from tessera.runtime import Runtime
 from tessera.storage.models_acme import AcmeAccount
 from tessera.storage.repositories import Repositories
@@ -138,15 +139,10 @@ async def read_jws(request: Request, path: str) -> jws.Jws:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != JOSE:
         raise malformed(f"the Content-Type must be {JOSE}", 415)
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+    body = await read_body(request.scope, request.receive, MAX_BODY)
+    if body is None:
         raise malformed(f"the body is larger than {MAX_BODY} bytes", 413)
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > MAX_BODY:
-            raise malformed(f"the body is larger than {MAX_BODY} bytes", 413)
-    signed = jws.parse(bytes(body))
+    signed = jws.parse(body)
     if signed.url != f"{base_url(rt)}/{path}":
         raise unauthorized("the JWS url does not match the request URL")
     if not isinstance(signed.nonce, str) or not signed.nonce:
@@ -154,12 +150,12 @@ async def read_jws(request: Request, path: str) -> jws.Jws:
     return signed
 
 
+NONCE_REFUSED = "the nonce is unknown, used or expired; get a new one"
+
+
 def spend_nonce(rt: Runtime, signed: jws.Jws) -> None:
     if not consume_nonce(rt, str(signed.nonce)):
         raise bad_nonce(NONCE_REFUSED)
-
-
-NONCE_REFUSED = "the nonce is unknown, used or expired; get a new one"
 
 
 def spend_around(

@@ -4,30 +4,29 @@ plain-HTTP listener.
 
 A plain ASGI middleware rather than FastAPI routes, like OCSP's (docs/ocsp.md): it sits inside
 the security middleware (headers, CORS, rate limits, body limit) but ahead of routing, so a
-SCEP request makes one thread hop and opens one session instead of going through the router,
-dependency resolution and two hops. Every SCEP client makes three such requests per
-enrollment. The operations themselves are in `operations.py`.
+SCEP request makes one thread hop instead of going through the router, dependency resolution
+and two hops; every SCEP client makes three such requests per enrollment. It runs in the same
+unit of work as an endpoint, with the app's own exception handlers
+(`deps.within_unit_of_work`; errors under /scep are plain text). The operations themselves
+are in `operations.py`.
 """
 
-import logging
 import re
 
-from fastapi import FastAPI
-from sqlalchemy.exc import DataError, IntegrityError
+from fastapi import FastAPI, Request
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import QueryParams
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tessera.api import errors
-from tessera.core.errors import TesseraError
-from tessera.domains.audit.context import SUCCESS_STATUS
+from tessera.api.deps import within_unit_of_work
 from tessera.domains.scep.profiles import DEFAULT_SLUG
+from tessera.protocols.body import read_body
 from tessera.protocols.scep import operations
 from tessera.protocols.scep.operations import MAX_MESSAGE, Call, plain_error
 from tessera.runtime import Runtime
 
-log = logging.getLogger("tessera.scep")
 DEFAULT_PATHS = ("/scep/pkiclient.exe", "/cgi-bin/pkiclient.exe")
 PROFILE_PATH = re.compile(r"^/scep/([^/]+)/pkiclient\.exe$")
 RA_RENEWAL_JOB, RA_RENEWAL_SECONDS = "scep-ra-renewal", 3600.0
@@ -64,68 +63,28 @@ class ScepEndpoint:
         if slug is None or "\x00" in slug or b"%00" in scope["query_string"].upper():
             await self.app(scope, receive, send)  # not SCEP, or refused further in
             return
-        response = await self._respond(scope, receive, slug)
+        response = await self._respond(Request(scope, receive), slug)
         await response(scope, receive, send)
 
-    async def _respond(self, scope: Scope, receive: Receive, slug: str) -> Response:
-        method = scope["method"]
-        if method not in METHODS:
+    async def _respond(self, request: Request, slug: str) -> Response:
+        if request.method not in METHODS:
             return plain_error(405, "SCEP takes GET and POST")
-        params = QueryParams(scope["query_string"])
         body = None
-        if method == "POST":
-            body = await _read_body(receive)
+        if request.method == "POST":
+            body = await read_body(request.scope, request.receive, MAX_MESSAGE)
             if body is None:
                 return plain_error(413, "message too large")
-        headers = dict(scope["headers"])
-        agent = headers.get(b"user-agent", b"").decode("latin-1")[:300] or None
-        client = scope.get("client")
         call = Call(
             slug,
-            params.get("operation", ""),
-            params.get("message"),
+            request.query_params.get("operation", ""),
+            request.query_params.get("message"),
             body,
-            client[0] if client else None,
-            agent,
+            request.client.host if request.client else None,
+            (request.headers.get("user-agent") or "")[:300] or None,
         )
-        return await run_in_threadpool(self._answer, call)
 
-    def _answer(self, call: Call) -> Response:
-        """One unit of work: committed when the operation returns, rolled back otherwise."""
-        SUCCESS_STATUS.set(200)
-        session = self.rt.sessions()
-        try:
-            response = operations.answer(self.rt, self.org_id, session, call, self.responders)
-            session.commit()
-            return response
-        except TesseraError as exc:
-            return plain_error(exc.status, exc.message)
-        except IntegrityError as exc:
-            # Two requests raced past a uniqueness check; the database kept one.
-            log.info("SCEP integrity conflict: %s", exc.orig)
-            return plain_error(409, "conflicts with an existing record; retry")
-        except DataError as exc:
-            log.warning("SCEP data error: %s", exc.orig)
-            return plain_error(400, "a value is too long or out of range")
-        except Exception:
-            log.exception("SCEP %s failed", call.operation[:40])
-            return plain_error(500, "internal error; see the server log")
-        finally:
-            session.close()
+        async def answer(session: Session) -> Response:
+            rt, org_id, cache = self.rt, self.org_id, self.responders
+            return await run_in_threadpool(operations.answer, rt, org_id, session, call, cache)
 
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The body, or None as soon as it exceeds what a SCEP message can be."""
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_MESSAGE:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+        return await within_unit_of_work(request, answer)

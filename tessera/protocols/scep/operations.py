@@ -149,7 +149,7 @@ class _Context:
     def __init__(
         self, rt: Runtime, org_id: int, session: Session, call: Call, cache: ResponderCache
     ) -> None:
-        self.rt, self.org_id, self.session, self.call = rt, org_id, session, call
+        self.rt, self.org_id, self.call = rt, org_id, call
         self.cache = cache
         self.now: datetime = rt.clock()
         self.client_ip = call.client_ip

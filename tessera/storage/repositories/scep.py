@@ -1,7 +1,7 @@
 """SCEP profiles, challenge passwords and enrollment requests, scoped to one organization."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from sqlalchemy import Select, bindparam, func, select, update
@@ -50,20 +50,8 @@ class ProfileView:
     responder_identity: ResponderIdentity | None  # None when the profile has no CA
 
 
-_PROFILE_FIELDS = (
-    "id",
-    "slug",
-    "enabled",
-    "ca_id",
-    "next_ca_id",
-    "template_id",
-    "auto_approve",
-    "challenge_type",
-    "queue_without_challenge",
-    "use_ra",
-    "ra_certificate_id",
-    "next_ra_certificate_id",
-)
+# The profile's own columns, in the view's field order (the responder identity is joined).
+_PROFILE_FIELDS = tuple(f.name for f in fields(ProfileView) if f.name != "responder_identity")
 # Built once from the tables (plain Core, no ORM entity loading) and run on the session's
 # connection: every SCEP request reads its profile with what identifies its responder, and
 # every enrollment its challenge and any earlier request of its transaction (usually none).
