@@ -2,6 +2,7 @@
 problem (never a 500, nothing half-written), and the happy paths the clients do not reach:
 key rollover, revocation by the certificate key, ARI, profiles, approval, EdDSA/RS256/ES384."""
 
+import hashlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -232,6 +233,34 @@ def test_order_authorizations_and_challenges(account: Acme) -> None:
     assert kinds[("127.0.0.1", False)] == ["http-01", "tls-alpn-01"]
     listed = account.get(account.kid + "/orders").json()["orders"]
     assert created.headers["location"] in listed
+
+
+def test_challenges_answered_at_once_are_validated_once(env: AcmeEnv, account: Acme) -> None:
+    """Every authorization of an order answered at once, and each challenge answered twice:
+    the validation job takes them in one batch, the order becomes ready, and each challenge
+    is validated (and audited) exactly once."""
+    hosts = [name() for _ in range(3)]
+    created = account.order(*hosts)
+    assert created.status_code == 201, created.text
+    urls = []
+    for authz_url in created.json()["authorizations"]:
+        authz = account.get(authz_url).json()
+        challenge = next(c for c in authz["challenges"] if c["type"] == "dns-01")
+        key_auth = f"{challenge['token']}.{account.key.thumbprint()}"
+        value = b64(hashlib.sha256(key_auth.encode()).digest())
+        env.dns.set_txt(f"_acme-challenge.{authz['identifier']['value']}", value)
+        urls.append(challenge["url"])
+    for url in urls + urls:
+        answered = account.post(url, {})
+        assert answered.status_code == 200, answered.text
+        assert answered.json()["status"] in ("processing", "valid")
+    order = account.wait(created.headers["location"], ("ready", "invalid"))
+    assert order["status"] == "ready", order
+    ids = sorted(url.rsplit("/", 1)[1] for url in urls)
+    with env.api() as api:
+        params = {"action": "acme.challenge.validate", "per_page": 100}
+        rows = data(api.get(f"{API}/audit/logs", params=params))
+    assert sorted(str(r["resource_id"]) for r in rows if str(r["resource_id"]) in ids) == ids
 
 
 def test_finalize_rules_and_nothing_half_written(

@@ -201,16 +201,20 @@ class Orders:
         self._audit(account.id, "acme.authz.deactivate", authz.id, {})
 
     def respond(
-        self, account: AcmeAccount, challenge_id: int
-    ) -> tuple[AcmeChallenge, AcmeAuthorization]:
-        """The client says it is ready: queue the challenge for the validation job."""
+        self, account: AcmeAccount, challenge_id: int, lease: timedelta
+    ) -> tuple[AcmeChallenge, AcmeAuthorization, bool]:
+        """The client says it is ready: the challenge goes to the validation job of the
+        process that took the request, claimed for it for `lease` (should that process not
+        get to it, the lease runs out and any process's job takes it up). The flag says
+        whether this request queued it (a repeated POST does not queue it again)."""
         challenge, authz = self.challenge_view(account, challenge_id)
-        if challenge.status == "pending" and authz.status == "pending":
-            if authz.expires_at <= self.now:
-                raise malformed("the authorization has expired")
-            challenge.status, challenge.next_attempt_at = "processing", self.now
-            self.repos.acme.flush()
-        return challenge, authz
+        if challenge.status != "pending" or authz.status != "pending":
+            return challenge, authz, False
+        if authz.expires_at <= self.now:
+            raise malformed("the authorization has expired")
+        challenge.status, challenge.next_attempt_at = "processing", self.now + lease
+        self.repos.acme.flush()
+        return challenge, authz, True
 
     def challenge_view(
         self, account: AcmeAccount, challenge_id: int

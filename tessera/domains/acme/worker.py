@@ -1,11 +1,14 @@
 """Background work of the ACME server: validating challenges the clients said are ready, and
 expiring orders, authorizations and nonces.
 
-Every server process runs these jobs. A challenge is claimed with a compare-and-set on its
-next_attempt_at (a lease), so exactly one process validates each attempt; a process that dies
-mid-validation leaves a lease that runs out, and another process retries."""
+Every server process runs these jobs. A challenge a client says is ready is claimed, in that
+request's own transaction, for the process that took the request (a lease in next_attempt_at),
+and handed to that process's job in memory; a challenge whose lease ran out (its process died,
+or a retry is due) is claimed by any process's job with a compare-and-set on next_attempt_at.
+Either way exactly one process validates each attempt."""
 
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +35,7 @@ CLEANUP_JOB = "acme-cleanup"
 class Attempt:
     challenge_id: int
     org_id: int
+    order_id: int
     kind: str
     id_type: str
     name: str
@@ -52,16 +56,24 @@ class AcmeWorker:
         self._sessions, self._clock, self._config = sessions, clock, config
         self._default_caa = default_caa_identity
         self._always_valid = always_valid
+        self._handed: list[int] = []  # challenge ids claimed by this process's requests
+        self._handed_lock = threading.Lock()
         if always_valid:
             log.warning(
                 "TESSERA_ACME_INSECURE_ALWAYS_VALID is set: ACME challenges are NOT checked"
             )
 
+    def hand_over(self, challenge_id: int) -> None:
+        """A challenge this process's request claimed (and committed): validate it next."""
+        with self._handed_lock:
+            self._handed.append(challenge_id)
+
     def validate_due(self) -> None:
-        now = self._clock()
-        with self._sessions() as session:
-            due = AcmeWorkRepository(session).due_challenges(now, BATCH)
-        attempts = [a for a in (self._claim(cid, seen, now) for cid, seen in due) if a]
+        """Validate the challenges handed over and those whose lease ran out, then record
+        every outcome in one write transaction: a burst of challenges waits behind one turn
+        of the database's write lock, not two per challenge (clients poll meanwhile, and
+        each poll costs more than the validation itself)."""
+        attempts = self._handed_attempts() + self._claim_due(self._clock())
         if not attempts:
             return
         if len(attempts) == 1:  # the usual case after a kick: no pool of threads to start
@@ -69,37 +81,51 @@ class AcmeWorker:
         else:
             with ThreadPoolExecutor(max_workers=min(PARALLEL, len(attempts))) as pool:
                 results = list(pool.map(self._check, attempts))
-        for attempt, problem in zip(attempts, results, strict=True):
-            self._record(attempt, problem)
+        self._record(list(zip(attempts, results, strict=True)))
 
-    def _claim(self, challenge_id: int, seen: datetime, now: datetime) -> Attempt | None:
+    def _handed_attempts(self) -> list[Attempt]:
+        with self._handed_lock:
+            handed, self._handed = self._handed, []
+        if not handed:
+            return []
+        with self._sessions() as session:  # reads only: claimed already
+            return [a for a in (self._attempt(session, cid) for cid in handed) if a]
+
+    def _claim_due(self, now: datetime) -> list[Attempt]:
         with self._sessions() as session:
             work = AcmeWorkRepository(session)
-            if not work.claim_challenge(challenge_id, seen, now + LEASE):
-                return None
-            found = work.challenge(challenge_id)
-            if found is None:
-                return None
-            challenge, authz = found
-            repos = Repositories(session, authz.org_id)
-            account = repos.acme.account(authz.account_id)
-            settings = repos.acme.settings()
+            due = work.due_challenges(now, BATCH)
+            if not due:
+                return []
+            claimed = [cid for cid, seen in due if work.claim_challenge(cid, seen, now + LEASE)]
+            attempts = [a for a in (self._attempt(session, cid) for cid in claimed) if a]
             session.commit()
-            if account is None:
-                return None
-            caa = None
-            if settings.issuing_ca_id in (settings.caa_check_ca_ids or []):
-                caa = list(settings.caa_identities or []) or [self._default_caa]
-            return Attempt(
-                challenge.id,
-                authz.org_id,
-                challenge.type,
-                authz.identifier_type,
-                authz.identifier_value,
-                authz.wildcard,
-                key_authorization(challenge.token, account.thumbprint),
-                caa,
-            )
+        return attempts
+
+    def _attempt(self, session: Session, challenge_id: int) -> Attempt | None:
+        found = AcmeWorkRepository(session).challenge(challenge_id)
+        if found is None or found[0].status != "processing":
+            return None
+        challenge, authz = found
+        repos = Repositories(session, authz.org_id)
+        account = repos.acme.account(authz.account_id)
+        if account is None:
+            return None
+        settings = repos.acme.settings()
+        caa = None
+        if settings.issuing_ca_id in (settings.caa_check_ca_ids or []):
+            caa = list(settings.caa_identities or []) or [self._default_caa]
+        return Attempt(
+            challenge.id,
+            authz.org_id,
+            authz.order_id,
+            challenge.type,
+            authz.identifier_type,
+            authz.identifier_value,
+            authz.wildcard,
+            key_authorization(challenge.token, account.thumbprint),
+            caa,
+        )
 
     def _check(self, attempt: Attempt) -> AcmeProblem | None:
         if self._always_valid:
@@ -115,43 +141,61 @@ class AcmeWorker:
             return AcmeProblem("connection", f"validation failed: {type(exc).__name__}")
         return None
 
-    def _record(self, attempt: Attempt, problem: AcmeProblem | None) -> None:
+    def _record(self, outcomes: list[tuple[Attempt, AcmeProblem | None]]) -> None:
+        """Every outcome of the batch in one transaction; should it fail, the challenges keep
+        their leases and are validated again when those run out. Rows are changed in order
+        of their order's id and the audit rows appended last, so two processes recording
+        batches that share an order take their locks in the same order (PostgreSQL)."""
         now = self._clock()
         with self._sessions() as session:
-            repos = Repositories(session, attempt.org_id)
-            found = repos.acme.challenge(attempt.challenge_id)
-            if found is None or found[0].status != "processing":
-                return
-            challenge, authz = found
-            challenge.next_attempt_at = None
-            if problem is None:
-                challenge.status, challenge.validated_at = "valid", now
-                if authz.status == "pending":
-                    authz.status = "valid"
-            else:
-                document = problem.document()
-                document["status"] = 400 if problem.status < 500 else problem.status
-                challenge.status, challenge.error = "invalid", document
-                if authz.status == "pending":
-                    authz.status = "invalid"
-            order = repos.acme.order(authz.order_id)
-            if order is not None and order.status == "pending":
-                statuses = {a.status for a in repos.acme.order_authorizations(order.id)}
-                if "invalid" in statuses:
-                    order.status = "invalid"
-                elif statuses == {"valid"}:
-                    order.status = "ready"
-            actor = system_actor(attempt.org_id)
-            details = {"type": attempt.kind, "identifier": attempt.name, "valid": problem is None}
-            audit.record(
-                repos.audit,
-                actor,
-                "acme.challenge.validate",
-                "acme_challenge",
-                challenge.id,
-                details,
-            )
+            outcomes = sorted(outcomes, key=lambda o: (o[0].order_id, o[0].challenge_id))
+            recorded = [o for o in outcomes if self._apply(session, *o, now)]
+            session.flush()
+            for attempt, problem in recorded:
+                details = {
+                    "type": attempt.kind,
+                    "identifier": attempt.name,
+                    "valid": problem is None,
+                }
+                audit.record(
+                    Repositories(session, attempt.org_id).audit,
+                    system_actor(attempt.org_id),
+                    "acme.challenge.validate",
+                    "acme_challenge",
+                    attempt.challenge_id,
+                    details,
+                )
             session.commit()
+
+    def _apply(
+        self, session: Session, attempt: Attempt, problem: AcmeProblem | None, now: datetime
+    ) -> bool:
+        """The outcome on the challenge, its authorization and its order; False when the
+        challenge is no longer waiting for it."""
+        repos = Repositories(session, attempt.org_id)
+        found = repos.acme.challenge(attempt.challenge_id)
+        if found is None or found[0].status != "processing":
+            return False
+        challenge, authz = found
+        challenge.next_attempt_at = None
+        if problem is None:
+            challenge.status, challenge.validated_at = "valid", now
+            if authz.status == "pending":
+                authz.status = "valid"
+        else:
+            document = problem.document()
+            document["status"] = 400 if problem.status < 500 else problem.status
+            challenge.status, challenge.error = "invalid", document
+            if authz.status == "pending":
+                authz.status = "invalid"
+        order = repos.acme.order(authz.order_id)
+        if order is not None and order.status == "pending":
+            statuses = {a.status for a in repos.acme.order_authorizations(order.id)}
+            if "invalid" in statuses:
+                order.status = "invalid"
+            elif statuses == {"valid"}:
+                order.status = "ready"
+        return True
 
     def cleanup(self) -> None:
         now = self._clock()

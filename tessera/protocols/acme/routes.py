@@ -24,7 +24,7 @@ from tessera.domains.acme.accounts import Accounts, acme_actor
 from tessera.domains.acme.orders import Orders
 from tessera.domains.acme.renewal import RETRY_AFTER, find_certificate, suggested_window
 from tessera.domains.acme.validation import ValidationConfig
-from tessera.domains.acme.worker import CLEANUP_JOB, VALIDATE_JOB, AcmeWorker
+from tessera.domains.acme.worker import CLEANUP_JOB, LEASE, VALIDATE_JOB, AcmeWorker
 from tessera.domains.certificates.service import CertificateService
 from tessera.domains.issuance import Issuance
 from tessera.protocols.acme import jws, views
@@ -72,8 +72,15 @@ def install(app: FastAPI, rt: Runtime) -> None:
     worker = AcmeWorker(
         rt.sessions, rt.clock, config, _caa_identity(rt), settings.acme_insecure_always_valid
     )
+    app.state.acme_worker = worker
     rt.jobs.every(VALIDATE_JOB, 2.0, worker.validate_due)
     rt.jobs.every(CLEANUP_JOB, 300.0, worker.cleanup)
+
+
+def _hand_over(request: Request, challenge_id: int) -> None:
+    worker: AcmeWorker = request.app.state.acme_worker
+    worker.hand_over(challenge_id)
+    request.app.state.runtime.jobs.kick(VALIDATE_JOB)
 
 
 def _caa_identity(rt: Runtime) -> str:
@@ -265,9 +272,8 @@ async def challenge(challenge_id: str, request: Request, session: UnitOfWork) ->
         orders = ctx.orders(account)
         if signed.payload:
             signed.json_payload()  # RFC 8555 7.5.1: "{}" says "ready"; anything JSON is fine
-            found, authz = orders.respond(account, _id(challenge_id, "challenge"))
-            if found.status == "processing":
-                queued.append(True)
+            found, authz, handed = orders.respond(account, _id(challenge_id, "challenge"), LEASE)
+            queued.append(handed)
         else:
             found, authz = orders.challenge_view(account, _id(challenge_id, "challenge"))
         up = f'<{ctx.urls("authz", authz.id)}>;rel="up"'
@@ -276,10 +282,10 @@ async def challenge(challenge_id: str, request: Request, session: UnitOfWork) ->
 
     queued: list[bool] = []
     response = await _signed(request, session, f"chall/{challenge_id}", work)
-    if queued:
-        # A background task runs after the response, so after the unit of work committed:
-        # the job's run then sees the queued challenge (its periodic turn is the backstop).
-        response.background = BackgroundTask(request.app.state.runtime.jobs.kick, VALIDATE_JOB)
+    if any(queued):
+        # A background task runs after the response, so after the unit of work committed the
+        # claim: this process's job validates it next (when it cannot, the lease runs out).
+        response.background = BackgroundTask(_hand_over, request, int(challenge_id))
     return response
 
 

@@ -175,7 +175,7 @@ class CRLRepository:
 
     def changes_after(self, last_id: int, limit: int) -> Sequence[tuple[int, int | None]]:
         params = {"last_id": last_id, "limit": limit}
-        return list(self._session.execute(_CHANGES_AFTER, params).tuples())
+        return list(self._session.connection().execute(_CHANGES_AFTER, params).tuples())
 
     def changes_in(self, ids: Sequence[int]) -> Sequence[tuple[int, int | None]]:
         query = select(StatusChange.id, StatusChange.ca_id).where(StatusChange.id.in_(ids))

@@ -35,7 +35,8 @@ class StatusChangeRepository:
     def after(self, last_id: int, limit: int = 1000) -> Sequence[Row[int, int | None, str]]:
         """(id, ca_id, serial_number) of the changes after `last_id`, oldest first."""
         params = {"last_id": last_id, "limit": limit}
-        return self._session.execute(_AFTER, params).all()
+        # On the Connection: a Core read needs none of the session's ORM execution steps.
+        return self._session.connection().execute(_AFTER, params).all()
 
     def latest_id(self) -> int:
         return self._session.scalar(select(func.max(StatusChange.id))) or 0
