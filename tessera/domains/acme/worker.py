@@ -144,14 +144,16 @@ class AcmeWorker:
     def _record(self, outcomes: list[tuple[Attempt, AcmeProblem | None]]) -> None:
         """Every outcome of the batch in one transaction; should it fail, the challenges keep
         their leases and are validated again when those run out. Rows are changed in order
-        of their order's id and the audit rows appended last, so two processes recording
-        batches that share an order take their locks in the same order (PostgreSQL)."""
+        of their order's id and the audit rows appended last, by organization, so two
+        processes recording batches that share rows take their locks in the same order
+        (PostgreSQL)."""
         now = self._clock()
         with self._sessions() as session:
             outcomes = sorted(outcomes, key=lambda o: (o[0].order_id, o[0].challenge_id))
             recorded = [o for o in outcomes if self._apply(session, *o, now)]
             session.flush()
-            for attempt, problem in recorded:
+            # Each organization's chain head is locked by its first append: in id order too.
+            for attempt, problem in sorted(recorded, key=lambda o: o[0].org_id):
                 details = {
                     "type": attempt.kind,
                     "identifier": attempt.name,
