@@ -1,0 +1,146 @@
+"""The ACME validation job on both backends: challenges handed over by this process's
+requests, challenges whose lease ran out (their process died), and the batch they are
+recorded in (challenge, authorization, order and one audit row each, exactly once)."""
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tessera.domains.acme.validation import ValidationConfig
+from tessera.domains.acme.worker import AcmeWorker
+from tessera.storage.db import make_engine, migrate, session_factory
+from tessera.storage.models import AuditLog
+from tessera.storage.models_acme import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeOrder
+from tessera.storage.repositories import Repositories
+from tessera.storage.repositories.audit import KEY_INFO
+from tests.support import database
+
+VALIDATED = "acme.challenge.validate"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    with database(request.param) as url:
+        path = tmp_path_factory.mktemp("acme-worker") / "tessera.db"
+        built = make_engine(url or f"sqlite:///{path}")
+        migrate(built)
+        try:
+            yield built
+        finally:
+            built.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    factory = session_factory(engine)
+    factory.configure(info={KEY_INFO: b"k" * 32})
+    return factory
+
+
+def worker(sessions: sessionmaker[Session]) -> AcmeWorker:
+    config = ValidationConfig.parse("", 80, 443, 1.0)
+    return AcmeWorker(sessions, lambda: datetime.now(UTC), config, "tessera", always_valid=True)
+
+
+def order_with_challenges(
+    sessions: sessionmaker[Session], leases: list[timedelta | None]
+) -> tuple[int, list[int]]:
+    """An order with one authorization per lease; each has a dns-01 challenge, `processing`
+    with next_attempt_at = now + lease, or `pending` for None."""
+    now = datetime.now(UTC)
+    with sessions() as session:
+        org_id = Repositories(session, 0).organizations.add(f"acme-{uuid.uuid4().hex[:8]}").id
+        account = AcmeAccount(org_id=org_id, thumbprint=uuid.uuid4().hex, jwk={"kty": "EC"})
+        session.add(account)
+        session.flush()
+        names = [f"host{i}.example" for i in range(len(leases))]
+        order = AcmeOrder(
+            org_id=org_id,
+            account_id=account.id,
+            expires_at=now + timedelta(days=7),
+            identifiers=[{"type": "dns", "value": n} for n in names],
+        )
+        session.add(order)
+        session.flush()
+        challenge_ids = []
+        for name, lease in zip(names, leases, strict=True):
+            authz = AcmeAuthorization(
+                org_id=org_id,
+                order_id=order.id,
+                account_id=account.id,
+                identifier_type="dns",
+                identifier_value=name,
+                expires_at=now + timedelta(days=7),
+            )
+            session.add(authz)
+            session.flush()
+            challenge = AcmeChallenge(
+                authz_id=authz.id,
+                type="dns-01",
+                token=uuid.uuid4().hex,
+                status="pending" if lease is None else "processing",
+                next_attempt_at=None if lease is None else now + lease,
+            )
+            session.add(challenge)
+            session.flush()
+            challenge_ids.append(challenge.id)
+        session.commit()
+        return order.id, challenge_ids
+
+
+def state(sessions: sessionmaker[Session], order_id: int) -> tuple[str, list[str], list[int]]:
+    """The order's status, its challenges' statuses, and the challenges audited as validated."""
+    with sessions() as session:
+        order = session.get(AcmeOrder, order_id)
+        assert order is not None
+        challenges = session.scalars(
+            select(AcmeChallenge)
+            .join(AcmeAuthorization, AcmeAuthorization.id == AcmeChallenge.authz_id)
+            .where(AcmeAuthorization.order_id == order_id)
+            .order_by(AcmeChallenge.id)
+        ).all()
+        ids = [str(c.id) for c in challenges]
+        audited = session.scalars(
+            select(AuditLog.resource_id).where(
+                AuditLog.action == VALIDATED,
+                AuditLog.org_id == order.org_id,
+                AuditLog.resource_id.in_(ids),
+            )
+        ).all()
+        return order.status, [c.status for c in challenges], sorted(int(i) for i in audited)
+
+
+def test_handed_over_challenges_are_recorded_once_in_one_batch(
+    sessions: sessionmaker[Session],
+) -> None:
+    order_id, (first, second, waiting) = order_with_challenges(
+        sessions, [timedelta(seconds=60), timedelta(seconds=60), None]
+    )
+    job = worker(sessions)
+    for challenge_id in (first, second, first, waiting):  # a repeat, and one not answered
+        job.hand_over(challenge_id)
+    job.validate_due()
+    assert state(sessions, order_id) == ("pending", ["valid", "valid", "pending"], [first, second])
+    job.hand_over(first)  # already recorded: nothing happens again
+    job.validate_due()
+    assert state(sessions, order_id) == ("pending", ["valid", "valid", "pending"], [first, second])
+
+
+def test_a_lease_that_ran_out_is_claimed_by_the_job(sessions: sessionmaker[Session]) -> None:
+    """Nobody handed these over (the process that claimed them died): the one whose lease
+    ran out is validated; the one still leased to another process is left to it."""
+    order_id, (orphaned, leased) = order_with_challenges(
+        sessions, [timedelta(seconds=-1), timedelta(seconds=60)]
+    )
+    job = worker(sessions)
+    job.validate_due()
+    assert state(sessions, order_id) == ("pending", ["valid", "processing"], [orphaned])
+    job.hand_over(leased)  # its own process gets to it: the order becomes ready
+    job.validate_due()
+    assert state(sessions, order_id) == ("ready", ["valid", "valid"], [orphaned, leased])
