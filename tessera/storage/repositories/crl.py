@@ -12,7 +12,6 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     and_,
-    bindparam,
     cast,
     delete,
     func,
@@ -27,20 +26,12 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from tessera.storage.models import Certificate, CertificateAuthority, StatusChange
 from tessera.storage.models_crl import CRLState, PublishedCRL, RetainedCRLEntry
+from tessera.storage.repositories.status_changes import StatusChangeRepository
 
 # (serial hex, revocation date, reason, invalidity date), the dates in epoch seconds, as the
 # CRL builder takes them
 EntryRow = tuple[str, int, str | None, int | None]
 KEEP_PUBLISHED = 3  # per CA and kind; older CRLs are deleted when a new one is stored
-
-
-# Built once: the CRL follower of every process reads from here every second.
-_CHANGES_AFTER = (
-    select(StatusChange.id, StatusChange.ca_id)
-    .where(StatusChange.id > bindparam("last_id"))
-    .order_by(StatusChange.id)
-    .limit(bindparam("limit"))
-)
 
 
 class CRLRepository:
@@ -174,15 +165,15 @@ class CRLRepository:
     # Following the status-change log ---------------------------------------------------
 
     def changes_after(self, last_id: int, limit: int) -> Sequence[tuple[int, int | None]]:
-        params = {"last_id": last_id, "limit": limit}
-        return list(self._session.connection().execute(_CHANGES_AFTER, params).tuples())
+        after = StatusChangeRepository(self._session).after(last_id, limit)
+        return [(change_id, ca_id) for change_id, ca_id, _ in after]
 
     def changes_in(self, ids: Sequence[int]) -> Sequence[tuple[int, int | None]]:
         query = select(StatusChange.id, StatusChange.ca_id).where(StatusChange.id.in_(ids))
         return list(self._session.execute(query).tuples())
 
     def latest_change_id(self) -> int:
-        return self._session.scalar(select(func.max(StatusChange.id))) or 0
+        return StatusChangeRepository(self._session).latest_id()
 
     def cas_changed_since(self, since: datetime) -> Sequence[int]:
         query = (
