@@ -3,7 +3,6 @@ requests, challenges whose lease ran out (their process died), and the batch the
 recorded in (challenge, authorization, order and one audit row each, exactly once)."""
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,28 +11,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tessera.domains.acme.validation import ValidationConfig
 from tessera.domains.acme.worker import AcmeWorker
-from tessera.storage.db import make_engine, migrate, session_factory
+from tessera.storage.db import session_factory
 from tessera.storage.models import AuditLog
 from tessera.storage.models_acme import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeOrder
 from tessera.storage.repositories import Repositories
 from tessera.storage.repositories.audit import KEY_INFO
-from tests.support import database
 
 VALIDATED = "acme.challenge.validate"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Engine]:
-    with database(request.param) as url:
-        path = tmp_path_factory.mktemp("acme-worker") / "tessera.db"
-        built = make_engine(url or f"sqlite:///{path}")
-        migrate(built)
-        try:
-            yield built
-        finally:
-            built.dispose()
 
 
 @pytest.fixture

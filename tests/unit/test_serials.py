@@ -1,28 +1,13 @@
 """Serial claims on both backends: clashes are skipped, the pool hands out only claimed
 serials, and an empty pool falls back to a claim in the caller's transaction."""
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from sqlalchemy import Engine, func, select
 
 from tessera.core.errors import PolicyViolation
-from tessera.storage.db import make_engine, migrate, session_factory
+from tessera.storage.db import session_factory
 from tessera.storage.models import IssuedSerial
 from tessera.storage.repositories.serials import SerialPool, SerialRepository, claim_one
-from tests.support import database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    with database(request.param) as url:
-        built = make_engine(url or f"sqlite:///{tmp_path / 'tessera.db'}")
-        migrate(built)
-        try:
-            yield built
-        finally:
-            built.dispose()
 
 
 def _claimed(engine: Engine) -> set[str]:

@@ -3,36 +3,19 @@ revocations, deletions, a deleted CA and folds."""
 
 import random
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 
-import pytest
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from tessera.storage import models
-from tessera.storage.db import make_engine, migrate, session_factory
+from tessera.storage.db import session_factory
 from tessera.storage.models_tally import CertificateTallyDelta
 from tessera.storage.repositories import Repositories
 from tessera.storage.repositories.tally import TallyFolder, TallyRepository
-from tests.support import database
 
 NOW = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
 UNTIL = NOW + timedelta(days=30)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Engine]:
-    with database(request.param) as url:
-        path = tmp_path_factory.mktemp("tally") / "tessera.db"
-        built = make_engine(url or f"sqlite:///{path}")
-        migrate(built)
-        try:
-            yield built
-        finally:
-            built.dispose()
 
 
 def _ca(session: Session, org_id: int, n: int) -> int:
