@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tessera.domains.actor import system_actor
 from tessera.domains.dashboard.service import DashboardService
 from tessera.domains.search.service import SearchService
+from tessera.domains.search.trigrams import refresh_trigram_stats
 from tessera.storage import models
 from tessera.storage.db import make_engine, migrate, session_factory
 from tessera.storage.models_tally import CertificateTallyDelta
@@ -183,6 +184,7 @@ def seed(engine: Engine, rows: int, now: datetime) -> tuple[int, float]:
         print(f"\r  seeded {done:,} / {rows:,}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     fold_tally(engine)
+    refresh_trigram_stats(sessions)  # as each server process does at start, then every 10 min
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         if engine.dialect.name == "postgresql":
             connection.exec_driver_sql("VACUUM ANALYZE")  # what autovacuum does after a load

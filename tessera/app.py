@@ -37,6 +37,7 @@ from tessera.config import Settings
 from tessera.domains import tally
 from tessera.domains.audit import service as audit_service
 from tessera.domains.identity.account import PURGE_JOB, PURGE_SECONDS, purge_expired
+from tessera.domains.search import trigrams
 from tessera.protocols import aia, crl, ocsp
 from tessera.protocols.acme import routes as acme_protocol
 from tessera.protocols.scep import endpoint as scep_protocol
@@ -74,6 +75,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         "certificate-tally", tally.FOLD_SECONDS, partial(tally.fold_certificate_tally, rt.sessions)
     )
     rt.jobs.every(SERIAL_POOL_JOB, 60.0, rt.serials.refill)
+    if rt.engine.dialect.name == "sqlite":
+        refresh = partial(trigrams.refresh_trigram_stats, rt.sessions)
+        rt.jobs.every(trigrams.JOB, trigrams.REFRESH_SECONDS, refresh)
     rt.serials.wanted = partial(rt.jobs.kick, SERIAL_POOL_JOB)
     app.state.default_org_id = _default_org_id(rt)
     errors.install(app)

@@ -5,19 +5,14 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import (
     ColumnElement,
     Select,
-    String,
     and_,
-    bindparam,
-    column,
     delete,
-    func,
-    or_,
     select,
-    table,
 )
 from sqlalchemy.orm import Session
 
 from tessera.storage.models import Certificate
+from tessera.storage.repositories.certificate_search import CertificateSearchRepository
 from tessera.storage.repositories.rows import insert_row
 from tessera.storage.repositories.tally import TallyRepository
 
@@ -26,9 +21,6 @@ EXPIRING_WINDOW = timedelta(days=30)
 # Filters compare with equality so that the (org_id, status, ...) indexes serve them.
 ISSUED = "active"
 REVOKED = "revoked"
-# SQLite's trigram index over common_name and san_text (migration 0003; rowid = certificates.id)
-_FTS = table("certificates_fts", column("rowid"), column("certificates_fts"))
-FTS_MIN_TERM = 3  # the trigram index cannot look up anything shorter
 
 
 @dataclass(frozen=True)
@@ -43,6 +35,7 @@ class CertificateRepository:
         self._session = session
         self._org_id = org_id
         self._tally = TallyRepository(session, org_id)
+        self._search = CertificateSearchRepository(session, org_id)
 
     def _scoped(self) -> Select[Certificate]:
         return select(Certificate).where(Certificate.org_id == self._org_id)
@@ -59,34 +52,40 @@ class CertificateRepository:
     def many(self, ids: Sequence[int]) -> Sequence[Certificate]:
         return self._session.scalars(self._scoped().where(Certificate.id.in_(ids))).all()
 
+    def many_newest_first(self, ids: Sequence[int]) -> Sequence[Certificate]:
+        query = self._scoped().where(Certificate.id.in_(ids)).order_by(Certificate.id.desc())
+        return self._session.scalars(query).all() if ids else []
+
     def page(
         self, filters: CertificateFilter, now: datetime, page: int, per_page: int
     ) -> tuple[Sequence[Certificate], int]:
-        """Newest first. The page's ids are picked from an index alone (skipping `offset`
-        entries costs no row reads), then only those rows are loaded."""
-        query = self._filtered(filters, now)
-        matching = query.with_only_columns(Certificate.id)
+        """Newest first. The page's ids are picked from an index (or the search copy) alone,
+        skipping `offset` entries without reading rows; then only those rows are loaded."""
+        matching = self._matching_ids(filters, now)
+        # The ids are fetched first: inside an IN, a planner without statistics yet (a new
+        # table) may run the LIMIT subquery again for every certificate row it walks.
+        ids = self._session.scalars(matching.offset((page - 1) * per_page).limit(per_page)).all()
+        return self.many_newest_first(ids), self._total(filters, now, matching)
+
+    def _matching_ids(self, filters: CertificateFilter, now: datetime) -> Select[int]:
+        if filters.search and filters == CertificateFilter(search=filters.search):
+            return self._search.ids(filters.search)  # the narrow copy alone, no certificate row
+        matching = self._filtered(filters, now).with_only_columns(Certificate.id)
         if filters == CertificateFilter(status="expiring"):
             # The expiring window is a short range of not_after: read it whole and sort it,
             # rather than walk every unrevoked row in id order looking for it. PostgreSQL's
             # statistics tell it so (it inlines this CTE); SQLite keeps none, so it is told.
             window = matching.cte("expiring_ids").prefix_with("MATERIALIZED", dialect="sqlite")
             matching = select(window.c.id)
-        newest = matching.selected_columns[0].desc()
-        ids = matching.order_by(newest).offset((page - 1) * per_page).limit(per_page)
-        rows = self._session.scalars(
-            self._scoped().where(Certificate.id.in_(ids)).order_by(Certificate.id.desc())
-        ).all()
-        return rows, self._total(filters, now, query)
+        return matching.order_by(matching.selected_columns[0].desc())
 
-    def _total(self, filters: CertificateFilter, now: datetime, query: Select[Certificate]) -> int:
+    def _total(self, filters: CertificateFilter, now: datetime, matching: Select[int]) -> int:
         """The exact number of matches. Without a search term it comes from the tally
         (bucket sums, not row counts); a search counts its matches."""
         if not filters.search:
             until = now + EXPIRING_WINDOW
             return self._tally.count(now, until, filters.status, filters.ca_id)
-        counted = query.with_only_columns(func.count(), maintain_column_froms=True)
-        return self._session.scalar(counted) or 0
+        return self._search.count(matching.order_by(None))
 
     def _filtered(self, filters: CertificateFilter, now: datetime) -> Select[Certificate]:
         query = self._scoped()
@@ -95,7 +94,7 @@ class CertificateRepository:
         if filters.status:
             query = query.where(_status_clause(filters.status, now))
         if filters.search:
-            query = query.where(text_match(self._session, filters.search))
+            query = query.where(Certificate.id.in_(self._search.ids(filters.search).order_by(None)))
         return query
 
     def stats(self, now: datetime) -> dict[str, int]:
@@ -144,30 +143,3 @@ def valid_between(now: datetime, until: datetime) -> ColumnElement[bool]:
     return and_(
         Certificate.status == ISSUED, Certificate.not_after > now, Certificate.not_after <= until
     )
-
-
-def like_pattern(term: str) -> str:
-    """A lower-case LIKE pattern (ESCAPE '\\') that finds `term` as a literal substring."""
-    escaped = term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def text_match(session: Session, term: str) -> ColumnElement[bool]:
-    """Common name or SAN contains `term`, case-insensitively. PostgreSQL answers the LIKE
-    from its pg_trgm indexes on lower(column). SQLite first narrows to the rows its FTS5
-    trigram index finds (a superset: it folds case beyond ASCII), then applies the same LIKE."""
-    dialect = session.get_bind().dialect.name
-    # On PostgreSQL the pattern is written into the statement (quoted by SQLAlchemy): a trigram
-    # index helps only a plan made for the pattern, and psycopg prepares a statement after five
-    # runs, after which PostgreSQL may reuse one generic plan for every pattern; at 1M rows
-    # that plan (walk the primary key, filter) took 3-4 s for a term with 20 matches.
-    pattern = bindparam(None, like_pattern(term), String, literal_execute=dialect != "sqlite")
-    like = or_(
-        func.lower(Certificate.common_name).like(pattern, escape="\\"),
-        func.lower(Certificate.san_text).like(pattern, escape="\\"),
-    )
-    if dialect != "sqlite" or len(term) < FTS_MIN_TERM:
-        return like
-    phrase = '"' + term.replace('"', '""') + '"'  # one FTS5 string: every character literal
-    found = select(_FTS.c.rowid).where(_FTS.c.certificates_fts.op("MATCH")(phrase))
-    return and_(Certificate.id.in_(found), like)

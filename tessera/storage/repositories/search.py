@@ -6,7 +6,11 @@ from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from tessera.storage.models import Certificate, CertificateAuthority, CertificateRequestRow, User
-from tessera.storage.repositories.certificates import like_pattern, text_match
+from tessera.storage.repositories.certificate_search import (
+    CertificateSearchRepository,
+    like_pattern,
+)
+from tessera.storage.repositories.certificates import CertificateRepository
 
 
 class SearchRepository:
@@ -16,13 +20,9 @@ class SearchRepository:
 
     def certificates(self, term: str, limit: int) -> Sequence[Certificate]:
         """Common name or SAN contains the term (the inventory's own substring index)."""
-        query = (
-            select(Certificate)
-            .where(Certificate.org_id == self._org_id, text_match(self._session, term))
-            .order_by(Certificate.id.desc())
-            .limit(limit)
-        )
-        return self._session.scalars(query).all()
+        newest = CertificateSearchRepository(self._session, self._org_id).ids(term).limit(limit)
+        ids = self._session.scalars(newest).all()  # first: see CertificateRepository.page
+        return CertificateRepository(self._session, self._org_id).many_newest_first(ids)
 
     def cas(self, term: str, limit: int) -> Sequence[CertificateAuthority]:
         query = (
