@@ -184,7 +184,8 @@ def seed(engine: Engine, rows: int, now: datetime) -> tuple[int, float]:
         print(f"\r  seeded {done:,} / {rows:,}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     fold_tally(engine)
-    refresh_trigram_stats(sessions)  # as each server process does at start, then every 10 min
+    if engine.dialect.name == "sqlite":  # as each server process does at start
+        refresh_trigram_stats(sessions)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         if engine.dialect.name == "postgresql":
             connection.exec_driver_sql("VACUUM ANALYZE")  # what autovacuum does after a load

@@ -157,8 +157,8 @@ class Certificate(Base):
     __tablename__ = "certificates"
     # Every list is newest first (ORDER BY id DESC) inside one organization; each filter has
     # an index that yields its rows in that order, and counts read ranges of narrow indexes.
-    # Substring search has dialect-specific indexes made by migration 0003 (pg_trgm GIN on
-    # PostgreSQL, an FTS5 trigram table on SQLite): see docs/inventory-performance.md.
+    # Substring search reads a narrow copy of the names kept by triggers (migration 0013,
+    # models_search.py): see docs/inventory-performance.md.
     __table_args__ = (
         Index("ix_certificates_org_status_not_after", "org_id", "status", "not_after"),
         Index("ix_certificates_org_status_id", "org_id", "status", "id", "not_after"),
