@@ -69,6 +69,17 @@ def _finish(session: Session, commit: bool) -> None:
         session.close()
 
 
+def commit_before_answering(session: Session) -> None:
+    """Commit the unit of work where the work stands (the endpoint's worker thread), once its
+    writes are done and before the answer is built. On SQLite the write lock is then held for
+    the statements and the commit alone; left to the unit of work, it is also held while the
+    answer is built and until the event loop comes round to the commit, which under
+    concurrent issuance more than doubled the hold, and the hold bounds how many writes a
+    second the database takes. The unit of work still closes the session; what fails before
+    this is rolled back as always."""
+    session.commit()
+
+
 UnitOfWork = Annotated[Session, Depends(unit_of_work, scope="function")]
 _unit_of_work = asynccontextmanager(unit_of_work)
 

@@ -9,6 +9,7 @@ when its read snapshot went stale before its first write."""
 
 import fcntl
 import os
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -44,12 +45,30 @@ def install(engine: Engine, database_path: str) -> None:
         info[_HELD] = True
         cursor.execute("BEGIN IMMEDIATE")
 
-    for name in ("commit", "rollback"):
-        event.listen(engine, name, lambda conn: _release(conn.connection.info))
+    # Released once SQLite's own transaction has ended. The engine's "commit" and "rollback"
+    # events fire before the DBAPI call: released there, the next writer could find SQLite's
+    # lock still held and wait in its busy handler, which sleeps 1, 2, 5... ms between tries.
+    for name in ("do_commit", "do_rollback"):
+        setattr(engine.dialect, name, _then_release(getattr(engine.dialect, name)))
 
     @event.listens_for(engine, "checkin")
     def _released_on_return(dbapi_connection: Any, record: Any) -> None:
         _release(record.info)
+
+
+def _then_release(end: Callable[[Any], None]) -> Callable[[Any], None]:
+    def end_then_release(connection: Any) -> None:
+        try:
+            end(connection)
+        finally:
+            try:
+                info = connection.info  # the pool's proxy: its info is the record's
+            except (AttributeError, NotImplementedError):
+                info = None  # the dialect's first-connect check, which took no lock
+            if info is not None:
+                _release(info)
+
+    return end_then_release
 
 
 def _release(info: dict[str, Any]) -> None:

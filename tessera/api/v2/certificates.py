@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from tessera.api.deps import UnitOfWork, issuance, now, require
+from tessera.api.deps import UnitOfWork, commit_before_answering, issuance, now, require
 from tessera.api.v2 import views
 from tessera.api.v2.envelope import download, ok, page_meta
 from tessera.api.v2.params import MAX_ROW_ID, Page, PerPage, QueryRowId, RowId
@@ -91,6 +91,7 @@ def issue_certificate(
         csr_pem=body.csr,
     )
     cert = _service(request, session, actor).issue(spec)
+    commit_before_answering(session)
     return ok(
         views.certificate_view(cert, now(request)), "Certificate issued successfully", status=201
     )

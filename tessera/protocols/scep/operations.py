@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.orm import Session
 from starlette.responses import PlainTextResponse, Response
 
+from tessera.api.deps import commit_before_answering
 from tessera.core.errors import NotFound, TesseraError
 from tessera.domains.actor import Actor, system_actor
 from tessera.domains.issuance import Issuance
@@ -76,7 +77,8 @@ class Call:
 def answer(
     rt: Runtime, org_id: int, session: Session, call: Call, cache: "ResponderCache"
 ) -> Response:
-    """The HTTP answer to one call; the caller owns the transaction (commit on return)."""
+    """The HTTP answer to one call, in the caller's unit of work: a PKIOperation commits it
+    once its writes are done (see `commit_before_answering`); the caller commits the rest."""
     if call.body is not None:
         if call.operation != "PKIOperation":
             return plain_error(400, "POST carries operation=PKIOperation only")
@@ -220,6 +222,7 @@ def _pki_operation(context: _Context, der: bytes) -> Response:
         return plain_error(400, str(exc))
     responder = context.current().responder
     reply, requester, cipher, signer = _process(context, message, responder)
+    commit_before_answering(context.repos.session)  # before the signed, encrypted CertRep
     body = cert_rep(message, reply, signer, requester, cipher)
     return Response(body, media_type=PKI_MESSAGE)
 
