@@ -203,6 +203,8 @@ class StatusChange(Base):
     OCSP publishers in every server process can follow changes in order by id."""
 
     __tablename__ = "status_changes"
+    # delta CRLs read a CA's changes since their base CRL (migration 0004)
+    __table_args__ = (Index("ix_status_changes_ca_changed_at", "ca_id", "changed_at"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
     ca_id: Mapped[int | None] = mapped_column(Integer)
