@@ -3,6 +3,7 @@
 import os
 
 from alembic import context
+from alembic.runtime.environment import NameFilterParentNames, NameFilterType
 from sqlalchemy import Connection
 
 import tessera.storage.models_accounts
@@ -27,7 +28,7 @@ HAND_MADE_PREFIXES = ("certificate_search_fts", "certificates_fts")
 HAND_MADE_INDEXES = {"ix_certificate_search_trgm", "ix_certificates_crl"}
 
 
-def include_name(name: str | None, type_: str, _parents: dict[str, str | None]) -> bool:
+def include_name(name: str | None, type_: NameFilterType, _parents: NameFilterParentNames) -> bool:
     if type_ == "table" and name is not None and name.startswith(HAND_MADE_PREFIXES):
         return False
     return not (type_ == "index" and name in HAND_MADE_INDEXES)
