@@ -42,6 +42,7 @@ from tessera.protocols import aia, crl, ocsp
 from tessera.protocols.acme import routes as acme_protocol
 from tessera.protocols.scep import endpoint as scep_protocol
 from tessera.runtime import Runtime, build_runtime
+from tessera.storage import sqlite_writes
 from tessera.storage.repositories.identity import OrganizationRepository
 
 # What the plain-HTTP listener serves: only what relying parties fetch without TLS.
@@ -78,6 +79,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     if rt.engine.dialect.name == "sqlite":
         refresh = partial(trigrams.refresh_trigram_stats, rt.sessions)
         rt.jobs.every(trigrams.JOB, trigrams.REFRESH_SECONDS, refresh)
+        # the runtime's engine leaves WAL checkpoints to this job (storage/sqlite_writes.py)
+        rt.jobs.every("sqlite-checkpoint", 1.0, partial(sqlite_writes.checkpoint, rt.engine))
     rt.serials.wanted = partial(rt.jobs.kick, SERIAL_POOL_JOB)
     app.state.default_org_id = _default_org_id(rt)
     errors.install(app)

@@ -48,7 +48,7 @@ def load_keys(settings: Settings) -> KeyEncryptor:
 
 
 def build_runtime(settings: Settings, clock: Clock = utc_now) -> Runtime:
-    engine = make_engine(settings.db_url)
+    engine = make_engine(settings.db_url, background_checkpoints=True)  # see app.py
     sessions = session_factory(engine)
     # Audit: every session gets the chain key; committed rows go to syslog (docs/audit.md).
     audit_wiring.ensure_key(settings.data_dir)

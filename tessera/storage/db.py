@@ -13,12 +13,14 @@ from tessera.storage import sqlite_writes
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, background_checkpoints: bool = False) -> Engine:
+    """`background_checkpoints` (SQLite): commits never checkpoint the WAL; the caller runs
+    `sqlite_writes.checkpoint` on a schedule instead (a server process does, every second)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         if engine.url.database not in (None, "", ":memory:"):
-            sqlite_writes.install(engine, engine.url.database)
+            sqlite_writes.install(engine, engine.url.database, background_checkpoints)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")

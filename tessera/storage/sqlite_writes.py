@@ -19,8 +19,15 @@ _LOCK_FD = "tessera_write_lock_fd"
 _HELD = "tessera_write_lock_held"
 
 
-def install(engine: Engine, database_path: str) -> None:
+def install(engine: Engine, database_path: str, background_checkpoints: bool = False) -> None:
     lock_path = f"{database_path}.writelock"
+
+    if background_checkpoints:
+        # SQLite checkpoints the WAL inside the COMMIT that takes it past 1,000 pages, so with
+        # the write lock held (copying and syncing megabytes); `checkpoint` does it instead.
+        @event.listens_for(engine, "connect")
+        def _no_checkpoint_on_commit(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
 
     @event.listens_for(engine, "connect")
     def _open_lock(dbapi_connection: Any, record: Any) -> None:
@@ -74,3 +81,11 @@ def _then_release(end: Callable[[Any], None]) -> Callable[[Any], None]:
 def _release(info: dict[str, Any]) -> None:
     if info.pop(_HELD, False):
         fcntl.flock(info[_LOCK_FD], fcntl.LOCK_UN)
+
+
+def checkpoint(engine: Engine) -> None:
+    """Copy what the WAL holds into the database file without waiting for, or holding up,
+    readers and writers (PASSIVE; SQLite lets one checkpoint run at a time and skips the
+    others). With `background_checkpoints`, a scheduled call of this is the only checkpoint."""
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
