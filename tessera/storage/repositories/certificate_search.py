@@ -68,9 +68,6 @@ class CertificateSearchRepository:
         narrowed = found.join(_FTS, _FTS.c.rowid == _SEARCH.id).where(lookup)
         return narrowed.order_by(_FTS.c.rowid.desc())
 
-    def count(self, ids: Select[int]) -> int:
-        return self._session.scalar(select(func.count()).select_from(ids.subquery())) or 0
-
     def _trigram_query(self, term: str) -> str:
         lowered = term.lower()
         grams = list(dict.fromkeys(lowered[i : i + 3] for i in range(len(lowered) - 2)))

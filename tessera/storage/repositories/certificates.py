@@ -7,6 +7,7 @@ from sqlalchemy import (
     Select,
     and_,
     delete,
+    func,
     select,
 )
 from sqlalchemy.orm import Session
@@ -85,7 +86,8 @@ class CertificateRepository:
         if not filters.search:
             until = now + EXPIRING_WINDOW
             return self._tally.count(now, until, filters.status, filters.ca_id)
-        return self._search.count(matching.order_by(None))
+        counted = select(func.count()).select_from(matching.order_by(None).subquery())
+        return self._session.scalar(counted) or 0
 
     def _filtered(self, filters: CertificateFilter, now: datetime) -> Select[Certificate]:
         query = self._scoped()
