@@ -19,6 +19,7 @@ from tessera.api.v2 import (
     dashboard,
     groups,
     imports,
+    issue_lane,
     mail_settings,
     rbac,
     search,
@@ -92,6 +93,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     scep_protocol.install(app, rt)
     app.include_router(aia.router)
     app.include_router(certificates.router, prefix="/api/v2")
+    app.add_middleware(issue_lane.IssuanceLane)  # issuance ahead of routing, as ACME's
     for router in (
         auth,
         account,

@@ -58,7 +58,10 @@ async def unit_of_work(request: Request) -> AsyncIterator[Session]:
         if session.new or session.dirty or session.deleted:
             await run_in_threadpool(_finish, session, succeeded)
         else:
-            _finish(session, succeeded)
+            # Nothing pending and no transaction begun (the endpoint committed early, or ran
+            # no SQL): a commit would only begin and end an empty transaction, ~4 % of an
+            # issuance's CPU under load.
+            _finish(session, succeeded and session.in_transaction())
 
 
 def _finish(session: Session, commit: bool) -> None:
@@ -85,14 +88,19 @@ _unit_of_work = asynccontextmanager(unit_of_work)
 
 
 async def within_unit_of_work(
-    request: Request, work: Callable[[Session], Awaitable[Response]]
+    request: Request,
+    work: Callable[[Session], Awaitable[Response]],
+    success_status: int | None = None,
 ) -> Response:
-    """For the protocol lanes that run ahead of FastAPI's routing (SCEP, the signed ACME
-    endpoints): `work` in the same unit of work an endpoint gets (committed before the answer
+    """For the lanes that run ahead of FastAPI's routing (SCEP, the signed ACME endpoints,
+    issuance): `work` in the same unit of work an endpoint gets (committed before the answer
     is sent, rolled back on any error), and an error answered by the app's own exception
-    handlers, as if FastAPI had routed the request."""
+    handlers, as if FastAPI had routed the request. `success_status` is the status the
+    route declares (what audit rows record), where FastAPI would have read it off the route."""
     try:
         async with _unit_of_work(request) as session:
+            if success_status is not None:
+                SUCCESS_STATUS.set(success_status)
             return await work(session)
     except Exception as exc:  # FastAPI's boundary: its handlers answer
         handlers = request.app.exception_handlers
@@ -209,6 +217,9 @@ class Require:
         self.permission = permission
 
     async def __call__(self, actor: CurrentActor) -> Actor:
+        return self.check(actor)
+
+    def check(self, actor: Actor) -> Actor:
         if not permissions.grants(actor.permissions, self.permission):
             raise PermissionDenied(f"permission {self.permission!r} required")
         return actor

@@ -35,9 +35,11 @@ from tessera.storage.repositories.certificates import CertificateFilter
 
 router = APIRouter(prefix="/certificates", tags=["Certificates"])
 Reader = Annotated[Actor, Depends(require("read:certificates"))]
-Writer = Annotated[Actor, Depends(require("write:certificates"))]
+WRITER = require("write:certificates")
+Writer = Annotated[Actor, Depends(WRITER)]
 Deleter = Annotated[Actor, Depends(require("delete:certificates"))]
 KEY_EXPORT_PERMISSION = "write:certificates"
+ISSUE_STATUS = 201  # issue_lane.py answers the same route ahead of FastAPI
 
 
 def _service(request: Request, session: UnitOfWork, actor: Actor) -> CertificateService:
@@ -63,7 +65,7 @@ def list_certificates(
     return ok(data, meta=page_meta(page, per_page, total))
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=ISSUE_STATUS)
 def issue_certificate(
     request: Request, body: IssueCertificate, session: UnitOfWork, actor: Writer
 ) -> JSONResponse:
@@ -93,7 +95,9 @@ def issue_certificate(
     cert = _service(request, session, actor).issue(spec)
     commit_before_answering(session)
     return ok(
-        views.certificate_view(cert, now(request)), "Certificate issued successfully", status=201
+        views.certificate_view(cert, now(request)),
+        "Certificate issued successfully",
+        status=ISSUE_STATUS,
     )
 
 

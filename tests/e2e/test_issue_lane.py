@@ -1,0 +1,110 @@
+"""POST /api/v2/certificates is answered ahead of FastAPI's routing (tessera/api/v2/issue_lane.py):
+what it answers must not differ from the route's own answers — content types, every error,
+authentication by key and by cookie, the permission, the audit row's status, the body limit —
+and nothing is written by a refused request."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.accounts_helpers import create_user, key_for, logged_in
+from tests.e2e.helpers import API, create_root, data, error, unique
+from tests.support import Server
+
+ISSUE = f"{API}/certificates"
+
+
+@pytest.fixture(scope="module")
+def ca_id(server: Server) -> int:
+    with server.client() as api:
+        return int(create_root(api, unique("Lane Root"))["id"])
+
+
+def body(ca_id: int, **extra: Any) -> dict[str, Any]:
+    name = f"{unique('lane')}.example.com"
+    return {"common_name": name, "ca_id": ca_id, "san": [f"dns:{name}"], **extra}
+
+
+def total(api: httpx.Client) -> int:
+    return int(data(api.get(f"{ISSUE}/stats"))["total"])
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/json; charset=utf-8", "Application/JSON"]
+)
+def test_issues_with_each_json_content_type(
+    api: httpx.Client, ca_id: int, content_type: str
+) -> None:
+    sent = body(ca_id, validity_days=30, key_usage=["digitalSignature"])
+    response = api.post(ISSUE, json=sent, headers={"Content-Type": content_type})
+    issued = data(response, 201)
+    assert issued["common_name"] == sent["common_name"]
+    assert issued["ca_id"] == ca_id and issued["status"] == "active"
+    assert response.json()["message"] == "Certificate issued successfully"
+    assert response.headers["x-request-id"] and response.headers["x-content-type-options"]
+    fetched = data(api.get(f"{ISSUE}/{issued['id']}"))
+    assert fetched["serial_number"] == issued["serial_number"]
+
+
+def test_audit_row_records_the_routes_status(api: httpx.Client, ca_id: int) -> None:
+    request_id = unique("lane-req")
+    data(api.post(ISSUE, json=body(ca_id), headers={"X-Request-ID": request_id}), 201)
+    found = api.get("/api/v1/audit-events", params={"request_id": request_id}).json()
+    assert found["total"] == 1, found
+    assert found["items"][0]["status_code"] == 201
+
+
+@pytest.mark.parametrize(
+    ("content", "headers", "status", "message"),
+    [
+        (b'{"ca_id": 1,', {"Content-Type": "application/json"}, 400, "malformed JSON body"),
+        (b"", {"Content-Type": "application/json"}, 422, "body: Field required"),
+        (b'{"common_name": "x"}', {"Content-Type": "application/json"}, 422, "ca_id: Field"),
+        (b'{"ca_id": "one"}', {"Content-Type": "application/json"}, 422, "ca_id: Input"),
+        (b"[1, 2]", {"Content-Type": "application/json"}, 422, "valid dictionary"),
+        (b'{"ca_id": 1}', {"Content-Type": "text/plain"}, 422, "valid dictionary"),
+    ],
+)
+def test_bad_bodies_are_answered_as_on_every_route(
+    api: httpx.Client, content: bytes, headers: dict[str, str], status: int, message: str
+) -> None:
+    before = total(api)
+    assert message in error(api.post(ISSUE, content=content, headers=headers), status)
+    assert total(api) == before
+
+
+def test_refusals_write_nothing(server: Server, api: httpx.Client, ca_id: int) -> None:
+    before = total(api)
+    with server.client(api_key="") as anonymous:
+        assert "authentication" in error(anonymous.post(ISSUE, json=body(ca_id)), 401)
+    with server.client(api_key="tsr_not-a-key") as wrong:
+        assert "API key" in error(wrong.post(ISSUE, json=body(ca_id)), 401)
+    viewer = create_user(api, role="viewer")
+    with server.client(api_key=key_for(server, viewer["username"])) as reader:
+        assert "write:certificates" in error(reader.post(ISSUE, json=body(ca_id)), 403)
+    assert "not found" in error(api.post(ISSUE, json=body(999_999)), 404).lower()
+    assert total(api) == before
+
+
+def test_cookie_session_needs_the_csrf_token(server: Server, api: httpx.Client, ca_id: int) -> None:
+    operator = create_user(api, role="operator")
+    with logged_in(server, operator["username"]) as (client, csrf):
+        assert "CSRF" in error(client.post(ISSUE, json=body(ca_id)), 403)
+        issued = data(client.post(ISSUE, json=body(ca_id), headers={"X-CSRF-Token": csrf}), 201)
+    assert issued["ca_id"] == ca_id
+
+
+def test_streamed_body_over_the_limit_is_413(api: httpx.Client, ca_id: int) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit applies as bytes arrive
+        yield b'{"ca_id": %d, "common_name": "' % ca_id
+        for _ in range(300):
+            yield b"a" * 65536
+        yield b'"}'
+
+    before = total(api)
+    headers = {"Content-Type": "application/json"}
+    response = api.post(ISSUE, content=chunks(), headers=headers)
+    assert "larger than" in error(response, 413)
+    assert total(api) == before
