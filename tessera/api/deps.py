@@ -1,10 +1,14 @@
 """Request-scoped wiring: the unit of work, who is calling, and what they may do."""
 
+import asyncio
+import contextvars
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Annotated
+from functools import partial
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Response
 from fastapi.dependencies.models import Dependant
@@ -27,6 +31,7 @@ from tessera.storage.repositories.identity import (
     load_user,
 )
 
+T = TypeVar("T")
 SESSION_COOKIE = "tessera_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -109,6 +114,22 @@ async def within_unit_of_work(
             raise
         answer: Response = await handler(request, exc)
         return answer
+
+
+# Issuance in its lane runs on two threads per process rather than anyio's forty: with many
+# requests of one process in threads at once, they spend their CPU taking the GIL from each
+# other (bench/issue.py, side by side: ~+40 % issuances/s; 1 to 3 threads do about as well).
+# Slow work on them (key generation, signing, SQLite) releases the GIL, and nothing that runs
+# on them waits for another of them: a unit of work holding SQLite's write lock ends it in its
+# own thread or on the event loop. See docs/request-path-performance.md.
+LANE_THREADS = 2
+_LANE_POOL = ThreadPoolExecutor(LANE_THREADS, thread_name_prefix="tessera-lane")
+
+
+async def in_lane_thread(work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` on a lane thread, with this request's context variables."""
+    call = partial(contextvars.copy_context().run, work, *args)
+    return await asyncio.get_running_loop().run_in_executor(_LANE_POOL, call)
 
 
 def now(request: Request) -> datetime:

@@ -4,6 +4,7 @@ authentication by key and by cookie, the permission, the audit row's status, the
 and nothing is written by a refused request."""
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -108,3 +109,20 @@ def test_streamed_body_over_the_limit_is_413(api: httpx.Client, ca_id: int) -> N
     response = api.post(ISSUE, content=chunks(), headers=headers)
     assert "larger than" in error(response, 413)
     assert total(api) == before
+
+
+def test_more_concurrent_issuances_than_lane_threads(
+    server: Server, api: httpx.Client, ca_id: int
+) -> None:
+    """The lane runs issuance on two threads per process (deps.LANE_THREADS): requests beyond
+    that wait their turn, and each is issued once."""
+    before = total(api)
+
+    def one(_: int) -> dict[str, Any]:
+        with server.client() as client:
+            return dict(data(client.post(ISSUE, json=body(ca_id)), 201))
+
+    with ThreadPoolExecutor(12) as pool:
+        issued = list(pool.map(one, range(24)))
+    assert len({cert["serial_number"] for cert in issued}) == 24
+    assert total(api) == before + 24

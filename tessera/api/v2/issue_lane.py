@@ -14,10 +14,9 @@ is answered exactly as on every other route."""
 from fastapi import Request, Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tessera.api.deps import current_actor, within_unit_of_work
+from tessera.api.deps import current_actor, in_lane_thread, within_unit_of_work
 from tessera.api.v2.certificates import ISSUE_STATUS, WRITER, issue_certificate
 from tessera.api.v2.schemas import IssueCertificate
 
@@ -42,7 +41,7 @@ class IssuanceLane:
         request = Request(scope, replay)
 
         async def work(session: Session) -> Response:
-            return await run_in_threadpool(_issue, request, spec, session)
+            return await in_lane_thread(_issue, request, spec, session)
 
         response = await within_unit_of_work(request, work, success_status=ISSUE_STATUS)
         await response(scope, receive, send)
