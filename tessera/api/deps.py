@@ -116,12 +116,13 @@ async def within_unit_of_work(
         return answer
 
 
-# Issuance in its lane runs on two threads per process rather than anyio's forty: with many
-# requests of one process in threads at once, they spend their CPU taking the GIL from each
-# other (bench/issue.py, side by side: ~+40 % issuances/s; 1 to 3 threads do about as well).
-# Slow work on them (key generation, signing, SQLite) releases the GIL, and nothing that runs
-# on them waits for another of them: a unit of work holding SQLite's write lock ends it in its
-# own thread or on the event loop. See docs/request-path-performance.md.
+# Issuance and the signed ACME requests run their work on two threads per process rather than
+# anyio's forty: with many requests of one process in threads at once, they spend their CPU
+# taking the GIL from each other (side by side: issuances/s ~+40 %, ACME server CPU per order
+# -10 to -28 %; 1 to 3 threads do about as well). Slow work on them (key generation, signing,
+# SQLite) releases the GIL, and nothing that runs on them waits for another of them: a unit
+# of work holding SQLite's write lock ends it in its own thread or on the event loop (or on
+# anyio's threads). See docs/request-path-performance.md.
 LANE_THREADS = 2
 _LANE_POOL = ThreadPoolExecutor(LANE_THREADS, thread_name_prefix="tessera-lane")
 

@@ -14,9 +14,8 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
 
-from tessera.api.deps import UnitOfWork, anonymous
+from tessera.api.deps import UnitOfWork, anonymous, in_lane_thread
 from tessera.core.errors import UnparsableInput
 from tessera.core.formats import cert_pem, load_certificate
 from tessera.core.revocation import REASONS
@@ -139,7 +138,7 @@ async def _signed(
         rt = request.app.state.runtime
         return spend_around(rt, session, signed, lambda: work(Ctx(request, session), signed))
 
-    return await run_in_threadpool(spend_and_work)
+    return await in_lane_thread(spend_and_work)
 
 
 def _id(text: str, what: str) -> int:
