@@ -1,11 +1,11 @@
 """`POST /api/v2/certificates` without FastAPI's routing, request parsing and dependency
 resolution: a plain ASGI middleware (inside the security middleware, like the ACME and SCEP
 lanes) that validates the body with the route's own model and calls the route's own function
-(`certificates.issue_certificate`) in one worker thread, after the same authentication and
-permission check, in the same unit of work and with the app's exception handlers
-(`deps.within_unit_of_work`). On the FastAPI path the same request takes two thread hops (the
-actor, then the endpoint) and resolves four dependencies; see
-docs/request-path-performance.md.
+(`certificates.issue_certificate`) on a lane thread (`deps.in_lane_thread`, two per
+process), after the same authentication and permission check, in the same unit of work and
+with the app's exception handlers (`deps.within_unit_of_work`). On the FastAPI path the same
+request takes two hops to anyio's threads (the actor, then the endpoint) and resolves four
+dependencies; see docs/request-path-performance.md.
 
 Only a well-formed JSON body is answered here. Anything else (another content type, a body
 the model refuses, a trailing slash) goes on to FastAPI with its body replayed, so an error
