@@ -74,8 +74,7 @@ class Orders:
                 created_at=self.now,
             )
         )
-        for ident in identifiers:
-            self._authorization(order, ident)
+        self._authorizations(order, identifiers)
         self._audit(
             account.id,
             "acme.order.create",
@@ -145,26 +144,25 @@ class Orders:
         if self.repos.acme.replaced(certid) is not None:
             raise AcmeProblem("alreadyReplaced", "an order already replaces this certificate", 409)
 
-    def _authorization(self, order: AcmeOrder, ident: Identifier) -> None:
-        authz = self.repos.acme.add_authorization(
-            AcmeAuthorization(
-                order_id=order.id,
-                account_id=order.account_id,
-                identifier_type=ident.type,
-                identifier_value=ident.base,
-                wildcard=ident.wildcard,
-                status="pending",
-                expires_at=order.expires_at,
-            )
+    def _authorizations(self, order: AcmeOrder, identifiers: list[Identifier]) -> None:
+        """One authorization per identifier and its challenges, each kind written in one
+        statement: the order's INSERT took SQLite's write lock, held until the commit."""
+        authzs = self.repos.acme.add_authorizations(
+            [
+                AcmeAuthorization(
+                    order_id=order.id,
+                    account_id=order.account_id,
+                    identifier_type=ident.type,
+                    identifier_value=ident.base,
+                    wildcard=ident.wildcard,
+                    status="pending",
+                    expires_at=order.expires_at,
+                )
+                for ident in identifiers
+            ]
         )
-        if ident.wildcard:
-            kinds = ["dns-01"]  # RFC 8555 7.1.3: only dns-01 proves a wildcard
-        elif ident.type == "ip":
-            kinds = ["http-01", "tls-alpn-01"]  # RFC 8738: no dns-01 for addresses
-        else:
-            kinds = ["http-01", "dns-01", "tls-alpn-01"]
-        for kind in kinds:
-            self.repos.acme.add_challenge(
+        self.repos.acme.add_challenges(
+            [
                 AcmeChallenge(
                     authz_id=authz.id,
                     type=kind,
@@ -172,7 +170,10 @@ class Orders:
                     status="pending",
                     attempts=0,
                 )
-            )
+                for authz, ident in zip(authzs, identifiers, strict=True)
+                for kind in _challenge_kinds(ident)
+            ]
+        )
 
     # reading, owned by the account
     def order(self, account: AcmeAccount, order_id: int) -> AcmeOrder:
@@ -233,8 +234,8 @@ class Orders:
         if order.status != "ready":
             raise AcmeProblem("orderNotReady", f"the order is {order.status}, not ready", 403)
         csr = self._csr(account, order, payload.get("csr"))
-        order.csr_pem = csr_pem(csr)
         if self.settings().require_approval:
+            order.csr_pem = csr_pem(csr)
             order.status, order.awaiting_approval = "processing", True
             self._audit(account.id, "acme.order.await_approval", order.id, {})
             return False
@@ -273,9 +274,12 @@ class Orders:
             origin="acme",
         )
         try:
+            # The order's own changes come after: a pending change would be flushed by the
+            # issuance's first query and take SQLite's write lock before the signing.
             cert = self.issuance.issue_certificate(request, ca, template)
         except (PolicyViolation, InvalidInput) as exc:
             raise AcmeProblem("badCSR", exc.message) from exc
+        order.csr_pem = order.csr_pem or csr_pem(csr)
         order.status, order.certificate_id, order.awaiting_approval = "valid", cert.id, False
         self.repos.acme.flush()
         self._audit(order.account_id, "acme.order.finalize", order.id, {"certificate_id": cert.id})
@@ -369,3 +373,11 @@ def _general_name(ident: Identifier) -> x509.GeneralName:
     if ident.type == "ip":
         return x509.IPAddress(ipaddress.ip_address(ident.value))
     return x509.DNSName(ident.value)
+
+
+def _challenge_kinds(ident: Identifier) -> list[str]:
+    if ident.wildcard:
+        return ["dns-01"]  # RFC 8555 7.1.3: only dns-01 proves a wildcard
+    if ident.type == "ip":
+        return ["http-01", "tls-alpn-01"]  # RFC 8738: no dns-01 for addresses
+    return ["http-01", "dns-01", "tls-alpn-01"]

@@ -150,7 +150,10 @@ class AcmeWorker:
         now = self._clock()
         with self._sessions() as session:
             outcomes = sorted(outcomes, key=lambda o: (o[0].order_id, o[0].challenge_id))
-            recorded = [o for o in outcomes if self._apply(session, *o, now)]
+            # Every read first, then one flush: an autoflush between the reads would take
+            # SQLite's write lock at the first changed row and hold it through the rest.
+            with session.no_autoflush:
+                recorded = [o for o in outcomes if self._apply(session, *o, now)]
             session.flush()
             # Each organization's chain head is locked by its first append: in id order too.
             for attempt, problem in sorted(recorded, key=lambda o: o[0].org_id):

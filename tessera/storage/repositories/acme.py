@@ -256,11 +256,12 @@ class AcmeRepository:
         )
 
     # authorizations and challenges
-    def add_authorization(self, authz: AcmeAuthorization) -> AcmeAuthorization:
-        authz.org_id = self._org_id
-        self._session.add(authz)
+    def add_authorizations(self, authzs: list[AcmeAuthorization]) -> list[AcmeAuthorization]:
+        for authz in authzs:
+            authz.org_id = self._org_id
+        self._session.add_all(authzs)
         self._session.flush()
-        return authz
+        return authzs
 
     def authorization(self, authz_id: int) -> AcmeAuthorization | None:
         return self._session.scalar(_AUTHORIZATION, {"id": authz_id, "org_id": self._org_id})
@@ -269,10 +270,9 @@ class AcmeRepository:
         params = {"id": order_id, "org_id": self._org_id}
         return self._session.scalars(_ORDER_AUTHORIZATIONS, params).all()
 
-    def add_challenge(self, challenge: AcmeChallenge) -> AcmeChallenge:
-        self._session.add(challenge)
+    def add_challenges(self, challenges: list[AcmeChallenge]) -> None:
+        self._session.add_all(challenges)
         self._session.flush()
-        return challenge
 
     def challenge(self, challenge_id: int) -> tuple[AcmeChallenge, AcmeAuthorization] | None:
         params = {"id": challenge_id, "org_id": self._org_id}
