@@ -17,6 +17,7 @@ from tessera.domains.issuance import PublicationBase
 from tessera.domains.security.kek import kek_file
 from tessera.jobs import Jobs
 from tessera.storage.db import make_engine, session_factory
+from tessera.storage.nonce_file import NonceFile
 from tessera.storage.repositories.serials import SerialPool
 
 
@@ -34,6 +35,7 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     api_keys: ApiKeyCache = field(default_factory=ApiKeyCache)
     audit_syslog: SyslogForwarder | None = None  # this process's syslog forwarder (audit)
+    acme_nonces: NonceFile | None = None  # SQLite: ACME nonces beside the database
 
 
 def read_kek(settings: Settings) -> bytes:
@@ -63,4 +65,13 @@ def build_runtime(settings: Settings, clock: Clock = utc_now) -> Runtime:
         publication=PublicationBase(settings.http_base, settings.crl_delta_enabled),
         serials=SerialPool(sessions, random_serial),
         clock=clock,
+        acme_nonces=_nonce_file(engine),
     )
+
+
+def _nonce_file(engine: Engine) -> NonceFile | None:
+    """On SQLite, ACME nonces are spent outside the database's write lock (nonce_file.py)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
+        return None
+    return NonceFile(f"{database}.acme-nonces")

@@ -5,6 +5,7 @@ key rollover, revocation by the certificate key, ARI, profiles, approval, EdDSA/
 import hashlib
 import json
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -147,8 +148,8 @@ def test_nonces(account: Acme) -> None:
 
 
 def test_nonce_spent_by_failures_and_replays_write_nothing(account: Acme) -> None:
-    """The nonce is spent in the request's own transaction: a failed request still uses it
-    up, and a replay that loses the race to spend it leaves nothing behind."""
+    """A failed request still uses its nonce up, and a replay that loses the race to spend
+    it leaves nothing behind (whether nonces are database rows or in SQLite's nonce file)."""
     url, orders = account.dir["newOrder"], f"{account.kid}/orders"
     nonce = account.nonce()
     bad = json.dumps(account.jws(url, {"identifiers": []}, nonce=nonce)).encode()
@@ -538,6 +539,35 @@ def test_nonces_in_redis(tmp_path: Path) -> None:
             assert client.raw(client.dir["newAccount"], body).status_code == 201
             assert not redis.Redis.from_url(url).exists(f"tessera:acme:nonce:{nonce}")
             problem(client.raw(client.dir["newAccount"], body), "badNonce", 400)
+        finally:
+            client.close()
+
+
+def test_sqlite_keeps_nonces_in_a_file_of_their_own(tmp_path: Path) -> None:
+    """On SQLite, nonces are spent outside the database's write lock: in
+    `<database>.acme-nonces`, never as rows of the database's own acme_nonces table."""
+    with acme_env(None, tmp_path) as env:
+        client = Acme(env)
+        try:
+            nonce = client.nonce()
+            data_dir = env.server.data_dir
+            nonces = sqlite3.connect(data_dir / "tessera.db.acme-nonces")
+            database = sqlite3.connect(data_dir / "tessera.db")
+            try:
+                stored = "SELECT count(*) FROM nonces WHERE value = ?"
+                assert nonces.execute(stored, (nonce,)).fetchone() == (1,)
+                assert database.execute("SELECT count(*) FROM acme_nonces").fetchone() == (0,)
+                body = json.dumps(
+                    client.jws(
+                        client.dir["newAccount"], {"termsOfServiceAgreed": True}, nonce=nonce
+                    )
+                ).encode()
+                assert client.raw(client.dir["newAccount"], body).status_code == 201
+                assert nonces.execute(stored, (nonce,)).fetchone() == (0,)
+                problem(client.raw(client.dir["newAccount"], body), "badNonce", 400)
+            finally:
+                nonces.close()
+                database.close()
         finally:
             client.close()
 

@@ -4,6 +4,7 @@
 import re
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import josepy
@@ -35,6 +36,7 @@ from tessera.protocols.acme.transport import (
     base_url,
     by_account,
     by_jwk,
+    purge_nonces,
     read_jws,
     spend_around,
 )
@@ -43,6 +45,7 @@ from tessera.storage.models_acme import AcmeAccount
 from tessera.storage.repositories import Repositories
 
 router = APIRouter(prefix=PREFIX, tags=["Public: ACME"])
+NONCE_PURGE_JOB = "acme-nonce-purge"
 RETRY_PROCESSING = "2"
 # RFC 5280 reason codes a subscriber may give (7 is unused; holds are not for ACME).
 ACME_REASONS = {
@@ -74,6 +77,8 @@ def install(app: FastAPI, rt: Runtime) -> None:
     app.state.acme_worker = worker
     rt.jobs.every(VALIDATE_JOB, 2.0, worker.validate_due)
     rt.jobs.every(CLEANUP_JOB, 300.0, worker.cleanup)
+    if rt.acme_nonces is not None:
+        rt.jobs.every(NONCE_PURGE_JOB, 300.0, partial(purge_nonces, rt))
 
 
 def _hand_over(request: Request, challenge_id: int) -> None:
