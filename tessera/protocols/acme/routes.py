@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
-from starlette.background import BackgroundTask
 
 from tessera.api.deps import UnitOfWork, anonymous, in_lane_thread
 from tessera.core.errors import UnparsableInput
@@ -287,9 +286,9 @@ async def challenge(challenge_id: str, request: Request, session: UnitOfWork) ->
     queued: list[bool] = []
     response = await _signed(request, session, f"chall/{challenge_id}", work)
     if any(queued):
-        # A background task runs after the response, so after the unit of work committed the
-        # claim: this process's job validates it next (when it cannot, the lease runs out).
-        response.background = BackgroundTask(_hand_over, request, int(challenge_id))
+        # `spend_around` committed the claim before returning: this process's job validates
+        # it next, while the answer is sent (when it cannot, the lease runs out).
+        _hand_over(request, int(challenge_id))
     return response
 
 
