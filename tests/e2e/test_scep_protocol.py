@@ -38,8 +38,8 @@ class Client:
     cert: x509.Certificate  # the signer: self-signed for PKCSReq, the old cert for renewal
 
 
-def new_client(cn: str = "device") -> Client:
-    key = rsa.generate_private_key(65537, 2048)
+def new_client(cn: str = "device", bits: int = 2048) -> Client:
+    key = rsa.generate_private_key(65537, bits)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = datetime.now(UTC)
     cert = (
@@ -413,6 +413,29 @@ def test_dynamic_challenge_is_single_use(scep: Scep, api: httpx.Client) -> None:
         scep.post(pki_message(second, ra, csr_der(second, "dyn-3", other)), path), second, ra
     )
     assert (voided.status, voided.fail_info) == (FAILURE, BAD_REQUEST)
+
+
+def test_a_refused_enrollment_leaves_its_dynamic_challenge_unspent(
+    scep: Scep, api: httpx.Client
+) -> None:
+    """The challenge is spent after the certificate is signed, in the same transaction: an
+    enrollment the issuance refuses (an RSA-1024 key, under the key floor) leaves it usable."""
+    ca_id = rsa_ca(api, unique("SCEP Unspent Root"))
+    path = profile(api, scep, ca_id=ca_id, challenge_type="dynamic", auto_approve=True)
+    _ca, ra = split(ca_certificates(scep.http, path))
+    challenge = data(api.get(f"{API}/scep/challenge/{ca_id}"))["challenge"]
+    weak, good = new_client(bits=1024), new_client()
+    weak_cn, good_cn = unique("weak-key"), unique("after-weak")
+    refused = read_reply(
+        scep.post(pki_message(weak, ra, csr_der(weak, weak_cn, challenge)), path), weak, ra
+    )
+    assert (refused.status, refused.fail_info) == (FAILURE, BAD_REQUEST)
+    assert issued_named(api, weak_cn) == []
+    ok = read_reply(
+        scep.post(pki_message(good, ra, csr_der(good, good_cn, challenge)), path), good, ra
+    )
+    assert ok.status == SUCCESS
+    assert len(issued_named(api, good_cn)) == 1
 
 
 def test_static_challenge_regenerate(scep: Scep, api: httpx.Client) -> None:

@@ -78,25 +78,34 @@ class ChallengeService:
         return self._new_static(ca_id, "scep.challenge.regenerate")
 
     def check(self, ca_id: int, challenge_type: str, given: bytes | None) -> str:
-        """VALID, MISSING or INVALID. A valid dynamic password is consumed."""
+        """VALID, MISSING or INVALID, without spending anything (see `spend`)."""
         if not given:
             return MISSING
         wanted = digest(given)
         if challenge_type == DYNAMIC:
-            row = self._repos.scep.dynamic_challenge(ca_id, wanted)
-            usable = (
-                row is not None
-                and hmac.compare_digest(row.digest, wanted)
-                and row.used_at is None
-                and (row.expires_at is None or row.expires_at > self._now)
-            )
-            if row is None or not usable or not self._repos.scep.consume_challenge(row, self._now):
-                return INVALID
-            return VALID
+            return VALID if self._usable_dynamic(ca_id, wanted) is not None else INVALID
         static = self._repos.scep.static_challenge_digest(ca_id)
         if static is None or not hmac.compare_digest(static, wanted):
             return INVALID
         return VALID
+
+    def spend(self, ca_id: int, challenge_type: str, given: bytes) -> bool:
+        """Use a valid password up: a dynamic one is single use, so of two requests racing
+        with it exactly one gets True. A static one is never used up."""
+        if challenge_type != DYNAMIC:
+            return True
+        row = self._usable_dynamic(ca_id, digest(given))
+        return row is not None and self._repos.scep.consume_challenge(row, self._now)
+
+    def _usable_dynamic(self, ca_id: int, wanted: str) -> ScepChallenge | None:
+        row = self._repos.scep.dynamic_challenge(ca_id, wanted)
+        usable = (
+            row is not None
+            and hmac.compare_digest(row.digest, wanted)
+            and row.used_at is None
+            and (row.expires_at is None or row.expires_at > self._now)
+        )
+        return row if usable else None
 
     def _new_static(self, ca_id: int, action: str) -> ShownChallenge:
         password = new_password()

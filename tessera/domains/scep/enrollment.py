@@ -3,8 +3,11 @@ polling (CertPoll), GetCert and GetCRL, and the approval queue behind them.
 
 Every certificate is issued by `CertificateService.issue` (the one issuance path) with the
 profile's CA and template and origin "scep". An enrollment that is refused leaves nothing
-behind but its audit row: the work runs in a savepoint that is rolled back on refusal, so a
-dynamic challenge is not burnt and no serial or request row is left half-written.
+behind but its audit row: `enroll` raises `EnrollmentRefused`, and whoever owns the unit of
+work rolls back what the attempt wrote (a certificate, a request row) before recording the
+refusal with `refuse`. Nothing is written before the certificate is signed, so SQLite's write
+lock is not held through the signing: a dynamic challenge is spent last, and a rollback
+leaves it unspent.
 """
 
 from collections.abc import Sequence
@@ -35,6 +38,12 @@ PKCS_REQ, RENEWAL_REQ = "PKCSReq", "RenewalReq"
 RENEWAL = "renewal"
 
 
+class EnrollmentRefused(Exception):
+    def __init__(self, fail_info: str, text: str) -> None:
+        super().__init__(text)
+        self.fail_info, self.text = fail_info, text
+
+
 @dataclass(frozen=True)
 class Envelope:
     """A verified, decrypted request: who signed it and what it carries."""
@@ -56,26 +65,23 @@ class EnrollmentService:
     # Protocol operations
     def enroll(self, profile: ProfileSettings, envelope: Envelope) -> Reply:
         """PKCSReq and RenewalReq. A repeat of a transaction we already know (same
-        transactionID and key) is answered from its state, as a poll would be."""
+        transactionID and key) is answered from its state, as a poll would be. Raises
+        `EnrollmentRefused`: roll back, then `refuse`."""
         try:
             csr = read_csr(envelope.payload)
         except TesseraError as exc:
-            return self._refused(profile, envelope, BAD_REQUEST, f"bad CSR: {exc.message}")
+            raise EnrollmentRefused(BAD_REQUEST, f"bad CSR: {exc.message}") from exc
         key_digest = scep_csr.key_digest(csr)
         known = self._repos.scep.latest_request(profile.id, envelope.transaction_id)
         if _repeats(known, envelope, key_digest):
             assert known is not None
             return self._answer(known)
-        savepoint = self._repos.session.begin_nested()
         try:
             reply, row = self._enroll(profile, envelope, csr, key_digest)
         except TesseraError as exc:
-            savepoint.rollback()
-            return self._refused(profile, envelope, BAD_REQUEST, exc.message)
-        if row is None:  # refused: undo the consumed challenge, keep the audit row
-            savepoint.rollback()
-            return self._refused(profile, envelope, reply.fail_info or BAD_REQUEST, reply.text)
-        savepoint.commit()
+            raise EnrollmentRefused(BAD_REQUEST, exc.message) from exc
+        if row is None:
+            raise EnrollmentRefused(reply.fail_info or BAD_REQUEST, reply.text or "refused")
         return reply
 
     def _enroll(
@@ -91,7 +97,9 @@ class EnrollmentService:
                 return failure, None
             challenge, approved = RENEWAL, True  # authenticated by the existing certificate
         else:
-            challenge = self._challenge(profile, csr)
+            challenge = self._challenges().check(
+                _ca_id(profile), profile.challenge_type, _challenge_password(csr)
+            )
             if challenge != VALID and not profile.queue_without_challenge:
                 text = "challenge password required" if challenge == MISSING else "wrong challenge"
                 return Reply.failure(BAD_REQUEST, text), None
@@ -116,6 +124,8 @@ class EnrollmentService:
                 self._now,
                 self._actor.username,
             )
+        if challenge == VALID and not self._spend_challenge(profile, csr):
+            return Reply.failure(BAD_REQUEST, "wrong challenge"), None  # used meanwhile
         self._repos.scep.add_request(row)
         self._record("scep.request", row, {"challenge": challenge, "type": row.message_type})
         if issued is None:
@@ -209,13 +219,15 @@ class EnrollmentService:
             raise Conflict(f"SCEP request {request_id} is already {row.status}")
         return row
 
-    def _challenge(self, profile: ProfileSettings, csr: x509.CertificateSigningRequest) -> str:
-        assert profile.ca_id is not None
+    def _challenges(self) -> ChallengeService:
+        return ChallengeService(self._repos, self._issuance.keys, self._actor, self._now)
+
+    def _spend_challenge(
+        self, profile: ProfileSettings, csr: x509.CertificateSigningRequest
+    ) -> bool:
         given = _challenge_password(csr)
-        if given is None:
-            return MISSING
-        service = ChallengeService(self._repos, self._issuance.keys, self._actor, self._now)
-        return service.check(profile.ca_id, profile.challenge_type, given)
+        assert given is not None  # checked VALID
+        return self._challenges().spend(_ca_id(profile), profile.challenge_type, given)
 
     def _renewal_refusal(self, signer: x509.Certificate) -> Reply | None:
         """A renewal is signed with a certificate we issued that is still good."""
@@ -261,14 +273,15 @@ class EnrollmentService:
             return Reply.failure(BAD_CERT_ID, "the issued certificate was deleted")
         return Reply.success([load_certificate(cert.certificate_pem.encode())])
 
-    def _refused(
-        self, profile: ProfileSettings, envelope: Envelope, fail_info: str, text: str | None
+    def refuse(
+        self, profile: ProfileSettings, envelope: Envelope, refused: EnrollmentRefused
     ) -> Reply:
+        """Record a refused enrollment (after its unit of work was rolled back) and answer."""
         details = {
             "profile": profile.slug,
             "type": envelope.message_type,
             "transaction_id": envelope.transaction_id,
-            "reason": text,
+            "reason": refused.text,
         }
         audit.record(
             self._repos.audit,
@@ -279,7 +292,7 @@ class EnrollmentService:
             details,
             success=False,
         )
-        return Reply.failure(fail_info, text or "refused")
+        return Reply.failure(refused.fail_info, refused.text)
 
     def _record(self, action: str, row: ScepRequest, details: dict[str, object]) -> None:
         details = {"transaction_id": row.transaction_id, "subject": row.subject, **details}
@@ -295,6 +308,11 @@ def _repeats(known: ScepRequest | None, envelope: Envelope, key_digest: str) -> 
         and known.message_type == PKCS_REQ
         and known.key_digest == key_digest
     )
+
+
+def _ca_id(profile: ProfileSettings) -> int:
+    assert profile.ca_id is not None  # a profile without a CA is not enabled
+    return profile.ca_id
 
 
 def _challenge_password(csr: x509.CertificateSigningRequest) -> bytes | None:

@@ -24,7 +24,13 @@ from tessera.api.deps import commit_before_answering
 from tessera.core.errors import NotFound, TesseraError
 from tessera.domains.actor import Actor, system_actor
 from tessera.domains.issuance import Issuance
-from tessera.domains.scep.enrollment import PKCS_REQ, RENEWAL_REQ, EnrollmentService, Envelope
+from tessera.domains.scep.enrollment import (
+    PKCS_REQ,
+    RENEWAL_REQ,
+    EnrollmentRefused,
+    EnrollmentService,
+    Envelope,
+)
 from tessera.domains.scep.profiles import ProfileService
 from tessera.domains.scep.types import BAD_CERT_ID, BAD_MESSAGE_CHECK, Reply, Responder
 from tessera.protocols.scep import cms
@@ -288,7 +294,13 @@ def _decrypt(content: bytes, opener: Responder, allow_des: bool) -> cms.Decrypte
 def _dispatch(context: _Context, kind: MessageType, envelope: Envelope) -> Reply:
     service, profile = context.enrollment, context.profile
     if kind in (MessageType.PKCS_REQ, MessageType.RENEWAL_REQ):
-        return service.enroll(profile, envelope)
+        try:
+            return service.enroll(profile, envelope)
+        except EnrollmentRefused as refused:
+            # Only the refusal's audit row stays: no certificate, request row or spent
+            # challenge of the attempt.
+            context.repos.session.rollback()
+            return service.refuse(profile, envelope, refused)
     if kind is MessageType.CERT_POLL:
         issuer_and_subject(envelope.payload)
         return service.poll(profile, envelope)
