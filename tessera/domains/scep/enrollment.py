@@ -39,6 +39,8 @@ RENEWAL = "renewal"
 
 
 class EnrollmentRefused(Exception):
+    """An enrollment turned down, with the failInfo and text its CertRep FAILURE carries."""
+
     def __init__(self, fail_info: str, text: str) -> None:
         super().__init__(text)
         self.fail_info, self.text = fail_info, text
