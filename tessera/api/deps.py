@@ -107,13 +107,19 @@ async def within_unit_of_work(
             if success_status is not None:
                 SUCCESS_STATUS.set(success_status)
             return await work(session)
-    except Exception as exc:  # FastAPI's boundary: its handlers answer
-        handlers = request.app.exception_handlers
-        handler = next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)
-        if handler is None:
-            raise
-        answer: Response = await handler(request, exc)
-        return answer
+    except Exception as exc:  # noqa: BLE001 - FastAPI's boundary: its handlers answer, or re-raise
+        return await answer_error(request, exc)
+
+
+async def answer_error(request: Request, exc: Exception) -> Response:
+    """The app's exception handler's answer to `exc`, as FastAPI would give it; re-raised when
+    no handler takes it (the server error middleware answers 500)."""
+    handlers = request.app.exception_handlers
+    handler = next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)
+    if handler is None:
+        raise exc
+    answer: Response = await handler(request, exc)
+    return answer
 
 
 # Issuance and the signed ACME requests run their work on two threads per process rather than
@@ -124,13 +130,13 @@ async def within_unit_of_work(
 # of work holding SQLite's write lock ends it in its own thread or on the event loop (or on
 # anyio's threads). See docs/request-path-performance.md.
 LANE_THREADS = 2
-_LANE_POOL = ThreadPoolExecutor(LANE_THREADS, thread_name_prefix="tessera-lane")
+LANE_POOL = ThreadPoolExecutor(LANE_THREADS, thread_name_prefix="tessera-lane")
 
 
 async def in_lane_thread(work: Callable[..., T], *args: Any) -> T:
     """`work(*args)` on a lane thread, with this request's context variables."""
     call = partial(contextvars.copy_context().run, work, *args)
-    return await asyncio.get_running_loop().run_in_executor(_LANE_POOL, call)
+    return await asyncio.get_running_loop().run_in_executor(LANE_POOL, call)
 
 
 def now(request: Request) -> datetime:

@@ -40,6 +40,16 @@ class PublicationBase:
         )
 
 
+# In the session's info while an issuance writes its certificate and audit rows: an error
+# raised meanwhile may have left part of them in the unit of work (api/v2/issue_lane.py, which
+# commits several issuances together, then rolls all of them back).
+RECORDING = "tessera.issuance.recording"
+# A list in the session's info: issuances append their writes to it instead of running them
+# (see _Ledger).
+DEFERRED = "tessera.issuance.deferred"
+Store = Callable[[], tuple[str, object]]
+
+
 @dataclass
 class Issuance:
     """Everything issuance needs beyond the request; built once per unit of work."""
@@ -69,16 +79,21 @@ class Issuance:
         template: models.Template | None = None,
         private_key: PrivateKey | None = None,
     ) -> models.Certificate:
-        def write(cert: x509.Certificate) -> tuple[str, object]:
+        def prepare(cert: x509.Certificate) -> Store:
             row = certificate_row(cert, self.keys, private_key, imported=False)
             row.ca_id, row.origin, row.created_by = ca.id, request.origin, self.actor.username
             row.template_id = template.id if template else None
-            self.repos.certificates.add(row)
             rows.append(row)
-            return "certificate", row.id
+
+            def store() -> tuple[str, object]:
+                self.repos.certificates.add(row)
+                return "certificate", row.id
+
+            return store
 
         rows: list[models.Certificate] = []
-        self.authority.issue(request, self.issuer(ca), self._ledger(write), core_template(template))
+        ledger = self._ledger(prepare)
+        self.authority.issue(request, self.issuer(ca), ledger, core_template(template))
         return rows[0]
 
     def issue_ca(
@@ -89,31 +104,41 @@ class Issuance:
         parent: models.CertificateAuthority | None,
         internal: bool = False,
     ) -> models.CertificateAuthority:
-        def write(cert: x509.Certificate) -> tuple[str, object]:
+        def prepare(cert: x509.Certificate) -> Store:
             row = ca_row(cert, self.keys.encrypt(private_key), name, parent)
             row.internal = internal
-            self.repos.cas.add(row)
             rows.append(row)
-            return "ca", row.id
+
+            def store() -> tuple[str, object]:
+                self.repos.cas.add(row)
+                return "ca", row.id
+
+            return store
 
         rows: list[models.CertificateAuthority] = []
         issuer = self.issuer(parent) if parent else Issuer(None, private_key)
-        self.authority.issue(request, issuer, self._ledger(write))
+        self.authority.issue(request, issuer, self._ledger(prepare))
         return rows[0]
 
-    def _ledger(self, write: Callable[[x509.Certificate], tuple[str, object]]) -> "_Ledger":
-        return _Ledger(self.repos, self.actor, write, self.serials)
+    def _ledger(self, prepare: Callable[[x509.Certificate], Store]) -> "_Ledger":
+        return _Ledger(self.repos, self.actor, prepare, self.serials)
 
 
 class _Ledger:
+    """Writes what the authority signed: `prepare` builds the row from the certificate, and
+    the store step it returns writes it, followed by the audit row. Where the unit of work
+    asks for it (`DEFERRED` in its session's info), the writes wait in that list until the
+    caller runs them, so that several issuances can be signed before any of them takes
+    SQLite's write lock."""
+
     def __init__(
         self,
         repos: Repositories,
         actor: Actor,
-        write: Callable[[x509.Certificate], tuple[str, object]],
+        prepare: Callable[[x509.Certificate], Store],
         pool: SerialPool | None,
     ) -> None:
-        self._repos, self._actor, self._write, self._pool = repos, actor, write, pool
+        self._repos, self._actor, self._prepare, self._pool = repos, actor, prepare, pool
 
     def reserve_serial(self) -> int:
         if self._pool is not None:
@@ -121,10 +146,27 @@ class _Ledger:
         return claim_one(self._repos.serials, random_serial)
 
     def record(self, certificate: x509.Certificate, event: AuditEvent) -> None:
-        resource_type, resource_id = self._write(certificate)
-        audit.record(
-            self._repos.audit, self._actor, event.action, resource_type, resource_id, event.details
-        )
+        store = self._prepare(certificate)
+        info = self._repos.session.info
+
+        def write() -> None:
+            info[RECORDING] = True
+            resource_type, resource_id = store()
+            audit.record(
+                self._repos.audit,
+                self._actor,
+                event.action,
+                resource_type,
+                resource_id,
+                event.details,
+            )
+            del info[RECORDING]
+
+        deferred: list[Callable[[], None]] | None = info.get(DEFERRED)
+        if deferred is None:
+            write()
+        else:
+            deferred.append(write)
 
 
 @lru_cache(maxsize=128)

@@ -114,8 +114,9 @@ def test_streamed_body_over_the_limit_is_413(api: httpx.Client, ca_id: int) -> N
 def test_more_concurrent_issuances_than_lane_threads(
     server: Server, api: httpx.Client, ca_id: int
 ) -> None:
-    """The lane runs issuance on two threads per process (deps.LANE_THREADS): requests beyond
-    that wait their turn, and each is issued once."""
+    """The lane runs issuance on two threads per process (deps.LANE_THREADS): requests that
+    arrive meanwhile wait and are issued together in one unit of work, and each is issued
+    once."""
     before = total(api)
 
     def one(_: int) -> dict[str, Any]:
@@ -126,3 +127,39 @@ def test_more_concurrent_issuances_than_lane_threads(
         issued = list(pool.map(one, range(24)))
     assert len({cert["serial_number"] for cert in issued}) == 24
     assert total(api) == before + 24
+
+
+def test_refusals_issued_together_with_good_requests_keep_their_answers(
+    server: Server, api: httpx.Client, ca_id: int
+) -> None:
+    """Issuances waiting together form one batch (issue_lane.issue_batch): a refused request
+    (an unknown CA, a viewer's key, a policy refusal) gets its own answer, the others are
+    issued once each, and every audit row carries its own request's id."""
+    viewer = key_for(server, create_user(api, role="viewer")["username"])
+    before = total(api)
+    good = [unique("batch-good") for _ in range(12)]
+
+    def send(case: tuple[str, str]) -> tuple[str, int, str]:
+        kind, request_id = case
+        sent = body(ca_id)
+        headers = {"X-Request-ID": request_id}
+        if kind == "unknown-ca":
+            sent["ca_id"] = 999_999_999
+        elif kind == "policy":
+            sent["validity_days"] = 100_000
+        with server.client(api_key=viewer if kind == "viewer" else None) as client:
+            response = client.post(ISSUE, json=sent, headers=headers)
+        return kind, response.status_code, request_id
+
+    cases = [("good", request_id) for request_id in good]
+    cases += [(kind, unique(kind)) for kind in ("unknown-ca", "policy", "viewer") * 3]
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(send, cases))
+    expected = {"good": 201, "unknown-ca": 404, "policy": 422, "viewer": 403}
+    assert [(kind, status) for kind, status, _ in answers] == [
+        (kind, expected[kind]) for kind, _ in cases
+    ]
+    assert total(api) == before + len(good)
+    for request_id in good:
+        found = api.get("/api/v1/audit-events", params={"request_id": request_id}).json()
+        assert found["total"] == 1 and found["items"][0]["status_code"] == 201, found

@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from tessera.api.deps import UnitOfWork, commit_before_answering, issuance, now, require
@@ -31,6 +32,7 @@ from tessera.domains.certificates.service import (
     NewCertificate,
 )
 from tessera.domains.identity.permissions import grants
+from tessera.storage import models
 from tessera.storage.repositories.certificates import CertificateFilter
 
 router = APIRouter(prefix="/certificates", tags=["Certificates"])
@@ -69,6 +71,16 @@ def list_certificates(
 def issue_certificate(
     request: Request, body: IssueCertificate, session: UnitOfWork, actor: Writer
 ) -> JSONResponse:
+    cert = issue_uncommitted(request, body, session, actor)
+    commit_before_answering(session)
+    return issued_answer(request, cert)
+
+
+def issue_uncommitted(
+    request: Request, body: IssueCertificate, session: Session, actor: Actor
+) -> models.Certificate:
+    """The issuance itself, its rows written but not committed (issue_lane.py commits the
+    issuances of a batch together)."""
     subject = None
     if body.common_name:
         subject = SubjectFields(
@@ -92,8 +104,10 @@ def issue_certificate(
         extended_key_usage=body.extended_key_usage,
         csr_pem=body.csr,
     )
-    cert = _service(request, session, actor).issue(spec)
-    commit_before_answering(session)
+    return _service(request, session, actor).issue(spec)
+
+
+def issued_answer(request: Request, cert: models.Certificate) -> JSONResponse:
     return ok(
         views.certificate_view(cert, now(request)),
         "Certificate issued successfully",

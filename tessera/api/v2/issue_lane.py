@@ -1,31 +1,61 @@
 """`POST /api/v2/certificates` without FastAPI's routing, request parsing and dependency
 resolution: a plain ASGI middleware (inside the security middleware, like the ACME and SCEP
-lanes) that validates the body with the route's own model and calls the route's own function
-(`certificates.issue_certificate`) on a lane thread (`deps.in_lane_thread`, two per
-process), after the same authentication and permission check, in the same unit of work and
-with the app's exception handlers (`deps.within_unit_of_work`). On the FastAPI path the same
-request takes two hops to anyio's threads (the actor, then the endpoint) and resolves four
-dependencies; see docs/request-path-performance.md.
+lanes) that validates the body with the route's own model and issues through the route's own
+steps (`certificates.issue_uncommitted`, `issued_answer`), after the same authentication and
+permission check, with the app's exception handlers (`deps.answer_error`). On the FastAPI path
+the same request takes two hops to anyio's threads (the actor, then the endpoint) and
+resolves four dependencies; see docs/request-path-performance.md.
+
+Issuances are batched. A process runs at most two batches at once, on the lane threads
+(`deps.LANE_POOL`); requests that arrive meanwhile wait, and the next batch takes all of them
+(up to MAX_BATCH). A batch signs every issuance first, then writes all their rows and commits
+once (`issue_batch`), so SQLite's single write lock is taken once per batch instead of once
+per certificate. Under `bench/issue.py` the lock had been busy ~97 % of the time.
 
 Only a well-formed JSON body is answered here. Anything else (another content type, a body
 the model refuses, a trailing slash) goes on to FastAPI with its body replayed, so an error
 is answered exactly as on every other route."""
 
-from fastapi import Request, Response
+import asyncio
+import contextvars
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from fastapi import Request
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tessera.api.deps import current_actor, in_lane_thread, within_unit_of_work
-from tessera.api.v2.certificates import ISSUE_STATUS, WRITER, issue_certificate
+from tessera.api.deps import LANE_POOL, LANE_THREADS, answer_error, current_actor
+from tessera.api.v2.certificates import ISSUE_STATUS, WRITER, issue_uncommitted, issued_answer
 from tessera.api.v2.schemas import IssueCertificate
+from tessera.domains.audit.context import SUCCESS_STATUS
+from tessera.domains.issuance import DEFERRED, RECORDING
+from tessera.storage import models
 
 PATH = "/api/v2/certificates"
+MAX_BATCH = 16
+Outcome = models.Certificate | Exception
+
+
+@dataclass
+class _Pending:
+    """One request's issuance, waiting for a batch: it runs in the request's own context
+    (its request id and success status go into its audit row)."""
+
+    request: Request
+    spec: IssueCertificate
+    context: contextvars.Context
+    outcome: "asyncio.Future[Outcome]" = field(default_factory=asyncio.Future)
 
 
 class IssuanceLane:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._waiting: list[_Pending] = []
+        self._batches = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not _is_issuance(scope):
@@ -39,17 +69,109 @@ class IssuanceLane:
             await self.app(scope, replay, send)
             return
         request = Request(scope, replay)
-
-        async def work(session: Session) -> Response:
-            return await in_lane_thread(_issue, request, spec, session)
-
-        response = await within_unit_of_work(request, work, success_status=ISSUE_STATUS)
+        pending = _Pending(request, spec, contextvars.copy_context())
+        self._waiting.append(pending)
+        if self._batches < LANE_THREADS:
+            self._start()
+        outcome = await pending.outcome
+        if isinstance(outcome, Exception):
+            response = await answer_error(request, outcome)
+        else:
+            response = issued_answer(request, outcome)
         await response(scope, receive, send)
 
+    def _start(self) -> None:
+        """Issue what is waiting (up to MAX_BATCH) on a lane thread, in one unit of work."""
+        batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+        self._batches += 1
+        sessions = batch[0].request.app.state.runtime.sessions
+        done = LANE_POOL.submit(issue_batch, batch, sessions)
+        loop = asyncio.get_running_loop()
+        done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._finished, batch, f))
 
-def _issue(request: Request, spec: IssueCertificate, session: Session) -> Response:
-    actor = WRITER.check(current_actor(request, session))
-    return issue_certificate(request, spec, session, actor)
+    def _finished(self, batch: list[_Pending], done: "Future[list[Outcome]]") -> None:
+        self._batches -= 1
+        try:
+            outcomes = done.result()
+        except Exception as exc:  # noqa: BLE001 - each request's handlers answer it
+            outcomes = [exc] * len(batch)
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            if not pending.outcome.done():  # a client that went away cancelled its wait
+                pending.outcome.set_result(outcome)
+        if self._waiting and self._batches < LANE_THREADS:
+            self._start()
+
+
+def issue_batch(batch: list[_Pending], sessions: Callable[[], Session]) -> list[Outcome]:
+    """The batch's issuances in one unit of work: each is authenticated, checked and signed
+    first, with its writes deferred (`DEFERRED`, see domains/issuance.py); then every row is
+    written and the whole committed once. On SQLite the batch takes the write lock once,
+    after all the signing, and holds it for the rows alone.
+
+    A request refused before it wrote anything (its key, its permission, the CA, the policy)
+    gets its error and the others go on. When a write or the commit fails, the batch is
+    rolled back and each issuance that had not failed is done again in a unit of work of its
+    own, so that what fails alone fails, and nothing is left half-written."""
+    with sessions() as session:
+        signed = [pending.context.run(_sign, pending, session) for pending in batch]
+        for pending, (outcome, writes) in zip(batch, signed, strict=True):
+            failure = None if isinstance(outcome, Exception) else _run(pending, writes)
+            if failure is not None or _poisoned(outcome, session):
+                session.rollback()
+                if len(batch) == 1:
+                    return [failure or outcome]
+                return _again_apart(batch, [o for o, _ in signed], sessions)
+        try:
+            session.commit()
+        except SQLAlchemyError as exc:
+            session.rollback()
+            if len(batch) == 1:
+                return [exc]
+            return _again_apart(batch, [o for o, _ in signed], sessions)
+    return [outcome for outcome, _ in signed]
+
+
+Writes = list[Callable[[], None]]
+
+
+def _sign(pending: _Pending, session: Session) -> tuple[Outcome, Writes]:
+    SUCCESS_STATUS.set(ISSUE_STATUS)
+    writes: Writes = []
+    session.info[DEFERRED] = writes
+    try:
+        actor = WRITER.check(current_actor(pending.request, session))
+        return issue_uncommitted(pending.request, pending.spec, session, actor), writes
+    except Exception as exc:  # noqa: BLE001 - answered by the app's handlers on the loop
+        return exc, writes
+    finally:
+        del session.info[DEFERRED]
+
+
+def _run(pending: _Pending, writes: Writes) -> Exception | None:
+    """The issuance's deferred writes, in its own context (its audit row's request id)."""
+    try:
+        for write in writes:
+            pending.context.run(write)
+    except Exception as exc:  # noqa: BLE001 - the batch is rolled back and redone apart
+        return exc
+    return None
+
+
+def _poisoned(outcome: Outcome, session: Session) -> bool:
+    """A refusal that may have left the unit of work unusable (on PostgreSQL any SQL error
+    aborts the transaction)."""
+    return isinstance(outcome, SQLAlchemyError) or session.info.pop(RECORDING, False)
+
+
+def _again_apart(
+    batch: list[_Pending], first: Sequence[Outcome], sessions: Callable[[], Session]
+) -> list[Outcome]:
+    """Each issuance that had not been refused, again in a batch of its own."""
+    outcomes: list[Outcome] = []
+    for pending, outcome in zip(batch, first, strict=True):
+        refused = isinstance(outcome, Exception) and not isinstance(outcome, SQLAlchemyError)
+        outcomes.extend([outcome] if refused else issue_batch([pending], sessions))
+    return outcomes
 
 
 def _is_issuance(scope: Scope) -> bool:
