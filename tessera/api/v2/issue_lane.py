@@ -21,6 +21,7 @@ import contextvars
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import cast
 
 from fastapi import Request
 from pydantic import ValidationError
@@ -91,10 +92,8 @@ class IssuanceLane:
 
     def _finished(self, batch: list[_Pending], done: "Future[list[Outcome]]") -> None:
         self._batches -= 1
-        try:
-            outcomes = done.result()
-        except Exception as exc:  # noqa: BLE001 - each request's handlers answer it
-            outcomes = [exc] * len(batch)
+        failure = done.exception()  # each request's handlers answer it
+        outcomes = done.result() if failure is None else [cast(Exception, failure)] * len(batch)
         for pending, outcome in zip(batch, outcomes, strict=True):
             if not pending.outcome.done():  # a client that went away cancelled its wait
                 pending.outcome.set_result(outcome)
