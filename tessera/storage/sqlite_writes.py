@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session
 
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "SAVEPOINT", "CREATE", "DROP", "ALTER")
 _LOCK_FD = "tessera_write_lock_fd"
@@ -89,3 +90,18 @@ def checkpoint(engine: Engine) -> None:
     others). With `background_checkpoints`, a scheduled call of this is the only checkpoint."""
     with engine.connect() as connection:
         connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def nothing_to_commit(session: Session) -> bool:
+    """Whether committing the session would change nothing in the database: on SQLite, whose
+    connections run in autocommit until the first write's `BEGIN IMMEDIATE`, a unit of work
+    that only read has no transaction open (any statement run outside one was committed by
+    SQLite as it ran). Committing it anyway costs SQLAlchemy's whole commit. On PostgreSQL
+    this cannot be told from the session (a Core DML statement leaves no trace in it), so
+    the answer there is always no."""
+    if not session.in_transaction():
+        return True
+    connection = session.connection()
+    if connection.dialect.name != "sqlite" or connection.in_nested_transaction():
+        return False
+    return not connection.connection.dbapi_connection.in_transaction  # type: ignore[union-attr]
