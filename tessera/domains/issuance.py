@@ -40,10 +40,6 @@ class PublicationBase:
         )
 
 
-# In the session's info while an issuance writes its certificate and audit rows: an error
-# raised meanwhile may have left part of them in the unit of work (api/v2/issue_lane.py, which
-# commits several issuances together, then rolls all of them back).
-RECORDING = "tessera.issuance.recording"
 # A list in the session's info: issuances append their writes to it instead of running them
 # (see _Ledger).
 DEFERRED = "tessera.issuance.deferred"
@@ -150,7 +146,6 @@ class _Ledger:
         info = self._repos.session.info
 
         def write() -> None:
-            info[RECORDING] = True
             resource_type, resource_id = store()
             audit.record(
                 self._repos.audit,
@@ -160,7 +155,6 @@ class _Ledger:
                 resource_id,
                 event.details,
             )
-            del info[RECORDING]
 
         deferred: list[Callable[[], None]] | None = info.get(DEFERRED)
         if deferred is None:

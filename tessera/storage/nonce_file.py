@@ -14,8 +14,7 @@ schema, and is not migrated."""
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS nonces (value TEXT PRIMARY KEY, expires_at REAL NOT NULL)"
 
@@ -24,11 +23,12 @@ class NonceFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self._local = threading.local()
-        with self._transaction() as connection:
-            connection.execute(_SCHEMA)
+        self._connection().execute(_SCHEMA)
 
     def add(self, values: Sequence[str], expires_at: float) -> None:
-        with self._transaction() as connection:
+        connection = self._connection()
+        with connection:  # commits, or rolls back on an error
+            connection.execute("BEGIN IMMEDIATE")
             connection.executemany(
                 "INSERT INTO nonces (value, expires_at) VALUES (?, ?)",
                 [(value, expires_at) for value in values],
@@ -44,17 +44,6 @@ class NonceFile:
     def purge(self, now: float) -> int:
         cursor = self._connection().execute("DELETE FROM nonces WHERE expires_at <= ?", (now,))
         return cursor.rowcount
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        connection = self._connection()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            yield connection
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
 
     def _connection(self) -> sqlite3.Connection:
         """One connection per thread (sqlite3 connections are not to be shared)."""

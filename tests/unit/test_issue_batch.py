@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tessera.api.v2 import issue_lane
 from tessera.core.errors import PermissionDenied
-from tessera.domains.issuance import RECORDING
 
 
 @pytest.fixture
@@ -40,11 +39,9 @@ def fake_sign(pending: Any, session: Session) -> tuple[Any, list[Any]]:
         return PermissionDenied(f"{name} may not issue"), []
 
     def write() -> None:
-        session.info[RECORDING] = True
         session.execute(text("INSERT INTO issued (name) VALUES (:name)"), {"name": name})
         if name.startswith("boom"):
             raise RuntimeError("the disk is on fire")
-        del session.info[RECORDING]
 
     return name, [write]
 

@@ -33,7 +33,7 @@ from tessera.api.deps import LANE_POOL, LANE_THREADS, answer_error, current_acto
 from tessera.api.v2.certificates import ISSUE_STATUS, WRITER, issue_uncommitted, issued_answer
 from tessera.api.v2.schemas import IssueCertificate
 from tessera.domains.audit.context import SUCCESS_STATUS
-from tessera.domains.issuance import DEFERRED, RECORDING
+from tessera.domains.issuance import DEFERRED
 from tessera.storage import models
 
 PATH = "/api/v2/certificates"
@@ -108,26 +108,27 @@ def issue_batch(batch: list[_Pending], sessions: Callable[[], Session]) -> list[
     after all the signing, and holds it for the rows alone.
 
     A request refused before it wrote anything (its key, its permission, the CA, the policy)
-    gets its error and the others go on. When a write or the commit fails, the batch is
-    rolled back and each issuance that had not failed is done again in a unit of work of its
+    gets its error and the others go on. When a write or the commit fails, or a refusal came
+    from the database (on PostgreSQL it leaves the transaction unusable), the batch is rolled
+    back and each issuance that had not been refused is done again in a unit of work of its
     own, so that what fails alone fails, and nothing is left half-written."""
     with sessions() as session:
         signed = [pending.context.run(_sign, pending, session) for pending in batch]
-        for pending, (outcome, writes) in zip(batch, signed, strict=True):
-            failure = None if isinstance(outcome, Exception) else _run(pending, writes)
-            if failure is not None or _poisoned(outcome, session):
-                session.rollback()
-                if len(batch) == 1:
-                    return [failure or outcome]
-                return _again_apart(batch, [o for o, _ in signed], sessions)
+        outcomes = [outcome for outcome, _ in signed]
         try:
+            for pending, (outcome, writes) in zip(batch, signed, strict=True):
+                if isinstance(outcome, SQLAlchemyError):
+                    raise outcome
+                if not isinstance(outcome, Exception):
+                    for write in writes:  # in the request's context: its audit row's request id
+                        pending.context.run(write)
             session.commit()
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # noqa: BLE001 - rolled back; the rest is redone apart
             session.rollback()
             if len(batch) == 1:
                 return [exc]
-            return _again_apart(batch, [o for o, _ in signed], sessions)
-    return [outcome for outcome, _ in signed]
+            return _again_apart(batch, outcomes, sessions)
+    return outcomes
 
 
 Writes = list[Callable[[], None]]
@@ -144,22 +145,6 @@ def _sign(pending: _Pending, session: Session) -> tuple[Outcome, Writes]:
         return exc, writes
     finally:
         del session.info[DEFERRED]
-
-
-def _run(pending: _Pending, writes: Writes) -> Exception | None:
-    """The issuance's deferred writes, in its own context (its audit row's request id)."""
-    try:
-        for write in writes:
-            pending.context.run(write)
-    except Exception as exc:  # noqa: BLE001 - the batch is rolled back and redone apart
-        return exc
-    return None
-
-
-def _poisoned(outcome: Outcome, session: Session) -> bool:
-    """A refusal that may have left the unit of work unusable (on PostgreSQL any SQL error
-    aborts the transaction)."""
-    return isinstance(outcome, SQLAlchemyError) or session.info.pop(RECORDING, False)
 
 
 def _again_apart(
