@@ -37,6 +37,7 @@ SESSION_COOKIE = "tessera_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 KEY_USE_RESOLUTION = timedelta(minutes=1)
+GENERATION_INFO = "tessera.credential_generation"
 
 
 def runtime(request: Request) -> Runtime:
@@ -177,7 +178,7 @@ def _bearer(request: Request) -> str | None:
 
 def _actor_from_key(request: Request, session: Session, key: str) -> Actor:
     moment, digest = now(request), token_digest(key)
-    generation = credential_generation(session)  # read first: a later change moves it
+    generation = _generation(session)  # read first: a later change moves it
     cache = runtime(request).api_keys
     known = cache.get(digest, generation)
     if known is None:
@@ -197,6 +198,16 @@ def _actor_from_key(request: Request, session: Session, key: str) -> Actor:
         known.permissions,
         *_origin(request),
     )
+
+
+def _generation(session: Session) -> int:
+    """The credential generation, read once per unit of work: a batch of issuances
+    authenticates each of its requests in one session, and every one of them had arrived
+    before the session began, so the first read is as fresh as any later one would be."""
+    known: int | None = session.info.get(GENERATION_INFO)
+    if known is None:
+        known = session.info[GENERATION_INFO] = credential_generation(session)
+    return known
 
 
 def _load_key(session: Session, digest: str, generation: int) -> KnownKey:

@@ -134,12 +134,13 @@ def test_refusals_issued_together_with_good_requests_keep_their_answers(
 ) -> None:
     """Issuances waiting together form one batch (issue_lane.issue_batch): a refused request
     (an unknown CA, a viewer's key, a policy refusal) gets its own answer, the others are
-    issued once each, and every audit row carries its own request's id."""
+    issued once each, every audit row carries its own request's id and certificate, and the
+    audit chain, appended to a batch at a time, verifies."""
     viewer = key_for(server, create_user(api, role="viewer")["username"])
     before = total(api)
     good = [unique("batch-good") for _ in range(12)]
 
-    def send(case: tuple[str, str]) -> tuple[str, int, str]:
+    def send(case: tuple[str, str]) -> tuple[str, int, Any]:
         kind, request_id = case
         sent = body(ca_id)
         headers = {"X-Request-ID": request_id}
@@ -149,7 +150,8 @@ def test_refusals_issued_together_with_good_requests_keep_their_answers(
             sent["validity_days"] = 100_000
         with server.client(api_key=viewer if kind == "viewer" else None) as client:
             response = client.post(ISSUE, json=sent, headers=headers)
-        return kind, response.status_code, request_id
+        issued = response.json()["data"]["id"] if response.status_code == 201 else None
+        return kind, response.status_code, issued
 
     cases = [("good", request_id) for request_id in good]
     cases += [(kind, unique(kind)) for kind in ("unknown-ca", "policy", "viewer") * 3]
@@ -160,6 +162,9 @@ def test_refusals_issued_together_with_good_requests_keep_their_answers(
         (kind, expected[kind]) for kind, _ in cases
     ]
     assert total(api) == before + len(good)
-    for request_id in good:
+    for request_id, (_, _, cert_id) in zip(good, answers, strict=False):
         found = api.get("/api/v1/audit-events", params={"request_id": request_id}).json()
-        assert found["total"] == 1 and found["items"][0]["status_code"] == 201, found
+        assert found["total"] == 1, found
+        assert found["items"][0]["status_code"] == 201, found
+        assert found["items"][0]["entity_id"] == str(cert_id), found
+    assert data(api.get(f"{API}/audit/verify"))["valid"] is True

@@ -1,7 +1,7 @@
 """The issuance lane's batches (api/v2/issue_lane.issue_batch): refusals before any write keep
 the batch going; a failed write or commit rolls the batch back and redoes the others one by
-one, so each issuance is written once or not at all. Signing is replaced by a stand-in that
-writes one row per issuance, deferred as the ledger defers its writes."""
+one, so each issuance is written once or not at all. Signing and writing are replaced by
+stand-ins: an issuance leaves one row to write, which the batch's write inserts."""
 
 import asyncio
 import contextvars
@@ -69,9 +69,15 @@ def commits(sessions: sessionmaker[Session]) -> int:
     return len(sessions.kw["info"]["commits"])
 
 
+def fake_write(issued: list[Any]) -> None:
+    for write in issued:
+        write()
+
+
 @pytest.fixture(autouse=True)
 def stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(issue_lane, "_sign", fake_sign)
+    monkeypatch.setattr(issue_lane, "write_issued", fake_write)
 
 
 def test_a_batch_is_written_in_one_commit(sessions: sessionmaker[Session]) -> None:

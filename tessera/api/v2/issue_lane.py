@@ -33,7 +33,7 @@ from tessera.api.deps import LANE_POOL, LANE_THREADS, answer_error, current_acto
 from tessera.api.v2.certificates import ISSUE_STATUS, WRITER, issue_uncommitted, issued_answer
 from tessera.api.v2.schemas import IssueCertificate
 from tessera.domains.audit.context import SUCCESS_STATUS
-from tessera.domains.issuance import DEFERRED
+from tessera.domains.issuance import DEFERRED, Issued, write_issued
 from tessera.storage import models
 
 PATH = "/api/v2/certificates"
@@ -103,9 +103,10 @@ class IssuanceLane:
 
 def issue_batch(batch: list[_Pending], sessions: Callable[[], Session]) -> list[Outcome]:
     """The batch's issuances in one unit of work: each is authenticated, checked and signed
-    first, with its writes deferred (`DEFERRED`, see domains/issuance.py); then every row is
-    written and the whole committed once. On SQLite the batch takes the write lock once,
-    after all the signing, and holds it for the rows alone.
+    first, with its writes deferred (`DEFERRED`, see domains/issuance.py); then all their
+    rows are written together (`write_issued`) and the whole committed once. On SQLite the
+    batch takes the write lock once, after all the signing, and holds it for a few
+    statements.
 
     A request refused before it wrote anything (its key, its permission, the CA, the policy)
     gets its error and the others go on. When a write or the commit fails, or a refusal came
@@ -116,12 +117,13 @@ def issue_batch(batch: list[_Pending], sessions: Callable[[], Session]) -> list[
         signed = [pending.context.run(_sign, pending, session) for pending in batch]
         outcomes = [outcome for outcome, _ in signed]
         try:
-            for pending, (outcome, writes) in zip(batch, signed, strict=True):
+            issued: list[Issued] = []
+            for outcome, items in signed:
                 if isinstance(outcome, SQLAlchemyError):
                     raise outcome
                 if not isinstance(outcome, Exception):
-                    for write in writes:  # in the request's context: its audit row's request id
-                        pending.context.run(write)
+                    issued.extend(items)
+            write_issued(issued)
             session.commit()
         except Exception as exc:  # noqa: BLE001 - rolled back; the rest is redone apart
             session.rollback()
@@ -131,18 +133,15 @@ def issue_batch(batch: list[_Pending], sessions: Callable[[], Session]) -> list[
     return outcomes
 
 
-Writes = list[Callable[[], None]]
-
-
-def _sign(pending: _Pending, session: Session) -> tuple[Outcome, Writes]:
+def _sign(pending: _Pending, session: Session) -> tuple[Outcome, list[Issued]]:
     SUCCESS_STATUS.set(ISSUE_STATUS)
-    writes: Writes = []
-    session.info[DEFERRED] = writes
+    issued: list[Issued] = []
+    session.info[DEFERRED] = issued
     try:
         actor = WRITER.check(current_actor(pending.request, session))
-        return issue_uncommitted(pending.request, pending.spec, session, actor), writes
+        return issue_uncommitted(pending.request, pending.spec, session, actor), issued
     except Exception as exc:  # noqa: BLE001 - answered by the app's handlers on the loop
-        return exc, writes
+        return exc, issued
     finally:
         del session.info[DEFERRED]
 

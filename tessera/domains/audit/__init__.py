@@ -2,6 +2,6 @@
 
 `record` is what every service calls; it stays importable as `tessera.domains.audit.record`."""
 
-from tessera.domains.audit.recording import record
+from tessera.domains.audit.recording import event, record
 
-__all__ = ["record"]
+__all__ = ["event", "record"]

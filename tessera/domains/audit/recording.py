@@ -27,23 +27,37 @@ def record(
     success: bool = True,
     status_code: int | None = None,
 ) -> None:
-    """Append one chained audit row. `status_code` is the HTTP status the event answers with:
-    given by the caller where it knows better (a failed login passes 401), else, for a
-    success, the status its request's route answers with."""
+    """Append one chained audit row (see `event`)."""
+    audit.add(**event(actor, action, resource_type, resource_id, details, success, status_code))
+
+
+def event(
+    actor: Actor,
+    action: str,
+    resource_type: str | None = None,
+    resource_id: object = None,
+    details: dict[str, Any] | None = None,
+    success: bool = True,
+    status_code: int | None = None,
+) -> dict[str, Any]:
+    """An audit row's fields, taken where the event happens (its request's id and status).
+    `status_code` is the HTTP status the event answers with: given by the caller where it
+    knows better (a failed login passes 401), else, for a success, the status its request's
+    route answers with."""
     if status_code is None and success:
         status_code = SUCCESS_STATUS.get()
-    audit.add(
-        org_id=actor.org_id,
-        user_id=actor.user_id,
-        username=actor.username,
-        actor_type=actor_type(actor),
-        action=action,
-        resource_type=resource_type,
-        resource_id=None if resource_id is None else str(resource_id),
-        details=details or {},
-        ip_address=actor.ip_address,
-        user_agent=actor.user_agent,
-        success=success,
-        request_id=REQUEST_ID.get(),
-        status_code=status_code,
-    )
+    return {
+        "org_id": actor.org_id,
+        "user_id": actor.user_id,
+        "username": actor.username,
+        "actor_type": actor_type(actor),
+        "action": action,
+        "resource_type": resource_type,
+        "resource_id": None if resource_id is None else str(resource_id),
+        "details": details or {},
+        "ip_address": actor.ip_address,
+        "user_agent": actor.user_agent,
+        "success": success,
+        "request_id": REQUEST_ID.get(),
+        "status_code": status_code,
+    }

@@ -2,9 +2,11 @@
 
 Appends are serialised per organization by the chain head row: the first statement of an
 append is an UPDATE of that row (a row lock on PostgreSQL held to commit; on SQLite a write,
-so it runs under the database's write lock, see storage/sqlite_writes.py). The row's id is
-drawn in the same statement, so its MAC can cover its id. Three statements per row."""
+so it runs under the database's write lock, see storage/sqlite_writes.py). The rows' ids are
+drawn in the same statement, so each MAC can cover its row's id. Three statements per append,
+however many rows it chains (a batch of issuances appends its rows at once)."""
 
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,22 +65,24 @@ _COVERED: dict[str, Any] = {
 _CHAIN_COLUMNS = [*_COVERED.values(), AuditLog.chain_mac]
 _INSERT = insert(AuditLog)  # executed on the Connection: a plain Core INSERT
 # The UPDATE takes the chain lock (a row lock on PostgreSQL; on SQLite, being a write, the
-# database write lock) and returns the previous row's id and MAC and a new row id. On SQLite
-# max(id) + 1 is safe: no other writer runs until commit.
+# database write lock) and returns the previous row's id and MAC and the new rows' ids. On
+# SQLite they are max(id) + 1 onwards: no other writer runs until commit.
 _ADVANCE = {
     True: text(
-        "UPDATE audit_chain_heads SET last_seq = last_seq + 1 WHERE chain_id = :chain "
+        "UPDATE audit_chain_heads SET last_seq = last_seq + :count WHERE chain_id = :chain "
         "RETURNING last_seq, last_id, last_mac, legacy_max_id, "
-        "nextval(pg_get_serial_sequence('audit_logs', 'id'))"
+        "ARRAY(SELECT nextval(pg_get_serial_sequence('audit_logs', 'id')) "
+        "FROM generate_series(1, :count))"
     ),
     False: text(
-        "UPDATE audit_chain_heads SET last_seq = last_seq + 1 WHERE chain_id = :chain "
+        "UPDATE audit_chain_heads SET last_seq = last_seq + :count WHERE chain_id = :chain "
         "RETURNING last_seq, last_id, last_mac, legacy_max_id, "
         "(SELECT coalesce(max(id), 0) + 1 FROM audit_logs)"
     ),
 }
 _SET_HEAD = text(
-    "UPDATE audit_chain_heads SET last_id = :id, last_mac = :mac WHERE chain_id = :chain"
+    "UPDATE audit_chain_heads SET last_seq = :seq, last_id = :id, last_mac = :mac "
+    "WHERE chain_id = :chain"
 )
 VERIFY_BATCH = 2000
 
@@ -141,23 +145,40 @@ class AuditRepository:
     # --- appending -----------------------------------------------------------------------
 
     def add(self, **fields: Any) -> AuditLog:
+        return self.add_many([fields])[0]
+
+    def add_many(self, events: Sequence[dict[str, Any]]) -> list[AuditLog]:
+        """Append the events' rows in their order, each to the chain of its organization (the
+        repository's unless the event names another)."""
+        rows: list[dict[str, Any]] = []
+        chains: defaultdict[int, list[dict[str, Any]]] = defaultdict(list)
+        for fields in events:
+            values = {column.key: fields.get(column.key) for column in _COVERED.values()}
+            values["org_id"] = chain_id = int(fields.get("org_id", self._org_id))
+            values["timestamp"] = fields.get("timestamp") or datetime.now(UTC)
+            values["success"] = fields.get("success", True)
+            rows.append(values)
+            chains[chain_id].append(values)
         key = self._key()
-        fields.setdefault("org_id", self._org_id)
-        fields.setdefault("timestamp", datetime.now(UTC))
-        fields.setdefault("success", True)
-        chain_id = fields["org_id"]
-        seq, prev_id, prev_mac, new_id = self._advance_head(chain_id, key)
-        values = {column.key: fields.get(column.key) for column in _COVERED.values()}
-        values.update(id=new_id, chain_seq=seq, chain_prev_id=prev_id, chain_prev_mac=prev_mac)
-        values["chain_mac"] = mac = audit_chain.row_mac(key, covered_values(values))
+        for chain_id, chained in chains.items():
+            self._chain(chain_id, chained, key)
+        appended = [AuditLog(**values) for values in rows]
+        self._session.info.setdefault(APPENDED_INFO, []).extend(appended)
+        return appended
+
+    def _chain(self, chain_id: int, rows: list[dict[str, Any]], key: bytes) -> None:
+        """Give the rows their ids, positions and MACs after the chain's head, and write them."""
+        seq, prev_id, prev_mac, new_ids = self._advance_head(chain_id, key, len(rows))
+        for values, new_id in zip(rows, new_ids, strict=True):
+            values.update(id=new_id, chain_seq=seq, chain_prev_id=prev_id, chain_prev_mac=prev_mac)
+            values["chain_mac"] = prev_mac = audit_chain.row_mac(key, covered_values(values))
+            prev_id, seq = new_id, seq + 1
         # Core statements built once: on this hot path (every issuance) the ORM's statement
         # building and flush cost more than the SQL itself.
         connection = self._session.connection()
-        connection.execute(_INSERT, values)
-        connection.execute(_SET_HEAD, {"chain": chain_id, "id": new_id, "mac": mac})
-        row = AuditLog(**values)
-        self._session.info.setdefault(APPENDED_INFO, []).append(row)
-        return row
+        connection.execute(_INSERT, rows)
+        head = {"chain": chain_id, "seq": seq - 1, "id": prev_id, "mac": prev_mac}
+        connection.execute(_SET_HEAD, head)
 
     def _key(self) -> bytes:
         key = self._session.info.get(KEY_INFO)
@@ -167,19 +188,25 @@ class AuditRepository:
             )
         return bytes(key)
 
-    def _advance_head(self, chain_id: int, key: bytes) -> tuple[int, int | None, str, int]:
-        """Lock the head (by updating it), take the next position and a new row id."""
+    def _advance_head(
+        self, chain_id: int, key: bytes, count: int
+    ) -> tuple[int, int | None, str, list[int]]:
+        """Lock the head (by updating it); the first new row's position, the previous row's
+        id and MAC, and `count` new row ids."""
         connection = self._session.connection()
-        statement = _ADVANCE[connection.dialect.name == "postgresql"]
-        found = connection.execute(statement, {"chain": chain_id}).first()
+        postgresql = connection.dialect.name == "postgresql"
+        statement, params = _ADVANCE[postgresql], {"chain": chain_id, "count": count}
+        found = connection.execute(statement, params).first()
         if found is None:
             self._create_head(chain_id, key)
-            found = connection.execute(statement, {"chain": chain_id}).one()
-        seq, last_id, last_mac, legacy_max_id, new_id = found
+            found = connection.execute(statement, params).one()
+        last_seq, last_id, last_mac, legacy_max_id, ids = found
+        first_seq = int(last_seq) - count + 1
         if legacy_max_id is not None:
             sealed, last_id, last_mac = self._seal_legacy(chain_id, key, legacy_max_id)
-            seq = sealed + 1
-        return int(seq), last_id, str(last_mac), int(new_id)
+            first_seq = sealed + 1
+        new_ids = [int(i) for i in ids] if postgresql else list(range(ids, ids + count))
+        return first_seq, last_id, str(last_mac), new_ids
 
     def _create_head(self, chain_id: int, key: bytes) -> None:
         dialect = self._session.get_bind().dialect.name

@@ -1,6 +1,7 @@
 from collections.abc import Sequence
+from typing import cast
 
-from sqlalchemy import Select, bindparam, delete, func, select
+from sqlalchemy import Select, bindparam, delete, func, inspect, select
 from sqlalchemy.orm import Session
 
 from tessera.storage.models import Certificate, CertificateAuthority
@@ -27,6 +28,12 @@ class CARepository:
         return ca
 
     def get(self, ca_id: int) -> CertificateAuthority | None:
+        """A CA this unit of work has loaded already is taken from the session instead of
+        queried again (a batch of issuances looks its CA up once per issuance); the session
+        would hand back that same object, unrefreshed, from the query anyway."""
+        loaded = self._session.identity_map.get(Session.identity_key(CertificateAuthority, ca_id))
+        if loaded is not None and inspect(loaded).dict.get("org_id") == self._org_id:
+            return cast(CertificateAuthority, loaded)
         return self._session.scalar(_BY_ID, {"org_id": self._org_id, "id": ca_id})
 
     def by_refid(self, refid: str) -> CertificateAuthority | None:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from tessera.storage.models import Certificate
 from tessera.storage.repositories.certificate_search import CertificateSearchRepository
-from tessera.storage.repositories.rows import insert_row
+from tessera.storage.repositories.rows import insert_rows
 from tessera.storage.repositories.tally import TallyRepository
 
 EXPIRING_WINDOW = timedelta(days=30)
@@ -42,10 +42,15 @@ class CertificateRepository:
         return select(Certificate).where(Certificate.org_id == self._org_id)
 
     def add(self, cert: Certificate) -> Certificate:
-        """One INSERT ... RETURNING: this runs on every issuance (see rows.insert_row)."""
-        cert.org_id = self._org_id
-        insert_row(self._session, cert)
+        self.add_many([cert])
         return cert
+
+    def add_many(self, certs: Sequence[Certificate]) -> None:
+        """Core INSERTs, one for all of them: this runs on every issuance, and a batch of
+        issuances writes its certificates together (see rows.insert_rows)."""
+        for cert in certs:
+            cert.org_id = self._org_id
+        insert_rows(self._session, certs)
 
     def get(self, cert_id: int) -> Certificate | None:
         return self._session.scalar(self._scoped().where(Certificate.id == cert_id))

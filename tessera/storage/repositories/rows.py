@@ -1,7 +1,8 @@
-"""Append-only rows written with one Core INSERT ... RETURNING instead of the ORM's unit of
-work: certificates and audit events are written on every issuance, and a flush (or even an
-ORM insert built with `.values()`) costs several times more than the statement itself."""
+"""Append-only rows written with Core INSERT ... RETURNING instead of the ORM's unit of work:
+certificates and audit events are written on every issuance, and a flush (or even an ORM
+insert built with `.values()`) costs several times more than the statement itself."""
 
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
@@ -14,9 +15,32 @@ from tessera.storage.models import Base
 def insert_row(session: Session, row: Base) -> None:
     """INSERT the mapped object's column values (filling Python-side defaults on the object
     too, so it reads like a flushed one) and set its new primary key."""
-    model = type(row)
+    values = _values(row)
+    new_id = session.connection().execute(_insert(type(row).__table__), values).scalar_one()
+    setattr(row, "id", new_id)  # noqa: B010 - `id` on every table
+
+
+def insert_rows(session: Session, rows: Sequence[Base]) -> None:
+    """`insert_row` for several objects of one model that has a unique `refid`, in one
+    multi-row INSERT per set of columns given. The new keys are matched to the objects by
+    refid: the order of a multi-row INSERT's RETURNING rows is not guaranteed (SQLAlchemy
+    would otherwise send the rows one statement each on SQLite)."""
+    by_columns: dict[tuple[str, ...], list[tuple[Base, dict[str, Any]]]] = {}
+    for row in rows:
+        values = _values(row)
+        by_columns.setdefault(tuple(values), []).append((row, values))
+    connection = session.connection()
+    for group in by_columns.values():
+        table = type(group[0][0]).__table__
+        returned = connection.execute(_insert_many(table), [values for _, values in group])
+        new_ids = {refid: new_id for new_id, refid in returned}
+        for row, values in group:
+            setattr(row, "id", new_ids[values["refid"]])  # noqa: B010 - `id` on every table
+
+
+def _values(row: Base) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for column in inspect(model).columns:
+    for column in inspect(type(row)).columns:
         value = getattr(row, column.key, None)
         default = column.default
         if value is None and default is not None and not column.primary_key:
@@ -25,8 +49,7 @@ def insert_row(session: Session, row: Base) -> None:
             setattr(row, column.key, value)
         if value is not None:
             values[column.name] = value
-    new_id = session.connection().execute(_insert(model.__table__), values).scalar_one()
-    setattr(row, "id", new_id)  # noqa: B010 - `id` on every table
+    return values
 
 
 @cache
@@ -34,3 +57,8 @@ def _insert(table: Table) -> Insert:
     """One statement per table, parameters passed apart: SQLAlchemy then reuses the compiled
     form instead of coercing every value into a new statement."""
     return insert(table).returning(table.c.id)
+
+
+@cache
+def _insert_many(table: Table) -> Insert:
+    return insert(table).returning(table.c.id, table.c.refid, sort_by_parameter_order=False)
