@@ -156,20 +156,18 @@ class AcmeWorker:
                 recorded = [o for o in outcomes if self._apply(session, *o, now)]
             session.flush()
             # Each organization's chain head is locked by its first append: in id order too.
-            for attempt, problem in sorted(recorded, key=lambda o: o[0].org_id):
-                details = {
-                    "type": attempt.kind,
-                    "identifier": attempt.name,
-                    "valid": problem is None,
-                }
-                audit.record(
-                    Repositories(session, attempt.org_id).audit,
+            events = [
+                audit.event(
                     system_actor(attempt.org_id),
                     "acme.challenge.validate",
                     "acme_challenge",
                     attempt.challenge_id,
-                    details,
+                    {"type": attempt.kind, "identifier": attempt.name, "valid": problem is None},
                 )
+                for attempt, problem in sorted(recorded, key=lambda o: o[0].org_id)
+            ]
+            if events:
+                Repositories(session, events[0]["org_id"]).audit.add_many(events)
             session.commit()
 
     def _apply(
