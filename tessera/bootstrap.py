@@ -68,7 +68,7 @@ def initialize(settings: Settings, say: Callable[[str], None] = print) -> TLSFil
         try:
             with runtime.sessions.begin() as session, _exclusive_in(session):
                 repos = _repos(session)
-                repos.audit.seal_legacy()  # rows from before the audit chain (migration 0006)
+                repos.audit.settle_chains()  # rows from before the audit chain (migration 0006)
                 _ensure_admin(repos, settings, say)
                 return _ensure_tls(runtime, repos, settings)
         finally:

@@ -201,9 +201,11 @@ def _actor_from_key(request: Request, session: Session, key: str) -> Actor:
 
 
 def _generation(session: Session) -> int:
-    """The credential generation, read once per unit of work: a batch of issuances
-    authenticates each of its requests in one session, and every one of them had arrived
-    before the session began, so the first read is as fresh as any later one would be."""
+    """The credential generation, read once per unit of work. A batch of issuances
+    authenticates all its requests in one session; each of them arrived before the session
+    began, so answering it under the generation read first is what answering it first would
+    have been. A change committed while the batch signs (a few milliseconds) applies from
+    the next unit of work on."""
     known: int | None = session.info.get(GENERATION_INFO)
     if known is None:
         known = session.info[GENERATION_INFO] = credential_generation(session)

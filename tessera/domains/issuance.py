@@ -63,7 +63,8 @@ def write_issued(issued: Sequence[Issued]) -> None:
     by_org: dict[int, list[Issued]] = {}
     for item in issued:
         by_org.setdefault(item.repos.org_id, []).append(item)
-    for group in by_org.values():
+    for org_id in sorted(by_org):  # audit chain heads are locked in id order (see add_many)
+        group = by_org[org_id]
         repos = group[0].repos
         certificates = [i.row for i in group if isinstance(i.row, models.Certificate)]
         repos.certificates.add_many(certificates)

@@ -9,8 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 
-from tests.e2e.accounts_helpers import create_user, key_for, logged_in
+from tests.e2e.accounts_helpers import PASSWORD, create_user, db, key_for, logged_in, past
 from tests.e2e.helpers import API, create_root, data, error, unique
 from tests.support import Server
 
@@ -167,4 +168,49 @@ def test_refusals_issued_together_with_good_requests_keep_their_answers(
         assert found["total"] == 1, found
         assert found["items"][0]["status_code"] == 201, found
         assert found["items"][0]["entity_id"] == str(cert_id), found
+    assert data(api.get(f"{API}/audit/verify"))["valid"] is True
+
+
+def test_two_organizations_issuing_together_keep_their_own_rows(
+    server: Server, api: httpx.Client, ca_id: int
+) -> None:
+    """Issuances of two organizations waiting together are written by one batch: each
+    certificate and audit row belongs to its own organization, and both audit chains verify
+    (another organization is made in the database: there is no organization API)."""
+    org_id = db(
+        server,
+        "INSERT INTO organizations (name, created_at) VALUES (?, ?) RETURNING id",
+        (unique("lane-org"), past(server, 0)),
+    )[0][0]
+    username = unique("lane-admin")
+    db(
+        server,
+        "INSERT INTO users (org_id, username, email, full_name, password_hash, role, active,"
+        " created_at, totp_enabled) VALUES (?, ?, NULL, NULL, ?, 'admin', ?, ?, ?)",
+        (org_id, username, PasswordHasher().hash(PASSWORD), True, past(server, 0), False),
+    )
+    their_key = key_for(server, username)
+    with server.client(api_key=their_key) as theirs:
+        their_ca = int(create_root(theirs, unique("Their Root"))["id"])
+
+    def send(case: tuple[str | None, int, str]) -> int:
+        key, ca, request_id = case
+        with server.client(api_key=key) as client:
+            response = client.post(ISSUE, json=body(ca), headers={"X-Request-ID": request_id})
+            return int(data(response, 201)["id"])
+
+    cases = [
+        (key, ca, unique("two-orgs")) for key, ca in [(None, ca_id), (their_key, their_ca)] * 8
+    ]
+    with ThreadPoolExecutor(12) as pool:
+        issued = list(pool.map(send, cases))
+    with server.client(api_key=their_key) as theirs:
+        for (key, _, request_id), cert_id in zip(cases, issued, strict=True):
+            mine = key is not None
+            assert theirs.get(f"{ISSUE}/{cert_id}").status_code == (200 if mine else 404)
+            for client, expected in ((theirs, mine), (api, not mine)):
+                found = client.get("/api/v1/audit-events", params={"request_id": request_id})
+                rows = found.json()["items"]
+                assert [r["entity_id"] for r in rows] == ([str(cert_id)] if expected else [])
+        assert data(theirs.get(f"{API}/audit/verify"))["valid"] is True
     assert data(api.get(f"{API}/audit/verify"))["valid"] is True

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from tessera.domains.actor import system_actor
 from tessera.domains.audit import wiring
@@ -76,6 +76,35 @@ def test_legacy_rows_sealed_by_an_append_leave_the_head_at_the_last_row(engine: 
         assert session.get(AuditChainHead, org).last_seq == 6  # type: ignore[union-attr]
         verdict = AuditService(Repositories(session, org), system_actor(org), NOW).verify()
         assert verdict["valid"] is True and verdict["checked"] == 6, verdict
+
+
+def test_start_seals_every_organization_and_repairs_heads_the_old_seal_left_behind(
+    engine: Engine,
+) -> None:
+    sessions = session_factory(engine)
+    wiring.install(sessions, os.urandom(32))
+    with sessions.begin() as session:
+        legacy = [Repositories(session, 0).organizations.add(name).id for name in ("a", "b")]
+        for org in legacy:
+            for n in range(3):
+                session.add(models.AuditLog(org_id=org, action=f"legacy.{n}", details={}))
+            session.flush()
+            newest = max(session.scalars(select(models.AuditLog.id)))
+            session.add(AuditChainHead(chain_id=org, last_seq=0, legacy_max_id=newest))
+        stale = Repositories(session, 0).organizations.add("c").id
+        Repositories(session, stale).audit.add_many([{"action": f"c.{n}"} for n in range(4)])
+    with sessions.begin() as session:  # as the old first-append seal left a head
+        session.execute(
+            update(AuditChainHead).where(AuditChainHead.chain_id == stale).values(last_seq=3)
+        )
+    with sessions.begin() as session:
+        assert Repositories(session, legacy[0]).audit.settle_chains() == 6
+    for org in [*legacy, stale]:
+        with sessions.begin() as session:
+            Repositories(session, org).audit.add(action="after", username="admin")
+        with sessions.begin() as session:
+            verdict = AuditService(Repositories(session, org), system_actor(org), NOW).verify()
+            assert verdict["valid"] is True and verdict["checked"] in (4, 5), verdict
 
 
 def test_certificates_inserted_together_get_their_own_ids(engine: Engine) -> None:

@@ -2,10 +2,16 @@
 whole (tests/e2e/test_issue_lane.py checks the answers through a real server)."""
 
 import asyncio
+import contextvars
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
+from tessera.api.v2 import issue_lane
 from tessera.api.v2.issue_lane import PATH, IssuanceLane, _is_issuance
 
 
@@ -62,3 +68,74 @@ def test_a_body_the_model_refuses_reaches_fastapi_whole(body: bytes) -> None:
     lane = IssuanceLane(next_app)
     asyncio.run(lane(scope(content_type=b"application/json"), receive, send))
     assert seen == [body]
+
+
+# --- how waiting requests are formed into batches -------------------------------------------
+
+
+def _pending(loop: asyncio.AbstractEventLoop) -> issue_lane._Pending:
+    app = SimpleNamespace(state=SimpleNamespace(runtime=SimpleNamespace(sessions=None)))
+    request = cast(Any, SimpleNamespace(app=app))
+    return issue_lane._Pending(
+        request, cast(Any, None), contextvars.copy_context(), loop.create_future()
+    )
+
+
+def test_waiting_requests_fill_every_lane_thread_and_the_rest_follow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst larger than a batch takes both lane threads at once; requests that arrive while
+    both are busy start as soon as one batch is done; every request is answered once."""
+    sizes: list[int] = []
+    gates = [threading.Event() for _ in range(3)]
+    taking = threading.Lock()
+
+    def held_batch(batch: list[Any], _sessions: Any) -> list[Any]:
+        with taking:
+            gate = gates[len(sizes)]
+            sizes.append(len(batch))
+        gate.wait(10)
+        return ["issued"] * len(batch)
+
+    monkeypatch.setattr(issue_lane, "issue_batch", held_batch)
+
+    async def scenario() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        lane = IssuanceLane(cast(Any, None))
+        burst = [_pending(loop) for _ in range(issue_lane.MAX_BATCH + 4)]
+        lane._waiting.extend(burst)
+        lane._start_waiting()
+        assert lane._batches == 2 and lane._waiting == []
+        later = [_pending(loop) for _ in range(3)]
+        lane._waiting.extend(later)
+        lane._start_waiting()  # both threads busy: they wait
+        assert lane._batches == 2 and len(lane._waiting) == 3
+        while len(sizes) < 2:
+            await asyncio.sleep(0.01)
+        gates[0].set()
+        while len(sizes) < 3:
+            await asyncio.sleep(0.01)
+        gates[1].set()
+        gates[2].set()
+        return list(await asyncio.gather(*(p.outcome for p in burst + later)))
+
+    outcomes = asyncio.run(scenario())
+    assert sorted(sizes[:2]) == [4, issue_lane.MAX_BATCH] and sizes[2] == 3
+    assert outcomes == ["issued"] * (issue_lane.MAX_BATCH + 7)
+
+
+def test_a_stopped_pool_answers_each_waiting_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    stopped = ThreadPoolExecutor(1)
+    stopped.shutdown()
+    monkeypatch.setattr(issue_lane, "LANE_POOL", stopped)
+
+    async def scenario() -> tuple[list[Any], int]:
+        lane = IssuanceLane(cast(Any, None))
+        waiting = [_pending(asyncio.get_running_loop()) for _ in range(20)]
+        lane._waiting.extend(waiting)
+        lane._start_waiting()
+        return list(await asyncio.gather(*(p.outcome for p in waiting))), lane._batches
+
+    outcomes, running = asyncio.run(scenario())
+    assert running == 0
+    assert all(isinstance(outcome, RuntimeError) for outcome in outcomes)

@@ -89,15 +89,23 @@ class IssuanceLane:
         """Run on the loop's turn after a request came in: by then every request read in
         that turn is waiting too (under `bench/issue.py` half as many are issued alone)."""
         self._start_scheduled = False
-        if self._waiting and self._batches < LANE_THREADS:
-            self._start()
+        self._start_batches()
 
-    def _start(self) -> None:
-        """Issue what is waiting (up to MAX_BATCH) on a lane thread, in one unit of work."""
-        batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
-        self._batches += 1
+    def _start_batches(self) -> None:
+        """Issue what is waiting, up to MAX_BATCH a batch, on every free lane thread."""
+        while self._waiting and self._batches < LANE_THREADS:
+            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            self._start(batch)
+
+    def _start(self, batch: list[_Pending]) -> None:
+        """The batch on a lane thread, in one unit of work."""
         sessions = batch[0].request.app.state.runtime.sessions
-        done = LANE_POOL.submit(issue_batch, batch, sessions)
+        try:
+            done = LANE_POOL.submit(issue_batch, batch, sessions)
+        except RuntimeError as exc:  # the pool is shut down: the process is stopping
+            _answer(batch, [exc] * len(batch))
+            return
+        self._batches += 1
         loop = asyncio.get_running_loop()
         done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._finished, batch, f))
 
@@ -105,11 +113,14 @@ class IssuanceLane:
         self._batches -= 1
         failure = done.exception()  # each request's handlers answer it
         outcomes = done.result() if failure is None else [cast(Exception, failure)] * len(batch)
-        for pending, outcome in zip(batch, outcomes, strict=True):
-            if not pending.outcome.done():  # a client that went away cancelled its wait
-                pending.outcome.set_result(outcome)
-        if self._waiting and self._batches < LANE_THREADS:
-            self._start()
+        _answer(batch, outcomes)
+        self._start_batches()
+
+
+def _answer(batch: list[_Pending], outcomes: Sequence[Outcome]) -> None:
+    for pending, outcome in zip(batch, outcomes, strict=True):
+        if not pending.outcome.done():  # a client that went away cancelled its wait
+            pending.outcome.set_result(outcome)
 
 
 def issue_batch(batch: list[_Pending], sessions: Callable[[], Session]) -> list[Outcome]:

@@ -4,7 +4,8 @@ Appends are serialised per organization by the chain head row: the first stateme
 append is an UPDATE of that row (a row lock on PostgreSQL held to commit; on SQLite a write,
 so it runs under the database's write lock, see storage/sqlite_writes.py). The rows' ids are
 drawn in the same statement, so each MAC can cover its row's id. Three statements per append,
-however many rows it chains (a batch of issuances appends its rows at once)."""
+however many rows it chains (the INSERT is executed for all of them at once): a batch of
+issuances appends its rows together."""
 
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -84,6 +85,14 @@ _SET_HEAD = text(
     "UPDATE audit_chain_heads SET last_seq = :seq, last_id = :id, last_mac = :mac "
     "WHERE chain_id = :chain"
 )
+# Raises a head's position to that of the row it names, where it lags (see settle_chains).
+_REPAIR_STALE_HEADS = text(
+    "UPDATE audit_chain_heads SET last_seq = (SELECT chain_seq FROM audit_logs "
+    "WHERE audit_logs.id = audit_chain_heads.last_id) "
+    "WHERE legacy_max_id IS NULL AND last_seq < (SELECT chain_seq FROM audit_logs "
+    "WHERE audit_logs.id = audit_chain_heads.last_id "
+    "AND audit_logs.org_id = audit_chain_heads.chain_id)"
+)
 VERIFY_BATCH = 2000
 
 
@@ -149,7 +158,8 @@ class AuditRepository:
 
     def add_many(self, events: Sequence[dict[str, Any]]) -> list[AuditLog]:
         """Append the events' rows in their order, each to the chain of its organization (the
-        repository's unless the event names another)."""
+        repository's unless the event names another). Chains are appended to in id order,
+        as everywhere, so that two transactions never take two heads in opposite order."""
         rows: list[dict[str, Any]] = []
         chains: defaultdict[int, list[dict[str, Any]]] = defaultdict(list)
         for fields in events:
@@ -160,8 +170,8 @@ class AuditRepository:
             rows.append(values)
             chains[chain_id].append(values)
         key = self._key()
-        for chain_id, chained in chains.items():
-            self._chain(chain_id, chained, key)
+        for chain_id in sorted(chains):  # heads are locked in id order (PostgreSQL deadlocks)
+            self._chain(chain_id, chains[chain_id], key)
         appended = [AuditLog(**values) for values in rows]
         self._session.info.setdefault(APPENDED_INFO, []).extend(appended)
         return appended
@@ -205,7 +215,7 @@ class AuditRepository:
         if legacy_max_id is not None:
             sealed, last_id, last_mac = self._seal_legacy(chain_id, key, legacy_max_id)
             first_seq = sealed + 1
-        new_ids = [int(i) for i in ids] if postgresql else list(range(ids, ids + count))
+        new_ids = sorted(int(i) for i in ids) if postgresql else list(range(ids, ids + count))
         return first_seq, last_id, str(last_mac), new_ids
 
     def _create_head(self, chain_id: int, key: bytes) -> None:
@@ -251,17 +261,29 @@ class AuditRepository:
         )
         return len(rows), prev_id, prev_mac
 
-    def seal_legacy(self) -> int:
-        """Chain this organization's pre-chain rows now (at start), if any are waiting."""
-        head = self._session.get(AuditChainHead, self._org_id)
-        if head is None or head.legacy_max_id is None:
-            return 0
-        self._session.execute(
-            update(AuditChainHead)
-            .where(AuditChainHead.chain_id == self._org_id)
-            .values(updated_at=datetime.now(UTC))
-        )
-        sealed, _, _ = self._seal_legacy(self._org_id, self._key(), head.legacy_max_id)
+    def settle_chains(self) -> int:
+        """At start: chain every organization's pre-chain rows still waiting (migration 0006),
+        and repair heads left behind by the old first-append seal; returns the rows sealed.
+        Until 2026-11-26 an append that sealed legacy rows left the head's position at the
+        number sealed while naming the newest row, so every later append collided."""
+        self._session.execute(_REPAIR_STALE_HEADS)
+        waiting = self._session.scalars(
+            select(AuditChainHead.chain_id)
+            .where(AuditChainHead.legacy_max_id.is_not(None))
+            .order_by(AuditChainHead.chain_id)
+        ).all()
+        sealed = 0
+        for chain_id in waiting:
+            # Lock the head, then read what is left to seal: another process's append may
+            # have sealed it in between.
+            legacy_max_id = self._session.execute(
+                update(AuditChainHead)
+                .where(AuditChainHead.chain_id == chain_id)
+                .values(updated_at=datetime.now(UTC))
+                .returning(AuditChainHead.legacy_max_id)
+            ).scalar_one()
+            if legacy_max_id is not None:
+                sealed += self._seal_legacy(chain_id, self._key(), legacy_max_id)[0]
         return sealed
 
     # --- reading -------------------------------------------------------------------------
