@@ -179,7 +179,8 @@ def policy(rt: Runtime) -> CRLPolicy:
 
 
 def install(app: FastAPI, rt: Runtime) -> None:
-    """Wire CRL publication into one app: the cache, the publisher, the background job."""
+    """Wire CRL publication into one app: the cache, the publisher, the background job. The
+    distribution points (`router`) are included by the app, among the first routes."""
     cache = CRLCache()
     publisher = CRLPublisher(
         rt.sessions, rt.keys, rt.publication, policy(rt), rt.clock, on_publish=cache.invalidate
@@ -187,4 +188,3 @@ def install(app: FastAPI, rt: Runtime) -> None:
     rt.jobs.every(JOB_NAME, POLL_SECONDS, CRLFollower(rt.sessions, publisher, rt.clock).tick)
     app.state.crl_cache = cache
     app.state.crl_publisher = publisher
-    app.include_router(router)
