@@ -9,6 +9,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tessera import __version__
 from tessera.api import errors, headers, health, ratelimit
+from tessera.api.routing import include
 from tessera.api.v1 import audit as audit_v1
 from tessera.api.v2 import (
     account,
@@ -92,10 +93,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     # one registered later. SCEP (like OCSP below) is plain ASGI ahead of routing.
     acme_protocol.install(app, rt)
     scep_protocol.install(app, rt)
-    app.include_router(crl.router)  # the distribution points; publication is wired below
-    app.include_router(aia.router)
-    app.include_router(health.router())
-    app.include_router(certificates.router, prefix="/api/v2")
+    include(app, crl.router)  # the distribution points; publication is wired below
+    include(app, aia.router)
+    include(app, health.router())
+    include(app, certificates.router, prefix="/api/v2")
     app.add_middleware(issue_lane.IssuanceLane)  # issuance ahead of routing, as ACME's
     for router in (
         auth,
@@ -111,26 +112,26 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         imports,
         tools,
     ):
-        app.include_router(router.router, prefix="/api/v2")
+        include(app, router.router, prefix="/api/v2")
     # Accounts: user groups, the email settings, and purging expired sessions and tokens.
-    app.include_router(groups.router, prefix="/api/v2")
-    app.include_router(mail_settings.router, prefix="/api/v2")
+    include(app, groups.router, prefix="/api/v2")
+    include(app, mail_settings.router, prefix="/api/v2")
     rt.jobs.every(PURGE_JOB, PURGE_SECONDS, partial(purge_expired, rt.sessions, rt.clock))
     # ACME and SCEP management APIs (their protocols are installed above).
-    app.include_router(acme_api.router, prefix="/api/v2")
-    app.include_router(scep_api.router, prefix="/api/v2")
+    include(app, acme_api.router, prefix="/api/v2")
+    include(app, scep_api.router, prefix="/api/v2")
     # CRLs: management API, the distribution points under /cdp/ and the publishing job.
-    app.include_router(crl_api.router, prefix="/api/v2")
+    include(app, crl_api.router, prefix="/api/v2")
     crl.install(app, rt)
-    app.include_router(ocsp_api.router, prefix="/api/v2")
+    include(app, ocsp_api.router, prefix="/api/v2")
     ocsp.install(app, rt)  # plain ASGI in front of the app: the hot path skips FastAPI
     # Audit: logs, retention and syslog (v2), the platform dialect (v1), request ids in rows.
-    app.include_router(audit_api.router, prefix="/api/v2")
-    app.include_router(audit_api.system_router, prefix="/api/v2")
-    app.include_router(audit_v1.router, prefix="/api/v1")
+    include(app, audit_api.router, prefix="/api/v2")
+    include(app, audit_api.system_router, prefix="/api/v2")
+    include(app, audit_v1.router, prefix="/api/v1")
     rt.jobs.every("audit-retention", 3600, audit_service.retention_job(rt.sessions, rt.clock))
     # Security, added last so it is outermost: body limit, rate limits, CORS and headers.
-    app.include_router(system_security.router, prefix="/api/v2")
+    include(app, system_security.router, prefix="/api/v2")
     system_security.install_jobs(rt)
     headers.install_body_limit(app, settings)
     ratelimit.install(app, rt)

@@ -3,13 +3,14 @@
 import os
 import tempfile
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from tessera import __version__
 from tessera.api.deps import runtime
+from tessera.api.routing import PrefixRouter
 
 
 def _health(request: Request) -> JSONResponse:
@@ -58,8 +59,8 @@ def _check_fs(directory: object) -> dict[str, str]:
     return {"status": "ok"}
 
 
-def router() -> APIRouter:
-    routes = APIRouter(tags=["Health"])
+def router() -> PrefixRouter:
+    routes = PrefixRouter(tags=["Health"])
     for base in ("/api/v2/health", "/api/health", "/health"):
         routes.add_api_route(base, _health, methods=["GET"])
         routes.add_api_route(f"{base}/ready", _ready, methods=["GET"])

@@ -1,15 +1,16 @@
 """AIA caIssuers: GET /ca/{ca}.cer (DER) and /ca/{ca}.pem, by CA id or reference id."""
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 from sqlalchemy.orm import Session
 
 from tessera.api.deps import UnitOfWork
+from tessera.api.routing import PrefixRouter
 from tessera.core.errors import NotFound
 from tessera.core.formats import cert_der, load_certificate
 from tessera.storage import models
 from tessera.storage.repositories.cas import find_public_ca
 
-router = APIRouter(tags=["Public: AIA"])
+router = PrefixRouter(tags=["Public: AIA"])
 
 
 def _ca(session: Session, reference: str) -> models.CertificateAuthority:

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import format_datetime
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from tessera.api.deps import runtime
+from tessera.api.routing import PrefixRouter
 from tessera.core.errors import NotFound
 from tessera.domains.crl.builder import to_pem
 from tessera.domains.crl.follower import JOB_NAME, POLL_SECONDS, CRLFollower
@@ -25,7 +26,7 @@ from tessera.runtime import Runtime
 from tessera.storage.repositories.cas import find_public_ca
 from tessera.storage.repositories.crl import CRLRepository
 
-router = APIRouter(tags=["Public: CRL"])
+router = PrefixRouter(tags=["Public: CRL"])
 FRESH_SECONDS = 1.0  # how long a cached CRL is served before its number is checked again
 MAX_REFERENCES = 4096  # spellings remembered; an unknown reference is never remembered
 MAX_AGE = 60  # seconds HTTP caches may keep a CRL (capped by its nextUpdate)

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tessera.api.deps import UnitOfWork, now, repositories, require, runtime
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2.audit import only_params
 from tessera.api.v2.params import MAX_ROW_ID
 from tessera.domains.actor import Actor
@@ -20,7 +21,7 @@ from tessera.domains.audit.service import AuditService, export_batches
 from tessera.storage.models import AuditLog
 from tessera.storage.repositories.audit import AuditFilter
 
-router = APIRouter(tags=["Audit Events (platform)"])
+router = PrefixRouter(tags=["Audit Events (platform)"])
 Reader = Annotated[Actor, Depends(require("read:audit"))]
 OrderBy = Literal[
     "occurred_at",

@@ -2,12 +2,13 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from tessera.api.deps import SESSION_COOKIE, CurrentActor, UnitOfWork, now, repositories, runtime
 from tessera.api.errors import v2_error as error
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import account_views, views
 from tessera.api.v2.account_schemas import ChangePassword, TotpCode, UpdateProfile
 from tessera.api.v2.envelope import iso, ok
@@ -20,7 +21,7 @@ from tessera.domains.identity.secrets import token_digest
 from tessera.domains.identity.service import ApiKeyService
 from tessera.domains.identity.twofactor import TwoFactor
 
-router = APIRouter(prefix="/account", tags=["Account Management"])
+router = PrefixRouter(prefix="/account", tags=["Account Management"])
 
 
 def _service(request: Request, session: UnitOfWork, actor: Actor) -> ApiKeyService:

@@ -3,11 +3,12 @@ approval, EAB keys, early renewal). The protocol itself is tessera/protocols/acm
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tessera.api.deps import UnitOfWork, issuance, now, repositories, require, runtime
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok, page_meta
 from tessera.api.v2.params import Page, PerPage, QueryRowId, RowId
 from tessera.core.errors import TesseraError
@@ -17,7 +18,7 @@ from tessera.domains.acme.renewal import mark_for_renewal
 from tessera.domains.actor import Actor
 from tessera.storage.models_acme import AcmeAccount, AcmeEabKey, AcmeOrder, AcmeSettings
 
-router = APIRouter(prefix="/acme", tags=["ACME Server"])
+router = PrefixRouter(prefix="/acme", tags=["ACME Server"])
 Reader = Annotated[Actor, Depends(require("read:acme"))]
 Writer = Annotated[Actor, Depends(require("write:acme"))]
 

@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tessera.api.deps import UnitOfWork, now, repositories, require, runtime
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok, page_meta
 from tessera.api.v2.params import Page, PerPage, QueryRowId, RowId
 from tessera.core.errors import InvalidInput
@@ -22,8 +23,8 @@ from tessera.domains.audit.service import MAX_RETENTION_DAYS, AuditService, expo
 from tessera.storage.models import AuditLog
 from tessera.storage.repositories.audit import AuditFilter
 
-router = APIRouter(prefix="/audit", tags=["Audit Logs"])
-system_router = APIRouter(prefix="/system/audit", tags=["System"])
+router = PrefixRouter(prefix="/audit", tags=["Audit Logs"])
+system_router = PrefixRouter(prefix="/system/audit", tags=["System"])
 Reader = Annotated[Actor, Depends(require("read:audit"))]
 Deleter = Annotated[Actor, Depends(require("delete:audit"))]
 Admin = Annotated[Actor, Depends(require("admin:system"))]

@@ -3,7 +3,7 @@ forgot and reset password, email configuration."""
 
 import logging
 
-from fastapi import APIRouter, BackgroundTasks, Request, Response
+from fastapi import BackgroundTasks, Request, Response
 from fastapi.responses import JSONResponse
 
 from tessera.api.deps import (
@@ -15,6 +15,7 @@ from tessera.api.deps import (
     runtime,
 )
 from tessera.api.errors import v2_error as error
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import views
 from tessera.api.v2.account_schemas import ForgotPassword, LoginSecondFactor, ResetPassword
 from tessera.api.v2.envelope import iso, ok
@@ -27,7 +28,7 @@ from tessera.storage import models
 from tessera.storage.repositories import Repositories
 from tessera.storage.repositories.identity import find_login_user, load_user
 
-router = APIRouter(prefix="/auth", tags=["Authentication"])
+router = PrefixRouter(prefix="/auth", tags=["Authentication"])
 log = logging.getLogger("tessera.auth")
 RESET_REQUESTED = "If an account with that address exists, a reset link has been sent"
 

@@ -2,11 +2,12 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from tessera.api.deps import UnitOfWork, issuance, now, require
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import views
 from tessera.api.v2.envelope import download, ok, page_meta
 from tessera.api.v2.params import Page, PerPage, RowId
@@ -18,7 +19,7 @@ from tessera.domains.cas.service import CAService, NewCA
 from tessera.domains.certificates.service import CertificateService
 from tessera.storage.repositories.certificates import CertificateFilter
 
-router = APIRouter(prefix="/cas", tags=["Certificate Authorities"])
+router = PrefixRouter(prefix="/cas", tags=["Certificate Authorities"])
 Reader = Annotated[Actor, Depends(require("read:cas"))]
 Writer = Annotated[Actor, Depends(require("write:cas"))]
 Deleter = Annotated[Actor, Depends(require("delete:cas"))]

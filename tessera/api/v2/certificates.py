@@ -2,12 +2,13 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from tessera.api.deps import UnitOfWork, commit_before_answering, issuance, now, require
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import views
 from tessera.api.v2.envelope import download, ok, page_meta
 from tessera.api.v2.params import MAX_ROW_ID, Page, PerPage, QueryRowId, RowId
@@ -35,7 +36,7 @@ from tessera.domains.identity.permissions import grants
 from tessera.storage import models
 from tessera.storage.repositories.certificates import CertificateFilter
 
-router = APIRouter(prefix="/certificates", tags=["Certificates"])
+router = PrefixRouter(prefix="/certificates", tags=["Certificates"])
 Reader = Annotated[Actor, Depends(require("read:certificates"))]
 WRITER = require("write:certificates")
 Writer = Annotated[Actor, Depends(WRITER)]

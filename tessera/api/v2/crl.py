@@ -2,10 +2,11 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
 from tessera.api.deps import UnitOfWork, now, repositories, require, runtime
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok
 from tessera.api.v2.params import RowId
 from tessera.domains.actor import Actor
@@ -13,7 +14,7 @@ from tessera.domains.crl.publisher import CRLPublisher
 from tessera.domains.crl.service import CRLInfo, CRLService
 from tessera.storage.models_crl import PublishedCRL
 
-router = APIRouter(prefix="/crl", tags=["CRL & OCSP"])
+router = PrefixRouter(prefix="/crl", tags=["CRL & OCSP"])
 Reader = Annotated[Actor, Depends(require("read:cas"))]
 Writer = Annotated[Actor, Depends(require("write:cas"))]
 

@@ -2,11 +2,12 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from tessera.api.deps import UnitOfWork, issuance, now, require
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import views
 from tessera.api.v2.envelope import download, ok, page_meta
 from tessera.api.v2.params import Page, PerPage, RowId
@@ -24,7 +25,7 @@ from tessera.domains.bulk import BulkResult
 from tessera.domains.csrs.service import CSRService, SignOptions
 from tessera.storage import models
 
-router = APIRouter(prefix="/csrs", tags=["Certificate Signing Requests"])
+router = PrefixRouter(prefix="/csrs", tags=["Certificate Signing Requests"])
 Reader = Annotated[Actor, Depends(require("read:csrs"))]
 WRITE_CSRS = require("write:csrs")
 Writer = Annotated[Actor, Depends(WRITE_CSRS)]

@@ -3,11 +3,12 @@
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from tessera import __version__
 from tessera.api.deps import UnitOfWork, now, repositories, require, runtime
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import views
 from tessera.api.v2.envelope import iso, ok
 from tessera.domains.actor import Actor
@@ -19,7 +20,7 @@ from tessera.domains.dashboard.service import (
 )
 from tessera.storage import models
 
-router = APIRouter(tags=["Dashboard"])
+router = PrefixRouter(tags=["Dashboard"])
 Reader = Annotated[Actor, Depends(require("read:certificates"))]
 CAReader = Annotated[Actor, Depends(require("read:cas"))]
 AuditReader = Annotated[Actor, Depends(require("read:audit"))]

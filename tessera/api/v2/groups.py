@@ -2,11 +2,12 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from tessera.api.deps import UnitOfWork, now, repositories, require
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2.account_schemas import AddMember, GroupBody, UpdateGroup
 from tessera.api.v2.account_views import group_view, member_view
 from tessera.api.v2.envelope import ok
@@ -14,7 +15,7 @@ from tessera.api.v2.params import RowId
 from tessera.domains.actor import Actor
 from tessera.domains.identity.groups import GroupFields, GroupService
 
-router = APIRouter(prefix="/groups", tags=["User Groups"])
+router = PrefixRouter(prefix="/groups", tags=["User Groups"])
 Reader = Annotated[Actor, Depends(require("read:users"))]
 Writer = Annotated[Actor, Depends(require("write:users"))]
 Deleter = Annotated[Actor, Depends(require("delete:users"))]

@@ -10,13 +10,14 @@ run in the thread pool, off the event loop.
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from tessera.api.deps import UnitOfWork, issuance, now, require
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import ok
 from tessera.api.v2.schemas import SmartImport, SmartImportOptions
 from tessera.api.v2.uploads import MAX_UPLOAD, Upload, read_upload
@@ -25,7 +26,7 @@ from tessera.core.formats import decode_text, decode_upload
 from tessera.domains.actor import Actor
 from tessera.domains.imports.service import FORMATS, ExecuteOptions, ImportService
 
-router = APIRouter(prefix="/import", tags=["Smart Import"])
+router = PrefixRouter(prefix="/import", tags=["Smart Import"])
 Reader = Annotated[Actor, Depends(require("read:certificates"))]
 Writer = Annotated[Actor, Depends(require("write:certificates"))]
 MAX_JSON = 2 * MAX_UPLOAD  # base64 text of a file at the upload limit, with room to spare

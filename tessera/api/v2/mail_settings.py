@@ -4,11 +4,12 @@ sends with the same ones), and a test mail."""
 import smtplib
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from tessera.api.deps import UnitOfWork, now, repositories, require, runtime
 from tessera.api.errors import v2_error as error
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2.account_schemas import EmailSettings, TestEmail
 from tessera.api.v2.account_views import mail_view
 from tessera.api.v2.envelope import ok
@@ -17,7 +18,7 @@ from tessera.domains import audit, mail
 from tessera.domains.actor import Actor
 from tessera.domains.identity.users import check_email
 
-router = APIRouter(prefix="/settings/email", tags=["Settings"])
+router = PrefixRouter(prefix="/settings/email", tags=["Settings"])
 Admin = Annotated[Actor, Depends(require("admin:system"))]
 
 

@@ -2,15 +2,16 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
 from tessera.api.deps import UnitOfWork, now, repositories, require, runtime
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok
 from tessera.domains.actor import Actor
 from tessera.domains.ocsp.management import OCSPManagement
 
-router = APIRouter(tags=["CRL & OCSP"])
+router = PrefixRouter(tags=["CRL & OCSP"])
 Reader = Annotated[Actor, Depends(require("read:cas"))]
 
 

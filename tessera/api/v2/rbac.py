@@ -3,17 +3,18 @@ plus those of every group they belong to."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 from fastapi.responses import JSONResponse
 
 from tessera.api.deps import UnitOfWork, repositories, require
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import ok
 from tessera.api.v2.params import RowId
 from tessera.core.errors import NotFound
 from tessera.domains.actor import Actor
 from tessera.domains.identity import effective, permissions
 
-router = APIRouter(prefix="/rbac", tags=["Roles & Permissions (RBAC)"])
+router = PrefixRouter(prefix="/rbac", tags=["Roles & Permissions (RBAC)"])
 Reader = Annotated[Actor, Depends(require("read:users"))]
 
 

@@ -3,11 +3,12 @@ the UCM seed's "SCEP" section writes it, plus /scep/profiles for the per-profile
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from tessera.api.deps import UnitOfWork, issuance, now, require, runtime
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok, page_meta
 from tessera.api.v2.params import Page, PerPage, RowId
 from tessera.api.v2.schemas import Strict
@@ -23,7 +24,7 @@ from tessera.domains.scep.profiles import (
 )
 from tessera.storage.models_scep import ScepProfile, ScepRequest
 
-router = APIRouter(prefix="/scep", tags=["SCEP"])
+router = PrefixRouter(prefix="/scep", tags=["SCEP"])
 Reader = Annotated[Actor, Depends(require("read:scep"))]
 WRITE_SCEP = require("write:scep")
 Writer = Annotated[Actor, Depends(WRITE_SCEP)]

@@ -2,16 +2,17 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 
 from tessera.api.deps import CurrentActor, UnitOfWork, now, repositories
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import views
 from tessera.api.v2.envelope import iso, ok
 from tessera.domains.search.service import DEFAULT_LIMIT, MAX_LIMIT, MAX_TERM, SearchService
 from tessera.storage import models
 
-router = APIRouter(prefix="/search", tags=["Search"])
+router = PrefixRouter(prefix="/search", tags=["Search"])
 
 
 @router.get("")

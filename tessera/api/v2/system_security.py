@@ -2,13 +2,14 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from tessera.api.deps import UnitOfWork, now, require, runtime
 from tessera.api.ratelimit import SETTING, Limiter, policy_document
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import ok
 from tessera.core.errors import InvalidInput
 from tessera.domains.actor import Actor
@@ -20,7 +21,7 @@ from tessera.runtime import Runtime
 from tessera.storage.repositories.audit import AuditRepository
 from tessera.storage.repositories.security import SecurityRepository
 
-router = APIRouter(prefix="/system/security", tags=["System: Security"])
+router = PrefixRouter(prefix="/system/security", tags=["System: Security"])
 Admin = Annotated[Actor, Depends(require("admin:system"))]
 PerMinute = Annotated[int, Field(ge=1, le=1_000_000)]
 

@@ -2,11 +2,12 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from tessera.api.deps import UnitOfWork, repositories, require
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import download, iso, ok
 from tessera.api.v2.params import RowId
 from tessera.api.v2.schemas import CreateTemplate, IdList, TemplateBody
@@ -15,7 +16,7 @@ from tessera.domains.actor import Actor
 from tessera.domains.templates.service import TemplateService, document
 from tessera.storage import models
 
-router = APIRouter(prefix="/templates", tags=["Templates"])
+router = PrefixRouter(prefix="/templates", tags=["Templates"])
 Reader = Annotated[Actor, Depends(require("read:templates"))]
 Writer = Annotated[Actor, Depends(require("write:templates"))]
 Deleter = Annotated[Actor, Depends(require("delete:templates"))]

@@ -9,17 +9,18 @@ pkcs7-der; `content_base64` is always the base64 of the file, with `filename` an
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
 from tessera.api.deps import now, require, runtime
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import ok
 from tessera.api.v2.schemas import CheckSSL, ConvertFormat, DecodePem, MatchKeys
 from tessera.core.errors import InvalidInput
 from tessera.domains.actor import Actor
 from tessera.domains.tools.service import Conversion, ProbeSettings, ToolsService
 
-router = APIRouter(prefix="/tools", tags=["Certificate Tools"])
+router = PrefixRouter(prefix="/tools", tags=["Certificate Tools"])
 Reader = Annotated[Actor, Depends(require("read:certificates"))]
 
 

@@ -3,11 +3,12 @@
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from tessera.api.deps import UnitOfWork, now, repositories, require
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok, page_meta
 from tessera.api.v2.params import Page, PerPage, RowId
 from tessera.api.v2.schemas import AddTrustedCertificate
@@ -17,7 +18,7 @@ from tessera.domains.actor import Actor
 from tessera.domains.truststore.service import Added, TrustDetails, TrustStoreService
 from tessera.storage import models
 
-router = APIRouter(prefix="/truststore", tags=["Trust Store"])
+router = PrefixRouter(prefix="/truststore", tags=["Trust Store"])
 Reader = Annotated[Actor, Depends(require("read:truststore"))]
 Writer = Annotated[Actor, Depends(require("write:truststore"))]
 Deleter = Annotated[Actor, Depends(require("delete:truststore"))]

@@ -2,10 +2,11 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
+from fastapi import BackgroundTasks, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from tessera.api.deps import UnitOfWork, now, repositories, require
+from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import views
 from tessera.api.v2.account_schemas import AdminResetPassword, ImportUsers
 from tessera.api.v2.envelope import ok
@@ -16,7 +17,7 @@ from tessera.core.errors import InvalidInput
 from tessera.domains.actor import Actor
 from tessera.domains.identity.users import UserFields, UserService
 
-router = APIRouter(prefix="/users", tags=["Users"])
+router = PrefixRouter(prefix="/users", tags=["Users"])
 Reader = Annotated[Actor, Depends(require("read:users"))]
 Writer = Annotated[Actor, Depends(require("write:users"))]
 Deleter = Annotated[Actor, Depends(require("delete:users"))]

@@ -11,11 +11,12 @@ import josepy
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from tessera.api.deps import UnitOfWork, anonymous, in_lane_thread
+from tessera.api.routing import PrefixRouter, include
 from tessera.core.errors import UnparsableInput
 from tessera.core.formats import cert_pem, load_certificate
 from tessera.core.revocation import REASONS
@@ -43,7 +44,7 @@ from tessera.runtime import Runtime
 from tessera.storage.models_acme import AcmeAccount
 from tessera.storage.repositories import Repositories
 
-router = APIRouter(prefix=PREFIX, tags=["Public: ACME"])
+router = PrefixRouter(prefix=PREFIX, tags=["Public: ACME"])
 NONCE_PURGE_JOB = "acme-nonce-purge"
 RETRY_PROCESSING = "2"
 # RFC 5280 reason codes a subscriber may give (7 is unused; holds are not for ACME).
@@ -60,7 +61,7 @@ ACME_REASONS = {
 def install(app: FastAPI, rt: Runtime) -> None:
     """Wire the ACME server: routes (the signed ones also through the lane, ahead of
     FastAPI's routing), response headers, and its background jobs."""
-    app.include_router(router)
+    include(app, router)
     app.add_middleware(AcmeLane, routes=_lane_routes())
     app.add_middleware(AcmeHeaders)
     settings = rt.settings

@@ -1,0 +1,80 @@
+"""PrefixRouter (tessera/api/routing.py) turns away paths outside its prefix without trying
+its routes; everything it does match must be answered exactly as by FastAPI's own APIRouter:
+path parameters, 405 for another method, the trailing-slash redirect, 404, a prefix that is a
+prefix of another router's, a router without a prefix of its own, one included twice."""
+
+from collections.abc import Callable
+
+import pytest
+from fastapi import APIRouter, FastAPI
+from fastapi.testclient import TestClient
+from starlette.routing import Match
+
+from tessera.api.routing import PrefixRouter, include
+
+REQUESTS = [
+    ("GET", "/api/items"),
+    ("GET", "/api/items/"),
+    ("GET", "/api/items/5"),
+    ("GET", "/api/items/five"),
+    ("POST", "/api/items/5"),
+    ("POST", "/api/items/5/do"),
+    ("GET", "/api/items-archive/7"),
+    ("GET", "/api/items-archive"),
+    ("GET", "/api/stats"),
+    ("GET", "/api/stats/"),
+    ("GET", "/health"),
+    ("PUT", "/health"),
+    ("GET", "/v1/twice/3"),
+    ("GET", "/v2/twice/3"),
+    ("GET", "/nothing"),
+    ("GET", "/api/nothing"),
+    ("GET", "/"),
+]
+
+
+def build(router_class: Callable[..., APIRouter]) -> FastAPI:
+    app = FastAPI()
+    items = router_class(prefix="/items")
+    items.add_api_route("", lambda: {"all": True}, methods=["GET"])
+    items.add_api_route("/{item_id}", lambda item_id: {"id": item_id}, methods=["GET"])
+    items.add_api_route("/{item_id}/do", lambda item_id: {"done": item_id}, methods=["POST"])
+    archive = router_class(prefix="/items-archive")
+    archive.add_api_route("/{item_id}", lambda item_id: {"old": item_id}, methods=["GET"])
+    unprefixed = router_class()
+    unprefixed.add_api_route("/stats", lambda: {"stats": 1}, methods=["GET"])
+    health = router_class()
+    health.add_api_route("/health", lambda: {"ok": True}, methods=["GET"])
+    twice = router_class(prefix="/twice")
+    twice.add_api_route("/{n}", lambda n: {"n": n}, methods=["GET"])
+    include(app, health)
+    include(app, items, prefix="/api")
+    include(app, archive, prefix="/api")
+    include(app, unprefixed, prefix="/api")
+    include(app, twice, prefix="/v1")
+    include(app, twice, prefix="/v2")
+    return app
+
+
+def answer(client: TestClient, method: str, path: str) -> tuple[int, str | None, str]:
+    response = client.request(method, path, follow_redirects=False)
+    return response.status_code, response.headers.get("location"), response.text
+
+
+@pytest.mark.parametrize(("method", "path"), REQUESTS)
+def test_answers_as_fastapis_own_router(method: str, path: str) -> None:
+    with TestClient(build(APIRouter)) as plain, TestClient(build(PrefixRouter)) as prefixed:
+        assert answer(prefixed, method, path) == answer(plain, method, path)
+
+
+def test_a_path_outside_the_reach_is_turned_away_untried() -> None:
+    app = FastAPI()
+    items = PrefixRouter(prefix="/items")
+    items.add_api_route("/{item_id}", lambda item_id: item_id, methods=["GET"])
+    twice = PrefixRouter(prefix="/twice")
+    include(app, items, prefix="/api")
+    include(app, twice, prefix="/v1")
+    include(app, twice, prefix="/v2")
+    assert items.reach == "/api/items"
+    assert items.matches({"type": "http", "path": "/health", "root_path": ""}) == (Match.NONE, {})
+    assert twice.reach == ""  # no single prefix: it matches as any APIRouter
