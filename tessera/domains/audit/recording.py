@@ -1,6 +1,7 @@
 """Every state change writes one audit row in the same transaction as the change."""
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Concatenate, ParamSpec
 
 from tessera.domains.actor import Actor
 from tessera.domains.audit.context import REQUEST_ID, SUCCESS_STATUS
@@ -15,20 +16,6 @@ def actor_type(actor: Actor) -> str:
     if actor.user_id is not None:
         return "user"
     return "system" if actor.username == "system" else "anonymous"
-
-
-def record(
-    audit: AuditRepository,
-    actor: Actor,
-    action: str,
-    resource_type: str | None = None,
-    resource_id: object = None,
-    details: dict[str, Any] | None = None,
-    success: bool = True,
-    status_code: int | None = None,
-) -> None:
-    """Append one chained audit row (see `event`)."""
-    audit.add(**event(actor, action, resource_type, resource_id, details, success, status_code))
 
 
 def event(
@@ -61,3 +48,19 @@ def event(
         "request_id": REQUEST_ID.get(),
         "status_code": status_code,
     }
+
+
+P = ParamSpec("P")
+
+
+def _appending(
+    fields: Callable[Concatenate[Actor, P], dict[str, Any]],
+) -> Callable[Concatenate[AuditRepository, Actor, P], None]:
+    def append(audit: AuditRepository, actor: Actor, /, *args: P.args, **kwargs: P.kwargs) -> None:
+        audit.add(**fields(actor, *args, **kwargs))
+
+    return append
+
+
+# Append one chained audit row: record(audit, actor, action, ...), with `event`'s parameters.
+record = _appending(event)
