@@ -86,11 +86,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     rt.serials.wanted = partial(rt.jobs.kick, SERIAL_POOL_JOB)
     app.state.default_org_id = _default_org_id(rt)
     errors.install(app)
-    # FastAPI tries routes one by one in this order (about 10 us each on this hardware), so
-    # the protocol endpoints that clients call in bulk (ACME under /acme/, CRLs under /cdp/,
-    # CA certificates under /ca/), the health checks and certificate issuance come first
-    # (a CRL fetch last in line cost twice the CPU of one first). No path of theirs overlaps
-    # one registered later. SCEP (like OCSP below) is plain ASGI ahead of routing.
+    # FastAPI tries routes one by one in this order (about 10 us each on this hardware); a
+    # router included with `include` turns away a path outside its prefix without trying its
+    # routes (docs/routing.md). The protocol endpoints that clients call in bulk (ACME under
+    # /acme/, CRLs under /cdp/, CA certificates under /ca/), the health checks and
+    # certificate issuance come first. No path of theirs overlaps one registered later.
+    # SCEP (like OCSP below) is plain ASGI ahead of routing.
     acme_protocol.install(app, rt)
     scep_protocol.install(app, rt)
     include(app, crl.router)  # the distribution points; publication is wired below
