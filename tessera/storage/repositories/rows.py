@@ -29,10 +29,10 @@ def insert_rows(session: Session, rows: Sequence[Base]) -> None:
     for row in rows:
         values = _values(row)
         by_columns.setdefault(tuple(values), []).append((row, values))
-    connection = session.connection()
-    for group in by_columns.values():
+    for group in by_columns.values():  # none for no rows: not even a connection is taken
         table = type(group[0][0]).__table__
-        returned = connection.execute(_insert_many(table), [values for _, values in group])
+        statement, parameters = _insert_many(table), [values for _, values in group]
+        returned = session.connection().execute(statement, parameters)
         new_ids = {refid: new_id for new_id, refid in returned}
         for row, values in group:
             setattr(row, "id", new_ids[values["refid"]])  # noqa: B010 - `id` on every table
