@@ -2,7 +2,8 @@
 writes the certificate (or CA) row and its audit event in the caller's transaction."""
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
@@ -54,6 +55,18 @@ class Issued:
     repos: Repositories
     row: IssuedRow
     event: dict[str, Any]
+
+
+@contextmanager
+def deferred(session_info: dict[str, Any]) -> Iterator[list[Issued]]:
+    """Issuances made inside leave their rows and audit events in the list instead of
+    writing them; the caller writes them (`write_issued`)."""
+    issued: list[Issued] = []
+    session_info[DEFERRED] = issued
+    try:
+        yield issued
+    finally:
+        del session_info[DEFERRED]
 
 
 def write_issued(issued: Sequence[Issued]) -> None:

@@ -35,7 +35,7 @@ from tessera.api.deps import LANE_POOL, LANE_THREADS, answer_error, current_acto
 from tessera.api.v2.certificates import ISSUE_STATUS, WRITER, issue_uncommitted, issued_answer
 from tessera.api.v2.schemas import IssueCertificate
 from tessera.domains.audit.context import SUCCESS_STATUS
-from tessera.domains.issuance import DEFERRED, Issued, write_issued
+from tessera.domains.issuance import Issued, deferred, write_issued
 from tessera.storage import models
 
 PATH = "/api/v2/certificates"
@@ -125,7 +125,7 @@ def _answer(batch: list[_Pending], outcomes: Sequence[Outcome]) -> None:
 
 def issue_batch(batch: list[_Pending], sessions: Callable[[], Session]) -> list[Outcome]:
     """The batch's issuances in one unit of work: each is authenticated, checked and signed
-    first, with its writes deferred (`DEFERRED`, see domains/issuance.py); then all their
+    first, with its writes deferred (`deferred`, see domains/issuance.py); then all their
     rows are written together (`write_issued`) and the whole committed once. On SQLite the
     batch takes the write lock once, after all the signing, and holds it for a few
     statements.
@@ -157,15 +157,12 @@ def issue_batch(batch: list[_Pending], sessions: Callable[[], Session]) -> list[
 
 def _sign(pending: _Pending, session: Session) -> tuple[Outcome, list[Issued]]:
     SUCCESS_STATUS.set(ISSUE_STATUS)
-    issued: list[Issued] = []
-    session.info[DEFERRED] = issued
-    try:
-        actor = WRITER.check(current_actor(pending.request, session))
-        return issue_uncommitted(pending.request, pending.spec, session, actor), issued
-    except Exception as exc:  # noqa: BLE001 - answered by the app's handlers on the loop
-        return exc, issued
-    finally:
-        del session.info[DEFERRED]
+    with deferred(session.info) as issued:
+        try:
+            actor = WRITER.check(current_actor(pending.request, session))
+            return issue_uncommitted(pending.request, pending.spec, session, actor), issued
+        except Exception as exc:  # noqa: BLE001 - answered by the app's handlers on the loop
+            return exc, issued
 
 
 def _again_apart(

@@ -1,9 +1,10 @@
 """Certificates: issue (generated key or CSR), import, browse, renew, revoke, delete, export,
-and the same in bulk (each item in its own savepoint)."""
+and the same in bulk (each item in its own savepoint; renewals signed first, then written)."""
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -49,7 +50,7 @@ from tessera.domains.exports import (
     zipped,
 )
 from tessera.domains.identity.permissions import grants
-from tessera.domains.issuance import Issuance, certificate_row
+from tessera.domains.issuance import Issuance, certificate_row, deferred, write_issued
 from tessera.storage import models
 from tessera.storage.repositories.certificates import CertificateFilter
 
@@ -147,6 +148,13 @@ class CertificateService:
     ) -> models.Certificate:
         """Same subject, names and usages; a fresh key when the server holds the old one.
         By the CA that issued it, or by `ca_id` when given."""
+        renewed = self._renewal(cert_id, validity_days, ca_id)
+        self._repos.audit.add(**self._renew_event(cert_id, renewed))
+        return renewed
+
+    def _renewal(
+        self, cert_id: int, validity_days: int | None, ca_id: int | None
+    ) -> models.Certificate:
         old = self.get(cert_id)
         issuer_id = ca_id if ca_id is not None else old.ca_id
         if issuer_id is None:
@@ -169,16 +177,11 @@ class CertificateService:
             origin="renewal",
         )
         template = self._template(old.template_id) if old.template_id else None
-        renewed = self._issuance.issue_certificate(request, ca, template, key)
-        audit.record(
-            self._repos.audit,
-            self._actor,
-            "certificate.renew",
-            "certificate",
-            old.id,
-            {"renewed_by": renewed.id},
-        )
-        return renewed
+        return self._issuance.issue_certificate(request, ca, template, key)
+
+    def _renew_event(self, old_id: int, renewed: models.Certificate) -> dict[str, Any]:
+        details = {"renewed_by": renewed.id}
+        return audit.event(self._actor, "certificate.renew", "certificate", old_id, details)
 
     def revoke(
         self,
@@ -343,17 +346,20 @@ class CertificateService:
         return self._each(ids, self.delete)
 
     def bulk_renew(self, ids: Sequence[int], ca_id: int | None) -> BulkResult:
-        """An unknown CA, or one that cannot sign, refuses the whole call."""
+        """An unknown CA, or one that cannot sign, refuses the whole call. Every renewal is
+        signed before anything is written; then all their rows go in together, as a batch of
+        issuances does. A server-held key is made afresh for each renewal (up to a second for
+        RSA-4096), and a transaction's first write holds up the other writers until it
+        commits: on SQLite every writer, on PostgreSQL the organization's audited writes."""
         if ca_id is not None:
             self._issuance.issuer(self._issuing_ca(ca_id))
-
-        renewed: list[dict[str, int]] = []
-
-        def renew(cert_id: int) -> None:
-            renewed.append({"id": cert_id, "new_id": self.renew(cert_id, None, ca_id).id})
-
-        result = self._each(ids, renew)
-        result.renewed = renewed
+        with deferred(self._repos.session.info) as issued:
+            result, renewals = bulk.each_unwritten(
+                ids, lambda cert_id: self._renewal(cert_id, None, ca_id)
+            )
+        write_issued(issued)
+        self._repos.audit.add_many([self._renew_event(old, new) for old, new in renewals])
+        result.renewed = [{"id": old, "new_id": new.id} for old, new in renewals]
         return result
 
     def _each(self, ids: Sequence[int], action: Callable[[int], object]) -> BulkResult:
