@@ -6,7 +6,9 @@ import hashlib
 import json
 import shutil
 import sqlite3
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -300,6 +302,34 @@ def test_finalize_rules_and_nothing_half_written(
         == ""
     )
     problem(account.post(order["finalize"], {"csr": good}), "orderNotReady", 403)
+
+
+def test_concurrent_finalizes_issue_one_certificate(env: AcmeEnv, account: Acme) -> None:
+    """Finalize requests racing for one ready order: one wins, the others are told the order
+    is not ready, and the inventory holds one certificate (RFC 8555 7.4: an order has one)."""
+    host = name()
+    order = account.ready_order(host)
+    csr, _ = csr_for(host)
+    bodies = [json.dumps(account.jws(order["finalize"], {"csr": csr})).encode() for _ in range(4)]
+    start = threading.Barrier(len(bodies))
+
+    def finalize(body: bytes) -> httpx.Response:
+        with httpx.Client(verify=env.server.ssl_context(), timeout=60) as client:
+            start.wait()
+            headers = {"Content-Type": "application/jose+json"}
+            return client.post(order["finalize"], content=body, headers=headers)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(finalize, bodies))
+    won = [a for a in answers if a.status_code == 200]
+    assert len(won) == 1, [(a.status_code, a.text) for a in answers]
+    assert won[0].json()["status"] == "valid"
+    for lost in (a for a in answers if a.status_code != 200):
+        problem(lost, "orderNotReady", 403)
+    with env.api() as api:
+        found = api.get(f"{API}/certificates", params={"search": host})
+        assert found.json()["meta"]["total"] == 1, found.text
+    assert account.get(won[0].json()["certificate"]).status_code == 200
 
 
 def test_another_accounts_resources_are_refused(env: AcmeEnv, account: Acme) -> None:

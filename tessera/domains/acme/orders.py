@@ -11,7 +11,13 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from tessera.core.errors import InvalidInput, NotFound, PolicyViolation, UnparsableInput
+from tessera.core.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PolicyViolation,
+    UnparsableInput,
+)
 from tessera.core.formats import csr_pem, load_csr, same_public_key
 from tessera.core.profile import CertificateRequest
 from tessera.domains import audit
@@ -22,7 +28,7 @@ from tessera.domains.acme.identifiers import (
     identifier,
     parse_identifiers,
 )
-from tessera.domains.issuance import Issuance
+from tessera.domains.issuance import Issuance, deferred, write_issued
 from tessera.protocols.acme import jws
 from tessera.protocols.acme.problems import AcmeProblem, malformed, unauthorized
 from tessera.storage import models
@@ -235,8 +241,9 @@ class Orders:
             raise AcmeProblem("orderNotReady", f"the order is {order.status}, not ready", 403)
         csr = self._csr(account, order, payload.get("csr"))
         if self.settings().require_approval:
-            order.csr_pem = csr_pem(csr)
-            order.status, order.awaiting_approval = "processing", True
+            waiting = {"status": "processing", "awaiting_approval": True, "csr_pem": csr_pem(csr)}
+            if not self.repos.acme.claim_order(order, **waiting):
+                raise _finalized_meanwhile()
             self._audit(account.id, "acme.order.await_approval", order.id, {})
             return False
         self.issue(order, csr)
@@ -273,14 +280,18 @@ class Orders:
             requester=f"acme:account/{order.account_id}",
             origin="acme",
         )
-        try:
-            # The order's own changes come after: a pending change would be flushed by the
-            # issuance's first query and take SQLite's write lock before the signing.
-            cert = self.issuance.issue_certificate(request, ca, template)
-        except (PolicyViolation, InvalidInput) as exc:
-            raise AcmeProblem("badCSR", exc.message) from exc
-        order.csr_pem = order.csr_pem or csr_pem(csr)
-        order.status, order.certificate_id, order.awaiting_approval = "valid", cert.id, False
+        # Signed first, written after the order is claimed: nothing takes SQLite's write lock
+        # during the signing, and a request that loses the claim has written nothing.
+        with deferred(self.repos.session.info) as issued:
+            try:
+                cert = self.issuance.issue_certificate(request, ca, template)
+            except (PolicyViolation, InvalidInput) as exc:
+                raise AcmeProblem("badCSR", exc.message) from exc
+        done = {"status": "valid", "awaiting_approval": False, "csr_pem": csr_pem(csr)}
+        if not self.repos.acme.claim_order(order, **done):
+            raise _finalized_meanwhile()
+        write_issued(issued)
+        order.certificate_id = cert.id
         self.repos.acme.flush()
         self._audit(order.account_id, "acme.order.finalize", order.id, {"certificate_id": cert.id})
         return cert
@@ -310,15 +321,20 @@ class Orders:
         order = self._awaiting(order_id)
         if order.csr_pem is None:
             raise InvalidInput("the order has no CSR")
-        self.issue(order, load_csr(order.csr_pem.encode()))
+        try:
+            self.issue(order, load_csr(order.csr_pem.encode()))
+        except AcmeProblem as exc:
+            if exc.kind == "orderNotReady":  # another administrator approved it meanwhile
+                raise Conflict(f"ACME order {order_id} has been decided meanwhile") from exc
+            raise
         return order
 
     def reject(self, order_id: int, reason: str | None) -> AcmeOrder:
         order = self._awaiting(order_id)
-        order.status, order.awaiting_approval = "invalid", False
-        order.error = AcmeProblem(
-            "unauthorized", reason or "rejected by an administrator", 403
-        ).document()
+        error = AcmeProblem("unauthorized", reason or "rejected by an administrator", 403)
+        rejected = {"status": "invalid", "awaiting_approval": False, "error": error.document()}
+        if not self.repos.acme.claim_order(order, **rejected):
+            raise Conflict(f"ACME order {order_id} has been decided meanwhile")
         self._audit(order.account_id, "acme.order.reject", order.id, {"reason": reason})
         return order
 
@@ -381,3 +397,7 @@ def _challenge_kinds(ident: Identifier) -> list[str]:
     if ident.type == "ip":
         return ["http-01", "tls-alpn-01"]  # RFC 8738: no dns-01 for addresses
     return ["http-01", "dns-01", "tls-alpn-01"]
+
+
+def _finalized_meanwhile() -> AcmeProblem:
+    return AcmeProblem("orderNotReady", "the order has been finalized by another request", 403)

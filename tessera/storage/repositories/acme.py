@@ -6,6 +6,7 @@ from typing import Any, cast
 
 from sqlalchemy import Select, Table, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from tessera.storage.models import Certificate
 from tessera.storage.models_acme import (
@@ -244,6 +245,31 @@ class AcmeRepository:
         if account_id is not None:
             query = query.where(AcmeOrder.account_id == account_id)
         return self._page(query.order_by(AcmeOrder.id.desc()), page, per_page)
+
+    def claim_order(self, order: AcmeOrder, **values: Any) -> bool:
+        """Move the order on (`values`) in one statement, only if it is still as this unit of
+        work sees it and has no certificate: of two requests finalizing it at once, or two
+        administrators approving it, exactly one wins. The guard names columns no request
+        writes before it claims: a racing request may already have rewritten `status` from
+        its stale copy, but never `certificate_id` or `awaiting_approval`."""
+        self._session.flush()
+        result = self._session.execute(
+            update(AcmeOrder)
+            .where(
+                AcmeOrder.id == order.id,
+                AcmeOrder.org_id == self._org_id,
+                AcmeOrder.status == order.status,
+                AcmeOrder.awaiting_approval.is_(order.awaiting_approval),
+                AcmeOrder.certificate_id.is_(None),
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if not getattr(result, "rowcount", 0):
+            return False
+        for name, value in values.items():
+            set_committed_value(order, name, value)
+        return True
 
     def replaced(self, certid: str) -> AcmeOrder | None:
         """An order that already replaces this certificate (ARI `replaces`)."""
