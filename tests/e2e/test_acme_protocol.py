@@ -124,6 +124,25 @@ def test_malformed_jws_variants(account: Acme) -> None:
     # wrong media type, oversized body
     problem(account.raw(url, json.dumps(good).encode(), "application/json"), "malformed", 415)
     problem(account.raw(url, b"{" + b" " * 70000 + b"}"), "malformed", 413)
+    # JSON nested deeper than the parser recurses, as the body and as the payload
+    problem(account.raw(url, b"[" * 60000), "malformed", 400)
+    deep = {**good, "payload": b64(b"[" * 40000)}
+    problem(account.raw(url, json.dumps(deep).encode()), "malformed", 400)
+    # critical header parameters the server cannot know (RFC 7515 4.1.11)
+    crit = account.jws(url, {"identifiers": []}, header={"crit": ["foo"], "foo": 1})
+    problem(account.raw(url, json.dumps(crit).encode()), "malformed", 400)
+    # a JWK whose members have the wrong JSON types
+    odd = {"kty": "EC", "crv": "P-256", "x": 5, "y": []}
+    wrong_types = account.jws(account.dir["newAccount"], {}, header={"jwk": odd, "kid": None})
+    problem(
+        account.raw(account.dir["newAccount"], json.dumps(wrong_types).encode()),
+        "badPublicKey",
+        400,
+    )
+    # ids written with digits str.isdigit takes and int() refuses
+    problem(account.get(account.url("order/\u00b2")), "malformed", 404)
+    superscript = account.jws(url, {"identifiers": []}, header={"kid": account.url("acct/\u00b2")})
+    problem(account.raw(url, json.dumps(superscript).encode()), "accountDoesNotExist", 400)
 
 
 def test_algorithms_refused(account: Acme) -> None:
@@ -217,6 +236,7 @@ def test_identifier_rules(account: Acme) -> None:
     late = (datetime.now(UTC) + timedelta(days=5000)).isoformat()
     problem(account.order(name(), notAfter=late), "malformed", 400)
     problem(account.order(name(), notAfter="yesterday"), "malformed", 400)
+    problem(account.order(name(), notBefore="0001-01-01T00:00:00+14:00"), "malformed", 400)
 
 
 def test_order_authorizations_and_challenges(account: Acme) -> None:

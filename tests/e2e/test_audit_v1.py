@@ -67,6 +67,7 @@ def test_every_filter(api: httpx.Client, server: Server) -> None:
     mine = events(api, actor_id=admin_id, limit=200)
     assert mine["items"] and {i["actor_id"] for i in mine["items"]} == {admin_id}
     assert events(api, actor_id="not-a-user")["total"] == 0
+    assert events(api, actor_id="²")["total"] == 0  # a digit to str.isdigit, not to int()
     system = events(api, actor_type="system", limit=200)
     assert system["items"] and {i["actor_type"] for i in system["items"]} == {"system"}
     users = events(api, actor_type="user", limit=200)

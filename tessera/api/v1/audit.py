@@ -109,7 +109,8 @@ def list_events(
 ) -> JSONResponse:
     # An actor id is a user id here; one that is no number, or asking for inactive events
     # (none are ever soft-deleted), matches nothing.
-    user_id = int(actor_id) if actor_id and actor_id.isdigit() and len(actor_id) < 10 else None
+    numeric = actor_id and actor_id.isascii() and actor_id.isdigit() and len(actor_id) < 10
+    user_id = int(actor_id) if actor_id and numeric else None  # isdigit alone takes "²"
     filters = AuditFilter(
         user_id=user_id,
         actor_type=actor_type,

@@ -5,7 +5,7 @@ and the administrator's approval when the settings ask for one."""
 import math
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -371,7 +371,10 @@ def _timestamp(value: object, name: str) -> datetime | None:
         raise malformed(f"{name} must be an RFC 3339 timestamp") from exc
     if moment.tzinfo is None:
         raise malformed(f"{name} needs a time zone")
-    return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:  # e.g. year 1 at +14:00
+        raise malformed(f"{name} is out of range") from exc
 
 
 def _subject(idents: list[Identifier]) -> x509.Name:

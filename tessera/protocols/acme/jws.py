@@ -79,7 +79,7 @@ class Jws:
             raise malformed("this request needs a JSON payload, not POST-as-GET")
         try:
             value = json.loads(self.payload)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
             raise malformed("the payload is not JSON") from exc
         if not isinstance(value, dict):
             raise malformed("the payload must be a JSON object")
@@ -106,6 +106,8 @@ def parse(body: bytes | dict[str, Any], algorithms: tuple[str, ...] = ALGORITHMS
             f"unsupported JWS algorithm {alg!r}",
             extra={"algorithms": list(algorithms)},
         )
+    if "crit" in protected:  # RFC 7515 4.1.11: extensions a recipient does not know refuse
+        raise malformed("the JWS names critical header parameters this server does not know")
     if ("jwk" in protected) == ("kid" in protected):
         raise malformed("the protected header needs exactly one of jwk and kid")
     if "jwk" in protected and not isinstance(protected["jwk"], dict):
@@ -120,7 +122,7 @@ def parse(body: bytes | dict[str, Any], algorithms: tuple[str, ...] = ALGORITHMS
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
         raise malformed(f"{what} is not JSON") from exc
     if not isinstance(value, dict):
         raise malformed(f"{what} must be a JSON object")
@@ -152,7 +154,8 @@ def _public_key(canonical: str) -> PublicKey:
                 return key
     except AcmeProblem:
         raise
-    except (josepy.errors.Error, ValueError, TypeError, KeyError) as exc:
+    except (josepy.errors.Error, ValueError, TypeError, KeyError, AttributeError) as exc:
+        # AttributeError: josepy reads members of the wrong JSON type (a number for "x")
         raise AcmeProblem("badPublicKey", f"the JWK cannot be read: {exc}") from exc
     raise AcmeProblem("badPublicKey", f"unsupported key type {kty!r}")
 

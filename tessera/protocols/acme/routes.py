@@ -147,7 +147,7 @@ async def _signed(
 
 
 def _id(text: str, what: str) -> int:
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # isdigit alone takes "²"
         raise AcmeProblem("malformed", f"no such {what}", 404)
     return int(text)
 

@@ -234,7 +234,7 @@ def by_account(
         raise malformed("this request must be signed with the account's kid, not a jwk")
     prefix = f"{base_url(rt)}/acct/"
     tail = signed.kid[len(prefix) :] if signed.kid.startswith(prefix) else ""
-    if not tail.isdigit() or len(tail) > 18:
+    if not (tail.isascii() and tail.isdigit()) or len(tail) > 18:  # isdigit alone takes "²"
         raise AcmeProblem("accountDoesNotExist", "the kid is not an account URL of this server")
     account = repos.acme.account(int(tail))
     if account is None:
