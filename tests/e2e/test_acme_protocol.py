@@ -98,6 +98,27 @@ def test_accounts_with_every_algorithm(acme: Acme, alg: str) -> None:
     assert view["status"] == "valid" and view["contact"] == ["mailto:a@example.org"]
 
 
+def test_concurrent_new_accounts_with_one_key(env: AcmeEnv, acme: Acme) -> None:
+    """Racing registrations of one key: one creates the account (201), the others get it
+    (200 and its URL, RFC 8555 7.3.1), never a conflict."""
+    url = acme.dir["newAccount"]
+    payload = {"termsOfServiceAgreed": True}
+    bodies = [json.dumps(acme.jws(url, payload, use_jwk=True)).encode() for _ in range(4)]
+    start = threading.Barrier(len(bodies))
+
+    def register(body: bytes) -> httpx.Response:
+        with httpx.Client(verify=env.server.ssl_context(), timeout=60) as client:
+            start.wait()
+            headers = {"Content-Type": "application/jose+json"}
+            return client.post(url, content=body, headers=headers)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(register, bodies))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200, 200, 200, 201], [(a.status_code, a.text) for a in answers]
+    assert len({a.headers["location"] for a in answers}) == 1
+
+
 def test_only_return_existing(acme: Acme) -> None:
     missing = acme.post(acme.dir["newAccount"], {"onlyReturnExisting": True}, use_jwk=True)
     problem(missing, "accountDoesNotExist", 400)

@@ -66,9 +66,7 @@ class Accounts:
         thumbprint = jws.thumbprint(jwk)
         existing = self.repos.acme.account_by_thumbprint(thumbprint)
         if existing is not None:
-            if existing.status != "valid":
-                raise unauthorized(f"the account for this key is {existing.status}")
-            return existing, False
+            return _usable_existing(existing), False
         if payload.get("onlyReturnExisting") is True:
             raise AcmeProblem("accountDoesNotExist", "no account exists for this key")
         settings = self.repos.acme.settings()
@@ -92,6 +90,11 @@ class Accounts:
                 created_at=self.now,
             )
         )
+        if account is None:  # the same key, registered meanwhile by a racing request
+            existing = self.repos.acme.account_by_thumbprint(thumbprint)
+            if existing is None:
+                raise unauthorized("this key belongs to an account of another organization")
+            return _usable_existing(existing), False
         if key is not None and not self.repos.acme.bind_eab(key, account.id):
             raise unauthorized("the external account binding key was used already")
         details = {"eab_kid": key.kid if key else None, "contacts": len(contacts)}
@@ -191,3 +194,11 @@ def eab_key_or_404(repos: Repositories, key_id: int) -> AcmeEabKey:
     if key is None:
         raise NotFound(f"EAB key {key_id} not found")
     return key
+
+
+def _usable_existing(account: AcmeAccount) -> AcmeAccount:
+    """The account a new-account request's key already has (RFC 8555 7.3.1: 200 and its
+    URL), unless it was deactivated or revoked."""
+    if account.status != "valid":
+        raise unauthorized(f"the account for this key is {account.status}")
+    return account

@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, bindparam, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -151,10 +152,15 @@ class AcmeRepository:
         self._session.flush()
 
     # accounts
-    def add_account(self, account: AcmeAccount) -> AcmeAccount:
+    def add_account(self, account: AcmeAccount) -> AcmeAccount | None:
+        """None when its key has an account already: registered by a request that committed
+        after this one looked (the unique thumbprint refuses the second row)."""
         account.org_id = self._org_id
-        self._session.add(account)
-        self._session.flush()
+        try:
+            with self._session.begin_nested():
+                self._session.add(account)
+        except IntegrityError:
+            return None
         return account
 
     def account(self, account_id: int) -> AcmeAccount | None:
