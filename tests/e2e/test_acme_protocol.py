@@ -67,6 +67,19 @@ def test_directory_nonce_and_headers(env: AcmeEnv, acme: Acme) -> None:
     assert head.headers["cache-control"] == "no-store"
 
 
+def test_directory_and_new_nonce_take_post_as_get(env: AcmeEnv, account: Acme) -> None:
+    """RFC 8555 6.3: the server MUST allow POST-as-GET for these resources as well as GET."""
+    directory = account.get(account.dir["newNonce"].replace("new-nonce", "directory"))
+    assert directory.status_code == 200, directory.text
+    assert directory.json()["newOrder"] == account.dir["newOrder"]
+    nonce = account.get(account.dir["newNonce"])
+    assert nonce.status_code == 204 and nonce.headers["replay-nonce"]
+    assert nonce.headers["cache-control"] == "no-store"
+    # still a signed request: an empty payload, by an account
+    problem(account.post(account.dir["newNonce"], {}), "malformed", 400)
+    problem(account.post(account.dir["newNonce"], None, use_jwk=True), "malformed", 400)
+
+
 def test_directory_meta_follows_settings(env: AcmeEnv, acme: Acme) -> None:
     env.settings(
         terms_of_service="https://pki.example.org/tos",

@@ -154,7 +154,10 @@ def _id(text: str, what: str) -> int:
 
 @router.get("/directory")
 def directory(request: Request, session: UnitOfWork) -> JSONResponse:
-    ctx = Ctx(request, session)
+    return _directory(Ctx(request, session))
+
+
+def _directory(ctx: Ctx) -> JSONResponse:
     return _json(views.directory(ctx.urls, ctx.repos.acme.settings(), _caa_identity(ctx.rt)))
 
 
@@ -166,6 +169,32 @@ def nonce_head() -> Response:
 @router.get("/new-nonce")
 def nonce_get() -> Response:
     return Response(status_code=204)
+
+
+# RFC 8555 6.3: the directory and new-nonce take POST-as-GET as well as GET.
+@router.post("/directory")
+async def directory_post(request: Request, session: UnitOfWork) -> Response:
+    def work(ctx: Ctx, signed: jws.Jws) -> Response:
+        _post_as_get(ctx, signed)
+        return _directory(ctx)
+
+    return await _signed(request, session, "directory", work)
+
+
+@router.post("/new-nonce")
+async def nonce_post(request: Request, session: UnitOfWork) -> Response:
+    def work(ctx: Ctx, signed: jws.Jws) -> Response:
+        _post_as_get(ctx, signed)
+        return Response(status_code=204)
+
+    return await _signed(request, session, "new-nonce", work)
+
+
+def _post_as_get(ctx: Ctx, signed: jws.Jws) -> None:
+    """A POST-as-GET: signed by an account (kid), with an empty payload."""
+    by_account(ctx.repos, ctx.rt, signed)
+    if signed.payload:
+        raise malformed("a POST-as-GET request has an empty payload")
 
 
 @router.post("/new-account")
@@ -414,6 +443,8 @@ def _lane_routes() -> Routes:
     """Every POST endpoint above, by its path under /acme/ (one `[^/]+` per parameter)."""
     one = "([^/]+)"
     routes: list[tuple[str, Any]] = [
+        ("directory", directory_post),
+        ("new-nonce", nonce_post),
         ("new-account", new_account),
         (f"acct/{one}", account),
         (f"acct/{one}/orders", account_orders),
