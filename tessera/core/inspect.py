@@ -2,8 +2,10 @@
 
 from datetime import datetime
 
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from tessera.core.errors import PolicyViolation
@@ -23,6 +25,22 @@ def name_field(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None:
 
 def serial_hex(serial: int) -> str:
     return format(serial, "X")
+
+
+def public_key_sha256(cert: x509.Certificate | x509.CertificateSigningRequest) -> str:
+    """The SHA-256 of the SubjectPublicKeyInfo, hex: one key's identity across certificates
+    and requests. Re-encoded by cryptography where it knows the algorithm (an EC point may be
+    written compressed or not); as found in the certificate where it does not."""
+    try:
+        spki = cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    except UnsupportedAlgorithm:
+        tbs = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+        spki = tbs["tbs_certificate"]["subject_public_key_info"].dump()
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(spki)
+    return digest.finalize().hex()
 
 
 def fingerprint(cert: x509.Certificate, algorithm: hashes.HashAlgorithm) -> str:

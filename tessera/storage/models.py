@@ -213,6 +213,18 @@ class StatusChange(Base):
     changed_at: Mapped[datetime] = mapped_column(default=_now)
 
 
+class CompromisedKey(Base):
+    """A public key a certificate of the organization was revoked for as compromised, by the
+    SHA-256 of its SubjectPublicKeyInfo: every certificate with that key is told to renew at
+    once (ACME renewal information), and ACME and renewals certify the key no more."""
+
+    __tablename__ = "compromised_keys"
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    spki_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    certificate_id: Mapped[int] = mapped_column(Integer)  # the first one revoked for it
+    reported_at: Mapped[datetime] = mapped_column(default=_now)
+
+
 class IssuedSerial(Base):
     """A serial is claimed here before signing, so no two certificates ever share one."""
 

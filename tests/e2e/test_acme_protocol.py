@@ -2,6 +2,7 @@
 problem (never a 500, nothing half-written), and the happy paths the clients do not reach:
 key rollover, revocation by the certificate key, ARI, profiles, approval, EdDSA/RS256/ES384."""
 
+import base64
 import hashlib
 import json
 import shutil
@@ -15,10 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.e2e.acme_helpers import Acme, AcmeEnv, Key, acme_env, b64, csr_for, problem
-from tests.e2e.helpers import API, data, unique
+from tests.e2e.helpers import API, data, error, unique
 from tests.support import database
 from tests.tools import pkilint_findings
 
@@ -483,13 +485,51 @@ def test_renewal_info_and_early_renewal(env: AcmeEnv, account: Acme) -> None:
     moved = account.http.get(f"{account.dir['renewalInfo']}/{ari_id(cert)}").json()
     end = datetime.fromisoformat(moved["suggestedWindow"]["end"].replace("Z", "+00:00"))
     assert end < datetime.now(UTC)
-    # replaces: a new order naming the old certificate, once
+    # replaces: the identifier in DER only, an order sharing a name with the certificate
+    aki_part, serial_part = ari_id(cert).split(".")
+    padded = f"{aki_part}.{b64(bytes([0]) + base64.urlsafe_b64decode(serial_part + '=='))}"
+    problem(account.order(host, replaces=padded), "malformed", 400)
+    problem(account.order(name(), replaces=ari_id(cert)), "malformed", 400)
+    # a new order naming the old certificate, once
     replacing = account.order(host, replaces=ari_id(cert))
     assert replacing.status_code == 201 and replacing.json()["replaces"] == ari_id(cert)
     problem(account.order(host, replaces=ari_id(cert)), "alreadyReplaced", 409)
 
-    problem(account.http.get(f"{account.dir['renewalInfo']}/AAAA.AAAA"), "malformed", 404)
+    problem(account.http.get(f"{account.dir['renewalInfo']}/AAAA.AQ"), "malformed", 404)
+    problem(
+        account.http.get(f"{account.dir['renewalInfo']}/AAAA.AAAA"), "malformed", 400
+    )  # 0x000000
     problem(account.http.get(f"{account.dir['renewalInfo']}/not-an-id"), "malformed", 400)
+
+
+def test_a_key_revoked_as_compromised_is_renewed_everywhere_and_certified_no_more(
+    env: AcmeEnv, account: Acme
+) -> None:
+    """Two certificates share a key; one is revoked as keyCompromise. ARI tells the other to
+    renew at once, and neither ACME nor a renewal certifies that key again."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    issued = []
+    for host in (name(), name()):
+        order = account.ready_order(host)
+        done = account.post(order["finalize"], {"csr": csr_for(host, key=key)[0]}).json()
+        pem = account.get(done["certificate"]).content
+        issued.append(
+            (done["certificate"].rsplit("/", 1)[1], x509.load_pem_x509_certificates(pem)[0])
+        )
+    (revoked_id, _), (other_id, other) = issued
+    ari = f"{account.dir['renewalInfo']}/{ari_id(other)}"
+    start = account.http.get(ari).json()["suggestedWindow"]["start"]
+    assert datetime.fromisoformat(start.replace("Z", "+00:00")) > datetime.now(UTC)
+    with env.api() as api:
+        data(api.post(f"{API}/certificates/{revoked_id}/revoke", json={"reason": "keyCompromise"}))
+        end = account.http.get(ari).json()["suggestedWindow"]["end"]
+        assert datetime.fromisoformat(end.replace("Z", "+00:00")) < datetime.now(UTC)
+        refused = error(api.post(f"{API}/certificates/{other_id}/renew", json={}), 422)
+        assert "compromised" in refused
+    host = name()
+    order = account.ready_order(host)
+    refused_csr = account.post(order["finalize"], {"csr": csr_for(host, key=key)[0]})
+    assert "compromised" in problem(refused_csr, "badCSR", 400)["detail"]
 
 
 def test_profile_maps_to_validity(env: AcmeEnv, account: Acme) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from tessera.core import inspect
 from tessera.core.errors import (
     Conflict,
     InvalidInput,
@@ -18,7 +19,7 @@ from tessera.core.errors import (
     PolicyViolation,
     UnparsableInput,
 )
-from tessera.core.formats import csr_pem, load_csr, same_public_key
+from tessera.core.formats import csr_pem, load_certificate, load_csr, same_public_key
 from tessera.core.profile import CertificateRequest
 from tessera.domains import audit
 from tessera.domains.acme.accounts import acme_actor
@@ -65,7 +66,7 @@ class Orders:
         not_before, not_after = self._window(payload, self._max_days(settings, profile))
         replaces = payload.get("replaces")
         if replaces is not None:
-            self._check_replaces(account, replaces)
+            replaces = self._check_replaces(account, replaces, identifiers)
         order = self.repos.acme.add_order(
             AcmeOrder(
                 account_id=account.id,
@@ -138,8 +139,13 @@ class Orders:
                 raise malformed(f"notAfter is beyond the {max_days} days this server issues for")
         return not_before, not_after
 
-    def _check_replaces(self, account: AcmeAccount, certid: object) -> None:
-        from tessera.domains.acme.renewal import find_certificate
+    def _check_replaces(
+        self, account: AcmeAccount, certid: object, identifiers: list[Identifier]
+    ) -> str:
+        """The replaced certificate's identifier, as the renewal information writes it. RFC
+        9773 5: a certificate this account ordered, sharing a name with the new order, and
+        not replaced by another order yet."""
+        from tessera.domains.acme.renewal import certid_of, find_certificate
 
         if not isinstance(certid, str):
             raise malformed("replaces must be an ARI certificate identifier")
@@ -147,8 +153,14 @@ class Orders:
         order = self.repos.acme.order_for_certificate(cert.id)
         if order is None or order.account_id != account.id:
             raise unauthorized("replaces names a certificate this account did not order")
-        if self.repos.acme.replaced(certid) is not None:
+        if not {(i["type"], i["value"]) for i in order.identifiers} & {
+            (i.type, i.value) for i in identifiers
+        }:
+            raise malformed("the order shares no identifier with the certificate it replaces")
+        canonical = certid_of(load_certificate(cert.certificate_pem.encode()))
+        if self.repos.acme.replaced(canonical) is not None:
             raise AcmeProblem("alreadyReplaced", "an order already replaces this certificate", 409)
+        return canonical
 
     def _authorizations(self, order: AcmeOrder, identifiers: list[Identifier]) -> None:
         """One authorization per identifier and its challenges, each kind written in one
@@ -262,6 +274,8 @@ class Orders:
         check_csr_matches(csr, [identifier(i["type"], i["value"]) for i in order.identifiers])
         if same_public_key(csr.public_key(), jws.public_key(account.jwk)):
             raise AcmeProblem("badCSR", "the certificate key must not be the account key")
+        if self.repos.certificates.key_compromised(inspect.public_key_sha256(csr)):
+            raise AcmeProblem("badCSR", "this key was revoked as compromised; it is not certified")
         return csr
 
     def issue(self, order: AcmeOrder, csr: x509.CertificateSigningRequest) -> models.Certificate:

@@ -1,13 +1,17 @@
 """ACME Renewal Information (RFC 9773): the certificate identifier and the suggested window.
 
 The window normally opens at two thirds of the lifetime and lasts a sixth of it. It moves to
-the past, so a client renews at once, when the certificate is revoked, when its CA is
-disabled, or when an administrator marked it for early renewal."""
+the past, so a client renews at once, when the certificate is revoked, when its key was
+revoked as compromised with another certificate, when its CA is disabled, or when an
+administrator marked it for early renewal."""
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from cryptography import x509
+
 from tessera.core import inspect
+from tessera.core.formats import load_certificate
 from tessera.domains import audit
 from tessera.domains.actor import Actor
 from tessera.protocols.acme.jws import b64decode, b64encode
@@ -23,18 +27,28 @@ def certid(aki: bytes, serial: int) -> str:
     return f"{b64encode(aki)}.{b64encode(serial_der(serial))}"
 
 
+def certid_of(cert: x509.Certificate) -> str:
+    """The renewal identifier of a certificate issued here (which always names its CA's key)."""
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    return certid(aki.key_identifier or b"", cert.serial_number)
+
+
 def serial_der(serial: int) -> bytes:
     """The INTEGER's content octets: big-endian, with a leading zero when the top bit is set."""
     return serial.to_bytes(serial.bit_length() // 8 + 1, "big")
 
 
 def find_certificate(repos: Repositories, identifier: str) -> models.Certificate:
+    """The certificate a renewal identifier names (RFC 9773 4.1). Its serial must be in DER
+    (no leading zero octet it does not need), so that one certificate has one identifier."""
     aki_text, dot, serial_text = identifier.partition(".")
     if not dot or not aki_text or not serial_text:
         raise malformed("a renewal identifier is base64url(AKI).base64url(serial)")
     aki, serial = b64decode(aki_text, "AKI"), b64decode(serial_text, "serial")
     if not serial or serial[0] & 0x80:
         raise malformed("the serial must be a positive DER INTEGER")
+    if len(serial) > 1 and serial[0] == 0 and not serial[1] & 0x80:
+        raise malformed("the serial is not in DER: it has a leading zero octet too many")
     ca = repos.cas.by_subject_key_id(aki.hex())
     cert = (
         repos.acme.certificate_by_serial(inspect.serial_hex(int.from_bytes(serial, "big")), ca.id)
@@ -57,6 +71,9 @@ def suggested_window(repos: Repositories, cert: models.Certificate, now: datetim
     ca = repos.cas.get(cert.ca_id) if cert.ca_id else None
     if cert.status == "revoked":
         return _now_window(now, f"the certificate was revoked ({cert.revocation_reason})")
+    spki = inspect.public_key_sha256(load_certificate(cert.certificate_pem.encode()))
+    if repos.certificates.key_compromised(spki):
+        return _now_window(now, "the certificate's key was revoked as compromised elsewhere")
     if ca is None or not ca.is_active:
         return _now_window(now, "the issuing CA is no longer in service")
     if repos.acme.renewal_mark(cert.id) is not None:

@@ -167,7 +167,7 @@ class CertificateService:
             previous = self._issuance.keys.decrypt(old.encrypted_private_key)
             key = generate_private_key(parse_key_spec(*_spec_of(previous)))
             public_key = key.public_key()
-        elif old.status == "revoked" and old.revocation_reason == "keyCompromise":
+        elif self._repos.certificates.key_compromised(inspect.public_key_sha256(parsed)):
             raise PolicyViolation("the key was revoked as compromised; it is not certified again")
         days = validity_days or max((old.not_after - old.not_before).days, 1)
         request = replace(
@@ -205,6 +205,9 @@ class CertificateService:
         cert.revocation_reason, cert.revocation_comment = canonical, comment
         cert.invalidity_date = invalid_since
         self._repos.status_changes.record(cert)
+        if canonical == "keyCompromise":
+            spki = inspect.public_key_sha256(load_certificate(cert.certificate_pem.encode()))
+            self._repos.certificates.report_compromised_key(spki, cert.id)
         details = {
             "serial": cert.serial_number,
             "reason": canonical,

@@ -10,9 +10,10 @@ from sqlalchemy import (
     func,
     select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from tessera.storage.models import Certificate
+from tessera.storage.models import Certificate, CompromisedKey
 from tessera.storage.repositories.certificate_search import CertificateSearchRepository
 from tessera.storage.repositories.rows import insert_rows
 from tessera.storage.repositories.tally import TallyRepository
@@ -29,6 +30,14 @@ class CertificateFilter:
     status: str | None = None  # active | expired | revoked | expiring
     ca_id: int | None = None
     search: str | None = None
+
+
+_REPORT_KEY = {
+    postgres: (postgresql.insert if postgres else sqlite.insert)(
+        CompromisedKey
+    ).on_conflict_do_nothing(index_elements=["org_id", "spki_sha256"])
+    for postgres in (False, True)
+}
 
 
 class CertificateRepository:
@@ -132,6 +141,17 @@ class CertificateRepository:
         """The certificate with this SHA-256 fingerprint (lower-case hex, no colons)."""
         query = self._scoped().where(Certificate.fingerprint_sha256 == fingerprint_sha256.lower())
         return self._session.scalar(query.order_by(Certificate.id).limit(1))
+
+    # keys revoked as compromised (keyCompromise)
+    def report_compromised_key(self, spki_sha256: str, certificate_id: int) -> None:
+        """Idempotent: the key's first report stays (two revocations may race to report)."""
+        postgres = self._session.get_bind().dialect.name == "postgresql"
+        values = {"org_id": self._org_id, "spki_sha256": spki_sha256}
+        self._session.execute(_REPORT_KEY[postgres].values(**values, certificate_id=certificate_id))
+
+    def key_compromised(self, spki_sha256: str) -> bool:
+        key = {"org_id": self._org_id, "spki_sha256": spki_sha256}
+        return self._session.get(CompromisedKey, key) is not None
 
 
 def _status_clause(status: str, now: datetime) -> ColumnElement[bool]:
