@@ -94,6 +94,10 @@ class Authority:
             raise PolicyViolation(f"validity_days must be between 1 and {MAX_VALIDITY_DAYS}")
         not_before = self._clock().replace(microsecond=0)
         not_after = not_before + timedelta(days=days)
+        if request.not_after is not None:
+            if request.not_after <= not_before:
+                raise PolicyViolation("the requested end of validity has passed")
+            not_after = min(not_after, request.not_after.replace(microsecond=0))
         if issuer.certificate is None:
             return not_before, not_after
         parent_end = issuer.certificate.not_valid_after_utc

@@ -1,6 +1,7 @@
 """What a certificate should contain, before template and policy have had their say."""
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -46,6 +47,7 @@ class CertificateRequest:
     public_key: object
     sans: tuple[x509.GeneralName, ...] = ()
     validity_days: int | None = None
+    not_after: datetime | None = None  # an exact end within validity_days (ACME's notAfter)
     key_usage: tuple[str, ...] | None = None
     extended_key_usage: tuple[str, ...] | None = None
     is_ca: bool = False

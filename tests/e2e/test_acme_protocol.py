@@ -275,6 +275,18 @@ def test_identifier_rules(account: Acme) -> None:
     problem(account.order(name(), notBefore="0001-01-01T00:00:00+14:00"), "malformed", 400)
 
 
+def test_not_after_is_honoured_exactly_and_a_past_not_before_refused(account: Acme) -> None:
+    """RFC 8555 7.4: the certificate has what the order asked for, or the order is refused."""
+    host = name()
+    end = (datetime.now(UTC) + timedelta(days=2, hours=3)).replace(microsecond=0)
+    order = account.ready_order(host, notAfter=end.isoformat())
+    done = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
+    cert = x509.load_pem_x509_certificates(account.get(done["certificate"]).content)[0]
+    assert cert.not_valid_after_utc == end
+    past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    problem(account.order(name(), notBefore=past), "malformed", 400)
+
+
 def test_order_authorizations_and_challenges(account: Acme) -> None:
     host = name()
     created = account.order(host, f"*.{host}", "127.0.0.1")

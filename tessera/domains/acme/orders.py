@@ -128,9 +128,10 @@ class Orders:
     ) -> tuple[datetime | None, datetime | None]:
         not_before = _timestamp(payload.get("notBefore"), "notBefore")
         not_after = _timestamp(payload.get("notAfter"), "notAfter")
-        if not_before is not None and not_before > self.now + timedelta(minutes=5):
+        if not_before is not None and abs(not_before - self.now) > timedelta(minutes=5):
             raise malformed(
-                "certificates start when they are issued; a future notBefore is refused"
+                "certificates start when they are issued: a notBefore more than five minutes"
+                " from now (in the future or the past) is refused"
             )
         if not_after is not None:
             if not_after <= self.now:
@@ -291,6 +292,7 @@ class Orders:
             public_key=csr.public_key(),
             sans=tuple(_general_name(i) for i in idents),
             validity_days=self._days(order, settings),
+            not_after=order.not_after,
             requester=f"acme:account/{order.account_id}",
             origin="acme",
         )
@@ -311,9 +313,10 @@ class Orders:
         return cert
 
     def _days(self, order: AcmeOrder, settings: AcmeSettings) -> int:
+        """Whole days, rounded up to cover the asked end (which the authority then sets
+        exactly, `not_after`)."""
         days = self._max_days(settings, order.profile)
         if order.not_after is not None:
-            # The authority counts whole days from issuance; round the asked end up to one.
             days = min(days, max(1, math.ceil((order.not_after - self.now) / timedelta(days=1))))
         return days
 
