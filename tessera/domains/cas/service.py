@@ -66,6 +66,10 @@ class CAService:
     def all(self) -> Sequence[models.CertificateAuthority]:
         return self._repos.cas.all()
 
+    def tree(self) -> tuple[Sequence[models.CertificateAuthority], dict[int, int]]:
+        """Every CA, with its certificate count (as the listing gives it)."""
+        return self._repos.cas.all(), self._repos.cas.certificate_counts(None)
+
     def many(self, ids: Sequence[int]) -> Sequence[models.CertificateAuthority]:
         return self._repos.cas.many(ids)
 
