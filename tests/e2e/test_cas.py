@@ -268,6 +268,19 @@ def test_bulk_export_is_a_zip(api: httpx.Client) -> None:
     error(api.post(f"{API}/cas/bulk/export", json={"ids": []}), 422)
 
 
+def test_bulk_export_of_unknown_ids_is_404(api: httpx.Client) -> None:
+    """As the certificates' bulk export: 404 when none is found, the found ones otherwise."""
+    error(api.post(f"{API}/cas/bulk/export", json={"ids": [UNKNOWN_ID]}), 404)
+    error(api.post(f"{API}/cas/bulk/export", json={"ids": [UNKNOWN_ID, UNKNOWN_ID + 1]}), 404)
+    known = create_root(api, unique("Known Zip Root"))
+    response = api.post(f"{API}/cas/bulk/export", json={"ids": [UNKNOWN_ID, known["id"]]})
+    assert response.status_code == 200, response.text
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        assert [cert_of(archive.read(n)) for n in archive.namelist()] == [
+            cert_of(data(api.get(f"{API}/cas/{known['id']}"))["pem"])
+        ]
+
+
 def test_ca_certificates_with_status_filter(api: httpx.Client) -> None:
     root = create_root(api, unique("Filter Root"))
     other = create_root(api, unique("Other Root"))
