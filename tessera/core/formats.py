@@ -494,6 +494,9 @@ def pkcs12_bundle(
 ) -> bytes:
     if not password:
         raise InvalidInput("a password is required for PKCS#12 export")
+    # Checked here, for every caller: the serializer's own refusal is a bare ValueError.
+    if key is not None and not same_public_key(cert.public_key(), key.public_key()):
+        raise InvalidInput("the private key does not belong to the certificate")
     # AES-256 with PBKDF2 and SHA-256 MAC: readable by OpenSSL 1.1+ and 3.x.
     encryption = (
         serialization.PrivateFormat.PKCS12.encryption_builder()

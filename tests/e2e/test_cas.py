@@ -88,6 +88,24 @@ def test_list_entries_carry_the_seed_fields(api: httpx.Client) -> None:
     assert listed["serial_number"].startswith("0x")
 
 
+def flatten(nodes: list[dict]) -> list[dict]:
+    return [n for node in nodes for n in [node, *flatten(node["children"])]]
+
+
+def test_tree_nodes_carry_the_list_counts(api: httpx.Client) -> None:
+    root = create_root(api, unique("Tree Root"))
+    inter = create_intermediate(api, root["id"], unique("Tree Issuing"))
+    issue(api, root["id"], "tree-root.example.com")
+    for index in range(2):
+        issue(api, inter["id"], f"tree-{index}.example.com")
+    nodes = {n["id"]: n for n in flatten(data(api.get(f"{API}/cas/tree")))}
+    assert nodes[root["id"]]["certificates_count"] == 1
+    assert nodes[inter["id"]]["certificates_count"] == 2
+    assert [c["id"] for c in nodes[root["id"]]["children"]] == [inter["id"]]
+    listed = {ca["id"]: ca["certificates_count"] for ca in all_cas(api)}
+    assert {i: n["certificates_count"] for i, n in nodes.items()} == listed
+
+
 def test_get_details(api: httpx.Client, workdir: Path) -> None:
     root = create_root(api, unique("Details Root"), "EC", 384)
     inter = create_intermediate(api, root["id"], unique("Details Issuing"), path_length=0)
@@ -248,6 +266,19 @@ def test_bulk_export_is_a_zip(api: httpx.Client) -> None:
             serials.add("0x" + shown.stdout.decode().strip().split("=", 1)[1].lstrip("0"))
     assert serials == {ca["serial_number"] for ca in chosen}
     error(api.post(f"{API}/cas/bulk/export", json={"ids": []}), 422)
+
+
+def test_bulk_export_of_unknown_ids_is_404(api: httpx.Client) -> None:
+    """As the certificates' bulk export: 404 when none is found, the found ones otherwise."""
+    error(api.post(f"{API}/cas/bulk/export", json={"ids": [UNKNOWN_ID]}), 404)
+    error(api.post(f"{API}/cas/bulk/export", json={"ids": [UNKNOWN_ID, UNKNOWN_ID + 1]}), 404)
+    known = create_root(api, unique("Known Zip Root"))
+    response = api.post(f"{API}/cas/bulk/export", json={"ids": [UNKNOWN_ID, known["id"]]})
+    assert response.status_code == 200, response.text
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        assert [cert_of(archive.read(n)) for n in archive.namelist()] == [
+            cert_of(data(api.get(f"{API}/cas/{known['id']}"))["pem"])
+        ]
 
 
 def test_ca_certificates_with_status_filter(api: httpx.Client) -> None:

@@ -1,13 +1,16 @@
 """Certificates through /api/v2/certificates: filters, renewal, revocation, deletion,
 statistics and exports, each read back by openssl."""
 
+import sqlite3
 import time
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests.e2e.helpers import (
@@ -27,14 +30,15 @@ from tests.tools import openssl, openssl_csr, openssl_verify, pem_blocks
 
 UNKNOWN_ID = 987_654_321
 
-# (spelling sent, canonical RFC 5280 name stored and shown)
+# (spelling sent, name shown): the canonical RFC 5280 name, except caCompromise, which the
+# native API spells as the seed does (the stored value and CRLs keep cACompromise).
 REVOCATION_SPELLINGS = [
     ("unspecified", "unspecified"),
     ("keyCompromise", "keyCompromise"),
     ("key_compromise", "keyCompromise"),
-    ("caCompromise", "cACompromise"),
-    ("cACompromise", "cACompromise"),
-    ("ca_compromise", "cACompromise"),
+    ("caCompromise", "caCompromise"),
+    ("cACompromise", "caCompromise"),
+    ("ca_compromise", "caCompromise"),
     ("affiliationChanged", "affiliationChanged"),
     ("affiliation_changed", "affiliationChanged"),
     ("superseded", "superseded"),
@@ -425,6 +429,43 @@ def test_revoke_reason_spellings(
     assert shown["status"] == "revoked" and shown["revocation_reason"] == canonical
     assert shown["revocation_comment"] == f"because {spelling}"
     assert cert["id"] in ids(listing(api, status="revoked", per_page=100))
+
+
+def test_ca_compromise_is_shown_as_the_seed_spells_it(
+    server: Server, api: httpx.Client, issuing: dict[str, Any]
+) -> None:
+    """Only the native API's rendering changes: the stored reason and the CRL entry are
+    RFC 5280's cACompromise."""
+    cert = issue(api, issuing["inter"]["id"], "ca-compromise.example.com")
+    body = {"reason": "caCompromise"}
+    revoked = data(api.post(f"{API}/certificates/{cert['id']}/revoke", json=body))
+    assert revoked["revocation_reason"] == "caCompromise"
+    assert details(api, cert["id"])["revocation_reason"] == "caCompromise"
+    listed = listing(api, status="revoked", per_page=100)["data"]
+    assert next(c for c in listed if c["id"] == cert["id"])["revocation_reason"] == "caCompromise"
+    stored = stored_reason(server, cert["id"])
+    assert stored == "cACompromise"
+    data(api.post(f"{API}/crl/{issuing['inter']['id']}/regenerate"))
+    crl_pem = data(api.get(f"{API}/crl/{issuing['inter']['id']}"))["crl_pem"]
+    crl = x509.load_pem_x509_crl(crl_pem.encode())
+    entry = crl.get_revoked_certificate_by_serial_number(int(cert["serial_number"], 16))
+    assert entry is not None
+    reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    assert reason is x509.ReasonFlags.ca_compromise
+
+
+def stored_reason(server: Server, cert_id: int) -> str:
+    sql = "SELECT revocation_reason FROM certificates WHERE id = ?"
+    if server.database_url:
+        import psycopg
+
+        with psycopg.connect(server.database_url) as conn:
+            row = conn.execute(sql.replace("?", "%s"), (cert_id,)).fetchone()
+    else:
+        with closing(sqlite3.connect(server.data_dir / "tessera.db", timeout=30)) as conn:
+            row = conn.execute(sql, (cert_id,)).fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 def test_revoke_defaults_and_refusals(api: httpx.Client, issuing: dict[str, Any]) -> None:

@@ -145,18 +145,23 @@ def tampered(csr: Path) -> tuple[bytes, str]:
 
 
 def test_each_upload_form_stores_the_request(api: httpx.Client, workdir: Path) -> None:
-    csrs = [new_csr(workdir, f"form{i}.example.com") for i in range(5)]
+    csrs = [new_csr(workdir, f"form{i}.example.com") for i in range(7)]
     pems = [c.read_text() for c in csrs]
     der = x509.load_pem_x509_csr(csrs[4].read_bytes()).public_bytes(DER)
+    der6 = x509.load_pem_x509_csr(csrs[6].read_bytes()).public_bytes(DER)
     forms: list[tuple[str, dict[str, Any]]] = [
         ("", {"json": {"csr": pems[0], "name": "Form JSON"}}),
         ("/upload", {"json": {"pem": pems[1], "name": "Form Pem"}}),
         ("/import", {"files": {"file": ("r.csr", pems[2])}, "data": {"name": "Form Multipart"}}),
         ("/import", {"json": {"pem_content": pems[3], "name": "Form Import"}}),
         ("/import", {"files": {"file": ("r.der", der, "application/pkcs10")}}),
+        # The seed's "Upload CSR (Multipart)": a `file` part and an optional `name`.
+        ("/upload", {"files": {"file": ("r.csr", pems[5])}, "data": {"name": "Form Upload"}}),
+        ("/upload", {"files": {"file": ("r.der", der6, "application/pkcs10")}}),
     ]
     made = [data(api.post(f"{CSRS}{path}", **kwargs), 201) for path, kwargs in forms]
     names = ["Form JSON", "Form Pem", "Form Multipart", "Form Import", "form4.example.com"]
+    names += ["Form Upload", "form6.example.com"]
     for index, (row, csr, name) in enumerate(zip(made, csrs, names, strict=True)):
         assert row["name"] == name and row["status"] == "pending"
         assert row["common_name"] == f"form{index}.example.com"
@@ -398,6 +403,7 @@ def upload_each_way(api: httpx.Client, content: bytes) -> list[httpx.Response]:
         api.post(f"{CSRS}/upload", json={"pem": text}),
         api.post(f"{CSRS}/import", json={"pem_content": text}),
         api.post(f"{CSRS}/import", files={"file": ("r.csr", content, "application/pkcs10")}),
+        api.post(f"{CSRS}/upload", files={"file": ("r.csr", content, "application/pkcs10")}),
     ]
 
 
@@ -429,6 +435,9 @@ def test_garbage_and_truncated_are_400(api: httpx.Client, workdir: Path) -> None
                 assert "certificate signing request" in error(response, 400)
     error(api.post(f"{CSRS}/import", files={"file": ("empty.csr", b"", "text/plain")}), 400)
     assert "pem_content" in error(api.post(f"{CSRS}/import", json={"name": "x"}), 400)
+    assert "pem" in error(api.post(f"{CSRS}/upload", json={"name": "x"}), 400)
+    no_file = api.post(f"{CSRS}/upload", files={"other": ("r.csr", pem)}, data={"name": "x"})
+    assert "'file' part" in error(no_file, 400)
     assert "csr" in error(api.post(CSRS, json={"name": "no csr"}), 422)
     error(api.post(CSRS, content=b'{"csr": ', headers={"content-type": "application/json"}), 400)
     assert csr_total(api) == before

@@ -3,11 +3,13 @@ against a real server. The module's server is shared, so counters are checked as
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.e2e.acme_helpers import Acme, AcmeEnv
 from tests.e2e.helpers import API, create_root, data, error, issue, unique
 from tests.support import Server
 
@@ -210,7 +212,7 @@ def test_dashboard_numbers_follow_issuance_and_revocation(
     overview = data(api.get(f"{API}/stats/overview"))
     assert overview["total_certs"] - overview_before["total_certs"] == 3
     assert overview["total_cas"] - overview_before["total_cas"] == 1
-    assert overview["acme_accounts"] == 0
+    assert overview["acme_accounts"] == overview_before["acme_accounts"]
     assert overview["total_certs"] == after["total_certificates"]
 
     trend_after = today_trend(api)
@@ -227,6 +229,30 @@ def test_overview_counts_active_users(api: httpx.Client) -> None:
         body = {"username": f"{role}-{token}", "password": "pw-" + token, "role": role}
         data(api.post(f"{API}/users", json=body), 201)
     assert data(api.get(f"{API}/stats/overview"))["active_users"] == before + 2
+
+
+def acme_account(server: Server, work: Path) -> Acme:
+    """A new ACME account, made by the ACME tests' raw client (registering needs neither
+    their DNS server nor challenge ports, so those are left out)."""
+    env = AcmeEnv(server, None, 0, 0, {}, work)  # type: ignore[arg-type]
+    client = Acme(env)
+    assert client.register().status_code == 201
+    return client
+
+
+def test_overview_counts_acme_accounts(server: Server, api: httpx.Client, workdir: Path) -> None:
+    """Every account of the organization counts, deactivated ones too, as in the ACME stats'
+    total_accounts."""
+    before = data(api.get(f"{API}/stats/overview"))["acme_accounts"]
+    assert before == data(api.get(f"{API}/acme/stats"))["total_accounts"]
+    accounts = [acme_account(server, workdir) for _ in range(2)]
+    gone = accounts[1].post(accounts[1].kid or "", {"status": "deactivated"})
+    assert gone.json()["status"] == "deactivated"
+    for client in accounts:
+        client.close()
+    overview = data(api.get(f"{API}/stats/overview"))
+    assert overview["acme_accounts"] == before + 2
+    assert overview["acme_accounts"] == data(api.get(f"{API}/acme/stats"))["total_accounts"]
 
 
 def test_expiring_certificates(api: httpx.Client, root: dict[str, Any]) -> None:

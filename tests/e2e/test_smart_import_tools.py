@@ -367,6 +367,57 @@ def test_convert_between_formats_read_by_openssl(
     error(api.post(f"{API}/tools/convert", json={"pem": leaf.pem, "input_type": "pkcs12"}), 400)
 
 
+def p12_parts(workdir: Path, p12: dict[str, Any], password: str) -> tuple[str, str, bytes]:
+    """The end-entity certificate, the CA certificates and the key of a PKCS#12, by openssl."""
+    path = workdir / f"{unique('read')}.p12"
+    path.write_bytes(base64.b64decode(p12["content_base64"]))
+    common = ["pkcs12", "-in", str(path), "-passin", f"pass:{password}", "-nodes"]
+    leaf, cas, key = (
+        openssl(*common, *only)
+        for only in (["-clcerts", "-nokeys"], ["-cacerts", "-nokeys"], ["-nocerts"])
+    )
+    assert leaf.returncode == cas.returncode == key.returncode == 0, key.stderr.decode()
+    (workdir / "p12-key.pem").write_bytes(key.stdout)
+    public = openssl("pkey", "-in", str(workdir / "p12-key.pem"), "-pubout").stdout
+    return leaf.stdout.decode(), cas.stdout.decode(), public
+
+
+def test_convert_pairs_the_key_with_its_certificate(
+    api: httpx.Client, workdir: Path, pki: dict[str, Any]
+) -> None:
+    root, leaf = pki["root"], pki["leaf"]
+    leaf_public = openssl("pkey", "-in", str(leaf.key_path), "-pubout").stdout
+    # The CA certificate first, then the leaf, then the leaf's key: the key's certificate is
+    # the bundle's own certificate, whatever its place; the others become its chain.
+    for body in (
+        {"pem": root.pem + leaf.pem + leaf.key_pem},
+        {"pem": root.pem + leaf.pem, "private_key": leaf.key_pem},
+        {"pem": leaf.pem, "chain": root.pem, "private_key": leaf.key_pem},
+    ):
+        p12 = convert(api, **body, output_format="pkcs12", password="pw")
+        assert p12["contents"] == {"certificates": 2, "private_keys": 1, "csrs": 0}
+        own, chain, public = p12_parts(workdir, p12, "pw")
+        assert [cert_of(b) for b in pem_blocks(own)] == [cert_of(leaf.pem)]
+        assert [cert_of(b) for b in pem_blocks(chain)] == [cert_of(root.pem)]
+        assert public == leaf_public
+
+
+def test_convert_refuses_a_key_of_no_given_certificate(
+    api: httpx.Client, workdir: Path, pki: dict[str, Any]
+) -> None:
+    root, leaf = pki["root"], pki["leaf"]
+    path = f"{API}/tools/convert"
+    stranger = pki["csr_key"]
+    for body in (
+        {"pem": leaf.pem, "private_key": root.key_pem},
+        {"pem": leaf.pem, "private_key": stranger},
+        {"pem": root.pem + leaf.pem + stranger},
+        {"pem": leaf.pem, "chain": root.pem, "private_key": stranger},
+    ):
+        refused = api.post(path, json={**body, "output_format": "pkcs12", "password": "x"})
+        assert "does not belong" in error(refused, 400)
+
+
 def server_chain_fingerprints(server: Server) -> list[str]:
     return [
         cert_of(b).fingerprint(hashes.SHA256()).hex(":").upper()

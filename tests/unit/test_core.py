@@ -8,6 +8,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tessera.core.authority import AuditEvent, Authority, Issuer, random_serial
 from tessera.core.errors import InvalidInput, PolicyViolation
+from tessera.core.formats import pkcs12_bundle
 from tessera.core.keys import KeySpec, generate_private_key, parse_key_spec
 from tessera.core.keystore import KeyDecryptionError, KeyEncryptor
 from tessera.core.names import SubjectFields, parse_san
@@ -284,3 +285,13 @@ def test_check_template_uses_the_core_vocabularies() -> None:
             check_template(template)
     with pytest.raises(PolicyViolation, match="2048"):
         check_template(Template("weak", key_algorithm="RSA", key_size=1024))
+
+
+def test_pkcs12_refuses_a_key_of_another_certificate() -> None:
+    """A typed refusal, not the serializer's bare ValueError (which the API shows as a 500)."""
+    root = make_root(Authority(clock=lambda: NOW))
+    assert root.certificate is not None
+    stranger = generate_private_key(KeySpec("EC", 256))
+    with pytest.raises(InvalidInput, match="does not belong"):
+        pkcs12_bundle("root", root.certificate, stranger, [], "pw")
+    assert pkcs12_bundle("root", root.certificate, root.key, [], "pw")

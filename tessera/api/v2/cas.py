@@ -40,8 +40,8 @@ def list_cas(
 
 @router.get("/tree")
 def tree(request: Request, session: UnitOfWork, actor: Reader) -> JSONResponse:
-    rows = _service(request, session, actor).all()
-    nodes = {r.id: {**views.ca_view(r), "children": []} for r in rows}
+    rows, counts = _service(request, session, actor).tree()
+    nodes = {r.id: {**views.ca_view(r, counts.get(r.id, 0)), "children": []} for r in rows}
     roots: list[dict[str, object]] = []
     for row in rows:
         parent = nodes.get(row.parent_id) if row.parent_id else None

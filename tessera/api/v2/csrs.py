@@ -17,7 +17,6 @@ from tessera.api.v2.schemas import (
     IdList,
     SignCSR,
     UploadCSR,
-    UploadCSRPem,
 )
 from tessera.api.v2.uploads import read_upload
 from tessera.domains.actor import Actor
@@ -70,10 +69,15 @@ def upload_csr(
 
 
 @router.post("/upload", status_code=201)
-def upload_pem(
-    request: Request, body: UploadCSRPem, session: UnitOfWork, actor: Writer
-) -> JSONResponse:
-    row = _service(request, session, actor).upload(body.pem.encode(), body.name, "upload")
+async def upload_pem(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
+    """The seed's "Upload CSR (Multipart)": a `file` part (and `name`), or JSON `pem`."""
+    upload = await read_upload(request, ("pem",))
+    row = await run_in_threadpool(
+        _service(request, session, actor).upload,
+        upload.content,
+        upload.fields.get("name"),
+        "upload",
+    )
     return _uploaded(row, "CSR uploaded successfully")
 
 

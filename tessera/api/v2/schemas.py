@@ -145,11 +145,6 @@ class UploadCSR(Strict):
     name: str | None = Field(None, max_length=200)
 
 
-class UploadCSRPem(Strict):
-    pem: str = Field(min_length=1, max_length=MAX_CSR_TEXT)
-    name: str | None = Field(None, max_length=200)
-
-
 class SignCSR(Strict):
     ca_id: RowId
     validity_days: int | None = Field(None, ge=1, le=36500)

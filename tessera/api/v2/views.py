@@ -13,6 +13,17 @@ def serial(hex_serial: str) -> str:
     return f"0x{hex_serial}"
 
 
+# The seed (UCM) spells one reason differently from RFC 5280, which the core stores and CRLs and
+# OCSP carry: it lists unspecified, keyCompromise, caCompromise, affiliationChanged, superseded
+# and cessationOfOperation. The reasons it does not list (aACompromise among them) keep the
+# RFC 5280 name: the seed has no spelling of its own for them.
+SEED_REASONS = {"cACompromise": "caCompromise"}
+
+
+def revocation_reason(reason: str | None) -> str | None:
+    return SEED_REASONS.get(reason, reason) if reason else reason
+
+
 def ca_view(ca: models.CertificateAuthority, certificates_count: int = 0) -> dict[str, Any]:
     return {
         "id": ca.id,
@@ -75,7 +86,7 @@ def certificate_view(cert: models.Certificate, now: datetime) -> dict[str, Any]:
         "key_size": cert.key_size,
         "private_key_available": cert.encrypted_private_key is not None,
         "revoked_at": iso(cert.revoked_at),
-        "revocation_reason": cert.revocation_reason,
+        "revocation_reason": revocation_reason(cert.revocation_reason),
         "invalidity_date": iso(cert.invalidity_date),
         "source": cert.origin,
         "created_by": cert.created_by,

@@ -1,7 +1,5 @@
 """Certificate authorities: create (root and intermediate), browse, update, delete, import."""
 
-import io
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,7 +19,7 @@ from tessera.core.keys import PrivateKey, generate_private_key, parse_key_spec
 from tessera.core.names import SubjectFields
 from tessera.core.profile import CertificateRequest
 from tessera.domains import audit, bulk
-from tessera.domains.exports import PEM, Exported, export, safe_name
+from tessera.domains.exports import PEM, Exported, export, safe_name, zipped
 from tessera.domains.issuance import Issuance, ca_row
 from tessera.storage import models
 
@@ -65,6 +63,10 @@ class CAService:
 
     def all(self) -> Sequence[models.CertificateAuthority]:
         return self._repos.cas.all()
+
+    def tree(self) -> tuple[Sequence[models.CertificateAuthority], dict[int, int]]:
+        """Every CA, with its certificate count (as the listing gives it)."""
+        return self._repos.cas.all(), self._repos.cas.certificate_counts(None)
 
     def many(self, ids: Sequence[int]) -> Sequence[models.CertificateAuthority]:
         return self._repos.cas.many(ids)
@@ -146,15 +148,16 @@ class CAService:
 
     def export_many(self, ids: Sequence[int] | None) -> Exported:
         """All CAs as one PEM bundle, or the chosen ones as a ZIP of single files."""
-        rows = self.all() if ids is None else self.many(ids)
         if ids is None:
-            bundle = "".join(r.certificate_pem for r in rows).encode()
+            bundle = "".join(r.certificate_pem for r in self.all()).encode()
             return Exported(bundle, PEM, "cas.pem")
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for row in rows:
-                archive.writestr(f"{row.id}-{safe_name(row.name, 'ca')}.pem", row.certificate_pem)
-        return Exported(buffer.getvalue(), "application/zip", "cas.zip")
+        rows = self.many(ids)
+        if not rows:  # as the certificates' bulk export: unknown ids are no empty archive
+            raise NotFound("none of the CAs was found")
+        files = [
+            (f"{r.id}-{safe_name(r.name, 'ca')}.pem", r.certificate_pem.encode()) for r in rows
+        ]
+        return zipped(files, "cas.zip")
 
     def import_ca(
         self, data: bytes, password: str | None, name: str | None, import_key: bool = True

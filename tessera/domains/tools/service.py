@@ -27,6 +27,7 @@ from tessera.core.formats import (
     pkcs12_bundle,
     public_key_der,
     read_objects,
+    same_public_key,
     secret,
 )
 from tessera.core.keys import PrivateKey
@@ -283,14 +284,30 @@ def _write(request: Conversion, parts: _Parts) -> tuple[bytes, str, str]:
         password = request.pkcs12_password or request.password
         if not password:
             raise InvalidInput("a password (pkcs12_password) is required for PKCS#12 output")
-        key = parts.keys[0] if parts.keys else None
-        data = pkcs12_bundle("certificate", certs[0], key, certs[1:], password)
+        cert, key, chain = _pkcs12_parts(certs, parts.keys)
+        data = pkcs12_bundle("certificate", cert, key, chain, password)
         return data, "certificate.p12", "application/x-pkcs12"
     if not certs:
         raise InvalidInput("at least one certificate is required for PKCS#7")
     der = fmt == "pkcs7-der"
     name = "certificates.p7c" if der else "certificates.p7b"
     return pkcs7_bundle(certs, der=der), name, "application/x-pkcs7-certificates"
+
+
+def _pkcs12_parts(
+    certs: list[x509.Certificate], keys: list[PrivateKey]
+) -> tuple[x509.Certificate, PrivateKey | None, list[x509.Certificate]]:
+    """The certificate the key belongs to, the key, and the other certificates as its chain.
+    The certificate is found by public key, not by place: a bundle may well list the CA
+    before the leaf. A PKCS#12 holds one key: the first one given (the input's before
+    `private_key`)."""
+    if not keys:
+        return certs[0], None, certs[1:]
+    key = keys[0]
+    for index, cert in enumerate(certs):
+        if same_public_key(cert.public_key(), key.public_key()):
+            return cert, key, certs[:index] + certs[index + 1 :]
+    raise InvalidInput("the private key does not belong to any of the certificates given")
 
 
 def _single_der(parts: _Parts) -> tuple[bytes, str, str]:

@@ -16,6 +16,7 @@ from tessera.storage.models import (
     CertificateRequestRow,
     User,
 )
+from tessera.storage.models_acme import AcmeAccount
 from tessera.storage.repositories.certificates import REVOKED, valid_between
 
 
@@ -35,13 +36,17 @@ class DashboardRepository:
         cas, total_csrs, pending = self._session.execute(query).one()
         return {"total_cas": cas, "total_csrs": total_csrs, "pending_csrs": pending}
 
-    def cas_and_active_users(self) -> tuple[int, int]:
+    def overview_counts(self) -> tuple[int, int, int]:
+        """CAs, ACME accounts and active users in one round trip. ACME accounts of every
+        status count (deactivated and revoked ones too), as `total_accounts` in the ACME
+        statistics does."""
         query = select(
             self._count(CertificateAuthority, CertificateAuthority.org_id == self._org_id),
+            self._count(AcmeAccount, AcmeAccount.org_id == self._org_id),
             self._count(User, User.org_id == self._org_id, User.active.is_(True)),
         )
-        cas, users = self._session.execute(query).one()
-        return cas, users
+        cas, acme_accounts, users = self._session.execute(query).one()
+        return cas, acme_accounts, users
 
     def _count(self, model: type[Base], *where: ColumnElement[bool]) -> ColumnElement[int]:
         return select(func.count()).select_from(model).where(*where).scalar_subquery()
