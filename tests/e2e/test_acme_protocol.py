@@ -304,6 +304,10 @@ def test_order_authorizations_and_challenges(account: Acme) -> None:
     assert kinds[("127.0.0.1", False)] == ["http-01", "tls-alpn-01"]
     listed = account.get(account.kid + "/orders").json()["orders"]
     assert created.headers["location"] in listed
+    # an invalid order is not listed (RFC 8555 7.1.2.1)
+    account.post(order["authorizations"][0], {"status": "deactivated"})
+    assert account.get(created.headers["location"]).json()["status"] == "invalid"
+    assert created.headers["location"] not in account.get(account.kid + "/orders").json()["orders"]
 
 
 def test_challenges_answered_at_once_are_validated_once(env: AcmeEnv, account: Acme) -> None:
@@ -432,11 +436,16 @@ def test_account_update_key_change_and_deactivation(env: AcmeEnv, account: Acme)
         account.post(account.dir["newOrder"], {"identifiers": []}), "badSignatureAlgorithm", 400
     )
     account.key = new_key
-    assert account.order(name()).status_code == 201
+    pending = account.order(name())
+    assert pending.status_code == 201
+    order_id = pending.headers["location"].rsplit("/", 1)[1]
 
     gone = account.post(account.kid or "", {"status": "deactivated"})
     assert gone.json()["status"] == "deactivated"
     problem(account.order(name()), "unauthorized", 403)
+    # what the account had under way stops (RFC 8555 7.3.6)
+    with env.api() as api:
+        assert data(api.get(f"{API}/acme/orders/{order_id}"))["status"] == "invalid"
 
 
 def test_revocation_by_certificate_key_and_reasons(env: AcmeEnv, account: Acme) -> None:

@@ -123,6 +123,7 @@ class Accounts:
     def update(self, account: AcmeAccount, payload: dict[str, Any]) -> AcmeAccount:
         if payload.get("status") == "deactivated":
             account.status = "deactivated"
+            self.repos.acme.cancel_pending(account.id)
             self._audit("acme.account.deactivate", account.id, {})
             return account
         if "status" in payload and payload["status"] != account.status:

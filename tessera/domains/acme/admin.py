@@ -162,6 +162,7 @@ class AcmeAdmin:
         if row.status != "valid":
             raise Conflict(f"ACME account {account_id} is {row.status} already")
         row.status = "deactivated"
+        self.repos.acme.cancel_pending(row.id)
         audit.record(
             self.repos.audit,
             self.actor,

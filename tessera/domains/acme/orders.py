@@ -321,11 +321,12 @@ class Orders:
         return days
 
     def refresh(self, order: AcmeOrder) -> AcmeOrder:
-        """Derive the order's status from its authorizations (RFC 8555 7.1.6)."""
+        """Derive the order's status from its authorizations (RFC 8555 7.1.6). An order
+        that expired before it was finalized is invalid, ready or not."""
+        if order.status in ("pending", "ready") and order.expires_at <= self.now:
+            order.status = "invalid"
+            return order
         if order.status == "pending":
-            if order.expires_at <= self.now:
-                order.status = "invalid"
-                return order
             statuses = {a.status for a in self.repos.acme.order_authorizations(order.id)}
             if statuses == {"valid"}:
                 order.status = "ready"

@@ -234,13 +234,44 @@ class AcmeRepository:
         return self._session.scalar(_ORDER_FOR_CERTIFICATE, params)
 
     def account_order_ids(self, account_id: int, limit: int) -> Sequence[int]:
+        """The account's orders but the invalid ones (RFC 8555 7.1.2.1), newest first."""
         query = (
             select(AcmeOrder.id)
-            .where(AcmeOrder.org_id == self._org_id, AcmeOrder.account_id == account_id)
+            .where(
+                AcmeOrder.org_id == self._org_id,
+                AcmeOrder.account_id == account_id,
+                AcmeOrder.status != "invalid",
+            )
             .order_by(AcmeOrder.id.desc())
             .limit(limit)
         )
         return self._session.scalars(query).all()
+
+    def cancel_pending(self, account_id: int) -> None:
+        """What a deactivated account had under way stops (RFC 8555 7.3.6): its orders not
+        yet issued become invalid, an approval it waits for included, and its pending
+        authorizations are deactivated."""
+        self._session.execute(
+            update(AcmeOrder)
+            .where(
+                AcmeOrder.org_id == self._org_id,
+                AcmeOrder.account_id == account_id,
+                AcmeOrder.status.in_(("pending", "ready", "processing")),
+                AcmeOrder.certificate_id.is_(None),
+            )
+            .values(status="invalid", awaiting_approval=False)
+            .execution_options(synchronize_session=False)
+        )
+        self._session.execute(
+            update(AcmeAuthorization)
+            .where(
+                AcmeAuthorization.org_id == self._org_id,
+                AcmeAuthorization.account_id == account_id,
+                AcmeAuthorization.status == "pending",
+            )
+            .values(status="deactivated")
+            .execution_options(synchronize_session=False)
+        )
 
     def orders(
         self, page: int, per_page: int, status: str | None, account_id: int | None
