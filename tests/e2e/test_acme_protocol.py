@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.e2e.acme_helpers import Acme, AcmeEnv, Key, acme_env, b64, csr_for, problem
-from tests.e2e.helpers import API, data, error, unique
+from tests.e2e.helpers import API, create_root, data, error, unique
 from tests.support import database
 from tests.tools import pkilint_findings
 
@@ -609,6 +609,12 @@ def test_approval_and_management(env: AcmeEnv, account: Acme) -> None:
         proxy = api.post(f"{API}/acme/proxy/register", json={"email": "a@b.c", "agree_tos": True})
         assert proxy.status_code == 501 and "ACME client" in proxy.json()["message"]
         assert api.patch(f"{API}/acme/settings", json={"issuing_ca_id": 999999}).status_code == 400
+        # the issuing CA cannot be deleted from under the settings (its id could be reused)
+        spare = create_root(api, unique("ACME Spare"))
+        data(api.patch(f"{API}/acme/settings", json={"issuing_ca_id": spare["id"]}))
+        assert "ACME" in error(api.delete(f"{API}/cas/{spare['id']}"), 409)
+        data(api.patch(f"{API}/acme/settings", json={"issuing_ca_id": env.ca["id"]}))
+        assert api.delete(f"{API}/cas/{spare['id']}").status_code == 204
         assert api.patch(f"{API}/acme/settings", json={"bogus": 1}).status_code == 422
     problem(account.order(name()), "unauthorized", 403)
     with httpx.Client(base_url=env.server.url, verify=env.server.ssl_context()) as anonymous:

@@ -119,6 +119,9 @@ class CAService:
             raise Conflict(f"CA {ca.id} has issued {issued} certificates; delete them first")
         if ca.internal:
             raise Conflict("the internal CA that signs the server's own certificate is kept")
+        if self._repos.acme.settings().issuing_ca_id == ca.id:
+            # The setting holds a bare id: SQLite may give it to the next CA created.
+            raise Conflict(f"CA {ca.id} issues for ACME; choose another in the ACME settings first")
         self._repos.cas.delete(ca)
         audit.record(
             self._repos.audit, self._actor, "ca.delete", "ca", ca.id, {"subject": ca.subject}
