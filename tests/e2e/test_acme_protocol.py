@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.e2e.acme_helpers import Acme, AcmeEnv, Key, acme_env, b64, csr_for, problem
-from tests.e2e.helpers import API, create_root, data, error, unique
+from tests.e2e.helpers import API, create_intermediate, create_root, data, error, unique
 from tests.support import database
 from tests.tools import pkilint_findings
 
@@ -551,6 +551,30 @@ def test_a_key_revoked_as_compromised_is_renewed_everywhere_and_certified_no_mor
     order = account.ready_order(host)
     refused_csr = account.post(order["finalize"], {"csr": csr_for(host, key=key)[0]})
     assert "compromised" in problem(refused_csr, "badCSR", 400)["detail"]
+
+
+def test_a_disabled_ca_above_the_issuer_moves_the_renewal_window(
+    env: AcmeEnv, account: Acme
+) -> None:
+    with env.api() as api:
+        root = create_root(api, unique("ARI Root"))
+        inter = create_intermediate(api, root["id"], unique("ARI Issuing"))
+        data(api.patch(f"{API}/acme/settings", json={"issuing_ca_id": inter["id"]}))
+    try:
+        host = name()
+        order = account.ready_order(host)
+        done = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
+        cert = x509.load_pem_x509_certificates(account.get(done["certificate"]).content)[0]
+        ari = f"{account.dir['renewalInfo']}/{ari_id(cert)}"
+        start = account.http.get(ari).json()["suggestedWindow"]["start"]
+        assert datetime.fromisoformat(start.replace("Z", "+00:00")) > datetime.now(UTC)
+        with env.api() as api:
+            data(api.patch(f"{API}/cas/{root['id']}", json={"is_active": False}))
+        end = account.http.get(ari).json()["suggestedWindow"]["end"]
+        assert datetime.fromisoformat(end.replace("Z", "+00:00")) < datetime.now(UTC)
+    finally:
+        with env.api() as api:
+            data(api.patch(f"{API}/acme/settings", json={"issuing_ca_id": env.ca["id"]}))
 
 
 def test_profile_maps_to_validity(env: AcmeEnv, account: Acme) -> None:

@@ -74,13 +74,27 @@ def suggested_window(repos: Repositories, cert: models.Certificate, now: datetim
     spki = inspect.public_key_sha256(load_certificate(cert.certificate_pem.encode()))
     if repos.certificates.key_compromised(spki):
         return _now_window(now, "the certificate's key was revoked as compromised elsewhere")
-    if ca is None or not ca.is_active:
-        return _now_window(now, "the issuing CA is no longer in service")
+    if not _chain_in_service(repos, ca):
+        return _now_window(now, "the issuing CA, or one above it, is no longer in service")
     if repos.acme.renewal_mark(cert.id) is not None:
         return _now_window(now, "an administrator asked for early renewal")
     lifetime = cert.not_after - cert.not_before
     start = cert.not_before + lifetime * 2 / 3
     return Window(start, start + lifetime / 6, None)
+
+
+def _chain_in_service(repos: Repositories, ca: models.CertificateAuthority | None) -> bool:
+    """The CA and every CA above it here are enabled (an administrator disables a CA whose
+    key is compromised; everything below it must renew)."""
+    seen: set[int] = set()
+    while ca is not None and ca.id not in seen:
+        if not ca.is_active:
+            return False
+        seen.add(ca.id)
+        if ca.parent_id is None:
+            return True
+        ca = repos.cas.get(ca.parent_id)
+    return ca is not None
 
 
 def _now_window(now: datetime, reason: str) -> Window:
