@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from tessera.domains.scep.types import BAD_ALG, BAD_CERT_ID, BAD_MESSAGE_CHECK
 
-# asn1crypto raises these on malformed or unexpected input; cryptography adds
-# UnsupportedAlgorithm for a certificate whose key type it does not know.
+# asn1crypto raises these on malformed or unexpected input; cryptography adds exceptions of
+# its own that are no ValueError: UnsupportedAlgorithm for a key type it does not know, and
+# for a certificate in the SignedData an unknown version or a malformed extension.
 ASN1_ERRORS = (
     ValueError,
     TypeError,
@@ -33,6 +34,9 @@ ASN1_ERRORS = (
     AttributeError,
     OverflowError,
     UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
 )
 
 
