@@ -1,32 +1,43 @@
 """SCEP against a real `tessera serve`: what a request may get depends on who sends it.
+- The answer must be encryptable to the signer before anything is issued or queued.
 - Malformed requests that cryptography refuses in its own ways still get a CertRep
   FAILURE (or a 400), never a 500.
 
 The small SCEP client is the one of test_scep_protocol.py; what it cannot do (sign with an
 EC key, write a CSR that no library would) is built here with asn1crypto."""
 
+import os
+import uuid
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from asn1crypto import cms as asn1_cms
 from asn1crypto import core
 from asn1crypto import csr as asn1_csr
 from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
 
+from tessera.protocols.scep import cms, messages
 from tests.e2e.helpers import data, unique
 from tests.e2e.test_scep_protocol import (
     BAD_REQUEST,
     FAILURE,
+    SUCCESS,
     Scep,
     Sent,
+    attribute,
     ca_certificates,
     csr_der,
+    issued_named,
     new_client,
     pki_message,
+    profile,
     read_reply,
     rsa_ca,
     scep_requests,
@@ -54,6 +65,96 @@ def scep(server: Server) -> Iterator[Scep]:
 # --- building what the protocol module's client does not --------------------------------
 
 
+def named_csr(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+    cn: str,
+    dns_names: Sequence[str] = (),
+    challenge: str | None = None,
+) -> bytes:
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    )
+    if dns_names:
+        sans = x509.SubjectAlternativeName([x509.DNSName(name) for name in dns_names])
+        builder = builder.add_extension(sans, critical=False)
+    if challenge is not None:
+        builder = builder.add_attribute(
+            x509.oid.AttributeOID.CHALLENGE_PASSWORD, challenge.encode()
+        )
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def ec_client(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def ec_signed(
+    key: ec.EllipticCurvePrivateKey, cert: x509.Certificate, ra: x509.Certificate, payload: bytes
+) -> Sent:
+    """A PKCSReq signed with ECDSA (the server's own `cms.sign` signs with RSA only)."""
+    transaction, nonce = uuid.uuid4().hex, os.urandom(16)
+    enveloped = cms.encrypt_enveloped(payload, ra, "aes128_cbc")
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(enveloped)
+    cert_der = cert.public_bytes(serialization.Encoding.DER)
+    parsed_cert = asn1_x509.Certificate.load(cert_der)
+    signer_info = asn1_cms.SignerInfo(
+        {
+            "version": "v1",
+            "sid": asn1_cms.SignerIdentifier(
+                name="issuer_and_serial_number",
+                value={"issuer": parsed_cert.issuer, "serial_number": parsed_cert.serial_number},
+            ),
+            "digest_algorithm": {"algorithm": "sha256"},
+            "signed_attrs": [
+                attribute("content_type", asn1_cms.ContentType("data")),
+                attribute("message_digest", core.OctetString(digest.finalize())),
+                attribute(messages.OID_MESSAGE_TYPE, core.PrintableString("19")),
+                attribute(messages.OID_TRANSACTION_ID, core.PrintableString(transaction)),
+                attribute(messages.OID_SENDER_NONCE, core.OctetString(nonce)),
+            ],
+            "signature_algorithm": {"algorithm": "sha256_ecdsa"},
+            "signature": b"",
+        }
+    )
+    to_sign = b"\x31" + signer_info["signed_attrs"].dump()[1:]
+    signer_info["signature"] = key.sign(to_sign, ec.ECDSA(hashes.SHA256()))
+    signed = asn1_cms.SignedData(
+        {
+            "version": "v1",
+            "digest_algorithms": [{"algorithm": "sha256"}],
+            "encap_content_info": {"content_type": "data", "content": enveloped},
+            "certificates": [parsed_cert],
+            "signer_infos": [signer_info],
+        }
+    )
+    der = asn1_cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
+    return Sent(der, transaction, nonce)
+
+
+def status_of(response: httpx.Response) -> tuple[object, object]:
+    """pkiStatus and failInfo of a CertRep we cannot decrypt (it was for an EC signer)."""
+    signed = cms.load_signed(response.content)
+    found = [signed.attribute(oid) for oid in (messages.OID_PKI_STATUS, messages.OID_FAIL_INFO)]
+    status, fail_info = (
+        None if value is None else cms.parsed_value(value, core.PrintableString) for value in found
+    )
+    return status, fail_info
+
+
 def raw_csr(key: rsa.RSAPrivateKey, spki: bytes, attributes: Sequence[bytes]) -> bytes:
     """A CSR written byte by byte: any public key info, the attributes in the order given
     (not DER's), signed with `key`."""
@@ -78,6 +179,40 @@ def raw_csr(key: rsa.RSAPrivateKey, spki: bytes, attributes: Sequence[bytes]) ->
 def raw_attribute(oid: str, values: Sequence[core.Asn1Value]) -> bytes:
     encoded = core.SetOf(contents=b"".join(v.dump() for v in values)).dump()
     return core.Sequence(contents=core.ObjectIdentifier(oid).dump() + encoded).dump()
+
+
+# --- an answer we cannot encrypt is refused before anything is written -------------------
+
+
+def test_a_signer_without_an_rsa_key_is_refused_first(scep: Scep, api: httpx.Client) -> None:
+    """The CertRep is encrypted to the signer's certificate with RSA key transport: an EC
+    signer gets FAILURE badAlg with no certificate issued, no request queued and its dynamic
+    challenge still usable."""
+    ca_id = rsa_ca(api, unique("SCEP EC Signer Root"))
+    dynamic = profile(api, scep, ca_id=ca_id, challenge_type="dynamic", auto_approve=True)
+    _, dynamic_ra = split(ca_certificates(scep.http, dynamic))
+    challenge = data(api.get(f"{API}/scep/challenge/{ca_id}"))["challenge"]
+    queued = profile(api, scep, auto_approve=False)
+    _, queued_ra = split(ca_certificates(scep.http, queued))
+    open_queue = profile(api, scep, auto_approve=False, queue_without_challenge=True)
+    _, open_ra = split(ca_certificates(scep.http, open_queue))
+    before = scep_requests(api)
+    cn = unique("ec-signer")
+    key, cert = ec_client(cn)
+    for path, ra, password in [
+        (dynamic, dynamic_ra, challenge),
+        (queued, queued_ra, scep.challenge),
+        (open_queue, open_ra, None),
+    ]:
+        sent = ec_signed(key, cert, ra, named_csr(key, cn, challenge=password))
+        response = scep.post(sent, path)
+        assert response.status_code == 200, response.text
+        assert status_of(response) == (FAILURE, BAD_ALG), path
+    assert issued_named(api, cn) == []
+    assert scep_requests(api) == before
+    rsa_device = new_client()
+    sent = pki_message(rsa_device, dynamic_ra, csr_der(rsa_device, unique("after-ec"), challenge))
+    assert read_reply(scep.post(sent, dynamic), rsa_device, dynamic_ra).status == SUCCESS
 
 
 # --- malformed input that cryptography refuses in its own ways ---------------------------

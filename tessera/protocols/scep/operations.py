@@ -241,6 +241,9 @@ def _process(
     try:
         signer = cms.signer_certificate(message.signed)
         cms.verify(message.signed, signer)
+        # A SUCCESS is encrypted to the signer: refuse what we could not answer now, before
+        # a certificate is issued, a challenge spent or a request queued.
+        cms.recipient_key(signer)
         if not message.signed.content:
             raise cms.CmsError(BAD_MESSAGE_CHECK, "the pkiMessage carries no envelope")
         opened, responder = _open(context, message.signed.content, responder)
