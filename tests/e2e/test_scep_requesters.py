@@ -1,4 +1,6 @@
 """SCEP against a real `tessera serve`: what a request may get depends on who sends it.
+- A RenewalReq renews only a good certificate of the profile's CA, for the same subject
+  and names.
 - The answer must be encryptable to the signer before anything is issued or queued.
 - Malformed requests that cryptography refuses in its own ways still get a CertRep
   FAILURE (or a 400), never a 500.
@@ -26,9 +28,12 @@ from cryptography.x509.oid import NameOID
 from tessera.protocols.scep import cms, messages
 from tests.e2e.helpers import data, unique
 from tests.e2e.test_scep_protocol import (
+    BAD_CERT_ID,
     BAD_REQUEST,
     FAILURE,
+    RENEWAL_REQ,
     SUCCESS,
+    Client,
     Scep,
     Sent,
     attribute,
@@ -82,6 +87,16 @@ def named_csr(
             x509.oid.AttributeOID.CHALLENGE_PASSWORD, challenge.encode()
         )
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def issued_by_api(api: httpx.Client, ca_id: int, client: Client, cn: str) -> Client:
+    """A certificate for `client`'s key issued through the native API (not SCEP)."""
+    csr = x509.load_der_x509_csr(named_csr(client.key, cn))
+    pem = csr.public_bytes(serialization.Encoding.PEM).decode()
+    row = data(api.post(f"{API}/certificates", json={"ca_id": ca_id, "csr": pem}), 201)
+    exported = api.get(f"{API}/certificates/{row['id']}/export", params={"format": "pem"})
+    assert exported.status_code == 200, exported.text
+    return Client(client.key, x509.load_pem_x509_certificates(exported.content)[0])
 
 
 def ec_client(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
@@ -179,6 +194,71 @@ def raw_csr(key: rsa.RSAPrivateKey, spki: bytes, attributes: Sequence[bytes]) ->
 def raw_attribute(oid: str, values: Sequence[core.Asn1Value]) -> bytes:
     encoded = core.SetOf(contents=b"".join(v.dump() for v in values)).dump()
     return core.Sequence(contents=core.ObjectIdentifier(oid).dump() + encoded).dump()
+
+
+# --- a renewal renews the signer's own certificate, from this profile's CA ---------------
+
+
+def test_renewal_keeps_the_signers_subject_and_names(scep: Scep, api: httpx.Client) -> None:
+    """A RenewalReq is signed with the certificate it renews: the new certificate has the
+    same subject and names. Neither a new subject nor an added or dropped name, even on a
+    profile that approves nothing by itself."""
+    device = new_client()
+    cn = unique("device-a")
+    names = [f"{cn}.corp.example", f"alt.{cn}.corp.example"]
+    _, enrolled = scep.enroll(device, named_csr(device.key, cn, names, scep.challenge))
+    assert enrolled.status == SUCCESS, enrolled
+    holder = Client(device.key, enrolled.certificates[0])
+    queued = profile(api, scep, auto_approve=False)
+    _, queued_ra = split(ca_certificates(scep.http, queued))
+    admin = unique("admin")
+    for subject, dns in [
+        (admin, [f"{admin}.corp.example", "*.corp.example"]),  # someone else entirely
+        (cn, [*names, "*.corp.example"]),  # a name added
+        (cn, names[:1]),  # a name dropped
+        (f"{cn}-2", names),  # another subject
+    ]:
+        sent = pki_message(holder, queued_ra, named_csr(device.key, subject, dns), RENEWAL_REQ)
+        reply = read_reply(scep.post(sent, queued), holder, queued_ra)
+        assert (reply.status, reply.fail_info) == (FAILURE, BAD_REQUEST), (subject, dns)
+    assert issued_named(api, admin) == []
+    assert len(issued_named(api, cn)) == 1
+    # The same subject and names, in another order, with a new key: renewed.
+    fresh = new_client()
+    csr = named_csr(fresh.key, cn, list(reversed(names)))
+    sent = pki_message(holder, scep.ra, csr, RENEWAL_REQ)
+    renewed = read_reply(scep.post(sent), holder, scep.ra)
+    assert renewed.status == SUCCESS, renewed
+    (cert,) = renewed.certificates
+    assert cert.subject == holder.cert.subject and cert.issuer == scep.ca.subject
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(sans.get_values_for_type(x509.DNSName)) == set(names)
+
+
+def test_renewal_only_of_a_certificate_of_this_profiles_ca(scep: Scep, api: httpx.Client) -> None:
+    """A certificate of another CA of the organization does not renew here; during a
+    rollover, one of the next CA (announced by GetNextCACert) does, from the current CA."""
+    other_ca = rsa_ca(api, unique("SCEP Root B"))
+    cn = unique("from-root-b")
+    foreign = issued_by_api(api, other_ca, new_client(), cn)
+    csr = csr_der(foreign, cn, None)
+    _, refused = scep.enroll(foreign, csr, kind=RENEWAL_REQ)
+    assert (refused.status, refused.fail_info) == (FAILURE, BAD_CERT_ID)
+    assert len(issued_named(api, cn)) == 1  # only the API's own
+    rollover = profile(api, scep, next_ca_id=other_ca, auto_approve=True)
+    _, ra = split(ca_certificates(scep.http, rollover))
+    sent = pki_message(foreign, ra, csr, RENEWAL_REQ)
+    renewed = read_reply(scep.post(sent, rollover), foreign, ra)
+    assert renewed.status == SUCCESS, renewed
+    assert renewed.certificates[0].issuer == scep.ca.subject  # issued by the current CA
+
+
+def test_a_renewal_by_an_api_certificate_of_the_same_ca(scep: Scep, api: httpx.Client) -> None:
+    """What matters is the issuing CA, not the front end that issued it."""
+    cn = unique("api-issued")
+    holder = issued_by_api(api, scep.ca_id, new_client(), cn)
+    _, renewed = scep.enroll(holder, csr_der(holder, cn, None), kind=RENEWAL_REQ)
+    assert renewed.status == SUCCESS, renewed
 
 
 # --- an answer we cannot encrypt is refused before anything is written -------------------
