@@ -4,6 +4,7 @@
 - The answer must be encryptable to the signer before anything is issued or queued.
 - Malformed requests that cryptography refuses in its own ways still get a CertRep
   FAILURE (or a 400), never a 500.
+- A poll or a re-sent PKCSReq reaches only the requester's own transaction.
 
 The small SCEP client is the one of test_scep_protocol.py; what it cannot do (sign with an
 EC key, write a CSR that no library would) is built here with asn1crypto."""
@@ -12,6 +13,7 @@ import os
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -30,7 +32,9 @@ from tests.e2e.helpers import data, unique
 from tests.e2e.test_scep_protocol import (
     BAD_CERT_ID,
     BAD_REQUEST,
+    CERT_POLL,
     FAILURE,
+    PENDING,
     RENEWAL_REQ,
     SUCCESS,
     Client,
@@ -40,6 +44,7 @@ from tests.e2e.test_scep_protocol import (
     ca_certificates,
     csr_der,
     issued_named,
+    issuer_and_subject,
     new_client,
     pki_message,
     profile,
@@ -352,3 +357,60 @@ def test_a_signer_certificate_of_an_unknown_version_is_400(scep: Scep) -> None:
     bad = sent.der.replace(version, bytes.fromhex("a003020109"))
     response = scep.post(Sent(bad, sent.transaction_id, sent.nonce))
     assert response.status_code == 400, response.text
+
+
+# --- polls and re-sent requests reach only the requester's own transaction ---------------
+
+
+def test_a_reused_transaction_id_takes_nobody_elses_outcome(scep: Scep, api: httpx.Client) -> None:
+    path = profile(api, scep, auto_approve=False, queue_without_challenge=True)
+    _, ra = split(ca_certificates(scep.http, path))
+    victim, attacker = new_client(), new_client()
+    cn = unique("victim")
+    sent = pki_message(victim, ra, csr_der(victim, cn, scep.challenge))
+    assert read_reply(scep.post(sent, path), victim, ra).status == PENDING
+    txid = sent.transaction_id
+    # Another key under the same transactionID, even with the same subject: refused.
+    for subject in (cn, unique("attacker")):
+        hijack = pki_message(attacker, ra, csr_der(attacker, subject, None), transaction_id=txid)
+        reply = read_reply(scep.post(hijack, path), attacker, ra)
+        assert (reply.status, reply.fail_info) == (FAILURE, BAD_REQUEST)
+    mine = transaction_rows(api, txid)
+    assert [r["common_name"] for r in mine] == [cn]
+    # The same key may start a second request under it, for another subject.
+    second_cn = unique("victim-second")
+    second = pki_message(
+        victim, ra, csr_der(victim, second_cn, scep.challenge), transaction_id=txid
+    )
+    assert read_reply(scep.post(second, path), victim, ra).status == PENDING
+    rows = {r["common_name"]: r for r in transaction_rows(api, txid)}
+    assert set(rows) == {cn, second_cn}
+    data(api.post(f"{API}/scep/{rows[cn]['id']}/approve"))
+    data(api.post(f"{API}/scep/{rows[second_cn]['id']}/reject", json={"reason": "no"}))
+
+    def poll(client: Client, subject: str) -> Any:
+        payload = issuer_and_subject(scep.ca.subject, subject)
+        sent = pki_message(client, ra, payload, kind=CERT_POLL, transaction_id=txid)
+        return read_reply(scep.post(sent, path), client, ra)
+
+    polled = poll(victim, cn)
+    assert polled.status == SUCCESS and polled.certificates[0].subject.rfc4514_string() == (
+        f"CN={cn}"
+    )
+    assert (poll(victim, second_cn).status, poll(victim, second_cn).fail_info) == (
+        FAILURE,
+        BAD_REQUEST,
+    )
+    unknown = poll(victim, unique("nobody"))
+    assert (unknown.status, unknown.fail_info) == (FAILURE, BAD_CERT_ID)
+    # Re-sending the PKCSReq (how scepclient polls) gets the same certificate, no new row.
+    again = pki_message(victim, ra, csr_der(victim, cn, scep.challenge), transaction_id=txid)
+    resent = read_reply(scep.post(again, path), victim, ra)
+    assert resent.status == SUCCESS
+    assert resent.certificates[0].serial_number == polled.certificates[0].serial_number
+    assert len(transaction_rows(api, txid)) == 2
+
+
+def transaction_rows(api: httpx.Client, transaction_id: str) -> list[dict[str, Any]]:
+    rows = data(api.get(f"{API}/scep/requests", params={"per_page": 100}))
+    return [r for r in rows if r["transaction_id"] == transaction_id]

@@ -15,6 +15,7 @@ import hashlib
 from collections.abc import Callable
 
 from asn1crypto import csr as asn1_csr
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -108,3 +109,14 @@ def sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
     except x509.ExtensionNotFound:
         return []
     return list(ext.value)
+
+
+def asks_for(csr_der: bytes, subject_der: bytes) -> bool:
+    """Whether the CSR asks for the subject `subject_der` names (a CertPoll's), compared as
+    RFC 5280 section 7.1 compares names: a client may encode its name differently when it
+    polls. A name that cannot be read matches nothing."""
+    try:
+        info = asn1_csr.CertificationRequest.load(csr_der)["certification_request_info"]
+        return bool(info["subject"] == asn1_x509.Name.load(subject_der))
+    except ASN1_ERRORS:
+        return False

@@ -66,18 +66,18 @@ class EnrollmentService:
 
     # Protocol operations
     def enroll(self, profile: ProfileSettings, envelope: Envelope) -> Reply:
-        """PKCSReq and RenewalReq. A repeat of a transaction we already know (same
-        transactionID and key) is answered from its state, as a poll would be. Raises
+        """PKCSReq and RenewalReq. A PKCSReq sent again (same transactionID, subject and
+        key) is answered from its request's state, as a poll would be. Raises
         `EnrollmentRefused`: roll back, then `refuse`."""
         try:
             csr = read_csr(envelope.payload)
         except TesseraError as exc:
             raise EnrollmentRefused(BAD_REQUEST, f"bad CSR: {exc.message}") from exc
         key_digest = scep_csr.key_digest(csr)
-        known = self._repos.scep.latest_request(profile.id, envelope.transaction_id)
-        if _repeats(known, envelope, key_digest):
-            assert known is not None
-            return self._answer(known)
+        if envelope.message_type == PKCS_REQ:
+            resent = self._resent(profile, envelope, _subject_text(csr), key_digest)
+            if resent is not None:
+                return self._answer(resent)
         try:
             reply, row = self._enroll(profile, envelope, csr, key_digest)
         except TesseraError as exc:
@@ -113,7 +113,7 @@ class EnrollmentService:
             transaction_id=envelope.transaction_id,
             message_type=envelope.message_type,
             status=ISSUED if approved else PENDING,
-            subject=csr.subject.rfc4514_string()[:2000],
+            subject=_subject_text(csr),
             common_name=common_name(csr.subject)[:200],
             key_digest=key_digest,
             csr_pem=_armored(envelope.payload),
@@ -136,11 +136,33 @@ class EnrollmentService:
             return Reply.pending(), row
         return Reply.success([load_certificate(issued.certificate_pem.encode())]), row
 
-    def poll(self, profile: ProfileSettings, envelope: Envelope) -> Reply:
-        known = self._repos.scep.latest_request(profile.id, envelope.transaction_id)
-        if known is None:
-            return Reply.failure(BAD_CERT_ID, "no request with this transactionID")
-        return self._answer(known)
+    def _resent(
+        self, profile: ProfileSettings, envelope: Envelope, subject: str, key_digest: str
+    ) -> ScepRequest | None:
+        """The PKCSReq this one repeats (a client retrying, or polling by re-sending, as
+        scepclient does): same transactionID, subject and key. RFC 8894 section 3.3.3 ties
+        a transaction to its requester, and clients derive the transactionID from their key:
+        a PKCSReq under a transactionID that another key already holds is refused, so that
+        it never takes (nor shadows) that request's outcome. The same key may ask for
+        another subject under it: a new request, told apart by its subject."""
+        known = self._repos.scep.transaction_requests(profile.id, envelope.transaction_id)
+        wanted = (PKCS_REQ, key_digest, subject)
+        for row in known:
+            if (row.message_type, row.key_digest, row.subject) == wanted:
+                return row
+        if any(row.key_digest != key_digest for row in known):
+            text = "this transactionID belongs to another requester's request"
+            raise EnrollmentRefused(BAD_REQUEST, text)
+        return None
+
+    def poll(self, profile: ProfileSettings, envelope: Envelope, subject_der: bytes) -> Reply:
+        """CertPoll names its request by transactionID and the subject it asked for (RFC
+        8894 section 3.3.3): a request under the same transactionID for another subject is
+        someone else's, and answers as unknown."""
+        for row in self._repos.scep.transaction_requests(profile.id, envelope.transaction_id):
+            if scep_csr.asks_for(pem.unarmor(row.csr_pem.encode())[2], subject_der):
+                return self._answer(row)
+        return Reply.failure(BAD_CERT_ID, "no request with this transactionID and subject")
 
     def get_cert(self, profile: ProfileSettings, issuer_der: bytes, serial: int) -> Reply:
         cert = self._by_serial(profile, issuer_der, serial)
@@ -341,15 +363,9 @@ class EnrollmentService:
         audit.record(self._repos.audit, self._actor, action, "scep_request", row.id, details)
 
 
-def _repeats(known: ScepRequest | None, envelope: Envelope, key_digest: str) -> bool:
-    """A PKCSReq sent again (a client retrying, or polling by re-sending, as some do) for a
-    request we know. A RenewalReq is always new: each renews the certificate that signs it."""
-    return (
-        known is not None
-        and envelope.message_type == PKCS_REQ
-        and known.message_type == PKCS_REQ
-        and known.key_digest == key_digest
-    )
+def _subject_text(csr: x509.CertificateSigningRequest) -> str:
+    """The subject as stored with the request, and as a re-sent request is matched."""
+    return csr.subject.rfc4514_string()[:2000]
 
 
 def _ca_id(profile: ProfileSettings) -> int:

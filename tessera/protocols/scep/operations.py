@@ -305,8 +305,8 @@ def _dispatch(context: _Context, kind: MessageType, envelope: Envelope) -> Reply
             context.repos.session.rollback()
             return service.refuse(profile, envelope, refused)
     if kind is MessageType.CERT_POLL:
-        issuer_and_subject(envelope.payload)
-        return service.poll(profile, envelope)
+        _issuer, subject = issuer_and_subject(envelope.payload)
+        return service.poll(profile, envelope, subject)
     wanted = issuer_and_serial(envelope.payload)
     if kind is MessageType.GET_CERT:
         return service.get_cert(profile, wanted.issuer, wanted.serial)
