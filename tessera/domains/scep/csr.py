@@ -5,22 +5,36 @@ they were added (challengePassword, then extensionRequest) rather than DER's sor
 and `cryptography` refuses such a request. We accept it the way a BER reader would: the
 signature is checked over the bytes as received, and only then is the request re-encoded in
 DER order so that its names and key can be read. Everything else goes through the same
-checks as any CSR (`core.formats.load_csr`).
+checks as any CSR (`core.formats.load_csr`), and the attributes, which cryptography decodes
+only when first asked, are read here too: whatever the request, what is wrong with it is an
+`UnparsableInput` or a `PolicyViolation` (a CertRep FAILURE), never an exception of
+cryptography's own reaching the HTTP layer.
 """
 
 import hashlib
 from collections.abc import Callable
 
 from asn1crypto import csr as asn1_csr
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from tessera.core.errors import PolicyViolation, UnparsableInput
 from tessera.core.formats import load_csr
 
-ASN1_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
+# asn1crypto raises the built-in errors on malformed input; cryptography raises
+# UnsupportedAlgorithm (no ValueError) for a public key of an algorithm it does not know.
+ASN1_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    UnsupportedAlgorithm,
+)
 HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "sha1": hashes.SHA1,
     "sha224": hashes.SHA224,
@@ -33,9 +47,15 @@ HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
 def read_csr(der: bytes) -> x509.CertificateSigningRequest:
     """A CSR whose self-signature verifies; raises UnparsableInput or PolicyViolation."""
     try:
-        return load_csr(der)
+        csr = load_csr(der)
     except UnparsableInput:
-        pass
+        csr = _read_unsorted(der)
+    _read_attributes(csr)
+    return csr
+
+
+def _read_unsorted(der: bytes) -> x509.CertificateSigningRequest:
+    """A CSR whose attributes are not in DER order: verified as received, then re-encoded."""
     try:
         parsed = asn1_csr.CertificationRequest.load(der, strict=True)
         info = parsed["certification_request_info"]
@@ -49,6 +69,16 @@ def read_csr(der: bytes) -> x509.CertificateSigningRequest:
     except ASN1_ERRORS as exc:
         raise UnparsableInput(f"not a certificate signing request: {exc}") from exc
     return load_csr(reordered, verify=False)
+
+
+def _read_attributes(csr: x509.CertificateSigningRequest) -> None:
+    """Decode the attributes now (the challenge is read from them later): cryptography
+    refuses a multi-valued one with a ValueError at first access."""
+    try:
+        for attribute in csr.attributes:
+            attribute.value  # noqa: B018
+    except ASN1_ERRORS as exc:
+        raise UnparsableInput(f"the CSR's attributes cannot be decoded: {exc}") from exc
 
 
 def _verify(key: object, signature: bytes, data: bytes, algo: str, hash_name: str) -> None:
@@ -79,3 +109,14 @@ def sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
     except x509.ExtensionNotFound:
         return []
     return list(ext.value)
+
+
+def asks_for(csr_der: bytes, subject_der: bytes) -> bool:
+    """Whether the CSR asks for the subject `subject_der` names (a CertPoll's), compared as
+    RFC 5280 section 7.1 compares names: a client may encode its name differently when it
+    polls. A name that cannot be read matches nothing."""
+    try:
+        info = asn1_csr.CertificationRequest.load(csr_der)["certification_request_info"]
+        return bool(info["subject"] == asn1_x509.Name.load(subject_der))
+    except ASN1_ERRORS:
+        return False

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives import hashes
 from tessera.core.errors import Conflict, InvalidInput, NotFound, TesseraError
 from tessera.core.formats import is_issued_by, load_certificate
 from tessera.core.inspect import common_name, serial_hex
-from tessera.core.profile import CertificateRequest
+from tessera.core.profile import CertificateRequest, fill_subject
 from tessera.domains import audit
-from tessera.domains.issuance import Issuance
+from tessera.domains.issuance import Issuance, core_template
 from tessera.domains.scep import csr as scep_csr
 from tessera.domains.scep.challenges import MISSING, VALID, ChallengeService
 from tessera.domains.scep.csr import read_csr
@@ -66,18 +66,18 @@ class EnrollmentService:
 
     # Protocol operations
     def enroll(self, profile: ProfileSettings, envelope: Envelope) -> Reply:
-        """PKCSReq and RenewalReq. A repeat of a transaction we already know (same
-        transactionID and key) is answered from its state, as a poll would be. Raises
+        """PKCSReq and RenewalReq. A PKCSReq sent again (same transactionID, subject and
+        key) is answered from its request's state, as a poll would be. Raises
         `EnrollmentRefused`: roll back, then `refuse`."""
         try:
             csr = read_csr(envelope.payload)
         except TesseraError as exc:
             raise EnrollmentRefused(BAD_REQUEST, f"bad CSR: {exc.message}") from exc
         key_digest = scep_csr.key_digest(csr)
-        known = self._repos.scep.latest_request(profile.id, envelope.transaction_id)
-        if _repeats(known, envelope, key_digest):
-            assert known is not None
-            return self._answer(known)
+        if envelope.message_type == PKCS_REQ:
+            resent = self._resent(profile, envelope, _subject_text(csr), key_digest)
+            if resent is not None:
+                return self._answer(resent)
         try:
             reply, row = self._enroll(profile, envelope, csr, key_digest)
         except TesseraError as exc:
@@ -94,10 +94,12 @@ class EnrollmentService:
         key_digest: str,
     ) -> tuple[Reply, ScepRequest | None]:
         if envelope.message_type == RENEWAL_REQ:
-            failure = self._renewal_refusal(envelope.signer)
+            failure = self._renewal_refusal(profile, envelope.signer, csr)
             if failure is not None:
                 return failure, None
-            challenge, approved = RENEWAL, True  # authenticated by the existing certificate
+            # Authenticated by the certificate it renews, for that certificate's names only:
+            # what was approved once is not queued again.
+            challenge, approved = RENEWAL, True
         else:
             challenge = self._challenges().check(
                 _ca_id(profile), profile.challenge_type, _challenge_password(csr)
@@ -111,7 +113,7 @@ class EnrollmentService:
             transaction_id=envelope.transaction_id,
             message_type=envelope.message_type,
             status=ISSUED if approved else PENDING,
-            subject=csr.subject.rfc4514_string()[:2000],
+            subject=_subject_text(csr),
             common_name=common_name(csr.subject)[:200],
             key_digest=key_digest,
             csr_pem=_armored(envelope.payload),
@@ -134,11 +136,33 @@ class EnrollmentService:
             return Reply.pending(), row
         return Reply.success([load_certificate(issued.certificate_pem.encode())]), row
 
-    def poll(self, profile: ProfileSettings, envelope: Envelope) -> Reply:
-        known = self._repos.scep.latest_request(profile.id, envelope.transaction_id)
-        if known is None:
-            return Reply.failure(BAD_CERT_ID, "no request with this transactionID")
-        return self._answer(known)
+    def _resent(
+        self, profile: ProfileSettings, envelope: Envelope, subject: str, key_digest: str
+    ) -> ScepRequest | None:
+        """The PKCSReq this one repeats (a client retrying, or polling by re-sending, as
+        scepclient does): same transactionID, subject and key. RFC 8894 section 3.3.3 ties
+        a transaction to its requester, and clients derive the transactionID from their key:
+        a PKCSReq under a transactionID that another key already holds is refused, so that
+        it never takes (nor shadows) that request's outcome. The same key may ask for
+        another subject under it: a new request, told apart by its subject."""
+        known = self._repos.scep.transaction_requests(profile.id, envelope.transaction_id)
+        wanted = (PKCS_REQ, key_digest, subject)
+        for row in known:
+            if (row.message_type, row.key_digest, row.subject) == wanted:
+                return row
+        if any(row.key_digest != key_digest for row in known):
+            text = "this transactionID belongs to another requester's request"
+            raise EnrollmentRefused(BAD_REQUEST, text)
+        return None
+
+    def poll(self, profile: ProfileSettings, envelope: Envelope, subject_der: bytes) -> Reply:
+        """CertPoll names its request by transactionID and the subject it asked for (RFC
+        8894 section 3.3.3): a request under the same transactionID for another subject is
+        someone else's, and answers as unknown."""
+        for row in self._repos.scep.transaction_requests(profile.id, envelope.transaction_id):
+            if scep_csr.asks_for(pem.unarmor(row.csr_pem.encode())[2], subject_der):
+                return self._answer(row)
+        return Reply.failure(BAD_CERT_ID, "no request with this transactionID and subject")
 
     def get_cert(self, profile: ProfileSettings, issuer_der: bytes, serial: int) -> Reply:
         cert = self._by_serial(profile, issuer_der, serial)
@@ -231,18 +255,60 @@ class EnrollmentService:
         assert given is not None  # checked VALID
         return self._challenges().spend(_ca_id(profile), profile.challenge_type, given)
 
-    def _renewal_refusal(self, signer: x509.Certificate) -> Reply | None:
-        """A renewal is signed with a certificate we issued that is still good."""
+    def _renewal_refusal(
+        self,
+        profile: ProfileSettings,
+        signer: x509.Certificate,
+        csr: x509.CertificateSigningRequest,
+    ) -> Reply | None:
+        """A RenewalReq renews the certificate that signs it (RFC 8894 section 3.3.1.2): one
+        this profile's CA issued (or, during a rollover, the next CA that GetNextCACert
+        announces for it), still good, and the new certificate keeps its subject and names.
+        Any other CA of the organization may issue for other purposes and other names."""
         fingerprint = signer.fingerprint(hashes.SHA256()).hex()
         row = self._repos.certificates.by_fingerprint(fingerprint)
-        ca = self._repos.cas.get(row.ca_id) if row is not None and row.ca_id else None
+        ca = self._profile_ca(profile, row.ca_id if row is not None else None)
         if row is None or ca is None or not is_issued_by(signer, _ca_cert(ca)):
-            return Reply.failure(BAD_CERT_ID, "the renewal is not signed by a certificate of ours")
+            return Reply.failure(
+                BAD_CERT_ID, "the renewal is not signed by a certificate of this profile's CA"
+            )
         if row.status != "active":
             return Reply.failure(BAD_CERT_ID, "the certificate being renewed is revoked")
-        if row.not_after <= self._now:
-            return Reply.failure(BAD_CERT_ID, "the certificate being renewed has expired")
+        if not row.not_before <= self._now < row.not_after:
+            return Reply.failure(BAD_CERT_ID, "the certificate being renewed is not valid now")
+        if not self._same_names(profile, signer, csr):
+            text = "a renewal keeps the subject and names of the certificate it renews"
+            return Reply.failure(BAD_REQUEST, text)
         return None
+
+    def _profile_ca(
+        self, profile: ProfileSettings, ca_id: int | None
+    ) -> models.CertificateAuthority | None:
+        if ca_id is None or ca_id not in (profile.ca_id, profile.next_ca_id):
+            return None
+        return self._repos.cas.get(ca_id)
+
+    def _same_names(
+        self,
+        profile: ProfileSettings,
+        signer: x509.Certificate,
+        csr: x509.CertificateSigningRequest,
+    ) -> bool:
+        """The subject and SANs the CSR would get (the template's subject defaults filled
+        in, as the issuance will) are the signer's, the SANs in any order."""
+        template = core_template(self._template(profile))
+        defaults = template.subject_defaults if template is not None else ()
+        if fill_subject(csr.subject, defaults) != signer.subject:
+            return False
+        return set(scep_csr.sans(csr)) == set(_certificate_sans(signer))
+
+    def _template(self, profile: ProfileSettings) -> models.Template | None:
+        if profile.template_id is None:
+            return None
+        template = self._repos.templates.get(profile.template_id)
+        if template is None:
+            raise NotFound(f"template {profile.template_id} not found")
+        return template
 
     def _issue(
         self, profile: ProfileSettings, csr: x509.CertificateSigningRequest
@@ -251,11 +317,7 @@ class EnrollmentService:
         ca = self._repos.cas.get(profile.ca_id) if profile.ca_id is not None else None
         if ca is None:
             raise NotFound("the SCEP profile's CA no longer exists")
-        template = None
-        if profile.template_id is not None:
-            template = self._repos.templates.get(profile.template_id)
-            if template is None:
-                raise NotFound(f"template {profile.template_id} not found")
+        template = self._template(profile)
         request = CertificateRequest(
             subject=csr.subject,
             public_key=csr.public_key(),
@@ -301,15 +363,9 @@ class EnrollmentService:
         audit.record(self._repos.audit, self._actor, action, "scep_request", row.id, details)
 
 
-def _repeats(known: ScepRequest | None, envelope: Envelope, key_digest: str) -> bool:
-    """A PKCSReq sent again (a client retrying, or polling by re-sending, as some do) for a
-    request we know. A RenewalReq is always new: each renews the certificate that signs it."""
-    return (
-        known is not None
-        and envelope.message_type == PKCS_REQ
-        and known.message_type == PKCS_REQ
-        and known.key_digest == key_digest
-    )
+def _subject_text(csr: x509.CertificateSigningRequest) -> str:
+    """The subject as stored with the request, and as a re-sent request is matched."""
+    return csr.subject.rfc4514_string()[:2000]
 
 
 def _ca_id(profile: ProfileSettings) -> int:
@@ -329,6 +385,13 @@ def _challenge_password(csr: x509.CertificateSigningRequest) -> bytes | None:
 def _armored(der: bytes) -> str:
     """The request as received (its signature covers these bytes), in PEM."""
     return pem.armor("CERTIFICATE REQUEST", der).decode("ascii")
+
+
+def _certificate_sans(cert: x509.Certificate) -> list[x509.GeneralName]:
+    try:
+        return list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        return []
 
 
 def _ca_cert(ca: models.CertificateAuthority) -> x509.Certificate:

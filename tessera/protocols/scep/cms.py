@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from tessera.domains.scep.types import BAD_ALG, BAD_CERT_ID, BAD_MESSAGE_CHECK
 
-# asn1crypto raises these on malformed or unexpected input; cryptography adds
-# UnsupportedAlgorithm for a certificate whose key type it does not know.
+# asn1crypto raises these on malformed or unexpected input; cryptography adds exceptions of
+# its own that are no ValueError: UnsupportedAlgorithm for a key type it does not know, and
+# for a certificate in the SignedData an unknown version or a malformed extension.
 ASN1_ERRORS = (
     ValueError,
     TypeError,
@@ -33,6 +34,9 @@ ASN1_ERRORS = (
     AttributeError,
     OverflowError,
     UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
 )
 
 
@@ -50,6 +54,9 @@ CIPHERS = {"aes128_cbc": 16, "aes192_cbc": 24, "aes256_cbc": 32, "tripledes_3key
 # Single DES only on the way in, and only when allowed: some clients (micromdm's scepclient
 # among them) encrypt requests with nothing else. Answers never use it.
 LEGACY_DES, DES_KEY = "des", 8
+# PKCS#1 v1.5 key transport pads the content key with at least 11 bytes: a smaller modulus
+# cannot carry the largest content key, and encrypting to it would fail after the issuance.
+_MIN_RECIPIENT_BITS = 8 * (max(CIPHERS.values()) + 11)
 _CONTEXT, _PRIMITIVE = 2, 0  # BER class and method numbers
 
 
@@ -377,15 +384,28 @@ def _issuer_and_serial(cert: x509.Certificate) -> bytes:
     return _der(cms.IssuerAndSerialNumber, tbs["issuer"].dump(), tbs["serial_number"].dump())
 
 
+def recipient_key(recipient: x509.Certificate) -> rsa.RSAPublicKey:
+    """The key an answer to `recipient` is encrypted to: RSA (key transport is all SCEP
+    clients read), large enough for PKCS#1 v1.5 to carry the content key. Checked when a
+    request arrives, so a request we could not answer is refused before it is acted on."""
+    try:
+        key = recipient.public_key()
+    except ASN1_ERRORS as exc:
+        raise CmsError(BAD_ALG, "the requester's certificate cannot be encrypted to") from exc
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise CmsError(BAD_ALG, "the requester's certificate has no RSA key to encrypt to")
+    if key.key_size < _MIN_RECIPIENT_BITS:
+        raise CmsError(BAD_ALG, "the requester's RSA key is too small to encrypt to")
+    return key
+
+
 def encrypt_enveloped(content: bytes, recipient: x509.Certificate, cipher_name: str) -> bytes:
     """An EnvelopedData of `content` for `recipient` (RSA key transport, PKCS#1 v1.5)."""
+    public_key = recipient_key(recipient)
     try:
-        public_key = recipient.public_key()
         recipient_id = _issuer_and_serial(recipient)
     except ASN1_ERRORS as exc:
         raise CmsError(BAD_ALG, "the requester's certificate cannot be encrypted to") from exc
-    if not isinstance(public_key, rsa.RSAPublicKey):
-        raise CmsError(BAD_ALG, "the requester's certificate has no RSA key to encrypt to")
     if cipher_name == LEGACY_DES:
         cipher_name = "tripledes_3key"  # what a client limited to DES also reads (RFC 8894)
     elif cipher_name not in CIPHERS:

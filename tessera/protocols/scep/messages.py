@@ -154,8 +154,8 @@ class _IssuerAndSubject(core.Sequence):
 
 
 def issuer_and_subject(der: bytes) -> tuple[bytes, bytes]:
-    """CertPoll names the request by issuer and subject (RFC 8894 section 3.3.3); the
-    transactionID is what finds it, these are only checked to be well-formed."""
+    """CertPoll names the request by issuer and subject (RFC 8894 section 3.3.3): the
+    transactionID and the subject find it; the issuer is only checked to be well-formed."""
     try:
         parsed = _IssuerAndSubject.load(der, strict=True)
         return parsed["issuer"].dump(), parsed["subject"].dump()

@@ -241,6 +241,9 @@ def _process(
     try:
         signer = cms.signer_certificate(message.signed)
         cms.verify(message.signed, signer)
+        # A SUCCESS is encrypted to the signer: refuse what we could not answer now, before
+        # a certificate is issued, a challenge spent or a request queued.
+        cms.recipient_key(signer)
         if not message.signed.content:
             raise cms.CmsError(BAD_MESSAGE_CHECK, "the pkiMessage carries no envelope")
         opened, responder = _open(context, message.signed.content, responder)
@@ -302,8 +305,8 @@ def _dispatch(context: _Context, kind: MessageType, envelope: Envelope) -> Reply
             context.repos.session.rollback()
             return service.refuse(profile, envelope, refused)
     if kind is MessageType.CERT_POLL:
-        issuer_and_subject(envelope.payload)
-        return service.poll(profile, envelope)
+        _issuer, subject = issuer_and_subject(envelope.payload)
+        return service.poll(profile, envelope, subject)
     wanted = issuer_and_serial(envelope.payload)
     if kind is MessageType.GET_CERT:
         return service.get_cert(profile, wanted.issuer, wanted.serial)

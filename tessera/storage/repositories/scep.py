@@ -81,7 +81,10 @@ _STATIC_DIGEST = (
     .order_by(_CH.id.desc())
     .limit(1)
 )
-_LATEST_REQUEST_ID = (
+# A transactionID holds one request, or a few when its requester renews under it (clients
+# derive it from their key) or asks for another subject; bounded all the same.
+MAX_TRANSACTION_REQUESTS = 50
+_TRANSACTION_REQUEST_IDS = (
     select(_RQ.id)
     .where(
         _RQ.org_id == bindparam("org_id"),
@@ -89,7 +92,7 @@ _LATEST_REQUEST_ID = (
         _RQ.transaction_id == bindparam("transaction_id"),
     )
     .order_by(_RQ.id.desc())
-    .limit(1)
+    .limit(MAX_TRANSACTION_REQUESTS)
 )
 
 
@@ -236,14 +239,19 @@ class ScepRepository:
     def request(self, request_id: int) -> ScepRequest | None:
         return self._session.scalar(self._requests().where(ScepRequest.id == request_id))
 
-    def latest_request(self, profile_id: int, transaction_id: str) -> ScepRequest | None:
+    def transaction_requests(self, profile_id: int, transaction_id: str) -> list[ScepRequest]:
+        """The profile's requests under a transactionID, newest first: one Core statement
+        for their ids (on every enrollment, and usually none), then the rows."""
         params = {
             "org_id": self._org_id,
             "profile_id": profile_id,
             "transaction_id": transaction_id,
         }
-        found = self._session.connection().execute(_LATEST_REQUEST_ID, params).scalar()
-        return self._session.get(ScepRequest, found) if found is not None else None
+        ids = self._session.connection().execute(_TRANSACTION_REQUEST_IDS, params).scalars().all()
+        if not ids:
+            return []
+        query = self._requests().where(ScepRequest.id.in_(ids)).order_by(ScepRequest.id.desc())
+        return list(self._session.scalars(query).all())
 
     def requests(
         self, status: str | None, page: int, per_page: int

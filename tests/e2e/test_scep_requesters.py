@@ -1,0 +1,416 @@
+"""SCEP against a real `tessera serve`: what a request may get depends on who sends it.
+- A RenewalReq renews only a good certificate of the profile's CA, for the same subject
+  and names.
+- The answer must be encryptable to the signer before anything is issued or queued.
+- Malformed requests that cryptography refuses in its own ways still get a CertRep
+  FAILURE (or a 400), never a 500.
+- A poll or a re-sent PKCSReq reaches only the requester's own transaction.
+
+The small SCEP client is the one of test_scep_protocol.py; what it cannot do (sign with an
+EC key, write a CSR that no library would) is built here with asn1crypto."""
+
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from asn1crypto import cms as asn1_cms
+from asn1crypto import core
+from asn1crypto import csr as asn1_csr
+from asn1crypto import keys as asn1_keys
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
+
+from tessera.protocols.scep import cms, messages
+from tests.e2e.helpers import data, unique
+from tests.e2e.test_scep_protocol import (
+    BAD_CERT_ID,
+    BAD_REQUEST,
+    CERT_POLL,
+    FAILURE,
+    PENDING,
+    RENEWAL_REQ,
+    SUCCESS,
+    Client,
+    Scep,
+    Sent,
+    attribute,
+    ca_certificates,
+    csr_der,
+    issued_named,
+    issuer_and_subject,
+    new_client,
+    pki_message,
+    profile,
+    read_reply,
+    rsa_ca,
+    scep_requests,
+    split,
+)
+from tests.support import Server
+
+API = "/api/v2"
+BAD_ALG = "0"
+CHALLENGE_PASSWORD = "1.2.840.113549.1.9.7"
+
+
+@pytest.fixture(scope="module")
+def scep(server: Server) -> Iterator[Scep]:
+    """The default profile on an RSA root, auto-approving, with a static challenge."""
+    with server.client() as api, httpx.Client(base_url=server.http_url, timeout=60) as http:
+        ca_id = rsa_ca(api, unique("SCEP Requesters Root"))
+        body = {"enabled": True, "ca_id": ca_id, "auto_approve": True}
+        data(api.patch(f"{API}/scep/config", json=body))
+        challenge = data(api.get(f"{API}/scep/challenge/{ca_id}"))["challenge"]
+        ca, ra = split(ca_certificates(http, "/scep/pkiclient.exe"))
+        yield Scep(http, ca_id, ca, ra, challenge)
+
+
+# --- building what the protocol module's client does not --------------------------------
+
+
+def named_csr(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+    cn: str,
+    dns_names: Sequence[str] = (),
+    challenge: str | None = None,
+) -> bytes:
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    )
+    if dns_names:
+        sans = x509.SubjectAlternativeName([x509.DNSName(name) for name in dns_names])
+        builder = builder.add_extension(sans, critical=False)
+    if challenge is not None:
+        builder = builder.add_attribute(
+            x509.oid.AttributeOID.CHALLENGE_PASSWORD, challenge.encode()
+        )
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def issued_by_api(api: httpx.Client, ca_id: int, client: Client, cn: str) -> Client:
+    """A certificate for `client`'s key issued through the native API (not SCEP)."""
+    csr = x509.load_der_x509_csr(named_csr(client.key, cn))
+    pem = csr.public_bytes(serialization.Encoding.PEM).decode()
+    row = data(api.post(f"{API}/certificates", json={"ca_id": ca_id, "csr": pem}), 201)
+    exported = api.get(f"{API}/certificates/{row['id']}/export", params={"format": "pem"})
+    assert exported.status_code == 200, exported.text
+    return Client(client.key, x509.load_pem_x509_certificates(exported.content)[0])
+
+
+def ec_client(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def ec_signed(
+    key: ec.EllipticCurvePrivateKey, cert: x509.Certificate, ra: x509.Certificate, payload: bytes
+) -> Sent:
+    """A PKCSReq signed with ECDSA (the server's own `cms.sign` signs with RSA only)."""
+    transaction, nonce = uuid.uuid4().hex, os.urandom(16)
+    enveloped = cms.encrypt_enveloped(payload, ra, "aes128_cbc")
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(enveloped)
+    cert_der = cert.public_bytes(serialization.Encoding.DER)
+    parsed_cert = asn1_x509.Certificate.load(cert_der)
+    signer_info = asn1_cms.SignerInfo(
+        {
+            "version": "v1",
+            "sid": asn1_cms.SignerIdentifier(
+                name="issuer_and_serial_number",
+                value={"issuer": parsed_cert.issuer, "serial_number": parsed_cert.serial_number},
+            ),
+            "digest_algorithm": {"algorithm": "sha256"},
+            "signed_attrs": [
+                attribute("content_type", asn1_cms.ContentType("data")),
+                attribute("message_digest", core.OctetString(digest.finalize())),
+                attribute(messages.OID_MESSAGE_TYPE, core.PrintableString("19")),
+                attribute(messages.OID_TRANSACTION_ID, core.PrintableString(transaction)),
+                attribute(messages.OID_SENDER_NONCE, core.OctetString(nonce)),
+            ],
+            "signature_algorithm": {"algorithm": "sha256_ecdsa"},
+            "signature": b"",
+        }
+    )
+    to_sign = b"\x31" + signer_info["signed_attrs"].dump()[1:]
+    signer_info["signature"] = key.sign(to_sign, ec.ECDSA(hashes.SHA256()))
+    signed = asn1_cms.SignedData(
+        {
+            "version": "v1",
+            "digest_algorithms": [{"algorithm": "sha256"}],
+            "encap_content_info": {"content_type": "data", "content": enveloped},
+            "certificates": [parsed_cert],
+            "signer_infos": [signer_info],
+        }
+    )
+    der = asn1_cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
+    return Sent(der, transaction, nonce)
+
+
+def status_of(response: httpx.Response) -> tuple[object, object]:
+    """pkiStatus and failInfo of a CertRep we cannot decrypt (it was for an EC signer)."""
+    signed = cms.load_signed(response.content)
+    found = [signed.attribute(oid) for oid in (messages.OID_PKI_STATUS, messages.OID_FAIL_INFO)]
+    status, fail_info = (
+        None if value is None else cms.parsed_value(value, core.PrintableString) for value in found
+    )
+    return status, fail_info
+
+
+def raw_csr(key: rsa.RSAPrivateKey, spki: bytes, attributes: Sequence[bytes]) -> bytes:
+    """A CSR written byte by byte: any public key info, the attributes in the order given
+    (not DER's), signed with `key`."""
+    info = asn1_csr.CertificationRequestInfo(
+        {
+            "version": "v1",
+            "subject": asn1_x509.Name.build({"common_name": unique("raw")}),
+            "subject_pk_info": asn1_keys.PublicKeyInfo.load(spki),
+            "attributes": asn1_csr.CRIAttributes(contents=b"".join(attributes), implicit=0),
+        }
+    )
+    signature = key.sign(info.dump(), padding.PKCS1v15(), hashes.SHA256())
+    return asn1_csr.CertificationRequest(
+        {
+            "certification_request_info": info,
+            "signature_algorithm": {"algorithm": "sha256_rsa"},
+            "signature": signature,
+        }
+    ).dump()
+
+
+def raw_attribute(oid: str, values: Sequence[core.Asn1Value]) -> bytes:
+    encoded = core.SetOf(contents=b"".join(v.dump() for v in values)).dump()
+    return core.Sequence(contents=core.ObjectIdentifier(oid).dump() + encoded).dump()
+
+
+# --- a renewal renews the signer's own certificate, from this profile's CA ---------------
+
+
+def test_renewal_keeps_the_signers_subject_and_names(scep: Scep, api: httpx.Client) -> None:
+    """A RenewalReq is signed with the certificate it renews: the new certificate has the
+    same subject and names. Neither a new subject nor an added or dropped name, even on a
+    profile that approves nothing by itself."""
+    device = new_client()
+    cn = unique("device-a")
+    names = [f"{cn}.corp.example", f"alt.{cn}.corp.example"]
+    _, enrolled = scep.enroll(device, named_csr(device.key, cn, names, scep.challenge))
+    assert enrolled.status == SUCCESS, enrolled
+    holder = Client(device.key, enrolled.certificates[0])
+    queued = profile(api, scep, auto_approve=False)
+    _, queued_ra = split(ca_certificates(scep.http, queued))
+    admin = unique("admin")
+    for subject, dns in [
+        (admin, [f"{admin}.corp.example", "*.corp.example"]),  # someone else entirely
+        (cn, [*names, "*.corp.example"]),  # a name added
+        (cn, names[:1]),  # a name dropped
+        (f"{cn}-2", names),  # another subject
+    ]:
+        sent = pki_message(holder, queued_ra, named_csr(device.key, subject, dns), RENEWAL_REQ)
+        reply = read_reply(scep.post(sent, queued), holder, queued_ra)
+        assert (reply.status, reply.fail_info) == (FAILURE, BAD_REQUEST), (subject, dns)
+    assert issued_named(api, admin) == []
+    assert len(issued_named(api, cn)) == 1
+    # The same subject and names, in another order, with a new key: renewed.
+    fresh = new_client()
+    csr = named_csr(fresh.key, cn, list(reversed(names)))
+    sent = pki_message(holder, scep.ra, csr, RENEWAL_REQ)
+    renewed = read_reply(scep.post(sent), holder, scep.ra)
+    assert renewed.status == SUCCESS, renewed
+    (cert,) = renewed.certificates
+    assert cert.subject == holder.cert.subject and cert.issuer == scep.ca.subject
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(sans.get_values_for_type(x509.DNSName)) == set(names)
+
+
+def test_renewal_only_of_a_certificate_of_this_profiles_ca(scep: Scep, api: httpx.Client) -> None:
+    """A certificate of another CA of the organization does not renew here; during a
+    rollover, one of the next CA (announced by GetNextCACert) does, from the current CA."""
+    other_ca = rsa_ca(api, unique("SCEP Root B"))
+    cn = unique("from-root-b")
+    foreign = issued_by_api(api, other_ca, new_client(), cn)
+    csr = csr_der(foreign, cn, None)
+    _, refused = scep.enroll(foreign, csr, kind=RENEWAL_REQ)
+    assert (refused.status, refused.fail_info) == (FAILURE, BAD_CERT_ID)
+    assert len(issued_named(api, cn)) == 1  # only the API's own
+    rollover = profile(api, scep, next_ca_id=other_ca, auto_approve=True)
+    _, ra = split(ca_certificates(scep.http, rollover))
+    sent = pki_message(foreign, ra, csr, RENEWAL_REQ)
+    renewed = read_reply(scep.post(sent, rollover), foreign, ra)
+    assert renewed.status == SUCCESS, renewed
+    assert renewed.certificates[0].issuer == scep.ca.subject  # issued by the current CA
+
+
+def test_a_renewal_by_an_api_certificate_of_the_same_ca(scep: Scep, api: httpx.Client) -> None:
+    """What matters is the issuing CA, not the front end that issued it."""
+    cn = unique("api-issued")
+    holder = issued_by_api(api, scep.ca_id, new_client(), cn)
+    _, renewed = scep.enroll(holder, csr_der(holder, cn, None), kind=RENEWAL_REQ)
+    assert renewed.status == SUCCESS, renewed
+
+
+# --- an answer we cannot encrypt is refused before anything is written -------------------
+
+
+def test_a_signer_without_an_rsa_key_is_refused_first(scep: Scep, api: httpx.Client) -> None:
+    """The CertRep is encrypted to the signer's certificate with RSA key transport: an EC
+    signer gets FAILURE badAlg with no certificate issued, no request queued and its dynamic
+    challenge still usable."""
+    ca_id = rsa_ca(api, unique("SCEP EC Signer Root"))
+    dynamic = profile(api, scep, ca_id=ca_id, challenge_type="dynamic", auto_approve=True)
+    _, dynamic_ra = split(ca_certificates(scep.http, dynamic))
+    challenge = data(api.get(f"{API}/scep/challenge/{ca_id}"))["challenge"]
+    queued = profile(api, scep, auto_approve=False)
+    _, queued_ra = split(ca_certificates(scep.http, queued))
+    open_queue = profile(api, scep, auto_approve=False, queue_without_challenge=True)
+    _, open_ra = split(ca_certificates(scep.http, open_queue))
+    before = scep_requests(api)
+    cn = unique("ec-signer")
+    key, cert = ec_client(cn)
+    for path, ra, password in [
+        (dynamic, dynamic_ra, challenge),
+        (queued, queued_ra, scep.challenge),
+        (open_queue, open_ra, None),
+    ]:
+        sent = ec_signed(key, cert, ra, named_csr(key, cn, challenge=password))
+        response = scep.post(sent, path)
+        assert response.status_code == 200, response.text
+        assert status_of(response) == (FAILURE, BAD_ALG), path
+    assert issued_named(api, cn) == []
+    assert scep_requests(api) == before
+    rsa_device = new_client()
+    sent = pki_message(rsa_device, dynamic_ra, csr_der(rsa_device, unique("after-ec"), challenge))
+    assert read_reply(scep.post(sent, dynamic), rsa_device, dynamic_ra).status == SUCCESS
+
+
+# --- malformed input that cryptography refuses in its own ways ---------------------------
+
+
+def test_a_csr_with_an_unknown_key_algorithm_is_a_failure(scep: Scep, api: httpx.Client) -> None:
+    """Attributes out of DER order (as strongSwan writes them) take the lenient reader, which
+    must still refuse an unknown key algorithm as badRequest. So must a challengePassword
+    with two values, which cryptography reads only when asked."""
+    client = new_client()
+    algorithm = core.Sequence(contents=core.ObjectIdentifier("1.2.3.4.5").dump()).dump()
+    unknown_key = core.Sequence(contents=algorithm + core.BitString((1, 0) * 64).dump()).dump()
+    rsa_key = client.key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    password = raw_attribute(CHALLENGE_PASSWORD, [core.UTF8String(scep.challenge * 3)])
+    sans = x509.SubjectAlternativeName([x509.DNSName("raw.example")])
+    extensions = raw_attribute(
+        "1.2.840.113549.1.9.14",
+        [core.SequenceOf(contents=_extension(sans))],
+    )
+    assert password > extensions  # the challenge first is not DER order
+    two_values = raw_attribute(
+        CHALLENGE_PASSWORD, [core.UTF8String("a"), core.UTF8String(scep.challenge)]
+    )
+    before = scep_requests(api)
+    for csr in [
+        raw_csr(client.key, unknown_key, [password, extensions]),
+        raw_csr(client.key, rsa_key, [two_values]),
+    ]:
+        sent = pki_message(client, scep.ra, csr)
+        response = scep.post(sent)
+        assert response.status_code == 200, response.text
+        reply = read_reply(response, client, scep.ra)
+        assert (reply.status, reply.fail_info) == (FAILURE, BAD_REQUEST)
+    assert scep_requests(api) == before
+
+
+def _extension(extension: x509.ExtensionType) -> bytes:
+    return asn1_x509.Extension(
+        {
+            "extn_id": extension.oid.dotted_string,
+            "critical": False,
+            "extn_value": core.ParsableOctetString(extension.public_bytes()),
+        }
+    ).dump()
+
+
+def test_a_signer_certificate_of_an_unknown_version_is_400(scep: Scep) -> None:
+    """cryptography raises its own InvalidVersion for such a certificate; it is no
+    pkiMessage we can read, so a 400 like any other unreadable PKCS#7."""
+    client = new_client()
+    sent = pki_message(client, scep.ra, csr_der(client, unique("v9"), scep.challenge))
+    cert = client.cert.public_bytes(serialization.Encoding.DER)
+    version = bytes.fromhex("a003020102")  # [0] INTEGER 2 (v3)
+    assert sent.der.count(version) == 1 and cert.count(version) == 1
+    bad = sent.der.replace(version, bytes.fromhex("a003020109"))
+    response = scep.post(Sent(bad, sent.transaction_id, sent.nonce))
+    assert response.status_code == 400, response.text
+
+
+# --- polls and re-sent requests reach only the requester's own transaction ---------------
+
+
+def test_a_reused_transaction_id_takes_nobody_elses_outcome(scep: Scep, api: httpx.Client) -> None:
+    path = profile(api, scep, auto_approve=False, queue_without_challenge=True)
+    _, ra = split(ca_certificates(scep.http, path))
+    victim, attacker = new_client(), new_client()
+    cn = unique("victim")
+    sent = pki_message(victim, ra, csr_der(victim, cn, scep.challenge))
+    assert read_reply(scep.post(sent, path), victim, ra).status == PENDING
+    txid = sent.transaction_id
+    # Another key under the same transactionID, even with the same subject: refused.
+    for subject in (cn, unique("attacker")):
+        hijack = pki_message(attacker, ra, csr_der(attacker, subject, None), transaction_id=txid)
+        reply = read_reply(scep.post(hijack, path), attacker, ra)
+        assert (reply.status, reply.fail_info) == (FAILURE, BAD_REQUEST)
+    mine = transaction_rows(api, txid)
+    assert [r["common_name"] for r in mine] == [cn]
+    # The same key may start a second request under it, for another subject.
+    second_cn = unique("victim-second")
+    second = pki_message(
+        victim, ra, csr_der(victim, second_cn, scep.challenge), transaction_id=txid
+    )
+    assert read_reply(scep.post(second, path), victim, ra).status == PENDING
+    rows = {r["common_name"]: r for r in transaction_rows(api, txid)}
+    assert set(rows) == {cn, second_cn}
+    data(api.post(f"{API}/scep/{rows[cn]['id']}/approve"))
+    data(api.post(f"{API}/scep/{rows[second_cn]['id']}/reject", json={"reason": "no"}))
+
+    def poll(client: Client, subject: str) -> Any:
+        payload = issuer_and_subject(scep.ca.subject, subject)
+        sent = pki_message(client, ra, payload, kind=CERT_POLL, transaction_id=txid)
+        return read_reply(scep.post(sent, path), client, ra)
+
+    polled = poll(victim, cn)
+    assert polled.status == SUCCESS and polled.certificates[0].subject.rfc4514_string() == (
+        f"CN={cn}"
+    )
+    assert (poll(victim, second_cn).status, poll(victim, second_cn).fail_info) == (
+        FAILURE,
+        BAD_REQUEST,
+    )
+    unknown = poll(victim, unique("nobody"))
+    assert (unknown.status, unknown.fail_info) == (FAILURE, BAD_CERT_ID)
+    # Re-sending the PKCSReq (how scepclient polls) gets the same certificate, no new row.
+    again = pki_message(victim, ra, csr_der(victim, cn, scep.challenge), transaction_id=txid)
+    resent = read_reply(scep.post(again, path), victim, ra)
+    assert resent.status == SUCCESS
+    assert resent.certificates[0].serial_number == polled.certificates[0].serial_number
+    assert len(transaction_rows(api, txid)) == 2
+
+
+def transaction_rows(api: httpx.Client, transaction_id: str) -> list[dict[str, Any]]:
+    rows = data(api.get(f"{API}/scep/requests", params={"per_page": 100}))
+    return [r for r in rows if r["transaction_id"] == transaction_id]
