@@ -373,34 +373,40 @@ def test_renew_csr_certificate_keeps_the_key(
 def test_renew_never_recertifies_a_compromised_key(
     api: httpx.Client, workdir: Path, issuing: dict[str, Any]
 ) -> None:
-    csr = workdir / "r.csr"
-    made = openssl(
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        str(workdir / "k.pem"),
-        "-out",
-        str(csr),
-        "-subj",
-        "/CN=compromised.example.com",
-    )
-    assert made.returncode == 0, made.stderr
-    body = {"ca_id": issuing["inter"]["id"], "csr": csr.read_text()}
+    def csr_body(name: str) -> dict[str, Any]:
+        csr = workdir / f"{name}.csr"
+        made = openssl(
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(workdir / f"{name}.key"),
+            "-out",
+            str(csr),
+            "-subj",
+            f"/CN={name}.example.com",
+        )
+        assert made.returncode == 0, made.stderr
+        return {"ca_id": issuing["inter"]["id"], "csr": csr.read_text()}
+
+    body = csr_body("compromised")
     from_csr = data(api.post(f"{API}/certificates", json=body), 201)
-    replaced = data(api.post(f"{API}/certificates", json=body), 201)
-    for cert, reason in ((from_csr, "keyCompromise"), (replaced, "superseded")):
+    same_key = data(api.post(f"{API}/certificates", json=body), 201)
+    other_key = data(api.post(f"{API}/certificates", json=csr_body("superseded")), 201)
+    for cert, reason in ((from_csr, "keyCompromise"), (other_key, "superseded")):
         data(api.post(f"{API}/certificates/{cert['id']}/revoke", json={"reason": reason}))
     before = listing(api, search="compromised.example.com")["meta"]["total"]
-    refused = api.post(f"{API}/certificates/{from_csr['id']}/renew", json={})
-    assert "compromised" in error(refused, 422)
+    # The key is distrusted in every certificate that holds it, not only the one revoked.
+    for cert in (from_csr, same_key):
+        refused = api.post(f"{API}/certificates/{cert['id']}/renew", json={})
+        assert "compromised" in error(refused, 422)
     assert listing(api, search="compromised.example.com")["meta"]["total"] == before
-    # Superseded is no reason to distrust the key; a server-held key is replaced anyway.
-    data(api.post(f"{API}/certificates/{replaced['id']}/renew", json={}), 201)
+    # Superseded is no reason to distrust a key; a server-held key is replaced anyway.
+    data(api.post(f"{API}/certificates/{other_key['id']}/renew", json={}), 201)
     held = issue(api, issuing["inter"]["id"], "held-key.example.com")
     data(api.post(f"{API}/certificates/{held['id']}/revoke", json={"reason": "key_compromise"}))
     fresh = data(api.post(f"{API}/certificates/{held['id']}/renew", json={}), 201)
