@@ -81,7 +81,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        # exc_info from the exception itself: a lane answers it outside its except block
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return _formatter(request)(500, "internal error; see the server log")
 
 

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tessera import __version__
 from tessera.api import errors
 from tessera.config import Settings
+from tessera.core import jsontext
 from tessera.domains.audit.context import REQUEST_ID
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -144,6 +145,60 @@ class BodyLimit:
             await _too_large(scope, receive, send, self.max_bytes)
 
 
+class JsonText:
+    """Refuses, with a 400 in the dialect's shape, a JSON body whose text is no Unicode (an
+    unpaired surrogate escape, `core.jsontext`): FastAPI's parser and pydantic let one
+    through to the database. Inside BodyLimit, which bounds what is read here. A body with
+    no `\\u` escape, the usual case, is only passed on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _is_json(scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        messages, body = await _read_body(receive)
+        if b"\\u" in body and not _unicode_json(body):
+            message = "the JSON body has an unpaired surrogate escape, which is no character"
+            await dialect_error(scope["path"], 400, message)(scope, receive, send)
+            return
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _read_body(receive: Receive) -> tuple[list[Message], bytes]:
+    messages: list[Message] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+    return messages, b"".join(m.get("body", b"") for m in messages)
+
+
+def _unicode_json(body: bytes) -> bool:
+    """False only for well-formed JSON with an unpaired surrogate; the app answers the rest."""
+    try:
+        jsontext.loads(body)
+    except UnicodeEncodeError:  # a str with no UTF-8 form (a bad byte is a decode error)
+        return False
+    except (ValueError, RecursionError):
+        pass
+    return True
+
+
+def _is_json(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"content-type":
+            media = value.split(b";", 1)[0].strip().lower()
+            return media == b"application/json" or media.endswith(b"+json")
+    return False
+
+
 def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
     for name, value in headers:
         if name == b"content-length":
@@ -172,6 +227,7 @@ def cors_origins(settings: Settings) -> list[str]:
 
 
 def install_body_limit(app: FastAPI, settings: Settings) -> None:
+    app.add_middleware(JsonText)  # inside the limit: it reads whole bodies
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
 

@@ -164,6 +164,11 @@ def test_malformed_jws_variants(account: Acme) -> None:
     problem(account.raw(url, b"[" * 60000), "malformed", 400)
     deep = {**good, "payload": b64(b"[" * 40000)}
     problem(account.raw(url, json.dumps(deep).encode()), "malformed", 400)
+    # unpaired surrogate escapes in the protected header and in the payload
+    lone_nonce = account.jws(url, {"identifiers": []}, header={"nonce": "\ud800"})
+    problem(account.raw(url, json.dumps(lone_nonce).encode()), "malformed", 400)
+    lone_name = {"identifiers": [{"type": "dns", "value": "\ud800"}]}
+    problem(account.post(url, lone_name), "malformed", 400)
     # critical header parameters the server cannot know (RFC 7515 4.1.11)
     crit = account.jws(url, {"identifiers": []}, header={"crit": ["foo"], "foo": 1})
     problem(account.raw(url, json.dumps(crit).encode()), "malformed", 400)

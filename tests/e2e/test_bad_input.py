@@ -154,6 +154,45 @@ def test_nul_characters_in_json_strings_are_422(server: Server, api: httpx.Clien
     assert len(data(api.get("/api/v2/users"))) == users
 
 
+def test_unpaired_surrogates_in_json_are_400(
+    server: Server, api: httpx.Client, root: dict[str, Any]
+) -> None:
+    """JSON allows the escape "\\ud800", but it decodes to no character: it is refused at
+    the door, in the issuance lane as on routed endpoints, logged in or not, and inside
+    JSON carried in a string (a template import)."""
+    lone = b'"\\ud800"'
+    headers = {"Content-Type": "application/json"}
+    with nothing_written(api):
+        issue = b'{"ca_id": %d, "common_name": "s.example.com", "csr": %s}' % (root["id"], lone)
+        assert "surrogate" in assert_error(
+            api.post("/api/v2/certificates", content=issue, headers=headers), 400
+        )
+        ca = b'{"common_name": %s, "key_algorithm": "EC"}' % lone
+        assert_error(api.post("/api/v2/cas", content=ca, headers=headers), 400)
+        with server.client(api_key="") as anonymous:
+            methods = b'{"username": %s}' % lone
+            assert_error(
+                anonymous.post("/api/v2/auth/methods", content=methods, headers=headers), 400
+            )
+        inner = '[{"name": "\\ud800", "validity_days": 30}]'
+        imported = api.post("/api/v2/templates/import", json={"json_content": inner})
+        assert_error(imported, 400)
+    # a pair is one character, and passes
+    pair = b'{"common_name": "Pair \\ud83d\\ude00 Root", "key_algorithm": "EC"}'
+    created = data(api.post("/api/v2/cas", content=pair, headers=headers), 201)
+    assert created["common_name"] == "Pair \U0001f600 Root"
+
+
+def test_huge_ids_in_acme_settings_are_422(api: httpx.Client) -> None:
+    for body in (
+        {"issuing_ca_id": HUGE},
+        {"template_id": HUGE},
+        {"caa_check_ca_ids": [HUGE]},
+        {"profiles": {"p": {"template_id": HUGE}}},
+    ):
+        assert_error(api.patch("/api/v2/acme/settings", json=body), 422)
+
+
 def test_nul_in_san_list_is_422(api: httpx.Client, root: dict[str, Any]) -> None:
     with nothing_written(api):
         body = {"common_name": "x.example.com", "ca_id": root["id"], "san": ["dns:a\u0000b"]}

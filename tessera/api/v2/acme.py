@@ -11,6 +11,7 @@ from tessera.api.deps import UnitOfWork, issuance, now, repositories, require, r
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok, page_meta
 from tessera.api.v2.params import Page, PerPage, QueryRowId, RowId
+from tessera.api.v2.schemas import RowId as BodyRowId
 from tessera.core.errors import TesseraError
 from tessera.domains.acme.admin import AcmeAdmin
 from tessera.domains.acme.orders import Orders
@@ -30,19 +31,19 @@ class NotImplementedYet(TesseraError):
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str | None = Field(None, max_length=300)
-    template_id: int | None = Field(None, ge=1)
+    template_id: BodyRowId | None = None
     validity_days: int | None = Field(None, ge=1, le=825)
 
 
 class SettingsBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool | None = None
-    issuing_ca_id: int | None = Field(None, ge=1)
-    template_id: int | None = Field(None, ge=1)
+    issuing_ca_id: BodyRowId | None = None
+    template_id: BodyRowId | None = None
     validity_days: int | None = Field(None, ge=1, le=825)
     require_approval: bool | None = None
     require_eab: bool | None = None
-    caa_check_ca_ids: list[int] | None = Field(None, max_length=100)
+    caa_check_ca_ids: list[BodyRowId] | None = Field(None, max_length=100)
     caa_identities: list[Annotated[str, Field(min_length=1, max_length=253)]] | None = Field(
         None, max_length=20
     )

@@ -1,11 +1,11 @@
 """Reading an uploaded object either as multipart (file + fields) or as a JSON body."""
 
-import json
 from dataclasses import dataclass
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
+from tessera.core import jsontext
 from tessera.core.errors import InvalidInput
 
 MAX_UPLOAD = 5 * 1024 * 1024
@@ -32,7 +32,7 @@ async def read_upload(request: Request, text_fields: tuple[str, ...]) -> Upload:
     if len(body) > MAX_UPLOAD:
         raise InvalidInput("upload too large")
     try:
-        payload = json.loads(body or b"{}")
+        payload = jsontext.loads(body or b"{}")
     except (ValueError, RecursionError) as exc:
         raise InvalidInput("malformed JSON body") from exc
     if not isinstance(payload, dict):

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tessera.core import profile
+from tessera.core import jsontext, profile
 from tessera.core.errors import Conflict, InvalidInput, NotFound, TesseraError
 from tessera.domains import audit
 from tessera.domains.actor import Actor
@@ -183,7 +183,7 @@ class TemplateService:
 def parse_import(content: bytes) -> list[object]:
     """A JSON array of template documents, one document, or {"templates": [...]}."""
     try:
-        parsed = json.loads(content)
+        parsed = jsontext.loads(content)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise InvalidInput("the template import is not valid JSON") from exc
     if isinstance(parsed, dict):

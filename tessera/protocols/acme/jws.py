@@ -18,6 +18,7 @@ import josepy
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from tessera.core import jsontext
 from tessera.protocols.acme.problems import AcmeProblem, malformed
 
 ALGORITHMS = ("ES256", "ES384", "RS256", "EdDSA")
@@ -78,7 +79,7 @@ class Jws:
         if self.payload == b"":
             raise malformed("this request needs a JSON payload, not POST-as-GET")
         try:
-            value = json.loads(self.payload)
+            value = jsontext.loads(self.payload)
         except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
             raise malformed("the payload is not JSON") from exc
         if not isinstance(value, dict):
@@ -121,7 +122,7 @@ def parse(body: bytes | dict[str, Any], algorithms: tuple[str, ...] = ALGORITHMS
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
+        value = jsontext.loads(raw)
     except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
         raise malformed(f"{what} is not JSON") from exc
     if not isinstance(value, dict):
