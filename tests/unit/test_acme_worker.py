@@ -128,3 +128,34 @@ def test_a_lease_that_ran_out_is_claimed_by_the_job(sessions: sessionmaker[Sessi
     job.hand_over(leased)  # its own process gets to it: the order becomes ready
     job.validate_due()
     assert state(sessions, order_id) == ("ready", ["valid", "valid"], [orphaned, leased])
+
+
+def test_cleanup_expires_what_outlived_its_expiry(sessions: sessionmaker[Session]) -> None:
+    """RFC 8555 7.1.6: a pending or ready order past its expiry is invalid; a pending or
+    valid authorization past its expiry is expired. A valid order keeps its status."""
+    order_id, _ = order_with_challenges(sessions, [None, None, None])
+    done_id, _ = order_with_challenges(sessions, [None])
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    with sessions() as session:
+        order, done = session.get(AcmeOrder, order_id), session.get(AcmeOrder, done_id)
+        assert order is not None and done is not None
+        order.status, order.expires_at = "ready", past
+        done.status = "valid"
+        authzs = session.scalars(
+            select(AcmeAuthorization)
+            .where(AcmeAuthorization.order_id.in_((order_id, done_id)))
+            .order_by(AcmeAuthorization.id)
+        ).all()
+        for authz, status in zip(authzs, ("valid", "pending", "invalid", "valid"), strict=True):
+            authz.status, authz.expires_at = status, past
+        session.commit()
+    worker(sessions).cleanup()
+    with sessions() as session:
+        assert session.get(AcmeOrder, order_id).status == "invalid"  # type: ignore[union-attr]
+        assert session.get(AcmeOrder, done_id).status == "valid"  # type: ignore[union-attr]
+        statuses = session.scalars(
+            select(AcmeAuthorization.status)
+            .where(AcmeAuthorization.order_id.in_((order_id, done_id)))
+            .order_by(AcmeAuthorization.id)
+        ).all()
+        assert list(statuses) == ["expired", "expired", "invalid", "expired"]

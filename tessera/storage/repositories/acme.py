@@ -419,8 +419,9 @@ class AcmeWorkRepository:
         return (row[0], row[1]) if row else None
 
     def expire(self, now: datetime) -> int:
-        """Orders and authorizations past their expiry that never completed become invalid
-        (RFC 8555 7.1.6); their pending challenges stop with them."""
+        """Orders past their expiry that never completed become invalid, and authorizations
+        past theirs, pending or valid, expired (RFC 8555 7.1.6); pending challenges stop
+        with them."""
         orders = self._session.execute(
             update(AcmeOrder)
             .where(
@@ -431,7 +432,10 @@ class AcmeWorkRepository:
         )
         authzs = self._session.execute(
             update(AcmeAuthorization)
-            .where(AcmeAuthorization.status == "pending", AcmeAuthorization.expires_at <= now)
+            .where(
+                AcmeAuthorization.status.in_(("pending", "valid")),
+                AcmeAuthorization.expires_at <= now,
+            )
             .values(status="expired")
         )
         return int(getattr(orders, "rowcount", 0) or 0) + int(getattr(authzs, "rowcount", 0) or 0)
