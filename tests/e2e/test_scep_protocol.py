@@ -467,6 +467,14 @@ def test_renewal_needs_a_good_certificate_of_ours(scep: Scep, api: httpx.Client)
     assert (
         renewed.status == SUCCESS and renewed.certificates[0].serial_number != issued.serial_number
     )
+    # the same RenewalReq again (an answer lost on the way): the same certificate, not a new one
+    before = len(issued_named(api, "renew-me"))
+    renewal = csr_der(holder, "renew-me", None)
+    first, once = scep.enroll(holder, renewal, kind=RENEWAL_REQ)
+    _, again = scep.enroll(holder, renewal, kind=RENEWAL_REQ, transaction_id=first.transaction_id)
+    assert once.status == again.status == SUCCESS
+    assert again.certificates[0].serial_number == once.certificates[0].serial_number
+    assert len(issued_named(api, "renew-me")) == before + 1
     # signed by a foreign certificate
     foreign = new_client("foreign")
     _, refused = scep.enroll(foreign, csr_der(foreign, "f", None), kind=RENEWAL_REQ)

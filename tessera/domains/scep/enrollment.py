@@ -66,18 +66,18 @@ class EnrollmentService:
 
     # Protocol operations
     def enroll(self, profile: ProfileSettings, envelope: Envelope) -> Reply:
-        """PKCSReq and RenewalReq. A PKCSReq sent again (same transactionID, subject and
-        key) is answered from its request's state, as a poll would be. Raises
-        `EnrollmentRefused`: roll back, then `refuse`."""
+        """PKCSReq and RenewalReq. One sent again (same message type, transactionID, subject
+        and key) is answered from its request's state, as a poll would be: a client that
+        retries after a lost answer gets the certificate it was issued, not a second one.
+        Raises `EnrollmentRefused`: roll back, then `refuse`."""
         try:
             csr = read_csr(envelope.payload)
         except TesseraError as exc:
             raise EnrollmentRefused(BAD_REQUEST, f"bad CSR: {exc.message}") from exc
         key_digest = scep_csr.key_digest(csr)
-        if envelope.message_type == PKCS_REQ:
-            resent = self._resent(profile, envelope, _subject_text(csr), key_digest)
-            if resent is not None:
-                return self._answer(resent)
+        resent = self._resent(profile, envelope, _subject_text(csr), key_digest)
+        if resent is not None:
+            return self._answer(resent)
         try:
             reply, row = self._enroll(profile, envelope, csr, key_digest)
         except TesseraError as exc:
@@ -139,14 +139,15 @@ class EnrollmentService:
     def _resent(
         self, profile: ProfileSettings, envelope: Envelope, subject: str, key_digest: str
     ) -> ScepRequest | None:
-        """The PKCSReq this one repeats (a client retrying, or polling by re-sending, as
-        scepclient does): same transactionID, subject and key. RFC 8894 section 3.3.3 ties
-        a transaction to its requester, and clients derive the transactionID from their key:
-        a PKCSReq under a transactionID that another key already holds is refused, so that
-        it never takes (nor shadows) that request's outcome. The same key may ask for
-        another subject under it: a new request, told apart by its subject."""
+        """The request this one repeats (a client retrying, or polling by re-sending, as
+        scepclient does): same message type, transactionID, subject and key. RFC 8894
+        section 3.3.3 ties a transaction to its requester, and clients derive the
+        transactionID from their key: a request under a transactionID that another key
+        already holds is refused, so that it never takes (nor shadows) that request's
+        outcome. The same key may ask for another subject under it: a new request, told
+        apart by its subject."""
         known = self._repos.scep.transaction_requests(profile.id, envelope.transaction_id)
-        wanted = (PKCS_REQ, key_digest, subject)
+        wanted = (envelope.message_type, key_digest, subject)
         for row in known:
             if (row.message_type, row.key_digest, row.subject) == wanted:
                 return row
