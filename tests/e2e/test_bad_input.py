@@ -428,6 +428,21 @@ def test_bad_listing_parameters(
     assert_error(api.get(path.replace("ROOT", str(root["id"]))), status)
 
 
+def test_empty_status_is_no_filter(api: httpx.Client, root: dict[str, Any]) -> None:
+    """An empty `status` (a cleared filter box) filters nothing, on every listing taking one."""
+    issue(api, root["id"])
+    for path in (f"/api/v2/cas/{root['id']}/certificates", "/api/v2/certificates"):
+        everything = api.get(path, params={"per_page": 100})
+        empty = api.get(path, params={"status": "", "per_page": 100})
+        assert [c["id"] for c in data(empty)] == [c["id"] for c in data(everything)]
+        assert empty.json()["meta"]["total"] == everything.json()["meta"]["total"] > 0
+    for path in ("/api/v2/csrs", "/api/v2/scep/requests", "/api/v2/acme/orders"):
+        everything = api.get(path)
+        empty = api.get(path, params={"status": ""})
+        assert data(empty) == data(everything)
+        assert empty.json()["meta"] == everything.json()["meta"]
+
+
 def test_per_page_bounds_are_inclusive(api: httpx.Client) -> None:
     assert data(api.get("/api/v2/certificates", params={"per_page": 100})) is not None
     assert api.get("/api/v2/certificates?per_page=100").json()["meta"]["per_page"] == 100

@@ -105,6 +105,8 @@ class CertificateService:
     def search(
         self, filters: CertificateFilter, page: int, per_page: int
     ) -> tuple[Sequence[models.Certificate], int]:
+        # An empty status (a cleared filter box) is no filter, as on every other listing.
+        filters = replace(filters, status=filters.status or None)
         if filters.status and filters.status not in ("active", "expired", "revoked", "expiring"):
             raise InvalidInput("status must be one of active, expired, revoked, expiring")
         return self._repos.certificates.page(filters, self._now, page, per_page)
