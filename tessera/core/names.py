@@ -20,12 +20,15 @@ class SubjectFields:
     email: str | None = None
 
     def to_name(self) -> x509.Name:
-        if not self.common_name or len(self.common_name) > 64:
-            raise InvalidInput("common_name is required and at most 64 characters")
-        if self.country is not None and len(self.country) != 2:
-            raise InvalidInput("country must be a two-letter ISO 3166 code")
+        # cryptography counts commonName in UTF-8 octets (at most 64), not in characters.
+        octets = len(self.common_name.encode("utf-8", "surrogatepass"))
+        if not self.common_name or octets > 64:
+            raise InvalidInput("common_name is required and at most 64 bytes in UTF-8")
+        if self.email and not self.email.isascii():
+            # emailAddress is an IA5String (RFC 5280 A.1): ASCII only.
+            raise InvalidInput("email must be ASCII (an IA5String)")
         parts = [
-            (NameOID.COUNTRY_NAME, self.country),
+            (NameOID.COUNTRY_NAME, None if self.country is None else check_country(self.country)),
             (NameOID.STATE_OR_PROVINCE_NAME, self.state),
             (NameOID.LOCALITY_NAME, self.locality),
             (NameOID.ORGANIZATION_NAME, self.organization),
@@ -34,6 +37,14 @@ class SubjectFields:
             (NameOID.EMAIL_ADDRESS, self.email),
         ]
         return x509.Name([x509.NameAttribute(oid, value) for oid, value in parts if value])
+
+
+def check_country(code: str, label: str = "country") -> str:
+    """An ISO 3166 alpha-2 code: countryName is a two-character PrintableString (RFC 5280
+    A.1), and letters are all a code holds. Written in capitals, as ISO 3166 does."""
+    if not (len(code) == 2 and code.isascii() and code.isalpha()):
+        raise InvalidInput(f"{label} must be a two-letter ISO 3166 code")
+    return code.upper()
 
 
 def parse_san(entry: str) -> x509.GeneralName:

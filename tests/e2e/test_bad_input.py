@@ -359,6 +359,42 @@ def test_unknown_usage_names_are_400(
         assert needle in assert_error(api.post("/api/v2/certificates", json=body), 400)
 
 
+# C is a PrintableString and emailAddress an IA5String (RFC 5280 A.1), and cryptography caps
+# commonName at 64 octets of UTF-8: these reach none of them.
+BAD_SUBJECTS = [
+    ({"country": "\u00dcS"}, "country"),
+    ({"country": "\u00b2\u00b2"}, "country"),
+    ({"country": "U*"}, "country"),
+    ({"country": "12"}, "country"),
+    ({"email": "\u00fc@example.com"}, "email"),
+    ({"common_name": "\u042f" * 40}, "common_name"),
+]
+
+
+@pytest.mark.parametrize("path", ["/api/v2/cas", "/api/v2/certificates"])
+@pytest.mark.parametrize(("fields", "field"), BAD_SUBJECTS)
+def test_subject_values_the_encoding_cannot_hold_are_400(
+    api: httpx.Client, root: dict[str, Any], path: str, fields: dict[str, str], field: str
+) -> None:
+    body = {"common_name": "subject.example.com", "ca_id": root["id"], "key_algorithm": "EC"}
+    with nothing_written(api):
+        assert field in assert_error(api.post(path, json={**body, **fields}), 400)
+
+
+def test_subject_in_any_script_where_utf8string_holds_it(
+    api: httpx.Client, root: dict[str, Any]
+) -> None:
+    names = {"organization": "\u0401\u043b\u043a\u0430", "locality": "K\u00f6ln"}
+    cn = "\u042f" * 32  # 64 octets of UTF-8
+    cert = issue(api, root["id"], common_name=cn, country="de", **names)
+    subject = x509.load_pem_x509_certificate(
+        data(api.get(f"/api/v2/certificates/{cert['id']}"))["pem"].encode()
+    ).subject
+    assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == cn
+    assert subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value == "DE"
+    assert subject.get_attributes_for_oid(NameOID.LOCALITY_NAME)[0].value == "K\u00f6ln"
+
+
 # --- imports --------------------------------------------------------------------------------------
 
 
