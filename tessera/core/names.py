@@ -69,10 +69,20 @@ def _typed_san(kind: str, value: str) -> x509.GeneralName:
     if kind == "email":
         if "@" not in value:
             raise InvalidInput(f"invalid email address in SAN: {value!r}")
+        _check_ascii("email address", value, "the domain as A-labels (IDNA)")
         return x509.RFC822Name(value)
     if ":" not in value:
         raise InvalidInput(f"invalid URI in SAN: {value!r}")
+    _check_ascii("URI", value, "percent-encoded (RFC 3986), the host as A-labels (IDNA)")
     return x509.UniformResourceIdentifier(value)
+
+
+def _check_ascii(kind: str, value: str, how: str) -> None:
+    """rfc822Name and uniformResourceIdentifier are IA5Strings (RFC 5280 4.2.1.6): an
+    internationalized value must arrive already converted, as `how` says. (A non-ASCII local
+    part needs SmtpUTF8Mailbox, RFC 9598, which Tessera does not issue.)"""
+    if not value.isascii():
+        raise InvalidInput(f"invalid {kind} in SAN: {value!r} is not ASCII; send it {how}")
 
 
 def _guess_san(value: str) -> x509.GeneralName:
@@ -93,6 +103,8 @@ def _check_dns(name: str) -> str:
         and ((label == "*" and i == 0) or label.replace("-", "").replace("_", "").isalnum())
         for i, label in enumerate(labels)
     )
+    if not name.isascii():
+        raise InvalidInput(f"invalid DNS name in SAN: {name!r} is not ASCII; send A-labels (IDNA)")
     if not valid or len(name) > 253:
         raise InvalidInput(f"invalid DNS name in SAN: {name!r}")
     return name.lower()

@@ -320,6 +320,32 @@ def test_bad_san_values_are_400(api: httpx.Client, root: dict[str, Any], san: st
         assert "SAN" in message or "subject alternative name" in message
 
 
+# cryptography takes only A-labels in DNS names, e-mail addresses and URIs (IDNA and
+# percent-encoding are the caller's); a bare CN that looks like an address is no SAN then.
+NON_ASCII_SANS = [
+    "email:\u00fc@example.com",
+    "email:a@\u00fc.example",
+    "uri:http://\u00fc.example/",
+    "dns:\u00fc.example",
+    "\u00fc@example.com",
+]
+
+
+@pytest.mark.parametrize("san", NON_ASCII_SANS)
+def test_non_ascii_sans_are_400(api: httpx.Client, root: dict[str, Any], san: str) -> None:
+    with nothing_written(api):
+        body = {"common_name": "san.example.com", "ca_id": root["id"], "san": [san]}
+        message = assert_error(api.post("/api/v2/certificates", json=body), 400)
+        assert "SAN" in message and "ASCII" in message, message
+
+
+def test_non_ascii_address_as_common_name_is_no_san(
+    api: httpx.Client, root: dict[str, Any]
+) -> None:
+    cert = issue(api, root["id"], common_name="\u00fc@example.com")
+    assert cert["common_name"] == "\u00fc@example.com" and cert["san"] == []
+
+
 @pytest.mark.parametrize(
     ("algorithm", "usages"),
     [
