@@ -418,6 +418,17 @@ def test_unreachable_syslog_never_fails_a_request(api: httpx.Client) -> None:
         {"host": "bad host name"},
         {"enabled": True, "host": None},
         {"colour": "blue"},
+        {"port": "abc"},
+        {"port": 1.5},
+        {"port": [514]},
+        {"enabled": "maybe"},
+        {"protocol": 17},
+        {"facility": []},
+        {"facility": -1},
+        {"facility": 1.5},
+        {"host": 5},
+        {"app_name": ""},
+        {"hostname": {"name": "h"}},
     ],
 )
 @pytest.mark.usefixtures("syslog_off")
@@ -425,3 +436,34 @@ def test_bad_syslog_settings(api: httpx.Client, body: dict[str, Any]) -> None:
     response = api.put(SYSLOG, json=body)
     assert response.status_code in (400, 422), response.text
     error(response, response.status_code)
+
+
+@pytest.mark.usefixtures("syslog_off")
+def test_null_returns_a_syslog_setting_to_its_default(api: httpx.Client) -> None:
+    custom = {
+        "enabled": False,
+        "host": "127.0.0.1",
+        "port": 5514,
+        "protocol": "tcp",
+        "facility": "local4",
+        "app_name": "pki",
+        "hostname": "ca-1",
+    }
+    data(api.put(SYSLOG, json=custom))
+    without_port = data(api.put(SYSLOG, json={**custom, "port": None}))
+    assert without_port["port"] == 514
+    assert without_port["protocol"] == "tcp" and without_port["facility"] == "local4"
+    defaults = {
+        "enabled": False,
+        "host": None,
+        "port": 514,
+        "protocol": "udp",
+        "facility": "audit",
+        "facility_code": 13,
+        "app_name": "tessera",
+        "hostname": None,
+    }
+    reset = data(api.put(SYSLOG, json=dict.fromkeys(custom)))
+    assert {k: reset[k] for k in defaults} == defaults
+    stored = data(api.get(SYSLOG))
+    assert {k: stored[k] for k in defaults} == defaults
