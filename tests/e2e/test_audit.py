@@ -113,6 +113,33 @@ def test_date_filters(api: httpx.Client) -> None:
     assert naive["total"] == all_meta["total"]
 
 
+# Their UTC falls in year 0 or 10000, which no stored timestamp can reach.
+OUT_OF_RANGE = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
+
+
+def test_dates_at_the_ends_of_the_calendar(api: httpx.Client) -> None:
+    _, all_meta = logs(api)
+    _, until_the_end = logs(api, date_to="9999-12-31")
+    assert until_the_end["total"] >= all_meta["total"] > 0
+    _, from_the_end = logs(api, date_from="9999-12-31")
+    assert from_the_end["total"] == 0
+    _, from_the_start = logs(api, date_from="0001-01-01", date_to="0001-01-01")
+    assert from_the_start["total"] == 0
+    exported = api.get(f"{API}/audit/export", params={"date_to": "9999-12-31", "limit": 2})
+    assert exported.status_code == 200 and len(exported.json()) == 2, exported.text
+
+
+@pytest.mark.parametrize("moment", OUT_OF_RANGE)
+@pytest.mark.parametrize("name", ["date_from", "date_to"])
+@pytest.mark.parametrize("path", [LOGS, f"{API}/audit/export"])
+def test_moments_outside_the_calendar_are_400(
+    api: httpx.Client, path: str, name: str, moment: str
+) -> None:
+    """On the export too: refused before the body starts, never a 200 cut short."""
+    message = error(api.get(path, params={name: moment}), 400)
+    assert name in message and "range" in message, message
+
+
 @pytest.mark.parametrize(
     ("params", "status", "needle"),
     [

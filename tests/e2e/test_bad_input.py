@@ -525,6 +525,18 @@ def test_revocation_mistakes(api: httpx.Client, root: dict[str, Any]) -> None:
     assert after["revocation_reason"] == "keyCompromise" and after["revocation_comment"] == "leaked"
 
 
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+def test_invalidity_date_out_of_range_is_400(
+    api: httpx.Client, root: dict[str, Any], moment: str
+) -> None:
+    cert = issue(api, root["id"])
+    path = f"/api/v2/certificates/{cert['id']}/revoke"
+    with nothing_written(api):
+        body = {"reason": "keyCompromise", "invalidity_date": moment}
+        assert "invalidity_date" in assert_error(api.post(path, json=body), 400)
+    assert data(api.get(f"/api/v2/certificates/{cert['id']}"))["status"] == "active"
+
+
 def test_export_mistakes(api: httpx.Client, root: dict[str, Any]) -> None:
     cert = issue(api, root["id"])
     path = f"/api/v2/certificates/{cert['id']}/export"
