@@ -20,12 +20,15 @@ class SubjectFields:
     email: str | None = None
 
     def to_name(self) -> x509.Name:
-        if not self.common_name or len(self.common_name) > 64:
-            raise InvalidInput("common_name is required and at most 64 characters")
-        if self.country is not None and len(self.country) != 2:
-            raise InvalidInput("country must be a two-letter ISO 3166 code")
+        # cryptography counts commonName in UTF-8 octets (at most 64), not in characters.
+        octets = len(self.common_name.encode("utf-8", "surrogatepass"))
+        if not self.common_name or octets > 64:
+            raise InvalidInput("common_name is required and at most 64 bytes in UTF-8")
+        if self.email and not self.email.isascii():
+            # emailAddress is an IA5String (RFC 5280 A.1): ASCII only.
+            raise InvalidInput("email must be ASCII (an IA5String)")
         parts = [
-            (NameOID.COUNTRY_NAME, self.country),
+            (NameOID.COUNTRY_NAME, None if self.country is None else check_country(self.country)),
             (NameOID.STATE_OR_PROVINCE_NAME, self.state),
             (NameOID.LOCALITY_NAME, self.locality),
             (NameOID.ORGANIZATION_NAME, self.organization),
@@ -34,6 +37,14 @@ class SubjectFields:
             (NameOID.EMAIL_ADDRESS, self.email),
         ]
         return x509.Name([x509.NameAttribute(oid, value) for oid, value in parts if value])
+
+
+def check_country(code: str, label: str = "country") -> str:
+    """An ISO 3166 alpha-2 code: countryName is a two-character PrintableString (RFC 5280
+    A.1), and letters are all a code holds. Written in capitals, as ISO 3166 does."""
+    if not (len(code) == 2 and code.isascii() and code.isalpha()):
+        raise InvalidInput(f"{label} must be a two-letter ISO 3166 code")
+    return code.upper()
 
 
 def parse_san(entry: str) -> x509.GeneralName:
@@ -58,10 +69,20 @@ def _typed_san(kind: str, value: str) -> x509.GeneralName:
     if kind == "email":
         if "@" not in value:
             raise InvalidInput(f"invalid email address in SAN: {value!r}")
+        _check_ascii("email address", value, "the domain as A-labels (IDNA)")
         return x509.RFC822Name(value)
     if ":" not in value:
         raise InvalidInput(f"invalid URI in SAN: {value!r}")
+    _check_ascii("URI", value, "percent-encoded (RFC 3986), the host as A-labels (IDNA)")
     return x509.UniformResourceIdentifier(value)
+
+
+def _check_ascii(kind: str, value: str, how: str) -> None:
+    """rfc822Name and uniformResourceIdentifier are IA5Strings (RFC 5280 4.2.1.6): an
+    internationalized value must arrive already converted, as `how` says. (A non-ASCII local
+    part needs SmtpUTF8Mailbox, RFC 9598, which Tessera does not issue.)"""
+    if not value.isascii():
+        raise InvalidInput(f"invalid {kind} in SAN: {value!r} is not ASCII; send it {how}")
 
 
 def _guess_san(value: str) -> x509.GeneralName:
@@ -82,6 +103,8 @@ def _check_dns(name: str) -> str:
         and ((label == "*" and i == 0) or label.replace("-", "").replace("_", "").isalnum())
         for i, label in enumerate(labels)
     )
+    if not name.isascii():
+        raise InvalidInput(f"invalid DNS name in SAN: {name!r} is not ASCII; send A-labels (IDNA)")
     if not valid or len(name) > 253:
         raise InvalidInput(f"invalid DNS name in SAN: {name!r}")
     return name.lower()

@@ -8,7 +8,7 @@ from cryptography.x509.oid import NameOID
 
 from tessera.core.errors import InvalidInput, PolicyViolation
 from tessera.core.keys import KeySpec, describe_public_key, parse_key_spec
-from tessera.core.names import extended_key_usage, key_usage
+from tessera.core.names import check_country, extended_key_usage, key_usage
 
 MAX_VALIDITY_DAYS = 36500
 MAX_PATH_LENGTH = 10
@@ -136,8 +136,8 @@ def subject_default_attribute(key: str, value: str) -> x509.NameAttribute:
     oid, limit = SUBJECT_DEFAULTS[key]
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
         raise InvalidInput(f"subject default {key} must be 1 to {limit} characters")
-    if oid == NameOID.COUNTRY_NAME and not (len(value) == 2 and value.isascii()):
-        raise InvalidInput("subject default country must be a two-letter ISO 3166 code")
+    if oid == NameOID.COUNTRY_NAME:
+        value = check_country(value, "subject default country")
     return x509.NameAttribute(oid, value)
 
 

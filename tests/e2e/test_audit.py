@@ -113,6 +113,33 @@ def test_date_filters(api: httpx.Client) -> None:
     assert naive["total"] == all_meta["total"]
 
 
+# Their UTC falls in year 0 or 10000, which no stored timestamp can reach.
+OUT_OF_RANGE = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
+
+
+def test_dates_at_the_ends_of_the_calendar(api: httpx.Client) -> None:
+    _, all_meta = logs(api)
+    _, until_the_end = logs(api, date_to="9999-12-31")
+    assert until_the_end["total"] >= all_meta["total"] > 0
+    _, from_the_end = logs(api, date_from="9999-12-31")
+    assert from_the_end["total"] == 0
+    _, from_the_start = logs(api, date_from="0001-01-01", date_to="0001-01-01")
+    assert from_the_start["total"] == 0
+    exported = api.get(f"{API}/audit/export", params={"date_to": "9999-12-31", "limit": 2})
+    assert exported.status_code == 200 and len(exported.json()) == 2, exported.text
+
+
+@pytest.mark.parametrize("moment", OUT_OF_RANGE)
+@pytest.mark.parametrize("name", ["date_from", "date_to"])
+@pytest.mark.parametrize("path", [LOGS, f"{API}/audit/export"])
+def test_moments_outside_the_calendar_are_400(
+    api: httpx.Client, path: str, name: str, moment: str
+) -> None:
+    """On the export too: refused before the body starts, never a 200 cut short."""
+    message = error(api.get(path, params={name: moment}), 400)
+    assert name in message and "range" in message, message
+
+
 @pytest.mark.parametrize(
     ("params", "status", "needle"),
     [
@@ -418,6 +445,17 @@ def test_unreachable_syslog_never_fails_a_request(api: httpx.Client) -> None:
         {"host": "bad host name"},
         {"enabled": True, "host": None},
         {"colour": "blue"},
+        {"port": "abc"},
+        {"port": 1.5},
+        {"port": [514]},
+        {"enabled": "maybe"},
+        {"protocol": 17},
+        {"facility": []},
+        {"facility": -1},
+        {"facility": 1.5},
+        {"host": 5},
+        {"app_name": ""},
+        {"hostname": {"name": "h"}},
     ],
 )
 @pytest.mark.usefixtures("syslog_off")
@@ -425,3 +463,34 @@ def test_bad_syslog_settings(api: httpx.Client, body: dict[str, Any]) -> None:
     response = api.put(SYSLOG, json=body)
     assert response.status_code in (400, 422), response.text
     error(response, response.status_code)
+
+
+@pytest.mark.usefixtures("syslog_off")
+def test_null_returns_a_syslog_setting_to_its_default(api: httpx.Client) -> None:
+    custom = {
+        "enabled": False,
+        "host": "127.0.0.1",
+        "port": 5514,
+        "protocol": "tcp",
+        "facility": "local4",
+        "app_name": "pki",
+        "hostname": "ca-1",
+    }
+    data(api.put(SYSLOG, json=custom))
+    without_port = data(api.put(SYSLOG, json={**custom, "port": None}))
+    assert without_port["port"] == 514
+    assert without_port["protocol"] == "tcp" and without_port["facility"] == "local4"
+    defaults = {
+        "enabled": False,
+        "host": None,
+        "port": 514,
+        "protocol": "udp",
+        "facility": "audit",
+        "facility_code": 13,
+        "app_name": "tessera",
+        "hostname": None,
+    }
+    reset = data(api.put(SYSLOG, json=dict.fromkeys(custom)))
+    assert {k: reset[k] for k in defaults} == defaults
+    stored = data(api.get(SYSLOG))
+    assert {k: stored[k] for k in defaults} == defaults

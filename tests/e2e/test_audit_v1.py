@@ -222,3 +222,23 @@ def test_v1_needs_read_audit(server: Server) -> None:
     bearer = {"Authorization": f"Bearer {server.api_key}"}
     with server.client(api_key="") as client:
         assert client.get(EVENTS, headers=bearer).status_code == 200
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+@pytest.mark.parametrize("name", ["started_after", "started_before"])
+def test_export_moments_outside_the_calendar_are_400(
+    api: httpx.Client, name: str, moment: str
+) -> None:
+    """Their UTC falls in year 0 or 10000: refused before the CSV starts, never a 200 cut
+    short."""
+    message = str(detail(api.get(EXPORT, params={name: moment}), 400))
+    assert name in message and "range" in message, message
+
+
+def test_export_after_the_last_moment_is_empty(api: httpx.Client) -> None:
+    last = "9999-12-31T23:59:59.999999Z"
+    response = api.get(EXPORT, params={"started_after": last})
+    assert response.status_code == 200, response.text
+    assert list(csv.DictReader(io.StringIO(response.text))) == []
+    everything = api.get(EXPORT, params={"started_before": last})
+    assert len(list(csv.DictReader(io.StringIO(everything.text)))) > 0

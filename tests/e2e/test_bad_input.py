@@ -359,6 +359,32 @@ def test_bad_san_values_are_400(api: httpx.Client, root: dict[str, Any], san: st
         assert "SAN" in message or "subject alternative name" in message
 
 
+# cryptography takes only A-labels in DNS names, e-mail addresses and URIs (IDNA and
+# percent-encoding are the caller's); a bare CN that looks like an address is no SAN then.
+NON_ASCII_SANS = [
+    "email:\u00fc@example.com",
+    "email:a@\u00fc.example",
+    "uri:http://\u00fc.example/",
+    "dns:\u00fc.example",
+    "\u00fc@example.com",
+]
+
+
+@pytest.mark.parametrize("san", NON_ASCII_SANS)
+def test_non_ascii_sans_are_400(api: httpx.Client, root: dict[str, Any], san: str) -> None:
+    with nothing_written(api):
+        body = {"common_name": "san.example.com", "ca_id": root["id"], "san": [san]}
+        message = assert_error(api.post("/api/v2/certificates", json=body), 400)
+        assert "SAN" in message and "ASCII" in message, message
+
+
+def test_non_ascii_address_as_common_name_is_no_san(
+    api: httpx.Client, root: dict[str, Any]
+) -> None:
+    cert = issue(api, root["id"], common_name="\u00fc@example.com")
+    assert cert["common_name"] == "\u00fc@example.com" and cert["san"] == []
+
+
 @pytest.mark.parametrize(
     ("algorithm", "usages"),
     [
@@ -396,6 +422,42 @@ def test_unknown_usage_names_are_400(
         body = {"common_name": "u.example.com", "ca_id": root["id"], "key_algorithm": "EC"}
         body[field] = names
         assert needle in assert_error(api.post("/api/v2/certificates", json=body), 400)
+
+
+# C is a PrintableString and emailAddress an IA5String (RFC 5280 A.1), and cryptography caps
+# commonName at 64 octets of UTF-8: these reach none of them.
+BAD_SUBJECTS = [
+    ({"country": "\u00dcS"}, "country"),
+    ({"country": "\u00b2\u00b2"}, "country"),
+    ({"country": "U*"}, "country"),
+    ({"country": "12"}, "country"),
+    ({"email": "\u00fc@example.com"}, "email"),
+    ({"common_name": "\u042f" * 40}, "common_name"),
+]
+
+
+@pytest.mark.parametrize("path", ["/api/v2/cas", "/api/v2/certificates"])
+@pytest.mark.parametrize(("fields", "field"), BAD_SUBJECTS)
+def test_subject_values_the_encoding_cannot_hold_are_400(
+    api: httpx.Client, root: dict[str, Any], path: str, fields: dict[str, str], field: str
+) -> None:
+    body = {"common_name": "subject.example.com", "ca_id": root["id"], "key_algorithm": "EC"}
+    with nothing_written(api):
+        assert field in assert_error(api.post(path, json={**body, **fields}), 400)
+
+
+def test_subject_in_any_script_where_utf8string_holds_it(
+    api: httpx.Client, root: dict[str, Any]
+) -> None:
+    names = {"organization": "\u0401\u043b\u043a\u0430", "locality": "K\u00f6ln"}
+    cn = "\u042f" * 32  # 64 octets of UTF-8
+    cert = issue(api, root["id"], common_name=cn, country="de", **names)
+    subject = x509.load_pem_x509_certificate(
+        data(api.get(f"/api/v2/certificates/{cert['id']}"))["pem"].encode()
+    ).subject
+    assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == cn
+    assert subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value == "DE"
+    assert subject.get_attributes_for_oid(NameOID.LOCALITY_NAME)[0].value == "K\u00f6ln"
 
 
 # --- imports --------------------------------------------------------------------------------------
@@ -467,6 +529,21 @@ def test_bad_listing_parameters(
     assert_error(api.get(path.replace("ROOT", str(root["id"]))), status)
 
 
+def test_empty_status_is_no_filter(api: httpx.Client, root: dict[str, Any]) -> None:
+    """An empty `status` (a cleared filter box) filters nothing, on every listing taking one."""
+    issue(api, root["id"])
+    for path in (f"/api/v2/cas/{root['id']}/certificates", "/api/v2/certificates"):
+        everything = api.get(path, params={"per_page": 100})
+        empty = api.get(path, params={"status": "", "per_page": 100})
+        assert [c["id"] for c in data(empty)] == [c["id"] for c in data(everything)]
+        assert empty.json()["meta"]["total"] == everything.json()["meta"]["total"] > 0
+    for path in ("/api/v2/csrs", "/api/v2/scep/requests", "/api/v2/acme/orders"):
+        everything = api.get(path)
+        empty = api.get(path, params={"status": ""})
+        assert data(empty) == data(everything)
+        assert empty.json()["meta"] == everything.json()["meta"]
+
+
 def test_per_page_bounds_are_inclusive(api: httpx.Client) -> None:
     assert data(api.get("/api/v2/certificates", params={"per_page": 100})) is not None
     assert api.get("/api/v2/certificates?per_page=100").json()["meta"]["per_page"] == 100
@@ -485,6 +562,18 @@ def test_revocation_mistakes(api: httpx.Client, root: dict[str, Any]) -> None:
         assert "already revoked" in assert_error(api.post(path, json={"reason": "superseded"}), 409)
     after = data(api.get(f"/api/v2/certificates/{cert['id']}"))
     assert after["revocation_reason"] == "keyCompromise" and after["revocation_comment"] == "leaked"
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+def test_invalidity_date_out_of_range_is_400(
+    api: httpx.Client, root: dict[str, Any], moment: str
+) -> None:
+    cert = issue(api, root["id"])
+    path = f"/api/v2/certificates/{cert['id']}/revoke"
+    with nothing_written(api):
+        body = {"reason": "keyCompromise", "invalidity_date": moment}
+        assert "invalidity_date" in assert_error(api.post(path, json=body), 400)
+    assert data(api.get(f"/api/v2/certificates/{cert['id']}"))["status"] == "active"
 
 
 def test_export_mistakes(api: httpx.Client, root: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from asn1crypto import ocsp as asn1_ocsp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
@@ -314,6 +315,38 @@ def test_bad_input(server: Server, pki: PKI, workdir: Path) -> None:
     )
     der = long_nonce.build().public_bytes(serialization.Encoding.DER)
     assert _status_of(httpx.post(url, content=der, headers=OCSP_REQUEST)) == malformed
+    assert "Traceback" not in server.log()
+
+
+def _request_for_serials(pki: PKI, *serials: int) -> bytes:
+    """A request naming our CA's certificates by serial, built by asn1crypto (cryptography
+    refuses to build a negative serial)."""
+    name_hash, key_hash = _issuer_hashes(pki)
+    cert_ids = [
+        asn1_ocsp.CertId(
+            {
+                "hash_algorithm": {"algorithm": "sha1"},
+                "issuer_name_hash": name_hash,
+                "issuer_key_hash": key_hash,
+                "serial_number": serial,
+            }
+        )
+        for serial in serials
+    ]
+    tbs = {"request_list": [{"req_cert": cert_id} for cert_id in cert_ids]}
+    return bytes(asn1_ocsp.OCSPRequest({"tbs_request": tbs}).dump())
+
+
+def test_negative_serial_is_a_malformed_request(server: Server, pki: PKI) -> None:
+    """RFC 5280 4.1.2.2: a serial number is positive, so asking for a negative one is a
+    malformedRequest (RFC 6960 2.3), not an internalError with a traceback in the log."""
+    url = f"{server.http_url}/ocsp"
+    malformed = ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+    good_serial = int(pki.good["serial_number"], 16)
+    for serials in ((-1,), (-(2**71),), (good_serial, -1)):
+        der = _request_for_serials(pki, *serials)
+        assert _status_of(httpx.post(url, content=der, headers=OCSP_REQUEST)) == malformed
+        assert _status_of(_get(server, der)) == malformed
     assert "Traceback" not in server.log()
 
 

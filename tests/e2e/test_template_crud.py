@@ -133,6 +133,9 @@ def test_invalid_templates_are_refused_and_not_written(api: httpx.Client) -> Non
         ({"key_type": "EC", "key_size": 256}, 400, "cannot be used for"),
         ({"subject_defaults": {"email": "x@example.com"}}, 400, "unknown subject default"),
         ({"subject_defaults": {"country": "Germany"}}, 400, "country"),
+        # countryName is a PrintableString of letters: these would fail at every issuance.
+        ({"subject_defaults": {"country": "U*"}}, 400, "country"),
+        ({"subject_defaults": {"country": "12"}}, 400, "country"),
         ({"validity_days": 0}, 422, "validity_days"),
         ({"name": ""}, 422, "name"),
         ({"key_usage": "digitalSignature"}, 422, "key_usage"),

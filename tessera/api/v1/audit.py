@@ -15,6 +15,7 @@ from tessera.api.deps import UnitOfWork, now, repositories, require, runtime
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2.audit import only_params
 from tessera.api.v2.params import MAX_ROW_ID
+from tessera.core.clock import as_utc, later
 from tessera.domains.actor import Actor
 from tessera.domains.audit.redaction import csv_cell, redact
 from tessera.domains.audit.service import AuditService, export_batches
@@ -47,12 +48,6 @@ EVENT_FILTERS = (
     "is_active",
 )
 EXPORT_COLUMNS = ("timestamp", "user", "action", "resource", "detail")
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _stamp(moment: datetime) -> str:
@@ -154,9 +149,12 @@ def export(
     started_after: datetime | None = None,
     started_before: datetime | None = None,
 ) -> Response:
-    after, before = _utc(started_after), _utc(started_before)
+    # In UTC before the body starts: a bound out of range is a 400, not a cut-short 200.
+    after = as_utc(started_after, "started_after") if started_after else None
+    before = as_utc(started_before, "started_before") if started_before else None
     # "after" is strict; timestamps are stored to the microsecond.
-    filters = AuditFilter(since=after + timedelta(microseconds=1) if after else None, before=before)
+    since = later(after, timedelta(microseconds=1)) if after else None
+    filters = AuditFilter(since=since, before=before)
     _service(request, session, actor).note_export("csv", filters, max_rows)
     batches = export_batches(runtime(request).sessions, actor.org_id, filters, max_rows)
     headers = {

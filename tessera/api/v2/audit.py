@@ -16,6 +16,7 @@ from tessera.api.deps import UnitOfWork, now, repositories, require, runtime
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok, page_meta
 from tessera.api.v2.params import Page, PerPage, QueryRowId, RowId
+from tessera.core.clock import as_utc, later
 from tessera.core.errors import InvalidInput
 from tessera.domains.actor import Actor
 from tessera.domains.audit.redaction import csv_cell
@@ -59,7 +60,8 @@ def only_params(*allowed: str) -> Any:
 
 
 def parse_moment(name: str, value: str | None, end_of_day: bool = False) -> datetime | None:
-    """An ISO 8601 date or datetime; a date alone is that whole day (UTC); no zone is UTC."""
+    """An ISO 8601 date or datetime, in UTC; a date alone is that whole day (UTC); no zone
+    is UTC."""
     if value is None or value == "":
         return None
     text = value.strip()
@@ -67,11 +69,11 @@ def parse_moment(name: str, value: str | None, end_of_day: bool = False) -> date
         if len(text) == 10:
             day = date.fromisoformat(text)
             moment = datetime.combine(day, time(), UTC)
-            return moment + timedelta(days=1) if end_of_day else moment
+            return later(moment, timedelta(days=1)) if end_of_day else moment
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise InvalidInput(f"{name}: {value!r} is not an ISO 8601 date or datetime") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return as_utc(parsed, name)
 
 
 def log_view(row: AuditLog) -> dict[str, Any]:

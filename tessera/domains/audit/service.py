@@ -236,11 +236,16 @@ class AuditService:
         return SyslogConfig.from_stored(self._settings.get(SYSLOG_SETTING))
 
     def set_syslog(self, changes: dict[str, Any]) -> SyslogConfig:
-        current = self.syslog().as_dict()
-        merged = {**current, **{k: v for k, v in changes.items() if k != "facility"}}
-        if "facility" in changes and changes["facility"] is not None:
-            merged["facility_code"] = parse_facility(changes["facility"])
-        if merged.get("protocol") not in ("udp", "tcp"):
+        """`changes` holds the fields given; null removes one, so it takes its default (as
+        in a JSON merge patch, RFC 7396): no host or hostname, port 514, udp, audit..."""
+        merged = self.syslog().as_dict()
+        for key, value in changes.items():
+            stored = "facility_code" if key == "facility" else key
+            if value is None:
+                merged.pop(stored, None)
+            else:
+                merged[stored] = parse_facility(value) if key == "facility" else value
+        if merged.get("protocol", "udp") not in ("udp", "tcp"):
             raise InvalidInput("protocol must be udp or tcp")
         if merged.get("enabled") and not merged.get("host"):
             raise InvalidInput("a host is required to enable syslog forwarding")

@@ -3,13 +3,14 @@ and the same in bulk (each item in its own savepoint; renewals signed first, the
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from tessera.core import inspect
+from tessera.core.clock import as_utc
 from tessera.core.errors import (
     Conflict,
     InvalidInput,
@@ -105,6 +106,8 @@ class CertificateService:
     def search(
         self, filters: CertificateFilter, page: int, per_page: int
     ) -> tuple[Sequence[models.Certificate], int]:
+        # An empty status (a cleared filter box) is no filter, as on every other listing.
+        filters = replace(filters, status=filters.status or None)
         if filters.status and filters.status not in ("active", "expired", "revoked", "expiring"):
             raise InvalidInput("status must be one of active, expired, revoked, expiring")
         return self._repos.certificates.page(filters, self._now, page, per_page)
@@ -222,8 +225,7 @@ class CertificateService:
         """In UTC (a time without a zone is taken as UTC), to the second as CRLs carry it."""
         if given is None:
             return None
-        moment = given.astimezone(UTC) if given.tzinfo else given.replace(tzinfo=UTC)
-        moment = moment.replace(microsecond=0)
+        moment = as_utc(given, "invalidity_date").replace(microsecond=0)
         if moment > self._now:
             raise InvalidInput("invalidity_date must not be in the future")
         return moment

@@ -92,7 +92,8 @@ def parse_request(der: bytes) -> Request:
     for extension in extensions:
         if isinstance(extension.value, x509.OCSPNonce):
             nonce = _checked_nonce(extension.value.nonce)
-    cert_id = CertID(oid, parsed.issuer_name_hash, parsed.issuer_key_hash, parsed.serial_number)
+    serial = _checked_serial(parsed.serial_number)
+    cert_id = CertID(oid, parsed.issuer_name_hash, parsed.issuer_key_hash, serial)
     return Request((cert_id,), nonce)
 
 
@@ -122,8 +123,16 @@ def _cert_id(value: asn1_ocsp.CertId) -> CertID:
         value["hash_algorithm"]["algorithm"].dotted,
         bytes(value["issuer_name_hash"].native),
         bytes(value["issuer_key_hash"].native),
-        serial,
+        _checked_serial(serial),
     )
+
+
+def _checked_serial(serial: int) -> int:
+    """No certificate has a negative serial (RFC 5280 4.1.2.2), and no response can name one
+    (cryptography refuses to encode it): a request for one is malformed (RFC 6960 2.3)."""
+    if serial < 0:
+        raise MalformedRequest("a certificate serial number is never negative")
+    return serial
 
 
 def _nonce_bytes(value: asn1_core.OctetString) -> bytes:
