@@ -634,6 +634,7 @@ def test_approval_and_management(env: AcmeEnv, account: Acme) -> None:
         assert data(api.get(f"{API}/acme/accounts/{account_id}"))["status"] == "valid"
         assert any(a["id"] == account_id for a in data(api.get(f"{API}/acme/accounts")))
         assert data(api.get(f"{API}/acme/orders/{order_id}"))["account_id"] == account_id
+        assert "status" in error(api.get(f"{API}/acme/orders", params={"status": "bogus"}), 422)
         data(api.post(f"{API}/acme/accounts/{account_id}/deactivate"))
         proxy = api.post(f"{API}/acme/proxy/register", json={"email": "a@b.c", "agree_tos": True})
         assert proxy.status_code == 501 and "ACME client" in proxy.json()["message"]

@@ -1,7 +1,7 @@
 """ACME server management: /api/v2/acme/... (settings, stats, accounts, orders and their
 approval, EAB keys, early renewal). The protocol itself is tessera/protocols/acme."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse
@@ -22,6 +22,10 @@ from tessera.storage.models_acme import AcmeAccount, AcmeEabKey, AcmeOrder, Acme
 router = PrefixRouter(prefix="/acme", tags=["ACME Server"])
 Reader = Annotated[Actor, Depends(require("read:acme"))]
 Writer = Annotated[Actor, Depends(require("write:acme"))]
+
+
+# RFC 8555 7.1.6
+OrderStatus = Literal["pending", "ready", "processing", "valid", "invalid"]
 
 
 class NotImplementedYet(TesseraError):
@@ -206,10 +210,12 @@ def list_orders(
     actor: Reader,
     page: Page = 1,
     per_page: PerPage = 50,
-    status: Annotated[str | None, Query(max_length=16)] = None,
+    status: Annotated[OrderStatus | Literal[""] | None, Query()] = None,
     account_id: QueryRowId = None,
 ) -> JSONResponse:
-    rows, total = repositories(session, actor).acme.orders(page, per_page, status, account_id)
+    # An empty status (a cleared filter box) is no filter, as on every other listing.
+    repos = repositories(session, actor)
+    rows, total = repos.acme.orders(page, per_page, status or None, account_id)
     return ok([order_view(r) for r in rows], meta=page_meta(page, per_page, total))
 
 
