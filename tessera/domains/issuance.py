@@ -62,11 +62,15 @@ def deferred(session_info: dict[str, Any]) -> Iterator[list[Issued]]:
     """Issuances made inside leave their rows and audit events in the list instead of
     writing them; the caller writes them (`write_issued`)."""
     issued: list[Issued] = []
+    outer = session_info.get(DEFERRED)
     session_info[DEFERRED] = issued
     try:
         yield issued
     finally:
-        del session_info[DEFERRED]
+        if outer is None:
+            del session_info[DEFERRED]
+        else:  # nested: the enclosing caller's list is back in place
+            session_info[DEFERRED] = outer
 
 
 def write_issued(issued: Sequence[Issued]) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, select, update
 from tessera.domains.actor import system_actor
 from tessera.domains.audit import wiring
 from tessera.domains.audit.service import AuditService
+from tessera.domains.issuance import DEFERRED, deferred
 from tessera.storage import models
 from tessera.storage.db import session_factory
 from tessera.storage.models_audit import AuditChainHead
@@ -134,3 +135,14 @@ def _certificate(n: int) -> models.Certificate:
         fingerprint_sha256=f"{n:064x}",
         certificate_pem="-",
     )
+
+
+def test_deferred_writes_nest() -> None:
+    """An issuance path that defers its writes inside another's (ACME finalize in a batch,
+    say) hands the enclosing list back when it is done."""
+    info: dict[str, Any] = {}
+    with deferred(info) as outer:
+        with deferred(info) as inner:
+            assert info[DEFERRED] is inner
+        assert info[DEFERRED] is outer
+    assert DEFERRED not in info
