@@ -138,8 +138,8 @@ def _certificate(n: int) -> models.Certificate:
 
 
 def test_deferred_writes_nest() -> None:
-    """An issuance path that defers its writes inside another's (ACME finalize in a batch,
-    say) hands the enclosing list back when it is done."""
+    """A deferral made inside another (no path nests them today) hands the enclosing list
+    back when it is done, rather than dropping it."""
     info: dict[str, Any] = {}
     with deferred(info) as outer:
         with deferred(info) as inner:
