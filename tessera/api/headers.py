@@ -146,10 +146,11 @@ class BodyLimit:
 
 
 class JsonText:
-    """Refuses, with a 400 in the dialect's shape, a JSON body whose text is no Unicode (an
-    unpaired surrogate escape, `core.jsontext`): FastAPI's parser and pydantic let one
-    through to the database. Inside BodyLimit, which bounds what is read here. A body with
-    no `\\u` escape, the usual case, is only passed on."""
+    """Refuses, with a 400 in the dialect's shape, a JSON body that is not Unicode text in
+    UTF-8 (`core.jsontext`: UTF-16 or UTF-32, which `json.loads` would read, or an unpaired
+    surrogate escape): FastAPI's parser and pydantic let either through to the database.
+    Inside BodyLimit, which bounds what is read here. A UTF-8 body with no `\\u` escape, the
+    usual case, is only passed on."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -159,9 +160,9 @@ class JsonText:
             await self.app(scope, receive, send)
             return
         messages, body = await _read_body(receive)
-        if b"\\u" in body and not _unicode_json(body):
-            message = "the JSON body has an unpaired surrogate escape, which is no character"
-            await dialect_error(scope["path"], 400, message)(scope, receive, send)
+        refusal = _not_unicode(body)
+        if refusal:
+            await dialect_error(scope["path"], 400, refusal)(scope, receive, send)
             return
 
         async def replay() -> Message:
@@ -180,15 +181,21 @@ async def _read_body(receive: Receive) -> tuple[list[Message], bytes]:
     return messages, b"".join(m.get("body", b"") for m in messages)
 
 
-def _unicode_json(body: bytes) -> bool:
-    """False only for well-formed JSON with an unpaired surrogate; the app answers the rest."""
+def _not_unicode(body: bytes) -> str | None:
+    """Why the body is no UTF-8 Unicode text, or None (malformed JSON is the app's to answer)."""
     try:
-        jsontext.loads(body)
-    except UnicodeEncodeError:  # a str with no UTF-8 form (a bad byte is a decode error)
-        return False
+        text = jsontext.decode(body)
+    except ValueError:  # another encoding, or bytes that are no UTF-8 at all
+        return "the JSON body must be UTF-8 text (RFC 8259 8.1)"
+    if "\\u" not in text:
+        return None
+    try:
+        jsontext.loads(text)
+    except UnicodeEncodeError:
+        return "the JSON body has an unpaired surrogate escape, which is no character"
     except (ValueError, RecursionError):
         pass
-    return True
+    return None
 
 
 def _is_json(headers: Iterable[tuple[bytes, bytes]]) -> bool:

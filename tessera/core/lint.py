@@ -8,11 +8,22 @@ from datetime import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import NameOID
 
 from tessera.core.errors import PolicyViolation
 from tessera.core.profile import CertificateRequest
 
 _EC_FORBIDDEN = {"keyEncipherment", "dataEncipherment"}
+# ub-* of RFC 5280 appendix A.1, for the attributes the issuance paths carry
+_SUBJECT_LIMITS = {
+    NameOID.COMMON_NAME: 64,
+    NameOID.ORGANIZATION_NAME: 64,
+    NameOID.ORGANIZATIONAL_UNIT_NAME: 64,
+    NameOID.LOCALITY_NAME: 128,
+    NameOID.STATE_OR_PROVINCE_NAME: 128,
+    NameOID.SERIAL_NUMBER: 64,
+    NameOID.EMAIL_ADDRESS: 255,
+}
 _ED25519_ALLOWED = {
     "digitalSignature",
     "contentCommitment",
@@ -29,6 +40,7 @@ def check_before_signing(
     not_after: datetime,
 ) -> None:
     _check_issuer(issuer_cert, request)
+    _check_subject(request.subject)
     _check_key_usage_for_key(request)
     _check_ca_flags(request)
     if not request.is_ca and len(request.subject) == 0 and not request.sans:
@@ -61,6 +73,21 @@ def _check_issuer(issuer_cert: x509.Certificate | None, request: CertificateRequ
         return
     if not usage.key_cert_sign:
         raise PolicyViolation("the issuer's key usage does not allow certificate signing")
+
+
+def _check_subject(subject: x509.Name) -> None:
+    """RFC 5280's upper bounds (appendix A.1) on the attributes a CSR may bring as it likes
+    (the API's subject fields are checked before): in characters, as the ASN.1 counts them."""
+    for attribute in subject:
+        value = attribute.value if isinstance(attribute.value, str) else ""
+        if attribute.oid == NameOID.COUNTRY_NAME:
+            if not (len(value) == 2 and value.isascii() and value.isalpha()):
+                raise PolicyViolation("the subject's country must be a two-letter ISO 3166 code")
+            continue
+        limit = _SUBJECT_LIMITS.get(attribute.oid)
+        if limit is not None and len(value) > limit:
+            name = attribute.rfc4514_attribute_name
+            raise PolicyViolation(f"the subject's {name} is longer than {limit} characters")
 
 
 def _check_key_usage_for_key(request: CertificateRequest) -> None:

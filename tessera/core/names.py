@@ -39,6 +39,12 @@ class SubjectFields:
         return x509.Name([x509.NameAttribute(oid, value) for oid, value in parts if value])
 
 
+def fit_utf8(text: str, octets: int) -> str:
+    """`text` cut to at most `octets` bytes of UTF-8, on a character boundary: cryptography
+    bounds a commonName in octets, not characters."""
+    return text.encode("utf-8")[:octets].decode("utf-8", "ignore")
+
+
 def check_country(code: str, label: str = "country") -> str:
     """An ISO 3166 alpha-2 code: countryName is a two-character PrintableString (RFC 5280
     A.1), and letters are all a code holds. Written in capitals, as ISO 3166 does."""

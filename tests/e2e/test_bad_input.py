@@ -2,6 +2,7 @@
 nothing half-written (the CA and certificate inventory is unchanged afterwards)."""
 
 import base64
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -181,6 +182,55 @@ def test_unpaired_surrogates_in_json_are_400(
     pair = b'{"common_name": "Pair \\ud83d\\ude00 Root", "key_algorithm": "EC"}'
     created = data(api.post("/api/v2/cas", content=pair, headers=headers), 201)
     assert created["common_name"] == "Pair \U0001f600 Root"
+
+
+def test_json_in_another_encoding_than_utf8_is_400(
+    server: Server, api: httpx.Client, root: dict[str, Any]
+) -> None:
+    """RFC 8259 8.1: JSON is exchanged in UTF-8. Python's parser would read UTF-16 and
+    UTF-32 too, where a surrogate escape hides from a look at the bytes."""
+    headers = {"Content-Type": "application/json"}
+    with nothing_written(api):
+        for encoding in ("utf-16", "utf-16-le", "utf-32"):
+            issue = {"ca_id": root["id"], "common_name": "s.example.com", "csr": "\ud800"}
+            body = json.dumps(issue).encode(encoding)
+            assert "UTF-8" in assert_error(
+                api.post("/api/v2/certificates", content=body, headers=headers), 400
+            )
+            with server.client(api_key="") as anonymous:
+                methods = json.dumps({"username": "\ud800"}).encode(encoding)
+                assert_error(
+                    anonymous.post("/api/v2/auth/methods", content=methods, headers=headers), 400
+                )
+            template = json.dumps([{"name": "t", "subject_defaults": {"organization": "\ud800"}}])
+            upload = {"file": ("t.json", template.encode(encoding), "application/json")}
+            assert_error(api.post("/api/v2/templates/import", files=upload), 400)
+    # UTF-8 with a byte order mark is still UTF-8 (RFC 8259 8.1 lets a parser ignore it)
+    body = (
+        b"\xef\xbb\xbf"
+        + json.dumps({"common_name": unique("BOM Root"), "key_algorithm": "EC"}).encode()
+    )
+    data(api.post("/api/v2/cas", content=body, headers=headers), 201)
+
+
+@pytest.mark.filterwarnings("ignore:Attribute's length:UserWarning")  # made so on purpose
+def test_csr_subjects_within_rfc5280_bounds(api: httpx.Client, root: dict[str, Any]) -> None:
+    """A CSR brings the subject it likes; what breaks RFC 5280's upper bounds (appendix A.1)
+    is refused before signing, whatever path it takes."""
+    key = rsa.generate_private_key(65537, 2048)
+    for attribute, message in (
+        (x509.NameAttribute(NameOID.COMMON_NAME, "a" * 100, _validate=False), "CN"),
+        (x509.NameAttribute(NameOID.COUNTRY_NAME, "XYZ", _validate=False), "country"),
+        (x509.NameAttribute(NameOID.ORGANIZATION_NAME, "o" * 65, _validate=False), "O"),
+    ):
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([attribute]))
+            .sign(key, hashes.SHA256())
+        )
+        body = {"ca_id": root["id"], "csr": csr.public_bytes(serialization.Encoding.PEM).decode()}
+        with nothing_written(api):
+            assert message in assert_error(api.post("/api/v2/certificates", json=body), 422)
 
 
 def test_huge_ids_in_acme_settings_are_422(api: httpx.Client) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -16,10 +17,20 @@ import pytest
 from asn1crypto import ocsp as asn1_ocsp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.e2e.helpers import API, cert_of, create_root, data, foreign_root, issue, unique
+from tests.e2e.helpers import (
+    API,
+    cert_of,
+    create_root,
+    data,
+    foreign_root,
+    import_ca_file,
+    issue,
+    unique,
+)
 from tests.support import Server, admin_api_key, database, start_server, stop_server
 from tests.tools import openssl, pkilint_findings, pkilint_ocsp_findings
 
@@ -347,6 +358,69 @@ def test_negative_serial_is_a_malformed_request(server: Server, pki: PKI) -> Non
         der = _request_for_serials(pki, *serials)
         assert _status_of(httpx.post(url, content=der, headers=OCSP_REQUEST)) == malformed
         assert _status_of(_get(server, der)) == malformed
+    assert "Traceback" not in server.log()
+
+
+def test_requests_the_responder_cannot_answer_are_answered_cleanly(
+    server: Server, pki: PKI
+) -> None:
+    """Two nonces are a malformedRequest (RFC 5280 4.2: an extension appears once); a CA
+    that cannot issue its responder certificate (it expired) is unauthorized; a CA whose
+    name fills the responder's commonName gets its responder. No traceback in the log."""
+    url = f"{server.http_url}/ocsp"
+    name_hash, key_hash = _issuer_hashes(pki)
+    cert_id = {
+        "hash_algorithm": {"algorithm": "sha1"},
+        "issuer_name_hash": name_hash,
+        "issuer_key_hash": key_hash,
+        "serial_number": int(pki.good["serial_number"], 16),
+    }
+    nonces = [{"extn_id": "nonce", "extn_value": secrets.token_bytes(16)} for _ in range(2)]
+    tbs = {"request_list": [{"req_cert": cert_id}], "request_extensions": nonces}
+    twice = bytes(asn1_ocsp.OCSPRequest({"tbs_request": tbs}).dump())
+    answer = httpx.post(url, content=twice, headers=OCSP_REQUEST)
+    assert _status_of(answer) == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, unique("Expired OCSP CA"))])
+    now = datetime.now(UTC)
+    expired = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=30))
+        .not_valid_after(now - timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    bundle = expired.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with server.client() as api:
+        data(import_ca_file(api, bundle, "expired.pem"), 201)
+        long_name = data(
+            api.post(f"{API}/cas", json={"common_name": "Ж" * 30, "key_algorithm": "EC"}), 201
+        )
+        leaf = issue(api, long_name["id"], "under-a-long-name.example")
+        long_name = data(api.get(f"{API}/cas/{long_name['id']}"))
+    asked = ocsp.OCSPRequestBuilder().add_certificate(expired, expired, hashes.SHA1()).build()
+    answer = httpx.post(
+        url, content=asked.public_bytes(serialization.Encoding.DER), headers=OCSP_REQUEST
+    )
+    assert _status_of(answer) == ocsp.OCSPResponseStatus.UNAUTHORIZED
+    asked = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate(
+            cert_of(data_pem(server, leaf["id"])), cert_of(long_name["pem"]), hashes.SHA1()
+        )
+        .build()
+    )
+    answer = httpx.post(
+        url, content=asked.public_bytes(serialization.Encoding.DER), headers=OCSP_REQUEST
+    )
+    assert _status_of(answer) == ocsp.OCSPResponseStatus.SUCCESSFUL
     assert "Traceback" not in server.log()
 
 

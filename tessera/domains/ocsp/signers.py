@@ -19,8 +19,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tessera.core.authority import Authority
+from tessera.core.errors import PolicyViolation
 from tessera.core.formats import load_certificate
 from tessera.core.keystore import KeyEncryptor
+from tessera.core.names import fit_utf8
 from tessera.core.profile import CertificateRequest
 from tessera.domains.actor import system_actor
 from tessera.domains.issuance import Issuance, PublicationBase
@@ -119,6 +121,10 @@ class SignerFactory:
         except IntegrityError:
             session.rollback()
             return None
+        except PolicyViolation as exc:  # the CA has expired, say: no responder for it
+            session.rollback()
+            log.warning("CA %s cannot issue its OCSP signer: %s", ca_id, exc.message)
+            return None
         finally:
             session.close()
         log.info("issued OCSP signer %s (generation %s) for CA %s", row.id, generation, ca_id)
@@ -128,7 +134,7 @@ class SignerFactory:
 def _request(
     ca: models.CertificateAuthority, key: ec.EllipticCurvePrivateKey, days: int
 ) -> CertificateRequest:
-    common_name = f"{ca.common_name} OCSP Responder"[:64]
+    common_name = fit_utf8(f"{ca.common_name} OCSP Responder", 64)
     return CertificateRequest(
         subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]),
         public_key=key.public_key(),

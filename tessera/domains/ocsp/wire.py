@@ -84,6 +84,8 @@ def parse_request(der: bytes) -> Request:
     try:
         oid = _OID_BY_NAME.get(parsed.hash_algorithm.name, "")
         extensions = parsed.extensions
+    except x509.DuplicateExtension as exc:  # RFC 5280 4.2: an extension appears once
+        raise MalformedRequest("the request carries an extension twice") from exc
     except (UnsupportedAlgorithm, ValueError):
         # An algorithm cryptography does not know, or an extension it cannot read: the slow
         # reader tells us the OID and skips what it does not know.
