@@ -40,9 +40,14 @@ class Client:
 
 def new_client(cn: str = "device", bits: int = 2048) -> Client:
     key = rsa.generate_private_key(65537, bits)
+    return Client(key, self_signed(key, cn))
+
+
+def self_signed(key: Any, cn: str) -> x509.Certificate:
+    """The certificate a device signs its first request with: its own, for a day."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = datetime.now(UTC)
-    cert = (
+    return (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -52,7 +57,6 @@ def new_client(cn: str = "device", bits: int = 2048) -> Client:
         .not_valid_after(now + timedelta(days=1))
         .sign(key, hashes.SHA256())
     )
-    return Client(key, cert)
 
 
 def csr_der(client: Client, cn: str, challenge: str | None) -> bytes:

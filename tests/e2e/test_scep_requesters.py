@@ -12,7 +12,6 @@ EC key, write a CSR that no library would) is built here with asn1crypto."""
 import os
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -51,6 +50,7 @@ from tests.e2e.test_scep_protocol import (
     read_reply,
     rsa_ca,
     scep_requests,
+    self_signed,
     split,
 )
 from tests.support import Server
@@ -106,19 +106,7 @@ def issued_by_api(api: httpx.Client, ca_id: int, client: Client, cn: str) -> Cli
 
 def ec_client(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
+    return key, self_signed(key, cn)
 
 
 def ec_signed(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from asn1crypto import algos, cms, core, parser
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -21,19 +21,14 @@ from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from tessera.domains.scep.csr import ASN1_ERRORS as CSR_ERRORS
 from tessera.domains.scep.types import BAD_ALG, BAD_CERT_ID, BAD_MESSAGE_CHECK
 
-# asn1crypto raises these on malformed or unexpected input; cryptography adds exceptions of
-# its own that are no ValueError: UnsupportedAlgorithm for a key type it does not know, and
-# for a certificate in the SignedData an unknown version or a malformed extension.
+# What the CSR reader catches (asn1crypto's built-in errors, cryptography's
+# UnsupportedAlgorithm), and for a certificate in the SignedData cryptography's own refusals
+# that are no ValueError: an unknown version, a malformed extension.
 ASN1_ERRORS = (
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    OverflowError,
-    UnsupportedAlgorithm,
+    *CSR_ERRORS,
     x509.InvalidVersion,
     x509.DuplicateExtension,
     x509.UnsupportedGeneralNameType,
