@@ -270,10 +270,29 @@ def import_ca_file(
     )
 
 
+def self_signed(key: Any, cn: str) -> x509.Certificate:
+    """The certificate a device signs its first request with: its own, for a day."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.now(UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+
+
 def self_signed_ca(
-    common_name: str, lifetime: timedelta = timedelta(days=365)
+    common_name: str,
+    lifetime: timedelta = timedelta(days=365),
+    started: timedelta = timedelta(minutes=5),
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A foreign P-256 root built with cryptography (openssl 3.0 cannot end in seconds)."""
+    """A foreign P-256 root built with cryptography (openssl 3.0 cannot end in seconds),
+    valid from `started` ago until `lifetime` from now (a negative one: it has expired)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.now(UTC).replace(microsecond=0)
@@ -294,7 +313,7 @@ def self_signed_ca(
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_before(now - started)
         .not_valid_after(datetime.now(UTC) + lifetime)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(usage, critical=True)

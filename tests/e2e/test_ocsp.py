@@ -8,7 +8,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,9 +17,8 @@ import pytest
 from asn1crypto import ocsp as asn1_ocsp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.e2e.helpers import (
     API,
@@ -29,6 +28,7 @@ from tests.e2e.helpers import (
     foreign_root,
     import_ca_file,
     issue,
+    self_signed_ca,
     unique,
 )
 from tests.support import Server, admin_api_key, database, start_server, stop_server
@@ -381,20 +381,8 @@ def test_requests_the_responder_cannot_answer_are_answered_cleanly(
     answer = httpx.post(url, content=twice, headers=OCSP_REQUEST)
     assert _status_of(answer) == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, unique("Expired OCSP CA"))])
-    now = datetime.now(UTC)
-    expired = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=30))
-        .not_valid_after(now - timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    lifetime, started = -timedelta(days=1), timedelta(days=30)
+    expired, key = self_signed_ca(unique("Expired OCSP CA"), lifetime, started)
     bundle = expired.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )

@@ -7,7 +7,6 @@ import base64
 import os
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from tessera.protocols.scep import cms, messages
-from tests.e2e.helpers import data, error, unique
+from tests.e2e.helpers import data, error, self_signed, unique
 from tests.support import Server
 
 API = "/api/v2"
@@ -41,22 +40,6 @@ class Client:
 def new_client(cn: str = "device", bits: int = 2048) -> Client:
     key = rsa.generate_private_key(65537, bits)
     return Client(key, self_signed(key, cn))
-
-
-def self_signed(key: Any, cn: str) -> x509.Certificate:
-    """The certificate a device signs its first request with: its own, for a day."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.now(UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
 
 
 def csr_der(client: Client, cn: str, challenge: str | None) -> bytes:

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from tessera.protocols.scep import cms, messages
-from tests.e2e.helpers import data, unique
+from tests.e2e.helpers import data, self_signed, unique
 from tests.e2e.test_scep_protocol import (
     BAD_CERT_ID,
     BAD_REQUEST,
@@ -50,7 +50,6 @@ from tests.e2e.test_scep_protocol import (
     read_reply,
     rsa_ca,
     scep_requests,
-    self_signed,
     split,
 )
 from tests.support import Server

@@ -2,16 +2,14 @@
 backends: a database upgraded from 0013 knows them as one made at 0014 would."""
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.config import Config
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from sqlalchemy import Engine
 
 from tessera.core import inspect
@@ -19,6 +17,7 @@ from tessera.core.formats import cert_pem
 from tessera.storage import models
 from tessera.storage.db import MIGRATIONS, make_engine, session_factory
 from tessera.storage.repositories import Repositories
+from tests.e2e.helpers import self_signed
 from tests.support import database
 
 
@@ -40,28 +39,13 @@ def upgrade(engine: Engine, revision: str) -> None:
         command.upgrade(config, revision)
 
 
-def certificate(key: ec.EllipticCurvePrivateKey, cn: str) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.now(UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-
-
 def test_keys_revoked_as_compromised_before_0014_are_listed(bare_engine: Engine) -> None:
     upgrade(bare_engine, "0013")
     shared, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     certs = {
-        "compromised-1": (certificate(shared, "compromised-1"), "keyCompromise"),
-        "compromised-2": (certificate(shared, "compromised-2"), "keyCompromise"),
-        "superseded": (certificate(other, "superseded"), "superseded"),
+        "compromised-1": (self_signed(shared, "compromised-1"), "keyCompromise"),
+        "compromised-2": (self_signed(shared, "compromised-2"), "keyCompromise"),
+        "superseded": (self_signed(other, "superseded"), "superseded"),
     }
     sessions = session_factory(bare_engine)
     with sessions.begin() as session:
