@@ -325,6 +325,18 @@ def test_methods_sizes_and_nul_over_http(scep: Scep) -> None:
 # --- bad input: SCEP we refuse, with the right failInfo, nothing written ----------------
 
 
+def test_long_transaction_ids_sharing_a_prefix_are_two_transactions(scep: Scep) -> None:
+    """Stored transactionIDs are at most 128 characters: longer ones are kept apart (by
+    digest), not cut to a common prefix that would make two requesters one."""
+    shared = "t" * 128
+    for suffix in ("A", "B"):
+        device = new_client(f"long-{suffix}")
+        payload = csr_der(device, f"long-{suffix}", scep.challenge)
+        _, reply = scep.enroll(device, payload, transaction_id=shared + suffix)
+        assert reply.status == SUCCESS, reply
+        assert reply.transaction_id == shared + suffix
+
+
 def test_refusals_carry_fail_info_and_write_nothing(scep: Scep, api: httpx.Client) -> None:
     before = scep_requests(api)
     refused = unique("refused-cn")

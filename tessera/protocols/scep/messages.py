@@ -1,6 +1,7 @@
 """SCEP messages (RFC 8894 section 3): the pkiMessage a client sends, read into a typed
 object, and the CertRep the server answers with."""
 
+import hashlib
 import os
 from dataclasses import dataclass
 from enum import StrEnum
@@ -22,6 +23,7 @@ OID_RECIPIENT_NONCE = "2.16.840.1.113733.1.9.6"
 OID_TRANSACTION_ID = "2.16.840.1.113733.1.9.7"
 OID_FAIL_INFO_TEXT = "1.3.6.1.5.5.7.24.1"
 NONCE_BYTES = 16
+MAX_TRANSACTION_TEXT = 128  # scep_requests.transaction_id
 
 
 class MessageType(StrEnum):
@@ -54,14 +56,18 @@ class PkiMessage:
     @property
     def transaction_text(self) -> str:
         """The transactionID as stored and shown: its text when it is printable (as RFC 8894
-        requires), else its hex, so no NUL or control character reaches the database."""
+        requires), else its hex, so no NUL or control character reaches the database. One
+        longer than the column is kept as its digest, not cut short: two IDs that share
+        their first 128 characters are two transactions."""
         try:
             text = str(parsed_value(self.transaction_id, core.PrintableString))
         except ASN1_ERRORS:
             text = ""
-        if text and text.isascii() and text.isprintable():
-            return text[:128]
-        return self.transaction_id.contents.hex()[:128]
+        printable = bool(text) and text.isascii() and text.isprintable()
+        shown = text if printable else self.transaction_id.contents.hex()
+        if len(shown) <= MAX_TRANSACTION_TEXT:
+            return shown
+        return "sha256:" + hashlib.sha256(self.transaction_id.contents).hexdigest()
 
 
 def read_message(der: bytes) -> PkiMessage:
