@@ -159,26 +159,33 @@ class JsonText:
         if scope["type"] != "http" or not _is_json(scope["headers"]):
             await self.app(scope, receive, send)
             return
-        messages, body = await _read_body(receive)
+        body = await _read_body(receive)
         refusal = _not_unicode(body)
         if refusal:
             await dialect_error(scope["path"], 400, refusal)(scope, receive, send)
             return
-
-        async def replay() -> Message:
-            return messages.pop(0) if messages else await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
 
 
-async def _read_body(receive: Receive) -> tuple[list[Message], bytes]:
-    messages: list[Message] = []
+async def _read_body(receive: Receive) -> bytes:
+    """The whole body (what came before a disconnect, if the client went away)."""
+    chunks: list[bytes] = []
     while True:
         message = await receive()
-        messages.append(message)
+        chunks.append(message.get("body", b""))
         if message["type"] != "http.request" or not message.get("more_body", False):
-            break
-    return messages, b"".join(m.get("body", b"") for m in messages)
+            return b"".join(chunks)
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the already-read body over once, then waits on the real one (for
+    a disconnect)."""
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
 
 
 def _not_unicode(body: bytes) -> str | None:

@@ -48,11 +48,18 @@ def fingerprint(cert: x509.Certificate, algorithm: hashes.HashAlgorithm) -> str:
 
 
 def sans(cert: x509.Certificate) -> list[str]:
+    return [format_san(name) for name in general_names(cert)]
+
+
+def general_names(
+    signed: x509.Certificate | x509.CertificateSigningRequest,
+) -> list[x509.GeneralName]:
+    """The subject alternative names of a certificate or request (none without the extension)."""
     try:
-        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        ext = signed.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
         return []
-    return [format_san(name) for name in ext.value]
+    return list(ext.value)
 
 
 def signature_algorithm(cert: x509.Certificate) -> str:

@@ -11,19 +11,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from tessera.core.errors import PolicyViolation
+from tessera.core.names import UPPER_BOUNDS, is_country_code
 from tessera.core.profile import CertificateRequest
 
 _EC_FORBIDDEN = {"keyEncipherment", "dataEncipherment"}
-# ub-* of RFC 5280 appendix A.1, for the attributes the issuance paths carry
-_SUBJECT_LIMITS = {
-    NameOID.COMMON_NAME: 64,
-    NameOID.ORGANIZATION_NAME: 64,
-    NameOID.ORGANIZATIONAL_UNIT_NAME: 64,
-    NameOID.LOCALITY_NAME: 128,
-    NameOID.STATE_OR_PROVINCE_NAME: 128,
-    NameOID.SERIAL_NUMBER: 64,
-    NameOID.EMAIL_ADDRESS: 255,
-}
 _ED25519_ALLOWED = {
     "digitalSignature",
     "contentCommitment",
@@ -81,10 +72,10 @@ def _check_subject(subject: x509.Name) -> None:
     for attribute in subject:
         value = attribute.value if isinstance(attribute.value, str) else ""
         if attribute.oid == NameOID.COUNTRY_NAME:
-            if not (len(value) == 2 and value.isascii() and value.isalpha()):
+            if not is_country_code(value):
                 raise PolicyViolation("the subject's country must be a two-letter ISO 3166 code")
             continue
-        limit = _SUBJECT_LIMITS.get(attribute.oid)
+        limit = UPPER_BOUNDS.get(attribute.oid)
         if limit is not None and len(value) > limit:
             name = attribute.rfc4514_attribute_name
             raise PolicyViolation(f"the subject's {name} is longer than {limit} characters")

@@ -8,6 +8,18 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from tessera.core.errors import InvalidInput
 
+# RFC 5280 appendix A.1 upper bounds (ub-*), in characters, of the subject attributes the
+# issuance paths carry; countryName is exactly two letters (`is_country_code`).
+UPPER_BOUNDS: dict[x509.ObjectIdentifier, int] = {
+    NameOID.COMMON_NAME: 64,
+    NameOID.ORGANIZATION_NAME: 64,
+    NameOID.ORGANIZATIONAL_UNIT_NAME: 64,
+    NameOID.LOCALITY_NAME: 128,
+    NameOID.STATE_OR_PROVINCE_NAME: 128,
+    NameOID.SERIAL_NUMBER: 64,
+    NameOID.EMAIL_ADDRESS: 255,
+}
+
 
 @dataclass(frozen=True)
 class SubjectFields:
@@ -48,9 +60,13 @@ def fit_utf8(text: str, octets: int) -> str:
 def check_country(code: str, label: str = "country") -> str:
     """An ISO 3166 alpha-2 code: countryName is a two-character PrintableString (RFC 5280
     A.1), and letters are all a code holds. Written in capitals, as ISO 3166 does."""
-    if not (len(code) == 2 and code.isascii() and code.isalpha()):
+    if not is_country_code(code):
         raise InvalidInput(f"{label} must be a two-letter ISO 3166 code")
     return code.upper()
+
+
+def is_country_code(code: str) -> bool:
+    return len(code) == 2 and code.isascii() and code.isalpha()
 
 
 def parse_san(entry: str) -> x509.GeneralName:

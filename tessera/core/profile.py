@@ -8,7 +8,7 @@ from cryptography.x509.oid import NameOID
 
 from tessera.core.errors import InvalidInput, PolicyViolation
 from tessera.core.keys import KeySpec, describe_public_key, parse_key_spec
-from tessera.core.names import check_country, extended_key_usage, key_usage
+from tessera.core.names import UPPER_BOUNDS, check_country, extended_key_usage, key_usage
 
 MAX_VALIDITY_DAYS = 36500
 MAX_PATH_LENGTH = 10
@@ -16,10 +16,13 @@ MAX_PATH_LENGTH = 10
 # Subject attributes a template may default, in the order they appear in a DN (C first).
 SUBJECT_DEFAULTS: dict[str, tuple[x509.ObjectIdentifier, int]] = {
     "country": (NameOID.COUNTRY_NAME, 2),
-    "state": (NameOID.STATE_OR_PROVINCE_NAME, 128),
-    "locality": (NameOID.LOCALITY_NAME, 128),
-    "organization": (NameOID.ORGANIZATION_NAME, 64),
-    "organizational_unit": (NameOID.ORGANIZATIONAL_UNIT_NAME, 64),
+    "state": (NameOID.STATE_OR_PROVINCE_NAME, UPPER_BOUNDS[NameOID.STATE_OR_PROVINCE_NAME]),
+    "locality": (NameOID.LOCALITY_NAME, UPPER_BOUNDS[NameOID.LOCALITY_NAME]),
+    "organization": (NameOID.ORGANIZATION_NAME, UPPER_BOUNDS[NameOID.ORGANIZATION_NAME]),
+    "organizational_unit": (
+        NameOID.ORGANIZATIONAL_UNIT_NAME,
+        UPPER_BOUNDS[NameOID.ORGANIZATIONAL_UNIT_NAME],
+    ),
 }
 _DN_RANK = {oid: rank for rank, (oid, _) in enumerate(SUBJECT_DEFAULTS.values())}
 

@@ -6,6 +6,8 @@ revoked or foreign certificates. Plus the management API around it."""
 import base64
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,15 +174,22 @@ def rsa_ca(api: httpx.Client, name: str) -> int:
     return int(data(api.post(f"{API}/cas", json=body), 201)["id"])
 
 
-@pytest.fixture(scope="module")
-def scep(server: Server) -> Any:
+@contextmanager
+def default_profile(server: Server, root_name: str) -> Iterator[Scep]:
+    """The default profile on a new RSA root, auto-approving, with a static challenge."""
     with server.client() as api, httpx.Client(base_url=server.http_url, timeout=60) as http:
-        ca_id = rsa_ca(api, unique("SCEP Protocol Root"))
+        ca_id = rsa_ca(api, unique(root_name))
         body = {"enabled": True, "ca_id": ca_id, "auto_approve": True}
         data(api.patch(f"{API}/scep/config", json=body))
         challenge = data(api.get(f"{API}/scep/challenge/{ca_id}"))["challenge"]
         ca, ra = split(ca_certificates(http, "/scep/pkiclient.exe"))
         yield Scep(http, ca_id, ca, ra, challenge)
+
+
+@pytest.fixture(scope="module")
+def scep(server: Server) -> Iterator[Scep]:
+    with default_profile(server, "SCEP Protocol Root") as made:
+        yield made
 
 
 def profile(api: httpx.Client, scep: Scep, **settings: Any) -> str:

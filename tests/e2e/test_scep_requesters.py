@@ -42,6 +42,7 @@ from tests.e2e.test_scep_protocol import (
     attribute,
     ca_certificates,
     csr_der,
+    default_profile,
     issued_named,
     issuer_and_subject,
     new_client,
@@ -61,14 +62,8 @@ CHALLENGE_PASSWORD = "1.2.840.113549.1.9.7"
 
 @pytest.fixture(scope="module")
 def scep(server: Server) -> Iterator[Scep]:
-    """The default profile on an RSA root, auto-approving, with a static challenge."""
-    with server.client() as api, httpx.Client(base_url=server.http_url, timeout=60) as http:
-        ca_id = rsa_ca(api, unique("SCEP Requesters Root"))
-        body = {"enabled": True, "ca_id": ca_id, "auto_approve": True}
-        data(api.patch(f"{API}/scep/config", json=body))
-        challenge = data(api.get(f"{API}/scep/challenge/{ca_id}"))["challenge"]
-        ca, ra = split(ca_certificates(http, "/scep/pkiclient.exe"))
-        yield Scep(http, ca_id, ca, ra, challenge)
+    with default_profile(server, "SCEP Requesters Root") as made:
+        yield made
 
 
 # --- building what the protocol module's client does not --------------------------------

@@ -29,9 +29,10 @@ from fastapi import Request
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tessera.api.deps import LANE_POOL, LANE_THREADS, answer_error, current_actor
+from tessera.api.headers import replaying
 from tessera.api.v2.certificates import ISSUE_STATUS, WRITER, issue_uncommitted, issued_answer
 from tessera.api.v2.schemas import IssueCertificate
 from tessera.domains.audit.context import SUCCESS_STATUS
@@ -66,7 +67,7 @@ class IssuanceLane:
             await self.app(scope, receive, send)
             return
         body = await Request(scope, receive).body()
-        replay = _replaying(body, receive)
+        replay = replaying(body, receive)
         try:
             spec = IssueCertificate.model_validate_json(body)
         except ValidationError:
@@ -183,14 +184,3 @@ def _is_issuance(scope: Scope) -> bool:
         if name == b"content-type":
             return value.split(b";", 1)[0].strip().lower() == b"application/json"
     return False
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    """A receive that hands the already-read body over once, then waits on the real one (for
-    a disconnect)."""
-    pending = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def replay() -> Message:
-        return pending.pop() if pending else await receive()
-
-    return replay

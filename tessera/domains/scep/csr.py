@@ -11,7 +11,6 @@ only when first asked, are read here too: whatever the request, what is wrong wi
 cryptography's own reaching the HTTP layer.
 """
 
-import hashlib
 from collections.abc import Callable
 
 from asn1crypto import csr as asn1_csr
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from tessera.core.errors import PolicyViolation, UnparsableInput
 from tessera.core.formats import load_csr
+from tessera.core.inspect import general_names, public_key_sha256
 
 # asn1crypto raises the built-in errors on malformed input; cryptography raises
 # UnsupportedAlgorithm (no ValueError) for a public key of an algorithm it does not know.
@@ -97,18 +97,11 @@ def _verify(key: object, signature: bytes, data: bytes, algo: str, hash_name: st
 
 
 def key_digest(csr: x509.CertificateSigningRequest) -> str:
-    der = csr.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(der).hexdigest()
+    return public_key_sha256(csr)
 
 
 def sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
-    try:
-        ext = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return []
-    return list(ext.value)
+    return general_names(csr)
 
 
 def asks_for(csr_der: bytes, subject_der: bytes) -> bool:

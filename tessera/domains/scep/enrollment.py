@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes
 
 from tessera.core.errors import Conflict, InvalidInput, NotFound, TesseraError
 from tessera.core.formats import is_issued_by, load_certificate
-from tessera.core.inspect import common_name, serial_hex
+from tessera.core.inspect import common_name, general_names, serial_hex
 from tessera.core.profile import CertificateRequest, fill_subject
 from tessera.domains import audit
 from tessera.domains.issuance import Issuance, core_template
@@ -301,7 +301,7 @@ class EnrollmentService:
         defaults = template.subject_defaults if template is not None else ()
         if fill_subject(csr.subject, defaults) != signer.subject:
             return False
-        return set(scep_csr.sans(csr)) == set(_certificate_sans(signer))
+        return set(scep_csr.sans(csr)) == set(general_names(signer))
 
     def _template(self, profile: ProfileSettings) -> models.Template | None:
         if profile.template_id is None:
@@ -386,13 +386,6 @@ def _challenge_password(csr: x509.CertificateSigningRequest) -> bytes | None:
 def _armored(der: bytes) -> str:
     """The request as received (its signature covers these bytes), in PEM."""
     return pem.armor("CERTIFICATE REQUEST", der).decode("ascii")
-
-
-def _certificate_sans(cert: x509.Certificate) -> list[x509.GeneralName]:
-    try:
-        return list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
-    except x509.ExtensionNotFound:
-        return []
 
 
 def _ca_cert(ca: models.CertificateAuthority) -> x509.Certificate:
