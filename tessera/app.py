@@ -135,8 +135,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     include(app, system_security.router, prefix="/api/v2")
     system_security.install_jobs(rt)
     headers.install_body_limit(app, settings)
-    ratelimit.install(app, rt)
+    limiter = ratelimit.install(app, rt)
     headers.install(app, settings)
+    app.state.scep_lane = scep_protocol.public_lane(app, rt, limiter)
     return app
 
 
@@ -168,7 +169,10 @@ def public_only(app: ASGIApp) -> ASGIApp:
     """The plain-HTTP listener's view of the app: protocol endpoints, nothing else."""
     # OCSP, the hottest public endpoint, takes its own lane here: no API middleware (see
     # docs/ocsp.md); everything else it does not answer goes on to the app.
-    ocsp_lane = getattr(getattr(app, "state", None), "ocsp_lane", None)
+    state = getattr(app, "state", None)
+    ocsp_lane = getattr(state, "ocsp_lane", None)
+    # SCEP too, behind the few middlewares that matter to it (protocols/scep/endpoint.py).
+    scep_lane = getattr(state, "scep_lane", None)
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope["path"].startswith(PUBLIC_PREFIXES):
@@ -176,6 +180,9 @@ def public_only(app: ASGIApp) -> ASGIApp:
             return
         if ocsp_lane is not None and scope["type"] == "http" and scope["path"].startswith("/ocsp"):
             await ocsp_lane(scope, receive, send)
+            return
+        if scep_lane is not None and scep_protocol.scep_slug(scope) is not None:
+            await scep_lane(scope, receive, send)
             return
         await app(scope, receive, send)
 

@@ -70,6 +70,14 @@ def test_headers_on_success_error_and_public_responses(server: Server, api: http
     # The plain-HTTP listener: no HSTS there (it is meaningless over HTTP), the rest is.
     with httpx.Client(base_url=server.http_url) as plain:
         _security_headers(plain.get("/ca/999999.pem"), https=False)
+        # SCEP takes a lane of its own there (protocols/scep/endpoint.public_lane).
+        scep = plain.get("/scep/pkiclient.exe", params={"operation": "GetCACaps"})
+        _security_headers(scep, https=False)
+        echoed = plain.get(
+            "/cgi-bin/pkiclient.exe?operation=Nope", headers={"X-Request-ID": "a.b-1"}
+        )
+        assert echoed.status_code == 400
+        assert echoed.headers["x-request-id"] == "a.b-1"
 
 
 def test_request_id_echoed_when_plain_replaced_otherwise(api: httpx.Client) -> None:

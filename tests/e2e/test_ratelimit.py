@@ -85,6 +85,17 @@ def test_default_limit_is_100_per_minute_per_ip(api: httpx.Client) -> None:
     assert public.headers["x-ratelimit-limit"] == "1200"
 
 
+def test_scep_on_the_plain_listener_counts_under_the_protocol_limit(server: Server) -> None:
+    ip = next_ip()
+    with httpx.Client(base_url=server.http_url) as plain:
+        first, second = (
+            plain.get("/scep/pkiclient.exe?operation=GetCACaps", headers=as_ip(ip))
+            for _ in range(2)
+        )
+    assert first.headers["x-ratelimit-limit"] == second.headers["x-ratelimit-limit"] == "1200"
+    assert int(second.headers["x-ratelimit-remaining"]) == 1198
+
+
 def test_login_limited_to_10_per_minute(server: Server) -> None:
     ip = next_ip()
     with server.client(api_key="") as client:
