@@ -12,8 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 PG_ADMIN_URL = os.environ.get("TESSERA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 ADMIN_PASSWORD = "admin-password-for-tests"
@@ -60,6 +64,21 @@ def database(kind: str) -> Iterator[str | None]:
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def alembic(engine: "Engine", action: str, revision: str) -> None:
+    """`alembic upgrade|downgrade <revision>` on one connection, in one transaction, as
+    storage.db.migrate runs the migrations."""
+    from alembic import command
+    from alembic.config import Config
+
+    from tessera.storage.db import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        getattr(command, action)(config, revision)
 
 
 @dataclass

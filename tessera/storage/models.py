@@ -11,7 +11,9 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -44,6 +46,20 @@ def _now() -> datetime:
 
 class Base(DeclarativeBase):
     type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+    @staticmethod
+    def __table_cls__(name: str, metadata: MetaData, *args: Any, **kwargs: Any) -> Table:
+        """A table keyed by an `id` the database picks is AUTOINCREMENT on SQLite (as
+        migration 0015 made the older ones), so that a deleted row's id is never given to
+        another; without it SQLite takes the largest id in the table plus one. Only those:
+        SQLAlchemy would write AUTOINCREMENT on any single integer key, given ones too
+        (audit_chain_heads.chain_id, certificate_search.id, declared autoincrement=False)."""
+        table = Table(name, metadata, *args, **kwargs)
+        key = list(table.primary_key.columns)
+        picked = len(key) == 1 and key[0].autoincrement is not False
+        if picked and key[0].name == "id" and type(key[0].type) is Integer:
+            table.dialect_kwargs["sqlite_autoincrement"] = True
+        return table
 
 
 class Organization(Base):

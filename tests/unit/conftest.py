@@ -20,3 +20,14 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
             yield built
         finally:
             built.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def bare_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An empty database on each backend, for tests that run the migrations themselves."""
+    with database(request.param) as url:
+        engine = make_engine(url or f"sqlite:///{tmp_path / 'tessera.db'}")
+        try:
+            yield engine
+        finally:
+            engine.dispose()

@@ -1,13 +1,8 @@
 """Migration 0014 lists the keys of certificates already revoked as compromised, on both
 backends: a database upgraded from 0013 knows them as one made at 0014 would."""
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
-import pytest
-from alembic import command
-from alembic.config import Config
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Engine
@@ -15,32 +10,14 @@ from sqlalchemy import Engine
 from tessera.core import inspect
 from tessera.core.formats import cert_pem
 from tessera.storage import models
-from tessera.storage.db import MIGRATIONS, make_engine, session_factory
+from tessera.storage.db import session_factory
 from tessera.storage.repositories import Repositories
 from tests.e2e.helpers import self_signed
-from tests.support import database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def bare_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    with database(request.param) as url:
-        engine = make_engine(url or f"sqlite:///{tmp_path / 'tessera.db'}")
-        try:
-            yield engine
-        finally:
-            engine.dispose()
-
-
-def upgrade(engine: Engine, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+from tests.support import alembic
 
 
 def test_keys_revoked_as_compromised_before_0014_are_listed(bare_engine: Engine) -> None:
-    upgrade(bare_engine, "0013")
+    alembic(bare_engine, "upgrade", "0013")
     shared, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     certs = {
         "compromised-1": (self_signed(shared, "compromised-1"), "keyCompromise"),
@@ -70,7 +47,7 @@ def test_keys_revoked_as_compromised_before_0014_are_listed(bare_engine: Engine)
                     certificate_pem=cert_pem(cert),
                 )
             )
-    upgrade(bare_engine, "head")
+    alembic(bare_engine, "upgrade", "head")
     with sessions.begin() as session:
         listed = session.query(models.CompromisedKey).all()
         assert [(k.org_id, k.spki_sha256) for k in listed] == [
