@@ -3,12 +3,14 @@ concurrency against Tessera and, in the same run, against micromdm's own `scepse
 `scep`), which runs inside `unshare -n` (it listens on every interface).
 
     .venv/bin/python bench/scep.py [--enrollments 80] [--concurrency 8] [--workers 2]
-        [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
+        [--rounds 3] [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
 
 Client keys (RSA-2048) are made before the clock starts, so each enrollment is one
 `scepclient` run: GetCACert, GetCACaps and a PKIOperation with a fresh key and CSR. Both
 servers are measured with the same client, keys and concurrency; the ratio is
-Tessera/scepserver enrollments per second.
+Tessera/scepserver enrollments per second. The two are measured in alternating rounds, each
+with a fresh server, and the ratio printed is the median of the rounds' ratios: this VM's speed
+drifts by up to 1.5x within minutes, more than a single pair of runs can tell apart.
 """
 
 import argparse
@@ -21,6 +23,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from statistics import median
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -49,14 +52,14 @@ def make_keys(directory: Path, count: int) -> list[Path]:
 
 
 def enroll_all(
-    url: str, challenge: str, keys: list[Path], concurrency: int, server_pgid: int
+    url: str, challenge: str, keys: list[Path], concurrency: int, server_pgid: int, runs: Path
 ) -> dict[str, float]:
     """Run one scepclient per key, `concurrency` at a time; returns rate, failures and the
     CPU time per enrollment of the server (its process group) and of the clients."""
 
     def one(index_key: tuple[int, Path]) -> bool:
         index, key = index_key
-        workdir = key.parent / f"run-{index}"
+        workdir = runs / f"run-{index}"
         workdir.mkdir()
         shutil.copy(key, workdir / "key.pem")
         result = subprocess.run(
@@ -122,13 +125,17 @@ def tessera_run(args: argparse.Namespace, keys: list[Path], scratch: Path) -> di
                     "challenge"
                 ]
             url = f"{server.http_url}/scep/pkiclient.exe"
-            return enroll_all(url, challenge, keys, args.concurrency, server.process.pid)
+            runs = scratch / "runs"
+            runs.mkdir()
+            return enroll_all(url, challenge, keys, args.concurrency, server.process.pid, runs)
         finally:
             support.stop_server(server)
 
 
 def peer_run(args: argparse.Namespace, keys: list[Path], scratch: Path) -> dict[str, float]:
     """Re-run this script inside a new network namespace, where it starts scepserver."""
+    for key in keys:
+        shutil.copy(key, scratch / key.name)
     command = [
         "unshare",
         "-n",
@@ -183,14 +190,9 @@ def inside_namespace(scratch: Path, concurrency: int, count: int) -> None:
                 break
             time.sleep(0.1)
         keys = sorted(scratch.glob("key-*.pem"), key=lambda p: int(p.stem.split("-")[1]))[:count]
-        peer_dir = scratch / "peer"
-        peer_dir.mkdir()
-        copies = []
-        for key in keys:
-            target = peer_dir / key.name
-            shutil.copy(key, target)
-            copies.append(target)
-        figures = enroll_all(url, CHALLENGE_FOR_PEER, copies, concurrency, server.pid)
+        runs = scratch / "runs"
+        runs.mkdir()
+        figures = enroll_all(url, CHALLENGE_FOR_PEER, keys, concurrency, server.pid, runs)
         print(json.dumps(figures))
     finally:
         server.terminate()
@@ -202,6 +204,7 @@ def main() -> None:
     parser.add_argument("--enrollments", type=int, default=80)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--inside-namespace", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -213,17 +216,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="scep-bench-") as tmp:
         scratch = Path(tmp)
         keys = make_keys(scratch, args.enrollments)
-        ours = tessera_run(args, keys, scratch)
-        peer = peer_run(args, keys, scratch)
+        rounds = []
+        for number in range(args.rounds):
+            ours_dir, peer_dir = scratch / f"ours-{number}", scratch / f"peer-{number}"
+            ours_dir.mkdir()
+            peer_dir.mkdir()
+            rounds.append((tessera_run(args, keys, ours_dir), peer_run(args, keys, peer_dir)))
     print(f"SCEP PKCSReq enrollments, scepclient x{args.concurrency}, {args.enrollments} each")
-    for label, figures in (("tessera", ours), ("scepserver", peer)):
-        print(
-            f"  {label:<11} {figures['rate']:6.2f} enrollments/s"
-            f"  ({figures['enrollments']:.0f} ok, {figures['failures']:.0f} failed,"
-            f" {figures['seconds']:.1f} s; cpu per enrollment: server"
-            f" {figures['server_ms']:.1f} ms, client {figures['client_ms']:.1f} ms)"
-        )
-    print(f"  ratio tessera/scepserver: {ours['rate'] / peer['rate']:.2f}x")
+    for number, (ours, peer) in enumerate(rounds, 1):
+        for label, figures in (("tessera", ours), ("scepserver", peer)):
+            print(
+                f"  round {number} {label:<11} {figures['rate']:6.2f} enrollments/s"
+                f"  ({figures['enrollments']:.0f} ok, {figures['failures']:.0f} failed,"
+                f" {figures['seconds']:.1f} s; cpu per enrollment: server"
+                f" {figures['server_ms']:.1f} ms, client {figures['client_ms']:.1f} ms)"
+            )
+        print(f"  round {number} ratio tessera/scepserver: {ours['rate'] / peer['rate']:.2f}x")
+    ratios = [ours["rate"] / peer["rate"] for ours, peer in rounds]
+    print(f"  median ratio tessera/scepserver over {len(rounds)} rounds: {median(ratios):.2f}x")
 
 
 if __name__ == "__main__":
