@@ -178,7 +178,12 @@ def _ensure_tls(runtime: Runtime, repos: Repositories, settings: Settings) -> TL
     ):
         return files
     issuance = Issuance(
-        repos, runtime.authority, runtime.keys, runtime.publication, system_actor(repos.org_id)
+        repos,
+        runtime.authority,
+        runtime.keys,
+        runtime.publication,
+        system_actor(repos.org_id),
+        may_use_internal_ca=True,
     )
     ca = _internal_ca(repos, issuance)
     key = generate_private_key(KeySpec("EC", 256))

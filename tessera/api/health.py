@@ -11,13 +11,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from tessera import __version__
 from tessera.api.deps import runtime
 from tessera.api.routing import PrefixRouter
+from tessera.core.limits import HEALTH_BASES
+
+# The seed's service identifier: clients written for it check this value.
+SERVICE = "ucm"
 
 
 def _health(request: Request) -> JSONResponse:
     return JSONResponse(
         {
             "status": "ok",
-            "service": "tessera",
+            "service": SERVICE,
             "version": __version__,
             "started_at": runtime(request).started_at,
             "websocket": False,
@@ -36,7 +40,7 @@ def _ready(request: Request) -> JSONResponse:
 
 
 def _live(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "alive", "service": "tessera"})
+    return JSONResponse({"status": "alive", "service": SERVICE})
 
 
 def _check_database(engine: object) -> dict[str, str]:
@@ -61,8 +65,9 @@ def _check_fs(directory: object) -> dict[str, str]:
 
 def router() -> PrefixRouter:
     routes = PrefixRouter(tags=["Health"])
-    for base in ("/api/v2/health", "/api/health", "/health"):
-        routes.add_api_route(base, _health, methods=["GET"])
-        routes.add_api_route(f"{base}/ready", _ready, methods=["GET"])
-        routes.add_api_route(f"{base}/live", _live, methods=["GET"])
+    for base in HEALTH_BASES:
+        for path, check in ((base, _health), (f"{base}/ready", _ready), (f"{base}/live", _live)):
+            routes.add_api_route(path, check, methods=["GET"])
+            # HEAD too, as many load-balancer probes send; undocumented, as GET's twin.
+            routes.add_api_route(path, check, methods=["HEAD"], include_in_schema=False)
     return routes

@@ -78,8 +78,12 @@ def describe_public_key(key: object) -> KeySpec:
     if isinstance(key, rsa.RSAPublicKey):
         return KeySpec("RSA", key.key_size)
     if isinstance(key, ec.EllipticCurvePublicKey):
-        if key.curve.key_size not in CURVES:
-            raise PolicyViolation(f"unsupported EC curve {key.curve.name}")
+        # The curve itself, not its size: secp256k1 and brainpoolP256r1 are 256 bits too.
+        known = CURVES.get(key.curve.key_size)
+        if known is None or key.curve.name != known.name:
+            raise PolicyViolation(
+                f"unsupported EC curve {key.curve.name}; Tessera issues for P-256, P-384 and P-521"
+            )
         return KeySpec("EC", key.curve.key_size)
     if isinstance(key, ed25519.Ed25519PublicKey):
         return KeySpec("Ed25519", 256)

@@ -76,13 +76,12 @@ PROTOCOL_PREFIXES = (
     "/.well-known/",
     "/est/",
 )
+# Where the native API's health checks are served (api/health.py registers exactly these).
+HEALTH_BASES = ("/api/v2/health", "/api/health", "/health")
+# Load balancers poll these: never limited, or a busy node would be taken out of rotation.
 HEALTH_PATHS = frozenset(
     {
-        "/health",
-        "/api/health",
-        "/api/v2/health",
-        "/api/v2/health/ready",
-        "/api/v2/health/live",
+        *(base + check for base in HEALTH_BASES for check in ("", "/ready", "/live")),
         "/api/v1/health/ready",
         "/api/v1/health/db-pool",
         "/healthz",

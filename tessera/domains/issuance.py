@@ -101,8 +101,17 @@ class Issuance:
     publication: PublicationBase
     actor: Actor
     serials: SerialPool | None = None  # the process's pre-claimed serials, when it has one
+    # Only the bootstrap signs with the internal CA (the server's own TLS certificate): every
+    # client of the server trusts it, so a certificate it signed for anyone else would let
+    # them pass for the server.
+    may_use_internal_ca: bool = False
 
     def issuer(self, ca: models.CertificateAuthority) -> Issuer:
+        if ca.internal and not self.may_use_internal_ca:
+            raise PolicyViolation(
+                f"CA {ca.id} is the internal CA that signs the server's own TLS certificate; "
+                "it signs nothing else"
+            )
         if not ca.is_active:
             raise PolicyViolation(f"CA {ca.id} is disabled")
         if ca.encrypted_private_key is None:

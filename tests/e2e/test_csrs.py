@@ -451,7 +451,30 @@ def test_weak_key_and_nul_subject_are_refused(api: httpx.Client) -> None:
     before = csr_total(api)
     assert "2048" in error(api.post(CSRS, json={"csr": weak_csr}), 422)
     assert "NUL" in error(api.post(CSRS, json={"csr": nul_csr}), 400)
+    # 256 and 384 bits, but not the NIST curves Tessera issues for.
+    for curve in (ec.SECP256K1(), ec.BrainpoolP256R1(), ec.BrainpoolP384R1()):
+        other = built_csr(ec.generate_private_key(curve), "curve.example.com")
+        assert curve.name in error(api.post(CSRS, json={"csr": other}), 422)
     assert csr_total(api) == before
+
+
+def test_the_internal_ca_signs_nothing_but_the_server_certificate(
+    api: httpx.Client, workdir: Path
+) -> None:
+    internal = next(ca for ca in data(api.get("/api/v2/cas")) if ca["internal"])
+    target = upload(api, new_csr(workdir, "localhost"))["id"]
+    refused = api.post(f"{CSRS}/{target}/sign", json={"ca_id": internal["id"]})
+    assert "internal CA" in error(refused, 422)
+    assert data(api.get(f"{CSRS}/{target}"))["status"] == "pending"
+    direct = {"ca_id": internal["id"], "common_name": "localhost", "san": ["dns:localhost"]}
+    error(api.post("/api/v2/certificates", json=direct), 422)
+    child = {"common_name": "Under Internal", "ca_type": "intermediate"}
+    error(api.post("/api/v2/cas", json={**child, "parent_id": internal["id"]}), 422)
+    error(api.patch("/api/v2/acme/settings", json={"issuing_ca_id": internal["id"]}), 400)
+    scep = {"enabled": True, "ca_id": internal["id"]}
+    assert "internal" in error(api.patch("/api/v2/scep/config", json=scep), 422)
+    listed = data(api.get(f"/api/v2/cas/{internal['id']}/certificates", params={"per_page": 100}))
+    assert [c["common_name"] for c in listed] == ["localhost"]  # the server's own, only
 
 
 def built_csr(key: Any, cn: str) -> str:

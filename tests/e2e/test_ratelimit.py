@@ -79,7 +79,10 @@ def test_default_limit_is_100_per_minute_per_ip(api: httpx.Client) -> None:
     assert_429(api.get(f"{API}/cas", headers=as_ip(ip)), 100, 60)
     # Another client is not affected; health probes and protocol paths are not counted here.
     assert api.get(f"{API}/cas", headers=as_ip(next_ip())).status_code == 200
-    assert api.get(f"{API}/health", headers=as_ip(ip)).status_code == 200
+    for base in ("/api/v2/health", "/api/health", "/health"):  # every alias a balancer polls
+        for path in (base, f"{base}/ready", f"{base}/live"):
+            probed = api.get(path, headers=as_ip(ip))
+            assert probed.status_code == 200 and "x-ratelimit-limit" not in probed.headers
     public = api.get("/ca/999999.pem", headers=as_ip(ip))
     assert public.status_code == 404
     assert public.headers["x-ratelimit-limit"] == "1200"

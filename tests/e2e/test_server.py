@@ -54,7 +54,7 @@ def test_health_endpoints(anonymous: httpx.Client, base: str) -> None:
     body = basic.json()
     assert set(body) == {"status", "service", "version", "started_at", "websocket"}
     assert body["status"] == "ok" and body["version"] == __version__
-    assert isinstance(body["service"], str) and body["service"]
+    assert body["service"] == "ucm"  # the seed's identifier, which its clients check
     assert isinstance(body["websocket"], bool)
     assert isinstance(body["started_at"], float)
     assert time.time() - 3600 < body["started_at"] <= time.time()
@@ -68,7 +68,9 @@ def test_health_endpoints(anonymous: httpx.Client, base: str) -> None:
 
     live = anonymous.get(f"{base}/live")
     assert live.status_code == 200
-    assert live.json() == {"status": "alive", "service": body["service"]}
+    assert live.json() == {"status": "alive", "service": "ucm"}
+    for path in (base, f"{base}/ready", f"{base}/live"):  # load-balancer probes send HEAD
+        assert anonymous.head(path).status_code == 200
 
 
 def test_health_aliases_agree(anonymous: httpx.Client) -> None:

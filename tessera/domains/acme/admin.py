@@ -83,8 +83,8 @@ class AcmeAdmin:
         ca = self.repos.cas.get(ca_id)
         if ca is None:
             raise InvalidInput(f"CA {ca_id} not found")
-        if ca.encrypted_private_key is None or not ca.is_active:
-            raise InvalidInput(f"CA {ca_id} cannot sign (no key here, or disabled)")
+        if ca.encrypted_private_key is None or not ca.is_active or ca.internal:
+            raise InvalidInput(f"CA {ca_id} cannot sign (no key here, disabled, or internal)")
 
     def _check_template(self, template_id: int) -> None:
         template = self.repos.templates.get(template_id)

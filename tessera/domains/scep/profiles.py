@@ -159,8 +159,8 @@ class ProfileService:
         ca = self._repos.cas.get(ca_id)
         if ca is None:
             raise NotFound(f"CA {ca_id} not found")
-        if ca.encrypted_private_key is None or not ca.is_active:
-            raise PolicyViolation(f"CA {ca_id} cannot sign here (no key, or disabled)")
+        if ca.encrypted_private_key is None or not ca.is_active or ca.internal:
+            raise PolicyViolation(f"CA {ca_id} cannot sign here (no key, disabled, or internal)")
         return ca
 
     # RA certificates
