@@ -53,6 +53,8 @@ def parse_key_spec(algorithm: str | None, size: int | None, curve: str | None = 
             raise InvalidInput("EC key size must be 256, 384 or 521 (P-256, P-384, P-521)")
         return KeySpec("EC", bits)
     if name == "ED25519":
+        if size not in (None, 256):
+            raise InvalidInput(f"Ed25519 keys are 256 bits; key_size {size} contradicts it")
         return KeySpec("Ed25519", 256)
     raise InvalidInput(f"unknown key algorithm {algorithm!r}: use RSA, EC or Ed25519")
 

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from tessera.api.deps import UnitOfWork, commit_before_answering, issuance, now, require
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import views
-from tessera.api.v2.envelope import download, ok, page_meta
+from tessera.api.v2.envelope import bulk_answer, download, ok, page_meta
 from tessera.api.v2.params import MAX_ROW_ID, Page, PerPage, QueryRowId, RowId
 from tessera.api.v2.schemas import (
     BulkExport,
@@ -195,14 +195,10 @@ def bulk_export(request: Request, body: BulkExport, session: UnitOfWork, actor: 
 
 
 def _bulk(result: BulkResult, verb: str) -> JSONResponse:
-    data: dict[str, object] = {
-        "success": result.success,
-        "failed": result.failed,
-        "errors": result.errors,
-    }
+    message = f"{len(result.success)} certificates {verb}, {len(result.failed)} failed"
     if verb == "renewed":
-        data["renewed"] = result.renewed
-    return ok(data, f"{len(result.success)} certificates {verb}, {len(result.failed)} failed")
+        return bulk_answer(result, message, renewed=result.renewed)
+    return bulk_answer(result, message)
 
 
 @router.get("/{cert_id}")

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from tessera.api.deps import UnitOfWork, issuance, now, require
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import views
-from tessera.api.v2.envelope import download, ok, page_meta
+from tessera.api.v2.envelope import bulk_answer, download, ok, page_meta
 from tessera.api.v2.params import Page, PerPage, RowId
 from tessera.api.v2.schemas import (
     AttachCSRKey,
@@ -43,8 +43,7 @@ def _uploaded(row: models.CertificateRequestRow, message: str) -> JSONResponse:
 
 
 def _bulk(result: BulkResult, verb: str) -> JSONResponse:
-    data = {"success": result.success, "failed": result.failed, "errors": result.errors}
-    return ok(data, f"{len(result.success)} CSRs {verb}")
+    return bulk_answer(result, f"{len(result.success)} CSRs {verb}")
 
 
 @router.get("")

@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 from fastapi.responses import JSONResponse, Response
 
+from tessera.domains.bulk import BulkResult
 from tessera.domains.exports import Exported
 
 
@@ -22,6 +23,12 @@ def ok(
     if meta is not None:
         body["meta"] = meta
     return JSONResponse(body, status_code=status)
+
+
+def bulk_answer(result: BulkResult, message: str, **more: Any) -> JSONResponse:
+    """A bulk operation's answer: the seed's {"success", "failed"}, with why each failed."""
+    data = {"success": result.success, "failed": result.failed, "errors": result.errors}
+    return ok({**data, **more}, message)
 
 
 def page_meta(page: int, per_page: int, total: int) -> dict[str, int]:

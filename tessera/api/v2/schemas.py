@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 # Row ids are INTEGER columns: a larger number cannot name a row, and the drivers fail on it.
 RowId = Annotated[int, Field(ge=1, le=2**31 - 1)]
@@ -162,9 +162,10 @@ class AttachCSRKey(Strict):
     passphrase: str | None = Field(None, max_length=1024)
 
 
+# Template fields are strict: lax parsing would take {"ca": "yes"} for a CA template.
 class TemplateConstraints(Strict):
-    ca: bool | None = None
-    path_length: int | None = Field(None, ge=0, le=10)
+    ca: StrictBool | None = None
+    path_length: StrictInt | None = Field(None, ge=0, le=10)
 
 
 class TemplateBody(Strict):
@@ -173,15 +174,15 @@ class TemplateBody(Strict):
     name: str | None = Field(None, min_length=1, max_length=200)
     description: str | None = Field(None, max_length=4000)
     template_type: str | None = Field(None, max_length=32)
-    validity_days: int | None = Field(None, ge=1, le=36500)
+    validity_days: StrictInt | None = Field(None, ge=1, le=36500)
     key_type: str | None = Field(None, max_length=16, description="RSA, EC or Ed25519")
     key_algorithm: str | None = Field(None, max_length=16, description="alias of key_type")
-    key_size: int | None = Field(None, ge=1, le=16384)
+    key_size: StrictInt | None = Field(None, ge=1, le=16384)
     key_usage: list[str] | None = Field(None, max_length=16)
     extended_key_usage: list[str] | None = Field(None, max_length=16)
     basic_constraints: TemplateConstraints | None = None
-    is_ca: bool | None = None
-    path_length: int | None = Field(None, ge=0, le=10)
+    is_ca: StrictBool | None = None
+    path_length: StrictInt | None = Field(None, ge=0, le=10)
     subject_defaults: dict[str, str | None] | None = None
     organization: str | None = Field(None, max_length=64)
     organizational_unit: str | None = Field(None, max_length=64)

@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tessera.api.deps import UnitOfWork, repositories, require
 from tessera.api.routing import PrefixRouter
-from tessera.api.v2.envelope import download, iso, ok
+from tessera.api.v2.envelope import bulk_answer, download, iso, ok
 from tessera.api.v2.params import RowId
 from tessera.api.v2.schemas import CreateTemplate, IdList, TemplateBody
 from tessera.api.v2.uploads import read_upload
@@ -67,8 +67,8 @@ async def import_templates(request: Request, session: UnitOfWork, actor: Writer)
 
 @router.post("/bulk/delete")
 def bulk_delete(body: IdList, session: UnitOfWork, actor: Deleter) -> JSONResponse:
-    done, failed = _service(session, actor).bulk_delete(body.ids)
-    return ok({"success": done, "failed": failed})
+    result = _service(session, actor).bulk_delete(body.ids)
+    return bulk_answer(result, f"{len(result.success)} templates deleted")
 
 
 @router.get("/{template_id}")

@@ -15,7 +15,7 @@ from typing import Any
 
 from tessera.core import jsontext, profile
 from tessera.core.errors import Conflict, InvalidInput, NotFound, TesseraError
-from tessera.domains import audit
+from tessera.domains import audit, bulk
 from tessera.domains.actor import Actor
 from tessera.domains.exports import Exported, safe_name
 from tessera.domains.issuance import core_template
@@ -126,16 +126,8 @@ class TemplateService:
         details = {"name": row.name, "certificates_unlinked": unlinked}
         audit.record(self._repos.audit, self._actor, "template.delete", "template", row.id, details)
 
-    def bulk_delete(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
-        done, failed = [], []
-        for template_id in ids:
-            try:
-                with self._repos.session.begin_nested():
-                    self.delete(template_id)
-                done.append(template_id)
-            except NotFound:
-                failed.append(template_id)
-        return done, failed
+    def bulk_delete(self, ids: Sequence[int]) -> bulk.BulkResult:
+        return bulk.each(self._repos.session, ids, self.delete)
 
     def export(self, template_id: int) -> Exported:
         row = self.get(template_id)
