@@ -189,6 +189,8 @@ def load_csr(data: bytes, verify: bool = True) -> x509.CertificateSigningRequest
     """A PEM or DER CSR; with `verify`, only one whose self-signature verifies."""
     with _reading(CSR_UNREADABLE):
         blocks = [b for label in CSR_LABELS for b in pem_blocks(data, label)]
+        if len(blocks) > 1:  # which one was meant? Taking the first would drop the rest unsaid
+            raise InvalidInput(f"the text holds {len(blocks)} CSRs; send one at a time")
         if blocks:
             pem = blocks[0].replace(b"NEW CERTIFICATE REQUEST", b"CERTIFICATE REQUEST")
             csr = x509.load_pem_x509_csr(pem)

@@ -434,6 +434,8 @@ def test_garbage_and_truncated_are_400(api: httpx.Client, workdir: Path) -> None
             if b"\0" not in content:
                 assert "certificate signing request" in error(response, 400)
     error(api.post(f"{CSRS}/import", files={"file": ("empty.csr", b"", "text/plain")}), 400)
+    two = pem + new_csr(workdir, "second.example.com").read_bytes()
+    assert "2 CSRs" in error(api.post(CSRS, json={"csr": two.decode()}), 400)
     assert "pem_content" in error(api.post(f"{CSRS}/import", json={"name": "x"}), 400)
     assert "pem" in error(api.post(f"{CSRS}/upload", json={"name": "x"}), 400)
     no_file = api.post(f"{CSRS}/upload", files={"other": ("r.csr", pem)}, data={"name": "x"})
