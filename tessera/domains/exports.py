@@ -40,9 +40,9 @@ def export(
 ) -> Exported:
     """`chain` is the issuer chain, nearest first; `key` is only given when it is exported.
     PKCS#7 (`pkcs7`/`p7b` in PEM, `pkcs7-der`/`p7c` in DER) holds the certificate and its
-    chain, never a key."""
+    chain, never a key. In PEM the key is encrypted PKCS#8 under `password` when one is given."""
     if fmt == "pem":
-        body = cert_pem(cert) + (key_pem(key) if key is not None else "")
+        body = cert_pem(cert) + (key_pem(key, password) if key is not None else "")
         return Exported(body.encode(), PEM, f"{name}.pem")
     if fmt == "der":
         return Exported(cert_der(cert), "application/pkix-cert", f"{name}.der")

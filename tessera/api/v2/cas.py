@@ -86,9 +86,10 @@ async def import_ca(request: Request, session: UnitOfWork, actor: Writer) -> JSO
     ca = await run_in_threadpool(
         service.import_ca,
         upload.content,
-        upload.fields.get("password"),
-        upload.fields.get("name"),
+        upload.text("password"),
+        upload.text("name"),
         upload.flag("import_key", True),
+        upload.private_key,
     )
     return ok(views.ca_view(ca), f'CA "{ca.name}" imported successfully', status=201)
 

@@ -132,13 +132,13 @@ def export_all(
 @router.post("/import", status_code=201)
 async def import_certificate(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
     """JSON {certificate, private_key?, password?, name?, ca_id?, import_key?} or multipart
-    (file, name, password, ca_id, import_key): PEM, DER, PKCS#12 or PKCS#7."""
+    (file, private_key, name, password, ca_id, import_key): PEM, DER, PKCS#12 or PKCS#7."""
     upload = await read_upload(request, ("certificate", "pem_content", "content", "pem"))
     options = ImportOptions(_name(upload), _ca_id(upload), upload.flag("import_key", True))
     service = _service(request, session, actor)
-    password = upload.fields.get("password")
+    password = upload.text("password")
     imported = await run_in_threadpool(
-        service.import_certificate, upload.content, password, options
+        service.import_certificate, upload.content, password, options, upload.private_key
     )
     if imported.ca is not None:
         message = f'CA certificate "{imported.ca.name}" imported successfully (detected as CA)'
@@ -151,14 +151,14 @@ async def import_certificate(request: Request, session: UnitOfWork, actor: Write
 
 
 def _name(upload: Upload) -> str | None:
-    name = (upload.fields.get("name") or "").strip()
+    name = (upload.text("name") or "").strip()
     if len(name) > 200:
         raise InvalidInput("name must be at most 200 characters")
     return name or None
 
 
 def _ca_id(upload: Upload) -> int | None:
-    text = (upload.fields.get("ca_id") or "").strip()
+    text = (upload.number_text("ca_id") or "").strip()
     if not text:
         return None
     if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= MAX_ROW_ID:

@@ -74,7 +74,7 @@ async def upload_pem(request: Request, session: UnitOfWork, actor: Writer) -> JS
     row = await run_in_threadpool(
         _service(request, session, actor).upload,
         upload.content,
-        upload.fields.get("name"),
+        upload.text("name"),
         "upload",
     )
     return _uploaded(row, "CSR uploaded successfully")
@@ -86,7 +86,7 @@ async def import_csr(request: Request, session: UnitOfWork, actor: Writer) -> JS
     row = await run_in_threadpool(
         _service(request, session, actor).upload,
         upload.content,
-        upload.fields.get("name"),
+        upload.text("name"),
         "import",
     )
     return _uploaded(row, f'CSR "{row.name}" imported successfully')

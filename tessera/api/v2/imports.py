@@ -60,7 +60,7 @@ def formats(actor: Reader) -> JSONResponse:
 async def _read(request: Request) -> tuple[bytes, str | None, ExecuteOptions]:
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         upload = await read_upload(request, ("content",))
-        return decode_upload(upload.content), upload.fields.get("password"), _flags(upload)
+        return decode_upload(upload.content), upload.text("password"), _flags(upload)
     body = await request.body()
     if len(body) > MAX_JSON:
         raise InvalidInput("upload too large")

@@ -97,12 +97,11 @@ def stats(request: Request, session: UnitOfWork, actor: Reader) -> JSONResponse:
 @router.post("/import")
 async def import_trusted(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
     upload = await read_upload(request, ("certificate", "pem_content", "content"))
-    fields = upload.fields
     details = TrustDetails(
-        fields.get("name") or None,
-        fields.get("description") or None,
-        fields.get("purpose") or None,
-        fields.get("notes") or None,
+        upload.text("name") or None,
+        upload.text("description") or None,
+        upload.text("purpose") or None,
+        upload.text("notes") or None,
     )
     service = _service(request, session, actor)
     outcome = await run_in_threadpool(service.import_file, upload.content, details)

@@ -1,6 +1,6 @@
 """Reading an uploaded object either as multipart (file + fields) or as a JSON body."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
@@ -9,22 +9,53 @@ from tessera.core import jsontext
 from tessera.core.errors import InvalidInput
 
 MAX_UPLOAD = 5 * 1024 * 1024
+KEY_FIELD = "private_key"
+TRUE_WORDS = ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
 class Upload:
+    """`content` is the uploaded object; `private_key` the separate key field, if one was
+    given (it must then be read as a key, never dropped). Of the other fields, `texts` holds
+    the strings; `others` the JSON values that are not (booleans, numbers, objects, arrays),
+    which only the readers that take them accept: a flag, a number, never text."""
+
     content: bytes
-    fields: dict[str, str]
+    texts: dict[str, str]
+    others: dict[str, object] = field(default_factory=dict)
+    private_key: bytes | None = None
+
+    def text(self, name: str) -> str | None:
+        if name in self.others:
+            raise InvalidInput(f"{name} must be text")
+        return self.texts.get(name)
 
     def flag(self, name: str, default: bool) -> bool:
-        value = self.fields.get(name)
-        if value is None:
+        value = self.others.get(name)
+        if isinstance(value, bool):
+            return value
+        if name in self.others:
+            if isinstance(value, int) and value in (0, 1):
+                return value == 1
+            raise InvalidInput(f"{name} must be true or false")
+        text = self.texts.get(name)
+        if text is None:
             return default
-        return value.strip().lower() in ("1", "true", "yes", "on")
+        return text.strip().lower() in TRUE_WORDS
+
+    def number_text(self, name: str) -> str | None:
+        """A field that holds an integer, given as a JSON number or as text (still unchecked)."""
+        if name in self.others:
+            value = self.others[name]
+            if isinstance(value, int) and not isinstance(value, bool):
+                return str(value)
+            raise InvalidInput(f"{name} must be an integer")
+        return self.texts.get(name)
 
 
 async def read_upload(request: Request, text_fields: tuple[str, ...]) -> Upload:
-    """Multipart: the `file` part. JSON: the first of `text_fields` present, as text."""
+    """Multipart: the `file` part. JSON: the first of `text_fields` present, as text. In both,
+    a `private_key` field is kept apart, to be read as a key."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         return await _multipart(request)
@@ -40,9 +71,13 @@ async def read_upload(request: Request, text_fields: tuple[str, ...]) -> Upload:
     text = next((payload[f] for f in text_fields if isinstance(payload.get(f), str)), None)
     if text is None:
         raise InvalidInput(f"one of {list(text_fields)} is required")
-    extra = "\n".join(v for k, v in payload.items() if k == "private_key" and isinstance(v, str))
-    fields = _checked({k: _as_text(v) for k, v in payload.items() if v is not None})
-    return Upload((text + "\n" + extra).encode(), fields)
+    given = {k: v for k, v in payload.items() if v is not None}
+    key = given.pop(KEY_FIELD, None)
+    if key is not None and not isinstance(key, str):
+        raise InvalidInput(f"{KEY_FIELD} must be text (a PEM private key)")
+    texts = _checked({k: v for k, v in given.items() if isinstance(v, str)})
+    others = {k: v for k, v in given.items() if not isinstance(v, str)}
+    return Upload(text.encode(), texts, others, _key_bytes(key))
 
 
 async def _multipart(request: Request) -> Upload:
@@ -53,8 +88,25 @@ async def _multipart(request: Request) -> Upload:
     content = await upload.read(MAX_UPLOAD + 1)
     if len(content) > MAX_UPLOAD:
         raise InvalidInput("upload too large")
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    return Upload(content, _checked(fields))
+    key_part = form.get(KEY_FIELD)
+    key: bytes | None
+    if isinstance(key_part, UploadFile):
+        key = await key_part.read(MAX_UPLOAD + 1)
+        if len(key) > MAX_UPLOAD:
+            raise InvalidInput("upload too large")
+        key = key if key.strip() else None
+    else:
+        key = _key_bytes(key_part if isinstance(key_part, str) else None)
+    fields = {k: v for k, v in form.items() if isinstance(v, str) and k != KEY_FIELD}
+    return Upload(content, _checked(fields), {}, key)
+
+
+def _key_bytes(key: str | None) -> bytes | None:
+    """A key field that is empty (or blank) counts as not given."""
+    if key is None or not key.strip():
+        return None
+    _checked({KEY_FIELD: key})
+    return key.encode()
 
 
 def _checked(fields: dict[str, str]) -> dict[str, str]:
@@ -68,9 +120,3 @@ def _checked(fields: dict[str, str]) -> dict[str, str]:
     except UnicodeEncodeError as exc:
         raise InvalidInput("text must be valid Unicode (no lone surrogates)") from exc
     return fields
-
-
-def _as_text(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)

@@ -8,6 +8,7 @@ from cryptography import x509
 from tessera.core import inspect
 from tessera.core.errors import Conflict, InvalidInput, NotFound, PolicyViolation
 from tessera.core.formats import (
+    cert_der,
     is_issued_by,
     load_certificate,
     load_certificates,
@@ -163,9 +164,14 @@ class CAService:
         return zipped(files, "cas.zip")
 
     def import_ca(
-        self, data: bytes, password: str | None, name: str | None, import_key: bool = True
+        self,
+        data: bytes,
+        password: str | None,
+        name: str | None,
+        import_key: bool = True,
+        key_data: bytes | None = None,
     ) -> models.CertificateAuthority:
-        bundle = read_bundle(data, password)
+        bundle = read_bundle(data, password, key_data)
         if not inspect.is_ca(bundle.certificate):
             raise PolicyViolation("the certificate is not a CA certificate (no CA:TRUE)")
         key = bundle.private_key if import_key else None
@@ -174,10 +180,12 @@ class CAService:
     def store_imported(
         self, cert: x509.Certificate, key: PrivateKey | None, name: str | None
     ) -> models.CertificateAuthority:
+        """A CA certificate made elsewhere. Refused (409) when the very same certificate is
+        here already; another certificate of the same key (a re-issued root) is a new CA."""
         check_key_matches(cert, key)
-        ski = inspect.key_identifier(cert)
-        if ski and self._repos.cas.by_subject_key_id(ski):
-            raise Conflict("this CA is already present")
+        existing = self.same_certificate(cert)
+        if existing is not None:
+            raise Conflict(f"this CA is already present (CA {existing.id})")
         parent = self.find_issuer(cert)
         encrypted = self._issuance.keys.encrypt(key) if key is not None else None
         display = name or inspect.common_name(cert.subject) or cert.subject.rfc4514_string()
@@ -187,6 +195,15 @@ class CAService:
         details = {"subject": row.subject, "with_key": key is not None}
         audit.record(self._repos.audit, self._actor, "ca.import", "ca", row.id, details)
         return row
+
+    def same_certificate(self, cert: x509.Certificate) -> models.CertificateAuthority | None:
+        """The CA here whose certificate is `cert`, byte for byte (the same DER, hence the
+        same SHA-256 fingerprint): the one rule for a duplicate CA, whatever the import."""
+        der = cert_der(cert)
+        for row in self._repos.cas.with_subject(cert.subject.rfc4514_string()):
+            if cert_der(load_certificate(row.certificate_pem.encode())) == der:
+                return row
+        return None
 
     def find_issuer(self, cert: x509.Certificate) -> models.CertificateAuthority | None:
         """The CA here that signed `cert`: found by authority key identifier, then by issuer
@@ -203,8 +220,10 @@ class CAService:
         return None
 
 
-def read_bundle(data: bytes, password: str | None) -> ImportedBundle:
-    """A PKCS#12 file, or PEM/DER certificates optionally followed by a PEM private key."""
+def read_bundle(data: bytes, password: str | None, key_data: bytes | None = None) -> ImportedBundle:
+    """A PKCS#12 file, or PEM/DER certificates optionally followed by a PEM private key.
+    `key_data`, a key given apart (PEM or DER), is always read: one that cannot be is an
+    error (400), never dropped; if the upload holds a key too, the two must be the same."""
     if not data:
         raise InvalidInput("the uploaded content is empty")
     secret = password.encode() if password else None
@@ -212,10 +231,16 @@ def read_bundle(data: bytes, password: str | None) -> ImportedBundle:
         cert, key, extra = load_pkcs12(data, secret)
         if cert is None:
             raise InvalidInput("the PKCS#12 file holds no certificate")
-        return ImportedBundle(cert, key, extra)
-    certs = load_certificates(data)
-    key = load_private_key(data, secret) if b"PRIVATE KEY-----" in data else None
-    return ImportedBundle(certs[0], key, certs[1:])
+    else:
+        certs = load_certificates(data)
+        cert, extra = certs[0], certs[1:]
+        key = load_private_key(data, secret) if b"PRIVATE KEY-----" in data else None
+    if key_data is not None:
+        given = load_private_key(key_data, secret)
+        if key is not None and key.public_key() != given.public_key():
+            raise InvalidInput("private_key is not the key the upload itself holds")
+        key = given
+    return ImportedBundle(cert, key, extra)
 
 
 def check_key_matches(cert: x509.Certificate, key: PrivateKey | None) -> None:

@@ -19,7 +19,6 @@ from tessera.core.errors import (
     PolicyViolation,
 )
 from tessera.core.formats import (
-    cert_pem,
     decode_upload,
     is_issued_by,
     key_pem,
@@ -373,12 +372,17 @@ class CertificateService:
     # --- import ---------------------------------------------------------------------------
 
     def import_certificate(
-        self, data: bytes, password: str | None, options: ImportOptions
+        self,
+        data: bytes,
+        password: str | None,
+        options: ImportOptions,
+        key_data: bytes | None = None,
     ) -> Imported:
         """PEM (with text around it), DER, PKCS#12 or PKCS#7; a CA certificate (CA:TRUE) is
         stored as a CA. Of several certificates (a chain), the one the key belongs to, else the
-        end entity, is imported; the others are not (smart import takes them all)."""
-        bundle = read_bundle(decode_upload(data), password)
+        end entity, is imported; the others are not (smart import takes them all). A key given
+        apart (`key_data`) must be readable, or nothing is imported."""
+        bundle = read_bundle(decode_upload(data), password, key_data)
         key = bundle.private_key if options.import_key else None
         cert = _primary([bundle.certificate, *bundle.extra], bundle.private_key)
         if inspect.is_ca(cert):
@@ -390,9 +394,6 @@ class CertificateService:
     ) -> models.CertificateAuthority:
         self.require("write:cas")
         _check_storable(cert)
-        existing = self._repos.cas.by_subject(cert.subject.rfc4514_string())
-        if existing is not None and existing.certificate_pem == cert_pem(cert):
-            raise Conflict(f"this CA is already present (CA {existing.id})")
         return CAService(self._issuance).store_imported(cert, key, name)
 
     def store_imported(

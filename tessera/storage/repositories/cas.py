@@ -49,6 +49,11 @@ class CARepository:
             self._scoped().where(CertificateAuthority.subject == subject).limit(1)
         )
 
+    def with_subject(self, subject: str) -> Sequence[CertificateAuthority]:
+        return self._session.scalars(
+            self._scoped().where(CertificateAuthority.subject == subject)
+        ).all()
+
     def page(
         self, page: int, per_page: int, include_internal: bool = True
     ) -> tuple[Sequence[CertificateAuthority], int]:

@@ -1,0 +1,236 @@
+"""Uploads through the native API that must not be taken loosely: a `private_key` field is
+read as a key or refused (never dropped), JSON fields that are text must be text, a PEM key
+export under a password is encrypted, and a CA is a duplicate only when it is the very same
+certificate."""
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.e2e.helpers import (
+    API,
+    create_root,
+    data,
+    error,
+    foreign_root,
+    foreign_signed,
+    import_ca_file,
+    issue,
+    unique,
+)
+from tests.support import Server
+from tests.tools import openssl_csr
+
+
+def db_rows(server: Server, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """Read the server's database directly (SQLite file or PostgreSQL), to see what is stored."""
+    if server.database_url:
+        import psycopg
+
+        with psycopg.connect(server.database_url) as conn:
+            return list(conn.execute(sql.replace("?", "%s"), params).fetchall())
+    path = server.data_dir / "tessera.db"
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        return list(conn.execute(sql, params).fetchall())
+
+
+def count(server: Server, table: str) -> int:
+    return int(db_rows(server, f"SELECT count(*) FROM {table}")[0][0])
+
+
+# 1. A private_key field is read as a key, or the import is refused
+
+
+def test_unreadable_private_key_refuses_certificate_import(
+    server: Server, api: httpx.Client, workdir: Path
+) -> None:
+    root = foreign_root(workdir, f"/CN={unique('Key Field Root')}")
+    leaf = foreign_signed(workdir, root, "/CN=key-field.example", "v3_leaf")
+    before = count(server, "certificates")
+    for garbage in ("garbage", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"):
+        body = {"certificate": leaf.pem, "private_key": garbage}
+        message = error(api.post(f"{API}/certificates/import", json=body), 400)
+        assert "not a private key" in message
+    multipart = api.post(
+        f"{API}/certificates/import",
+        files={"file": ("leaf.pem", leaf.pem.encode(), "application/octet-stream")},
+        data={"private_key": "garbage"},
+    )
+    assert "not a private key" in error(multipart, 400)
+    refused = {"certificate": leaf.pem, "private_key": 12345}
+    assert "private_key must be text" in error(
+        api.post(f"{API}/certificates/import", json=refused), 400
+    )
+    assert count(server, "certificates") == before  # nothing written
+
+    # The key of another certificate: refused as before; the right key is kept.
+    other = foreign_signed(workdir, root, "/CN=other.example", "v3_leaf")
+    wrong = {"certificate": leaf.pem, "private_key": other.key_path.read_text()}
+    error(api.post(f"{API}/certificates/import", json=wrong), 422)
+    good = {"certificate": leaf.pem, "private_key": leaf.key_path.read_text()}
+    imported = data(api.post(f"{API}/certificates/import", json=good), 201)
+    assert imported["private_key_available"] is True
+    # An empty key field is no key: the same certificate is then a plain duplicate.
+    blank = {"certificate": leaf.pem, "private_key": ""}
+    error(api.post(f"{API}/certificates/import", json=blank), 409)
+
+
+def test_unreadable_private_key_refuses_ca_import(
+    server: Server, api: httpx.Client, workdir: Path
+) -> None:
+    root = foreign_root(workdir, f"/CN={unique('Key Field CA')}")
+    before = count(server, "certificate_authorities")
+    body = {"certificate": root.pem, "private_key": "garbage"}
+    assert "not a private key" in error(api.post(f"{API}/cas/import", json=body), 400)
+    multipart = import_ca_file(api, root.pem.encode(), "root.pem", private_key="garbage")
+    assert "not a private key" in error(multipart, 400)
+    assert count(server, "certificate_authorities") == before  # nothing written
+
+    # import_key=false still reads the key given (and keeps none).
+    no_key = {"certificate": root.pem, "private_key": "garbage", "import_key": False}
+    error(api.post(f"{API}/cas/import", json=no_key), 400)
+    # A key inside the uploaded file is read as before; given apart too, it must agree.
+    both = root.pem + root.key_path.read_text()
+    other = foreign_root(workdir, f"/CN={unique('Other CA')}")
+    clash = {"certificate": both, "private_key": other.key_path.read_text()}
+    error(api.post(f"{API}/cas/import", json=clash), 400)
+    ca = data(api.post(f"{API}/cas/import", json={"certificate": both}), 201)
+    assert ca["has_private_key"] is True
+
+
+# 2. JSON fields that are text must be text
+
+
+def test_json_fields_must_be_text(server: Server, api: httpx.Client, workdir: Path) -> None:
+    _, csr_path = openssl_csr(workdir, f"/CN={unique('typed')}.example")
+    csr = csr_path.read_text()
+    csrs, trusted = count(server, "csrs"), count(server, "trusted_certificates")
+    for name in ({"a": 1}, ["a"], 7, True):
+        message = error(api.post(f"{API}/csrs/upload", json={"pem": csr, "name": name}), 400)
+        assert message == "name must be text"
+        error(api.post(f"{API}/csrs/import", json={"pem_content": csr, "name": name}), 400)
+    root = foreign_root(workdir, f"/CN={unique('Typed Trust')}")
+    for field in ("name", "description", "purpose", "notes"):
+        body = {"certificate": root.pem, field: ["a"]}
+        message = error(api.post(f"{API}/truststore/import", json=body), 400)
+        assert message == f"{field} must be text"
+    assert (count(server, "csrs"), count(server, "trusted_certificates")) == (csrs, trusted)
+
+    bad_ca = {"certificate": root.pem, "password": {"p": 1}}
+    assert error(api.post(f"{API}/cas/import", json=bad_ca), 400) == "password must be text"
+    bad_flag = {"certificate": root.pem, "import_key": ["no"]}
+    assert "import_key" in error(api.post(f"{API}/cas/import", json=bad_flag), 400)
+    leaf = foreign_signed(workdir, root, "/CN=typed-leaf.example", "v3_leaf")
+    bad_id = {"certificate": leaf.pem, "ca_id": {"id": 1}}
+    assert "ca_id" in error(api.post(f"{API}/certificates/import", json=bad_id), 400)
+
+    # Strings, flags as booleans and ids as numbers are still taken.
+    row = data(api.post(f"{API}/csrs/upload", json={"pem": csr, "name": "typed csr"}), 201)
+    assert row["name"] == "typed csr"
+    named = {"certificate": root.pem, "name": "Typed Trust", "notes": "n"}
+    added = data(api.post(f"{API}/truststore/import", json=named), 201)
+    assert "Typed Trust" in str(added)
+    ca_body = {"certificate": root.pem, "import_key": False}
+    ca = data(api.post(f"{API}/cas/import", json=ca_body), 201)
+    leaf_body = {"certificate": leaf.pem, "ca_id": ca["id"], "import_key": True, "name": "x"}
+    data(api.post(f"{API}/certificates/import", json=leaf_body), 201)
+
+
+# 3. A PEM export with the key, under a password
+
+
+def test_pem_export_with_password_encrypts_the_key(server: Server, api: httpx.Client) -> None:
+    root = create_root(api, unique("Export Pass Root"))
+    cert = issue(api, root["id"], f"{unique('pass')}.example.com")
+    password = unique("pw")
+    path = f"{API}/certificates/{cert['id']}/export"
+    params = {"format": "pem", "include_key": "true", "password": password}
+    response = api.get(path, params=params)
+    assert response.status_code == 200, response.text
+    body = response.text
+    assert "BEGIN ENCRYPTED PRIVATE KEY" in body and "BEGIN PRIVATE KEY" not in body
+    key_block = body[body.index("-----BEGIN ENCRYPTED PRIVATE KEY") :].encode()
+    with pytest.raises(TypeError):
+        serialization.load_pem_private_key(key_block, password=None)
+    with pytest.raises(ValueError):
+        serialization.load_pem_private_key(key_block, password=b"wrong")
+    key = serialization.load_pem_private_key(key_block, password=password.encode())
+    leaf = x509.load_pem_x509_certificate(body.encode())
+    assert key.public_key() == leaf.public_key()
+
+    # Without a password the key is plain PEM, as before.
+    plain = api.get(path, params={"format": "pem", "include_key": "true"}).text
+    assert "BEGIN PRIVATE KEY" in plain and "ENCRYPTED" not in plain
+
+    # Each key export is audited as before; the password is nowhere in the audit or the log.
+    rows = db_rows(
+        server,
+        "SELECT action, details FROM audit_logs WHERE resource_type = ? AND resource_id = ?",
+        "certificate",
+        str(cert["id"]),
+    )
+    exports = [r for r in rows if r[0] == "certificate.export_key"]
+    assert len(exports) == 2
+    assert all("pem" in str(details) for _, details in exports)
+    assert password not in str(db_rows(server, "SELECT * FROM audit_logs"))
+    assert password not in server.log()
+
+
+# 4. A duplicate CA is the very same certificate
+
+
+def _ca_certificate(key: ec.EllipticCurvePrivateKey, cn: str, ski: bool) -> str:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    )
+    if ski:
+        identifier = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        builder = builder.add_extension(identifier, critical=False)
+    cert = builder.sign(key, hashes.SHA256())
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _cas_named(server: Server, subject: str) -> int:
+    rows = db_rows(server, "SELECT id FROM certificate_authorities WHERE subject = ?", subject)
+    return len(rows)
+
+
+def test_ca_without_ski_is_imported_once(server: Server, api: httpx.Client) -> None:
+    cn = unique("No SKI Root")
+    pem = _ca_certificate(ec.generate_private_key(ec.SECP256R1()), cn, ski=False)
+    first = data(api.post(f"{API}/cas/import", json={"certificate": pem}), 201)
+    message = error(api.post(f"{API}/cas/import", json={"certificate": pem}), 409)
+    assert message == f"this CA is already present (CA {first['id']})"
+    error(import_ca_file(api, pem.encode(), "again.pem"), 409)
+    error(api.post(f"{API}/certificates/import", json={"certificate": pem}), 409)
+    smart = data(api.post(f"{API}/import/execute", json={"content": pem}))
+    assert smart["cas_imported"] == 0
+    assert _cas_named(server, f"CN={cn}") == 1
+
+
+def test_reissued_root_with_the_same_key_is_a_new_ca(server: Server, api: httpx.Client) -> None:
+    cn = unique("Reissued Root")
+    key = ec.generate_private_key(ec.SECP256R1())
+    old, new = _ca_certificate(key, cn, ski=True), _ca_certificate(key, cn, ski=True)
+    first = data(api.post(f"{API}/cas/import", json={"certificate": old}), 201)
+    second = data(api.post(f"{API}/cas/import", json={"certificate": new}), 201)
+    assert second["id"] != first["id"]
+    error(api.post(f"{API}/cas/import", json={"certificate": new}), 409)
+    assert _cas_named(server, f"CN={cn}") == 2
