@@ -234,3 +234,13 @@ def test_reissued_root_with_the_same_key_is_a_new_ca(server: Server, api: httpx.
     assert second["id"] != first["id"]
     error(api.post(f"{API}/cas/import", json={"certificate": new}), 409)
     assert _cas_named(server, f"CN={cn}") == 2
+
+
+def test_a_name_too_long_is_refused_not_cut(server: Server, api: httpx.Client) -> None:
+    cn = unique("Long Name Root")
+    pem = _ca_certificate(ec.generate_private_key(ec.SECP256R1()), cn, ski=True)
+    refused = api.post(f"{API}/cas/import", json={"certificate": pem, "name": "n" * 201})
+    assert "at most 200" in error(refused, 400)
+    assert _cas_named(server, f"CN={cn}") == 0
+    named = data(api.post(f"{API}/cas/import", json={"certificate": pem, "name": "n" * 200}), 201)
+    assert named["name"] == "n" * 200

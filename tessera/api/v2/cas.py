@@ -87,7 +87,7 @@ async def import_ca(request: Request, session: UnitOfWork, actor: Writer) -> JSO
         service.import_ca,
         upload.content,
         upload.text("password"),
-        upload.text("name"),
+        upload.display_name(),
         upload.flag("import_key", True),
         upload.private_key,
     )

@@ -134,7 +134,7 @@ async def import_certificate(request: Request, session: UnitOfWork, actor: Write
     """JSON {certificate, private_key?, password?, name?, ca_id?, import_key?} or multipart
     (file, private_key, name, password, ca_id, import_key): PEM, DER, PKCS#12 or PKCS#7."""
     upload = await read_upload(request, ("certificate", "pem_content", "content", "pem"))
-    options = ImportOptions(_name(upload), _ca_id(upload), upload.flag("import_key", True))
+    options = ImportOptions(upload.display_name(), _ca_id(upload), upload.flag("import_key", True))
     service = _service(request, session, actor)
     password = upload.text("password")
     imported = await run_in_threadpool(
@@ -148,13 +148,6 @@ async def import_certificate(request: Request, session: UnitOfWork, actor: Write
     name = options.name or cert.common_name or cert.subject
     data = {**views.certificate_view(cert, now(request)), "descr": name}
     return ok(data, f'Certificate "{name}" imported successfully', status=201)
-
-
-def _name(upload: Upload) -> str | None:
-    name = (upload.text("name") or "").strip()
-    if len(name) > 200:
-        raise InvalidInput("name must be at most 200 characters")
-    return name or None
 
 
 def _ca_id(upload: Upload) -> int | None:

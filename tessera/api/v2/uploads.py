@@ -11,6 +11,7 @@ from tessera.core.errors import InvalidInput
 MAX_UPLOAD = 5 * 1024 * 1024
 KEY_FIELD = "private_key"
 TRUE_WORDS = ("1", "true", "yes", "on")
+NAME_MAX = 200  # the name columns' width
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,13 @@ class Upload:
         if name in self.others:
             raise InvalidInput(f"{name} must be text")
         return self.texts.get(name)
+
+    def display_name(self) -> str | None:
+        """The `name` field: what the imported object is listed as (None: its own name)."""
+        name = (self.text("name") or "").strip()
+        if len(name) > NAME_MAX:
+            raise InvalidInput(f"name must be at most {NAME_MAX} characters")
+        return name or None
 
     def flag(self, name: str, default: bool) -> bool:
         value = self.others.get(name)
