@@ -244,3 +244,45 @@ def test_a_name_too_long_is_refused_not_cut(server: Server, api: httpx.Client) -
     assert _cas_named(server, f"CN={cn}") == 0
     named = data(api.post(f"{API}/cas/import", json={"certificate": pem, "name": "n" * 200}), 201)
     assert named["name"] == "n" * 200
+
+
+def _signed(
+    subject_key: ec.EllipticCurvePrivateKey,
+    cn: str,
+    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+    ca: bool,
+) -> tuple[x509.Name, str]:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    issuer_name, issuer_key = issuer or (name, subject_key)
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_name)
+        .public_key(subject_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .sign(issuer_key, hashes.SHA256())
+    )
+    return name, cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_what_came_before_its_issuer_is_linked_when_the_issuer_comes(api: httpx.Client) -> None:
+    root_key, inter_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    root_name, root = _signed(root_key, unique("Late Root"), None, ca=True)
+    inter_name, inter = _signed(inter_key, unique("Late Inter"), (root_name, root_key), ca=True)
+    _, leaf = _signed(leaf_key, "late.example.com", (inter_name, inter_key), ca=False)
+    # A certificate of the same names signed by another key must stay unlinked.
+    _, forged = _signed(leaf_key, "forged.example.com", (inter_name, leaf_key), ca=False)
+    leaf_id = data(api.post(f"{API}/certificates/import", json={"certificate": leaf}), 201)["id"]
+    forged_id = data(api.post(f"{API}/certificates/import", json={"certificate": forged}), 201)
+    inter_id = data(api.post(f"{API}/cas/import", json={"certificate": inter}), 201)["id"]
+    assert data(api.get(f"{API}/certificates/{leaf_id}"))["ca_id"] == inter_id
+    assert data(api.get(f"{API}/certificates/{forged_id['id']}"))["ca_id"] is None
+    assert data(api.get(f"{API}/cas/{inter_id}"))["parent_id"] is None
+    root_id = data(api.post(f"{API}/cas/import", json={"certificate": root}), 201)["id"]
+    assert data(api.get(f"{API}/cas/{inter_id}"))["parent_id"] == root_id
+    chain = api.get(f"{API}/certificates/{leaf_id}/export", params={"format": "chain"})
+    assert chain.text.count("BEGIN CERTIFICATE") == 3

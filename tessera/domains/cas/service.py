@@ -194,7 +194,32 @@ class CAService:
         self._repos.cas.add(row)
         details = {"subject": row.subject, "with_key": key is not None}
         audit.record(self._repos.audit, self._actor, "ca.import", "ca", row.id, details)
+        self._adopt(row, cert)
         return row
+
+    def _adopt(self, row: models.CertificateAuthority, cert: x509.Certificate) -> None:
+        """What was imported before its issuer is filed under it now that it is here (the
+        seed's "auto-links certificates to parent CA by issuer matching"): the CAs and
+        certificates with no issuer here, named as issued by this CA and whose signature its
+        key verifies."""
+        subject = cert.subject.rfc4514_string()
+        cas = [
+            child
+            for child in self._repos.cas.unlinked_issued_by(subject)
+            if child.id != row.id and _signed_by(child.certificate_pem, cert)
+        ]
+        leaves = [
+            leaf
+            for leaf in self._repos.certificates.unlinked_issued_by(subject)
+            if _signed_by(leaf.certificate_pem, cert)
+        ]
+        for child in cas:
+            child.parent_id = row.id
+        for leaf in leaves:
+            leaf.ca_id = row.id
+        if cas or leaves:
+            details = {"cas": [c.id for c in cas], "certificates": [c.id for c in leaves]}
+            audit.record(self._repos.audit, self._actor, "ca.link", "ca", row.id, details)
 
     def same_certificate(self, cert: x509.Certificate) -> models.CertificateAuthority | None:
         """The CA here whose certificate is `cert`, byte for byte (the same DER, hence the
@@ -213,11 +238,16 @@ class CAService:
             return None
         aki = inspect.authority_key_identifier(cert)
         candidates = [self._repos.cas.by_subject_key_id(aki)] if aki else []
-        candidates.append(self._repos.cas.by_subject(cert.issuer.rfc4514_string()))
+        # Every CA of that name: re-issued roots share one.
+        candidates.extend(self._repos.cas.with_subject(cert.issuer.rfc4514_string()))
         for ca in candidates:
             if ca is not None and is_issued_by(cert, load_certificate(ca.certificate_pem.encode())):
                 return ca
         return None
+
+
+def _signed_by(pem: str, issuer: x509.Certificate) -> bool:
+    return is_issued_by(load_certificate(pem.encode()), issuer)
 
 
 def read_bundle(data: bytes, password: str | None, key_data: bytes | None = None) -> ImportedBundle:

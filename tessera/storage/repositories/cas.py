@@ -49,6 +49,15 @@ class CARepository:
             self._scoped().where(CertificateAuthority.subject == subject).limit(1)
         )
 
+    def unlinked_issued_by(self, issuer: str) -> Sequence[CertificateAuthority]:
+        """CAs filed under no parent whose issuer is named `issuer` (self-issued ones aside)."""
+        query = self._scoped().where(
+            CertificateAuthority.parent_id.is_(None),
+            CertificateAuthority.issuer == issuer,
+            CertificateAuthority.subject != issuer,
+        )
+        return self._session.scalars(query).all()
+
     def with_subject(self, subject: str) -> Sequence[CertificateAuthority]:
         return self._session.scalars(
             self._scoped().where(CertificateAuthority.subject == subject)

@@ -64,6 +64,11 @@ class CertificateRepository:
     def get(self, cert_id: int) -> Certificate | None:
         return self._session.scalar(self._scoped().where(Certificate.id == cert_id))
 
+    def unlinked_issued_by(self, issuer: str) -> Sequence[Certificate]:
+        """Certificates filed under no CA whose issuer is named `issuer`."""
+        query = self._scoped().where(Certificate.ca_id.is_(None), Certificate.issuer == issuer)
+        return self._session.scalars(query).all()
+
     def many(self, ids: Sequence[int]) -> Sequence[Certificate]:
         return self._session.scalars(self._scoped().where(Certificate.id.in_(ids))).all()
 
