@@ -10,8 +10,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
-from tessera.core.errors import PolicyViolation
-from tessera.core.names import UPPER_BOUNDS, is_country_code
+from tessera.core.errors import InvalidInput, PolicyViolation
+from tessera.core.names import UPPER_BOUNDS, check_general_name, is_country_code
 from tessera.core.profile import CertificateRequest
 
 _EC_FORBIDDEN = {"keyEncipherment", "dataEncipherment"}
@@ -32,6 +32,7 @@ def check_before_signing(
 ) -> None:
     _check_issuer(issuer_cert, request)
     _check_subject(request.subject)
+    _check_sans(request.sans)
     _check_key_usage_for_key(request)
     _check_ca_flags(request)
     if not request.is_ca and len(request.subject) == 0 and not request.sans:
@@ -79,6 +80,16 @@ def _check_subject(subject: x509.Name) -> None:
         if limit is not None and len(value) > limit:
             name = attribute.rfc4514_attribute_name
             raise PolicyViolation(f"the subject's {name} is longer than {limit} characters")
+
+
+def _check_sans(sans: tuple[x509.GeneralName, ...]) -> None:
+    """Every SAN, whichever path brought it (a CSR, ACME, SCEP, a renewal), passes the checks
+    the API applies to the names it is given (`parse_san`)."""
+    for name in sans:
+        try:
+            check_general_name(name)
+        except InvalidInput as exc:
+            raise PolicyViolation(exc.message) from exc
 
 
 def _check_key_usage_for_key(request: CertificateRequest) -> None:

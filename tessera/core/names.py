@@ -78,6 +78,21 @@ def parse_san(entry: str) -> x509.GeneralName:
     return _guess_san(text)
 
 
+def cn_as_san(subject: x509.Name) -> list[x509.GeneralName]:
+    """A leaf named like a host gets that name as a SAN, since clients ignore the CN: the
+    API's common_name, or a CSR's when the CSR brings no SAN."""
+    names = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(names) != 1 or not isinstance(names[0].value, str):
+        return []
+    common_name = names[0].value
+    if not common_name or " " in common_name:
+        return []
+    try:
+        return [parse_san(common_name)]
+    except InvalidInput:
+        return []
+
+
 def _typed_san(kind: str, value: str) -> x509.GeneralName:
     if not value:
         raise InvalidInput(f"empty {kind} subject alternative name")
@@ -117,7 +132,28 @@ def _guess_san(value: str) -> x509.GeneralName:
     return x509.DNSName(_check_dns(value))
 
 
+def check_general_name(name: x509.GeneralName) -> None:
+    """A SAN that did not come through `parse_san` (a CSR's, an ACME order's, a renewed
+    certificate's) held to the same rules. Tessera issues dns, ip, email and uri names only."""
+    if isinstance(name, x509.DNSName):
+        _check_dns(name.value)
+    elif isinstance(name, x509.IPAddress):
+        if not isinstance(name.value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            raise InvalidInput(f"invalid IP address in SAN: {str(name.value)!r} is a network")
+    elif isinstance(name, x509.RFC822Name):
+        _typed_san("email", name.value)
+    elif isinstance(name, x509.UniformResourceIdentifier):
+        _typed_san("uri", name.value)
+    else:
+        kind = type(name).__name__
+        raise InvalidInput(
+            f"unsupported SAN type {kind}: Tessera issues dns, ip, email and uri names only"
+        )
+
+
 def _check_dns(name: str) -> str:
+    if _is_ip_address(name):
+        raise InvalidInput(f"invalid DNS name in SAN: {name!r} is an IP address; send ip:{name}")
     labels = name.split(".")
     valid = all(
         0 < len(label) <= 63
@@ -130,6 +166,14 @@ def _check_dns(name: str) -> str:
     if not valid or len(name) > 253:
         raise InvalidInput(f"invalid DNS name in SAN: {name!r}")
     return name.lower()
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def format_san(name: x509.GeneralName) -> str:

@@ -313,6 +313,75 @@ def test_concurrent_signing_certifies_once(
     assert len(audit_details(server, "csr.sign", row["id"])) == 1
 
 
+# A CSR's SANs pass the checks the API applies to its own `san` list (core/names.py), in the
+# lint every issuance path goes through; Tessera issues dns, ip, email and uri names only.
+BAD_CSR_SANS = {
+    "DNS:bad_name!.example": "invalid DNS name in SAN",
+    "DNS:127.0.0.1": "is an IP address",
+    "DNS:ok.example.com,DNS:a..example.com": "invalid DNS name in SAN",
+    "DNS:ok.example.com,email:no-at-sign": "invalid email address in SAN",
+    "otherName:1.3.6.1.4.1.311.20.2.3;UTF8:user@example.com": "unsupported SAN type OtherName",
+    "RID:1.2.3.4": "unsupported SAN type RegisteredID",
+}
+
+
+@pytest.mark.parametrize("sans", list(BAD_CSR_SANS))
+def test_invalid_csr_san_is_refused_and_nothing_written(
+    api: httpx.Client, issuing: dict[str, Any], workdir: Path, sans: str
+) -> None:
+    row = upload(api, new_csr(workdir, "bad-san.example.com", sans=sans))
+    before = certificate_total(api)
+    refused = api.post(f"{CSRS}/{row['id']}/sign", json={"ca_id": issuing["inter"]["id"]})
+    assert BAD_CSR_SANS[sans] in error(refused, 422)
+    assert data(api.get(f"{CSRS}/{row['id']}"))["status"] == "pending"
+    assert certificate_total(api) == before
+
+
+def test_csr_san_rule_is_the_apis(
+    api: httpx.Client, issuing: dict[str, Any], workdir: Path
+) -> None:
+    ca_id = issuing["inter"]["id"]
+    body = {"ca_id": ca_id, "common_name": "api.example.com", "san": ["bad_name!.example"]}
+    assert "invalid DNS name in SAN" in error(api.post(f"{API}/certificates", json=body), 400)
+    body["san"] = ["dns:127.0.0.1"]
+    assert "is an IP address" in error(api.post(f"{API}/certificates", json=body), 400)
+    # Wildcards, IDNA A-labels, addresses, mail and URIs are all still issued from a CSR.
+    good = "DNS:*.wild.example.com,DNS:xn--bcher-kva.example,IP:10.9.8.7,IP:::1"
+    good += ",email:ops@example.com,URI:https://svc.example.com/x"
+    row = upload(api, new_csr(workdir, "good-san.example.com", sans=good))
+    cert = cert_of(chain_pems(api, sign(api, row["id"], ca_id)["id"])[0])
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["*.wild.example.com", "xn--bcher-kva.example"]
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["10.9.8.7", "::1"]
+    assert sans.get_values_for_type(x509.RFC822Name) == ["ops@example.com"]
+
+
+def test_csr_without_san_gets_its_host_cn_as_san(
+    api: httpx.Client, issuing: dict[str, Any], workdir: Path
+) -> None:
+    """As for the API's common_name: clients ignore the CN, so a host name goes in the SAN."""
+    ca_id = issuing["inter"]["id"]
+    folder = workdir / unique("cn-only")
+    folder.mkdir()
+    _, host_csr = openssl_csr(folder, "/O=Tessera Tests/CN=cn-only.example.com")
+    assert not x509.load_pem_x509_csr(host_csr.read_bytes()).extensions
+    issued = sign(api, upload(api, host_csr)["id"], ca_id)
+    leaf_pem, _ = chain_pems(api, issued["id"])
+    cert = cert_of(leaf_pem)
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert list(sans) == [x509.DNSName("cn-only.example.com")]
+    assert issued["san"] == ["dns:cn-only.example.com"]
+    assert pkilint_findings(workdir, leaf_pem) == ""
+    # A CN that is no host name (a person's name) gets no SAN, as through the API.
+    person = workdir / unique("cn-person")
+    person.mkdir()
+    _, person_csr = openssl_csr(person, "/O=Tessera Tests/CN=Alice Example")
+    issued = sign(api, upload(api, person_csr)["id"], ca_id)
+    cert = cert_of(chain_pems(api, issued["id"])[0])
+    with pytest.raises(x509.ExtensionNotFound):
+        cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+
+
 # --- private keys ---------------------------------------------------------------------------------
 
 

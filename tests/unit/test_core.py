@@ -1,5 +1,6 @@
 """The core authority on its own: no HTTP, no database."""
 
+import ipaddress
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -169,6 +170,37 @@ def test_san_spellings(text: str, kind: type) -> None:
 def test_bad_sans(bad: str) -> None:
     with pytest.raises(InvalidInput):
         parse_san(bad)
+
+
+@pytest.mark.parametrize(
+    ("san", "message"),
+    [
+        (x509.DNSName("bad_name!.example"), "invalid DNS name in SAN"),
+        (x509.DNSName("127.0.0.1"), "is an IP address"),
+        (x509.IPAddress(ipaddress.ip_network("10.0.0.0/8")), "is a network"),
+        (x509.RFC822Name("nope"), "invalid email address in SAN"),
+        (x509.DirectoryName(SubjectFields("dir").to_name()), "unsupported SAN type DirectoryName"),
+        (x509.RegisteredID(x509.ObjectIdentifier("1.2.3.4")), "unsupported SAN type"),
+        (x509.OtherName(x509.ObjectIdentifier("1.2.3.4"), b"\x05\x00"), "unsupported SAN type"),
+    ],
+)
+def test_lint_holds_every_san_to_the_apis_rules(san: x509.GeneralName, message: str) -> None:
+    """Whatever brought the SAN (a CSR, ACME, SCEP, a renewal): refused before signing."""
+    authority = Authority(clock=lambda: NOW)
+    root = make_root(authority)
+    ledger = Ledger()
+    with pytest.raises(PolicyViolation, match=message):
+        authority.issue(leaf_request(sans=(parse_san("dns:ok.example.com"), san)), root, ledger)
+    assert ledger.recorded == []
+
+
+def test_lint_passes_wildcards_a_labels_and_addresses() -> None:
+    sans = tuple(
+        parse_san(s)
+        for s in ("*.example.com", "xn--bcher-kva.example", "ip:::1", "_srv.example.com")
+    )
+    authority = Authority(clock=lambda: NOW)
+    authority.issue(leaf_request(sans=sans), make_root(authority), Ledger())
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ from tessera.core.keys import (
     generate_private_key,
     parse_key_spec,
 )
-from tessera.core.names import SubjectFields, parse_san
+from tessera.core.names import SubjectFields, cn_as_san, parse_san
 from tessera.core.profile import CertificateRequest
 from tessera.core.revocation import normalize_reason
 from tessera.domains import audit, bulk
@@ -132,7 +132,7 @@ class CertificateService:
             subject = spec.subject.to_name()
         if subject is None:
             raise InvalidInput("common_name is required")
-        sans = [parse_san(s) for s in spec.san] or sans or _cn_as_san(spec.subject)
+        sans = [parse_san(s) for s in spec.san] or sans or cn_as_san(subject)
         request = CertificateRequest(
             subject=subject,
             public_key=public_key,
@@ -521,13 +521,3 @@ def _csr_sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
     except x509.ExtensionNotFound:
         return []
     return list(ext.value)
-
-
-def _cn_as_san(subject: SubjectFields | None) -> list[x509.GeneralName]:
-    """A leaf named like a host gets that name as a SAN, since clients ignore the CN."""
-    if subject is None or not subject.common_name or " " in subject.common_name:
-        return []
-    try:
-        return [parse_san(subject.common_name)]
-    except InvalidInput:
-        return []

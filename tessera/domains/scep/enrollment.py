@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from tessera.core.errors import Conflict, InvalidInput, NotFound, TesseraError
 from tessera.core.formats import is_issued_by, load_certificate
 from tessera.core.inspect import common_name, general_names, serial_hex
+from tessera.core.names import cn_as_san
 from tessera.core.profile import CertificateRequest, fill_subject
 from tessera.domains import audit
 from tessera.domains.issuance import Issuance, core_template
@@ -296,12 +297,15 @@ class EnrollmentService:
         csr: x509.CertificateSigningRequest,
     ) -> bool:
         """The subject and SANs the CSR would get (the template's subject defaults filled
-        in, as the issuance will) are the signer's, the SANs in any order."""
+        in, as the issuance will) are the signer's, the SANs in any order. A CSR without
+        SANs also renews a signer whose one SAN is its host-like CN, which the native API
+        adds to a leaf (`cn_as_san`)."""
         template = core_template(self._template(profile))
         defaults = template.subject_defaults if template is not None else ()
         if fill_subject(csr.subject, defaults) != signer.subject:
             return False
-        return set(scep_csr.sans(csr)) == set(general_names(signer))
+        asked, held = set(scep_csr.sans(csr)), set(general_names(signer))
+        return asked == held or (not asked and held == set(cn_as_san(signer.subject)))
 
     def _template(self, profile: ProfileSettings) -> models.Template | None:
         if profile.template_id is None:
