@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from tessera.core import inspect
+from tessera.core import inspect, lint
 from tessera.core.errors import InvalidInput, PolicyViolation, UnparsableInput
 from tessera.core.keys import KeySpec, describe_public_key, enforce_key_floor
 from tessera.core.names import extended_key_usage_names, format_san, key_usage_names
@@ -53,6 +53,7 @@ def summarize(csr: x509.CertificateSigningRequest) -> CsrSummary:
         raise UnparsableInput("the CSR's subject or extensions cannot be decoded") from exc
     if any("\x00" in text for text in (subject, common_name, *sans)):
         raise InvalidInput("the CSR's subject or names contain NUL characters")
+    lint.check_requested_names(csr.subject, _requested_sans(csr))
     pem = csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
     return CsrSummary(common_name, subject, sans, key, pem)
 

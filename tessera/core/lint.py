@@ -4,6 +4,7 @@ These are the RFC 5280 / RFC 5480 / RFC 8410 rules a request can break; pkilint 
 test suite over every kind of certificate the server issues, as a second opinion.
 """
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from cryptography import x509
@@ -80,6 +81,13 @@ def _check_subject(subject: x509.Name) -> None:
         if limit is not None and len(value) > limit:
             name = attribute.rfc4514_attribute_name
             raise PolicyViolation(f"the subject's {name} is longer than {limit} characters")
+
+
+def check_requested_names(subject: x509.Name, sans: Sequence[x509.GeneralName]) -> None:
+    """The names a CSR asks for, checked as signing will check them, when it is stored: the
+    inventory holds no request that no CA and no template could ever sign."""
+    _check_subject(subject)
+    _check_sans(tuple(sans))
 
 
 def _check_sans(sans: tuple[x509.GeneralName, ...]) -> None:

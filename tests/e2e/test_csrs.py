@@ -329,12 +329,30 @@ BAD_CSR_SANS = {
 def test_invalid_csr_san_is_refused_and_nothing_written(
     api: httpx.Client, issuing: dict[str, Any], workdir: Path, sans: str
 ) -> None:
-    row = upload(api, new_csr(workdir, "bad-san.example.com", sans=sans))
-    before = certificate_total(api)
-    refused = api.post(f"{CSRS}/{row['id']}/sign", json={"ca_id": issuing["inter"]["id"]})
-    assert BAD_CSR_SANS[sans] in error(refused, 422)
-    assert data(api.get(f"{CSRS}/{row['id']}"))["status"] == "pending"
-    assert certificate_total(api) == before
+    text = new_csr(workdir, "bad-san.example.com", sans=sans).read_text()
+    stored, before = csr_total(api), certificate_total(api)
+    # Refused when stored (the inventory holds only requests that can be signed), and when
+    # issued from directly: the lint before signing, which ACME, SCEP and renewals go through.
+    assert BAD_CSR_SANS[sans] in error(api.post(CSRS, json={"csr": text}), 422)
+    direct = {"ca_id": issuing["inter"]["id"], "csr": text}
+    assert BAD_CSR_SANS[sans] in error(api.post(f"{API}/certificates", json=direct), 422)
+    assert (csr_total(api), certificate_total(api)) == (stored, before)
+
+
+def test_a_csr_no_ca_could_sign_is_not_stored(api: httpx.Client, workdir: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    # Over RFC 5280's upper bound for an OU (appendix A.1), which the lint would refuse.
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "ou.example.com"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "b" * 65),
+        ]
+    )
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    text = csr.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+    before = csr_total(api)
+    assert "longer than 64" in error(api.post(CSRS, json={"csr": text}), 422)
+    assert csr_total(api) == before
 
 
 def test_csr_san_rule_is_the_apis(
