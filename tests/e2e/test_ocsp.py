@@ -577,3 +577,21 @@ def test_over_https(server: Server, pki: PKI) -> None:
 def _status_only(status: int) -> bytes:
     """An unsigned OCSPResponse carrying only a responseStatus (RFC 6960 4.2.1)."""
     return bytes([0x30, 0x03, 0x0A, 0x01, status])
+
+
+def test_the_servers_own_certificate(server: Server, tmp_path: Path) -> None:
+    """The internal CA signs nothing else, but its delegated responder is the server's own."""
+    chain = (server.data_dir / "tls" / "server.pem").read_text()
+    end = "-----END CERTIFICATE-----\n"
+    leaf, internal = (block + end for block in chain.split(end)[:2])
+    (tmp_path / "leaf.pem").write_text(leaf)
+    (tmp_path / "internal.pem").write_text(internal)
+    issuer, cert = str(tmp_path / "internal.pem"), str(tmp_path / "leaf.pem")
+    url = f"{server.http_url}/ocsp"
+    result = subprocess.run(
+        ["openssl", "ocsp", "-url", url, "-issuer", issuer, "-CAfile", issuer, "-cert", cert],
+        capture_output=True,
+        timeout=60,
+    )
+    out = (result.stdout + result.stderr).decode()
+    assert "Response verify OK" in out and ": good" in out, out

@@ -107,6 +107,9 @@ class SignerFactory:
                 self.keys,
                 self.publication,
                 system_actor(ca.org_id),
+                # The server's own responder, for the internal CA's certificates too: an
+                # OCSPSigning-only certificate whose key never leaves the server.
+                may_use_internal_ca=True,
             )
             row = issuance.issue_certificate(_request(ca, key, self.signer_days), ca, None, key)
             repo.add_signer(
