@@ -1,10 +1,11 @@
 """Certificate signing requests: upload, browse, attach a key, sign, delete, export.
 
 A request is verified when it arrives (its self-signature, the key floor, decodable names,
-the lint's subject bounds and SAN rules), so what the inventory holds can always be signed. Signing goes through the one issuance path
-(`CertificateService.issue`) and then marks the request signed, atomically, so a request is
-never certified twice. A key attached to a request is encrypted at rest like every other key
-and travels to the certificate issued for it.
+the lint's subject bounds and SAN rules), so what the inventory holds can always be signed.
+Signing goes through the one issuance path (`CertificateService.issue`) and then marks the
+request signed, atomically, so a request is never certified twice. A key attached to a
+request is encrypted at rest like every other key and travels to the certificate issued for
+it.
 """
 
 import uuid
