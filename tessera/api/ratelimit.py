@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tessera.api.headers import dialect_error
 from tessera.config import Settings
 from tessera.core.limits import Decision, MemoryWindows, Policy, Rule
+from tessera.core.names import is_ip_address
 from tessera.domains.identity.secrets import token_digest
 from tessera.runtime import Runtime
 from tessera.storage.repositories.identity import ApiKeyRepository, WebSessionRepository
@@ -186,7 +187,7 @@ class Limiter:
         forwarded = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"]
         hops = [h.strip() for h in ",".join(forwarded).split(",") if h.strip()]
         for hop in reversed(hops):
-            if not _valid_ip(hop):
+            if not is_ip_address(hop):
                 return peer
             if not _within(hop, self.trusted):
                 return hop
@@ -257,14 +258,6 @@ def _networks(spec: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         if item:
             networks.append(ipaddress.ip_network(item, strict=False))
     return networks
-
-
-def _valid_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _within(address: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:

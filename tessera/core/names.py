@@ -152,7 +152,7 @@ def check_general_name(name: x509.GeneralName) -> None:
 
 
 def _check_dns(name: str) -> str:
-    if _is_ip_address(name):
+    if is_ip_address(name):
         raise InvalidInput(f"invalid DNS name in SAN: {name!r} is an IP address; send ip:{name}")
     labels = name.split(".")
     valid = all(
@@ -168,7 +168,7 @@ def _check_dns(name: str) -> str:
     return name.lower()
 
 
-def _is_ip_address(text: str) -> bool:
+def is_ip_address(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
     except ValueError:

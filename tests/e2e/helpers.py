@@ -2,19 +2,23 @@
 certificate authorities made by openssl alone (so they are truly foreign to the server)."""
 
 import secrets
+import sqlite3
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.tools import openssl
+
+if TYPE_CHECKING:
+    from tests.support import Server
 
 API = "/api/v2"
 
@@ -321,3 +325,44 @@ def self_signed_ca(
         .sign(key, hashes.SHA256())
     )
     return cert, key
+
+
+def signed_pem(
+    key: ec.EllipticCurvePrivateKey,
+    cn: str,
+    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None = None,
+    ca: bool = False,
+    ski: bool = False,
+) -> tuple[x509.Name, str]:
+    """A certificate made elsewhere, for `key`, named CN=`cn` and signed by `issuer` (its name
+    and key) or by itself: its name and PEM."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    issuer_name, issuer_key = issuer or (name, key)
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ski:
+        identifier = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        builder = builder.add_extension(identifier, critical=False)
+    cert = builder.sign(issuer_key, hashes.SHA256())
+    return name, cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def db_rows(server: "Server", sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """Read the server's database directly (SQLite file or PostgreSQL), to see what is stored."""
+    if server.database_url:
+        import psycopg
+
+        with psycopg.connect(server.database_url) as conn:
+            return list(conn.execute(sql.replace("?", "%s"), params).fetchall())
+    path = server.data_dir / "tessera.db"
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        return list(conn.execute(sql, params).fetchall())

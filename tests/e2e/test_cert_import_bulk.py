@@ -4,7 +4,6 @@ delete) to the same fingerprint; imports of openssl-made certificates and keys; 
 revoke, renew, delete and export on mixes of good and bad ids."""
 
 import io
-import sqlite3
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from tests.e2e.helpers import (
     create_intermediate,
     create_root,
     data,
+    db_rows,
     download,
     error,
     foreign_root,
@@ -39,18 +39,6 @@ def issuing(server: Server) -> dict[str, Any]:
         root = create_root(api, unique("Import Root"), "EC", 256)
         inter = create_intermediate(api, root["id"], unique("Import Issuing"))
         return {"root": root, "inter": inter}
-
-
-def db_rows(server: Server, sql: str, *params: object) -> list[tuple[Any, ...]]:
-    """Read the server's database directly (SQLite file or PostgreSQL), to see what is stored."""
-    if server.database_url:
-        import psycopg
-
-        with psycopg.connect(server.database_url) as conn:
-            return list(conn.execute(sql.replace("?", "%s"), params).fetchall())
-    path = server.data_dir / "tessera.db"
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        return list(conn.execute(sql, params).fetchall())
 
 
 def import_file(

@@ -3,43 +3,29 @@ read as a key or refused (never dropped), JSON fields that are text must be text
 export under a password is encrypted, and a CA is a duplicate only when it is the very same
 certificate."""
 
-import sqlite3
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.e2e.helpers import (
     API,
     create_root,
     data,
+    db_rows,
     error,
     foreign_root,
     foreign_signed,
     import_ca_file,
     issue,
+    signed_pem,
     unique,
 )
 from tests.support import Server
 from tests.tools import openssl_csr
-
-
-def db_rows(server: Server, sql: str, *params: object) -> list[tuple[Any, ...]]:
-    """Read the server's database directly (SQLite file or PostgreSQL), to see what is stored."""
-    if server.database_url:
-        import psycopg
-
-        with psycopg.connect(server.database_url) as conn:
-            return list(conn.execute(sql.replace("?", "%s"), params).fetchall())
-    path = server.data_dir / "tessera.db"
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        return list(conn.execute(sql, params).fetchall())
 
 
 def count(server: Server, table: str) -> int:
@@ -187,26 +173,6 @@ def test_pem_export_with_password_encrypts_the_key(server: Server, api: httpx.Cl
 # 4. A duplicate CA is the very same certificate
 
 
-def _ca_certificate(key: ec.EllipticCurvePrivateKey, cn: str, ski: bool) -> str:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.now(UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-    )
-    if ski:
-        identifier = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-        builder = builder.add_extension(identifier, critical=False)
-    cert = builder.sign(key, hashes.SHA256())
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
 def _cas_named(server: Server, subject: str) -> int:
     rows = db_rows(server, "SELECT id FROM certificate_authorities WHERE subject = ?", subject)
     return len(rows)
@@ -214,7 +180,7 @@ def _cas_named(server: Server, subject: str) -> int:
 
 def test_ca_without_ski_is_imported_once(server: Server, api: httpx.Client) -> None:
     cn = unique("No SKI Root")
-    pem = _ca_certificate(ec.generate_private_key(ec.SECP256R1()), cn, ski=False)
+    pem = signed_pem(ec.generate_private_key(ec.SECP256R1()), cn, ca=True, ski=False)[1]
     first = data(api.post(f"{API}/cas/import", json={"certificate": pem}), 201)
     message = error(api.post(f"{API}/cas/import", json={"certificate": pem}), 409)
     assert message == f"this CA is already present (CA {first['id']})"
@@ -228,7 +194,7 @@ def test_ca_without_ski_is_imported_once(server: Server, api: httpx.Client) -> N
 def test_reissued_root_with_the_same_key_is_a_new_ca(server: Server, api: httpx.Client) -> None:
     cn = unique("Reissued Root")
     key = ec.generate_private_key(ec.SECP256R1())
-    old, new = _ca_certificate(key, cn, ski=True), _ca_certificate(key, cn, ski=True)
+    old, new = signed_pem(key, cn, ca=True, ski=True)[1], signed_pem(key, cn, ca=True, ski=True)[1]
     first = data(api.post(f"{API}/cas/import", json={"certificate": old}), 201)
     second = data(api.post(f"{API}/cas/import", json={"certificate": new}), 201)
     assert second["id"] != first["id"]
@@ -238,7 +204,7 @@ def test_reissued_root_with_the_same_key_is_a_new_ca(server: Server, api: httpx.
 
 def test_a_name_too_long_is_refused_not_cut(server: Server, api: httpx.Client) -> None:
     cn = unique("Long Name Root")
-    pem = _ca_certificate(ec.generate_private_key(ec.SECP256R1()), cn, ski=True)
+    pem = signed_pem(ec.generate_private_key(ec.SECP256R1()), cn, ca=True, ski=True)[1]
     refused = api.post(f"{API}/cas/import", json={"certificate": pem, "name": "n" * 201})
     assert "at most 200" in error(refused, 400)
     assert _cas_named(server, f"CN={cn}") == 0
@@ -246,36 +212,13 @@ def test_a_name_too_long_is_refused_not_cut(server: Server, api: httpx.Client) -
     assert named["name"] == "n" * 200
 
 
-def _signed(
-    subject_key: ec.EllipticCurvePrivateKey,
-    cn: str,
-    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
-    ca: bool,
-) -> tuple[x509.Name, str]:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    issuer_name, issuer_key = issuer or (name, subject_key)
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_name)
-        .public_key(subject_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .sign(issuer_key, hashes.SHA256())
-    )
-    return name, cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
 def test_what_came_before_its_issuer_is_linked_when_the_issuer_comes(api: httpx.Client) -> None:
     root_key, inter_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    root_name, root = _signed(root_key, unique("Late Root"), None, ca=True)
-    inter_name, inter = _signed(inter_key, unique("Late Inter"), (root_name, root_key), ca=True)
-    _, leaf = _signed(leaf_key, "late.example.com", (inter_name, inter_key), ca=False)
+    root_name, root = signed_pem(root_key, unique("Late Root"), ca=True)
+    inter_name, inter = signed_pem(inter_key, unique("Late Inter"), (root_name, root_key), ca=True)
+    _, leaf = signed_pem(leaf_key, "late.example.com", (inter_name, inter_key), ca=False)
     # A certificate of the same names signed by another key must stay unlinked.
-    _, forged = _signed(leaf_key, "forged.example.com", (inter_name, leaf_key), ca=False)
+    _, forged = signed_pem(leaf_key, "forged.example.com", (inter_name, leaf_key), ca=False)
     leaf_id = data(api.post(f"{API}/certificates/import", json={"certificate": leaf}), 201)["id"]
     forged_id = data(api.post(f"{API}/certificates/import", json={"certificate": forged}), 201)
     inter_id = data(api.post(f"{API}/cas/import", json={"certificate": inter}), 201)["id"]

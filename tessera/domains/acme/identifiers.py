@@ -9,6 +9,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from tessera.core.names import is_ip_address
 from tessera.protocols.acme.problems import AcmeProblem, malformed
 
 MAX_IDENTIFIERS = 100
@@ -82,19 +83,11 @@ def dns_name(value: str) -> str:
         len(name) <= 253
         and len(checked) >= (2 if wildcard else 1)
         and all(_LABEL.fullmatch(label) for label in checked)
-        and not _is_ip(name)
+        and not is_ip_address(name)
     )
     if not ok:
         raise AcmeProblem("rejectedIdentifier", f"{value[:64]!r} is not a valid DNS name")
     return name
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def csr_identifiers(csr: x509.CertificateSigningRequest) -> set[Identifier]:
@@ -116,7 +109,7 @@ def csr_identifiers(csr: x509.CertificateSigningRequest) -> set[Identifier]:
                 raise AcmeProblem("badCSR", "the CSR asks for names other than DNS and IP")
     for attribute in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
         cn = str(attribute.value).lower()
-        names.add(Identifier("ip", cn) if _is_ip(cn) else Identifier("dns", cn))
+        names.add(Identifier("ip", cn) if is_ip_address(cn) else Identifier("dns", cn))
     return names
 
 
