@@ -100,18 +100,18 @@ async def within_unit_of_work(
     work: Callable[[Session], Awaitable[Response]],
     success_status: int | None = None,
 ) -> Response:
-    """For the lanes that run ahead of FastAPI's routing (SCEP, the signed ACME endpoints,
-    issuance): `work` in the same unit of work an endpoint gets (committed before the answer
-    is sent, rolled back on any error), and an error answered by the app's own exception
-    handlers, as if FastAPI had routed the request. `success_status` is the status the
-    route declares (what audit rows record), where FastAPI would have read it off the route."""
-    try:
+    """For the signed ACME endpoints, which run ahead of FastAPI's routing: `work` in the same
+    unit of work an endpoint gets (committed before the answer is sent, rolled back on any
+    error), errors answered as `answered` does. `success_status` is the status the route
+    declares (what audit rows record), where FastAPI would have read it off the route."""
+
+    async def run() -> Response:
         async with _unit_of_work(request) as session:
             if success_status is not None:
                 SUCCESS_STATUS.set(success_status)
             return await work(session)
-    except Exception as exc:  # noqa: BLE001 - FastAPI's boundary: its handlers answer, or re-raise
-        return await answer_error(request, exc)
+
+    return await answered(request, run())
 
 
 async def in_lane_unit_of_work(
@@ -121,11 +121,17 @@ async def in_lane_unit_of_work(
     session opened, `work` run, committed and closed, in one lane thread. Against
     `within_unit_of_work` it saves the event loop the async context manager, anyio's thread
     hop and the session's close (~8 % of a SCEP enrollment's CPU), and the commit never waits
-    for the loop's turn. Errors are answered as `within_unit_of_work` answers them."""
+    for the loop's turn. Errors are answered as `answered` does."""
     SUCCESS_STATUS.set(success_status)
+    return await answered(request, in_lane_thread(_whole_unit, runtime(request).sessions, work))
+
+
+async def answered(request: Request, pending: Awaitable[Response]) -> Response:
+    """`pending`'s answer, or, for what it raised, the answer of the app's own exception
+    handlers, as if FastAPI had routed the request (the lanes run ahead of its routing)."""
     try:
-        return await in_lane_thread(_whole_unit, runtime(request).sessions, work)
-    except Exception as exc:  # noqa: BLE001 - FastAPI's boundary, as within_unit_of_work
+        return await pending
+    except Exception as exc:  # noqa: BLE001 - FastAPI's boundary: its handlers answer, or re-raise
         return await answer_error(request, exc)
 
 
