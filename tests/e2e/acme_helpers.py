@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
+from tessera.core.names import is_ip_address
 from tests.e2e.helpers import API, create_root, data, unique
 from tests.support import Server, admin_api_key, free_port, start_server, stop_server
 
@@ -273,7 +274,7 @@ class Acme:
         return response
 
     def order(self, *names: str, **extra: Any) -> httpx.Response:
-        identifiers = [{"type": "ip" if _is_ip(n) else "dns", "value": n} for n in names]
+        identifiers = [{"type": "ip" if is_ip_address(n) else "dns", "value": n} for n in names]
         return self.post(self.dir["newOrder"], {"identifiers": identifiers, **extra})
 
     def get(self, url: str) -> httpx.Response:
@@ -305,19 +306,12 @@ class Acme:
         raise AssertionError(f"{url} never reached {statuses}: {body}")
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def csr_for(*names: str, key: Any = None, cn: str | None = None) -> tuple[str, Any]:
     """A CSR (base64url DER) for the names, with a fresh P-256 key unless one is given."""
     key = key or ec.generate_private_key(ec.SECP256R1())
     general: list[x509.GeneralName] = [
-        x509.IPAddress(ipaddress.ip_address(n)) if _is_ip(n) else x509.DNSName(n) for n in names
+        x509.IPAddress(ipaddress.ip_address(n)) if is_ip_address(n) else x509.DNSName(n)
+        for n in names
     ]
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else [])
     csr = (

@@ -276,17 +276,25 @@ def import_ca_file(
 
 def self_signed(key: Any, cn: str) -> x509.Certificate:
     """The certificate a device signs its first request with: its own, for a day."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return _built(key, _cn(cn), (_cn(cn), key), timedelta(days=1)).sign(key, hashes.SHA256())
+
+
+def _cn(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _built(
+    key: Any, name: x509.Name, issuer: tuple[x509.Name, Any], lifetime: timedelta
+) -> x509.CertificateBuilder:
     now = datetime.now(UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(name)
+        .issuer_name(issuer[0])
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
+        .not_valid_after(now + lifetime)
     )
 
 
@@ -336,19 +344,10 @@ def signed_pem(
 ) -> tuple[x509.Name, str]:
     """A certificate made elsewhere, for `key`, named CN=`cn` and signed by `issuer` (its name
     and key) or by itself: its name and PEM."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    name = _cn(cn)
     issuer_name, issuer_key = issuer or (name, key)
-    now = datetime.now(UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
+    builder = _built(key, name, (issuer_name, issuer_key), timedelta(days=30))
+    builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     if ski:
         identifier = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
         builder = builder.add_extension(identifier, critical=False)

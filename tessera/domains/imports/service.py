@@ -23,7 +23,6 @@ from tessera.core import inspect
 from tessera.core.errors import Conflict, TesseraError
 from tessera.core.formats import (
     Found,
-    cert_pem,
     csr_pem,
     key_pem,
     public_key_der,
@@ -32,6 +31,7 @@ from tessera.core.formats import (
 )
 from tessera.core.keys import PrivateKey
 from tessera.domains import audit
+from tessera.domains.cas.service import CAService
 from tessera.domains.certificates.service import CertificateService
 from tessera.domains.csrs.service import CSRService
 from tessera.domains.issuance import Issuance
@@ -180,10 +180,8 @@ class ImportService:
         row = self._certificates.by_fingerprint(cert)
         if row is not None:
             return {"type": "certificate", "id": row.id}
-        ca = self._repos.cas.by_subject(cert.subject.rfc4514_string())
-        if ca is not None and ca.certificate_pem == cert_pem(cert):
-            return {"type": "ca", "id": ca.id}
-        return None
+        ca = CAService(self._issuance).same_certificate(cert)
+        return {"type": "ca", "id": ca.id} if ca is not None else None
 
     # --- execute --------------------------------------------------------------------------
 

@@ -44,11 +44,6 @@ class CARepository:
             self._scoped().where(CertificateAuthority.subject_key_id == ski).limit(1)
         )
 
-    def by_subject(self, subject: str) -> CertificateAuthority | None:
-        return self._session.scalar(
-            self._scoped().where(CertificateAuthority.subject == subject).limit(1)
-        )
-
     def unlinked_issued_by(self, issuer: str) -> Sequence[CertificateAuthority]:
         """CAs filed under no parent whose issuer is named `issuer` (self-issued ones aside)."""
         query = self._scoped().where(
