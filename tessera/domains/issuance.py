@@ -17,6 +17,7 @@ from tessera.core.errors import PolicyViolation
 from tessera.core.formats import cert_pem, load_certificate
 from tessera.core.keys import PrivateKey, describe_public_key
 from tessera.core.keystore import KeyEncryptor
+from tessera.core.names import format_san
 from tessera.core.profile import CertificateRequest, Template
 from tessera.domains import audit
 from tessera.domains.actor import Actor
@@ -130,7 +131,9 @@ class Issuance:
         private_key: PrivateKey | None = None,
     ) -> models.Certificate:
         def prepare(cert: x509.Certificate) -> IssuedRow:
-            row = certificate_row(cert, self.keys, private_key, imported=False)
+            # The names it was asked to sign are what it signed (core/authority.py puts them
+            # in the extension as given); reading them back would parse every extension.
+            row = certificate_row(cert, self.keys, private_key, imported=False, names=request.sans)
             row.ca_id, row.origin, row.created_by = ca.id, request.origin, self.actor.username
             row.template_id = template.id if template else None
             rows.append(row)
@@ -256,17 +259,19 @@ def certificate_row(
     keys: KeyEncryptor,
     private_key: PrivateKey | None,
     imported: bool = True,
+    names: Sequence[x509.GeneralName] | None = None,
 ) -> models.Certificate:
     key = _key_facts(cert)
     if imported:  # what this authority signs is storable by construction
         _check_storable(cert)
+    sans = inspect.sans(cert) if names is None else [format_san(n) for n in names]
     return models.Certificate(
         refid=str(uuid.uuid4()),
         serial_number=inspect.serial_hex(cert.serial_number),
         common_name=inspect.common_name(cert.subject)[:200],
         subject=cert.subject.rfc4514_string(),
         issuer=cert.issuer.rfc4514_string(),
-        san_text=" ".join(inspect.sans(cert)),
+        san_text=" ".join(sans),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         status="active",

@@ -35,8 +35,8 @@ def test_events_appended_together_chain_in_order_per_organization(engine: Engine
     ]
     with sessions.begin() as session:
         appended = Repositories(session, first).audit.add_many(events)
-        assert [row.action for row in appended] == [e["action"] for e in events]
-        assert [row.org_id for row in appended] == orgs
+        assert [row["action"] for row in appended] == [e["action"] for e in events]
+        assert [row["org_id"] for row in appended] == orgs
         Repositories(session, second).audit.add(action="after", username="admin")
     with sessions.begin() as session:
         for org, actions in (

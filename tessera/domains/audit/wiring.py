@@ -4,6 +4,7 @@ database) and the after-commit hand-off of new rows to syslog."""
 import logging
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,19 +76,20 @@ def _after_rollback(session: Session) -> None:
     session.info.pop(APPENDED_INFO, None)
 
 
-def event_of(row: Any) -> dict[str, Any]:
+def event_of(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A syslog event from an appended row (`AuditRepository.add_many`'s values by column)."""
     return {
-        "id": row.id,
-        "seq": row.chain_seq,
-        "org_id": row.org_id,
-        "timestamp": row.timestamp,
-        "username": row.username,
-        "actor_type": row.actor_type,
-        "action": row.action,
-        "resource_type": row.resource_type,
-        "resource_id": row.resource_id,
-        "success": row.success,
-        "ip_address": row.ip_address,
-        "request_id": row.request_id,
-        "details": row.details,
+        "id": row["id"],
+        "seq": row["chain_seq"],
+        "org_id": row["org_id"],
+        "timestamp": row["timestamp"],
+        "username": row["username"],
+        "actor_type": row["actor_type"],
+        "action": row["action"],
+        "resource_type": row["resource_type"],
+        "resource_id": row["resource_id"],
+        "success": row["success"],
+        "ip_address": row["ip_address"],
+        "request_id": row["request_id"],
+        "details": row["details"],
     }

@@ -1,6 +1,7 @@
 """Repositories: the only code that builds queries. Each is scoped to one organization."""
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from sqlalchemy.orm import Session
 
@@ -33,35 +34,99 @@ from tessera.storage.repositories.truststore import TrustStoreRepository
 
 @dataclass
 class Repositories:
-    """All repositories of one unit of work, bound to one session and organization."""
+    """All repositories of one unit of work, bound to one session and organization. Each is
+    made when first used: a request uses two or three of them."""
 
     session: Session
     org_id: int
 
-    def __post_init__(self) -> None:
-        self.cas = CARepository(self.session, self.org_id)
-        self.certificates = CertificateRepository(self.session, self.org_id)
-        self.csrs = CSRRepository(self.session, self.org_id)
-        self.templates = TemplateRepository(self.session, self.org_id)
-        self.truststore = TrustStoreRepository(self.session, self.org_id)
-        self.serials = SerialRepository(self.session)
-        self.status_changes = StatusChangeRepository(self.session)
-        self.audit = AuditRepository(self.session, self.org_id)
-        self.users = UserRepository(self.session, self.org_id)
-        self.api_keys = ApiKeyRepository(self.session)
-        self.web_sessions = WebSessionRepository(self.session)
-        # Accounts: tokens, recovery codes, groups, mail settings.
-        self.account_tokens = AccountTokenRepository(self.session)
-        self.recovery_codes = RecoveryCodeRepository(self.session)
-        self.groups = GroupRepository(self.session, self.org_id)
-        self.mail_settings = MailSettingsRepository(self.session)
-        self.organizations = OrganizationRepository(self.session)
-        self.dashboard = DashboardRepository(self.session, self.org_id)
-        self.search = SearchRepository(self.session, self.org_id)
-        self.acme = AcmeRepository(self.session, self.org_id)
-        self.acme_nonces = AcmeNonceRepository(self.session)
-        self.scep = ScepRepository(self.session, self.org_id)  # SCEP
-        self.crl = CRLRepository(self.session)  # CRL publication (every organization)
+    @cached_property
+    def cas(self) -> CARepository:
+        return CARepository(self.session, self.org_id)
+
+    @cached_property
+    def certificates(self) -> CertificateRepository:
+        return CertificateRepository(self.session, self.org_id)
+
+    @cached_property
+    def csrs(self) -> CSRRepository:
+        return CSRRepository(self.session, self.org_id)
+
+    @cached_property
+    def templates(self) -> TemplateRepository:
+        return TemplateRepository(self.session, self.org_id)
+
+    @cached_property
+    def truststore(self) -> TrustStoreRepository:
+        return TrustStoreRepository(self.session, self.org_id)
+
+    @cached_property
+    def serials(self) -> SerialRepository:
+        return SerialRepository(self.session)
+
+    @cached_property
+    def status_changes(self) -> StatusChangeRepository:
+        return StatusChangeRepository(self.session)
+
+    @cached_property
+    def audit(self) -> AuditRepository:
+        return AuditRepository(self.session, self.org_id)
+
+    @cached_property
+    def users(self) -> UserRepository:
+        return UserRepository(self.session, self.org_id)
+
+    @cached_property
+    def api_keys(self) -> ApiKeyRepository:
+        return ApiKeyRepository(self.session)
+
+    @cached_property
+    def web_sessions(self) -> WebSessionRepository:
+        return WebSessionRepository(self.session)
+
+    @cached_property
+    def account_tokens(self) -> AccountTokenRepository:
+        return AccountTokenRepository(self.session)
+
+    @cached_property
+    def recovery_codes(self) -> RecoveryCodeRepository:
+        return RecoveryCodeRepository(self.session)
+
+    @cached_property
+    def groups(self) -> GroupRepository:
+        return GroupRepository(self.session, self.org_id)
+
+    @cached_property
+    def mail_settings(self) -> MailSettingsRepository:
+        return MailSettingsRepository(self.session)
+
+    @cached_property
+    def organizations(self) -> OrganizationRepository:
+        return OrganizationRepository(self.session)
+
+    @cached_property
+    def dashboard(self) -> DashboardRepository:
+        return DashboardRepository(self.session, self.org_id)
+
+    @cached_property
+    def search(self) -> SearchRepository:
+        return SearchRepository(self.session, self.org_id)
+
+    @cached_property
+    def acme(self) -> AcmeRepository:
+        return AcmeRepository(self.session, self.org_id)
+
+    @cached_property
+    def acme_nonces(self) -> AcmeNonceRepository:
+        return AcmeNonceRepository(self.session)
+
+    @cached_property
+    def scep(self) -> ScepRepository:
+        return ScepRepository(self.session, self.org_id)
+
+    @cached_property
+    def crl(self) -> CRLRepository:
+        return CRLRepository(self.session)
 
 
 __all__ = ["Repositories"]

@@ -153,13 +153,15 @@ class AuditRepository:
 
     # --- appending -----------------------------------------------------------------------
 
-    def add(self, **fields: Any) -> AuditLog:
+    def add(self, **fields: Any) -> dict[str, Any]:
         return self.add_many([fields])[0]
 
-    def add_many(self, events: Sequence[dict[str, Any]]) -> list[AuditLog]:
+    def add_many(self, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Append the events' rows in their order, each to the chain of its organization (the
-        repository's unless the event names another). Chains are appended to in id order,
-        as everywhere, so that two transactions never take two heads in opposite order."""
+        repository's unless the event names another), and return them as written (values by
+        column; no mapped objects: an issuance appends one, and building it cost more than
+        its INSERT). Chains are appended to in id order, as everywhere, so that two
+        transactions never take two heads in opposite order."""
         rows: list[dict[str, Any]] = []
         chains: defaultdict[int, list[dict[str, Any]]] = defaultdict(list)
         for fields in events:
@@ -172,9 +174,8 @@ class AuditRepository:
         key = self._key()
         for chain_id in sorted(chains):  # heads are locked in id order (PostgreSQL deadlocks)
             self._chain(chain_id, chains[chain_id], key)
-        appended = [AuditLog(**values) for values in rows]
-        self._session.info.setdefault(APPENDED_INFO, []).extend(appended)
-        return appended
+        self._session.info.setdefault(APPENDED_INFO, []).extend(rows)
+        return rows
 
     def _chain(self, chain_id: int, rows: list[dict[str, Any]], key: bytes) -> None:
         """Give the rows their ids, positions and MACs after the chain's head, and write them."""

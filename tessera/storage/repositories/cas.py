@@ -11,6 +11,7 @@ from tessera.storage.models import Certificate, CertificateAuthority
 _BY_ID = select(CertificateAuthority).where(
     CertificateAuthority.org_id == bindparam("org_id"), CertificateAuthority.id == bindparam("id")
 )
+_HELD = "tessera_cas_held"
 
 
 class CARepository:
@@ -30,11 +31,16 @@ class CARepository:
     def get(self, ca_id: int) -> CertificateAuthority | None:
         """A CA this unit of work has loaded already is taken from the session instead of
         queried again (a batch of issuances looks its CA up once per issuance); the session
-        would hand back that same object, unrefreshed, from the query anyway."""
+        would hand back that same object, unrefreshed, from the query anyway. The session
+        holds what it loaded only weakly, so the CA is kept in its info for as long as the
+        unit of work lasts: else it is gone as soon as the first issuance lets go of it."""
         loaded = self._session.identity_map.get(Session.identity_key(CertificateAuthority, ca_id))
         if loaded is not None and inspect(loaded).dict.get("org_id") == self._org_id:
             return cast(CertificateAuthority, loaded)
-        return self._session.scalar(_BY_ID, {"org_id": self._org_id, "id": ca_id})
+        ca = self._session.scalar(_BY_ID, {"org_id": self._org_id, "id": ca_id})
+        if ca is not None:
+            self._session.info.setdefault(_HELD, []).append(ca)
+        return ca
 
     def by_refid(self, refid: str) -> CertificateAuthority | None:
         return self._session.scalar(self._scoped().where(CertificateAuthority.refid == refid))
