@@ -2,13 +2,20 @@
 
 import io
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
 
-from tessera.core.errors import InvalidInput
-from tessera.core.formats import cert_der, cert_pem, key_pem, pkcs7_bundle, pkcs12_bundle
+from tessera.core.errors import InvalidInput, NotFound
+from tessera.core.formats import (
+    cert_der,
+    cert_pem,
+    key_pem,
+    load_certificate,
+    pkcs7_bundle,
+    pkcs12_bundle,
+)
 from tessera.core.keys import PrivateKey
 
 PEM = "application/x-pem-file"
@@ -17,6 +24,8 @@ PKCS7_FORMATS = ("pkcs7", "p7b", "pkcs7-der", "p7c")
 FORMATS = ("pem", "der", "chain", *PKCS12_FORMATS, *PKCS7_FORMATS)
 # What a bulk export may hold: every certificate-only format.
 BULK_FORMATS = ("pem", "der", "chain", *PKCS7_FORMATS)
+# What one file of several certificates may be (an "export all"): DER holds one certificate.
+BUNDLE_FORMATS = ("pem", *PKCS7_FORMATS)
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,26 @@ def export(
             content, "application/x-pkcs7-certificates", f"{name}.p7{'c' if der else 'b'}"
         )
     raise InvalidInput(f"format must be one of {', '.join(FORMATS)}")
+
+
+def bundle(fmt: str, pems: Sequence[str], stem: str, what: str) -> Exported:
+    """Several certificates (`what`: "certificates", "CAs") in one file `stem`.<ext>: a PEM
+    bundle, or PKCS#7 in PEM or DER. Any other format is refused rather than ignored."""
+    if fmt == "der":
+        raise InvalidInput(
+            f"DER holds a single certificate; export all {what} as pem, or as pkcs7-der for "
+            "one binary file"
+        )
+    if fmt not in BUNDLE_FORMATS:
+        raise InvalidInput(f"format must be one of {', '.join(BUNDLE_FORMATS)}")
+    if fmt == "pem":
+        return Exported("".join(pems).encode(), PEM, f"{stem}.pem")
+    if not pems:  # a PKCS#7 SignedData cannot be empty
+        raise NotFound(f"there are no {what} to export")
+    der = fmt in ("pkcs7-der", "p7c")
+    certs = [load_certificate(p.encode()) for p in pems]
+    name = f"{stem}.p7c" if der else f"{stem}.p7b"
+    return Exported(pkcs7_bundle(certs, der), "application/x-pkcs7-certificates", name)
 
 
 def wants_key(fmt: str, include_key: bool) -> bool:

@@ -248,6 +248,27 @@ def test_export_all_is_a_pem_bundle(api: httpx.Client) -> None:
         assert openssl("x509", "-noout", "-subject", input=block.encode()).returncode == 0
 
 
+def test_export_all_formats(api: httpx.Client) -> None:
+    """As /certificates/export: a PEM bundle by default, PKCS#7 on request; DER (one
+    certificate) and unknown formats are a 400, never a PEM bundle in their place."""
+    create_root(api, unique("Format Root"))
+    path = f"{API}/cas/export"
+    pem = download(api, path, format="pem")
+    assert 'filename="cas.pem"' in pem.headers["content-disposition"]
+    serials = {cert_of(b).serial_number for b in pem_blocks(pem.text)}
+    assert download(api, path).text == pem.text
+    for fmt, inform in (("pkcs7", "PEM"), ("p7b", "PEM"), ("pkcs7-der", "DER"), ("p7c", "DER")):
+        p7 = download(api, path, format=fmt)
+        assert p7.headers["content-type"].startswith("application/x-pkcs7-certificates")
+        printed = openssl("pkcs7", "-inform", inform, "-print_certs", input=p7.content)
+        assert printed.returncode == 0, (fmt, printed.stderr)
+        assert {cert_of(b).serial_number for b in pem_blocks(printed.stdout.decode())} == serials
+    assert "DER holds a single certificate" in error(api.get(path, params={"format": "der"}), 400)
+    for bad in ("chain", "pkcs12", "txt", ""):
+        assert "format must be one of" in error(api.get(path, params={"format": bad}), 400), bad
+    assert "DER" in error(api.get(f"{API}/certificates/export", params={"format": "der"}), 400)
+
+
 def test_bulk_export_is_a_zip(api: httpx.Client) -> None:
     chosen = [create_root(api, unique("Zip Root")) for _ in range(3)]
     ids = [ca["id"] for ca in chosen]

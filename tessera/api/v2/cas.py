@@ -75,8 +75,10 @@ def create_ca(request: Request, body: CreateCA, session: UnitOfWork, actor: Writ
 
 
 @router.get("/export")
-def export_all(request: Request, session: UnitOfWork, actor: Reader) -> Response:
-    return download(_service(request, session, actor).export_many(None))
+def export_all(
+    request: Request, session: UnitOfWork, actor: Reader, format: str = "pem"
+) -> Response:
+    return download(_service(request, session, actor).export_all(format))
 
 
 @router.post("/import", status_code=201)

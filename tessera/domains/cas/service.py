@@ -20,7 +20,7 @@ from tessera.core.keys import PrivateKey, generate_private_key, parse_key_spec
 from tessera.core.names import SubjectFields
 from tessera.core.profile import CertificateRequest
 from tessera.domains import audit, bulk
-from tessera.domains.exports import PEM, Exported, export, safe_name, zipped
+from tessera.domains.exports import Exported, bundle, export, safe_name, zipped
 from tessera.domains.issuance import Issuance, ca_row
 from tessera.storage import models
 
@@ -150,11 +150,12 @@ class CAService:
         chain = [load_certificate(c.certificate_pem.encode()) for c in self.chain(ca)]
         return export(fmt, safe_name(ca.name, f"ca-{ca.id}"), chain[0], chain[1:])
 
-    def export_many(self, ids: Sequence[int] | None) -> Exported:
-        """All CAs as one PEM bundle, or the chosen ones as a ZIP of single files."""
-        if ids is None:
-            bundle = "".join(r.certificate_pem for r in self.all()).encode()
-            return Exported(bundle, PEM, "cas.pem")
+    def export_all(self, fmt: str) -> Exported:
+        """All CAs in one file, as all certificates are: a PEM bundle, or PKCS#7."""
+        return bundle(fmt, [r.certificate_pem for r in self.all()], "cas", "CAs")
+
+    def export_many(self, ids: Sequence[int]) -> Exported:
+        """The chosen CAs as a ZIP of single files."""
         rows = self.many(ids)
         if not rows:  # as the certificates' bulk export: unknown ids are no empty archive
             raise NotFound("none of the CAs was found")

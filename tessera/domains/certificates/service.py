@@ -24,7 +24,6 @@ from tessera.core.formats import (
     key_pem,
     load_certificate,
     load_csr,
-    pkcs7_bundle,
     same_public_key,
 )
 from tessera.core.keys import (
@@ -41,9 +40,8 @@ from tessera.domains.bulk import BulkResult
 from tessera.domains.cas.service import CAService, check_key_matches, read_bundle
 from tessera.domains.exports import (
     BULK_FORMATS,
-    PEM,
-    PKCS7_FORMATS,
     Exported,
+    bundle,
     export,
     safe_name,
     wants_key,
@@ -313,17 +311,7 @@ class CertificateService:
     def export_all(self, fmt: str = "pem") -> Exported:
         """Every certificate of the organization in one file: a PEM bundle, or PKCS#7."""
         rows = self._repos.certificates.all()
-        if fmt == "pem":
-            bundle = "".join(r.certificate_pem for r in rows).encode()
-            return Exported(bundle, PEM, "certificates.pem")
-        if fmt not in PKCS7_FORMATS:
-            raise InvalidInput(f"format must be pem or one of {', '.join(PKCS7_FORMATS)}")
-        if not rows:
-            raise NotFound("there are no certificates to export")
-        der = fmt in ("pkcs7-der", "p7c")
-        certs = [load_certificate(r.certificate_pem.encode()) for r in rows]
-        name = "certificates.p7c" if der else "certificates.p7b"
-        return Exported(pkcs7_bundle(certs, der), "application/x-pkcs7-certificates", name)
+        return bundle(fmt, [r.certificate_pem for r in rows], "certificates", "certificates")
 
     def export_many(self, ids: Sequence[int], fmt: str) -> Exported:
         """The chosen certificates (without keys) as a ZIP, one file each."""
