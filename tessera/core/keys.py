@@ -41,14 +41,17 @@ def parse_key_spec(algorithm: str | None, size: int | None, curve: str | None = 
     """Accept the spellings the seed and common clients use: RSA, EC/ECDSA, Ed25519."""
     name = (algorithm or "RSA").strip().upper()
     if name == "RSA":
-        bits = size or 2048
+        bits = 2048 if size is None else size  # 0 is a size asked for, not "the default"
         if bits < MIN_RSA_BITS:
             raise PolicyViolation(f"RSA keys must be at least {MIN_RSA_BITS} bits (got {bits})")
         if bits not in RSA_SIZES:
-            raise InvalidInput(f"RSA key size must be one of {list(RSA_SIZES)}")
+            # An RSA modulus may have any size: refusing one is policy (the floor below, the
+            # cost of generating one above), so 422 at both ends, as the floor always was.
+            raise PolicyViolation(f"RSA key size must be one of {list(RSA_SIZES)} (got {bits})")
         return KeySpec("RSA", bits)
     if name in ("EC", "ECDSA"):
-        bits = _curve_bits(curve) if curve else (size or 256)
+        # An EC size names a curve: one that names none is malformed input, as a bad name.
+        bits = _curve_bits(curve) if curve else (256 if size is None else size)
         if bits not in CURVES:
             raise InvalidInput("EC key size must be 256, 384 or 521 (P-256, P-384, P-521)")
         return KeySpec("EC", bits)

@@ -358,6 +358,38 @@ def test_rsa_1024_is_refused_with_422(api: httpx.Client, root: dict[str, Any]) -
         assert "2048" in assert_error(api.post("/api/v2/certificates", json=csr), 422)
 
 
+def test_a_key_size_is_answered_alike_at_both_ends_and_everywhere(
+    api: httpx.Client, root: dict[str, Any]
+) -> None:
+    """One rule (core/keys.parse_key_spec) for CAs, certificates and templates: an RSA size
+    Tessera does not generate is 422 below the floor and above it alike (0 is no "default");
+    an EC size that names no curve is 400 however small or large."""
+    templates = len(data(api.get("/api/v2/templates")))
+
+    def refused(algorithm: str, size: int) -> list[tuple[str, int, str]]:
+        answers = []
+        for path, body in (
+            ("/api/v2/cas", {"common_name": unique("Sized CA")}),
+            ("/api/v2/certificates", {"common_name": "sized.example.com", "ca_id": root["id"]}),
+            ("/api/v2/templates", {"name": unique("Sized")}),
+        ):
+            key = "key_type" if path.endswith("templates") else "key_algorithm"
+            response = api.post(path, json={**body, key: algorithm, "key_size": size})
+            answers.append((path, response.status_code, response.text))
+        return answers
+
+    with nothing_written(api):
+        for size in (1, 100_000, 0, -1, 1024, 2047, 3000, 4097, 8192, 2**40):
+            for path, status, text in refused("RSA", size):
+                assert status == 422, (size, path, text)
+                assert "2048" in json.loads(text)["message"], (size, path, text)
+        for size in (1, 100_000, 0, -1, 255, 2048):
+            for path, status, text in refused("EC", size):
+                assert status == 400, (size, path, text)
+                assert "EC key size" in json.loads(text)["message"], (size, path, text)
+    assert len(data(api.get("/api/v2/templates"))) == templates
+
+
 def test_unknown_ca_and_template_are_404(api: httpx.Client, root: dict[str, Any]) -> None:
     with nothing_written(api):
         no_ca = {"common_name": "x.example.com", "ca_id": 999999, "key_algorithm": "EC"}

@@ -177,7 +177,8 @@ class TemplateBody(Strict):
     validity_days: StrictInt | None = Field(None, ge=1, le=36500)
     key_type: str | None = Field(None, max_length=16, description="RSA, EC or Ed25519")
     key_algorithm: str | None = Field(None, max_length=16, description="alias of key_type")
-    key_size: StrictInt | None = Field(None, ge=1, le=16384)
+    # No range here: the core answers every key size alike, whichever path asks (keys.py).
+    key_size: StrictInt | None = None
     key_usage: list[str] | None = Field(None, max_length=16)
     extended_key_usage: list[str] | None = Field(None, max_length=16)
     basic_constraints: TemplateConstraints | None = None

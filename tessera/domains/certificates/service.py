@@ -123,7 +123,9 @@ class CertificateService:
                 key = spec.csr_key
         else:
             algorithm = spec.key_algorithm or (template.key_algorithm if template else None)
-            size = spec.key_size or (template.key_size if template else None)
+            size = spec.key_size
+            if size is None and template is not None:
+                size = template.key_size
             key = generate_private_key(parse_key_spec(algorithm, size))
             public_key, subject, sans = key.public_key(), None, []
         if spec.subject is not None:

@@ -232,7 +232,8 @@ def read_fields(doc: Mapping[str, Any]) -> TemplateFields:
     constraints = _mapping(doc.get("basic_constraints"), "basic_constraints")
     is_ca = _flag(constraints.get("ca"), "basic_constraints.ca")
     key_type = _text(doc.get("key_type"), "key_type", 16)
-    key_size = _integer(doc.get("key_size"), "key_size")
+    # the core refuses every size it does not generate, as for a CA or a certificate
+    key_size = _integer(doc.get("key_size"), "key_size", limit=None)
     fields = TemplateFields(
         name=_required_text(doc.get("name"), "name", 200),
         description=_text(doc.get("description"), "description", 4000),
@@ -314,10 +315,12 @@ def _required_text(value: object, label: str, limit: int) -> str:
     return text
 
 
-def _integer(value: object, label: str) -> int | None:
+def _integer(value: object, label: str, limit: int | None = 2**31 - 1) -> int | None:
+    """`limit`: what the INTEGER column holds, for a value nothing else bounds first."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 2**31 - 1:
+    too_large = limit is not None and isinstance(value, int) and abs(value) > limit
+    if isinstance(value, bool) or not isinstance(value, int) or too_large:
         raise InvalidInput(f"{label} must be a whole number")
     return value
 
