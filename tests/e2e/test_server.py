@@ -12,9 +12,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID
+from fastapi.routing import APIRoute, iter_route_contexts
 from openapi_spec_validator import validate
 
 from tessera import __version__
+from tessera.app import create_app
+from tessera.config import Settings
 from tests.e2e.helpers import (
     API,
     cert_of,
@@ -350,3 +353,44 @@ def test_error_envelopes(api: httpx.Client, anonymous: httpx.Client) -> None:
     )
     check(api.get(f"{API}/certificates", params={"status": "nope"}), 400)
     check(api.delete(f"{API}/cas"), 405)
+
+
+def fixed_paths(server: Server) -> dict[str, set[str]]:
+    """Every path of the live application's API that has no parameter, with its methods."""
+    app = create_app(Settings(data_dir=server.data_dir, database_url=server.database_url))
+    try:
+        paths: dict[str, set[str]] = {}
+        for route in iter_route_contexts(app.routes):
+            path = str(route.path)
+            api = isinstance(route.original_route, APIRoute) and path.startswith("/api/")
+            if api and "{" not in path:
+                paths.setdefault(path, set()).update(route.methods or ())
+        return paths
+    finally:
+        app.state.runtime.engine.dispose()
+
+
+def test_a_wrong_method_on_a_fixed_path_is_405(server: Server, api: httpx.Client) -> None:
+    """A fixed path is never read as the id of a `/{id}` route beside it: `GET
+    /truststore/sync` (the seed's POST) is a 405 naming the path's methods in `Allow`, as for
+    every other method a fixed path does not take, never the id parser's 422."""
+    paths = fixed_paths(server)
+    assert paths["/api/v2/truststore/sync"] == {"POST"}
+    assert paths["/api/v2/cas"] == {"GET", "POST"}
+    wrong = []
+    for path, methods in sorted(paths.items()):
+        for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE"} - methods):
+            response = api.request(method, path)
+            allow = response.headers.get("allow")
+            envelope = set(response.json())  # each dialect's own error format
+            expected = {"detail"} if path.startswith("/api/v1/") else {"error", "code", "message"}
+            if (response.status_code, allow, envelope) != (
+                405,
+                ", ".join(sorted(methods)),
+                expected,
+            ):
+                wrong.append((method, path, response.status_code, allow, response.text[:80]))
+    assert wrong == [], "\n".join(map(str, wrong))
+    # a wrong method on an /{id} path names all of that path's methods too
+    response = api.post(f"{API}/cas/987654321")
+    assert response.status_code == 405 and response.headers["allow"] == "DELETE, GET, PATCH"

@@ -1,7 +1,9 @@
 """PrefixRouter (tessera/api/routing.py) turns away paths outside its prefix without trying
 its routes; everything it does match must be answered exactly as by FastAPI's own APIRouter:
 path parameters, 405 for another method, the trailing-slash redirect, 404, a prefix that is a
-prefix of another router's, a router without a prefix of its own, one included twice."""
+prefix of another router's, a router without a prefix of its own, one included twice. Except
+for its two rules: a path parameter never takes a fixed path, and a 405 names every method of
+its path (the last test)."""
 
 import asyncio
 from collections.abc import Callable
@@ -84,3 +86,56 @@ def test_a_path_outside_the_reach_is_turned_away_untried() -> None:
     assert items.reach == "/api/items"
     assert items.matches({"type": "http", "path": "/health", "root_path": ""}) == (Match.NONE, {})
     assert twice.reach == ""  # no single prefix: it matches as any APIRouter
+
+
+def test_a_fixed_path_is_never_a_path_parameter() -> None:
+    """`GET /things/sync` (POST-only) went to `GET /things/{thing_id}`, whose id parser
+    answered 422; it is that path's 405. And `Allow` lists every method of the path."""
+    app = FastAPI()
+    things = PrefixRouter(prefix="/things")
+    things.add_api_route("", lambda: "listed", methods=["GET"])
+    things.add_api_route("", lambda: "created", methods=["POST"])
+    things.add_api_route("/stats", lambda: "stats", methods=["GET"])
+    things.add_api_route("/sync", lambda: "synced", methods=["POST"])
+    things.add_api_route("/bulk/export", lambda: "zip", methods=["POST"])
+
+    def one(thing_id: int) -> int:
+        return thing_id
+
+    things.add_api_route("/{thing_id}", one, methods=["GET"])
+    things.add_api_route("/{thing_id}", one, methods=["DELETE"])
+    things.add_api_route("/{thing_id}/export", one, methods=["GET"])
+    include(app, things, prefix="/api")
+
+    async def ask() -> list[tuple[int, str | None, str]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            found = []
+            for method, path in (
+                ("GET", "/api/things/sync"),
+                ("DELETE", "/api/things/sync"),
+                ("DELETE", "/api/things/stats"),
+                ("GET", "/api/things/bulk/export"),
+                ("PUT", "/api/things"),
+                ("POST", "/api/things/5"),
+                ("POST", "/api/things/sync"),
+                ("GET", "/api/things/stats"),
+                ("GET", "/api/things/5"),
+                ("GET", "/api/things/5/export"),
+                ("GET", "/api/things/other"),
+            ):
+                response = await client.request(method, path)
+                found.append((response.status_code, response.headers.get("allow"), response.text))
+            return found
+
+    answers = asyncio.run(ask())
+    assert [(status, allow) for status, allow, _ in answers[:6]] == [
+        (405, "POST"),
+        (405, "POST"),
+        (405, "GET"),
+        (405, "POST"),
+        (405, "GET, POST"),
+        (405, "DELETE, GET"),
+    ]
+    assert [text for _, _, text in answers[6:10]] == ['"synced"', '"stats"', "5", "5"]
+    assert answers[10][0] == 422  # not a fixed path: the id parser's answer, as before
