@@ -96,6 +96,19 @@ def wants_key(fmt: str, include_key: bool) -> bool:
     return fmt in PKCS12_FORMATS or (fmt == "pem" and include_key)
 
 
+def check_key_options(fmt: str, include_key: bool, password: str | None) -> None:
+    """A password protects a key exported in PEM (`include_key`) or a PKCS#12 file. Without
+    either it would protect nothing, and the caller might take the download for protected.
+    (`include_key` with a format that never holds a key is tolerated, as it always was.)"""
+    if fmt not in FORMATS:
+        raise InvalidInput(f"format must be one of {', '.join(FORMATS)}")
+    if password and not include_key and fmt not in PKCS12_FORMATS:
+        raise InvalidInput(
+            "password applies only to an exported private key (format=pem with "
+            "include_key=true) or to PKCS#12; this export has neither"
+        )
+
+
 def zipped(files: Iterable[tuple[str, bytes]], filename: str) -> Exported:
     """Several exports in one ZIP archive."""
     buffer = io.BytesIO()

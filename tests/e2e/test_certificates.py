@@ -614,6 +614,29 @@ def test_export_round_trips_through_openssl(
     error(api.get(path, params={"format": "jks"}), 400)
 
 
+def test_export_password_without_a_key_is_refused(
+    api: httpx.Client, workdir: Path, issuing: dict[str, Any]
+) -> None:
+    """A password protects an exported key (PEM with include_key) or a PKCS#12 file; with
+    neither it would protect nothing, so it is a 400 rather than silently dropped."""
+    cert = issue(api, issuing["inter"]["id"], "export-password.example.com")
+    path = f"{API}/certificates/{cert['id']}/export"
+    for fmt in ("pem", "der", "chain", "pkcs7", "pkcs7-der"):
+        refused = api.get(path, params={"format": fmt, "password": "secret-pw"})
+        assert "password applies only" in error(refused, 400), fmt
+    assert "password applies only" in error(api.get(path, params={"password": "pw"}), 400)
+    assert "format must be" in error(api.get(path, params={"format": "jks", "password": "x"}), 400)
+
+    locked = download(api, path, format="pem", include_key="true", password="secret-pw").text
+    assert "BEGIN ENCRYPTED PRIVATE KEY" in locked and "BEGIN PRIVATE KEY" not in locked
+    key_file = workdir / "locked.pem"
+    key_file.write_text(locked)
+    opened = openssl("pkey", "-in", str(key_file), "-passin", "pass:secret-pw", "-pubout")
+    assert opened.returncode == 0, opened.stderr
+    assert download(api, path, format="pkcs12", password="secret-pw").content
+    assert "BEGIN CERTIFICATE" in download(api, path, format="pem", password="").text
+
+
 def test_export_of_a_csr_certificate_has_no_key(
     api: httpx.Client, workdir: Path, issuing: dict[str, Any]
 ) -> None:

@@ -42,6 +42,7 @@ from tessera.domains.exports import (
     BULK_FORMATS,
     Exported,
     bundle,
+    check_key_options,
     export,
     safe_name,
     wants_key,
@@ -281,6 +282,7 @@ class CertificateService:
     ) -> Exported:
         """A key goes out only when asked for, stored here, and allowed; each time audited."""
         cert = self.get(cert_id)
+        check_key_options(fmt, include_key, password)
         key = None
         if wants_key(fmt, include_key) and (include_key or cert.encrypted_private_key):
             if not key_allowed:
