@@ -88,9 +88,15 @@ def cn_as_san(subject: x509.Name) -> list[x509.GeneralName]:
     if not common_name or " " in common_name:
         return []
     try:
-        return [parse_san(common_name)]
+        name = parse_san(common_name)
     except InvalidInput:
         return []
+    # A single label ("device-42", "mdm-7f3a", "localhost") names devices and accounts as
+    # often as hosts, and as a dNSName it is no fully qualified name: lints (pkilint) refuse
+    # it. Asked for explicitly (`dns:localhost`) it is still issued.
+    if isinstance(name, x509.DNSName) and "." not in name.value:
+        return []
+    return [name]
 
 
 def _typed_san(kind: str, value: str) -> x509.GeneralName:

@@ -403,6 +403,25 @@ def test_csr_without_san_gets_its_host_cn_as_san(
 # --- private keys ---------------------------------------------------------------------------------
 
 
+def test_a_single_label_cn_is_no_san(
+    api: httpx.Client, issuing: dict[str, Any], workdir: Path
+) -> None:
+    """A CN of one label ("device-42") names a device or an account as often as a host, and
+    as a dNSName it is no fully qualified name (pkilint: invalid_domain_name_syntax): it is
+    no SAN unless asked for, through the API's common_name or a CSR's subject."""
+    ca_id = issuing["inter"]["id"]
+    label = unique("device")
+    body = {"common_name": label, "ca_id": ca_id, "key_algorithm": "EC"}
+    issued = data(api.post(f"{API}/certificates", json=body), 201)
+    assert issued["san"] == []
+    assert pkilint_findings(workdir, chain_pems(api, issued["id"])[0]) == ""
+    _, csr = openssl_csr(workdir, f"/CN={label}-csr")
+    signed = sign(api, upload(api, csr)["id"], ca_id)
+    assert signed["san"] == []
+    asked = {**body, "san": [f"dns:{label}"]}
+    assert data(api.post(f"{API}/certificates", json=asked), 201)["san"] == [f"dns:{label}"]
+
+
 def test_attached_key_travels_to_the_certificate_encrypted(
     server: Server, api: httpx.Client, issuing: dict[str, Any], workdir: Path
 ) -> None:
