@@ -8,7 +8,13 @@ from cryptography.x509.oid import NameOID
 
 from tessera.core.errors import InvalidInput, PolicyViolation
 from tessera.core.keys import KeySpec, describe_public_key, parse_key_spec
-from tessera.core.names import UPPER_BOUNDS, check_country, extended_key_usage, key_usage
+from tessera.core.names import (
+    UPPER_BOUNDS,
+    check_country,
+    cn_as_san,
+    extended_key_usage,
+    key_usage,
+)
 
 MAX_VALIDITY_DAYS = 36500
 MAX_PATH_LENGTH = 10
@@ -60,6 +66,16 @@ class CertificateRequest:
     extra: dict[str, str] = field(default_factory=dict)
     # id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1): only for delegated OCSP signing certificates
     ocsp_nocheck: bool = False
+
+
+def with_default_sans(request: CertificateRequest) -> CertificateRequest:
+    """A leaf that asks for no SAN gets its common name as one when that names a host or an
+    address (`names.cn_as_san`), since clients ignore the CN: whichever front end asked (the
+    API, a CSR, SCEP, a renewal; `Issuance.issue_certificate` applies it to every leaf).
+    ACME always names its identifiers, so it never gets here."""
+    if request.is_ca or request.sans:
+        return request
+    return replace(request, sans=tuple(cn_as_san(request.subject)))
 
 
 def apply_template(request: CertificateRequest, template: Template | None) -> CertificateRequest:

@@ -18,7 +18,7 @@ from tessera.core.formats import cert_pem, load_certificate
 from tessera.core.keys import PrivateKey, describe_public_key
 from tessera.core.keystore import KeyEncryptor
 from tessera.core.names import format_san
-from tessera.core.profile import CertificateRequest, Template
+from tessera.core.profile import CertificateRequest, Template, with_default_sans
 from tessera.domains import audit
 from tessera.domains.actor import Actor
 from tessera.storage import models
@@ -130,6 +130,10 @@ class Issuance:
         template: models.Template | None = None,
         private_key: PrivateKey | None = None,
     ) -> models.Certificate:
+        """Every leaf, from any front end. One that asks for no SAN gets its host-like CN as
+        one here, before signing, so that the row's names are the ones signed."""
+        request = with_default_sans(request)
+
         def prepare(cert: x509.Certificate) -> IssuedRow:
             # The names it was asked to sign are what it signed (core/authority.py puts them
             # in the extension as given); reading them back would parse every extension.

@@ -4,6 +4,7 @@ unsupported ciphers, bad signatures, missing, wrong and reused challenges, renew
 revoked or foreign certificates. Plus the management API around it."""
 
 import base64
+import ipaddress
 import os
 import uuid
 from collections.abc import Iterator
@@ -229,6 +230,30 @@ def test_enrollment_echoes_transaction_and_nonce(scep: Scep, api: httpx.Client) 
     assert cert.issuer == scep.ca.subject
     listed = data(api.get(f"{API}/certificates", params={"search": "py-device-1"}))
     assert [c["source"] for c in listed] == ["scep"]
+
+
+def test_a_cn_only_csr_gets_its_host_cn_as_san(scep: Scep, api: httpx.Client) -> None:
+    """As through the API: clients ignore the CN, so a CSR without a SAN extension whose
+    CN names a host (or an address) gets it as a SAN; a person's name, or a single label
+    (how devices are often named), gets none."""
+    host = f"{unique('scep-cn')}.example.test"
+    for cn, expected in [
+        (host, [x509.DNSName(host)]),
+        ("192.0.2.77", [x509.IPAddress(ipaddress.ip_address("192.0.2.77"))]),
+    ]:
+        client = new_client()
+        _, reply = scep.enroll(client, csr_der(client, cn, scep.challenge))
+        assert reply.status == SUCCESS, reply
+        (cert,) = reply.certificates
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert list(sans) == expected
+    assert [c["san"] for c in issued_named(api, host)] == [[f"dns:{host}"]]
+    for cn in ("Alice Example", "device-42"):
+        person = new_client()
+        _, reply = scep.enroll(person, csr_der(person, cn, scep.challenge))
+        assert reply.status == SUCCESS, reply
+        with pytest.raises(x509.ExtensionNotFound):
+            reply.certificates[0].extensions.get_extension_for_class(x509.SubjectAlternativeName)
 
 
 @pytest.mark.parametrize("cipher", ["aes128_cbc", "aes256_cbc", "tripledes_3key", "des"])

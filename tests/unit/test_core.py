@@ -64,6 +64,34 @@ def test_the_serial_comes_from_the_ledger_and_the_issue_is_recorded_once() -> No
     assert ledger.recorded[0][1].action == "certificate.issue"
 
 
+def _sans(cert: x509.Certificate) -> list[x509.GeneralName]:
+    try:
+        return list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        return []
+
+
+def test_a_leaf_without_sans_gets_its_host_cn() -> None:
+    """For every front end alike (Issuance.issue_certificate applies it to every leaf); a CA,
+    a person's name, a single label or SANs asked for are left alone."""
+    from tessera.core.profile import with_default_sans
+
+    def defaulted(cn: str, **overrides: object) -> list[x509.GeneralName]:
+        request = leaf_request(subject=SubjectFields(cn).to_name(), **{"sans": (), **overrides})
+        return list(with_default_sans(request).sans)
+
+    assert defaulted("leaf.example.com") == [x509.DNSName("leaf.example.com")]
+    assert defaulted("192.0.2.1") == [x509.IPAddress(ipaddress.ip_address("192.0.2.1"))]
+    for cn in ("Alice Example", "device-42"):
+        assert defaulted(cn) == []
+    assert defaulted("ca.example.com", is_ca=True) == []
+    asked = (parse_san("dns:other.example"),)
+    assert defaulted("leaf.example.com", sans=asked) == list(asked)
+    root = make_root(Authority(clock=lambda: NOW))
+    signed = Authority(clock=lambda: NOW).issue(leaf_request(sans=()), root, Ledger())
+    assert _sans(signed) == []  # the authority signs the names as given
+
+
 def test_random_serials_are_positive_and_wide() -> None:
     authority = Authority(clock=lambda: NOW)
     root = make_root(authority)

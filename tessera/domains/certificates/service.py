@@ -32,7 +32,7 @@ from tessera.core.keys import (
     generate_private_key,
     parse_key_spec,
 )
-from tessera.core.names import SubjectFields, cn_as_san, parse_san
+from tessera.core.names import SubjectFields, parse_san
 from tessera.core.profile import CertificateRequest
 from tessera.core.revocation import normalize_reason
 from tessera.domains import audit, bulk
@@ -133,7 +133,7 @@ class CertificateService:
             subject = spec.subject.to_name()
         if subject is None:
             raise InvalidInput("common_name is required")
-        sans = [parse_san(s) for s in spec.san] or sans or cn_as_san(subject)
+        sans = [parse_san(s) for s in spec.san] or sans  # none: the authority's default
         request = CertificateRequest(
             subject=subject,
             public_key=public_key,

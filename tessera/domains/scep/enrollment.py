@@ -1,7 +1,7 @@
 """SCEP operations once the envelope is open: enrollment (PKCSReq), renewal (RenewalReq),
 polling (CertPoll), GetCert and GetCRL, and the approval queue behind them.
 
-Every certificate is issued by `CertificateService.issue` (the one issuance path) with the
+Every certificate is issued by `Issuance.issue_certificate` (the one issuance path) with the
 profile's CA and template and origin "scep". An enrollment that is refused leaves nothing
 behind but its audit row: `enroll` raises `EnrollmentRefused`, and whoever owns the unit of
 work rolls back what the attempt wrote (a certificate, a request row) before recording the
@@ -298,8 +298,8 @@ class EnrollmentService:
     ) -> bool:
         """The subject and SANs the CSR would get (the template's subject defaults filled
         in, as the issuance will) are the signer's, the SANs in any order. A CSR without
-        SANs also renews a signer whose one SAN is its host-like CN, which the native API
-        adds to a leaf (`cn_as_san`)."""
+        SANs also renews a signer whose one SAN is its host-like CN, which the authority
+        adds to a leaf that asks for none (`cn_as_san`)."""
         template = core_template(self._template(profile))
         defaults = template.subject_defaults if template is not None else ()
         if fill_subject(csr.subject, defaults) != signer.subject:
