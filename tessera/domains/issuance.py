@@ -92,6 +92,27 @@ def write_issued(issued: Sequence[Issued]) -> None:
         repos.audit.add_many([{**i.event, "resource_id": str(i.row.id)} for i in group])
 
 
+def signing_refusal(
+    ca: models.CertificateAuthority, may_use_internal_ca: bool = False
+) -> str | None:
+    """Why `ca` may not sign here, or None when it may: the one rule, applied at every
+    issuance (`Issuance.issuer`) and by the settings that choose a CA for ACME or SCEP (and
+    the OCSP responder), so that a CA that cannot sign is refused when it is chosen, not at
+    the first enrollment. What the CA certificate allows (CA:TRUE, keyCertSign, validity)
+    the authority checks when it signs.
+
+    Only the bootstrap (and the OCSP responders) sign with the internal CA: every client of
+    the server trusts it, so a certificate it signed for anyone else would let them pass for
+    the server."""
+    if ca.internal and not may_use_internal_ca:
+        return "it is the internal CA, which signs only the server's own TLS certificate"
+    if not ca.is_active:
+        return "it is disabled"
+    if ca.encrypted_private_key is None:
+        return "it has no private key here"
+    return None
+
+
 @dataclass
 class Issuance:
     """Everything issuance needs beyond the request; built once per unit of work."""
@@ -102,21 +123,13 @@ class Issuance:
     publication: PublicationBase
     actor: Actor
     serials: SerialPool | None = None  # the process's pre-claimed serials, when it has one
-    # Only the bootstrap signs with the internal CA (the server's own TLS certificate): every
-    # client of the server trusts it, so a certificate it signed for anyone else would let
-    # them pass for the server.
-    may_use_internal_ca: bool = False
+    may_use_internal_ca: bool = False  # see signing_refusal
 
     def issuer(self, ca: models.CertificateAuthority) -> Issuer:
-        if ca.internal and not self.may_use_internal_ca:
-            raise PolicyViolation(
-                f"CA {ca.id} is the internal CA that signs the server's own TLS certificate; "
-                "it signs nothing else"
-            )
-        if not ca.is_active:
-            raise PolicyViolation(f"CA {ca.id} is disabled")
-        if ca.encrypted_private_key is None:
-            raise PolicyViolation(f"CA {ca.id} has no private key here and cannot sign")
+        refusal = signing_refusal(ca, self.may_use_internal_ca)
+        if refusal is not None:
+            raise PolicyViolation(f"CA {ca.id} cannot sign: {refusal}")
+        assert ca.encrypted_private_key is not None  # a CA without its key was refused
         return Issuer(
             certificate=_issuer_certificate(ca.certificate_pem),
             key=self.keys.decrypt(ca.encrypted_private_key),

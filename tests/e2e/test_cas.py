@@ -269,6 +269,30 @@ def test_export_all_formats(api: httpx.Client) -> None:
     assert "DER" in error(api.get(f"{API}/certificates/export", params={"format": "der"}), 400)
 
 
+def test_a_ca_that_cannot_sign_is_refused_for_one_reason_everywhere(
+    api: httpx.Client, workdir: Path
+) -> None:
+    """One rule (domains/issuance.signing_refusal) for issuing and for choosing the ACME or
+    SCEP CA: each refusal names the same reason, with each place's own status."""
+    internal = next(ca["id"] for ca in all_cas(api) if ca["internal"])
+    disabled = create_root(api, unique("Disabled Root"))["id"]
+    data(api.patch(f"{API}/cas/{disabled}", json={"is_active": False}))
+    keyless_root = foreign_root(workdir, f"/CN={unique('Keyless Root')}")
+    keyless = data(import_ca_file(api, keyless_root.pem.encode(), "root.pem"), 201)["id"]
+    for ca_id, reason in [
+        (internal, "it is the internal CA, which signs only the server's own TLS certificate"),
+        (disabled, "it is disabled"),
+        (keyless, "it has no private key here"),
+    ]:
+        expected = f"CA {ca_id} cannot sign: {reason}"
+        leaf = {"common_name": "refused.example.com", "ca_id": ca_id, "key_algorithm": "EC"}
+        assert error(api.post(f"{API}/certificates", json=leaf), 422) == expected
+        acme = {"issuing_ca_id": ca_id}
+        assert error(api.patch(f"{API}/acme/settings", json=acme), 400) == expected
+        scep = {"enabled": True, "ca_id": ca_id}
+        assert error(api.patch(f"{API}/scep/config", json=scep), 422) == expected
+
+
 def test_bulk_export_is_a_zip(api: httpx.Client) -> None:
     chosen = [create_root(api, unique("Zip Root")) for _ in range(3)]
     ids = [ca["id"] for ca in chosen]

@@ -12,6 +12,7 @@ from tessera.core.keystore import KeyEncryptor
 from tessera.domains import audit
 from tessera.domains.acme.accounts import encrypt_hmac, new_hmac_key
 from tessera.domains.actor import Actor
+from tessera.domains.issuance import signing_refusal
 from tessera.protocols.acme.jws import b64encode
 from tessera.storage.models_acme import AcmeAccount, AcmeEabKey, AcmeOrder, AcmeSettings
 from tessera.storage.repositories import Repositories
@@ -83,8 +84,9 @@ class AcmeAdmin:
         ca = self.repos.cas.get(ca_id)
         if ca is None:
             raise InvalidInput(f"CA {ca_id} not found")
-        if ca.encrypted_private_key is None or not ca.is_active or ca.internal:
-            raise InvalidInput(f"CA {ca_id} cannot sign (no key here, disabled, or internal)")
+        refusal = signing_refusal(ca)
+        if refusal is not None:
+            raise InvalidInput(f"CA {ca_id} cannot sign: {refusal}")
 
     def _check_template(self, template_id: int) -> None:
         template = self.repos.templates.get(template_id)

@@ -25,7 +25,7 @@ from tessera.core.keystore import KeyEncryptor
 from tessera.core.names import fit_utf8
 from tessera.core.profile import CertificateRequest
 from tessera.domains.actor import system_actor
-from tessera.domains.issuance import Issuance, PublicationBase
+from tessera.domains.issuance import Issuance, PublicationBase, signing_refusal
 from tessera.domains.ocsp.wire import Signer
 from tessera.storage import models
 from tessera.storage.models_ocsp import OCSPSigner
@@ -58,7 +58,8 @@ class SignerFactory:
         None when the CA cannot sign here (gone, disabled, or without its key)."""
         with self.sessions() as session:
             ca = OCSPRepository(session).ca(ca_id)
-            if ca is None or not ca.is_active or ca.encrypted_private_key is None:
+            # the internal CA signs its own responder's certificate (see _issue)
+            if ca is None or signing_refusal(ca, may_use_internal_ca=True) is not None:
                 return None
             if self.mode == "ca":
                 return self._ca_signer(ca)

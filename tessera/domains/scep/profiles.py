@@ -26,7 +26,7 @@ from tessera.core.inspect import serial_hex
 from tessera.core.keys import generate_private_key, parse_key_spec
 from tessera.core.profile import CertificateRequest
 from tessera.domains import audit
-from tessera.domains.issuance import Issuance
+from tessera.domains.issuance import Issuance, signing_refusal
 from tessera.domains.scep.types import ProfileSettings, Responder
 from tessera.storage import models
 from tessera.storage.models_scep import ScepProfile
@@ -159,8 +159,9 @@ class ProfileService:
         ca = self._repos.cas.get(ca_id)
         if ca is None:
             raise NotFound(f"CA {ca_id} not found")
-        if ca.encrypted_private_key is None or not ca.is_active or ca.internal:
-            raise PolicyViolation(f"CA {ca_id} cannot sign here (no key, disabled, or internal)")
+        refusal = signing_refusal(ca)
+        if refusal is not None:
+            raise PolicyViolation(f"CA {ca_id} cannot sign: {refusal}")
         return ca
 
     # RA certificates
