@@ -5,6 +5,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -93,7 +94,7 @@ def write_issued(issued: Sequence[Issued]) -> None:
 
 
 def signing_refusal(
-    ca: models.CertificateAuthority, may_use_internal_ca: bool = False
+    ca: models.CertificateAuthority, may_use_internal_ca: bool = False, now: datetime | None = None
 ) -> str | None:
     """Why `ca` may not sign here, or None when it may: the one rule, applied at every
     issuance (`Issuance.issuer`) and by the settings that choose a CA for ACME or SCEP (and
@@ -103,13 +104,19 @@ def signing_refusal(
 
     Only the bootstrap (and the OCSP responders) sign with the internal CA: every client of
     the server trusts it, so a certificate it signed for anyone else would let them pass for
-    the server."""
+    the server.
+
+    With `now`, a CA that has expired is refused too: the settings that choose a CA ask, so
+    that an expired one is not accepted only to fail every enrollment (at issuance the
+    authority checks the validity of the CA certificate itself)."""
     if ca.internal and not may_use_internal_ca:
         return "it is the internal CA, which signs only the server's own TLS certificate"
     if not ca.is_active:
         return "it is disabled"
     if ca.encrypted_private_key is None:
         return "it has no private key here"
+    if now is not None and ca.not_after <= now:
+        return f"it expired on {ca.not_after.date().isoformat()}"
     return None
 
 

@@ -3,10 +3,12 @@ with foreign CAs made by openssl and every export read back by openssl."""
 
 import io
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from tests.e2e.helpers import (
     API,
@@ -20,6 +22,7 @@ from tests.e2e.helpers import (
     foreign_signed,
     import_ca_file,
     issue,
+    self_signed_ca,
     unique,
 )
 from tests.tools import openssl, openssl_verify, pem_blocks
@@ -291,6 +294,23 @@ def test_a_ca_that_cannot_sign_is_refused_for_one_reason_everywhere(
         assert error(api.patch(f"{API}/acme/settings", json=acme), 400) == expected
         scep = {"enabled": True, "ca_id": ca_id}
         assert error(api.patch(f"{API}/scep/config", json=scep), 422) == expected
+
+
+def test_an_expired_ca_is_refused_as_the_acme_or_scep_ca(api: httpx.Client) -> None:
+    """Chosen for ACME or SCEP, an expired CA (with its key here) would fail every order and
+    enrollment: the settings refuse it when it is chosen, naming the day it expired."""
+    cert, key = self_signed_ca(unique("Expired Root"), -timedelta(days=1), timedelta(days=30))
+    bundle = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    ca_id = data(import_ca_file(api, bundle, "expired.pem"), 201)["id"]
+    day = cert.not_valid_after_utc.date().isoformat()
+    expected = f"CA {ca_id} cannot sign: it expired on {day}"
+    assert error(api.patch(f"{API}/acme/settings", json={"issuing_ca_id": ca_id}), 400) == expected
+    scep = {"enabled": True, "ca_id": ca_id}
+    assert error(api.patch(f"{API}/scep/config", json=scep), 422) == expected
+    leaf = {"common_name": "late.example.com", "ca_id": ca_id, "key_algorithm": "EC"}
+    assert "expired" in error(api.post(f"{API}/certificates", json=leaf), 422)
 
 
 def test_bulk_export_is_a_zip(api: httpx.Client) -> None:

@@ -289,6 +289,21 @@ def test_malformed_entry_is_reported_and_the_rest_imports(api: httpx.Client) -> 
     assert names[also_good]["key_type"] == "EC"
 
 
+def test_an_out_of_range_number_is_reported_as_such(api: httpx.Client) -> None:
+    """A number too large for its column is no less a whole number: the report says what is
+    wrong with it."""
+    huge = unique("Huge")
+    entries = [
+        web_template(huge, validity_days=2**40),
+        web_template(unique("Fraction"), validity_days=1.5),
+    ]
+    report = data(import_file(api, json.dumps(entries).encode(), update_existing=False))
+    errors = {e["index"]: e["error"] for e in report["errors"]}
+    assert "validity_days is out of range" in errors[0], errors
+    assert "validity_days must be a whole number" in errors[1], errors
+    assert huge not in by_name(api)
+
+
 def test_unreadable_imports_are_400(api: httpx.Client) -> None:
     before = len(data(api.get(f"{API}/templates")))
     assert "JSON" in error(import_file(api, b"{not json", False), 400)

@@ -84,7 +84,7 @@ class AcmeAdmin:
         ca = self.repos.cas.get(ca_id)
         if ca is None:
             raise InvalidInput(f"CA {ca_id} not found")
-        refusal = signing_refusal(ca)
+        refusal = signing_refusal(ca, now=self.now)
         if refusal is not None:
             raise InvalidInput(f"CA {ca_id} cannot sign: {refusal}")
 

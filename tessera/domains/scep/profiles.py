@@ -159,7 +159,7 @@ class ProfileService:
         ca = self._repos.cas.get(ca_id)
         if ca is None:
             raise NotFound(f"CA {ca_id} not found")
-        refusal = signing_refusal(ca)
+        refusal = signing_refusal(ca, now=self._now)
         if refusal is not None:
             raise PolicyViolation(f"CA {ca_id} cannot sign: {refusal}")
         return ca

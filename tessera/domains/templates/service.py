@@ -319,9 +319,10 @@ def _integer(value: object, label: str, limit: int | None = 2**31 - 1) -> int | 
     """`limit`: what the INTEGER column holds, for a value nothing else bounds first."""
     if value is None:
         return None
-    too_large = limit is not None and isinstance(value, int) and abs(value) > limit
-    if isinstance(value, bool) or not isinstance(value, int) or too_large:
+    if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(f"{label} must be a whole number")
+    if limit is not None and abs(value) > limit:
+        raise InvalidInput(f"{label} is out of range (at most {limit})")
     return value
 
 
