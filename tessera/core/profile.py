@@ -66,14 +66,17 @@ class CertificateRequest:
     extra: dict[str, str] = field(default_factory=dict)
     # id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1): only for delegated OCSP signing certificates
     ocsp_nocheck: bool = False
+    # The SANs exactly as given, none added (`with_default_sans`): a renewal certifies the
+    # names of the certificate it renews, no more.
+    names_as_given: bool = False
 
 
 def with_default_sans(request: CertificateRequest) -> CertificateRequest:
     """A leaf that asks for no SAN gets its common name as one when that names a host or an
     address (`names.cn_as_san`), since clients ignore the CN: whichever front end asked (the
-    API, a CSR, SCEP, a renewal; `Issuance.issue_certificate` applies it to every leaf).
-    ACME always names its identifiers, so it never gets here."""
-    if request.is_ca or request.sans:
+    API, a CSR, SCEP; `Issuance.issue_certificate` applies it to every leaf) unless it
+    asked for its names as given (a renewal). ACME always names its identifiers."""
+    if request.is_ca or request.sans or request.names_as_given:
         return request
     return replace(request, sans=tuple(cn_as_san(request.subject)))
 

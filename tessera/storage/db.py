@@ -9,6 +9,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from tessera.storage import sqlite_writes
+from tessera.storage.repositories.cas import let_go_of_cas
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -39,7 +40,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    sessions = sessionmaker(bind=engine, expire_on_commit=False)
+    for end in ("after_commit", "after_rollback"):
+        event.listen(sessions, end, let_go_of_cas)
+    return sessions
 
 
 def migrate(engine: Engine) -> None:

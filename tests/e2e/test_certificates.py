@@ -12,6 +12,7 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.e2e.helpers import (
     API,
@@ -23,6 +24,7 @@ from tests.e2e.helpers import (
     error,
     issue,
     self_signed_ca,
+    signed_pem,
     unique,
 )
 from tests.support import Server
@@ -345,6 +347,23 @@ def test_renew_with_server_generated_key(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ) == public_key_der(new_details["pem"])
     assert details(api, old["id"])["status"] == "active"  # the old one is left as it was
+
+
+def test_a_renewal_certifies_the_names_it_renews_no_more(api: httpx.Client) -> None:
+    """A certificate without SANs (made elsewhere, under a CA imported with its key) renews
+    without any: the CN-as-SAN default of a new leaf does not apply to a renewal."""
+    root, root_key = self_signed_ca(unique("Renewal Names Root"))
+    bundle = root.public_bytes(serialization.Encoding.PEM) + root_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    files = {"file": ("root.pem", bundle, "application/octet-stream")}
+    ca_id = data(api.post(f"{API}/cas/import", files=files), 201)["id"]
+    host = f"{unique('legacy')}.example.com"
+    _, leaf = signed_pem(ec.generate_private_key(ec.SECP256R1()), host, (root.subject, root_key))
+    imported = data(api.post(f"{API}/certificates/import", json={"certificate": leaf}), 201)
+    assert imported["ca_id"] == ca_id and imported["san"] == []
+    renewed = data(api.post(f"{API}/certificates/{imported['id']}/renew", json={}), 201)
+    assert renewed["common_name"] == host and renewed["san"] == []
 
 
 def test_renew_csr_certificate_keeps_the_key(

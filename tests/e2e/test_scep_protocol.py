@@ -6,10 +6,12 @@ revoked or foreign certificates. Plus the management API around it."""
 import base64
 import ipaddress
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from tessera.protocols.scep import cms, messages
-from tests.e2e.helpers import data, error, self_signed, unique
+from tests.e2e.helpers import data, error, import_ca_file, self_signed, self_signed_ca, unique
 from tests.support import Server
 
 API = "/api/v2"
@@ -520,6 +522,50 @@ def test_renewal_needs_a_good_certificate_of_ours(scep: Scep, api: httpx.Client)
     data(api.post(f"{API}/certificates/{row['id']}/revoke", json={"reason": "superseded"}))
     _, revoked = scep.enroll(holder, csr_der(holder, "renew-me", None), kind=RENEWAL_REQ)
     assert (revoked.status, revoked.fail_info) == (FAILURE, BAD_CERT_ID)
+
+
+def test_a_renewal_without_sans_keeps_the_names_it_renews(scep: Scep, api: httpx.Client) -> None:
+    """A RenewalReq whose CSR names no SAN renews the signer's names, whatever they are: here
+    a single label the API was asked for (`dns:device-...`), which no CN-as-SAN rule would
+    give back."""
+    label = unique("device").lower()
+    device = new_client(label)
+    asked = x509.CertificateSigningRequestBuilder().subject_name(device.cert.subject)
+    pem = asked.sign(device.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    body = {"ca_id": scep.ca_id, "csr": pem.decode(), "san": [f"dns:{label}"]}
+    issued = data(api.post(f"{API}/certificates", json=body), 201)
+    assert issued["san"] == [f"dns:{label}"]
+    detail = data(api.get(f"{API}/certificates/{issued['id']}"))
+    holder = Client(device.key, x509.load_pem_x509_certificate(detail["pem"].encode()))
+    _, renewed = scep.enroll(holder, csr_der(holder, label, None), kind=RENEWAL_REQ)
+    assert renewed.status == SUCCESS, renewed
+    names = renewed.certificates[0].extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert list(names.value) == [x509.DNSName(label)]
+
+
+def test_a_ca_that_expires_once_chosen_keeps_its_profile_answering(
+    scep: Scep, api: httpx.Client
+) -> None:
+    """A CA that expires after it was chosen: the profile keeps answering the protocol
+    (GetCACert as before, an enrollment with CertRep FAILURE, never a plain 422), and the ACME
+    settings naming it unchanged can still be saved. Only choosing an expired CA is refused."""
+    cert, key = self_signed_ca(unique("Short SCEP Root"), timedelta(seconds=6))
+    bundle = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    ca_id = data(import_ca_file(api, bundle, "short.pem"), 201)["id"]
+    path = profile(api, scep, ca_id=ca_id, auto_approve=True)
+    challenge = data(api.get(f"{API}/scep/challenge/{ca_id}"))["challenge"]
+    data(api.patch(f"{API}/acme/settings", json={"issuing_ca_id": ca_id}))
+    time.sleep((cert.not_valid_after_utc - datetime.now(UTC)).total_seconds() + 1)
+    _, ra = split(ca_certificates(scep.http, path))
+    client = new_client()
+    sent = pki_message(client, ra, csr_der(client, "too-late", challenge))
+    assert read_reply(scep.post(sent, path), client, ra).status == FAILURE
+    unchanged = {"issuing_ca_id": ca_id, "website": "https://pki.example.com/"}
+    assert (
+        data(api.patch(f"{API}/acme/settings", json=unchanged))["website"] == unchanged["website"]
+    )
 
 
 # --- the approval queue over the API, with CertPoll -------------------------------------

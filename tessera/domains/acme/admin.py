@@ -53,7 +53,7 @@ class AcmeAdmin:
     def update_settings(self, changes: dict[str, Any]) -> AcmeSettings:
         row = self.repos.acme.settings(for_update=True)
         if "issuing_ca_id" in changes and changes["issuing_ca_id"] is not None:
-            self._check_ca(changes["issuing_ca_id"])
+            self._check_ca(changes["issuing_ca_id"], row.issuing_ca_id)
         if "template_id" in changes and changes["template_id"] is not None:
             self._check_template(changes["template_id"])
         if "validity_days" in changes:
@@ -80,11 +80,13 @@ class AcmeAdmin:
         )
         return row
 
-    def _check_ca(self, ca_id: int) -> None:
+    def _check_ca(self, ca_id: int, current: int | None) -> None:
+        """Only a newly chosen CA is refused for having expired: a form sent back whole, the
+        CA unchanged, saves the other settings (issuance refuses the expired CA anyway)."""
         ca = self.repos.cas.get(ca_id)
         if ca is None:
             raise InvalidInput(f"CA {ca_id} not found")
-        refusal = signing_refusal(ca, now=self.now)
+        refusal = signing_refusal(ca, now=self.now if ca_id != current else None)
         if refusal is not None:
             raise InvalidInput(f"CA {ca_id} cannot sign: {refusal}")
 

@@ -178,6 +178,7 @@ class CertificateService:
             validity_days=days,
             requester=self._actor.username,
             origin="renewal",
+            names_as_given=True,
         )
         template = self._template(old.template_id) if old.template_id else None
         return self._issuance.issue_certificate(request, ca, template, key)

@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives import hashes
 from tessera.core.errors import Conflict, InvalidInput, NotFound, TesseraError
 from tessera.core.formats import is_issued_by, load_certificate
 from tessera.core.inspect import common_name, general_names, serial_hex
-from tessera.core.names import cn_as_san
 from tessera.core.profile import CertificateRequest, fill_subject
 from tessera.domains import audit
 from tessera.domains.issuance import Issuance, core_template
@@ -122,7 +121,9 @@ class EnrollmentService:
             client_ip=envelope.client_ip,
             created_at=self._now,
         )
-        issued = self._issue(profile, csr) if approved else None
+        # A renewal's CSR may name no SAN: it renews the names of the certificate it renews.
+        kept = general_names(envelope.signer) if envelope.message_type == RENEWAL_REQ else []
+        issued = self._issue(profile, csr, kept) if approved else None
         if issued is not None:
             row.certificate_id, row.decided_at, row.decided_by = (
                 issued.id,
@@ -298,14 +299,13 @@ class EnrollmentService:
     ) -> bool:
         """The subject and SANs the CSR would get (the template's subject defaults filled
         in, as the issuance will) are the signer's, the SANs in any order. A CSR without
-        SANs also renews a signer whose one SAN is its host-like CN, which the authority
-        adds to a leaf that asks for none (`cn_as_san`)."""
+        SANs renews the signer's, whatever they are (`_enroll` issues with them)."""
         template = core_template(self._template(profile))
         defaults = template.subject_defaults if template is not None else ()
         if fill_subject(csr.subject, defaults) != signer.subject:
             return False
-        asked, held = set(scep_csr.sans(csr)), set(general_names(signer))
-        return asked == held or (not asked and held == set(cn_as_san(signer.subject)))
+        asked = set(scep_csr.sans(csr))
+        return not asked or asked == set(general_names(signer))
 
     def _template(self, profile: ProfileSettings) -> models.Template | None:
         if profile.template_id is None:
@@ -316,9 +316,13 @@ class EnrollmentService:
         return template
 
     def _issue(
-        self, profile: ProfileSettings, csr: x509.CertificateSigningRequest
+        self,
+        profile: ProfileSettings,
+        csr: x509.CertificateSigningRequest,
+        kept: Sequence[x509.GeneralName] = (),
     ) -> models.Certificate:
-        """Through the one issuance path, with the profile's CA and template."""
+        """Through the one issuance path, with the profile's CA and template; `kept`: the
+        names of a renewed certificate, for a CSR that names none."""
         ca = self._repos.cas.get(profile.ca_id) if profile.ca_id is not None else None
         if ca is None:
             raise NotFound("the SCEP profile's CA no longer exists")
@@ -326,7 +330,7 @@ class EnrollmentService:
         request = CertificateRequest(
             subject=csr.subject,
             public_key=csr.public_key(),
-            sans=tuple(dict.fromkeys(scep_csr.sans(csr))),
+            sans=tuple(dict.fromkeys(scep_csr.sans(csr) or kept)),
             requester=self._actor.username,
             origin="scep",
         )

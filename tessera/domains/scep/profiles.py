@@ -142,7 +142,11 @@ class ProfileService:
             if name not in SETTABLE:
                 continue
             if name in ("ca_id", "next_ca_id") and value is not None:
-                self._signing_ca(int(value))
+                # Only a newly chosen CA is refused for having expired: a form sent back
+                # whole, the CA unchanged, saves the other settings, and the protocol keeps
+                # answering (refusing enrollments in CertRep) with the CA it has.
+                changed = int(value) != getattr(profile, name)
+                self._signing_ca(int(value), self._now if changed else None)
             if name == "template_id" and value is not None:
                 template = self._repos.templates.get(int(value))
                 if template is None:
@@ -155,11 +159,14 @@ class ProfileService:
         if profile.next_ca_id is not None and profile.next_ca_id == profile.ca_id:
             raise InvalidInput("next_ca_id must differ from ca_id")
 
-    def _signing_ca(self, ca_id: int) -> models.CertificateAuthority:
+    def _signing_ca(
+        self, ca_id: int, expired_by: datetime | None = None
+    ) -> models.CertificateAuthority:
+        """`expired_by`: refuse the CA too if it has expired by then (a newly chosen one)."""
         ca = self._repos.cas.get(ca_id)
         if ca is None:
             raise NotFound(f"CA {ca_id} not found")
-        refusal = signing_refusal(ca, now=self._now)
+        refusal = signing_refusal(ca, now=expired_by)
         if refusal is not None:
             raise PolicyViolation(f"CA {ca_id} cannot sign: {refusal}")
         return ca

@@ -14,6 +14,11 @@ _BY_ID = select(CertificateAuthority).where(
 _HELD = "tessera_cas_held"
 
 
+def let_go_of_cas(session: Session) -> None:
+    """At the end of a transaction (a session event): the next one reads its CAs again."""
+    session.info.pop(_HELD, None)
+
+
 class CARepository:
     def __init__(self, session: Session, org_id: int) -> None:
         self._session = session
@@ -32,14 +37,14 @@ class CARepository:
         """A CA this unit of work has loaded already is taken from the session instead of
         queried again (a batch of issuances looks its CA up once per issuance); the session
         would hand back that same object, unrefreshed, from the query anyway. The session
-        holds what it loaded only weakly, so the CA is kept in its info for as long as the
-        unit of work lasts: else it is gone as soon as the first issuance lets go of it."""
+        holds what it loaded only weakly, so the CA is kept in its info until the transaction
+        ends (`let_go_of_cas`): else it is gone as soon as the first issuance lets go of it."""
         loaded = self._session.identity_map.get(Session.identity_key(CertificateAuthority, ca_id))
         if loaded is not None and inspect(loaded).dict.get("org_id") == self._org_id:
             return cast(CertificateAuthority, loaded)
         ca = self._session.scalar(_BY_ID, {"org_id": self._org_id, "id": ca_id})
         if ca is not None:
-            self._session.info.setdefault(_HELD, []).append(ca)
+            self._session.info.setdefault(_HELD, {})[ca_id] = ca
         return ca
 
     def by_refid(self, refid: str) -> CertificateAuthority | None:
