@@ -99,10 +99,11 @@ def wants_key(fmt: str, include_key: bool) -> bool:
 def check_key_options(fmt: str, include_key: bool, password: str | None) -> None:
     """A password protects a key exported in PEM (`include_key`) or a PKCS#12 file. Without
     either it would protect nothing, and the caller might take the download for protected.
-    (`include_key` with a format that never holds a key is tolerated, as it always was.)"""
+    (`include_key` alone with a format that never holds a key is tolerated, as it always
+    was: it asks for nothing that is not given.)"""
     if fmt not in FORMATS:
         raise InvalidInput(f"format must be one of {', '.join(FORMATS)}")
-    if password and not include_key and fmt not in PKCS12_FORMATS:
+    if password and not wants_key(fmt, include_key):
         raise InvalidInput(
             "password applies only to an exported private key (format=pem with "
             "include_key=true) or to PKCS#12; this export has neither"

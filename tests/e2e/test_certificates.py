@@ -643,6 +643,9 @@ def test_export_password_without_a_key_is_refused(
     for fmt in ("pem", "der", "chain", "pkcs7", "pkcs7-der"):
         refused = api.get(path, params={"format": fmt, "password": "secret-pw"})
         assert "password applies only" in error(refused, 400), fmt
+    for fmt in ("der", "chain", "pkcs7", "pkcs7-der"):  # include_key: these hold no key anyway
+        asked = {"format": fmt, "include_key": "true", "password": "secret-pw"}
+        assert "password applies only" in error(api.get(path, params=asked), 400), fmt
     assert "password applies only" in error(api.get(path, params={"password": "pw"}), 400)
     assert "format must be" in error(api.get(path, params={"format": "jks", "password": "x"}), 400)
 

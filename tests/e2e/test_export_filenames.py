@@ -68,7 +68,9 @@ def test_ca_export_in_any_script(api: httpx.Client, name: str, fmt: str, suffix:
 def test_certificate_export_in_any_script(api: httpx.Client, fmt: str) -> None:
     ca = create_root(api, unique("Filename Root"))
     cert = issue(api, ca["id"], "١٢٣.example")
-    params = {"format": fmt, "password": "pw-12345678", "include_key": "true"}
+    params = {"format": fmt, "include_key": "true"}
+    if fmt in ("pem", "pkcs12"):  # the formats that hold the key the password protects
+        params["password"] = "pw-12345678"
     header = disposition(download(api, f"{API}/certificates/{cert['id']}/export", **params))
     assert chosen_name(header).startswith("١٢٣.example")
 
