@@ -1,7 +1,8 @@
 """Repositories: the only code that builds queries. Each is scoped to one organization."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from typing import Generic, TypeVar, overload
 
 from sqlalchemy.orm import Session
 
@@ -31,102 +32,71 @@ from tessera.storage.repositories.status_changes import StatusChangeRepository
 from tessera.storage.repositories.templates import TemplateRepository
 from tessera.storage.repositories.truststore import TrustStoreRepository
 
+R = TypeVar("R")
+
+
+class _Made(Generic[R]):
+    """A repository made when first read, then kept in the instance (as `cached_property`
+    does), so a unit of work builds only the two or three it uses."""
+
+    def __init__(self, make: Callable[["Repositories"], R]) -> None:
+        self._make = make
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, repos: None, owner: type) -> "_Made[R]": ...
+
+    @overload
+    def __get__(self, repos: "Repositories", owner: type) -> R: ...
+
+    def __get__(self, repos: "Repositories | None", owner: type) -> "R | _Made[R]":
+        if repos is None:
+            return self
+        made = repos.__dict__[self._name] = self._make(repos)
+        return made
+
+
+def _scoped(repository: Callable[[Session, int], R]) -> _Made[R]:
+    """One scoped to the unit of work's organization."""
+    return _Made(lambda repos: repository(repos.session, repos.org_id))
+
+
+def _unscoped(repository: Callable[[Session], R]) -> _Made[R]:
+    """One that serves every organization (or none)."""
+    return _Made(lambda repos: repository(repos.session))
+
 
 @dataclass
 class Repositories:
-    """All repositories of one unit of work, bound to one session and organization. Each is
-    made when first used: a request uses two or three of them."""
+    """All repositories of one unit of work, bound to one session and organization."""
 
     session: Session
     org_id: int
 
-    @cached_property
-    def cas(self) -> CARepository:
-        return CARepository(self.session, self.org_id)
-
-    @cached_property
-    def certificates(self) -> CertificateRepository:
-        return CertificateRepository(self.session, self.org_id)
-
-    @cached_property
-    def csrs(self) -> CSRRepository:
-        return CSRRepository(self.session, self.org_id)
-
-    @cached_property
-    def templates(self) -> TemplateRepository:
-        return TemplateRepository(self.session, self.org_id)
-
-    @cached_property
-    def truststore(self) -> TrustStoreRepository:
-        return TrustStoreRepository(self.session, self.org_id)
-
-    @cached_property
-    def serials(self) -> SerialRepository:
-        return SerialRepository(self.session)
-
-    @cached_property
-    def status_changes(self) -> StatusChangeRepository:
-        return StatusChangeRepository(self.session)
-
-    @cached_property
-    def audit(self) -> AuditRepository:
-        return AuditRepository(self.session, self.org_id)
-
-    @cached_property
-    def users(self) -> UserRepository:
-        return UserRepository(self.session, self.org_id)
-
-    @cached_property
-    def api_keys(self) -> ApiKeyRepository:
-        return ApiKeyRepository(self.session)
-
-    @cached_property
-    def web_sessions(self) -> WebSessionRepository:
-        return WebSessionRepository(self.session)
-
-    @cached_property
-    def account_tokens(self) -> AccountTokenRepository:
-        return AccountTokenRepository(self.session)
-
-    @cached_property
-    def recovery_codes(self) -> RecoveryCodeRepository:
-        return RecoveryCodeRepository(self.session)
-
-    @cached_property
-    def groups(self) -> GroupRepository:
-        return GroupRepository(self.session, self.org_id)
-
-    @cached_property
-    def mail_settings(self) -> MailSettingsRepository:
-        return MailSettingsRepository(self.session)
-
-    @cached_property
-    def organizations(self) -> OrganizationRepository:
-        return OrganizationRepository(self.session)
-
-    @cached_property
-    def dashboard(self) -> DashboardRepository:
-        return DashboardRepository(self.session, self.org_id)
-
-    @cached_property
-    def search(self) -> SearchRepository:
-        return SearchRepository(self.session, self.org_id)
-
-    @cached_property
-    def acme(self) -> AcmeRepository:
-        return AcmeRepository(self.session, self.org_id)
-
-    @cached_property
-    def acme_nonces(self) -> AcmeNonceRepository:
-        return AcmeNonceRepository(self.session)
-
-    @cached_property
-    def scep(self) -> ScepRepository:
-        return ScepRepository(self.session, self.org_id)
-
-    @cached_property
-    def crl(self) -> CRLRepository:
-        return CRLRepository(self.session)
+    cas = _scoped(CARepository)
+    certificates = _scoped(CertificateRepository)
+    csrs = _scoped(CSRRepository)
+    templates = _scoped(TemplateRepository)
+    truststore = _scoped(TrustStoreRepository)
+    serials = _unscoped(SerialRepository)
+    status_changes = _unscoped(StatusChangeRepository)
+    audit = _scoped(AuditRepository)
+    users = _scoped(UserRepository)
+    api_keys = _unscoped(ApiKeyRepository)
+    web_sessions = _unscoped(WebSessionRepository)
+    account_tokens = _unscoped(AccountTokenRepository)
+    recovery_codes = _unscoped(RecoveryCodeRepository)
+    groups = _scoped(GroupRepository)
+    mail_settings = _unscoped(MailSettingsRepository)
+    organizations = _unscoped(OrganizationRepository)
+    dashboard = _scoped(DashboardRepository)
+    search = _scoped(SearchRepository)
+    acme = _scoped(AcmeRepository)
+    acme_nonces = _unscoped(AcmeNonceRepository)
+    scep = _scoped(ScepRepository)
+    crl = _unscoped(CRLRepository)
 
 
 __all__ = ["Repositories"]
