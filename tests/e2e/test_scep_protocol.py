@@ -548,7 +548,8 @@ def test_a_ca_that_expires_once_chosen_keeps_its_profile_answering(
 ) -> None:
     """A CA that expires after it was chosen: the profile keeps answering the protocol
     (GetCACert as before, an enrollment with CertRep FAILURE, never a plain 422), and the ACME
-    settings naming it unchanged can still be saved. Only choosing an expired CA is refused."""
+    settings and the profile naming it unchanged can still be saved. Only choosing an expired
+    CA is refused."""
     cert, key = self_signed_ca(unique("Short SCEP Root"), timedelta(seconds=6))
     bundle = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -566,6 +567,9 @@ def test_a_ca_that_expires_once_chosen_keeps_its_profile_answering(
     assert (
         data(api.patch(f"{API}/acme/settings", json=unchanged))["website"] == unchanged["website"]
     )
+    again = {"ca_id": ca_id, "auto_approve": False}  # the RA ends with its CA: not renewed
+    saved = data(api.patch(f"{API}/scep/profiles/{path.split('/')[2]}", json=again))
+    assert saved["auto_approve"] is False
 
 
 # --- the approval queue over the API, with CertPoll -------------------------------------
