@@ -97,7 +97,10 @@ def downgrade() -> None:
     op.drop_table("user_groups")
     op.drop_table("recovery_codes")
     op.drop_table("account_tokens")
-    with op.batch_alter_table("users") as batch:
+    # Dropped in place (SQLite 3.35+): a rebuilt table would be dropped first, and with
+    # foreign keys on, that deletes every API key and web session of its users (ON DELETE
+    # CASCADE).
+    with op.batch_alter_table("users", recreate="never") as batch:
         batch.drop_column("totp_last_step")
         batch.drop_column("totp_enabled")
         batch.drop_column("encrypted_totp_secret")
