@@ -227,6 +227,30 @@ def test_import_formats_and_text_around_pem(api: httpx.Client, workdir: Path) ->
     error(not_key, 409)  # the same certificate again, whether or not its key is wanted
 
 
+def test_pkcs12_without_a_key_imports_its_certificate(api: httpx.Client, workdir: Path) -> None:
+    """`openssl pkcs12 -export -nokeys` (a PKCS#12 of certificates only, as Java trust stores
+    are) holds no key bag, so no certificate is tied to one: its end entity is imported, and
+    a file of one CA certificate is detected as a CA."""
+    root = foreign_root(workdir, f"/CN={unique('Keyless P12 Root')}")
+    leaf = foreign_signed(workdir, root, "/CN=keyless-p12.example", "v3_leaf")
+
+    def keyless_p12(*certs: Any) -> bytes:
+        bundle = workdir / f"{unique('keyless')}.pem"
+        bundle.write_text("".join(c.pem for c in certs))
+        made = openssl(
+            "pkcs12", "-export", "-nokeys", "-in", str(bundle), "-passout", "pass:p12-pass"
+        )
+        assert made.returncode == 0, made.stderr.decode()
+        return made.stdout
+
+    imported = data(import_file(api, keyless_p12(root, leaf), "c.p12", password="p12-pass"), 201)
+    assert imported["common_name"] == "keyless-p12.example"
+    assert imported["private_key_available"] is False
+    response = import_file(api, keyless_p12(root), "root.p12", password="p12-pass")
+    assert data(response, 201)["is_root"] is True
+    assert "(detected as CA)" in response.json()["message"]
+
+
 def test_ca_certificate_is_detected_and_leaves_link_to_it(api: httpx.Client, workdir: Path) -> None:
     name = unique("Detected Root")
     root = foreign_root(workdir, f"/CN={name}")

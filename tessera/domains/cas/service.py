@@ -260,6 +260,10 @@ def read_bundle(data: bytes, password: str | None, key_data: bytes | None = None
     secret = password.encode() if password else None
     if looks_like_pkcs12(data):
         cert, key, extra = load_pkcs12(data, secret)
+        # Without a key bag no certificate is the key's (`openssl pkcs12 -nokeys`, Java trust
+        # stores): all are in `extra`, and the caller picks the one the file is about.
+        if cert is None and extra:
+            cert, extra = extra[0], extra[1:]
         if cert is None:
             raise InvalidInput("the PKCS#12 file holds no certificate")
     else:
