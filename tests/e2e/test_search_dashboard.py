@@ -96,6 +96,18 @@ def test_search_finds_cas_and_users(api: httpx.Client) -> None:
     assert ids(search(api, f"ada q{token}")["users"]) == {user["id"]}
 
 
+def test_searched_cas_carry_their_certificate_count(api: httpx.Client) -> None:
+    """A CA found by search says how many certificates it issued, as the CA list does (the
+    seed's certificates_count), not 0."""
+    ca = create_root(api, unique("Counted Root"))
+    for index in range(2):
+        issue(api, ca["id"], f"counted-{index}-{uuid.uuid4().hex[:8]}.example.test")
+    listed = data(api.get(f"{API}/cas", params={"per_page": 100}))
+    assert [c["certificates_count"] for c in listed if c["id"] == ca["id"]] == [2]
+    found = search(api, ca["common_name"])["cas"]
+    assert [(c["id"], c["certificates_count"]) for c in found] == [(ca["id"], 2)]
+
+
 def test_search_treats_like_wildcards_literally(api: httpx.Client, root: dict[str, Any]) -> None:
     token = uuid.uuid4().hex[:10]
     plain = issue(api, root["id"], f"wild{token}xy.example.test")

@@ -30,7 +30,7 @@ def search(
     return ok(
         {
             "certificates": [views.certificate_view(c, moment) for c in found.certificates],
-            "cas": [views.ca_view(c) for c in found.cas],
+            "cas": [views.ca_view(c, found.ca_certificate_counts.get(c.id, 0)) for c in found.cas],
             "csrs": [_csr_view(c) for c in found.csrs],
             "users": [views.user_view(u) for u in found.users],
         }

@@ -28,6 +28,8 @@ class SearchResults:
     cas: Sequence[models.CertificateAuthority] = field(default_factory=list)
     csrs: Sequence[models.CertificateRequestRow] = field(default_factory=list)
     users: Sequence[models.User] = field(default_factory=list)
+    # certificates per CA found (the seed's certificates_count on every CA shown)
+    ca_certificate_counts: dict[int, int] = field(default_factory=dict)
 
 
 class SearchService:
@@ -50,9 +52,12 @@ class SearchService:
         if not kinds:
             raise PermissionDenied("search needs read access to certificates, CAs, CSRs or users")
         found = self._repos.search
+        cas = found.cas(term, limit) if "cas" in kinds else []
+        counts = self._repos.cas.certificate_counts([c.id for c in cas]) if cas else {}
         return SearchResults(
             certificates=found.certificates(term, limit) if "certificates" in kinds else [],
-            cas=found.cas(term, limit) if "cas" in kinds else [],
+            cas=cas,
             csrs=found.csrs(term, limit) if "csrs" in kinds else [],
             users=found.users(term, limit) if "users" in kinds else [],
+            ca_certificate_counts=counts,
         )
