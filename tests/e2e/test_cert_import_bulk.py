@@ -280,6 +280,21 @@ def test_ca_certificate_is_detected_and_leaves_link_to_it(api: httpx.Client, wor
     assert explicit["ca_id"] == ca["id"]
 
 
+def test_ca_detected_on_import_counts_the_certificates_it_adopted(
+    api: httpx.Client, workdir: Path
+) -> None:
+    """Certificates imported before their issuer are filed under it when it comes: the CA
+    the import answers with counts them (certificates_count), as the CA list then does."""
+    root = foreign_root(workdir, f"/CN={unique('Adopting Root')}")
+    for index in range(2):
+        leaf = foreign_signed(workdir, root, f"/CN=adopted-{index}.example", "v3_leaf")
+        assert data(import_file(api, leaf.pem.encode(), "leaf.pem"), 201)["ca_id"] is None
+    ca = data(import_file(api, root.pem.encode(), "root.pem"), 201)
+    listed = data(api.get(f"{API}/cas", params={"per_page": 100}))
+    assert [c["certificates_count"] for c in listed if c["id"] == ca["id"]] == [2]
+    assert ca["certificates_count"] == 2
+
+
 def test_import_refusals_write_nothing(server: Server, api: httpx.Client, workdir: Path) -> None:
     root = foreign_root(workdir, f"/CN={unique('Refusal Root')}")
     leaf = foreign_signed(workdir, root, "/CN=refused.example", "v3_leaf")

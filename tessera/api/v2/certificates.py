@@ -142,7 +142,7 @@ async def import_certificate(request: Request, session: UnitOfWork, actor: Write
     )
     if imported.ca is not None:
         message = f'CA certificate "{imported.ca.name}" imported successfully (detected as CA)'
-        return ok(views.ca_view(imported.ca), message, status=201)
+        return ok(views.ca_view(imported.ca, imported.ca_certificates), message, status=201)
     cert = imported.certificate
     assert cert is not None
     name = options.name or cert.common_name or cert.subject

@@ -86,6 +86,8 @@ class Imported:
 
     certificate: models.Certificate | None = None
     ca: models.CertificateAuthority | None = None
+    # the CA's certificates: those imported before it were filed under it on its import
+    ca_certificates: int = 0
 
 
 class CertificateService:
@@ -379,7 +381,10 @@ class CertificateService:
         key = bundle.private_key if options.import_key else None
         cert = _primary([bundle.certificate, *bundle.extra], bundle.private_key)
         if inspect.is_ca(cert):
-            return Imported(ca=self.store_imported_ca(cert, key, options.name))
+            ca = self.store_imported_ca(cert, key, options.name)
+            return Imported(
+                ca=ca, ca_certificates=CAService(self._issuance).certificate_count(ca.id)
+            )
         return Imported(certificate=self.store_imported(cert, key, options.ca_id, options.name))
 
     def store_imported_ca(
