@@ -394,6 +394,24 @@ def test_import_pem_certificate_only(api: httpx.Client, workdir: Path) -> None:
     error(refused, 422)
 
 
+def test_ca_answers_carry_their_certificates_count(api: httpx.Client, workdir: Path) -> None:
+    """Every CA a write answers with counts its certificates (the seed's certificates_count),
+    as the list does: an update of a CA that has some, an import that adopts some."""
+    root = create_root(api, unique("Counted Root"))
+    issue(api, root["id"], "counted.example.com")
+    renamed = data(api.patch(f"{API}/cas/{root['id']}", json={"name": unique("Counted")}))
+    assert renamed["certificates_count"] == 1
+
+    ext = foreign_root(workdir, f"/CN={unique('Adopting CA Root')}")
+    leaf = foreign_signed(workdir, ext, "/CN=adopted.example", "v3_leaf")
+    orphan = api.post(f"{API}/certificates/import", json={"certificate": leaf.pem})
+    assert data(orphan, 201)["ca_id"] is None
+    imported = data(import_ca_file(api, ext.pem.encode(), "root.pem"), 201)
+    listed = data(api.get(f"{API}/cas", params={"per_page": 100}))
+    assert [c["certificates_count"] for c in listed if c["id"] == imported["id"]] == [1]
+    assert imported["certificates_count"] == 1
+
+
 def test_import_der_certificate(api: httpx.Client, workdir: Path) -> None:
     ext = foreign_root(workdir, "/CN=Foreign DER Root", key="rsa:2048")
     response = import_ca_file(api, ext.der, "root.der")

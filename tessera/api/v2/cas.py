@@ -71,7 +71,7 @@ def create_ca(request: Request, body: CreateCA, session: UnitOfWork, actor: Writ
         body.path_length,
     )
     ca = _service(request, session, actor).create(spec)
-    return ok(views.ca_view(ca), "CA created successfully", status=201)
+    return ok(views.ca_view(ca, 0), "CA created successfully", status=201)  # a new CA has none
 
 
 @router.get("/export")
@@ -93,7 +93,9 @@ async def import_ca(request: Request, session: UnitOfWork, actor: Writer) -> JSO
         upload.flag("import_key", True),
         upload.private_key,
     )
-    return ok(views.ca_view(ca), f'CA "{ca.name}" imported successfully', status=201)
+    # certificates imported before their CA are filed under it now
+    count = service.certificate_count(ca.id)
+    return ok(views.ca_view(ca, count), f'CA "{ca.name}" imported successfully', status=201)
 
 
 @router.post("/bulk/delete")
@@ -121,8 +123,9 @@ def get_ca(request: Request, ca_id: RowId, session: UnitOfWork, actor: Reader) -
 def update_ca(
     request: Request, ca_id: RowId, body: UpdateCA, session: UnitOfWork, actor: Writer
 ) -> JSONResponse:
-    ca = _service(request, session, actor).update(ca_id, body.name, body.is_active)
-    return ok(views.ca_view(ca), "CA updated successfully")
+    service = _service(request, session, actor)
+    ca = service.update(ca_id, body.name, body.is_active)
+    return ok(views.ca_view(ca, service.certificate_count(ca.id)), "CA updated successfully")
 
 
 @router.delete("/{ca_id}", status_code=204)

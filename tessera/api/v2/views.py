@@ -24,7 +24,7 @@ def revocation_reason(reason: str | None) -> str | None:
     return SEED_REASONS.get(reason, reason) if reason else reason
 
 
-def ca_view(ca: models.CertificateAuthority, certificates_count: int = 0) -> dict[str, Any]:
+def ca_view(ca: models.CertificateAuthority, certificates_count: int) -> dict[str, Any]:
     return {
         "id": ca.id,
         "refid": ca.refid,
