@@ -395,6 +395,22 @@ def test_bulk_renew_mixed_ids(api: httpx.Client, workdir: Path, issuing: dict[st
     error(api.post(path, json={"ids": [ours["id"]], "ca_id": other["id"]}), 422)
 
 
+def test_renew_an_imported_certificate_under_a_named_ca(api: httpx.Client, workdir: Path) -> None:
+    """An imported certificate has no issuing CA here: renewing it needs a ca_id, as bulk
+    renew takes one, and the refusal without one says so."""
+    root = foreign_root(workdir, f"/CN={unique('Single Renew Root')}")
+    foreign = foreign_signed(workdir, root, "/CN=single-renew.example", "v3_leaf", "rsa:2048")
+    imported = data(api.post(f"{API}/certificates/import", json={"certificate": foreign.pem}), 201)
+    path = f"{API}/certificates/{imported['id']}/renew"
+    assert "give a ca_id" in error(api.post(path, json={"validity_days": 30}), 409)
+    target = create_root(api, unique("Single Renew Target"))
+    renewed = data(api.post(path, json={"validity_days": 30, "ca_id": target["id"]}), 201)
+    assert renewed["ca_id"] == target["id"] and renewed["issuer"] == target["subject"]
+    assert renewed["common_name"] == "single-renew.example"
+    error(api.post(path, json={"ca_id": UNKNOWN_ID}), 404)
+    error(api.post(path, json={"ca_id": 0}), 422)
+
+
 def test_bulk_delete_mixed_ids(api: httpx.Client, issuing: dict[str, Any]) -> None:
     doomed = [issue(api, issuing["inter"]["id"], f"bulk-delete-{i}.example") for i in range(2)]
     ids = [doomed[0]["id"], UNKNOWN_ID, doomed[1]["id"], doomed[0]["id"]]

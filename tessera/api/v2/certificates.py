@@ -241,7 +241,8 @@ def renew_certificate(
     actor: Writer,
     body: Renew | None = None,
 ) -> JSONResponse:
-    renewed = _service(request, session, actor).renew(cert_id, body.validity_days if body else None)
+    body = body or Renew()
+    renewed = _service(request, session, actor).renew(cert_id, body.validity_days, body.ca_id)
     return ok(
         views.certificate_view(renewed, now(request)),
         "Certificate renewed successfully",

@@ -72,6 +72,9 @@ class IssueCertificate(Strict):
 
 class Renew(Strict):
     validity_days: int | None = Field(None, ge=1, le=36500)
+    # Not in the seed's example, but bulk renew's: the CA to renew under (needed for an
+    # imported certificate, which has none here), else the one that issued it.
+    ca_id: RowId | None = None
 
 
 class Revoke(Strict):
