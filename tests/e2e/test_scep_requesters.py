@@ -396,3 +396,30 @@ def test_a_reused_transaction_id_takes_nobody_elses_outcome(scep: Scep, api: htt
 def transaction_rows(api: httpx.Client, transaction_id: str) -> list[dict[str, Any]]:
     rows = data(api.get(f"{API}/scep/requests", params={"per_page": 100}))
     return [r for r in rows if r["transaction_id"] == transaction_id]
+
+
+def test_a_pkcsreq_sent_again_after_revocation_gets_a_new_certificate(
+    scep: Scep, api: httpx.Client
+) -> None:
+    """Clients derive the transactionID from their key (scepclient does), so a device that
+    enrolls again with its key, once its certificate was revoked, sends the very PKCSReq it
+    sent then. That transaction is over: it gets a new certificate for its (valid)
+    challenge, never the revoked one back as SUCCESS."""
+    device = new_client()
+    cn = unique("re-enrolled")
+    first, issued = scep.enroll(device, csr_der(device, cn, scep.challenge))
+    assert issued.status == SUCCESS, issued
+    (old,) = issued.certificates
+    (row,) = issued_named(api, cn)
+    data(api.post(f"{API}/certificates/{row['id']}/revoke", json={"reason": "keyCompromise"}))
+    txid = first.transaction_id
+    # sent again with a wrong challenge: refused, not the revoked certificate
+    _, refused = scep.enroll(device, csr_der(device, cn, "wrong"), transaction_id=txid)
+    assert (refused.status, refused.fail_info) == (FAILURE, BAD_REQUEST)
+    _, again = scep.enroll(device, csr_der(device, cn, scep.challenge), transaction_id=txid)
+    assert again.status == SUCCESS, again
+    assert again.certificates[0].serial_number != old.serial_number
+    # and a poll of that transaction now finds the new certificate
+    subject = issuer_and_subject(scep.ca.subject, cn)
+    poll = pki_message(device, scep.ra, subject, kind=CERT_POLL, transaction_id=txid)
+    assert read_reply(scep.post(poll), device, scep.ra).certificates == again.certificates

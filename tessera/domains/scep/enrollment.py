@@ -147,16 +147,29 @@ class EnrollmentService:
         transactionID from their key: a request under a transactionID that another key
         already holds is refused, so that it never takes (nor shadows) that request's
         outcome. The same key may ask for another subject under it: a new request, told
-        apart by its subject."""
+        apart by its subject.
+
+        A request whose certificate is no longer good (revoked, expired, deleted) is a
+        finished transaction, not one to answer again: a device enrolling anew with the key
+        its transactionID derives from sends the very same PKCSReq, and must get a new
+        certificate (for a valid challenge), not the dead one back as SUCCESS."""
         known = self._repos.scep.transaction_requests(profile.id, envelope.transaction_id)
         wanted = (envelope.message_type, key_digest, subject)
         for row in known:
-            if (row.message_type, row.key_digest, row.subject) == wanted:
+            if (row.message_type, row.key_digest, row.subject) == wanted and self._live(row):
                 return row
         if any(row.key_digest != key_digest for row in known):
             text = "this transactionID belongs to another requester's request"
             raise EnrollmentRefused(BAD_REQUEST, text)
         return None
+
+    def _live(self, row: ScepRequest) -> bool:
+        """Whether a request is still the answer to its transaction: pending, rejected (a
+        poll learns it), or issued with a certificate still active and not expired."""
+        if row.status != ISSUED:
+            return True
+        cert = self._repos.certificates.get(row.certificate_id) if row.certificate_id else None
+        return cert is not None and cert.status == "active" and self._now < cert.not_after
 
     def poll(self, profile: ProfileSettings, envelope: Envelope, subject_der: bytes) -> Reply:
         """CertPoll names its request by transactionID and the subject it asked for (RFC
