@@ -660,6 +660,34 @@ def test_management_needs_permissions(server: Server, api: httpx.Client) -> None
         error(viewer.patch(f"{API}/scep/config", json={}, headers={"X-CSRF-Token": csrf}), 403)
 
 
+def test_the_request_queue_shows_no_challenge_to_readers(
+    server: Server, scep: Scep, api: httpx.Client
+) -> None:
+    """A CSR carries its challengePassword in clear: the queue hands it only to whom may see
+    the challenges (write:scep), not to a reader such as an auditor, who could enroll with
+    the CA's static password."""
+    path = profile(api, scep, auto_approve=False)
+    _, ra = split(ca_certificates(scep.http, path))
+    client = new_client()
+    sent = pki_message(client, ra, csr_der(client, unique("audited"), scep.challenge))
+    assert read_reply(scep.post(sent, path), client, ra).status == PENDING
+    name = unique("auditor")
+    body = {"username": name, "password": "auditor-password-1234", "role": "auditor"}
+    data(api.post(f"{API}/users", json=body), 201)
+    with server.client(api_key="") as auditor:
+        login = {"username": name, "password": "auditor-password-1234"}
+        assert auditor.post(f"{API}/auth/login/password", json=login).status_code == 200
+        error(auditor.get(f"{API}/scep/challenge/{scep.ca_id}"), 403)
+        listed = data(auditor.get(f"{API}/scep/requests", params={"per_page": 100}))
+        (row,) = [r for r in listed if r["transaction_id"] == sent.transaction_id]
+        assert row["csr"] is None  # its challengePassword is the CA's static password
+    listed = data(api.get(f"{API}/scep/requests", params={"per_page": 100}))
+    (row,) = [r for r in listed if r["transaction_id"] == sent.transaction_id]
+    csr = x509.load_pem_x509_csr(row["csr"].encode())  # an admin still gets it whole
+    password = x509.oid.AttributeOID.CHALLENGE_PASSWORD
+    assert csr.attributes.get_attribute_for_oid(password).value == scep.challenge.encode()
+
+
 # --- CA kinds, CA without RA, rollover ---------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from tessera.api.v2.params import Page, PerPage, RowId
 from tessera.api.v2.schemas import Strict
 from tessera.core.errors import NotFound
 from tessera.domains.actor import Actor
+from tessera.domains.identity.permissions import grants
 from tessera.domains.scep.challenges import ChallengeService, ShownChallenge
 from tessera.domains.scep.enrollment import EnrollmentService
 from tessera.domains.scep.profiles import (
@@ -30,6 +31,9 @@ WRITE_SCEP = require("write:scep")
 Writer = Annotated[Actor, Depends(WRITE_SCEP)]
 # Approving issues a certificate, so it also needs the right to issue one.
 ISSUES_CERTIFICATES = [Depends(WRITE_SCEP), Depends(require("write:certificates"))]
+# A CSR carries its challengePassword in clear (its signature covers it, so it cannot be cut
+# out): only who may see the challenges themselves gets the CSR.
+SEES_CHALLENGES = "write:scep"
 
 
 class ScepConfigIn(Strict):
@@ -89,7 +93,8 @@ def profile_view(request: Request, profile: ScepProfile | ProfileDefaults) -> di
     }
 
 
-def request_view(row: ScepRequest) -> dict[str, Any]:
+def request_view(row: ScepRequest, actor: Actor) -> dict[str, Any]:
+    csr = row.csr_pem if grants(actor.permissions, SEES_CHALLENGES) else None
     return {
         "id": row.id,
         "profile_id": row.profile_id,
@@ -102,7 +107,7 @@ def request_view(row: ScepRequest) -> dict[str, Any]:
         "certificate_id": row.certificate_id,
         "reason": row.reason,
         "client_ip": row.client_ip,
-        "csr": row.csr_pem,
+        "csr": csr,
         "created_at": iso(row.created_at),
         "decided_at": iso(row.decided_at),
         "decided_by": row.decided_by,
@@ -147,7 +152,7 @@ def list_requests(
 ) -> JSONResponse:
     service = EnrollmentService(issuance(request, session, actor), now(request))
     rows, total = service.listing(status or None, page, per_page)
-    return ok([request_view(r) for r in rows], meta=page_meta(page, per_page, total))
+    return ok([request_view(r, actor) for r in rows], meta=page_meta(page, per_page, total))
 
 
 @router.post("/{request_id}/approve", dependencies=ISSUES_CERTIFICATES)
@@ -155,7 +160,7 @@ def approve(
     request: Request, request_id: RowId, session: UnitOfWork, actor: Writer
 ) -> JSONResponse:
     row = EnrollmentService(issuance(request, session, actor), now(request)).approve(request_id)
-    return ok(request_view(row), "SCEP request approved")
+    return ok(request_view(row, actor), "SCEP request approved")
 
 
 @router.post("/{request_id}/reject")
@@ -168,7 +173,7 @@ def reject(
 ) -> JSONResponse:
     service = EnrollmentService(issuance(request, session, actor), now(request))
     row = service.reject(request_id, body.reason if body else None)
-    return ok(request_view(row), "SCEP request rejected")
+    return ok(request_view(row, actor), "SCEP request rejected")
 
 
 def _challenges(request: Request, session: UnitOfWork, actor: Actor) -> ChallengeService:
