@@ -753,6 +753,38 @@ def test_rollover_serves_the_next_ca(scep: Scep, api: httpx.Client) -> None:
     assert reply.status == SUCCESS
 
 
+def test_a_rollover_without_ra_needs_an_rsa_next_ca(scep: Scep, api: httpx.Client) -> None:
+    """With use_ra false the CA itself opens the envelopes, so the next CA of a rollover must
+    be RSA too, as the current one must: refused when saved (422), not a profile whose
+    GetNextCACert and misaddressed requests all fail with a plain 422 afterwards."""
+    body = {"common_name": unique("SCEP EC Next"), "key_algorithm": "EC", "key_size": 256}
+    ec_id = int(data(api.post(f"{API}/cas", json={**body, "ca_type": "root"}), 201)["id"])
+    current = rsa_ca(api, unique("SCEP RSA Current"))
+    slug = unique("p").lower()
+    settings = {"slug": slug, "enabled": True, "ca_id": current, "use_ra": False}
+    error(api.post(f"{API}/scep/profiles", json={**settings, "next_ca_id": ec_id}), 422)
+    data(api.post(f"{API}/scep/profiles", json=settings), 201)
+    error(api.patch(f"{API}/scep/profiles/{slug}", json={"next_ca_id": ec_id}), 422)
+    path = f"/scep/{slug}/pkiclient.exe"
+    assert "GetNextCACert" not in scep.http.get(f"{path}?operation=GetCACaps").text.split()
+
+
+def test_a_disabled_next_ca_still_gets_misaddressed_requests_a_certrep(
+    scep: Scep, api: httpx.Client
+) -> None:
+    """During a rollover a request the current RA cannot open is tried with the next RA: a
+    next CA that was disabled meanwhile cannot open it either, and the client still gets its
+    CertRep FAILURE badMessageCheck, not a plain 422."""
+    current, upcoming = rsa_ca(api, unique("SCEP Cur")), rsa_ca(api, unique("SCEP Off Next"))
+    path = profile(api, scep, ca_id=current, next_ca_id=upcoming, auto_approve=True)
+    _, ra = split(ca_certificates(scep.http, path))
+    data(api.patch(f"{API}/cas/{upcoming}", json={"is_active": False}))
+    client, stranger = new_client(), new_client("stranger")
+    sent = pki_message(client, stranger.cert, csr_der(client, "misaddressed", None))
+    reply = read_reply(scep.post(sent, path), client, ra)
+    assert (reply.status, reply.fail_info) == (FAILURE, BAD_MESSAGE_CHECK)
+
+
 def test_served_on_https_too(server: Server, scep: Scep) -> None:
     with server.client(api_key="") as https:
         caps = https.get("/scep/pkiclient.exe?operation=GetCACaps")

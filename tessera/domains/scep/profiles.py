@@ -191,6 +191,9 @@ class ProfileService:
             upcoming = self._certificate(profile.next_ra_certificate_id)
             if upcoming is None or self._due(upcoming, next_ca):
                 profile.next_ra_certificate_id = self._issue_ra(profile, next_ca).id
+        elif not _is_rsa(next_ca):
+            # The next CA opens envelopes itself once it answers (and for early clients now).
+            raise PolicyViolation("use_ra false needs an RSA next CA too (SCEP key transport)")
 
     def renew_due(self, profile: ScepProfile) -> bool:
         """For the background job: True when an RA was (re)issued. The profile row is

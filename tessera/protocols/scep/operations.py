@@ -277,8 +277,8 @@ def _open(
         return _decrypt(content, responder, allow), responder
     except cms.CmsError as exc:
         refused = exc
-    if context.profile.next_ca_id is not None:
-        upcoming = context.profiles.responder(context.profile, upcoming=True)
+    upcoming = _upcoming(context)
+    if upcoming is not None:
         try:
             return _decrypt(content, upcoming, allow), responder
         except cms.CmsError as exc:
@@ -288,6 +288,18 @@ def _open(
         if retired is not None:
             return _decrypt(content, retired, allow), retired
     raise refused
+
+
+def _upcoming(context: _Context) -> Responder | None:
+    """The next CA's responder during a rollover, if it can answer now: one whose CA was
+    disabled meanwhile opens nothing, and the request still gets its CertRep FAILURE."""
+    if context.profile.next_ca_id is None:
+        return None
+    try:
+        return context.profiles.responder(context.profile, upcoming=True)
+    except TesseraError as exc:
+        log.info("SCEP next CA of %s cannot answer: %s", context.call.slug, exc.message)
+        return None
 
 
 def _decrypt(content: bytes, opener: Responder, allow_des: bool) -> cms.Decrypted:
