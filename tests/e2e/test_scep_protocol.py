@@ -607,6 +607,22 @@ def test_pending_poll_approve_and_reject(scep: Scep, api: httpx.Client) -> None:
     assert (reply.status, reply.fail_info) == (FAILURE, BAD_REQUEST)
 
 
+def test_a_request_no_approval_could_sign_is_refused_not_queued(
+    scep: Scep, api: httpx.Client
+) -> None:
+    """With auto_approve off, a request the issuance would refuse whatever the admin decides
+    (here an RSA-1024 key, under the key floor) gets FAILURE badRequest at once, as it does
+    when auto-approved: not PENDING, to be polled for until an approval that can only fail."""
+    path = profile(api, scep, auto_approve=False)
+    _, ra = split(ca_certificates(scep.http, path))
+    before = scep_requests(api)
+    weak = new_client(bits=1024)
+    sent = pki_message(weak, ra, csr_der(weak, unique("weak-queued"), scep.challenge))
+    reply = read_reply(scep.post(sent, path), weak, ra)
+    assert (reply.status, reply.fail_info) == (FAILURE, BAD_REQUEST)
+    assert scep_requests(api) == before
+
+
 def test_queue_without_challenge(scep: Scep, api: httpx.Client) -> None:
     path = profile(api, scep, auto_approve=True, queue_without_challenge=True)
     _, ra = split(ca_certificates(scep.http, path))

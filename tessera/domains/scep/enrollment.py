@@ -21,7 +21,9 @@ from cryptography.hazmat.primitives import hashes
 from tessera.core.errors import Conflict, InvalidInput, NotFound, TesseraError
 from tessera.core.formats import is_issued_by, load_certificate
 from tessera.core.inspect import common_name, general_names, serial_hex
-from tessera.core.profile import CertificateRequest, fill_subject
+from tessera.core.keys import enforce_key_floor
+from tessera.core.lint import check_requested_names
+from tessera.core.profile import CertificateRequest, apply_template, fill_subject
 from tessera.domains import audit
 from tessera.domains.issuance import Issuance, core_template
 from tessera.domains.scep import csr as scep_csr
@@ -123,6 +125,8 @@ class EnrollmentService:
         )
         # A renewal's CSR may name no SAN: it renews the names of the certificate it renews.
         kept = general_names(envelope.signer) if envelope.message_type == RENEWAL_REQ else []
+        if not approved:
+            self._check_signable(profile, csr)
         issued = self._issue(profile, csr, kept) if approved else None
         if issued is not None:
             row.certificate_id, row.decided_at, row.decided_by = (
@@ -327,6 +331,17 @@ class EnrollmentService:
         if template is None:
             raise NotFound(f"template {profile.template_id} not found")
         return template
+
+    def _check_signable(
+        self, profile: ProfileSettings, csr: x509.CertificateSigningRequest
+    ) -> None:
+        """Refuse now what no approval could get signed (the key floor, the names' limits,
+        the profile's template), as an auto-approved request is refused at once: queued,
+        its client would poll for an answer an approval can only fail to give."""
+        enforce_key_floor(csr.public_key())
+        check_requested_names(csr.subject, scep_csr.sans(csr))
+        request = CertificateRequest(subject=csr.subject, public_key=csr.public_key())
+        apply_template(request, core_template(self._template(profile)))
 
     def _issue(
         self,
