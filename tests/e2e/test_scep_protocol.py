@@ -646,6 +646,12 @@ def test_config_shape_and_validation(scep: Scep, api: httpx.Client) -> None:
     error(api.patch(f"{API}/scep/config", json={"ca_id": 999999}), 404)
     error(api.patch(f"{API}/scep/config", json={"challenge_validity": 0}), 422)
     error(api.patch(f"{API}/scep/config", json={"challenge_type": "sometimes"}), 422)
+    for setting in ("enabled", "auto_approve", "challenge_validity", "use_ra"):
+        refused = error(api.patch(f"{API}/scep/config", json={setting: None}), 422)
+        assert f"{setting} cannot be null" in refused
+    assert data(api.get(f"{API}/scep/config")) == config  # nothing changed
+    cleared = data(api.patch(f"{API}/scep/config", json={"template_id": None}))
+    assert cleared["ca_id"] == scep.ca_id
     error(api.get(f"{API}/scep/requests", params={"status": "maybe"}), 400)
     error(api.post(f"{API}/scep/999999/approve"), 404)
     error(api.get(f"{API}/scep/challenge/999999"), 404)

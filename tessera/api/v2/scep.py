@@ -1,11 +1,11 @@
 """SCEP management: /api/v2/scep (config, stats, requests, approve/reject, challenges), as
 the UCM seed's "SCEP" section writes it, plus /scep/profiles for the per-profile URLs."""
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tessera.api.deps import UnitOfWork, issuance, now, require, runtime
 from tessera.api.routing import PrefixRouter
@@ -53,6 +53,28 @@ class ScepConfigIn(Strict):
         None, description="the CA that replaces ca_id (served by GetNextCACert)"
     )
     use_ra: bool | None = Field(None, description="false: an RSA CA answers without an RA")
+
+    @model_validator(mode="after")
+    def _settings_not_null(self) -> Self:
+        """None is "unchanged" for these; a null sent for one is a mistake to name, not a
+        database constraint failure answered as a conflict."""
+        sent_null = [
+            n for n in _NOT_NULL if n in self.model_fields_set and getattr(self, n) is None
+        ]
+        if sent_null:
+            raise ValueError(f"{', '.join(sent_null)} cannot be null")
+        return self
+
+
+# The settings every profile has (ca_id, template_id and next_ca_id may be cleared with null).
+_NOT_NULL = (
+    "enabled",
+    "auto_approve",
+    "challenge_validity",
+    "challenge_type",
+    "queue_without_challenge",
+    "use_ra",
+)
 
 
 class ScepProfileIn(ScepConfigIn):
