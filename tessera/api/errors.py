@@ -71,6 +71,8 @@ def install(app: FastAPI) -> None:
         # Two requests raced past a uniqueness check; the database kept one. The transaction
         # was rolled back, so nothing is half-written.
         log.info("integrity conflict on %s %s: %s", request.method, request.url.path, exc.orig)
+        if _missing_value(exc):  # a null that no model check caught: the request's fault
+            return _formatter(request)(422, "a required value is missing (null)")
         return _formatter(request)(409, "conflicts with an existing record; retry or reload")
 
     @app.exception_handler(DataError)
@@ -84,6 +86,12 @@ def install(app: FastAPI) -> None:
         # exc_info from the exception itself: a lane answers it outside its except block
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return _formatter(request)(500, "internal error; see the server log")
+
+
+def _missing_value(exc: IntegrityError) -> bool:
+    """A NOT NULL violation: SQLSTATE 23502 on PostgreSQL, SQLite's own message."""
+    state = getattr(exc.orig, "sqlstate", None)
+    return state == "23502" or str(exc.orig).startswith("NOT NULL constraint failed")
 
 
 def _describe(errors: object) -> str:
