@@ -280,6 +280,22 @@ def test_identifier_rules(account: Acme) -> None:
     problem(account.order(name(), notBefore="0001-01-01T00:00:00+14:00"), "malformed", 400)
 
 
+def test_dns_identifiers_are_ascii_with_proper_a_labels(account: Acme) -> None:
+    """RFC 8555 7.1.4: a dns identifier is written as in a certificate (ASCII), and "xn--"
+    labels must be properly encoded A-labels (RFC 5890)."""
+    for bad in (
+        f"xn--zz.{name()}",  # not Punycode
+        f"xn--ls8h.{name()}",  # Punycode of a code point IDNA2008 disallows
+        f"\u212a.{name()}",  # KELVIN SIGN: not ASCII (lower() would make it "k")
+        f"b\u00fccher.{name()}",  # a U-label: clients send the A-label
+    ):
+        problem(account.order(bad), "rejectedIdentifier", 400)
+    host = f"xn--bcher-kva.{name()}"
+    created = account.order(host.upper())
+    assert created.status_code == 201, created.text
+    assert created.json()["identifiers"] == [{"type": "dns", "value": host}]
+
+
 def test_not_after_is_honoured_exactly_and_a_past_not_before_refused(account: Acme) -> None:
     """RFC 8555 7.4: the certificate has what the order asked for, or the order is refused."""
     host = name()

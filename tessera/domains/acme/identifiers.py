@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import idna
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -75,6 +76,13 @@ def identifier(kind: object, value: str) -> Identifier:
 
 
 def dns_name(value: str) -> str:
+    # ASCII first: lower() maps some non-ASCII letters to ASCII ones (KELVIN SIGN to "k"),
+    # and RFC 8555 7.1.4 wants the name as a certificate has it, IDNs as A-labels.
+    if not value.isascii():
+        raise AcmeProblem(
+            "rejectedIdentifier",
+            f"{value[:64]!r} is not ASCII: internationalized names are sent as xn-- A-labels",
+        )
     name = value.lower()
     labels = name.split(".")
     wildcard = labels[0] == "*"
@@ -82,12 +90,23 @@ def dns_name(value: str) -> str:
     ok = (
         len(name) <= 253
         and len(checked) >= (2 if wildcard else 1)
-        and all(_LABEL.fullmatch(label) for label in checked)
+        and all(_LABEL.fullmatch(label) and _proper_a_label(label) for label in checked)
         and not is_ip_address(name)
     )
     if not ok:
         raise AcmeProblem("rejectedIdentifier", f"{value[:64]!r} is not a valid DNS name")
     return name
+
+
+def _proper_a_label(label: str) -> bool:
+    """RFC 8555 7.1.4: an "xn--" label must be a properly encoded A-label (RFC 5890), i.e.
+    decode to a valid IDNA2008 U-label that encodes back to the very same label."""
+    if not label.startswith("xn--"):
+        return True
+    try:
+        return bool(idna.encode(idna.decode(label)) == label.encode("ascii"))
+    except UnicodeError:  # idna.IDNAError and codec errors derive from it
+        return False
 
 
 def csr_identifiers(csr: x509.CertificateSigningRequest) -> set[Identifier]:
