@@ -296,6 +296,20 @@ def test_dns_identifiers_are_ascii_with_proper_a_labels(account: Acme) -> None:
     assert created.json()["identifiers"] == [{"type": "dns", "value": host}]
 
 
+def test_ip_identifiers_are_addresses_without_a_zone(account: Acme) -> None:
+    """RFC 8738 3: an ip identifier is an address in its textual form (RFC 5952 for IPv6),
+    which has no zone: a certificate cannot name one, and validation must not go through a
+    link of the CA's own host."""
+    for bad in ("fe80::1%eth0", "fe80::1%1", "127.0.0.1%lo"):
+        order = {"identifiers": [{"type": "ip", "value": bad}]}
+        problem(account.post(account.dir["newOrder"], order), "rejectedIdentifier", 400)
+    created = account.post(
+        account.dir["newOrder"], {"identifiers": [{"type": "ip", "value": "2001:DB8:0::1"}]}
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["identifiers"] == [{"type": "ip", "value": "2001:db8::1"}]
+
+
 def test_not_after_is_honoured_exactly_and_a_past_not_before_refused(account: Acme) -> None:
     """RFC 8555 7.4: the certificate has what the order asked for, or the order is refused."""
     host = name()

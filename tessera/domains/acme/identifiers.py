@@ -66,10 +66,16 @@ def identifier(kind: object, value: str) -> Identifier:
     if kind == "dns":
         return Identifier("dns", dns_name(value))
     if kind == "ip":
+        # Python reads an IPv6 zone ("fe80::1%eth0") as part of the address; RFC 8738's
+        # textual forms have none, a certificate cannot carry one, and validation would go
+        # out through a link of this host.
         try:
-            return Identifier("ip", str(ipaddress.ip_address(value)))
-        except ValueError as exc:
-            raise AcmeProblem("rejectedIdentifier", f"{value[:64]!r} is not an IP address") from exc
+            address = None if "%" in value else ipaddress.ip_address(value)
+        except ValueError:
+            address = None
+        if address is None:
+            raise AcmeProblem("rejectedIdentifier", f"{value[:64]!r} is not an IP address")
+        return Identifier("ip", str(address))
     raise AcmeProblem(
         "unsupportedIdentifier", f"identifier type {str(kind)[:16]!r} is not supported"
     )
