@@ -345,6 +345,28 @@ def test_order_authorizations_and_challenges(account: Acme) -> None:
     assert created.headers["location"] not in account.get(account.kid + "/orders").json()["orders"]
 
 
+def test_orders_list_pages_with_a_next_link(account: Acme) -> None:
+    """RFC 8555 7.1.2.1: a server that returns an incomplete orders list says where the rest
+    is, with a Link rel="next"; following the links gives every order exactly once."""
+    created = set()
+    for _ in range(105):
+        response = account.order(name())
+        assert response.status_code == 201, response.text
+        created.add(response.headers["location"])
+    seen: list[str] = []
+    url: str | None = account.kid + "/orders"
+    pages = 0
+    while url is not None and pages < 50:
+        listed = account.get(url)
+        assert listed.status_code == 200, listed.text
+        seen += listed.json()["orders"]
+        url = listed.links.get("next", {}).get("url")
+        pages += 1
+    assert pages > 1  # the list came in pages
+    assert len(seen) == len(set(seen)) and set(seen) == created
+    problem(account.get(account.kid + "/orders?cursor=x"), "malformed", 400)
+
+
 def test_challenges_answered_at_once_are_validated_once(env: AcmeEnv, account: Acme) -> None:
     """Every authorization of an order answered at once, and each challenge answered twice:
     the validation job takes them in one batch, the order becomes ready, and each challenge

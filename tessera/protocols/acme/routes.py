@@ -47,6 +47,7 @@ from tessera.storage.repositories import Repositories
 router = PrefixRouter(prefix=PREFIX, tags=["Public: ACME"])
 NONCE_PURGE_JOB = "acme-nonce-purge"
 RETRY_PROCESSING = "2"
+ORDERS_PAGE = 100  # orders per page of an account's orders list
 # RFC 5280 reason codes a subscriber may give (7 is unused; holds are not for ACME).
 ACME_REASONS = {
     0: "unspecified",
@@ -224,14 +225,32 @@ async def account(account_id: str, request: Request, session: UnitOfWork) -> Res
 
 @router.post("/acct/{account_id}/orders")
 async def account_orders(account_id: str, request: Request, session: UnitOfWork) -> Response:
+    # RFC 8555 7.1.2.1: a page of the list, newest first, and a Link rel="next" to the rest.
+    # The cursor is the last order id of the previous page; the JWS url is the URL with it.
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    cursor = request.query_params.get("cursor")
+
     def work(ctx: Ctx, signed: jws.Jws) -> Response:
         account = by_account(ctx.repos, ctx.rt, signed)
         if account.id != _id(account_id, "account"):
             raise unauthorized("the kid is not this account")
-        ids = ctx.repos.acme.account_order_ids(account.id, 1000)
-        return _json({"orders": [ctx.urls("order", i) for i in ids]})
+        before = None if cursor is None else _cursor(cursor)
+        ids = ctx.repos.acme.account_order_ids(account.id, ORDERS_PAGE + 1, before)
+        page = ids[:ORDERS_PAGE]
+        links = []
+        if len(ids) > ORDERS_PAGE:
+            listing = ctx.urls("acct", account.id, "orders")
+            links.append(f'<{listing}?cursor={page[-1]}>;rel="next"')
+        return _json({"orders": [ctx.urls("order", i) for i in page]}, links=links)
 
-    return await _signed(request, session, f"acct/{account_id}/orders", work)
+    path = f"acct/{account_id}/orders" + (f"?{query}" if query else "")
+    return await _signed(request, session, path, work)
+
+
+def _cursor(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise malformed("cursor must be an order id from a next link")
+    return int(text)
 
 
 @router.post("/key-change")

@@ -233,19 +233,19 @@ class AcmeRepository:
         params = {"id": certificate_id, "org_id": self._org_id}
         return self._session.scalar(_ORDER_FOR_CERTIFICATE, params)
 
-    def account_order_ids(self, account_id: int, limit: int) -> Sequence[int]:
-        """The account's orders but the invalid ones (RFC 8555 7.1.2.1), newest first."""
-        query = (
-            select(AcmeOrder.id)
-            .where(
-                AcmeOrder.org_id == self._org_id,
-                AcmeOrder.account_id == account_id,
-                AcmeOrder.status != "invalid",
-            )
-            .order_by(AcmeOrder.id.desc())
-            .limit(limit)
+    def account_order_ids(
+        self, account_id: int, limit: int, before: int | None = None
+    ) -> Sequence[int]:
+        """The account's orders but the invalid ones (RFC 8555 7.1.2.1), newest first; with
+        `before`, those older than that order (the next page)."""
+        query = select(AcmeOrder.id).where(
+            AcmeOrder.org_id == self._org_id,
+            AcmeOrder.account_id == account_id,
+            AcmeOrder.status != "invalid",
         )
-        return self._session.scalars(query).all()
+        if before is not None:
+            query = query.where(AcmeOrder.id < before)
+        return self._session.scalars(query.order_by(AcmeOrder.id.desc()).limit(limit)).all()
 
     def cancel_pending(self, account_id: int) -> None:
         """What a deactivated account had under way stops (RFC 8555 7.3.6): its orders not
