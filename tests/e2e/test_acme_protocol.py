@@ -367,6 +367,22 @@ def test_orders_list_pages_with_a_next_link(account: Acme) -> None:
     problem(account.get(account.kid + "/orders?cursor=x"), "malformed", 400)
 
 
+def test_an_invalid_authorization_shows_the_challenge_that_failed(account: Acme) -> None:
+    """RFC 8555 7.1.4: the challenges of an invalid authorization are the one that was
+    attempted and failed (as a valid one shows the one that was validated)."""
+    created = account.order(name())
+    authz_url = created.json()["authorizations"][0]
+    authz = account.get(authz_url).json()
+    http01 = next(c for c in authz["challenges"] if c["type"] == "http-01")
+    assert account.post(http01["url"], {}).status_code == 200  # nothing serves the token
+    failed = account.wait(authz_url, ("valid", "invalid"))
+    assert failed["status"] == "invalid", failed
+    assert [(c["url"], c["status"]) for c in failed["challenges"]] == [
+        (http01["url"], "invalid")
+    ], failed
+    assert failed["challenges"][0]["error"]["type"].startswith("urn:ietf:params:acme:error:")
+
+
 def test_challenges_answered_at_once_are_validated_once(env: AcmeEnv, account: Acme) -> None:
     """Every authorization of an order answered at once, and each challenge answered twice:
     the validation job takes them in one batch, the order becomes ready, and each challenge

@@ -94,9 +94,10 @@ def order(urls: Urls, repos: Repositories, row: AcmeOrder) -> dict[str, Any]:
 
 def authorization(urls: Urls, repos: Repositories, row: AcmeAuthorization) -> dict[str, Any]:
     challenges = repos.acme.authorization_challenges(row.id)
-    if row.status == "valid":
-        # RFC 8555 7.1.4: a valid authorization lists the challenge that proved it
-        challenges = [c for c in challenges if c.status == "valid"] or list(challenges)
+    if row.status in ("valid", "invalid"):
+        # RFC 8555 7.1.4: a valid authorization lists the challenge that proved it, an
+        # invalid one the challenge that was attempted and failed (with its error)
+        challenges = [c for c in challenges if c.status == row.status] or list(challenges)
     body: dict[str, Any] = {
         "identifier": {"type": row.identifier_type, "value": row.identifier_value},
         "status": row.status,
