@@ -10,6 +10,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +21,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.e2e.acme_helpers import Acme, AcmeEnv, Key, acme_env, b64, csr_for, problem
-from tests.e2e.helpers import API, create_intermediate, create_root, data, error, unique
+from tests.e2e.helpers import (
+    API,
+    create_intermediate,
+    create_root,
+    data,
+    db_rows,
+    error,
+    unique,
+)
 from tests.support import database
 from tests.tools import pkilint_findings
 
@@ -381,6 +390,33 @@ def test_an_invalid_authorization_shows_the_challenge_that_failed(account: Acme)
         (http01["url"], "invalid")
     ], failed
     assert failed["challenges"][0]["error"]["type"].startswith("urn:ietf:params:acme:error:")
+
+
+def test_an_authorization_past_its_expiry_reads_as_expired(env: AcmeEnv, account: Acme) -> None:
+    """RFC 8555 7.1.6: a pending authorization past its expiry is expired when read, before
+    the cleanup job (every few minutes) marks it, and its challenge can no longer start."""
+    authz_url = account.order(name()).json()["authorizations"][0]
+    authz_id = int(authz_url.rsplit("/", 1)[1])
+    past = (datetime.now(UTC) - timedelta(minutes=1)).replace(tzinfo=None)
+    write(env, "UPDATE acme_authorizations SET expires_at = ? WHERE id = ?", past, authz_id)
+    authz = account.get(authz_url).json()
+    assert authz["status"] == "expired", authz
+    stored = db_rows(env.server, "SELECT status FROM acme_authorizations WHERE id = ?", authz_id)
+    assert stored == [("expired",)]
+    http01 = next(c for c in authz["challenges"] if c["type"] == "http-01")
+    assert account.post(http01["url"], {}).json()["status"] == "pending"  # not started
+
+
+def write(env: AcmeEnv, sql: str, *params: object) -> None:
+    if env.server.database_url:
+        import psycopg
+
+        with psycopg.connect(env.server.database_url) as conn:
+            conn.execute(sql.replace("?", "%s"), params)
+        return
+    with closing(sqlite3.connect(env.server.data_dir / "tessera.db", timeout=30)) as conn:
+        conn.execute(sql, params)
+        conn.commit()
 
 
 def test_challenges_answered_at_once_are_validated_once(env: AcmeEnv, account: Acme) -> None:

@@ -209,6 +209,9 @@ class Orders:
             raise AcmeProblem("malformed", "no such authorization", 404)
         if authz.account_id != account.id:
             raise unauthorized("this authorization belongs to another account")
+        if authz.status in ("pending", "valid") and authz.expires_at <= self.now:
+            # RFC 8555 7.1.6, as read: the cleanup job that marks it runs only every so often
+            authz.status = "expired"
         return authz
 
     def deactivate(self, account: AcmeAccount, authz: AcmeAuthorization) -> None:
