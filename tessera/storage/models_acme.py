@@ -4,7 +4,7 @@ external account binding keys, early-renewal marks and the per-organization sett
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tessera.storage.models import Base, _now
@@ -62,9 +62,24 @@ class AcmeEabKey(Base):
     revoked_at: Mapped[datetime | None]
 
 
+REPLACING = "replaces IS NOT NULL AND status <> 'invalid'"
+
+
 class AcmeOrder(Base):
     __tablename__ = "acme_orders"
-    __table_args__ = (Index("ix_acme_orders_org_status", "org_id", "status", "expires_at"),)
+    __table_args__ = (
+        Index("ix_acme_orders_org_status", "org_id", "status", "expires_at"),
+        # RFC 9773 5: one live order replaces a certificate; two new-orders racing past the
+        # check in the service are parted here (migration 0016).
+        Index(
+            "uq_acme_orders_replaces",
+            "org_id",
+            "replaces",
+            unique=True,
+            sqlite_where=text(REPLACING),
+            postgresql_where=text(REPLACING),
+        ),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
     account_id: Mapped[int] = mapped_column(ForeignKey("acme_accounts.id"), index=True)

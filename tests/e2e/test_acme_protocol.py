@@ -598,6 +598,20 @@ def ari_id(cert: x509.Certificate) -> str:
     return f"{b64(aki or b'')}.{b64(serial)}"
 
 
+def test_one_order_replaces_a_certificate_however_many_race(account: Acme) -> None:
+    """RFC 9773 5: new-orders replacing the same certificate sent at once: one is created,
+    the others get alreadyReplaced (the check alone let several through)."""
+    host = name()
+    order = account.ready_order(host)
+    done = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
+    cert = x509.load_pem_x509_certificates(account.get(done["certificate"]).content)[0]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: account.order(host, replaces=ari_id(cert)), range(8)))
+    assert sorted(a.status_code for a in answers) == [201] + [409] * 7, [a.text for a in answers]
+    for refused in (a for a in answers if a.status_code == 409):
+        assert refused.json()["type"] == "urn:ietf:params:acme:error:alreadyReplaced"
+
+
 def test_renewal_info_and_early_renewal(env: AcmeEnv, account: Acme) -> None:
     host = name()
     order = account.ready_order(host)

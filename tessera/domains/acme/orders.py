@@ -44,6 +44,7 @@ from tessera.storage.repositories import Repositories
 
 ORDER_LIFETIME = timedelta(days=7)
 MAX_CSR_BYTES = 16384
+ALREADY_REPLACED = "an order already replaces this certificate"
 
 
 @dataclass
@@ -67,7 +68,7 @@ class Orders:
         replaces = payload.get("replaces")
         if replaces is not None:
             replaces = self._check_replaces(account, replaces, identifiers)
-        order = self.repos.acme.add_order(
+        added = self.repos.acme.add_order(
             AcmeOrder(
                 account_id=account.id,
                 status="pending",
@@ -81,6 +82,9 @@ class Orders:
                 created_at=self.now,
             )
         )
+        if added is None:  # another new-order replacing it was written first
+            raise AcmeProblem("alreadyReplaced", ALREADY_REPLACED, 409)
+        order = added
         self._authorizations(order, identifiers)
         self._audit(
             account.id,
@@ -160,7 +164,7 @@ class Orders:
             raise malformed("the order shares no identifier with the certificate it replaces")
         canonical = certid_of(load_certificate(cert.certificate_pem.encode()))
         if self.repos.acme.replaced(canonical) is not None:
-            raise AcmeProblem("alreadyReplaced", "an order already replaces this certificate", 409)
+            raise AcmeProblem("alreadyReplaced", ALREADY_REPLACED, 409)
         return canonical
 
     def _authorizations(self, order: AcmeOrder, identifiers: list[Identifier]) -> None:

@@ -220,10 +220,19 @@ class AcmeRepository:
         return bool(getattr(result, "rowcount", 0))
 
     # orders
-    def add_order(self, order: AcmeOrder) -> AcmeOrder:
+    def add_order(self, order: AcmeOrder) -> AcmeOrder | None:
+        """The order, written; None when it replaces a certificate that a live order written
+        meanwhile already replaces (the partial unique index of migration 0016)."""
         order.org_id = self._org_id
-        self._session.add(order)
-        self._session.flush()
+        if order.replaces is None:
+            self._session.add(order)
+            self._session.flush()
+            return order
+        try:
+            with self._session.begin_nested():
+                self._session.add(order)
+        except IntegrityError:
+            return None
         return order
 
     def order(self, order_id: int) -> AcmeOrder | None:
