@@ -26,6 +26,7 @@ from tessera.domains.actor import system_actor
 from tessera.domains.audit import wiring as audit_wiring
 from tessera.domains.identity.secrets import generate_password, hash_password
 from tessera.domains.issuance import Issuance
+from tessera.domains.scep.sealing import seal_stored_csrs
 from tessera.domains.security.tls import rewrap_tls_key
 from tessera.runtime import Runtime, build_runtime
 from tessera.storage import models
@@ -69,6 +70,7 @@ def initialize(settings: Settings, say: Callable[[str], None] = print) -> TLSFil
             with runtime.sessions.begin() as session, _exclusive_in(session):
                 repos = _repos(session)
                 repos.audit.settle_chains()  # rows from before the audit chain (migration 0006)
+                seal_stored_csrs(session, runtime.keys)  # SCEP CSRs from before migration 0017
                 _ensure_admin(repos, settings, say)
                 return _ensure_tls(runtime, repos, settings)
         finally:

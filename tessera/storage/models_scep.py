@@ -77,7 +77,8 @@ class ScepRequest(Base):
     subject: Mapped[str] = mapped_column(Text)
     common_name: Mapped[str] = mapped_column(String(200), default="")
     key_digest: Mapped[str] = mapped_column(String(64))  # SHA-256 of the CSR's public key
-    csr_pem: Mapped[str] = mapped_column(Text)
+    # the CSR as received, PEM, sealed under the KEK: it carries the challenge in clear
+    encrypted_csr: Mapped[str] = mapped_column(Text)
     challenge: Mapped[str] = mapped_column(String(16))  # valid | missing | renewal
     certificate_id: Mapped[int | None] = mapped_column(
         ForeignKey("certificates.id", ondelete="SET NULL")

@@ -6,6 +6,7 @@ revoked or foreign certificates. Plus the management API around it."""
 import base64
 import ipaddress
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from tessera.protocols.scep import cms, messages
 from tests.e2e.helpers import data, error, import_ca_file, self_signed, self_signed_ca, unique
+from tests.e2e.test_keys_at_rest import database_values
 from tests.support import Server
 
 API = "/api/v2"
@@ -708,6 +710,16 @@ def test_the_request_queue_shows_no_challenge_to_readers(
     csr = x509.load_pem_x509_csr(row["csr"].encode())  # an admin still gets it whole
     password = x509.oid.AttributeOID.CHALLENGE_PASSWORD
     assert csr.attributes.get_attribute_for_oid(password).value == scep.challenge.encode()
+    # and at rest it is sealed, like the challenge itself: no column holds the password
+    needle = scep.challenge.encode()
+    stored = [c for c, value in database_values(server) if needle in readable(value)]
+    assert stored == []
+
+
+def readable(value: bytes) -> bytes:
+    """A stored value with the DER inside any PEM block it holds (base64 hides the text)."""
+    blocks = re.findall(rb"-----BEGIN [A-Z ]+-----([A-Za-z0-9+/=\s]+)-----END", value)
+    return value + b"".join(base64.b64decode(b"".join(block.split())) for block in blocks)
 
 
 # --- CA kinds, CA without RA, rollover ---------------------------------------------------

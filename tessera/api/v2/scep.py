@@ -1,6 +1,7 @@
 """SCEP management: /api/v2/scep (config, stats, requests, approve/reject, challenges), as
 the UCM seed's "SCEP" section writes it, plus /scep/profiles for the per-profile URLs."""
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import Depends, Request
@@ -115,8 +116,14 @@ def profile_view(request: Request, profile: ScepProfile | ProfileDefaults) -> di
     }
 
 
-def request_view(row: ScepRequest, actor: Actor) -> dict[str, Any]:
-    csr = row.csr_pem if grants(actor.permissions, SEES_CHALLENGES) else None
+def request_views(
+    service: EnrollmentService, rows: Sequence[ScepRequest], actor: Actor
+) -> list[dict[str, Any]]:
+    sees = grants(actor.permissions, SEES_CHALLENGES)
+    return [request_view(row, service.csr_pem(row) if sees else None) for row in rows]
+
+
+def request_view(row: ScepRequest, csr: str | None) -> dict[str, Any]:
     return {
         "id": row.id,
         "profile_id": row.profile_id,
@@ -174,15 +181,16 @@ def list_requests(
 ) -> JSONResponse:
     service = EnrollmentService(issuance(request, session, actor), now(request))
     rows, total = service.listing(status or None, page, per_page)
-    return ok([request_view(r, actor) for r in rows], meta=page_meta(page, per_page, total))
+    return ok(request_views(service, rows, actor), meta=page_meta(page, per_page, total))
 
 
 @router.post("/{request_id}/approve", dependencies=ISSUES_CERTIFICATES)
 def approve(
     request: Request, request_id: RowId, session: UnitOfWork, actor: Writer
 ) -> JSONResponse:
-    row = EnrollmentService(issuance(request, session, actor), now(request)).approve(request_id)
-    return ok(request_view(row, actor), "SCEP request approved")
+    service = EnrollmentService(issuance(request, session, actor), now(request))
+    row = service.approve(request_id)
+    return ok(request_views(service, [row], actor)[0], "SCEP request approved")
 
 
 @router.post("/{request_id}/reject")
@@ -195,7 +203,7 @@ def reject(
 ) -> JSONResponse:
     service = EnrollmentService(issuance(request, session, actor), now(request))
     row = service.reject(request_id, body.reason if body else None)
-    return ok(request_view(row, actor), "SCEP request rejected")
+    return ok(request_views(service, [row], actor)[0], "SCEP request rejected")
 
 
 def _challenges(request: Request, session: UnitOfWork, actor: Actor) -> ChallengeService:

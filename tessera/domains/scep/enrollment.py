@@ -118,7 +118,7 @@ class EnrollmentService:
             subject=_subject_text(csr),
             common_name=common_name(csr.subject)[:200],
             key_digest=key_digest,
-            csr_pem=_armored(envelope.payload),
+            encrypted_csr=self._issuance.keys.seal(_armored(envelope.payload).encode()),
             challenge=challenge,
             client_ip=envelope.client_ip,
             created_at=self._now,
@@ -180,7 +180,7 @@ class EnrollmentService:
         8894 section 3.3.3): a request under the same transactionID for another subject is
         someone else's, and answers as unknown."""
         for row in self._repos.scep.transaction_requests(profile.id, envelope.transaction_id):
-            if scep_csr.asks_for(pem.unarmor(row.csr_pem.encode())[2], subject_der):
+            if scep_csr.asks_for(self._csr_der(row), subject_der):
                 return self._answer(row)
         return Reply.failure(BAD_CERT_ID, "no request with this transactionID and subject")
 
@@ -216,6 +216,13 @@ class EnrollmentService:
         return self._repos.scep.certificate_by_serial(serial_hex(serial), [ca.id])
 
     # The approval queue
+    def csr_pem(self, row: ScepRequest) -> str:
+        """The request's CSR as received, in PEM (sealed at rest: see `encrypted_csr`)."""
+        return self._issuance.keys.unseal(row.encrypted_csr).decode("ascii")
+
+    def _csr_der(self, row: ScepRequest) -> bytes:
+        return pem.unarmor(self.csr_pem(row).encode())[2]
+
     def listing(
         self, status: str | None, page: int, per_page: int
     ) -> tuple[Sequence[ScepRequest], int]:
@@ -230,7 +237,7 @@ class EnrollmentService:
             raise Conflict("the request's SCEP profile has no CA any more")
         if not self._repos.scep.claim_pending(row, ISSUED, self._now, self._actor.username):
             raise Conflict(f"SCEP request {request_id} was decided meanwhile")
-        issued = self._issue(profile, read_csr(pem.unarmor(row.csr_pem.encode())[2]))
+        issued = self._issue(profile, read_csr(self._csr_der(row)))
         row.certificate_id = issued.id
         self._record("scep.approve", row, {"certificate_id": row.certificate_id})
         return row
