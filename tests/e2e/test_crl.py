@@ -328,6 +328,32 @@ def test_deleting_a_revoked_certificate_keeps_its_crl_entry(server: Server) -> N
     assert entry_reason(crl, cert["serial_number"]) == x509.ReasonFlags.key_compromise
 
 
+def test_a_held_certificate_is_revoked_for_good_without_leaving_the_crls(server: Server) -> None:
+    """certificateHold, then keyCompromise: every full and delta CRL lists the certificate,
+    first on hold, then with the new reason and the date of the hold."""
+    with server.client() as api:
+        root = create_root(api, unique("Hold Root"))
+        cert = issue(api, root["id"], "held-for-good.example.com")
+        serial = int(cert["serial_number"].removeprefix("0x"), 16)
+        revoke(api, cert, "certificateHold")
+        _, held = wait_for_crl(server, root["id"], listed(cert["serial_number"]))
+        assert entry_reason(held, cert["serial_number"]) == x509.ReasonFlags.certificate_hold
+        revoke(api, cert, "keyCompromise")
+
+    def compromised(crl: x509.CertificateRevocationList) -> bool:
+        entry = crl.get_revoked_certificate_by_serial_number(serial)
+        return entry is not None and entry_reason(crl, cert["serial_number"]) == (
+            x509.ReasonFlags.key_compromise
+        )
+
+    for kind in ("full", "delta"):
+        _, crl = wait_for_crl(server, root["id"], compromised, kind)
+        entry = crl.get_revoked_certificate_by_serial_number(serial)
+        before = held.get_revoked_certificate_by_serial_number(serial)
+        assert entry is not None and before is not None
+        assert entry.revocation_date_utc == before.revocation_date_utc
+
+
 def invalidity_date(crl: x509.CertificateRevocationList, serial_hex: str) -> datetime | None:
     entry = crl.get_revoked_certificate_by_serial_number(int(serial_hex.removeprefix("0x"), 16))
     assert entry is not None

@@ -506,6 +506,35 @@ def test_hold_and_release(server: Server, pki: PKI) -> None:
         assert "Response verify OK" in out, out
 
 
+def test_a_hold_becomes_a_permanent_revocation_without_a_good_window(
+    server: Server, pki: PKI
+) -> None:
+    """A held certificate whose key turns out compromised is revoked for good directly: it
+    stays revoked throughout (releasing the hold first would answer `good` meanwhile), keeps
+    the date it has been unusable since, and takes the new reason (RFC 5280 5.3.1)."""
+    with server.client() as api:
+        held = issue(api, pki.ca["id"], "held-then-compromised.ocsp.test")
+        pki.pem("held-kc").write_text(data_pem(server, held["id"]))
+        path = f"{API}/certificates/{held['id']}/revoke"
+        on_hold = data(api.post(path, json={"reason": "certificateHold"}))
+        out = _until(
+            lambda: ask(server, pki, "-no_nonce", "-cert", str(pki.pem("held-kc"))), "revoked"
+        )
+        assert "Reason: certificateHold" in out, out
+        final = data(api.post(path, json={"reason": "keyCompromise"}))
+        assert final["status"] == "revoked" and final["revocation_reason"] == "keyCompromise"
+        assert final["revoked_at"] == on_hold["revoked_at"], final
+        again = api.post(path, json={"reason": "superseded"})
+        assert again.status_code == 409, again.text  # a permanent revocation is final
+    deadline = time.monotonic() + 30
+    out = ask(server, pki, "-no_nonce", "-cert", str(pki.pem("held-kc")))
+    while "Reason: keyCompromise" not in out and time.monotonic() < deadline:
+        time.sleep(0.1)
+        out = ask(server, pki, "-no_nonce", "-cert", str(pki.pem("held-kc")))
+    assert ": revoked" in out and "Reason: keyCompromise" in out, out
+    assert "Response verify OK" in out, out
+
+
 def test_deleted_revoked_certificate_stays_revoked(server: Server, pki: PKI) -> None:
     """Deleting a revoked, unexpired certificate keeps its CRL entry; OCSP agrees with it."""
     with server.client() as api:

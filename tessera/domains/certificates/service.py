@@ -205,9 +205,13 @@ class CertificateService:
             if invalid_since is not None:
                 raise InvalidInput("invalidity_date does not apply to removeFromCRL")
             return self._release_hold(cert, comment)
-        if cert.status == "revoked":
+        # A hold is the one revocation that is not final: it may become a permanent one
+        # directly, so the certificate never reads as good in between (RFC 5280 5.3.1).
+        held = cert.status == "revoked" and cert.revocation_reason == "certificateHold"
+        if cert.status == "revoked" and not (held and canonical != "certificateHold"):
             raise Conflict(f"certificate {cert_id} is already revoked")
-        cert.status, cert.revoked_at = "revoked", self._now
+        # It has been unusable since the hold began: that stays its revocation date.
+        cert.status, cert.revoked_at = "revoked", cert.revoked_at if held else self._now
         cert.revocation_reason, cert.revocation_comment = canonical, comment
         cert.invalidity_date = invalid_since
         self._repos.status_changes.record(cert)
@@ -219,6 +223,8 @@ class CertificateService:
             "reason": canonical,
             "invalidity_date": invalid_since.isoformat() if invalid_since else None,
         }
+        if held:
+            details["previous_reason"] = "certificateHold"
         audit.record(
             self._repos.audit, self._actor, "certificate.revoke", "certificate", cert.id, details
         )
