@@ -474,6 +474,27 @@ def test_other_paths_under_cdp_are_404(server: Server) -> None:
         assert response.status_code in (404, 405), (path, response.status_code)
 
 
+def test_a_disabled_ca_keeps_publishing_its_crls(server: Server) -> None:
+    """Disabling a CA stops issuance, not revocation: a certificate it issued and that is
+    revoked afterwards is listed (the API accepted the revocation), and the CRL is renewed
+    before its nextUpdate like any other (RFC 5280 5.1.2.5)."""
+    with server.client() as api:
+        root = create_root(api, unique("Disabled Root"))
+        cert = issue(api, root["id"], "revoked-after-disable.example.com")
+        wait_for_crl(server, root["id"], lambda crl: True)
+        data(api.patch(f"{API}/cas/{root['id']}", json={"is_active": False}))
+        revoke(api, cert, "keyCompromise")
+        wait_for_crl(server, root["id"], listed(cert["serial_number"]))
+        wait_for_crl(server, root["id"], listed(cert["serial_number"]), "delta")
+        regenerated = data(api.post(f"{API}/crl/{root['id']}/regenerate"))
+        assert regenerated["status"] == "published" and regenerated["revoked_count"] == 1
+        issued = api.post(
+            f"{API}/certificates",
+            json={"common_name": "refused.example.com", "ca_id": root["id"]},
+        )
+        assert issued.status_code >= 400, issued.text  # still disabled for issuance
+
+
 def test_a_ca_without_its_key_has_no_crl(server: Server, workdir: Path) -> None:
     foreign = foreign_root(workdir, "/CN=Keyless Foreign Root")
     with server.client() as api:

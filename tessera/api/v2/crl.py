@@ -93,7 +93,7 @@ def _delta_view(delta: PublishedCRL | None) -> dict[str, Any] | None:
 
 def _status(info: CRLInfo) -> str:
     if not info.can_sign:
-        return "unavailable"  # no key here, disabled or expired: nothing can be signed
+        return "unavailable"  # no key here or expired: nothing can be signed
     if info.full is None:
         return "pending"
     return "error" if info.state is not None and info.state.last_error else "published"

@@ -310,14 +310,15 @@ def delta_entries(
 
 
 def can_sign(ca: models.CertificateAuthority, now: datetime) -> bool:
-    return ca.encrypted_private_key is not None and ca.is_active and ca.not_after > now
+    """Whether the CA can sign CRLs. Disabling a CA stops issuance, not revocation: the
+    certificates it issued stay valid and may still be revoked, so their CRLs keep coming
+    before nextUpdate (RFC 5280 5.1.2.5)."""
+    return ca.encrypted_private_key is not None and ca.not_after > now
 
 
 def cannot_sign_reason(ca: models.CertificateAuthority, now: datetime) -> str:
     if ca.encrypted_private_key is None:
         return f"CA {ca.id} has no private key here and cannot sign CRLs"
-    if not ca.is_active:
-        return f"CA {ca.id} is disabled"
     return f"CA {ca.id} has expired"
 
 

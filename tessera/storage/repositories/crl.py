@@ -184,13 +184,13 @@ class CRLRepository:
         return [ca_id for ca_id in self._session.scalars(query) if ca_id is not None]
 
     def cas_needing_crl(self, now: datetime) -> Sequence[int]:
-        """CAs that can sign and whose CRL is due, or that have never had one."""
+        """CAs that can sign CRLs (disabled ones too: they still have certificates to revoke)
+        and whose CRL is due, or that have never had one."""
         query = (
             select(CertificateAuthority.id)
             .outerjoin(CRLState, CRLState.ca_id == CertificateAuthority.id)
             .where(
                 CertificateAuthority.encrypted_private_key.is_not(None),
-                CertificateAuthority.is_active.is_(True),
                 CertificateAuthority.not_after > now,
                 or_(
                     CRLState.ca_id.is_(None),
