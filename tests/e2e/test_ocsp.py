@@ -361,6 +361,30 @@ def test_negative_serial_is_a_malformed_request(server: Server, pki: PKI) -> Non
     assert "Traceback" not in server.log()
 
 
+def test_an_extension_twice_is_malformed_whatever_the_request_size(
+    server: Server, pki: PKI
+) -> None:
+    """Two nonces (an extension appears once, RFC 5280 4.2 / RFC 6960 4.4) make any request
+    malformed, not only one naming a single certificate: a request for several must not be
+    answered with one of its nonces picked."""
+    url = f"{server.http_url}/ocsp"
+    malformed = ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+    good_serial = int(pki.good["serial_number"], 16)
+    revoked_serial = int(pki.revoked["serial_number"], 16)
+    for serials in ((good_serial,), (good_serial, revoked_serial)):
+        request = asn1_ocsp.OCSPRequest.load(_request_for_serials(pki, *serials))
+        nonces = [
+            {"extn_id": "nonce", "critical": False, "extn_value": value}
+            for value in (b"first-nonce", b"second-nonce")
+        ]
+        tbs = asn1_ocsp.TBSRequest(
+            {"request_list": request["tbs_request"]["request_list"], "request_extensions": nonces}
+        )
+        der = bytes(asn1_ocsp.OCSPRequest({"tbs_request": tbs}).dump())
+        assert _status_of(httpx.post(url, content=der, headers=OCSP_REQUEST)) == malformed
+        assert _status_of(_get(server, der)) == malformed
+
+
 def test_requests_the_responder_cannot_answer_are_answered_cleanly(
     server: Server, pki: PKI
 ) -> None:

@@ -105,8 +105,13 @@ def _parse_with_asn1crypto(der: bytes) -> Request:
         tbs = request["tbs_request"]
         cert_ids = tuple(_cert_id(one["req_cert"]) for one in tbs["request_list"])
         nonce = None
+        seen: set[str] = set()
         for extension in tbs["request_extensions"] or ():
-            if extension["extn_id"].dotted == "1.3.6.1.5.5.7.48.1.2":
+            oid = extension["extn_id"].dotted
+            if oid in seen:  # as cryptography's reader refuses it (RFC 5280 4.2)
+                raise MalformedRequest("the request carries an extension twice")
+            seen.add(oid)
+            if oid == "1.3.6.1.5.5.7.48.1.2":
                 nonce = _checked_nonce(_nonce_bytes(extension["extn_value"]))
     except MalformedRequest:
         raise
