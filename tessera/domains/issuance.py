@@ -94,7 +94,10 @@ def write_issued(issued: Sequence[Issued]) -> None:
 
 
 def signing_refusal(
-    ca: models.CertificateAuthority, may_use_internal_ca: bool = False, now: datetime | None = None
+    ca: models.CertificateAuthority,
+    may_use_internal_ca: bool = False,
+    now: datetime | None = None,
+    vouching: bool = False,
 ) -> str | None:
     """Why `ca` may not sign here, or None when it may: the one rule, applied at every
     issuance (`Issuance.issuer`) and by the settings that choose a CA for ACME or SCEP (and
@@ -108,10 +111,14 @@ def signing_refusal(
 
     With `now`, a CA that has expired is refused too: the settings that choose a CA ask, so
     that an expired one is not accepted only to fail every enrollment (at issuance the
-    authority checks the validity of the CA certificate itself)."""
+    authority checks the validity of the CA certificate itself).
+
+    With `vouching` (the OCSP responder's own signer), a disabled CA may sign too: disabling
+    a CA stops issuance to subscribers, not the status of what it issued, which relying
+    parties keep asking about (its CRLs keep coming as well)."""
     if ca.internal and not may_use_internal_ca:
         return "it is the internal CA, which signs only the server's own TLS certificate"
-    if not ca.is_active:
+    if not ca.is_active and not vouching:
         return "it is disabled"
     if ca.encrypted_private_key is None:
         return "it has no private key here"
@@ -131,9 +138,10 @@ class Issuance:
     actor: Actor
     serials: SerialPool | None = None  # the process's pre-claimed serials, when it has one
     may_use_internal_ca: bool = False  # see signing_refusal
+    vouching: bool = False  # the OCSP responder's signer: see signing_refusal
 
     def issuer(self, ca: models.CertificateAuthority) -> Issuer:
-        refusal = signing_refusal(ca, self.may_use_internal_ca)
+        refusal = signing_refusal(ca, self.may_use_internal_ca, vouching=self.vouching)
         if refusal is not None:
             raise PolicyViolation(f"CA {ca.id} cannot sign: {refusal}")
         assert ca.encrypted_private_key is not None  # a CA without its key was refused

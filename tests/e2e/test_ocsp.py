@@ -559,6 +559,33 @@ def test_a_hold_becomes_a_permanent_revocation_without_a_good_window(
     assert "Response verify OK" in out, out
 
 
+def test_a_disabled_ca_still_answers_for_what_it_issued(server: Server, tmp_path: Path) -> None:
+    """Disabling a CA stops issuance, not the status of what it issued: its responder (made
+    after the CA was disabled) answers good and revoked, as its CRLs keep listing them,
+    rather than `unauthorized`, which a soft-failing client takes for good."""
+    with server.client() as api:
+        root = create_root(api, unique("Disabled OCSP Root"))
+        kept, dropped = (issue(api, root["id"], f"{n}.disabled.ocsp.test") for n in "ab")
+        data(api.patch(f"{API}/cas/{root['id']}", json={"is_active": False}))
+        data(api.post(f"{API}/certificates/{dropped['id']}/revoke", json={"reason": "superseded"}))
+        status = data(api.get(f"{API}/ocsp/status"))
+    made = PKI(tmp_path, root, kept, dropped)
+    made.ca_pem.write_text(data_pem_ca(server, root["id"]))
+    made.pem("kept").write_text(data_pem(server, kept["id"]))
+    made.pem("dropped").write_text(data_pem(server, dropped["id"]))
+    out = ask(server, made, "-nonce", "-cert", str(made.pem("kept")))
+    assert f"{made.pem('kept')}: good" in out and "Response verify OK" in out, out
+    out = _until(lambda: ask(server, made, "-nonce", "-cert", str(made.pem("dropped"))), "revoked")
+    assert "Reason: superseded" in out and "Response verify OK" in out, out
+    (served,) = [r["served"] for r in status["responders"] if r["ca_id"] == root["id"]]
+    assert served is True
+
+
+def data_pem_ca(server: Server, ca_id: int) -> str:
+    with server.client() as api:
+        return str(data(api.get(f"{API}/cas/{ca_id}"))["pem"])
+
+
 def test_deleted_revoked_certificate_stays_revoked(server: Server, pki: PKI) -> None:
     """Deleting a revoked, unexpired certificate keeps its CRL entry; OCSP agrees with it."""
     with server.client() as api:

@@ -21,7 +21,7 @@ class OCSPManagement:
         ocsp = OCSPRepository(self.repos.session)
         responders = []
         for ca in self.repos.cas.all():
-            served = ca.encrypted_private_key is not None and ca.is_active
+            served = ca.encrypted_private_key is not None  # disabled ones too
             signer = (
                 ocsp.current_signer(ca.id) if self.settings.ocsp_signer == "delegated" else None
             )

@@ -55,11 +55,13 @@ class SignerFactory:
 
     def load(self, ca_id: int, now: datetime) -> LoadedSigner | None:
         """The signer to use for a CA now, making or rolling over a delegated one if due.
-        None when the CA cannot sign here (gone, disabled, or without its key)."""
+        None when the CA cannot sign here (gone, or without its key). A disabled CA still
+        answers for the certificates it issued (see signing_refusal)."""
         with self.sessions() as session:
             ca = OCSPRepository(session).ca(ca_id)
             # the internal CA signs its own responder's certificate (see _issue)
-            if ca is None or signing_refusal(ca, may_use_internal_ca=True) is not None:
+            refusal = None if ca is None else signing_refusal(ca, True, vouching=True)
+            if ca is None or refusal is not None:
                 return None
             if self.mode == "ca":
                 return self._ca_signer(ca)
@@ -111,6 +113,7 @@ class SignerFactory:
                 # The server's own responder, for the internal CA's certificates too: an
                 # OCSPSigning-only certificate whose key never leaves the server.
                 may_use_internal_ca=True,
+                vouching=True,
             )
             row = issuance.issue_certificate(_request(ca, key, self.signer_days), ca, None, key)
             repo.add_signer(

@@ -26,10 +26,10 @@ class OCSPRepository:
         self._session = session
 
     def signing_cas(self) -> Sequence[CertificateAuthority]:
-        """CAs that hold their key here: the ones this responder answers for."""
+        """CAs that hold their key here: the ones this responder answers for (disabled ones
+        too: they no longer issue, but what they issued is still asked about)."""
         query = select(CertificateAuthority).where(
-            CertificateAuthority.encrypted_private_key.is_not(None),
-            CertificateAuthority.is_active.is_(True),
+            CertificateAuthority.encrypted_private_key.is_not(None)
         )
         return self._session.scalars(query.order_by(CertificateAuthority.id)).all()
 
