@@ -8,7 +8,7 @@ so the caller writes both in one transaction.
 """
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -78,7 +78,7 @@ class Authority:
         ledger: IssuanceLedger,
         template: Template | None = None,
     ) -> x509.Certificate:
-        request = apply_template(request, template)
+        request = _within_issuer_path_length(apply_template(request, template), issuer)
         enforce_key_floor(request.public_key)
         not_before, not_after = self._validity(request, issuer)
         builder = self._builder(request, issuer, not_before, not_after)
@@ -159,6 +159,23 @@ def _extensions(
     if issuer.certificate is not None:
         extensions.extend(_publication_extensions(issuer.urls))
     return extensions
+
+
+def _within_issuer_path_length(request: CertificateRequest, issuer: Issuer) -> CertificateRequest:
+    """A sub-CA that asks for no path length gets one less than its issuer's. Left unlimited,
+    it could sign CAs below it that its issuer's constraint forbids, and relying parties
+    would reject those chains ("path length constraint exceeded"); the lint checks only the
+    direct issuer, which this keeps sufficient down the hierarchy."""
+    if not request.is_ca or request.path_length is not None or issuer.certificate is None:
+        return request
+    try:
+        constraints = issuer.certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+    except x509.ExtensionNotFound:
+        return request  # no CA at all: the lint refuses it
+    limit = constraints.value.path_length
+    if limit is None or limit == 0:
+        return request  # unlimited below; or no sub-CA allowed at all, which the lint refuses
+    return replace(request, path_length=limit - 1)
 
 
 def _path_length(request: CertificateRequest) -> int | None:

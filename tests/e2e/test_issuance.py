@@ -19,15 +19,16 @@ KEY_TYPES = [
 
 
 def create_root(
-    api: httpx.Client, name: str, algorithm: str = "EC", size: int | None = 384
+    api: httpx.Client, name: str, algorithm: str = "EC", size: int | None = 384, **extra: object
 ) -> dict:
-    body = {
+    body: dict[str, object] = {
         "common_name": name,
         "organization": "Tessera Tests",
         "country": "US",
         "ca_type": "root",
         "key_algorithm": algorithm,
         "validity_days": 3650,
+        **extra,
     }
     if size:
         body["key_size"] = size
@@ -163,3 +164,34 @@ def test_csr_signing_with_openssl_request(api: httpx.Client, workdir: Path) -> N
     (workdir / "leaf.pem").write_text(pem)
     modulus = openssl("x509", "-in", str(workdir / "leaf.pem"), "-noout", "-pubkey").stdout
     assert modulus == openssl("pkey", "-in", str(key), "-pubout").stdout
+
+
+def test_a_sub_ca_inherits_its_issuers_path_length(api: httpx.Client, workdir: Path) -> None:
+    """A root with pathLen 1 allows one CA below it. An intermediate that asks for no path
+    length gets one less than its issuer's (0 here), so a CA under it is refused (422) instead
+    of being signed into a chain that openssl rejects ("path length constraint exceeded")."""
+    root = create_root(api, "PathLen Root", path_length=1)
+    inter = create_intermediate(api, root["id"], "PathLen Issuing")
+    details = api.get(f"/api/v2/cas/{inter['id']}").json()["data"]
+    assert details["path_length"] == 0
+    below = api.post(
+        "/api/v2/cas",
+        json={
+            "common_name": "PathLen Too Deep",
+            "ca_type": "intermediate",
+            "parent_id": inter["id"],
+        },
+    )
+    assert below.status_code == 422, below.text
+    issued = api.post(
+        "/api/v2/certificates", json={"common_name": "pl.example.com", "ca_id": inter["id"]}
+    )
+    assert issued.status_code == 201, issued.text
+    chain = pem_blocks(
+        export(
+            api, f"/api/v2/certificates/{issued.json()['data']['id']}/export", format="chain"
+        ).text
+    )
+    assert len(chain) == 3
+    assert "OK" in openssl_verify(workdir, chain[0], chain[1:])
+    assert pkilint_findings(workdir, chain[1], "inter.pem") == ""
