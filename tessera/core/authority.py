@@ -80,6 +80,7 @@ class Authority:
     ) -> x509.Certificate:
         request = _within_issuer_path_length(apply_template(request, template), issuer)
         enforce_key_floor(request.public_key)
+        _enforce_issuer_key_floor(issuer)
         not_before, not_after = self._validity(request, issuer)
         builder = self._builder(request, issuer, not_before, not_after)
         builder = builder.serial_number(ledger.reserve_serial())
@@ -159,6 +160,15 @@ def _extensions(
     if issuer.certificate is not None:
         extensions.extend(_publication_extensions(issuer.urls))
     return extensions
+
+
+def _enforce_issuer_key_floor(issuer: Issuer) -> None:
+    """The floor holds for the signing key too (an imported CA may bring a weak one): a
+    signature by an RSA-1024 key is refused by relying parties at today's security levels."""
+    try:
+        enforce_key_floor(issuer.key.public_key())
+    except PolicyViolation as exc:
+        raise PolicyViolation(f"the issuing CA's key is too weak: {exc.message}") from exc
 
 
 def _within_issuer_path_length(request: CertificateRequest, issuer: Issuer) -> CertificateRequest:

@@ -16,7 +16,7 @@ from tessera.core import inspect
 from tessera.core.authority import AuditEvent, Authority, Issuer, PublicationURLs, random_serial
 from tessera.core.errors import PolicyViolation
 from tessera.core.formats import cert_pem, load_certificate
-from tessera.core.keys import PrivateKey, describe_public_key
+from tessera.core.keys import MIN_RSA_BITS, PrivateKey, describe_public_key
 from tessera.core.keystore import KeyEncryptor
 from tessera.core.names import format_san
 from tessera.core.profile import CertificateRequest, Template, with_default_sans
@@ -122,6 +122,9 @@ def signing_refusal(
         return "it is disabled"
     if ca.encrypted_private_key is None:
         return "it has no private key here"
+    if ca.key_algorithm == "RSA" and ca.key_size < MIN_RSA_BITS:
+        # an imported CA: the key floor holds for the key that signs as for the one certified
+        return f"its key is RSA-{ca.key_size}, under the {MIN_RSA_BITS}-bit floor"
     if now is not None and ca.not_after <= now:
         return f"it expired on {ca.not_after.date().isoformat()}"
     return None

@@ -296,6 +296,31 @@ def test_a_ca_that_cannot_sign_is_refused_for_one_reason_everywhere(
         assert error(api.patch(f"{API}/scep/config", json=scep), 422) == expected
 
 
+def test_an_imported_ca_with_a_key_under_the_floor_signs_nothing(
+    api: httpx.Client, workdir: Path
+) -> None:
+    """The key floor (no RSA under 2048) holds for the key that signs too: an imported
+    RSA-1024 CA is kept (its certificates may be here), but issues no certificate and no
+    sub-CA, and cannot be chosen for ACME or SCEP."""
+    weak = foreign_root(workdir, f"/CN={unique('Weak Imported Root')}", key="rsa:1024")
+    content = (weak.pem + weak.key_pem).encode()
+    ca = data(import_ca_file(api, content, "weak.pem"), 201)
+    assert ca["has_private_key"] is True and ca["key_size"] == 1024
+    before = data(api.get(f"{API}/certificates/stats"))["total"], len(all_cas(api))
+    expected = f"CA {ca['id']} cannot sign: its key is RSA-1024, under the 2048-bit floor"
+    leaf = {"common_name": "weak-issuer.example.com", "ca_id": ca["id"], "key_algorithm": "EC"}
+    assert error(api.post(f"{API}/certificates", json=leaf), 422) == expected
+    sub = {"common_name": unique("Under Weak"), "ca_type": "intermediate", "parent_id": ca["id"]}
+    assert error(api.post(f"{API}/cas", json={**sub, "key_algorithm": "EC"}), 422) == expected
+    assert error(api.patch(f"{API}/acme/settings", json={"issuing_ca_id": ca["id"]}), 400) == (
+        expected
+    )
+    assert error(
+        api.patch(f"{API}/scep/config", json={"enabled": True, "ca_id": ca["id"]}), 422
+    ) == (expected)
+    assert (data(api.get(f"{API}/certificates/stats"))["total"], len(all_cas(api))) == before
+
+
 def test_an_expired_ca_is_refused_as_the_acme_or_scep_ca(api: httpx.Client) -> None:
     """Chosen for ACME or SCEP, an expired CA (with its key here) would fail every order and
     enrollment: the settings refuse it when it is chosen, naming the day it expired."""

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tessera.core.authority import AuditEvent, Authority, Issuer, random_serial
@@ -129,6 +130,25 @@ def test_key_floor_refuses_small_rsa() -> None:
         authority.issue(leaf_request(public_key=small.public_key()), root, Ledger())
     with pytest.raises(PolicyViolation):
         parse_key_spec("RSA", 1024)
+
+
+def test_key_floor_refuses_a_weak_signing_key() -> None:
+    """An imported CA may bring an RSA-1024 key: it signs nothing."""
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    name = SubjectFields("Weak Root").to_name()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(weak.public_key())
+        .serial_number(random_serial())
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(weak, hashes.SHA256())
+    )
+    with pytest.raises(PolicyViolation, match="issuing CA's key is too weak"):
+        Authority(clock=lambda: NOW).issue(leaf_request(), Issuer(cert, weak), Ledger())
 
 
 def test_ec_key_cannot_have_key_encipherment() -> None:
