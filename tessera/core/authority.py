@@ -15,7 +15,7 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
-from tessera.core import lint
+from tessera.core import lint, name_constraints
 from tessera.core.clock import Clock, utc_now
 from tessera.core.errors import PolicyViolation
 from tessera.core.keys import PrivateKey, enforce_key_floor, signature_hash
@@ -157,6 +157,12 @@ def _extensions(
     if request.sans:
         critical = len(request.subject) == 0
         extensions.append((x509.SubjectAlternativeName(list(request.sans)), critical))
+    constraints = name_constraints.issuer_constraints(issuer.certificate)
+    if request.is_ca and constraints is not None:
+        # A sub-CA inherits them (critical, RFC 5280 4.2.1.10): the lint then checks each
+        # certificate against its direct issuer's alone, and what that sub-CA signs stays
+        # within what relying parties accept through the whole chain.
+        extensions.append((constraints, True))
     if issuer.certificate is not None:
         extensions.extend(_publication_extensions(issuer.urls))
     return extensions

@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
+from tessera.core import name_constraints
 from tessera.core.errors import InvalidInput, PolicyViolation
 from tessera.core.names import UPPER_BOUNDS, check_general_name, is_country_code
 from tessera.core.profile import CertificateRequest
@@ -32,6 +33,9 @@ def check_before_signing(
     not_after: datetime,
 ) -> None:
     _check_issuer(issuer_cert, request)
+    constraints = name_constraints.issuer_constraints(issuer_cert)
+    if constraints is not None:
+        name_constraints.check(constraints, request.subject, request.sans)
     _check_subject(request.subject)
     _check_sans(request.sans)
     _check_key_usage_for_key(request)

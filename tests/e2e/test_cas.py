@@ -2,13 +2,15 @@
 with foreign CAs made by openssl and every export read back by openssl."""
 
 import io
+import ipaddress
 import zipfile
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
 from tests.e2e.helpers import (
     API,
@@ -25,7 +27,7 @@ from tests.e2e.helpers import (
     self_signed_ca,
     unique,
 )
-from tests.tools import openssl, openssl_verify, pem_blocks
+from tests.tools import openssl, openssl_verify, pem_blocks, pkilint_findings
 
 UNKNOWN_ID = 987_654_321
 
@@ -526,6 +528,69 @@ def test_import_intermediate_links_to_imported_parent(api: httpx.Client, workdir
     lone = data(import_ca_file(api, orphan.pem.encode(), "orphan.pem"), 201)
     assert lone["ca_type"] == "intermediate" and lone["parent_id"] is None
     assert "subordinate" in error(api.delete(f"{API}/cas/{second_ca['id']}"), 409)
+
+
+def constrained_root(common_name: str) -> str:
+    """A foreign root (PEM, with its key) whose name constraints permit example.com and
+    192.0.2.0/24 and exclude bad.example.com (RFC 5280 4.2.1.10)."""
+    cert, key = self_signed_ca(common_name, lifetime=timedelta(days=3650))
+    constraints = x509.NameConstraints(
+        permitted_subtrees=[
+            x509.DNSName("example.com"),
+            x509.IPAddress(ipaddress.ip_network("192.0.2.0/24")),
+        ],
+        excluded_subtrees=[x509.DNSName("bad.example.com")],
+    )
+    builder = x509.CertificateBuilder(
+        cert.issuer,
+        cert.subject,
+        cert.public_key(),
+        cert.serial_number,
+        cert.not_valid_before_utc,
+        cert.not_valid_after_utc,
+        [*cert.extensions],
+    ).add_extension(constraints, critical=True)
+    signed = builder.sign(key, hashes.SHA256())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return signed.public_bytes(serialization.Encoding.PEM).decode() + key_pem.decode()
+
+
+def test_an_imported_cas_name_constraints_hold_for_what_it_signs(
+    api: httpx.Client, workdir: Path
+) -> None:
+    """A certificate outside the issuer's name constraints is one every relying party refuses
+    ("permitted subtree violation"): it is refused (422) and nothing is written. A sub-CA
+    made under the constrained CA carries the constraints on, so its leaves stay inside."""
+    pem = constrained_root(unique("Constrained Root"))
+    anchor = pem_blocks(pem)[0]
+    root = data(import_ca_file(api, pem.encode(), "constrained.pem"), 201)
+    inside = issue(api, root["id"], "www.example.com", san=["dns:www.example.com", "ip:192.0.2.5"])
+    leaf = download(api, f"{API}/certificates/{inside['id']}/export", format="pem").text
+    assert "OK" in openssl_verify(workdir, leaf, [anchor])
+    before = data(api.get(f"{API}/certificates/stats"))["total"]
+    for common_name, san in [
+        ("www.other.org", ["dns:www.other.org"]),
+        ("host.bad.example.com", ["dns:host.bad.example.com"]),
+        ("www.example.com", ["dns:www.example.com", "ip:10.0.0.1"]),
+        ("www.other.org", ["ip:192.0.2.6"]),  # its host-like CN is held to the DNS ones
+    ]:
+        body = {"common_name": common_name, "ca_id": root["id"], "san": san}
+        assert "name constraints" in error(api.post(f"{API}/certificates", json=body), 422)
+    inter = create_intermediate(api, root["id"], unique("Constrained Issuing"))
+    body = {"common_name": "www.other.org", "ca_id": inter["id"], "key_algorithm": "EC"}
+    assert "name constraints" in error(api.post(f"{API}/certificates", json=body), 422)
+    assert data(api.get(f"{API}/certificates/stats"))["total"] == before
+    below = issue(api, inter["id"], "api.example.com")
+    chain = pem_blocks(
+        download(api, f"{API}/certificates/{below['id']}/export", format="chain").text
+    )
+    assert len(chain) == 3
+    assert "OK" in openssl_verify(workdir, chain[0], chain[1:])
+    assert pkilint_findings(workdir, chain[1], "constrained-inter.pem") == ""
 
 
 def test_import_duplicate_is_a_conflict(api: httpx.Client, workdir: Path) -> None:
