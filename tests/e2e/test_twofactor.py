@@ -245,3 +245,38 @@ def test_one_code_in_two_racing_logins_opens_one_session(server: Server, api: ht
         for client in clients:
             client.close()
     assert sorted(statuses) == [200, 401, 401, 401], statuses
+
+
+def test_a_new_password_voids_logins_waiting_for_their_second_factor(
+    server: Server, api: httpx.Client
+) -> None:
+    """A pending login proves the old password; once the password changes (by the user, or by
+    an administrator ending a compromise) it must not open a session any more."""
+    user = create_user(api)
+    _secret, recovery, _ = enrol(server, user["username"])
+    with server.client(api_key="") as stale:
+        pending = password_step(stale, user["username"])["pending_token"]
+        with server.client(api_key="") as owner:
+            first = password_step(owner, user["username"])["pending_token"]
+            body = {"pending_token": first, "code": recovery[0]}
+            csrf = data(owner.post(LOGIN_2FA, json=body))["csrf_token"]
+            change = {"current_password": PASSWORD, "new_password": "changed-password-1"}
+            changed = owner.post(
+                f"{API}/account/password", json=change, headers={"X-CSRF-Token": csrf}
+            )
+            data(changed)
+        late = stale.post(LOGIN_2FA, json={"pending_token": pending, "code": recovery[1]})
+        error(late, 401)
+        assert "tessera_session" not in stale.cookies
+    with server.client(api_key="") as stale:
+        body = {"username": user["username"], "password": "changed-password-1"}
+        pending = data(stale.post(LOGIN, json=body))["pending_token"]
+        reset = {"new_password": "set-by-admin-123"}
+        data(api.post(f"{API}/users/{user['id']}/reset-password", json=reset))
+        late = stale.post(LOGIN_2FA, json={"pending_token": pending, "code": recovery[1]})
+        error(late, 401)
+    # The refused attempts did not use up the recovery code.
+    with server.client(api_key="") as client:
+        body = {"username": user["username"], "password": "set-by-admin-123"}
+        pending = data(client.post(LOGIN, json=body))["pending_token"]
+        data(client.post(LOGIN_2FA, json={"pending_token": pending, "code": recovery[1]}))

@@ -18,6 +18,7 @@ from tessera.domains.identity.secrets import (
     token_digest,
     verify_password,
 )
+from tessera.domains.identity.twofactor import LOGIN_PURPOSE
 from tessera.domains.mail import Message
 from tessera.storage import models
 from tessera.storage.models_accounts import AccountToken
@@ -26,6 +27,9 @@ from tessera.storage.repositories.identity import load_user, users_by_email
 
 RESET, INVITE = "reset", "invite"
 LINK_PURPOSES = (RESET, INVITE)
+# A login waiting for its second factor proves the password it was started with: a new
+# password voids it as it voids the links, or it would still open a session.
+VOIDED_BY_NEW_PASSWORD = (*LINK_PURPOSES, LOGIN_PURPOSE)
 MAX_PASSWORD_LENGTH = 1024
 
 
@@ -47,10 +51,11 @@ def check_password(password: str | None) -> str:
 
 
 def set_password(repos: Repositories, user: models.User, password: str, now: datetime) -> None:
-    """A new password ends every session and voids unused reset and invitation links."""
+    """A new password ends every session and voids unused reset and invitation links and
+    logins waiting for their second factor."""
     user.password_hash = hash_password(check_password(password))
     repos.web_sessions.delete_for_user(user.id)
-    repos.account_tokens.revoke_for_user(user.id, LINK_PURPOSES, now)
+    repos.account_tokens.revoke_for_user(user.id, VOIDED_BY_NEW_PASSWORD, now)
 
 
 def _link_message(
@@ -175,6 +180,6 @@ def change(
         raise InvalidInput("the new password must differ from the current one")
     user.password_hash = hash_password(check_password(new))
     repos.web_sessions.delete_for_user(user.id, keep_id=keep_session_id)
-    repos.account_tokens.revoke_for_user(user.id, LINK_PURPOSES, now)
+    repos.account_tokens.revoke_for_user(user.id, VOIDED_BY_NEW_PASSWORD, now)
     audit.record(repos.audit, actor, "account.password_change", "user", user.id)
     return True
