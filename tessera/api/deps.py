@@ -232,6 +232,7 @@ def _actor_from_key(request: Request, session: Session, key: str) -> Actor:
         known.role,
         known.permissions,
         *_origin(request),
+        credential_expires_at=known.expires_at,
     )
 
 

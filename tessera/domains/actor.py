@@ -1,4 +1,5 @@
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 
@@ -13,6 +14,9 @@ class Actor:
     permissions: frozenset[str]
     ip_address: str | None = None
     user_agent: str | None = None
+    # When the API key the request came with expires (None: no key, or one that never does):
+    # what such a key creates must not outlive it.
+    credential_expires_at: datetime | None = None
 
 
 def system_actor(org_id: int) -> Actor:

@@ -448,6 +448,27 @@ def test_narrow_key_cannot_mint_or_take_over_wider_keys(server: Server, api: htt
         assert data(owner.get(f"/api/v2/account/apikeys/{wide['id']}"))["enabled"] is True
 
 
+def test_an_expiring_key_cannot_mint_a_longer_lived_one(server: Server, api: httpx.Client) -> None:
+    """A key made to expire (a CI job's, say) must not outlive its expiry by minting another:
+    a child key expires no later than the key that made it, as it holds no more than it."""
+    parent = data(api.post("/api/v2/account/apikeys", json={"name": "ci", "expires_days": 2}), 201)
+    limit = datetime.fromisoformat(parent["expires_at"].replace("Z", "+00:00"))
+    with server.client(api_key=parent["key"]) as holder:
+        forever = holder.post("/api/v2/account/apikeys", json={"name": "forever"})
+        inherited = data(forever, 201)
+        assert inherited["expires_at"] is not None
+        until = datetime.fromisoformat(inherited["expires_at"].replace("Z", "+00:00"))
+        assert until <= limit
+        longer = {"name": "longer", "expires_days": 30}
+        assert "expir" in assert_error(holder.post("/api/v2/account/apikeys", json=longer), 403)
+        shorter = data(
+            holder.post("/api/v2/account/apikeys", json={"name": "s", "expires_days": 1}), 201
+        )
+        assert datetime.fromisoformat(shorter["expires_at"].replace("Z", "+00:00")) <= limit
+    names = [k["name"] for k in data(api.get("/api/v2/account/apikeys"))]
+    assert "longer" not in names
+
+
 def test_key_permissions_cannot_exceed_the_owner_role(server: Server, api: httpx.Client) -> None:
     viewer = create_user(api, "viewer")
     with logged_in(server, viewer["username"], USER_PASSWORD) as (client, csrf):

@@ -99,8 +99,7 @@ class ApiKeyService:
         user_id = self._require_user()
         if not name.strip():
             raise InvalidInput("name is required")
-        if expires_days is not None and not 1 <= expires_days <= 3650:
-            raise InvalidInput("expires_days must be between 1 and 3650")
+        expires_at = self._expiry(expires_days)
         secret = new_token(API_KEY_PREFIX)
         key = models.ApiKey(
             user_id=user_id,
@@ -109,7 +108,7 @@ class ApiKeyService:
             prefix=secret[:12],
             # The caller's permissions, not the role's: a narrowed key cannot mint a wider one.
             permissions=permissions.narrow(self._actor.permissions, requested),
-            expires_at=self._now + timedelta(days=expires_days) if expires_days else None,
+            expires_at=expires_at,
             created_at=self._now,
         )
         self._repos.api_keys.add(key)
@@ -152,6 +151,21 @@ class ApiKeyService:
         key = self._manageable(key_id)
         self._repos.api_keys.delete(key)
         audit.record(self._repos.audit, self._actor, "apikey.delete", "api_key", key.id)
+
+    def _expiry(self, expires_days: int | None) -> datetime | None:
+        """A new key's expiry. Made with an expiring key, it expires no later than that key
+        (by default with it): otherwise a leaked short-lived key could mint a lasting one."""
+        if expires_days is not None and not 1 <= expires_days <= 3650:
+            raise InvalidInput("expires_days must be between 1 and 3650")
+        wanted = self._now + timedelta(days=expires_days) if expires_days else None
+        bound = self._actor.credential_expires_at
+        if bound is None:
+            return wanted
+        if wanted is not None and wanted > bound:
+            raise PermissionDenied(
+                f"a key cannot outlive the key that creates it (expires {bound.isoformat()})"
+            )
+        return wanted or bound
 
     def _require_user(self) -> int:
         if self._actor.user_id is None:
