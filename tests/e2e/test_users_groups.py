@@ -140,6 +140,36 @@ def test_import_users_with_invitations(server: Server, api: httpx.Client, mail: 
         error(client.post(f"{API}/users/import", json=body), 403)
 
 
+def test_a_new_address_voids_links_mailed_to_the_old_one(
+    server: Server, api: httpx.Client, mail: Mailbox
+) -> None:
+    """An invitation mailed to a mistyped address, or a reset link sitting in a mailbox the
+    user no longer trusts, must stop working once the address is corrected."""
+    wrong, right = email_address("typo"), email_address("fixed")
+    body = {"users": [{"username": unique("inv"), "email": wrong}], "send_invites": True}
+    (user,) = data(api.post(f"{API}/users/import", json=body))["users"]
+    invitation = token_from(mail.wait_for(wrong))
+    data(api.put(f"{API}/users/{user['id']}", json={"email": right}))
+    with server.client(api_key="") as stranger:
+        taken = {"token": invitation, "password": "stranger-password-1"}
+        error(stranger.post(RESET, json=taken), 400)
+    assert not can_login(server, user["username"], "stranger-password-1")
+    # The user's own change of address does the same to a pending reset link.
+    data(api.put(f"{API}/users/{user['id']}", json={"password": PASSWORD}))
+    with server.client(api_key="") as anonymous:
+        data(anonymous.post(f"{API}/auth/forgot-password", json={"email": right}))
+    reset = token_from(mail.wait_for(right))
+    newer = email_address("newer")
+    with logged_in(server, user["username"]) as (client, csrf):
+        moved = client.patch(
+            f"{API}/account/profile", json={"email": newer}, headers={"X-CSRF-Token": csrf}
+        )
+        assert data(moved)["email"] == newer
+    with server.client(api_key="") as anonymous:
+        error(anonymous.post(RESET, json={"token": reset, "password": "from-old-box-1"}), 400)
+    assert can_login(server, user["username"])
+
+
 def test_delete_user_and_write_refusals(server: Server, api: httpx.Client) -> None:
     user = create_user(api)
     viewer_key = key_for(server, create_user(api)["username"])

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tessera.core.errors import InvalidInput, NotFound, PermissionDenied
 from tessera.domains import audit
 from tessera.domains.actor import Actor
+from tessera.domains.identity import passwords
 from tessera.domains.identity.effective import require_full_access
 from tessera.domains.identity.users import check_email
 from tessera.storage import models
@@ -52,7 +53,9 @@ class AccountService:
         if full_name is not None:
             user.full_name = changes["full_name"] = full_name.strip() or None
         if email is not None:
-            user.email = changes["email"] = check_email(email)
+            old, user.email = user.email, check_email(email)
+            changes["email"] = user.email
+            passwords.address_changed(self._repos, user, old, self._now)
         audit.record(
             self._repos.audit, self._actor, "account.profile_update", "user", user.id, changes
         )

@@ -58,6 +58,13 @@ def set_password(repos: Repositories, user: models.User, password: str, now: dat
     repos.account_tokens.revoke_for_user(user.id, VOIDED_BY_NEW_PASSWORD, now)
 
 
+def address_changed(repos: Repositories, user: models.User, old: str | None, now: datetime) -> None:
+    """Links already mailed went to `old`, an address the account no longer trusts (a typo
+    corrected, a mailbox given up): they stop working."""
+    if (old or "").lower() != (user.email or "").lower():
+        repos.account_tokens.revoke_for_user(user.id, LINK_PURPOSES, now)
+
+
 def _link_message(
     repos: Repositories, user: models.User, purpose: str, policy: LinkPolicy, now: datetime
 ) -> Message:

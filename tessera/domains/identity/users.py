@@ -77,7 +77,9 @@ class UserService:
         user = self._manageable(user_id)
         changes: dict[str, object] = {}
         if fields.email is not None:
-            user.email = changes["email"] = check_email(fields.email)
+            old, user.email = user.email, check_email(fields.email)
+            changes["email"] = user.email
+            passwords.address_changed(self._repos, user, old, self._now)
         if fields.full_name is not None:
             user.full_name = changes["full_name"] = fields.full_name
         if fields.role is not None:
