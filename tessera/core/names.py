@@ -1,6 +1,7 @@
 """Subjects, subject alternative names and the usage names the native API speaks."""
 
 import ipaddress
+import re
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -218,6 +219,8 @@ EXTENDED_KEY_USAGES = {
     "cmcRA": ObjectIdentifier("1.3.6.1.5.5.7.3.28"),
 }
 _EKU_BY_OID = {oid: name for name, oid in EXTENDED_KEY_USAGES.items()}
+# Canonical dotted decimal only (no leading zeros), as `dotted_string` writes it back.
+_DOTTED_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]{0,17})){1,30}")
 
 
 def key_usage(names: list[str]) -> x509.KeyUsage:
@@ -266,13 +269,22 @@ _KU_ATTRS = (
 
 
 def extended_key_usage(names: list[str]) -> x509.ExtendedKeyUsage:
-    oids = []
-    for name in names:
-        if name not in EXTENDED_KEY_USAGES:
-            known = ", ".join(EXTENDED_KEY_USAGES)
-            raise InvalidInput(f"unknown extended key usage {name!r}; known: {known}")
-        oids.append(EXTENDED_KEY_USAGES[name])
-    return x509.ExtendedKeyUsage(list(dict.fromkeys(oids)))
+    """By name, or as a dotted OID for a purpose without one here (smartcard logon, a
+    vendor's own): what `extended_key_usage_names` gives back, so renewing a certificate
+    with such a purpose certifies it again."""
+    return x509.ExtendedKeyUsage(list(dict.fromkeys(_eku_oid(name) for name in names)))
+
+
+def _eku_oid(name: str) -> ObjectIdentifier:
+    if name in EXTENDED_KEY_USAGES:
+        return EXTENDED_KEY_USAGES[name]
+    if _DOTTED_OID.fullmatch(name):
+        try:
+            return ObjectIdentifier(name)
+        except ValueError:
+            pass  # arcs out of range (e.g. 1.40): refused below
+    known = ", ".join(EXTENDED_KEY_USAGES)
+    raise InvalidInput(f"unknown extended key usage {name[:64]!r}; known: {known}, or a dotted OID")
 
 
 def extended_key_usage_names(usage: x509.ExtendedKeyUsage) -> list[str]:

@@ -349,6 +349,28 @@ def test_renew_with_server_generated_key(
     assert details(api, old["id"])["status"] == "active"  # the old one is left as it was
 
 
+SMARTCARD_LOGON = "1.3.6.1.4.1.311.20.2.2"  # no name here: given and shown as its OID
+
+
+def test_an_extended_key_usage_without_a_name_is_given_as_its_oid(
+    api: httpx.Client, issuing: dict[str, Any]
+) -> None:
+    """A purpose this server has no name for is asked for by dotted OID, shown the same way,
+    and renewed with the certificate; anything else that is no name nor OID is a 400."""
+    ekus = ["clientAuth", SMARTCARD_LOGON]
+    old = issue(api, issuing["inter"]["id"], "smartcard.example.com", extended_key_usage=ekus)
+    assert details(api, old["id"])["extended_key_usage"] == ekus
+    cert = x509.load_pem_x509_certificate(details(api, old["id"])["pem"].encode())
+    usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert [oid.dotted_string for oid in usage] == ["1.3.6.1.5.5.7.3.2", SMARTCARD_LOGON]
+    renewed = data(api.post(f"{API}/certificates/{old['id']}/renew", json={}), 201)
+    assert details(api, renewed["id"])["extended_key_usage"] == ekus
+    for wrong in ("smartcardLogon", "1.2.03", "1.50", "1.2.x"):
+        body = {"common_name": "x.example.com", "ca_id": issuing["inter"]["id"]}
+        refused = api.post(f"{API}/certificates", json={**body, "extended_key_usage": [wrong]})
+        assert "unknown extended key usage" in error(refused, 400)
+
+
 def test_a_renewal_certifies_the_names_it_renews_no_more(api: httpx.Client) -> None:
     """A certificate without SANs (made elsewhere, under a CA imported with its key) renews
     without any: the CN-as-SAN default of a new leaf does not apply to a renewal."""
