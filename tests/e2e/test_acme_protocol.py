@@ -551,7 +551,7 @@ def test_account_update_key_change_and_deactivation(env: AcmeEnv, account: Acme)
 
     gone = account.post(account.kid or "", {"status": "deactivated"})
     assert gone.json()["status"] == "deactivated"
-    problem(account.order(name()), "unauthorized", 403)
+    problem(account.order(name()), "unauthorized", 401)  # RFC 8555 7.3.6: MUST be 401
     # what the account had under way stops (RFC 8555 7.3.6)
     with env.api() as api:
         assert data(api.get(f"{API}/acme/orders/{order_id}"))["status"] == "invalid"
@@ -764,7 +764,7 @@ def test_approval_and_management(env: AcmeEnv, account: Acme) -> None:
         data(api.patch(f"{API}/acme/settings", json={"issuing_ca_id": env.ca["id"]}))
         assert api.delete(f"{API}/cas/{spare['id']}").status_code == 204
         assert api.patch(f"{API}/acme/settings", json={"bogus": 1}).status_code == 422
-    problem(account.order(name()), "unauthorized", 403)
+    problem(account.order(name()), "unauthorized", 401)
     with httpx.Client(base_url=env.server.url, verify=env.server.ssl_context()) as anonymous:
         assert anonymous.get(f"{API}/acme/settings").status_code == 401
 

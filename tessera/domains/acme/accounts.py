@@ -11,7 +11,7 @@ from tessera.core.keystore import KeyEncryptor
 from tessera.domains import audit
 from tessera.domains.actor import Actor
 from tessera.protocols.acme import jws
-from tessera.protocols.acme.problems import AcmeProblem, malformed, unauthorized
+from tessera.protocols.acme.problems import AcmeProblem, inactive_account, malformed, unauthorized
 from tessera.storage.models_acme import AcmeAccount, AcmeEabKey
 from tessera.storage.repositories import Repositories
 
@@ -52,12 +52,6 @@ class Accounts:
         account = self.repos.acme.account(account_id)
         if account is None:
             raise AcmeProblem("accountDoesNotExist", "no such account", 400)
-        return account
-
-    def usable(self, account_id: int) -> AcmeAccount:
-        account = self.find(account_id)
-        if account.status != "valid":
-            raise unauthorized(f"the account is {account.status}")
         return account
 
     def new_account(
@@ -201,5 +195,5 @@ def _usable_existing(account: AcmeAccount) -> AcmeAccount:
     """The account a new-account request's key already has (RFC 8555 7.3.1: 200 and its
     URL), unless it was deactivated or revoked."""
     if account.status != "valid":
-        raise unauthorized(f"the account for this key is {account.status}")
+        raise inactive_account(account.status)
     return account

@@ -76,6 +76,12 @@ def unauthorized(detail: str) -> AcmeProblem:
     return AcmeProblem("unauthorized", detail, 403)
 
 
+def inactive_account(status: str) -> AcmeProblem:
+    """RFC 8555 7.3.6: a request from a deactivated account MUST be a 401 unauthorized (where
+    other refusals of a known requester are 403); a revoked account is no more usable."""
+    return AcmeProblem("unauthorized", f"the account is {status}", 401)
+
+
 def bad_nonce(detail: str) -> AcmeProblem:
     return AcmeProblem("badNonce", detail, 400)
 

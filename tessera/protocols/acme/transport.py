@@ -16,7 +16,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tessera.api.deps import commit_before_answering
 from tessera.protocols.acme import jws
-from tessera.protocols.acme.problems import AcmeProblem, bad_nonce, malformed, unauthorized
+from tessera.protocols.acme.problems import (
+    AcmeProblem,
+    bad_nonce,
+    inactive_account,
+    malformed,
+    unauthorized,
+)
 from tessera.protocols.body import read_body
 from tessera.runtime import Runtime
 from tessera.storage.models_acme import AcmeAccount
@@ -241,7 +247,7 @@ def by_account(
         raise AcmeProblem("accountDoesNotExist", "no such account")
     jws.verify(signed, jws.public_key(account.jwk))
     if account.status != "valid" and not allow_inactive:
-        raise unauthorized(f"the account is {account.status}")
+        raise inactive_account(account.status)
     return account
 
 
