@@ -199,7 +199,7 @@ def _ensure_tls(runtime: Runtime, repos: Repositories, settings: Settings) -> TL
     )
     # The key stays only in the encrypted file the TLS stack reads: in the database it could
     # be exported through the API by anyone allowed to export keys.
-    row = issuance.issue_certificate(request, ca, None, None)
+    row = issuance.issue_certificate(request, ca, None, None, fresh_key=True)
     chain = row.certificate_pem + ca.certificate_pem
     _write_private(files.cert, chain.encode())
     encrypted = key.private_bytes(

@@ -38,8 +38,20 @@ def public_key_sha256(cert: x509.Certificate | x509.CertificateSigningRequest) -
     except UnsupportedAlgorithm:
         tbs = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
         spki = tbs["tbs_certificate"]["subject_public_key_info"].dump()
+    return _sha256_hex(spki)
+
+
+def key_sha256(public_key: object) -> str:
+    """`public_key_sha256` of a public key object (one cryptography can encode)."""
+    der = public_key.public_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return _sha256_hex(der)
+
+
+def _sha256_hex(data: bytes) -> str:
     digest = hashes.Hash(hashes.SHA256())
-    digest.update(spki)
+    digest.update(data)
     return digest.finalize().hex()
 
 

@@ -160,9 +160,16 @@ class Issuance:
         ca: models.CertificateAuthority,
         template: models.Template | None = None,
         private_key: PrivateKey | None = None,
+        fresh_key: bool = False,
     ) -> models.Certificate:
         """Every leaf, from any front end. One that asks for no SAN gets its host-like CN as
-        one here, before signing, so that the row's names are the ones signed."""
+        one here, before signing, so that the row's names are the ones signed. A key that
+        came from outside (`fresh_key` False: a CSR's, an attached one) is never certified
+        again once revoked as compromised, whatever the path (SCEP, CSR signing, the API)."""
+        if not fresh_key and self.repos.certificates.key_compromised(
+            inspect.key_sha256(request.public_key)
+        ):
+            raise PolicyViolation("this key was revoked as compromised; it is not certified again")
         request = with_default_sans(request)
 
         def prepare(cert: x509.Certificate) -> IssuedRow:

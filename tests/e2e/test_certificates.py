@@ -446,6 +446,9 @@ def test_renew_never_recertifies_a_compromised_key(
         refused = api.post(f"{API}/certificates/{cert['id']}/renew", json={})
         assert "compromised" in error(refused, 422)
     assert listing(api, search="compromised.example.com")["meta"]["total"] == before
+    # nor certified from its CSR again, whatever path the CSR takes
+    assert "compromised" in error(api.post(f"{API}/certificates", json=body), 422)
+    assert listing(api, search="compromised.example.com")["meta"]["total"] == before
     # Superseded is no reason to distrust a key; a server-held key is replaced anyway.
     data(api.post(f"{API}/certificates/{other_key['id']}/renew", json={}), 201)
     held = issue(api, issuing["inter"]["id"], "held-key.example.com")

@@ -398,28 +398,48 @@ def transaction_rows(api: httpx.Client, transaction_id: str) -> list[dict[str, A
     return [r for r in rows if r["transaction_id"] == transaction_id]
 
 
-def test_a_pkcsreq_sent_again_after_revocation_gets_a_new_certificate(
+def test_a_pkcsreq_sent_again_never_undoes_a_revocation(scep: Scep, api: httpx.Client) -> None:
+    """Clients derive the transactionID from their key (scepclient does), so a device sends
+    the very PKCSReq again to enroll anew. Its certificate revoked (on hold too): FAILURE,
+    never the revoked one as SUCCESS nor a new one that would undo the revocation; a key
+    revoked as compromised is not certified under any transactionID."""
+    for reason in ("certificateHold", "keyCompromise"):
+        device = new_client()
+        cn = unique(f"revoked-{reason}")
+        first, issued = scep.enroll(device, csr_der(device, cn, scep.challenge))
+        assert issued.status == SUCCESS, issued
+        (row,) = issued_named(api, cn)
+        data(api.post(f"{API}/certificates/{row['id']}/revoke", json={"reason": reason}))
+        txid = first.transaction_id
+        _, again = scep.enroll(device, csr_der(device, cn, scep.challenge), transaction_id=txid)
+        assert (again.status, again.fail_info) == (FAILURE, BAD_REQUEST), (reason, again)
+        subject = issuer_and_subject(scep.ca.subject, cn)
+        poll = pki_message(device, scep.ra, subject, kind=CERT_POLL, transaction_id=txid)
+        assert read_reply(scep.post(poll), device, scep.ra).status == FAILURE
+        assert len(issued_named(api, cn)) == 1  # nothing issued again
+    _, fresh = scep.enroll(device, csr_der(device, cn, scep.challenge))  # new transactionID
+    assert (fresh.status, fresh.fail_info) == (FAILURE, BAD_REQUEST), fresh
+
+
+def test_a_pkcsreq_sent_again_after_deletion_gets_a_new_certificate(
     scep: Scep, api: httpx.Client
 ) -> None:
-    """Clients derive the transactionID from their key (scepclient does), so a device that
-    enrolls again with its key, once its certificate was revoked, sends the very PKCSReq it
-    sent then. That transaction is over: it gets a new certificate for its (valid)
-    challenge, never the revoked one back as SUCCESS."""
+    """A request whose certificate was deleted (or expired) is a finished transaction: the
+    same PKCSReq sent again is a new enrollment, checked and issued like any other, and a
+    poll of that transaction then finds the new certificate."""
     device = new_client()
     cn = unique("re-enrolled")
     first, issued = scep.enroll(device, csr_der(device, cn, scep.challenge))
     assert issued.status == SUCCESS, issued
     (old,) = issued.certificates
     (row,) = issued_named(api, cn)
-    data(api.post(f"{API}/certificates/{row['id']}/revoke", json={"reason": "keyCompromise"}))
+    assert api.delete(f"{API}/certificates/{row['id']}").status_code == 204
     txid = first.transaction_id
-    # sent again with a wrong challenge: refused, not the revoked certificate
     _, refused = scep.enroll(device, csr_der(device, cn, "wrong"), transaction_id=txid)
     assert (refused.status, refused.fail_info) == (FAILURE, BAD_REQUEST)
     _, again = scep.enroll(device, csr_der(device, cn, scep.challenge), transaction_id=txid)
     assert again.status == SUCCESS, again
     assert again.certificates[0].serial_number != old.serial_number
-    # and a poll of that transaction now finds the new certificate
     subject = issuer_and_subject(scep.ca.subject, cn)
     poll = pki_message(device, scep.ra, subject, kind=CERT_POLL, transaction_id=txid)
     assert read_reply(scep.post(poll), device, scep.ra).certificates == again.certificates

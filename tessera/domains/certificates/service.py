@@ -146,7 +146,8 @@ class CertificateService:
             requester=self._actor.username,
             origin=spec.origin or ("csr" if spec.csr_pem else "api"),
         )
-        return self._issuance.issue_certificate(request, ca, template, key)
+        fresh = not spec.csr_pem  # generated here, not a key from outside
+        return self._issuance.issue_certificate(request, ca, template, key, fresh_key=fresh)
 
     def renew(
         self, cert_id: int, validity_days: int | None, ca_id: int | None = None
@@ -183,7 +184,9 @@ class CertificateService:
             names_as_given=True,
         )
         template = self._template(old.template_id) if old.template_id else None
-        return self._issuance.issue_certificate(request, ca, template, key)
+        return self._issuance.issue_certificate(
+            request, ca, template, key, fresh_key=key is not None
+        )
 
     def _renew_event(self, old_id: int, renewed: models.Certificate) -> dict[str, Any]:
         details = {"renewed_by": renewed.id}

@@ -115,7 +115,8 @@ class SignerFactory:
                 may_use_internal_ca=True,
                 vouching=True,
             )
-            row = issuance.issue_certificate(_request(ca, key, self.signer_days), ca, None, key)
+            request = _request(ca, key, self.signer_days)
+            row = issuance.issue_certificate(request, ca, None, key, fresh_key=True)
             repo.add_signer(
                 OCSPSigner(
                     ca_id=ca_id,

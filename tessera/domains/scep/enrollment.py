@@ -153,27 +153,27 @@ class EnrollmentService:
         outcome. The same key may ask for another subject under it: a new request, told
         apart by its subject.
 
-        A request whose certificate is no longer good (revoked, expired, deleted) is a
-        finished transaction, not one to answer again: a device enrolling anew with the key
-        its transactionID derives from sends the very same PKCSReq, and must get a new
-        certificate (for a valid challenge), not the dead one back as SUCCESS."""
+        A request whose certificate expired or was deleted is a finished transaction: a
+        device enrolling anew with the key its transactionID derives from sends the very
+        same PKCSReq, and gets a new certificate (for a valid challenge). One whose
+        certificate was revoked is not: it answers FAILURE (`_answer`), so that neither a
+        hold nor a revocation is undone by sending the request again."""
         known = self._repos.scep.transaction_requests(profile.id, envelope.transaction_id)
         wanted = (envelope.message_type, key_digest, subject)
         for row in known:
-            if (row.message_type, row.key_digest, row.subject) == wanted and self._live(row):
+            if (row.message_type, row.key_digest, row.subject) == wanted and not self._over(row):
                 return row
         if any(row.key_digest != key_digest for row in known):
             text = "this transactionID belongs to another requester's request"
             raise EnrollmentRefused(BAD_REQUEST, text)
         return None
 
-    def _live(self, row: ScepRequest) -> bool:
-        """Whether a request is still the answer to its transaction: pending, rejected (a
-        poll learns it), or issued with a certificate still active and not expired."""
+    def _over(self, row: ScepRequest) -> bool:
+        """Whether an issued request's certificate expired or was deleted (see `_resent`)."""
         if row.status != ISSUED:
-            return True
+            return False
         cert = self._repos.certificates.get(row.certificate_id) if row.certificate_id else None
-        return cert is not None and cert.status == "active" and self._now < cert.not_after
+        return cert is None or cert.not_after <= self._now
 
     def poll(self, profile: ProfileSettings, envelope: Envelope, subject_der: bytes) -> Reply:
         """CertPoll names its request by transactionID and the subject it asked for (RFC
@@ -379,6 +379,8 @@ class EnrollmentService:
         cert = self._repos.certificates.get(row.certificate_id) if row.certificate_id else None
         if cert is None:
             return Reply.failure(BAD_CERT_ID, "the issued certificate was deleted")
+        if cert.status == "revoked":
+            return Reply.failure(BAD_REQUEST, "the certificate issued for this request is revoked")
         return Reply.success([load_certificate(cert.certificate_pem.encode())])
 
     def refuse(

@@ -252,7 +252,7 @@ class ProfileService:
             requester=self._issuance.actor.username,
             origin="scep-ra",
         )
-        row = self._issuance.issue_certificate(request, ca, None, key)
+        row = self._issuance.issue_certificate(request, ca, None, key, fresh_key=True)
         self._audit("scep.ra.issue", profile, {"certificate_id": row.id, "ca_id": ca.id})
         return row
 
