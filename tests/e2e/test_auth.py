@@ -469,6 +469,29 @@ def test_an_expiring_key_cannot_mint_a_longer_lived_one(server: Server, api: htt
     assert "longer" not in names
 
 
+def test_an_expiring_key_cannot_take_over_a_lasting_one(server: Server, api: httpx.Client) -> None:
+    """Nor by regenerating (it would read the new secret) or re-enabling a key of the same
+    user that outlives it; one that expires first it may."""
+    lasting = data(api.post("/api/v2/account/apikeys", json={"name": "lasting"}), 201)
+    dormant = data(api.post("/api/v2/account/apikeys", json={"name": "dormant"}), 201)
+    data(api.patch(f"/api/v2/account/apikeys/{dormant['id']}", json={"enabled": False}))
+    short = {"name": "ci-short", "expires_days": 1}
+    ci = data(api.post("/api/v2/account/apikeys", json={"name": "ci", "expires_days": 2}), 201)
+    with server.client(api_key=ci["key"]) as holder:
+        within = data(holder.post("/api/v2/account/apikeys", json=short), 201)
+        taken = holder.post(f"/api/v2/account/apikeys/{lasting['id']}/regenerate")
+        assert "outlives" in assert_error(taken, 403)
+        revived = holder.patch(f"/api/v2/account/apikeys/{dormant['id']}", json={"enabled": True})
+        assert "outlives" in assert_error(revived, 403)
+        data(holder.post(f"/api/v2/account/apikeys/{within['id']}/regenerate"))
+        renamed = {"name": "renamed"}  # what gives no credential stays allowed
+        data(holder.patch(f"/api/v2/account/apikeys/{lasting['id']}", json=renamed))
+    with server.client(api_key=lasting["key"]) as still:
+        assert still.get("/api/v2/account/apikeys").status_code == 200  # the old secret works
+    listed = {k["id"]: k for k in data(api.get("/api/v2/account/apikeys"))}
+    assert listed[dormant["id"]]["enabled"] is False
+
+
 def test_key_permissions_cannot_exceed_the_owner_role(server: Server, api: httpx.Client) -> None:
     viewer = create_user(api, "viewer")
     with logged_in(server, viewer["username"], USER_PASSWORD) as (client, csrf):

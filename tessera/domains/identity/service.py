@@ -129,6 +129,8 @@ class ApiKeyService:
                 raise InvalidInput("name cannot be empty")
             key.name = name.strip()[:200]
         if enabled is not None:
+            if enabled and not key.enabled:
+                self._no_outliving(key)  # a revived key is one more lasting credential
             key.enabled = enabled
         audit.record(
             self._repos.audit,
@@ -142,6 +144,7 @@ class ApiKeyService:
 
     def regenerate(self, key_id: int) -> tuple[models.ApiKey, str]:
         key = self._manageable(key_id)
+        self._no_outliving(key)  # its new secret is a credential handed to this caller
         secret = new_token(API_KEY_PREFIX)
         key.key_hash, key.prefix = token_digest(secret), secret[:12]
         audit.record(self._repos.audit, self._actor, "apikey.regenerate", "api_key", key.id)
@@ -166,6 +169,15 @@ class ApiKeyService:
                 f"a key cannot outlive the key that creates it (expires {bound.isoformat()})"
             )
         return wanted or bound
+
+    def _no_outliving(self, key: models.ApiKey) -> None:
+        """An expiring key may not hand itself a key that outlives it (see `_expiry`)."""
+        bound = self._actor.credential_expires_at
+        if bound is not None and (key.expires_at is None or key.expires_at > bound):
+            raise PermissionDenied(
+                f"API key {key.id} outlives the key this request is made with "
+                f"(expires {bound.isoformat()})"
+            )
 
     def _require_user(self) -> int:
         if self._actor.user_id is None:
