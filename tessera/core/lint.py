@@ -35,7 +35,7 @@ def check_before_signing(
     _check_issuer(issuer_cert, request)
     constraints = name_constraints.issuer_constraints(issuer_cert)
     if constraints is not None:
-        name_constraints.check(constraints, request.subject, request.sans)
+        name_constraints.check(constraints, request.subject, request.sans, request.is_ca)
     _check_subject(request.subject)
     _check_sans(request.sans)
     _check_key_usage_for_key(request)

@@ -26,24 +26,29 @@ def issuer_constraints(issuer_cert: x509.Certificate | None) -> x509.NameConstra
 
 
 def check(
-    constraints: x509.NameConstraints, subject: x509.Name, sans: Sequence[x509.GeneralName]
+    constraints: x509.NameConstraints,
+    subject: x509.Name,
+    sans: Sequence[x509.GeneralName],
+    is_ca: bool = False,
 ) -> None:
     """Every name the certificate would carry, within the permitted subtrees of its type
     (when there are any) and outside every excluded one."""
-    for name in _names_to_check(subject, sans):
+    for name in _names_to_check(subject, sans, is_ca):
         if not _allowed(constraints, name):
             raise PolicyViolation(f"the issuing CA's name constraints do not allow {_label(name)}")
 
 
-def _names_to_check(subject: x509.Name, sans: Sequence[x509.GeneralName]) -> list[x509.GeneralName]:
+def _names_to_check(
+    subject: x509.Name, sans: Sequence[x509.GeneralName], is_ca: bool
+) -> list[x509.GeneralName]:
     names: list[x509.GeneralName] = list(sans)
     if len(subject) > 0:
         names.append(x509.DirectoryName(subject))
     for attribute in subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS):
         names.append(x509.RFC822Name(str(attribute.value)))
-    # Without a dNSName, verifiers (OpenSSL) hold a host-like common name to the DNS
-    # constraints instead.
-    if not any(isinstance(n, x509.DNSName) for n in sans):
+    # Without a dNSName, verifiers (OpenSSL) hold an end entity's host-like common name to
+    # the DNS constraints instead (a CA's common name is no host name).
+    if not is_ca and not any(isinstance(n, x509.DNSName) for n in sans):
         for attribute in subject.get_attributes_for_oid(NameOID.COMMON_NAME):
             value = str(attribute.value)
             if _host_like(value):
@@ -61,10 +66,37 @@ def _host_like(value: str) -> bool:
 
 def _allowed(constraints: x509.NameConstraints, name: x509.GeneralName) -> bool:
     permitted = _same_type(constraints.permitted_subtrees, name)
+    excluded = _same_type(constraints.excluded_subtrees, name)
+    if (permitted or excluded) and not _comparable(name):
+        return False  # as OpenSSL: a name it cannot place under a constraint is refused
     if permitted and not any(_within(name, base) for base in permitted):
         return False
-    excluded = _same_type(constraints.excluded_subtrees, name)
-    return not any(_within(name, base) for base in excluded)
+    return not any(_within(name, base) or _wildcard_covers(name, base) for base in excluded)
+
+
+def _comparable(name: x509.GeneralName) -> bool:
+    """A URI with a host (not a URN, not unparseable) and a mailbox with an "@"."""
+    if isinstance(name, x509.UniformResourceIdentifier):
+        return bool(_uri_host(name.value))
+    if isinstance(name, x509.RFC822Name):
+        return "@" in name.value
+    return True
+
+
+def _uri_host(uri: str) -> str:
+    try:
+        return urlsplit(uri).hostname or ""
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return ""
+
+
+def _wildcard_covers(name: x509.GeneralName, base: x509.GeneralName) -> bool:
+    """A wildcard that could stand for a name in an excluded subtree is excluded, as browsers
+    judge it (`*.example.com` with `bad.example.com` excluded): else it would serve that
+    host wherever verifiers match wildcards but not constraints on them."""
+    if not (isinstance(name, x509.DNSName) and name.value.startswith("*.")):
+        return False
+    return _dns_within(str(base.value).lstrip("."), name.value[2:])
 
 
 def _same_type(
@@ -88,8 +120,7 @@ def _within(name: x509.GeneralName, base: x509.GeneralName) -> bool:
     if isinstance(name, x509.RFC822Name):
         return _email_within(name.value, str(base.value))
     if isinstance(name, x509.UniformResourceIdentifier):
-        host = urlsplit(name.value).hostname or ""
-        return _host_within(host, str(base.value))
+        return _host_within(_uri_host(name.value), str(base.value))
     if isinstance(name, x509.DirectoryName) and isinstance(base, x509.DirectoryName):
         prefix = [_canonical(rdn) for rdn in base.value.rdns]
         return [_canonical(rdn) for rdn in name.value.rdns][: len(prefix)] == prefix

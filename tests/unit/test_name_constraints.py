@@ -38,7 +38,7 @@ def subject(cn: str, country: str = "DE", email: str | None = None) -> x509.Name
     "sans",
     [
         ["dns:example.com"],
-        ["dns:www.example.com", "dns:*.example.com"],
+        ["dns:www.example.com", "dns:*.api.example.com"],
         ["dns:a.b.example.net"],
         ["ip:192.0.2.200"],
         ["email:anyone@example.com", "email:boss@example.org"],
@@ -79,6 +79,10 @@ def test_directory_names_compare_as_verifiers_do() -> None:
         ("service", "US", [], None),  # the subject outside the directoryName subtree
         ("service", "DE", [], "someone@elsewhere.test"),  # emailAddress in the subject
         ("www.other.org", "DE", ["ip:192.0.2.1"], None),  # a host-like CN without dNSName
+        # a wildcard that could stand for bad.example.com (as browsers judge it)
+        ("service", "DE", ["dns:*.example.com"], None),
+        ("service", "DE", ["uri:urn:uuid:0d6c5f1e-7d32-4b8a-9b0e-2f0c5b0a1e11"], None),  # no host
+        ("service", "DE", ["uri:https://[x/"], None),  # unreadable: refused, never a 500
     ],
 )
 def test_names_outside_are_refused(
@@ -88,3 +92,20 @@ def test_names_outside_are_refused(
         name_constraints.check(
             CONSTRAINTS, subject(cn, country, email), [parse_san(s) for s in sans]
         )
+
+
+def test_a_cas_common_name_is_no_host_name() -> None:
+    """OpenSSL holds a host-like CN to DNS constraints on end entities only: a sub-CA named
+    like a host is not refused for it."""
+    constraints = x509.NameConstraints([x509.DNSName("example.com")], None)
+    ca_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "issuing.ca.internal")])
+    name_constraints.check(constraints, ca_subject, [], is_ca=True)
+    with pytest.raises(PolicyViolation):
+        name_constraints.check(constraints, ca_subject, [], is_ca=False)
+
+
+def test_a_mailbox_without_an_at_is_refused_under_email_constraints() -> None:
+    constraints = x509.NameConstraints(None, [x509.RFC822Name("bad.example")])
+    name = x509.Name([x509.NameAttribute(NameOID.EMAIL_ADDRESS, "nobody")])
+    with pytest.raises(PolicyViolation):
+        name_constraints.check(constraints, name, [])
