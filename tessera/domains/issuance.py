@@ -122,12 +122,18 @@ def signing_refusal(
         return "it is disabled"
     if ca.encrypted_private_key is None:
         return "it has no private key here"
-    if ca.key_algorithm == "RSA" and ca.key_size < MIN_RSA_BITS:
-        # an imported CA: the key floor holds for the key that signs as for the one certified
+    if under_key_floor(ca) and not vouching:
+        # An imported CA: the key floor holds for the key that signs as for the one certified.
+        # Not for status: its CRLs are signed with it too, and OCSP `unauthorized` instead
+        # would let a soft-failing client take a revoked certificate for good.
         return f"its key is RSA-{ca.key_size}, under the {MIN_RSA_BITS}-bit floor"
     if now is not None and ca.not_after <= now:
         return f"it expired on {ca.not_after.date().isoformat()}"
     return None
+
+
+def under_key_floor(ca: models.CertificateAuthority) -> bool:
+    return ca.key_algorithm == "RSA" and ca.key_size < MIN_RSA_BITS
 
 
 @dataclass

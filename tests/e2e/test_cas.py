@@ -11,6 +11,8 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509 import ocsp
 
 from tests.e2e.helpers import (
     API,
@@ -27,9 +29,11 @@ from tests.e2e.helpers import (
     self_signed_ca,
     unique,
 )
+from tests.support import Server
 from tests.tools import openssl, openssl_verify, pem_blocks, pkilint_findings
 
 UNKNOWN_ID = 987_654_321
+OCSP_REQUEST = {"Content-Type": "application/ocsp-request"}
 
 
 def all_cas(api: httpx.Client) -> list[dict]:
@@ -299,11 +303,12 @@ def test_a_ca_that_cannot_sign_is_refused_for_one_reason_everywhere(
 
 
 def test_an_imported_ca_with_a_key_under_the_floor_signs_nothing(
-    api: httpx.Client, workdir: Path
+    server: Server, api: httpx.Client, workdir: Path
 ) -> None:
     """The key floor (no RSA under 2048) holds for the key that signs too: an imported
     RSA-1024 CA is kept (its certificates may be here), but issues no certificate and no
-    sub-CA, and cannot be chosen for ACME or SCEP."""
+    sub-CA, and cannot be chosen for ACME or SCEP. It still vouches for what it issued: its
+    OCSP answers are signed by its own key (as its CRLs are), not `unauthorized`."""
     weak = foreign_root(workdir, f"/CN={unique('Weak Imported Root')}", key="rsa:1024")
     content = (weak.pem + weak.key_pem).encode()
     ca = data(import_ca_file(api, content, "weak.pem"), 201)
@@ -321,6 +326,22 @@ def test_an_imported_ca_with_a_key_under_the_floor_signs_nothing(
         api.patch(f"{API}/scep/config", json={"enabled": True, "ca_id": ca["id"]}), 422
     ) == (expected)
     assert (data(api.get(f"{API}/certificates/stats"))["total"], len(all_cas(api))) == before
+    issued = cert_of(foreign_signed(workdir, weak, "/CN=issued-elsewhere.example", "v3_leaf").pem)
+    asked = ocsp.OCSPRequestBuilder().add_certificate(issued, cert_of(weak.pem), hashes.SHA1())
+    der = asked.build().public_bytes(serialization.Encoding.DER)
+    answer = httpx.post(f"{server.http_url}/ocsp", content=der, headers=OCSP_REQUEST, timeout=30)
+    response = ocsp.load_der_ocsp_response(answer.content)
+    assert response.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
+    assert response.certificate_status == ocsp.OCSPCertStatus.UNKNOWN  # not filed here
+    assert response.certificates == []  # signed by the CA itself
+    weak_key = cert_of(weak.pem).public_key()
+    assert isinstance(weak_key, rsa.RSAPublicKey) and response.signature_hash_algorithm
+    weak_key.verify(
+        response.signature,
+        response.tbs_response_bytes,
+        padding.PKCS1v15(),
+        response.signature_hash_algorithm,
+    )
 
 
 def test_an_expired_ca_is_refused_as_the_acme_or_scep_ca(api: httpx.Client) -> None:

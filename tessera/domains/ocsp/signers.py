@@ -25,7 +25,12 @@ from tessera.core.keystore import KeyEncryptor
 from tessera.core.names import fit_utf8
 from tessera.core.profile import CertificateRequest
 from tessera.domains.actor import system_actor
-from tessera.domains.issuance import Issuance, PublicationBase, signing_refusal
+from tessera.domains.issuance import (
+    Issuance,
+    PublicationBase,
+    signing_refusal,
+    under_key_floor,
+)
 from tessera.domains.ocsp.wire import Signer
 from tessera.storage import models
 from tessera.storage.models_ocsp import OCSPSigner
@@ -63,7 +68,9 @@ class SignerFactory:
             refusal = None if ca is None else signing_refusal(ca, True, vouching=True)
             if ca is None or refusal is not None:
                 return None
-            if self.mode == "ca":
+            # A CA under the key floor (imported) certifies no responder: it signs its
+            # answers itself, as it signs its CRLs.
+            if self.mode == "ca" or under_key_floor(ca):
                 return self._ca_signer(ca)
             current = self._current(session, ca_id)
             if current is not None and current.rollover_at > now:
