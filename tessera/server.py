@@ -4,6 +4,7 @@ kernel spreads connections evenly, and serves both from one uvloop event loop wi
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import multiprocessing
@@ -20,6 +21,8 @@ import uvloop
 
 from tessera.bootstrap import TLSFiles
 from tessera.config import Settings
+from tessera.core.keystore import Keyring
+from tessera.domains.security.tls import opening_password
 
 log = logging.getLogger("tessera.server")
 CRASH_WINDOW = 10.0  # seconds: a worker dying this soon will not do better on a restart
@@ -65,6 +68,7 @@ def _worker(settings_json: str, tls: TLSFiles) -> None:
 
     settings = Settings.model_validate_json(settings_json)
     app = create_app(settings)
+    tls = _current_tls(tls, app.state.runtime.keys.ring)
     _tune_gc()
     common: dict[str, Any] = {
         "log_level": settings.log_level,
@@ -88,6 +92,16 @@ def _worker(settings_json: str, tls: TLSFiles) -> None:
         plain = uvicorn.Config(public_only(app), **{**common, "log_level": "warning"})
         listeners.append((_Server(plain), listen(settings.host, settings.http_port)))
     uvloop.run(_serve(listeners))
+
+
+def _current_tls(tls: TLSFiles, ring: Keyring) -> TLSFiles:
+    """The supervisor derived the key file's passphrase from the KEK at start; a KEK rotation
+    since then re-encrypted the file under the new KEK, and a worker restarted later must
+    open it with that one, or it dies at once and the supervisor stops the server."""
+    password = opening_password(tls.key, ring)
+    if password is None or password == tls.key_password:
+        return tls
+    return dataclasses.replace(tls, key_password=password)
 
 
 def _tune_gc() -> None:

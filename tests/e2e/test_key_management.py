@@ -251,3 +251,40 @@ def test_rotation_resumes_after_a_crash_mid_sweep(backend: str | None, tmp_path:
         assert (data_dir / "kek").read_bytes().strip() == ring["keys"][0].encode()
         assert_keys_unchanged(api, ca, exported)
         assert data(api.get(f"{SEC}/encryption-status"))["unencrypted_keys"] == 0
+
+
+def _workers(server: Server) -> list[int]:
+    """The supervisor's worker processes (spawned children running `spawn_main`)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[1]) == server.process.pid and b"spawn_main" in cmdline:
+            found.append(int(pid))
+    return found
+
+
+def test_a_worker_restarted_after_a_rotation_opens_the_tls_key(tmp_path: Path) -> None:
+    """The TLS key file follows the KEK; a worker the supervisor restarts later must open it
+    with the KEK of now, not the one the server started with."""
+    started = time.monotonic()
+    with running(tmp_path / "data", None) as server, server.client() as api:
+        ca, exported = make_keys(api, 1)
+        data(api.post(f"{SEC}/rotate-secrets"), 202)
+        assert wait_rotation(api)["rotation"]["status"] == "finished"
+        # A worker dying right after its start makes the supervisor give up: wait that out.
+        time.sleep(max(0.0, started + 12 - time.monotonic()))
+        (worker,) = _workers(server)
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not (_workers(server) and _workers(server) != [worker]):
+            assert server.process.poll() is None, server.log()
+            assert time.monotonic() < deadline, "the worker was not restarted"
+            time.sleep(0.2)
+        time.sleep(2)  # the new worker loads the TLS key as it starts listening
+        assert server.process.poll() is None, f"the server stopped:\n{server.log()}"
+        with server.client() as again:
+            assert_keys_unchanged(again, ca, exported)

@@ -9,6 +9,20 @@ from cryptography.hazmat.primitives import serialization
 from tessera.core.keystore import Keyring, tls_key_password
 
 
+def opening_password(path: Path, ring: Keyring) -> str | None:
+    """The passphrase, derived from one of the ring's KEKs, that opens the key file as it is
+    now (the primary's once a rotation has re-encrypted it); None when none does."""
+    data = path.read_bytes()
+    for kek in ring.keys:
+        password = tls_key_password(kek)
+        try:
+            serialization.load_pem_private_key(data, password.encode())
+        except (ValueError, TypeError):
+            continue
+        return password
+    return None
+
+
 def rewrap_tls_key(path: Path, ring: Keyring) -> bool:
     """Make the key file open with the primary KEK's passphrase. Tries the older KEKs still
     in the ring (a rotation stopped between writing the keyring and this step). False when
