@@ -4,7 +4,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String, Text
+from sqlalchemy import JSON, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tessera.storage.models import Base, _now
@@ -26,6 +26,17 @@ class KekRotation(Base):
     column to the last row id done, committed with that batch, so a crash resumes there."""
 
     __tablename__ = "kek_rotations"
+    __table_args__ = (
+        # One rotation at a time: requests racing past the service's check are parted here,
+        # so only one of them writes the KEK file (migration 0018).
+        Index(
+            "uq_kek_rotations_running",
+            "status",
+            unique=True,
+            sqlite_where=text("status = 'running'"),
+            postgresql_where=text("status = 'running'"),
+        ),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     status: Mapped[str] = mapped_column(String(16), index=True)  # running, finished, failed
     new_fingerprint: Mapped[str] = mapped_column(String(32))

@@ -6,8 +6,10 @@ import json
 import os
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -288,3 +290,25 @@ def test_a_worker_restarted_after_a_rotation_opens_the_tls_key(tmp_path: Path) -
         assert server.process.poll() is None, f"the server stopped:\n{server.log()}"
         with server.client() as again:
             assert_keys_unchanged(again, ca, exported)
+
+
+def test_concurrent_rotation_requests_start_one_rotation(
+    backend: str | None, tmp_path: Path
+) -> None:
+    """Two admins (or a double click) at once: one rotation starts, the others get 409, and
+    no KEK written to the file in between is dropped by another request's write."""
+    with running(tmp_path / "data", backend) as server, server.client() as api:
+        ca, exported = make_keys(api, 2)
+        barrier = threading.Barrier(6)
+
+        def rotate(_: int) -> int:
+            with server.client() as own:
+                barrier.wait()
+                return own.post(f"{SEC}/rotate-secrets", json={}).status_code
+
+        with ThreadPoolExecutor(6) as pool:
+            codes = sorted(pool.map(rotate, range(6)))
+        assert codes == [202] + [409] * 5, codes
+        status = wait_rotation(api)
+        assert status["rotation"]["status"] == "finished" and status["keys_in_ring"] == 1
+        assert_keys_unchanged(api, ca, exported)

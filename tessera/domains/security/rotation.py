@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tessera.config import Settings
@@ -57,8 +58,6 @@ def start(
     repo = SecurityRepository(session)
     if repo.running_rotation() is not None:
         raise Conflict("a key rotation is already running; see secrets-status")
-    keys.refresh(force=True)
-    ring = keys.ring
     sealed = source.sealed()  # the file decides: protection may be newer than this process
     if sealed and source.password is None:
         raise Conflict(
@@ -66,19 +65,15 @@ def start(
             "restart with TESSERA_MASTER_PASSWORD so every process can read the new key"
         )
     new = check_kek(new_key) if new_key else KeyEncryptor.new_kek()
+    row = _running_row(repo, new, actor, moment)
+    # Read only now: the row is the one running rotation (the unique index parts concurrent
+    # starts), so no other start writes the file until this transaction ends, and the ring
+    # read here holds every key written before.
+    keys.refresh(force=True)
+    ring = keys.ring
     if new in ring.keys:
         raise InvalidInput("new_key is already a key-encryption key of this server")
-    row = repo.add_rotation(
-        KekRotation(
-            status="running",
-            new_fingerprint=fingerprint(new),
-            old_fingerprints=[fingerprint(k) for k in ring.keys],
-            progress={},
-            rotated=0,
-            requested_by=actor.username,
-            started_at=moment,
-        )
-    )
+    row.old_fingerprints = [fingerprint(k) for k in ring.keys]
     # Written before the commit: if the commit fails the file merely holds one more key, and
     # every token stays readable.
     source.write(ring.with_primary(new), source.password if sealed else None)
@@ -93,6 +88,25 @@ def start(
         details,
     )
     return row
+
+
+def _running_row(
+    repo: SecurityRepository, new: bytes, actor: Actor, moment: datetime
+) -> KekRotation:
+    try:
+        return repo.add_rotation(
+            KekRotation(
+                status="running",
+                new_fingerprint=fingerprint(new),
+                old_fingerprints=[],
+                progress={},
+                rotated=0,
+                requested_by=actor.username,
+                started_at=moment,
+            )
+        )
+    except IntegrityError as exc:  # another request started one after our check
+        raise Conflict("a key rotation is already running; see secrets-status") from exc
 
 
 class Rotator:
