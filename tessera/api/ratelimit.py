@@ -160,7 +160,7 @@ class Limiter:
         self.counts: Counter[str] = Counter()
         self.setting_version: int | None = None
         self.reset_generation = 0
-        self._subjects: dict[str, tuple[str, float]] = {}
+        self._subjects: dict[str, tuple[str | None, float]] = {}
 
     @property
     def backend(self) -> str:
@@ -194,6 +194,8 @@ class Limiter:
         return hops[0] if hops else peer
 
     async def user_subject(self, scope: Scope, runtime: Runtime, ip: str) -> str:
+        """The credential's owner; the address when there is none, or when the credential
+        is nobody's: an invented key per request must not make a new subject each time."""
         credential = _credential(scope)
         if credential is None:
             return f"ip:{ip}"
@@ -201,12 +203,12 @@ class Limiter:
         cached = self._subjects.get(digest)
         now = time.monotonic()
         if cached and cached[1] > now:
-            return cached[0]
-        subject = await run_in_threadpool(_resolve_user, runtime, digest)
+            return cached[0] or f"ip:{ip}"
+        user = await run_in_threadpool(_resolve_user, runtime, digest)
         if len(self._subjects) > 10_000:
             self._subjects.clear()
-        self._subjects[digest] = (subject or f"cred:{digest[:32]}", now + SUBJECT_CACHE_SECONDS)
-        return self._subjects[digest][0]
+        self._subjects[digest] = (user, now + SUBJECT_CACHE_SECONDS)
+        return user or f"ip:{ip}"
 
     def reload(self, runtime: Runtime) -> None:
         """The job: pick up the policy and resets written by any process (one small read)."""

@@ -156,6 +156,20 @@ def test_exports_limited_per_user_not_per_address(server: Server, api: httpx.Cli
         assert client.get(f"{API}/certificates/export").status_code == 200
 
 
+def test_export_attempts_with_unknown_credentials_count_per_address(server: Server) -> None:
+    """A credential that belongs to nobody is no user: a client inventing a new one for
+    every request is counted under its address, not once per invented key."""
+    ip = next_ip()
+    with server.client(api_key="") as client:
+        for _ in range(10):
+            guessed = {**as_ip(ip), "X-API-Key": uuid.uuid4().hex}
+            assert client.get(f"{API}/certificates/export", headers=guessed).status_code == 401
+        guessed = {**as_ip(ip), "X-API-Key": uuid.uuid4().hex}
+        assert_429(client.get(f"{API}/certificates/export", headers=guessed), 10, 60)
+        bearer = {**as_ip(ip), "Authorization": f"Bearer {uuid.uuid4().hex}"}
+        assert_429(client.get(f"{API}/certificates/export", headers=bearer), 10, 60)
+
+
 def _user_key(server: Server, api: httpx.Client, role: str) -> str:
     name = f"rl-{role}-{uuid.uuid4().hex[:8]}"
     password = "Password-for-" + uuid.uuid4().hex
