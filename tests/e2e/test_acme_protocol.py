@@ -612,6 +612,26 @@ def test_one_order_replaces_a_certificate_however_many_race(account: Acme) -> No
         assert refused.json()["type"] == "urn:ietf:params:acme:error:alreadyReplaced"
 
 
+def test_an_expired_order_no_longer_holds_the_certificate_it_replaced(
+    env: AcmeEnv, account: Acme
+) -> None:
+    """An order that expired unfinished is invalid (RFC 8555 7.1.6) before the cleanup job
+    marks it: a new order may replace the certificate the expired one named."""
+    host = name()
+    order = account.ready_order(host)
+    done = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
+    cert = x509.load_pem_x509_certificates(account.get(done["certificate"]).content)[0]
+    first = account.order(host, replaces=ari_id(cert))
+    assert first.status_code == 201, first.text
+    problem(account.order(host, replaces=ari_id(cert)), "alreadyReplaced", 409)
+    order_id = int(first.headers["location"].rsplit("/", 1)[1])
+    past = (datetime.now(UTC) - timedelta(minutes=1)).replace(tzinfo=None)
+    write(env, "UPDATE acme_orders SET expires_at = ? WHERE id = ?", past, order_id)
+    second = account.order(host, replaces=ari_id(cert))
+    assert second.status_code == 201, second.text
+    assert account.get(first.headers["location"]).json()["status"] == "invalid"
+
+
 def test_renewal_info_and_early_renewal(env: AcmeEnv, account: Acme) -> None:
     host = name()
     order = account.ready_order(host)

@@ -163,8 +163,11 @@ class Orders:
         }:
             raise malformed("the order shares no identifier with the certificate it replaces")
         canonical = certid_of(load_certificate(cert.certificate_pem.encode()))
-        if self.repos.acme.replaced(canonical) is not None:
+        replacing = self.repos.acme.replaced(canonical)
+        if replacing is not None and self.refresh(replacing).status != "invalid":
             raise AcmeProblem("alreadyReplaced", ALREADY_REPLACED, 409)
+        # An order that expired unfinished is invalid (RFC 8555 7.1.6), marked so here, before
+        # the cleanup job does, so that it no longer holds the certificate it replaced.
         return canonical
 
     def _authorizations(self, order: AcmeOrder, identifiers: list[Identifier]) -> None:
