@@ -623,6 +623,17 @@ def test_a_request_no_approval_could_sign_is_refused_not_queued(
     reply = read_reply(scep.post(sent, path), weak, ra)
     assert (reply.status, reply.fail_info) == (FAILURE, BAD_REQUEST)
     assert scep_requests(api) == before
+    # nor a key revoked as compromised (enrolled once on the default profile)
+    device, cn = new_client(), unique("compromised-queued")
+    _, issued = scep.enroll(device, csr_der(device, cn, scep.challenge))
+    assert issued.status == SUCCESS, issued
+    (row,) = issued_named(api, cn)
+    data(api.post(f"{API}/certificates/{row['id']}/revoke", json={"reason": "keyCompromise"}))
+    before = scep_requests(api)
+    sent = pki_message(device, ra, csr_der(device, cn, scep.challenge))
+    reply = read_reply(scep.post(sent, path), device, ra)
+    assert (reply.status, reply.fail_info) == (FAILURE, BAD_REQUEST)
+    assert scep_requests(api) == before
 
 
 def test_queue_without_challenge(scep: Scep, api: httpx.Client) -> None:
