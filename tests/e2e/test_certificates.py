@@ -3,6 +3,7 @@ statistics and exports, each read back by openssl."""
 
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -530,6 +531,35 @@ def test_revoke_defaults_and_refusals(api: httpx.Client, issuing: dict[str, Any]
     assert "revocation reason" in error(bad, 400)
     assert details(api, other["id"])["status"] == "active"
     error(api.post(f"{API}/certificates/{UNKNOWN_ID}/revoke", json={}), 404)
+
+
+def test_a_release_racing_a_permanent_revocation_never_undoes_it(
+    server: Server, issuing: dict[str, Any]
+) -> None:
+    """removeFromCRL and keyCompromise sent at once for a held certificate: whichever wins,
+    the other is refused or comes after it, and a certificate revoked for good never ends up
+    active (the release used to overwrite it, both answered 200)."""
+
+    def revoke(cert_id: int, reason: str) -> int:
+        with server.client() as client:
+            path = f"{API}/certificates/{cert_id}/revoke"
+            return client.post(path, json={"reason": reason}).status_code
+
+    with server.client() as api:
+        for round_ in range(6):
+            held = issue(api, issuing["inter"]["id"], f"raced-{round_}.example.com")
+            hold = {"reason": "certificateHold"}
+            data(api.post(f"{API}/certificates/{held['id']}/revoke", json=hold))
+            with ThreadPoolExecutor(2) as pool:
+                reasons = ("removeFromCRL", "keyCompromise")
+                released, revoked = pool.map(revoke, [held["id"]] * 2, reasons)
+            final = details(api, held["id"])
+            assert {released, revoked} <= {200, 409}, (released, revoked)
+            if revoked == 200:
+                assert final["status"] == "revoked", (round_, released, final)
+                assert final["revocation_reason"] == "keyCompromise", final
+            else:
+                assert (released, final["status"]) == (200, "active"), (round_, final)
 
 
 def test_remove_from_crl_releases_a_hold_only(api: httpx.Client, issuing: dict[str, Any]) -> None:

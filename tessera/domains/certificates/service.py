@@ -213,11 +213,15 @@ class CertificateService:
         held = cert.status == "revoked" and cert.revocation_reason == "certificateHold"
         if cert.status == "revoked" and not (held and canonical != "certificateHold"):
             raise Conflict(f"certificate {cert_id} is already revoked")
-        # It has been unusable since the hold began: that stays its revocation date.
-        cert.status, cert.revoked_at = "revoked", cert.revoked_at if held else self._now
-        cert.revocation_reason, cert.revocation_comment = canonical, comment
-        cert.invalidity_date = invalid_since
-        self._repos.status_changes.record(cert)
+        self._change_status(
+            cert,
+            status="revoked",
+            # It has been unusable since the hold began: that stays its revocation date.
+            revoked_at=cert.revoked_at if held else self._now,
+            revocation_reason=canonical,
+            revocation_comment=comment,
+            invalidity_date=invalid_since,
+        )
         if canonical == "keyCompromise":
             spki = inspect.public_key_sha256(load_certificate(cert.certificate_pem.encode()))
             self._repos.certificates.report_compromised_key(spki, cert.id)
@@ -248,15 +252,24 @@ class CertificateService:
             raise Conflict(
                 f"certificate {cert.id} is not on hold; removeFromCRL only releases a hold"
             )
-        cert.status, cert.revoked_at = "active", None
-        cert.revocation_reason, cert.revocation_comment = None, None
-        cert.invalidity_date = None
-        self._repos.status_changes.record(cert)
+        self._change_status(
+            cert,
+            status="active",
+            revoked_at=None,
+            revocation_reason=None,
+            revocation_comment=None,
+            invalidity_date=None,
+        )
         details = {"serial": cert.serial_number, "comment": comment}
         audit.record(
             self._repos.audit, self._actor, "certificate.unhold", "certificate", cert.id, details
         )
         return cert
+
+    def _change_status(self, cert: models.Certificate, **values: object) -> None:
+        if not self._repos.certificates.change_status(cert, **values):
+            raise Conflict(f"certificate {cert.id} was revoked or released meanwhile; reload it")
+        self._repos.status_changes.record(cert)
 
     def delete(self, cert_id: int) -> None:
         cert = self.get(cert_id)

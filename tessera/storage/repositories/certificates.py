@@ -1,6 +1,7 @@
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -9,9 +10,11 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from tessera.storage.models import Certificate, CompromisedKey
 from tessera.storage.repositories.certificate_search import CertificateSearchRepository
@@ -153,6 +156,30 @@ class CertificateRepository:
         postgres = self._session.get_bind().dialect.name == "postgresql"
         values = {"org_id": self._org_id, "spki_sha256": spki_sha256}
         self._session.execute(_REPORT_KEY[postgres].values(**values, certificate_id=certificate_id))
+
+    def change_status(self, cert: Certificate, **values: Any) -> bool:
+        """Revoke, hold or release (`values`) in one statement, only if the certificate's
+        status and reason are still as this unit of work read them: of two requests changing
+        it at once (a release racing a permanent revocation), one wins and the other is told,
+        instead of the later silently undoing the earlier."""
+        result = self._session.execute(
+            update(Certificate)
+            .where(
+                Certificate.id == cert.id,
+                Certificate.org_id == self._org_id,
+                Certificate.status == cert.status,
+                Certificate.revocation_reason.is_(None)
+                if cert.revocation_reason is None
+                else Certificate.revocation_reason == cert.revocation_reason,
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if not getattr(result, "rowcount", 0):
+            return False
+        for name, value in values.items():
+            set_committed_value(cert, name, value)
+        return True
 
     def key_compromised(self, spki_sha256: str) -> bool:
         key = {"org_id": self._org_id, "spki_sha256": spki_sha256}
