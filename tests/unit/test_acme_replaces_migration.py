@@ -46,3 +46,6 @@ def test_doubled_replacements_before_0016_keep_the_oldest(bare_engine: Engine) -
         session.add(_order(org, account.id, "pending", "Y"))
     with sessions.begin() as session:  # an invalid one may name it again
         session.add(_order(org, account.id, "invalid", "Y"))
+    alembic(bare_engine, "downgrade", "0015")  # the index goes, the orders stay
+    with sessions.begin() as session:
+        session.add(_order(org, account.id, "pending", "Y"))

@@ -3,6 +3,7 @@ column's rename and are sealed under the KEK when the server starts, once, on bo
 
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import Engine, text
 
 from tessera.core.keystore import KeyEncryptor
@@ -42,3 +43,8 @@ def test_requests_from_before_0017_are_sealed_at_start(bare_engine: Engine) -> N
         assert all(r.encrypted_csr.startswith("gAAAAA") for r in stored)
         assert {keys.unseal(r.encrypted_csr).decode() for r in stored} == {CSR}
         assert seal_stored_csrs(session, keys) == 0  # once: the next start finds none
+    with pytest.raises(RuntimeError, match="sealed under the KEK"):
+        alembic(bare_engine, "downgrade", "0016")  # the older code could not read them
+    with sessions.begin() as session:
+        session.execute(text("DELETE FROM scep_requests"))
+    alembic(bare_engine, "downgrade", "0016")
