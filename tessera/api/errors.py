@@ -70,9 +70,12 @@ def install(app: FastAPI) -> None:
     async def integrity_error(request: Request, exc: IntegrityError) -> Response:
         # Two requests raced past a uniqueness check; the database kept one. The transaction
         # was rolled back, so nothing is half-written.
-        log.info("integrity conflict on %s %s: %s", request.method, request.url.path, exc.orig)
-        if _missing_value(exc):  # a null that no model check caught: the request's fault
+        if _missing_value(exc):
+            # A null no model check caught: most likely the request's, so a 4xx that says
+            # what is wrong; logged as a warning, since it may be a column the code forgot.
+            log.warning("NOT NULL on %s %s: %s", request.method, request.url.path, exc.orig)
             return _formatter(request)(422, "a required value is missing (null)")
+        log.info("integrity conflict on %s %s: %s", request.method, request.url.path, exc.orig)
         return _formatter(request)(409, "conflicts with an existing record; retry or reload")
 
     @app.exception_handler(DataError)
