@@ -7,7 +7,6 @@ from typing import Any, cast
 from sqlalchemy import Select, Table, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from tessera.storage.models import Certificate
 from tessera.storage.models_acme import (
@@ -20,6 +19,7 @@ from tessera.storage.models_acme import (
     AcmeRenewalMark,
     AcmeSettings,
 )
+from tessera.storage.repositories.rows import update_if
 
 
 class AcmeNonceRepository:
@@ -299,23 +299,13 @@ class AcmeRepository:
         writes before it claims: a racing request may already have rewritten `status` from
         its stale copy, but never `certificate_id` or `awaiting_approval`."""
         self._session.flush()
-        result = self._session.execute(
-            update(AcmeOrder)
-            .where(
-                AcmeOrder.id == order.id,
-                AcmeOrder.org_id == self._org_id,
-                AcmeOrder.status == order.status,
-                AcmeOrder.awaiting_approval.is_(order.awaiting_approval),
-                AcmeOrder.certificate_id.is_(None),
-            )
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        if not getattr(result, "rowcount", 0):
-            return False
-        for name, value in values.items():
-            set_committed_value(order, name, value)
-        return True
+        guard = [
+            AcmeOrder.org_id == self._org_id,
+            AcmeOrder.status == order.status,
+            AcmeOrder.awaiting_approval.is_(order.awaiting_approval),
+            AcmeOrder.certificate_id.is_(None),
+        ]
+        return update_if(self._session, order, guard, **values)
 
     def replaced(self, certid: str) -> AcmeOrder | None:
         """An order that already replaces this certificate (ARI `replaces`)."""

@@ -10,15 +10,13 @@ from sqlalchemy import (
     delete,
     func,
     select,
-    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from tessera.storage.models import Certificate, CompromisedKey
 from tessera.storage.repositories.certificate_search import CertificateSearchRepository
-from tessera.storage.repositories.rows import insert_rows
+from tessera.storage.repositories.rows import insert_rows, update_if
 from tessera.storage.repositories.tally import TallyRepository
 
 EXPIRING_WINDOW = timedelta(days=30)
@@ -162,24 +160,19 @@ class CertificateRepository:
         status and reason are still as this unit of work read them: of two requests changing
         it at once (a release racing a permanent revocation), one wins and the other is told,
         instead of the later silently undoing the earlier."""
-        result = self._session.execute(
-            update(Certificate)
-            .where(
-                Certificate.id == cert.id,
+        reason = Certificate.revocation_reason
+        return update_if(
+            self._session,
+            cert,
+            [
                 Certificate.org_id == self._org_id,
                 Certificate.status == cert.status,
-                Certificate.revocation_reason.is_(None)
+                reason.is_(None)
                 if cert.revocation_reason is None
-                else Certificate.revocation_reason == cert.revocation_reason,
-            )
-            .values(**values)
-            .execution_options(synchronize_session=False)
+                else reason == cert.revocation_reason,
+            ],
+            **values,
         )
-        if not getattr(result, "rowcount", 0):
-            return False
-        for name, value in values.items():
-            set_committed_value(cert, name, value)
-        return True
 
     def key_compromised(self, spki_sha256: str) -> bool:
         key = {"org_id": self._org_id, "spki_sha256": spki_sha256}

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Insert, Table, insert, inspect
+from sqlalchemy import Insert, Table, insert, inspect, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from tessera.storage.models import Base
 
@@ -62,3 +63,21 @@ def _insert(table: Table) -> Insert:
 @cache
 def _insert_many(table: Table) -> Insert:
     return insert(table).returning(table.c.id, table.c.refid, sort_by_parameter_order=False)
+
+
+def update_if(session: Session, row: Base, where: Sequence[Any], **values: Any) -> bool:
+    """One guarded UPDATE of `row` (its id and `where`): True, and the object holds the new
+    values as committed ones, when the guard held; False when another request changed the row
+    first. How two requests racing on one row are parted without locks."""
+    model = type(row)
+    result = session.execute(
+        update(model)
+        .where(model.id == row.id, *where)  # type: ignore[attr-defined]
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if not getattr(result, "rowcount", 0):
+        return False
+    for name, value in values.items():
+        set_committed_value(row, name, value)
+    return True
