@@ -119,8 +119,30 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
+PORT_TAKEN = "Address already in use"
+
+
 def start_server(
     data_dir: Path, database_url: str | None, workers: int = 1, env: dict[str, str] | None = None
+) -> Server:
+    """A `tessera serve` on free ports. A port found free can be taken by another process
+    (another test worker's server or client) before the server binds it: then again, on
+    other ports, a few times."""
+    for attempt in range(3):
+        try:
+            return _start_server(data_dir, database_url, workers, env)
+        except ServerExitedEarly as exc:
+            if PORT_TAKEN not in str(exc) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class ServerExitedEarly(RuntimeError):
+    pass
+
+
+def _start_server(
+    data_dir: Path, database_url: str | None, workers: int, env: dict[str, str] | None
 ) -> Server:
     port, http_port = free_port(), free_port()
     environment = {
@@ -166,7 +188,7 @@ def _wait_ready(server: Server, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{server.log()}")
+            raise ServerExitedEarly(f"server exited early:\n{server.log()}")
         if server.ca_bundle.exists():
             try:
                 with httpx.Client(verify=server.ssl_context(), timeout=2) as client:
