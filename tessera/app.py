@@ -176,7 +176,7 @@ def public_only(app: ASGIApp) -> ASGIApp:
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope["path"].startswith(PUBLIC_PREFIXES):
-            await _not_here(send)
+            await NOT_HERE(scope, receive, send)
             return
         if ocsp_lane is not None and scope["type"] == "http" and scope["path"].startswith("/ocsp"):
             await ocsp_lane(scope, receive, send)
@@ -189,7 +189,7 @@ def public_only(app: ASGIApp) -> ASGIApp:
     return guarded
 
 
-async def _not_here(send: Send) -> None:
+async def _not_here(scope: Scope, receive: Receive, send: Send) -> None:
     body = b'{"error":true,"code":404,"message":"not served over plain HTTP; use HTTPS"}'
     await send(
         {
@@ -202,3 +202,7 @@ async def _not_here(send: Send) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+# With the headers every other answer carries (X-API-Version, nosniff, CSP...).
+NOT_HERE = headers.SecurityHeaders(_not_here)

@@ -70,6 +70,9 @@ def test_headers_on_success_error_and_public_responses(server: Server, api: http
     # The plain-HTTP listener: no HSTS there (it is meaningless over HTTP), the rest is.
     with httpx.Client(base_url=server.http_url) as plain:
         _security_headers(plain.get("/ca/999999.pem"), https=False)
+        refused = plain.get("/api/v2/health")  # the API is HTTPS only
+        assert refused.status_code == 404 and "HTTPS" in refused.json()["message"]
+        _security_headers(refused, https=False)
         # SCEP takes a lane of its own there (protocols/scep/endpoint.public_lane).
         scep = plain.get("/scep/pkiclient.exe", params={"operation": "GetCACaps"})
         _security_headers(scep, https=False)
