@@ -12,14 +12,15 @@ from typing import Any, Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from tessera.core import inspect
+from tessera.core import inspect, name_constraints
 from tessera.core.authority import AuditEvent, Authority, Issuer, PublicationURLs, random_serial
 from tessera.core.errors import PolicyViolation
 from tessera.core.formats import cert_pem, load_certificate
-from tessera.core.keys import MIN_RSA_BITS, PrivateKey, describe_public_key
+from tessera.core.keys import MIN_RSA_BITS, PrivateKey, describe_public_key, enforce_key_floor
 from tessera.core.keystore import KeyEncryptor
+from tessera.core.lint import check_requested_names
 from tessera.core.names import format_san
-from tessera.core.profile import CertificateRequest, Template, with_default_sans
+from tessera.core.profile import CertificateRequest, Template, apply_template, with_default_sans
 from tessera.domains import audit
 from tessera.domains.actor import Actor
 from tessera.storage import models
@@ -172,10 +173,8 @@ class Issuance:
         one here, before signing, so that the row's names are the ones signed. A key that
         came from outside (`fresh_key` False: a CSR's, an attached one) is never certified
         again once revoked as compromised, whatever the path (SCEP, CSR signing, the API)."""
-        if not fresh_key and self.repos.certificates.key_compromised(
-            inspect.key_sha256(request.public_key)
-        ):
-            raise PolicyViolation("this key was revoked as compromised; it is not certified again")
+        if not fresh_key:
+            self._refuse_compromised(request.public_key)
         request = with_default_sans(request)
 
         def prepare(cert: x509.Certificate) -> IssuedRow:
@@ -191,6 +190,29 @@ class Issuance:
         ledger = self._ledger(prepare)
         self.authority.issue(request, self.issuer(ca), ledger, core_template(template))
         return rows[0]
+
+    def check_signable(
+        self,
+        request: CertificateRequest,
+        ca: models.CertificateAuthority | None,
+        template: models.Template | None,
+    ) -> None:
+        """Refuse now, for a request to be queued for an approval, what no approval could
+        get signed: a key under the floor or revoked as compromised, names beyond RFC 5280's
+        limits, a conflict with the template, names the CA's name constraints exclude. The
+        rest (the CA's state, validity) is decided when it is signed."""
+        enforce_key_floor(request.public_key)
+        self._refuse_compromised(request.public_key)
+        check_requested_names(request.subject, request.sans)
+        request = apply_template(request, core_template(template))
+        issuer = _issuer_certificate(ca.certificate_pem) if ca is not None else None
+        constraints = name_constraints.issuer_constraints(issuer)
+        if constraints is not None:
+            name_constraints.check(constraints, request.subject, request.sans, request.is_ca)
+
+    def _refuse_compromised(self, public_key: object) -> None:
+        if self.repos.certificates.key_compromised(inspect.key_sha256(public_key)):
+            raise PolicyViolation("this key was revoked as compromised; it is not certified again")
 
     def issue_ca(
         self,

@@ -18,13 +18,10 @@ from asn1crypto import pem
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from tessera.core import name_constraints
-from tessera.core.errors import Conflict, InvalidInput, NotFound, PolicyViolation, TesseraError
+from tessera.core.errors import Conflict, InvalidInput, NotFound, TesseraError
 from tessera.core.formats import is_issued_by, load_certificate
-from tessera.core.inspect import common_name, general_names, key_sha256, serial_hex
-from tessera.core.keys import enforce_key_floor
-from tessera.core.lint import check_requested_names
-from tessera.core.profile import CertificateRequest, apply_template, fill_subject
+from tessera.core.inspect import common_name, general_names, serial_hex
+from tessera.core.profile import CertificateRequest, fill_subject
 from tessera.domains import audit
 from tessera.domains.issuance import Issuance, core_template
 from tessera.domains.scep import csr as scep_csr
@@ -343,21 +340,13 @@ class EnrollmentService:
     def _check_signable(
         self, profile: ProfileSettings, csr: x509.CertificateSigningRequest
     ) -> None:
-        """Refuse now what no approval could get signed (the key floor, a key revoked as
-        compromised, the names' limits, the profile's template, the CA's name constraints),
-        as an auto-approved request is refused at once: queued, its client would poll for
-        an answer an approval can only fail to give."""
-        public_key, sans = csr.public_key(), scep_csr.sans(csr)
-        enforce_key_floor(public_key)
-        if self._repos.certificates.key_compromised(key_sha256(public_key)):
-            raise PolicyViolation("this key was revoked as compromised; it is not certified again")
-        check_requested_names(csr.subject, sans)
-        request = CertificateRequest(subject=csr.subject, public_key=public_key)
-        request = apply_template(request, core_template(self._template(profile)))
+        """Refuse now what no approval could get signed, as an auto-approved request is
+        refused at once: queued, its client would poll for an answer an approval can only
+        fail to give."""
         ca = self._repos.cas.get(profile.ca_id) if profile.ca_id is not None else None
-        constraints = name_constraints.issuer_constraints(_ca_cert(ca) if ca else None)
-        if constraints is not None:
-            name_constraints.check(constraints, request.subject, sans)
+        sans = tuple(scep_csr.sans(csr))
+        request = CertificateRequest(subject=csr.subject, public_key=csr.public_key(), sans=sans)
+        self._issuance.check_signable(request, ca, self._template(profile))
 
     def _issue(
         self,
