@@ -286,10 +286,23 @@ def test_a_worker_restarted_after_a_rotation_opens_the_tls_key(tmp_path: Path) -
             assert server.process.poll() is None, server.log()
             assert time.monotonic() < deadline, "the worker was not restarted"
             time.sleep(0.2)
-        time.sleep(2)  # the new worker loads the TLS key as it starts listening
-        assert server.process.poll() is None, f"the server stopped:\n{server.log()}"
+        # The new worker loads the TLS key as it starts listening (seconds, under load):
+        # the server must stay up and answer through it.
+        deadline = time.monotonic() + 60
+        while not _answers(server):
+            assert server.process.poll() is None, f"the server stopped:\n{server.log()}"
+            assert time.monotonic() < deadline, f"no answer from the new worker:\n{server.log()}"
+            time.sleep(0.2)
         with server.client() as again:
             assert_keys_unchanged(again, ca, exported)
+
+
+def _answers(server: Server) -> bool:
+    try:
+        ready = f"{server.url}/api/v2/health/ready"
+        return httpx.get(ready, verify=server.ssl_context(), timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_concurrent_rotation_requests_start_one_rotation(

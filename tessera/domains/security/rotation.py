@@ -27,7 +27,13 @@ from sqlalchemy.orm import Session
 from tessera.config import Settings
 from tessera.core.clock import Clock
 from tessera.core.errors import Conflict, InvalidInput
-from tessera.core.keystore import KeyEncryptor, check_kek, fingerprint
+from tessera.core.keystore import (
+    KeyEncryptor,
+    MasterPasswordError,
+    check_kek,
+    fingerprint,
+    parse_keyring,
+)
 from tessera.domains.actor import Actor, system_actor
 from tessera.domains.audit import record
 from tessera.domains.security.kek import KekFile
@@ -64,6 +70,13 @@ def start(
             "the KEK is sealed with a master password this server was not started with; "
             "restart with TESSERA_MASTER_PASSWORD so every process can read the new key"
         )
+    if sealed and not _opens(source):
+        # Another process changed the master password since this one started (disable,
+        # then enable encryption): a rotation here would seal the file with the old one.
+        raise Conflict(
+            "the KEK file is sealed with another master password than this server process "
+            "holds: restart every process with the current TESSERA_MASTER_PASSWORD"
+        )
     new = check_kek(new_key) if new_key else KeyEncryptor.new_kek()
     row = _running_row(repo, new, actor, moment)
     # Read only now: the row is the one running rotation (the unique index parts concurrent
@@ -88,6 +101,14 @@ def start(
         details,
     )
     return row
+
+
+def _opens(source: KekFile) -> bool:
+    try:
+        parse_keyring(source.path.read_bytes(), source.password)
+    except MasterPasswordError:
+        return False
+    return True
 
 
 def _running_row(
