@@ -32,13 +32,10 @@ def public_key_sha256(cert: x509.Certificate | x509.CertificateSigningRequest) -
     and requests. Re-encoded by cryptography where it knows the algorithm (an EC point may be
     written compressed or not); as found in the certificate where it does not."""
     try:
-        spki = cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        return key_sha256(cert.public_key())
     except UnsupportedAlgorithm:
         tbs = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
-        spki = tbs["tbs_certificate"]["subject_public_key_info"].dump()
-    return _sha256_hex(spki)
+        return _sha256_hex(tbs["tbs_certificate"]["subject_public_key_info"].dump())
 
 
 def key_sha256(public_key: object) -> str:

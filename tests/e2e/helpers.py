@@ -4,6 +4,7 @@ certificate authorities made by openssl alone (so they are truly foreign to the 
 import secrets
 import sqlite3
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -365,3 +366,45 @@ def db_rows(server: "Server", sql: str, *params: object) -> list[tuple[Any, ...]
     path = server.data_dir / "tessera.db"
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
         return list(conn.execute(sql, params).fetchall())
+
+
+def _sqlite_text_values(db: Path) -> Iterator[tuple[str, bytes]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            columns = [r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')]
+            for column in columns:
+                for (value,) in conn.execute(f'SELECT "{column}" FROM "{table}"'):
+                    if isinstance(value, str):
+                        yield f"{table}.{column}", value.encode()
+                    elif isinstance(value, bytes):
+                        yield f"{table}.{column}", value
+
+
+def _postgres_text_values(url: str) -> Iterator[tuple[str, bytes]]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        columns = conn.execute(
+            """
+            SELECT table_name, column_name, data_type FROM information_schema.columns
+            WHERE table_schema = 'public'
+              AND data_type IN ('text', 'character varying', 'character', 'json', 'jsonb', 'bytea')
+            ORDER BY table_name, column_name
+            """
+        ).fetchall()
+        assert columns, "no text columns found"
+        for table, column, data_type in columns:
+            cast = "" if data_type == "bytea" else "::text"
+            rows = conn.execute(f'SELECT "{column}"{cast} FROM "{table}"').fetchall()
+            for (value,) in rows:
+                if value is None:
+                    continue
+                raw = bytes(value) if data_type == "bytea" else str(value).encode()
+                yield f"{table}.{column}", raw
+
+
+def database_values(server: "Server") -> list[tuple[str, bytes]]:
+    if server.database_url is None:
+        return list(_sqlite_text_values(server.data_dir / "tessera.db"))
+    return list(_postgres_text_values(server.database_url))

@@ -10,7 +10,6 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from tests.e2e.accounts_helpers import db
 from tests.e2e.acme_helpers import Acme, AcmeEnv, Key, acme_env, b64, csr_for, problem
 from tests.e2e.helpers import (
     API,
@@ -398,25 +398,13 @@ def test_an_authorization_past_its_expiry_reads_as_expired(env: AcmeEnv, account
     authz_url = account.order(name()).json()["authorizations"][0]
     authz_id = int(authz_url.rsplit("/", 1)[1])
     past = (datetime.now(UTC) - timedelta(minutes=1)).replace(tzinfo=None)
-    write(env, "UPDATE acme_authorizations SET expires_at = ? WHERE id = ?", past, authz_id)
+    db(env.server, "UPDATE acme_authorizations SET expires_at = ? WHERE id = ?", (past, authz_id))
     authz = account.get(authz_url).json()
     assert authz["status"] == "expired", authz
     stored = db_rows(env.server, "SELECT status FROM acme_authorizations WHERE id = ?", authz_id)
     assert stored == [("expired",)]
     http01 = next(c for c in authz["challenges"] if c["type"] == "http-01")
     assert account.post(http01["url"], {}).json()["status"] == "pending"  # not started
-
-
-def write(env: AcmeEnv, sql: str, *params: object) -> None:
-    if env.server.database_url:
-        import psycopg
-
-        with psycopg.connect(env.server.database_url) as conn:
-            conn.execute(sql.replace("?", "%s"), params)
-        return
-    with closing(sqlite3.connect(env.server.data_dir / "tessera.db", timeout=30)) as conn:
-        conn.execute(sql, params)
-        conn.commit()
 
 
 def test_challenges_answered_at_once_are_validated_once(env: AcmeEnv, account: Acme) -> None:
@@ -626,7 +614,7 @@ def test_an_expired_order_no_longer_holds_the_certificate_it_replaced(
     problem(account.order(host, replaces=ari_id(cert)), "alreadyReplaced", 409)
     order_id = int(first.headers["location"].rsplit("/", 1)[1])
     past = (datetime.now(UTC) - timedelta(minutes=1)).replace(tzinfo=None)
-    write(env, "UPDATE acme_orders SET expires_at = ? WHERE id = ?", past, order_id)
+    db(env.server, "UPDATE acme_orders SET expires_at = ? WHERE id = ?", (past, order_id))
     second = account.order(host, replaces=ari_id(cert))
     assert second.status_code == 201, second.text
     assert account.get(first.headers["location"]).json()["status"] == "invalid"

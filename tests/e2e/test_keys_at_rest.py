@@ -3,7 +3,6 @@ data directory and no text column of the database holds any of them in the clear
 
 import base64
 import re
-import sqlite3
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from tests.e2e.helpers import (
     API,
     create_root,
     data,
+    database_values,
     download,
     foreign_root,
     import_ca_file,
@@ -184,48 +184,6 @@ def test_no_plaintext_key_in_data_dir(server: Server, keys: dict[str, Any]) -> N
     if server.database_url is None:
         assert "tessera.db" in scanned
         assert any(name.startswith("tessera.db-") for name in scanned), scanned  # the WAL
-
-
-def _sqlite_text_values(db: Path) -> Iterator[tuple[str, bytes]]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        for table in tables:
-            columns = [r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')]
-            for column in columns:
-                for (value,) in conn.execute(f'SELECT "{column}" FROM "{table}"'):
-                    if isinstance(value, str):
-                        yield f"{table}.{column}", value.encode()
-                    elif isinstance(value, bytes):
-                        yield f"{table}.{column}", value
-
-
-def _postgres_text_values(url: str) -> Iterator[tuple[str, bytes]]:
-    import psycopg
-
-    with psycopg.connect(url) as conn:
-        columns = conn.execute(
-            """
-            SELECT table_name, column_name, data_type FROM information_schema.columns
-            WHERE table_schema = 'public'
-              AND data_type IN ('text', 'character varying', 'character', 'json', 'jsonb', 'bytea')
-            ORDER BY table_name, column_name
-            """
-        ).fetchall()
-        assert columns, "no text columns found"
-        for table, column, data_type in columns:
-            cast = "" if data_type == "bytea" else "::text"
-            rows = conn.execute(f'SELECT "{column}"{cast} FROM "{table}"').fetchall()
-            for (value,) in rows:
-                if value is None:
-                    continue
-                raw = bytes(value) if data_type == "bytea" else str(value).encode()
-                yield f"{table}.{column}", raw
-
-
-def database_values(server: Server) -> list[tuple[str, bytes]]:
-    if server.database_url is None:
-        return list(_sqlite_text_values(server.data_dir / "tessera.db"))
-    return list(_postgres_text_values(server.database_url))
 
 
 def test_no_plaintext_key_in_database_columns(server: Server, keys: dict[str, Any]) -> None:

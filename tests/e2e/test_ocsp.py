@@ -569,8 +569,9 @@ def test_a_disabled_ca_still_answers_for_what_it_issued(server: Server, tmp_path
         data(api.patch(f"{API}/cas/{root['id']}", json={"is_active": False}))
         data(api.post(f"{API}/certificates/{dropped['id']}/revoke", json={"reason": "superseded"}))
         status = data(api.get(f"{API}/ocsp/status"))
+        root = data(api.get(f"{API}/cas/{root['id']}"))  # with its PEM
     made = PKI(tmp_path, root, kept, dropped)
-    made.ca_pem.write_text(data_pem_ca(server, root["id"]))
+    made.ca_pem.write_text(root["pem"])
     made.pem("kept").write_text(data_pem(server, kept["id"]))
     made.pem("dropped").write_text(data_pem(server, dropped["id"]))
     out = ask(server, made, "-nonce", "-cert", str(made.pem("kept")))
@@ -579,11 +580,6 @@ def test_a_disabled_ca_still_answers_for_what_it_issued(server: Server, tmp_path
     assert "Reason: superseded" in out and "Response verify OK" in out, out
     (served,) = [r["served"] for r in status["responders"] if r["ca_id"] == root["id"]]
     assert served is True
-
-
-def data_pem_ca(server: Server, ca_id: int) -> str:
-    with server.client() as api:
-        return str(data(api.get(f"{API}/cas/{ca_id}"))["pem"])
 
 
 def test_deleted_revoked_certificate_stays_revoked(server: Server, pki: PKI) -> None:

@@ -25,8 +25,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from tessera.protocols.scep import cms, messages
-from tests.e2e.helpers import data, error, import_ca_file, self_signed, self_signed_ca, unique
-from tests.e2e.test_keys_at_rest import database_values
+from tests.e2e.helpers import (
+    data,
+    database_values,
+    error,
+    import_ca_file,
+    self_signed,
+    self_signed_ca,
+    unique,
+)
 from tests.support import Server
 
 API = "/api/v2"

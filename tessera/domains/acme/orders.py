@@ -164,10 +164,10 @@ class Orders:
             raise malformed("the order shares no identifier with the certificate it replaces")
         canonical = certid_of(load_certificate(cert.certificate_pem.encode()))
         replacing = self.repos.acme.replaced(canonical)
+        # An order that expired unfinished is invalid (RFC 8555 7.1.6): `refresh` marks it so
+        # here, before the cleanup job does, and it no longer holds the certificate.
         if replacing is not None and self.refresh(replacing).status != "invalid":
             raise AcmeProblem("alreadyReplaced", ALREADY_REPLACED, 409)
-        # An order that expired unfinished is invalid (RFC 8555 7.1.6), marked so here, before
-        # the cleanup job does, so that it no longer holds the certificate it replaced.
         return canonical
 
     def _authorizations(self, order: AcmeOrder, identifiers: list[Identifier]) -> None:

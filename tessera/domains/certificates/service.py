@@ -173,8 +173,6 @@ class CertificateService:
             previous = self._issuance.keys.decrypt(old.encrypted_private_key)
             key = generate_private_key(parse_key_spec(*_spec_of(previous)))
             public_key = key.public_key()
-        elif self._repos.certificates.key_compromised(inspect.public_key_sha256(parsed)):
-            raise PolicyViolation("the key was revoked as compromised; it is not certified again")
         days = validity_days or max((old.not_after - old.not_before).days, 1)
         request = replace(
             request_from_certificate(parsed, public_key),
