@@ -161,23 +161,20 @@ class ApiKeyService:
         if expires_days is not None and not 1 <= expires_days <= 3650:
             raise InvalidInput("expires_days must be between 1 and 3650")
         wanted = self._now + timedelta(days=expires_days) if expires_days else None
-        bound = self._actor.credential_expires_at
-        if bound is None:
-            return wanted
-        if wanted is not None and wanted > bound:
-            raise PermissionDenied(
-                f"a key cannot outlive the key that creates it (expires {bound.isoformat()})"
-            )
-        return wanted or bound
+        if wanted is None and self._actor.credential_expires_at is not None:
+            return self._actor.credential_expires_at
+        self._refuse_outliving(wanted, "a key cannot outlive the key that creates it")
+        return wanted
 
     def _no_outliving(self, key: models.ApiKey) -> None:
-        """An expiring key may not hand itself a key that outlives it (see `_expiry`)."""
+        """Nor may it regenerate or revive one that outlives it (see `_expiry`)."""
+        text = f"API key {key.id} outlives the key this request is made with"
+        self._refuse_outliving(key.expires_at, text)
+
+    def _refuse_outliving(self, expires_at: datetime | None, text: str) -> None:
         bound = self._actor.credential_expires_at
-        if bound is not None and (key.expires_at is None or key.expires_at > bound):
-            raise PermissionDenied(
-                f"API key {key.id} outlives the key this request is made with "
-                f"(expires {bound.isoformat()})"
-            )
+        if bound is not None and (expires_at is None or expires_at > bound):
+            raise PermissionDenied(f"{text} (expires {bound.isoformat()})")
 
     def _require_user(self) -> int:
         if self._actor.user_id is None:
