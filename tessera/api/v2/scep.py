@@ -67,14 +67,10 @@ class ScepConfigIn(Strict):
         return self
 
 
-# The settings every profile has (ca_id, template_id and next_ca_id may be cleared with null).
-_NOT_NULL = (
-    "enabled",
-    "auto_approve",
-    "challenge_validity",
-    "challenge_type",
-    "queue_without_challenge",
-    "use_ra",
+# The settings every profile has, as the table says (ca_id, template_id, next_ca_id and
+# ca_ident may be cleared with null).
+_NOT_NULL = tuple(
+    name for name in ScepConfigIn.model_fields if not ScepProfile.__table__.c[name].nullable
 )
 
 
