@@ -56,6 +56,11 @@ class Policy:
         rules = {
             # Seed 004: password-reset request and MFA verification, 5 per 300 s.
             "auth_strict": Rule("auth_strict", max(1, self.auth_per_minute // 2), 300.0),
+            # A stolen session must not get to guess the codes that turn 2FA off from many
+            # addresses: the account's second-factor steps are counted per user.
+            "second_factor": Rule(
+                "second_factor", max(1, self.auth_per_minute // 2), 300.0, per_user=True
+            ),
             "auth": Rule("auth", self.auth_per_minute, 60.0),
             "export": Rule("export", self.export_per_minute, 60.0, per_user=True),
             "default": Rule("default", self.per_minute, 60.0),
@@ -91,6 +96,7 @@ _STRICT = re.compile(
     r"/(forgot-password|reset-password|password-reset-request|mfa/verify|mfa|2fa|totp)(/|$)"
 )
 _AUTH_WRITE = re.compile(r"^/api/(v\d+/)?auth/")
+_ACCOUNT_SECOND_FACTOR = re.compile(r"^/api/(v\d+/)?account/2fa/")
 _PASSWORD_CHANGE = re.compile(r"^/api/(v\d+/)?(account/password|auth/password-change)$")
 _EXPORT = re.compile(r"/(export|bulk-export)(/|$)|/bulk/export$|/export-all$|/key$")
 
@@ -103,6 +109,8 @@ def classify(method: str, path: str) -> str:
         return "protocol"
     if _AUTH_WRITE.match(path) and method != "GET":
         return "auth_strict" if _STRICT.search(path) else "auth"
+    if _ACCOUNT_SECOND_FACTOR.match(path) and method != "GET":
+        return "second_factor"
     if _PASSWORD_CHANGE.match(path) and method != "GET":
         return "auth"
     if path.startswith("/api/") and _EXPORT.search(path):

@@ -170,6 +170,36 @@ def test_export_attempts_with_unknown_credentials_count_per_address(server: Serv
         assert_429(client.get(f"{API}/certificates/export", headers=bearer), 10, 60)
 
 
+def test_account_second_factor_steps_limited_per_user_not_per_address(
+    server: Server, api: httpx.Client
+) -> None:
+    """Guessing the code that confirms or turns off 2FA with a stolen session or key: five
+    tries in 300 s per user, whatever address each comes from."""
+    key = _user_key(server, api, "viewer")
+    with server.client(api_key=key) as client:
+        enabled = client.post(f"{API}/account/2fa/enable", headers=as_ip(next_ip()))
+        assert data(enabled)["secret"]
+        for _ in range(4):
+            wrong = {"code": "000000"}
+            response = client.post(
+                f"{API}/account/2fa/confirm", json=wrong, headers=as_ip(next_ip())
+            )
+            error(response, 400)
+        retry = assert_429(
+            client.post(
+                f"{API}/account/2fa/confirm", json={"code": "000000"}, headers=as_ip(next_ip())
+            ),
+            5,
+            300,
+        )
+        assert retry > 60
+        # Reading the 2FA state is not a guess.
+        assert client.get(f"{API}/account/2fa/recovery-codes").status_code == 200
+    other = _user_key(server, api, "viewer")
+    with server.client(api_key=other) as client:
+        assert client.post(f"{API}/account/2fa/enable").status_code == 200
+
+
 def _user_key(server: Server, api: httpx.Client, role: str) -> str:
     name = f"rl-{role}-{uuid.uuid4().hex[:8]}"
     password = "Password-for-" + uuid.uuid4().hex

@@ -131,6 +131,7 @@ def _config_view(limiter: Limiter) -> dict[str, Any]:
             "default": f"{limiter.policy.per_minute}/60s per IP",
             "auth": f"{limiter.policy.auth_per_minute}/60s per IP",
             "auth_strict": f"{max(1, limiter.policy.auth_per_minute // 2)}/300s per IP",
+            "second_factor": f"{max(1, limiter.policy.auth_per_minute // 2)}/300s per user",
             "export": f"{limiter.policy.export_per_minute}/60s per user",
             "protocol": (
                 f"{limiter.policy.protocol_per_minute}/60s per IP"
