@@ -8,7 +8,7 @@ so the caller writes both in one transaction.
 """
 
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -18,6 +18,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 from tessera.core import lint, name_constraints
 from tessera.core.clock import Clock, utc_now
 from tessera.core.errors import PolicyViolation
+from tessera.core.issuer_chain import IssuerChain
 from tessera.core.keys import PrivateKey, enforce_key_floor, signature_hash
 from tessera.core.names import extended_key_usage, key_usage
 from tessera.core.profile import MAX_VALIDITY_DAYS, CertificateRequest, Template, apply_template
@@ -40,10 +41,19 @@ class Issuer:
     certificate: x509.Certificate | None  # None while a root is signing itself
     key: PrivateKey
     urls: PublicationURLs = PublicationURLs()
+    # The issuer's own issuers held here, its parent first: their name constraints and
+    # path lengths hold for what it signs as much as its own (core/issuer_chain.py).
+    ancestors: tuple[x509.Certificate, ...] = ()
 
     @property
     def name(self) -> x509.Name | None:
         return self.certificate.subject if self.certificate else None
+
+    @property
+    def chain(self) -> IssuerChain:
+        if self.certificate is None:
+            return IssuerChain()
+        return IssuerChain((self.certificate, *self.ancestors))
 
 
 @dataclass(frozen=True)
@@ -78,13 +88,13 @@ class Authority:
         ledger: IssuanceLedger,
         template: Template | None = None,
     ) -> x509.Certificate:
-        request = _within_issuer_path_length(apply_template(request, template), issuer)
+        request = issuer.chain.with_default_path_length(apply_template(request, template))
         enforce_key_floor(request.public_key)
         _enforce_issuer_key_floor(issuer)
         not_before, not_after = self._validity(request, issuer)
         builder = self._builder(request, issuer, not_before, not_after)
         builder = builder.serial_number(ledger.reserve_serial())
-        lint.check_before_signing(request, issuer.certificate, not_before, not_after)
+        lint.check_before_signing(request, issuer.chain, not_before, not_after)
         certificate = builder.sign(issuer.key, signature_hash(issuer.key))  # type: ignore[arg-type]
         ledger.record(certificate, _audit_event(request, certificate, template))
         return certificate
@@ -159,9 +169,9 @@ def _extensions(
         extensions.append((x509.SubjectAlternativeName(list(request.sans)), critical))
     constraints = name_constraints.issuer_constraints(issuer.certificate)
     if request.is_ca and constraints is not None:
-        # A sub-CA inherits them (critical, RFC 5280 4.2.1.10): the lint then checks each
-        # certificate against its direct issuer's alone, and what that sub-CA signs stays
-        # within what relying parties accept through the whole chain.
+        # A sub-CA inherits them (critical, RFC 5280 4.2.1.10): it carries them wherever its
+        # certificate goes, and states in itself what it may sign (the lint holds each
+        # certificate to the constraints of every CA up the chain anyway).
         extensions.append((constraints, True))
     if issuer.certificate is not None:
         extensions.extend(_publication_extensions(issuer.urls))
@@ -175,23 +185,6 @@ def _enforce_issuer_key_floor(issuer: Issuer) -> None:
         enforce_key_floor(issuer.key.public_key())
     except PolicyViolation as exc:
         raise PolicyViolation(f"the issuing CA's key is too weak: {exc.message}") from exc
-
-
-def _within_issuer_path_length(request: CertificateRequest, issuer: Issuer) -> CertificateRequest:
-    """A sub-CA that asks for no path length gets one less than its issuer's. Left unlimited,
-    it could sign CAs below it that its issuer's constraint forbids, and relying parties
-    would reject those chains ("path length constraint exceeded"); the lint checks only the
-    direct issuer, which this keeps sufficient down the hierarchy."""
-    if not request.is_ca or request.path_length is not None or issuer.certificate is None:
-        return request
-    try:
-        constraints = issuer.certificate.extensions.get_extension_for_class(x509.BasicConstraints)
-    except x509.ExtensionNotFound:
-        return request  # no CA at all: the lint refuses it
-    limit = constraints.value.path_length
-    if limit is None or limit == 0:
-        return request  # unlimited below; or no sub-CA allowed at all, which the lint refuses
-    return replace(request, path_length=limit - 1)
 
 
 def _path_length(request: CertificateRequest) -> int | None:

@@ -11,8 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
-from tessera.core import name_constraints
 from tessera.core.errors import InvalidInput, PolicyViolation
+from tessera.core.issuer_chain import IssuerChain
 from tessera.core.names import UPPER_BOUNDS, check_general_name, is_country_code
 from tessera.core.profile import CertificateRequest
 
@@ -28,14 +28,13 @@ _ED25519_ALLOWED = {
 
 def check_before_signing(
     request: CertificateRequest,
-    issuer_cert: x509.Certificate | None,
+    chain: IssuerChain,
     not_before: datetime,
     not_after: datetime,
 ) -> None:
-    _check_issuer(issuer_cert, request)
-    constraints = name_constraints.issuer_constraints(issuer_cert)
-    if constraints is not None:
-        name_constraints.check(constraints, request.subject, request.sans, request.is_ca)
+    """`chain`: the issuer's certificate and its issuers held here (empty for a root)."""
+    _check_issuer(chain.certificates[0] if chain.certificates else None)
+    chain.check(request)  # name constraints and path length of every CA up the chain
     _check_subject(request.subject)
     _check_sans(request.sans)
     _check_key_usage_for_key(request)
@@ -46,7 +45,7 @@ def check_before_signing(
         raise PolicyViolation("the certificate would expire before it becomes valid")
 
 
-def _check_issuer(issuer_cert: x509.Certificate | None, request: CertificateRequest) -> None:
+def _check_issuer(issuer_cert: x509.Certificate | None) -> None:
     if issuer_cert is None:
         return
     try:
@@ -55,15 +54,6 @@ def _check_issuer(issuer_cert: x509.Certificate | None, request: CertificateRequ
         raise PolicyViolation("the issuer is not a CA certificate") from exc
     if not constraints.ca:
         raise PolicyViolation("the issuer is not a CA certificate")
-    if request.is_ca and constraints.path_length == 0:
-        raise PolicyViolation("the issuing CA's path length forbids subordinate CAs")
-    if (
-        request.is_ca
-        and constraints.path_length is not None
-        and request.path_length is not None
-        and request.path_length >= constraints.path_length
-    ):
-        raise PolicyViolation(f"path length must be below the issuer's ({constraints.path_length})")
     try:
         usage = issuer_cert.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:

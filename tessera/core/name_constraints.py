@@ -1,9 +1,10 @@
-"""The issuer's name constraints (RFC 5280 4.2.1.10), checked before signing.
+"""Name constraints (RFC 5280 4.2.1.10), checked before signing.
 
-A CA imported with its key may carry a NameConstraints extension; a certificate it signs
-for a name outside them is rejected by every relying party ("permitted subtree violation"),
-so the authority refuses to sign it. Sub-CAs made here inherit the constraints
-(`core/authority.py`), so the direct issuer's are all a request must be checked against.
+A CA imported with its key may carry a NameConstraints extension, and so may any CA above it;
+a certificate signed for a name outside them is rejected by every relying party ("permitted
+subtree violation"), so the authority refuses to sign it. This module judges one CA's
+constraints; `core/issuer_chain.py` applies those of every CA up the chain, as a relying
+party validating the path does (RFC 5280 6.1).
 """
 
 import ipaddress
@@ -30,12 +31,29 @@ def check(
     subject: x509.Name,
     sans: Sequence[x509.GeneralName],
     is_ca: bool = False,
+    holder: str = "the issuing CA",
 ) -> None:
     """Every name the certificate would carry, within the permitted subtrees of its type
-    (when there are any) and outside every excluded one."""
+    (when there are any) and outside every excluded one. `holder` names whose constraints
+    they are, for the refusal."""
+    found = violation(constraints, subject, sans, is_ca)
+    if found is not None:
+        raise PolicyViolation(f"the name constraints of {holder} do not allow {found}")
+
+
+def violation(
+    constraints: x509.NameConstraints,
+    subject: x509.Name,
+    sans: Sequence[x509.GeneralName],
+    is_ca: bool = False,
+) -> str | None:
+    """The first name outside the constraints and why (`dns:x (not within its permitted
+    dns:example.com)`), or None when every name is inside."""
     for name in _names_to_check(subject, sans, is_ca):
-        if not _allowed(constraints, name):
-            raise PolicyViolation(f"the issuing CA's name constraints do not allow {_label(name)}")
+        reason = _refusal(constraints, name)
+        if reason is not None:
+            return f"{_label(name)} ({reason})"
+    return None
 
 
 def _names_to_check(
@@ -64,14 +82,18 @@ def _host_like(value: str) -> bool:
     )
 
 
-def _allowed(constraints: x509.NameConstraints, name: x509.GeneralName) -> bool:
+def _refusal(constraints: x509.NameConstraints, name: x509.GeneralName) -> str | None:
     permitted = _same_type(constraints.permitted_subtrees, name)
     excluded = _same_type(constraints.excluded_subtrees, name)
     if (permitted or excluded) and not _comparable(name):
-        return False  # as OpenSSL: a name it cannot place under a constraint is refused
+        # as OpenSSL: a name it cannot place under a constraint is refused
+        return "which cannot be compared with its constraints of that type"
     if permitted and not any(_within(name, base) for base in permitted):
-        return False
-    return not any(_within(name, base) or _wildcard_covers(name, base) for base in excluded)
+        return f"not within its permitted {', '.join(_label(base) for base in permitted)}"
+    for base in excluded:
+        if _within(name, base) or _wildcard_covers(name, base):
+            return f"within its excluded {_label(base)}"
+    return None
 
 
 def _comparable(name: x509.GeneralName) -> bool:
@@ -168,7 +190,7 @@ def _email_within(address: str, base: str) -> bool:
 
 def _label(name: x509.GeneralName) -> str:
     if isinstance(name, x509.DirectoryName):
-        return f"the subject {name.value.rfc4514_string()!r}"
+        return f"dirName:{name.value.rfc4514_string()!r}"
     kind = {
         x509.DNSName: "dns",
         x509.IPAddress: "ip",

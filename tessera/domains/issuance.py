@@ -12,10 +12,11 @@ from typing import Any, Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from tessera.core import inspect, name_constraints
+from tessera.core import inspect
 from tessera.core.authority import AuditEvent, Authority, Issuer, PublicationURLs, random_serial
 from tessera.core.errors import PolicyViolation
 from tessera.core.formats import cert_pem, load_certificate
+from tessera.core.issuer_chain import IssuerChain
 from tessera.core.keys import MIN_RSA_BITS, PrivateKey, describe_public_key, enforce_key_floor
 from tessera.core.keystore import KeyEncryptor
 from tessera.core.lint import check_requested_names
@@ -133,6 +134,21 @@ def signing_refusal(
     return None
 
 
+def ca_chain(
+    repos: Repositories, ca: models.CertificateAuthority
+) -> list[models.CertificateAuthority]:
+    """The CA and its parents held here up to the root, nearest first (a loop in the links,
+    which no import makes, ends the walk)."""
+    chain, seen = [ca], {ca.id}
+    while chain[-1].parent_id is not None and chain[-1].parent_id not in seen:
+        parent = repos.cas.get(chain[-1].parent_id)
+        if parent is None:
+            break
+        chain.append(parent)
+        seen.add(parent.id)
+    return chain
+
+
 def under_key_floor(ca: models.CertificateAuthority) -> bool:
     return ca.key_algorithm == "RSA" and ca.key_size < MIN_RSA_BITS
 
@@ -155,10 +171,19 @@ class Issuance:
         if refusal is not None:
             raise PolicyViolation(f"CA {ca.id} cannot sign: {refusal}")
         assert ca.encrypted_private_key is not None  # a CA without its key was refused
+        certificate, *ancestors = self.issuer_chain(ca).certificates
         return Issuer(
-            certificate=_issuer_certificate(ca.certificate_pem),
+            certificate=certificate,
             key=self.keys.decrypt(ca.encrypted_private_key),
             urls=self.publication.for_ca(ca),
+            ancestors=tuple(ancestors),
+        )
+
+    def issuer_chain(self, ca: models.CertificateAuthority) -> IssuerChain:
+        """The CA's certificate and its issuers held here, whose name constraints and path
+        lengths relying parties apply to what it signs (core/issuer_chain.py)."""
+        return IssuerChain(
+            tuple(_issuer_certificate(row.certificate_pem) for row in ca_chain(self.repos, ca))
         )
 
     def issue_certificate(
@@ -199,16 +224,15 @@ class Issuance:
     ) -> None:
         """Refuse now, for a request to be queued for an approval, what no approval could
         get signed: a key under the floor or revoked as compromised, names beyond RFC 5280's
-        limits, a conflict with the template, names the CA's name constraints exclude. The
-        rest (the CA's state, validity) is decided when it is signed."""
+        limits, a conflict with the template, names the name constraints of the CA (or of a
+        CA above it) exclude. The rest (the CA's state, validity) is decided when it is
+        signed."""
         enforce_key_floor(request.public_key)
         self._refuse_compromised(request.public_key)
         check_requested_names(request.subject, request.sans)
         request = apply_template(request, core_template(template))
-        issuer = _issuer_certificate(ca.certificate_pem) if ca is not None else None
-        constraints = name_constraints.issuer_constraints(issuer)
-        if constraints is not None:
-            name_constraints.check(constraints, request.subject, request.sans, request.is_ca)
+        if ca is not None:
+            self.issuer_chain(ca).check_names(request.subject, request.sans, request.is_ca)
 
     def _refuse_compromised(self, public_key: object) -> None:
         if self.repos.certificates.key_compromised(inspect.key_sha256(public_key)):

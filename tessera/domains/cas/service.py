@@ -21,7 +21,7 @@ from tessera.core.names import SubjectFields
 from tessera.core.profile import CertificateRequest
 from tessera.domains import audit, bulk
 from tessera.domains.exports import Exported, bundle, export, safe_name, zipped
-from tessera.domains.issuance import Issuance, ca_row
+from tessera.domains.issuance import Issuance, ca_chain, ca_row
 from tessera.storage import models
 
 
@@ -134,14 +134,7 @@ class CAService:
 
     def chain(self, ca: models.CertificateAuthority) -> list[models.CertificateAuthority]:
         """The CA and its parents up to the root, nearest first."""
-        chain, seen = [ca], {ca.id}
-        while chain[-1].parent_id is not None and chain[-1].parent_id not in seen:
-            parent = self._repos.cas.get(chain[-1].parent_id)
-            if parent is None:
-                break
-            chain.append(parent)
-            seen.add(parent.id)
-        return chain
+        return ca_chain(self._repos, ca)
 
     def export(self, ca_id: int, fmt: str) -> Exported:
         ca = self.get(ca_id)
