@@ -13,6 +13,7 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
@@ -261,3 +262,93 @@ def test_a_sub_ca_takes_the_chains_remaining_path_length(api: httpx.Client, work
     leaf = issue(api, made["id"], "deep.example.com")
     chain = chain_of(api, leaf["id"])
     assert len(chain) == 4 and "OK" in openssl_verify(workdir, chain[0], chain[1:])
+
+
+# Certificates Tessera names itself: the OCSP responder and the SCEP RA
+
+ACME_DE = x509.Name(name("x", country="DE", organization="Acme").rdns[:2])
+
+
+def acme_chain(api: httpx.Client) -> tuple[ForeignCA, ForeignCA, dict]:
+    """A root whose name constraints permit directoryName C=DE, O=Acme only, over an
+    imported intermediate (with its key) that has none of its own."""
+    permits_acme = x509.NameConstraints([x509.DirectoryName(ACME_DE)], None)
+    root = foreign_cert(
+        name(unique("Acme Root"), country="DE", organization="Acme"), constraints=permits_acme
+    )
+    inter = foreign_cert(name(unique("Acme Issuing"), country="DE", organization="Acme"), root)
+    imported(api, root)
+    return root, inter, imported(api, inter)
+
+
+def common_name(certificate: x509.Certificate) -> str:
+    return str(certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
+def within_acme(certificate: x509.Certificate) -> bool:
+    return certificate.subject.rdns[:2] == ACME_DE.rdns
+
+
+def test_the_ocsp_responder_is_named_within_the_chains_directory_name_constraints(
+    server: Server, api: httpx.Client, workdir: Path
+) -> None:
+    """The delegated responder certificate is named `<CA> OCSP Responder`; under a chain
+    that permits C=DE, O=Acme alone it is named under the CA's own subject instead, so
+    that it validates (and the responder answers)."""
+    root, inter, issuing = acme_chain(api)
+    made = issue(api, issuing["id"], "device.example.com", organization="Acme", country="DE")
+    leaf = x509.load_pem_x509_certificate(
+        download(api, f"{API}/certificates/{made['id']}/export", format="pem").content
+    )
+    asked = ocsp.OCSPRequestBuilder().add_certificate(leaf, inter.certificate, hashes.SHA1())
+    response = httpx.post(
+        f"{server.http_url}/ocsp",
+        content=asked.build().public_bytes(serialization.Encoding.DER),
+        headers={"Content-Type": "application/ocsp-request"},
+        timeout=30,
+    )
+    answer = ocsp.load_der_ocsp_response(response.content)
+    assert answer.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
+    assert answer.certificate_status == ocsp.OCSPCertStatus.GOOD
+    [signer] = answer.certificates
+    inter_cn = common_name(inter.certificate)
+    assert within_acme(signer), signer.subject.rfc4514_string()
+    assert common_name(signer) == f"{inter_cn} OCSP Responder"
+    signer_pem = signer.public_bytes(serialization.Encoding.PEM).decode()
+    assert "OK" in openssl_verify(workdir, signer_pem, [inter.pem, root.pem])
+
+
+def test_the_scep_ra_is_named_within_the_chains_directory_name_constraints(
+    server: Server, api: httpx.Client, workdir: Path
+) -> None:
+    """The RA is O=Tessera, CN=SCEP RA <slug>; under a chain that permits C=DE, O=Acme alone
+    it is named under the CA's own subject instead, so that clients can validate it."""
+    root, inter, issuing = acme_chain(api)
+    slug = unique("acme").lower()
+    body = {"slug": slug, "enabled": True, "ca_id": issuing["id"]}
+    data(api.post(f"{API}/scep/profiles", json=body), 201)
+    with httpx.Client(base_url=server.http_url, timeout=60) as http:
+        reply = http.get(f"/scep/{slug}/pkiclient.exe", params={"operation": "GetCACert"})
+    assert reply.status_code == 200, reply.text
+    certificates = pkcs7.load_der_pkcs7_certificates(reply.content)
+    [ra] = [c for c in certificates if common_name(c) == f"SCEP RA {slug}"]
+    assert within_acme(ra), ra.subject.rfc4514_string()
+    ra_pem = ra.public_bytes(serialization.Encoding.PEM).decode()
+    assert "OK" in openssl_verify(workdir, ra_pem, [inter.pem, root.pem])
+
+
+def test_a_responder_subject_that_cannot_fit_refuses_the_scep_profile(
+    api: httpx.Client,
+) -> None:
+    """When no subject under the CA's own or a permitted subtree fits (here every one of
+    them is excluded too), the RA is refused with a clear 422 and the profile not saved."""
+    both = x509.NameConstraints([x509.DirectoryName(ACME_DE)], [x509.DirectoryName(ACME_DE)])
+    root = foreign_cert(
+        name(unique("Nothing Fits Root"), country="DE", organization="Acme"), constraints=both
+    )
+    issuing = imported(api, root)
+    slug = unique("none").lower()
+    body = {"slug": slug, "enabled": True, "ca_id": issuing["id"]}
+    message = error(api.post(f"{API}/scep/profiles", json=body), 422)
+    assert "directoryName constraints" in message and f"SCEP RA {slug}" in message
+    error(api.get(f"{API}/scep/profiles/{slug}"), 404)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tessera.core.authority import Authority
 from tessera.core.errors import PolicyViolation
 from tessera.core.formats import load_certificate
+from tessera.core.issuer_chain import IssuerChain
 from tessera.core.keystore import KeyEncryptor
 from tessera.core.names import fit_utf8
 from tessera.core.profile import CertificateRequest
@@ -122,7 +123,7 @@ class SignerFactory:
                 may_use_internal_ca=True,
                 vouching=True,
             )
-            request = _request(ca, key, self.signer_days)
+            request = _request(ca, key, self.signer_days, issuance.issuer_chain(ca))
             row = issuance.issue_certificate(request, ca, None, key, fresh_key=True)
             repo.add_signer(
                 OCSPSigner(
@@ -147,11 +148,17 @@ class SignerFactory:
 
 
 def _request(
-    ca: models.CertificateAuthority, key: ec.EllipticCurvePrivateKey, days: int
+    ca: models.CertificateAuthority,
+    key: ec.EllipticCurvePrivateKey,
+    days: int,
+    chain: IssuerChain,
 ) -> CertificateRequest:
     common_name = fit_utf8(f"{ca.common_name} OCSP Responder", 64)
+    # The common name alone, unless a directoryName constraint up the CA's chain wants the
+    # subject within a subtree (then under the CA's own subject; see docs/issuance.md).
+    preferred = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     return CertificateRequest(
-        subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]),
+        subject=chain.subject_within(preferred, common_name),
         public_key=key.public_key(),
         validity_days=days,
         key_usage=("digitalSignature",),

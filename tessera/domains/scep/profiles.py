@@ -235,14 +235,17 @@ class ProfileService:
         self, profile: ScepProfile, ca: models.CertificateAuthority
     ) -> models.Certificate:
         key = generate_private_key(parse_key_spec("RSA", 2048))
-        subject = x509.Name(
+        common_name = ra_common_name(profile.slug)
+        preferred = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Tessera"),
-                x509.NameAttribute(NameOID.COMMON_NAME, ra_common_name(profile.slug)),
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
             ]
         )
         request = CertificateRequest(
-            subject=subject,
+            # O=Tessera, unless a directoryName constraint up the CA's chain wants the
+            # subject within a subtree (then under the CA's own subject; docs/issuance.md)
+            subject=self._issuance.issuer_chain(ca).subject_within(preferred, common_name),
             public_key=key.public_key(),
             validity_days=self._ra_days,
             # RFC 8894: the RA signs the replies and decrypts the requests; id-kp-cmcRA
@@ -306,13 +309,7 @@ class ProfileService:
         return Responder(_parsed(ra.certificate_pem), ra_key, [_parsed(ra.certificate_pem), *chain])
 
     def _chain(self, ca: models.CertificateAuthority) -> list[x509.Certificate]:
-        chain, seen = [], set()
-        current: models.CertificateAuthority | None = ca
-        while current is not None and current.id not in seen:
-            seen.add(current.id)
-            chain.append(_parsed(current.certificate_pem))
-            current = self._repos.cas.get(current.parent_id) if current.parent_id else None
-        return chain
+        return list(self._issuance.issuer_chain(ca).certificates)
 
     def _audit(self, action: str, profile: ScepProfile, details: dict[str, Any]) -> None:
         audit.record(
