@@ -11,10 +11,12 @@ so tests can replace it.
 import ipaddress
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import idna
 from cryptography import x509
 
 from tessera.core.errors import InvalidInput, PermissionDenied, TesseraError
@@ -25,6 +27,12 @@ Resolver = Callable[[str, int], list[str]]
 MAX_HOSTNAME = 253
 MAX_ATTEMPTS = 3  # addresses tried in turn, so a long DNS answer cannot stretch the wait
 ALLOW_SETTING = "TESSERA_TOOLS_ALLOW_PRIVATE_TARGETS=true"
+# Not public, yet not so flagged by the ipaddress module of every Python this runs on.
+_ALSO_NON_PUBLIC = (
+    (ipaddress.ip_network("192.0.0.0/24"), "reserved for protocol assignments"),  # RFC 6890
+    (ipaddress.ip_network("fec0::/10"), "site-local"),  # RFC 3879: deprecated, still routed
+    (ipaddress.ip_network("3fff::/20"), "reserved for documentation"),  # RFC 9637
+)
 
 
 @dataclass(frozen=True)
@@ -59,23 +67,30 @@ def probe(
     addresses = _resolve(host, port, resolver)
     if not allow_private:
         _refuse_non_public(host, addresses)
+    # One deadline for everything: each address tried, each handshake (a second one, without
+    # verification, when the first refused the chain) takes from the same time.
+    deadline = time.monotonic() + timeout
     try:
-        return _verified(host, port, addresses, timeout)
+        return _verified(host, port, addresses, deadline)
     except ssl.SSLCertVerificationError as exc:
         failure = exc.verify_message or str(exc)
     except (ssl.SSLError, OSError) as exc:
         return ProbeResult(host, port, str(addresses[0]), False, error=_describe(exc))
     try:
-        return _unverified(host, port, addresses, timeout, failure)
+        return _unverified(host, port, addresses, deadline, failure)
     except (ssl.SSLError, OSError) as exc:
         return ProbeResult(host, port, str(addresses[0]), False, error=_describe(exc))
 
 
 def checked_hostname(hostname: str) -> str:
-    """A DNS name or an IP literal (brackets allowed around IPv6), nothing else."""
+    """A DNS name or an IP literal (brackets allowed around IPv6), nothing else. An
+    internationalised name becomes its A-labels (IDNA, UTS #46), the form DNS, SNI and
+    certificates' SANs use."""
     host = hostname.strip().rstrip(".").lower()
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    if not host.isascii():
+        host = _a_labels(host, hostname)
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
@@ -94,6 +109,13 @@ def checked_hostname(hostname: str) -> str:
     if not valid:
         raise InvalidInput(f"not a host name or IP address: {hostname[:100]!r}")
     return host
+
+
+def _a_labels(host: str, given: str) -> str:
+    try:
+        return str(idna.encode(host, uts46=True).decode("ascii"))
+    except UnicodeError as exc:  # idna.IDNAError derives from it
+        raise InvalidInput(f"not a valid internationalised host name: {given[:100]!r}") from exc
 
 
 def _resolve(host: str, port: int, resolver: Resolver) -> list[IPAddress]:
@@ -126,7 +148,8 @@ def non_public_reason(address: IPAddress) -> str | None:
         ("reserved", address.is_reserved),
         ("not globally routable", not address.is_global),
     )
-    return next((label for label, applies in checks if applies), None)
+    listed = (label for network, label in _ALSO_NON_PUBLIC if address in network)
+    return next((label for label, applies in checks if applies), next(listed, None))
 
 
 def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
@@ -149,28 +172,37 @@ def _refuse_non_public(host: str, addresses: list[IPAddress]) -> None:
             )
 
 
-def _connect(addresses: list[IPAddress], port: int, timeout: float) -> socket.socket:
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("timed out")
+    return left
+
+
+def _connect(addresses: list[IPAddress], port: int, deadline: float) -> socket.socket:
     failure: OSError | None = None
     for address in addresses[:MAX_ATTEMPTS]:
         try:
-            return socket.create_connection((str(address), port), timeout=timeout)
+            return socket.create_connection((str(address), port), timeout=_remaining(deadline))
+        except TimeoutError:
+            raise
         except OSError as exc:
             failure = exc
     raise failure or OSError("no address to connect to")
 
 
-def _verified(host: str, port: int, addresses: list[IPAddress], timeout: float) -> ProbeResult:
+def _verified(host: str, port: int, addresses: list[IPAddress], deadline: float) -> ProbeResult:
     context = ssl.create_default_context()
-    return _handshake(context, host, port, addresses, timeout, None)
+    return _handshake(context, host, port, addresses, deadline, None)
 
 
 def _unverified(
-    host: str, port: int, addresses: list[IPAddress], timeout: float, failure: str
+    host: str, port: int, addresses: list[IPAddress], deadline: float, failure: str
 ) -> ProbeResult:
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # only to see what is presented; reported untrusted
-    return _handshake(context, host, port, addresses, timeout, failure)
+    return _handshake(context, host, port, addresses, deadline, failure)
 
 
 def _handshake(
@@ -178,11 +210,12 @@ def _handshake(
     host: str,
     port: int,
     addresses: list[IPAddress],
-    timeout: float,
+    deadline: float,
     failure: str | None,
 ) -> ProbeResult:
-    with _connect(addresses, port, timeout) as raw:
+    with _connect(addresses, port, deadline) as raw:
         address = str(raw.getpeername()[0])
+        raw.settimeout(_remaining(deadline))  # the handshake has what the connect left
         with context.wrap_socket(raw, server_hostname=host) as tls:
             chain = _presented_chain(tls)
             return ProbeResult(

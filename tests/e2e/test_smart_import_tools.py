@@ -1,12 +1,10 @@
 """Smart import (/api/v2/import) and the certificate tools (/api/v2/tools) against objects
-made by openssl, check-ssl against a real TLS server (this suite's own), and random or
-damaged content posted to every parsing endpoint: never a 500, never a traceback."""
+made by openssl (check-ssl is in test_check_ssl.py), and random or damaged content posted to
+every parsing endpoint: never a 500, never a traceback."""
 
 import base64
-import ipaddress
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +14,6 @@ from cryptography.hazmat.primitives import hashes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tessera.core import tls_probe
-from tessera.core.errors import InvalidInput, PermissionDenied
 from tests.e2e.helpers import (
     API,
     ForeignCert,
@@ -28,21 +24,9 @@ from tests.e2e.helpers import (
     foreign_signed,
     unique,
 )
-from tests.support import Server, admin_api_key, start_server, stop_server
+from tests.support import Server
 from tests.tools import openssl, openssl_csr, pem_blocks
 from tests.unit.test_formats_fuzz import SAMPLES, damaged
-
-
-@pytest.fixture(scope="module")
-def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server that may probe private targets (its own port included)."""
-    env = {"TESSERA_TOOLS_ALLOW_PRIVATE_TARGETS": "true", "TESSERA_TOOLS_TLS_TIMEOUT": "5"}
-    running = start_server(tmp_path_factory.mktemp("tools") / "data", None, env=env)
-    try:
-        running.api_key = admin_api_key(running)
-        yield running
-    finally:
-        stop_server(running)
 
 
 @pytest.fixture
@@ -416,71 +400,6 @@ def test_convert_refuses_a_key_of_no_given_certificate(
     ):
         refused = api.post(path, json={**body, "output_format": "pkcs12", "password": "x"})
         assert "does not belong" in error(refused, 400)
-
-
-def server_chain_fingerprints(server: Server) -> list[str]:
-    return [
-        cert_of(b).fingerprint(hashes.SHA256()).hex(":").upper()
-        for b in pem_blocks(server.ca_bundle.read_text())
-    ]
-
-
-def test_check_ssl_refuses_private_targets_by_default(server: Server, api: httpx.Client) -> None:
-    hosts = [
-        "127.0.0.1",
-        "localhost",
-        "[::1]",
-        "10.1.2.3",
-        "169.254.169.254",
-        "0.0.0.0",
-        "::ffff:127.0.0.1",
-        "2002:7f00:1::",
-        "100.64.0.1",
-        "224.0.0.1",
-    ]
-    for host in hosts:
-        refused = api.post(f"{API}/tools/check-ssl", json={"hostname": host, "port": server.port})
-        message = error(refused, 403)
-        assert "TESSERA_TOOLS_ALLOW_PRIVATE_TARGETS" in message and "refusing" in message
-    assert "host name" in error(
-        api.post(f"{API}/tools/check-ssl", json={"hostname": "bad host!", "port": 443}), 400
-    )
-    error(api.post(f"{API}/tools/check-ssl", json={"hostname": "example.com", "port": 0}), 422)
-    error(api.post(f"{API}/tools/check-ssl", json={"port": 443}), 422)
-
-
-def test_every_resolved_address_is_checked_and_only_those_are_dialled() -> None:
-    """A name that resolves to a public and a private address is refused (the connection
-    would go to a checked address, never to the name again)."""
-    mixed = lambda host, port: ["93.184.216.34", "127.0.0.1"]  # noqa: E731
-    with pytest.raises(PermissionDenied, match=r"127\.0\.0\.1 is loopback"):
-        tls_probe.probe("rebind.example", 443, 1.0, resolver=mixed)
-    with pytest.raises(InvalidInput, match="cannot resolve"):
-        tls_probe.probe("nowhere.example", 443, 1.0, resolver=lambda host, port: [])
-    assert tls_probe.non_public_reason(ipaddress.ip_address("93.184.216.34")) is None
-
-
-def test_check_ssl_against_a_real_tls_server(open_server: Server) -> None:
-    with open_server.client() as api:
-        for host in ("127.0.0.1", "localhost"):
-            body = {"hostname": host, "port": open_server.port}
-            checked = data(api.post(f"{API}/tools/check-ssl", json=body))
-            assert checked["connected"] is True and checked["address"] in ("127.0.0.1", "::1")
-            assert checked["protocol"] in ("TLSv1.2", "TLSv1.3") and checked["cipher"]["bits"]
-            presented = [c["fingerprint_sha256"] for c in checked["chain"]]
-            assert presented == server_chain_fingerprints(open_server)[: len(presented)]
-            assert presented[0] == server_chain_fingerprints(open_server)[0]
-            validation = checked["validation"]
-            assert validation["trusted"] is False and validation["hostname_match"] is True
-            assert "certificate" in validation["error"]  # not in the system trust store
-            assert checked["certificate"]["san"][:1] == ["dns:localhost"]
-        closed = data(
-            api.post(
-                f"{API}/tools/check-ssl",
-                json={"hostname": "127.0.0.1", "port": open_server.http_port},
-            )
-        )
-        assert closed["connected"] is False and "TLS" in closed["error"]
 
 
 # --- nothing makes a 500 -----------------------------------------------------------------------
