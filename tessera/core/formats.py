@@ -320,9 +320,21 @@ _OTHER_LABELS = {
 
 def read_objects(data: bytes, password: bytes | None) -> Content:
     """Everything in a PEM text (any number of blocks), or in one DER, PKCS#12 or PKCS#7 file.
-    Objects that cannot be read are reported with their problem rather than refused."""
+    Objects that cannot be read are reported with their problem rather than refused. At most
+    MAX_OBJECTS in all, bundles' contents counted: what reads them relates each object to the
+    others, and a PKCS#7 of a few megabytes holds thousands of certificates."""
     if not data.strip():
         raise InvalidInput("the content is empty")
+    content = _read_content(data, password)
+    if len(content.objects) > MAX_OBJECTS:
+        raise InvalidInput(
+            f"at most {MAX_OBJECTS} objects are read at once; "
+            f"the content holds {len(content.objects)}"
+        )
+    return content
+
+
+def _read_content(data: bytes, password: bytes | None) -> Content:
     blocks = pem_objects(data)
     if len(blocks) > MAX_OBJECTS:
         raise InvalidInput(f"at most {MAX_OBJECTS} PEM objects are read at once")

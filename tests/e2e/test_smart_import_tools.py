@@ -5,12 +5,18 @@ every parsing endpoint: never a 500, never a traceback."""
 import base64
 import json
 import os
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import hashes
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -227,6 +233,75 @@ def test_execute_options_permissions_and_a_key_for_a_keyless_certificate(
 
     formats = data(api.get(f"{API}/import/formats"))
     assert {f["name"] for f in formats["formats"]} == {"PEM", "DER", "PKCS#12", "PKCS#7"}
+
+
+def test_a_key_offered_to_a_certificate_given_twice_is_reported_with_the_one_kept(
+    api: httpx.Client, pki: dict[str, Any]
+) -> None:
+    """The key goes in with the first copy; the second copy is a duplicate, and the key's
+    line says where it went rather than "skipped" after the duplicate."""
+    leaf = pki["leaf"]
+    done = execute(api, leaf.pem + leaf.key_pem + leaf.pem)
+    first, key, second = done["results"]
+    assert first["status"] == "imported" and first["with_key"] is True
+    assert key == {"index": 1, "type": "private_key", "status": "linked", "linked_to": 0}
+    assert second["status"] == "skipped" and "already present" in second["message"]
+    assert done["keys_matched"] == 1 and done["certificates_imported"] == 1
+    assert data(api.get(f"{API}/certificates/{first['id']}"))["private_key_available"] is True
+
+
+def ca_chain(length: int, tag: str) -> list[x509.Certificate]:
+    """CA certificates each issued (by name) by the one before; one key for speed."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    names = [
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{tag} {i}")]) for i in range(length)
+    ]
+    return [
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(names[max(i - 1, 0)])
+        .public_key(key.public_key())
+        .serial_number(i + 1)
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+        for i, name in enumerate(names)
+    ]
+
+
+def test_bundles_hold_at_most_500_objects_whatever_their_container(
+    api: httpx.Client,
+) -> None:
+    """The 500-object limit counts what PKCS#7 holds too: smart import relates every object to
+    every other, and a few megabytes of PKCS#7 hold thousands of certificates (3,000 took 40 s
+    of a worker to analyze)."""
+    certs = ca_chain(501, unique("many"))
+    p7 = pkcs7.serialize_certificates(certs, serialization.Encoding.DER)
+    for path in ("analyze", "execute"):
+        upload = {"file": ("many.p7c", p7, "application/octet-stream")}
+        assert "at most 500 objects" in error(api.post(f"{API}/import/{path}", files=upload), 400)
+    pem = pkcs7.serialize_certificates(certs, serialization.Encoding.PEM).decode()
+    assert "at most 500 objects" in error(
+        api.post(f"{API}/import/execute", json={"content": pem}), 400
+    )
+    at_the_limit = pkcs7.serialize_certificates(certs[:500], serialization.Encoding.DER)
+    assert analyze(api, b64(at_the_limit))["summary"]["cas"] == 500
+
+
+def test_a_long_chain_of_cas_is_put_in_order_quickly(api: httpx.Client) -> None:
+    """CAs are imported parents first; ordering 500 of them given children first took half a
+    minute of a worker (every pair compared again for every place taken)."""
+    certs = ca_chain(500, unique("chain"))
+    content = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in reversed(certs))
+    started = time.monotonic()
+    done = execute(api, content, options={"import_cas": False})
+    took = time.monotonic() - started
+    assert took < 10, took
+    assert done["skipped"] and {r["message"] for r in done["results"]} == {
+        "not selected in options"
+    }
 
 
 # --- tools -------------------------------------------------------------------------------------

@@ -91,7 +91,9 @@ class _Item:
     found: Found
     spki: bytes | None
     outcome: dict[str, Any] | None = None
-    claimed_by: int | None = None  # for a key: the index of the object it went with
+    # for a key: the objects it was offered to (a certificate and its CSR may share it, and
+    # so may a certificate given twice)
+    claimed_by: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -251,7 +253,7 @@ class ImportService:
         holder = plan.key_for(item)
         if holder is None or holder is item or not options.import_keys or holder.found.key is None:
             return None
-        holder.claimed_by = item.index
+        holder.claimed_by.append(item.index)
         return holder.found.key
 
     def _settle(self, item: _Item, plan: _Plan, options: ExecuteOptions) -> None:
@@ -262,13 +264,14 @@ class ImportService:
         found = item.found
         if found.problem:
             item.outcome = _failed(item, found.problem)
-        elif found.key is not None and item.claimed_by is not None:
-            owner = plan.items[item.claimed_by].outcome or {}
-            if owner.get("with_key"):
-                item.outcome = _linked(item, owner["index"])
+        elif found.key is not None and item.claimed_by:
+            owners = [plan.items[index].outcome or {} for index in item.claimed_by]
+            keeper = next((owner for owner in owners if owner.get("with_key")), None)
+            if keeper is not None:
+                item.outcome = _linked(item, keeper["index"])
             else:
-                why = owner.get("message", "it was not imported")
-                item.outcome = _skipped(item, f"its object {item.claimed_by}: {why}")
+                why = owners[0].get("message", "it was not imported")
+                item.outcome = _skipped(item, f"its object {item.claimed_by[0]}: {why}")
         elif found.key is not None:
             item.outcome = _skipped(
                 item,
@@ -323,22 +326,35 @@ def _type(found: Found) -> str:
 
 
 def _parents_first(items: list[_Item]) -> list[_Item]:
-    """CA certificates ordered so that each comes after its issuer (by name) when the issuer
-    is in the content too; a cycle (cross-signing) keeps the given order."""
+    """CA certificates ordered so that each comes after its issuers (by name) when they are in
+    the content too; a cycle (cross-signing) is broken where it closes. Each name is read once
+    and issuers are looked up by name, so a long chain costs little (comparing every pair
+    again for every place taken cost minutes for a few hundred CAs)."""
+    names = {item.index: _names(item) for item in items}
+    by_subject: dict[x509.Name, list[_Item]] = {}
+    for item in items:
+        by_subject.setdefault(names[item.index][0], []).append(item)
     ordered: list[_Item] = []
-    remaining = list(items)
-    while remaining:
-        ready = [i for i in remaining if not any(_issued(i, o) for o in remaining if o is not i)]
-        ready = ready or remaining[:1]
-        ordered += ready
-        remaining = [i for i in remaining if i not in ready]
+    seen: set[int] = set()  # placed, or on the way to being placed
+    for start in items:
+        stack = [start] if start.index not in seen else []
+        while stack:
+            item = stack[-1]
+            seen.add(item.index)
+            subject, issuer = names[item.index]
+            issuers = [] if issuer == subject else by_subject.get(issuer, [])
+            waiting = next((i for i in issuers if i.index not in seen), None)
+            if waiting is not None:
+                stack.append(waiting)
+            else:
+                ordered.append(stack.pop())
     return ordered
 
 
-def _issued(child: _Item, parent: _Item) -> bool:
-    assert child.found.certificate is not None and parent.found.certificate is not None
-    cert = child.found.certificate
-    return cert.issuer != cert.subject and cert.issuer == parent.found.certificate.subject
+def _names(item: _Item) -> tuple[x509.Name, x509.Name]:
+    cert = item.found.certificate
+    assert cert is not None
+    return cert.subject, cert.issuer
 
 
 def _summary(objects: list[dict[str, Any]]) -> dict[str, int]:
