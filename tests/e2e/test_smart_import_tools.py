@@ -250,6 +250,32 @@ def test_a_key_offered_to_a_certificate_given_twice_is_reported_with_the_one_kep
     assert data(api.get(f"{API}/certificates/{first['id']}"))["private_key_available"] is True
 
 
+def test_a_csr_imported_again_is_a_duplicate(api: httpx.Client, pki: dict[str, Any]) -> None:
+    """As for certificates: the same request again is skipped (not a second pending copy of
+    it), and analyze says it is here; only a key it lacked is added."""
+    csr, key = pki["csr"], pki["csr_key"]
+    csr_id = execute(api, csr)["results"][0]["id"]
+    assert analyze(api, csr)["details"]["existing"] == {"type": "csr", "id": csr_id}
+    again = execute(api, "one\n" + csr + "and the same\n" + csr)
+    assert again["csrs_imported"] == 0
+    for result in again["results"]:
+        assert result["status"] == "skipped"
+        assert result["message"] == f"this CSR is already present (CSR {csr_id})"
+    keyed = execute(api, csr + key)
+    assert keyed["results"][0] == {**keyed["results"][0], "status": "updated", "id": csr_id}
+    assert keyed["results"][1] == {
+        "index": 1,
+        "type": "private_key",
+        "status": "linked",
+        "linked_to": 0,
+    }
+    assert data(api.get(f"{API}/csrs/{csr_id}"))["has_private_key"] is True
+    assert execute(api, csr + key)["results"][0]["status"] == "skipped"
+    subject = x509.load_pem_x509_csr(csr.encode()).subject.rfc4514_string()
+    rows = data(api.get(f"{API}/csrs", params={"per_page": 100}))
+    assert [row["id"] for row in rows if row["subject"] == subject] == [csr_id]
+
+
 def ca_chain(length: int, tag: str) -> list[x509.Certificate]:
     """CA certificates each issued (by name) by the one before; one key for speed."""
     key = ec.generate_private_key(ec.SECP256R1())

@@ -13,12 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from tessera.core import csr_details
+from tessera.core import csr_details, inspect
 from tessera.core.errors import Conflict, InvalidInput, NotFound, PolicyViolation
-from tessera.core.formats import load_csr, load_private_key
+from tessera.core.formats import csr_pem, load_csr, load_private_key
 from tessera.core.keys import PrivateKey
 from tessera.domains import audit, bulk
 from tessera.domains.bulk import BulkResult
@@ -66,6 +67,13 @@ class CSRService:
         self, page: int, per_page: int
     ) -> tuple[Sequence[models.CertificateRequestRow], int]:
         return self._repos.csrs.history(page, per_page)
+
+    def same_request(
+        self, csr: x509.CertificateSigningRequest
+    ) -> models.CertificateRequestRow | None:
+        """The very same request, if it is here already (as `upload` stores it)."""
+        common_name = inspect.common_name(csr.subject)[:MAX_NAME]
+        return self._repos.csrs.same_request(common_name, csr_pem(csr))
 
     def upload(self, data: bytes, name: str | None, source: str) -> models.CertificateRequestRow:
         """Store a PEM or DER request whose signature verifies and whose key may be certified."""

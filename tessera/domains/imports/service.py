@@ -147,6 +147,8 @@ class ImportService:
             details = self._certificate_details(found.certificate, plan)
         elif found.csr is not None:
             details = csr_facts(found.csr)
+            row = CSRService(self._issuance, self._now).same_request(found.csr)
+            details["existing"] = {"type": "csr", "id": row.id} if row is not None else None
         else:
             details = self._key_details(item, plan)
         if key is not None and key is not item:
@@ -242,8 +244,15 @@ class ImportService:
     def _store_csr(self, item: _Item, plan: _Plan, options: ExecuteOptions) -> dict[str, Any]:
         assert item.found.csr is not None
         service = CSRService(self._issuance, self._now)
-        row = service.upload(csr_pem(item.found.csr).encode("ascii"), None, "import")
         key = self._take_key(item, plan, options)
+        existing = service.same_request(item.found.csr)
+        if existing is not None:  # a duplicate, as for certificates: at most its key is new
+            if key is None or existing.encrypted_private_key is not None:
+                raise Conflict(f"this CSR is already present (CSR {existing.id})")
+            service.attach_key(existing.id, key_pem(key), None)  # refused once it is signed
+            outcome = _imported(item, "csr", existing.id, True)
+            return {**outcome, "status": "updated", "message": "already present; key added"}
+        row = service.upload(csr_pem(item.found.csr).encode("ascii"), None, "import")
         if key is not None:
             service.attach_key(row.id, key_pem(key), None)
         return _imported(item, "csr", row.id, key is not None)

@@ -26,6 +26,14 @@ class CSRRepository:
     def get(self, csr_id: int) -> CertificateRequestRow | None:
         return self._session.scalar(self._scoped().where(CertificateRequestRow.id == csr_id))
 
+    def same_request(self, common_name: str, csr_pem: str) -> CertificateRequestRow | None:
+        """The request stored with exactly this PEM (looked up by its indexed common name)."""
+        query = self._scoped().where(
+            CertificateRequestRow.common_name == common_name,
+            CertificateRequestRow.csr_pem == csr_pem,
+        )
+        return self._session.scalar(query.order_by(CertificateRequestRow.id).limit(1))
+
     def page(
         self, status: str | None, page: int, per_page: int
     ) -> tuple[Sequence[CertificateRequestRow], int]:
