@@ -229,3 +229,27 @@ def test_what_came_before_its_issuer_is_linked_when_the_issuer_comes(api: httpx.
     assert data(api.get(f"{API}/cas/{inter_id}"))["parent_id"] == root_id
     chain = api.get(f"{API}/certificates/{leaf_id}/export", params={"format": "chain"})
     assert chain.text.count("BEGIN CERTIFICATE") == 3
+
+
+def test_a_flag_that_is_no_yes_or_no_word_is_refused(
+    server: Server, api: httpx.Client, workdir: Path
+) -> None:
+    """`import_key=ture` (or `y`, or empty) used to mean false: the key was silently left
+    behind. Only the words for true and false are taken, in any case; anything else is a 400
+    and nothing is written."""
+    root = foreign_root(workdir, f"/CN={unique('Flag Root')}")
+    leaf = foreign_signed(workdir, root, f"/CN={unique('flag')}.example", "v3_leaf")
+    upload = {"file": ("leaf.pem", (leaf.pem + leaf.key_pem).encode(), "application/x-pem")}
+    before = count(server, "certificates")
+    for word in ("ture", "y", "", "maybe"):
+        for path, name in (
+            ("certificates/import", "import_key"),
+            ("import/execute", "import_keys"),
+        ):
+            refused = api.post(f"{API}/{path}", files=upload, data={name: word})
+            assert error(refused, 400) == f"{name} must be true or false", (path, word)
+    assert count(server, "certificates") == before
+    kept = data(
+        api.post(f"{API}/certificates/import", files=upload, data={"import_key": " ON "}), 201
+    )
+    assert kept["private_key_available"] is True

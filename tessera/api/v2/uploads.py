@@ -11,6 +11,7 @@ from tessera.core.errors import InvalidInput
 MAX_UPLOAD = 5 * 1024 * 1024
 KEY_FIELD = "private_key"
 TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 NAME_MAX = 200  # the name columns' width
 
 
@@ -49,7 +50,10 @@ class Upload:
         text = self.texts.get(name)
         if text is None:
             return default
-        return text.strip().lower() in TRUE_WORDS
+        word = text.strip().lower()
+        if word not in TRUE_WORDS + FALSE_WORDS:  # a typo must not quietly mean false
+            raise InvalidInput(f"{name} must be true or false")
+        return word in TRUE_WORDS
 
     def number_text(self, name: str) -> str | None:
         """A field that holds an integer, given as a JSON number or as text (still unchecked)."""
