@@ -27,6 +27,11 @@ from tessera.core.keystore import _as_supported
 _BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----\r?\n")
 _END = re.compile(rb"-----END ([A-Z0-9 ]{1,64})-----")
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]+={0,2}")
+_DEK_INFO = re.compile(
+    rb"^DEK-Info:[ \t]*([A-Za-z0-9-]+)[ \t]*,[ \t]*([0-9A-Fa-f]*)[ \t]*\r?$", re.M
+)
+# The IV each cipher of OpenSSL's traditional encrypted PEM needs (RFC 1421 4.6.1.3 header).
+_PEM_IV_BYTES = {"AES-128-CBC": 16, "AES-192-CBC": 16, "AES-256-CBC": 16, "DES-EDE3-CBC": 8}
 # What cryptography raises for bytes it cannot read; several of its classes are no ValueError.
 _UNREADABLE: tuple[type[Exception], ...] = (
     ValueError,
@@ -225,6 +230,8 @@ def load_private_key(data: bytes, password: bytes | None = None) -> PrivateKey:
     blocks = [block for label, block in pem_objects(data) if "PRIVATE KEY" in label]
     source = blocks[0] if blocks else data
     loader = serialization.load_pem_private_key if blocks else serialization.load_der_private_key
+    if blocks:
+        _check_pem_iv(source)
     try:
         key = _decrypted(loader, source, password)
     except TypeError as exc:
@@ -234,6 +241,17 @@ def load_private_key(data: bytes, password: bytes | None = None) -> PrivateKey:
     except _UNREADABLE as exc:
         raise UnparsableInput(KEY_UNREADABLE) from exc
     return _as_supported(key)
+
+
+def _check_pem_iv(block: bytes) -> None:
+    """A DEK-Info IV shorter than its cipher's makes cryptography 50 panic (a Rust assertion,
+    which no `except Exception` catches) instead of refusing the key: refused here first."""
+    header = _DEK_INFO.search(block)
+    if header is None:
+        return
+    needed = _PEM_IV_BYTES.get(header.group(1).decode("ascii").upper())
+    if needed is not None and len(header.group(2)) < 2 * needed:
+        raise UnparsableInput(f"the key's DEK-Info IV is shorter than {needed} bytes")
 
 
 def _decrypted(loader: Callable[..., object], source: bytes, password: bytes | None) -> object:

@@ -5,6 +5,7 @@ every parsing endpoint: never a 500, never a traceback."""
 import base64
 import json
 import os
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -501,6 +502,38 @@ def test_convert_refuses_a_key_of_no_given_certificate(
     ):
         refused = api.post(path, json={**body, "output_format": "pkcs12", "password": "x"})
         assert "does not belong" in error(refused, 400)
+
+
+def test_a_traditional_pem_key_with_a_short_iv_is_refused_not_a_500(
+    api: httpx.Client, pki: dict[str, Any]
+) -> None:
+    """An AES-encrypted traditional PEM key whose DEK-Info IV is 8 bytes instead of 16 made
+    cryptography panic (a Rust assertion that escapes `except Exception`): a 500 from every
+    endpoint that reads a key with its password."""
+    leaf = pki["leaf"]
+    traditional = openssl(
+        "pkey", "-in", str(leaf.key_path), "-traditional", "-aes-256-cbc", "-passout", "pass:iv"
+    ).stdout.decode()
+    short_iv = re.sub(r"(DEK-Info: AES-256-CBC,)([0-9A-F]{16})[0-9A-F]{16}", r"\1\2", traditional)
+    assert short_iv != traditional
+    message = "DEK-Info IV is shorter than 16 bytes"
+    matched = data(
+        api.post(
+            f"{API}/tools/match-keys",
+            json={"certificate": leaf.pem, "private_key": short_iv, "password": "iv"},
+        )
+    )
+    assert message in matched["items"][1]["error"] and matched["all_match"] is False
+    found = analyze(api, leaf.pem + short_iv, password="iv")["objects"][1]
+    assert message in found["error"]
+    done = execute(api, leaf.pem + short_iv, password="iv")
+    assert message in done["errors"][0]["message"]
+    body = {"pem": short_iv, "password": "iv", "output_format": "der"}
+    assert message in error(api.post(f"{API}/tools/convert", json=body), 400)
+    body = {"certificate": leaf.pem, "private_key": short_iv, "password": "iv"}
+    assert message in error(api.post(f"{API}/certificates/import", json=body), 400)
+    whole = analyze(api, leaf.pem + traditional, password="iv")["objects"][1]
+    assert whole["details"]["matches"] == [0]  # the intact key still opens
 
 
 # --- nothing makes a 500 -----------------------------------------------------------------------
