@@ -183,9 +183,8 @@ def test_check_ssl_keeps_to_one_timeout_in_all(open_server: Server, workdir: Pat
     worker thread for one timeout, not one per connection."""
     delay = PROBE_TIMEOUT - 0.7
     with slow_tls_server(workdir, delay) as port, open_server.client() as client:
-        started = time.monotonic()
         body = {"hostname": "127.0.0.1", "port": port}
         checked = data(client.post(f"{API}/tools/check-ssl", json=body))
-        took = time.monotonic() - started
-    assert took < PROBE_TIMEOUT + 1.5, took  # two handshakes of `delay` each would be ~8.6 s
+    # With a fresh timeout per connection the second, unverified handshake succeeded after a
+    # second wait and reported the chain; within one deadline it has too little time left.
     assert checked["connected"] is False and checked["error"] == "timed out"
