@@ -7,19 +7,14 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
-import josepy
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from tessera.api.deps import UnitOfWork, anonymous, in_lane_thread
 from tessera.api.routing import PrefixRouter, include
-from tessera.core.errors import UnparsableInput
-from tessera.core.formats import cert_pem, load_certificate
-from tessera.core.revocation import REASONS
+from tessera.core.formats import cert_pem
+from tessera.domains.acme import revocation
 from tessera.domains.acme.accounts import Accounts, acme_actor
 from tessera.domains.acme.orders import Orders
 from tessera.domains.acme.renewal import RETRY_AFTER, find_certificate, suggested_window
@@ -48,15 +43,6 @@ router = PrefixRouter(prefix=PREFIX, tags=["Public: ACME"])
 NONCE_PURGE_JOB = "acme-nonce-purge"
 RETRY_PROCESSING = "2"
 ORDERS_PAGE = 100  # orders per page of an account's orders list
-# RFC 5280 reason codes a subscriber may give (7 is unused; holds are not for ACME).
-ACME_REASONS = {
-    0: "unspecified",
-    1: "keyCompromise",
-    3: "affiliationChanged",
-    4: "superseded",
-    5: "cessationOfOperation",
-    9: "privilegeWithdrawn",
-}
 
 
 def install(app: FastAPI, rt: Runtime) -> None:
@@ -385,60 +371,21 @@ async def _certificate(cert_id: str, variant: int, request: Request, session: Se
 @router.post("/revoke-cert")
 async def revoke(request: Request, session: UnitOfWork) -> Response:
     def work(ctx: Ctx, signed: jws.Jws) -> Response:
+        # The signature first (RFC 8555 6.2): nothing is looked up for an unverified request.
+        account = by_account(ctx.repos, ctx.rt, signed) if signed.kid is not None else None
+        jwk = by_jwk(signed) if account is None else None
         payload = signed.json_payload()
-        der = jws.b64decode(payload.get("certificate"), "certificate")
-        try:
-            parsed = load_certificate(der)
-        except UnparsableInput as exc:
-            raise malformed("the certificate cannot be read") from exc
-        cert = ctx.repos.acme.certificate_by_fingerprint(parsed.fingerprint(hashes.SHA256()).hex())
-        if cert is None:
-            raise AcmeProblem("malformed", "this certificate was not issued here", 404)
-        account_id: int | None = None
-        if signed.kid is not None:
-            account = by_account(ctx.repos, ctx.rt, signed)
-            order = ctx.repos.acme.order_for_certificate(cert.id)
-            if order is None or order.account_id != account.id:
-                raise unauthorized("this account did not order the certificate")
-            account_id = account.id
-        else:
-            jwk = by_jwk(signed)
-            if jws.thumbprint(jwk) != _cert_thumbprint(parsed):
-                raise unauthorized(
-                    "the JWS is signed neither by an account nor by the certificate's key"
-                )
-        reason = _reason(payload.get("reason", 0))
-        if cert.status == "revoked":
-            raise AcmeProblem("alreadyRevoked", "the certificate is revoked already")
-        service = CertificateService(ctx.issuance(account_id), ctx.now)
-        service.revoke(cert.id, reason, "revoked through ACME")
+        cert = revocation.target(ctx.repos, payload.get("certificate"))
+        reason = revocation.reason(payload.get("reason", 0))
+        if account is not None:
+            revocation.check_account(ctx.repos, account, cert, ctx.now)
+        elif jwk is not None:
+            revocation.check_key(jwk, cert)
+        service = CertificateService(ctx.issuance(account.id if account else None), ctx.now)
+        revocation.revoke(service, cert, reason)
         return Response(status_code=200)
 
     return await _signed(request, session, "revoke-cert", work)
-
-
-def _reason(code: object) -> str:
-    if not isinstance(code, int) or isinstance(code, bool) or code not in ACME_REASONS:
-        allowed = sorted(ACME_REASONS)
-        raise AcmeProblem("badRevocationReason", f"reason must be one of {allowed}")
-    assert ACME_REASONS[code] in REASONS
-    return ACME_REASONS[code]
-
-
-def _cert_thumbprint(cert: x509.Certificate) -> str:
-    key = cert.public_key()
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return jws.thumbprint({"kty": "OKP", "crv": "Ed25519", "x": jws.b64encode(raw)})
-    return jws.thumbprint(_jwk_of(key))
-
-
-def _jwk_of(key: object) -> dict[str, Any]:
-    if isinstance(key, rsa.RSAPublicKey):
-        return dict(josepy.JWKRSA(key=key).to_json())
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return dict(josepy.JWKEC(key=key).to_json())
-    raise unauthorized("the certificate's key type cannot sign ACME requests")
 
 
 @router.get("/renewalInfo/{certid}")

@@ -332,6 +332,28 @@ class AcmeRepository:
         params = {"id": order_id, "org_id": self._org_id}
         return self._session.scalars(_ORDER_AUTHORIZATIONS, params).all()
 
+    def authorized_identifiers(
+        self, account_id: int, values: Sequence[str], now: datetime
+    ) -> set[tuple[str, str, bool]]:
+        """(type, value, wildcard) of the account's valid, unexpired authorizations for these
+        values (an authorization names a wildcard by its base domain)."""
+        if not values:
+            return set()
+        rows = self._session.execute(
+            select(
+                AcmeAuthorization.identifier_type,
+                AcmeAuthorization.identifier_value,
+                AcmeAuthorization.wildcard,
+            ).where(
+                AcmeAuthorization.org_id == self._org_id,
+                AcmeAuthorization.account_id == account_id,
+                AcmeAuthorization.status == "valid",
+                AcmeAuthorization.expires_at > now,
+                AcmeAuthorization.identifier_value.in_(sorted(set(values))),
+            )
+        )
+        return {(kind, value, bool(wildcard)) for kind, value, wildcard in rows}
+
     def add_challenges(self, challenges: list[AcmeChallenge]) -> None:
         self._session.add_all(challenges)
         self._session.flush()

@@ -1,0 +1,167 @@
+"""RFC 8555 paths clients reach less often, each against the RFC's words: revocation by an
+account that holds authorizations, the order's error, contact checks, the account object."""
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests.e2e.acme_helpers import Acme, AcmeEnv, acme_env, b64, csr_for, problem
+from tests.e2e.helpers import API, data, unique
+from tests.support import database
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("pebble-challtestsrv"), reason="pebble-challtestsrv (Debian pebble) needed"
+)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def env(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AcmeEnv]:
+    with database(request.param) as url, acme_env(url, tmp_path_factory.mktemp("acme")) as running:
+        yield running
+
+
+@pytest.fixture
+def account(env: AcmeEnv) -> Iterator[Acme]:
+    client = Acme(env)
+    try:
+        assert client.register(contact=["mailto:ops@example.org"]).status_code == 201
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def other(env: AcmeEnv) -> Iterator[Acme]:
+    client = Acme(env)
+    try:
+        assert client.register().status_code == 201
+        yield client
+    finally:
+        client.close()
+
+
+def name() -> str:
+    return f"{unique('host')}.acme.test"
+
+
+def issued(account: Acme, *hosts: str) -> tuple[str, x509.Certificate]:
+    """A certificate for the hosts: its ACME URL and the certificate."""
+    order = account.ready_order(*hosts)
+    done = account.post(order["finalize"], {"csr": csr_for(*hosts)[0]}).json()
+    pem = account.get(done["certificate"]).content
+    return done["certificate"], x509.load_pem_x509_certificates(pem)[0]
+
+
+def der64(cert: x509.Certificate) -> str:
+    return b64(cert.public_bytes(Encoding.DER))
+
+
+def crl_reason(cert: x509.Certificate) -> x509.ReasonFlags | None:
+    """The reason the CRL at the certificate's distribution point gives for it (None: not
+    listed, or listed without a reason)."""
+    cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    url = cdp[0].full_name[0].value
+    for _ in range(40):
+        crl = x509.load_der_x509_crl(httpx.get(url, timeout=10).content)
+        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        if entry is not None:
+            try:
+                return entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+            except x509.ExtensionNotFound:
+                return None
+        time.sleep(0.25)
+    raise AssertionError("the revoked certificate is not on the CRL")
+
+
+def inventory(env: AcmeEnv, cert_url: str) -> dict[str, object]:
+    with env.api() as api:
+        row: dict[str, object] = data(api.get(f"{API}/certificates/{cert_url.rsplit('/', 1)[1]}"))
+    return row
+
+
+# --- revocation (RFC 8555 7.6) ------------------------------------------------------------
+
+
+def test_an_account_with_authorizations_for_every_name_may_revoke(
+    env: AcmeEnv, account: Acme, other: Acme
+) -> None:
+    """RFC 8555 7.6: "The server MUST consider at least the following accounts authorized
+    for a given certificate: the account that issued the certificate; an account that holds
+    authorizations for all of the identifiers in the certificate." """
+    first, second = name(), name()
+    cert_url, cert = issued(account, first, second)
+    revoke = other.dir["revokeCert"]
+    problem(other.post(revoke, {"certificate": der64(cert)}), "unauthorized", 403)
+    assert other.ready_order(first)["status"] == "ready"  # one name of two is not enough
+    problem(other.post(revoke, {"certificate": der64(cert)}), "unauthorized", 403)
+    assert other.ready_order(second)["status"] == "ready"
+    done = other.post(revoke, {"certificate": der64(cert), "reason": 4})
+    assert done.status_code == 200, done.text
+    row = inventory(env, cert_url)
+    assert row["status"] == "revoked" and row["revocation_reason"] == "superseded"
+    assert crl_reason(cert) == x509.ReasonFlags.superseded
+    problem(other.post(revoke, {"certificate": der64(cert)}), "alreadyRevoked", 400)
+
+
+def test_deactivated_authorizations_do_not_authorize_a_revocation(
+    account: Acme, other: Acme
+) -> None:
+    host = name()
+    _, cert = issued(account, host)
+    order = other.ready_order(host)
+    authz = order["authorizations"][0]
+    assert other.post(authz, {"status": "deactivated"}).status_code == 200
+    problem(other.post(other.dir["revokeCert"], {"certificate": der64(cert)}), "unauthorized", 403)
+
+
+def test_a_revocation_is_verified_before_its_certificate_is_looked_up(account: Acme) -> None:
+    """RFC 8555 6.2: a JWS whose signature does not verify is refused as such, whatever the
+    certificate it names (here one this server never issued)."""
+    body = account.jws(
+        account.dir["revokeCert"], {"certificate": b64(b"\x30\x03\x02\x01\x01")}, use_jwk=True
+    )
+    body["signature"] = b64(b"\x00" * 64)
+    refused = problem(account.raw(account.dir["revokeCert"], _json(body)), "malformed", 400)
+    assert "signature" in refused["detail"]
+
+
+def test_a_held_certificate_can_be_revoked_for_good(env: AcmeEnv, account: Acme) -> None:
+    """A certificateHold is not final (RFC 5280 5.3.1): its subscriber may still revoke it,
+    e.g. as keyCompromise; it is not alreadyRevoked."""
+    cert_url, cert = issued(account, name())
+    cert_id = cert_url.rsplit("/", 1)[1]
+    with env.api() as api:
+        hold = {"reason": "certificateHold"}
+        data(api.post(f"{API}/certificates/{cert_id}/revoke", json=hold))
+    done = account.post(account.dir["revokeCert"], {"certificate": der64(cert), "reason": 1})
+    assert done.status_code == 200, done.text
+    row = inventory(env, cert_url)
+    assert row["status"] == "revoked" and row["revocation_reason"] == "keyCompromise"
+    assert crl_reason(cert) == x509.ReasonFlags.key_compromise
+
+
+def test_racing_revocations_revoke_once_and_the_others_are_already_revoked(
+    account: Acme,
+) -> None:
+    _, cert = issued(account, name())
+    bodies = [
+        account.jws(account.dir["revokeCert"], {"certificate": der64(cert)}) for _ in range(8)
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda b: account.raw(account.dir["revokeCert"], _json(b)), bodies))
+    assert sorted(a.status_code for a in answers) == [200] + [400] * 7, [a.text for a in answers]
+    for refused in (a for a in answers if a.status_code != 200):
+        problem(refused, "alreadyRevoked", 400)
+
+
+def _json(body: dict[str, str]) -> bytes:
+    return json.dumps(body).encode()
