@@ -165,3 +165,36 @@ def test_racing_revocations_revoke_once_and_the_others_are_already_revoked(
 
 def _json(body: dict[str, str]) -> bytes:
     return json.dumps(body).encode()
+
+
+# --- the order object (RFC 8555 7.1.3) ------------------------------------------------------
+
+
+def test_an_order_made_invalid_by_a_failed_challenge_says_why(account: Acme) -> None:
+    """RFC 8555 7.1.3 "error": the order carries the problem that made it invalid, for the
+    identifier concerned (lego, for one, reports an invalid order by this field)."""
+    host = name()
+    created = account.order(host)
+    order_url = created.headers["location"]
+    authz = account.get(created.json()["authorizations"][0]).json()
+    http01 = next(c for c in authz["challenges"] if c["type"] == "http-01")
+    assert account.post(http01["url"], {}).status_code == 200  # nothing serves the token
+    order = account.wait(order_url, ("ready", "invalid"))
+    assert order["status"] == "invalid", order
+    failed = account.get(http01["url"]).json()["error"]
+    error = order["error"]
+    assert error["type"] == failed["type"] and host in error["detail"], error
+    assert error["subproblems"][0]["identifier"] == {"type": "dns", "value": host}, error
+    assert "certificate" not in order
+
+
+def test_an_order_whose_authorization_was_deactivated_says_why(account: Acme) -> None:
+    host = f"*.{name()}"
+    order = account.ready_order(host)
+    assert account.post(order["authorizations"][0], {"status": "deactivated"}).status_code == 200
+    invalid = account.get(order["url"]).json()
+    assert invalid["status"] == "invalid", invalid
+    error = invalid["error"]
+    assert error["type"] == "urn:ietf:params:acme:error:unauthorized", error
+    assert error["subproblems"][0]["identifier"] == {"type": "dns", "value": host}, error
+    problem(account.post(order["finalize"], {"csr": csr_for(host)[0]}), "orderNotReady", 403)

@@ -12,6 +12,7 @@ from cryptography.x509.oid import NameOID
 
 from tessera.core.names import is_ip_address
 from tessera.protocols.acme.problems import AcmeProblem, malformed
+from tessera.storage.models_acme import AcmeAuthorization
 
 MAX_IDENTIFIERS = 100
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -33,6 +34,12 @@ class Identifier:
     def base(self) -> str:
         """The name an authorization is for: a wildcard's base domain (RFC 8555 7.1.3)."""
         return self.value[2:] if self.wildcard else self.value
+
+
+def identifier_of(authz: AcmeAuthorization) -> dict[str, str]:
+    """The order identifier an authorization is for (a wildcard's has the "*." back)."""
+    value = f"*.{authz.identifier_value}" if authz.wildcard else authz.identifier_value
+    return {"type": authz.identifier_type, "value": value}
 
 
 def parse_identifiers(raw: object) -> list[Identifier]:

@@ -27,11 +27,17 @@ from tessera.domains.acme.identifiers import (
     Identifier,
     check_csr_matches,
     identifier,
+    identifier_of,
     parse_identifiers,
 )
 from tessera.domains.issuance import Issuance, deferred, write_issued
 from tessera.protocols.acme import jws
-from tessera.protocols.acme.problems import AcmeProblem, malformed, unauthorized
+from tessera.protocols.acme.problems import (
+    AcmeProblem,
+    authorization_failed,
+    malformed,
+    unauthorized,
+)
 from tessera.storage import models
 from tessera.storage.models_acme import (
     AcmeAccount,
@@ -228,6 +234,7 @@ class Orders:
         order = self.repos.acme.order(authz.order_id)
         if order is not None and order.status in ("pending", "ready"):
             order.status = "invalid"
+            order.error = _authorization_lost(authz)
         self._audit(account.id, "acme.authz.deactivate", authz.id, {})
 
     def respond(
@@ -337,12 +344,23 @@ class Orders:
             order.status = "invalid"
             return order
         if order.status == "pending":
-            statuses = {a.status for a in self.repos.acme.order_authorizations(order.id)}
+            authzs = self.repos.acme.order_authorizations(order.id)
+            statuses = {a.status for a in authzs}
             if statuses == {"valid"}:
                 order.status = "ready"
             elif statuses - {"valid", "pending"}:
                 order.status = "invalid"
+                lost = next(a for a in authzs if a.status not in ("valid", "pending"))
+                order.error = self._authorization_error(lost)
         return order
+
+    def _authorization_error(self, authz: AcmeAuthorization) -> dict[str, Any]:
+        """Why an order is invalid because of this authorization (RFC 8555 7.1.3 `error`)."""
+        if authz.status == "invalid":
+            failed = [c for c in self.repos.acme.authorization_challenges(authz.id) if c.error]
+            if failed:
+                return authorization_failed(identifier_of(authz), failed[0].error or {})
+        return _authorization_lost(authz)
 
     # administrator decisions (management API)
     def approve(self, order_id: int) -> AcmeOrder:
@@ -428,6 +446,11 @@ def _challenge_kinds(ident: Identifier) -> list[str]:
     if ident.type == "ip":
         return ["http-01", "tls-alpn-01"]  # RFC 8738: no dns-01 for addresses
     return ["http-01", "dns-01", "tls-alpn-01"]
+
+
+def _authorization_lost(authz: AcmeAuthorization) -> dict[str, Any]:
+    cause = AcmeProblem("unauthorized", f"the authorization is {authz.status}", 403)
+    return authorization_failed(identifier_of(authz), cause.document())
 
 
 def _finalized_meanwhile() -> AcmeProblem:

@@ -17,9 +17,10 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from tessera.domains import audit
+from tessera.domains.acme.identifiers import identifier_of
 from tessera.domains.acme.validation import ValidationConfig, check_caa, key_authorization, validate
 from tessera.domains.actor import system_actor
-from tessera.protocols.acme.problems import AcmeProblem
+from tessera.protocols.acme.problems import AcmeProblem, authorization_failed
 from tessera.storage.repositories import Repositories
 from tessera.storage.repositories.acme import AcmeNonceRepository, AcmeWorkRepository
 
@@ -196,6 +197,8 @@ class AcmeWorker:
             statuses = {a.status for a in repos.acme.order_authorizations(order.id)}
             if "invalid" in statuses:
                 order.status = "invalid"
+                if problem is not None and authz.status == "invalid":
+                    order.error = authorization_failed(identifier_of(authz), challenge.error or {})
             elif statuses == {"valid"}:
                 order.status = "ready"
         return True

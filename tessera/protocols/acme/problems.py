@@ -68,6 +68,16 @@ def generic_problem(status: int, message: str) -> JSONResponse:
     return problem_response(AcmeProblem(kind, message, status))
 
 
+def authorization_failed(identifier: dict[str, str], cause: dict[str, Any]) -> dict[str, Any]:
+    """The `error` of an order made invalid by one of its authorizations (RFC 8555 7.1.3):
+    the cause's type, its detail naming the identifier, and the cause itself as the
+    subproblem for that identifier (RFC 8555 6.7.1), as clients such as lego report it."""
+    kind = str(cause.get("type", NAMESPACE + "unauthorized")).removeprefix(NAMESPACE)
+    detail = f"the authorization for {identifier.get('value')} failed: {cause.get('detail', '')}"
+    subproblem = {**cause, "identifier": identifier}
+    return AcmeProblem(kind, detail, 403, subproblems=[subproblem]).document()
+
+
 def malformed(detail: str, status: int = 400) -> AcmeProblem:
     return AcmeProblem("malformed", detail, status)
 
