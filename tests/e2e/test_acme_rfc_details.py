@@ -198,3 +198,46 @@ def test_an_order_whose_authorization_was_deactivated_says_why(account: Acme) ->
     assert error["type"] == "urn:ietf:params:acme:error:unauthorized", error
     assert error["subproblems"][0]["identifier"] == {"type": "dns", "value": host}, error
     problem(account.post(order["finalize"], {"csr": csr_for(host)[0]}), "orderNotReady", 403)
+
+
+# --- the account object (RFC 8555 7.1.2, 7.3) --------------------------------------------
+
+BAD_ADDRESSES = [
+    "mailto:ops@example.org@example.net",
+    "mailto:@example.org",
+    "mailto:ops@",
+    "mailto:ops",
+    "mailto:ops@exa_mple.org",
+    "mailto:ops@example.org\n",
+    "mailto:ops@example.org?subject=hello",
+    "mailto:ops@example.org,dev@example.org",
+    "mailto:" + "a" * 250 + "@example.org",
+]
+
+
+@pytest.mark.parametrize("contact", BAD_ADDRESSES)
+def test_a_mailto_contact_that_is_not_one_address_is_invalid(
+    env: AcmeEnv, account: Acme, contact: str
+) -> None:
+    """RFC 8555 7.3: "If the server rejects a contact URL for using a supported scheme but an
+    invalid value, then the server MUST return an error of type invalidContact"; no account
+    is created, and an update leaves the contacts as they were."""
+    fresh = Acme(env)
+    try:
+        problem(fresh.register(contact=[contact]), "invalidContact", 400)
+        gone = fresh.post(fresh.dir["newAccount"], {"onlyReturnExisting": True}, use_jwk=True)
+        problem(gone, "accountDoesNotExist", 400)
+    finally:
+        fresh.close()
+    problem(account.post(account.kid or "", {"contact": [contact]}), "invalidContact", 400)
+    assert account.get(account.kid or "").json()["contact"] == ["mailto:ops@example.org"]
+
+
+def test_contact_schemes(account: Acme) -> None:
+    """A scheme other than mailto is unsupportedContact; mailto in capitals is mailto (URI
+    schemes are case-insensitive, RFC 3986 3.1)."""
+    for contact in ("tel:+15555550100", "https://example.org/ops", "ops@example.org"):
+        problem(account.post(account.kid or "", {"contact": [contact]}), "unsupportedContact", 400)
+    updated = account.post(account.kid or "", {"contact": ["MAILTO:Ops@Example.org"]})
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["contact"] == ["mailto:Ops@Example.org"]

@@ -1,6 +1,7 @@
 """ACME accounts (RFC 8555 7.3): creation (with onlyReturnExisting and external account
 binding), contact updates, deactivation and key rollover."""
 
+import re
 import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -16,6 +17,10 @@ from tessera.storage.models_acme import AcmeAccount, AcmeEabKey
 from tessera.storage.repositories import Repositories
 
 MAX_CONTACTS = 10
+# An address's local part as a mailto URL carries it unencoded: RFC 5322 atext and dots, less
+# "?", "#" and "%" (the URL's hfields, fragment and escapes); a domain of LDH labels.
+_LOCAL_PART = re.compile(r"[A-Za-z0-9!$&'*+/=^_`{|}~.-]+")
+_DOMAIN_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 EAB_KEY_BYTES = 32
 
 
@@ -25,19 +30,37 @@ def acme_actor(actor: Actor, account_id: int | None) -> Actor:
 
 
 def check_contacts(raw: object) -> list[str]:
+    """RFC 8555 7.3: a scheme other than mailto is `unsupportedContact`; a mailto URL that is
+    not one plain address (no hfields, RFC 6068) is `invalidContact`."""
     if raw is None:
         return []
     if not isinstance(raw, list) or len(raw) > MAX_CONTACTS:
         raise malformed(f"contact must be a list of at most {MAX_CONTACTS} URLs")
     contacts = []
     for item in raw:
-        if not isinstance(item, str) or not item.startswith("mailto:") or len(item) > 254:
-            raise AcmeProblem("unsupportedContact", "only mailto: contacts are supported")
-        address = item[len("mailto:") :]
-        if "@" not in address or "," in address or "?" in address or " " in address:
+        if not isinstance(item, str):
+            raise malformed("each contact must be a URL (a string)")
+        scheme, colon, address = item.partition(":")
+        if not colon or scheme.lower() != "mailto":
+            raise AcmeProblem(
+                "unsupportedContact", f"{item[:80]!r}: only mailto: contacts are supported"
+            )
+        if len(item) > 254 or not _mailbox(address):
             raise AcmeProblem("invalidContact", f"{item[:80]!r} is not a single email address")
-        contacts.append(item)
+        contacts.append(f"mailto:{address}")  # URI schemes are case-insensitive (RFC 3986 3.1)
     return contacts
+
+
+def _mailbox(address: str) -> bool:
+    local, at, domain = address.rpartition("@")
+    return bool(
+        at
+        and _LOCAL_PART.fullmatch(local)
+        and ".." not in local
+        and not local.startswith(".")
+        and not local.endswith(".")
+        and all(_DOMAIN_LABEL.fullmatch(label) for label in domain.split("."))
+    )
 
 
 @dataclass
