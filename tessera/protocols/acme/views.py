@@ -56,7 +56,9 @@ def directory(urls: Urls, settings: AcmeSettings, caa_default: str) -> dict[str,
 
 
 def account(urls: Urls, row: AcmeAccount) -> dict[str, Any]:
-    body: dict[str, Any] = {
+    # No externalAccountBinding: in RFC 8555 7.1.2 that field is the binding JWS the client
+    # sent (7.3.4), which is not kept; the bound EAB key shows in the management API.
+    return {
         "status": row.status,
         "contact": list(row.contact or []),
         "termsOfServiceAgreed": row.terms_agreed,
@@ -64,9 +66,6 @@ def account(urls: Urls, row: AcmeAccount) -> dict[str, Any]:
         "createdAt": rfc3339(row.created_at),
         "key": row.jwk,
     }
-    if row.eab_kid:
-        body["externalAccountBinding"] = {"kid": row.eab_kid}
-    return body
 
 
 def order(urls: Urls, repos: Repositories, row: AcmeOrder) -> dict[str, Any]:
