@@ -6,6 +6,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -241,3 +242,38 @@ def test_contact_schemes(account: Acme) -> None:
     updated = account.post(account.kid or "", {"contact": ["MAILTO:Ops@Example.org"]})
     assert updated.status_code == 200, updated.text
     assert updated.json()["contact"] == ["mailto:Ops@Example.org"]
+
+
+def test_a_not_after_before_the_not_before_is_refused(account: Acme) -> None:
+    now = datetime.now(UTC)
+    stamps = {
+        "notBefore": (now + timedelta(minutes=4)).isoformat(),
+        "notAfter": (now + timedelta(minutes=2)).isoformat(),
+    }
+    refused = problem(account.order(name(), **stamps), "malformed", 400)
+    assert "notAfter" in refused["detail"]
+
+
+# --- renewal information (RFC 9773) --------------------------------------------------------
+
+
+def test_renewal_information_explains_with_the_website_only(env: AcmeEnv, account: Acme) -> None:
+    """RFC 9773 4.2: explanationURL is "a page which may explain why the suggested renewal
+    window has its current value": the operator's website when set, never the JSON
+    directory; absent otherwise."""
+    cert_url, cert = issued(account, name())
+    with env.api() as api:
+        data(api.post(f"{API}/acme/renewal/{cert_url.rsplit('/', 1)[1]}"))
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    serial = cert.serial_number.to_bytes(cert.serial_number.bit_length() // 8 + 1, "big")
+    ari = f"{account.dir['renewalInfo']}/{b64(aki.key_identifier or b'')}.{b64(serial)}"
+    moved = account.http.get(ari)
+    window = moved.json()["suggestedWindow"]
+    assert window["start"] < window["end"] and int(moved.headers["retry-after"]) > 0
+    assert "explanationURL" not in moved.json(), moved.json()
+    env.settings(website="https://pki.example.org/renewals")
+    try:
+        explained = account.http.get(ari).json()
+        assert explained["explanationURL"] == "https://pki.example.org/renewals"
+    finally:
+        env.settings(website=None)

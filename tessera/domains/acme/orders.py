@@ -144,6 +144,8 @@ class Orders:
                 " from now (in the future or the past) is refused"
             )
         if not_after is not None:
+            if not_before is not None and not_after <= not_before:
+                raise malformed("notAfter must be later than notBefore")
             if not_after <= self.now:
                 raise malformed("notAfter is in the past")
             if not_after > self.now + timedelta(days=max_days):

@@ -399,8 +399,11 @@ def renewal_info(certid: str, request: Request, session: UnitOfWork) -> JSONResp
             "end": views.rfc3339(window.end),
         }
     }
-    if window.reason:
-        body["explanationURL"] = f"{ctx.urls.base}/directory"
+    # RFC 9773 4.2: "a page which may explain" the window; the directory explains nothing, so
+    # only the operator's website, when set, is offered.
+    website = ctx.repos.acme.settings().website
+    if window.reason and website:
+        body["explanationURL"] = website
     retry = str(int(RETRY_AFTER / timedelta(seconds=1)))
     return _json(body, retry_after=retry)
 
