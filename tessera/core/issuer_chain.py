@@ -46,12 +46,16 @@ class IssuerChain:
         allows (or asking for a longer one than is left)."""
         if not self.certificates:
             return
-        broken = _broken_chain(self.certificates)
+        broken = self.broken()
         if broken is not None:
             raise PolicyViolation(broken)
         self.check_names(request.subject, request.sans, request.is_ca)
         if request.is_ca and not self._self_issued(request):
             self._check_depth(request.path_length)
+
+    def broken(self) -> str | None:
+        """Why nothing signed under this chain would validate, or None."""
+        return _broken_chain(self.certificates) if self.certificates else None
 
     def check_names(
         self, subject: x509.Name, sans: Sequence[x509.GeneralName], is_ca: bool = False

@@ -149,6 +149,19 @@ def ca_chain(
     return chain
 
 
+def issuer_chain(repos: Repositories, ca: models.CertificateAuthority) -> IssuerChain:
+    return IssuerChain(
+        tuple(_issuer_certificate(row.certificate_pem) for row in ca_chain(repos, ca))
+    )
+
+
+def chain_refusal(repos: Repositories, ca: models.CertificateAuthority) -> str | None:
+    """Why nothing `ca` signs would validate under the chain held here (a path length above
+    it spent, or the CA itself outside the name constraints above it), or None. Asked by the
+    settings that choose a CA, like `signing_refusal`, so such a CA is refused when chosen."""
+    return issuer_chain(repos, ca).broken()
+
+
 def under_key_floor(ca: models.CertificateAuthority) -> bool:
     return ca.key_algorithm == "RSA" and ca.key_size < MIN_RSA_BITS
 
@@ -182,9 +195,7 @@ class Issuance:
     def issuer_chain(self, ca: models.CertificateAuthority) -> IssuerChain:
         """The CA's certificate and its issuers held here, whose name constraints and path
         lengths relying parties apply to what it signs (core/issuer_chain.py)."""
-        return IssuerChain(
-            tuple(_issuer_certificate(row.certificate_pem) for row in ca_chain(self.repos, ca))
-        )
+        return issuer_chain(self.repos, ca)
 
     def issue_certificate(
         self,

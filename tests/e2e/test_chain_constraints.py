@@ -228,6 +228,25 @@ def test_a_child_of_a_path_length_zero_root_signs_nothing(api: httpx.Client, wor
     assert "path length constraint exceeded" in openssl_says(workdir, leaf, inter, root)
 
 
+def test_a_ca_whose_chain_is_broken_cannot_be_chosen_for_acme_or_scep(
+    api: httpx.Client,
+) -> None:
+    """The settings that choose a CA refuse one that could sign nothing valid, as they refuse
+    a disabled or keyless one, instead of failing every order and enrollment later."""
+    root = foreign_cert(name(unique("PathLen0 Chosen Root")), path_length=0)
+    inter = foreign_cert(name(unique("Too Deep Chosen")), root)
+    imported(api, root)
+    issuing = imported(api, inter)
+    before = data(api.get(f"{API}/acme/settings"))["issuing_ca_id"]
+    patch = api.patch(f"{API}/acme/settings", json={"issuing_ca_id": issuing["id"]})
+    assert "path length" in error(patch, 400)  # as for a disabled or keyless CA
+    assert data(api.get(f"{API}/acme/settings"))["issuing_ca_id"] == before
+    slug = unique("deep").lower()
+    body = {"slug": slug, "enabled": True, "ca_id": issuing["id"], "use_ra": False}
+    assert "path length" in error(api.post(f"{API}/scep/profiles", json=body), 422)
+    error(api.get(f"{API}/scep/profiles/{slug}"), 404)
+
+
 def test_an_ancestors_spent_path_length_budget_refuses_a_sub_ca(
     api: httpx.Client, workdir: Path
 ) -> None:

@@ -12,7 +12,7 @@ from tessera.core.keystore import KeyEncryptor
 from tessera.domains import audit
 from tessera.domains.acme.accounts import encrypt_hmac, new_hmac_key
 from tessera.domains.actor import Actor
-from tessera.domains.issuance import signing_refusal
+from tessera.domains.issuance import chain_refusal, signing_refusal
 from tessera.protocols.acme.jws import b64encode
 from tessera.storage.models_acme import AcmeAccount, AcmeEabKey, AcmeOrder, AcmeSettings
 from tessera.storage.repositories import Repositories
@@ -87,6 +87,7 @@ class AcmeAdmin:
         if ca is None:
             raise InvalidInput(f"CA {ca_id} not found")
         refusal = signing_refusal(ca, now=self.now if ca_id != current else None)
+        refusal = refusal or chain_refusal(self.repos, ca)
         if refusal is not None:
             raise InvalidInput(f"CA {ca_id} cannot sign: {refusal}")
 

@@ -26,7 +26,7 @@ from tessera.core.inspect import serial_hex
 from tessera.core.keys import generate_private_key, parse_key_spec
 from tessera.core.profile import CertificateRequest
 from tessera.domains import audit
-from tessera.domains.issuance import Issuance, signing_refusal
+from tessera.domains.issuance import Issuance, chain_refusal, signing_refusal
 from tessera.domains.scep.types import ProfileSettings, Responder
 from tessera.storage import models
 from tessera.storage.models_scep import ScepProfile
@@ -166,7 +166,7 @@ class ProfileService:
         ca = self._repos.cas.get(ca_id)
         if ca is None:
             raise NotFound(f"CA {ca_id} not found")
-        refusal = signing_refusal(ca, now=expired_by)
+        refusal = signing_refusal(ca, now=expired_by) or chain_refusal(self._repos, ca)
         if refusal is not None:
             raise PolicyViolation(f"CA {ca_id} cannot sign: {refusal}")
         return ca
