@@ -3,14 +3,18 @@ for validation (pebble-challtestsrv), and ports for the clients' challenge liste
 
 import base64
 import hashlib
+import http.server
 import ipaddress
 import json
+import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +150,70 @@ def acme_env(
             yield AcmeEnv(server, dns, http01, tlsalpn01, ca, work)
         finally:
             stop_server(server)
+
+
+class _ChallengeFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def webroot_server(port: int, webroot: Path) -> Iterator[Path]:
+    """A plain web server for `webroot` on 127.0.0.1:port, as a site's own web server serves
+    the http-01 files a client writes; yields the .well-known/acme-challenge directory."""
+    challenges = webroot / ".well-known" / "acme-challenge"
+    challenges.mkdir(parents=True, exist_ok=True)
+    handler = partial(_ChallengeFiles, directory=str(webroot))
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=web.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield challenges
+    finally:
+        web.shutdown()
+        web.server_close()
+        thread.join(timeout=10)
+
+
+def dns_names(leaf: x509.Certificate) -> list[str]:
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return sorted(sans.get_values_for_type(x509.DNSName))
+
+
+def verified_chain(env: AcmeEnv, pem: bytes, work: Path) -> list[x509.Certificate]:
+    """The PEM chain a client saved (leaf first), once `openssl verify` has accepted the leaf
+    for TLS servers against the ACME CA, the other certificates given as untrusted."""
+    chain = x509.load_pem_x509_certificates(pem)
+    work.mkdir(parents=True, exist_ok=True)
+    with env.api() as api:
+        root = data(api.get(f"{API}/cas/{env.ca['id']}"))
+    (work / "root.pem").write_text(root["pem"])
+    (work / "leaf.pem").write_bytes(chain[0].public_bytes(serialization.Encoding.PEM))
+    (work / "untrusted.pem").write_bytes(
+        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain[1:])
+    )
+    args = ["openssl", "verify", "-purpose", "sslserver", "-CAfile", str(work / "root.pem")]
+    if len(chain) > 1:
+        args += ["-untrusted", str(work / "untrusted.pem")]
+    result = subprocess.run(
+        [*args, str(work / "leaf.pem")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith(": OK"), result.stdout
+    return chain
+
+
+def private_mounts(binds: dict[str, Path]) -> list[str]:
+    """A command prefix that runs the command in a mount namespace of its own, with each
+    directory bind-mounted over a system path (the key) for that command only: how a client
+    that reads a fixed path (the system CA store, /run) is given the test's files without
+    touching the host's. As root a plain mount namespace; otherwise a user namespace too."""
+    unshare = ["unshare", "--mount", "--propagation", "private"]
+    if os.geteuid() != 0:
+        unshare.insert(1, "--map-root-user")
+    mounts = [f'mount --bind "${n}" {target}' for n, target in enumerate(binds, start=1)]
+    script = " && ".join([*mounts, f"shift {len(binds)}", 'exec "$@"'])
+    return [*unshare, "sh", "-c", script, "sh", *(str(source) for source in binds.values())]
 
 
 def problem(response: httpx.Response, kind: str, status: int) -> dict[str, Any]:

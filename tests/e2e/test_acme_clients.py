@@ -1,15 +1,12 @@
 """The ACME server with real clients: certbot (Debian), lego and dehydrated, against a real
 `tessera serve`, validating through pebble-challtestsrv as the DNS server."""
 
-import http.server
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import httpx
@@ -17,7 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.e2e.acme_helpers import AcmeEnv, acme_env
+from tests.e2e.acme_helpers import AcmeEnv, acme_env, webroot_server
 from tests.e2e.helpers import API, data, unique
 from tests.support import database
 
@@ -162,10 +159,10 @@ def test_certbot_http01_issue_renew_revoke(env: AcmeEnv, tmp_path: Path) -> None
 
 
 def assert_revocation_published(
-    work: Path, leaf: x509.Certificate, issuer: x509.Certificate
+    work: Path, leaf: x509.Certificate, issuer: x509.Certificate, reason: str = "keyCompromise"
 ) -> None:
     """The ACME revocation is the inventory's: OCSP (asked with openssl) and the CRL at the
-    certificate's distribution point both report it."""
+    certificate's distribution point both report it (OCSP with the reason)."""
     aia = leaf.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
     ocsp_url = next(
         d.access_location.value for d in aia if d.access_method.dotted_string.endswith(".1")
@@ -196,7 +193,7 @@ def assert_revocation_published(
         if ": revoked" in ocsp and listed:
             break
         time.sleep(0.5)
-    assert ": revoked" in ocsp and "keyCompromise" in ocsp, ocsp
+    assert ": revoked" in ocsp and f"Reason: {reason}" in ocsp, ocsp
     assert listed, "the revoked certificate is not on the CRL"
 
 
@@ -368,40 +365,25 @@ def test_certbot_manual_dns01_with_eab(env: AcmeEnv, tmp_path: Path) -> None:
         env.settings(require_eab=False)
 
 
-class _ChallengeFiles(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.mark.skipif(not shutil.which("dehydrated"), reason="dehydrated (Debian) is needed")
 def test_dehydrated_http01(env: AcmeEnv, tmp_path: Path) -> None:
     """dehydrated writes the challenge files; a plain web server on the http-01 port serves
     them, as a web server would in production."""
-    webroot = tmp_path / "www"
-    wellknown = webroot / ".well-known" / "acme-challenge"
-    wellknown.mkdir(parents=True)
     (tmp_path / "dehydrated").mkdir()
     config = tmp_path / "config"
-    config.write_text(
-        f'CA="{env.directory}"\n'
-        f'BASEDIR="{tmp_path / "dehydrated"}"\n'
-        f'WELLKNOWN="{wellknown}"\n'
-        'CHALLENGETYPE="http-01"\n'
-        'CONTACT_EMAIL="ops@example.org"\n'
-        'KEY_ALGO="prime256v1"\n'
-    )
-    handler = partial(_ChallengeFiles, directory=str(webroot))
-    web = http.server.ThreadingHTTPServer(("127.0.0.1", env.http01_port), handler)
-    thread = threading.Thread(target=web.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with webroot_server(env.http01_port, tmp_path / "www") as wellknown:
+        config.write_text(
+            f'CA="{env.directory}"\n'
+            f'BASEDIR="{tmp_path / "dehydrated"}"\n'
+            f'WELLKNOWN="{wellknown}"\n'
+            'CHALLENGETYPE="http-01"\n'
+            'CONTACT_EMAIL="ops@example.org"\n'
+            'KEY_ALGO="prime256v1"\n'
+        )
         variables = {"CURL_CA_BUNDLE": str(env.server.ca_bundle)}
         run([DEHYDRATED, "-f", str(config), "--register", "--accept-terms"], env=variables)
         name, _ = names()
         run([DEHYDRATED, "-f", str(config), "-c", "-d", name], env=variables)
-    finally:
-        web.shutdown()
-        web.server_close()
     leaf = load_pem(tmp_path / "dehydrated" / "certs" / name / "cert.pem")[0]
     assert leaf.subject.rfc4514_string() == f"CN={name}"
     assert inventory_entry(env, leaf)["source"] == "acme"

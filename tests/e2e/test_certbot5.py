@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
 
-from tests.e2e.acme_helpers import AcmeEnv
+from tests.e2e.acme_helpers import AcmeEnv, dns_names
 from tests.e2e.helpers import API, data, unique
 from tests.e2e.test_acme_clients import (
     assert_revocation_published,
@@ -67,11 +66,6 @@ def issue_http01(
         home=home,
     )
     return home / "config" / "live" / lineage
-
-
-def dns_names(leaf: x509.Certificate) -> list[str]:
-    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    return sorted(sans.get_values_for_type(x509.DNSName))
 
 
 def test_certbot5_is_the_pypi_release() -> None:
