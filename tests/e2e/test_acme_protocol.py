@@ -473,6 +473,29 @@ def test_finalize_rules_and_nothing_half_written(
     problem(account.post(order["finalize"], {"csr": good}), "orderNotReady", 403)
 
 
+def test_the_csr_common_name_is_the_certificates(env: AcmeEnv, account: Acme) -> None:
+    """The identifiers of an order are a set (RFC 8555 7.1.3, 7.4: the CSR must name "the
+    exact same set"), so their order says nothing; a CSR that puts one of them in its CN
+    chooses the certificate's CN, as Boulder keeps it. acme-tiny sends the identifiers in
+    the order of a Python set, and got the other name as CN for a CSR with CN=host."""
+    host = name()
+    www = f"www.{host}"
+    for cn, ordered in ((host, (www, host)), (www.upper(), (host, www))):
+        order = account.ready_order(*ordered)
+        assert order["status"] == "ready", order
+        csr, _ = csr_for(host, www, cn=cn)
+        done = account.post(order["finalize"], {"csr": csr})
+        assert done.status_code == 200, done.text
+        leaf = x509.load_pem_x509_certificates(account.get(done.json()["certificate"]).content)[0]
+        assert leaf.subject.rfc4514_string() == f"CN={cn.lower()}"
+    # Without a CN in the CSR, the first DNS identifier of the order, as before.
+    order = account.ready_order(www, host)
+    csr, _ = csr_for(host, www)
+    done = account.post(order["finalize"], {"csr": csr})
+    leaf = x509.load_pem_x509_certificates(account.get(done.json()["certificate"]).content)[0]
+    assert leaf.subject.rfc4514_string() == f"CN={www}"
+
+
 def test_concurrent_finalizes_issue_one_certificate(env: AcmeEnv, account: Acme) -> None:
     """Finalize requests racing for one ready order: one wins, the others are told the order
     is not ready, and the inventory holds one certificate (RFC 8555 7.4: an order has one)."""

@@ -307,7 +307,7 @@ class Orders:
         template = self._template(settings, order.profile)
         idents = [identifier(i["type"], i["value"]) for i in order.identifiers]
         request = CertificateRequest(
-            subject=_subject(idents),
+            subject=_subject(idents, csr),
             public_key=csr.public_key(),
             sans=tuple(_general_name(i) for i in idents),
             validity_days=self._days(order, settings),
@@ -425,13 +425,21 @@ def _timestamp(value: object, name: str) -> datetime | None:
         raise malformed(f"{name} is out of range") from exc
 
 
-def _subject(idents: list[Identifier]) -> x509.Name:
-    """The first DNS name as CN when it fits (CAs still often read CN); else no subject and
-    the SAN extension becomes critical (RFC 5280 4.2.1.6)."""
-    for ident in idents:
-        if ident.type == "dns" and len(ident.value) <= 64:
-            return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ident.value)])
-    return x509.Name([])
+def _subject(idents: list[Identifier], csr: x509.CertificateSigningRequest) -> x509.Name:
+    """A DNS name as CN when one fits (CAs still often read CN); else no subject and the SAN
+    extension becomes critical (RFC 5280 4.2.1.6). The CSR's CN when it is one of the
+    order's DNS names (in the order's form): the identifiers are a set (RFC 8555 7.4), so
+    their order in new-order is no choice of the client's, the CN of its CSR is. Otherwise
+    the first DNS identifier."""
+    fitting = [i.value for i in idents if i.type == "dns" and len(i.value) <= 64]
+    asked = [
+        str(attribute.value).lower()
+        for attribute in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ]
+    chosen = next((cn for cn in asked if cn in fitting), fitting[0] if fitting else None)
+    if chosen is None:
+        return x509.Name([])
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, chosen)])
 
 
 def _general_name(ident: Identifier) -> x509.GeneralName:
