@@ -3,6 +3,7 @@ code: uacme (C, libcurl/GnuTLS), acme-tiny (Python, signs with the openssl comma
 acmetool (Go), all from Debian. Validation goes through pebble-challtestsrv as the DNS
 server, as in test_acme_clients.py, whose fixtures and helpers this module reuses."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -10,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from tests.e2e.acme_helpers import (
     AcmeEnv,
@@ -234,3 +237,136 @@ def test_uacme_account_eab_update_key_change_deactivate(env: AcmeEnv, tmp_path: 
 
     uacme(env, tmp_path, "deactivate")
     assert acme_account(env, number)["status"] == "deactivated"
+
+
+# --- acme-tiny ----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not shutil.which("acme-tiny"), reason="acme-tiny (Debian) is needed")
+def test_acme_tiny_http01(env: AcmeEnv, tmp_path: Path) -> None:
+    """acme-tiny signs its RS256 JWS with `openssl dgst` and verifies TLS through Python's
+    urllib, so SSL_CERT_FILE trusts Tessera's certificate. It takes an RSA account key and a
+    CSR made with `openssl req`, and prints the chain on stdout."""
+    name, www = names()
+    account = tmp_path / "account.key"
+    run(["openssl", "genrsa", "-out", str(account), "2048"])
+    csr = tmp_path / "domain.csr"
+    run(
+        [
+            "openssl",
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(tmp_path / "domain.key"),
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            f"subjectAltName=DNS:{name},DNS:{www}",
+            "-out",
+            str(csr),
+        ]
+    )
+    with webroot_server(env.http01_port, tmp_path / "www") as challenges:
+        result = subprocess.run(
+            [
+                ACME_TINY,
+                "--account-key",
+                str(account),
+                "--csr",
+                str(csr),
+                "--acme-dir",
+                str(challenges),
+                "--directory-url",
+                env.directory,
+                "--contact",
+                "mailto:ops@example.org",
+                # Its self-check fetches http://NAME/.well-known/... on port 80 through the
+                # system resolver, which knows nothing of these names (only challtestsrv
+                # does); Tessera's own validation is what this test proves.
+                "--disable-check",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={**os.environ, "SSL_CERT_FILE": str(env.server.ca_bundle)},
+        )
+    assert result.returncode == 0, result.stderr
+    assert "Certificate signed!" in result.stderr
+    chain = verified_chain(env, result.stdout.encode(), tmp_path / "verify")
+    assert dns_names(chain[0]) == sorted([name, www])
+    assert chain[0].subject.rfc4514_string() == f"CN={name}"
+    entry = inventory_entry(env, chain[0])
+    assert entry["source"] == "acme"
+    account_url = re.search(r"Account ID: (\S+)", result.stderr)
+    assert account_url, result.stderr
+    registered = acme_account(env, account_id(account_url.group(1)))
+    assert registered["key_type"] == "RSA"
+    assert registered["contact"] == ["mailto:ops@example.org"]
+
+
+# --- acmetool -----------------------------------------------------------------------------
+#
+# acmetool 0.2.2 runs unattended with --batch and a response file (its only question here is
+# the e-mail address; Tessera's directory has no terms of service by default, so there is no
+# agreement to answer). Its http-01 responder always listens on :80, 402 and 4402 besides the
+# configured ports (failures to bind are ignored) and always also writes the challenge into
+# /var/run/acme/acme-challenge: /run is replaced by a directory of the test for it, as the
+# CA store is for uacme. Go reads SSL_CERT_FILE for the trust in Tessera's certificate.
+# `acmetool revoke` only marks a certificate: acmetool 0.2 never sends the revocation (its
+# reconcile step that did is commented out since the ACME v2 rewrite), so there is no
+# revocation to test with it.
+
+
+@pytest.mark.skipif(not shutil.which("acmetool"), reason="acmetool (Debian) is needed")
+@pytest.mark.parametrize("key_type", ["ecdsa", "rsa"])
+def test_acmetool_http01(env: AcmeEnv, tmp_path: Path, key_type: str) -> None:
+    name, www = names()
+    state = tmp_path / "state"
+    (state / "conf").mkdir(parents=True)
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "run").mkdir()
+    (state / "conf" / "target").write_text(
+        "request:\n"
+        f"  provider: {env.directory}\n"
+        "  key:\n"
+        f"    type: {key_type}\n"
+        "  challenge:\n"
+        "    http-ports:\n"
+        f'      - "127.0.0.1:{env.http01_port}"\n'
+        # The self-test would fetch http://NAME/ through the system resolver (see acme-tiny).
+        "    http-self-test: false\n"
+    )
+    responses = tmp_path / "responses"
+    responses.write_text('"acme-enter-email": "ops@example.org"\n')
+    run(
+        [
+            *private_mounts({"/run": tmp_path / "run"}),
+            ACMETOOL,
+            "--state",
+            str(state),
+            "--hooks",
+            str(tmp_path / "hooks"),
+            "--batch",
+            "--response-file",
+            str(responses),
+            "want",
+            name,
+            www,
+        ],
+        env={"SSL_CERT_FILE": str(env.server.ca_bundle)},
+    )
+    live = state / "live" / name
+    chain = verified_chain(env, (live / "fullchain").read_bytes(), tmp_path / "verify")
+    leaf = chain[0]
+    assert dns_names(leaf) == sorted([name, www])
+    assert (live / "fullchain").read_bytes().startswith((live / "cert").read_bytes())
+    key = load_pem_private_key((live / "privkey").read_bytes(), None)
+    assert key.public_key() == leaf.public_key()
+    expected = ec.EllipticCurvePublicKey if key_type == "ecdsa" else rsa.RSAPublicKey
+    assert isinstance(leaf.public_key(), expected)
+    assert inventory_entry(env, leaf)["source"] == "acme"
+    # (www.)NAME both point at the one certificate.
+    assert (state / "live" / www / "fullchain").read_bytes() == (live / "fullchain").read_bytes()
