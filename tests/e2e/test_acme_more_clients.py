@@ -49,6 +49,8 @@ __all__ = ["env"]  # the module-scoped server fixture, on SQLite and PostgreSQL
 # trusts /etc/ssl/certs (UACME_CAINFO arrived in uacme 1.7.6). So uacme runs in a mount
 # namespace of its own where a directory holding Tessera's TLS certificate is mounted over
 # /etc/ssl/certs: the host's store is left alone. Its hooks run in that namespace too.
+# Where namespaces are forbidden (a container without CAP_SYS_ADMIN or user namespaces)
+# these tests fail with unshare's message rather than skip.
 
 
 def uacme_command(env: AcmeEnv, home: Path, *args: str) -> list[str]:
@@ -63,7 +65,7 @@ def uacme(env: AcmeEnv, home: Path, *args: str) -> str:
     return run(uacme_command(env, home, *args))
 
 
-def uacme_fails(env: AcmeEnv, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def uacme_result(env: AcmeEnv, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         uacme_command(env, home, *args), capture_output=True, text=True, timeout=180
     )
@@ -172,7 +174,7 @@ def test_uacme_revoke_by_certificate_key_then_ocsp_reissue(env: AcmeEnv, tmp_pat
     cert = tmp_path / "uacme" / name / "cert.pem"
     first = verified_chain(env, cert.read_bytes(), tmp_path / "verify")[0]
 
-    kept = uacme_fails(env, tmp_path, "-h", str(hook), "issue", name)
+    kept = uacme_result(env, tmp_path, "-h", str(hook), "issue", name)
     # Exit status 1: "not reissued because it is still current", after asking OCSP.
     assert kept.returncode == 1, kept.stdout + kept.stderr
     assert "OCSP certificate status is GOOD" in kept.stderr
@@ -202,7 +204,7 @@ def test_uacme_account_eab_update_key_change_deactivate(env: AcmeEnv, tmp_path: 
         eab = data(api.post(f"{API}/acme/eab", json={"comment": "uacme"}), 201)
     env.settings(require_eab=True)
     try:
-        refused = uacme_fails(env, tmp_path, "-t", "EC", "-b", "384", "-y", "new")
+        refused = uacme_result(env, tmp_path, "-t", "EC", "-b", "384", "-y", "new")
         assert refused.returncode != 0
         assert "requires external credentials" in refused.stderr, refused.stderr
         created = uacme(
