@@ -1,5 +1,6 @@
 """What a certificate should contain, before template and policy have had their say."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -85,9 +86,13 @@ def apply_template(request: CertificateRequest, template: Template | None) -> Ce
     """A template fills what the request left open and refuses what contradicts it."""
     if template is None:
         return request
-    _refuse_conflict(template, "key_usage", request.key_usage, template.key_usage)
+    _refuse_conflict(template, "key_usage", request.key_usage, template.key_usage, key_usage)
     _refuse_conflict(
-        template, "extended_key_usage", request.extended_key_usage, template.extended_key_usage
+        template,
+        "extended_key_usage",
+        request.extended_key_usage,
+        template.extended_key_usage,
+        _eku_oids,
     )
     if template.is_ca != request.is_ca:
         raise PolicyViolation(f"template {template.name!r} does not issue this kind of certificate")
@@ -199,8 +204,16 @@ def _refuse_conflict(
     label: str,
     asked: tuple[str, ...] | None,
     fixed: tuple[str, ...] | None,
+    meaning: Callable[[list[str]], object],
 ) -> None:
-    if asked and fixed is not None and set(asked) != set(fixed):
+    """Compared by what the names mean, not how they are spelled: a template saying
+    nonRepudiation or an EKU's dotted OID must accept a request (or the renewal of its own
+    certificate, read back as contentCommitment / serverAuth) naming the same usages."""
+    if asked and fixed is not None and meaning(list(asked)) != meaning(list(fixed)):
         raise PolicyViolation(
             f"{label} {list(asked)} conflicts with template {template.name!r} ({list(fixed)})"
         )
+
+
+def _eku_oids(names: list[str]) -> frozenset[x509.ObjectIdentifier]:
+    return frozenset(extended_key_usage(names))

@@ -1,5 +1,6 @@
 """Issuing with a template: the core applies it, and refuses requests that contradict it."""
 
+import uuid
 from pathlib import Path
 
 import httpx
@@ -80,3 +81,32 @@ def test_unknown_template_is_404(api: httpx.Client) -> None:
     )
     assert issued.status_code == 404
     assert issued.json() == {"error": True, "code": 404, "message": "template 999999 not found"}
+
+
+def test_usages_spelled_otherwise_are_the_same_usages(api: httpx.Client) -> None:
+    """nonRepudiation is contentCommitment (RFC 5280 4.2.1.3) and an EKU may be written as its
+    OID: a request, or the renewal of the template's own certificate (which reads its usages
+    back as contentCommitment and serverAuth), naming the same usages does not conflict."""
+    body = {
+        "name": f"Signing {uuid.uuid4().hex[:8]}",
+        "key_type": "EC",
+        "key_usage": ["digitalSignature", "nonRepudiation"],
+        "extended_key_usage": ["1.3.6.1.5.5.7.3.1"],
+    }
+    created = api.post("/api/v2/templates", json=body)
+    assert created.status_code == 201, created.text
+    request = {"common_name": "nr.example.com", "ca_id": make_root(api)}
+    request["template_id"] = created.json()["data"]["id"]
+    same = {"key_usage": ["contentCommitment", "digitalSignature"]}
+    same |= {"extended_key_usage": ["serverAuth"]}
+    issued = api.post("/api/v2/certificates", json={**request, **same})
+    assert issued.status_code == 201, issued.text
+    cert_id = issued.json()["data"]["id"]
+    renewed = api.post(f"/api/v2/certificates/{cert_id}/renew", json={})
+    assert renewed.status_code == 201, renewed.text
+    bulk = api.post("/api/v2/certificates/bulk/renew", json={"ids": [cert_id]})
+    assert bulk.status_code == 200, bulk.text
+    assert bulk.json()["data"]["success"] == [cert_id], bulk.text
+    narrower = api.post("/api/v2/certificates", json={**request, "key_usage": ["digitalSignature"]})
+    assert narrower.status_code == 422
+    assert "conflicts with template" in narrower.json()["message"]
