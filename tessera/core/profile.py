@@ -121,12 +121,30 @@ def template_key_spec(template: Template) -> KeySpec | None:
     return parse_key_spec(template.key_algorithm, template.key_size)
 
 
+def key_to_generate(template: Template | None, algorithm: str | None, size: int | None) -> KeySpec:
+    """The key to make for a request that brings none: the type and size asked for, the rest
+    from the template (its size only for its own type). One the template does not allow is
+    refused here, naming both, before any key is made."""
+    fixed = template_key_spec(template) if template else None
+    if template is None or fixed is None:
+        return parse_key_spec(algorithm, size)
+    wanted = parse_key_spec(algorithm, None).algorithm if algorithm else fixed.algorithm
+    if size is None and wanted == fixed.algorithm:
+        size = template.key_size
+    spec = parse_key_spec(wanted, size)
+    _enforce_key_spec(template, spec)
+    return spec
+
+
 def enforce_template_key(template: Template, public_key: object) -> None:
     """A CSR's key (or any key) must be of the type and size the template fixes."""
+    _enforce_key_spec(template, describe_public_key(public_key))
+
+
+def _enforce_key_spec(template: Template, actual: KeySpec) -> None:
     fixed = template_key_spec(template)
     if fixed is None:
         return
-    actual = describe_public_key(public_key)
     size_fixed = template.key_size is not None or fixed.algorithm == "Ed25519"
     if actual.algorithm != fixed.algorithm or (size_fixed and actual.size != fixed.size):
         wanted = fixed.label if size_fixed else f"{fixed.algorithm} keys"

@@ -110,3 +110,24 @@ def test_usages_spelled_otherwise_are_the_same_usages(api: httpx.Client) -> None
     narrower = api.post("/api/v2/certificates", json={**request, "key_usage": ["digitalSignature"]})
     assert narrower.status_code == 422
     assert "conflicts with template" in narrower.json()["message"]
+
+
+def test_a_key_type_the_template_does_not_allow_is_refused_by_name(api: httpx.Client) -> None:
+    """The seed's template fixes RSA-2048: asking it for another key type is a 422 naming the
+    template's key and the one asked for, not a complaint about the template's own size, and
+    no certificate is issued."""
+    body = {"name": f"RSA only {uuid.uuid4().hex[:8]}", "key_size": 2048}
+    created = api.post("/api/v2/templates", json=body)
+    assert created.status_code == 201, created.text
+    request = {"common_name": "key.example.com", "ca_id": make_root(api)}
+    request["template_id"] = created.json()["data"]["id"]
+    before = api.get("/api/v2/certificates/stats").json()["data"]["total"]
+    for algorithm, label in (("EC", "EC-P256"), ("Ed25519", "Ed25519")):
+        refused = api.post("/api/v2/certificates", json={**request, "key_algorithm": algorithm})
+        assert refused.status_code == 422, refused.text
+        message = refused.json()["message"]
+        assert "requires RSA-2048" in message and label in message, message
+    assert api.get("/api/v2/certificates/stats").json()["data"]["total"] == before
+    issued = api.post("/api/v2/certificates", json={**request, "key_algorithm": "RSA"})
+    assert issued.status_code == 201, issued.text
+    assert issued.json()["data"]["key_size"] == 2048

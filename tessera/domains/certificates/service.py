@@ -33,7 +33,7 @@ from tessera.core.keys import (
     parse_key_spec,
 )
 from tessera.core.names import SubjectFields, parse_san
-from tessera.core.profile import CertificateRequest
+from tessera.core.profile import CertificateRequest, key_to_generate
 from tessera.core.revocation import normalize_reason
 from tessera.domains import audit, bulk
 from tessera.domains.bulk import BulkResult
@@ -49,7 +49,13 @@ from tessera.domains.exports import (
     zipped,
 )
 from tessera.domains.identity.permissions import grants
-from tessera.domains.issuance import Issuance, certificate_row, deferred, write_issued
+from tessera.domains.issuance import (
+    Issuance,
+    certificate_row,
+    core_template,
+    deferred,
+    write_issued,
+)
 from tessera.storage import models
 from tessera.storage.repositories.certificates import CertificateFilter
 
@@ -125,11 +131,8 @@ class CertificateService:
                     raise PolicyViolation("the private key does not belong to the CSR")
                 key = spec.csr_key
         else:
-            algorithm = spec.key_algorithm or (template.key_algorithm if template else None)
-            size = spec.key_size
-            if size is None and template is not None:
-                size = template.key_size
-            key = generate_private_key(parse_key_spec(algorithm, size))
+            wanted = key_to_generate(core_template(template), spec.key_algorithm, spec.key_size)
+            key = generate_private_key(wanted)
             public_key, subject, sans = key.public_key(), None, []
         if spec.subject is not None:
             subject = spec.subject.to_name()
