@@ -119,6 +119,29 @@ def test_ca_template_and_key_spellings(api: httpx.Client) -> None:
     assert (any_ec["key_type"], any_ec["key_size"]) == ("EC", None)
 
 
+def test_changing_the_key_type_alone_drops_the_old_types_size(api: httpx.Client) -> None:
+    """PUT is partial, but the size of the old key type means nothing for a new one: RSA-2048
+    made EC by `key_type` alone is any EC key, not an "EC-2048" refused as malformed."""
+    created = create(api, {"name": unique("Key change"), "key_size": 2048})
+    path = f"{API}/templates/{created['id']}"
+    changed = data(api.put(path, json={"key_type": "EC"}))
+    assert (changed["key_type"], changed["key_size"]) == ("EC", None)
+    changed = data(api.put(path, json={"key_size": 384}))
+    assert (changed["key_type"], changed["key_size"]) == ("EC", 384)
+    changed = data(api.put(path, json={"key_algorithm": "ECDSA"}))  # the same type
+    assert (changed["key_type"], changed["key_size"]) == ("EC", 384)
+    changed = data(api.put(path, json={"key_type": "Ed25519"}))
+    assert (changed["key_type"], changed["key_size"]) == ("Ed25519", 256)
+    entry = {"name": created["name"], "key_type": "RSA"}
+    imported = api.post(
+        f"{API}/templates/import",
+        json={"json_content": json.dumps([entry]), "update_existing": True},
+    )
+    assert data(imported)["updated"] == 1, imported.text
+    changed = data(api.get(path))
+    assert (changed["key_type"], changed["key_size"]) == ("RSA", None)
+
+
 def test_invalid_templates_are_refused_and_not_written(api: httpx.Client) -> None:
     before = len(data(api.get(f"{API}/templates")))
     name = unique("Invalid")

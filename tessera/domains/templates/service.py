@@ -206,11 +206,15 @@ def document(row: models.Template) -> dict[str, Any]:
 def canonical(entry: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The document `entry` describes, laid over `base` (the current one, for an update).
     basic_constraints merges key by key; a subject_defaults object replaces the old one;
-    top-level subject fields set (or, when null, remove) one default each."""
+    top-level subject fields set (or, when null, remove) one default each; a new key type
+    without a key_size leaves the size open."""
     doc = dict(base or {})
     doc.update({k: entry[k] for k in DOCUMENT_KEYS if k in entry and k != "basic_constraints"})
     if "key_algorithm" in entry and "key_type" not in entry:
         doc["key_type"] = entry["key_algorithm"]
+    old_type = _key_type_name((base or {}).get("key_type"))
+    if "key_size" not in entry and _key_type_name(doc.get("key_type")) != old_type:
+        doc["key_size"] = None  # the size kept was the old type's: the new type's is open
     constraints = dict(_mapping(doc.get("basic_constraints"), "basic_constraints"))
     if "basic_constraints" in entry:
         constraints.update(_mapping(entry["basic_constraints"], "basic_constraints"))
@@ -285,6 +289,14 @@ def _derived_type(fields: TemplateFields) -> str:
         ("emailProtection", "email"),
     )
     return next((kind for eku, kind in kinds if eku in ekus), "custom")
+
+
+def _key_type_name(value: object) -> object:
+    """A key type as written, with the spellings that name the same type made one."""
+    if not isinstance(value, str):
+        return value
+    name = value.strip().upper()
+    return "EC" if name == "ECDSA" else name
 
 
 def _name_of(entry: object) -> str | None:
