@@ -268,6 +268,18 @@ def test_stats_count_roots_intermediates_expired_and_valid(api: httpx.Client) ->
     assert expired == ["expired"]
 
 
+def test_a_pinned_self_signed_leaf_is_no_root_ca(api: httpx.Client) -> None:
+    """A self-signed end-entity certificate (CA:FALSE, a pinned server) is trusted, and
+    counted as valid, but it is neither a root nor an intermediate CA."""
+    before = stats(api)
+    leaf, _ = built_cert(unique("pinned-self-signed.example.com"), ca=False)
+    added = data(api.post(f"{API}/truststore", json={"certificate": pem_of(leaf)}), 201)
+    assert (added["is_root"], added["is_ca"]) == (False, False)
+    after = stats(api)
+    delta = {k: after[k] - before[k] for k in after}
+    assert delta == {"total": 1, "root_ca": 0, "intermediate_ca": 0, "expired": 0, "valid": 1}
+
+
 def test_read_only_key_cannot_change_the_store(server: Server, api: httpx.Client) -> None:
     body = {"name": "trust reader", "permissions": ["read:truststore"]}
     key = data(api.post("/api/v2/account/apikeys", json=body), 201)["key"]

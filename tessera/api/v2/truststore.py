@@ -48,7 +48,7 @@ def trusted_view(row: models.TrustedCertificate, moment: datetime) -> dict[str, 
         "valid_from": iso(row.not_before),
         "valid_until": iso(row.not_after),
         "status": status,
-        "is_root": row.is_root,
+        "is_root": row.is_root and row.is_ca,  # rows stored before is_root required a CA
         "is_ca": row.is_ca,
         "fingerprint_sha256": bytes.fromhex(row.fingerprint_sha256).hex(":").upper(),
         "created_at": iso(row.created_at),

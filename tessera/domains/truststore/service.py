@@ -162,7 +162,9 @@ class TrustStoreService:
 def trusted_row(
     cert: x509.Certificate, details: TrustDetails, source: str
 ) -> models.TrustedCertificate:
-    is_root = cert.issuer == cert.subject  # self-issued: a trust anchor
+    self_issued = cert.issuer == cert.subject
+    # A version 1 self-signed certificate has no basic constraints but is a root all the same.
+    is_ca = inspect.is_ca(cert) or (self_issued and cert.version == x509.Version.v1)
     label = display_name(cert)
     return models.TrustedCertificate(
         name=(details.name or label)[:200],
@@ -176,9 +178,9 @@ def trusted_row(
         serial_number=inspect.serial_hex(cert.serial_number)[:64],
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
-        is_root=is_root,
-        # A version 1 self-signed certificate has no basic constraints but is a root all the same.
-        is_ca=inspect.is_ca(cert) or (is_root and cert.version == x509.Version.v1),
+        # A self-signed leaf (a pinned server certificate) is trusted, but no root CA.
+        is_root=self_issued and is_ca,
+        is_ca=is_ca,
         fingerprint_sha256=cert.fingerprint(hashes.SHA256()).hex(),
         certificate_pem=cert_pem(cert),
     )

@@ -61,10 +61,12 @@ class TrustStoreRepository:
         t = TrustedCertificate
         expired = t.not_after <= now
         valid = and_(t.not_before <= now, t.not_after > now)
+        # A root is a CA: rows stored before is_root required it may be self-signed leaves.
+        root = and_(t.is_ca.is_(True), t.is_root.is_(True))
         intermediate = and_(t.is_ca.is_(True), t.is_root.is_(False))
         query = select(
             func.count(),
-            func.sum(case((t.is_root.is_(True), 1), else_=0)),
+            func.sum(case((root, 1), else_=0)),
             func.sum(case((intermediate, 1), else_=0)),
             func.sum(case((expired, 1), else_=0)),
             func.sum(case((valid, 1), else_=0)),
