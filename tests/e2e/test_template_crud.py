@@ -90,6 +90,17 @@ def test_create_get_update_delete(api: httpx.Client) -> None:
     error(api.put(f"{API}/templates/{created['id']}", json={"validity_days": 5}), 404)
 
 
+def test_a_derived_type_follows_the_usages_and_a_chosen_one_stays(api: httpx.Client) -> None:
+    path = f"{API}/templates/{create(api, web_template(unique('Derived')))['id']}"
+    assert data(api.get(path))["template_type"] == "server"
+    changed = data(api.put(path, json={"extended_key_usage": ["clientAuth"]}))
+    assert changed["template_type"] == "client"
+    changed = data(api.put(path, json={"template_type": "mtls"}))
+    assert changed["template_type"] == "mtls"
+    changed = data(api.put(path, json={"extended_key_usage": ["serverAuth", "clientAuth"]}))
+    assert changed["template_type"] == "mtls"
+
+
 def test_names_are_unique(api: httpx.Client) -> None:
     name = unique("Unique")
     first = create(api, web_template(name))

@@ -106,7 +106,7 @@ class TemplateService:
         self, row: models.Template, changes: Mapping[str, Any], source: str
     ) -> models.Template:
         before = document(row)
-        fields = read_fields(canonical(changes, before))
+        fields = read_fields(canonical(changes, _with_derived_type_open(before, changes)))
         if fields.name != row.name and self._repos.templates.by_name(fields.name) is not None:
             raise Conflict(f"a template named {fields.name!r} already exists")
         _assign(row, fields)
@@ -274,6 +274,18 @@ def _assign(row: models.Template, fields: TemplateFields) -> None:
     row.key_usage, row.extended_key_usage = fields.key_usage, fields.extended_key_usage
     row.is_ca, row.path_length = fields.is_ca, fields.path_length
     row.subject_defaults = fields.subject_defaults
+
+
+def _with_derived_type_open(before: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """A type that was derived from the fields is derived again from the changed ones (a
+    server template given clientAuth instead becomes a client one); one chosen stays."""
+    if "template_type" in changes:
+        return before
+    try:
+        derived = read_fields({**before, "template_type": None}).template_type
+    except TesseraError:  # stored under older rules: the update itself will say what is wrong
+        return before
+    return {**before, "template_type": None} if before["template_type"] == derived else before
 
 
 def _derived_type(fields: TemplateFields) -> str:
