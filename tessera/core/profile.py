@@ -114,6 +114,37 @@ def apply_template(request: CertificateRequest, template: Template | None) -> Ce
     )
 
 
+def under_current_template(
+    renewal: CertificateRequest, template: Template | None, days_given: bool
+) -> CertificateRequest:
+    """A renewal certifies again what the certificate said, except what its template fixes
+    now (it may have changed since): the template's usages replace the old ones, and the old
+    period, when no other was asked for, is shortened to what the template allows."""
+    if template is None:
+        return renewal
+    days = renewal.validity_days
+    if not days_given and template.validity_days and days and days > template.validity_days:
+        days = template.validity_days
+    usages = template.key_usage, template.extended_key_usage
+    return replace(
+        renewal,
+        validity_days=days,
+        key_usage=renewal.key_usage if usages[0] is None else None,
+        extended_key_usage=renewal.extended_key_usage if usages[1] is None else None,
+    )
+
+
+def renewal_key_spec(template: Template | None, previous: KeySpec) -> KeySpec:
+    """The new key of a renewal whose old key the server made: like the old one, unless the
+    template now fixes another type or size."""
+    fixed = template_key_spec(template) if template else None
+    if template is None or fixed is None:
+        return previous
+    if fixed.algorithm == previous.algorithm and template.key_size is None:
+        return previous  # the template fixes the type only
+    return fixed
+
+
 def template_key_spec(template: Template) -> KeySpec | None:
     """The key a template fixes; a size alone means RSA, a type alone its default size."""
     if template.key_algorithm is None and template.key_size is None:

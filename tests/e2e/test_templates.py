@@ -131,3 +131,48 @@ def test_a_key_type_the_template_does_not_allow_is_refused_by_name(api: httpx.Cl
     issued = api.post("/api/v2/certificates", json={**request, "key_algorithm": "RSA"})
     assert issued.status_code == 201, issued.text
     assert issued.json()["data"]["key_size"] == 2048
+
+
+def test_renewal_follows_the_template_as_it_is_now(api: httpx.Client) -> None:
+    """Templates change (validity shortened as the CA/Browser Forum asks, RSA raised to 3072
+    bits, a usage added): renewing, alone or in bulk, a certificate issued under the old
+    rules gives one under the new ones instead of a 422 for the old certificate's values. A
+    period asked for explicitly is still held to the template."""
+    body = {
+        "name": f"Evolving {uuid.uuid4().hex[:8]}",
+        "validity_days": 100,
+        "key_size": 2048,
+        "extended_key_usage": ["serverAuth"],
+    }
+    created = api.post("/api/v2/templates", json=body)
+    assert created.status_code == 201, created.text
+    template = created.json()["data"]["id"]
+    request = {"ca_id": make_root(api), "template_id": template}
+    ids = []
+    for name in ("one.example.com", "two.example.com"):
+        issued = api.post("/api/v2/certificates", json={**request, "common_name": name})
+        assert issued.status_code == 201, issued.text
+        ids.append(issued.json()["data"]["id"])
+    changes = {
+        "validity_days": 50,
+        "key_size": 3072,
+        "extended_key_usage": ["serverAuth", "clientAuth"],
+    }
+    changed = api.put(f"/api/v2/templates/{template}", json=changes)
+    assert changed.status_code == 200, changed.text
+
+    too_long = api.post(f"/api/v2/certificates/{ids[0]}/renew", json={"validity_days": 80})
+    assert too_long.status_code == 422
+    assert "at most 50 days" in too_long.json()["message"]
+    single = api.post(f"/api/v2/certificates/{ids[0]}/renew", json={})
+    assert single.status_code == 201, single.text
+    bulk = api.post("/api/v2/certificates/bulk/renew", json={"ids": [ids[1]]})
+    assert bulk.status_code == 200 and bulk.json()["data"]["success"] == [ids[1]], bulk.text
+    renewed_ids = [single.json()["data"]["id"], bulk.json()["data"]["renewed"][0]["new_id"]]
+    for renewed_id in renewed_ids:
+        pem = api.get(f"/api/v2/certificates/{renewed_id}/export", params={"format": "pem"})
+        cert = x509.load_pem_x509_certificate(pem.content)
+        assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == 50
+        assert cert.public_key().key_size == 3072  # type: ignore[union-attr]
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}

@@ -30,10 +30,14 @@ from tessera.core.keys import (
     PrivateKey,
     describe_public_key,
     generate_private_key,
-    parse_key_spec,
 )
 from tessera.core.names import SubjectFields, parse_san
-from tessera.core.profile import CertificateRequest, key_to_generate
+from tessera.core.profile import (
+    CertificateRequest,
+    key_to_generate,
+    renewal_key_spec,
+    under_current_template,
+)
 from tessera.core.revocation import normalize_reason
 from tessera.domains import audit, bulk
 from tessera.domains.bulk import BulkResult
@@ -169,12 +173,16 @@ class CertificateService:
         if issuer_id is None:
             raise Conflict("only certificates issued here can be renewed (or give a ca_id)")
         ca = self._issuing_ca(issuer_id)
+        template = self._template(old.template_id) if old.template_id else None
+        policy = core_template(template)
         parsed = load_certificate(old.certificate_pem.encode())
         key: PrivateKey | None = None
         public_key = parsed.public_key()
         if old.encrypted_private_key is not None:
             previous = self._issuance.keys.decrypt(old.encrypted_private_key)
-            key = generate_private_key(parse_key_spec(*_spec_of(previous)))
+            key = generate_private_key(
+                renewal_key_spec(policy, describe_public_key(previous.public_key()))
+            )
             public_key = key.public_key()
         days = validity_days or max((old.not_after - old.not_before).days, 1)
         request = replace(
@@ -184,7 +192,7 @@ class CertificateService:
             origin="renewal",
             names_as_given=True,
         )
-        template = self._template(old.template_id) if old.template_id else None
+        request = under_current_template(request, policy, days_given=validity_days is not None)
         return self._issuance.issue_certificate(
             request, ca, template, key, fresh_key=key is not None
         )
@@ -529,11 +537,6 @@ def request_from_certificate(cert: x509.Certificate, public_key: object) -> Cert
         key_usage=tuple(inspect.key_usages(cert)) or None,
         extended_key_usage=tuple(inspect.extended_key_usages(cert)) or None,
     )
-
-
-def _spec_of(key: PrivateKey) -> tuple[str, int]:
-    spec = describe_public_key(key.public_key())
-    return spec.algorithm, spec.size
 
 
 def _csr_sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
