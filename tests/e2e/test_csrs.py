@@ -457,6 +457,22 @@ def test_attached_key_travels_to_the_certificate_encrypted(
     )
 
 
+def test_signed_request_keeps_no_copy_of_its_key(
+    server: Server, api: httpx.Client, issuing: dict[str, Any], workdir: Path
+) -> None:
+    """The attached key moves to the certificate: when that is deleted, no copy of the key is
+    left behind in the request's history."""
+    csr = new_csr(workdir, "moved-key.example.com")
+    row = upload(api, csr)
+    data(api.post(f"{CSRS}/{row['id']}/key", json={"key": key_of(csr).read_text()}))
+    issued = sign(api, row["id"], issuing["inter"]["id"])
+    assert issued["private_key_available"] is True
+    assert data(api.get(f"{CSRS}/{row['id']}"))["has_private_key"] is False
+    assert db(server, "SELECT encrypted_private_key FROM csrs WHERE id = ?", (row["id"],)) == [
+        (None,)
+    ]
+
+
 def test_encrypted_key_needs_its_passphrase(
     server: Server, api: httpx.Client, workdir: Path
 ) -> None:

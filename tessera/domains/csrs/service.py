@@ -4,8 +4,8 @@ A request is verified when it arrives (its self-signature, the key floor, decoda
 the lint's subject bounds and SAN rules), so what the inventory holds can always be signed.
 Signing goes through the one issuance path (`CertificateService.issue`) and then marks the
 request signed, atomically, so a request is never certified twice. A key attached to a
-request is encrypted at rest like every other key and travels to the certificate issued for
-it.
+request is encrypted at rest like every other key and moves to the certificate issued for it
+(the request keeps no copy).
 """
 
 import uuid
@@ -134,6 +134,8 @@ class CSRService:
         )
         cert = CertificateService(self._issuance, self._now).issue(spec)
         row.certificate_id, row.signed_at = cert.id, self._now
+        # The key moved to the certificate: no second copy outlives the certificate's deletion.
+        row.encrypted_private_key = None
         details = {"certificate_id": cert.id, "ca_id": options.ca_id, "serial": cert.serial_number}
         audit.record(self._repos.audit, self._actor, "csr.sign", "csr", row.id, details)
         return row, cert
