@@ -95,7 +95,11 @@ def apply_template(request: CertificateRequest, template: Template | None) -> Ce
         _eku_oids,
     )
     if template.is_ca != request.is_ca:
-        raise PolicyViolation(f"template {template.name!r} does not issue this kind of certificate")
+        issues, asked = ("CA", "an end-entity") if template.is_ca else ("end-entity", "a CA")
+        raise PolicyViolation(
+            f"template {template.name!r} issues {issues} certificates only (basic constraints "
+            f"CA:{str(template.is_ca).upper()}); this request is for {asked} certificate"
+        )
     enforce_template_key(template, request.public_key)
     validity = request.validity_days or template.validity_days
     if template.validity_days and validity and validity > template.validity_days:

@@ -7,7 +7,7 @@ import httpx
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.tools import pkilint_findings
+from tests.tools import openssl_csr, pkilint_findings
 
 
 def template_id(api: httpx.Client, name: str) -> int:
@@ -176,3 +176,27 @@ def test_renewal_follows_the_template_as_it_is_now(api: httpx.Client) -> None:
         assert cert.public_key().key_size == 3072  # type: ignore[union-attr]
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+
+
+def test_a_ca_template_refuses_an_end_entity_request_and_says_why(
+    api: httpx.Client, workdir: Path
+) -> None:
+    body = {
+        "name": f"Sub CA {uuid.uuid4().hex[:8]}",
+        "key_usage": ["keyCertSign", "cRLSign"],
+        "basic_constraints": {"ca": True, "path_length": 0},
+    }
+    created = api.post("/api/v2/templates", json=body)
+    assert created.status_code == 201, created.text
+    request = {"ca_id": make_root(api), "template_id": created.json()["data"]["id"]}
+    issued = api.post("/api/v2/certificates", json={**request, "common_name": "leaf.example"})
+    folder = workdir / f"ca-template-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    _, csr = openssl_csr(folder, "/CN=leaf.example", "ec", "DNS:leaf.example")
+    uploaded = api.post("/api/v2/csrs", json={"csr": csr.read_text()})
+    assert uploaded.status_code == 201, uploaded.text
+    signed = api.post(f"/api/v2/csrs/{uploaded.json()['data']['id']}/sign", json=request)
+    for refused in (issued, signed):
+        assert refused.status_code == 422, refused.text
+        message = refused.json()["message"]
+        assert "issues CA certificates only" in message and "end-entity" in message, message
