@@ -92,7 +92,7 @@ def requested_extension(ext: x509.Extension[x509.ExtensionType]) -> dict[str, ob
     """One extension of the extensionRequest attribute: name, OID, criticality and value."""
     oid = ext.oid
     return {
-        "name": getattr(oid, "_name", None) or oid.dotted_string,
+        "name": inspect.oid_name(oid),
         "oid": oid.dotted_string,
         "critical": ext.critical,
         "value": _extension_value(ext.value),
@@ -131,8 +131,7 @@ def _key_spec(csr: x509.CertificateSigningRequest) -> KeySpec | None:
 
 
 def _signature_algorithm(csr: x509.CertificateSigningRequest) -> str:
-    oid = csr.signature_algorithm_oid
-    return getattr(oid, "_name", None) or oid.dotted_string
+    return inspect.oid_name(csr.signature_algorithm_oid)
 
 
 def _signature_valid(csr: x509.CertificateSigningRequest) -> bool:

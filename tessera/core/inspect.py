@@ -72,8 +72,14 @@ def general_names(
 
 
 def signature_algorithm(cert: x509.Certificate) -> str:
-    oid = cert.signature_algorithm_oid
-    return getattr(oid, "_name", None) or oid.dotted_string
+    return oid_name(cert.signature_algorithm_oid)
+
+
+def oid_name(oid: x509.ObjectIdentifier) -> str:
+    """The OID's short name, or its dotted form when cryptography knows no name (it says
+    "Unknown OID" then, which tells a reader nothing)."""
+    name = getattr(oid, "_name", None)
+    return name if name and name != "Unknown OID" else oid.dotted_string
 
 
 def is_ca(cert: x509.Certificate) -> bool:

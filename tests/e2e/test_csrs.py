@@ -213,6 +213,29 @@ def test_details_match_openssl(api: httpx.Client, workdir: Path) -> None:
     assert extensions["extendedKeyUsage"]["oid"] == "2.5.29.37"
 
 
+def test_an_extension_without_a_name_is_shown_by_its_oid(api: httpx.Client, workdir: Path) -> None:
+    """An extension cryptography has no name for is named by its OID, as openssl prints it,
+    rather than "Unknown OID" (which two such extensions would share)."""
+    folder = workdir / unique("custom-ext")
+    folder.mkdir()
+    csr = folder / "r.csr"
+    made = openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", str(folder / "k.pem"), "-out", str(csr), "-subj", "/CN=custom.example.com",
+        "-addext", "subjectAltName=DNS:custom.example.com",
+        "-addext", "1.3.6.1.4.1.55555.1=ASN1:UTF8String:first",
+        "-addext", "1.3.6.1.4.1.55555.2=critical,ASN1:UTF8String:second",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr.decode()
+    shown = data(api.get(f"{CSRS}/{upload(api, csr)['id']}"))
+    custom = [e for e in shown["extensions"] if e["oid"].startswith("1.3.6.1.4.1.55555.")]
+    assert [(e["name"], e["critical"]) for e in custom] == [
+        ("1.3.6.1.4.1.55555.1", False),
+        ("1.3.6.1.4.1.55555.2", True),
+    ]
+    assert custom[0]["value"] == "0c056669727374"  # the UTF8String "first", DER
+
+
 def test_list_pagination_meta_and_status_filter(
     api: httpx.Client, issuing: dict[str, Any], workdir: Path
 ) -> None:

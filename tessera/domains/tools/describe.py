@@ -98,7 +98,7 @@ def csr_facts(csr: x509.CertificateSigningRequest) -> dict[str, Any]:
         "public_key": key,
         "key_algorithm": key["algorithm"],
         "key_size": key["size"],
-        "signature_algorithm": _oid_name(csr.signature_algorithm_oid),
+        "signature_algorithm": inspect.oid_name(csr.signature_algorithm_oid),
         "signature_valid": valid,
         "signature_error": problem,
         "extensions": [_extension(ext) for ext in csr.extensions],
@@ -114,8 +114,8 @@ def _requested_sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralNam
 
 
 def _extension(ext: x509.Extension[x509.ExtensionType]) -> dict[str, Any]:
-    return {"oid": ext.oid.dotted_string, "name": _oid_name(ext.oid), "critical": ext.critical}
-
-
-def _oid_name(oid: x509.ObjectIdentifier) -> str:
-    return getattr(oid, "_name", None) or oid.dotted_string
+    return {
+        "oid": ext.oid.dotted_string,
+        "name": inspect.oid_name(ext.oid),
+        "critical": ext.critical,
+    }
