@@ -114,11 +114,22 @@ def _typed_san(kind: str, value: str) -> x509.GeneralName:
         if "@" not in value:
             raise InvalidInput(f"invalid email address in SAN: {value!r}")
         _check_ascii("email address", value, "the domain as A-labels (IDNA)")
+        _check_unspaced("email address", value)
         return x509.RFC822Name(value)
     if ":" not in value:
         raise InvalidInput(f"invalid URI in SAN: {value!r}")
     _check_ascii("URI", value, "percent-encoded (RFC 3986), the host as A-labels (IDNA)")
+    _check_unspaced("URI", value)
     return x509.UniformResourceIdentifier(value)
+
+
+def _check_unspaced(kind: str, value: str) -> None:
+    """Neither a URI (RFC 3986) nor a mailbox outside a quoted local part (RFC 5321 4.1.2)
+    holds spaces or control characters; the inventory also lists names separated by spaces."""
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise InvalidInput(
+            f"invalid {kind} in SAN: {value!r} contains a space or control character"
+        )
 
 
 def _check_ascii(kind: str, value: str, how: str) -> None:

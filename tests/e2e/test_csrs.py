@@ -345,6 +345,9 @@ BAD_CSR_SANS = {
     "DNS:ok.example.com,email:no-at-sign": "invalid email address in SAN",
     "otherName:1.3.6.1.4.1.311.20.2.3;UTF8:user@example.com": "unsupported SAN type OtherName",
     "RID:1.2.3.4": "unsupported SAN type RegisteredID",
+    # A space would also split the name in two in the list view (names are kept space-separated).
+    "DNS:ok.example.com,email:first last@example.com": "contains a space",
+    "DNS:ok.example.com,URI:https://svc.example.com/a b": "contains a space",
 }
 
 
@@ -386,6 +389,8 @@ def test_csr_san_rule_is_the_apis(
     assert "invalid DNS name in SAN" in error(api.post(f"{API}/certificates", json=body), 400)
     body["san"] = ["dns:127.0.0.1"]
     assert "is an IP address" in error(api.post(f"{API}/certificates", json=body), 400)
+    body["san"] = ["email:first last@example.com"]
+    assert "contains a space" in error(api.post(f"{API}/certificates", json=body), 400)
     # Wildcards, IDNA A-labels, addresses, mail and URIs are all still issued from a CSR.
     good = "DNS:*.wild.example.com,DNS:xn--bcher-kva.example,IP:10.9.8.7,IP:::1"
     good += ",email:ops@example.com,URI:https://svc.example.com/x"
