@@ -48,7 +48,7 @@ class Settings(BaseSettings):
         "addresses (refused by default, after DNS resolution)",
     )
     tools_tls_timeout: float = Field(
-        10.0, gt=0, le=60, description="Connect and handshake timeout of /tools/check-ssl (s)"
+        10.0, gt=0, le=60, description="Time for a whole /tools/check-ssl probe (s)"
     )
 
     # SCEP server: legacy single-DES request envelopes (answers never use DES).
