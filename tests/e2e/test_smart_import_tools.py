@@ -235,6 +235,31 @@ def test_execute_options_permissions_and_a_key_for_a_keyless_certificate(
     assert {f["name"] for f in formats["formats"]} == {"PEM", "DER", "PKCS#12", "PKCS#7"}
 
 
+def test_the_key_of_a_ca_imported_bare_is_added_when_it_comes(
+    api: httpx.Client, pki: dict[str, Any]
+) -> None:
+    """As for certificates: a CA here without its key gets the key a later import brings
+    (updated, audited), and can sign from then on; the key is not dropped as a duplicate."""
+    root = pki["root"]
+    ca_id = execute(api, root.pem)["results"][0]["id"]
+    assert data(api.get(f"{API}/cas/{ca_id}"))["has_private_key"] is False
+    keyed = execute(api, root.pem + root.key_pem)
+    assert keyed["results"][0] == {**keyed["results"][0], "status": "updated", "id": ca_id}
+    assert keyed["results"][1] == {
+        "index": 1,
+        "type": "private_key",
+        "status": "linked",
+        "linked_to": 0,
+    }
+    assert data(api.get(f"{API}/cas/{ca_id}"))["has_private_key"] is True
+    host = f"{unique('keyed-ca')}.example.com"
+    body = {"common_name": host, "ca_id": ca_id, "key_algorithm": "EC", "san": [f"dns:{host}"]}
+    assert data(api.post(f"{API}/certificates", json=body), 201)["ca_id"] == ca_id
+    logs = data(api.get(f"{API}/audit/logs", params={"action": "ca.import_key"}))
+    assert any(log["resource_id"] == str(ca_id) for log in logs)
+    assert execute(api, root.pem + root.key_pem)["results"][0]["status"] == "skipped"
+
+
 def test_a_key_offered_to_a_certificate_given_twice_is_reported_with_the_one_kept(
     api: httpx.Client, pki: dict[str, Any]
 ) -> None:

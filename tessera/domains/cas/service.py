@@ -191,6 +191,16 @@ class CAService:
         self._adopt(row, cert)
         return row
 
+    def attach_key(self, row: models.CertificateAuthority, key: PrivateKey) -> None:
+        """Keep the key of a CA that is here without one (encrypted, audited): a CA first
+        imported as a bare certificate can sign once its key comes."""
+        if row.encrypted_private_key is not None:
+            raise Conflict(f"CA {row.id} already has its private key")
+        check_key_matches(load_certificate(row.certificate_pem.encode()), key)
+        row.encrypted_private_key = self._issuance.keys.encrypt(key)
+        details = {"subject": row.subject}
+        audit.record(self._repos.audit, self._actor, "ca.import_key", "ca", row.id, details)
+
     def _adopt(self, row: models.CertificateAuthority, cert: x509.Certificate) -> None:
         """What was imported before its issuer is filed under it now that it is here (the
         seed's "auto-links certificates to parent CA by issuer matching"): the CAs and

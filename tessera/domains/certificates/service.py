@@ -425,6 +425,13 @@ class CertificateService:
         _check_storable(cert)
         return CAService(self._issuance).store_imported(cert, key, name)
 
+    def same_ca(self, cert: x509.Certificate) -> models.CertificateAuthority | None:
+        return CAService(self._issuance).same_certificate(cert)
+
+    def attach_ca_key(self, row: models.CertificateAuthority, key: PrivateKey) -> None:
+        self.require("write:cas")
+        CAService(self._issuance).attach_key(row, key)
+
     def store_imported(
         self,
         cert: x509.Certificate,

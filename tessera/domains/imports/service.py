@@ -226,6 +226,11 @@ class ImportService:
     def _store_ca(self, item: _Item, plan: _Plan, options: ExecuteOptions) -> dict[str, Any]:
         assert item.found.certificate is not None
         key = self._take_key(item, plan, options)
+        existing = self._certificates.same_ca(item.found.certificate)
+        if existing is not None and key is not None and existing.encrypted_private_key is None:
+            self._certificates.attach_ca_key(existing, key)
+            outcome = _imported(item, "ca", existing.id, True)
+            return {**outcome, "status": "updated", "message": "already present; key added"}
         ca = self._certificates.store_imported_ca(item.found.certificate, key, None)
         return _imported(item, "ca", ca.id, key is not None)
 
