@@ -200,3 +200,26 @@ def test_a_ca_template_refuses_an_end_entity_request_and_says_why(
         assert refused.status_code == 422, refused.text
         message = refused.json()["message"]
         assert "issues CA certificates only" in message and "end-entity" in message, message
+
+
+def test_renewal_onto_a_new_key_type_takes_that_types_usages(api: httpx.Client) -> None:
+    """A template moved from RSA to EC: the renewal of a certificate whose key the server
+    made is an EC key, with the usages an EC key may have, not the RSA certificate's
+    keyEncipherment (which no EC key can do, RFC 5480)."""
+    body = {"name": f"To EC {uuid.uuid4().hex[:8]}", "key_size": 2048}
+    created = api.post("/api/v2/templates", json=body)
+    assert created.status_code == 201, created.text
+    template = created.json()["data"]["id"]
+    request = {"ca_id": make_root(api), "template_id": template, "common_name": "ec.example.com"}
+    issued = api.post("/api/v2/certificates", json=request)
+    assert issued.status_code == 201, issued.text
+    changed = api.put(f"/api/v2/templates/{template}", json={"key_type": "EC"})
+    assert changed.status_code == 200, changed.text
+    renewed = api.post(f"/api/v2/certificates/{issued.json()['data']['id']}/renew", json={})
+    assert renewed.status_code == 201, renewed.text
+    assert renewed.json()["data"]["key_algorithm"] == "EC"
+    pem = api.get(f"/api/v2/certificates/{renewed.json()['data']['id']}/export")
+    usage = x509.load_pem_x509_certificate(pem.content).extensions.get_extension_for_class(
+        x509.KeyUsage
+    )
+    assert usage.value.digital_signature and not usage.value.key_encipherment

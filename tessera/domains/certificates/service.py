@@ -178,12 +178,13 @@ class CertificateService:
         parsed = load_certificate(old.certificate_pem.encode())
         key: PrivateKey | None = None
         public_key = parsed.public_key()
+        new_key_type = False
         if old.encrypted_private_key is not None:
             previous = self._issuance.keys.decrypt(old.encrypted_private_key)
-            key = generate_private_key(
-                renewal_key_spec(policy, describe_public_key(previous.public_key()))
-            )
-            public_key = key.public_key()
+            old_spec = describe_public_key(previous.public_key())
+            new_spec = renewal_key_spec(policy, old_spec)
+            key = generate_private_key(new_spec)
+            public_key, new_key_type = key.public_key(), new_spec.algorithm != old_spec.algorithm
         days = validity_days or max((old.not_after - old.not_before).days, 1)
         request = replace(
             request_from_certificate(parsed, public_key),
@@ -192,6 +193,8 @@ class CertificateService:
             origin="renewal",
             names_as_given=True,
         )
+        if new_key_type:  # the old usages were the old type's (keyEncipherment is RSA's)
+            request = replace(request, key_usage=None)
         request = under_current_template(request, policy, days_given=validity_days is not None)
         return self._issuance.issue_certificate(
             request, ca, template, key, fresh_key=key is not None
