@@ -130,6 +130,24 @@ def test_json_fields_must_be_text(server: Server, api: httpx.Client, workdir: Pa
     data(api.post(f"{API}/certificates/import", json=leaf_body), 201)
 
 
+def test_content_given_as_another_json_type_is_named(server: Server, api: httpx.Client) -> None:
+    """The content field itself sent as an array or a number (a template import's
+    `json_content` as the array rather than its text) is "<field> must be text", not "one of
+    [...] is required" as if it were missing; nothing is written."""
+    templates = count(server, "templates")
+    for content in ([{"name": unique("Typed")}], {"name": unique("Typed")}, 7):
+        body = {"json_content": content, "update_existing": True}
+        message = error(api.post(f"{API}/templates/import", json=body), 400)
+        assert message.startswith("json_content must be text"), message
+    assert count(server, "templates") == templates
+    assert error(api.post(f"{API}/csrs/import", json={"pem_content": 5}), 400).startswith(
+        "pem_content must be text"
+    )
+    message = error(api.post(f"{API}/certificates/import", json={"certificate": ["x"]}), 400)
+    assert message.startswith("certificate must be text"), message
+    assert "is required" in error(api.post(f"{API}/csrs/import", json={"name": "x"}), 400)
+
+
 # 3. A PEM export with the key, under a password
 
 

@@ -82,6 +82,10 @@ async def read_upload(request: Request, text_fields: tuple[str, ...]) -> Upload:
         raise InvalidInput("the JSON body must be an object")
     text = next((payload[f] for f in text_fields if isinstance(payload.get(f), str)), None)
     if text is None:
+        # Given as another JSON type (a template array, a number): say so, not "missing".
+        wrong = next((f for f in text_fields if payload.get(f) is not None), None)
+        if wrong is not None:
+            raise InvalidInput(f"{wrong} must be text (the file's content as a JSON string)")
         raise InvalidInput(f"one of {list(text_fields)} is required")
     given = {k: v for k, v in payload.items() if v is not None}
     key = given.pop(KEY_FIELD, None)
