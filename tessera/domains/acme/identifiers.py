@@ -3,6 +3,7 @@ finalize: the CSR must ask for exactly the order's identifiers, no more and no f
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,25 +125,41 @@ def _proper_a_label(label: str) -> bool:
 
 def csr_identifiers(csr: x509.CertificateSigningRequest) -> set[Identifier]:
     """Every name the CSR asks for: SANs (DNS and IP only) plus a subject CN."""
-    names: set[Identifier] = set()
     try:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         san = None
     except ValueError as exc:
         raise AcmeProblem("badCSR", "the CSR's extensions cannot be read") from exc
-    if san is not None:
-        for general in san:
-            if isinstance(general, x509.DNSName):
-                names.add(Identifier("dns", general.value.lower()))
-            elif isinstance(general, x509.IPAddress):
-                names.add(Identifier("ip", str(general.value)))
-            else:
-                raise AcmeProblem("badCSR", "the CSR asks for names other than DNS and IP")
-    for attribute in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
-        cn = str(attribute.value).lower()
-        names.add(Identifier("ip", cn) if is_ip_address(cn) else Identifier("dns", cn))
+    names = name_identifiers(csr.subject, san)
+    if names is None:
+        raise AcmeProblem("badCSR", "the CSR asks for names other than DNS and IP")
     return names
+
+
+def name_identifiers(
+    subject: x509.Name, sans: Iterable[x509.GeneralName] | None
+) -> set[Identifier] | None:
+    """The identifiers a subject's CNs and its DNS and IP SANs name, as authorizations name
+    them; None when a SAN is of another kind, which no authorization covers."""
+    names = {
+        common_name_identifier(str(a.value))
+        for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    }
+    for general in sans or ():
+        if isinstance(general, x509.DNSName):
+            names.add(Identifier("dns", general.value.lower()))
+        elif isinstance(general, x509.IPAddress):
+            names.add(Identifier("ip", str(general.value)))
+        else:
+            return None
+    return names
+
+
+def common_name_identifier(cn: str) -> Identifier:
+    if is_ip_address(cn):
+        return Identifier("ip", str(ipaddress.ip_address(cn)))
+    return Identifier("dns", cn.lower())
 
 
 def check_csr_matches(csr: x509.CertificateSigningRequest, ordered: list[Identifier]) -> None:

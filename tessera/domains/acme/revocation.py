@@ -1,7 +1,6 @@
 """ACME certificate revocation (RFC 8555 7.6): which certificate, who may revoke it, and with
 which reason. The revocation itself is `CertificateService.revoke`, as for any other."""
 
-import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,13 +9,11 @@ import josepy
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import NameOID
 
 from tessera.core.errors import Conflict, UnparsableInput
 from tessera.core.formats import load_certificate
-from tessera.core.names import is_ip_address
 from tessera.core.revocation import REASONS
-from tessera.domains.acme.identifiers import Identifier
+from tessera.domains.acme.identifiers import Identifier, name_identifiers
 from tessera.domains.certificates.service import CertificateService
 from tessera.protocols.acme import jws
 from tessera.protocols.acme.problems import AcmeProblem, malformed, unauthorized
@@ -106,23 +103,8 @@ def certificate_identifiers(cert: x509.Certificate) -> list[Identifier]:
         )
     except x509.ExtensionNotFound:
         san = []
-    names = {
-        _common_name(str(a.value)) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    }
-    for general in san:
-        if isinstance(general, x509.DNSName):
-            names.add(Identifier("dns", general.value.lower()))
-        elif isinstance(general, x509.IPAddress):
-            names.add(Identifier("ip", str(general.value)))
-        else:
-            return []
-    return sorted(names, key=lambda i: (i.type, i.value))
-
-
-def _common_name(cn: str) -> Identifier:
-    if is_ip_address(cn):
-        return Identifier("ip", str(ipaddress.ip_address(cn)))
-    return Identifier("dns", cn.lower())
+    names = name_identifiers(cert.subject, san)
+    return sorted(names or (), key=lambda i: (i.type, i.value))
 
 
 def _thumbprint(cert: x509.Certificate) -> str:
