@@ -7,8 +7,9 @@ import httpx
 import pytest
 
 from tests.e2e.accounts_helpers import API, Mailbox, running_mailbox
+from tests.e2e.acme_helpers import AcmeEnv, acme_env
 from tests.e2e.helpers import data
-from tests.support import Server
+from tests.support import Server, database
 
 
 @pytest.fixture(scope="module")
@@ -23,3 +24,12 @@ def mail(server: Server, api: httpx.Client, mailbox: Mailbox) -> Mailbox:
     """The mailbox, with Tessera's email settings pointed at it."""
     data(api.patch(f"{API}/settings/email", json=mailbox.settings()))
     return mailbox
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def env(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AcmeEnv]:
+    """An ACME server (and its challenge DNS) per module, on SQLite and PostgreSQL."""
+    with database(request.param) as url, acme_env(url, tmp_path_factory.mktemp("acme")) as running:
+        yield running

@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,9 +13,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.e2e.acme_helpers import AcmeEnv, acme_env, webroot_server
+from tests.e2e.acme_helpers import AcmeEnv, webroot_server
 from tests.e2e.helpers import API, data, unique
-from tests.support import database
 
 # Debian's certbot by its path: the venv's certbot 5 (test_certbot5.py) would shadow it on a
 # PATH that holds .venv/bin.
@@ -27,14 +25,6 @@ pytestmark = pytest.mark.skipif(
 )
 LEGO = shutil.which("lego") or "lego"
 DEHYDRATED = shutil.which("dehydrated") or "dehydrated"
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def env(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AcmeEnv]:
-    with database(request.param) as url, acme_env(url, tmp_path_factory.mktemp("acme")) as running:
-        yield running
 
 
 def run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> str:

@@ -24,7 +24,6 @@ from tests.e2e.acme_helpers import (
 from tests.e2e.helpers import API, data
 from tests.e2e.test_acme_clients import (
     assert_revocation_published,
-    env,
     inventory_entry,
     load_pem,
     names,
@@ -39,7 +38,6 @@ pytestmark = pytest.mark.skipif(
     reason="pebble-challtestsrv (Debian pebble) is needed",
 )
 needs_uacme = pytest.mark.skipif(not shutil.which("uacme"), reason="uacme (Debian) is needed")
-__all__ = ["env"]  # the module-scoped server fixture, on SQLite and PostgreSQL
 
 
 # --- uacme ------------------------------------------------------------------------------

@@ -30,20 +30,11 @@ from tests.e2e.helpers import (
     error,
     unique,
 )
-from tests.support import database
 from tests.tools import pkilint_findings
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("pebble-challtestsrv"), reason="pebble-challtestsrv (Debian pebble) needed"
 )
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def env(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AcmeEnv]:
-    with database(request.param) as url, acme_env(url, tmp_path_factory.mktemp("acme")) as running:
-        yield running
 
 
 @pytest.fixture

@@ -13,21 +13,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.e2e.acme_helpers import Acme, AcmeEnv, acme_env, b64, csr_for, problem
+from tests.e2e.acme_helpers import Acme, AcmeEnv, b64, csr_for, problem
 from tests.e2e.helpers import API, data, unique
-from tests.support import database
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("pebble-challtestsrv"), reason="pebble-challtestsrv (Debian pebble) needed"
 )
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def env(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AcmeEnv]:
-    with database(request.param) as url, acme_env(url, tmp_path_factory.mktemp("acme")) as running:
-        yield running
 
 
 @pytest.fixture

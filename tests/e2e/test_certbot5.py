@@ -16,7 +16,6 @@ from tests.e2e.helpers import API, data, unique
 from tests.e2e.test_acme_clients import (
     assert_revocation_published,
     certbot,
-    env,
     inventory_entry,
     load_pem,
     manual_dns,
@@ -30,7 +29,6 @@ pytestmark = pytest.mark.skipif(
     not (CERTBOT5.exists() and shutil.which("pebble-challtestsrv")),
     reason="certbot 5 (the test extras) and pebble-challtestsrv (Debian pebble) are needed",
 )
-__all__ = ["env"]  # the module-scoped server fixture, on SQLite and PostgreSQL
 
 
 def certbot5(env: AcmeEnv, *args: str, home: Path) -> str:
