@@ -5,13 +5,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import josepy
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives import hashes
 
 from tessera.core.errors import Conflict, UnparsableInput
-from tessera.core.formats import load_certificate
+from tessera.core.formats import load_certificate, same_public_key
 from tessera.core.revocation import REASONS
 from tessera.domains.acme.identifiers import Identifier, name_identifiers
 from tessera.domains.certificates.service import CertificateService
@@ -79,7 +77,7 @@ def check_account(repos: Repositories, account: AcmeAccount, cert: Target, now: 
 
 def check_key(jwk: dict[str, Any], cert: Target) -> None:
     """RFC 8555 7.6: a request signed with the certificate's own key (jwk) may revoke it."""
-    if jws.thumbprint(jwk) != _thumbprint(cert.parsed):
+    if not same_public_key(jws.public_key(jwk), cert.parsed.public_key()):
         raise unauthorized("the JWS is signed neither by an account nor by the certificate's key")
 
 
@@ -105,15 +103,3 @@ def certificate_identifiers(cert: x509.Certificate) -> list[Identifier]:
         san = []
     names = name_identifiers(cert.subject, san)
     return sorted(names or (), key=lambda i: (i.type, i.value))
-
-
-def _thumbprint(cert: x509.Certificate) -> str:
-    key = cert.public_key()
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return jws.thumbprint({"kty": "OKP", "crv": "Ed25519", "x": jws.b64encode(raw)})
-    if isinstance(key, rsa.RSAPublicKey):
-        return jws.thumbprint(dict(josepy.JWKRSA(key=key).to_json()))
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return jws.thumbprint(dict(josepy.JWKEC(key=key).to_json()))
-    raise unauthorized("the certificate's key type cannot sign ACME requests")
