@@ -58,6 +58,7 @@ from tessera.domains.issuance import (
     certificate_row,
     core_template,
     deferred,
+    issuer_chain,
     write_issued,
 )
 from tessera.storage import models
@@ -303,16 +304,8 @@ class CertificateService:
 
     def issuer_chain(self, cert: models.Certificate) -> list[x509.Certificate]:
         """The issuing CA and its parents, nearest first."""
-        if cert.ca_id is None:
-            return []
-        ca = self._repos.cas.get(cert.ca_id)
-        chain = []
-        seen: set[int] = set()
-        while ca is not None and ca.id not in seen:
-            chain.append(load_certificate(ca.certificate_pem.encode()))
-            seen.add(ca.id)
-            ca = self._repos.cas.get(ca.parent_id) if ca.parent_id else None
-        return chain
+        ca = self._repos.cas.get(cert.ca_id) if cert.ca_id is not None else None
+        return [] if ca is None else list(issuer_chain(self._repos, ca).certificates)
 
     def export(
         self, cert_id: int, fmt: str, include_key: bool, password: str | None, key_allowed: bool
