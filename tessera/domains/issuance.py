@@ -256,6 +256,7 @@ class Issuance:
         private_key: PrivateKey,
         parent: models.CertificateAuthority | None,
         internal: bool = False,
+        template: models.Template | None = None,
     ) -> models.CertificateAuthority:
         def prepare(cert: x509.Certificate) -> IssuedRow:
             row = ca_row(cert, self.keys.encrypt(private_key), name, parent)
@@ -265,7 +266,7 @@ class Issuance:
 
         rows: list[models.CertificateAuthority] = []
         issuer = self.issuer(parent) if parent else Issuer(None, private_key)
-        self.authority.issue(request, issuer, self._ledger(prepare))
+        self.authority.issue(request, issuer, self._ledger(prepare), core_template(template))
         return rows[0]
 
     def _ledger(self, prepare: Callable[[x509.Certificate], IssuedRow]) -> "_Ledger":

@@ -223,3 +223,40 @@ def test_renewal_onto_a_new_key_type_takes_that_types_usages(api: httpx.Client) 
         x509.KeyUsage
     )
     assert usage.value.digital_signature and not usage.value.key_encipherment
+
+
+def test_a_ca_is_created_under_a_ca_template(api: httpx.Client, workdir: Path) -> None:
+    body = {
+        "name": f"Issuing CA {uuid.uuid4().hex[:8]}",
+        "validity_days": 900,
+        "key_type": "EC",
+        "key_size": 384,
+        "key_usage": ["keyCertSign", "cRLSign"],
+        "basic_constraints": {"ca": True, "path_length": 0},
+        "subject_defaults": {"organization": "Template Org", "country": "DE"},
+    }
+    created = api.post("/api/v2/templates", json=body)
+    assert created.status_code == 201, created.text
+    tid, root = created.json()["data"]["id"], make_root(api)
+    sub = {"common_name": "Templated Sub CA", "ca_type": "intermediate", "parent_id": root}
+    made = api.post("/api/v2/cas", json={**sub, "template_id": tid})
+    assert made.status_code == 201, made.text
+    pem = api.get(f"/api/v2/cas/{made.json()['data']['id']}/export", params={"format": "pem"})
+    cert = x509.load_pem_x509_certificate(pem.content)
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
+    usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert usage.key_cert_sign and usage.crl_sign and not usage.digital_signature
+    assert cert.public_key().key_size == 384  # type: ignore[union-attr]
+    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == 900
+    assert cert.subject.rfc4514_string() == "CN=Templated Sub CA,O=Template Org,C=DE"
+    assert pkilint_findings(workdir, pem.text) == ""
+
+    longer = api.post("/api/v2/cas", json={**sub, "template_id": tid, "validity_days": 1000})
+    assert longer.status_code == 422 and "at most 900 days" in longer.json()["message"]
+    rsa = api.post("/api/v2/cas", json={**sub, "template_id": tid, "key_algorithm": "RSA"})
+    assert rsa.status_code == 422 and "requires EC-P384" in rsa.json()["message"], rsa.text
+    leaf_template = template_id(api, "Web Server")
+    leafish = api.post("/api/v2/cas", json={**sub, "template_id": leaf_template})
+    assert leafish.status_code == 422 and "end-entity certificates only" in leafish.text
+    unknown = api.post("/api/v2/cas", json={**sub, "template_id": 999999})
+    assert unknown.status_code == 404, unknown.text

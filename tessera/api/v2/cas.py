@@ -69,6 +69,7 @@ def create_ca(request: Request, body: CreateCA, session: UnitOfWork, actor: Writ
         body.parent_id,
         body.name,
         body.path_length,
+        body.template_id,
     )
     ca = _service(request, session, actor).create(spec)
     return ok(views.ca_view(ca, 0), "CA created successfully", status=201)  # a new CA has none

@@ -40,6 +40,8 @@ class CreateCA(SubjectIn):
     ca_type: Literal["root", "intermediate"] = "root"
     parent_id: RowId | None = None
     path_length: int | None = Field(None, ge=0, le=10)
+    # Not in the seed's example: a CA template (basic_constraints.ca) applied as for a leaf.
+    template_id: RowId | None = None
 
 
 class UpdateCA(Strict):

@@ -16,12 +16,12 @@ from tessera.core.formats import (
     load_private_key,
     looks_like_pkcs12,
 )
-from tessera.core.keys import PrivateKey, generate_private_key, parse_key_spec
+from tessera.core.keys import PrivateKey, generate_private_key
 from tessera.core.names import SubjectFields
-from tessera.core.profile import CertificateRequest
+from tessera.core.profile import CertificateRequest, key_to_generate
 from tessera.domains import audit, bulk
 from tessera.domains.exports import Exported, bundle, export, safe_name, zipped
-from tessera.domains.issuance import Issuance, ca_chain, ca_row
+from tessera.domains.issuance import Issuance, ca_chain, ca_row, core_template
 from tessera.storage import models
 
 
@@ -35,6 +35,7 @@ class NewCA:
     parent_id: int | None = None
     name: str | None = None
     path_length: int | None = None
+    template_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -85,17 +86,28 @@ class CAService:
             parent = self.get(spec.parent_id)
         elif spec.parent_id is not None:
             raise InvalidInput("a root CA has no parent_id")
-        key = generate_private_key(parse_key_spec(spec.key_algorithm, spec.key_size))
+        template = self._template(spec.template_id)
+        policy = core_template(template)
+        key = generate_private_key(key_to_generate(policy, spec.key_algorithm, spec.key_size))
+        default_days = (policy and policy.validity_days) or (3650 if parent is None else 1825)
         request = CertificateRequest(
             subject=spec.subject.to_name(),
             public_key=key.public_key(),
-            validity_days=spec.validity_days or (3650 if parent is None else 1825),
+            validity_days=spec.validity_days or default_days,
             is_ca=True,
             path_length=spec.path_length,
             requester=self._actor.username,
         )
         name = spec.name or spec.subject.common_name
-        return self._issuance.issue_ca(request, name, key, parent)
+        return self._issuance.issue_ca(request, name, key, parent, template=template)
+
+    def _template(self, template_id: int | None) -> models.Template | None:
+        if template_id is None:
+            return None
+        template = self._repos.templates.get(template_id)
+        if template is None:
+            raise NotFound(f"template {template_id} not found")
+        return template
 
     def update(
         self, ca_id: int, name: str | None, is_active: bool | None
