@@ -157,7 +157,7 @@ def test_recovery_codes_are_single_use_hashed_and_regenerated(
     server: Server, api: httpx.Client
 ) -> None:
     user = create_user(api)
-    _secret, recovery, _ = enrol(server, user["username"])
+    secret, recovery, _ = enrol(server, user["username"])
     assert len(recovery) == 10 and len(set(recovery)) == 10
     stored = db(server, "SELECT code_hash FROM recovery_codes WHERE user_id = ?", (user["id"],))
     assert len(stored) == 10 and not {r[0] for r in stored} & set(recovery)
@@ -177,8 +177,17 @@ def test_recovery_codes_are_single_use_hashed_and_regenerated(
         status = data(client.get(f"{API}/account/2fa/recovery-codes"))
         assert status["enabled"] is True and status["remaining"] == 8 and status["total"] == 10
         assert "codes" not in status
-        error(client.post(f"{API}/account/2fa/recovery-codes/regenerate"), 403)  # CSRF
-        fresh = data(client.post(f"{API}/account/2fa/recovery-codes/regenerate", headers=headers))
+        regenerate = f"{API}/account/2fa/recovery-codes/regenerate"
+        error(client.post(regenerate, json={"code": recovery[2]}), 403)  # CSRF
+        # Minting second factors takes one, as disabling does: a session alone is not enough.
+        assert "code is required" in error(client.post(regenerate, headers=headers), 400)
+        wrong = client.post(regenerate, json={"code": "not-a-code"}, headers=headers)
+        assert error(wrong, 400) == "invalid code"
+        used = client.post(regenerate, json={"code": recovery[1]}, headers=headers)
+        assert error(used, 400) == "invalid code"
+        assert data(client.get(f"{API}/account/2fa/recovery-codes"))["remaining"] == 8
+        totp = {"code": code(secret, current_step())}
+        fresh = data(client.post(regenerate, json=totp, headers=headers))
         codes = fresh["recovery_codes"]
         assert len(codes) == 10 and not set(codes) & set(recovery)
         assert data(client.get(f"{API}/account/2fa/recovery-codes"))["remaining"] == 10
@@ -213,7 +222,9 @@ def test_disable_needs_a_valid_code(server: Server, api: httpx.Client) -> None:
         }
         left = db(server, "SELECT COUNT(*) FROM recovery_codes WHERE user_id = ?", (user["id"],))
         assert left == [(0,)]
-        error(client.post(f"{API}/account/2fa/recovery-codes/regenerate", headers=headers), 409)
+        again = {"code": recovery[1]}
+        regenerate = f"{API}/account/2fa/recovery-codes/regenerate"
+        error(client.post(regenerate, json=again, headers=headers), 409)
     with server.client(api_key="") as client:
         assert "csrf_token" in password_step(client, user["username"])
 

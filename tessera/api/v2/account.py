@@ -124,9 +124,12 @@ def recovery_codes(request: Request, session: UnitOfWork, actor: CurrentActor) -
 
 @router.post("/2fa/recovery-codes/regenerate")
 def regenerate_recovery_codes(
-    request: Request, session: UnitOfWork, actor: CurrentActor
-) -> JSONResponse:
-    codes = _two_factor(request, session, actor).regenerate()
+    request: Request, session: UnitOfWork, actor: CurrentActor, body: TotpCode | None = None
+) -> Response:
+    """Not in the seed, which sends no body: a second factor is asked for, as to disable."""
+    codes = _two_factor(request, session, actor).regenerate(body.code if body else None)
+    if codes is None:
+        return error(400, "invalid code")
     return ok({"recovery_codes": codes}, "New recovery codes; the old ones no longer work")
 
 

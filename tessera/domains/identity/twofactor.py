@@ -140,10 +140,18 @@ class TwoFactor:
             "generated_at": self._repos.recovery_codes.created_at(user.id),
         }
 
-    def regenerate(self) -> list[str]:
+    def regenerate(self, code: str | None) -> list[str] | None:
+        """New codes for a current TOTP code or an unused recovery code; None (audited)
+        otherwise. Disabling asks for one, so minting codes must too: else whoever holds a
+        session could regenerate, then disable, or keep codes for later logins."""
         user = self._changing()
         if not user.totp_enabled:
             raise Conflict("two-factor authentication is not enabled")
+        if code is None:
+            raise InvalidInput("code is required: a current TOTP code or an unused recovery code")
+        if not self.check_second_factor(user, code):
+            self._failed(user, "account.2fa_recovery_regenerate")
+            return None
         codes = self._new_recovery_codes(user)
         audit.record(
             self._repos.audit, self._actor, "account.2fa_recovery_regenerate", "user", user.id
