@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes
 
 from tessera.core import inspect
 from tessera.core.authority import AuditEvent, Authority, Issuer, PublicationURLs, random_serial
-from tessera.core.errors import PolicyViolation
+from tessera.core.errors import NotFound, PolicyViolation
 from tessera.core.formats import cert_pem, load_certificate
 from tessera.core.issuer_chain import IssuerChain
 from tessera.core.keys import MIN_RSA_BITS, PrivateKey, describe_public_key, enforce_key_floor
@@ -340,6 +340,16 @@ class TemplateFieldsLike(Protocol):
 
     @property
     def subject_defaults(self) -> dict[str, str] | None: ...
+
+
+def find_template(repos: Repositories, template_id: int | None) -> models.Template | None:
+    """The template a request names (in the caller's organization), or none asked for."""
+    if template_id is None:
+        return None
+    template = repos.templates.get(template_id)
+    if template is None:
+        raise NotFound(f"template {template_id} not found")
+    return template
 
 
 def core_template(row: TemplateFieldsLike | None) -> Template | None:

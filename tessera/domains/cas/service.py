@@ -21,7 +21,7 @@ from tessera.core.names import SubjectFields
 from tessera.core.profile import CertificateRequest, key_to_generate
 from tessera.domains import audit, bulk
 from tessera.domains.exports import Exported, bundle, export, safe_name, zipped
-from tessera.domains.issuance import Issuance, ca_chain, ca_row, core_template
+from tessera.domains.issuance import Issuance, ca_chain, ca_row, core_template, find_template
 from tessera.storage import models
 
 
@@ -86,7 +86,7 @@ class CAService:
             parent = self.get(spec.parent_id)
         elif spec.parent_id is not None:
             raise InvalidInput("a root CA has no parent_id")
-        template = self._template(spec.template_id)
+        template = find_template(self._repos, spec.template_id)
         policy = core_template(template)
         key = generate_private_key(key_to_generate(policy, spec.key_algorithm, spec.key_size))
         default_days = (policy and policy.validity_days) or (3650 if parent is None else 1825)
@@ -100,14 +100,6 @@ class CAService:
         )
         name = spec.name or spec.subject.common_name
         return self._issuance.issue_ca(request, name, key, parent, template=template)
-
-    def _template(self, template_id: int | None) -> models.Template | None:
-        if template_id is None:
-            return None
-        template = self._repos.templates.get(template_id)
-        if template is None:
-            raise NotFound(f"template {template_id} not found")
-        return template
 
     def update(
         self, ca_id: int, name: str | None, is_active: bool | None

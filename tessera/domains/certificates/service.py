@@ -58,6 +58,7 @@ from tessera.domains.issuance import (
     certificate_row,
     core_template,
     deferred,
+    find_template,
     issuer_chain,
     write_issued,
 )
@@ -125,7 +126,7 @@ class CertificateService:
 
     def issue(self, spec: NewCertificate) -> models.Certificate:
         ca = self._issuing_ca(spec.ca_id)
-        template = self._template(spec.template_id)
+        template = find_template(self._repos, spec.template_id)
         key: PrivateKey | None = None
         if spec.csr_pem:
             csr = load_csr(spec.csr_pem.encode())
@@ -174,7 +175,7 @@ class CertificateService:
         if issuer_id is None:
             raise Conflict("only certificates issued here can be renewed (or give a ca_id)")
         ca = self._issuing_ca(issuer_id)
-        template = self._template(old.template_id) if old.template_id else None
+        template = find_template(self._repos, old.template_id) if old.template_id else None
         policy = core_template(template)
         parsed = load_certificate(old.certificate_pem.encode())
         key: PrivateKey | None = None
@@ -498,14 +499,6 @@ class CertificateService:
         if ca is None:
             raise NotFound(f"CA {ca_id} not found")
         return ca
-
-    def _template(self, template_id: int | None) -> models.Template | None:
-        if template_id is None:
-            return None
-        template = self._repos.templates.get(template_id)
-        if template is None:
-            raise NotFound(f"template {template_id} not found")
-        return template
 
 
 def _check_storable(cert: x509.Certificate) -> None:
