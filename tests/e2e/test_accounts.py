@@ -233,6 +233,29 @@ def test_email_settings_and_test_mail(server: Server, api: httpx.Client, mail: M
     assert data(api.get(f"{API}/settings/email"))["smtp_host"] == "127.0.0.1"
 
 
+def test_the_old_address_is_told_when_the_email_changes(
+    server: Server, api: httpx.Client, mail: Mailbox
+) -> None:
+    """Reset links follow the address, so whoever changes it can take the account: the old
+    mailbox hears of it, whether the user or an administrator changed it."""
+    old, new, newer = (email_address(n) for n in ("was", "now", "later"))
+    user = create_user(api, email=old)
+    with logged_in(server, user["username"]) as (client, csrf):
+        headers = {"X-CSRF-Token": csrf}
+        same = {"email": old.upper()}  # the same mailbox: no notice
+        data(client.patch(f"{API}/account/profile", json=same, headers=headers))
+        data(client.patch(f"{API}/account/profile", json={"email": new}, headers=headers))
+    notice = mail.wait_for(old.upper())
+    assert notice["Subject"] == "Tessera: your account's email address was changed"
+    text = body_of(notice)
+    assert user["username"] in text and old.upper() in text and new in text
+    assert "127.0.0.1" in text
+    data(api.put(f"{API}/users/{user['id']}", json={"email": newer}))
+    assert new in body_of(mail.wait_for(new)) and newer in body_of(mail.wait_for(new))
+    data(api.put(f"{API}/users/{user['id']}", json={"full_name": "Unchanged Address"}))
+    assert len(mail.all_to(old.upper())) == 1 and not mail.all_to(old) and not mail.all_to(newer)
+
+
 def test_forgot_and_reset_password_by_mail(
     server: Server, api: httpx.Client, mail: Mailbox
 ) -> None:

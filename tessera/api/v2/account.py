@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import Query, Request, Response
+from fastapi import BackgroundTasks, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
@@ -12,6 +12,7 @@ from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import account_views, views
 from tessera.api.v2.account_schemas import ChangePassword, TotpCode, UpdateProfile
 from tessera.api.v2.envelope import iso, ok
+from tessera.api.v2.mailing import notify_after_commit
 from tessera.api.v2.params import RowId
 from tessera.api.v2.schemas import CreateApiKey, UpdateApiKey
 from tessera.domains.actor import Actor
@@ -54,11 +55,17 @@ def get_profile(request: Request, session: UnitOfWork, actor: CurrentActor) -> J
 
 @router.patch("/profile")
 def update_profile(
-    request: Request, body: UpdateProfile, session: UnitOfWork, actor: CurrentActor
+    request: Request,
+    body: UpdateProfile,
+    session: UnitOfWork,
+    actor: CurrentActor,
+    background: BackgroundTasks,
 ) -> JSONResponse:
     account = _account(request, session, actor)
     user = account.update_profile(body.full_name, body.email)
-    groups = list(repositories(session, actor).groups.of_user(user.id))
+    repos = repositories(session, actor)
+    notify_after_commit(request, repos, background, account.outbox)
+    groups = list(repos.groups.of_user(user.id))
     return ok(account_views.profile_view(user, actor.permissions, groups), "Profile updated")
 
 

@@ -26,3 +26,16 @@ def send_after_commit(
 ) -> None:
     if messages:
         background.add_task(mail.deliver, config, messages)
+
+
+def notify_after_commit(
+    request: Request,
+    repos: Repositories,
+    background: BackgroundTasks,
+    messages: list[mail.Message],
+) -> None:
+    """Notices (not links anyone waits for): sent when mail is set up, else left unsent."""
+    if messages:
+        config = mail_config(request, repos)
+        if config.configured:
+            send_after_commit(background, config, messages)

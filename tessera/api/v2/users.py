@@ -10,7 +10,12 @@ from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import views
 from tessera.api.v2.account_schemas import AdminResetPassword, ImportUsers
 from tessera.api.v2.envelope import ok
-from tessera.api.v2.mailing import link_policy, mail_config, send_after_commit
+from tessera.api.v2.mailing import (
+    link_policy,
+    mail_config,
+    notify_after_commit,
+    send_after_commit,
+)
 from tessera.api.v2.params import RowId
 from tessera.api.v2.schemas import CreateUser, UpdateUser
 from tessera.core.errors import InvalidInput
@@ -77,7 +82,12 @@ def get_user(request: Request, user_id: RowId, session: UnitOfWork, actor: Reade
 
 @router.put("/{user_id}")
 def update_user(
-    request: Request, user_id: RowId, body: UpdateUser, session: UnitOfWork, actor: Writer
+    request: Request,
+    user_id: RowId,
+    body: UpdateUser,
+    session: UnitOfWork,
+    actor: Writer,
+    background: BackgroundTasks,
 ) -> JSONResponse:
     fields = UserFields(
         email=body.email,
@@ -86,7 +96,9 @@ def update_user(
         full_name=body.full_name,
         active=body.active,
     )
-    user = _service(request, session, actor).update(user_id, fields)
+    service = _service(request, session, actor)
+    user = service.update(user_id, fields)
+    notify_after_commit(request, repositories(session, actor), background, service.outbox)
     return ok(views.user_view(user), "User updated successfully")
 
 

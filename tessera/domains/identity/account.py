@@ -11,6 +11,7 @@ from tessera.domains.actor import Actor
 from tessera.domains.identity import passwords
 from tessera.domains.identity.effective import require_full_access
 from tessera.domains.identity.users import check_email
+from tessera.domains.mail import Message
 from tessera.storage import models
 from tessera.storage.repositories import Repositories
 from tessera.storage.repositories.accounts import AccountTokenRepository
@@ -35,6 +36,8 @@ def purge_expired(sessions: sessionmaker[Session], clock: Callable[[], datetime]
 class AccountService:
     def __init__(self, repos: Repositories, actor: Actor, now: datetime) -> None:
         self._repos, self._actor, self._now = repos, actor, now
+        # Mail for the endpoint to send once the change has committed (domains/mail.py).
+        self.outbox: list[Message] = []
 
     def user(self) -> models.User:
         user = load_user(self._repos.session, self._actor.user_id) if self._actor.user_id else None
@@ -55,7 +58,8 @@ class AccountService:
         if email is not None:
             old, user.email = user.email, check_email(email)
             changes["email"] = user.email
-            passwords.address_changed(self._repos, user, old, self._now)
+            notice = passwords.address_changed(self._repos, user, old, self._now, self._actor)
+            self.outbox.extend([notice] if notice else [])
         audit.record(
             self._repos.audit, self._actor, "account.profile_update", "user", user.id, changes
         )

@@ -58,11 +58,25 @@ def set_password(repos: Repositories, user: models.User, password: str, now: dat
     repos.account_tokens.revoke_for_user(user.id, VOIDED_BY_NEW_PASSWORD, now)
 
 
-def address_changed(repos: Repositories, user: models.User, old: str | None, now: datetime) -> None:
+def address_changed(
+    repos: Repositories, user: models.User, old: str | None, now: datetime, actor: Actor
+) -> Message | None:
     """Links already mailed went to `old`, an address the account no longer trusts (a typo
-    corrected, a mailbox given up): they stop working."""
-    if (old or "").lower() != (user.email or "").lower():
-        repos.account_tokens.revoke_for_user(user.id, LINK_PURPOSES, now)
+    corrected, a mailbox given up): they stop working. The old address is told, since reset
+    links now go to the new one: a stolen session changing it is how an account is kept."""
+    if (old or "").lower() == (user.email or "").lower():
+        return None
+    repos.account_tokens.revoke_for_user(user.id, LINK_PURPOSES, now)
+    if not old:
+        return None
+    where = f" from {actor.ip_address}" if actor.ip_address else ""
+    body = (
+        f"The email address of the Tessera account {user.username!r} was changed from {old} "
+        f"to {user.email} at {now:%Y-%m-%d %H:%M} UTC{where}.\n\n"
+        "Password reset links now go to the new address. If you did not make this change, "
+        "ask an administrator to lock the account at once.\n"
+    )
+    return Message(old, "Tessera: your account's email address was changed", body)
 
 
 def _link_message(

@@ -42,6 +42,8 @@ class ImportResult:
 class UserService:
     def __init__(self, repos: Repositories, actor: Actor, now: datetime) -> None:
         self._repos, self._actor, self._now = repos, actor, now
+        # Mail for the endpoint to send once the change has committed (domains/mail.py).
+        self.outbox: list[Message] = []
 
     def all(self) -> Sequence[models.User]:
         return self._repos.users.all()
@@ -79,7 +81,8 @@ class UserService:
         if fields.email is not None:
             old, user.email = user.email, check_email(fields.email)
             changes["email"] = user.email
-            passwords.address_changed(self._repos, user, old, self._now)
+            notice = passwords.address_changed(self._repos, user, old, self._now, self._actor)
+            self.outbox.extend([notice] if notice else [])
         if fields.full_name is not None:
             user.full_name = changes["full_name"] = fields.full_name
         if fields.role is not None:
