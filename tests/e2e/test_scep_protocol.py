@@ -8,6 +8,7 @@ import ipaddress
 import os
 import re
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -282,6 +283,34 @@ def test_get_pki_operation_and_alias(scep: Scep) -> None:
         "/cgi-bin/pkiclient.exe", params={"operation": "PKIOperation", "message": message}
     )
     assert read_reply(response, client, scep.ra).status == SUCCESS
+
+
+def test_get_pki_operation_in_the_encodings_clients_send(scep: Scep) -> None:
+    """The GET form's `message` as clients write it: '+' left unescaped (macOS, jScep; read
+    back as a space), padding dropped, lines broken as OpenSSL's base64 breaks them (sscep),
+    and the URL-safe alphabet (micromdm's scepclient encodes GET messages with it). A
+    message that is no base64 in any of these is a 400 saying so."""
+    quote = urllib.parse.quote
+
+    def encoded(der: bytes) -> dict[str, str]:
+        standard = base64.b64encode(der).decode()
+        lines = "\n".join(standard[i : i + 64] for i in range(0, len(standard), 64))
+        return {
+            "unescaped plus": standard.replace("=", "%3D"),
+            "no padding": quote(standard.rstrip("="), safe=""),
+            "broken lines": quote(lines, safe=""),
+            "url-safe": base64.urlsafe_b64encode(der).decode(),
+        }
+
+    for form in encoded(b""):
+        client = new_client()
+        sent = pki_message(client, scep.ra, csr_der(client, unique("get-form"), scep.challenge))
+        message = encoded(sent.der)[form]
+        response = scep.http.get(f"{scep.path}?operation=PKIOperation&message={message}")
+        assert read_reply(response, client, scep.ra).status == SUCCESS, form
+    for bad in ("%25%25%25", quote("A-+B", safe=""), "AB*D"):
+        response = scep.http.get(f"{scep.path}?operation=PKIOperation&message={bad}")
+        assert response.status_code == 400 and "not base64" in response.text, bad
 
 
 def test_get_cert_and_get_crl(scep: Scep) -> None:

@@ -61,6 +61,8 @@ CAPABILITIES = (
 PKI_MESSAGE = "application/x-pki-message"
 DEFAULT_CIPHER = "aes256_cbc"
 MESSAGE_NAMES = {MessageType.PKCS_REQ: PKCS_REQ, MessageType.RENEWAL_REQ: RENEWAL_REQ}
+_URL_SAFE_CHARS, _STANDARD_CHARS = frozenset("-_"), frozenset("+/")
+_FROM_URL_SAFE = str.maketrans("-_", "+/")
 
 
 def plain_error(status: int, message: str) -> Response:
@@ -360,9 +362,17 @@ def _renew_one(rt: Runtime, session: Session, org_id: int, slug: str) -> None:
 
 
 def _base64(text: str) -> bytes | None:
-    cleaned = text.replace(" ", "+").replace("\n", "").replace("\r", "")
+    """The GET form's message as clients write it (RFC 8894 section 4.1 asks for base64,
+    then URL escaping): a '+' sent unescaped reads back as a space; OpenSSL-style line
+    breaks and dropped padding are tolerated; the URL-safe alphabet is read too (micromdm's
+    scepclient writes GET messages in it), but not mixed with the standard one."""
+    cleaned = "".join(text.replace(" ", "+").split())
+    if not _URL_SAFE_CHARS.isdisjoint(cleaned):
+        if not _STANDARD_CHARS.isdisjoint(cleaned):
+            return None
+        cleaned = cleaned.translate(_FROM_URL_SAFE)
     try:
-        return base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), validate=False)
+        return base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), validate=True)
     except (binascii.Error, ValueError):
         return None
 
