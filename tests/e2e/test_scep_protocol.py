@@ -396,6 +396,20 @@ def test_methods_sizes_and_nul_over_http(scep: Scep) -> None:
     assert nul.status_code == 400 and "NUL" in nul.text
 
 
+def test_head_never_enrolls(scep: Scep, api: httpx.Client) -> None:
+    """HEAD is safe and answers without a body: a PKIOperation sent by HEAD (a proxy or a
+    link checker replaying a GET URL) is a 405, and issues nothing; the request it carries
+    still enrolls by GET afterwards."""
+    client, cn = new_client(), unique("head-op")
+    sent = pki_message(client, scep.ra, csr_der(client, cn, scep.challenge))
+    params = {"operation": "PKIOperation", "message": base64.b64encode(sent.der).decode()}
+    head = scep.http.head(scep.path, params=params)
+    assert head.status_code == 405 and head.headers["allow"] == "GET, POST"
+    assert issued_named(api, cn) == []
+    assert read_reply(scep.http.get(scep.path, params=params), client, scep.ra).status == SUCCESS
+    assert len(issued_named(api, cn)) == 1
+
+
 # --- bad input: SCEP we refuse, with the right failInfo, nothing written ----------------
 
 

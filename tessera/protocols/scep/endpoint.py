@@ -68,6 +68,12 @@ def public_lane(app: FastAPI, rt: Runtime, limiter: Limiter) -> ASGIApp:
     return lane
 
 
+def _not_allowed(message: str, allowed: tuple[str, ...]) -> Response:
+    response = plain_error(405, message)
+    response.headers["Allow"] = ", ".join(allowed)
+    return response
+
+
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
     await plain_error(404, "not found")(scope, receive, send)
 
@@ -113,8 +119,13 @@ class ScepEndpoint:
         await response(scope, receive, send)
 
     async def _respond(self, request: Request, slug: str) -> Response:
+        operation = request.query_params.get("operation", "")
         if request.method not in METHODS:
-            return plain_error(405, "SCEP takes GET and POST")
+            return _not_allowed("SCEP takes GET and POST", METHODS)
+        if request.method == "HEAD" and operation == "PKIOperation":
+            # HEAD is safe (RFC 9110 9.2.1) and its answer has no body: it must not enroll
+            # anyone, nor spend a challenge on an answer nobody can read.
+            return _not_allowed("PKIOperation takes GET or POST", ("GET", "POST"))
         body = None
         if request.method == "POST":
             body = await read_body(request.scope, request.receive, MAX_MESSAGE)
@@ -122,7 +133,7 @@ class ScepEndpoint:
                 return plain_error(413, "message too large")
         call = Call(
             slug,
-            request.query_params.get("operation", ""),
+            operation,
             request.query_params.get("message"),
             body,
             request.client.host if request.client else None,
