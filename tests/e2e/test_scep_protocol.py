@@ -244,6 +244,49 @@ def test_enrollment_echoes_transaction_and_nonce(scep: Scep, api: httpx.Client) 
     assert [c["source"] for c in listed] == ["scep"]
 
 
+def audit_events(api: httpx.Client, search: str) -> dict[str, list[dict[str, Any]]]:
+    rows = data(api.get(f"{API}/audit/logs", params={"search": search, "per_page": 100}))
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        found.setdefault(row["action"], []).append(row)
+    return found
+
+
+def test_an_enrollment_records_each_fact_once(scep: Scep, api: httpx.Client) -> None:
+    """An enrollment writes the issuance's certificate.issue (what was signed) and one
+    scep.request (the SCEP transaction: its ID, type, how it was authenticated), which names
+    the certificate it got, as scep.approve does for a queued one; a renewal's names the
+    certificate that signed it."""
+    client, cn = new_client(), unique("audited-enrollment")
+    sent, reply = scep.enroll(client, csr_der(client, cn, scep.challenge))
+    assert reply.status == SUCCESS, reply
+    (cert,) = issued_named(api, cn)
+    events = audit_events(api, cn)
+    assert sorted(events) == ["certificate.issue", "scep.request"]
+    (issue,), (request,) = events["certificate.issue"], events["scep.request"]
+    assert issue["resource_id"] == str(cert["id"])
+    assert request["details_data"] == {
+        "transaction_id": sent.transaction_id,
+        "subject": f"CN={cn}",
+        "type": "PKCSReq",
+        "challenge": "valid",
+        "certificate_id": cert["id"],
+    }
+    assert request["request_id"] == issue["request_id"]
+
+    holder = Client(client.key, reply.certificates[0])
+    renewal, renewed = scep.enroll(holder, csr_der(holder, cn, None), kind=RENEWAL_REQ)
+    assert renewed.status == SUCCESS, renewed
+    (new,) = [c for c in issued_named(api, cn) if c["id"] != cert["id"]]
+    (request,) = [
+        r
+        for r in audit_events(api, renewal.transaction_id)["scep.request"]
+        if r["details_data"]["transaction_id"] == renewal.transaction_id
+    ]
+    assert request["details_data"]["certificate_id"] == new["id"]
+    assert request["details_data"]["renews"] == cert["id"]
+
+
 def test_a_cn_only_csr_gets_its_host_cn_as_san(scep: Scep, api: httpx.Client) -> None:
     """As through the API: clients ignore the CN, so a CSR without a SAN extension whose
     CN names a host (or an address) gets it as a SAN; a person's name, or a single label

@@ -93,13 +93,17 @@ class EnrollmentService:
         csr: x509.CertificateSigningRequest,
         key_digest: str,
     ) -> tuple[Reply, ScepRequest | None]:
+        details: dict[str, object] = {}
         if envelope.message_type == RENEWAL_REQ:
-            failure = self._renewal_refusal(profile, envelope.signer, csr)
+            renewed = self._renewed(envelope.signer)
+            failure = self._renewal_refusal(profile, envelope.signer, renewed, csr)
             if failure is not None:
                 return failure, None
+            assert renewed is not None  # an unknown signer is refused above
             # Authenticated by the certificate it renews, for that certificate's names only:
             # what was approved once is not queued again.
             challenge, approved = RENEWAL, True
+            details["renews"] = renewed.id
         else:
             challenge = self._challenges().check(
                 _ca_id(profile), profile.challenge_type, _challenge_password(csr)
@@ -135,7 +139,12 @@ class EnrollmentService:
         if challenge == VALID and not self._spend_challenge(profile, csr):
             return Reply.failure(BAD_REQUEST, "wrong challenge"), None  # used meanwhile
         self._repos.scep.add_request(row)
-        self._record("scep.request", row, {"challenge": challenge, "type": row.message_type})
+        # What the issuance's own certificate.issue does not say: the SCEP transaction, how
+        # it was authenticated, and which certificate it got (or renews).
+        details.update(challenge=challenge, type=row.message_type)
+        if issued is not None:
+            details["certificate_id"] = issued.id
+        self._record("scep.request", row, details)
         if issued is None:
             return Reply.pending(), row
         return Reply.success([load_certificate(issued.certificate_pem.encode())]), row
@@ -280,18 +289,22 @@ class EnrollmentService:
         assert given is not None  # checked VALID
         return self._challenges().spend(_ca_id(profile), profile.challenge_type, given)
 
+    def _renewed(self, signer: x509.Certificate) -> models.Certificate | None:
+        """The certificate a RenewalReq renews: the one that signs it, if we hold it."""
+        return self._repos.certificates.by_fingerprint(signer.fingerprint(hashes.SHA256()).hex())
+
     def _renewal_refusal(
         self,
         profile: ProfileSettings,
         signer: x509.Certificate,
+        row: models.Certificate | None,
         csr: x509.CertificateSigningRequest,
     ) -> Reply | None:
-        """A RenewalReq renews the certificate that signs it (RFC 8894 section 3.3.1.2): one
-        this profile's CA issued (or, during a rollover, the next CA that GetNextCACert
-        announces for it), still good, and the new certificate keeps its subject and names.
-        Any other CA of the organization may issue for other purposes and other names."""
-        fingerprint = signer.fingerprint(hashes.SHA256()).hex()
-        row = self._repos.certificates.by_fingerprint(fingerprint)
+        """A RenewalReq renews the certificate that signs it (RFC 8894 section 3.3.1.2), `row`
+        in our inventory: one this profile's CA issued (or, during a rollover, the next CA
+        that GetNextCACert announces for it), still good, and the new certificate keeps its
+        subject and names. Any other CA of the organization may issue for other purposes and
+        other names."""
         ca = self._profile_ca(profile, row.ca_id if row is not None else None)
         if row is None or ca is None or not is_issued_by(signer, _ca_cert(ca)):
             return Reply.failure(
