@@ -263,9 +263,37 @@ def test_stats_count_roots_intermediates_expired_and_valid(api: httpx.Client) ->
         data(api.post(f"{API}/truststore", json={"certificate": pem_of(cert)}), 201)
     after = stats(api)
     delta = {k: after[k] - before[k] for k in after}
-    assert delta == {"total": 4, "root_ca": 2, "intermediate_ca": 1, "expired": 1, "valid": 3}
+    assert delta == {
+        "total": 4,
+        "root_ca": 2,
+        "intermediate_ca": 1,
+        "expired": 1,
+        "valid": 3,
+        "not_yet_valid": 0,
+    }
     expired = [e["status"] for e in listed(api) if e["common_name"] == expired_name]
     assert expired == ["expired"]
+
+
+def test_stats_count_a_not_yet_valid_certificate_apart(api: httpx.Client) -> None:
+    """A certificate whose notBefore is still ahead is neither valid nor expired: the stats
+    count it as not_yet_valid, so that expired, valid and not_yet_valid add up to total."""
+    before = stats(api)
+    future_name = unique("Future Root")
+    future, _ = built_cert(future_name, start=timedelta(days=30), end=timedelta(days=400))
+    added = data(api.post(f"{API}/truststore", json={"certificate": pem_of(future)}), 201)
+    assert added["status"] == "not_yet_valid"
+    after = stats(api)
+    delta = {k: after[k] - before[k] for k in after}
+    assert delta == {
+        "total": 1,
+        "root_ca": 1,
+        "intermediate_ca": 0,
+        "expired": 0,
+        "valid": 0,
+        "not_yet_valid": 1,
+    }
+    assert after["total"] == after["expired"] + after["valid"] + after["not_yet_valid"]
 
 
 def test_a_pinned_self_signed_leaf_is_no_root_ca(api: httpx.Client) -> None:
@@ -277,7 +305,14 @@ def test_a_pinned_self_signed_leaf_is_no_root_ca(api: httpx.Client) -> None:
     assert (added["is_root"], added["is_ca"]) == (False, False)
     after = stats(api)
     delta = {k: after[k] - before[k] for k in after}
-    assert delta == {"total": 1, "root_ca": 0, "intermediate_ca": 0, "expired": 0, "valid": 1}
+    assert delta == {
+        "total": 1,
+        "root_ca": 0,
+        "intermediate_ca": 0,
+        "expired": 0,
+        "valid": 1,
+        "not_yet_valid": 0,
+    }
 
 
 def test_read_only_key_cannot_change_the_store(server: Server, api: httpx.Client) -> None:

@@ -59,8 +59,10 @@ class TrustStoreRepository:
     def stats(self, now: datetime) -> dict[str, int]:
         """Counted by the database in one aggregate query; no row is loaded."""
         t = TrustedCertificate
+        # Every entry is in exactly one of these three, so they add up to the total.
         expired = t.not_after <= now
         valid = and_(t.not_before <= now, t.not_after > now)
+        not_yet_valid = and_(t.not_before > now, t.not_after > now)
         # A root is a CA: rows stored before is_root required it may be self-signed leaves.
         root = and_(t.is_ca.is_(True), t.is_root.is_(True))
         intermediate = and_(t.is_ca.is_(True), t.is_root.is_(False))
@@ -70,14 +72,18 @@ class TrustStoreRepository:
             func.sum(case((intermediate, 1), else_=0)),
             func.sum(case((expired, 1), else_=0)),
             func.sum(case((valid, 1), else_=0)),
+            func.sum(case((not_yet_valid, 1), else_=0)),
         ).where(t.org_id == self._org_id)
-        total, roots, intermediates, n_expired, n_valid = self._session.execute(query).one()
+        total, roots, intermediates, n_expired, n_valid, n_future = self._session.execute(
+            query
+        ).one()
         return {
             "total": total or 0,
             "root_ca": roots or 0,
             "intermediate_ca": intermediates or 0,
             "expired": n_expired or 0,
             "valid": n_valid or 0,
+            "not_yet_valid": n_future or 0,
         }
 
     def delete(self, row: TrustedCertificate) -> None:
