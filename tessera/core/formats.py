@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from tessera.core.errors import InvalidInput, PolicyViolation, TesseraError, UnparsableInput
 from tessera.core.keys import PrivateKey
 from tessera.core.keystore import _as_supported
+from tessera.core.trusted_pem import TRUSTED_LABEL, certificate_der
 
 _BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----\r?\n")
 _END = re.compile(rb"-----END ([A-Z0-9 ]{1,64})-----")
@@ -44,6 +45,7 @@ _UNREADABLE: tuple[type[Exception], ...] = (
 )
 _BAD_SIGNATURE: tuple[type[Exception], ...] = (*_UNREADABLE, InvalidSignature)
 CSR_LABELS = ("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST")
+CERT_LABELS = ("CERTIFICATE", TRUSTED_LABEL)
 MAX_OBJECTS = 500
 MAX_PASSPHRASE = 1023
 CERT_UNREADABLE = "not a certificate in PEM, DER or PKCS#7 form"
@@ -124,11 +126,12 @@ def secret(password: str | None) -> bytes | None:
 
 
 def load_certificates(data: bytes) -> list[x509.Certificate]:
-    """PEM (one or many, with surrounding text), DER, or a PKCS#7 bundle (PEM or DER)."""
+    """PEM (one or many, with surrounding text; OpenSSL's TRUSTED CERTIFICATE form too), DER,
+    or a PKCS#7 bundle (PEM or DER)."""
     with _reading(CERT_UNREADABLE):
-        blocks = pem_blocks(data, "CERTIFICATE")
+        blocks = [(label, b) for label, b in pem_objects(data) if label in CERT_LABELS]
         if blocks:
-            certs = [x509.load_pem_x509_certificate(b) for b in blocks]
+            certs = [_pem_certificate(label, block) for label, block in blocks]
         elif pem_blocks(data, "PKCS7"):
             certs = pkcs7.load_pem_pkcs7_certificates(pem_blocks(data, "PKCS7")[0])
         else:
@@ -136,6 +139,24 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
     if not certs:
         raise UnparsableInput("no certificate found")
     return [checked_certificate(c) for c in certs]
+
+
+def _pem_certificate(label: str, block: bytes) -> x509.Certificate:
+    if label == TRUSTED_LABEL:
+        return x509.load_der_x509_certificate(certificate_der(block))
+    return x509.load_pem_x509_certificate(block)
+
+
+def load_certificate_file(data: bytes, password: bytes | None = None) -> list[x509.Certificate]:
+    """Every certificate of a file: what `load_certificates` reads, or a PKCS#12 file (opened
+    with the password, if it has one), whose private key, if any, is left out."""
+    if not looks_like_pkcs12(data):
+        return load_certificates(data)
+    cert, _, extra = load_pkcs12(data, password)
+    certs = [cert, *extra] if cert is not None else extra
+    if not certs:
+        raise InvalidInput("the PKCS#12 file holds no certificate")
+    return certs
 
 
 def _der_certificates(data: bytes) -> list[x509.Certificate]:
@@ -366,8 +387,8 @@ def _read_content(data: bytes, password: bytes | None) -> Content:
 
 
 def _read_block(label: str, block: bytes, password: bytes | None) -> list[Found]:
-    if label == "CERTIFICATE":
-        return [_attempt("certificate", "pem", lambda: _cert_found(block, "pem"))]
+    if label in CERT_LABELS:
+        return [_attempt("certificate", "pem", lambda: _pem_found(label, block))]
     if label in CSR_LABELS:
         return [_attempt("csr", "pem", lambda: Found("csr", "pem", csr=load_csr(block)))]
     if "PRIVATE KEY" in label:
@@ -391,14 +412,16 @@ def _attempt(kind: str, encoding: str, read: Callable[[], Found]) -> Found:
         return Found(kind, encoding, problem=exc.message)
 
 
-def _cert_found(data: bytes, encoding: str) -> Found:
+def _pem_found(label: str, block: bytes) -> Found:
     with _reading(CERT_UNREADABLE):
-        cert = (
-            x509.load_pem_x509_certificate(data)
-            if encoding == "pem"
-            else x509.load_der_x509_certificate(data)
-        )
-    return Found("certificate", encoding, certificate=checked_certificate(cert))
+        cert = _pem_certificate(label, block)
+    return Found("certificate", "pem", certificate=checked_certificate(cert))
+
+
+def _der_found(data: bytes) -> Found:
+    with _reading(CERT_UNREADABLE):
+        cert = x509.load_der_x509_certificate(data)
+    return Found("certificate", "der", certificate=checked_certificate(cert))
 
 
 def _key_found(data: bytes, encoding: str, password: bytes | None) -> Found:
@@ -417,7 +440,7 @@ def _read_binary(data: bytes, password: bytes | None) -> Content:
     if looks_like_pkcs12(data):
         return Content("pkcs12", _pkcs12_found(data, password))
     try:
-        return Content("der", [_cert_found(data, "der")])
+        return Content("der", [_der_found(data)])
     except UnparsableInput:
         pass
     try:

@@ -249,6 +249,109 @@ def test_garbage_is_400_and_adds_nothing(api: httpx.Client, workdir: Path) -> No
     assert stats(api) == before
 
 
+def openssl_out(*args: str) -> bytes:
+    result = openssl(*args)
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout
+
+
+def trusted_pem(cert: Path, *settings: str) -> bytes:
+    """`openssl x509 -trustout`: the certificate, then OpenSSL's trust settings for it."""
+    return openssl_out("x509", "-in", str(cert), "-trustout", *settings)
+
+
+def test_pkcs12_files_are_added_and_imported(api: httpx.Client, workdir: Path) -> None:
+    """A PKCS#12 file, under a password or none, made by `openssl pkcs12 -export`, with or
+    without a key: its certificates are trusted, the key is not kept."""
+    before = stats(api)
+    only_cert = foreign_root(workdir, f"/CN={unique('P12 Trust Anchor')}")
+    nokeys = openssl_out(
+        "pkcs12", "-export", "-nokeys", "-in", str(only_cert.cert_path), "-passout", "pass:p12-pw"
+    )
+    assert "password" in error(import_file(api, nokeys, "anchor.p12"), 400)
+    wrong = import_file(api, nokeys, "anchor.p12", password="not-it")
+    assert "password" in error(wrong, 400)
+    assert stats(api) == before
+    result = data(import_file(api, nokeys, "anchor.p12", password="p12-pw", name="P12"), 201)
+    (entry,) = result["certificates"]
+    assert entry["fingerprint_sha256"] == openssl_fingerprint(only_cert.cert_path)
+    assert entry["name"] == "P12" and entry["source"] == "import"
+
+    with_key = foreign_root(workdir, f"/CN={unique('P12 Keyed Root')}")
+    body = {"certificate": base64.b64encode(with_key.pkcs12("key-pw")).decode()}
+    error(api.post(f"{API}/truststore", json=body), 400)
+    added = data(api.post(f"{API}/truststore", json={**body, "password": "key-pw"}), 201)
+    assert added["fingerprint_sha256"] == openssl_fingerprint(with_key.cert_path)
+    assert "PRIVATE KEY" not in data(api.get(f"{API}/truststore/{added['id']}"))["pem"]
+
+    no_password = foreign_root(workdir, f"/CN={unique('P12 Open Root')}")
+    open_p12 = openssl_out(
+        "pkcs12", "-export", "-nokeys", "-in", str(no_password.cert_path), "-passout", "pass:"
+    )
+    added = data(
+        api.post(
+            f"{API}/truststore",
+            json={"certificate": f"BASE64:{base64.b64encode(open_p12).decode()}"},
+        ),
+        201,
+    )
+    assert added["fingerprint_sha256"] == openssl_fingerprint(no_password.cert_path)
+
+    # A leaf with its chain is several certificates: one add takes one, an import all.
+    sub = foreign_signed(workdir, with_key, f"/CN={unique('P12 Sub')}")
+    chained = sub.pkcs12("chain-pw", chain=[with_key])
+    both = {"certificate": base64.b64encode(chained).decode(), "password": "chain-pw"}
+    assert "import" in error(api.post(f"{API}/truststore", json=both), 400)
+    imported = data(import_file(api, chained, "chain.pfx", password="chain-pw"), 201)
+    assert (imported["imported"], imported["skipped"]) == (1, 1)
+    assert imported["certificates"][0]["fingerprint_sha256"] == openssl_fingerprint(sub.cert_path)
+    after = stats(api)
+    assert after["total"] - before["total"] == 4
+
+
+def test_openssl_trusted_certificates_are_added_and_imported(
+    api: httpx.Client, workdir: Path
+) -> None:
+    """The TRUSTED CERTIFICATE form (`openssl x509 -trustout`): the certificate is trusted
+    and stored as a plain certificate; trust settings naming rejected purposes are refused
+    rather than widened into full trust."""
+    before = stats(api)
+    root = foreign_root(workdir, f"/CN={unique('Trustout Root')}")
+    pem = trusted_pem(root.cert_path, "-addtrust", "serverAuth", "-setalias", "partner root")
+    assert pem.startswith(b"-----BEGIN TRUSTED CERTIFICATE-----")
+    added = data(api.post(f"{API}/truststore", json={"certificate": pem.decode()}), 201)
+    assert added["fingerprint_sha256"] == openssl_fingerprint(root.cert_path)
+    stored = data(api.get(f"{API}/truststore/{added['id']}"))["pem"]
+    assert stored.strip() == root.pem.strip()
+
+    other = foreign_root(workdir, f"/CN={unique('Trustout Other')}")
+    sub = foreign_signed(workdir, other, f"/CN={unique('Trustout Sub')}")
+    bundle = trusted_pem(other.cert_path) + trusted_pem(
+        sub.cert_path, "-addtrust", "anyExtendedKeyUsage"
+    )
+    result = data(import_file(api, bundle, "trusted.pem"), 201)
+    assert {e["fingerprint_sha256"] for e in result["certificates"]} == {
+        openssl_fingerprint(other.cert_path),
+        openssl_fingerprint(sub.cert_path),
+    }
+
+    refused_root = foreign_root(workdir, f"/CN={unique('Trustout Rejected')}")
+    rejecting = trusted_pem(
+        refused_root.cert_path, "-addtrust", "serverAuth", "-addreject", "emailProtection"
+    )
+    message = error(api.post(f"{API}/truststore", json={"certificate": rejecting.decode()}), 400)
+    assert "reject" in message
+    assert "reject" in error(import_file(api, rejecting, "rejecting.pem"), 400)
+    # Bytes after the trust settings are no trust settings.
+    der = base64.b64decode(b"".join(pem.splitlines()[1:-1])) + b"\x05\x00"
+    body = base64.encodebytes(der).decode()
+    garbled = f"-----BEGIN TRUSTED CERTIFICATE-----\n{body}-----END TRUSTED CERTIFICATE-----\n"
+    assert "trust settings" in error(
+        api.post(f"{API}/truststore", json={"certificate": garbled}), 400
+    )
+    assert stats(api)["total"] - before["total"] == 3
+
+
 # Statistics
 
 

@@ -91,7 +91,18 @@ def _samples() -> dict[str, bytes]:
         "p7.pem": pkcs7.serialize_certificates([leaf, root], pem),
         "p7.der": pkcs7.serialize_certificates([leaf, root], der),
         "p12": formats.pkcs12_bundle("fuzz", leaf, leaf_key, [root], PASSWORD.decode()),
+        "trusted.pem": _trusted_pem(root.public_bytes(der)),
     }
+
+
+# OpenSSL's X509_CERT_AUX trusting serverAuth: SEQUENCE { SEQUENCE { OID 1.3.6.1.5.5.7.3.1 } }
+SERVER_AUTH_TRUST = bytes.fromhex("300c300a06082b06010505070301")
+
+
+def _trusted_pem(cert_der: bytes) -> bytes:
+    """What `openssl x509 -trustout -addtrust serverAuth` writes."""
+    body = base64.encodebytes(cert_der + SERVER_AUTH_TRUST)
+    return b"-----BEGIN TRUSTED CERTIFICATE-----\n" + body + b"-----END TRUSTED CERTIFICATE-----\n"
 
 
 def _openssl_pkcs12(samples: dict[str, bytes], workdir: Path) -> bytes:
@@ -114,7 +125,14 @@ def _openssl_pkcs12(samples: dict[str, bytes], workdir: Path) -> bytes:
 
 
 SAMPLES = _samples()
-LABELS = ["CERTIFICATE", "CERTIFICATE REQUEST", "PRIVATE KEY", "PKCS7", "ENCRYPTED PRIVATE KEY"]
+LABELS = [
+    "CERTIFICATE",
+    "TRUSTED CERTIFICATE",
+    "CERTIFICATE REQUEST",
+    "PRIVATE KEY",
+    "PKCS7",
+    "ENCRYPTED PRIVATE KEY",
+]
 
 
 def armour(label: str, der: bytes) -> bytes:
@@ -263,6 +281,8 @@ def test_samples_are_readable(tmp_path: Path) -> None:
     """The seeds of the damage are themselves valid, so the fuzzing starts from real files."""
     assert len(formats.load_certificates(SAMPLES["cert.pem"])) == 2
     assert len(formats.load_certificates(SAMPLES["p7.der"])) == 2
+    (trusted,) = formats.load_certificates(SAMPLES["trusted.pem"])
+    assert trusted.subject == _name("Fuzz Root")
     assert formats.load_csr(SAMPLES["csr.der"]).subject == _name("csr.fuzz.example")
     assert formats.load_private_key(SAMPLES["key-encrypted.der"], PASSWORD) is not None
     assert formats.load_private_key(SAMPLES["key-traditional.pem"], PASSWORD) is not None

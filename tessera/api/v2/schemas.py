@@ -203,6 +203,7 @@ class CreateTemplate(TemplateBody):
 
 class AddTrustedCertificate(Strict):
     certificate: str = Field(min_length=1, max_length=1_000_000)
+    password: str | None = Field(None, max_length=1024)  # opens a PKCS#12 file
     name: str | None = Field(None, max_length=200)
     description: str | None = Field(None, max_length=4000)
     purpose: str | None = Field(None, max_length=64)

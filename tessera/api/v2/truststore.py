@@ -85,7 +85,7 @@ def add_trusted(
     request: Request, body: AddTrustedCertificate, session: UnitOfWork, actor: Writer
 ) -> JSONResponse:
     details = TrustDetails(body.name, body.description, body.purpose, body.notes)
-    row = _service(request, session, actor).add(body.certificate, details)
+    row = _service(request, session, actor).add(body.certificate, body.password, details)
     return ok(trusted_view(row, now(request)), "Certificate added to the trust store", status=201)
 
 
@@ -104,7 +104,8 @@ async def import_trusted(request: Request, session: UnitOfWork, actor: Writer) -
         upload.text("notes") or None,
     )
     service = _service(request, session, actor)
-    outcome = await run_in_threadpool(service.import_file, upload.content, details)
+    password = upload.text("password") or None
+    outcome = await run_in_threadpool(service.import_file, upload.content, password, details)
     message = f"{len(outcome.rows)} imported, {outcome.skipped} already trusted"
     status = 201 if outcome.rows else 200
     return ok(_added_view(outcome, now(request)), message, status=status)

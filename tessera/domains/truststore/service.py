@@ -19,7 +19,16 @@ from tessera.core.errors import (
     PolicyViolation,
     UnparsableInput,
 )
-from tessera.core.formats import cert_pem, load_certificate, load_certificates, pem_blocks
+from tessera.core.formats import (
+    cert_pem,
+    decode_text,
+    decode_upload,
+    load_certificate,
+    load_certificate_file,
+    load_certificates,
+    pem_blocks,
+    secret,
+)
 from tessera.domains import audit
 from tessera.domains.actor import Actor
 from tessera.storage import models
@@ -92,8 +101,11 @@ class TrustStoreService:
         except PolicyViolation:
             return _details_without_key(cert)
 
-    def add(self, pem: str, details: TrustDetails) -> models.TrustedCertificate:
-        certs = load_certificates(pem.encode())
+    def add(
+        self, content: str, password: str | None, details: TrustDetails
+    ) -> models.TrustedCertificate:
+        """One certificate: PEM text, or base64 of a DER, PKCS#7 or PKCS#12 file."""
+        certs = load_certificate_file(decode_text(content), secret(password))
         if len(certs) != 1:
             raise InvalidInput(
                 f"the content holds {len(certs)} certificates; add one, or import the bundle"
@@ -105,11 +117,12 @@ class TrustStoreService:
         self._record_one("truststore.add", row)
         return row
 
-    def import_file(self, data: bytes, details: TrustDetails) -> Added:
-        """PEM (one or many), DER or PKCS#7; entries already trusted are skipped."""
+    def import_file(self, data: bytes, password: str | None, details: TrustDetails) -> Added:
+        """PEM (one or many), DER, PKCS#7 or PKCS#12 (its key is not kept), read as the
+        certificate import reads them; entries already trusted are skipped."""
         if not data.strip():
             raise InvalidInput("the uploaded content is empty")
-        certs = load_certificates(data)
+        certs = load_certificate_file(decode_upload(data), secret(password))
         if not certs:
             raise InvalidInput("the upload holds no certificate")
         outcome = self._add_new(certs, details.checked(), "import")
