@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, PlainSerializer, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tessera.core.host_lookup import HostLookup
+
 CONFIG_FILE_NAME = "tessera.env"
 
 
@@ -48,7 +50,15 @@ class Settings(BaseSettings):
         "addresses (refused by default, after DNS resolution)",
     )
     tools_tls_timeout: float = Field(
-        10.0, gt=0, le=60, description="Time for a whole /tools/check-ssl probe (s)"
+        10.0,
+        gt=0,
+        le=60,
+        description="Time for a whole /tools/check-ssl probe, DNS lookup included (s)",
+    )
+    tools_dns_servers: str = Field(
+        "",
+        description="Comma-separated host:port DNS servers /tools/check-ssl looks names up "
+        "with (after /etc/hosts); those of /etc/resolv.conf when empty",
     )
 
     # SCEP server: legacy single-DES request envelopes (answers never use DES).
@@ -180,6 +190,12 @@ class Settings(BaseSettings):
         description="Least time between two CRLs of one CA made for revocations; a burst of "
         "revocations in that window makes one CRL",
     )
+
+    @field_validator("tools_dns_servers")
+    @classmethod
+    def _check_dns_servers(cls, value: str) -> str:
+        HostLookup.parse(value)  # a wrong entry stops the start, not each check-ssl call
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -5,7 +5,8 @@ Private, loopback, link-local, multicast and reserved addresses are refused unle
 and the check runs on the addresses DNS returned: every one must pass, and the connection then
 goes to a checked address, never to the name again, so a DNS answer that changes between the
 check and the connection (DNS rebinding) cannot redirect the probe. The resolver is injected
-so tests can replace it.
+so tests can replace it; it is given the time left, as the lookup counts against the probe's
+one deadline too.
 """
 
 import ipaddress
@@ -21,9 +22,10 @@ from cryptography import x509
 
 from tessera.core.errors import InvalidInput, PermissionDenied, TesseraError
 from tessera.core.formats import load_certificate
+from tessera.core.host_lookup import HostLookup
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Resolver = Callable[[str, int], list[str]]
+Resolver = Callable[[str, float], list[str]]  # host, seconds left -> addresses
 MAX_HOSTNAME = 253
 MAX_ATTEMPTS = 3  # addresses tried in turn, so a long DNS answer cannot stretch the wait
 ALLOW_SETTING = "TESSERA_TOOLS_ALLOW_PRIVATE_TARGETS=true"
@@ -49,9 +51,8 @@ class ProbeResult:
     verify_error: str | None = None
 
 
-def system_resolver(host: str, port: int) -> list[str]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+# /etc/hosts, then the DNS servers of /etc/resolv.conf; bounded, unlike getaddrinfo.
+system_resolver: Resolver = HostLookup()
 
 
 def probe(
@@ -64,12 +65,12 @@ def probe(
     host = checked_hostname(hostname)
     if not 0 < port < 65536:
         raise InvalidInput("port must be between 1 and 65535")
-    addresses = _resolve(host, port, resolver)
+    # One deadline for everything: the lookup, each address tried, each handshake (a second
+    # one, without verification, when the first refused the chain) take from the same time.
+    deadline = time.monotonic() + timeout
+    addresses = _resolve(host, resolver, deadline)
     if not allow_private:
         _refuse_non_public(host, addresses)
-    # One deadline for everything: each address tried, each handshake (a second one, without
-    # verification, when the first refused the chain) takes from the same time.
-    deadline = time.monotonic() + timeout
     try:
         return _verified(host, port, addresses, deadline)
     except ssl.SSLCertVerificationError as exc:
@@ -118,9 +119,9 @@ def _a_labels(host: str, given: str) -> str:
         raise InvalidInput(f"not a valid internationalised host name: {given[:100]!r}") from exc
 
 
-def _resolve(host: str, port: int, resolver: Resolver) -> list[IPAddress]:
+def _resolve(host: str, resolver: Resolver, deadline: float) -> list[IPAddress]:
     try:
-        found = resolver(host, port)
+        found = resolver(host, _remaining(deadline))
     except (OSError, UnicodeError) as exc:
         raise InvalidInput(f"cannot resolve {host}: {_describe(exc)}") from exc
     addresses = []

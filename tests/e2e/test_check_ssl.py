@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import dns.message
 import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
@@ -188,3 +189,83 @@ def test_check_ssl_keeps_to_one_timeout_in_all(open_server: Server, workdir: Pat
     # With a fresh timeout per connection the second, unverified handshake succeeded after a
     # second wait and reported the chain; within one deadline it has too little time left.
     assert checked["connected"] is False and checked["error"] == "timed out"
+
+
+# The host name's lookup, inside the probe's one deadline
+
+
+@contextmanager
+def silent_dns_server() -> Iterator[tuple[int, list[bytes]]]:
+    """A UDP DNS server that reads every query and answers none: the resolver that never
+    comes back. Yields its port and the queries it received."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    received: list[bytes] = []
+
+    def read() -> None:
+        with suppress(OSError):
+            while True:
+                received.append(listener.recvfrom(4096)[0])
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        yield listener.getsockname()[1], received
+    finally:
+        listener.close()
+
+
+def test_a_resolver_that_never_answers_ends_with_the_probe_timeout(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The DNS servers check-ssl asks are configurable (TESSERA_TOOLS_DNS_SERVERS); when they
+    never answer, the lookup ends with the probe's deadline and the answer says so (400),
+    instead of holding the worker for as long as the system resolver keeps retrying."""
+    with silent_dns_server() as (dns_port, received):
+        env = {
+            "TESSERA_TOOLS_DNS_SERVERS": f"127.0.0.1:{dns_port}",
+            "TESSERA_TOOLS_TLS_TIMEOUT": "1",
+        }
+        running = start_server(tmp_path_factory.mktemp("dns") / "data", None, env=env)
+        try:
+            running.api_key = admin_api_key(running)
+            with running.client() as api:
+                body = {"hostname": "never-answered.example", "port": 443}
+                refused = api.post(f"{API}/tools/check-ssl", json=body)
+                assert error(refused, 400) == "cannot resolve never-answered.example: timed out"
+                # /etc/hosts is read first, as the system resolver does, without DNS.
+                local = api.post(f"{API}/tools/check-ssl", json={"hostname": "localhost"})
+                assert "refusing to connect to localhost" in error(local, 403)
+        finally:
+            stop_server(running)
+    asked = [dns.message.from_wire(q).question[0] for q in received]
+    assert {q.name.to_text() for q in asked} == {"never-answered.example."}
+
+
+def test_the_lookup_takes_from_the_probes_one_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Core (no API hook can slow a resolver down): the resolver is given the time the probe
+    has, and the connection only what the lookup left of it."""
+    clock = [1000.0]
+    monkeypatch.setattr(tls_probe.time, "monotonic", lambda: clock[0])
+    given: list[float] = []
+    dialled: list[float] = []
+
+    def slow_resolver(host: str, seconds: float) -> list[str]:
+        given.append(seconds)
+        clock[0] += 7.5  # the lookup took most of the 10 s
+        return ["192.0.2.1"]
+
+    def refused_connection(address: tuple[str, int], timeout: float) -> socket.socket:
+        dialled.append(timeout)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(tls_probe.socket, "create_connection", refused_connection)
+    result = tls_probe.probe("slow.example", 443, 10.0, True, slow_resolver)
+    assert result.connected is False and result.error == "Connection refused"
+    assert given == [10.0] and dialled == [2.5]
+
+    def exhausting_resolver(host: str, seconds: float) -> list[str]:
+        clock[0] += seconds
+        raise TimeoutError("timed out")
+
+    with pytest.raises(InvalidInput, match=r"cannot resolve slow\.example: timed out"):
+        tls_probe.probe("slow.example", 443, 10.0, True, exhausting_resolver)

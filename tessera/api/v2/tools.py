@@ -17,6 +17,7 @@ from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import ok
 from tessera.api.v2.schemas import CheckSSL, ConvertFormat, DecodePem, MatchKeys
 from tessera.core.errors import InvalidInput
+from tessera.core.host_lookup import HostLookup
 from tessera.domains.actor import Actor
 from tessera.domains.tools.service import Conversion, ProbeSettings, ToolsService
 
@@ -26,7 +27,11 @@ Reader = Annotated[Actor, Depends(require("read:certificates"))]
 
 def _service(request: Request) -> ToolsService:
     settings = runtime(request).settings
-    probing = ProbeSettings(settings.tools_tls_timeout, settings.tools_allow_private_targets)
+    probing = ProbeSettings(
+        settings.tools_tls_timeout,
+        settings.tools_allow_private_targets,
+        HostLookup.parse(settings.tools_dns_servers),
+    )
     return ToolsService(now(request), probing)
 
 
