@@ -27,7 +27,7 @@ from tests.e2e.helpers import (
     unique,
 )
 from tests.support import Server
-from tests.tools import openssl, pem_blocks
+from tests.tools import openssl, openssl_csr, pem_blocks
 
 UNKNOWN_ID = 987_654_321
 P12_PASSWORD = "round-trip-pass"
@@ -393,6 +393,37 @@ def test_bulk_renew_mixed_ids(api: httpx.Client, workdir: Path, issuing: dict[st
     error(api.post(path, json={"ids": [ours["id"]], "ca_id": UNKNOWN_ID}), 404)
     data(api.patch(f"{API}/cas/{other['id']}", json={"is_active": False}))
     error(api.post(path, json={"ids": [ours["id"]], "ca_id": other["id"]}), 422)
+
+
+def test_bulk_renew_follows_the_single_renewal_rule(
+    api: httpx.Client, workdir: Path, issuing: dict[str, Any]
+) -> None:
+    """Bulk and single renewal decide alike (both go through one renewal function): a key
+    revoked as compromised is certified again by neither, whichever certificate holds it,
+    and is reported in `failed` with the single renewal's reason; a certificate revoked for
+    another reason, or whose server-held key is replaced, renews in both."""
+    _, csr = openssl_csr(workdir, f"/CN={unique('bulk-compromised')}.example")
+    body = {"ca_id": issuing["inter"]["id"], "csr": csr.read_text()}
+    compromised = data(api.post(f"{API}/certificates", json=body), 201)
+    same_key = data(api.post(f"{API}/certificates", json=body), 201)
+    revoke = {"reason": "keyCompromise"}
+    data(api.post(f"{API}/certificates/{compromised['id']}/revoke", json=revoke))
+    held = issue(api, issuing["inter"]["id"], "bulk-held-key.example")
+    data(api.post(f"{API}/certificates/{held['id']}/revoke", json=revoke))
+    superseded = issue(api, issuing["inter"]["id"], "bulk-superseded.example")
+    data(api.post(f"{API}/certificates/{superseded['id']}/revoke", json={"reason": "superseded"}))
+
+    refusals = {}
+    for cert in (compromised, same_key):
+        refusals[cert["id"]] = error(api.post(f"{API}/certificates/{cert['id']}/renew"), 422)
+    ids = [compromised["id"], same_key["id"], held["id"], superseded["id"]]
+    result = data(api.post(f"{API}/certificates/bulk/renew", json={"ids": ids}))
+    assert result["failed"] == [compromised["id"], same_key["id"]]
+    assert {e["id"]: e["error"] for e in result["errors"]} == refusals
+    assert "compromised" in refusals[compromised["id"]]
+    assert result["success"] == [held["id"], superseded["id"]]
+    for single in (held, superseded):
+        data(api.post(f"{API}/certificates/{single['id']}/renew"), 201)
 
 
 def test_renew_an_imported_certificate_under_a_named_ca(api: httpx.Client, workdir: Path) -> None:
