@@ -22,6 +22,7 @@ import dns.reversename
 from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
 
+from tessera.core.host_lookup import server_address
 from tessera.protocols.acme.jws import b64encode
 from tessera.protocols.acme.problems import AcmeProblem
 
@@ -41,9 +42,8 @@ class ValidationConfig:
     def parse(
         cls, servers: str, http_port: int, tls_port: int, timeout: float
     ) -> "ValidationConfig":
-        return cls(
-            tuple(_server(s) for s in servers.split(",") if s.strip()), http_port, tls_port, timeout
-        )
+        dns_servers = tuple(server_address(s) for s in servers.split(",") if s.strip())
+        return cls(dns_servers, http_port, tls_port, timeout)
 
     def resolver(self) -> dns.resolver.Resolver:
         if not self.dns_servers:
@@ -56,17 +56,6 @@ class ValidationConfig:
         resolver.lifetime = resolver.timeout = self.timeout
         resolver.cache = None  # a retried challenge must see the current records
         return resolver
-
-
-def _server(text: str) -> tuple[str, int]:
-    text = text.strip()
-    if text.startswith("["):
-        host, _, port = text[1:].partition("]:")
-        return host, int(port or 53)
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        return host, int(port)
-    return text, 53
 
 
 def key_authorization(token: str, thumbprint: str) -> str:
