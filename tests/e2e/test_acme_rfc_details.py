@@ -274,3 +274,27 @@ def test_renewal_information_explains_with_the_website_only(env: AcmeEnv, accoun
         assert explained["explanationURL"] == "https://pki.example.org/renewals"
     finally:
         env.settings(website=None)
+
+
+# --- request authentication (RFC 8555 6.2) ------------------------------------------------
+
+
+def test_a_kid_that_is_not_exactly_the_account_url_names_no_account(account: Acme) -> None:
+    """RFC 8555 6.2: the kid "MUST contain the account URL received by POSTing to the
+    newAccount resource". Another spelling of the account's number is no URL this server gave
+    out: the account it would name does not exist, and nothing is done to the real one."""
+    kid = account.kid or ""
+    prefix, number = kid.rsplit("/", 1)
+    orders = f"{kid}/orders"
+    before = account.get(orders).json()["orders"]
+    for spelling in (f"{prefix}/0{number}", f"{prefix}/{number:0>12}"):
+        update = {"contact": ["mailto:intruder@example.org"]}
+        problem(account.post(kid, update, header={"kid": spelling}), "accountDoesNotExist", 400)
+        ordered = account.post(
+            account.dir["newOrder"],
+            {"identifiers": [{"type": "dns", "value": name()}]},
+            header={"kid": spelling},
+        )
+        problem(ordered, "accountDoesNotExist", 400)
+    assert account.get(kid).json()["contact"] == ["mailto:ops@example.org"]
+    assert account.get(orders).json()["orders"] == before

@@ -238,17 +238,26 @@ def by_account(
     """A request signed by an existing account: kid, never jwk (RFC 8555 6.2)."""
     if signed.kid is None:
         raise malformed("this request must be signed with the account's kid, not a jwk")
-    prefix = f"{base_url(rt)}/acct/"
-    tail = signed.kid[len(prefix) :] if signed.kid.startswith(prefix) else ""
-    if not (tail.isascii() and tail.isdigit()) or len(tail) > 18:  # isdigit alone takes "²"
-        raise AcmeProblem("accountDoesNotExist", "the kid is not an account URL of this server")
-    account = repos.acme.account(int(tail))
+    account = repos.acme.account(_account_id(rt, signed.kid))
     if account is None:
         raise AcmeProblem("accountDoesNotExist", "no such account")
     jws.verify(signed, jws.public_key(account.jwk))
     if account.status != "valid" and not allow_inactive:
         raise inactive_account(account.status)
     return account
+
+
+def _account_id(rt: Runtime, kid: str) -> int:
+    """The number of the account whose URL the kid is, exactly as new-account gave it out
+    (RFC 8555 6.2: the kid "MUST contain the account URL"). Another spelling of the number
+    (`acct/007` for account 7) is no URL of this server, so it names no account either:
+    the same answer as a number no account has, without looking anything up."""
+    prefix = f"{base_url(rt)}/acct/"
+    tail = kid[len(prefix) :] if kid.startswith(prefix) else ""
+    # isdigit alone takes "²"; str(int(...)) is the spelling new-account gives (no zeros)
+    if not (tail.isascii() and tail.isdigit()) or len(tail) > 18 or str(int(tail)) != tail:
+        raise AcmeProblem("accountDoesNotExist", "the kid is not an account URL of this server")
+    return int(tail)
 
 
 def by_jwk(signed: jws.Jws) -> dict[str, object]:
