@@ -386,6 +386,6 @@ def csr_for(*names: str, key: Any = None, cn: str | None = None) -> tuple[str, A
         x509.CertificateSigningRequestBuilder()
         .subject_name(subject)
         .add_extension(x509.SubjectAlternativeName(general), critical=False)
-        .sign(key, hashes.SHA256())
+        .sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
     )
     return b64(csr.public_bytes(serialization.Encoding.DER)), key

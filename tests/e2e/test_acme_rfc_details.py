@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.e2e.acme_helpers import Acme, AcmeEnv, b64, csr_for, problem
+from tests.e2e.acme_helpers import Acme, AcmeEnv, Key, b64, csr_for, problem
 from tests.e2e.helpers import API, data, unique
 
 pytestmark = pytest.mark.skipif(
@@ -298,3 +298,31 @@ def test_a_kid_that_is_not_exactly_the_account_url_names_no_account(account: Acm
         problem(ordered, "accountDoesNotExist", 400)
     assert account.get(kid).json()["contact"] == ["mailto:ops@example.org"]
     assert account.get(orders).json()["orders"] == before
+
+
+# --- finalize (RFC 8555 7.4, 11.1) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ["ES256", "ES384", "RS256", "EdDSA"])
+def test_a_csr_with_any_accounts_key_is_refused(env: AcmeEnv, account: Acme, alg: str) -> None:
+    """RFC 8555 11.1: "ACME clients and servers MUST verify that a CSR submitted in a finalize
+    request does not contain a public key for any known account key pair" (and "the public
+    key of an account key pair MUST NOT be included in a certificate"): another account's
+    key is badCSR too, whatever its type, and the order stays ready."""
+    stranger = Acme(env)
+    try:
+        stranger.key = Key(alg)
+        assert stranger.register().status_code == 201
+        host = name()
+        order = account.ready_order(host)
+        theirs, _ = csr_for(host, key=stranger.key.private)
+        refused = problem(account.post(order["finalize"], {"csr": theirs}), "badCSR", 400)
+        assert "account" in refused["detail"]
+        assert account.get(order["url"]).json()["status"] == "ready"
+        # the account deactivated, its key is still an account key
+        assert stranger.post(stranger.kid or "", {"status": "deactivated"}).status_code == 200
+        problem(account.post(order["finalize"], {"csr": theirs}), "badCSR", 400)
+        done = account.post(order["finalize"], {"csr": csr_for(host)[0]})
+        assert done.status_code == 200, done.text
+    finally:
+        stranger.close()

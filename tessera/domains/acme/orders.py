@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID
 
 from tessera.core import inspect
@@ -292,11 +293,20 @@ class Orders:
         except (UnparsableInput, InvalidInput, PolicyViolation) as exc:
             raise AcmeProblem("badCSR", exc.message) from exc
         check_csr_matches(csr, [identifier(i["type"], i["value"]) for i in order.identifiers])
-        if same_public_key(csr.public_key(), jws.public_key(account.jwk)):
-            raise AcmeProblem("badCSR", "the certificate key must not be the account key")
+        if self._is_account_key(account, csr.public_key()):
+            raise AcmeProblem("badCSR", "the certificate key is an ACME account key")
         if self.repos.certificates.key_compromised(inspect.public_key_sha256(csr)):
             raise AcmeProblem("badCSR", "this key was revoked as compromised; it is not certified")
         return csr
+
+    def _is_account_key(self, account: AcmeAccount, key: CertificatePublicKeyTypes) -> bool:
+        """RFC 8555 11.1: a CSR must not carry "a public key for any known account key pair":
+        the requesting account's (compared as keys), or any other account's, in any status
+        (by its RFC 7638 thumbprint)."""
+        if same_public_key(key, jws.public_key(account.jwk)):
+            return True
+        jwk = jws.jwk_of(key)
+        return jwk is not None and self.repos.acme.is_account_key(jws.thumbprint(jwk))
 
     def issue(self, order: AcmeOrder, csr: x509.CertificateSigningRequest) -> models.Certificate:
         """The one issuance path, with the issuing CA's ACME template (or the profile's)."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import josepy
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tessera.core import jsontext
@@ -217,6 +218,30 @@ def thumbprint(jwk: dict[str, Any]) -> str:
         raise AcmeProblem("badPublicKey", "the JWK lacks the members of its key type")
     canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
     return b64encode(hashlib.sha256(canonical.encode()).digest())
+
+
+_JWK_CURVES = {"secp256r1": ("P-256", 32), "secp384r1": ("P-384", 48)}
+
+
+def jwk_of(key: object) -> dict[str, str] | None:
+    """The JWK (RFC 7518 6, RFC 8037) of a public key of a type an account key may have, in
+    the minimal encoding the RFCs require; None for any other key, which no account has."""
+    if isinstance(key, rsa.RSAPublicKey):
+        numbers = key.public_numbers()
+        return {"kty": "RSA", "n": _b64_uint(numbers.n), "e": _b64_uint(numbers.e)}
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in _JWK_CURVES:
+        crv, size = _JWK_CURVES[key.curve.name]
+        point = key.public_numbers()
+        x, y = point.x.to_bytes(size, "big"), point.y.to_bytes(size, "big")
+        return {"kty": "EC", "crv": crv, "x": b64encode(x), "y": b64encode(y)}
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return {"kty": "OKP", "crv": "Ed25519", "x": b64encode(raw)}
+    return None
+
+
+def _b64_uint(value: int) -> str:
+    return b64encode(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
 
 
 def public_jwk(jwk: dict[str, Any]) -> dict[str, Any]:

@@ -173,6 +173,14 @@ class AcmeRepository:
             )
         )
 
+    def is_account_key(self, thumbprint: str) -> bool:
+        """Whether any account, of any organization and in any status, has this key: account
+        keys are unique across the server (the unique thumbprint)."""
+        found = self._session.scalar(
+            select(AcmeAccount.id).where(AcmeAccount.thumbprint == thumbprint).limit(1)
+        )
+        return found is not None
+
     def accounts(self, page: int, per_page: int) -> tuple[Sequence[AcmeAccount], int]:
         query = select(AcmeAccount).where(AcmeAccount.org_id == self._org_id)
         return self._page(query.order_by(AcmeAccount.id.desc()), page, per_page)
