@@ -3,9 +3,11 @@ account that holds authorizations, the order's error, contact checks, the accoun
 
 import json
 import shutil
+import sqlite3
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -13,6 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from tests.e2e.accounts_helpers import db
 from tests.e2e.acme_helpers import Acme, AcmeEnv, Key, b64, csr_for, problem
 from tests.e2e.helpers import API, data, unique
 
@@ -326,3 +329,66 @@ def test_a_csr_with_any_accounts_key_is_refused(env: AcmeEnv, account: Acme, alg
         assert done.status_code == 200, done.text
     finally:
         stranger.close()
+
+
+# --- errors (RFC 8555 6.5, 6.7) -----------------------------------------------------------
+
+
+@contextmanager
+def table_away(env: AcmeEnv, table: str) -> Iterator[None]:
+    """The server's table renamed for the duration: its statements on it fail as a broken
+    database would make them fail, without anything in the product built for the test."""
+    db(env.server, f"ALTER TABLE {table} RENAME TO {table}_away")
+    try:
+        yield
+    finally:
+        db(env.server, f"ALTER TABLE {table}_away RENAME TO {table}")
+
+
+@contextmanager
+def nonce_store_away(env: AcmeEnv) -> Iterator[None]:
+    """Where the server keeps its nonces (SQLite: a file of its own; PostgreSQL: a table),
+    out of its reach for the duration."""
+    if env.server.database_url is not None:
+        with table_away(env, "acme_nonces"):
+            yield
+        return
+    path = env.server.data_dir / "tessera.db.acme-nonces"
+    with closing(sqlite3.connect(path, timeout=30)) as conn:
+        conn.execute("ALTER TABLE nonces RENAME TO nonces_away")
+        try:
+            yield
+        finally:
+            conn.execute("ALTER TABLE nonces_away RENAME TO nonces")
+
+
+def test_nonces_handed_out_after_the_nonce_store_failed_are_usable(account: Acme) -> None:
+    """A batch of nonces the server failed to store is not handed out once the store is back
+    (RFC 8555 6.5: a nonce given in Replay-Nonce is one the server will accept): every signed
+    request with a fresh nonce would have been a badNonce, the retry's nonce too."""
+    context = account.env.server.ssl_context()
+    with nonce_store_away(account.env):
+        # a connection each: the server closes one after an error it could not answer itself
+        answers = [httpx.get(account.dir["newNonce"], verify=context) for _ in range(40)]
+    assert any(a.status_code == 500 for a in answers), [a.status_code for a in answers]
+    for _ in range(3):
+        fetched = account.get(account.kid or "")
+        assert fetched.status_code == 200, fetched.text
+
+
+def test_an_internal_error_is_a_problem_with_a_fresh_nonce(env: AcmeEnv, account: Acme) -> None:
+    """RFC 8555 6.5/6.7: an unexpected failure is still an RFC 7807 serverInternal problem,
+    with a Replay-Nonce the client can go on with and the index link; the order it was
+    creating is not left half-written."""
+    orders = f"{account.kid}/orders"
+    before = account.get(orders).json()["orders"]
+    payload = {"identifiers": [{"type": "dns", "value": name()}]}
+    with table_away(env, "acme_challenges"):  # the order and authorization rows come first
+        failed = account.post(account.dir["newOrder"], payload)
+    body = problem(failed, "serverInternal", 500)
+    assert body["status"] == 500 and "acme_challenges" not in body["detail"], body
+    index = f'<{account.dir["newNonce"].rsplit("/", 1)[0]}/directory>;rel="index"'
+    assert index in failed.headers.get_list("link"), failed.headers
+    assert account.get(orders).json()["orders"] == before
+    retried = account.post(account.dir["newOrder"], payload, nonce=failed.headers["replay-nonce"])
+    assert retried.status_code == 201, retried.text

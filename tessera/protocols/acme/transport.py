@@ -71,9 +71,11 @@ class NoncePool:
         with self._lock:
             now = rt.clock()
             if not self._ready or self._stored_at is None or now - self._stored_at > self.FRESH:
-                self._ready = [secrets.token_urlsafe(24) for _ in range(self.BATCH)]
-                _store(rt, self._ready, now + NONCE_TTL)
-                self._stored_at = now
+                batch = [secrets.token_urlsafe(24) for _ in range(self.BATCH)]
+                # Kept only once stored: a batch whose INSERT failed, handed out afterwards,
+                # would make every request that uses one of them a badNonce.
+                _store(rt, batch, now + NONCE_TTL)
+                self._ready, self._stored_at = batch, now
             return self._ready.pop()
 
 
