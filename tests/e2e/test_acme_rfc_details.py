@@ -4,6 +4,7 @@ account that holds authorizations, the order's error, contact checks, the accoun
 import json
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -392,3 +393,69 @@ def test_an_internal_error_is_a_problem_with_a_fresh_nonce(env: AcmeEnv, account
     assert account.get(orders).json()["orders"] == before
     retried = account.post(account.dir["newOrder"], payload, nonce=failed.headers["replay-nonce"])
     assert retried.status_code == 201, retried.text
+
+
+# --- key rollover (RFC 8555 7.3.5) ----------------------------------------------------------
+
+
+def key_change(client: Acme, new_key: Key) -> dict[str, str]:
+    """A key-change request (the outer JWS) moving the client's account to new_key."""
+    inner = client.jws(
+        client.dir["keyChange"],
+        {"account": client.kid, "oldKey": client.key.jwk},
+        key=new_key,
+        use_jwk=True,
+        header={"nonce": None},
+    )
+    return client.jws(client.dir["keyChange"], inner)
+
+
+def test_a_new_key_another_account_has_is_a_conflict_naming_it(account: Acme, other: Acme) -> None:
+    """RFC 8555 7.3.5: "If there is an existing account with the new key provided, then the
+    server SHOULD use status code 409 (Conflict) and provide the URL of that account in the
+    Location header field"; the account keeps its key."""
+    refused = account.raw(account.dir["keyChange"], _json(key_change(account, other.key)))
+    assert refused.status_code == 409, refused.text
+    assert refused.headers["location"] == other.kid
+    assert account.get(account.kid or "").status_code == 200  # still its old key
+
+
+def at_once(env: AcmeEnv, requests: list[tuple[str, bytes]]) -> list[httpx.Response]:
+    """The signed requests (url, body), each on a connection of its own, released together."""
+    start = threading.Barrier(len(requests))
+
+    def send(request: tuple[str, bytes]) -> httpx.Response:
+        with httpx.Client(verify=env.server.ssl_context(), timeout=60) as http:
+            start.wait()
+            headers = {"Content-Type": "application/jose+json"}
+            return http.post(request[0], content=request[1], headers=headers)
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        return list(pool.map(send, requests))
+
+
+def test_racing_rollovers_to_one_key_give_it_to_one_account(env: AcmeEnv) -> None:
+    """Two accounts rolling over to the same new key at once: one gets it, the other the same
+    409 with the winner's URL as when it comes second, never a 500 or a 409 without it."""
+    clients = [Acme(env) for _ in range(2)]
+    try:
+        for client in clients:
+            assert client.register().status_code == 201
+        for _ in range(4):
+            new_key = Key()
+            requests = [(c.dir["keyChange"], _json(key_change(c, new_key))) for c in clients]
+            answers = at_once(env, requests)
+            won = [c for c, a in zip(clients, answers, strict=True) if a.status_code == 200]
+            assert len(won) == 1, [(a.status_code, a.text) for a in answers]
+            winner = won[0]
+            for client, answer in zip(clients, answers, strict=True):
+                if client is not winner:
+                    assert answer.status_code == 409, answer.text
+                    assert answer.headers["location"] == winner.kid, answer.headers
+                    assert answer.json()["type"].startswith("urn:ietf:params:acme:error:")
+            winner.key = new_key
+            for client in clients:  # each signs with the key it holds now
+                assert client.get(client.kid or "").status_code == 200
+    finally:
+        for client in clients:
+            client.close()

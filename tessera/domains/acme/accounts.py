@@ -172,17 +172,22 @@ class Accounts:
         if jws.thumbprint(body["oldKey"]) != account.thumbprint:
             raise unauthorized("oldKey is not the account's current key")
         new_thumbprint = jws.thumbprint(new_jwk)
-        holder = self.repos.acme.account_by_thumbprint(new_thumbprint)
-        if holder is not None:
-            raise AcmeProblem(
-                "malformed",
-                "another account uses the new key already",
-                409,
-                headers={"Location": f"{self.base}/acct/{holder.id}"},
-            )
-        account.thumbprint, account.jwk = new_thumbprint, jws.public_jwk(new_jwk)
-        self.repos.acme.flush()
+        taken = self.repos.acme.account_by_thumbprint(new_thumbprint) is not None
+        # A rollover racing this one to the same key may take it after the look above: the
+        # unique thumbprint refuses the second, which gets the same answer as if it came later.
+        if taken or not self.repos.acme.change_key(
+            account, new_thumbprint, jws.public_jwk(new_jwk)
+        ):
+            raise self._key_in_use(new_thumbprint)
         self._audit("acme.account.key_change", account.id, {})
+
+    def _key_in_use(self, thumbprint: str) -> AcmeProblem:
+        """RFC 8555 7.3.5: 409 with the URL of the account that has the new key."""
+        holder = self.repos.acme.account_by_thumbprint(thumbprint)
+        if holder is None:  # the thumbprint is unique server-wide, accounts per organization
+            return unauthorized("the new key belongs to an account of another organization")
+        location = {"Location": f"{self.base}/acct/{holder.id}"}
+        return AcmeProblem("malformed", "another account has the new key", 409, headers=location)
 
     def _audit(self, action: str, account_id: int, details: dict[str, Any]) -> None:
         audit.record(

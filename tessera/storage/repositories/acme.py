@@ -163,6 +163,17 @@ class AcmeRepository:
             return None
         return account
 
+    def change_key(self, account: AcmeAccount, thumbprint: str, jwk: dict[str, Any]) -> bool:
+        """False (and the account unchanged) when another account has the key: given to it
+        by a request that committed after this one looked (the unique thumbprint refuses)."""
+        try:
+            with self._session.begin_nested():
+                account.thumbprint, account.jwk = thumbprint, jwk
+                self._session.flush()
+        except IntegrityError:
+            return False
+        return True
+
     def account(self, account_id: int) -> AcmeAccount | None:
         return self._session.scalar(_ACCOUNT, {"id": account_id, "org_id": self._org_id})
 
