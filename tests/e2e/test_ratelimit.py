@@ -402,3 +402,24 @@ def test_redis_goes_away_and_comes_back(tmp_path: Path) -> None:
         stop_server(running)
         own.kill()
         own.wait()
+
+
+def test_acme_requests_over_the_limit_are_rate_limited_problems(
+    server: Server, api: httpx.Client
+) -> None:
+    """RFC 8555 6.6: "Once the rate limit is exceeded, the server MUST respond with an error
+    with the type urn:ietf:params:acme:error:rateLimited", with Retry-After."""
+    admin = {"X-API-Key": server.api_key, **as_ip(next_ip())}
+    rule = f"{API}/system/security/rate-limit"
+    try:
+        data(api.put(rule, json={"protocol_requests_per_minute": 2}, headers=admin))
+        ip = next_ip()
+        answers = [api.get("/acme/new-nonce", headers=as_ip(ip)) for _ in range(3)]
+        assert [a.status_code for a in answers] == [204, 204, 429]
+        refused = answers[-1]
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        body = refused.json()
+        assert body["type"] == "urn:ietf:params:acme:error:rateLimited", body
+        assert body["status"] == 429 and int(refused.headers["retry-after"]) >= 1
+    finally:
+        data(api.put(rule, json={"protocol_requests_per_minute": 1200}, headers=as_ip(next_ip())))

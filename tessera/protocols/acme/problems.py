@@ -22,6 +22,7 @@ _BY_STATUS = {
     413: "malformed",
     415: "malformed",
     422: "malformed",
+    429: "rateLimited",  # RFC 8555 6.6: MUST be this type (the rate limiter answers 429)
     500: "serverInternal",
     501: "serverInternal",
     503: "serverInternal",
