@@ -215,8 +215,8 @@ class Certificate(Base):
 
 
 class StatusChange(Base):
-    """One row per revocation or released hold, written in the same transaction, so CRL and
-    OCSP publishers in every server process can follow changes in order by id."""
+    """One row per revocation, released hold or deletion, written in the same transaction,
+    so CRL and OCSP publishers in every server process can follow changes in order by id."""
 
     __tablename__ = "status_changes"
     # delta CRLs read a CA's changes since their base CRL (migration 0004)

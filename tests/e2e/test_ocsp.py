@@ -497,6 +497,39 @@ def test_revocation_visible_across_workers(two_workers: Server, tmp_path: Path) 
     assert statuses(20) == {"REVOKED"}
 
 
+def test_deleted_certificate_is_no_longer_good_in_any_worker(
+    two_workers: Server, tmp_path: Path
+) -> None:
+    """Both processes hold a pre-signed "good" response; deleting the (unrevoked)
+    certificate from the inventory replaces both with `unknown` (RFC 6960 2.2: the CA no
+    longer knows the serial), as a revocation does, instead of `good` until the cached
+    response is re-signed half an hour later. Asked with `openssl ocsp`, a new connection
+    each time, so both workers answer."""
+    server = two_workers
+    with server.client() as api:
+        ca = data(api.get(f"{API}/cas/{create_root(api, unique('OCSP Delete Root'))['id']}"))
+        leaf = data(api.get(f"{API}/certificates/{issue(api, ca['id'], 'd.ocsp.test')['id']}"))
+    pki = PKI(tmp_path, ca, leaf, leaf)
+    pki.ca_pem.write_text(ca["pem"])
+    pki.pem("deleted").write_text(leaf["pem"])
+
+    def statuses(count: int) -> set[str]:
+        seen = set()
+        for _ in range(count):
+            out = ask(server, pki, "-no_nonce", "-cert", str(pki.pem("deleted")))
+            assert "Response verify OK" in out, out
+            seen.add(out.split(f"{pki.pem('deleted')}: ")[1].split()[0])
+        return seen
+
+    assert statuses(8) == {"good"}
+    with server.client() as api:
+        assert api.delete(f"{API}/certificates/{leaf['id']}").status_code == 204
+    deadline = time.monotonic() + 30  # like a revocation, expected within a second
+    while time.monotonic() < deadline and statuses(4) != {"unknown"}:
+        time.sleep(0.05)
+    assert statuses(8) == {"unknown"}
+
+
 def _post_raw(port: int, der: bytes) -> bytes:
     """POST /ocsp over a fresh plain socket: cheap enough to poll with (httpx builds a TLS
     context per call), so the printed delay is the server's, not the client's."""

@@ -290,6 +290,10 @@ class CertificateService:
         # A revoked certificate stays revoked until it expires, inventory row or not: its
         # CRL entry is kept (docs/crl.md).
         self._repos.crl.retain(cert, self._now)
+        # Logged like a status change: every process's OCSP responder holds a pre-signed
+        # answer for the serial and re-reads it only when the log names it (else it says
+        # `good` until its refresh); it now reads `unknown`, or `revoked` if retained.
+        self._repos.status_changes.record(cert)
         self._repos.certificates.delete(cert)
         audit.record(
             self._repos.audit,
