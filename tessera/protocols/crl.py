@@ -122,6 +122,9 @@ def _headers(this_update: datetime, next_update: datetime, rt: Runtime) -> dict[
 
 
 async def _serve(request: Request, reference: str, kind: str, pem: bool) -> Response:
+    if kind == "delta" and not runtime(request).publication.delta_crls:
+        # Turned off: the last delta published before must not be served on, ever staler.
+        raise NotFound("delta CRLs are not published")
     cache: CRLCache = request.app.state.crl_cache
     item = cache.fresh(reference, kind)
     if item is None:

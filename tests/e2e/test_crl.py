@@ -545,3 +545,55 @@ def test_management_endpoints(server: Server, hierarchy: dict[str, Any]) -> None
         error(anonymous.post(f"{API}/crl/{inter['id']}/regenerate"), 401)
     # The management API is not on the plain-HTTP listener.
     assert httpx.get(f"{server.http_url}{API}/crl", timeout=30).status_code == 404
+
+
+# Turning delta CRLs off --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_turning_deltas_off_withdraws_the_delta_crl(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A server restarted with TESSERA_CRL_DELTA_ENABLED=false publishes no delta CRL: the
+    last one published before must not go on being served (stale, past its nextUpdate
+    soon), the full CRL must stop pointing to it (Freshest CRL, RFC 5280 5.2.6), and the
+    management API must not show it."""
+    folder = tmp_path_factory.mktemp("crl-deltas-off") / "data"
+    with database(backend) as url:
+        running = start_server(folder, url)
+        try:
+            running.api_key = admin_api_key(running)
+            with running.client() as api:
+                root = create_root(api, unique("Deltas Off Root"))
+            wait_for_crl(running, root["refid"], lambda crl: True, kind="delta")
+            _, full = wait_for_crl(running, root["refid"], lambda crl: True)
+            assert full.extensions.get_extension_for_oid(ExtensionOID.FRESHEST_CRL)
+        finally:
+            stop_server(running)
+        running = start_server(folder, url, env={"TESSERA_CRL_DELTA_ENABLED": "false"})
+        try:
+            running.api_key = admin_api_key(running)
+            for suffix in ("-delta.crl", "-delta.pem"):
+                for reference in (root["refid"], root["id"]):
+                    response = httpx.get(f"{running.http_url}/cdp/{reference}{suffix}")
+                    assert response.status_code == 404, (suffix, response.status_code)
+            with running.client(api_key="") as anonymous:
+                assert anonymous.get(f"/cdp/{root['refid']}-delta.crl").status_code == 404
+
+            def no_freshest(crl: x509.CertificateRevocationList) -> bool:
+                oids = {extension.oid for extension in crl.extensions}
+                return ExtensionOID.FRESHEST_CRL not in oids
+
+            deadline = time.monotonic() + 30  # republished within a second or two
+            while not no_freshest(x509.load_der_x509_crl(fetch(running, root["refid"]).content)):
+                assert time.monotonic() < deadline, "the full CRL still points to the delta"
+                time.sleep(0.3)
+            with running.client() as api:
+                view = data(api.get(f"{API}/crl/{root['id']}"))
+                assert view["delta_enabled"] is False and view["delta"] is None, view
+                assert view["delta_url"] is None, view
+                regenerated = data(api.post(f"{API}/crl/{root['id']}/regenerate"))
+                assert regenerated["delta"] is None, regenerated
+            assert fetch(running, root["refid"], "delta").status_code == 404
+        finally:
+            stop_server(running)

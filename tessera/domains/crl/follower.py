@@ -45,6 +45,11 @@ class CRLFollower:
         self._pending: dict[int, datetime] = {}  # CA id -> when a change of it was seen
 
     def tick(self) -> None:
+        if self._cursor is None:
+            # Delta CRLs turned off (or on) since the last start: republish what disagrees.
+            with self._sessions.begin() as session:
+                deltas = self._publisher.deltas
+                CRLRepository(session).due_for_delta_setting(deltas, self._clock())
         with self._sessions() as session:
             repo = CRLRepository(session)
             if self._cursor is None:

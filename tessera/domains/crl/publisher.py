@@ -106,6 +106,10 @@ class CRLPublisher:
         self._clock = clock
         self._on_publish = on_publish
 
+    @property
+    def deltas(self) -> bool:
+        return self._policy.delta_validity is not None
+
     def publish(
         self,
         ca_id: int,
@@ -193,7 +197,7 @@ class CRLPublisher:
             rebase = trigger != "change" or claim.base_number is None or claim.base_at is None
             base_number = claim.full_number if rebase else claim.base_number
             base_at = snapshot if rebase or claim.base_at is None else claim.base_at
-            delta_on = self._policy.delta_validity is not None
+            delta_on = self.deltas
             changes = repo.changed_serials(ca.id, base_at - DELTA_SLACK) if delta_on else []
             issuer = load_certificate(ca.certificate_pem.encode())
             key = self._keys.decrypt(ca.encrypted_private_key)
@@ -272,6 +276,9 @@ class CRLPublisher:
             for crl in built:
                 repo.add_published(crl)
                 repo.prune(claim.ca_id, crl.kind)
+            if not self.deltas:
+                # Deltas were turned off: the newest full CRL no longer points to them.
+                repo.prune(claim.ca_id, "delta", keep=0)
             who = actor or system_actor(claim.org_id)
             action = "crl.regenerate" if trigger == "manual" else "crl.publish"
             details = {

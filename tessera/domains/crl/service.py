@@ -66,7 +66,8 @@ class CRLService:
                     ca=ca,
                     state=states.get(ca.id),
                     full=published.get((ca.id, "full")),
-                    delta=published.get((ca.id, "delta")),
+                    # none while deltas are off, even before the last one is withdrawn
+                    delta=published.get((ca.id, "delta")) if urls.delta_crl else None,
                     crl_url=urls.crl or "",
                     delta_url=urls.delta_crl,
                     can_sign=can_sign(ca, self._now),

@@ -14,6 +14,7 @@ from sqlalchemy import (
     and_,
     cast,
     delete,
+    exists,
     func,
     insert,
     literal_column,
@@ -200,6 +201,22 @@ class CRLRepository:
             )
         )
         return list(self._session.scalars(query))
+
+    def due_for_delta_setting(self, deltas: bool, now: datetime) -> None:
+        """Make the CRLs of every CA whose newest publication disagrees with the delta setting
+        (a delta CRL stored while they are off, none while they are on) due now. Idempotent
+        across processes: once republished, a CA no longer matches."""
+        has = {
+            kind: exists().where(PublishedCRL.ca_id == CRLState.ca_id, PublishedCRL.kind == kind)
+            for kind in ("full", "delta")
+        }
+        stale = and_(has["full"], ~has["delta"]) if deltas else has["delta"]
+        self._session.execute(
+            update(CRLState)
+            .where(stale)
+            .values(due_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
     # Serving and management ------------------------------------------------------------
 
