@@ -213,6 +213,33 @@ def test_export_json_and_csv(api: httpx.Client) -> None:
     assert logs(api, action="audit.export", per_page=1)[0]
 
 
+def test_every_export_redacts_sensitive_parameters(api: httpx.Client) -> None:
+    """A template named after a URL with credentials in its query string: the v2 JSON and
+    CSV exports mask them as the v1 export and syslog do (one redaction for all of them)."""
+    marker = unique("v2-redact")
+    query = "token=s3cr3t&api_key=k3y&PASSWORD=pw&key=abc&mode=1"
+    make_template(api, name=f"{marker} https://hook.test/cb?{query}")
+    masked = ("token=***", "api_key=***", "PASSWORD=***", "key=***", "mode=1")
+    params = {"action": "template.create", "search": marker}
+    exported = api.get(f"{API}/audit/export", params={"format": "json", **params})
+    (row,) = exported.json()
+    as_csv = api.get(f"{API}/audit/export", params={"format": "csv", **params})
+    (csv_row,) = list(csv.DictReader(io.StringIO(as_csv.text)))
+    v1 = list(csv.DictReader(io.StringIO(api.get("/api/v1/audit/export").text)))
+    (v1_row,) = [r for r in v1 if marker in r["detail"] and r["action"] == "template.create"]
+    texts = {
+        "json details": row["details"],
+        "json details_data": json.dumps(row["details_data"]),
+        "csv details": csv_row["details"],
+        "v1 csv detail": v1_row["detail"],
+    }
+    for where, text in texts.items():
+        for secret in ("s3cr3t", "k3y", "pw&", "abc"):
+            assert secret not in text, (where, text)
+        for kept in masked:
+            assert kept in text, (where, text)
+
+
 def test_export_neutralises_formula_cells(api: httpx.Client, server: Server) -> None:
     tried = "=cmd|' /C calc'!A0"
     with server.client(api_key="") as anonymous:

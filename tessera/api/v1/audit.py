@@ -17,7 +17,7 @@ from tessera.api.v2.audit import only_params
 from tessera.api.v2.params import MAX_ROW_ID
 from tessera.core.clock import as_utc, later
 from tessera.domains.actor import Actor
-from tessera.domains.audit.redaction import csv_cell, redact
+from tessera.domains.audit.redaction import csv_cell, exported_details
 from tessera.domains.audit.service import AuditService, export_batches
 from tessera.storage.models import AuditLog
 from tessera.storage.repositories.audit import AuditFilter
@@ -180,6 +180,6 @@ def _csv(batches: Iterator[list[AuditLog]]) -> Iterator[bytes]:
 def _export_row(row: AuditLog) -> list[str]:
     user = str(row.user_id) if row.user_id is not None else (row.username or "")
     resource = ":".join(p for p in (row.resource_type, row.resource_id) if p)
-    detail = json.dumps(redact(row.details or {}), separators=(",", ":"), sort_keys=True)
+    detail = json.dumps(exported_details(row.details), separators=(",", ":"), sort_keys=True)
     cells = (_stamp(row.timestamp), user, row.action, resource, detail)
     return [csv_cell(c) for c in cells]

@@ -19,7 +19,7 @@ from tessera.api.v2.params import Page, PerPage, QueryRowId, RowId
 from tessera.core.clock import as_utc, later
 from tessera.core.errors import InvalidInput
 from tessera.domains.actor import Actor
-from tessera.domains.audit.redaction import csv_cell
+from tessera.domains.audit.redaction import csv_cell, exported_details
 from tessera.domains.audit.service import MAX_RETENTION_DAYS, AuditService, export_batches
 from tessera.storage.models import AuditLog
 from tessera.storage.repositories.audit import AuditFilter
@@ -76,8 +76,9 @@ def parse_moment(name: str, value: str | None, end_of_day: bool = False) -> date
     return as_utc(parsed, name)
 
 
-def log_view(row: AuditLog) -> dict[str, Any]:
-    details = row.details or {}
+def log_view(row: AuditLog, for_export: bool = False) -> dict[str, Any]:
+    """An exported row has its details masked (redaction.py) like every other export."""
+    details = exported_details(row.details) if for_export else row.details or {}
     return {
         "id": row.id,
         "timestamp": iso(row.timestamp),
@@ -200,7 +201,7 @@ def _json(batches: Iterator[list[AuditLog]]) -> Iterator[bytes]:
     first = True
     for batch in batches:
         for row in batch:
-            yield (b"" if first else b",") + json.dumps(log_view(row)).encode()
+            yield (b"" if first else b",") + json.dumps(log_view(row, for_export=True)).encode()
             first = False
     yield b"]"
 
@@ -211,7 +212,7 @@ def _csv(batches: Iterator[list[AuditLog]]) -> Iterator[bytes]:
     writer.writerow(CSV_COLUMNS)
     for batch in batches:
         for row in batch:
-            view = log_view(row)
+            view = log_view(row, for_export=True)
             writer.writerow([_cell(view[c]) for c in CSV_COLUMNS])
         yield buffer.getvalue().encode()
         buffer.seek(0)

@@ -14,6 +14,13 @@ _PAIR = re.compile(
 )
 
 
+def exported_details(details: dict[str, Any] | None) -> dict[str, Any]:
+    """An audit row's details as they may leave the server: every export (v1 CSV, v2 JSON
+    and CSV) and syslog go through here, so none of them can forget the masking."""
+    masked: dict[str, Any] = redact(details or {})
+    return masked
+
+
 def redact(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: MASK if str(k).lower() in _NAMES else redact(v) for k, v in value.items()}

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tessera.core.errors import InvalidInput, TesseraError
-from tessera.domains.audit.redaction import redact
+from tessera.domains.audit.redaction import exported_details
 
 log = logging.getLogger("tessera.audit.syslog")
 
@@ -158,7 +158,7 @@ def format_message(event: dict[str, Any], config: SyslogConfig, hostname: str) -
         "resource_id": event.get("resource_id"),
         "success": event.get("success", True),
         "ip_address": event.get("ip_address"),
-        "details": redact(event.get("details") or {}),
+        "details": exported_details(event.get("details")),
     }
     text = json.dumps(body, separators=(",", ":"), default=str)
     # The BOM marks MSG as UTF-8 (RFC 5424 6.4).
