@@ -318,14 +318,83 @@ def test_bad_input(server: Server, pki: PKI, workdir: Path) -> None:
         der = _request_der(pki, "good", algorithm=digest)
         assert _status_of(httpx.post(url, content=der, headers=OCSP_REQUEST)) == unauthorized
     name_hash, key_hash = _issuer_hashes(pki)
-    # A nonce longer than RFC 8954 allows.
+    # A nonce longer than RFC 9654 allows (128 octets; RFC 8954 allowed 32).
     long_nonce = (
         ocsp.OCSPRequestBuilder()
         .add_certificate_by_hash(name_hash, key_hash, 5, hashes.SHA1())
-        .add_extension(x509.OCSPNonce(b"n" * 64), critical=False)
+        .add_extension(x509.OCSPNonce(b"n" * 129), critical=False)
     )
     der = long_nonce.build().public_bytes(serialization.Encoding.DER)
     assert _status_of(httpx.post(url, content=der, headers=OCSP_REQUEST)) == malformed
+    assert "Traceback" not in server.log()
+
+
+def _with_extensions(der: bytes, request: list[dict], single: list[dict]) -> bytes:
+    """The request re-built by asn1crypto with these request and singleRequest extensions."""
+    tbs = asn1_ocsp.OCSPRequest.load(der)["tbs_request"]
+    requests = [
+        {"req_cert": one["req_cert"], "single_request_extensions": single or None}
+        for one in tbs["request_list"]
+    ]
+    rebuilt = {"request_list": requests, "request_extensions": request or None}
+    return bytes(asn1_ocsp.OCSPRequest({"tbs_request": rebuilt}).dump())
+
+
+def _openssl_checks_nonce(server: Server, pki: PKI, der: bytes) -> str:
+    """`openssl ocsp -reqin`: sends our request and checks the response's nonce against it."""
+    path = pki.dir / f"nonce-{secrets.token_hex(4)}.req"
+    path.write_bytes(der)
+    url, issuer = f"{server.http_url}/ocsp", str(pki.ca_pem)
+    result = openssl("ocsp", "-url", url, "-reqin", str(path), "-CAfile", issuer, "-resp_text")
+    return (result.stdout + result.stderr).decode()
+
+
+def test_nonces_up_to_128_octets_are_echoed(server: Server, pki: PKI) -> None:
+    """RFC 9654 (which obsoletes RFC 8954) allows nonces of 1 to 128 octets: longer ones
+    than 32 are echoed, for one certificate and for several, not refused as malformed."""
+    good = _request_der(pki, "good")
+    several = _request_for_serials(
+        pki, int(pki.good["serial_number"], 16), int(pki.revoked["serial_number"], 16)
+    )
+    for length in (33, 64, 128):
+        nonce = secrets.token_bytes(length)
+        extension = {"extn_id": "nonce", "critical": False, "extn_value": nonce}
+        for der in (good, several):
+            out = _openssl_checks_nonce(server, pki, _with_extensions(der, [extension], []))
+            assert "Response verify OK" in out, (length, out)
+            assert "Nonce Verify error" not in out and "no nonce" not in out, (length, out)
+            assert nonce.hex().upper()[:16] in out.replace(":", "").upper(), (length, out)
+
+
+def test_critical_extensions_not_understood_are_malformed(server: Server, pki: PKI) -> None:
+    """RFC 6960 4.4 (after RFC 5280 4.2): an unrecognised extension is ignored unless it is
+    critical; a critical one the responder does not understand, in the request or in one of
+    its single requests, makes it a malformedRequest rather than an answer that ignores it."""
+    url = f"{server.http_url}/ocsp"
+    good = _request_der(pki, "good")
+    several = _request_for_serials(
+        pki, int(pki.good["serial_number"], 16), int(pki.revoked["serial_number"], 16)
+    )
+
+    def unknown(critical: bool) -> dict:
+        return {"extn_id": "1.3.6.1.4.1.32473.9.9", "critical": critical, "extn_value": b"x"}
+
+    malformed = ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+    successful = ocsp.OCSPResponseStatus.SUCCESSFUL
+    nonce = {"extn_id": "nonce", "critical": True, "extn_value": secrets.token_bytes(16)}
+    for der in (good, several):
+        for request, single, expected in (
+            ([unknown(True)], [], malformed),
+            ([], [unknown(True)], malformed),
+            ([unknown(False)], [unknown(False)], successful),
+            ([nonce], [], successful),  # critical, but understood
+        ):
+            asked = _with_extensions(der, request, single)
+            for answer in (
+                httpx.post(url, content=asked, headers=OCSP_REQUEST),
+                _get(server, asked),
+            ):
+                assert _status_of(answer) == expected, (request, single)
     assert "Traceback" not in server.log()
 
 
