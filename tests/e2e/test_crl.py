@@ -328,6 +328,24 @@ def test_deleting_a_revoked_certificate_keeps_its_crl_entry(server: Server) -> N
     assert entry_reason(crl, cert["serial_number"]) == x509.ReasonFlags.key_compromise
 
 
+def test_deleting_an_unrevoked_certificate_lists_it_on_no_crl(server: Server) -> None:
+    """A deletion is logged as a status change (OCSP must stop saying good), but a
+    certificate that was never revoked is on no CRL: the delta must not list it with
+    removeFromCRL. A released hold deleted afterwards still is (the base may list the hold)."""
+    with server.client() as api:
+        root = create_root(api, unique("Tidy Root"))
+        tidied, held, marker = (issue(api, root["id"], f"{n}.tidy.example") for n in "abc")
+        revoke(api, held, "certificateHold")
+        wait_for_crl(server, root["id"], listed(held["serial_number"]))
+        revoke(api, held, "removeFromCRL")
+        for cert in (tidied, held):
+            assert api.delete(f"{API}/certificates/{cert['id']}").status_code == 204
+        revoke(api, marker, "superseded")  # published after the deletions were logged
+    _, delta = wait_for_crl(server, root["id"], listed(marker["serial_number"]), "delta")
+    assert not_listed(tidied["serial_number"])(delta)
+    assert entry_reason(delta, held["serial_number"]) == x509.ReasonFlags.remove_from_crl
+
+
 def test_a_held_certificate_is_revoked_for_good_without_leaving_the_crls(server: Server) -> None:
     """certificateHold, then keyCompromise: every full and delta CRL lists the certificate,
     first on hold, then with the new reason and the date of the hold."""

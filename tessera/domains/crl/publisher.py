@@ -18,7 +18,8 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -198,7 +199,7 @@ class CRLPublisher:
             base_number = claim.full_number if rebase else claim.base_number
             base_at = snapshot if rebase or claim.base_at is None else claim.base_at
             delta_on = self.deltas
-            changes = repo.changed_serials(ca.id, base_at - DELTA_SLACK) if delta_on else []
+            changed = repo.changed_serials(ca.id, base_at - DELTA_SLACK) if delta_on else []
             issuer = load_certificate(ca.certificate_pem.encode())
             key = self._keys.decrypt(ca.encrypted_private_key)
             urls = self._publication.for_ca(ca)
@@ -225,7 +226,9 @@ class CRLPublisher:
                 delta_base=base_number,
                 ca_issuers_url=urls.ca_issuers,
             )
-            entries = delta_entries(by_serial, changes)
+            changes = [(serial, at) for serial, at, _ in changed]
+            gone = {serial for serial, _, in_inventory in changed if not in_inventory}
+            entries = delta_entries(by_serial, changes, gone)
             built.append(self._row(claim, "delta", delta_spec, entries, base_number))
         return _Built(built, snapshot, base_number, base_at)
 
@@ -304,15 +307,23 @@ class CRLPublisher:
 
 
 def delta_entries(
-    current: dict[str, EntryRow], changes: Sequence[tuple[str, datetime]]
+    current: dict[str, EntryRow],
+    changes: Sequence[tuple[str, datetime]],
+    gone: Set[str] = frozenset(),
 ) -> list[EntryLike]:
     """The entries of a delta CRL: each certificate whose status changed since the base, as
     it stands now; one that is no longer revoked (a released hold) is listed with
-    removeFromCRL (RFC 5280 5.2.4 and 5.3.1)."""
+    removeFromCRL (RFC 5280 5.2.4 and 5.3.1). A certificate deleted from the inventory
+    (`gone`) whose only change is that deletion was never revoked here: it is on no CRL,
+    and is left out rather than listed by the thousand when an inventory is tidied."""
+    changed = Counter(serial for serial, _ in changes)
     listed: dict[str, EntryLike] = {}
     for serial, changed_at in changes:  # oldest first: the last change of a serial wins
         row = current.get(serial)
-        listed[serial] = row if row is not None else Entry(serial, changed_at, "removeFromCRL")
+        if row is not None:
+            listed[serial] = row
+        elif serial not in gone or changed[serial] > 1:
+            listed[serial] = Entry(serial, changed_at, "removeFromCRL")
     return list(listed.values())
 
 

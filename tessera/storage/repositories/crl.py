@@ -154,10 +154,16 @@ class CRLRepository:
             return cast(func.floor(func.extract("epoch", moment)), BigInteger)
         return cast(func.strftime("%s", moment), Integer)
 
-    def changed_serials(self, ca_id: int, since: datetime) -> Sequence[tuple[str, datetime]]:
-        """Serials whose status changed since `since` (revoked, or released from hold)."""
+    def changed_serials(self, ca_id: int, since: datetime) -> Sequence[tuple[str, datetime, bool]]:
+        """Serials whose status changed since `since` (revoked, released from hold, or
+        deleted), and whether their certificate is still in the inventory."""
         query = (
-            select(StatusChange.serial_number, StatusChange.changed_at)
+            select(
+                StatusChange.serial_number,
+                StatusChange.changed_at,
+                Certificate.id.is_not(None),
+            )
+            .outerjoin(Certificate, Certificate.id == StatusChange.certificate_id)
             .where(StatusChange.ca_id == ca_id, StatusChange.changed_at >= since)
             .order_by(StatusChange.changed_at)
         )
