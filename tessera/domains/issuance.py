@@ -120,6 +120,8 @@ def signing_refusal(
     parties keep asking about (its CRLs keep coming as well)."""
     if ca.internal and not may_use_internal_ca:
         return "it is the internal CA, which signs only the server's own TLS certificate"
+    if ca.revoked_at is not None and not vouching:
+        return f"its certificate was revoked ({ca.revocation_reason})"
     if not ca.is_active and not vouching:
         return "it is disabled"
     if ca.encrypted_private_key is None:
@@ -150,16 +152,29 @@ def ca_chain(
 
 
 def issuer_chain(repos: Repositories, ca: models.CertificateAuthority) -> IssuerChain:
-    return IssuerChain(
-        tuple(_issuer_certificate(row.certificate_pem) for row in ca_chain(repos, ca))
-    )
+    return _chain_of(ca_chain(repos, ca))
+
+
+def _chain_of(rows: list[models.CertificateAuthority]) -> IssuerChain:
+    return IssuerChain(tuple(_issuer_certificate(row.certificate_pem) for row in rows))
 
 
 def chain_refusal(repos: Repositories, ca: models.CertificateAuthority) -> str | None:
-    """Why nothing `ca` signs would validate under the chain held here (a path length above
-    it spent, or the CA itself outside the name constraints above it), or None. Asked by the
-    settings that choose a CA, like `signing_refusal`, so such a CA is refused when chosen."""
-    return issuer_chain(repos, ca).broken()
+    """Why nothing `ca` signs would validate under the chain held here (a CA above it
+    revoked, a path length above it spent, or the CA itself outside the name constraints
+    above it), or None. Asked by the settings that choose a CA, like `signing_refusal`, so
+    such a CA is refused when chosen."""
+    rows = ca_chain(repos, ca)
+    return revoked_above(rows) or _chain_of(rows).broken()
+
+
+def revoked_above(chain: list[models.CertificateAuthority]) -> str | None:
+    """A CA above the first of `chain` whose certificate was revoked: relying parties refuse
+    every path through it."""
+    for row in chain[1:]:
+        if row.revoked_at is not None:
+            return f"CA {row.id} above it was revoked ({row.revocation_reason})"
+    return None
 
 
 def under_key_floor(ca: models.CertificateAuthority) -> bool:
@@ -184,7 +199,11 @@ class Issuance:
         if refusal is not None:
             raise PolicyViolation(f"CA {ca.id} cannot sign: {refusal}")
         assert ca.encrypted_private_key is not None  # a CA without its key was refused
-        certificate, *ancestors = self.issuer_chain(ca).certificates
+        rows = ca_chain(self.repos, ca)
+        above = None if self.vouching else revoked_above(rows)
+        if above is not None:
+            raise PolicyViolation(f"CA {ca.id} cannot sign: {above}")
+        certificate, *ancestors = _chain_of(rows).certificates
         return Issuer(
             certificate=certificate,
             key=self.keys.decrypt(ca.encrypted_private_key),

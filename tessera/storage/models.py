@@ -148,6 +148,9 @@ class CertificateAuthority(Base):
     internal: Mapped[bool] = mapped_column(Boolean, default=False)
     imported: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=_now)
+    # Set when its issuer (held here) revoked the CA's certificate (migration 0019).
+    revoked_at: Mapped[datetime | None]
+    revocation_reason: Mapped[str | None] = mapped_column(String(32))
 
 
 class Template(Base):

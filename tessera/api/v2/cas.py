@@ -11,7 +11,7 @@ from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import views
 from tessera.api.v2.envelope import download, ok, page_meta
 from tessera.api.v2.params import Page, PerPage, RowId
-from tessera.api.v2.schemas import CreateCA, IdList, UpdateCA
+from tessera.api.v2.schemas import CreateCA, IdList, RevokeCA, UpdateCA
 from tessera.api.v2.uploads import read_upload
 from tessera.core.names import SubjectFields
 from tessera.domains.actor import Actor
@@ -26,7 +26,7 @@ Deleter = Annotated[Actor, Depends(require("delete:cas"))]
 
 
 def _service(request: Request, session: UnitOfWork, actor: Actor) -> CAService:
-    return CAService(issuance(request, session, actor))
+    return CAService(issuance(request, session, actor), now(request))
 
 
 @router.get("")
@@ -133,6 +133,16 @@ def update_ca(
 def delete_ca(request: Request, ca_id: RowId, session: UnitOfWork, actor: Deleter) -> Response:
     _service(request, session, actor).delete(ca_id)
     return Response(status_code=204)
+
+
+@router.post("/{ca_id}/revoke")
+def revoke_ca(
+    request: Request, ca_id: RowId, body: RevokeCA, session: UnitOfWork, actor: Deleter
+) -> JSONResponse:
+    """Not in the seed: a subordinate CA's certificate revoked by its issuer held here."""
+    service = _service(request, session, actor)
+    ca = service.revoke(ca_id, body.reason)
+    return ok(views.ca_view(ca, service.certificate_count(ca.id)), "CA revoked")
 
 
 @router.get("/{ca_id}/certificates")

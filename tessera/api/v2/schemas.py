@@ -86,6 +86,10 @@ class Revoke(Strict):
     invalidity_date: datetime | None = None
 
 
+class RevokeCA(Strict):
+    reason: str | None = "unspecified"
+
+
 class BulkRevoke(IdList):
     reason: str | None = "unspecified"
 

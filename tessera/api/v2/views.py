@@ -48,6 +48,9 @@ def ca_view(ca: models.CertificateAuthority, certificates_count: int) -> dict[st
         "internal": ca.internal,
         "certificates_count": certificates_count,
         "created_at": iso(ca.created_at),
+        # not in the seed: set when its issuer here revoked it (POST /cas/{id}/revoke)
+        "revoked_at": iso(ca.revoked_at) if ca.revoked_at else None,
+        "revocation_reason": ca.revocation_reason,
     }
 
 

@@ -2,10 +2,12 @@
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from cryptography import x509
 
 from tessera.core import inspect
+from tessera.core.clock import utc_now
 from tessera.core.errors import Conflict, InvalidInput, NotFound, PolicyViolation
 from tessera.core.formats import (
     cert_der,
@@ -19,6 +21,7 @@ from tessera.core.formats import (
 from tessera.core.keys import PrivateKey, generate_private_key
 from tessera.core.names import SubjectFields
 from tessera.core.profile import CertificateRequest, key_to_generate
+from tessera.core.revocation import normalize_reason
 from tessera.domains import audit, bulk
 from tessera.domains.exports import Exported, bundle, export, safe_name, zipped
 from tessera.domains.issuance import Issuance, ca_chain, ca_row, core_template, find_template
@@ -46,10 +49,11 @@ class ImportedBundle:
 
 
 class CAService:
-    def __init__(self, issuance: Issuance) -> None:
+    def __init__(self, issuance: Issuance, now: datetime | None = None) -> None:
         self._issuance = issuance
         self._repos = issuance.repos
         self._actor = issuance.actor
+        self._now = now or utc_now()
 
     def get(self, ca_id: int) -> models.CertificateAuthority:
         ca = self._repos.cas.get(ca_id)
@@ -111,6 +115,8 @@ class CAService:
                 raise InvalidInput("name cannot be empty")
             ca.name = changes["name"] = name.strip()[:200]
         if is_active is not None:
+            if is_active and ca.revoked_at is not None:
+                raise Conflict(f"CA {ca.id} was revoked; a revoked CA is not enabled again")
             ca.is_active = changes["is_active"] = is_active
         audit.record(self._repos.audit, self._actor, "ca.update", "ca", ca.id, changes)
         return ca
@@ -127,10 +133,33 @@ class CAService:
         if self._repos.acme.settings().issuing_ca_id == ca.id:
             # The setting holds a bare id: SQLite may give it to the next CA created.
             raise Conflict(f"CA {ca.id} issues for ACME; choose another in the ACME settings first")
+        # A revoked CA stays revoked until it expires, row or not: its entry on its
+        # issuer's CRL (and OCSP answer) is kept, as a deleted certificate's is.
+        self._repos.crl.retain_ca(ca, self._now)
         self._repos.cas.delete(ca)
         audit.record(
             self._repos.audit, self._actor, "ca.delete", "ca", ca.id, {"subject": ca.subject}
         )
+
+    def revoke(self, ca_id: int, reason: str | None) -> models.CertificateAuthority:
+        """Its issuer, held here, revokes a subordinate CA's certificate (RFC 5280 5.3.1): the
+        issuer's CRLs list it and its OCSP answers say revoked. For good: a hold would let it
+        sign again, so certificateHold is refused (disabling pauses a CA). The CA signs no
+        more, nor does any CA below it (`issuance.revoked_above`)."""
+        ca = self.get(ca_id)
+        canonical = normalize_reason(reason)
+        if canonical in ("certificateHold", "removeFromCRL"):
+            raise InvalidInput(f"a CA is revoked for good; {canonical} does not apply (disable it)")
+        parent = self.get(ca.parent_id) if ca.parent_id is not None else None
+        if parent is None:
+            raise Conflict(f"CA {ca.id} has no issuer here to revoke it; disable or delete it")
+        if ca.revoked_at is not None:
+            raise Conflict(f"CA {ca.id} is already revoked")
+        ca.revoked_at, ca.revocation_reason, ca.is_active = self._now, canonical, False
+        self._repos.status_changes.record_ca(ca)
+        details = {"serial": ca.serial_number, "reason": canonical, "issuer_ca_id": parent.id}
+        audit.record(self._repos.audit, self._actor, "ca.revoke", "ca", ca.id, details)
+        return ca
 
     def bulk_delete(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
         result = bulk.each(self._repos.session, ids, self.delete)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    null,
     or_,
     select,
     update,
@@ -121,9 +122,10 @@ class CRLRepository:
 
     def revoked_entries(self, ca_id: int, at: datetime) -> Sequence[EntryRow]:
         """Every revoked, unexpired certificate of the CA, including retained entries of
-        deleted ones. Columns only, and the dates as epoch seconds computed by the database:
-        there may be a million rows, and parsing a million datetimes is slow. (The invalidity
-        date is NULL for almost every row, and the CRL index holds it, so it costs nothing.)"""
+        deleted ones and its revoked subordinate CAs. Columns only, and the dates as epoch
+        seconds computed by the database: there may be a million rows, and parsing a million
+        datetimes is slow. (The invalidity date is NULL for almost every row, and the CRL
+        index holds it, so it costs nothing.)"""
         revoked_at = func.coalesce(Certificate.revoked_at, Certificate.created_at)
         live = select(
             Certificate.serial_number,
@@ -142,10 +144,18 @@ class CRLRepository:
             RetainedCRLEntry.reason,
             self._epoch(RetainedCRLEntry.invalidity_date),
         ).where(RetainedCRLEntry.ca_id == ca_id, RetainedCRLEntry.not_after > at)
+        sub = CertificateAuthority
+        subordinates = select(
+            sub.serial_number,
+            self._epoch(sub.revoked_at),
+            sub.revocation_reason,
+            cast(null(), Integer),  # no invalidity date
+        ).where(sub.parent_id == ca_id, sub.revoked_at.is_not(None), sub.not_after > at)
         # Core rows (no ORM) through the session's connection: the cheapest way per row
         connection = self._session.connection()
         rows = list(connection.execute(live).all())
         rows.extend(connection.execute(retained).all())
+        rows.extend(connection.execute(subordinates).all())
         return rows  # Rows unpack like (serial, epoch, reason, epoch or None) tuples
 
     def _epoch(self, moment: ColumnElement[Any] | InstrumentedAttribute[Any]) -> ColumnElement[int]:
@@ -275,18 +285,35 @@ class CRLRepository:
 
     def retain(self, cert: Certificate, now: datetime) -> None:
         """Keep the CRL entry of a revoked certificate that is being deleted."""
-        if cert.ca_id is None or cert.status != "revoked" or cert.not_after <= now:
+        if cert.ca_id is None or cert.status != "revoked":
             return
-        self._session.execute(
-            insert(RetainedCRLEntry).values(
-                ca_id=cert.ca_id,
-                org_id=cert.org_id,
-                certificate_id=cert.id,
-                serial_number=cert.serial_number,
-                revoked_at=cert.revoked_at or now,
-                reason=cert.revocation_reason,
-                invalidity_date=cert.invalidity_date,
-                not_after=cert.not_after,
-                deleted_at=now,
-            )
-        )
+        entry = {
+            "ca_id": cert.ca_id,
+            "org_id": cert.org_id,
+            "certificate_id": cert.id,
+            "serial_number": cert.serial_number,
+            "revoked_at": cert.revoked_at or now,
+            "reason": cert.revocation_reason,
+            "invalidity_date": cert.invalidity_date,
+        }
+        self._keep(entry, cert.not_after, now)
+
+    def retain_ca(self, ca: CertificateAuthority, now: datetime) -> None:
+        """Keep the CRL entry of a revoked subordinate CA that is being deleted."""
+        if ca.parent_id is None or ca.revoked_at is None:
+            return
+        entry = {
+            "ca_id": ca.parent_id,
+            "org_id": ca.org_id,
+            "certificate_id": 0,  # a CA is no inventory row
+            "serial_number": ca.serial_number,
+            "revoked_at": ca.revoked_at,
+            "reason": ca.revocation_reason,
+            "invalidity_date": None,
+        }
+        self._keep(entry, ca.not_after, now)
+
+    def _keep(self, entry: dict[str, object], not_after: datetime, now: datetime) -> None:
+        if not_after > now:  # an expired certificate leaves CRLs anyway (RFC 5280 3.3)
+            values = {**entry, "not_after": not_after, "deleted_at": now}
+            self._session.execute(insert(RetainedCRLEntry).values(**values))

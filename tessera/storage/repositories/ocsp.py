@@ -63,13 +63,15 @@ class OCSPRepository:
         }
         missing = [serial for serial in wanted if serial not in found]
         if missing:
-            subordinates = select(CertificateAuthority.serial_number).where(
-                CertificateAuthority.org_id == org_id,
-                CertificateAuthority.parent_id == ca_id,
-                CertificateAuthority.serial_number.in_(missing),
+            sub = CertificateAuthority
+            subordinates = select(sub.serial_number, sub.revoked_at, sub.revocation_reason).where(
+                sub.org_id == org_id,
+                sub.parent_id == ca_id,
+                sub.serial_number.in_(missing),
             )
-            for serial in self._session.scalars(subordinates):
-                found[serial] = StoredStatus(serial, "active", None, None)
+            for serial, revoked_at, reason in self._session.execute(subordinates).tuples():
+                status = "active" if revoked_at is None else "revoked"
+                found[serial] = StoredStatus(serial, status, revoked_at, reason)
         missing = [serial for serial in missing if serial not in found]
         if missing:
             found.update(self._retained(ca_id, missing))

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from sqlalchemy import Row, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from tessera.storage.models import Certificate, StatusChange
+from tessera.storage.models import Certificate, CertificateAuthority, StatusChange
 
 # Built once: the OCSP responder of every process reads from here five times a second.
 _AFTER = (
@@ -29,6 +29,18 @@ class StatusChangeRepository:
                 ca_id=cert.ca_id,
                 certificate_id=cert.id,
                 serial_number=cert.serial_number,
+            )
+        )
+
+    def record_ca(self, ca: CertificateAuthority) -> None:
+        """A subordinate CA's certificate revoked: a change of its issuer's statuses. CAs are
+        no inventory rows, so no certificate id (0) goes with it."""
+        self._session.add(
+            StatusChange(
+                org_id=ca.org_id,
+                ca_id=ca.parent_id,
+                certificate_id=0,
+                serial_number=ca.serial_number,
             )
         )
 

@@ -1,0 +1,134 @@
+"""Revoking a subordinate CA (POST /api/v2/cas/{id}/revoke): its issuer's CRL lists it and
+its OCSP answers say revoked (checked with openssl as the relying party), it and every CA
+below it sign no more, and its entry outlives its deletion."""
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+
+from tests.e2e.helpers import API, create_intermediate, create_root, data, error, issue, unique
+from tests.e2e.test_crl import entry_reason, listed, pem_file, verify, wait_for_crl
+from tests.support import Server, admin_api_key, database, start_server, stop_server
+
+WAIT = 90.0  # seconds for OCSP to reflect a revocation (a bound, not a target)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    with database(request.param) as url:
+        env = {"TESSERA_CRL_DEBOUNCE_SECONDS": "1"}
+        running = start_server(tmp_path_factory.mktemp("carev") / "data", url, env=env)
+        try:
+            running.api_key = admin_api_key(running)
+            yield running
+        finally:
+            stop_server(running)
+
+
+def chain(api: httpx.Client, workdir: Path) -> dict[str, Any]:
+    """A root, an intermediate under it, a CA under that, and a leaf of the intermediate."""
+    root = create_root(api, unique("Revoking Root"))
+    inter = create_intermediate(api, root["id"], unique("Revoked Intermediate"))
+    below = create_intermediate(api, inter["id"], unique("Below Revoked"))
+    leaf = issue(api, inter["id"], f"{unique('leaf')}.example.com")
+    files = {}
+    for name, path in (("root", f"cas/{root['id']}"), ("inter", f"cas/{inter['id']}")):
+        files[name] = workdir / f"{name}.pem"
+        files[name].write_text(data(api.get(f"{API}/{path}"))["pem"])
+    files["leaf"] = workdir / "leaf.pem"
+    files["leaf"].write_text(data(api.get(f"{API}/certificates/{leaf['id']}"))["pem"])
+    return {"root": root, "inter": inter, "below": below, "leaf": leaf, "files": files}
+
+
+def ocsp_status(server: Server, issuer: Path, cert: Path) -> str:
+    url = f"{server.http_url}/ocsp"
+    args = ["openssl", "ocsp", "-url", url, "-issuer", str(issuer), "-CAfile", str(issuer)]
+    result = subprocess.run([*args, "-cert", str(cert)], capture_output=True, timeout=60)
+    out = (result.stdout + result.stderr).decode()
+    assert "Response verify OK" in out, out
+    return out
+
+
+def wait_for_ocsp(server: Server, issuer: Path, cert: Path, wanted: str) -> str:
+    deadline = time.monotonic() + WAIT
+    while True:
+        out = ocsp_status(server, issuer, cert)
+        if f"{cert}: {wanted}" in out:
+            return out
+        assert time.monotonic() < deadline, out
+        time.sleep(0.3)
+
+
+def test_a_revoked_intermediate_is_refused_by_relying_parties(
+    server: Server, tmp_path: Path
+) -> None:
+    with server.client() as api:
+        made = chain(api, tmp_path)
+        root, inter, files = made["root"], made["inter"], made["files"]
+        wait_for_ocsp(server, files["root"], files["inter"], "good")
+        revoked = data(api.post(f"{API}/cas/{inter['id']}/revoke", json={"reason": "caCompromise"}))
+        assert revoked["revocation_reason"] == "cACompromise" and revoked["revoked_at"]
+        assert revoked["is_active"] is False
+        # It signs no more, nor does the CA below it, and it is not enabled again.
+        refused = api.post(
+            f"{API}/certificates", json={"common_name": "x.test", "ca_id": inter["id"]}
+        )
+        assert "revoked" in error(refused, 422)
+        below = {"common_name": "y.test", "ca_id": made["below"]["id"]}
+        assert "above it was revoked" in error(api.post(f"{API}/certificates", json=below), 422)
+        again = api.patch(f"{API}/cas/{inter['id']}", json={"is_active": True})
+        assert "not enabled again" in error(again, 409)
+        assert "already revoked" in error(api.post(f"{API}/cas/{inter['id']}/revoke", json={}), 409)
+
+    out = wait_for_ocsp(server, files["root"], files["inter"], "revoked")
+    assert "Reason: cACompromise" in out, out
+    der, crl = wait_for_crl(server, root["refid"], listed(inter["serial_number"]))
+    assert entry_reason(crl, inter["serial_number"]) == x509.ReasonFlags.ca_compromise
+    root_crl = pem_file(tmp_path, "root-crl", der)
+    inter_der, _ = wait_for_crl(server, inter["refid"], lambda crl: True)
+    inter_crl = pem_file(tmp_path, "inter-crl", inter_der)
+    crls = ["-CRLfile", str(root_crl), "-CRLfile", str(inter_crl)]
+    trust = ["-CAfile", str(files["root"]), "-untrusted", str(files["inter"])]
+    status, text = verify("-crl_check_all", *crls, *trust, str(files["leaf"]))
+    assert status != 0 and "certificate revoked" in text, text
+
+
+def test_the_entry_outlives_the_deleted_ca(server: Server, tmp_path: Path) -> None:
+    with server.client() as api:
+        root = create_root(api, unique("Root of Deleted"))
+        inter = create_intermediate(api, root["id"], unique("Deleted Revoked CA"))
+        (tmp_path / "root.pem").write_text(data(api.get(f"{API}/cas/{root['id']}"))["pem"])
+        (tmp_path / "inter.pem").write_text(data(api.get(f"{API}/cas/{inter['id']}"))["pem"])
+        data(api.post(f"{API}/cas/{inter['id']}/revoke", json={"reason": "superseded"}))
+        assert api.delete(f"{API}/cas/{inter['id']}").status_code == 204
+    wait_for_ocsp(server, tmp_path / "root.pem", tmp_path / "inter.pem", "revoked")
+    _, crl = wait_for_crl(server, root["refid"], listed(inter["serial_number"]))
+    assert entry_reason(crl, inter["serial_number"]) == x509.ReasonFlags.superseded
+
+
+def test_what_cannot_be_revoked_is_refused_and_nothing_changes(server: Server) -> None:
+    with server.client() as api:
+        root = create_root(api, unique("Unrevocable Root"))
+        inter = create_intermediate(api, root["id"], unique("Held Intermediate"))
+        revoke = f"{API}/cas/{{}}/revoke"
+        assert "no issuer here" in error(api.post(revoke.format(root["id"]), json={}), 409)
+        hold = {"reason": "certificateHold"}
+        assert "for good" in error(api.post(revoke.format(inter["id"]), json=hold), 400)
+        unknown = {"reason": "bored"}
+        assert "unknown revocation reason" in error(
+            api.post(revoke.format(inter["id"]), json=unknown), 400
+        )
+        error(api.post(revoke.format(999999), json={}), 404)
+        shown = data(api.get(f"{API}/cas/{inter['id']}"))
+        assert shown["revoked_at"] is None and shown["is_active"] is True
+        issue(api, inter["id"], f"{unique('still')}.example.com")
+    with server.client(api_key="") as anonymous:
+        assert anonymous.post(revoke.format(inter["id"]), json={}).status_code == 401
