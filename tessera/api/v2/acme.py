@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tessera.api.deps import UnitOfWork, issuance, now, repositories, require, runtime
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok, page_meta
-from tessera.api.v2.params import Page, PerPage, QueryRowId, RowId
+from tessera.api.v2.params import Page, PerPage50, QueryRowId, RowId
 from tessera.api.v2.schemas import RowId as BodyRowId
 from tessera.core.errors import TesseraError
 from tessera.domains.acme.admin import AcmeAdmin
@@ -179,7 +179,7 @@ def stats(request: Request, session: UnitOfWork, actor: Reader) -> JSONResponse:
 
 @router.get("/accounts")
 def list_accounts(
-    session: UnitOfWork, actor: Reader, page: Page = 1, per_page: PerPage = 50
+    session: UnitOfWork, actor: Reader, page: Page = 1, per_page: PerPage50 = 50
 ) -> JSONResponse:
     repo = repositories(session, actor).acme
     rows, total = repo.accounts(page, per_page)
@@ -209,7 +209,7 @@ def list_orders(
     session: UnitOfWork,
     actor: Reader,
     page: Page = 1,
-    per_page: PerPage = 50,
+    per_page: PerPage50 = 50,
     status: Annotated[OrderStatus | Literal[""] | None, Query()] = None,
     account_id: QueryRowId = None,
 ) -> JSONResponse:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tessera.api.deps import UnitOfWork, now, repositories, require, runtime
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok, page_meta
-from tessera.api.v2.params import Page, PerPage, QueryRowId, RowId
+from tessera.api.v2.params import Page, PerPage50, QueryRowId, RowId
 from tessera.core.clock import as_utc, later
 from tessera.core.errors import InvalidInput
 from tessera.domains.actor import Actor
@@ -134,7 +134,7 @@ def list_logs(
     session: UnitOfWork,
     actor: Reader,
     page: Page = 1,
-    per_page: PerPage = 50,
+    per_page: PerPage50 = 50,
     username: Text = None,
     action: Text = None,
     success: bool | None = None,

@@ -10,7 +10,7 @@ from tessera.api.deps import UnitOfWork, issuance, now, require
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import views
 from tessera.api.v2.envelope import download, ok, page_meta
-from tessera.api.v2.params import Page, PerPage, RowId
+from tessera.api.v2.params import Page, PerPage20, PerPage50, RowId
 from tessera.api.v2.schemas import CreateCA, IdList, RevokeCA, UpdateCA
 from tessera.api.v2.uploads import read_upload
 from tessera.core.names import SubjectFields
@@ -31,7 +31,7 @@ def _service(request: Request, session: UnitOfWork, actor: Actor) -> CAService:
 
 @router.get("")
 def list_cas(
-    request: Request, session: UnitOfWork, actor: Reader, page: Page = 1, per_page: PerPage = 20
+    request: Request, session: UnitOfWork, actor: Reader, page: Page = 1, per_page: PerPage20 = 20
 ) -> JSONResponse:
     rows, total, counts = _service(request, session, actor).listing(page, per_page)
     data = [views.ca_view(r, counts.get(r.id, 0)) for r in rows]
@@ -153,7 +153,7 @@ def ca_certificates(
     actor: Reader,
     status: str | None = None,
     page: Page = 1,
-    per_page: PerPage = 50,
+    per_page: PerPage50 = 50,
 ) -> JSONResponse:
     moment = now(request)
     service = CertificateService(issuance(request, session, actor), moment)

@@ -11,7 +11,7 @@ from tessera.api.deps import UnitOfWork, commit_before_answering, issuance, now,
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import views
 from tessera.api.v2.envelope import bulk_answer, download, ok, page_meta
-from tessera.api.v2.params import MAX_ROW_ID, Page, PerPage, QueryRowId, RowId
+from tessera.api.v2.params import MAX_ROW_ID, Page, PerPage50, QueryRowId, RowId
 from tessera.api.v2.schemas import (
     BulkExport,
     BulkRenew,
@@ -58,7 +58,7 @@ def list_certificates(
     ca_id: QueryRowId = None,
     search: Annotated[str | None, Query(max_length=200)] = None,
     page: Page = 1,
-    per_page: PerPage = 50,
+    per_page: PerPage50 = 50,
 ) -> JSONResponse:
     service = _service(request, session, actor)
     filters = CertificateFilter(status=status or None, ca_id=ca_id, search=search or None)

@@ -10,7 +10,7 @@ from tessera.api.deps import UnitOfWork, issuance, now, require
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import views
 from tessera.api.v2.envelope import bulk_answer, download, ok, page_meta
-from tessera.api.v2.params import Page, PerPage, RowId
+from tessera.api.v2.params import Page, PerPage20, RowId
 from tessera.api.v2.schemas import (
     AttachCSRKey,
     BulkSignCSRs,
@@ -53,7 +53,7 @@ def list_csrs(
     actor: Reader,
     status: str | None = None,
     page: Page = 1,
-    per_page: PerPage = 20,
+    per_page: PerPage20 = 20,
 ) -> JSONResponse:
     rows, total = _service(request, session, actor).listing(status or None, page, per_page)
     return ok([views.csr_view(r) for r in rows], meta=page_meta(page, per_page, total))
@@ -94,7 +94,7 @@ async def import_csr(request: Request, session: UnitOfWork, actor: Writer) -> JS
 
 @router.get("/history")
 def history(
-    request: Request, session: UnitOfWork, actor: Reader, page: Page = 1, per_page: PerPage = 20
+    request: Request, session: UnitOfWork, actor: Reader, page: Page = 1, per_page: PerPage20 = 20
 ) -> JSONResponse:
     rows, total = _service(request, session, actor).history(page, per_page)
     return ok([views.csr_view(r) for r in rows], meta=page_meta(page, per_page, total))

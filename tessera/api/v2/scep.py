@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from tessera.api.deps import UnitOfWork, issuance, now, require, runtime
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok, page_meta
-from tessera.api.v2.params import Page, PerPage, RowId
+from tessera.api.v2.params import Page, PerPage20, RowId
 from tessera.api.v2.schemas import Strict
 from tessera.core.errors import NotFound
 from tessera.domains.actor import Actor
@@ -173,7 +173,7 @@ def list_requests(
     actor: Reader,
     status: str | None = None,
     page: Page = 1,
-    per_page: PerPage = 20,
+    per_page: PerPage20 = 20,
 ) -> JSONResponse:
     service = EnrollmentService(issuance(request, session, actor), now(request))
     rows, total = service.listing(status or None, page, per_page)

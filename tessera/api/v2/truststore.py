@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from tessera.api.deps import UnitOfWork, now, repositories, require
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok, page_meta
-from tessera.api.v2.params import Page, PerPage, RowId
+from tessera.api.v2.params import Page, PerPage50, RowId
 from tessera.api.v2.schemas import AddTrustedCertificate
 from tessera.api.v2.uploads import read_upload
 from tessera.api.v2.views import serial
@@ -73,7 +73,7 @@ def list_trusted(
     actor: Reader,
     source: Annotated[str | None, Query(max_length=16)] = None,
     page: Page = 1,
-    per_page: PerPage = 50,
+    per_page: PerPage50 = 50,
 ) -> JSONResponse:
     rows, total = _service(request, session, actor).listing(page, per_page, source or None)
     moment = now(request)
