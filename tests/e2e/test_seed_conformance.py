@@ -51,3 +51,22 @@ def test_empty_query_parameters_are_not_sent(
     rows_empty, meta_empty = _listing(api, url, empty)
     assert meta == meta_empty == {"page": 1, "per_page": default_per_page, "total": meta["total"]}
     assert rows_empty == rows
+
+
+# --- bulk operations -----------------------------------------------------------------------------
+
+UNKNOWN_ID = 2_000_000_000
+
+
+@pytest.mark.parametrize("kind", ["cas", "certificates", "csrs", "templates"])
+def test_bulk_delete_says_why_each_id_failed(api: httpx.Client, kind: str) -> None:
+    """Every bulk delete answers the seed's {"success", "failed"} with the same `errors`
+    beside it: one reason per failed id, and a message."""
+    response = api.post(f"{API}/{kind}/bulk/delete", json={"ids": [UNKNOWN_ID]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"data", "message"} and isinstance(body["message"], str)
+    assert set(body["data"]) == {"success", "failed", "errors"}, body
+    assert body["data"]["success"] == [] and body["data"]["failed"] == [UNKNOWN_ID]
+    [reason] = body["data"]["errors"]
+    assert reason["id"] == UNKNOWN_ID and "not found" in reason["error"], reason

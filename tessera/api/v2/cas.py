@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from tessera.api.deps import UnitOfWork, issuance, now, require
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import views
-from tessera.api.v2.envelope import download, ok, page_meta
+from tessera.api.v2.envelope import bulk_answer, download, ok, page_meta
 from tessera.api.v2.params import Page, PerPage20, PerPage50, RowId
 from tessera.api.v2.schemas import CreateCA, IdList, RevokeCA, UpdateCA
 from tessera.api.v2.uploads import read_upload
@@ -103,8 +103,8 @@ async def import_ca(request: Request, session: UnitOfWork, actor: Writer) -> JSO
 def bulk_delete(
     request: Request, body: IdList, session: UnitOfWork, actor: Deleter
 ) -> JSONResponse:
-    done, failed = _service(request, session, actor).bulk_delete(body.ids)
-    return ok({"success": done, "failed": failed})
+    result = _service(request, session, actor).bulk_delete(body.ids)
+    return bulk_answer(result, f"{len(result.success)} CAs deleted")
 
 
 @router.post("/bulk/export")

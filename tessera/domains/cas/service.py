@@ -161,9 +161,8 @@ class CAService:
         audit.record(self._repos.audit, self._actor, "ca.revoke", "ca", ca.id, details)
         return ca
 
-    def bulk_delete(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
-        result = bulk.each(self._repos.session, ids, self.delete)
-        return result.success, result.failed
+    def bulk_delete(self, ids: Sequence[int]) -> bulk.BulkResult:
+        return bulk.each(self._repos.session, ids, self.delete)
 
     def chain(self, ca: models.CertificateAuthority) -> list[models.CertificateAuthority]:
         """The CA and its parents up to the root, nearest first."""
