@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.helpers import API, create_root, data, issue, unique
+from tests.e2e.helpers import API, create_root, data, error, issue, unique
 from tests.support import Server
 
 
@@ -70,3 +70,48 @@ def test_bulk_delete_says_why_each_id_failed(api: httpx.Client, kind: str) -> No
     assert body["data"]["success"] == [] and body["data"]["failed"] == [UNKNOWN_ID]
     [reason] = body["data"]["errors"]
     assert reason["id"] == UNKNOWN_ID and "not found" in reason["error"], reason
+
+
+# --- integers ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/certificates/bulk/revoke", {"ids": [True], "reason": "superseded"}, "ids.0"),
+        ("/certificates/bulk/delete", {"ids": [True]}, "ids.0"),
+        ("/cas/bulk/delete", {"ids": [True]}, "ids.0"),
+        ("/templates/bulk/delete", {"ids": [True]}, "ids.0"),
+        ("/csrs/bulk/sign", {"ids": [1], "ca_id": True}, "ca_id"),
+        (
+            "/certificates",
+            {"common_name": "t.example.com", "ca_id": "ROOT", "validity_days": True},
+            "validity_days",
+        ),
+        ("/certificates", {"common_name": "t.example.com", "ca_id": True}, "ca_id"),
+        ("/cas", {"common_name": "Seed Bool CA", "key_size": True}, "key_size"),
+        ("/certificates/CERT/renew", {"validity_days": True}, "validity_days"),
+    ],
+)
+def test_true_is_no_integer(
+    api: httpx.Client, root: dict[str, Any], path: str, body: dict[str, Any], field: str
+) -> None:
+    """The seed's ids, days and sizes are integers. JSON true was read as 1: {"ids": [true]}
+    revoked or deleted row 1 (the server's own TLS certificate, the first template), and
+    validity_days true issued a one-day certificate. Now a 422 naming the field, and nothing
+    written."""
+    cert = issue(api, root["id"], unique("kept") + ".example.com")
+    body = {k: root["id"] if v == "ROOT" else v for k, v in body.items()}
+    before = (_everything(api), data(api.get(f"{API}/certificates/stats")))
+    response = api.post(API + path.replace("CERT", str(cert["id"])), json=body)
+    assert field in error(response, 422)
+    assert (_everything(api), data(api.get(f"{API}/certificates/stats"))) == before
+
+
+def _everything(api: httpx.Client) -> list[tuple[str, int]]:
+    """The ids of every CA, template and CSR, and the status of every certificate."""
+    rows = [("ca", c["id"]) for c in data(api.get(f"{API}/cas", params={"per_page": 100}))]
+    rows += [("template", t["id"]) for t in data(api.get(f"{API}/templates"))]
+    rows += [("csr", c["id"]) for c in data(api.get(f"{API}/csrs", params={"per_page": 100}))]
+    certs = data(api.get(f"{API}/certificates", params={"per_page": 100}))
+    return rows + [(c["status"], c["id"]) for c in certs]

@@ -3,10 +3,28 @@
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+)
 
+
+def _not_a_boolean(value: object) -> object:
+    """Pydantic reads JSON true and false as the integers 1 and 0, so {"ids": [true]} acted on
+    row 1 and "validity_days": true meant one day. A number may still come as text ("42")."""
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not true or false")
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_not_a_boolean)]
 # Row ids are INTEGER columns: a larger number cannot name a row, and the drivers fail on it.
-RowId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+RowId = Annotated[Integer, Field(ge=1, le=2**31 - 1)]
 
 
 class Strict(BaseModel):
@@ -34,12 +52,12 @@ class SubjectIn(Strict):
 
 class CreateCA(SubjectIn):
     name: str | None = Field(None, max_length=200)
-    key_size: int | None = None
+    key_size: Integer | None = None
     key_algorithm: str | None = Field(None, description="RSA, EC or Ed25519")
-    validity_days: int | None = Field(None, ge=1, le=36500)
+    validity_days: Integer | None = Field(None, ge=1, le=36500)
     ca_type: Literal["root", "intermediate"] = "root"
     parent_id: RowId | None = None
-    path_length: int | None = Field(None, ge=0, le=10)
+    path_length: Integer | None = Field(None, ge=0, le=10)
     # Not in the seed's example: a CA template (basic_constraints.ca) applied as for a leaf.
     template_id: RowId | None = None
 
@@ -57,8 +75,8 @@ class IssueCertificate(Strict):
     common_name: str | None = Field(None, min_length=1, max_length=64)
     ca_id: RowId
     template_id: RowId | None = None
-    validity_days: int | None = Field(None, ge=1, le=36500)
-    key_size: int | None = None
+    validity_days: Integer | None = Field(None, ge=1, le=36500)
+    key_size: Integer | None = None
     key_algorithm: str | None = None
     san: list[str] = Field(default_factory=list, max_length=100)
     key_usage: list[str] | None = None
@@ -73,7 +91,7 @@ class IssueCertificate(Strict):
 
 
 class Renew(Strict):
-    validity_days: int | None = Field(None, ge=1, le=36500)
+    validity_days: Integer | None = Field(None, ge=1, le=36500)
     # Not in the seed's example, but bulk renew's: the CA to renew under (needed for an
     # imported certificate, which has none here), else the one that issued it.
     ca_id: RowId | None = None
@@ -120,7 +138,7 @@ class AuthMethodsQuery(Strict):
 
 class CreateApiKey(Strict):
     name: str = Field(min_length=1, max_length=200)
-    expires_days: int | None = None
+    expires_days: Integer | None = None
     permissions: list[str] | None = None
 
 
@@ -156,13 +174,13 @@ class UploadCSR(Strict):
 
 class SignCSR(Strict):
     ca_id: RowId
-    validity_days: int | None = Field(None, ge=1, le=36500)
+    validity_days: Integer | None = Field(None, ge=1, le=36500)
     template_id: RowId | None = None
 
 
 class BulkSignCSRs(IdList):
     ca_id: RowId
-    validity_days: int | None = Field(None, ge=1, le=36500)
+    validity_days: Integer | None = Field(None, ge=1, le=36500)
     template_id: RowId | None = None
 
 
@@ -239,7 +257,7 @@ class SmartImport(Strict):
 
 class CheckSSL(Strict):
     hostname: str = Field(min_length=1, max_length=255)
-    port: int = Field(443, ge=1, le=65535)
+    port: Integer = Field(443, ge=1, le=65535)
 
 
 class DecodePem(Strict):
