@@ -9,6 +9,7 @@ import pytest
 
 from tests.e2e.helpers import API, create_root, data, error, issue, unique
 from tests.support import Server
+from tests.tools import openssl
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +116,29 @@ def _everything(api: httpx.Client) -> list[tuple[str, int]]:
     rows += [("csr", c["id"]) for c in data(api.get(f"{API}/csrs", params={"per_page": 100}))]
     certs = data(api.get(f"{API}/certificates", params={"per_page": 100}))
     return rows + [(c["status"], c["id"]) for c in certs]
+
+
+# --- serial numbers ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("serial", "shown"), [("0x2A", "0x2A"), ("-0x1F", "-0x1F")])
+def test_serial_number_is_written_as_the_seed_does(
+    api: httpx.Client, serial: str, shown: str
+) -> None:
+    """`0x` and upper-case hex, no leading zeros; an imported negative serial (RFC 5280
+    forbids them, some certificates have them) is signed hex, -0x1F, not 0x-1F."""
+    made = openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "/dev/null", "-subj", f"/CN={unique('serial')}.example.com",
+        "-addext", "basicConstraints=critical,CA:FALSE", "-set_serial", serial, "-days", "5",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    imported = data(
+        api.post(f"{API}/certificates/import", json={"certificate": made.stdout.decode()}), 201
+    )
+    listed = data(api.get(f"{API}/certificates", params={"search": imported["common_name"]}))
+    details = data(api.get(f"{API}/certificates/{imported['id']}"))
+    assert (
+        imported["serial_number"] == listed[0]["serial_number"] == details["serial_number"] == shown
+    )
+    assert int(shown, 16) == int(serial, 16)

@@ -10,7 +10,11 @@ from tessera.storage import models
 
 
 def serial(hex_serial: str) -> str:
-    return f"0x{hex_serial}"
+    """As the seed writes it: `0x2A`. A negative serial (RFC 5280 forbids them; imported
+    certificates carry some) is `-0x2A`, which reads back as a signed hexadecimal number
+    (Python's `int(s, 16)`, JavaScript's `parseInt`), where `0x-2A` read as nothing."""
+    sign, digits = ("-", hex_serial[1:]) if hex_serial.startswith("-") else ("", hex_serial)
+    return f"{sign}0x{digits}"
 
 
 # The seed (UCM) spells one reason differently from RFC 5280, which the core stores and CRLs and
