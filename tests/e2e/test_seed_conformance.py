@@ -142,3 +142,94 @@ def test_serial_number_is_written_as_the_seed_does(
         imported["serial_number"] == listed[0]["serial_number"] == details["serial_number"] == shown
     )
     assert int(shown, 16) == int(serial, 16)
+
+
+# --- the seed's own examples ---------------------------------------------------------------------
+
+SEED_CA = {
+    "common_name": "My Root CA",
+    "organization": "My Company",
+    "country": "US",
+    "state": "California",
+    "locality": "San Francisco",
+    "key_size": 4096,
+    "validity_days": 3650,
+    "ca_type": "root",
+    "key_algorithm": "RSA",
+}
+CA_FIELDS = {
+    "id": int,
+    "name": str,
+    "common_name": str,
+    "ca_type": str,
+    "serial_number": str,
+    "valid_from": str,
+    "valid_until": str,
+    "key_size": int,
+    "signature_algorithm": str,
+    "is_active": bool,
+    "certificates_count": int,
+}
+ISSUED_FIELDS = {
+    "id": int,
+    "serial_number": str,
+    "common_name": str,
+    "status": str,
+    "valid_from": str,
+    "valid_until": str,
+    "private_key_available": bool,
+}
+
+
+def _typed(row: dict[str, Any], fields: dict[str, type]) -> None:
+    for name, kind in fields.items():
+        assert type(row[name]) is kind, (name, row[name])
+    for name in ("valid_from", "valid_until"):
+        if name in row:
+            assert len(row[name]) == 20 and row[name].endswith("Z"), row[name]
+    if "serial_number" in row:
+        assert row["serial_number"].startswith("0x") and int(row["serial_number"], 16) > 0
+
+
+def test_seed_ca_and_certificate_examples(api: httpx.Client) -> None:
+    """Create root and intermediate, list, tree and issue with the seed's bodies; the answers
+    carry the seed's fields with the seed's types."""
+    body = {**SEED_CA, "common_name": unique("My Root CA")}
+    root = data(api.post(f"{API}/cas", json=body), 201)
+    intermediate_body = {
+        "common_name": unique("My Intermediate CA"),
+        "parent_id": root["id"],
+        "ca_type": "intermediate",
+        "validity_days": 1825,
+        "key_size": 4096,
+    }
+    intermediate = data(api.post(f"{API}/cas", json=intermediate_body), 201)
+    assert (root["ca_type"], intermediate["ca_type"]) == ("root", "intermediate")
+    listing = api.get(f"{API}/cas", params={"page": 1, "per_page": 20})
+    assert set(listing.json()) == {"data", "meta"}
+    assert set(listing.json()["meta"]) == {"page", "per_page", "total"}
+    mine = [c for c in data(listing) if c["id"] in (root["id"], intermediate["id"])]
+    assert len(mine) == 2
+    for row in mine:
+        _typed(row, CA_FIELDS)
+    [node] = [n for n in data(api.get(f"{API}/cas/tree")) if n["id"] == root["id"]]
+    [child] = node["children"]
+    assert (child["id"], child["parent_id"], child["children"]) == (
+        intermediate["id"],
+        root["id"],
+        [],
+    )
+    issue_body = {
+        "common_name": "server.example.com",
+        "ca_id": intermediate["id"],
+        "validity_days": 365,
+        "key_size": 2048,
+        "san": ["dns:server.example.com", "dns:www.example.com", "ip:192.168.1.10"],
+        "key_usage": ["digitalSignature", "keyEncipherment"],
+        "extended_key_usage": ["serverAuth", "clientAuth"],
+    }
+    issued = api.post(f"{API}/certificates", json=issue_body)
+    assert issued.json()["message"] == "Certificate issued successfully"
+    cert = data(issued, 201)
+    _typed(cert, ISSUED_FIELDS)
+    assert (cert["status"], cert["private_key_available"]) == ("active", True)
