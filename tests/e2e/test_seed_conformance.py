@@ -109,6 +109,28 @@ def test_true_is_no_integer(
     assert (_everything(api), data(api.get(f"{API}/certificates/stats"))) == before
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/acme/settings", {"validity_days": True}, "validity_days"),
+        ("/scep/config", {"challenge_validity": True}, "challenge_validity"),
+        ("/system/audit/retention", {"retention_days": True}, "retention_days"),
+        ("/system/audit/syslog", {"port": True}, "port"),
+        ("/system/audit/cleanup", {"retention_days": True}, "retention_days"),
+    ],
+)
+def test_true_is_no_integer_in_settings(
+    api: httpx.Client, path: str, body: dict[str, Any], field: str
+) -> None:
+    """The same for settings: retention_days true was one day of audit history kept."""
+    method = "PUT" if path.endswith(("retention", "syslog")) else "POST"
+    method = "PATCH" if path.endswith(("settings", "config")) else method
+    readable = path if method != "POST" else "/system/audit/retention"
+    before = data(api.get(API + readable))
+    assert field in error(api.request(method, API + path, json=body), 422)
+    assert data(api.get(API + readable)) == before
+
+
 def _everything(api: httpx.Client) -> list[tuple[str, int]]:
     """The ids of every CA, template and CSR, and the status of every certificate."""
     rows = [("ca", c["id"]) for c in data(api.get(f"{API}/cas", params={"per_page": 100}))]

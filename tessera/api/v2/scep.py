@@ -12,7 +12,7 @@ from tessera.api.deps import UnitOfWork, issuance, now, require, runtime
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok, page_meta
 from tessera.api.v2.params import Page, PerPage20, RowId
-from tessera.api.v2.schemas import Strict
+from tessera.api.v2.schemas import Integer, Strict
 from tessera.core.errors import NotFound
 from tessera.domains.actor import Actor
 from tessera.domains.identity.permissions import grants
@@ -44,7 +44,7 @@ class ScepConfigIn(Strict):
     ca_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     ca_ident: str | None = Field(None, max_length=200)
     auto_approve: bool | None = None
-    challenge_validity: int | None = Field(None, ge=1, le=8760, description="hours")
+    challenge_validity: Integer | None = Field(None, ge=1, le=8760, description="hours")
     challenge_type: Literal["static", "dynamic"] | None = None
     queue_without_challenge: bool | None = Field(
         None, description="queue requests without a valid challenge for approval"
