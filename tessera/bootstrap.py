@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
@@ -177,6 +177,7 @@ def _ensure_tls(runtime: Runtime, repos: Repositories, settings: Settings) -> TL
         and files.key.exists()
         and rewrap_tls_key(files.key, runtime.keys.ring)
         and _still_good(files, names, runtime)
+        and _still_listed(files, repos)
     ):
         return files
     issuance = Issuance(
@@ -246,6 +247,15 @@ def _still_good(files: TLSFiles, names: list[str], runtime: Runtime) -> bool:
     present = {str(v) for v in sans.get_values_for_type(x509.DNSName)}
     present |= {str(v) for v in sans.get_values_for_type(x509.IPAddress)}
     return all(_normal(n) in present for n in names)
+
+
+def _still_listed(files: TLSFiles, repos: Repositories) -> bool:
+    """The inventory still holds the certificate, unrevoked: an administrator who revoked it
+    (its key leaked) or deleted it gets a new one at the next start, as relying parties
+    that check its status would refuse it."""
+    cert = load_certificate(files.cert.read_bytes())
+    row = repos.certificates.by_fingerprint(cert.fingerprint(hashes.SHA256()).hex())
+    return row is not None and row.status != "revoked"
 
 
 def _normal(name: str) -> str:

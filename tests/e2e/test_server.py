@@ -29,7 +29,7 @@ from tests.e2e.helpers import (
     issue,
     unique,
 )
-from tests.support import Server
+from tests.support import Server, admin_api_key, database, start_server, stop_server
 from tests.tools import openssl, openssl_verify
 
 HEALTH_BASES = ["/api/v2/health", "/api/health", "/health"]
@@ -215,6 +215,42 @@ def test_tls_certificate_comes_from_the_internal_ca(
     assert cert_of(shown["pem"]) == served
     under_ca = data(api.get(f"{API}/cas/{ca['id']}/certificates"))
     assert row["id"] in {c["id"] for c in under_ca}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("action", ["revoke", "delete"])
+def test_a_revoked_or_deleted_tls_certificate_is_replaced_at_the_next_start(
+    backend: str, action: str, tmp_path: Path
+) -> None:
+    """Its key leaked, an administrator revokes the server's own certificate (or removes it
+    from the inventory): the next start must not serve it again."""
+    folder = tmp_path / "data"
+    with database(backend) as url:
+        running = start_server(folder, url)
+        try:
+            running.api_key = admin_api_key(running)
+            old = peer_certificate(running)
+            with running.client() as api:
+                listed = data(api.get(f"{API}/certificates", params={"search": "localhost"}))
+                [row] = [c for c in listed if c["serial_number"] == f"0x{old.serial_number:X}"]
+                if action == "revoke":
+                    body = {"reason": "keyCompromise"}
+                    data(api.post(f"{API}/certificates/{row['id']}/revoke", json=body))
+                else:
+                    assert api.delete(f"{API}/certificates/{row['id']}").status_code == 204
+        finally:
+            stop_server(running)
+        running = start_server(folder, url)
+        try:
+            new = peer_certificate(running)
+            assert new.serial_number != old.serial_number
+            assert new.public_key() != old.public_key()
+            running.api_key = admin_api_key(running)
+            with running.client() as api:
+                shown = data(api.get(f"{API}/certificates", params={"search": "localhost"}))
+                assert f"0x{new.serial_number:X}" in {c["serial_number"] for c in shown}
+        finally:
+            stop_server(running)
 
 
 # Publication URLs and serials
