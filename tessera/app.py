@@ -135,6 +135,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     include(app, system_security.router, prefix="/api/v2")
     system_security.install_jobs(rt)
     headers.install_body_limit(app, settings)
+    acme_protocol.install_headers(app)
     limiter = ratelimit.install(app, rt)
     headers.install(app, settings)
     app.state.scep_lane = scep_protocol.public_lane(app, rt, limiter)
@@ -151,7 +152,8 @@ class RejectNul:
         if scope["type"] == "http" and (
             "\x00" in scope["path"] or b"%00" in scope["query_string"].upper()
         ):
-            response = errors.v2_error(400, "NUL characters are not allowed in URLs")
+            message = "NUL characters are not allowed in URLs"
+            response = headers.dialect_error(scope["path"], 400, message)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -8,11 +8,12 @@ import ipaddress
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from tessera.core.names import is_ip_address
+from tests.e2e.accounts_helpers import db
 from tests.e2e.helpers import API, create_root, data, unique
 from tests.support import Server, admin_api_key, free_port, start_server, stop_server
 
@@ -389,3 +391,77 @@ def csr_for(*names: str, key: Any = None, cn: str | None = None) -> tuple[str, A
         .sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
     )
     return b64(csr.public_bytes(serialization.Encoding.DER)), key
+
+
+# --- the server's storage failing under it ----------------------------------------------
+
+
+@contextmanager
+def table_away(env: AcmeEnv, table: str) -> Iterator[None]:
+    """The server's table renamed for the duration: its statements on it fail as a broken
+    database would make them fail, without anything in the product built for the test."""
+    db(env.server, f"ALTER TABLE {table} RENAME TO {table}_away")
+    try:
+        yield
+    finally:
+        db(env.server, f"ALTER TABLE {table}_away RENAME TO {table}")
+
+
+@contextmanager
+def nonce_store_away(env: AcmeEnv) -> Iterator[None]:
+    """Where the server keeps its nonces (SQLite: a file of its own; PostgreSQL: a table),
+    out of its reach for the duration."""
+    if env.server.database_url is not None:
+        with table_away(env, "acme_nonces"):
+            yield
+        return
+    path = env.server.data_dir / "tessera.db.acme-nonces"
+    with closing(sqlite3.connect(path, timeout=30)) as conn:
+        conn.execute("ALTER TABLE nonces RENAME TO nonces_away")
+        try:
+            yield
+        finally:
+            conn.execute("ALTER TABLE nonces_away RENAME TO nonces")
+
+
+@contextmanager
+def nonces_refused(env: AcmeEnv) -> Iterator[None]:
+    """The nonce store refusing new nonces (every INSERT fails, as on a full disk) while
+    those it holds can still be spent: a trigger where the server keeps its nonces."""
+    if env.server.database_url is not None:
+        refuse = "BEGIN RAISE EXCEPTION 'nonce store refuses new nonces'; END"
+        db(
+            env.server,
+            f"CREATE FUNCTION refuse_nonces() RETURNS trigger LANGUAGE plpgsql AS $$ {refuse} $$",
+        )
+        db(
+            env.server,
+            "CREATE TRIGGER refuse_nonces BEFORE INSERT ON acme_nonces"
+            " FOR EACH STATEMENT EXECUTE FUNCTION refuse_nonces()",
+        )
+        try:
+            yield
+        finally:
+            db(env.server, "DROP TRIGGER refuse_nonces ON acme_nonces")
+            db(env.server, "DROP FUNCTION refuse_nonces()")
+        return
+    path = env.server.data_dir / "tessera.db.acme-nonces"
+    with closing(sqlite3.connect(path, timeout=30)) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse_nonces BEFORE INSERT ON nonces"
+            " BEGIN SELECT RAISE(ABORT, 'nonce store refuses new nonces'); END"
+        )
+        try:
+            yield
+        finally:
+            conn.execute("DROP TRIGGER refuse_nonces")
+
+
+def drain_nonces(env: AcmeEnv) -> None:
+    """new-nonce asked until the server's batch of stored nonces is spent and it must store
+    a new one (which a refusing store makes it fail to do)."""
+    with httpx.Client(verify=env.server.ssl_context(), timeout=60) as http:
+        for _ in range(100):
+            if not http.head(f"{env.server.url}/acme/new-nonce").headers.get("replay-nonce"):
+                return
+    raise AssertionError("new-nonce never ran out of stored nonces")

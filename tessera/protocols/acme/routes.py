@@ -47,10 +47,10 @@ ORDERS_PAGE = 100  # orders per page of an account's orders list
 
 def install(app: FastAPI, rt: Runtime) -> None:
     """Wire the ACME server: routes (the signed ones also through the lane, ahead of
-    FastAPI's routing), response headers, and its background jobs."""
+    FastAPI's routing) and its background jobs; the response headers come with
+    `install_headers`."""
     include(app, router)
     app.add_middleware(AcmeLane, routes=_lane_routes())
-    app.add_middleware(AcmeHeaders)
     settings = rt.settings
     config = ValidationConfig.parse(
         settings.acme_dns_servers,
@@ -66,6 +66,13 @@ def install(app: FastAPI, rt: Runtime) -> None:
     rt.jobs.every(CLEANUP_JOB, 300.0, worker.cleanup)
     if rt.acme_nonces is not None:
         rt.jobs.every(NONCE_PURGE_JOB, 300.0, partial(purge_nonces, rt))
+
+
+def install_headers(app: FastAPI) -> None:
+    """The ACME response headers, outside the middlewares that answer on their own (body
+    limit, UTF-8 check), so that their answers under /acme/ carry them too; inside the rate
+    limiter, whose refusals cost no nonce (docs/acme.md)."""
+    app.add_middleware(AcmeHeaders)
 
 
 def _hand_over(request: Request, challenge_id: int) -> None:

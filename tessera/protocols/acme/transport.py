@@ -1,26 +1,31 @@
 """What every ACME request and response shares: the body limit and media type, nonces,
 the JWS checks of RFC 8555 6.2-6.5, and the Replay-Nonce / Link / Cache-Control headers."""
 
+import logging
 import secrets
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from fastapi import Request
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tessera.api.deps import commit_before_answering
+from tessera.api.deps import answer_error, commit_before_answering
 from tessera.protocols.acme import jws
 from tessera.protocols.acme.problems import (
     AcmeProblem,
     bad_nonce,
     inactive_account,
     malformed,
+    problem_response,
     unauthorized,
 )
 from tessera.protocols.body import read_body
@@ -30,9 +35,16 @@ from tessera.storage.repositories import Repositories
 from tessera.storage.repositories.acme import AcmeNonceRepository
 
 PREFIX = "/acme"
+NEW_NONCE = PREFIX + "/new-nonce"
 MAX_BODY = 64 * 1024
 NONCE_TTL = timedelta(hours=1)
 JOSE = "application/jose+json"
+# What the nonce stores raise when they are down: the SQLite deployment's nonce file, the
+# database, Redis.
+NONCE_STORE_ERRORS = (sqlite3.Error, SQLAlchemyError, RedisError)
+NONCE_RETRY_AFTER = "5"  # seconds; a batch is stored again on the next request
+
+log = logging.getLogger("tessera.acme")
 
 
 def base_url(rt: Runtime) -> str:
@@ -272,7 +284,18 @@ def by_jwk(signed: jws.Jws) -> dict[str, object]:
 
 class AcmeHeaders:
     """Every /acme/ response, errors included, carries a fresh nonce and the index link
-    (RFC 8555 6.5 and 7.1) and is never cached."""
+    (RFC 8555 6.5 and 7.1) and is never cached.
+
+    When no nonce can be had (the nonce store is down), a response goes out without one:
+    the request's work may have committed already (an order created, a certificate issued),
+    and a 500 would tell the client it failed. RFC 8555 6.5 asks for the header on every
+    successful POST response, but the client can get a nonce from new-nonce later, whereas a
+    lost answer loses it the order's URL. new-nonce itself, whose only content is the
+    nonce, answers 503 with Retry-After instead.
+
+    Errors no handler inside answered (FastAPI's GET endpoints raise them out to the
+    server's outermost middleware, which knows nothing of ACME) are answered here by the
+    app's own handler, so they carry these headers too."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -282,16 +305,88 @@ class AcmeHeaders:
             await self.app(scope, receive, send)
             return
         rt: Runtime = scope["app"].state.runtime
+        nonce: str | None = None
+        if scope["path"] == NEW_NONCE:
+            nonce = await _nonce(rt)
+            if nonce is None:
+                await _send_with_headers(rt, _nonce_unavailable(), scope, receive, send)
+                return
+        started = False
 
         async def with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers["Replay-Nonce"] = await fresh_nonce(rt)
-                headers.append("Link", f'<{base_url(rt)}/directory>;rel="index"')
-                headers["Cache-Control"] = "no-store"
+                started = True
+                value = nonce or await _nonce(rt)
+                _add_headers(rt, MutableHeaders(scope=message), value)
             await send(message)
 
-        await self.app(scope, receive, with_headers)
+        try:
+            await self.app(scope, receive, with_headers)
+        except Exception as exc:  # the ACME boundary: the app's own handler answers
+            if started:
+                raise
+            response = await answer_error(Request(scope, receive), exc)
+            await response(scope, receive, with_headers)
+
+
+def _add_headers(rt: Runtime, headers: MutableHeaders, nonce: str | None) -> None:
+    if nonce is not None:
+        headers["Replay-Nonce"] = nonce
+    headers.append("Link", f'<{base_url(rt)}/directory>;rel="index"')
+    headers["Cache-Control"] = "no-store"
+
+
+async def _send_with_headers(
+    rt: Runtime, response: Response, scope: Scope, receive: Receive, send: Send
+) -> None:
+    _add_headers(rt, response.headers, None)
+    await response(scope, receive, send)
+
+
+def _nonce_unavailable() -> Response:
+    problem = AcmeProblem(
+        "serverInternal",
+        "no nonce can be issued at the moment; retry later",
+        503,
+        headers={"Retry-After": NONCE_RETRY_AFTER},
+    )
+    return problem_response(problem)
+
+
+async def _nonce(rt: Runtime) -> str | None:
+    """A fresh nonce, or None when the store cannot give one (logged once per outage)."""
+    try:
+        value = await fresh_nonce(rt)
+    except NONCE_STORE_ERRORS as exc:
+        _OUTAGE.failed(exc)
+        return None
+    _OUTAGE.recovered()
+    return value
+
+
+class _Outage:
+    """Logs a nonce store going down once, and its coming back, rather than every response
+    of the outage. Only the error's type is logged: the messages of database errors carry
+    the statement's parameters, here the nonces themselves."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    def failed(self, exc: BaseException) -> None:
+        if not self.down:
+            self.down = True
+            cause = getattr(exc, "orig", None) or exc.__cause__
+            kinds = type(exc).__name__ + (f" ({type(cause).__name__})" if cause else "")
+            log.warning("ACME nonce store unavailable (%s): answering without nonces", kinds)
+
+    def recovered(self) -> None:
+        if self.down:
+            self.down = False
+            log.warning("ACME nonce store available again")
+
+
+_OUTAGE = _Outage()
 
 
 def utc(rt: Runtime) -> datetime:

@@ -1,0 +1,127 @@
+"""What every /acme/ answer carries (RFC 8555 6.5, 6.7, 7.1), when things fail too: a nonce
+store that cannot give a fresh nonce, an internal error in a GET endpoint, a request refused
+before it reaches the ACME endpoints."""
+
+import shutil
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.e2e.acme_helpers import (
+    Acme,
+    AcmeEnv,
+    drain_nonces,
+    nonces_refused,
+    problem,
+    table_away,
+)
+from tests.e2e.helpers import unique
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("pebble-challtestsrv"), reason="pebble-challtestsrv (Debian pebble) needed"
+)
+
+
+@pytest.fixture
+def account(env: AcmeEnv) -> Iterator[Acme]:
+    client = Acme(env)
+    try:
+        assert client.register().status_code == 201
+        yield client
+    finally:
+        client.close()
+
+
+def name() -> str:
+    return f"{unique('host')}.acme.test"
+
+
+def index_link(env: AcmeEnv) -> str:
+    return f'<{env.directory}>;rel="index"'
+
+
+# --- no fresh nonce to be had (RFC 8555 6.5) -----------------------------------------------
+
+
+def test_work_done_is_answered_when_no_fresh_nonce_can_be_had(env: AcmeEnv, account: Acme) -> None:
+    """A new-order whose order is created when the nonce store refuses new nonces: the
+    client is told so (201 and the order's URL), without a Replay-Nonce, rather than a 500
+    that has it believe nothing happened. The outage is logged once, without the store's
+    statements (whose parameters are the nonces)."""
+    spare = account.nonce()
+    logged = env.server.log()
+    payload = {"identifiers": [{"type": "dns", "value": name()}]}
+    with nonces_refused(env):
+        drain_nonces(env)
+        created = account.post(account.dir["newOrder"], payload, nonce=spare)
+        assert created.status_code == 201, created.text
+        assert "replay-nonce" not in created.headers
+        assert index_link(env) in created.headers.get_list("link")
+        drain_nonces(env)
+    order = account.get(created.headers["location"])
+    assert order.status_code == 200 and order.json()["identifiers"] == payload["identifiers"]
+    assert created.headers["location"] in account.get(f"{account.kid}/orders").json()["orders"]
+    outage = env.server.log()[len(logged) :]
+    assert outage.count("nonce store unavailable") == 1, outage
+    assert "INSERT" not in outage and spare not in outage, outage
+
+
+def test_new_nonce_without_a_nonce_is_a_503_to_retry(env: AcmeEnv, account: Acme) -> None:
+    """new-nonce's answer is its nonce: when none can be had it is a serverInternal problem
+    with Retry-After (RFC 8555 6.6-style), by HEAD, GET and POST-as-GET alike; once the
+    store is back, new-nonce gives nonces that are accepted."""
+    spare = account.nonce()
+    with nonces_refused(env):
+        drain_nonces(env)
+        with httpx.Client(verify=env.server.ssl_context(), timeout=60) as http:
+            answers = [
+                http.head(account.dir["newNonce"]),
+                http.get(account.dir["newNonce"]),
+                account.post(account.dir["newNonce"], None, nonce=spare),
+            ]
+        for answer in answers:
+            assert answer.status_code == 503, answer.text
+            assert "replay-nonce" not in answer.headers
+            assert int(answer.headers["retry-after"]) > 0
+            assert answer.headers["cache-control"] == "no-store"
+            assert index_link(env) in answer.headers.get_list("link")
+            assert answer.headers["content-type"].startswith("application/problem+json")
+        body = answers[1].json()
+        assert body["type"] == "urn:ietf:params:acme:error:serverInternal", body
+    fresh = account.nonce()
+    assert account.post(account.kid or "", None, nonce=fresh).status_code == 200
+
+
+# --- errors outside the signed endpoints (RFC 8555 6.7, 7.1) -------------------------------
+
+
+def test_an_internal_error_of_a_get_endpoint_carries_the_acme_headers(
+    env: AcmeEnv, account: Acme
+) -> None:
+    """directory and renewalInfo are plain GETs: an unexpected failure there is a
+    serverInternal problem with a Replay-Nonce and the index link, as in the signed ones."""
+    with table_away(env, "acme_settings"):
+        answers = [
+            account.http.get(env.directory),
+            account.http.get(f"{account.dir['renewalInfo']}/AAAA.AQ"),
+        ]
+    for answer in answers:
+        body = problem(answer, "serverInternal", 500)
+        assert "acme_settings" not in body["detail"], body
+        assert index_link(env) in answer.headers.get_list("link")
+        assert answer.headers["cache-control"] == "no-store"
+
+
+def test_refusals_before_the_endpoints_are_acme_problems_with_the_headers(
+    env: AcmeEnv, account: Acme
+) -> None:
+    """A NUL in the URL, a JWS body that is not UTF-8: refused before any endpoint runs,
+    still as ACME problems with a nonce and the index link."""
+    answers = [
+        account.http.get(f"{env.directory}?x=%00"),
+        account.raw(account.dir["newOrder"], '{"protected": "x"}'.encode("utf-16")),
+    ]
+    for answer in answers:
+        problem(answer, "malformed", 400)
+        assert index_link(env) in answer.headers.get_list("link")
