@@ -182,13 +182,16 @@ def dns_names(leaf: x509.Certificate) -> list[str]:
     return sorted(sans.get_values_for_type(x509.DNSName))
 
 
-def verified_chain(env: AcmeEnv, pem: bytes, work: Path) -> list[x509.Certificate]:
+def verified_chain(
+    env: AcmeEnv, pem: bytes, work: Path, ca_id: int | None = None
+) -> list[x509.Certificate]:
     """The PEM chain a client saved (leaf first), once `openssl verify` has accepted the leaf
-    for TLS servers against the ACME CA, the other certificates given as untrusted."""
+    for TLS servers against the ACME CA (or the root CA `ca_id`), the other certificates
+    given as untrusted."""
     chain = x509.load_pem_x509_certificates(pem)
     work.mkdir(parents=True, exist_ok=True)
     with env.api() as api:
-        root = data(api.get(f"{API}/cas/{env.ca['id']}"))
+        root = data(api.get(f"{API}/cas/{ca_id or env.ca['id']}"))
     (work / "root.pem").write_text(root["pem"])
     (work / "leaf.pem").write_bytes(chain[0].public_bytes(serialization.Encoding.PEM))
     (work / "untrusted.pem").write_bytes(

@@ -2,21 +2,28 @@
 store that cannot give a fresh nonce, an internal error in a GET endpoint, a request refused
 before it reaches the ACME endpoints."""
 
+import json
+import re
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import pkcs7
 
 from tests.e2e.acme_helpers import (
     Acme,
     AcmeEnv,
+    csr_for,
     drain_nonces,
     nonces_refused,
     problem,
     table_away,
+    verified_chain,
 )
-from tests.e2e.helpers import unique
+from tests.e2e.helpers import API, create_intermediate, create_root, data, unique
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("pebble-challtestsrv"), reason="pebble-challtestsrv (Debian pebble) needed"
@@ -125,3 +132,87 @@ def test_refusals_before_the_endpoints_are_acme_problems_with_the_headers(
     for answer in answers:
         problem(answer, "malformed", 400)
         assert index_link(env) in answer.headers.get_list("link")
+
+
+# --- certificate download (RFC 8555 7.4.2) ------------------------------------------------
+
+
+@pytest.fixture
+def under_intermediate(env: AcmeEnv) -> Iterator[int]:
+    """Certificates issued for the test by an intermediate CA under a root of its own (the
+    root's id)."""
+    with env.api() as api:
+        root = create_root(api, unique("Download Root"))
+        inter = create_intermediate(api, root["id"], unique("Download Issuing"))
+        data(api.patch(f"{API}/acme/settings", json={"issuing_ca_id": inter["id"]}))
+    try:
+        yield int(root["id"])
+    finally:
+        with env.api() as api:
+            data(api.patch(f"{API}/acme/settings", json={"issuing_ca_id": env.ca["id"]}))
+
+
+def fetch(account: Acme, url: str, accept: str | None) -> httpx.Response:
+    """A POST-as-GET of the certificate URL with the given Accept (none when None)."""
+    body = json.dumps(account.jws(url, None)).encode()
+    headers = {"Content-Type": "application/jose+json"}
+    if accept is not None:
+        headers["Accept"] = accept
+    request = account.http.build_request("POST", url, content=body, headers=headers)
+    if accept is None:
+        del request.headers["Accept"]
+    return account.http.send(request)
+
+
+def alternates(response: httpx.Response) -> list[str]:
+    links = response.headers.get_list("link")
+    return [m.group(1) for link in links if (m := re.fullmatch(r'<([^>]+)>;rel="alternate"', link))]
+
+
+def test_every_alternate_chain_is_a_valid_chain_of_the_same_certificate(
+    env: AcmeEnv, account: Acme, under_intermediate: int, tmp_path: Path
+) -> None:
+    """RFC 8555 7.4.2: each rel="alternate" link "SHOULD express an alternative certificate
+    chain starting with the same end-entity certificate": every one downloads a chain that
+    verifies, and leads back to the others."""
+    host = name()
+    order = account.ready_order(host)
+    done = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
+    default = fetch(account, done["certificate"], None)
+    assert default.headers["content-type"] == "application/pem-certificate-chain"
+    leaf = verified_chain(env, default.content, tmp_path / "default", under_intermediate)[0]
+    others = alternates(default)
+    assert others, default.headers
+    for n, url in enumerate(others):
+        alternate = fetch(account, url, None)
+        assert alternate.status_code == 200, alternate.text
+        chain = verified_chain(env, alternate.content, tmp_path / str(n), under_intermediate)
+        assert chain[0] == leaf and chain != x509.load_pem_x509_certificates(default.content)
+        assert done["certificate"] in alternates(alternate)
+
+
+def test_the_accept_header_chooses_the_certificate_format(
+    env: AcmeEnv, account: Acme, under_intermediate: int
+) -> None:
+    """application/pem-certificate-chain by default (no Accept, */*, or an Accept none of
+    the formats meets: RFC 9110 12.5.1 lets the server disregard it); the end-entity
+    certificate in DER for application/pkix-cert, a certs-only PKCS#7 of the chain for
+    application/pkcs7-mime, on the alternate chain too; qualities decide."""
+    host = name()
+    order = account.ready_order(host)
+    url = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()["certificate"]
+    chain = x509.load_pem_x509_certificates(fetch(account, url, None).content)
+    pem = "application/pem-certificate-chain"
+    for accept in ("*/*", "application/json", pem, f"application/pkix-cert;q=0.5, {pem}"):
+        answer = fetch(account, url, accept)
+        assert answer.headers["content-type"] == pem, (accept, answer.headers)
+        assert x509.load_pem_x509_certificates(answer.content) == chain
+    der = fetch(account, url, "application/pkix-cert")
+    assert der.headers["content-type"] == "application/pkix-cert"
+    assert x509.load_der_x509_certificate(der.content) == chain[0]
+    bundle = fetch(account, url, "application/pkcs7-mime, */*;q=0.1")
+    assert bundle.headers["content-type"].startswith("application/pkcs7-mime")
+    # a SET OF in DER: the certificates in the order of their encodings, not the chain's
+    assert set(pkcs7.load_der_pkcs7_certificates(bundle.content)) == set(chain)
+    short = fetch(account, alternates(bundle)[0], "application/pkcs7-mime")
+    assert set(pkcs7.load_der_pkcs7_certificates(short.content)) == set(chain[:-1])

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from tessera.api.deps import UnitOfWork, anonymous, in_lane_thread
 from tessera.api.routing import PrefixRouter, include
-from tessera.core.formats import cert_pem
+from tessera.core.formats import load_certificate
 from tessera.domains.acme import revocation
 from tessera.domains.acme.accounts import Accounts, acme_actor
 from tessera.domains.acme.orders import Orders
@@ -22,7 +22,7 @@ from tessera.domains.acme.validation import ValidationConfig
 from tessera.domains.acme.worker import CLEANUP_JOB, LEASE, VALIDATE_JOB, AcmeWorker
 from tessera.domains.certificates.service import CertificateService
 from tessera.domains.issuance import Issuance
-from tessera.protocols.acme import jws, views
+from tessera.protocols.acme import download, jws, views
 from tessera.protocols.acme.lane import AcmeLane, Routes
 from tessera.protocols.acme.problems import AcmeProblem, malformed, unauthorized
 from tessera.protocols.acme.transport import (
@@ -348,6 +348,7 @@ async def certificate_alternate(
 
 async def _certificate(cert_id: str, variant: int, request: Request, session: Session) -> Response:
     path = f"cert/{cert_id}" + (f"/{variant}" if variant else "")
+    media = download.negotiate(request.headers.get("accept"))
 
     def work(ctx: Ctx, signed: jws.Jws) -> Response:
         account = by_account(ctx.repos, ctx.rt, signed)
@@ -364,11 +365,11 @@ async def _certificate(cert_id: str, variant: int, request: Request, session: Se
         # least one issuer even when a root signs directly); the alternate chain stops
         # below the self-signed root, which relying parties already hold.
         short = [c for c in chain if c.issuer != c.subject]
-        shown = short if variant == 1 else chain
-        pem = cert.certificate_pem + "".join(cert_pem(c) for c in shown)
-        other = ctx.urls("cert", cid, 1) if variant == 0 else ctx.urls("cert", cid)
-        response = Response(pem, media_type="application/pem-certificate-chain")
+        leaf = load_certificate(cert.certificate_pem.encode())
+        body, content_type = download.representation(media, leaf, short if variant == 1 else chain)
+        response = Response(body, media_type=content_type)
         if short and len(short) < len(chain):
+            other = ctx.urls("cert", cid, 1) if variant == 0 else ctx.urls("cert", cid)
             response.headers.append("Link", f'<{other}>;rel="alternate"')
         return response
 
