@@ -216,3 +216,27 @@ def test_the_accept_header_chooses_the_certificate_format(
     assert set(pkcs7.load_der_pkcs7_certificates(bundle.content)) == set(chain)
     short = fetch(account, alternates(bundle)[0], "application/pkcs7-mime")
     assert set(pkcs7.load_der_pkcs7_certificates(short.content)) == set(chain[:-1])
+
+
+# --- profiles (draft-aaron-acme-profiles) ---------------------------------------------------
+
+
+def test_an_order_whose_profile_was_withdrawn_is_not_issued_under_the_defaults(
+    env: AcmeEnv, account: Acme
+) -> None:
+    """The order says which profile its certificate is issued under; once the server no
+    longer offers that profile, finalize is refused (invalidProfile) rather than issuing a
+    certificate of the server's default validity, and the order is not made valid."""
+    before = env.settings()["profiles"]
+    env.settings(profiles={"day": {"description": "24 hours", "validity_days": 1}})
+    try:
+        host = name()
+        order = account.ready_order(host, profile="day")
+        assert order["profile"] == "day"
+        env.settings(profiles=before)
+        refused = account.post(order["finalize"], {"csr": csr_for(host)[0]})
+        problem(refused, "invalidProfile", 400)
+        after = account.get(order["url"]).json()
+        assert after["status"] == "ready" and "certificate" not in after, after
+    finally:
+        env.settings(profiles=before)

@@ -273,6 +273,7 @@ class Orders:
         if order.status != "ready":
             raise AcmeProblem("orderNotReady", f"the order is {order.status}, not ready", 403)
         csr = self._csr(account, order, payload.get("csr"))
+        _check_profile_offered(self.settings(), order)
         if self.settings().require_approval:
             waiting = {"status": "processing", "awaiting_approval": True, "csr_pem": csr_pem(csr)}
             if not self.repos.acme.claim_order(order, **waiting):
@@ -314,6 +315,7 @@ class Orders:
         ca = self.repos.cas.get(settings.issuing_ca_id) if settings.issuing_ca_id else None
         if ca is None:
             raise AcmeProblem("serverInternal", "no issuing CA is configured for ACME", 503)
+        _check_profile_offered(settings, order)
         template = self._template(settings, order.profile)
         idents = [identifier(i["type"], i["value"]) for i in order.identifiers]
         request = CertificateRequest(
@@ -411,6 +413,13 @@ class Orders:
         if actor.role == "acme" or actor.username == "anonymous":
             actor = acme_actor(actor, account_id)
         audit.record(self.repos.audit, actor, action, "acme_order", resource_id, details)
+
+
+def _check_profile_offered(settings: AcmeSettings, order: AcmeOrder) -> None:
+    """The order's profile is still offered: one withdrawn since the order was created would
+    otherwise be issued under the server's defaults while the order names the profile."""
+    if order.profile and order.profile not in (settings.profiles or {}):
+        raise AcmeProblem("invalidProfile", f"the profile {order.profile!r} is no longer offered")
 
 
 def _profile_spec(settings: AcmeSettings, profile: str | None) -> dict[str, Any]:
