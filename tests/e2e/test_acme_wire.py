@@ -24,6 +24,7 @@ from tests.e2e.acme_helpers import (
     verified_chain,
 )
 from tests.e2e.helpers import API, create_intermediate, create_root, data, unique
+from tests.e2e.test_acme_protocol import ari_id
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("pebble-challtestsrv"), reason="pebble-challtestsrv (Debian pebble) needed"
@@ -240,3 +241,29 @@ def test_an_order_whose_profile_was_withdrawn_is_not_issued_under_the_defaults(
         assert after["status"] == "ready" and "certificate" not in after, after
     finally:
         env.settings(profiles=before)
+
+
+# --- replaces (RFC 9773 5) ------------------------------------------------------------------
+
+
+def test_replaces_naming_no_certificate_of_this_account_is_refused_as_the_request(
+    env: AcmeEnv, account: Acme
+) -> None:
+    """`replaces` is a field of the new-order request, whose URL exists: a certificate
+    nobody issued here is a malformed request (400), not a 404; another account's
+    certificate is refused (RFC 9773 5: the same ACME account), and no order is created."""
+    aki = account.http.get(f"{account.dir['renewalInfo']}/AAAA.AQ")
+    assert aki.status_code == 404  # renewalInfo: the URL names nothing
+    host = name()
+    problem(account.order(host, replaces="AAAA.AQ"), "malformed", 400)
+    stranger = Acme(env)
+    try:
+        assert stranger.register().status_code == 201
+        order = stranger.ready_order(host)
+        done = stranger.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
+        pem = stranger.get(done["certificate"]).content
+        theirs = x509.load_pem_x509_certificates(pem)[0]
+    finally:
+        stranger.close()
+    problem(account.order(host, replaces=ari_id(theirs)), "unauthorized", 403)
+    assert account.get(f"{account.kid}/orders").json()["orders"] == []

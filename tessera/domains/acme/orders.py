@@ -159,11 +159,13 @@ class Orders:
         """The replaced certificate's identifier, as the renewal information writes it. RFC
         9773 5: a certificate this account ordered, sharing a name with the new order, and
         not replaced by another order yet."""
-        from tessera.domains.acme.renewal import certid_of, find_certificate
+        from tessera.domains.acme.renewal import certid_of, lookup_certificate
 
         if not isinstance(certid, str):
             raise malformed("replaces must be an ARI certificate identifier")
-        cert = find_certificate(self.repos, certid)
+        cert = lookup_certificate(self.repos, certid)
+        if cert is None:  # a field of the request, not its URL: no 404
+            raise malformed("replaces names no certificate issued here")
         order = self.repos.acme.order_for_certificate(cert.id)
         if order is None or order.account_id != account.id:
             raise unauthorized("replaces names a certificate this account did not order")

@@ -39,8 +39,17 @@ def serial_der(serial: int) -> bytes:
 
 
 def find_certificate(repos: Repositories, identifier: str) -> models.Certificate:
-    """The certificate a renewal identifier names (RFC 9773 4.1). Its serial must be in DER
-    (no leading zero octet it does not need), so that one certificate has one identifier."""
+    """The certificate a renewalInfo URL names (404 when none does)."""
+    cert = lookup_certificate(repos, identifier)
+    if cert is None:
+        raise AcmeProblem("malformed", "no certificate issued here has this identifier", 404)
+    return cert
+
+
+def lookup_certificate(repos: Repositories, identifier: str) -> models.Certificate | None:
+    """The certificate a renewal identifier names (RFC 9773 4.1), if any. Its serial must be
+    in DER (no leading zero octet it does not need), so that one certificate has one
+    identifier."""
     aki_text, dot, serial_text = identifier.partition(".")
     if not dot or not aki_text or not serial_text:
         raise malformed("a renewal identifier is base64url(AKI).base64url(serial)")
@@ -50,14 +59,11 @@ def find_certificate(repos: Repositories, identifier: str) -> models.Certificate
     if len(serial) > 1 and serial[0] == 0 and not serial[1] & 0x80:
         raise malformed("the serial is not in DER: it has a leading zero octet too many")
     ca = repos.cas.by_subject_key_id(aki.hex())
-    cert = (
-        repos.acme.certificate_by_serial(inspect.serial_hex(int.from_bytes(serial, "big")), ca.id)
-        if ca
-        else None
+    if ca is None:
+        return None
+    return repos.acme.certificate_by_serial(
+        inspect.serial_hex(int.from_bytes(serial, "big")), ca.id
     )
-    if cert is None:
-        raise AcmeProblem("malformed", "no certificate issued here has this identifier", 404)
-    return cert
 
 
 @dataclass(frozen=True)
