@@ -261,6 +261,39 @@ def test_certmonger_scep_submit_caps_and_certs(setup: Setup, workdir: Path) -> N
     assert certs.stdout.count("BEGIN CERTIFICATE") == 2  # the RA and the CA
 
 
+# `settle FILE [STATES]`: wait (bounded) until the request for FILE reaches one of STATES,
+# by default getcert's states once a submission has an answer (CA_WORKING: PENDING) or none
+# it can read (CA_UNREACHABLE); then list it.
+SETTLE = """settle() {
+  for _ in $(seq 1 240); do
+    getcert list -s -f "$1" | sed -n 's/^[[:space:]]*status: //p' \\
+      | grep -qxE "${2:-CA_REJECTED|CA_UNREACHABLE|CA_WORKING|MONITORING}" && break
+    sleep 0.5
+  done
+  getcert list -s -f "$1"
+}
+"""
+
+
+def certmonger(workdir: Path, body: str) -> subprocess.CompletedProcess[str]:
+    """The daemon on a private session bus (no system D-Bus in the sandbox), driven by
+    `getcert` commands in `body`. It keeps its state in /var/lib/certmonger, so a request
+    left tracked by one run is taken up by the next."""
+    script = workdir / f"certmonger-{uuid.uuid4().hex[:8]}.sh"
+    script.write_text(f"set -e\n{SETTLE}\n{body}\n")
+    env = {**os.environ, "HOME": str(workdir), "XDG_CONFIG_HOME": str(workdir / ".config")}
+    command = ["dbus-run-session", "--", "certmonger", "-s", "-n", "-B", "-c", f"bash {script}"]
+    return run(command, workdir, env=env)
+
+
+def forget(workdir: Path, nickname: str, cert: Path) -> None:
+    """Stop tracking and remove the CA, whatever state the test left them in."""
+    certmonger(
+        workdir,
+        f"getcert stop-tracking -s -f {cert} || true\ngetcert remove-ca -s -c {nickname} || true",
+    )
+
+
 def test_certmonger_daemon_enrolls(setup: Setup, workdir: Path) -> None:
     """The daemon on a private session bus (no system D-Bus in the sandbox), driven by
     `getcert`; it writes its state under /var/lib/certmonger, which we clean up."""
@@ -290,3 +323,53 @@ getcert remove-ca -s -c {nickname}
     check_issued(setup, workdir, pem)
     subject = openssl("x509", "-noout", "-subject", input=pem.encode()).stdout.decode()
     assert nickname in subject
+
+
+def test_certmonger_wrong_challenge_is_rejected(setup: Setup, workdir: Path) -> None:
+    """A FAILURE CertRep must reach the daemon as a rejection (CA_REJECTED), not as an answer
+    it cannot read and retries forever (CA_UNREACHABLE)."""
+    nickname = f"tessera-{uuid.uuid4().hex[:8]}"
+    key, cert = workdir / "key.pem", workdir / "cert.pem"
+    try:
+        result = certmonger(
+            workdir,
+            f"""getcert add-scep-ca -s -c {nickname} -u {setup.url()}
+getcert request -s -c {nickname} -k {key} -f {cert} -N CN={nickname} -L wrong
+settle {cert}""",
+        )
+    finally:
+        forget(workdir, nickname, cert)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "status: CA_REJECTED" in output, output[-3000:]
+    assert "Transaction either is not permitted or is not supported" in output
+    assert not cert.exists()
+
+
+def test_certmonger_pending_then_approved(setup: Setup, api: httpx.Client, workdir: Path) -> None:
+    """A queued request: the daemon must read PENDING (CA_WORKING); once approved, the next
+    daemon run polls (CertPoll) and gets the certificate."""
+    path = new_profile(api, setup, auto_approve=False)
+    nickname = f"tessera-{uuid.uuid4().hex[:8]}"
+    key, cert = workdir / "key.pem", workdir / "cert.pem"
+    try:
+        first = certmonger(
+            workdir,
+            f"""getcert add-scep-ca -s -c {nickname} -u {setup.url(path)}
+getcert request -s -c {nickname} -k {key} -f {cert} -N CN={nickname} -L {setup.challenge}
+settle {cert}""",
+        )
+        output = first.stdout + first.stderr
+        assert first.returncode == 0, output[-3000:]
+        assert "status: CA_WORKING" in output, output[-3000:]
+        assert not cert.exists()
+        row = pending_request(api, nickname)
+        assert data(api.post(f"{API}/scep/{row['id']}/approve"))["status"] == "issued"
+        # The restarted daemon polls the request it left waiting.
+        second = certmonger(workdir, f"settle {cert} 'CA_REJECTED|CA_UNREACHABLE|MONITORING'")
+    finally:
+        forget(workdir, nickname, cert)
+    output = second.stdout + second.stderr
+    assert second.returncode == 0, output[-3000:]
+    assert "status: MONITORING" in output, output[-3000:]
+    check_issued(setup, workdir, cert.read_text())

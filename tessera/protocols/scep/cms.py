@@ -443,20 +443,20 @@ def _encrypted_content_info(content: bytes, cipher_name: str, key: bytes) -> byt
 
 
 def sign(
-    content: bytes | None,
+    content: bytes,
     attributes: Sequence[cms.CMSAttribute],
     signer: x509.Certificate,
     key: rsa.RSAPrivateKey,
     digest_algorithm: str,
     certificates: list[x509.Certificate],
 ) -> bytes:
-    """A SignedData over `content` (absent for PENDING and FAILURE) with the SCEP attributes,
-    signed with rsaEncryption as the signature algorithm."""
+    """A SignedData over `content` (empty, but present, for PENDING and FAILURE) with the
+    SCEP attributes, signed with rsaEncryption as the signature algorithm."""
     if digest_algorithm not in HASHES:
         digest_algorithm = "sha256"
     hash_alg = HASHES[digest_algorithm]()
     digest = hashes.Hash(hash_alg)
-    digest.update(content or b"")
+    digest.update(content)
     message_digest = attribute(_MESSAGE_DIGEST, core.OctetString(digest.finalize()))
     encoded = [_CONTENT_TYPE_DATA, message_digest.dump(), *(a.dump() for a in attributes)]
     signed_attrs = b"".join(sorted(encoded))  # a SET OF, in DER order

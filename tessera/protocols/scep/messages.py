@@ -104,8 +104,10 @@ def cert_rep(
 ) -> bytes:
     """The CertRep: transactionID echoed, recipientNonce = the client's senderNonce, a fresh
     senderNonce; on SUCCESS the certificates (or CRL) in a degenerate SignedData encrypted
-    to the requester's certificate."""
-    content = None
+    to the requester's certificate. PENDING and FAILURE carry an empty eContent rather
+    than none: OpenSSL's PKCS7_verify (certmonger's scep-submit) refuses a SignedData
+    without content ("no content"), so the client never learns the status."""
+    content = b""
     if reply.status is PkiStatus.SUCCESS:
         if requester is None:
             reply = Reply.failure(BAD_REQUEST, "no certificate to encrypt the answer to")
@@ -114,7 +116,7 @@ def cert_rep(
                 inner = scep_cms.degenerate(reply.certificates, [reply.crl] if reply.crl else [])
                 content = scep_cms.encrypt_enveloped(inner, requester, cipher)
             except CmsError as exc:
-                reply, content = Reply.failure(exc.fail_info, exc.message), None
+                reply, content = Reply.failure(exc.fail_info, exc.message), b""
     attributes = [
         _CERT_REP_TYPE,
         _PKI_STATUS[reply.status],
