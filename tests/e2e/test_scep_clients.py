@@ -373,3 +373,38 @@ settle {cert}""",
     assert second.returncode == 0, output[-3000:]
     assert "status: MONITORING" in output, output[-3000:]
     check_issued(setup, workdir, cert.read_text())
+
+
+def test_certmonger_rekey_gets_a_new_certificate(
+    setup: Setup, api: httpx.Client, workdir: Path
+) -> None:
+    """`getcert rekey`: a new key, hence (certmonger derives it from the key) a new
+    transactionID, and a new PKCSReq with the challenge it keeps: a new certificate."""
+    nickname = f"tessera-{uuid.uuid4().hex[:8]}"
+    key, cert, first = workdir / "key.pem", workdir / "cert.pem", workdir / "first.pem"
+    try:
+        result = certmonger(
+            workdir,
+            f"""getcert add-scep-ca -s -c {nickname} -u {setup.url()}
+getcert request -s -c {nickname} -k {key} -f {cert} -N CN={nickname} -L {setup.challenge} -w
+cp {cert} {first}
+getcert rekey -s -f {cert} -w
+getcert list -s -f {cert}""",
+        )
+    finally:
+        forget(workdir, nickname, cert)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "status: MONITORING" in output, output[-3000:]
+    old, new = first.read_text(), cert.read_text()
+    for pem in (old, new):
+        check_issued(setup, workdir, pem)
+
+    def public_key(pem: str) -> bytes:
+        return openssl("x509", "-noout", "-pubkey", input=pem.encode()).stdout
+
+    assert public_key(old) != public_key(new)
+    rows = data(api.get(f"{API}/scep/requests", params={"per_page": 100}))
+    mine = [r for r in rows if r["common_name"] == nickname]
+    assert [r["message_type"] for r in mine] == ["PKCSReq", "PKCSReq"]
+    assert len({r["transaction_id"] for r in mine}) == 2
