@@ -13,10 +13,12 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, make_url, text
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session
 
 from tessera.config import Settings
+from tessera.core.errors import InvalidInput
 from tessera.core.formats import load_certificate
 from tessera.core.keys import KeySpec, generate_private_key
 from tessera.core.keystore import KeyEncryptor, MasterPasswordError, tls_key_password
@@ -24,6 +26,7 @@ from tessera.core.names import SubjectFields, parse_san
 from tessera.core.profile import CertificateRequest
 from tessera.domains.actor import system_actor
 from tessera.domains.audit import wiring as audit_wiring
+from tessera.domains.identity.passwords import check_password
 from tessera.domains.identity.secrets import generate_password, hash_password
 from tessera.domains.issuance import Issuance
 from tessera.domains.scep.sealing import seal_stored_csrs
@@ -57,8 +60,13 @@ def ensure_data_dir(settings: Settings) -> None:
 
 def initialize(settings: Settings, say: Callable[[str], None] = print) -> TLSFiles:
     """Idempotent: safe on every start and from several nodes at once (PostgreSQL lock)."""
-    ensure_data_dir(settings)
-    engine = make_engine(settings.db_url)
+    try:
+        ensure_data_dir(settings)
+    except OSError as exc:
+        # mkdir says "File exists" of a file in the way, which hides the problem.
+        reason = "not a directory" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
+        raise SystemExit(f"cannot use the data directory {settings.data_dir}: {reason}") from exc
+    engine = open_database(settings.db_url)
     try:
         with _exclusive(engine):
             migrate(engine)
@@ -77,6 +85,24 @@ def initialize(settings: Settings, say: Callable[[str], None] = print) -> TLSFil
             runtime.engine.dispose()
     finally:
         engine.dispose()
+
+
+def open_database(url: str) -> Engine:
+    """The database, reached once before anything else: a wrong DATABASE_URL stops the start
+    with one line naming it (without its password) instead of a traceback."""
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+        engine = make_engine(url)
+    except ArgumentError as exc:  # unparsable, or a dialect SQLAlchemy does not have
+        raise SystemExit(f"cannot use DATABASE_URL: {exc}") from exc
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        engine.dispose()
+        reason = " ".join(str(exc.orig or exc).split())
+        raise SystemExit(f"cannot reach the database {shown}: {reason}") from exc
+    return engine
 
 
 @contextmanager
@@ -115,6 +141,11 @@ def _repos(session: Session) -> Repositories:
 def _ensure_admin(repos: Repositories, settings: Settings, say: Callable[[str], None]) -> None:
     if repos.users.all():
         return
+    if settings.admin_password:
+        try:
+            check_password(settings.admin_password)  # the policy every other password meets
+        except InvalidInput as exc:
+            raise SystemExit(f"TESSERA_ADMIN_PASSWORD: {exc.message}") from exc
     password = settings.admin_password or generate_password()
     repos.users.add(
         models.User(

@@ -4,10 +4,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import AliasChoices, ValidationError
 
 from tessera.config import Settings, load_settings
 
 app = typer.Typer(help="Tessera: a self-hosted PKI.", no_args_is_help=True)
+
+
+def variable(name: str) -> str:
+    """The environment variable of a setting: its first alias, if it has any."""
+    alias = Settings.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return f"TESSERA_{name.upper()}"
+
 
 SETTINGS_HELP = "\n\n".join(
     f"TESSERA_{name.upper()}: {field.description}"
@@ -15,6 +25,32 @@ SETTINGS_HELP = "\n\n".join(
     else f"DATABASE_URL: {field.description}"
     for name, field in Settings.model_fields.items()
 )
+
+
+def settings_from(**options: object) -> Settings:
+    """A bad value, from an option, the environment or tessera.env, is one line naming it
+    (never its value: it may be a password), not a traceback."""
+    try:
+        return load_settings(**options)
+    except ValidationError as exc:
+        problems = "; ".join(
+            _problem(error["loc"], error["msg"].removeprefix("Value error, "), options)
+            for error in exc.errors()
+        )
+        raise SystemExit(f"invalid configuration: {problems}") from None
+
+
+def _problem(loc: tuple[int | str, ...], message: str, options: dict[str, object]) -> str:
+    if not loc:  # a rule over several settings: its message names them
+        return message
+    name = str(loc[0])
+    if options.get(name) is not None:
+        where = "--" + name.replace("_", "-")
+    elif name in Settings.model_fields:
+        where = variable(name)
+    else:
+        where = name
+    return f"{where}: {message}"
 
 
 @app.command(
@@ -30,7 +66,7 @@ def serve(
 ) -> None:
     from tessera import bootstrap, server
 
-    settings = load_settings(
+    settings = settings_from(
         host=host, port=port, http_port=http_port, workers=workers, data_dir=data_dir
     )
     tls = bootstrap.initialize(settings)
@@ -43,7 +79,7 @@ def init(
 ) -> None:
     from tessera import bootstrap
 
-    settings = load_settings(data_dir=data_dir)
+    settings = settings_from(data_dir=data_dir)
     files = bootstrap.initialize(settings)
     typer.echo(f"Ready. TLS certificate: {files.cert}")
 

@@ -5,7 +5,14 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, PlainSerializer, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tessera.core.host_lookup import HostLookup
@@ -201,6 +208,14 @@ class Settings(BaseSettings):
     @classmethod
     def _normalise_url(cls, value: str | None) -> str | None:
         return value or None
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> "Settings":
+        # Both listeners would bind it (SO_REUSEPORT lets them) and the kernel would hand each
+        # connection to either: half the HTTPS clients would reach the plain-HTTP server.
+        if self.http_port == self.port:
+            raise ValueError(f"the HTTPS and plain-HTTP ports must differ (both are {self.port})")
+        return self
 
     @property
     def db_url(self) -> str:

@@ -1,0 +1,99 @@
+"""The command line as a newcomer meets it: bad settings stop `tessera serve`/`init` with one
+clear line and a non-zero exit, never a traceback, and without echoing a secret."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import free_port
+
+GOOD_PASSWORD = "a-good-admin-password"
+
+
+def tessera(*args: str, data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TESSERA_") and k not in ("DATABASE_URL", "REDIS_URL")
+    }
+    environment.update(TESSERA_DATA_DIR=str(data_dir), TESSERA_ADMIN_PASSWORD=GOOD_PASSWORD)
+    environment.update(COLUMNS="200", **env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tessera.cli", *args],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        # A `serve` that should have refused to start and did not: its workers go with it.
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def refused(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line the command stopped with."""
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode != 0, output
+    assert "Traceback" not in output and "Error:" not in output, output
+    assert len(output.splitlines()) == 1, output
+    return output
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["serve", "--port", "99999"], {}, "--port"),
+        (["serve", "--http-port", "-1"], {}, "--http-port"),
+        (["serve", "--workers", "-2"], {}, "--workers"),
+        (["serve"], {"TESSERA_PORT": "https"}, "TESSERA_PORT"),
+        (["init"], {"TESSERA_SESSION_MINUTES": "1"}, "TESSERA_SESSION_MINUTES"),
+        (["serve", "--port", "18443", "--http-port", "18443"], {}, "ports must differ"),
+        (["serve"], {"TESSERA_PORT": "9443", "TESSERA_HTTP_PORT": "9443"}, "ports must differ"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it(
+    tmp_path: Path, args: list[str], env: dict[str, str], named: str
+) -> None:
+    line = refused(tessera(*args, data_dir=tmp_path / "data", **env))
+    assert line.startswith("invalid configuration") and named in line
+    assert not (tmp_path / "data").exists()  # refused before anything was made
+
+
+def test_a_data_directory_that_cannot_be_one_is_refused(tmp_path: Path) -> None:
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a directory\n")
+    for data_dir, reason in ((in_the_way, "not a directory"), (in_the_way / "data", "directory")):
+        line = refused(tessera("init", data_dir=data_dir))
+        assert line.startswith(f"cannot use the data directory {data_dir}") and reason in line
+
+
+def test_an_unreachable_database_is_one_line_without_its_password(tmp_path: Path) -> None:
+    url = f"postgresql://tessera:db-secret-xyz@127.0.0.1:{free_port()}/tessera"
+    line = refused(tessera("init", data_dir=tmp_path / "data", DATABASE_URL=url))
+    assert line.startswith("cannot reach the database postgresql://tessera:***@127.0.0.1:")
+    assert "db-secret-xyz" not in line
+
+
+@pytest.mark.parametrize("url", ["mysqlx://tessera@127.0.0.1/tessera", "not a url"])
+def test_a_database_url_tessera_cannot_use_is_one_line(tmp_path: Path, url: str) -> None:
+    line = refused(tessera("init", data_dir=tmp_path / "data", DATABASE_URL=url))
+    assert line.startswith("cannot use DATABASE_URL")
+
+
+def test_a_weak_admin_password_is_refused_and_not_echoed(tmp_path: Path) -> None:
+    weak = "Sh0rt!"
+    line = refused(tessera("init", data_dir=tmp_path / "data", TESSERA_ADMIN_PASSWORD=weak))
+    assert line == "TESSERA_ADMIN_PASSWORD: password must be at least 8 characters"
+    # Nothing was created with it: the next start with a good password makes the admin.
+    again = tessera("init", data_dir=tmp_path / "data")
+    assert again.returncode == 0, again.stderr
+    assert "Created user 'admin' with the password from TESSERA_ADMIN_PASSWORD" in again.stdout
