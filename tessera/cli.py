@@ -20,10 +20,7 @@ def variable(name: str) -> str:
 
 
 SETTINGS_HELP = "\n\n".join(
-    f"TESSERA_{name.upper()}: {field.description}"
-    if name != "database_url"
-    else f"DATABASE_URL: {field.description}"
-    for name, field in Settings.model_fields.items()
+    f"{variable(name)}: {field.description}" for name, field in Settings.model_fields.items()
 )
 
 

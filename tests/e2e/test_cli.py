@@ -1,7 +1,9 @@
-"""The command line as a newcomer meets it: bad settings stop `tessera serve`/`init` with one
-clear line and a non-zero exit, never a traceback, and without echoing a secret."""
+"""The command line as a newcomer meets it: `tessera serve --help` agrees with the README's
+configuration table, and bad settings stop `tessera serve`/`init` with one clear line and a
+non-zero exit, never a traceback, and without echoing a secret."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import pytest
 
 from tests.support import free_port
 
+README = Path(__file__).resolve().parents[2] / "README.md"
 GOOD_PASSWORD = "a-good-admin-password"
 
 
@@ -46,6 +49,20 @@ def refused(result: subprocess.CompletedProcess[str]) -> str:
     assert "Traceback" not in output and "Error:" not in output, output
     assert len(output.splitlines()) == 1, output
     return output
+
+
+def readme_variables() -> set[str]:
+    section = README.read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    return {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row)}
+
+
+def test_serve_help_lists_exactly_the_variables_the_readme_documents(tmp_path: Path) -> None:
+    result = tessera("serve", "--help", data_dir=tmp_path / "data")
+    assert result.returncode == 0, result.stderr
+    listed = set(re.findall(r"^\W*([A-Z][A-Z0-9_]+): ", result.stdout, re.MULTILINE))
+    assert "DATABASE_URL" in listed and "REDIS_URL" in listed
+    assert listed == readme_variables()
 
 
 @pytest.mark.parametrize(
