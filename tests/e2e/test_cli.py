@@ -114,3 +114,14 @@ def test_a_weak_admin_password_is_refused_and_not_echoed(tmp_path: Path) -> None
     again = tessera("init", data_dir=tmp_path / "data")
     assert again.returncode == 0, again.stderr
     assert "Created user 'admin' with the password from TESSERA_ADMIN_PASSWORD" in again.stdout
+
+
+def test_the_chosen_admin_password_is_in_no_output_and_no_file(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    result = tessera("init", data_dir=data_dir, TESSERA_LOG_LEVEL="debug")
+    assert result.returncode == 0, result.stderr
+    assert GOOD_PASSWORD not in result.stdout + result.stderr
+    files = [path for path in data_dir.rglob("*") if path.is_file()]
+    assert any(path.name == "tessera.db" for path in files)
+    for path in files:
+        assert GOOD_PASSWORD.encode() not in path.read_bytes(), path

@@ -29,7 +29,14 @@ from tests.e2e.helpers import (
     issue,
     unique,
 )
-from tests.support import Server, admin_api_key, database, start_server, stop_server
+from tests.support import (
+    ADMIN_PASSWORD,
+    Server,
+    admin_api_key,
+    database,
+    start_server,
+    stop_server,
+)
 from tests.tools import openssl, openssl_verify
 
 HEALTH_BASES = ["/api/v2/health", "/api/health", "/health"]
@@ -122,6 +129,38 @@ def test_docs_ui(anonymous: httpx.Client) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "<html" in response.text.lower() and "/api/openapi.json" in response.text
+
+
+# Secure defaults
+
+
+def listeners(port: int) -> set[str]:
+    """Local addresses of the sockets listening on `port` (IPv4 and IPv6), from /proc."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def test_both_listeners_are_on_loopback_only_by_default(server: Server) -> None:
+    # The fixture gives no --host and no TESSERA_HOST: what a newcomer's `make run` gets.
+    loopback = socket.inet_aton("127.0.0.1")[::-1].hex().upper()  # /proc's byte order
+    assert listeners(server.port) == {loopback}
+    assert listeners(server.http_port) == {loopback}
+
+
+def test_the_admin_password_is_not_in_the_server_log(server: Server) -> None:
+    with server.client(api_key="") as client:
+        for password in (ADMIN_PASSWORD, ADMIN_PASSWORD + "-wrong"):
+            client.post(
+                "/api/v2/auth/login/password", json={"username": "admin", "password": password}
+            )
+    assert server.log().strip()  # the log is there (start-up lines), and it holds no password
+    assert ADMIN_PASSWORD not in server.log()
 
 
 # The plain-HTTP listener
