@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -26,6 +26,7 @@ from tessera.domains.security.tls import opening_password
 
 log = logging.getLogger("tessera.server")
 CRASH_WINDOW = 10.0  # seconds: a worker dying this soon will not do better on a restart
+LOOPBACK_OF_WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
 
 
 def _socket(host: str) -> socket.socket:
@@ -123,6 +124,26 @@ async def _serve(listeners: list[tuple[_Server, socket.socket]]) -> None:
     await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in listeners))
 
 
+def _wait_listening(
+    settings: Settings, workers: list[BaseProcess], stopping: Callable[[], bool]
+) -> bool:
+    """Whether a worker listens on both ports: workers bind them only once their application
+    is built, seconds after the start, and the start-up line must not send a newcomer's first
+    request to a closed port. False if a worker died first (the caller deals with it)."""
+    host = LOOPBACK_OF_WILDCARD.get(settings.host, settings.host)
+    ports = [port for port in (settings.port, settings.http_port) if port]
+    while not stopping() and all(process.is_alive() for process in workers):
+        if all(_accepts(host, port) for port in ports):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _accepts(host: str, port: int) -> bool:
+    with _socket(host) as probe:
+        return probe.connect_ex((host, port)) == 0
+
+
 def run(settings: Settings, tls: TLSFiles) -> None:
     check_free(settings.host, settings.port)
     if settings.http_port:
@@ -146,11 +167,12 @@ def run(settings: Settings, tls: TLSFiles) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     workers = [start() for _ in range(count)]
-    print(
-        f"Tessera listening on {settings.https_base} ({count} workers)"
-        + (f", plain HTTP on {settings.http_base}" if settings.http_port else ""),
-        flush=True,
-    )
+    if _wait_listening(settings, workers, lambda: stopping):
+        print(
+            f"Tessera listening on {settings.https_base} ({count} workers)"
+            + (f", plain HTTP on {settings.http_base}" if settings.http_port else ""),
+            flush=True,
+        )
     while not stopping:
         time.sleep(0.5)
         for i, process in enumerate(workers):

@@ -5,6 +5,7 @@ non-zero exit, never a traceback, and without echoing a secret."""
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 GOOD_PASSWORD = "a-good-admin-password"
 
 
-def tessera(*args: str, data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def start(*args: str, data_dir: Path, **env: str) -> subprocess.Popen[str]:
+    """`tessera ARGS` with only the settings given here (and a good admin password)."""
     environment = {
         k: v
         for k, v in os.environ.items()
@@ -25,7 +27,7 @@ def tessera(*args: str, data_dir: Path, **env: str) -> subprocess.CompletedProce
     }
     environment.update(TESSERA_DATA_DIR=str(data_dir), TESSERA_ADMIN_PASSWORD=GOOD_PASSWORD)
     environment.update(COLUMNS="200", **env)
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "tessera.cli", *args],
         env=environment,
         stdout=subprocess.PIPE,
@@ -33,6 +35,10 @@ def tessera(*args: str, data_dir: Path, **env: str) -> subprocess.CompletedProce
         text=True,
         start_new_session=True,
     )
+
+
+def tessera(*args: str, data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    process = start(*args, data_dir=data_dir, **env)
     try:
         out, err = process.communicate(timeout=60)
     except subprocess.TimeoutExpired:
@@ -125,3 +131,23 @@ def test_the_chosen_admin_password_is_in_no_output_and_no_file(tmp_path: Path) -
     assert any(path.name == "tessera.db" for path in files)
     for path in files:
         assert GOOD_PASSWORD.encode() not in path.read_bytes(), path
+
+
+def test_the_start_up_line_comes_once_both_ports_answer(tmp_path: Path) -> None:
+    """Workers bind the ports once their application is built, seconds after the start: the
+    line telling a newcomer where to connect must not come before."""
+    port, http_port = free_port(), free_port()
+    args = ("serve", "--port", str(port), "--http-port", str(http_port), "--workers", "1")
+    process = start(*args, data_dir=tmp_path / "data")
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("Tessera listening on"):
+                break
+        else:
+            raise AssertionError(f"no start-up line: {process.stderr and process.stderr.read()}")
+        for listening in (port, http_port):
+            socket.create_connection(("127.0.0.1", listening), timeout=10).close()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
