@@ -112,6 +112,17 @@ def test_a_database_url_tessera_cannot_use_is_one_line(tmp_path: Path, url: str)
     assert line.startswith("cannot use DATABASE_URL")
 
 
+def test_an_unreadable_master_password_file_is_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-file"
+    line = refused(
+        tessera("init", data_dir=tmp_path / "data", TESSERA_MASTER_PASSWORD_FILE=str(missing))
+    )
+    assert line == (
+        "cannot unlock the key-encryption key: cannot read TESSERA_MASTER_PASSWORD_FILE "
+        f"{missing}: No such file or directory"
+    )
+
+
 def test_a_weak_admin_password_is_refused_and_not_echoed(tmp_path: Path) -> None:
     weak = "Sh0rt!"
     line = refused(tessera("init", data_dir=tmp_path / "data", TESSERA_ADMIN_PASSWORD=weak))

@@ -6,7 +6,13 @@ import os
 from pathlib import Path
 
 from tessera.config import Settings
-from tessera.core.keystore import Keyring, dump_keyring, is_sealed, parse_keyring
+from tessera.core.keystore import (
+    Keyring,
+    MasterPasswordError,
+    dump_keyring,
+    is_sealed,
+    parse_keyring,
+)
 
 
 def master_password(settings: Settings) -> str | None:
@@ -14,7 +20,12 @@ def master_password(settings: Settings) -> str | None:
     if settings.master_password is not None:
         return settings.master_password.get_secret_value() or None
     if settings.master_password_file is not None:
-        text = settings.master_password_file.read_text(encoding="utf-8")
+        try:
+            text = settings.master_password_file.read_text(encoding="utf-8")
+        except OSError as exc:  # a start must say which setting is wrong, not trace back
+            path = settings.master_password_file
+            reason = f"cannot read TESSERA_MASTER_PASSWORD_FILE {path}: {exc.strerror or exc}"
+            raise MasterPasswordError(reason) from exc
         return text.splitlines()[0] if text.strip() else None
     return None
 
