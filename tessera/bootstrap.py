@@ -48,6 +48,14 @@ class TLSFiles:
     key_password: str
 
 
+def private_files() -> None:
+    """Whatever the server process (and its workers, which inherit it) creates is its own
+    alone: the SQLite database and its WAL, the ACME nonce file, temporary files. The data
+    directory is 0700 when Tessera makes it, but not one made beforehand, where the database
+    (password digests, audit trail, sealed keys) would otherwise be world-readable."""
+    os.umask(0o077)
+
+
 def ensure_data_dir(settings: Settings) -> None:
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     settings.tls_dir.mkdir(mode=0o700, exist_ok=True)

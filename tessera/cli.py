@@ -66,6 +66,7 @@ def serve(
     settings = settings_from(
         host=host, port=port, http_port=http_port, workers=workers, data_dir=data_dir
     )
+    bootstrap.private_files()
     tls = bootstrap.initialize(settings)
     server.run(settings, tls)
 
@@ -77,6 +78,7 @@ def init(
     from tessera import bootstrap
 
     settings = settings_from(data_dir=data_dir)
+    bootstrap.private_files()
     files = bootstrap.initialize(settings)
     typer.echo(f"Ready. TLS certificate: {files.cert}")
 

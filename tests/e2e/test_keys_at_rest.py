@@ -25,7 +25,7 @@ from tests.e2e.helpers import (
     issue,
     unique,
 )
-from tests.support import Server
+from tests.support import Server, admin_api_key, start_server, stop_server
 from tests.tools import openssl
 
 PEM_MARKER = b"PRIVATE KEY-----"
@@ -203,6 +203,28 @@ def test_no_plaintext_key_in_database_columns(server: Server, keys: dict[str, An
         "certificate_authorities.encrypted_private_key",
         "audit_logs.details",
     } <= columns
+
+
+def test_files_in_a_data_directory_made_beforehand_are_private(tmp_path: Path) -> None:
+    """An operator's own `mkdir data` is 0755: the database (password digests, the audit
+    trail, sealed keys), its WAL and the other files the server makes there are still
+    readable by their owner alone."""
+    folder = tmp_path / "data"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    running = start_server(folder, None)
+    try:
+        running.api_key = admin_api_key(running)
+        with running.client() as api:  # a write, so that the WAL has content
+            create_root(api, "Private Files Root")
+        made = [path for path in folder.rglob("*") if path.is_file()]
+        assert {"tessera.db", "tessera.db-wal", "kek"} <= {path.name for path in made}
+        loose = {
+            str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in made if p.stat().st_mode & 0o077
+        }
+        assert loose == {}
+    finally:
+        stop_server(running)
 
 
 def test_kek_and_tls_key_files(server: Server) -> None:
