@@ -12,6 +12,7 @@ from cryptography import x509
 
 from tessera.core import inspect
 from tessera.core.formats import load_certificate
+from tessera.core.renewal import renewal_opens
 from tessera.domains import audit
 from tessera.domains.actor import Actor
 from tessera.protocols.acme.jws import b64decode, b64encode
@@ -84,9 +85,8 @@ def suggested_window(repos: Repositories, cert: models.Certificate, now: datetim
         return _now_window(now, "the issuing CA, or one above it, is no longer in service")
     if repos.acme.renewal_mark(cert.id) is not None:
         return _now_window(now, "an administrator asked for early renewal")
-    lifetime = cert.not_after - cert.not_before
-    start = cert.not_before + lifetime * 2 / 3
-    return Window(start, start + lifetime / 6, None)
+    start = renewal_opens(cert.not_before, cert.not_after)
+    return Window(start, start + (cert.not_after - cert.not_before) / 6, None)
 
 
 def _chain_in_service(repos: Repositories, ca: models.CertificateAuthority | None) -> bool:

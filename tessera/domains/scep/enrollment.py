@@ -22,6 +22,7 @@ from tessera.core.errors import Conflict, InvalidInput, NotFound, TesseraError
 from tessera.core.formats import is_issued_by, load_certificate
 from tessera.core.inspect import common_name, general_names, serial_hex
 from tessera.core.profile import CertificateRequest, fill_subject
+from tessera.core.renewal import renewal_opens
 from tessera.domains import audit
 from tessera.domains.issuance import Issuance, core_template
 from tessera.domains.scep import csr as scep_csr
@@ -176,11 +177,19 @@ class EnrollmentService:
         return None
 
     def _over(self, row: ScepRequest) -> bool:
-        """Whether an issued request's certificate expired or was deleted (see `_resent`)."""
+        """Whether an issued request's transaction is finished (see `_resent`): its
+        certificate was deleted or expired, or, unless revoked, is due for renewal (the last
+        third of its lifetime). A client retrying after a lost answer does so at once; one
+        sending the same PKCSReq late in the certificate's life is renewing with the same
+        key, as certmonger does by default (it derives the transactionID from the key and
+        sends no RenewalReq), and gets a new certificate for a valid challenge."""
         if row.status != ISSUED:
             return False
         cert = self._repos.certificates.get(row.certificate_id) if row.certificate_id else None
-        return cert is None or cert.not_after <= self._now
+        if cert is None or cert.not_after <= self._now:
+            return True
+        due = renewal_opens(cert.not_before, cert.not_after) <= self._now
+        return due and cert.status != "revoked"
 
     def poll(self, profile: ProfileSettings, envelope: Envelope, subject_der: bytes) -> Reply:
         """CertPoll names its request by transactionID and the subject it asked for (RFC
