@@ -114,6 +114,10 @@ def test_true_is_no_integer(
     [
         ("/acme/settings", {"validity_days": True}, "validity_days"),
         ("/scep/config", {"challenge_validity": True}, "challenge_validity"),
+        # true named CA 1 and template 1: the template was taken as the profile's
+        ("/scep/config", {"ca_id": True}, "ca_id"),
+        ("/scep/config", {"template_id": True}, "template_id"),
+        ("/scep/config", {"next_ca_id": True}, "next_ca_id"),
         ("/system/audit/retention", {"retention_days": True}, "retention_days"),
         ("/system/audit/syslog", {"port": True}, "port"),
         ("/system/audit/cleanup", {"retention_days": True}, "retention_days"),

@@ -13,6 +13,7 @@ from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok, page_meta
 from tessera.api.v2.params import Page, PerPage20, RowId
 from tessera.api.v2.schemas import Integer, Strict
+from tessera.api.v2.schemas import RowId as BodyRowId
 from tessera.core.errors import NotFound
 from tessera.domains.actor import Actor
 from tessera.domains.identity.permissions import grants
@@ -41,7 +42,7 @@ class ScepConfigIn(Strict):
     """PATCH /scep/config: the seed's fields, and the profile settings beyond them."""
 
     enabled: bool | None = None
-    ca_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    ca_id: BodyRowId | None = None
     ca_ident: str | None = Field(None, max_length=200)
     auto_approve: bool | None = None
     challenge_validity: Integer | None = Field(None, ge=1, le=8760, description="hours")
@@ -49,8 +50,8 @@ class ScepConfigIn(Strict):
     queue_without_challenge: bool | None = Field(
         None, description="queue requests without a valid challenge for approval"
     )
-    template_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
-    next_ca_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = Field(
+    template_id: BodyRowId | None = None
+    next_ca_id: BodyRowId | None = Field(
         None, description="the CA that replaces ca_id (served by GetNextCACert)"
     )
     use_ra: bool | None = Field(None, description="false: an RSA CA answers without an RA")
