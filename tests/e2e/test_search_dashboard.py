@@ -356,3 +356,29 @@ def test_certificate_trend_shape(api: httpx.Client) -> None:
     assert len(dashboard(api, "certificate-trend", days=1)["trend"]) == 1
     error(api.get(f"{API}/dashboard/certificate-trend", params={"days": 0}), 422)
     error(api.get(f"{API}/dashboard/certificate-trend", params={"days": 10_000}), 422)
+
+
+def test_empty_query_parameters_take_the_defaults(api: httpx.Client, root: dict[str, Any]) -> None:
+    """A form with its boxes cleared sends `?days=&limit=`: that is the default, as on every
+    listing (docs/native-api.md), and as UCM's Flask `type=int` reads it. It was a 422."""
+    token = uuid.uuid4().hex[:10]
+    for i in range(11):  # more than either default limit
+        issue(api, root["id"], f"e{i}-{token}.example.test", validity_days=5)
+    for _ in range(6):
+        create_root(api, unique("Empty Params Root"))
+    found = search(api, token, limit="")
+    assert len(found["certificates"]) == 5  # the seed's default per category
+    assert dashboard(api, "expiring-certs", days="", limit="") == dashboard(api, "expiring-certs")
+    assert len(dashboard(api, "expiring-certs", days="", limit="")) == 10
+    assert dashboard(api, "recent-cas", limit="") == dashboard(api, "recent-cas")
+    assert len(dashboard(api, "recent-cas", limit="")) == 5
+    trend = dashboard(api, "certificate-trend", days="")["trend"]
+    assert [t["date"] for t in trend] == [
+        t["date"] for t in dashboard(api, "certificate-trend")["trend"]
+    ]
+    assert len(trend) == 30
+    response = api.get(f"{API}/dashboard/activity", params={"limit": "", "offset": ""})
+    assert len(data(response)) == 20
+    assert response.json()["meta"]["limit"] == 20 and response.json()["meta"]["offset"] == 0
+    # A value that is there but wrong is still refused.
+    error(api.get(f"{API}/dashboard/recent-cas", params={"limit": "five"}), 422)

@@ -11,6 +11,7 @@ from tessera.api.deps import UnitOfWork, now, repositories, require, runtime
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import views
 from tessera.api.v2.envelope import iso, ok
+from tessera.api.v2.params import empty_is
 from tessera.domains.actor import Actor
 from tessera.domains.dashboard.service import (
     MAX_EXPIRY_DAYS,
@@ -24,7 +25,13 @@ router = PrefixRouter(tags=["Dashboard"])
 Reader = Annotated[Actor, Depends(require("read:certificates"))]
 CAReader = Annotated[Actor, Depends(require("read:cas"))]
 AuditReader = Annotated[Actor, Depends(require("read:audit"))]
-Limit = Annotated[int, Query(ge=1, le=100)]
+# Sent empty (`?days=&limit=`), a parameter is not sent, as on every listing (params.py).
+ExpiringLimit = Annotated[int, Query(ge=1, le=100), empty_is(10)]
+RecentLimit = Annotated[int, Query(ge=1, le=100), empty_is(5)]
+ActivityLimit = Annotated[int, Query(ge=1, le=100), empty_is(20)]
+Offset = Annotated[int, Query(ge=0, le=10_000_000), empty_is(0)]
+ExpiryDays = Annotated[int, Query(ge=1, le=MAX_EXPIRY_DAYS), empty_is(30)]
+TrendDays = Annotated[int, Query(ge=1, le=MAX_TREND_DAYS), empty_is(30)]
 
 
 def _service(request: Request, session: UnitOfWork, actor: Actor) -> DashboardService:
@@ -41,8 +48,8 @@ def expiring_certs(
     request: Request,
     session: UnitOfWork,
     actor: Reader,
-    days: Annotated[int, Query(ge=1, le=MAX_EXPIRY_DAYS)] = 30,
-    limit: Limit = 10,
+    days: ExpiryDays = 30,
+    limit: ExpiringLimit = 10,
 ) -> JSONResponse:
     moment = now(request)
     rows = _service(request, session, actor).expiring(days, limit)
@@ -51,7 +58,7 @@ def expiring_certs(
 
 @router.get("/dashboard/recent-cas")
 def recent_cas(
-    request: Request, session: UnitOfWork, actor: Reader, _cas: CAReader, limit: Limit = 5
+    request: Request, session: UnitOfWork, actor: Reader, _cas: CAReader, limit: RecentLimit = 5
 ) -> JSONResponse:
     rows, counts = _service(request, session, actor).recent_cas(limit)
     return ok([views.ca_view(r, counts.get(r.id, 0)) for r in rows])
@@ -63,8 +70,8 @@ def activity(
     session: UnitOfWork,
     actor: Reader,
     _audit: AuditReader,
-    limit: Limit = 20,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: ActivityLimit = 20,
+    offset: Offset = 0,
 ) -> JSONResponse:
     rows, more = _service(request, session, actor).activity(limit, offset)
     meta = {"limit": limit, "offset": offset, "has_more": more}
@@ -85,7 +92,7 @@ def certificate_trend(
     request: Request,
     session: UnitOfWork,
     actor: Reader,
-    days: Annotated[int, Query(ge=1, le=MAX_TREND_DAYS)] = 30,
+    days: TrendDays = 30,
 ) -> JSONResponse:
     return ok({"trend": _service(request, session, actor).trend(days)})
 

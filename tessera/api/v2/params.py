@@ -14,14 +14,16 @@ MAX_ROW_ID = 2**31 - 1
 MAX_PER_PAGE = 100  # the seed's maximum; more is a 422 (docs/native-api.md)
 
 
-def _empty_is(default: Any) -> BeforeValidator:
+def empty_is(default: Any) -> BeforeValidator:
+    """Put beside a query parameter's Query(...): sent empty, it takes `default` (the
+    route's own default, which FastAPI wants outside Annotated)."""
     return BeforeValidator(lambda value: default if value == "" else value)
 
 
 RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
-QueryRowId = Annotated[int | None, Query(ge=1, le=MAX_ROW_ID), _empty_is(None)]
-Page = Annotated[int, Query(ge=1, le=10_000_000), _empty_is(1)]
+QueryRowId = Annotated[int | None, Query(ge=1, le=MAX_ROW_ID), empty_is(None)]
+Page = Annotated[int, Query(ge=1, le=10_000_000), empty_is(1)]
 # One per default page size (a route's `= 20` must match), so that an empty per_page means
 # what an absent one does. (FastAPI allows no default inside Annotated.)
-PerPage20 = Annotated[int, Query(ge=1, le=MAX_PER_PAGE), _empty_is(20)]
-PerPage50 = Annotated[int, Query(ge=1, le=MAX_PER_PAGE), _empty_is(50)]
+PerPage20 = Annotated[int, Query(ge=1, le=MAX_PER_PAGE), empty_is(20)]
+PerPage50 = Annotated[int, Query(ge=1, le=MAX_PER_PAGE), empty_is(50)]

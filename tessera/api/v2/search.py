@@ -9,6 +9,7 @@ from tessera.api.deps import CurrentActor, UnitOfWork, now, repositories
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import views
 from tessera.api.v2.envelope import iso, ok
+from tessera.api.v2.params import empty_is
 from tessera.domains.search.service import DEFAULT_LIMIT, MAX_LIMIT, MAX_TERM, SearchService
 from tessera.storage import models
 
@@ -21,7 +22,7 @@ def search(
     session: UnitOfWork,
     actor: CurrentActor,
     q: Annotated[str, Query(min_length=1, max_length=MAX_TERM)],
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT), empty_is(DEFAULT_LIMIT)] = DEFAULT_LIMIT,
 ) -> JSONResponse:
     """Each kind is searched only when the caller may read it (read:certificates, read:cas,
     read:csrs, read:users); the others come back empty. Holding none of them is a 403."""
