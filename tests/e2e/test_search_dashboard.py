@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.accounts_helpers import key_for
 from tests.e2e.acme_helpers import Acme, AcmeEnv
 from tests.e2e.helpers import API, create_root, data, error, issue, unique
 from tests.support import Server
@@ -382,3 +383,33 @@ def test_empty_query_parameters_take_the_defaults(api: httpx.Client, root: dict[
     assert response.json()["meta"]["limit"] == 20 and response.json()["meta"]["offset"] == 0
     # A value that is there but wrong is still refused.
     error(api.get(f"{API}/dashboard/recent-cas", params={"limit": "five"}), 422)
+
+
+def test_counts_follow_the_callers_permissions(server: Server, api: httpx.Client) -> None:
+    """A count tells what a listing's total would: the dashboard and the overview show the
+    CAs, CSRs, ACME accounts and users only to whom may read them (a viewer, without
+    read:users or read:acme, saw how many users and ACME accounts there are). The fields
+    stay, null: a client reads the seed's shape, and 0 would be a false figure."""
+    stats, overview = dashboard(api, "stats"), data(api.get(f"{API}/stats/overview"))
+    assert all(isinstance(n, int) and not isinstance(n, bool) for n in stats.values())
+    assert all(isinstance(n, int) and not isinstance(n, bool) for n in overview.values())
+    hidden_stats = {"total_cas", "total_csrs", "pending_csrs"}
+    hidden_overview = {"total_cas", "acme_accounts", "active_users"}
+    with server.client(api_key=scoped_key(api, ["read:certificates"])) as reader:
+        mine = dashboard(reader, "stats")
+        assert mine == {k: None if k in hidden_stats else v for k, v in stats.items()}
+        mine = data(reader.get(f"{API}/stats/overview"))
+        assert mine == {k: None if k in hidden_overview else v for k, v in overview.items()}
+    # The viewer role reads certificates, CAs and CSRs, not users nor ACME.
+    token = uuid.uuid4().hex[:8]
+    body = {"username": f"viewer-{token}", "password": "pw-" + token, "role": "viewer"}
+    data(api.post(f"{API}/users", json=body), 201)
+    viewer_key = key_for(server, body["username"], body["password"])
+    overview = data(api.get(f"{API}/stats/overview"))
+    with server.client(api_key=viewer_key) as viewer:
+        assert dashboard(viewer, "stats") == dashboard(api, "stats")
+        seen = data(viewer.get(f"{API}/stats/overview"))
+        assert seen == {**overview, "acme_accounts": None, "active_users": None}
+    granted = ["read:certificates", "read:users", "read:acme", "read:cas"]
+    with server.client(api_key=scoped_key(api, granted)) as reader:
+        assert data(reader.get(f"{API}/stats/overview")) == overview

@@ -35,7 +35,7 @@ TrendDays = Annotated[int, Query(ge=1, le=MAX_TREND_DAYS), empty_is(30)]
 
 
 def _service(request: Request, session: UnitOfWork, actor: Actor) -> DashboardService:
-    return DashboardService(repositories(session, actor), now(request))
+    return DashboardService(repositories(session, actor), now(request), actor.permissions)
 
 
 @router.get("/dashboard/stats")

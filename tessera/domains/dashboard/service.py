@@ -7,6 +7,7 @@ from datetime import datetime, time, timedelta
 from pathlib import Path
 
 from tessera.core.errors import InvalidInput
+from tessera.domains.identity.permissions import grants
 from tessera.storage import models
 from tessera.storage.repositories import Repositories
 
@@ -36,29 +37,53 @@ class SystemStatus:
         return self.database_ok and self.disk is not None
 
 
+# Each figure beyond the certificates' own, and the permission that reveals it: a count is
+# what a listing's meta.total would tell, so it is shown to whom may list those rows.
+NEEDS = {
+    "total_cas": "read:cas",
+    "total_csrs": "read:csrs",
+    "pending_csrs": "read:csrs",
+    "acme_accounts": "read:acme",
+    "active_users": "read:users",
+}
+
+
 class DashboardService:
-    def __init__(self, repos: Repositories, now: datetime) -> None:
+    def __init__(self, repos: Repositories, now: datetime, permissions: frozenset[str]) -> None:
         self._repos = repos
         self._now = now
+        self._permissions = permissions
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, int | None]:
         certs = self._repos.certificates.stats(self._now)
-        return {
-            "total_certificates": certs["total"],
-            "active_certificates": certs["active"],
-            "expired_certificates": certs["expired"],
-            "revoked_certificates": certs["revoked"],
-            "expiring_soon": certs["expiring"],
-            **self._repos.dashboard.inventory_counts(),
-        }
+        return self._visible(
+            {
+                "total_certificates": certs["total"],
+                "active_certificates": certs["active"],
+                "expired_certificates": certs["expired"],
+                "revoked_certificates": certs["revoked"],
+                "expiring_soon": certs["expiring"],
+                **self._repos.dashboard.inventory_counts(),
+            }
+        )
 
-    def overview(self) -> dict[str, int]:
+    def overview(self) -> dict[str, int | None]:
         cas, acme_accounts, active_users = self._repos.dashboard.overview_counts()
+        return self._visible(
+            {
+                "total_cas": cas,
+                "total_certs": self._repos.certificates.total(),
+                "acme_accounts": acme_accounts,
+                "active_users": active_users,
+            }
+        )
+
+    def _visible(self, figures: dict[str, int]) -> dict[str, int | None]:
+        """Every field stays (a client reads the seed's shape); a count of what the caller may
+        not read is null, never a made-up 0."""
         return {
-            "total_cas": cas,
-            "total_certs": self._repos.certificates.total(),
-            "acme_accounts": acme_accounts,
-            "active_users": active_users,
+            name: None if name in NEEDS and not grants(self._permissions, NEEDS[name]) else n
+            for name, n in figures.items()
         }
 
     def expiring(self, days: int, limit: int) -> Sequence[models.Certificate]:
