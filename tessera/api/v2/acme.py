@@ -194,7 +194,8 @@ def list_accounts(
 def get_account(
     account_id: RowId, request: Request, session: UnitOfWork, actor: Reader
 ) -> JSONResponse:
-    return ok(account_view(_admin(request, session, actor).account(account_id)))
+    row = _admin(request, session, actor).account(account_id)
+    return ok(account_view(row, _orders_count(session, actor, row.id)))
 
 
 @router.post("/accounts/{account_id}/deactivate")
@@ -202,7 +203,12 @@ def deactivate_account(
     account_id: RowId, request: Request, session: UnitOfWork, actor: Writer
 ) -> JSONResponse:
     row = _admin(request, session, actor).deactivate_account(account_id)
-    return ok(account_view(row), "ACME account deactivated")
+    return ok(account_view(row, _orders_count(session, actor, row.id)), "ACME account deactivated")
+
+
+def _orders_count(session: UnitOfWork, actor: Actor, account_id: int) -> int:
+    """The account's orders, as the listing shows them beside each account."""
+    return repositories(session, actor).acme.order_counts([account_id]).get(account_id, 0)
 
 
 @router.get("/orders")
