@@ -193,6 +193,12 @@ def test_scep_section_as_the_seed_writes_it(server: Server, api: httpx.Client) -
         assert stats["total"] == before["total"] + 2 and stats["pending"] == before["pending"]
         assert stats["issued"] == before["issued"] + 1
         assert stats["rejected"] == before["rejected"] + 1
+        # UCM calls an issued request "approved": its clients filter and count by that name.
+        assert stats["approved"] == stats["issued"]
+        page = {"per_page": 100}
+        by_ucm, _ = listing(api.get(f"{API}/scep/requests", params={"status": "approved", **page}))
+        by_name, _ = listing(api.get(f"{API}/scep/requests", params={"status": "issued", **page}))
+        assert by_ucm == by_name and approved["id"] in [r["id"] for r in by_ucm]
 
         # Errors, each in the seed's shape.
         error(api.post(f"{API}/scep/{rows[approve_tid]['id']}/approve"), 409)

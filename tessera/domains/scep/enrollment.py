@@ -35,6 +35,9 @@ from tessera.storage.repositories.crl import CRLRepository
 from tessera.storage.repositories.scep import ISSUED, PENDING, REJECTED
 
 STATUSES = (PENDING, ISSUED, REJECTED)
+# UCM names a request whose certificate was issued "approved"; its clients filter and count
+# by that name, so it is read as `issued` (docs/scep.md).
+UCM_APPROVED = "approved"
 PKCS_REQ, RENEWAL_REQ = "PKCSReq", "RenewalReq"
 RENEWAL = "renewal"
 
@@ -242,6 +245,8 @@ class EnrollmentService:
     def listing(
         self, status: str | None, page: int, per_page: int
     ) -> tuple[Sequence[ScepRequest], int]:
+        if status == UCM_APPROVED:
+            status = ISSUED
         if status is not None and status not in STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(STATUSES)}")
         return self._repos.scep.requests(status, page, per_page)
@@ -273,6 +278,7 @@ class EnrollmentService:
             "total": sum(counts.values()),
             "pending": counts.get(PENDING, 0),
             "issued": counts.get(ISSUED, 0),
+            UCM_APPROVED: counts.get(ISSUED, 0),
             "rejected": counts.get(REJECTED, 0),
             "enrollments": by_type.get(PKCS_REQ, 0),
             "renewals": by_type.get(RENEWAL_REQ, 0),
