@@ -124,6 +124,8 @@ def test_acme_section_as_the_seed_writes_it(
         assert data(acme_reader.get(f"{API}/acme/accounts/{account_id}")) == account
         error(acme_reader.patch(f"{API}/acme/settings", json={"enabled": False}), 403)
         error(acme_reader.post(f"{API}/acme/proxy/register", json=proxy), 403)
+    gone = data(api.post(f"{API}/acme/accounts/{account_id}/deactivate"))
+    assert gone == {**account, "status": "deactivated"}
 
 
 # --- SCEP ----------------------------------------------------------------------------------------
