@@ -121,13 +121,14 @@ def test_true_is_no_integer(
         ("/system/audit/retention", {"retention_days": True}, "retention_days"),
         ("/system/audit/syslog", {"port": True}, "port"),
         ("/system/audit/cleanup", {"retention_days": True}, "retention_days"),
+        ("/system/security/rate-limit", {"requests_per_minute": True}, "requests_per_minute"),
     ],
 )
 def test_true_is_no_integer_in_settings(
     api: httpx.Client, path: str, body: dict[str, Any], field: str
 ) -> None:
     """The same for settings: retention_days true was one day of audit history kept."""
-    method = "PUT" if path.endswith(("retention", "syslog")) else "POST"
+    method = "PUT" if path.endswith(("retention", "syslog", "rate-limit")) else "POST"
     method = "PATCH" if path.endswith(("settings", "config")) else method
     readable = path if method != "POST" else "/system/audit/retention"
     before = data(api.get(API + readable))
