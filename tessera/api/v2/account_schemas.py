@@ -3,7 +3,7 @@ settings), field for field as the UCM seed writes them."""
 
 from pydantic import Field
 
-from tessera.api.v2.schemas import Integer, Strict
+from tessera.api.v2.schemas import Port, RowId, Strict
 
 Code = Field(min_length=1, max_length=64)
 Password = Field(min_length=1, max_length=1024)
@@ -73,14 +73,14 @@ class UpdateGroup(Strict):
 
 
 class AddMember(Strict):
-    user_id: Integer = Field(ge=1, le=2**31 - 1)
+    user_id: RowId
     role: str = Field("member", max_length=16)
 
 
 class EmailSettings(Strict):
     enabled: bool | None = None
     smtp_host: str | None = Field(None, max_length=253)
-    smtp_port: Integer | None = Field(None, ge=1, le=65535)
+    smtp_port: Port | None = None
     smtp_user: str | None = Field(None, max_length=254)
     smtp_password: str | None = Field(None, max_length=512)
     smtp_tls: bool | None = None

@@ -11,7 +11,7 @@ from tessera.api.deps import UnitOfWork, issuance, now, repositories, require, r
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok, page_meta
 from tessera.api.v2.params import Page, PerPage50, QueryRowId, RowId
-from tessera.api.v2.schemas import Integer
+from tessera.api.v2.schemas import NO_BOOL
 from tessera.api.v2.schemas import RowId as BodyRowId
 from tessera.core.errors import TesseraError
 from tessera.domains.acme.admin import AcmeAdmin
@@ -37,7 +37,7 @@ class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str | None = Field(None, max_length=300)
     template_id: BodyRowId | None = None
-    validity_days: Integer | None = Field(None, ge=1, le=825)
+    validity_days: Annotated[int, Field(ge=1, le=825), NO_BOOL] | None = None
 
 
 class SettingsBody(BaseModel):
@@ -45,7 +45,7 @@ class SettingsBody(BaseModel):
     enabled: bool | None = None
     issuing_ca_id: BodyRowId | None = None
     template_id: BodyRowId | None = None
-    validity_days: Integer | None = Field(None, ge=1, le=825)
+    validity_days: Annotated[int, Field(ge=1, le=825), NO_BOOL] | None = None
     require_approval: bool | None = None
     require_eab: bool | None = None
     caa_check_ca_ids: list[BodyRowId] | None = Field(None, max_length=100)

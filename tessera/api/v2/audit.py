@@ -16,7 +16,7 @@ from tessera.api.deps import UnitOfWork, now, repositories, require, runtime
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok, page_meta
 from tessera.api.v2.params import Page, PerPage50, QueryRowId, RowId
-from tessera.api.v2.schemas import Integer
+from tessera.api.v2.schemas import NO_BOOL, Integer, Port
 from tessera.core.clock import as_utc, later
 from tessera.core.errors import InvalidInput
 from tessera.domains.actor import Actor
@@ -227,7 +227,7 @@ def _cell(value: Any) -> Any:
 
 class CleanupBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    retention_days: Integer | None = Field(None, ge=1, le=MAX_RETENTION_DAYS)
+    retention_days: Annotated[int, Field(ge=1, le=MAX_RETENTION_DAYS), NO_BOOL] | None = None
 
 
 def _cleanup(request: Request, session: UnitOfWork, actor: Actor, body: CleanupBody | None) -> Any:
@@ -261,7 +261,7 @@ def verify(
 
 class RetentionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    retention_days: Integer | None = Field(None, ge=1, le=MAX_RETENTION_DAYS)
+    retention_days: Annotated[int, Field(ge=1, le=MAX_RETENTION_DAYS), NO_BOOL] | None = None
     auto_cleanup: bool | None = None
 
 
@@ -291,7 +291,7 @@ class SyslogBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool | None = None
     host: str | None = Field(None, max_length=253, pattern=r"^[A-Za-z0-9.:_\-\[\]%]+$")
-    port: Integer | None = Field(None, ge=1, le=65535)
+    port: Port | None = None
     protocol: str | None = Field(None, pattern="^(udp|tcp)$")
     facility: Integer | str | None = None
     app_name: str | None = Field(None, min_length=1, max_length=48, pattern=r"^[!-~]+$")

@@ -12,7 +12,7 @@ from tessera.api.deps import UnitOfWork, issuance, now, require, runtime
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok, page_meta
 from tessera.api.v2.params import Page, PerPage20, RowId
-from tessera.api.v2.schemas import Integer, Strict
+from tessera.api.v2.schemas import NO_BOOL, Strict
 from tessera.api.v2.schemas import RowId as BodyRowId
 from tessera.core.errors import NotFound
 from tessera.domains.actor import Actor
@@ -38,6 +38,9 @@ ISSUES_CERTIFICATES = [Depends(WRITE_SCEP), Depends(require("write:certificates"
 SEES_CHALLENGES = "write:scep"
 
 
+Hours = Annotated[int, Field(ge=1, le=8760, description="hours"), NO_BOOL]
+
+
 class ScepConfigIn(Strict):
     """PATCH /scep/config: the seed's fields, and the profile settings beyond them."""
 
@@ -45,7 +48,9 @@ class ScepConfigIn(Strict):
     ca_id: BodyRowId | None = None
     ca_ident: str | None = Field(None, max_length=200)
     auto_approve: bool | None = None
-    challenge_validity: Integer | None = Field(None, ge=1, le=8760, description="hours")
+    challenge_validity: Annotated[int, Field(ge=1, le=8760), NO_BOOL] | None = Field(
+        None, description="hours"
+    )
     challenge_type: Literal["static", "dynamic"] | None = None
     queue_without_challenge: bool | None = Field(
         None, description="queue requests without a valid challenge for approval"

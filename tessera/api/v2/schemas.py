@@ -22,9 +22,14 @@ def _not_a_boolean(value: object) -> object:
     return value
 
 
-Integer = Annotated[int, BeforeValidator(_not_a_boolean)]
+# After any bounds, so that they stay minimum/maximum in the OpenAPI document (placed after
+# a validator, pydantic writes them as its own non-standard ge/le).
+NO_BOOL = BeforeValidator(_not_a_boolean)
+Integer = Annotated[int, NO_BOOL]
 # Row ids are INTEGER columns: a larger number cannot name a row, and the drivers fail on it.
-RowId = Annotated[Integer, Field(ge=1, le=2**31 - 1)]
+RowId = Annotated[int, Field(ge=1, le=2**31 - 1), NO_BOOL]
+Days = Annotated[int, Field(ge=1, le=36500), NO_BOOL]  # a validity, MAX_VALIDITY_DAYS
+Port = Annotated[int, Field(ge=1, le=65535), NO_BOOL]
 
 
 class Strict(BaseModel):
@@ -54,10 +59,10 @@ class CreateCA(SubjectIn):
     name: str | None = Field(None, max_length=200)
     key_size: Integer | None = None
     key_algorithm: str | None = Field(None, description="RSA, EC or Ed25519")
-    validity_days: Integer | None = Field(None, ge=1, le=36500)
+    validity_days: Days | None = None
     ca_type: Literal["root", "intermediate"] = "root"
     parent_id: RowId | None = None
-    path_length: Integer | None = Field(None, ge=0, le=10)
+    path_length: Annotated[int, Field(ge=0, le=10), NO_BOOL] | None = None
     # Not in the seed's example: a CA template (basic_constraints.ca) applied as for a leaf.
     template_id: RowId | None = None
 
@@ -75,7 +80,7 @@ class IssueCertificate(Strict):
     common_name: str | None = Field(None, min_length=1, max_length=64)
     ca_id: RowId
     template_id: RowId | None = None
-    validity_days: Integer | None = Field(None, ge=1, le=36500)
+    validity_days: Days | None = None
     key_size: Integer | None = None
     key_algorithm: str | None = None
     san: list[str] = Field(default_factory=list, max_length=100)
@@ -91,7 +96,7 @@ class IssueCertificate(Strict):
 
 
 class Renew(Strict):
-    validity_days: Integer | None = Field(None, ge=1, le=36500)
+    validity_days: Days | None = None
     # Not in the seed's example, but bulk renew's: the CA to renew under (needed for an
     # imported certificate, which has none here), else the one that issued it.
     ca_id: RowId | None = None
@@ -174,13 +179,13 @@ class UploadCSR(Strict):
 
 class SignCSR(Strict):
     ca_id: RowId
-    validity_days: Integer | None = Field(None, ge=1, le=36500)
+    validity_days: Days | None = None
     template_id: RowId | None = None
 
 
 class BulkSignCSRs(IdList):
     ca_id: RowId
-    validity_days: Integer | None = Field(None, ge=1, le=36500)
+    validity_days: Days | None = None
     template_id: RowId | None = None
 
 
@@ -257,7 +262,7 @@ class SmartImport(Strict):
 
 class CheckSSL(Strict):
     hostname: str = Field(min_length=1, max_length=255)
-    port: Integer = Field(443, ge=1, le=65535)
+    port: Port = 443
 
 
 class DecodePem(Strict):

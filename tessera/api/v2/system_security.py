@@ -11,7 +11,7 @@ from tessera.api.deps import UnitOfWork, now, require, runtime
 from tessera.api.ratelimit import SETTING, Limiter, policy_document
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import ok
-from tessera.api.v2.schemas import Integer
+from tessera.api.v2.schemas import NO_BOOL
 from tessera.core.errors import InvalidInput
 from tessera.domains.actor import Actor
 from tessera.domains.audit import record
@@ -24,7 +24,7 @@ from tessera.storage.repositories.security import SecurityRepository
 
 router = PrefixRouter(prefix="/system/security", tags=["System: Security"])
 Admin = Annotated[Actor, Depends(require("admin:system"))]
-PerMinute = Annotated[Integer, Field(ge=1, le=1_000_000)]
+PerMinute = Annotated[int, Field(ge=1, le=1_000_000), NO_BOOL]
 
 
 class MasterPassword(BaseModel):
@@ -43,7 +43,7 @@ class RateLimitUpdate(BaseModel):
     requests_per_minute: PerMinute | None = None
     auth_requests_per_minute: PerMinute | None = None
     export_requests_per_minute: PerMinute | None = None
-    protocol_requests_per_minute: Annotated[Integer, Field(ge=0, le=1_000_000)] | None = None
+    protocol_requests_per_minute: Annotated[int, Field(ge=0, le=1_000_000), NO_BOOL] | None = None
 
 
 def _service(request: Request, session: UnitOfWork, actor: Actor) -> SecurityService:
