@@ -391,3 +391,61 @@ def test_other_organizations_objects_are_404(server: Server, api: httpx.Client) 
         )
         error(api.get(f"{API}/groups/{theirs['id']}"), 404)  # and the other way round
     assert data(api.get(f"{API}/users/{local_user['id']}"))["full_name"] is None
+
+
+def _sole_admin_of_a_new_organization(server: Server) -> str:
+    """The username of the one admin of a fresh organization (made in the database: there
+    is no organization API yet)."""
+    now = past(server, 0)
+    org_id = db(
+        server,
+        "INSERT INTO organizations (name, created_at) VALUES (?, ?) RETURNING id",
+        (unique("lone-admin-org"), now),
+    )[0][0]
+    username = unique("lone-admin")
+    db(
+        server,
+        "INSERT INTO users (org_id, username, email, full_name, password_hash, role, active,"
+        " created_at, totp_enabled) VALUES (?, ?, NULL, NULL, ?, 'admin', ?, ?, ?)",
+        (org_id, username, PasswordHasher().hash(PASSWORD), True, now, False),
+    )
+    return username
+
+
+def test_an_organization_keeps_an_active_admin(server: Server) -> None:
+    """The last active admin can be neither demoted, deactivated nor deleted, not by
+    themselves and not by someone holding '*' through a group: nobody could manage users
+    any more. With a second admin, either may go."""
+    first = _sole_admin_of_a_new_organization(server)
+    with logged_in(server, first) as (client, csrf):
+        headers = {"X-CSRF-Token": csrf}
+        me = data(client.get(f"{API}/auth/verify"))["user"]["id"]
+        for role in ("operator", "auditor", "viewer"):
+            refused = client.put(f"{API}/users/{me}", json={"role": role}, headers=headers)
+            assert "last active admin" in error(refused, 409)
+        error(client.put(f"{API}/users/{me}", json={"active": False}, headers=headers), 409)
+        assert data(client.get(f"{API}/users/{me}"))["role"] == "admin"
+        # A second admin: now the first may step down, and the second is the last one.
+        second = {"username": unique("second-admin"), "password": PASSWORD, "role": "admin"}
+        second_id = data(client.post(f"{API}/users", json=second, headers=headers), 201)["id"]
+        # Someone who holds '*' through a group, not through the admin role.
+        everything = {"name": unique("Everything"), "permissions": ["*"]}
+        group = data(client.post(f"{API}/groups", json=everything, headers=headers), 201)
+        holder = {"username": unique("star"), "password": PASSWORD, "role": "viewer"}
+        holder_id = data(client.post(f"{API}/users", json=holder, headers=headers), 201)["id"]
+        member = {"user_id": holder_id}
+        data(client.post(f"{API}/groups/{group['id']}/members", json=member, headers=headers), 201)
+        stepped_down = client.put(f"{API}/users/{me}", json={"role": "viewer"}, headers=headers)
+        assert data(stepped_down)["role"] == "viewer"
+    with logged_in(server, holder["username"]) as (client, csrf):
+        headers = {"X-CSRF-Token": csrf}
+        path = f"{API}/users/{second_id}"
+        error(client.put(path, json={"role": "operator"}, headers=headers), 409)
+        error(client.put(path, json={"active": False}, headers=headers), 409)
+        error(client.patch(f"{path}/toggle", headers=headers), 409)
+        error(client.delete(path, headers=headers), 409)
+        after = data(client.get(path))
+        assert (after["role"], after["active"]) == ("admin", True)
+        # The first admin, no longer one, may go.
+        assert client.delete(f"{API}/users/{me}", headers=headers).status_code == 204
+    assert can_login(server, second["username"])

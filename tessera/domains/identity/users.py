@@ -2,7 +2,9 @@
 invitations.
 
 No one manages a user whose effective permissions (role plus groups) are wider than their own,
-nor hands out a role wider than their own."""
+nor hands out a role wider than their own. An organization always keeps an active admin: the
+last one can be neither demoted, deactivated nor deleted (nobody could manage users any more,
+and there is no way back short of editing the database)."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from tessera.storage.repositories import Repositories
 from tessera.storage.repositories.identity import find_login_user
 
 MAX_IMPORT = 500
+ADMIN = "admin"
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class UserService:
 
     def update(self, user_id: int, fields: UserFields) -> models.User:
         user = self._manageable(user_id)
+        was_admin = self._hold_admins(user)
         changes: dict[str, object] = {}
         if fields.email is not None:
             old, user.email = user.email, check_email(fields.email)
@@ -93,12 +97,15 @@ class UserService:
         if fields.password is not None:
             passwords.set_password(self._repos, user, fields.password, self._now)
             changes["password_changed"] = True
+        self._an_admin_remains(was_admin, "demoted or deactivated")
         audit.record(self._repos.audit, self._actor, "user.update", "user", user.id, changes)
         return user
 
     def toggle(self, user_id: int) -> models.User:
         user = self._manageable(user_id)
+        was_admin = self._hold_admins(user)
         self._set_active(user, not user.active)
+        self._an_admin_remains(was_admin, "deactivated")
         audit.record(
             self._repos.audit, self._actor, "user.toggle", "user", user.id, {"active": user.active}
         )
@@ -128,7 +135,9 @@ class UserService:
         user = self._manageable(user_id)
         if user.id == self._actor.user_id:
             raise Conflict("you cannot delete your own account")
+        was_admin = self._hold_admins(user)
         self._repos.users.delete(user)
+        self._an_admin_remains(was_admin, "deleted")
         audit.record(
             self._repos.audit,
             self._actor,
@@ -176,6 +185,22 @@ class UserService:
         user.active = active
         if not active:
             self._repos.web_sessions.delete_for_user(user.id)
+
+    def _hold_admins(self, user: models.User) -> bool:
+        """Whether `user` is an active admin, whom the change at hand might take away. If so,
+        the organization's active admins are locked first: two requests each removing one of
+        the last two admins then run in turn, and the second is refused."""
+        if user.role != ADMIN or not user.active:
+            return False
+        self._repos.users.lock_active_with_role(ADMIN)
+        return True
+
+    def _an_admin_remains(self, was_admin: bool, change: str) -> None:
+        if was_admin and self._repos.users.count_active_with_role(ADMIN) == 0:
+            raise Conflict(
+                f"the organization's last active admin cannot be {change}; "
+                "make another user admin first"
+            )
 
     def _grantable(self, role: str) -> str:
         """No one hands out a role wider than what they hold themselves (a key narrowed to

@@ -1,7 +1,7 @@
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from tessera.storage.models import (
@@ -64,6 +64,25 @@ class UserRepository:
 
     def delete(self, user: User) -> None:
         self._session.execute(delete(User).where(User.id == user.id, User.org_id == self._org_id))
+
+    def lock_active_with_role(self, role: str) -> None:
+        """Lock the rows of the organization's active users with this role until the
+        transaction ends (PostgreSQL: FOR UPDATE, in id order; SQLite's writers queue on one
+        lock anyway). Two requests that each take one of the last two away then run one after
+        the other, and the second sees what the first left."""
+        self._session.execute(self._active_with_role(role).order_by(User.id).with_for_update())
+
+    def count_active_with_role(self, role: str) -> int:
+        """Active users of the organization with this role, this transaction's changes
+        included."""
+        self._session.flush()
+        counted = select(func.count()).select_from(self._active_with_role(role).subquery())
+        return int(self._session.scalar(counted) or 0)
+
+    def _active_with_role(self, role: str) -> Select[int]:
+        return select(User.id).where(
+            User.org_id == self._org_id, User.role == role, User.active.is_(True)
+        )
 
     def activity(self, user_id: int, limit: int) -> Sequence[AuditLog]:
         """The user's own audit rows, newest first."""
