@@ -291,3 +291,34 @@ def test_a_new_password_voids_logins_waiting_for_their_second_factor(
         body = {"username": user["username"], "password": "set-by-admin-123"}
         pending = data(client.post(LOGIN, json=body))["pending_token"]
         data(client.post(LOGIN_2FA, json={"pending_token": pending, "code": recovery[1]}))
+
+
+def test_an_account_takes_no_totp_code_after_too_many_wrong_ones(
+    server: Server, api: httpx.Client
+) -> None:
+    """A pending login dies after five wrong codes, but whoever has the password can start
+    another at once: the account itself stops taking TOTP codes after ten wrong ones (over
+    all its pending logins, from any address), so the six digits cannot be worked through.
+    A recovery code, which cannot be guessed, still opens the session."""
+    user = create_user(api)
+    secret, recovery, _ = enrol(server, user["username"])
+    step = current_step()
+    valid = {code(secret, s) for s in range(step - 1, step + 4)}
+    wrong = next(c for c in ("000000", "111111", "222222", "333333") if c not in valid)
+    with server.client(api_key="") as client:
+        for _ in range(2):
+            pending = password_step(client, user["username"])["pending_token"]
+            for _ in range(5):
+                error(client.post(LOGIN_2FA, json={"pending_token": pending, "code": wrong}), 401)
+        pending = password_step(client, user["username"])["pending_token"]
+        right = {"pending_token": pending, "code": code(secret, current_step())}
+        assert "only a recovery code" in error(client.post(LOGIN_2FA, json=right), 401)
+        assert "tessera_session" not in client.cookies
+        body = {"pending_token": pending, "code": recovery[0]}
+        assert data(client.post(LOGIN_2FA, json=body))["auth_method"] == "password+recovery_code"
+    reasons = [
+        r["details"]["reason"]
+        for r in audit_rows(server, "auth.login_2fa", user["id"])
+        if not r["success"]
+    ]
+    assert reasons == ["invalid code"] * 10 + ["too many wrong codes: TOTP not accepted"]

@@ -31,6 +31,10 @@ from tessera.storage.repositories.identity import find_login_user, load_user
 router = PrefixRouter(prefix="/auth", tags=["Authentication"])
 log = logging.getLogger("tessera.auth")
 RESET_REQUESTED = "If an account with that address exists, a reset link has been sent"
+TOTP_LOCKED = (
+    "too many wrong codes for this account: for up to "
+    f"{twofactor.ACCOUNT_FAILURE_WINDOW.seconds // 60} minutes only a recovery code is accepted"
+)
 
 
 @router.post("/login/password")
@@ -61,11 +65,11 @@ def login_second_factor(request: Request, body: LoginSecondFactor, session: Unit
     who = anonymous(request)
     repos = Repositories(session, who.org_id)
     keys = runtime(request).keys
-    done = twofactor.finish_login(repos, keys, body.pending_token, body.code, now(request), who)
-    if done is None:
-        return error(401, "invalid or expired code")
-    user, factor = done
-    return _open_session(request, repos, user, f"password+{factor}")
+    step = twofactor.finish_login(repos, keys, body.pending_token, body.code, now(request), who)
+    if step.user is None or step.factor is None:
+        # Returned, not raised: the failed attempt's audit row must still be committed.
+        return error(401, TOTP_LOCKED if step.totp_locked else "invalid or expired code")
+    return _open_session(request, repos, step.user, f"password+{step.factor}")
 
 
 def _open_session(

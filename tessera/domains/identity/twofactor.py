@@ -30,12 +30,16 @@ from tessera.domains.identity.secrets import (
 from tessera.storage import models
 from tessera.storage.models_accounts import AccountToken
 from tessera.storage.repositories import Repositories
-from tessera.storage.repositories.identity import claim_totp_step, load_user
+from tessera.storage.repositories.identity import claim_totp_step, load_user, lock_user
 
 ISSUER = "Tessera"
 RECOVERY_CODES = 10
 STEP_SECONDS = 30
 MAX_CODE_ATTEMPTS = 5  # wrong codes before a pending login is void
+# Wrong codes, over all of an account's pending logins, after which its TOTP codes are not
+# taken for a while (a pending login is cheap to whoever has the password).
+MAX_ACCOUNT_FAILURES = 10
+ACCOUNT_FAILURE_WINDOW = timedelta(minutes=15)
 LOGIN_PURPOSE = "login"
 
 
@@ -208,6 +212,16 @@ def start_login(
     return PendingLogin(token, expires)
 
 
+@dataclass(frozen=True)
+class SecondStep:
+    """How a login's second step ended: the user and the factor used, or a refusal (audited).
+    `totp_locked`: the account had too many wrong codes of late, so no TOTP code was taken."""
+
+    user: models.User | None = None
+    factor: str | None = None
+    totp_locked: bool = False
+
+
 def finish_login(
     repos: Repositories,
     keys: KeyEncryptor,
@@ -215,9 +229,12 @@ def finish_login(
     code: str,
     now: datetime,
     anonymous: Actor,
-) -> tuple[models.User, str] | None:
-    """The user and the factor used, or None (audited; the pending login is void after
-    MAX_CODE_ATTEMPTS wrong codes)."""
+) -> SecondStep:
+    """The user and the factor used, or a refusal (audited). A pending login is void after
+    MAX_CODE_ATTEMPTS wrong codes; and since whoever has the password can start any number of
+    them, an account takes no TOTP code at all after MAX_ACCOUNT_FAILURES wrong codes within
+    ACCOUNT_FAILURE_WINDOW, whatever the addresses they came from (an unused recovery code,
+    which cannot be guessed, still opens the session)."""
     pending = repos.account_tokens.live(token_digest(pending_token), [LOGIN_PURPOSE], now)
     user = load_user(repos.session, pending.user_id) if pending else None
     if pending is None or user is None or not user.active or not user.totp_enabled:
@@ -230,21 +247,31 @@ def finish_login(
             {"reason": "unknown or expired login"},
             False,
         )
-        return None
+        return SecondStep()
     who = as_user(user, anonymous)
-    factor = _factor_used(repos, keys, who, user, code, now)
+    # The account's row is held from here to commit (PostgreSQL; on SQLite the write that
+    # counts the try takes the database's write lock), and the try is counted before the
+    # code is looked at: tries of one account run in turn, each seeing those before it, so a
+    # burst of requests cannot all pass the check below at once. The user row is taken
+    # before the token's, as a password change takes them.
+    lock_user(repos.session, user.id)
+    tries = repos.account_tokens.count_attempt(pending.id)
+    since = now - ACCOUNT_FAILURE_WINDOW
+    earlier = repos.account_tokens.attempts_since(user.id, LOGIN_PURPOSE, since) - 1
+    totp_locked = earlier >= MAX_ACCOUNT_FAILURES
+    factor = _factor_used(repos, keys, who, user, code, now, totp=not totp_locked)
     if factor is None:
-        if repos.account_tokens.count_attempt(pending.id) >= MAX_CODE_ATTEMPTS:
+        if tries >= MAX_CODE_ATTEMPTS:
             repos.account_tokens.consume(pending.id, now)
-        audit.record(
-            repos.audit, who, "auth.login_2fa", "user", user.id, {"reason": "invalid code"}, False
-        )
-        return None
+        reason = "too many wrong codes: TOTP not accepted" if totp_locked else "invalid code"
+        audit.record(repos.audit, who, "auth.login_2fa", "user", user.id, {"reason": reason}, False)
+        return SecondStep(totp_locked=totp_locked)
+    repos.account_tokens.count_attempt(pending.id, -1)  # a right code is no failure
     if not repos.account_tokens.consume(pending.id, now):
-        return None
+        return SecondStep()
     audit.record(repos.audit, who, "auth.login_2fa", "user", user.id, {"method": factor})
     user.last_login = now
-    return user, factor
+    return SecondStep(user, factor)
 
 
 def _factor_used(
@@ -254,9 +281,10 @@ def _factor_used(
     user: models.User,
     code: str,
     now: datetime,
+    totp: bool,
 ) -> str | None:
     checker = TwoFactor(repos, keys, who, now)
-    if checker.accept_totp(user, code):
+    if totp and checker.accept_totp(user, code):
         return "totp"
     if code.strip() and repos.recovery_codes.consume(user.id, recovery_digest(code), now):
         return "recovery_code"

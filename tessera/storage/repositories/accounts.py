@@ -41,16 +41,29 @@ class AccountTokenRepository:
         )
         return bool(getattr(result, "rowcount", 0) == 1)
 
-    def count_attempt(self, token_id: int) -> int:
+    def count_attempt(self, token_id: int, by: int = 1) -> int:
+        """Add `by` to the token's attempts (one more try, or -1 to take back a try that
+        succeeded) and return the new count."""
         self._session.execute(
             update(AccountToken)
             .where(AccountToken.id == token_id)
-            .values(attempts=AccountToken.attempts + 1)
+            .values(attempts=AccountToken.attempts + by)
         )
         attempts = self._session.scalar(
             select(AccountToken.attempts).where(AccountToken.id == token_id)
         )
         return int(attempts or 0)
+
+    def attempts_since(self, user_id: int, purpose: str, since: datetime) -> int:
+        """Attempts counted on the user's tokens of this purpose made since `since`."""
+        total = self._session.scalar(
+            select(func.coalesce(func.sum(AccountToken.attempts), 0)).where(
+                AccountToken.user_id == user_id,
+                AccountToken.purpose == purpose,
+                AccountToken.created_at >= since,
+            )
+        )
+        return int(total or 0)
 
     def revoke_for_user(self, user_id: int, purposes: Sequence[str], now: datetime) -> None:
         """Unused tokens of the user stop working (a newer link or a password set elsewhere)."""

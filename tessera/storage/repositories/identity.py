@@ -130,6 +130,12 @@ def load_user(session: Session, user_id: int) -> User | None:
     return session.get(User, user_id)
 
 
+def lock_user(session: Session, user_id: int) -> None:
+    """Hold the user's row until the transaction ends (PostgreSQL: FOR UPDATE; on SQLite a
+    transaction that has written already holds the database's write lock)."""
+    session.execute(select(User.id).where(User.id == user_id).with_for_update())
+
+
 class ApiKeyRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
