@@ -2,6 +2,8 @@
 (permissions on top of the role, members, stats), organization isolation and RBAC views."""
 
 import hashlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -449,3 +451,39 @@ def test_an_organization_keeps_an_active_admin(server: Server) -> None:
         # The first admin, no longer one, may go.
         assert client.delete(f"{API}/users/{me}", headers=headers).status_code == 204
     assert can_login(server, second["username"])
+
+
+def _step_down(client: httpx.Client, csrf: str, user_id: int, barrier: threading.Barrier) -> int:
+    barrier.wait()
+    path, body = f"{API}/users/{user_id}", {"role": "viewer"}
+    return client.put(path, json=body, headers={"X-CSRF-Token": csrf}).status_code
+
+
+def test_two_admins_stepping_down_at_once_leave_one(server: Server) -> None:
+    """Each of the last two admins demotes themselves at the same moment: one of them is
+    refused, whichever runs second (the active admins are locked before the change)."""
+    first = _sole_admin_of_a_new_organization(server)
+    with logged_in(server, first) as (client, csrf):
+        second = {"username": unique("second-admin"), "password": PASSWORD, "role": "admin"}
+        data(client.post(f"{API}/users", json=second, headers={"X-CSRF-Token": csrf}), 201)
+    for _ in range(3):
+        with (
+            logged_in(server, first) as (one, one_csrf),
+            logged_in(server, second["username"]) as (two, two_csrf),
+        ):
+            ids = [data(c.get(f"{API}/auth/verify"))["user"]["id"] for c in (one, two)]
+            barrier = threading.Barrier(2)
+            calls = [(one, one_csrf, ids[0], barrier), (two, two_csrf, ids[1], barrier)]
+            with ThreadPoolExecutor(2) as pool:
+                statuses = list(pool.map(lambda call: _step_down(*call), calls))
+            assert sorted(statuses) == [200, 409], statuses
+            # The one refused is still admin, and makes the other admin again for the next
+            # round.
+            winner = (one, one_csrf) if statuses[0] == 409 else (two, two_csrf)
+            stayed, other = ids[statuses.index(409)], ids[statuses.index(200)]
+            assert data(winner[0].get(f"{API}/users/{stayed}"))["role"] == "admin"
+            assert data(winner[0].get(f"{API}/users/{other}"))["role"] == "viewer"
+            again = winner[0].put(
+                f"{API}/users/{other}", json={"role": "admin"}, headers={"X-CSRF-Token": winner[1]}
+            )
+            assert data(again)["role"] == "admin"
