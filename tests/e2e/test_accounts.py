@@ -233,6 +233,41 @@ def test_email_settings_and_test_mail(server: Server, api: httpx.Client, mail: M
     assert data(api.get(f"{API}/settings/email"))["smtp_host"] == "127.0.0.1"
 
 
+def test_only_everything_may_say_where_mail_goes(
+    server: Server, api: httpx.Client, mail: Mailbox
+) -> None:
+    """Whoever sets the SMTP server receives every reset link, the admins' included: neither
+    an admin's API key narrowed to admin:system nor a user holding it through a group may
+    change the email settings (reading them and sending a test mail is what it is for)."""
+    narrowed = data(
+        api.post(f"{API}/account/apikeys", json={"name": "sys", "permissions": ["admin:system"]}),
+        201,
+    )["key"]
+    group = data(
+        api.post(f"{API}/groups", json={"name": unique("Sys"), "permissions": ["admin:system"]}),
+        201,
+    )
+    member = create_user(api)
+    data(api.post(f"{API}/groups/{group['id']}/members", json={"user_id": member["id"]}), 201)
+    to = email_address("systest")
+    for key in (narrowed, key_for(server, member["username"])):
+        with server.client(api_key=key) as client:
+            assert data(client.get(f"{API}/settings/email"))["smtp_host"] == "127.0.0.1"
+            data(client.post(f"{API}/settings/email/test", json={"to": to}))
+            elsewhere = {"smtp_host": "mail.attacker.test", "smtp_port": 25}
+            error(client.patch(f"{API}/settings/email", json=elsewhere), 403)
+            error(client.patch(f"{API}/settings/email", json={"enabled": False}), 403)
+    shown = data(api.get(f"{API}/settings/email"))
+    assert (shown["smtp_host"], shown["smtp_port"], shown["enabled"]) == (
+        "127.0.0.1",
+        mail.port,
+        True,
+    )
+    assert not [
+        r for r in audit_rows(server, "settings.email_update") if r["user_id"] == member["id"]
+    ]
+
+
 def test_the_old_address_is_told_when_the_email_changes(
     server: Server, api: httpx.Client, mail: Mailbox
 ) -> None:

@@ -20,6 +20,10 @@ from tessera.domains.identity.users import check_email
 
 router = PrefixRouter(prefix="/settings/email", tags=["Settings"])
 Admin = Annotated[Actor, Depends(require("admin:system"))]
+# Whoever says where mail goes receives every account's reset and invitation links, so can
+# take any account: changing it needs everything ('*'), not just admin:system (which a group
+# or a narrowed API key may carry without '*').
+Everything = Annotated[Actor, Depends(require("*"))]
 
 
 @router.get("")
@@ -29,7 +33,7 @@ def get_email_settings(request: Request, session: UnitOfWork, actor: Admin) -> J
 
 @router.patch("")
 def update_email_settings(
-    request: Request, body: EmailSettings, session: UnitOfWork, actor: Admin
+    request: Request, body: EmailSettings, session: UnitOfWork, actor: Everything
 ) -> JSONResponse:
     changes = body.model_dump(exclude_unset=True)
     if changes.get("from_address"):
