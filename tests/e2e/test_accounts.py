@@ -1,7 +1,13 @@
 """The caller's own account (profile, password, sessions, activity, API keys) and password
 reset by email, received by a real SMTP server (aiosmtpd)."""
 
+import fcntl
 import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 
@@ -327,6 +333,63 @@ def test_forgot_and_reset_password_by_mail(
     assert any(r["success"] for r in audit_rows(server, "auth.password_reset", user["id"]))
     assert token not in str(db(server, "SELECT details FROM audit_logs"))
     assert token not in server.log()
+
+
+@contextmanager
+def account_tokens_write_locked(server: Server) -> Iterator[None]:
+    """Nobody stores an account token meanwhile. On SQLite the write lock every server
+    writer takes first is held (a flock, storage/sqlite_writes.py); on PostgreSQL the table
+    is locked EXCLUSIVE (reads go on)."""
+    if server.database_url is None:
+        fd = os.open(server.data_dir / "tessera.db.writelock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        return
+    import psycopg
+
+    with psycopg.connect(server.database_url) as conn:
+        conn.execute("LOCK TABLE account_tokens IN EXCLUSIVE MODE")
+        yield
+
+
+def test_a_reset_request_is_answered_before_the_address_is_looked_up(
+    server: Server, api: httpx.Client, mail: Mailbox
+) -> None:
+    """The answer must not tell an address with an account from one without, in its words
+    nor in its time: the link an existing address gets (a token stored, an audit row, a
+    commit) took ten times as long as nothing at all. So the work is done apart from the
+    request. Shown without a stopwatch: while no token can be stored, the answer still
+    arrives (it used to wait for the lock), and so does the next request on the same
+    connection; the link follows once the lock is gone."""
+    address = email_address("answered-first")
+    create_user(api, email=address)
+    answered = threading.Event()
+    with server.client(api_key="") as anonymous:
+
+        def ask() -> tuple[httpx.Response, httpx.Response]:
+            response = anonymous.post(FORGOT, json={"email": address})
+            following = anonymous.get(f"{API}/auth/email-configured")
+            answered.set()
+            return response, following
+
+        with ThreadPoolExecutor(1) as pool:
+            with account_tokens_write_locked(server):
+                pending = pool.submit(ask)
+                arrived_while_locked = answered.wait(30)  # a bound on the test, not a timing
+            response, following = pending.result()
+    assert arrived_while_locked, "the answers waited for the reset link to be stored"
+    assert data(following) == {"configured": True}
+    unknown = {"email": email_address("nobody")}
+    with server.client(api_key="") as anonymous:
+        other = anonymous.post(FORGOT, json=unknown)
+    assert response.status_code == other.status_code == 200
+    assert response.json() == other.json()
+    token_from(mail.wait_for(address))
+    assert audit_rows(server, "auth.password_reset_request")[-1]["success"] is True
 
 
 def test_expired_and_superseded_reset_tokens_are_refused(

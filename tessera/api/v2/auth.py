@@ -1,9 +1,7 @@
 """Authentication: password login (with a TOTP second step when enabled), verify, logout,
 forgot and reset password, email configuration."""
 
-import logging
-
-from fastapi import BackgroundTasks, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
 from tessera.api.deps import (
@@ -19,7 +17,7 @@ from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import views
 from tessera.api.v2.account_schemas import ForgotPassword, LoginSecondFactor, ResetPassword
 from tessera.api.v2.envelope import iso, ok
-from tessera.api.v2.mailing import link_policy, mail_config, send_after_commit
+from tessera.api.v2.mailing import link_policy, mail_config, request_reset_links
 from tessera.api.v2.schemas import AuthMethodsQuery, Login
 from tessera.domains.identity import passwords, service, twofactor
 from tessera.domains.identity.effective import user_permissions
@@ -29,7 +27,6 @@ from tessera.storage.repositories import Repositories
 from tessera.storage.repositories.identity import find_login_user, load_user
 
 router = PrefixRouter(prefix="/auth", tags=["Authentication"])
-log = logging.getLogger("tessera.auth")
 RESET_REQUESTED = "If an account with that address exists, a reset link has been sent"
 TOTP_LOCKED = (
     "too many wrong codes for this account: for up to "
@@ -143,18 +140,11 @@ def methods(body: AuthMethodsQuery, session: UnitOfWork) -> JSONResponse:
 
 
 @router.post("/forgot-password")
-def forgot_password(
-    request: Request, body: ForgotPassword, session: UnitOfWork, background: BackgroundTasks
-) -> JSONResponse:
-    """The same answer whether or not the address belongs to an account."""
+def forgot_password(request: Request, body: ForgotPassword) -> JSONResponse:
+    """The same answer, as fast, whether or not the address belongs to an account: the
+    lookup and all it leads to run apart from the request (`mailing.send_reset_links`)."""
     who = anonymous(request)
-    repos = Repositories(session, who.org_id)
-    config = mail_config(request, repos)
-    if not config.configured:
-        log.warning("password reset requested, but email is not configured")
-        return ok(None, RESET_REQUESTED)
-    messages = passwords.request_reset(repos, body.email, link_policy(request), now(request), who)
-    send_after_commit(background, config, messages)
+    request_reset_links(runtime(request), body.email, link_policy(request), who)
     return ok(None, RESET_REQUESTED)
 
 
