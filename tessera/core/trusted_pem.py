@@ -9,7 +9,7 @@ explicitly distrusted, so a certificate that carries any is refused (`openssl x5
 -clrreject` removes them).
 """
 
-from asn1crypto import core, parser, pem
+from asn1crypto import algos, core, parser, pem
 from cryptography import x509
 
 from tessera.core.errors import InvalidInput, UnparsableInput
@@ -22,13 +22,17 @@ class _Purposes(core.SequenceOf):
     _child_spec = core.ObjectIdentifier
 
 
+class _Others(core.SequenceOf):
+    _child_spec = algos.AlgorithmIdentifier  # OpenSSL's X509_ALGOR
+
+
 class _CertAux(core.Sequence):
     _fields = [
         ("trust", _Purposes, {"optional": True}),
         ("reject", _Purposes, {"implicit": 0, "optional": True}),
         ("alias", core.UTF8String, {"optional": True}),
         ("keyid", core.OctetString, {"optional": True}),
-        ("other", core.SequenceOf, {"implicit": 1, "optional": True}),
+        ("other", _Others, {"implicit": 1, "optional": True}),
     ]
 
 
@@ -54,7 +58,8 @@ def _check_settings(aux: bytes) -> None:
         settings = _CertAux.load(aux, strict=True)
         settings.native  # noqa: B018 - decodes every field, so garbage is refused here
         rejected = [x509.ObjectIdentifier(oid.dotted) for oid in settings["reject"] or []]
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        # asn1crypto raises the latter two for values of an unexpected type inside a field
         raise UnparsableInput("the trust settings after the certificate cannot be read") from exc
     if rejected:
         names = extended_key_usage_names(x509.ExtendedKeyUsage(rejected))

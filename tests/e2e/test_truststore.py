@@ -349,6 +349,13 @@ def test_openssl_trusted_certificates_are_added_and_imported(
     assert "trust settings" in error(
         api.post(f"{API}/truststore", json={"certificate": garbled}), 400
     )
+    # Settings whose `other` [1] holds a REAL where OpenSSL has AlgorithmIdentifiers.
+    plain = base64.b64decode("".join(root.pem.strip().splitlines()[1:-1]))
+    odd = base64.encodebytes(plain + bytes.fromhex("3005a103090140")).decode()
+    odd_pem = f"-----BEGIN TRUSTED CERTIFICATE-----\n{odd}-----END TRUSTED CERTIFICATE-----\n"
+    assert "trust settings" in error(
+        api.post(f"{API}/truststore", json={"certificate": odd_pem}), 400
+    )
     assert stats(api)["total"] - before["total"] == 3
 
 
