@@ -12,7 +12,7 @@ from tessera.api.v2 import views
 from tessera.api.v2.envelope import bulk_answer, download, ok, page_meta
 from tessera.api.v2.params import Page, PerPage20, PerPage50, RowId
 from tessera.api.v2.schemas import CreateCA, IdList, RevokeCA, UpdateCA
-from tessera.api.v2.uploads import read_upload
+from tessera.api.v2.uploads import NAME, PASSWORD, PRIVATE_KEY, flag, read_upload, upload_body
 from tessera.core.names import SubjectFields
 from tessera.domains.actor import Actor
 from tessera.domains.cas.service import CAService, NewCA
@@ -82,9 +82,20 @@ def export_all(
     return download(_service(request, session, actor).export_all(format))
 
 
-@router.post("/import", status_code=201)
+IMPORT_FIELDS = ("certificate", "pem_content", "content")
+IMPORT_BODY = upload_body(
+    "a CA certificate: PEM, DER or PKCS#12, with or without its key",
+    IMPORT_FIELDS,
+    password=PASSWORD,
+    name=NAME,
+    import_key=flag(True, "keep the private key that comes with the certificate"),
+    private_key=PRIVATE_KEY,
+)
+
+
+@router.post("/import", status_code=201, openapi_extra=IMPORT_BODY)
 async def import_ca(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
-    upload = await read_upload(request, ("certificate", "pem_content", "content"))
+    upload = await read_upload(request, IMPORT_FIELDS)
     service = _service(request, session, actor)
     ca = await run_in_threadpool(
         service.import_ca,

@@ -22,7 +22,16 @@ from tessera.api.v2.schemas import (
     Renew,
     Revoke,
 )
-from tessera.api.v2.uploads import Upload, read_upload
+from tessera.api.v2.uploads import (
+    NAME,
+    PASSWORD,
+    PRIVATE_KEY,
+    Upload,
+    flag,
+    read_upload,
+    row_id,
+    upload_body,
+)
 from tessera.core.errors import InvalidInput
 from tessera.core.names import SubjectFields
 from tessera.domains.actor import Actor
@@ -129,11 +138,23 @@ def export_all(
     return download(_service(request, session, actor).export_all(format))
 
 
-@router.post("/import", status_code=201)
+IMPORT_FIELDS = ("certificate", "pem_content", "content", "pem")
+IMPORT_BODY = upload_body(
+    "a certificate: PEM, DER, PKCS#12 or PKCS#7 (base64 of a binary file in JSON)",
+    IMPORT_FIELDS,
+    password=PASSWORD,
+    name=NAME,
+    ca_id=row_id("the issuing CA (found by AKI/SKI when not given)"),
+    import_key=flag(True, "keep the private key that comes with the certificate"),
+    private_key=PRIVATE_KEY,
+)
+
+
+@router.post("/import", status_code=201, openapi_extra=IMPORT_BODY)
 async def import_certificate(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
     """JSON {certificate, private_key?, password?, name?, ca_id?, import_key?} or multipart
     (file, private_key, name, password, ca_id, import_key): PEM, DER, PKCS#12 or PKCS#7."""
-    upload = await read_upload(request, ("certificate", "pem_content", "content", "pem"))
+    upload = await read_upload(request, IMPORT_FIELDS)
     options = ImportOptions(upload.display_name(), _ca_id(upload), upload.flag("import_key", True))
     service = _service(request, session, actor)
     password = upload.text("password")

@@ -18,7 +18,7 @@ from tessera.api.v2.schemas import (
     SignCSR,
     UploadCSR,
 )
-from tessera.api.v2.uploads import read_upload
+from tessera.api.v2.uploads import read_upload, text, upload_body
 from tessera.domains.actor import Actor
 from tessera.domains.bulk import BulkResult
 from tessera.domains.csrs.service import CSRService, SignOptions
@@ -67,10 +67,18 @@ def upload_csr(
     return _uploaded(row, "CSR uploaded successfully")
 
 
-@router.post("/upload", status_code=201)
+CSR = "a certificate signing request: PEM (or DER, as a file)"
+CSR_NAME = text("what the CSR is listed as (empty: its subject's CN or first SAN)", 200)
+UPLOAD_FIELDS = ("pem",)
+IMPORT_FIELDS = ("pem_content", "csr", "pem")
+
+
+@router.post(
+    "/upload", status_code=201, openapi_extra=upload_body(CSR, UPLOAD_FIELDS, name=CSR_NAME)
+)
 async def upload_pem(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
     """The seed's "Upload CSR (Multipart)": a `file` part (and `name`), or JSON `pem`."""
-    upload = await read_upload(request, ("pem",))
+    upload = await read_upload(request, UPLOAD_FIELDS)
     row = await run_in_threadpool(
         _service(request, session, actor).upload,
         upload.content,
@@ -80,9 +88,11 @@ async def upload_pem(request: Request, session: UnitOfWork, actor: Writer) -> JS
     return _uploaded(row, "CSR uploaded successfully")
 
 
-@router.post("/import", status_code=201)
+@router.post(
+    "/import", status_code=201, openapi_extra=upload_body(CSR, IMPORT_FIELDS, name=CSR_NAME)
+)
 async def import_csr(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
-    upload = await read_upload(request, ("pem_content", "csr", "pem"))
+    upload = await read_upload(request, IMPORT_FIELDS)
     row = await run_in_threadpool(
         _service(request, session, actor).upload,
         upload.content,

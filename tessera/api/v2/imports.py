@@ -17,10 +17,11 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from tessera.api.deps import UnitOfWork, issuance, now, require
+from tessera.api.openapi import model_schema, request_body
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import ok
 from tessera.api.v2.schemas import SmartImport, SmartImportOptions
-from tessera.api.v2.uploads import MAX_UPLOAD, Upload, read_upload
+from tessera.api.v2.uploads import FILE, MAX_UPLOAD, PASSWORD, Upload, flag, read_upload
 from tessera.core.errors import InvalidInput
 from tessera.core.formats import decode_text, decode_upload
 from tessera.domains.actor import Actor
@@ -36,14 +37,37 @@ def _service(request: Request, session: UnitOfWork, actor: Actor) -> ImportServi
     return ImportService(issuance(request, session, actor), now(request))
 
 
-@router.post("/analyze")
+# What `_read` reads: multipart (`file`, `password` and the option flags) or a SmartImport.
+FLAGS = {
+    "import_cas": flag(True, "import CA certificates"),
+    "import_certificates": flag(True, "import certificates"),
+    "import_certs": flag(True, "import_certificates under UCM's name, which it overrides"),
+    "import_keys": flag(True, "import private keys"),
+    "import_csrs": flag(True, "import CSRs"),
+}
+WHAT = "PEM, DER, PKCS#12 or PKCS#7 (in JSON: PEM, or base64 of a binary file)"
+FORM = {"file": {**FILE, "description": WHAT}, "password": PASSWORD.form}
+SMART_IMPORT_BODY = request_body(
+    f"the content to import: {WHAT}; multipart or JSON",
+    {
+        "multipart/form-data": {
+            "type": "object",
+            "properties": FORM | {name: described.form for name, described in FLAGS.items()},
+            "required": ["file"],
+        },
+        "application/json": model_schema(SmartImport),
+    },
+)
+
+
+@router.post("/analyze", openapi_extra=SMART_IMPORT_BODY)
 async def analyze(request: Request, session: UnitOfWork, actor: Reader) -> JSONResponse:
     content, password, _ = await _read(request)
     service = _service(request, session, actor)
     return ok(await run_in_threadpool(service.analyze, content, password))
 
 
-@router.post("/execute")
+@router.post("/execute", openapi_extra=SMART_IMPORT_BODY)
 async def execute(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
     content, password, options = await _read(request)
     service = _service(request, session, actor)

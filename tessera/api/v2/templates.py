@@ -11,7 +11,7 @@ from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import bulk_answer, download, iso, ok
 from tessera.api.v2.params import RowId
 from tessera.api.v2.schemas import CreateTemplate, IdList, TemplateBody
-from tessera.api.v2.uploads import read_upload
+from tessera.api.v2.uploads import flag, read_upload, upload_body
 from tessera.domains.actor import Actor
 from tessera.domains.templates.service import TemplateService, document
 from tessera.storage import models
@@ -53,9 +53,17 @@ def export_all(session: UnitOfWork, actor: Reader) -> Response:
     return download(_service(session, actor).export_all())
 
 
-@router.post("/import")
+IMPORT_FIELDS = ("json_content",)
+IMPORT_BODY = upload_body(
+    "templates: JSON, as the template export writes it (one, an array, or {templates: [...]})",
+    IMPORT_FIELDS,
+    update_existing=flag(False, "overwrite the templates of the same name"),
+)
+
+
+@router.post("/import", openapi_extra=IMPORT_BODY)
 async def import_templates(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
-    upload = await read_upload(request, ("json_content",))
+    upload = await read_upload(request, IMPORT_FIELDS)
     report = await run_in_threadpool(
         _service(session, actor).import_documents,
         upload.content,

@@ -12,7 +12,7 @@ from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok, page_meta
 from tessera.api.v2.params import Page, PerPage50, RowId
 from tessera.api.v2.schemas import AddTrustedCertificate
-from tessera.api.v2.uploads import read_upload
+from tessera.api.v2.uploads import PASSWORD, read_upload, text, upload_body
 from tessera.api.v2.views import serial
 from tessera.domains.actor import Actor
 from tessera.domains.truststore.service import Added, TrustDetails, TrustStoreService
@@ -94,9 +94,21 @@ def stats(request: Request, session: UnitOfWork, actor: Reader) -> JSONResponse:
     return ok(_service(request, session, actor).stats())
 
 
-@router.post("/import")
+IMPORT_FIELDS = ("certificate", "pem_content", "content")
+IMPORT_BODY = upload_body(
+    "certificates to trust: PEM (one or many), TRUSTED CERTIFICATE, DER, PKCS#7 or PKCS#12",
+    IMPORT_FIELDS,
+    password=PASSWORD,
+    name=text("what each imported certificate is listed as", 200),
+    description=text("a description of the imported certificates", 4000),
+    purpose=text("what they are trusted for", 64),
+    notes=text("notes on the imported certificates", 4000),
+)
+
+
+@router.post("/import", openapi_extra=IMPORT_BODY)
 async def import_trusted(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
-    upload = await read_upload(request, ("certificate", "pem_content", "content"))
+    upload = await read_upload(request, IMPORT_FIELDS)
     details = TrustDetails(
         upload.text("name") or None,
         upload.text("description") or None,

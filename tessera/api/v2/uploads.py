@@ -1,10 +1,14 @@
-"""Reading an uploaded object either as multipart (file + fields) or as a JSON body."""
+"""Reading an uploaded object either as multipart (file + fields) or as a JSON body, and
+describing such a body in the OpenAPI document (`upload_body`)."""
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
+from tessera.api.openapi import Schema, request_body
+from tessera.api.v2.params import MAX_ROW_ID
 from tessera.core import jsontext
 from tessera.core.errors import InvalidInput
 
@@ -136,3 +140,92 @@ def _checked(fields: dict[str, str]) -> dict[str, str]:
     except UnicodeEncodeError as exc:
         raise InvalidInput("text must be valid Unicode (no lone surrogates)") from exc
     return fields
+
+
+# The OpenAPI document's description of such a body. The handlers parse it themselves (above),
+# so FastAPI knows nothing of it: each upload route passes `upload_body(...)` as its
+# `openapi_extra`, naming the fields its handler reads.
+
+
+@dataclass(frozen=True)
+class Described:
+    """One field of an upload: its schema in a JSON body and as a multipart part."""
+
+    json: Schema
+    form: Schema
+
+
+def text(description: str, max_length: int | None = None) -> Described:
+    schema: Schema = {"type": "string", "description": description}
+    if max_length is not None:
+        schema["maxLength"] = max_length
+    return Described(schema, schema)
+
+
+def flag(default: bool, description: str) -> Described:
+    """`Upload.flag`: JSON true/false (or 0/1, or the words), a word in a form."""
+    told = f"{description} (default {str(default).lower()}; the words are read in any case)"
+    words: Schema = {"type": "string", "enum": list(TRUE_WORDS + FALSE_WORDS)}
+    json_schema: Schema = {
+        "anyOf": [{"type": "boolean"}, {"type": "integer", "enum": [0, 1]}, words],
+        "description": told,
+    }
+    return Described(json_schema, {**words, "description": told})
+
+
+def row_id(description: str) -> Described:
+    """`Upload.number_text`: a row id as a JSON number or as text holding one (empty: none)."""
+    digits: Schema = {"type": "string", "pattern": r"^\s*[0-9]*\s*$"}
+    number: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_ROW_ID}
+    return Described(
+        {"anyOf": [number, digits], "description": description},
+        {**digits, "description": description},
+    )
+
+
+PASSWORD = text("opens a PKCS#12 file or an encrypted private key")
+NAME = text("what the imported object is listed as (empty: its own name)", NAME_MAX)
+PRIVATE_KEY = Described(
+    {"type": "string", "description": "a PEM private key for the certificate (blank: none)"},
+    {
+        "type": "string",
+        "description": "a PEM private key for the certificate, as a text field or a file part",
+    },
+)
+FILE: Schema = {"type": "string", "contentMediaType": "application/octet-stream"}
+
+
+def upload_body(what: str, content_fields: tuple[str, ...], **fields: Described) -> Schema:
+    """`openapi_extra` for a route that reads `read_upload(request, content_fields)`: JSON
+    with the object as text in one of `content_fields`, or multipart with a `file` part;
+    `fields` are the other fields its handler reads. In JSON, a field sent as null counts as
+    not sent, and fields the handler does not read are ignored."""
+    as_text = f"{what}, as text"
+    properties = {
+        name: _nullable({"type": "string", "description": as_text}) for name in content_fields
+    }
+    properties |= {name: _nullable(described.json) for name, described in fields.items()}
+    json_schema: Schema = {"type": "object", "properties": properties}
+    if len(content_fields) == 1:
+        json_schema["required"] = list(content_fields)
+        properties[content_fields[0]] = {"type": "string", "description": as_text}
+    else:  # one of them, as text
+        json_schema["anyOf"] = [
+            {"required": [name], "properties": {name: {"type": "string"}}}
+            for name in content_fields
+        ]
+    form_properties = {"file": {**FILE, "description": what}}
+    form_properties |= {name: described.form for name, described in fields.items()}
+    form: Schema = {"type": "object", "properties": form_properties, "required": ["file"]}
+    content = {"multipart/form-data": form, "application/json": json_schema}
+    told = f"{what}; as a multipart upload (its `file` part) or as JSON (the content as text)"
+    return request_body(told, content)
+
+
+def _nullable(schema: Schema) -> Schema:
+    description = schema.get("description")
+    bare: dict[str, Any] = {k: v for k, v in schema.items() if k != "description"}
+    wrapped: Schema = {"anyOf": [*bare.get("anyOf", [bare]), {"type": "null"}]}
+    if description is not None:
+        wrapped["description"] = description
+    return wrapped

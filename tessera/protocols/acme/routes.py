@@ -26,6 +26,7 @@ from tessera.protocols.acme import download, jws, views
 from tessera.protocols.acme.lane import AcmeLane, Routes
 from tessera.protocols.acme.problems import AcmeProblem, malformed, unauthorized
 from tessera.protocols.acme.transport import (
+    JWS_BODY,
     PREFIX,
     AcmeHeaders,
     base_url,
@@ -166,7 +167,7 @@ def nonce_get() -> Response:
 
 
 # RFC 8555 6.3: the directory and new-nonce take POST-as-GET as well as GET.
-@router.post("/directory")
+@router.post("/directory", openapi_extra=JWS_BODY)
 async def directory_post(request: Request, session: UnitOfWork) -> Response:
     def work(ctx: Ctx, signed: jws.Jws) -> Response:
         _post_as_get(ctx, signed)
@@ -175,7 +176,7 @@ async def directory_post(request: Request, session: UnitOfWork) -> Response:
     return await _signed(request, session, "directory", work)
 
 
-@router.post("/new-nonce")
+@router.post("/new-nonce", openapi_extra=JWS_BODY)
 async def nonce_post(request: Request, session: UnitOfWork) -> Response:
     def work(ctx: Ctx, signed: jws.Jws) -> Response:
         _post_as_get(ctx, signed)
@@ -191,7 +192,7 @@ def _post_as_get(ctx: Ctx, signed: jws.Jws) -> None:
         raise malformed("a POST-as-GET request has an empty payload")
 
 
-@router.post("/new-account")
+@router.post("/new-account", openapi_extra=JWS_BODY)
 async def new_account(request: Request, session: UnitOfWork) -> Response:
     def work(ctx: Ctx, signed: jws.Jws) -> Response:
         jwk = by_jwk(signed)
@@ -203,7 +204,7 @@ async def new_account(request: Request, session: UnitOfWork) -> Response:
     return await _signed(request, session, "new-account", work)
 
 
-@router.post("/acct/{account_id}")
+@router.post("/acct/{account_id}", openapi_extra=JWS_BODY)
 async def account(account_id: str, request: Request, session: UnitOfWork) -> Response:
     def work(ctx: Ctx, signed: jws.Jws) -> Response:
         account = by_account(ctx.repos, ctx.rt, signed)
@@ -216,7 +217,7 @@ async def account(account_id: str, request: Request, session: UnitOfWork) -> Res
     return await _signed(request, session, f"acct/{account_id}", work)
 
 
-@router.post("/acct/{account_id}/orders")
+@router.post("/acct/{account_id}/orders", openapi_extra=JWS_BODY)
 async def account_orders(account_id: str, request: Request, session: UnitOfWork) -> Response:
     # RFC 8555 7.1.2.1: a page of the list, newest first, and a Link rel="next" to the rest.
     # The cursor is the last order id of the previous page; the JWS url is the URL with it.
@@ -246,7 +247,7 @@ def _cursor(text: str) -> int:
     return int(text)
 
 
-@router.post("/key-change")
+@router.post("/key-change", openapi_extra=JWS_BODY)
 async def key_change(request: Request, session: UnitOfWork) -> Response:
     def work(ctx: Ctx, signed: jws.Jws) -> Response:
         account = by_account(ctx.repos, ctx.rt, signed)
@@ -256,7 +257,7 @@ async def key_change(request: Request, session: UnitOfWork) -> Response:
     return await _signed(request, session, "key-change", work)
 
 
-@router.post("/new-order")
+@router.post("/new-order", openapi_extra=JWS_BODY)
 async def new_order(request: Request, session: UnitOfWork) -> Response:
     def work(ctx: Ctx, signed: jws.Jws) -> Response:
         account = by_account(ctx.repos, ctx.rt, signed)
@@ -267,7 +268,7 @@ async def new_order(request: Request, session: UnitOfWork) -> Response:
     return await _signed(request, session, "new-order", work)
 
 
-@router.post("/order/{order_id}")
+@router.post("/order/{order_id}", openapi_extra=JWS_BODY)
 async def get_order(order_id: str, request: Request, session: UnitOfWork) -> Response:
     def work(ctx: Ctx, signed: jws.Jws) -> Response:
         account = by_account(ctx.repos, ctx.rt, signed)
@@ -279,7 +280,7 @@ async def get_order(order_id: str, request: Request, session: UnitOfWork) -> Res
     return await _signed(request, session, f"order/{order_id}", work)
 
 
-@router.post("/order/{order_id}/finalize")
+@router.post("/order/{order_id}/finalize", openapi_extra=JWS_BODY)
 async def finalize(order_id: str, request: Request, session: UnitOfWork) -> Response:
     def work(ctx: Ctx, signed: jws.Jws) -> Response:
         account = by_account(ctx.repos, ctx.rt, signed)
@@ -293,7 +294,7 @@ async def finalize(order_id: str, request: Request, session: UnitOfWork) -> Resp
     return await _signed(request, session, f"order/{order_id}/finalize", work)
 
 
-@router.post("/authz/{authz_id}")
+@router.post("/authz/{authz_id}", openapi_extra=JWS_BODY)
 async def authorization(authz_id: str, request: Request, session: UnitOfWork) -> Response:
     def work(ctx: Ctx, signed: jws.Jws) -> Response:
         account = by_account(ctx.repos, ctx.rt, signed)
@@ -310,7 +311,7 @@ async def authorization(authz_id: str, request: Request, session: UnitOfWork) ->
     return await _signed(request, session, f"authz/{authz_id}", work)
 
 
-@router.post("/chall/{challenge_id}")
+@router.post("/chall/{challenge_id}", openapi_extra=JWS_BODY)
 async def challenge(challenge_id: str, request: Request, session: UnitOfWork) -> Response:
     def work(ctx: Ctx, signed: jws.Jws) -> Response:
         account = by_account(ctx.repos, ctx.rt, signed)
@@ -334,12 +335,12 @@ async def challenge(challenge_id: str, request: Request, session: UnitOfWork) ->
     return response
 
 
-@router.post("/cert/{cert_id}")
+@router.post("/cert/{cert_id}", openapi_extra=JWS_BODY)
 async def certificate(cert_id: str, request: Request, session: UnitOfWork) -> Response:
     return await _certificate(cert_id, 0, request, session)
 
 
-@router.post("/cert/{cert_id}/{alternate}")
+@router.post("/cert/{cert_id}/{alternate}", openapi_extra=JWS_BODY)
 async def certificate_alternate(
     cert_id: str, alternate: str, request: Request, session: UnitOfWork
 ) -> Response:
@@ -376,7 +377,7 @@ async def _certificate(cert_id: str, variant: int, request: Request, session: Se
     return await _signed(request, session, path, work)
 
 
-@router.post("/revoke-cert")
+@router.post("/revoke-cert", openapi_extra=JWS_BODY)
 async def revoke(request: Request, session: UnitOfWork) -> Response:
     def work(ctx: Ctx, signed: jws.Jws) -> Response:
         # The signature first (RFC 8555 6.2): nothing is looked up for an unverified request.

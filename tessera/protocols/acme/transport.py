@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tessera.api.deps import answer_error, commit_before_answering
+from tessera.api.openapi import request_body
 from tessera.protocols.acme import jws
 from tessera.protocols.acme.problems import (
     AcmeProblem,
@@ -39,6 +40,23 @@ NEW_NONCE = PREFIX + "/new-nonce"
 MAX_BODY = 64 * 1024
 NONCE_TTL = timedelta(hours=1)
 JOSE = "application/jose+json"
+# Every POST under /acme/ (`read_jws`), in the OpenAPI document: a flattened JWS (RFC 8555 6.2).
+B64URL = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$"}
+JWS_BODY = request_body(
+    "a flattened JWS (RFC 7515 7.2.2), signed by the account key (kid) or a new key (jwk); "
+    "an empty payload is a POST-as-GET",
+    {
+        JOSE: {
+            "type": "object",
+            "properties": {
+                "protected": {**B64URL, "description": "base64url of the protected header"},
+                "payload": {**B64URL, "description": "base64url of the JSON payload, or empty"},
+                "signature": {**B64URL, "description": "base64url of the signature"},
+            },
+            "required": ["protected", "payload", "signature"],
+        }
+    },
+)
 # What the nonce stores raise when they are down: the SQLite deployment's nonce file, the
 # database, Redis.
 NONCE_STORE_ERRORS = (sqlite3.Error, SQLAlchemyError, RedisError)
