@@ -141,6 +141,71 @@ def _pydantic_bounds(node: Any, where: str = "") -> Iterator[str]:
             yield from _pydantic_bounds(value, f"{where}/{index}")
 
 
+# Operations that take no request body by design: each acts on what its path (or the
+# caller's session) names, and its handler reads no body.
+NO_BODY = {
+    ("POST", "/api/v2/auth/logout"): "ends the caller's session",
+    ("POST", "/api/v2/account/2fa/enable"): "starts an enrolment; the secret is generated",
+    ("POST", "/api/v2/account/apikeys/{key_id}/regenerate"): "the new secret is generated",
+    ("POST", "/api/v2/account/sessions/revoke-all"): "every session but the caller's",
+    ("POST", "/api/v2/truststore/sync"): "reads the system CA bundle",
+    ("PATCH", "/api/v2/users/{user_id}/toggle"): "flips the user's active flag",
+    ("POST", "/api/v2/acme/accounts/{account_id}/deactivate"): "the account in the path",
+    ("POST", "/api/v2/acme/orders/{order_id}/approve"): "the order in the path",
+    ("POST", "/api/v2/acme/renewal/{certificate_id}"): "the certificate in the path",
+    ("POST", "/api/v2/scep/{request_id}/approve"): "the request in the path",
+    ("POST", "/api/v2/scep/challenge/{ca_id}/regenerate"): "the password is generated",
+    ("POST", "/api/v2/crl/{ca_id}/regenerate"): "the CA in the path",
+    ("POST", "/api/v2/system/audit/syslog/test"): "sends to the configured server",
+    ("POST", "/api/v2/system/security/rate-limit/reset"): "clears every window",
+}
+# The routes that read their body themselves (api/v2/uploads.py, api/v2/imports.py).
+UPLOADS = {
+    "/api/v2/cas/import": {"password", "name", "import_key", "private_key"},
+    "/api/v2/certificates/import": {"password", "name", "ca_id", "import_key", "private_key"},
+    "/api/v2/csrs/upload": {"name"},
+    "/api/v2/csrs/import": {"name"},
+    "/api/v2/truststore/import": {"password", "name", "description", "purpose", "notes"},
+    "/api/v2/templates/import": {"update_existing"},
+    "/api/v2/import/analyze": {"password", "import_cas", "import_certificates", "import_keys"},
+    "/api/v2/import/execute": {"password", "import_cas", "import_certificates", "import_keys"},
+}
+
+
+def test_openapi_describes_every_request_body(anonymous: httpx.Client) -> None:
+    """Generated clients and the fuzz test learn what to send from the document alone, the
+    bodies that handlers read themselves (uploads, imports, ACME's JWS) included."""
+    document = anonymous.get("/api/openapi.json").json()
+    validate(document)
+    paths = document["paths"]
+    without = {
+        (method.upper(), path)
+        for path, item in paths.items()
+        for method, operation in item.items()
+        if method in ("post", "put", "patch") and "requestBody" not in operation
+    }
+    assert without == set(NO_BODY)
+    for path, fields in UPLOADS.items():
+        body = paths[path]["post"]["requestBody"]
+        assert body["required"] is True, path
+        content = body["content"]
+        assert set(content) == {"multipart/form-data", "application/json"}, path
+        form = content["multipart/form-data"]["schema"]
+        assert form["required"] == ["file"], path
+        assert {"file"} | fields <= set(form["properties"]), path
+        assert "$ref" not in str(content["application/json"]), path  # nothing left dangling
+    # Every POST under /acme/ is a JWS (RFC 8555 6.2), POST-as-GET included.
+    signed = {
+        p: item["post"] for p, item in paths.items() if p.startswith("/acme/") and "post" in item
+    }
+    assert len(signed) == 14
+    for path, post in signed.items():
+        (media,) = post["requestBody"]["content"]
+        assert media == "application/jose+json", path
+        schema = post["requestBody"]["content"][media]["schema"]
+        assert schema["required"] == ["protected", "payload", "signature"], path
+
+
 def test_docs_ui(anonymous: httpx.Client) -> None:
     response = anonymous.get("/api/docs")
     assert response.status_code == 200
