@@ -1,7 +1,8 @@
 """What the schema-driven fuzzing of the HTTP API (test_api_fuzz.py) adds to the OpenAPI
-document: PKI objects, whole and damaged, where the document only says "string", and
-request bodies for the routes that read their body themselves (uploads, imports, ACME JWS),
-which the document does not describe."""
+document: PKI objects, whole and damaged, where the document only says "string" (request
+models, and the bodies of the routes that read their body themselves: uploads, imports),
+passwords that open the PKCS#12 and encrypted keys made here, and JWS parts that decode to
+JSON in the ACME bodies."""
 
 import base64
 import json
@@ -31,18 +32,20 @@ PKI_PROPERTIES = {
     "MatchKeys": ["certificate", "private_key", "csr"],
 }
 
-# Routes that read their own body (uploads.read_upload and the like): the text fields they
-# take, the first of which carries the object.
-UPLOADS = {
-    "/api/v2/certificates/import": ["certificate", "pem_content", "content", "pem"],
-    "/api/v2/cas/import": ["certificate", "pem_content", "content"],
-    "/api/v2/csrs/upload": ["pem"],
-    "/api/v2/csrs/import": ["pem_content", "csr", "pem"],
-    "/api/v2/truststore/import": ["certificate", "pem_content", "content"],
-    "/api/v2/import/analyze": ["content"],
-    "/api/v2/import/execute": ["content"],
-}
-UPLOAD_FLAGS = ["import_key", "import_cas", "import_certificates", "import_keys", "import_csrs"]
+# Routes that read their own body (uploads.read_upload and the like), whose bodies (multipart
+# and JSON) the document describes, and their fields that carry a PKI object. (The template
+# import, which reads JSON templates, is fuzzed with the document's bodies as they are.)
+UPLOADS = [
+    "/api/v2/certificates/import",
+    "/api/v2/cas/import",
+    "/api/v2/csrs/upload",
+    "/api/v2/csrs/import",
+    "/api/v2/truststore/import",
+    "/api/v2/import/analyze",
+    "/api/v2/import/execute",
+]
+UPLOAD_PKI_FIELDS = {"file", "certificate", "pem_content", "content", "pem", "csr", "private_key"}
+JWS_PARTS = ["protected", "payload", "signature"]
 
 
 def _name(cn: str) -> x509.Name:
@@ -185,61 +188,37 @@ def _pki(prop: dict[str, Any]) -> dict[str, Any]:
     return prop
 
 
-def _upload_body(fields: list[str]) -> dict[str, Any]:
-    text = {"type": "string", "format": PKI_FORMAT}
-    flag = {"anyOf": [{"type": "boolean"}, {"type": "string", "enum": ["true", "no", "x"]}]}
-    json_props: dict[str, Any] = {name: text for name in fields}
-    json_props |= {name: flag for name in UPLOAD_FLAGS}
-    json_props |= {
-        "password": {"type": "string", "enum": PASSWORDS},
-        "name": {"type": "string", "maxLength": 40},
-        "private_key": text,
-        "ca_id": {"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 4}]},
-    }
-    form_props = {
-        "file": text,
-        "password": {"type": "string", "enum": PASSWORDS},
-        "private_key": text,
-        "import_key": {"type": "string", "enum": ["true", "false", "maybe"]},
-    }
-    return {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"type": "object", "properties": json_props}},
-            "multipart/form-data": {
-                "schema": {"type": "object", "properties": form_props, "required": ["file"]}
-            },
-        },
-    }
-
-
-JWS_BODY = {
-    "required": True,
-    "content": {
-        "application/jose+json": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "protected": {"type": "string", "format": B64JSON_FORMAT},
-                    "payload": {"type": "string", "format": B64JSON_FORMAT},
-                    "signature": {"type": "string", "format": B64JSON_FORMAT},
-                },
-                "required": ["protected", "payload", "signature"],
-            }
-        }
-    },
-}
+def _upload_fields(schema: dict[str, Any]) -> None:
+    """PKI objects and known passwords in an upload body's fields (its anyOf branches too)."""
+    properties = schema.get("properties", {})
+    for name, prop in properties.items():
+        if name in UPLOAD_PKI_FIELDS:
+            prop.pop("contentMediaType", None)  # the file part: text made here, not bytes
+            _pki(prop)
+    if "password" in properties:
+        properties["password"] = {"type": "string", "enum": PASSWORDS}
+    for branch in schema.get("anyOf", []):
+        _upload_fields(branch)
 
 
 def enrich(raw: dict[str, Any]) -> None:
-    """Give the OpenAPI document PKI-shaped strings and the bodies it leaves out."""
+    """Give the OpenAPI document's bodies PKI-shaped strings, passwords and JWS parts."""
     schemas = raw["components"]["schemas"]
     for model, names in PKI_PROPERTIES.items():
         for name in names:
             _pki(schemas[model]["properties"][name])
-    for path, fields in UPLOADS.items():
-        raw["paths"][path]["post"]["requestBody"] = _upload_body(fields)
-    for path, item in raw["paths"].items():
-        post = item.get("post")
-        if path.startswith("/acme/") and post and "requestBody" not in post:
-            post["requestBody"] = JWS_BODY
+    for path in UPLOADS:
+        content = raw["paths"][path]["post"]["requestBody"]["content"]
+        assert set(content) == {"multipart/form-data", "application/json"}, path
+        for media in content.values():
+            _upload_fields(media["schema"])
+    signed = [
+        item["post"]
+        for path, item in raw["paths"].items()
+        if path.startswith("/acme/") and "post" in item
+    ]
+    assert signed
+    for post in signed:
+        jws = post["requestBody"]["content"]["application/jose+json"]["schema"]["properties"]
+        for part in JWS_PARTS:
+            jws[part] = {"type": "string", "format": B64JSON_FORMAT}

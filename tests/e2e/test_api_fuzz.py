@@ -1,10 +1,11 @@
 """Schema-driven fuzzing of the whole HTTP API (Schemathesis) against a real `tessera serve`.
 
 Every operation of the OpenAPI document, but those below, gets a small, fixed
-(derandomized) set of requests, valid and invalid, from the document's own schemas plus
-what tests/e2e/fuzz_helpers.py adds (PKI objects whole and damaged, the bodies of the
-routes that read their own). Each answer must be no server error, and an error must have
-its dialect's shape (docs/errors.md) with no traceback in it.
+(derandomized) set of requests, valid and invalid, from the document's own schemas (the
+bodies of the routes that read their own included) plus what tests/e2e/fuzz_helpers.py
+adds: PKI objects whole and damaged, passwords that open them, JWS parts that decode to
+JSON. Each answer must be no server error, and an error must have its dialect's shape
+(docs/errors.md) with no traceback in it.
 
 SQLite only: the point is the request handling, which both backends share; the server is
 seeded with a CA hierarchy, certificates, a CSR, a template, a trust-store entry, a user, a
