@@ -12,7 +12,18 @@ import httpx
 import pytest
 from cryptography import x509
 
-from tests.e2e.helpers import API, create_intermediate, create_root, data, error, issue, unique
+from tests.e2e.helpers import (
+    API,
+    create_intermediate,
+    create_root,
+    data,
+    error,
+    foreign_root,
+    foreign_signed,
+    import_ca_file,
+    issue,
+    unique,
+)
 from tests.e2e.test_crl import entry_reason, listed, pem_file, verify, wait_for_crl
 from tests.support import Server, admin_api_key, database, start_server, stop_server
 
@@ -132,3 +143,34 @@ def test_what_cannot_be_revoked_is_refused_and_nothing_changes(server: Server) -
         issue(api, inter["id"], f"{unique('still')}.example.com")
     with server.client(api_key="") as anonymous:
         assert anonymous.post(revoke.format(inter["id"]), json={}).status_code == 401
+
+
+def test_a_deleted_subordinate_ca_is_no_longer_good(server: Server, tmp_path: Path) -> None:
+    """Its issuer's OCSP responders held a signed `good` for it: deleting the CA tells them,
+    as deleting a certificate does."""
+    with server.client() as api:
+        root = create_root(api, unique("Root of Removed"))
+        inter = create_intermediate(api, root["id"], unique("Removed Intermediate"))
+        (tmp_path / "root.pem").write_text(data(api.get(f"{API}/cas/{root['id']}"))["pem"])
+        (tmp_path / "inter.pem").write_text(data(api.get(f"{API}/cas/{inter['id']}"))["pem"])
+        wait_for_ocsp(server, tmp_path / "root.pem", tmp_path / "inter.pem", "good")
+        assert api.delete(f"{API}/cas/{inter['id']}").status_code == 204
+    wait_for_ocsp(server, tmp_path / "root.pem", tmp_path / "inter.pem", "unknown")
+
+
+def test_no_revocation_under_an_issuer_whose_key_is_elsewhere(
+    server: Server, tmp_path: Path
+) -> None:
+    """Nothing here could sign the CRL or OCSP answer that says so: refused, not claimed."""
+    outside = foreign_root(tmp_path, f"/CN={unique('Offline Root')}")
+    sub = foreign_signed(tmp_path, outside, f"/CN={unique('Online Sub')}")
+    with server.client() as api:
+        bare = import_ca_file(api, outside.pem.encode(), "root.pem")
+        assert bare.status_code == 201, bare.text
+        bundle = (sub.pem + sub.key_pem).encode()
+        held = data(import_ca_file(api, bundle, "sub.pem"), 201)
+        assert held["parent_id"] == bare.json()["data"]["id"]
+        refused = api.post(f"{API}/cas/{held['id']}/revoke", json={"reason": "keyCompromise"})
+        assert "not held here" in error(refused, 409)
+        shown = data(api.get(f"{API}/cas/{held['id']}"))
+        assert shown["revoked_at"] is None and shown["is_active"] is True

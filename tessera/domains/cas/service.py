@@ -133,6 +133,12 @@ class CAService:
         if self._repos.acme.settings().issuing_ca_id == ca.id:
             # The setting holds a bare id: SQLite may give it to the next CA created.
             raise Conflict(f"CA {ca.id} issues for ACME; choose another in the ACME settings first")
+        if ca.parent_id is not None:
+            # Its issuer's OCSP responders hold a signed answer for it: they read it again
+            # (now `unknown`, or `revoked` when retained), as for a deleted certificate.
+            self._repos.status_changes.record_ca(ca)
+            self._repos.session.flush()  # a write first: SQLite's lock, then read again
+            self._repos.cas.reread_for_change(ca)  # a revocation that committed meanwhile
         # A revoked CA stays revoked until it expires, row or not: its entry on its
         # issuer's CRL (and OCSP answer) is kept, as a deleted certificate's is.
         self._repos.crl.retain_ca(ca, self._now)
@@ -153,9 +159,14 @@ class CAService:
         parent = self.get(ca.parent_id) if ca.parent_id is not None else None
         if parent is None:
             raise Conflict(f"CA {ca.id} has no issuer here to revoke it; disable or delete it")
-        if ca.revoked_at is not None:
+        if parent.encrypted_private_key is None:
+            # Nothing here could sign a CRL or an OCSP answer saying so.
+            raise Conflict(
+                f"the key of CA {ca.id}'s issuer (CA {parent.id}) is not held here, so no CRL "
+                "or OCSP answer of ours can tell relying parties; revoke it where that key is"
+            )
+        if ca.revoked_at is not None or not self._repos.cas.revoke(ca, self._now, canonical):
             raise Conflict(f"CA {ca.id} is already revoked")
-        ca.revoked_at, ca.revocation_reason, ca.is_active = self._now, canonical, False
         self._repos.status_changes.record_ca(ca)
         details = {"serial": ca.serial_number, "reason": canonical, "issuer_ca_id": parent.id}
         audit.record(self._repos.audit, self._actor, "ca.revoke", "ca", ca.id, details)

@@ -1,7 +1,8 @@
 from collections.abc import Sequence
+from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Select, bindparam, delete, func, inspect, select
+from sqlalchemy import Select, bindparam, delete, func, inspect, select, update
 from sqlalchemy.orm import Session
 
 from tessera.storage.models import Certificate, CertificateAuthority
@@ -101,6 +102,36 @@ class CARepository:
             query = query.where(Certificate.ca_id.in_(ca_ids))
         query = query.group_by(Certificate.ca_id)
         return {ca_id: count for ca_id, count in self._session.execute(query).tuples() if ca_id}
+
+    def revoke(self, ca: CertificateAuthority, at: datetime, reason: str) -> bool:
+        """Revoke (and disable) the CA unless it was revoked, or deleted, since it was read:
+        a compare-and-set, so two revocations, or a revocation and a deletion, cannot both
+        act on what they read. False when it did not."""
+        changed = self._session.execute(
+            update(CertificateAuthority)
+            .where(
+                CertificateAuthority.id == ca.id,
+                CertificateAuthority.org_id == self._org_id,
+                CertificateAuthority.revoked_at.is_(None),
+            )
+            .values(revoked_at=at, revocation_reason=reason, is_active=False)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(changed, "rowcount", 0) != 1:
+            return False
+        self._session.refresh(ca)
+        return True
+
+    def reread_for_change(self, ca: CertificateAuthority) -> None:
+        """Read the CA again, held until the transaction ends (PostgreSQL: FOR UPDATE; on
+        SQLite the caller has written already, so it holds the database's write lock)."""
+        query = (
+            self._scoped()
+            .where(CertificateAuthority.id == ca.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        self._session.execute(query)
 
     def delete(self, ca: CertificateAuthority) -> None:
         self._session.execute(
