@@ -198,10 +198,10 @@ class Settings(BaseSettings):
         "revocations in that window makes one CRL",
     )
 
-    @field_validator("tools_dns_servers")
+    @field_validator("tools_dns_servers", "acme_dns_servers")
     @classmethod
     def _check_dns_servers(cls, value: str) -> str:
-        HostLookup.parse(value)  # a wrong entry stops the start, not each check-ssl call
+        HostLookup.parse(value)  # a wrong entry stops the start, not each lookup
         return value
 
     @field_validator("database_url")

@@ -63,17 +63,22 @@ class HostLookup:
 
 
 def server_address(text: str) -> tuple[str, int]:
+    """`address`, `address:port` or `[v6 address]:port` (port 53 by default): an IP address,
+    as the DNS client needs one, and a port it can send to."""
     text = text.strip()
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]:")
+    elif text.count(":") == 1:
+        host, port = text.split(":")
     try:
-        if text.startswith("["):
-            host, _, port = text[1:].partition("]:")
-            return host, int(port or 53)
-        if text.count(":") == 1:
-            host, port = text.split(":")
-            return host, int(port)
-    except ValueError as exc:
-        raise ValueError(f"not a DNS server address (host or host:port): {text!r}") from exc
-    return text, 53
+        address = str(ipaddress.ip_address(host))
+        number = int(port or 53)
+    except ValueError:
+        number = 0
+    if not 0 < number < 65536:
+        raise ValueError(f"not a DNS server address (IP address or address:port): {text!r}")
+    return address, number
 
 
 def _query(

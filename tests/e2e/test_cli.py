@@ -81,6 +81,8 @@ def test_serve_help_lists_exactly_the_variables_the_readme_documents(tmp_path: P
         (["init"], {"TESSERA_SESSION_MINUTES": "1"}, "TESSERA_SESSION_MINUTES"),
         (["serve", "--port", "18443", "--http-port", "18443"], {}, "ports must differ"),
         (["serve"], {"TESSERA_PORT": "9443", "TESSERA_HTTP_PORT": "9443"}, "ports must differ"),
+        (["serve"], {"TESSERA_TOOLS_DNS_SERVERS": "127.0.0.1:0"}, "TESSERA_TOOLS_DNS_SERVERS"),
+        (["serve"], {"TESSERA_ACME_DNS_SERVERS": "dns.google:53"}, "TESSERA_ACME_DNS_SERVERS"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(
