@@ -29,8 +29,8 @@ from tessera.storage.repositories.identity import find_login_user, load_user
 router = PrefixRouter(prefix="/auth", tags=["Authentication"])
 RESET_REQUESTED = "If an account with that address exists, a reset link has been sent"
 TOTP_LOCKED = (
-    "too many wrong codes for this account: for up to "
-    f"{twofactor.ACCOUNT_FAILURE_WINDOW.seconds // 60} minutes only a recovery code is accepted"
+    "too many wrong codes for this account: only a recovery code is accepted until "
+    f"{twofactor.ACCOUNT_FAILURE_WINDOW.seconds // 60} minutes pass without wrong ones"
 )
 
 

@@ -3,6 +3,7 @@ which Starlette runs after the response, so after the unit of work has committed
 
 import contextvars
 import logging
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 
@@ -57,15 +58,24 @@ def notify_after_commit(
 # request on the same connection came ~2 ms later after an existing address than after an
 # unknown one (median of 30); detached, the two are within noise of each other.
 _RESETS = ThreadPoolExecutor(1, thread_name_prefix="tessera-reset")
+# Queued reset requests a process keeps at most: each may wait for an SMTP server's timeout,
+# and a flood of them (from many addresses, past the per-IP limit) must not grow without end.
+MAX_QUEUED_RESETS = 200
+_queued = threading.BoundedSemaphore(MAX_QUEUED_RESETS)
 
 
 def request_reset_links(rt: Runtime, email: str, policy: LinkPolicy, who: Actor) -> None:
-    """Queue `send_reset_links` (with this request's context: its id goes in the audit row)."""
+    """Queue `send_reset_links` (with this request's context: its id goes in the audit row).
+    With the queue full the request is dropped and logged; its answer stays the same."""
+    if not _queued.acquire(blocking=False):
+        log.warning("password reset request dropped: %d are queued already", MAX_QUEUED_RESETS)
+        return
     work = partial(contextvars.copy_context().run, send_reset_links, rt, email, policy, who)
-    _RESETS.submit(work).add_done_callback(_log_failure)
+    _RESETS.submit(work).add_done_callback(_finished)
 
 
-def _log_failure(done: "Future[None]") -> None:
+def _finished(done: "Future[None]") -> None:
+    _queued.release()
     failure = done.exception()
     if failure is not None:  # nobody waits for this work: its failure is only logged
         log.error("password reset request failed", exc_info=failure)

@@ -232,9 +232,10 @@ def finish_login(
 ) -> SecondStep:
     """The user and the factor used, or a refusal (audited). A pending login is void after
     MAX_CODE_ATTEMPTS wrong codes; and since whoever has the password can start any number of
-    them, an account takes no TOTP code at all after MAX_ACCOUNT_FAILURES wrong codes within
-    ACCOUNT_FAILURE_WINDOW, whatever the addresses they came from (an unused recovery code,
-    which cannot be guessed, still opens the session)."""
+    them, an account takes no TOTP code at all once its pending logins started within the
+    last ACCOUNT_FAILURE_WINDOW hold MAX_ACCOUNT_FAILURES wrong codes, whatever the addresses
+    they came from: so for as long as wrong codes keep coming (an unused recovery code, which
+    cannot be guessed, still opens the session)."""
     pending = repos.account_tokens.live(token_digest(pending_token), [LOGIN_PURPOSE], now)
     user = load_user(repos.session, pending.user_id) if pending else None
     if pending is None or user is None or not user.active or not user.totp_enabled:

@@ -164,9 +164,10 @@ class EnrollmentService:
         outcome. The same key may ask for another subject under it: a new request, told
         apart by its subject.
 
-        A request whose certificate expired or was deleted is a finished transaction: a
-        device enrolling anew with the key its transactionID derives from sends the very
-        same PKCSReq, and gets a new certificate (for a valid challenge). One whose
+        A request whose certificate expired, was deleted or is due for renewal (`_over`) is
+        a finished transaction: a device enrolling anew with the key its transactionID
+        derives from sends the very same PKCSReq, and gets a new certificate (for a valid
+        challenge). One whose
         certificate was revoked is not: it answers FAILURE (`_answer`), so that neither a
         hold nor a revocation is undone by sending the request again."""
         known = self._repos.scep.transaction_requests(profile.id, envelope.transaction_id)
