@@ -150,6 +150,7 @@ NO_BODY = {
     ("POST", "/api/v2/account/sessions/revoke-all"): "every session but the caller's",
     ("POST", "/api/v2/truststore/sync"): "reads the system CA bundle",
     ("PATCH", "/api/v2/users/{user_id}/toggle"): "flips the user's active flag",
+    ("POST", "/api/v2/users/{user_id}/2fa/reset"): "the user in the path",
     ("POST", "/api/v2/acme/accounts/{account_id}/deactivate"): "the account in the path",
     ("POST", "/api/v2/acme/orders/{order_id}/approve"): "the order in the path",
     ("POST", "/api/v2/acme/renewal/{certificate_id}"): "the certificate in the path",

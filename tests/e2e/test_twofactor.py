@@ -20,6 +20,7 @@ from tests.e2e.accounts_helpers import (
     create_user,
     current_step,
     db,
+    key_for,
     logged_in,
     past,
 )
@@ -322,3 +323,34 @@ def test_an_account_takes_no_totp_code_after_too_many_wrong_ones(
         if not r["success"]
     ]
     assert reasons == ["invalid code"] * 10 + ["too many wrong codes: TOTP not accepted"]
+
+
+def test_an_administrator_resets_a_lost_second_factor(server: Server, api: httpx.Client) -> None:
+    """Authenticator and recovery codes both lost: without this the account stays locked
+    out. The reset ends the user's pending logins and sessions, and drops the old codes."""
+    user = create_user(api)
+    _, recovery, _ = enrol(server, user["username"])
+    with server.client(api_key="") as client:
+        pending = password_step(client, user["username"])["pending_token"]
+    session = server.client(api_key="")
+    try:
+        opened = session.post(LOGIN_2FA, json={"pending_token": pending, "code": recovery[0]})
+        data(opened)
+        viewer = key_for(server, create_user(api)["username"])
+        with server.client(api_key=viewer) as other:
+            error(other.post(f"{API}/users/{user['id']}/2fa/reset"), 403)
+        done = data(api.post(f"{API}/users/{user['id']}/2fa/reset"))
+        assert done["id"] == user["id"]
+        error(session.get(f"{API}/auth/verify"), 401)  # its session ended
+    finally:
+        session.close()
+    assert db(server, "SELECT COUNT(*) FROM recovery_codes WHERE user_id = ?", (user["id"],)) == [
+        (0,)
+    ]
+    with server.client(api_key="") as client:
+        answered = password_step(client, user["username"])
+        assert "csrf_token" in answered and "pending_token" not in answered
+        assert data(client.get(f"{API}/account/profile"))["totp_enabled"] is False
+    assert "no two-factor" in error(api.post(f"{API}/users/{user['id']}/2fa/reset"), 409)
+    error(api.post(f"{API}/users/999999/2fa/reset"), 404)
+    assert any(r["success"] for r in audit_rows(server, "user.2fa_reset"))

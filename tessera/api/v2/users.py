@@ -111,6 +111,16 @@ def toggle_user(
     return ok(views.user_view(user), f"User {state}")
 
 
+@router.post("/{user_id}/2fa/reset")
+def reset_user_two_factor(
+    request: Request, user_id: RowId, session: UnitOfWork, actor: Writer
+) -> JSONResponse:
+    """Not in the seed: a user who lost the authenticator and the recovery codes would
+    otherwise be locked out for good."""
+    user = _service(request, session, actor).reset_two_factor(user_id)
+    return ok(views.user_view(user), "Two-factor authentication reset; the user signs in anew")
+
+
 @router.post("/{user_id}/reset-password")
 def reset_user_password(
     request: Request,

@@ -16,6 +16,7 @@ from tessera.domains.actor import Actor
 from tessera.domains.identity import passwords, permissions
 from tessera.domains.identity.effective import user_permissions
 from tessera.domains.identity.secrets import UNUSABLE_PASSWORD, hash_password
+from tessera.domains.identity.twofactor import LOGIN_PURPOSE
 from tessera.domains.mail import Message
 from tessera.storage import models
 from tessera.storage.repositories import Repositories
@@ -130,6 +131,23 @@ class UserService:
             self._repos.audit, self._actor, "user.reset_password", "user", user.id, details
         )
         return message
+
+    def reset_two_factor(self, user_id: int) -> models.User:
+        """A user who lost both the authenticator and the recovery codes signs in with the
+        password alone again and may enrol anew. Their pending logins, recovery codes and
+        sessions end with it (a reset after a compromise must not leave one open). One's
+        own second factor is turned off with a code instead (`account/2fa/disable`)."""
+        user = self._manageable(user_id)
+        if user.id == self._actor.user_id:
+            raise Conflict("turn your own 2FA off with a code: POST /api/v2/account/2fa/disable")
+        if not user.totp_enabled and user.encrypted_totp_secret is None:
+            raise Conflict(f"user {user.id} has no two-factor authentication")
+        user.totp_enabled, user.encrypted_totp_secret, user.totp_last_step = False, None, None
+        self._repos.recovery_codes.clear(user.id)
+        self._repos.account_tokens.revoke_for_user(user.id, [LOGIN_PURPOSE], self._now)
+        self._repos.web_sessions.delete_for_user(user.id)
+        audit.record(self._repos.audit, self._actor, "user.2fa_reset", "user", user.id)
+        return user
 
     def delete(self, user_id: int) -> None:
         user = self._manageable(user_id)
