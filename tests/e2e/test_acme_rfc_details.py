@@ -70,12 +70,18 @@ def der64(cert: x509.Certificate) -> str:
 def crl_reason(cert: x509.Certificate, expected: x509.ReasonFlags) -> x509.ReasonFlags | None:
     """The reason the CRL at the certificate's distribution point gives for it, once it is
     `expected` or after 10 s of waiting for it (None: not listed, or listed without a
-    reason). A CRL published for an earlier change (a hold) may be the one served first."""
+    reason). A CRL published for an earlier change (a hold) may be the one served first, and
+    a new CA's first CRL may still be on its way (503, Retry-After)."""
     cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     url = cdp[0].full_name[0].value
     seen: x509.ReasonFlags | None = None
     for _ in range(40):
-        crl = x509.load_der_x509_crl(httpx.get(url, timeout=10).content)
+        response = httpx.get(url, timeout=10)
+        if response.status_code == 503:
+            time.sleep(0.25)
+            continue
+        assert response.status_code == 200, response.text
+        crl = x509.load_der_x509_crl(response.content)
         entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
         if entry is not None:
             try:
