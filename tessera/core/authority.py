@@ -9,7 +9,7 @@ so the caller writes both in one transaction.
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from cryptography import x509
@@ -93,10 +93,13 @@ class Authority:
         _enforce_issuer_key_floor(issuer)
         not_before, not_after = self._validity(request, issuer)
         builder = self._builder(request, issuer, not_before, not_after)
-        builder = builder.serial_number(ledger.reserve_serial())
+        serial = ledger.reserve_serial()
+        builder = builder.serial_number(serial)
         lint.check_before_signing(request, issuer.chain, not_before, not_after)
         certificate = builder.sign(issuer.key, signature_hash(issuer.key))  # type: ignore[arg-type]
-        ledger.record(certificate, _audit_event(request, certificate, template))
+        issuer_name = issuer.name or request.subject
+        signed = _Signed(serial, request.subject, issuer_name, not_after.astimezone(UTC))
+        ledger.record(certificate, _audit_event(request, signed, template))
         return certificate
 
     def _validity(self, request: CertificateRequest, issuer: Issuer) -> tuple[datetime, datetime]:
@@ -245,14 +248,25 @@ def _publication_extensions(urls: PublicationURLs) -> list[tuple[x509.ExtensionT
     return extensions
 
 
+@dataclass(frozen=True)
+class _Signed:
+    """What the certificate just signed says, as it was given to the builder: reading it
+    back from the certificate would parse its names again."""
+
+    serial: int
+    subject: x509.Name
+    issuer: x509.Name
+    not_after: datetime
+
+
 def _audit_event(
-    request: CertificateRequest, certificate: x509.Certificate, template: Template | None
+    request: CertificateRequest, signed: _Signed, template: Template | None
 ) -> AuditEvent:
     details: dict[str, object] = {
-        "serial": format(certificate.serial_number, "X"),
-        "subject": certificate.subject.rfc4514_string(),
-        "issuer": certificate.issuer.rfc4514_string(),
-        "not_after": certificate.not_valid_after_utc.isoformat(),
+        "serial": format(signed.serial, "X"),
+        "subject": signed.subject.rfc4514_string(),
+        "issuer": signed.issuer.rfc4514_string(),
+        "not_after": signed.not_after.isoformat(),
         "origin": request.origin,
     }
     if template is not None:

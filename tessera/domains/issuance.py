@@ -400,11 +400,12 @@ def certificate_row(
     if imported:  # what this authority signs is storable by construction
         _check_storable(cert)
     sans = inspect.sans(cert) if names is None else [format_san(n) for n in names]
+    subject = cert.subject  # parsed anew on every access
     return models.Certificate(
         refid=str(uuid.uuid4()),
         serial_number=inspect.serial_hex(cert.serial_number),
-        common_name=inspect.common_name(cert.subject)[:200],
-        subject=cert.subject.rfc4514_string(),
+        common_name=inspect.common_name(subject)[:200],
+        subject=subject.rfc4514_string(),
         issuer=cert.issuer.rfc4514_string(),
         san_text=" ".join(sans),
         not_before=cert.not_valid_before_utc,
