@@ -464,6 +464,67 @@ def test_finalize_rules_and_nothing_half_written(
     problem(account.post(order["finalize"], {"csr": good}), "orderNotReady", 403)
 
 
+def _certificates_named(env: AcmeEnv, host: str) -> int:
+    with env.api() as api:
+        listed = api.get(f"{API}/certificates", params={"search": host})
+        assert listed.status_code == 200, listed.text
+        return int(listed.json()["meta"]["total"])
+
+
+def test_finalizes_sent_at_once_issue_one_certificate(env: AcmeEnv, account: Acme) -> None:
+    """Several finalize requests for one ready order at once (each with a CSR of its own):
+    exactly one is issued; the others are told the order is not ready any more."""
+    host = name()
+    order = account.ready_order(host)
+    assert order["status"] == "ready", order
+    bodies = [
+        json.dumps(account.jws(order["finalize"], {"csr": csr_for(host)[0]})).encode()
+        for _ in range(4)
+    ]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(lambda body: account.raw(order["finalize"], body), bodies))
+    done = [a for a in answers if a.status_code == 200]
+    assert len(done) == 1, [a.text for a in answers]
+    assert done[0].json()["status"] == "valid"
+    for refused in (a for a in answers if a.status_code != 200):
+        problem(refused, "orderNotReady", 403)
+    assert account.get(order["url"]).json()["certificate"] == done[0].json()["certificate"]
+    assert _certificates_named(env, host) == 1
+
+
+def test_approvals_and_rejections_at_once_decide_once(env: AcmeEnv, account: Acme) -> None:
+    """Administrators approving and rejecting one waiting order at once: one decision wins,
+    the rest are refused (409, or 400 once the order no longer waits), and the order and
+    the inventory say what won."""
+    env.settings(require_approval=True)
+    try:
+        host = name()
+        order = account.ready_order(host)
+        waiting = account.post(order["finalize"], {"csr": csr_for(host)[0]})
+        assert waiting.json()["status"] == "processing", waiting.text
+    finally:
+        env.settings(require_approval=False)
+    order_id = int(order["url"].rsplit("/", 1)[1])
+    decisions = ["approve", "reject"] * 3
+    bodies = {"approve": None, "reject": {"reason": "decided twice"}}
+
+    def decide(decision: str) -> httpx.Response:
+        return api.post(f"{API}/acme/orders/{order_id}/{decision}", json=bodies[decision])
+
+    with env.api() as api, ThreadPoolExecutor(len(decisions)) as pool:
+        answers = list(pool.map(decide, decisions))
+    won = [(d, a) for d, a in zip(decisions, answers, strict=True) if a.status_code == 200]
+    assert len(won) == 1, [a.text for a in answers]
+    assert sorted({a.status_code for a in answers} - {200}) in ([400], [409], [400, 409])
+    final = account.get(order["url"]).json()
+    if won[0][0] == "approve":
+        assert final["status"] == "valid" and final["certificate"], final
+        assert _certificates_named(env, host) == 1
+    else:
+        assert final["status"] == "invalid" and "certificate" not in final, final
+        assert _certificates_named(env, host) == 0
+
+
 def test_the_csr_common_name_is_the_certificates(env: AcmeEnv, account: Acme) -> None:
     """The identifiers of an order are a set (RFC 8555 7.1.3, 7.4: the CSR must name "the
     exact same set"), so their order says nothing; a CSR that puts one of them in its CN

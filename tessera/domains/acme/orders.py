@@ -340,8 +340,7 @@ class Orders:
         if not self.repos.acme.claim_order(order, **done):
             raise _finalized_meanwhile()
         write_issued(issued)
-        order.certificate_id = cert.id
-        self.repos.acme.flush()
+        self.repos.acme.set_order_certificate(order, cert.id)
         self._audit(order.account_id, "acme.order.finalize", order.id, {"certificate_id": cert.id})
         return cert
 

@@ -7,6 +7,7 @@ from typing import Any, cast
 from sqlalchemy import Select, Table, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from tessera.storage.models import Certificate
 from tessera.storage.models_acme import (
@@ -19,7 +20,6 @@ from tessera.storage.models_acme import (
     AcmeRenewalMark,
     AcmeSettings,
 )
-from tessera.storage.repositories.rows import update_if
 
 
 class AcmeNonceRepository:
@@ -106,6 +106,18 @@ _AUTHORIZATION_CHALLENGES = (
     .where(AcmeChallenge.authz_id == bindparam("id"))
     .order_by(AcmeChallenge.id)
 )
+_ORDERS = cast(Table, AcmeOrder.__table__)
+_ORDER_ROW = (
+    _ORDERS.c.id == bindparam("b_id"),
+    _ORDERS.c.org_id == bindparam("b_org"),
+)
+# Executed with the new values as parameters named after their columns: those are the SET.
+_CLAIM_ORDER = update(_ORDERS).where(
+    *_ORDER_ROW,
+    _ORDERS.c.awaiting_approval == bindparam("b_awaiting"),
+    _ORDERS.c.certificate_id.is_(None),
+)
+_SET_ORDER_CERTIFICATE = update(_ORDERS).where(*_ORDER_ROW)
 
 
 class AcmeRepository:
@@ -316,15 +328,22 @@ class AcmeRepository:
         work sees it and has no certificate: of two requests finalizing it at once, or two
         administrators approving it, exactly one wins. The guard names columns no request
         writes before it claims: a racing request may already have rewritten `status` from
-        its stale copy, but never `certificate_id` or `awaiting_approval`."""
-        self._session.flush()
-        guard = [
-            AcmeOrder.org_id == self._org_id,
-            AcmeOrder.status == order.status,
-            AcmeOrder.awaiting_approval.is_(order.awaiting_approval),
-            AcmeOrder.certificate_id.is_(None),
-        ]
-        return update_if(self._session, order, guard, **values)
+        its stale copy (an order's status is derived on every read), but never
+        `certificate_id` or `awaiting_approval`. A prebuilt Core statement (every finalize
+        claims): an ORM UPDATE, and the flush before it, cost more than the SQL."""
+        guard = {"b_id": order.id, "b_org": self._org_id, "b_awaiting": order.awaiting_approval}
+        result = self._session.connection().execute(_CLAIM_ORDER, {**guard, **values})
+        if not result.rowcount:
+            return False
+        _committed(order, values)
+        return True
+
+    def set_order_certificate(self, order: AcmeOrder, certificate_id: int) -> None:
+        """The certificate of an order this unit of work has claimed."""
+        values = {"certificate_id": certificate_id}
+        params = {"b_id": order.id, "b_org": self._org_id, **values}
+        self._session.connection().execute(_SET_ORDER_CERTIFICATE, params)
+        _committed(order, values)
 
     def replaced(self, certid: str) -> AcmeOrder | None:
         """An order that already replaces this certificate (ARI `replaces`)."""
@@ -479,3 +498,9 @@ class AcmeWorkRepository:
             .values(status="expired")
         )
         return int(getattr(orders, "rowcount", 0) or 0) + int(getattr(authzs, "rowcount", 0) or 0)
+
+
+def _committed(row: Any, values: dict[str, Any]) -> None:
+    """The object holds what the statement wrote, as committed values (nothing to flush)."""
+    for name, value in values.items():
+        set_committed_value(row, name, value)
