@@ -100,6 +100,19 @@ def state(sessions: sessionmaker[Session], order_id: int) -> tuple[str, list[str
         return order.status, [c.status for c in challenges], sorted(int(i) for i in audited)
 
 
+def hand_over(sessions: sessionmaker[Session], job: AcmeWorker, challenge_id: int) -> None:
+    """As the challenge's request does: the attempt built from the rows it loaded."""
+    with sessions() as session:
+        challenge = session.get(AcmeChallenge, challenge_id)
+        assert challenge is not None
+        authz = session.get(AcmeAuthorization, challenge.authz_id)
+        assert authz is not None
+        repos = Repositories(session, authz.org_id)
+        account = repos.acme.account(authz.account_id)
+        assert account is not None
+        job.hand_over(job.attempt_for(challenge, authz, account, repos.acme.settings()))
+
+
 def test_handed_over_challenges_are_recorded_once_in_one_batch(
     sessions: sessionmaker[Session],
 ) -> None:
@@ -108,10 +121,10 @@ def test_handed_over_challenges_are_recorded_once_in_one_batch(
     )
     job = worker(sessions)
     for challenge_id in (first, second, first, waiting):  # a repeat, and one not answered
-        job.hand_over(challenge_id)
+        hand_over(sessions, job, challenge_id)
     job.validate_due()
     assert state(sessions, order_id) == ("pending", ["valid", "valid", "pending"], [first, second])
-    job.hand_over(first)  # already recorded: nothing happens again
+    hand_over(sessions, job, first)  # already recorded: nothing happens again
     job.validate_due()
     assert state(sessions, order_id) == ("pending", ["valid", "valid", "pending"], [first, second])
 
@@ -125,7 +138,7 @@ def test_a_lease_that_ran_out_is_claimed_by_the_job(sessions: sessionmaker[Sessi
     job = worker(sessions)
     job.validate_due()
     assert state(sessions, order_id) == ("pending", ["valid", "processing"], [orphaned])
-    job.hand_over(leased)  # its own process gets to it: the order becomes ready
+    hand_over(sessions, job, leased)  # its own process gets to it: the order becomes ready
     job.validate_due()
     assert state(sessions, order_id) == ("ready", ["valid", "valid"], [orphaned, leased])
 

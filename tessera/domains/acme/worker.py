@@ -21,6 +21,7 @@ from tessera.domains.acme.identifiers import identifier_of
 from tessera.domains.acme.validation import ValidationConfig, check_caa, key_authorization, validate
 from tessera.domains.actor import system_actor
 from tessera.protocols.acme.problems import AcmeProblem, authorization_failed
+from tessera.storage.models_acme import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeSettings
 from tessera.storage.repositories import Repositories
 from tessera.storage.repositories.acme import AcmeNonceRepository, AcmeWorkRepository
 
@@ -57,17 +58,19 @@ class AcmeWorker:
         self._sessions, self._clock, self._config = sessions, clock, config
         self._default_caa = default_caa_identity
         self._always_valid = always_valid
-        self._handed: list[int] = []  # challenge ids claimed by this process's requests
+        self._handed: list[Attempt] = []  # challenges claimed by this process's requests
         self._handed_lock = threading.Lock()
         if always_valid:
             log.warning(
                 "TESSERA_ACME_INSECURE_ALWAYS_VALID is set: ACME challenges are NOT checked"
             )
 
-    def hand_over(self, challenge_id: int) -> None:
-        """A challenge this process's request claimed (and committed): validate it next."""
+    def hand_over(self, attempt: "Attempt") -> None:
+        """A challenge this process's request claimed (and committed): validate it next. The
+        request built the attempt from the rows it had loaded (`attempt_for`), so the job
+        reads nothing before validating it."""
         with self._handed_lock:
-            self._handed.append(challenge_id)
+            self._handed.append(attempt)
 
     def validate_due(self) -> None:
         """Validate the challenges handed over and those whose lease ran out, then record
@@ -87,10 +90,7 @@ class AcmeWorker:
     def _handed_attempts(self) -> list[Attempt]:
         with self._handed_lock:
             handed, self._handed = self._handed, []
-        if not handed:
-            return []
-        with self._sessions() as session:  # reads only: claimed already
-            return [a for a in (self._attempt(session, cid) for cid in handed) if a]
+        return handed
 
     def _claim_due(self, now: datetime) -> list[Attempt]:
         with self._sessions() as session:
@@ -112,7 +112,16 @@ class AcmeWorker:
         account = repos.acme.account(authz.account_id)
         if account is None:
             return None
-        settings = repos.acme.settings()
+        return self.attempt_for(challenge, authz, account, repos.acme.settings())
+
+    def attempt_for(
+        self,
+        challenge: AcmeChallenge,
+        authz: AcmeAuthorization,
+        account: AcmeAccount,
+        settings: AcmeSettings,
+    ) -> Attempt:
+        """What validating the challenge needs, read from its rows while they are loaded."""
         caa = None
         if settings.issuing_ca_id in (settings.caa_check_ca_ids or []):
             caa = list(settings.caa_identities or []) or [self._default_caa]

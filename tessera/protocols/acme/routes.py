@@ -19,7 +19,7 @@ from tessera.domains.acme.accounts import Accounts, acme_actor
 from tessera.domains.acme.orders import Orders
 from tessera.domains.acme.renewal import RETRY_AFTER, find_certificate, suggested_window
 from tessera.domains.acme.validation import ValidationConfig
-from tessera.domains.acme.worker import CLEANUP_JOB, LEASE, VALIDATE_JOB, AcmeWorker
+from tessera.domains.acme.worker import CLEANUP_JOB, LEASE, VALIDATE_JOB, AcmeWorker, Attempt
 from tessera.domains.certificates.service import CertificateService
 from tessera.domains.issuance import Issuance
 from tessera.protocols.acme import download, jws, views
@@ -76,9 +76,9 @@ def install_headers(app: FastAPI) -> None:
     app.add_middleware(AcmeHeaders)
 
 
-def _hand_over(request: Request, challenge_id: int) -> None:
+def _hand_over(request: Request, attempt: Attempt) -> None:
     worker: AcmeWorker = request.app.state.acme_worker
-    worker.hand_over(challenge_id)
+    worker.hand_over(attempt)
     request.app.state.runtime.jobs.kick(VALIDATE_JOB)
 
 
@@ -319,19 +319,21 @@ async def challenge(challenge_id: str, request: Request, session: UnitOfWork) ->
         if signed.payload:
             signed.json_payload()  # RFC 8555 7.5.1: "{}" says "ready"; anything JSON is fine
             found, authz, handed = orders.respond(account, _id(challenge_id, "challenge"), LEASE)
-            queued.append(handed)
+            if handed:
+                worker: AcmeWorker = request.app.state.acme_worker
+                queued.append(worker.attempt_for(found, authz, account, ctx.repos.acme.settings()))
         else:
             found, authz = orders.challenge_view(account, _id(challenge_id, "challenge"))
         up = f'<{ctx.urls("authz", authz.id)}>;rel="up"'
         retry = RETRY_PROCESSING if found.status == "processing" else None
         return _json(views.challenge(ctx.urls, found), links=[up], retry_after=retry)
 
-    queued: list[bool] = []
+    queued: list[Attempt] = []
     response = await _signed(request, session, f"chall/{challenge_id}", work)
-    if any(queued):
+    for attempt in queued:
         # `spend_around` committed the claim before returning: this process's job validates
         # it next, while the answer is sent (when it cannot, the lease runs out).
-        _hand_over(request, int(challenge_id))
+        _hand_over(request, attempt)
     return response
 
 
