@@ -104,7 +104,11 @@ def _children_cpu() -> float:
 
 
 def tessera_run(args: argparse.Namespace, keys: list[Path], scratch: Path) -> dict[str, float]:
-    env = {"TESSERA_RATE_LIMIT_PROTOCOL_PER_MINUTE": "0", "TESSERA_LOG_LEVEL": "warning"}
+    env = {
+        "TESSERA_RATE_LIMIT_PROTOCOL_PER_MINUTE": "0",
+        "TESSERA_LOG_LEVEL": "warning",
+        "TESSERA_SCEP_ALLOW_DES": "true",  # scepclient sends single DES only, as scepserver takes
+    }
     with support.database("postgresql" if args.database_url else "sqlite") as url:
         server = support.start_server(scratch / "tessera", url, workers=args.workers, env=env)
         try:

@@ -70,9 +70,10 @@ class Settings(BaseSettings):
 
     # SCEP server: legacy single-DES request envelopes (answers never use DES).
     scep_allow_des: bool = Field(
-        True,
+        False,
         description="Accept SCEP requests encrypted with single DES (micromdm's scepclient "
-        "and older devices send nothing else); answers use 3DES or AES",
+        "and older devices send nothing else), which RFC 8894 forbids: GetCACaps then no "
+        "longer lists SCEPStandard; answers use 3DES or AES",
     )
     scep_ra_days: int = Field(
         365,

@@ -4,7 +4,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import Server, admin_api_key, database, start_server, stop_server
+from tests.support import Server, module_server
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -14,13 +14,8 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """One real `tessera serve` per test module and storage backend."""
-    with database(request.param) as url:
-        running = start_server(tmp_path_factory.mktemp("tessera") / "data", url)
-        try:
-            running.api_key = admin_api_key(running)
-            yield running
-        finally:
-            stop_server(running)
+    with module_server(request.param, tmp_path_factory.mktemp("tessera") / "data") as running:
+        yield running
 
 
 @pytest.fixture

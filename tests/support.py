@@ -223,3 +223,18 @@ def admin_api_key(server: Server) -> str:
         )
         created.raise_for_status()
         return str(created.json()["data"]["key"])
+
+
+@contextmanager
+def module_server(
+    backend: str, data_dir: Path, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """A server for a test module on `backend` (sqlite or postgresql), with an admin API key,
+    stopped (and its PostgreSQL database dropped) afterwards."""
+    with database(backend) as url:
+        running = start_server(data_dir, url, env=env)
+        try:
+            running.api_key = admin_api_key(running)
+            yield running
+        finally:
+            stop_server(running)

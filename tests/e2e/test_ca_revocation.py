@@ -25,7 +25,7 @@ from tests.e2e.helpers import (
     unique,
 )
 from tests.e2e.test_crl import entry_reason, listed, pem_file, verify, wait_for_crl
-from tests.support import Server, admin_api_key, database, start_server, stop_server
+from tests.support import Server, module_server
 
 WAIT = 90.0  # seconds for OCSP to reflect a revocation (a bound, not a target)
 
@@ -34,14 +34,9 @@ WAIT = 90.0  # seconds for OCSP to reflect a revocation (a bound, not a target)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    with database(request.param) as url:
-        env = {"TESSERA_CRL_DEBOUNCE_SECONDS": "1"}
-        running = start_server(tmp_path_factory.mktemp("carev") / "data", url, env=env)
-        try:
-            running.api_key = admin_api_key(running)
-            yield running
-        finally:
-            stop_server(running)
+    env = {"TESSERA_CRL_DEBOUNCE_SECONDS": "1"}
+    with module_server(request.param, tmp_path_factory.mktemp("carev") / "data", env) as running:
+        yield running
 
 
 def chain(api: httpx.Client, workdir: Path) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from tests.e2e.helpers import (
     issue,
     unique,
 )
-from tests.support import Server, admin_api_key, database, start_server, stop_server
+from tests.support import Server, admin_api_key, database, module_server, start_server, stop_server
 from tests.tools import openssl, pkilint_crl_findings
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -41,14 +41,9 @@ DEBOUNCE = "2"
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    with database(request.param) as url:
-        env = {"TESSERA_CRL_DEBOUNCE_SECONDS": DEBOUNCE}
-        running = start_server(tmp_path_factory.mktemp("crl") / "data", url, env=env)
-        try:
-            running.api_key = admin_api_key(running)
-            yield running
-        finally:
-            stop_server(running)
+    env = {"TESSERA_CRL_DEBOUNCE_SECONDS": DEBOUNCE}
+    with module_server(request.param, tmp_path_factory.mktemp("crl") / "data", env) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from tessera import __version__
 from tests.conftest import BACKENDS
 from tests.e2e.helpers import error
-from tests.support import Server, admin_api_key, database, start_server, stop_server
+from tests.support import Server, module_server
 
 ALLOWED = "https://ui.example.test"
 MAX_BODY = 64 * 1024
@@ -25,13 +25,8 @@ def server(
         "CORS_ORIGINS": f"{ALLOWED}, http://localhost:3000",
         "TESSERA_MAX_BODY_BYTES": str(MAX_BODY),
     }
-    with database(request.param) as url:
-        running = start_server(tmp_path_factory.mktemp("tessera") / "data", url, env=env)
-        try:
-            running.api_key = admin_api_key(running)
-            yield running
-        finally:
-            stop_server(running)
+    with module_server(request.param, tmp_path_factory.mktemp("tessera") / "data", env) as running:
+        yield running
 
 
 def _security_headers(response: httpx.Response, https: bool = True) -> None:

@@ -20,6 +20,7 @@ from tests.support import (
     admin_api_key,
     database,
     free_port,
+    module_server,
     start_server,
     stop_server,
 )
@@ -44,13 +45,8 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     env = {**SEED_DEFAULTS, "TRUSTED_PROXY_IPS": "127.0.0.1/32, ::1/128"}
-    with database(request.param) as url:
-        running = start_server(tmp_path_factory.mktemp("tessera") / "data", url, env=env)
-        try:
-            running.api_key = admin_api_key(running)
-            yield running
-        finally:
-            stop_server(running)
+    with module_server(request.param, tmp_path_factory.mktemp("tessera") / "data", env) as running:
+        yield running
 
 
 def as_ip(ip: str) -> dict[str, str]:

@@ -21,8 +21,12 @@ import pytest
 from asn1crypto import algos, core
 from asn1crypto import cms as asn1_cms
 from cryptography import x509
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import padding as sym_padding
+from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from cryptography.x509.oid import NameOID
 
 from tessera.protocols.scep import cms, messages
@@ -311,11 +315,46 @@ def test_a_cn_only_csr_gets_its_host_cn_as_san(scep: Scep, api: httpx.Client) ->
             reply.certificates[0].extensions.get_extension_for_class(x509.SubjectAlternativeName)
 
 
-@pytest.mark.parametrize("cipher", ["aes128_cbc", "aes256_cbc", "tripledes_3key", "des"])
+@pytest.mark.parametrize("cipher", ["aes128_cbc", "aes256_cbc", "tripledes_3key"])
 def test_each_accepted_cipher(scep: Scep, cipher: str) -> None:
     client = new_client()
     _, reply = scep.enroll(client, csr_der(client, f"c-{cipher}", scep.challenge), cipher=cipher)
     assert reply.status == SUCCESS, reply
+
+
+def single_des_envelope(payload: bytes, recipient: x509.Certificate) -> bytes:
+    """An EnvelopedData as micromdm's scepclient sends it: DES-CBC content, RSA key transport
+    (Tessera's own `encrypt_enveloped` never writes single DES)."""
+    key, iv = os.urandom(8), os.urandom(8)
+    padder = sym_padding.PKCS7(64).padder()
+    encryptor = Cipher(TripleDES(key * 3), modes.CBC(iv)).encryptor()  # one key thrice: DES
+    ciphertext = encryptor.update(padder.update(payload) + padder.finalize())
+    ciphertext += encryptor.finalize()
+    info = asn1_cms.ContentInfo.load(cms.encrypt_enveloped(payload, recipient, "aes128_cbc"))
+    enveloped = info["content"]
+    public_key = recipient.public_key()
+    assert isinstance(public_key, rsa.RSAPublicKey)
+    enveloped["recipient_infos"][0].chosen["encrypted_key"] = public_key.encrypt(
+        key, asym_padding.PKCS1v15()
+    )
+    content = enveloped["encrypted_content_info"]
+    content["content_encryption_algorithm"] = algos.EncryptionAlgorithm(
+        {"algorithm": "des", "parameters": core.OctetString(iv)}
+    )
+    content["encrypted_content"] = ciphertext
+    return info.dump(force=True)
+
+
+def test_single_des_is_refused_by_default(scep: Scep, api: httpx.Client) -> None:
+    """RFC 8894 2.9: no single DES (an on-path attacker can strip AES from the unsigned
+    GetCACaps and read the challenge password). TESSERA_SCEP_ALLOW_DES lets old clients in
+    (tests/e2e/test_scep_clients.py, micromdm's scepclient)."""
+    client = new_client()
+    envelope = single_des_envelope(csr_der(client, "single-des", scep.challenge), scep.ra)
+    sent = pki_message(client, scep.ra, b"", envelope=envelope)
+    reply = read_reply(scep.post(sent), client, scep.ra)
+    assert (reply.status, reply.fail_info) == (FAILURE, BAD_ALG)
+    assert issued_named(api, "single-des") == []
 
 
 def test_get_pki_operation_and_alias(scep: Scep) -> None:

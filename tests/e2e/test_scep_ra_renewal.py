@@ -137,7 +137,7 @@ def test_ra_renewal_end_to_end(site: Restartable, tmp_path: Path) -> None:
     late_sent = pki_message(late, old_ra, csr_der(late, "late", challenge))
 
     # 2. The default 365-day server on the same data: 20 days left is inside its window.
-    second = site.start()
+    second = site.start(TESSERA_SCEP_ALLOW_DES="true")  # for scepclient below (single DES)
     new_ra = renewed_ra(second, old_ra)
     assert new_ra.issuer == ca.subject and new_ra.serial_number != old_ra.serial_number
     assert public_der(new_ra) != public_der(old_ra)

@@ -203,7 +203,8 @@ def _ca_caps(context: _Context) -> Response:
     caps = list(CAPABILITIES)
     if context.profile.next_ca_id is not None:
         caps.append("GetNextCACert")
-    caps.append("SCEPStandard")
+    if not context.allow_des:  # RFC 8894 2.9: a SCEPStandard server supports no single DES
+        caps.append("SCEPStandard")
     return PlainTextResponse("\n".join(caps))
 
 
