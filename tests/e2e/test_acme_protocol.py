@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -808,6 +809,50 @@ def test_profile_template_sets_validity(env: AcmeEnv, account: Acme) -> None:
     assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=7)
     too_long = (datetime.now(UTC) + timedelta(days=8)).isoformat()
     problem(account.order(name(), profile="week", notAfter=too_long), "malformed", 400)
+
+
+def _waiting_for_approval(env: AcmeEnv, account: Acme, host: str) -> dict[str, Any]:
+    env.settings(require_approval=True)
+    try:
+        order = account.ready_order(host)
+        waiting = account.post(order["finalize"], {"csr": csr_for(host)[0]})
+        assert waiting.json()["status"] == "processing", waiting.text
+    finally:
+        env.settings(require_approval=False)
+    order["id"] = int(order["url"].rsplit("/", 1)[1])
+    return order
+
+
+def test_no_approval_issues_on_a_deactivated_authorization(env: AcmeEnv, account: Acme) -> None:
+    """RFC 8555 7.5.2: "The server MUST NOT treat deactivated authorization objects as
+    sufficient for issuing certificates", also while the order waits for an approval. The
+    order becomes invalid (7.1.6) and an approval that comes later is refused."""
+    host = name()
+    order = _waiting_for_approval(env, account, host)
+    deactivated = account.post(order["authorizations"][0], {"status": "deactivated"})
+    assert deactivated.json()["status"] == "deactivated", deactivated.text
+    final = account.get(order["url"]).json()
+    assert final["status"] == "invalid" and "certificate" not in final, final
+    with env.api() as api:
+        refused = api.post(f"{API}/acme/orders/{order['id']}/approve")
+        assert refused.status_code in (400, 409), refused.text
+    assert _certificates_named(env, host) == 0
+
+
+def test_no_approval_issues_on_an_expired_order(env: AcmeEnv, account: Acme) -> None:
+    """An order that expired while it waited for an approval (RFC 8555 7.1.6: invalid) is
+    not issued, even before anything has marked it invalid."""
+    host = name()
+    order = _waiting_for_approval(env, account, host)
+    past = "2001-01-01 00:00:00.000000"
+    db(env.server, "UPDATE acme_orders SET expires_at = ? WHERE id = ?", (past, order["id"]))
+    with env.api() as api:
+        refused = api.post(f"{API}/acme/orders/{order['id']}/approve")
+        assert refused.status_code == 409, refused.text
+        assert "expired" in error(refused, 409)
+    assert _certificates_named(env, host) == 0
+    final = account.get(order["url"]).json()  # the read marks it
+    assert final["status"] == "invalid" and "certificate" not in final, final
 
 
 def test_approval_and_management(env: AcmeEnv, account: Acme) -> None:

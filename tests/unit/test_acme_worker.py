@@ -144,16 +144,20 @@ def test_a_lease_that_ran_out_is_claimed_by_the_job(sessions: sessionmaker[Sessi
 
 
 def test_cleanup_expires_what_outlived_its_expiry(sessions: sessionmaker[Session]) -> None:
-    """RFC 8555 7.1.6: a pending or ready order past its expiry is invalid; a pending or
-    valid authorization past its expiry is expired. A valid order keeps its status."""
+    """RFC 8555 7.1.6: a pending or ready order past its expiry is invalid, and so is one
+    still waiting for an approval (no approval issues it any more); a pending or valid
+    authorization past its expiry is expired. A valid order keeps its status."""
     order_id, _ = order_with_challenges(sessions, [None, None, None])
     done_id, _ = order_with_challenges(sessions, [None])
+    waiting_id, _ = order_with_challenges(sessions, [None])
     past = datetime.now(UTC) - timedelta(minutes=1)
     with sessions() as session:
         order, done = session.get(AcmeOrder, order_id), session.get(AcmeOrder, done_id)
-        assert order is not None and done is not None
+        waiting = session.get(AcmeOrder, waiting_id)
+        assert order is not None and done is not None and waiting is not None
         order.status, order.expires_at = "ready", past
         done.status = "valid"
+        waiting.status, waiting.awaiting_approval, waiting.expires_at = "processing", True, past
         authzs = session.scalars(
             select(AcmeAuthorization)
             .where(AcmeAuthorization.order_id.in_((order_id, done_id)))
@@ -166,6 +170,11 @@ def test_cleanup_expires_what_outlived_its_expiry(sessions: sessionmaker[Session
     with sessions() as session:
         assert session.get(AcmeOrder, order_id).status == "invalid"  # type: ignore[union-attr]
         assert session.get(AcmeOrder, done_id).status == "valid"  # type: ignore[union-attr]
+        waited = session.get(AcmeOrder, waiting_id)
+        assert waited is not None and (waited.status, waited.awaiting_approval) == (
+            "invalid",
+            False,
+        )
         statuses = session.scalars(
             select(AcmeAuthorization.status)
             .where(AcmeAuthorization.order_id.in_((order_id, done_id)))

@@ -240,6 +240,10 @@ class Orders:
         if order is not None and order.status in ("pending", "ready"):
             order.status = "invalid"
             order.error = _authorization_lost(authz)
+        elif order is not None and _awaiting_approval(order):
+            # RFC 8555 7.5.2: no longer enough to issue on; an approval may not come first.
+            lost = {"status": "invalid", "awaiting_approval": False}
+            self.repos.acme.claim_order(order, **lost, error=_authorization_lost(authz))
         self._audit(account.id, "acme.authz.deactivate", authz.id, {})
 
     def respond(
@@ -329,6 +333,7 @@ class Orders:
             requester=f"acme:account/{order.account_id}",
             origin="acme",
         )
+        self._refuse_lost_authorization(order)
         # Signed first, written after the order is claimed: nothing takes SQLite's write lock
         # during the signing, and a request that loses the claim has written nothing.
         with deferred(self.repos.session.info) as issued:
@@ -344,6 +349,19 @@ class Orders:
         self._audit(order.account_id, "acme.order.finalize", order.id, {"certificate_id": cert.id})
         return cert
 
+    def _refuse_lost_authorization(self, order: AcmeOrder) -> None:
+        """RFC 8555 7.1.6 and 7.5.2: nothing is issued for an order that has expired or one of
+        whose authorizations is no longer valid (deactivated, or past its expiry before the
+        cleanup job marked it). Checked right before signing: for an order waiting for an
+        administrator's approval that may be days after its finalize."""
+        if order.expires_at <= self.now:
+            raise AcmeProblem("orderNotReady", "the order has expired", 403)
+        for authz in self.repos.acme.order_authorizations(order.id):
+            status = "expired" if authz.expires_at <= self.now else authz.status
+            if status != "valid":
+                name = authz.identifier_value
+                raise AcmeProblem("orderNotReady", f"the authorization for {name} is {status}", 403)
+
     def _days(self, order: AcmeOrder, settings: AcmeSettings) -> int:
         """Whole days, rounded up to cover the asked end (which the authority then sets
         exactly, `not_after`)."""
@@ -355,8 +373,11 @@ class Orders:
     def refresh(self, order: AcmeOrder) -> AcmeOrder:
         """Derive the order's status from its authorizations (RFC 8555 7.1.6). An order
         that expired before it was finalized is invalid, ready or not."""
-        if order.status in ("pending", "ready") and order.expires_at <= self.now:
-            order.status = "invalid"
+        if order.expires_at <= self.now:
+            if order.status in ("pending", "ready"):
+                order.status = "invalid"
+            elif _awaiting_approval(order):  # only if no administrator decided meanwhile
+                self.repos.acme.claim_order(order, status="invalid", awaiting_approval=False)
             return order
         if order.status == "pending":
             authzs = self.repos.acme.order_authorizations(order.id)
@@ -385,8 +406,8 @@ class Orders:
         try:
             self.issue(order, load_csr(order.csr_pem.encode()))
         except AcmeProblem as exc:
-            if exc.kind == "orderNotReady":  # another administrator approved it meanwhile
-                raise Conflict(f"ACME order {order_id} has been decided meanwhile") from exc
+            if exc.kind == "orderNotReady":  # decided meanwhile, expired, authorization lost
+                raise Conflict(f"ACME order {order_id} cannot be issued: {exc.message}") from exc
             raise
         return order
 
@@ -481,6 +502,10 @@ def _challenge_kinds(ident: Identifier) -> list[str]:
 def _authorization_lost(authz: AcmeAuthorization) -> dict[str, Any]:
     cause = AcmeProblem("unauthorized", f"the authorization is {authz.status}", 403)
     return authorization_failed(identifier_of(authz), cause.document())
+
+
+def _awaiting_approval(order: AcmeOrder) -> bool:
+    return order.status == "processing" and bool(order.awaiting_approval)
 
 
 def _finalized_meanwhile() -> AcmeProblem:

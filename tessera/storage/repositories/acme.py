@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, delete, func, select, update
+from sqlalchemy import Select, Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -478,16 +478,17 @@ class AcmeWorkRepository:
         return (row[0], row[1]) if row else None
 
     def expire(self, now: datetime) -> int:
-        """Orders past their expiry that never completed become invalid, and authorizations
-        past theirs, pending or valid, expired (RFC 8555 7.1.6); pending challenges stop
-        with them."""
+        """Orders past their expiry that never completed (those waiting for an approval
+        too) become invalid, and authorizations past theirs, pending or valid, expired
+        (RFC 8555 7.1.6); pending challenges stop with them."""
+        awaiting = and_(AcmeOrder.status == "processing", AcmeOrder.awaiting_approval.is_(True))
         orders = self._session.execute(
             update(AcmeOrder)
             .where(
-                AcmeOrder.status.in_(("pending", "ready")),
+                or_(AcmeOrder.status.in_(("pending", "ready")), awaiting),
                 AcmeOrder.expires_at <= now,
             )
-            .values(status="invalid")
+            .values(status="invalid", awaiting_approval=False)
         )
         authzs = self._session.execute(
             update(AcmeAuthorization)
