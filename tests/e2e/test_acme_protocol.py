@@ -202,6 +202,7 @@ def test_nonces(account: Acme) -> None:
     url = account.dir["newOrder"]
     payload = {"identifiers": [{"type": "dns", "value": name()}]}
     problem(account.post(url, payload, nonce="never-issued"), "badNonce", 400)
+    problem(account.post(url, payload, nonce="not base64url!"), "malformed", 400)  # 6.5.2
     nonce = account.nonce()
     body = json.dumps(account.jws(url, payload, nonce=nonce)).encode()
     assert account.raw(url, body).status_code == 201
@@ -881,7 +882,8 @@ def test_approval_and_management(env: AcmeEnv, account: Acme) -> None:
         assert any(a["id"] == account_id for a in data(api.get(f"{API}/acme/accounts")))
         assert data(api.get(f"{API}/acme/orders/{order_id}"))["account_id"] == account_id
         assert "status" in error(api.get(f"{API}/acme/orders", params={"status": "bogus"}), 422)
-        data(api.post(f"{API}/acme/accounts/{account_id}/deactivate"))
+        # RFC 8555 7.1.2: "revoked" for a deactivation by the server, not the client
+        assert data(api.post(f"{API}/acme/accounts/{account_id}/deactivate"))["status"] == "revoked"
         proxy = api.post(f"{API}/acme/proxy/register", json={"email": "a@b.c", "agree_tos": True})
         assert proxy.status_code == 501 and "ACME client" in proxy.json()["message"]
         assert api.patch(f"{API}/acme/settings", json={"issuing_ca_id": 999999}).status_code == 400
@@ -932,12 +934,12 @@ def test_eab_rules(env: AcmeEnv, acme: Acme) -> None:
         )
         other_key = binding(key["kid"], key["hmac_key"], Key().jwk)
         problem(acme.register(externalAccountBinding=other_key), "unauthorized", 403)
-        good = acme.register(
-            externalAccountBinding=binding(key["kid"], key["hmac_key"], acme.key.jwk)
-        )
+        sent = binding(key["kid"], key["hmac_key"], acme.key.jwk)
+        good = acme.register(externalAccountBinding=sent)
         assert good.status_code == 201, good.text
-        # the binding shows to administrators; the account object does not echo it (docs/acme.md)
-        assert "externalAccountBinding" not in good.json()
+        # RFC 8555 7.3.4: the new account echoes the binding as sent; it is not kept after
+        assert good.json()["externalAccountBinding"] == sent
+        assert "externalAccountBinding" not in acme.get(good.headers["location"]).json()
         with env.api() as api:
             bound = data(
                 api.get(f"{API}/acme/accounts/{good.headers['location'].rsplit('/', 1)[1]}")

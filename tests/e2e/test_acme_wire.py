@@ -211,6 +211,11 @@ def test_the_accept_header_chooses_the_certificate_format(
     der = fetch(account, url, "application/pkix-cert")
     assert der.headers["content-type"] == "application/pkix-cert"
     assert x509.load_der_x509_certificate(der.content) == chain[0]
+    # RFC 8555 7.4.2: one certificate alone links to its issuer, which is served there
+    up = [link for link in der.headers.get_list("link") if link.endswith(';rel="up"')]
+    assert len(up) == 1, der.headers
+    issuer = httpx.get(up[0].split(">")[0].lstrip("<"), timeout=30)
+    assert x509.load_der_x509_certificate(issuer.content) == chain[1]
     bundle = fetch(account, url, "application/pkcs7-mime, */*;q=0.1")
     assert bundle.headers["content-type"].startswith("application/pkcs7-mime")
     # a SET OF in DER: the certificates in the order of their encodings, not the chain's

@@ -125,7 +125,7 @@ def test_acme_section_as_the_seed_writes_it(
         error(acme_reader.patch(f"{API}/acme/settings", json={"enabled": False}), 403)
         error(acme_reader.post(f"{API}/acme/proxy/register", json=proxy), 403)
     gone = data(api.post(f"{API}/acme/accounts/{account_id}/deactivate"))
-    assert gone == {**account, "status": "deactivated"}
+    assert gone == {**account, "status": "revoked"}  # RFC 8555 7.1.2: by the server
 
 
 # --- SCEP ----------------------------------------------------------------------------------------

@@ -166,7 +166,7 @@ class AcmeAdmin:
         row = self.account(account_id)
         if row.status != "valid":
             raise Conflict(f"ACME account {account_id} is {row.status} already")
-        row.status = "deactivated"
+        row.status = "revoked"  # RFC 8555 7.1.2: deactivated is what a client does itself
         self.repos.acme.cancel_pending(row.id)
         audit.record(
             self.repos.audit,

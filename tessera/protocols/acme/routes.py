@@ -199,6 +199,9 @@ async def new_account(request: Request, session: UnitOfWork) -> Response:
         payload = signed.json_payload()
         account, created = ctx.accounts().new_account(jwk, payload, signed.url)  # type: ignore[arg-type]
         body = views.account(ctx.urls, account)
+        if created and "externalAccountBinding" in payload:
+            # RFC 8555 7.3.4: "MUST include ... the same value as the field in the request"
+            body["externalAccountBinding"] = payload["externalAccountBinding"]
         return _json(body, 201 if created else 200, ctx.urls.account(account.id))
 
     return await _signed(request, session, "new-account", work)
@@ -374,6 +377,11 @@ async def _certificate(cert_id: str, variant: int, request: Request, session: Se
         if short and len(short) < len(chain):
             other = ctx.urls("cert", cid, 1) if variant == 0 else ctx.urls("cert", cid)
             response.headers.append("Link", f'<{other}>;rel="alternate"')
+        issuer = ctx.repos.cas.get(cert.ca_id) if cert.ca_id is not None else None
+        if media == download.PKIX_CERT and issuer is not None:
+            # RFC 8555 7.4.2: a format that holds one certificate SHOULD link to its issuer.
+            up = ctx.rt.publication.for_ca(issuer).ca_issuers
+            response.headers.append("Link", f'<{up}>;rel="up"')
         return response
 
     return await _signed(request, session, path, work)

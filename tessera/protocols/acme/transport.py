@@ -2,6 +2,7 @@
 the JWS checks of RFC 8555 6.2-6.5, and the Replay-Nonce / Link / Cache-Control headers."""
 
 import logging
+import re
 import secrets
 import sqlite3
 import threading
@@ -210,10 +211,13 @@ async def read_jws(request: Request, path: str) -> jws.Jws:
         raise unauthorized("the JWS url does not match the request URL")
     if not isinstance(signed.nonce, str) or not signed.nonce:
         raise bad_nonce("the JWS has no nonce")
+    if not _BASE64URL.fullmatch(signed.nonce):  # RFC 8555 6.5.2: then malformed, not badNonce
+        raise malformed("the nonce is not base64url")
     return signed
 
 
 NONCE_REFUSED = "the nonce is unknown, used or expired; get a new one"
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def spend_nonce(rt: Runtime, signed: jws.Jws) -> None:

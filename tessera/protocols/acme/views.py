@@ -56,8 +56,9 @@ def directory(urls: Urls, settings: AcmeSettings, caa_default: str) -> dict[str,
 
 
 def account(urls: Urls, row: AcmeAccount) -> dict[str, Any]:
-    # No externalAccountBinding: in RFC 8555 7.1.2 that field is the binding JWS the client
-    # sent (7.3.4), which is not kept; the bound EAB key shows in the management API.
+    # externalAccountBinding is the binding JWS the client sent (RFC 8555 7.3.4): echoed in
+    # the answer that creates the account (routes.new_account), not kept after it; the bound
+    # EAB key shows in the management API.
     return {
         "status": row.status,
         "contact": list(row.contact or []),
