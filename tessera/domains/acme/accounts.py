@@ -87,8 +87,15 @@ class Accounts:
         if payload.get("onlyReturnExisting") is True:
             raise AcmeProblem("accountDoesNotExist", "no account exists for this key")
         settings = self.repos.acme.settings()
-        if settings.terms_of_service and payload.get("termsOfServiceAgreed") is not True:
-            raise AcmeProblem("userActionRequired", "agree to the terms of service first")
+        terms = settings.terms_of_service
+        if terms and payload.get("termsOfServiceAgreed") is not True:
+            # RFC 8555 7.3.3: the terms to agree to, by Link and as the problem's instance
+            raise AcmeProblem(
+                "userActionRequired",
+                "agree to the terms of service first",
+                headers={"Link": f'<{terms}>;rel="terms-of-service"'},
+                extra={"instance": terms},
+            )
         contacts = check_contacts(payload.get("contact"))
         binding = payload.get("externalAccountBinding")
         if binding is None and settings.require_eab:
