@@ -43,6 +43,8 @@ class Jobs:
         self._loop.call_soon_threadsafe(job.kicked.set)
 
     async def start(self) -> None:
+        if self._tasks:  # two runs of each job would race on their own state
+            raise RuntimeError("the background jobs are running already")
         self._loop = asyncio.get_running_loop()
         for job in self._jobs.values():
             job.kicked = asyncio.Event()

@@ -90,7 +90,9 @@ def _worker(settings_json: str, tls: TLSFiles) -> None:
     listeners = [(_Server(https), listen(settings.host, settings.port))]
     if settings.http_port:
         # One start-up banner per worker is enough: the second listener logs warnings only.
-        plain = uvicorn.Config(public_only(app), **{**common, "log_level": "warning"})
+        # The app's lifespan (the background jobs) runs once, with the HTTPS listener's.
+        quiet = {**common, "log_level": "warning", "lifespan": "off"}
+        plain = uvicorn.Config(public_only(app), **quiet)
         listeners.append((_Server(plain), listen(settings.host, settings.http_port)))
     uvloop.run(_serve(listeners))
 

@@ -190,14 +190,17 @@ def _time(moment: datetime | int) -> bytes:
 
 _GENERALIZED_FROM = int(datetime(_UTC_TIME_END, 1, 1, tzinfo=UTC).timestamp())
 _DAYS: dict[int, bytes] = {}
-_TIMES_OF_DAY: list[bytes] = []
+_TIMES_OF_DAY: list[bytes] | None = None
 
 
 def _time_of_day() -> list[bytes]:
-    if not _TIMES_OF_DAY:
-        _TIMES_OF_DAY.extend(
+    """Made on first use, whole, then published by one assignment: CRLs of several CAs are
+    built in parallel threads, and a list filled in place was seen half-filled."""
+    global _TIMES_OF_DAY
+    if _TIMES_OF_DAY is None:
+        _TIMES_OF_DAY = [
             f"{s // 3600:02d}{s // 60 % 60:02d}{s % 60:02d}Z".encode() for s in range(86400)
-        )
+        ]
     return _TIMES_OF_DAY
 
 
