@@ -191,6 +191,35 @@ def test_get_with_cache_headers(server: Server, pki: PKI, name: str) -> None:
     assert again.headers["etag"] == response.headers["etag"]  # the same pre-signed response
 
 
+def _unknown_request(pki: PKI, nonce: bool = False) -> bytes:
+    builder = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
+        *_issuer_hashes(pki), secrets.randbits(100), hashes.SHA1()
+    )
+    if nonce:
+        builder = builder.add_extension(x509.OCSPNonce(secrets.token_bytes(16)), critical=False)
+    return builder.build().public_bytes(serialization.Encoding.DER)
+
+
+def test_unknown_is_good_for_a_minute_only(server: Server, pki: PKI) -> None:
+    """RFC 5019 6.2 ties caching to nextUpdate: an "unknown" answer (a serial that may still
+    be issued) says so for a minute, not the hour of good and revoked answers, in its
+    nextUpdate and in its cache headers; with a nonce too."""
+    response = _get(server, _unknown_request(pki))
+    parsed = ocsp.load_der_ocsp_response(response.content)
+    assert parsed.certificate_status == ocsp.OCSPCertStatus.UNKNOWN
+    assert parsed.next_update_utc is not None
+    assert (parsed.next_update_utc - parsed.this_update_utc).total_seconds() <= 60
+    max_age = int(response.headers["cache-control"].split("max-age=")[1].split(",")[0])
+    assert 0 < max_age <= 60, response.headers
+    with_nonce = httpx.post(
+        f"{server.http_url}/ocsp", content=_unknown_request(pki, nonce=True), headers=OCSP_REQUEST
+    )
+    parsed = ocsp.load_der_ocsp_response(with_nonce.content)
+    assert parsed.certificate_status == ocsp.OCSPCertStatus.UNKNOWN
+    assert parsed.next_update_utc is not None
+    assert (parsed.next_update_utc - parsed.this_update_utc).total_seconds() <= 60
+
+
 def test_get_with_nonce_is_not_cacheable(server: Server, pki: PKI) -> None:
     response = _get(server, _request_der(pki, "good", nonce=True))
     assert response.status_code == 200
@@ -270,10 +299,7 @@ def test_ocsptool_ask(server: Server, pki: PKI) -> None:
 @pytest.mark.parametrize("kind", ["good", "revoked", "unknown", "nonce"])
 def test_pkilint_responses(server: Server, pki: PKI, kind: str) -> None:
     if kind == "unknown":
-        builder = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
-            *_issuer_hashes(pki), secrets.randbits(100), hashes.SHA1()
-        )
-        der = builder.build().public_bytes(serialization.Encoding.DER)
+        der = _unknown_request(pki)
     else:
         der = _request_der(pki, "good" if kind == "nonce" else kind, nonce=kind == "nonce")
     response = httpx.post(f"{server.http_url}/ocsp", content=der, headers=OCSP_REQUEST)

@@ -165,7 +165,8 @@ class Responder:
             self._store(answers[0][0], entry, seq)
             if request.nonce is None:
                 return Answer(entry.der, entry)
-        this_update, next_update = self._window(loaded)
+        kinds = {status.kind for _, status in answers}
+        this_update, next_update = self._window(loaded, "unknown" in kinds)
         self.counts["signed"] += 1
         der = wire.build_response(loaded.signer, answers, this_update, next_update, request.nonce)
         return Answer(der)
@@ -179,7 +180,7 @@ class Responder:
         loaded = self._signers.get(entry.ca_id) if entry else None
         if entry is None or loaded is None or entry.expires_ts <= time.time():
             return None
-        this_update, next_update = self._window(loaded)
+        this_update, next_update = self._window(loaded, entry.status.kind == "unknown")
         self.counts["signed"] += 1
         self.counts[entry.status.kind] += 1
         answers = [(request.cert_ids[0], entry.status)]
@@ -187,19 +188,22 @@ class Responder:
             wire.build_response(loaded.signer, answers, this_update, next_update, request.nonce)
         )
 
-    def _window(self, loaded: LoadedSigner) -> tuple[datetime, datetime]:
+    def _window(self, loaded: LoadedSigner, unknown: bool = False) -> tuple[datetime, datetime]:
+        """thisUpdate and nextUpdate. An answer with an "unknown" status is good for a minute
+        only, in its nextUpdate and so in the cache headers that follow it (RFC 5019 6.2):
+        a serial unknown now may be issued, and an hour-long "unknown" makes hard-failing
+        clients refuse the certificate all that time."""
         now = self.clock().replace(microsecond=0)
-        return now, min(now + self.validity, loaded.not_after)
+        validity = timedelta(seconds=UNKNOWN_CACHE_SECONDS) if unknown else self.validity
+        return now, min(now + validity, loaded.not_after)
 
     def _sign_entry(
         self, ca_id: int, loaded: LoadedSigner, cert_id: CertID, status: Status
     ) -> Entry:
-        this_update, next_update = self._window(loaded)
+        this_update, next_update = self._window(loaded, status.kind == "unknown")
         der = wire.build_response(loaded.signer, [(cert_id, status)], this_update, next_update)
         self.counts["signed"] += 1
         lifetime = (next_update - this_update).total_seconds()
-        if status.kind == "unknown":
-            lifetime = min(lifetime, UNKNOWN_CACHE_SECONDS)
         now = time.time()
         return Entry(
             der=der,
