@@ -89,9 +89,18 @@ class Settings(BaseSettings):
         description="Comma-separated host:port DNS servers ACME validation resolves names "
         "with (for every challenge type); the system resolver when empty",
     )
-    acme_http01_port: int = Field(80, ge=1, le=65535, description="Port http-01 connects to")
+    acme_http01_port: int = Field(
+        80,
+        ge=1,
+        le=65535,
+        description="Port http-01 connects to, and the http port its redirects may lead to",
+    )
     acme_tlsalpn01_port: int = Field(
-        443, ge=1, le=65535, description="Port tls-alpn-01 connects to"
+        443,
+        ge=1,
+        le=65535,
+        description="Port tls-alpn-01 connects to, and the https port http-01 redirects may "
+        "lead to",
     )
     acme_validation_timeout: float = Field(
         10.0, gt=0, le=60, description="Timeout of each ACME validation connection or query (s)"

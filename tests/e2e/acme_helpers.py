@@ -55,6 +55,11 @@ class ChallTestSrv:
         body = {"host": host.rstrip(".") + "."}
         httpx.post(f"{self.management}/clear-txt", json=body, timeout=10).raise_for_status()
 
+    def add_a(self, host: str, *addresses: str) -> None:
+        """The host's A records (instead of the default 127.0.0.1)."""
+        body = {"host": host.rstrip(".") + ".", "addresses": list(addresses)}
+        httpx.post(f"{self.management}/add-a", json=body, timeout=10).raise_for_status()
+
     def add_caa(self, host: str, value: str, tag: str = "issue") -> None:
         policy = {"tag": tag, "value": value}
         body = {"host": host.rstrip(".") + ".", "policies": [policy]}

@@ -1,61 +1,32 @@
 """Challenge validation (RFC 8555 section 8, RFC 8737 tls-alpn-01, RFC 8738 IP identifiers)
 and CAA (RFC 8659). Every name goes through the configured DNS servers, for http-01 and
-tls-alpn-01 too, so a private network (or a test) decides where validation connects.
+tls-alpn-01 too, so a private network (or a test) decides where validation connects
+(`lookup.py`); http-01 and the redirects it follows are in `http01.py`.
 
 Runs in a background job, never inside a client's request. Each failure is an ACME problem
 (dns, connection, incorrectResponse, tls, caa) that is stored on the challenge."""
 
 import hashlib
-import http.client
 import ipaddress
 import socket
 import ssl
-from dataclasses import dataclass
 
 import dns.exception
 import dns.flags
 import dns.name
-import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 import dns.reversename
 from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
 
-from tessera.core.host_lookup import server_address
+from tessera.domains.acme.http01 import validate_http01
+from tessera.domains.acme.lookup import ValidationConfig, addresses
 from tessera.protocols.acme.jws import b64encode
 from tessera.protocols.acme.problems import AcmeProblem
 
 ACME_IDENTIFIER_OID = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
-MAX_HTTP_BODY = 8192
 ALPN = "acme-tls/1"
-
-
-@dataclass(frozen=True)
-class ValidationConfig:
-    dns_servers: tuple[tuple[str, int], ...]
-    http01_port: int
-    tlsalpn01_port: int
-    timeout: float
-
-    @classmethod
-    def parse(
-        cls, servers: str, http_port: int, tls_port: int, timeout: float
-    ) -> "ValidationConfig":
-        dns_servers = tuple(server_address(s) for s in servers.split(",") if s.strip())
-        return cls(dns_servers, http_port, tls_port, timeout)
-
-    def resolver(self) -> dns.resolver.Resolver:
-        if not self.dns_servers:
-            resolver = dns.resolver.Resolver()
-        else:
-            resolver = dns.resolver.Resolver(configure=False)
-            resolver.nameservers = [
-                dns.nameserver.Do53Nameserver(host, port) for host, port in self.dns_servers
-            ]
-        resolver.lifetime = resolver.timeout = self.timeout
-        resolver.cache = None  # a retried challenge must see the current records
-        return resolver
 
 
 def key_authorization(token: str, thumbprint: str) -> str:
@@ -69,58 +40,13 @@ def dns01_value(key_auth: str) -> str:
 def validate(kind: str, id_type: str, name: str, key_auth: str, config: ValidationConfig) -> None:
     """Raise the challenge's problem, or return when the identifier is proven."""
     if kind == "http-01":
-        _http01(id_type, name, key_auth.split(".")[0], key_auth, config)
+        validate_http01(name, key_auth, config)
     elif kind == "dns-01":
         _dns01(name, key_auth, config)
     elif kind == "tls-alpn-01":
         _tls_alpn01(id_type, name, key_auth, config)
     else:
         raise AcmeProblem("malformed", f"unknown challenge type {kind}")
-
-
-def addresses(id_type: str, name: str, config: ValidationConfig) -> list[str]:
-    if id_type == "ip":
-        return [name]
-    resolver = config.resolver()
-    found: list[str] = []
-    errors: list[str] = []
-    for rdtype in ("A", "AAAA"):
-        try:
-            answer = resolver.resolve(name, rdtype)
-        except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN) as exc:
-            errors.append(type(exc).__name__)
-            continue
-        except dns.exception.DNSException as exc:
-            raise AcmeProblem("dns", f"DNS lookup of {name} ({rdtype}) failed: {exc}") from exc
-        found.extend(str(r) for r in answer)
-    if not found:
-        raise AcmeProblem("dns", f"no A or AAAA record for {name} ({', '.join(errors)})")
-    return found
-
-
-def _http01(id_type: str, name: str, token: str, key_auth: str, config: ValidationConfig) -> None:
-    path = f"/.well-known/acme-challenge/{token}"
-    host = f"[{name}]" if ":" in name else name
-    last: AcmeProblem | None = None
-    for address in addresses(id_type, name, config):
-        connection = http.client.HTTPConnection(address, config.http01_port, timeout=config.timeout)
-        try:
-            connection.request("GET", path, headers={"Host": host, "User-Agent": "tessera-acme"})
-            response = connection.getresponse()
-            body = response.read(MAX_HTTP_BODY + 1)
-        except (OSError, http.client.HTTPException) as exc:
-            last = AcmeProblem("connection", f"http-01 to {name} ({address}): {exc}")
-            continue
-        finally:
-            connection.close()
-        if response.status != 200:
-            raise AcmeProblem(
-                "incorrectResponse", f"http-01 at {name}: HTTP {response.status} for {path}"
-            )
-        if body.strip().decode("ascii", "replace") != key_auth:
-            raise AcmeProblem("incorrectResponse", f"http-01 at {name}: wrong key authorization")
-        return
-    raise last or AcmeProblem("connection", f"http-01: nothing to connect to for {name}")
 
 
 def _dns01(name: str, key_auth: str, config: ValidationConfig) -> None:

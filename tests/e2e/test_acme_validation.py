@@ -1,0 +1,314 @@
+"""Challenge validation as a site sees it: http-01 follows redirects the way Let's Encrypt's
+validation authority does (RFC 8555 8.3), across hosts, to https and from an IP identifier
+to a name, every host resolved through the configured DNS server; redirects it may not
+follow end the challenge with a problem naming the hop."""
+
+import datetime
+import http.server
+import shutil
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.e2e.acme_helpers import Acme, AcmeEnv
+from tests.e2e.helpers import API, data, unique
+from tests.support import free_port
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("pebble-challtestsrv"), reason="pebble-challtestsrv (Debian pebble) needed"
+)
+
+VALIDATED = "acme.challenge.validate"
+
+
+@pytest.fixture
+def account(env: AcmeEnv) -> Iterator[Acme]:
+    client = Acme(env)
+    try:
+        assert client.register().status_code == 201
+        yield client
+    finally:
+        client.close()
+
+
+def name() -> str:
+    return f"{unique('site')}.acme.test"
+
+
+# --- a web site whose answers the test sets path by path ---------------------------------
+
+
+@dataclass
+class Request:
+    path: str
+    host: str | None
+
+
+@dataclass
+class Site:
+    """What a site answers (path: a redirect's Location, or a body served with 200) and
+    what it was asked: each request's path and Host, and over TLS the SNI of each
+    handshake."""
+
+    redirects: dict[str, str] = field(default_factory=dict)
+    bodies: dict[str, str] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+    server_names: list[str | None] = field(default_factory=list)
+
+    def handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        site = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                site.requests.append(Request(self.path, self.headers.get("Host")))
+                if self.path in site.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", site.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = site.bodies.get(self.path)
+                self.send_response(404 if body is None else 200)
+                payload = (body or "not here").encode()
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        return Handler
+
+    def paths(self) -> list[str]:
+        return [r.path for r in self.requests]
+
+
+@contextmanager
+def serving(site: Site, address: str, port: int, tls_dir: Path | None = None) -> Iterator[Site]:
+    """`site` on address:port, over TLS with a self-signed certificate when `tls_dir` is
+    given (validation does not verify it)."""
+    web = http.server.ThreadingHTTPServer((address, port), site.handler())
+    if tls_dir is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*self_signed(tls_dir))
+        context.sni_callback = lambda _socket, sni, _context: site.server_names.append(sni)
+        web.socket = context.wrap_socket(web.socket, server_side=True)
+    thread = threading.Thread(target=web.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield site
+    finally:
+        web.shutdown()
+        web.server_close()
+        thread.join(timeout=10)
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not the site's name")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+# --- the ACME side ----------------------------------------------------------------------
+
+
+@dataclass
+class Http01:
+    order_url: str
+    authz_url: str
+    url: str
+    token: str
+    key_auth: str
+
+    @property
+    def path(self) -> str:
+        return f"/.well-known/acme-challenge/{self.token}"
+
+
+def http01_challenge(account: Acme, identifier: str) -> Http01:
+    created = account.order(identifier)
+    assert created.status_code == 201, created.text
+    authz_url = created.json()["authorizations"][0]
+    challenge = next(
+        c for c in account.get(authz_url).json()["challenges"] if c["type"] == "http-01"
+    )
+    key_auth = f"{challenge['token']}.{account.key.thumbprint()}"
+    location = created.headers["location"]
+    return Http01(location, authz_url, challenge["url"], challenge["token"], key_auth)
+
+
+def answer(account: Acme, challenge: Http01) -> None:
+    answered = account.post(challenge.url, {})
+    assert answered.status_code == 200, answered.text
+
+
+def poll(
+    account: Acme, url: str, done: Callable[[dict[str, Any]], bool], seconds: float = 60
+) -> tuple[dict[str, Any], httpx.Response]:
+    deadline = time.monotonic() + seconds
+    while True:
+        response = account.get(url)
+        body: dict[str, Any] = response.json()
+        if done(body):
+            return body, response
+        assert time.monotonic() < deadline, f"{url} stayed {body}"
+        time.sleep(0.1)
+
+
+def finished(body: dict[str, Any]) -> bool:
+    return body["status"] in ("valid", "invalid")
+
+
+def validations(env: AcmeEnv, challenge: Http01) -> list[dict[str, Any]]:
+    """The audit rows of the challenge's validation attempts, oldest first."""
+    challenge_id = challenge.url.rsplit("/", 1)[1]
+    with env.api() as api:
+        rows = data(api.get(f"{API}/audit/logs", params={"action": VALIDATED, "per_page": 100}))
+    mine = [r for r in rows if str(r["resource_id"]) == challenge_id]
+    return sorted((r["details_data"] for r in mine), key=lambda d: d["attempt"])
+
+
+# --- redirects --------------------------------------------------------------------------
+
+
+def test_http01_follows_redirects_to_other_hosts_and_to_https(
+    env: AcmeEnv, account: Acme, tmp_path: Path
+) -> None:
+    """A relative redirect, one to another host on the http-01 port named explicitly, and one
+    to https without a port (so the https validation port): each host is resolved through the
+    configured DNS server (the second and third to addresses only it knows), the Host header
+    and the SNI carry the names, and the https site's self-signed certificate is accepted."""
+    site, other, secure = name(), name(), name()
+    env.dns.add_a(other, "127.0.0.2")
+    env.dns.add_a(secure, "127.0.0.3")
+    challenge = http01_challenge(account, site)
+    first, second, third = Site(), Site(), Site()
+    first.redirects[challenge.path] = f"/moved/{challenge.token}"
+    first.redirects[f"/moved/{challenge.token}"] = (
+        f"http://{other}:{env.http01_port}/elsewhere/{challenge.token}?a=b#fragment"
+    )
+    second.redirects[f"/elsewhere/{challenge.token}?a=b"] = f"https://{secure}/final"
+    third.bodies["/final"] = challenge.key_auth
+    with (
+        serving(first, "127.0.0.1", env.http01_port),
+        serving(second, "127.0.0.2", env.http01_port),
+        serving(third, "127.0.0.3", env.tlsalpn01_port, tmp_path / "tls"),
+    ):
+        answer(account, challenge)
+        validated, _ = poll(account, challenge.url, finished)
+    assert validated["status"] == "valid", validated
+    assert "error" not in validated
+    assert [(r.path, r.host) for r in first.requests] == [
+        (challenge.path, site),
+        (f"/moved/{challenge.token}", site),
+    ]
+    assert [(r.path, r.host) for r in second.requests] == [
+        (f"/elsewhere/{challenge.token}?a=b", f"{other}:{env.http01_port}")
+    ]
+    assert [(r.path, r.host) for r in third.requests] == [("/final", secure)]
+    assert third.server_names == [secure]
+    order, _ = poll(account, challenge.order_url, lambda b: b["status"] != "pending")
+    assert order["status"] == "ready", order
+
+
+def test_http01_of_an_ip_identifier_follows_a_redirect_to_a_name(
+    env: AcmeEnv, account: Acme
+) -> None:
+    """RFC 8738: the first request goes to the address itself; a redirect from there to a
+    name is resolved through the configured DNS server like any other name."""
+    target = name()
+    env.dns.add_a(target, "127.0.0.2")
+    challenge = http01_challenge(account, "127.0.0.1")
+    address_site, named_site = Site(), Site()
+    address_site.redirects[challenge.path] = f"http://{target}/token"
+    named_site.bodies["/token"] = challenge.key_auth
+    with (
+        serving(address_site, "127.0.0.1", env.http01_port),
+        serving(named_site, "127.0.0.2", env.http01_port),
+    ):
+        answer(account, challenge)
+        validated, _ = poll(account, challenge.url, finished)
+    assert validated["status"] == "valid", validated
+    assert [(r.path, r.host) for r in address_site.requests] == [(challenge.path, "127.0.0.1")]
+    assert [(r.path, r.host) for r in named_site.requests] == [("/token", target)]
+
+
+def test_http01_refuses_the_redirects_it_may_not_follow(env: AcmeEnv, account: Acme) -> None:
+    """A loop, an eleventh redirect, a scheme other than http(s) and a port other than the
+    validation ports end the challenge invalid with a connection problem that names the
+    redirect; the URL refused is never fetched."""
+    loop, endless, ftp, port = (http01_challenge(account, name()) for _ in range(4))
+    other_port = free_port()
+    site, elsewhere = Site(), Site()
+    site.redirects[loop.path] = f"/again/{loop.token}"
+    site.redirects[f"/again/{loop.token}"] = loop.path
+    site.redirects[endless.path] = f"/hop/1/{endless.token}"
+    for hop in range(1, 20):
+        site.redirects[f"/hop/{hop}/{endless.token}"] = f"/hop/{hop + 1}/{endless.token}"
+    site.redirects[ftp.path] = f"ftp://{name()}/{ftp.token}"
+    site.redirects[port.path] = f"http://{name()}:{other_port}/{port.token}"
+    elsewhere.bodies[f"/{port.token}"] = port.key_auth
+    with (
+        serving(site, "127.0.0.1", env.http01_port),
+        serving(elsewhere, "127.0.0.1", other_port),
+    ):
+        for challenge in (loop, endless, ftp, port):
+            answer(account, challenge)
+        failed = {
+            label: poll(account, challenge.url, finished)[0]
+            for label, challenge in (
+                ("loop", loop),
+                ("endless", endless),
+                ("ftp", ftp),
+                ("port", port),
+            )
+        }
+    for label, body in failed.items():
+        assert body["status"] == "invalid", (label, body)
+        assert body["error"]["type"] == "urn:ietf:params:acme:error:connection", (label, body)
+    assert "redirect 2 (" in failed["loop"]["error"]["detail"]
+    assert "redirect loop" in failed["loop"]["error"]["detail"]
+    assert "more than 10 redirects" in failed["endless"]["error"]["detail"]
+    assert f"/hop/10/{endless.token}" in site.paths()
+    assert f"/hop/11/{endless.token}" not in site.paths()
+    assert "redirect 1 (ftp://" in failed["ftp"]["error"]["detail"]
+    assert "only http and https" in failed["ftp"]["error"]["detail"]
+    assert f":{other_port}/" in failed["port"]["error"]["detail"]
+    assert (
+        f"only ports {env.http01_port} and {env.tlsalpn01_port}"
+        in (failed["port"]["error"]["detail"])
+    )
+    assert elsewhere.requests == []
