@@ -105,6 +105,13 @@ class Settings(BaseSettings):
     acme_validation_timeout: float = Field(
         10.0, gt=0, le=60, description="Timeout of each ACME validation connection or query (s)"
     )
+    acme_retry_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="Seconds before an ACME challenge whose validation failed in a way that "
+        "may pass (unreachable, DNS, wrong answer) is tried again; 3 attempts in all",
+    )
     acme_insecure_always_valid: bool = Field(
         False,
         description="BENCHMARKS ONLY: every ACME challenge passes without a check (as pebble's "

@@ -146,6 +146,8 @@ def acme_env(
             "TESSERA_ACME_DNS_SERVERS": f"127.0.0.1:{dns.dns_port}",
             "TESSERA_ACME_HTTP01_PORT": str(http01),
             "TESSERA_ACME_TLSALPN01_PORT": str(tlsalpn01),
+            # a failed challenge is retried after 1 s, not 5: tests wait for fewer seconds
+            "TESSERA_ACME_RETRY_SECONDS": "1",
             **(extra_env or {}),
         }
         server = start_server(work / "data", database_url, env=env)

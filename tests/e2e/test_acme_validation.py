@@ -1,7 +1,9 @@
 """Challenge validation as a site sees it: http-01 follows redirects the way Let's Encrypt's
 validation authority does (RFC 8555 8.3), across hosts, to https and from an IP identifier
 to a name, every host resolved through the configured DNS server; redirects it may not
-follow end the challenge with a problem naming the hop."""
+follow end the challenge with a problem naming the hop. A failed attempt is retried
+(RFC 8555 8.2): the challenge stays processing with the attempt's error, and is invalid only
+after the last attempt."""
 
 import datetime
 import http.server
@@ -22,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.e2e.acme_helpers import Acme, AcmeEnv
+from tests.e2e.acme_helpers import Acme, AcmeEnv, webroot_server
 from tests.e2e.helpers import API, data, unique
 from tests.support import free_port
 
@@ -312,3 +314,56 @@ def test_http01_refuses_the_redirects_it_may_not_follow(env: AcmeEnv, account: A
         in (failed["port"]["error"]["detail"])
     )
     assert elsewhere.requests == []
+
+
+# --- retries ----------------------------------------------------------------------------
+
+
+def test_a_challenge_answered_before_its_site_is_up_passes_on_a_later_attempt(
+    env: AcmeEnv, account: Acme, tmp_path: Path
+) -> None:
+    """RFC 8555 8.2: the first attempt finds nothing listening; the challenge stays
+    processing (with Retry-After) and shows that attempt's error; the site comes up and a
+    later attempt validates it, the error gone."""
+    challenge = http01_challenge(account, name())
+    answer(account, challenge)
+    waiting, response = poll(account, challenge.url, lambda b: "error" in b or finished(b))
+    assert waiting["status"] == "processing", waiting
+    assert response.headers["retry-after"]
+    assert waiting["error"]["type"] == "urn:ietf:params:acme:error:connection"
+    assert "(attempt 1 of 3; another in 1 s)" in waiting["error"]["detail"]
+    authz = account.get(challenge.authz_url)
+    assert authz.json()["status"] == "pending" and authz.headers["retry-after"]
+    with webroot_server(env.http01_port, tmp_path / "www") as files:
+        (files / challenge.token).write_text(challenge.key_auth)
+        validated, _ = poll(account, challenge.url, finished)
+    assert validated["status"] == "valid", validated
+    assert "error" not in validated
+    order, _ = poll(account, challenge.order_url, lambda b: b["status"] != "pending")
+    assert order["status"] == "ready", order
+    outcomes = [(a["attempt"], a["valid"], a.get("retry")) for a in validations(env, challenge)]
+    assert outcomes in (
+        [(1, False, True), (2, True, None)],
+        [(1, False, True), (2, False, True), (3, True, None)],  # the site came up late
+    ), outcomes
+
+
+def test_a_challenge_whose_site_never_comes_up_is_invalid_after_the_last_attempt(
+    env: AcmeEnv, account: Acme
+) -> None:
+    challenge = http01_challenge(account, name())
+    answer(account, challenge)
+    failed, response = poll(account, challenge.url, finished)
+    assert failed["status"] == "invalid", failed
+    assert "retry-after" not in response.headers
+    assert failed["error"]["type"] == "urn:ietf:params:acme:error:connection"
+    assert failed["error"]["detail"].endswith("(attempt 3, the last)"), failed
+    assert [(a["attempt"], a["valid"], a.get("retry")) for a in validations(env, challenge)] == [
+        (1, False, True),
+        (2, False, True),
+        (3, False, None),
+    ]
+    assert account.get(challenge.authz_url).json()["status"] == "invalid"
+    order = account.get(challenge.order_url).json()
+    assert order["status"] == "invalid"
+    assert order["error"]["subproblems"][0]["detail"] == failed["error"]["detail"]

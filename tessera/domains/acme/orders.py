@@ -259,6 +259,7 @@ class Orders:
         if authz.expires_at <= self.now:
             raise malformed("the authorization has expired")
         challenge.status, challenge.next_attempt_at = "processing", self.now + lease
+        challenge.attempts += 1  # this claim is the first attempt (the job counts its own)
         self.repos.acme.flush()
         return challenge, authz, True
 

@@ -5,7 +5,15 @@ Every server process runs these jobs. A challenge a client says is ready is clai
 request's own transaction, for the process that took the request (a lease in next_attempt_at),
 and handed to that process's job in memory; a challenge whose lease ran out (its process died,
 or a retry is due) is claimed by any process's job with a compare-and-set on next_attempt_at.
-Either way exactly one process validates each attempt."""
+Either way exactly one process validates each attempt, and each claim counts one in
+`attempts`.
+
+An attempt that fails in a way that may pass later (RETRIED_PROBLEMS: the site not up yet, a
+DNS record not yet published or served, a wrong answer from a server being reconfigured)
+leaves the challenge `processing`, with that problem as its `error` (RFC 8555 8.2: the server
+"MUST add an entry to the "error" field in the challenge after each failed validation
+query"), and due again after the retry delay, when any process's job claims it as above. The
+ATTEMPTS-th failure, or one that would fail again (a CAA refusal), makes it invalid."""
 
 import logging
 import threading
@@ -13,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +36,9 @@ from tessera.storage.repositories.acme import AcmeNonceRepository, AcmeWorkRepos
 
 log = logging.getLogger("tessera.acme")
 LEASE = timedelta(seconds=60)
+ATTEMPTS = 3  # validation attempts at a challenge, the first included
+RETRY_DELAY = timedelta(seconds=5)  # the default of TESSERA_ACME_RETRY_SECONDS
+RETRIED_PROBLEMS = frozenset({"connection", "dns", "incorrectResponse", "tls"})
 BATCH = 32
 PARALLEL = 8
 VALIDATE_JOB = "acme-validate"
@@ -54,8 +66,10 @@ class AcmeWorker:
         config: ValidationConfig,
         default_caa_identity: str,
         always_valid: bool = False,
+        retry_delay: timedelta = RETRY_DELAY,
     ) -> None:
         self._sessions, self._clock, self._config = sessions, clock, config
+        self._retry_delay = retry_delay
         self._default_caa = default_caa_identity
         self._always_valid = always_valid
         self._handed: list[Attempt] = []  # challenges claimed by this process's requests
@@ -163,7 +177,7 @@ class AcmeWorker:
             # Every read first, then one flush: an autoflush between the reads would take
             # SQLite's write lock at the first changed row and hold it through the rest.
             with session.no_autoflush:
-                recorded = [o for o in outcomes if self._apply(session, *o, now)]
+                applied = [(o[0], self._apply(session, *o, now)) for o in outcomes]
             session.flush()
             # Each organization's chain head is locked by its first append: in id order too.
             events = [
@@ -172,9 +186,10 @@ class AcmeWorker:
                     "acme.challenge.validate",
                     "acme_challenge",
                     attempt.challenge_id,
-                    {"type": attempt.kind, "identifier": attempt.name, "valid": problem is None},
+                    details,
                 )
-                for attempt, problem in sorted(recorded, key=lambda o: o[0].org_id)
+                for attempt, details in sorted(applied, key=lambda o: o[0].org_id)
+                if details is not None
             ]
             if events:
                 Repositories(session, events[0]["org_id"]).audit.add_many(events)
@@ -182,35 +197,34 @@ class AcmeWorker:
 
     def _apply(
         self, session: Session, attempt: Attempt, problem: AcmeProblem | None, now: datetime
-    ) -> bool:
-        """The outcome on the challenge, its authorization and its order; False when the
-        challenge is no longer waiting for it."""
+    ) -> dict[str, Any] | None:
+        """The outcome on the challenge, its authorization and its order, and the audit
+        details of what was recorded; None when the challenge is no longer waiting for it."""
         repos = Repositories(session, attempt.org_id)
         found = repos.acme.challenge(attempt.challenge_id)
         if found is None or found[0].status != "processing":
-            return False
+            return None
         challenge, authz = found
+        number = challenge.attempts
+        details = {"type": attempt.kind, "identifier": attempt.name, "valid": problem is None}
+        details["attempt"] = number
+        if problem is not None and problem.kind in RETRIED_PROBLEMS and number < ATTEMPTS:
+            # Still processing: the authorization and the order wait for the next attempt.
+            challenge.error = _error(problem, number, self._retry_delay)
+            challenge.next_attempt_at = now + self._retry_delay
+            return {**details, "retry": True}
         challenge.next_attempt_at = None
         if problem is None:
             challenge.status, challenge.validated_at = "valid", now
+            challenge.error = None  # an earlier attempt's failure no longer stands
             if authz.status == "pending":
                 authz.status = "valid"
         else:
-            document = problem.document()
-            document["status"] = 400 if problem.status < 500 else problem.status
-            challenge.status, challenge.error = "invalid", document
+            challenge.status, challenge.error = "invalid", _error(problem, number, None)
             if authz.status == "pending":
                 authz.status = "invalid"
-        order = repos.acme.order(authz.order_id)
-        if order is not None and order.status == "pending":
-            statuses = {a.status for a in repos.acme.order_authorizations(order.id)}
-            if "invalid" in statuses:
-                order.status = "invalid"
-                if problem is not None and authz.status == "invalid":
-                    order.error = authorization_failed(identifier_of(authz), challenge.error or {})
-            elif statuses == {"valid"}:
-                order.status = "ready"
-        return True
+        _settle_order(repos, authz, challenge.error if problem is not None else None)
+        return details
 
     def cleanup(self) -> None:
         now = self._clock()
@@ -220,3 +234,32 @@ class AcmeWorker:
             session.commit()
         if expired:
             log.info("ACME: %d orders and authorizations expired", expired)
+
+
+def _settle_order(
+    repos: Repositories, authz: AcmeAuthorization, failure: dict[str, Any] | None
+) -> None:
+    """A pending order becomes invalid with a failed authorization (its error naming the
+    failure that made it so), ready once every authorization is valid."""
+    order = repos.acme.order(authz.order_id)
+    if order is None or order.status != "pending":
+        return
+    statuses = {a.status for a in repos.acme.order_authorizations(order.id)}
+    if "invalid" in statuses:
+        order.status = "invalid"
+        if failure is not None and authz.status == "invalid":
+            order.error = authorization_failed(identifier_of(authz), failure)
+    elif statuses == {"valid"}:
+        order.status = "ready"
+
+
+def _error(problem: AcmeProblem, attempt: int, retry_in: timedelta | None) -> dict[str, Any]:
+    """The challenge's `error`: the problem, saying which attempt it was and what follows."""
+    document = problem.document()
+    document["status"] = 400 if problem.status < 500 else problem.status
+    if retry_in is not None:
+        seconds = f"{retry_in.total_seconds():g}"
+        document["detail"] += f" (attempt {attempt} of {ATTEMPTS}; another in {seconds} s)"
+    elif attempt > 1:
+        document["detail"] += f" (attempt {attempt}, the last)"
+    return document

@@ -60,7 +60,12 @@ def install(app: FastAPI, rt: Runtime) -> None:
         settings.acme_validation_timeout,
     )
     worker = AcmeWorker(
-        rt.sessions, rt.clock, config, _caa_identity(rt), settings.acme_insecure_always_valid
+        rt.sessions,
+        rt.clock,
+        config,
+        _caa_identity(rt),
+        settings.acme_insecure_always_valid,
+        timedelta(seconds=settings.acme_retry_seconds),
     )
     app.state.acme_worker = worker
     rt.jobs.every(VALIDATE_JOB, 2.0, worker.validate_due)
