@@ -186,8 +186,9 @@ def _checked_serial(serial: int) -> int:
 
 
 def _nonce_bytes(value: asn1_core.OctetString) -> bytes:
-    """The nonce is an OCTET STRING inside extnValue (RFC 8954); a few old clients put the
-    raw bytes there instead, and get them back the same way."""
+    """The nonce is an OCTET STRING inside extnValue (RFC 9654); a few old clients put the
+    raw bytes there instead. Both are read; the answer always carries the RFC's form, so a
+    client that compares extnValue bytes with what it sent raw sees a mismatch."""
     raw = bytes(value.native)
     try:
         inner = asn1_core.OctetString.load(raw, strict=True)
