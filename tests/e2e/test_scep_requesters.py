@@ -282,6 +282,54 @@ def test_a_signer_without_an_rsa_key_is_refused_first(scep: Scep, api: httpx.Cli
     assert read_reply(scep.post(sent, dynamic), rsa_device, dynamic_ra).status == SUCCESS
 
 
+# --- the challengePassword is text, whatever string type carries it -----------------------
+
+
+@pytest.mark.parametrize(
+    "string_type",
+    [core.BMPString, core.UniversalString, core.TeletexString, core.UTF8String],
+    ids=lambda t: t.__name__,
+)
+def test_a_challenge_in_any_directory_string_type(
+    scep: Scep, api: httpx.Client, string_type: type[core.AbstractString]
+) -> None:
+    """RFC 2985 makes the challengePassword a DirectoryString: a BMPString (UTF-16) or a
+    UniversalString (UTF-32) holding the password is the password, as a UTF8String is, and
+    a wrong one in any of them is still wrong."""
+    client = new_client()
+    spki = client.key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    wrong = raw_attribute(CHALLENGE_PASSWORD, [string_type("not-" + scep.challenge)])
+    _, refused = scep.enroll(client, raw_csr(client.key, spki, [wrong]))
+    assert (refused.status, refused.fail_info) == (FAILURE, BAD_REQUEST)
+    right = raw_attribute(CHALLENGE_PASSWORD, [string_type(scep.challenge)])
+    _, reply = scep.enroll(client, raw_csr(client.key, spki, [right]))
+    assert reply.status == SUCCESS, reply
+
+
+def test_a_dynamic_challenge_is_one_password_in_any_string_type(
+    scep: Scep, api: httpx.Client
+) -> None:
+    """A dynamic challenge spent as a BMPString is spent as a UTF8String too: it is the same
+    password."""
+    ca_id = rsa_ca(api, unique("SCEP BMP Root"))
+    path = profile(api, scep, ca_id=ca_id, challenge_type="dynamic", auto_approve=True)
+    _, ra = split(ca_certificates(scep.http, path))
+    challenge = data(api.get(f"{API}/scep/challenge/{ca_id}"))["challenge"]
+    replies = []
+    for string_type in (core.BMPString, core.UTF8String):
+        client = new_client()
+        spki = client.key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        password = raw_attribute(CHALLENGE_PASSWORD, [string_type(challenge)])
+        sent = pki_message(client, ra, raw_csr(client.key, spki, [password]))
+        replies.append(read_reply(scep.post(sent, path), client, ra))
+    assert replies[0].status == SUCCESS, replies[0]
+    assert (replies[1].status, replies[1].fail_info) == (FAILURE, BAD_REQUEST)
+
+
 # --- malformed input that cryptography refuses in its own ways ---------------------------
 
 

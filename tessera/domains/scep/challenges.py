@@ -42,9 +42,9 @@ def new_password() -> str:
     return "".join(secrets.choice(ALPHABET) for _ in range(CHALLENGE_LENGTH))
 
 
-def digest(password: str | bytes) -> str:
-    raw = password.encode() if isinstance(password, str) else password
-    return hashlib.sha256(raw).hexdigest()
+def digest(password: str) -> str:
+    """The SHA-256 of the password's UTF-8 encoding, however a client encoded it."""
+    return hashlib.sha256(password.encode()).hexdigest()
 
 
 def _seal(keys: KeyEncryptor, password: str) -> str:
@@ -77,7 +77,7 @@ class ChallengeService:
         self._repos.scep.drop_static_challenges(ca_id)
         return self._new_static(ca_id, "scep.challenge.regenerate")
 
-    def check(self, ca_id: int, challenge_type: str, given: bytes | None) -> str:
+    def check(self, ca_id: int, challenge_type: str, given: str | None) -> str:
         """VALID, MISSING or INVALID, without spending anything (see `spend`)."""
         if not given:
             return MISSING
@@ -89,7 +89,7 @@ class ChallengeService:
             return INVALID
         return VALID
 
-    def spend(self, ca_id: int, challenge_type: str, given: bytes) -> bool:
+    def spend(self, ca_id: int, challenge_type: str, given: str) -> bool:
         """Use a valid password up: a dynamic one is single use, so of two requests racing
         with it exactly one gets True. A static one is never used up."""
         if challenge_type != DYNAMIC:

@@ -96,6 +96,23 @@ def _verify(key: object, signature: bytes, data: bytes, algo: str, hash_name: st
         raise PolicyViolation("CSR signature does not verify") from exc
 
 
+def challenge_password(csr: x509.CertificateSigningRequest) -> str | None:
+    """The challengePassword as text, or None when the CSR carries none. RFC 2985 makes it a
+    DirectoryString, whose type says how its octets read (a BMPString is UTF-16, a
+    UniversalString UTF-32): compared as raw octets, the same password sent as a BMPString
+    would never match. `_read_attributes` has refused a multi-valued one already."""
+    der = csr.public_bytes(serialization.Encoding.DER)
+    try:
+        info = asn1_csr.CertificationRequest.load(der)["certification_request_info"]
+        for attribute in info["attributes"]:
+            if attribute["type"].native == "challenge_password":
+                value: str = attribute["values"][0].native
+                return value
+    except ASN1_ERRORS as exc:
+        raise UnparsableInput(f"the CSR's challengePassword cannot be read: {exc}") from exc
+    return None
+
+
 def key_digest(csr: x509.CertificateSigningRequest) -> str:
     return public_key_sha256(csr)
 

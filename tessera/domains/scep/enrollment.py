@@ -76,6 +76,7 @@ class EnrollmentService:
         Raises `EnrollmentRefused`: roll back, then `refuse`."""
         try:
             csr = read_csr(envelope.payload)
+            password = scep_csr.challenge_password(csr)
         except TesseraError as exc:
             raise EnrollmentRefused(BAD_REQUEST, f"bad CSR: {exc.message}") from exc
         key_digest = scep_csr.key_digest(csr)
@@ -83,7 +84,7 @@ class EnrollmentService:
         if resent is not None:
             return self._answer(resent)
         try:
-            reply, row = self._enroll(profile, envelope, csr, key_digest)
+            reply, row = self._enroll(profile, envelope, csr, key_digest, password)
         except TesseraError as exc:
             raise EnrollmentRefused(BAD_REQUEST, exc.message) from exc
         if row is None:
@@ -96,6 +97,7 @@ class EnrollmentService:
         envelope: Envelope,
         csr: x509.CertificateSigningRequest,
         key_digest: str,
+        password: str | None,
     ) -> tuple[Reply, ScepRequest | None]:
         details: dict[str, object] = {}
         if envelope.message_type == RENEWAL_REQ:
@@ -109,9 +111,7 @@ class EnrollmentService:
             challenge, approved = RENEWAL, True
             details["renews"] = renewed.id
         else:
-            challenge = self._challenges().check(
-                _ca_id(profile), profile.challenge_type, _challenge_password(csr)
-            )
+            challenge = self._challenges().check(_ca_id(profile), profile.challenge_type, password)
             if challenge != VALID and not profile.queue_without_challenge:
                 text = "challenge password required" if challenge == MISSING else "wrong challenge"
                 return Reply.failure(BAD_REQUEST, text), None
@@ -140,7 +140,7 @@ class EnrollmentService:
                 self._now,
                 self._actor.username,
             )
-        if challenge == VALID and not self._spend_challenge(profile, csr):
+        if challenge == VALID and not self._spend_challenge(profile, password):
             return Reply.failure(BAD_REQUEST, "wrong challenge"), None  # used meanwhile
         self._repos.scep.add_request(row)
         # What the issuance's own certificate.issue does not say: the SCEP transaction, how
@@ -298,12 +298,9 @@ class EnrollmentService:
     def _challenges(self) -> ChallengeService:
         return ChallengeService(self._repos, self._issuance.keys, self._actor, self._now)
 
-    def _spend_challenge(
-        self, profile: ProfileSettings, csr: x509.CertificateSigningRequest
-    ) -> bool:
-        given = _challenge_password(csr)
-        assert given is not None  # checked VALID
-        return self._challenges().spend(_ca_id(profile), profile.challenge_type, given)
+    def _spend_challenge(self, profile: ProfileSettings, password: str | None) -> bool:
+        assert password is not None  # checked VALID
+        return self._challenges().spend(_ca_id(profile), profile.challenge_type, password)
 
     def _renewed(self, signer: x509.Certificate) -> models.Certificate | None:
         """The certificate a RenewalReq renews: the one that signs it, if we hold it."""
@@ -444,15 +441,6 @@ def _subject_text(csr: x509.CertificateSigningRequest) -> str:
 def _ca_id(profile: ProfileSettings) -> int:
     assert profile.ca_id is not None  # a profile without a CA is not enabled
     return profile.ca_id
-
-
-def _challenge_password(csr: x509.CertificateSigningRequest) -> bytes | None:
-    try:
-        attribute = csr.attributes.get_attribute_for_oid(x509.oid.AttributeOID.CHALLENGE_PASSWORD)
-    except x509.AttributeNotFound:
-        return None
-    value = attribute.value
-    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def _armored(der: bytes) -> str:
