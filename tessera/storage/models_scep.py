@@ -84,6 +84,8 @@ class ScepRequest(Base):
         ForeignKey("certificates.id", ondelete="SET NULL")
     )
     reason: Mapped[str | None] = mapped_column(Text)
+    # when a client was first given the rejection (see EnrollmentService._answers_again)
+    rejection_answered_at: Mapped[datetime | None]
     client_ip: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=_now)
     decided_at: Mapped[datetime | None]

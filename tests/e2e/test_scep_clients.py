@@ -178,6 +178,31 @@ def test_scepclient_pending_then_approved(setup: Setup, api: httpx.Client, workd
     check_issued(setup, workdir, (workdir / "cert.pem").read_text())
 
 
+def test_scepclient_pending_then_rejected(setup: Setup, api: httpx.Client, workdir: Path) -> None:
+    """scepclient polls by sending its PKCSReq again: the rejection must reach it (FAILURE,
+    and it stops), not make its request anew, which would queue it again and again."""
+    path = new_profile(api, setup, auto_approve=False)
+    cn = unique("mdm-rejected")
+    args = [
+        "scepclient", "-server-url", setup.url(path), "-private-key", "key.pem",
+        "-certificate", "cert.pem", "-cn", cn, f"-challenge={setup.challenge}",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        args, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        row = pending_request(api, cn)
+        data(api.post(f"{API}/scep/{row['id']}/reject", json={"reason": "Invalid device"}))
+        output, _ = process.communicate(timeout=CLIENT_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0, output
+    assert "badRequest" in output, output
+    requests = data(api.get(f"{API}/scep/requests", params={"per_page": 100}))
+    assert [r["status"] for r in requests if r["common_name"] == cn] == ["rejected"]
+
+
 def test_scepclient_renewal(setup: Setup, api: httpx.Client, workdir: Path) -> None:
     cn = unique("mdm-renew")
     first = scepclient(setup, workdir, cn, setup.challenge)

@@ -734,11 +734,27 @@ def test_pending_poll_approve_and_reject(scep: Scep, api: httpx.Client) -> None:
     row = next(r for r in pending if r["transaction_id"] == sent.transaction_id)
     rejected = data(api.post(f"{API}/scep/{row['id']}/reject", json={"reason": "Invalid device"}))
     assert rejected["status"] == "rejected" and rejected["reason"] == "Invalid device"
-    again = pki_message(
-        other, ra, csr_der(other, "refused", scep.challenge), transaction_id=sent.transaction_id
+    txid = sent.transaction_id
+
+    def send_again(challenge: str | None) -> Reply:
+        again = pki_message(other, ra, csr_der(other, "refused", challenge), transaction_id=txid)
+        return read_reply(scep.post(again, path), other, ra)
+
+    # The same request sent again is how scepclient polls: it gets the rejection...
+    told = send_again(scep.challenge)
+    assert (told.status, told.fail_info) == (FAILURE, BAD_REQUEST)
+    # ... as it does, every time, without a valid challenge ...
+    for challenge in (None, "wrong"):
+        refused = send_again(challenge)
+        assert (refused.status, refused.fail_info) == (FAILURE, BAD_REQUEST), challenge
+    # ... while with one, once the rejection was told, it is a new request (queued here).
+    assert send_again(scep.challenge).status == PENDING
+    rows = [r for r in data(api.get(f"{API}/scep/requests")) if r["transaction_id"] == txid]
+    assert [r["status"] for r in rows] == ["pending", "rejected"]
+    assert send_again(scep.challenge).status == PENDING  # polling the new one
+    assert (
+        len([r for r in data(api.get(f"{API}/scep/requests")) if r["transaction_id"] == txid]) == 2
     )
-    reply = read_reply(scep.post(again, path), other, ra)
-    assert (reply.status, reply.fail_info) == (FAILURE, BAD_REQUEST)
 
 
 def test_a_request_no_approval_could_sign_is_refused_not_queued(

@@ -11,7 +11,7 @@ EC key, write a CSR that no library would) is built here with asn1crypto."""
 
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -491,3 +491,102 @@ def test_a_pkcsreq_sent_again_after_deletion_gets_a_new_certificate(
     subject = issuer_and_subject(scep.ca.subject, cn)
     poll = pki_message(device, scep.ra, subject, kind=CERT_POLL, transaction_id=txid)
     assert read_reply(scep.post(poll), device, scep.ra).certificates == again.certificates
+
+
+# --- a request sent again after its request was rejected, or queued without a challenge --
+
+
+def resend(
+    scep: Scep, path: str, ra: x509.Certificate, client: Client, cn: str, txid: str
+) -> Callable[[str | None], Any]:
+    """Sends `client`'s PKCSReq for `cn` under `txid`, with the challenge it is given."""
+
+    def send(challenge: str | None) -> Any:
+        sent = pki_message(client, ra, csr_der(client, cn, challenge), transaction_id=txid)
+        return read_reply(scep.post(sent, path), client, ra)
+
+    return send
+
+
+def test_a_rejected_request_sent_again_with_a_valid_challenge_is_issued(
+    scep: Scep, api: httpx.Client
+) -> None:
+    """Queued without a challenge and rejected: sent again without one it keeps getting the
+    rejection; sent again with the right challenge (not the one rejected) it is a new
+    request, issued at once by an auto-approving profile. Before, the key and subject got
+    FAILURE under their transactionID forever."""
+    path = profile(api, scep, auto_approve=True, queue_without_challenge=True)
+    _, ra = split(ca_certificates(scep.http, path))
+    device, cn, txid = new_client(), unique("rejected-then-valid"), uuid.uuid4().hex
+    send = resend(scep, path, ra, device, cn, txid)
+    assert send(None).status == PENDING
+    (row,) = transaction_rows(api, txid)
+    data(api.post(f"{API}/scep/{row['id']}/reject", json={"reason": "who are you?"}))
+    for challenge in (None, "wrong", None):
+        refused = send(challenge)
+        assert (refused.status, refused.fail_info) == (FAILURE, BAD_REQUEST), challenge
+    issued = send(scep.challenge)
+    assert issued.status == SUCCESS, issued
+    assert [r["status"] for r in transaction_rows(api, txid)] == ["issued", "rejected"]
+    again = send(scep.challenge)  # a retry: the same certificate, not a second one
+    assert again.certificates == issued.certificates
+    assert len(issued_named(api, cn)) == 1
+
+
+@pytest.mark.parametrize("auto_approve", [True, False])
+def test_a_valid_challenge_supersedes_a_request_queued_without_one(
+    scep: Scep, api: httpx.Client, auto_approve: bool
+) -> None:
+    """With queue_without_challenge, a request queued without a valid challenge and sent
+    again with one is a proper request: issued at once when the profile approves by itself,
+    else queued. The stale request is rejected as superseded, so that no approval issues it
+    as a second certificate."""
+    path = profile(api, scep, auto_approve=auto_approve, queue_without_challenge=True)
+    _, ra = split(ca_certificates(scep.http, path))
+    device, cn, txid = new_client(), unique("superseded"), uuid.uuid4().hex
+    send = resend(scep, path, ra, device, cn, txid)
+    assert send(None).status == PENDING
+    assert send("wrong").status == PENDING  # still that request: no valid challenge
+    (stale,) = transaction_rows(api, txid)
+    reply = send(scep.challenge)
+    assert reply.status == (SUCCESS if auto_approve else PENDING), reply
+    rows = transaction_rows(api, txid)
+    assert [r["status"] for r in rows] == ["issued" if auto_approve else "pending", "rejected"]
+    assert rows[1]["id"] == stale["id"] and "superseded" in rows[1]["reason"]
+    assert api.post(f"{API}/scep/{stale['id']}/approve").status_code == 409
+    if not auto_approve:
+        data(api.post(f"{API}/scep/{rows[0]['id']}/approve"))
+    poll = pki_message(
+        device, ra, issuer_and_subject(scep.ca.subject, cn), CERT_POLL, transaction_id=txid
+    )
+    polled = read_reply(scep.post(poll, path), device, ra)
+    assert polled.status == SUCCESS, polled
+    assert send(scep.challenge).certificates == polled.certificates
+    assert len(issued_named(api, cn)) == 1
+
+
+def test_a_finished_transaction_may_be_taken_by_a_new_key(scep: Scep, api: httpx.Client) -> None:
+    """RFC 8894 section 3.2.1.1 lets the CA assign the transactionID (a device's EUI): such
+    a device re-keys under it. Another key is refused only while a request under it is open
+    (pending, or issued and still current), not once its certificate was deleted or its
+    request rejected."""
+    eui = f"EUI-{uuid.uuid4().hex[:16]}"
+    first, cn = new_client(), unique("eui-device")
+    _, issued = scep.enroll(first, csr_der(first, cn, scep.challenge), transaction_id=eui)
+    assert issued.status == SUCCESS, issued
+    rekeyed = new_client()
+    _, refused = scep.enroll(rekeyed, csr_der(rekeyed, cn, scep.challenge), transaction_id=eui)
+    assert (refused.status, refused.fail_info) == (FAILURE, BAD_REQUEST)
+    (row,) = issued_named(api, cn)
+    assert api.delete(f"{API}/certificates/{row['id']}").status_code == 204
+    _, renewed = scep.enroll(rekeyed, csr_der(rekeyed, cn, scep.challenge), transaction_id=eui)
+    assert renewed.status == SUCCESS, renewed
+    # and after a rejection
+    path = profile(api, scep, auto_approve=False)
+    _, ra = split(ca_certificates(scep.http, path))
+    eui = f"EUI-{uuid.uuid4().hex[:16]}"
+    assert resend(scep, path, ra, first, cn, eui)(scep.challenge).status == PENDING
+    (row,) = transaction_rows(api, eui)
+    data(api.post(f"{API}/scep/{row['id']}/reject", json={"reason": "no"}))
+    assert resend(scep, path, ra, rekeyed, cn, eui)(scep.challenge).status == PENDING
+    assert [r["status"] for r in transaction_rows(api, eui)] == ["pending", "rejected"]

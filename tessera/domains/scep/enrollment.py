@@ -7,9 +7,11 @@ behind but its audit row: `enroll` raises `EnrollmentRefused`, and whoever owns 
 work rolls back what the attempt wrote (a certificate, a request row) before recording the
 refusal with `refuse`. Nothing is written before the certificate is signed, so SQLite's write
 lock is not held through the signing: a dynamic challenge is spent last, and a rollback
-leaves it unspent.
+leaves it unspent. (The one exception is rare: a request that supersedes one queued without
+a valid challenge claims that one first, see `_supersede`.)
 """
 
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +29,7 @@ from tessera.domains import audit
 from tessera.domains.issuance import Issuance, core_template
 from tessera.domains.scep import csr as scep_csr
 from tessera.domains.scep.challenges import MISSING, VALID, ChallengeService
+from tessera.domains.scep.challenges import digest as challenge_digest
 from tessera.domains.scep.csr import read_csr
 from tessera.domains.scep.types import BAD_CERT_ID, BAD_REQUEST, ProfileSettings, Reply
 from tessera.storage import models
@@ -61,6 +64,18 @@ class Envelope:
     client_ip: str | None = None
 
 
+@dataclass(frozen=True)
+class _Attempt:
+    """A PKCSReq or RenewalReq as read: its CSR, what a request sent again is matched by,
+    and how it is authenticated (VALID, MISSING or INVALID challenge, or RENEWAL)."""
+
+    csr: x509.CertificateSigningRequest
+    subject: str
+    key_digest: str
+    password: str | None
+    challenge: str
+
+
 class EnrollmentService:
     def __init__(self, issuance: Issuance, now: datetime) -> None:
         self._issuance = issuance
@@ -72,34 +87,46 @@ class EnrollmentService:
     def enroll(self, profile: ProfileSettings, envelope: Envelope) -> Reply:
         """PKCSReq and RenewalReq. One sent again (same message type, transactionID, subject
         and key) is answered from its request's state, as a poll would be: a client that
-        retries after a lost answer gets the certificate it was issued, not a second one.
+        retries after a lost answer gets the certificate it was issued, not a second one
+        (`_answers_again` says when it is a new request instead).
         Raises `EnrollmentRefused`: roll back, then `refuse`."""
+        attempt = self._read(profile, envelope)
+        earlier = self._resent(profile, envelope, attempt)
+        if earlier is not None and self._answers_again(earlier, attempt):
+            return self._answer(earlier)
+        stale = earlier if earlier is not None and earlier.status == PENDING else None
+        if stale is not None and not self._supersede(stale):
+            self._repos.scep.reload_request(stale)  # an admin decided it meanwhile
+            return self._answer(stale)
+        try:
+            reply, row = self._enroll(profile, envelope, attempt)
+        except TesseraError as exc:
+            raise EnrollmentRefused(BAD_REQUEST, exc.message) from exc
+        if row is None:
+            raise EnrollmentRefused(reply.fail_info or BAD_REQUEST, reply.text or "refused")
+        if stale is not None:
+            self._record("scep.supersede", stale, {"superseded_by": row.id})
+        return reply
+
+    def _read(self, profile: ProfileSettings, envelope: Envelope) -> _Attempt:
+        """The CSR, and how the request is authenticated: its challenge, checked (not spent:
+        see `_enroll`), or the certificate a RenewalReq renews (`_renewal_refusal`)."""
         try:
             csr = read_csr(envelope.payload)
             password = scep_csr.challenge_password(csr)
         except TesseraError as exc:
             raise EnrollmentRefused(BAD_REQUEST, f"bad CSR: {exc.message}") from exc
-        key_digest = scep_csr.key_digest(csr)
-        resent = self._resent(profile, envelope, _subject_text(csr), key_digest)
-        if resent is not None:
-            return self._answer(resent)
-        try:
-            reply, row = self._enroll(profile, envelope, csr, key_digest, password)
-        except TesseraError as exc:
-            raise EnrollmentRefused(BAD_REQUEST, exc.message) from exc
-        if row is None:
-            raise EnrollmentRefused(reply.fail_info or BAD_REQUEST, reply.text or "refused")
-        return reply
+        if envelope.message_type == RENEWAL_REQ:
+            challenge = RENEWAL
+        else:
+            challenge = self._challenges().check(_ca_id(profile), profile.challenge_type, password)
+        return _Attempt(csr, _subject_text(csr), scep_csr.key_digest(csr), password, challenge)
 
     def _enroll(
-        self,
-        profile: ProfileSettings,
-        envelope: Envelope,
-        csr: x509.CertificateSigningRequest,
-        key_digest: str,
-        password: str | None,
+        self, profile: ProfileSettings, envelope: Envelope, attempt: _Attempt
     ) -> tuple[Reply, ScepRequest | None]:
         details: dict[str, object] = {}
+        csr, challenge = attempt.csr, attempt.challenge
         if envelope.message_type == RENEWAL_REQ:
             renewed = self._renewed(envelope.signer)
             failure = self._renewal_refusal(profile, envelope.signer, renewed, csr)
@@ -108,10 +135,9 @@ class EnrollmentService:
             assert renewed is not None  # an unknown signer is refused above
             # Authenticated by the certificate it renews, for that certificate's names only:
             # what was approved once is not queued again.
-            challenge, approved = RENEWAL, True
+            approved = True
             details["renews"] = renewed.id
         else:
-            challenge = self._challenges().check(_ca_id(profile), profile.challenge_type, password)
             if challenge != VALID and not profile.queue_without_challenge:
                 text = "challenge password required" if challenge == MISSING else "wrong challenge"
                 return Reply.failure(BAD_REQUEST, text), None
@@ -121,9 +147,9 @@ class EnrollmentService:
             transaction_id=envelope.transaction_id,
             message_type=envelope.message_type,
             status=ISSUED if approved else PENDING,
-            subject=_subject_text(csr),
+            subject=attempt.subject,
             common_name=common_name(csr.subject)[:200],
-            key_digest=key_digest,
+            key_digest=attempt.key_digest,
             encrypted_csr=self._issuance.keys.seal(_armored(envelope.payload).encode()),
             challenge=challenge,
             client_ip=envelope.client_ip,
@@ -140,7 +166,7 @@ class EnrollmentService:
                 self._now,
                 self._actor.username,
             )
-        if challenge == VALID and not self._spend_challenge(profile, password):
+        if challenge == VALID and not self._spend_challenge(profile, attempt.password):
             return Reply.failure(BAD_REQUEST, "wrong challenge"), None  # used meanwhile
         self._repos.scep.add_request(row)
         # What the issuance's own certificate.issue does not say: the SCEP transaction, how
@@ -154,31 +180,72 @@ class EnrollmentService:
         return Reply.success([load_certificate(issued.certificate_pem.encode())]), row
 
     def _resent(
-        self, profile: ProfileSettings, envelope: Envelope, subject: str, key_digest: str
+        self, profile: ProfileSettings, envelope: Envelope, attempt: _Attempt
     ) -> ScepRequest | None:
         """The request this one repeats (a client retrying, or polling by re-sending, as
-        scepclient does): same message type, transactionID, subject and key. RFC 8894
-        section 3.3.3 ties a transaction to its requester, and clients derive the
+        scepclient does): same message type, transactionID, subject and key, newest first.
+        RFC 8894 section 3.3.3 ties a transaction to its requester, and clients derive the
         transactionID from their key: a request under a transactionID that another key
-        already holds is refused, so that it never takes (nor shadows) that request's
-        outcome. The same key may ask for another subject under it: a new request, told
-        apart by its subject.
+        holds with a request still open is refused, so that it never takes (nor shadows)
+        that request's outcome. A finished one (`_finished`) holds it no longer: a device
+        whose transactionID the CA assigned (its EUI, RFC 8894 section 3.2.1.1) may re-key.
+        The same key may ask for another subject under it: a new request, told apart by its
+        subject.
 
         A request whose certificate expired, was deleted or is due for renewal (`_over`) is
         a finished transaction: a device enrolling anew with the key its transactionID
         derives from sends the very same PKCSReq, and gets a new certificate (for a valid
-        challenge). One whose
-        certificate was revoked is not: it answers FAILURE (`_answer`), so that neither a
-        hold nor a revocation is undone by sending the request again."""
+        challenge). One whose certificate was revoked is not: it answers FAILURE
+        (`_answer`), so that neither a hold nor a revocation is undone by sending the
+        request again."""
         known = self._repos.scep.transaction_requests(profile.id, envelope.transaction_id)
-        wanted = (envelope.message_type, key_digest, subject)
+        wanted = (envelope.message_type, attempt.key_digest, attempt.subject)
         for row in known:
             if (row.message_type, row.key_digest, row.subject) == wanted and not self._over(row):
                 return row
-        if any(row.key_digest != key_digest for row in known):
+        if any(row.key_digest != attempt.key_digest and not self._finished(row) for row in known):
             text = "this transactionID belongs to another requester's request"
             raise EnrollmentRefused(BAD_REQUEST, text)
         return None
+
+    def _answers_again(self, row: ScepRequest, attempt: _Attempt) -> bool:
+        """Whether a request sent again is answered from the earlier `row` it repeats, rather
+        than made anew. Without a valid challenge it always is. With one:
+        - an issued request answers (a retry after a lost answer);
+        - a pending one answers, unless it was queued without a valid challenge: then this
+          request, which has one, replaces it (`_supersede`), and is issued or queued as any;
+        - a rejected one is a new request once a client was given the rejection, or at once
+          when its challenge is not the one rejected. Until then the same request sent
+          again is how scepclient polls, and must get the rejection: made anew, it would be
+          queued again and again, and the client never told."""
+        if attempt.challenge != VALID or row.status == ISSUED:
+            return True
+        if row.status == PENDING:
+            return row.challenge == VALID
+        if row.rejection_answered_at is not None:
+            return False
+        return self._same_password(row, attempt.password)
+
+    def _same_password(self, row: ScepRequest, password: str | None) -> bool:
+        stored = scep_csr.challenge_password(read_csr(self._csr_der(row)))
+        if stored is None or password is None:
+            return stored is password
+        return hmac.compare_digest(challenge_digest(stored), challenge_digest(password))
+
+    def _supersede(self, stale: ScepRequest) -> bool:
+        """Reject a request queued without a valid challenge that a request with one replaces,
+        so that no approval issues it later as a second certificate. A compare-and-set
+        before the signing, held by the unit of work: a refusal rolls it back, and an admin
+        who decided the request first wins (False)."""
+        reason = "superseded: sent again with a valid challenge"
+        if not self._repos.scep.claim_pending(stale, REJECTED, self._now, self._actor.username):
+            return False
+        stale.reason = reason
+        return True
+
+    def _finished(self, row: ScepRequest) -> bool:
+        """Whether a request holds its transactionID no longer (see `_resent`)."""
+        return row.status == REJECTED or self._over(row)
 
     def _over(self, row: ScepRequest) -> bool:
         """Whether an issued request's transaction is finished (see `_resent`): its
@@ -399,6 +466,8 @@ class EnrollmentService:
         if row.status == PENDING:
             return Reply.pending()
         if row.status == REJECTED:
+            if row.rejection_answered_at is None:  # see `_answers_again`
+                self._repos.scep.mark_rejection_answered(row, self._now)
             return Reply.failure(BAD_REQUEST, row.reason or "the request was rejected")
         cert = self._repos.certificates.get(row.certificate_id) if row.certificate_id else None
         if cert is None:

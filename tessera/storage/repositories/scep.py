@@ -265,6 +265,16 @@ class ScepRepository:
         ).all()
         return rows, total
 
+    def mark_rejection_answered(self, row: ScepRequest, now: datetime) -> None:
+        """Record that a client was given the request's rejection; flushed at once, so that
+        the protocol's early commit (`commit_before_answering`) sees a write to commit."""
+        row.rejection_answered_at = now
+        self._session.flush()
+
+    def reload_request(self, row: ScepRequest) -> None:
+        """Read the row again: another transaction changed it since it was loaded."""
+        self._session.refresh(row)
+
     def claim_pending(self, row: ScepRequest, status: str, now: datetime, by: str) -> bool:
         """Move a pending request to its decision, atomically, so two admins (or an admin and
         a retry) never decide it twice."""
