@@ -77,6 +77,8 @@ class ScepRequest(Base):
     subject: Mapped[str] = mapped_column(Text)
     common_name: Mapped[str] = mapped_column(String(200), default="")
     key_digest: Mapped[str] = mapped_column(String(64))  # SHA-256 of the CSR's public key
+    # SHA-256 of the signer certificate's public key: whose polls it answers (none before 0021)
+    signer_key_digest: Mapped[str | None] = mapped_column(String(64))
     # the CSR as received, PEM, sealed under the KEK: it carries the challenge in clear
     encrypted_csr: Mapped[str] = mapped_column(Text)
     challenge: Mapped[str] = mapped_column(String(16))  # valid | missing | renewal

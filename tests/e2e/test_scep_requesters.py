@@ -441,6 +441,39 @@ def test_a_reused_transaction_id_takes_nobody_elses_outcome(scep: Scep, api: htt
     assert len(transaction_rows(api, txid)) == 2
 
 
+def test_a_poll_finds_the_request_of_its_signers_key(scep: Scep, api: httpx.Client) -> None:
+    """RFC 8894 section 3.3.3: polling is controlled by the transactionID and who sends it,
+    not by the messageData. Another key naming the transactionID and the subject learns
+    nothing (badCertId, as for an unknown transaction); the requester is answered whatever
+    subject its poll names, and with any certificate for its key."""
+    path = profile(api, scep, auto_approve=False)
+    _, ra = split(ca_certificates(scep.http, path))
+    device, cn = new_client("device"), unique("polled")
+    sent = pki_message(device, ra, csr_der(device, cn, scep.challenge))
+    assert read_reply(scep.post(sent, path), device, ra).status == PENDING
+    txid = sent.transaction_id
+
+    def poll(client: Client, subject: str) -> Any:
+        payload = issuer_and_subject(scep.ca.subject, subject)
+        polled = pki_message(client, ra, payload, kind=CERT_POLL, transaction_id=txid)
+        return read_reply(scep.post(polled, path), client, ra)
+
+    stranger = new_client()
+    for answer in (poll(stranger, cn), poll(stranger, "device")):
+        assert (answer.status, answer.fail_info) == (FAILURE, BAD_CERT_ID)
+    same_key = Client(device.key, self_signed(device.key, "renamed"))
+    for client, subject in [(device, cn), (device, "device"), (same_key, cn)]:
+        assert poll(client, subject).status == PENDING, subject
+    (row,) = transaction_rows(api, txid)
+    data(api.post(f"{API}/scep/{row['id']}/approve"))
+    refused = poll(stranger, cn)
+    assert (refused.status, refused.fail_info, refused.certificates) == (FAILURE, BAD_CERT_ID, [])
+    issued = poll(device, "device")
+    assert issued.status == SUCCESS and issued.certificates[0].subject.rfc4514_string() == (
+        f"CN={cn}"
+    )
+
+
 def transaction_rows(api: httpx.Client, transaction_id: str) -> list[dict[str, Any]]:
     rows = data(api.get(f"{API}/scep/requests", params={"per_page": 100}))
     return [r for r in rows if r["transaction_id"] == transaction_id]

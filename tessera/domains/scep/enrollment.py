@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 
 from tessera.core.errors import Conflict, InvalidInput, NotFound, TesseraError
 from tessera.core.formats import is_issued_by, load_certificate
-from tessera.core.inspect import common_name, general_names, serial_hex
+from tessera.core.inspect import common_name, general_names, public_key_sha256, serial_hex
 from tessera.core.profile import CertificateRequest, fill_subject
 from tessera.core.renewal import renewal_opens
 from tessera.domains import audit
@@ -150,6 +150,7 @@ class EnrollmentService:
             subject=attempt.subject,
             common_name=common_name(csr.subject)[:200],
             key_digest=attempt.key_digest,
+            signer_key_digest=public_key_sha256(envelope.signer),
             encrypted_csr=self._issuance.keys.seal(_armored(envelope.payload).encode()),
             challenge=challenge,
             client_ip=envelope.client_ip,
@@ -263,13 +264,33 @@ class EnrollmentService:
         return due and cert.status != "revoked"
 
     def poll(self, profile: ProfileSettings, envelope: Envelope, subject_der: bytes) -> Reply:
-        """CertPoll names its request by transactionID and the subject it asked for (RFC
-        8894 section 3.3.3): a request under the same transactionID for another subject is
-        someone else's, and answers as unknown."""
-        for row in self._repos.scep.transaction_requests(profile.id, envelope.transaction_id):
+        """CertPoll: RFC 8894 section 3.3.3 has polling controlled by the transactionID and
+        who sends it (the recipientInfo of the answer) rather than by the messageData. A
+        request is found by its transactionID and the key of the certificate that signed
+        it; a poll from another key answers as an unknown transaction."""
+        known = self._repos.scep.transaction_requests(profile.id, envelope.transaction_id)
+        row = self._polled(known, public_key_sha256(envelope.signer), subject_der)
+        if row is None:
+            return Reply.failure(
+                BAD_CERT_ID, "no request of this requester with this transactionID"
+            )
+        return self._answer(row)
+
+    def _polled(
+        self, known: Sequence[ScepRequest], signer_key: str, subject_der: bytes
+    ) -> ScepRequest | None:
+        """The signer's request under the transactionID. The subject the poll names (compared
+        as RFC 5280 compares names) only chooses, newest first, between several: requests
+        of the same key for other subjects, or made again after a rejection; or, with no
+        request of this key, those stored before the signer's key was (revision 0021)."""
+        mine = [row for row in known if row.signer_key_digest == signer_key]
+        if len(mine) == 1:
+            return mine[0]
+        choices = mine or [row for row in known if row.signer_key_digest is None]
+        for row in choices:
             if scep_csr.asks_for(self._csr_der(row), subject_der):
-                return self._answer(row)
-        return Reply.failure(BAD_CERT_ID, "no request with this transactionID and subject")
+                return row
+        return None
 
     def get_cert(self, profile: ProfileSettings, issuer_der: bytes, serial: int) -> Reply:
         cert = self._by_serial(profile, issuer_der, serial)
