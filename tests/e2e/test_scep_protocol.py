@@ -900,8 +900,27 @@ def test_ec_ca_answers_through_its_rsa_ra(scep: Scep, api: httpx.Client) -> None
     assert reply.status == SUCCESS and reply.certificates[0].issuer == ca.subject
 
 
+RESPONDER_USAGES = ["digitalSignature", "keyEncipherment", "keyCertSign", "cRLSign"]
+
+
+def ca_with_usages(api: httpx.Client, name: str, usages: list[str], algorithm: str = "RSA") -> int:
+    """A root whose keyUsage is `usages`, made through a CA template."""
+    size = 2048 if algorithm == "RSA" else 256
+    template = {
+        "name": unique("SCEP CA usages"),
+        "key_type": algorithm,
+        "key_size": size,
+        "key_usage": usages,
+        "basic_constraints": {"ca": True},
+    }
+    template_id = data(api.post(f"{API}/templates", json=template), 201)["id"]
+    body = {"common_name": name, "key_algorithm": algorithm, "key_size": size}
+    created = api.post(f"{API}/cas", json={**body, "ca_type": "root", "template_id": template_id})
+    return int(data(created, 201)["id"])
+
+
 def test_rsa_ca_without_ra(scep: Scep, api: httpx.Client) -> None:
-    ca_id = rsa_ca(api, unique("SCEP No RA Root"))
+    ca_id = ca_with_usages(api, unique("SCEP No RA Root"), RESPONDER_USAGES)
     path = profile(api, scep, ca_id=ca_id, auto_approve=True, use_ra=False)
     challenge = data(api.get(f"{API}/scep/challenge/{ca_id}"))["challenge"]
     response = scep.http.get(f"{path}?operation=GetCACert")
@@ -920,6 +939,58 @@ def test_rsa_ca_without_ra(scep: Scep, api: httpx.Client) -> None:
         json={"slug": slug, "enabled": True, "ca_id": ec_id, "use_ra": False},
     )
     error(refused, 422)
+
+
+def test_a_ca_answering_without_ra_must_allow_signing_and_key_encipherment(
+    scep: Scep, api: httpx.Client
+) -> None:
+    """RFC 8894 section 2.1.2: the CA certificate that answers by itself (use_ra false)
+    signs the CertReps and decrypts the requests, so its keyUsage must allow
+    digitalSignature and keyEncipherment; clients pick the encryption certificate by it.
+    Tessera's CAs (digitalSignature, keyCertSign, cRLSign) are refused, 422 saying why,
+    nothing saved; a CA without a keyUsage extension (no restriction, RFC 5280) answers."""
+    refused_cas = {
+        "keyEncipherment": rsa_ca(api, unique("SCEP Plain Root")),
+        "digitalSignature": ca_with_usages(
+            api, unique("SCEP No Signing Root"), ["keyEncipherment", "keyCertSign", "cRLSign"]
+        ),
+    }
+    for missing, ca_id in refused_cas.items():
+        slug = unique("p").lower()
+        body = {"slug": slug, "enabled": True, "ca_id": ca_id, "use_ra": False}
+        message = error(api.post(f"{API}/scep/profiles", json=body), 422)
+        assert f"lacks {missing}" in message and "RFC 8894" in message, message
+        error(api.get(f"{API}/scep/profiles/{slug}"), 404)
+    # a profile that answers through its RA may not drop it for such a CA either
+    path = profile(api, scep, ca_id=refused_cas["keyEncipherment"])
+    slug = path.split("/")[2]
+    error(api.patch(f"{API}/scep/profiles/{slug}", json={"use_ra": False}), 422)
+    assert data(api.get(f"{API}/scep/profiles/{slug}"))["use_ra"] is True
+    # no keyUsage at all: no restriction
+    key = rsa.generate_private_key(65537, 2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, unique("SCEP No KU Root"))])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
+    )
+    bundle = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    ca_id = data(import_ca_file(api, bundle, "no-ku.pem"), 201)["id"]
+    path = profile(api, scep, ca_id=ca_id, auto_approve=True, use_ra=False)
+    challenge = data(api.get(f"{API}/scep/challenge/{ca_id}"))["challenge"]
+    client = new_client()
+    sent = pki_message(client, cert, csr_der(client, unique("no-ku"), challenge))
+    assert read_reply(scep.post(sent, path), client, cert).status == SUCCESS
 
 
 def test_rollover_serves_the_next_ca(scep: Scep, api: httpx.Client) -> None:
@@ -948,16 +1019,20 @@ def test_rollover_serves_the_next_ca(scep: Scep, api: httpx.Client) -> None:
 
 def test_a_rollover_without_ra_needs_an_rsa_next_ca(scep: Scep, api: httpx.Client) -> None:
     """With use_ra false the CA itself opens the envelopes, so the next CA of a rollover must
-    be RSA too, as the current one must: refused when saved (422), not a profile whose
-    GetNextCACert and misaddressed requests all fail with a plain 422 afterwards."""
+    be RSA, and its keyUsage allow keyEncipherment, as the current one's must: refused when
+    saved (422), not a profile whose GetNextCACert and misaddressed requests all fail with a
+    plain 422 afterwards."""
     body = {"common_name": unique("SCEP EC Next"), "key_algorithm": "EC", "key_size": 256}
     ec_id = int(data(api.post(f"{API}/cas", json={**body, "ca_type": "root"}), 201)["id"])
-    current = rsa_ca(api, unique("SCEP RSA Current"))
+    current = ca_with_usages(api, unique("SCEP RSA Current"), RESPONDER_USAGES)
+    plain = rsa_ca(api, unique("SCEP RSA Next"))  # RSA, but its keyUsage has no keyEncipherment
     slug = unique("p").lower()
     settings = {"slug": slug, "enabled": True, "ca_id": current, "use_ra": False}
     error(api.post(f"{API}/scep/profiles", json={**settings, "next_ca_id": ec_id}), 422)
     data(api.post(f"{API}/scep/profiles", json=settings), 201)
     error(api.patch(f"{API}/scep/profiles/{slug}", json={"next_ca_id": ec_id}), 422)
+    refused = error(api.patch(f"{API}/scep/profiles/{slug}", json={"next_ca_id": plain}), 422)
+    assert "next CA certificate" in refused and "lacks keyEncipherment" in refused, refused
     path = f"/scep/{slug}/pkiclient.exe"
     assert "GetNextCACert" not in scep.http.get(f"{path}?operation=GetCACaps").text.split()
 

@@ -181,8 +181,8 @@ class ProfileService:
             current = self._certificate(profile.ra_certificate_id)
             if force or current is None or self._due(current, ca):
                 profile.ra_certificate_id = self._issue_ra(profile, ca).id
-        elif not _is_rsa(ca):
-            raise PolicyViolation("use_ra false needs an RSA CA (SCEP key transport is RSA)")
+        else:
+            _check_answers_itself(ca, "")
         if profile.next_ca_id is None:
             profile.next_ra_certificate_id = None
             return
@@ -191,9 +191,9 @@ class ProfileService:
             upcoming = self._certificate(profile.next_ra_certificate_id)
             if upcoming is None or self._due(upcoming, next_ca):
                 profile.next_ra_certificate_id = self._issue_ra(profile, next_ca).id
-        elif not _is_rsa(next_ca):
+        else:
             # The next CA opens envelopes itself once it answers (and for early clients now).
-            raise PolicyViolation("use_ra false needs an RSA next CA too (SCEP key transport)")
+            _check_answers_itself(next_ca, "next ")
 
     def renew_due(self, profile: ScepProfile) -> bool:
         """For the background job: True when an RA was (re)issued. The profile row is
@@ -324,6 +324,41 @@ class ProfileService:
 
 def _is_rsa(ca: models.CertificateAuthority) -> bool:
     return ca.key_algorithm.upper() == "RSA"
+
+
+# What a CA answering by itself does with its key: signs the CertReps and opens the envelopes.
+RESPONDER_USAGES = ("digitalSignature", "keyEncipherment")
+
+
+def _check_answers_itself(ca: models.CertificateAuthority, which: str) -> None:
+    """With `use_ra` false the CA is the SCEP responder: it decrypts the requests (RSA key
+    transport) and signs the answers, so RFC 8894 section 2.1.2 wants its keyUsage to allow
+    digitalSignature and keyEncipherment, and clients that choose the encryption
+    certificate by key usage (scepclient's `-key-encipherment-selector`) find no other.
+    `which`: "" or "next ", for the message."""
+    if not _is_rsa(ca):
+        raise PolicyViolation(f"use_ra false needs an RSA {which}CA (SCEP key transport is RSA)")
+    missing = _missing_usages(_parsed(ca.certificate_pem), RESPONDER_USAGES)
+    if missing:
+        raise PolicyViolation(
+            f"use_ra false needs a {which}CA certificate whose keyUsage allows "
+            f"{' and '.join(RESPONDER_USAGES)} (RFC 8894 section 2.1.2); that of CA {ca.id} "
+            f"lacks {' and '.join(missing)}: keep the RA (use_ra true) or choose such a CA"
+        )
+
+
+def _missing_usages(cert: x509.Certificate, wanted: tuple[str, ...]) -> list[str]:
+    """The usages of `wanted` the certificate's keyUsage does not allow; none without a
+    keyUsage extension, which RFC 5280 section 4.2.1.3 reads as no restriction."""
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return []
+    allowed = {
+        "digitalSignature": usage.digital_signature,
+        "keyEncipherment": usage.key_encipherment,
+    }
+    return [name for name in wanted if not allowed[name]]
 
 
 @lru_cache(maxsize=64)
