@@ -150,8 +150,14 @@ class SecurityService:
         return {"key": key, "fingerprint": fingerprint(key.encode())}
 
     def secrets_status(self, now: datetime) -> dict[str, Any]:
-        finished = self._repo.latest_rotation("finished")
+        # The latest first: read the other way round, a rotation finishing between the two
+        # reads showed as finished with no rotated_at (each PostgreSQL statement sees what
+        # committed before it).
         latest = self._repo.latest_rotation()
+        if latest is not None and latest.status == "finished":
+            finished: KekRotation | None = latest
+        else:
+            finished = self._repo.latest_rotation("finished")
         rotated_at = finished.finished_at if finished else None
         base = rotated_at or self._first_seen()
         next_rotation = (
