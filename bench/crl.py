@@ -192,7 +192,7 @@ def phases(scratch: Scratch) -> dict[str, float]:
     """The publish path taken apart: read, encode and sign, store (one full CRL)."""
     now = datetime.now(UTC).replace(microsecond=0)
     with scratch.sessions() as session:
-        read, rows = timed(lambda: CRLRepository(session).revoked_entries(scratch.ca_id, now))
+        read, rows = timed(lambda: CRLRepository(session).revoked_entries([scratch.ca_id], now))
     spec = CRLSpec(scratch.cert, scratch.key, 10**9, now, now + timedelta(days=1))
     sign, der = timed(lambda: build_crl(spec, rows))  # type: ignore[arg-type]
     assert isinstance(der, bytes)
@@ -222,7 +222,7 @@ def cryptography_builder(scratch: Scratch, count: int) -> float:
     """The library's own builder, given the whole list at once (the fast way to use it)."""
     now = datetime.now(UTC).replace(microsecond=0)
     with scratch.sessions() as session:
-        rows = CRLRepository(session).revoked_entries(scratch.ca_id, now)
+        rows = CRLRepository(session).revoked_entries([scratch.ca_id], now)
 
     def build() -> None:
         entries = []
@@ -250,7 +250,7 @@ def openssl_gencrl(scratch: Scratch, directory: Path) -> float | None:
     """`openssl ca -gencrl` over an index.txt listing the same revoked certificates."""
     now = datetime.now(UTC)
     with scratch.sessions() as session:
-        rows = CRLRepository(session).revoked_entries(scratch.ca_id, now)
+        rows = CRLRepository(session).revoked_entries([scratch.ca_id], now)
     index = directory / "index.txt"
     with index.open("w") as out:
         for serial, revoked_at, reason, _ in rows:

@@ -38,6 +38,13 @@ def public_key_sha256(cert: x509.Certificate | x509.CertificateSigningRequest) -
         return _sha256_hex(tbs["tbs_certificate"]["subject_public_key_info"].dump())
 
 
+def issuer_identity(cert: x509.Certificate) -> tuple[bytes, str]:
+    """What a relying party knows an issuer by: its name (DER) and its key. An OCSP CertID
+    hashes exactly these, and a CRL names its issuer and its key identifier, so two CA
+    certificates with both the same (a re-issued root) are one issuer to everyone outside."""
+    return cert.subject.public_bytes(), public_key_sha256(cert)
+
+
 def key_sha256(public_key: object) -> str:
     """`public_key_sha256` of a public key object (one cryptography can encode)."""
     der = public_key.public_bytes(  # type: ignore[attr-defined]

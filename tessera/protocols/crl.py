@@ -21,9 +21,9 @@ from tessera.api.routing import PrefixRouter
 from tessera.core.errors import NotFound
 from tessera.domains.crl.builder import to_pem
 from tessera.domains.crl.follower import JOB_NAME, POLL_SECONDS, CRLFollower
-from tessera.domains.crl.publisher import CRLPolicy, CRLPublisher, can_sign
+from tessera.domains.crl.publisher import CRLPolicy, CRLPublisher, can_publish
 from tessera.runtime import Runtime
-from tessera.storage.repositories.cas import find_public_ca
+from tessera.storage.repositories.cas import CARepository, find_public_ca
 from tessera.storage.repositories.crl import CRLRepository
 
 router = PrefixRouter(tags=["Public: CRL"])
@@ -84,7 +84,8 @@ class CRLCache:
             repo = CRLRepository(session)
             latest = repo.latest(ca.id, kind)
             if latest is None:
-                if can_sign(ca, rt.clock()):
+                # a CA without its key whose re-issued root has it gets the group's CRLs
+                if can_publish(CARepository(session, ca.org_id), ca, rt.clock()):
                     raise NotPublishedYet()
                 raise NotFound(f"no CRL is published for CA {reference!r}")
             item = self._crls.get((ca.id, kind))

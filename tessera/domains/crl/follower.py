@@ -21,7 +21,8 @@ from datetime import datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from tessera.core.clock import Clock
-from tessera.domains.crl.publisher import DELTA_SLACK, CRLPublisher, can_sign
+from tessera.domains.crl.publisher import DELTA_SLACK, CRLPublisher, can_publish
+from tessera.storage.repositories.cas import CARepository
 from tessera.storage.repositories.crl import CRLRepository
 
 log = logging.getLogger("tessera.crl")
@@ -110,17 +111,17 @@ class CRLFollower:
             log.exception("publishing the CRL of CA %s failed", ca_id)
 
     def _settle(self, ca_id: int, seen_at: datetime) -> None:
-        """Forget the change once some process's CRL covers it, or the CA cannot have one."""
+        """Forget the change once some process's CRL covers it, or the CA cannot have one
+        (neither it nor another row of its issuer group can sign)."""
         with self._sessions() as session:
             repo = CRLRepository(session)
             state = repo.state(ca_id)
             ca = repo.signing_ca(ca_id)
+            publishable = ca is not None and can_publish(
+                CARepository(session, ca.org_id), ca, self._clock()
+            )
         snapshot = state.snapshot_at if state is not None else None
         covered = snapshot is not None and snapshot >= seen_at
         # A newer change seen meanwhile keeps the CA pending (its time differs).
-        if (
-            ca is None
-            or not can_sign(ca, self._clock())
-            or (covered and self._pending.get(ca_id) == seen_at)
-        ):
+        if not publishable or (covered and self._pending.get(ca_id) == seen_at):
             self._pending.pop(ca_id, None)

@@ -11,6 +11,12 @@ every revocation. So it runs in three steps:
    the lease, only if the lease is still ours (else the numbers are simply skipped).
 
 Numbers therefore never repeat across processes, and a CRL never replaces a newer one.
+
+A CRL covers an issuer group (domains/issuer_groups.py): the rows of an organization with one
+name and one key, which a CRL (naming only its issuer and key identifier) cannot tell apart.
+Whichever row a publication is asked for, it lists the revocations of every row, takes its
+numbers and lease on the group's oldest row, is signed by a row holding the key, and is
+stored under every row, whose distribution points therefore serve the same CRL.
 """
 
 import gc
@@ -36,9 +42,11 @@ from tessera.domains import audit
 from tessera.domains.actor import Actor, system_actor
 from tessera.domains.crl.builder import CRLSpec, Entry, EntryLike, build_crl
 from tessera.domains.issuance import PublicationBase
+from tessera.domains.issuer_groups import group_of, groups, signing_order
 from tessera.storage import models
 from tessera.storage.models_crl import CRLState, PublishedCRL
 from tessera.storage.repositories.audit import AuditRepository
+from tessera.storage.repositories.cas import CARepository
 from tessera.storage.repositories.crl import CRLRepository, EntryRow
 
 log = logging.getLogger("tessera.crl")
@@ -73,8 +81,37 @@ class Published:
 
 
 @dataclass(frozen=True)
+class _Signed:
+    """One signed CRL, stored as is under every row of the group."""
+
+    kind: str
+    crl_number: int
+    base_number: int | None
+    this_update: datetime
+    next_update: datetime
+    entries: int
+    der: bytes
+
+    def row(self, ca_id: int, org_id: int, created_at: datetime) -> PublishedCRL:
+        return PublishedCRL(
+            ca_id=ca_id,
+            org_id=org_id,
+            kind=self.kind,
+            crl_number=self.crl_number,
+            base_number=self.base_number,
+            this_update=self.this_update,
+            next_update=self.next_update,
+            entries=self.entries,
+            size=len(self.der),
+            sha256=hashlib.sha256(self.der).hexdigest(),
+            der=self.der,
+            created_at=created_at,
+        )
+
+
+@dataclass(frozen=True)
 class _Built:
-    crls: list[PublishedCRL]
+    crls: list[_Signed]
     snapshot_at: datetime
     base_number: int | None
     base_at: datetime
@@ -82,12 +119,18 @@ class _Built:
 
 @dataclass(frozen=True)
 class _Claim:
-    ca_id: int
+    ca_id: int  # the row asked for
     org_id: int
+    ca_ids: tuple[int, ...]  # its issuer group, oldest first: that one's sequence and lease
+    signer_id: int
     owner: str
     full_number: int
     base_number: int | None
     base_at: datetime | None
+
+    @property
+    def holder(self) -> int:
+        return self.ca_ids[0]
 
 
 class CRLPublisher:
@@ -156,21 +199,30 @@ class CRLPublisher:
                 if trigger == "manual":
                     raise NotFound(f"CA {ca_id} not found")
                 return None
-            if not can_sign(ca, now):
-                if trigger == "manual":
-                    raise PolicyViolation(cannot_sign_reason(ca, now))
+            group = group_of(CARepository(session, ca.org_id), ca)
+            signers = signing_order(group, now, lambda row: can_sign(row, now))
+            if not signers:
+                _refuse(repo, ca, trigger, now)
                 return None
-            repo.ensure_state(ca.id, ca.org_id)
+            ids = tuple(row.id for row in group)
+            for row in group:
+                repo.ensure_state(row.id, row.org_id)
             owner = uuid.uuid4().hex
-            conditions = self._conditions(trigger, now, observed_at)
-            taken = repo.claim(ca.id, owner, now, now + LEASE, conditions)
+            conditions = self._conditions(trigger, now, observed_at, repo.any_due(ids, now))
+            floor = repo.highest_number(ids)
+            taken = repo.claim(ids[0], owner, now, now + LEASE, conditions, floor)
             if taken is None:
                 return None
             last, base_number, base_at = taken
-            return _Claim(ca.id, ca.org_id, owner, last - 1, base_number, base_at)
+            signer = signers[0].id
+            return _Claim(ca.id, ca.org_id, ids, signer, owner, last - 1, base_number, base_at)
 
     def _conditions(
-        self, trigger: Trigger, now: datetime, observed_at: datetime | None
+        self,
+        trigger: Trigger,
+        now: datetime,
+        observed_at: datetime | None,
+        due: ColumnElement[bool],
     ) -> Sequence[ColumnElement[bool]]:
         if trigger == "change":
             # Only if the newest CRL read the state before this change was seen, and not
@@ -182,7 +234,7 @@ class CRLPublisher:
                 or_(CRLState.last_error.is_(None), CRLState.due_at <= now),
             ]
         if trigger == "schedule":
-            return [or_(CRLState.due_at.is_(None), CRLState.due_at <= now)]
+            return [due]
         return []
 
     # Step 2 -----------------------------------------------------------------------------
@@ -191,18 +243,19 @@ class CRLPublisher:
         snapshot = self._clock()
         with self._sessions() as session:
             repo = CRLRepository(session)
-            ca = repo.signing_ca(claim.ca_id)
-            if ca is None or ca.encrypted_private_key is None:
-                raise NotFound(f"CA {claim.ca_id} is gone")
-            rows = repo.revoked_entries(ca.id, snapshot)
+            signer = repo.signing_ca(claim.signer_id)
+            if signer is None or signer.encrypted_private_key is None:
+                raise NotFound(f"CA {claim.signer_id} is gone")
+            rows = repo.revoked_entries(claim.ca_ids, snapshot)
             rebase = trigger != "change" or claim.base_number is None or claim.base_at is None
             base_number = claim.full_number if rebase else claim.base_number
             base_at = snapshot if rebase or claim.base_at is None else claim.base_at
             delta_on = self.deltas
-            changed = repo.changed_serials(ca.id, base_at - DELTA_SLACK) if delta_on else []
-            issuer = load_certificate(ca.certificate_pem.encode())
-            key = self._keys.decrypt(ca.encrypted_private_key)
-            urls = self._publication.for_ca(ca)
+            since = base_at - DELTA_SLACK
+            changed = repo.changed_serials(claim.ca_ids, since) if delta_on else []
+            issuer = load_certificate(signer.certificate_pem.encode())
+            key = self._keys.decrypt(signer.encrypted_private_key)
+            urls = self._publication.for_ca(signer)
         this_update = snapshot.replace(microsecond=0)
         spec = CRLSpec(
             issuer=issuer,
@@ -214,8 +267,7 @@ class CRLPublisher:
             ca_issuers_url=urls.ca_issuers,
         )
         by_serial = {row[0]: row for row in rows}
-        full = self._row(claim, "full", spec, by_serial.values(), None)
-        built = [full]
+        built = [_signed("full", spec, by_serial.values(), None)]
         if self._policy.delta_validity is not None and base_number is not None:
             delta_spec = CRLSpec(
                 issuer=issuer,
@@ -229,33 +281,8 @@ class CRLPublisher:
             changes = [(serial, at) for serial, at, _ in changed]
             gone = {serial for serial, _, in_inventory in changed if not in_inventory}
             entries = delta_entries(by_serial, changes, gone)
-            built.append(self._row(claim, "delta", delta_spec, entries, base_number))
+            built.append(_signed("delta", delta_spec, entries, base_number))
         return _Built(built, snapshot, base_number, base_at)
-
-    def _row(
-        self,
-        claim: _Claim,
-        kind: str,
-        spec: CRLSpec,
-        entries: Iterable[EntryLike],
-        base_number: int | None,
-    ) -> PublishedCRL:
-        listed = list(entries)
-        der = build_crl(spec, listed)
-        return PublishedCRL(
-            ca_id=claim.ca_id,
-            org_id=claim.org_id,
-            kind=kind,
-            crl_number=spec.number,
-            base_number=base_number,
-            this_update=spec.this_update,
-            next_update=spec.next_update,
-            entries=len(listed),
-            size=len(der),
-            sha256=hashlib.sha256(der).hexdigest(),
-            der=der,
-            created_at=self._clock(),
-        )
 
     # Step 3 -----------------------------------------------------------------------------
 
@@ -273,37 +300,59 @@ class CRLPublisher:
         }
         with self._sessions.begin() as session:
             repo = CRLRepository(session)
-            if not repo.finish(claim.ca_id, claim.owner, values):
-                log.warning("CRL lease of CA %s was taken over; discarding", claim.ca_id)
+            if not repo.finish(claim.holder, claim.owner, values):
+                log.warning("CRL lease of CA %s was taken over; discarding", claim.holder)
                 return None
-            for crl in built:
-                repo.add_published(crl)
-                repo.prune(claim.ca_id, crl.kind)
-            if not self.deltas:
-                # Deltas were turned off: the newest full CRL no longer points to them.
-                repo.prune(claim.ca_id, "delta", keep=0)
-            who = actor or system_actor(claim.org_id)
-            action = "crl.regenerate" if trigger == "manual" else "crl.publish"
-            details = {
-                "crl_number": built[0].crl_number,
-                "delta_crl_number": built[1].crl_number if len(built) > 1 else None,
-                "entries": built[0].entries,
-                "trigger": trigger,
-            }
-            audit.record(
-                AuditRepository(session, claim.org_id), who, action, "ca", claim.ca_id, details
-            )
-        if self._on_publish is not None:
-            self._on_publish(claim.ca_id)
-        return Published(claim.ca_id, built[0], built[1] if len(built) > 1 else None)
+            repo.mirror(claim.ca_ids[1:], claim.full_number + 1, values)
+            stored = {ca_id: self._add(repo, claim, ca_id, built) for ca_id in claim.ca_ids}
+            self._audit(session, claim, built, trigger, actor)
+        for ca_id in claim.ca_ids:
+            if self._on_publish is not None:
+                self._on_publish(ca_id)
+        mine = stored[claim.ca_id]
+        return Published(claim.ca_id, mine[0], mine[1] if len(mine) > 1 else None)
+
+    def _add(
+        self, repo: CRLRepository, claim: _Claim, ca_id: int, built: list[_Signed]
+    ) -> list[PublishedCRL]:
+        """Store the CRLs under one row of the group, pruning its older ones."""
+        rows = [signed.row(ca_id, claim.org_id, self._clock()) for signed in built]
+        for crl in rows:
+            repo.add_published(crl)
+            repo.prune(ca_id, crl.kind)
+        if not self.deltas:
+            # Deltas were turned off: the newest full CRL no longer points to them.
+            repo.prune(ca_id, "delta", keep=0)
+        return rows
+
+    def _audit(
+        self,
+        session: Session,
+        claim: _Claim,
+        built: list[_Signed],
+        trigger: Trigger,
+        actor: Actor | None,
+    ) -> None:
+        who = actor or system_actor(claim.org_id)
+        action = "crl.regenerate" if trigger == "manual" else "crl.publish"
+        details: dict[str, object] = {
+            "crl_number": built[0].crl_number,
+            "delta_crl_number": built[1].crl_number if len(built) > 1 else None,
+            "entries": built[0].entries,
+            "trigger": trigger,
+        }
+        if len(claim.ca_ids) > 1:
+            details["issuer_group"] = list(claim.ca_ids)  # the rows that serve these CRLs
+        repository = AuditRepository(session, claim.org_id)
+        audit.record(repository, who, action, "ca", claim.ca_id, details)
 
     def _fail(self, claim: _Claim, exc: Exception) -> None:
         retry = self._clock() + timedelta(minutes=1)
-        message = f"{type(exc).__name__}: {exc}"[:500]
+        failed = {"last_error": f"{type(exc).__name__}: {exc}"[:500], "due_at": retry}
         with self._sessions.begin() as session:
-            CRLRepository(session).finish(
-                claim.ca_id, claim.owner, {"last_error": message, "due_at": retry}
-            )
+            repo = CRLRepository(session)
+            if repo.finish(claim.holder, claim.owner, failed):
+                repo.mirror(claim.ca_ids[1:], 0, failed)
 
 
 def delta_entries(
@@ -327,11 +376,47 @@ def delta_entries(
     return list(listed.values())
 
 
+def _signed(
+    kind: str, spec: CRLSpec, entries: Iterable[EntryLike], base_number: int | None
+) -> _Signed:
+    listed = list(entries)
+    der = build_crl(spec, listed)
+    return _Signed(
+        kind, spec.number, base_number, spec.this_update, spec.next_update, len(listed), der
+    )
+
+
+def _refuse(
+    repo: CRLRepository, ca: models.CertificateAuthority, trigger: Trigger, now: datetime
+) -> None:
+    """No CA of `ca`'s issuer group can sign. Asked by hand: say why. Offered by the schedule
+    (named like a CA that can sign, but with another key): keep why, and it is not offered
+    again (`cas_needing_crl`)."""
+    if trigger == "manual":
+        raise PolicyViolation(cannot_sign_reason(ca, now))
+    if trigger == "schedule":
+        repo.ensure_state(ca.id, ca.org_id)
+        repo.refuse(ca.id, cannot_sign_reason(ca, now))
+
+
 def can_sign(ca: models.CertificateAuthority, now: datetime) -> bool:
     """Whether the CA can sign CRLs. Disabling a CA stops issuance, not revocation: the
     certificates it issued stay valid and may still be revoked, so their CRLs keep coming
     before nextUpdate (RFC 5280 5.1.2.5)."""
     return ca.encrypted_private_key is not None and ca.not_after > now
+
+
+def can_publish(cas: CARepository, ca: models.CertificateAuthority, now: datetime) -> bool:
+    """Whether the CA's CRLs can be signed: by itself, or by another row of its issuer group
+    (the same key; a CA imported without its key may be a re-issued root of one with it)."""
+    return can_sign(ca, now) or any(can_sign(row, now) for row in group_of(cas, ca))
+
+
+def publishable(cas: Iterable[models.CertificateAuthority], now: datetime) -> set[int]:
+    """The ids of the CAs whose CRLs can be signed (`can_publish`), from the rows alone."""
+    return {
+        ca.id for group in groups(cas) if any(can_sign(row, now) for row in group) for ca in group
+    }
 
 
 def cannot_sign_reason(ca: models.CertificateAuthority, now: datetime) -> str:

@@ -7,8 +7,9 @@ from datetime import datetime
 
 from tessera.core.errors import NotFound
 from tessera.domains.crl.builder import to_pem
-from tessera.domains.crl.publisher import can_sign
+from tessera.domains.crl.publisher import publishable
 from tessera.domains.issuance import PublicationBase
+from tessera.domains.issuer_groups import group_of
 from tessera.storage import models
 from tessera.storage.models_crl import CRLState, PublishedCRL
 from tessera.storage.repositories import Repositories
@@ -37,11 +38,12 @@ class CRLService:
         self._now = now
 
     def overview(self) -> list[CRLInfo]:
-        return self._infos(self._repos.cas.all())
+        cas = self._repos.cas.all()
+        return self._infos(cas, cas)
 
     def detail(self, ca_id: int) -> CRLInfo:
         ca = self.ca(ca_id)
-        info = self._infos([ca])[0]
+        info = self._infos([ca], group_of(self._repos.cas, ca))[0]
         if info.full is not None and info.full.size <= PEM_INLINE_LIMIT:
             stored = self._crls.published(info.full.id)
             if stored is not None:
@@ -54,10 +56,17 @@ class CRLService:
             raise NotFound(f"CA {ca_id} not found")
         return ca
 
-    def _infos(self, cas: Sequence[models.CertificateAuthority]) -> list[CRLInfo]:
+    def _infos(
+        self,
+        cas: Sequence[models.CertificateAuthority],
+        alike: Sequence[models.CertificateAuthority],
+    ) -> list[CRLInfo]:
+        """The CRLs of `cas`; `alike` holds at least the rows of their issuer groups (a CA
+        without its key here has CRLs when another row of its group has the key)."""
         ids = [ca.id for ca in cas]
         published = self._crls.summaries(self._repos.org_id, ids)
         states = self._crls.states(ids)
+        signable = publishable(alike, self._now)
         infos = []
         for ca in cas:
             urls = self._publication.for_ca(ca)
@@ -70,7 +79,7 @@ class CRLService:
                     delta=published.get((ca.id, "delta")) if urls.delta_crl else None,
                     crl_url=urls.crl or "",
                     delta_url=urls.delta_crl,
-                    can_sign=can_sign(ca, self._now),
+                    can_sign=ca.id in signable,
                 )
             )
         return infos

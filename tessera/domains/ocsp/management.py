@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from tessera.config import Settings
+from tessera.domains.issuer_groups import groups, holds_key
 from tessera.domains.ocsp.responder import Responder
 from tessera.storage.repositories import Repositories
 from tessera.storage.repositories.ocsp import OCSPRepository
@@ -20,8 +21,10 @@ class OCSPManagement:
     def status(self, now: datetime) -> dict[str, Any]:
         ocsp = OCSPRepository(self.repos.session)
         responders = []
-        for ca in self.repos.cas.all():
-            served = ca.encrypted_private_key is not None  # disabled ones too
+        cas = self.repos.cas.all()
+        # disabled ones too; a row without the key when another of its issuer group has it
+        served = {ca.id for group in groups(cas) if any(map(holds_key, group)) for ca in group}
+        for ca in cas:
             signer = (
                 ocsp.current_signer(ca.id) if self.settings.ocsp_signer == "delegated" else None
             )
@@ -30,7 +33,7 @@ class OCSPManagement:
                     "ca_id": ca.id,
                     "ca_refid": ca.refid,
                     "ca_name": ca.name,
-                    "served": served,
+                    "served": ca.id in served,
                     "signer": _signer_view(signer, now) if signer else None,
                 }
             )

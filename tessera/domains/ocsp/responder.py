@@ -9,6 +9,11 @@ Coherence across processes: every revocation writes a `status_changes` row in it
 transaction; `follow_changes` polls that log (every 200 ms, an indexed range read) and
 re-signs the affected pre-signed responses, so a revocation shows within a second in every
 process. `refresh` re-signs responses before nextUpdate and forgets those nobody asks for.
+
+An issuer is an issuer group (domains/issuer_groups.py): the CA rows of an organization with
+one subject and one key, which a CertID cannot tell apart. Statuses are read under all its
+rows, any row holding the key may sign, and the caches are keyed by the group's oldest row
+id (`ServedIssuer.key`), whichever row a certificate or a status change names.
 """
 
 import hashlib
@@ -24,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tessera.core.formats import load_certificate
 from tessera.core.inspect import serial_hex
+from tessera.domains.issuer_groups import groups, signing_order
 from tessera.domains.ocsp import wire
 from tessera.domains.ocsp.signers import LoadedSigner, SignerFactory, rollover_due
 from tessera.domains.ocsp.wire import CertID, Request, Status
@@ -45,11 +51,14 @@ TRY_LATER = wire.unsuccessful("try_later")
 
 
 @dataclass(frozen=True)
-class ServedCA:
-    ca_id: int
+class ServedIssuer:
+    """One issuer as relying parties see it: the rows of its issuer group, named in the
+    caches by the oldest one's id."""
+
+    key: int
     org_id: int
-    name: str
-    certificate: x509.Certificate
+    ca_ids: tuple[int, ...]
+    signing_ids: tuple[int, ...]  # the rows holding the key, the preferred signer first
 
 
 @dataclass(slots=True)
@@ -59,7 +68,7 @@ class Entry:
     der: bytes
     etag: str
     status: Status
-    ca_id: int
+    issuer: int  # ServedIssuer.key
     serial: str
     this_update: datetime
     next_update: datetime
@@ -89,9 +98,11 @@ class Responder:
     _cache: dict[CertID, Entry] = field(default_factory=dict)
     _by_serial: dict[tuple[int, str], set[CertID]] = field(default_factory=dict)
     _seen: dict[bytes, CertID] = field(default_factory=dict)  # request DER -> its CertID
-    _issuers: dict[tuple[str, bytes, bytes], ServedCA] = field(default_factory=dict)
-    _served: dict[int, ServedCA] = field(default_factory=dict)
-    _signers: dict[int, LoadedSigner] = field(default_factory=dict)
+    _issuers: dict[tuple[str, bytes, bytes], ServedIssuer] = field(default_factory=dict)
+    _served: dict[int, ServedIssuer] = field(default_factory=dict)  # by ServedIssuer.key
+    _issuer_keys: dict[int, int] = field(default_factory=dict)  # every CA id -> its group's key
+    _certificates: dict[int, x509.Certificate] = field(default_factory=dict)  # parsed once
+    _signers: dict[int, LoadedSigner] = field(default_factory=dict)  # by ServedIssuer.key
     _index_loaded: float = 0.0
     _not_ours: dict[tuple[str, bytes, bytes], float] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -142,26 +153,26 @@ class Responder:
     def answer(self, request: Request) -> Answer:
         """Errors propagate: the protocol adapter turns any of them into an OCSP
         internalError (tessera/protocols/ocsp.py), for this path and the fast one alike."""
-        cas = {self._issuer_of(cert_id) for cert_id in request.cert_ids}
-        if None in cas or len(cas) != 1:
+        issuers = {self._issuer_of(cert_id) for cert_id in request.cert_ids}
+        if None in issuers or len(issuers) != 1:
             # Not ours, an unsupported hash, or several CAs (one response has one signer).
             self.counts["unauthorized"] += 1
             return Answer(UNAUTHORIZED)
-        ca = cas.pop()
-        assert ca is not None
-        loaded = self._signer(ca.ca_id)
+        issuer = issuers.pop()
+        assert issuer is not None
+        loaded = self._signer(issuer)
         if loaded is None:
             self.counts["unauthorized"] += 1
             return Answer(UNAUTHORIZED)
         seq = self._change_seq
-        statuses = self._read_statuses(ca, [serial_hex(c.serial) for c in request.cert_ids])
+        statuses = self._read_statuses(issuer, [serial_hex(c.serial) for c in request.cert_ids])
         answers = [(c, statuses.get(serial_hex(c.serial), wire.UNKNOWN)) for c in request.cert_ids]
         for _, status in answers:
             self.counts[status.kind] += 1
         if len(answers) == 1:
             # Held even when this request has a nonce: the next nonce request for the
             # certificate is then signed from the held status, without a database read.
-            entry = self._sign_entry(ca.ca_id, loaded, *answers[0])
+            entry = self._sign_entry(issuer.key, loaded, *answers[0])
             self._store(answers[0][0], entry, seq)
             if request.nonce is None:
                 return Answer(entry.der, entry)
@@ -177,7 +188,7 @@ class Responder:
         if len(request.cert_ids) != 1:
             return None
         entry = self._cache.get(request.cert_ids[0])
-        loaded = self._signers.get(entry.ca_id) if entry else None
+        loaded = self._signers.get(entry.issuer) if entry else None
         if entry is None or loaded is None or entry.expires_ts <= time.time():
             return None
         this_update, next_update = self._window(loaded, entry.status.kind == "unknown")
@@ -198,7 +209,7 @@ class Responder:
         return now, min(now + validity, loaded.not_after)
 
     def _sign_entry(
-        self, ca_id: int, loaded: LoadedSigner, cert_id: CertID, status: Status
+        self, issuer: int, loaded: LoadedSigner, cert_id: CertID, status: Status
     ) -> Entry:
         this_update, next_update = self._window(loaded, status.kind == "unknown")
         der = wire.build_response(loaded.signer, [(cert_id, status)], this_update, next_update)
@@ -209,7 +220,7 @@ class Responder:
             der=der,
             etag='"' + hashlib.sha256(der).hexdigest()[:32] + '"',
             status=status,
-            ca_id=ca_id,
+            issuer=issuer,
             serial=serial_hex(cert_id.serial),
             this_update=this_update,
             next_update=next_update,
@@ -222,13 +233,13 @@ class Responder:
 
     def _store(self, cert_id: CertID, entry: Entry, seq: int) -> None:
         with self._lock:
-            changed = self._changed.get((entry.ca_id, entry.serial))
+            changed = self._changed.get((entry.issuer, entry.serial))
             if changed is not None and changed[0] > seq:
                 return  # the status changed while we read it: do not keep what we read
             if cert_id not in self._cache and len(self._cache) >= self.max_entries:
                 self._evict()
             self._cache[cert_id] = entry
-            self._by_serial.setdefault((entry.ca_id, entry.serial), set()).add(cert_id)
+            self._by_serial.setdefault((entry.issuer, entry.serial), set()).add(cert_id)
 
     def _evict(self) -> None:
         """Drop the oldest tenth (dicts keep insertion order): cheap, and a dropped response
@@ -240,14 +251,14 @@ class Responder:
         entry = self._cache.pop(cert_id, None)
         if entry is None:
             return
-        key = (entry.ca_id, entry.serial)
+        key = (entry.issuer, entry.serial)
         ids = self._by_serial.get(key)
         if ids is not None:
             ids.discard(cert_id)
             if not ids:
                 del self._by_serial[key]
 
-    def _issuer_of(self, cert_id: CertID) -> ServedCA | None:
+    def _issuer_of(self, cert_id: CertID) -> ServedIssuer | None:
         if cert_id.hash_oid not in wire.HASHES:
             return None
         key = (cert_id.hash_oid, cert_id.name_hash, cert_id.key_hash)
@@ -268,48 +279,73 @@ class Responder:
             self._not_ours[key] = now
         return found
 
-    def _signer(self, ca_id: int) -> LoadedSigner | None:
-        loaded = self._signers.get(ca_id)
+    def _signer(self, issuer: ServedIssuer) -> LoadedSigner | None:
+        """The signer of the preferred row that can sign. Any row's will do: a delegated
+        signer is issued under the group's one name and key, so relying parties accept it
+        for the certificates of every row."""
+        loaded = self._signers.get(issuer.key)
         if loaded is not None and loaded.rollover_at > self.clock():
             return loaded
         with self._lock:
-            loaded = self.signers.load(ca_id, self.clock())
-            if loaded is None:
-                self._signers.pop(ca_id, None)
-            else:
-                self._signers[ca_id] = loaded
-            return loaded
+            for ca_id in issuer.signing_ids:
+                loaded = self.signers.load(ca_id, self.clock())
+                if loaded is not None:
+                    self._signers[issuer.key] = loaded
+                    return loaded
+            self._signers.pop(issuer.key, None)
+            return None
 
-    def _read_statuses(self, ca: ServedCA, serials: Iterable[str]) -> dict[str, Status]:
+    def _read_statuses(self, issuer: ServedIssuer, serials: Iterable[str]) -> dict[str, Status]:
         with self.sessions() as session:
-            stored = OCSPRepository(session).statuses(ca.org_id, ca.ca_id, serials)
+            stored = OCSPRepository(session).statuses(issuer.org_id, issuer.ca_ids, serials)
         return {serial: _status(row) for serial, row in stored.items()}
 
     # --- background work ------------------------------------------------------------------
 
     def reload_issuers(self) -> None:
-        """The CAs answered for, keyed by their CertID hashes under every supported hash."""
+        """The issuers answered for (groups with a row holding the key), keyed by their
+        CertID hashes under every supported hash. Held answers and the signer of a group
+        whose rows changed are dropped: what they were read or chosen from is gone."""
+        now = self.clock()
         with self.sessions() as session:
-            rows = [
-                (ca.id, ca.org_id, ca.name, ca.certificate_pem)
-                for ca in OCSPRepository(session).signing_cas()
+            grouped = [
+                (group, signing_order(group, now), group[0].certificate_pem)
+                for group in groups(OCSPRepository(session).all_cas())
             ]
-        issuers: dict[tuple[str, bytes, bytes], ServedCA] = {}
-        served: dict[int, ServedCA] = {}
-        for ca_id, org_id, name, pem in rows:
-            known = self._served.get(ca_id)
-            certificate = known.certificate if known else load_certificate(pem.encode())
-            served[ca_id] = ServedCA(ca_id, org_id, name, certificate)
-            for oid, (name_hash, key_hash) in wire.issuer_hashes(certificate).items():
-                issuers[(oid, name_hash, key_hash)] = served[ca_id]
-        self._issuers, self._served = issuers, served
+        issuers: dict[tuple[str, bytes, bytes], ServedIssuer] = {}
+        served: dict[int, ServedIssuer] = {}
+        keys: dict[int, int] = {}
+        certificates: dict[int, x509.Certificate] = {}
+        for group, signing, pem in grouped:
+            first = group[0]
+            keys.update((ca.id, first.id) for ca in group)
+            if not signing:
+                continue  # no key here: nothing to sign with
+            ca_ids, signing_ids = tuple(ca.id for ca in group), tuple(ca.id for ca in signing)
+            issuer = ServedIssuer(first.id, first.org_id, ca_ids, signing_ids)
+            served[issuer.key] = issuer
+            known = self._certificates.get(first.id)
+            certificates[first.id] = known or load_certificate(pem.encode())
+            for oid, (name_hash, key_hash) in wire.issuer_hashes(certificates[first.id]).items():
+                # One name and key held by two organizations: the older keeps the CertID.
+                issuers.setdefault((oid, name_hash, key_hash), issuer)
+        self._drop_changed(served)
+        self._issuers, self._served, self._issuer_keys = issuers, served, keys
+        self._certificates = certificates
         self._index_loaded = time.monotonic()
-        gone = [c for c, e in list(self._cache.items()) if e.ca_id not in served]
+
+    def _drop_changed(self, served: dict[int, ServedIssuer]) -> None:
+        changed = {
+            key
+            for key, old in self._served.items()
+            if key not in served or served[key].ca_ids != old.ca_ids
+        }
+        gone = [c for c, e in list(self._cache.items()) if e.issuer in changed]
         with self._lock:
             for cert_id in gone:
                 self._forget(cert_id)
-            for ca_id in set(self._signers) - set(served):
-                del self._signers[ca_id]
+            for key in changed & set(self._signers):
+                del self._signers[key]
 
     def refresh(self) -> None:
         """Re-sign responses past half their life, forget those nobody asked for in a whole
@@ -323,27 +359,28 @@ class Responder:
                 with self._lock:
                     self._forget(cert_id)
             elif now >= entry.refresh_ts:
-                due.setdefault(entry.ca_id, []).append((cert_id, entry))
-        for ca_id, loaded in list(self._signers.items()):
+                due.setdefault(entry.issuer, []).append((cert_id, entry))
+        for key, loaded in list(self._signers.items()):
             if rollover_due(loaded, self.clock(), timedelta(0)):
-                self._signers.pop(ca_id, None)
-                self._signer(ca_id)
-        for ca_id, entries in due.items():
-            self._resign(ca_id, entries)
+                self._signers.pop(key, None)
+                if (issuer := self._served.get(key)) is not None:
+                    self._signer(issuer)
+        for key, entries in due.items():
+            self._resign(key, entries)
 
-    def _resign(self, ca_id: int, entries: list[tuple[CertID, Entry]]) -> None:
-        ca = self._served.get(ca_id)
-        loaded = self._signer(ca_id) if ca else None
-        if ca is None or loaded is None:
+    def _resign(self, key: int, entries: list[tuple[CertID, Entry]]) -> None:
+        issuer = self._served.get(key)
+        loaded = self._signer(issuer) if issuer else None
+        if issuer is None or loaded is None:
             with self._lock:
                 for cert_id, _ in entries:
                     self._forget(cert_id)
             return
         seq = self._change_seq
-        statuses = self._read_statuses(ca, {entry.serial for _, entry in entries})
+        statuses = self._read_statuses(issuer, {entry.serial for _, entry in entries})
         for cert_id, entry in entries:
             status = statuses.get(entry.serial, wire.UNKNOWN)
-            fresh = self._sign_entry(ca_id, loaded, cert_id, status)
+            fresh = self._sign_entry(key, loaded, cert_id, status)
             fresh.hit_ts = entry.hit_ts
             self._store(cert_id, fresh, seq)
 
@@ -378,36 +415,46 @@ class Responder:
                 touched.setdefault(ca_id, set()).add(serial)
         self._last_change = last
         if touched:
-            self._apply_changes(touched)
+            self._apply_changes(self._by_issuer(touched))
+
+    def _by_issuer(self, touched: dict[int, set[str]]) -> dict[int, set[str]]:
+        """The changed serials under the key of their CA's group, whichever row the change
+        names: answers are held under the group."""
+        if any(ca_id not in self._issuer_keys for ca_id in touched):
+            self.reload_issuers()  # a CA made since: perhaps a new row of a held group
+        by_issuer: dict[int, set[str]] = {}
+        for ca_id, serials in touched.items():
+            by_issuer.setdefault(self._issuer_keys.get(ca_id, ca_id), set()).update(serials)
+        return by_issuer
 
     def _apply_changes(self, touched: dict[int, set[str]]) -> None:
         now = time.monotonic()
         with self._lock:
             self._change_seq += 1
-            for ca_id, serials in touched.items():
+            for key, serials in touched.items():
                 for serial in serials:
-                    self._changed[(ca_id, serial)] = (self._change_seq, now)
+                    self._changed[(key, serial)] = (self._change_seq, now)
             self._changed = {k: v for k, v in self._changed.items() if now - v[1] < GAP_SECONDS}
-        for ca_id, serials in touched.items():
-            loaded = self._signers.get(ca_id)
+        for key, serials in touched.items():
+            loaded = self._signers.get(key)
             if (
                 loaded is not None
                 and serial_hex(loaded.signer.certificate.serial_number) in serials
             ):
                 # Its own signer was revoked (by hand): a new one signs from now on.
                 with self._lock:
-                    self._signers.pop(ca_id, None)
+                    self._signers.pop(key, None)
                 serials = serials | {
-                    e.serial for e in list(self._cache.values()) if e.ca_id == ca_id
+                    e.serial for e in list(self._cache.values()) if e.issuer == key
                 }
             held = [
                 (cert_id, self._cache[cert_id])
                 for serial in serials
-                for cert_id in list(self._by_serial.get((ca_id, serial), ()))
+                for cert_id in list(self._by_serial.get((key, serial), ()))
                 if cert_id in self._cache
             ]
             if held:
-                self._resign(ca_id, held)
+                self._resign(key, held)
 
     def flush_counts(self) -> None:
         counts, self.counts = self.counts, Counter()
@@ -426,7 +473,7 @@ class Responder:
         return len(self._cache)
 
     def loaded_signer(self, ca_id: int) -> LoadedSigner | None:
-        return self._signers.get(ca_id)
+        return self._signers.get(self._issuer_keys.get(ca_id, ca_id))
 
 
 def _status(row: StoredStatus) -> Status:

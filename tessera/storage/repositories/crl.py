@@ -1,7 +1,8 @@
 """CRL state, published CRLs and retained entries; the reads a CRL is built from.
 
 Publication serves every organization's CAs, so most of this is not scoped by organization;
-what the management API lists is (`summaries`)."""
+what the management API lists is (`summaries`). A CRL covers an issuer group (the rows of one
+name and key, domains/issuer_groups.py): its reads take the ids of every row of the group."""
 
 from collections.abc import Sequence
 from datetime import datetime
@@ -12,6 +13,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     and_,
+    case,
     cast,
     delete,
     exists,
@@ -24,7 +26,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from tessera.storage.models import Certificate, CertificateAuthority, StatusChange
 from tessera.storage.models_crl import CRLState, PublishedCRL, RetainedCRLEntry
@@ -43,7 +45,9 @@ class CRLRepository:
     # State and leases ------------------------------------------------------------------
 
     def ensure_state(self, ca_id: int, org_id: int) -> None:
-        """Insert the CA's state row unless another process just did."""
+        """Insert the CA's state row unless another process just did. Every row of an issuer
+        group has one: the group's sequence and lease are its oldest row's, the others
+        mirror what was published (`mirror`), which the schedule and the API read per row."""
         values = {"ca_id": ca_id, "org_id": org_id, "last_number": 0}
         if self._session.get_bind().dialect.name == "postgresql":
             pg = postgresql.insert(CRLState).values(values)
@@ -59,6 +63,11 @@ class CRLRepository:
             .execution_options(populate_existing=True)
         )
 
+    def highest_number(self, ca_ids: Sequence[int]) -> int:
+        """The highest CRL number any of the rows has published or mirrored."""
+        query = select(func.max(CRLState.last_number)).where(CRLState.ca_id.in_(ca_ids))
+        return int(self._session.scalar(query) or 0)
+
     def claim(
         self,
         ca_id: int,
@@ -66,10 +75,15 @@ class CRLRepository:
         now: datetime,
         lease_until: datetime,
         conditions: Sequence[ColumnElement[bool]] = (),
+        floor: int = 0,
     ) -> tuple[int, int | None, datetime | None] | None:
         """Take the lease and two CRL numbers (full, then delta) in one UPDATE ... RETURNING;
         None when another process holds the lease or a condition says there is nothing to do.
-        Returns (last number taken, base number, base time)."""
+        The numbers follow `floor` too (the highest of the issuer group: its oldest row may be
+        new to the sequence, the old one deleted). Returns (last number taken, base number,
+        base time)."""
+        # the row's own value, as the UPDATE finds it, and never less: numbers only increase
+        start = case((CRLState.last_number < floor, floor), else_=CRLState.last_number)
         statement = (
             update(CRLState)
             .where(
@@ -77,9 +91,7 @@ class CRLRepository:
                 or_(CRLState.lease_until.is_(None), CRLState.lease_until < now),
                 *conditions,
             )
-            .values(
-                last_number=CRLState.last_number + 2, lease_owner=owner, lease_until=lease_until
-            )
+            .values(last_number=start + 2, lease_owner=owner, lease_until=lease_until)
             .returning(CRLState.last_number, CRLState.base_number, CRLState.base_at)
             .execution_options(synchronize_session=False)
         )
@@ -96,6 +108,40 @@ class CRLRepository:
             .execution_options(synchronize_session=False)
         )
         return bool(self._session.execute(statement).rowcount)  # type: ignore[attr-defined]
+
+    def mirror(self, ca_ids: Sequence[int], last_number: int, values: dict[str, object]) -> None:
+        """Record on the other rows of an issuer group what its oldest row published (never
+        the lease): their distribution points serve the same CRLs."""
+        if not ca_ids:
+            return
+        highest = case(
+            (CRLState.last_number < last_number, last_number), else_=CRLState.last_number
+        )
+        self._session.execute(
+            update(CRLState)
+            .where(CRLState.ca_id.in_(ca_ids))
+            .values(last_number=highest, **values)
+            .execution_options(synchronize_session=False)
+        )
+
+    def any_due(self, ca_ids: Sequence[int], now: datetime) -> ColumnElement[bool]:
+        """A claim condition: a scheduled CRL is due for one of the rows (a row new to the
+        group has never had one)."""
+        other = aliased(CRLState)
+        return (
+            select(other.ca_id)
+            .where(other.ca_id.in_(ca_ids), or_(other.due_at.is_(None), other.due_at <= now))
+            .exists()
+        )
+
+    def refuse(self, ca_id: int, reason: str) -> None:
+        """Record why the CA gets no CRL (it is in no issuer group that can sign)."""
+        self._session.execute(
+            update(CRLState)
+            .where(CRLState.ca_id == ca_id)
+            .values(last_error=reason)
+            .execution_options(synchronize_session=False)
+        )
 
     def add_published(self, crl: PublishedCRL) -> None:
         self._session.add(crl)
@@ -120,12 +166,12 @@ class CRLRepository:
     def signing_ca(self, ca_id: int) -> CertificateAuthority | None:
         return self._session.get(CertificateAuthority, ca_id, populate_existing=True)
 
-    def revoked_entries(self, ca_id: int, at: datetime) -> Sequence[EntryRow]:
-        """Every revoked, unexpired certificate of the CA, including retained entries of
-        deleted ones and its revoked subordinate CAs. Columns only, and the dates as epoch
-        seconds computed by the database: there may be a million rows, and parsing a million
-        datetimes is slow. (The invalidity date is NULL for almost every row, and the CRL
-        index holds it, so it costs nothing.)"""
+    def revoked_entries(self, ca_ids: Sequence[int], at: datetime) -> Sequence[EntryRow]:
+        """Every revoked, unexpired certificate of the CAs (the rows of one issuer group),
+        including retained entries of deleted ones and their revoked subordinate CAs. Columns
+        only, and the dates as epoch seconds computed by the database: there may be a million
+        rows, and parsing a million datetimes is slow. (The invalidity date is NULL for
+        almost every row, and the CRL index holds it, so it costs nothing.)"""
         revoked_at = func.coalesce(Certificate.revoked_at, Certificate.created_at)
         live = select(
             Certificate.serial_number,
@@ -133,7 +179,7 @@ class CRLRepository:
             Certificate.revocation_reason,
             self._epoch(Certificate.invalidity_date),
         ).where(
-            Certificate.ca_id == ca_id,
+            Certificate.ca_id.in_(ca_ids),
             # a literal, not a parameter: the planner must see it matches the partial index
             Certificate.status == literal_column("'revoked'"),
             Certificate.not_after > at,
@@ -143,14 +189,14 @@ class CRLRepository:
             self._epoch(RetainedCRLEntry.revoked_at),
             RetainedCRLEntry.reason,
             self._epoch(RetainedCRLEntry.invalidity_date),
-        ).where(RetainedCRLEntry.ca_id == ca_id, RetainedCRLEntry.not_after > at)
+        ).where(RetainedCRLEntry.ca_id.in_(ca_ids), RetainedCRLEntry.not_after > at)
         sub = CertificateAuthority
         subordinates = select(
             sub.serial_number,
             self._epoch(sub.revoked_at),
             sub.revocation_reason,
             cast(null(), Integer),  # no invalidity date
-        ).where(sub.parent_id == ca_id, sub.revoked_at.is_not(None), sub.not_after > at)
+        ).where(sub.parent_id.in_(ca_ids), sub.revoked_at.is_not(None), sub.not_after > at)
         # Core rows (no ORM) through the session's connection: the cheapest way per row
         connection = self._session.connection()
         rows = list(connection.execute(live).all())
@@ -164,9 +210,11 @@ class CRLRepository:
             return cast(func.floor(func.extract("epoch", moment)), BigInteger)
         return cast(func.strftime("%s", moment), Integer)
 
-    def changed_serials(self, ca_id: int, since: datetime) -> Sequence[tuple[str, datetime, bool]]:
-        """Serials whose status changed since `since` (revoked, released from hold, or
-        deleted), and whether their certificate is still in the inventory."""
+    def changed_serials(
+        self, ca_ids: Sequence[int], since: datetime
+    ) -> Sequence[tuple[str, datetime, bool]]:
+        """Serials of the CAs whose status changed since `since` (revoked, released from
+        hold, or deleted), and whether their certificate is still in the inventory."""
         query = (
             select(
                 StatusChange.serial_number,
@@ -174,7 +222,7 @@ class CRLRepository:
                 Certificate.id.is_not(None),
             )
             .outerjoin(Certificate, Certificate.id == StatusChange.certificate_id)
-            .where(StatusChange.ca_id == ca_id, StatusChange.changed_at >= since)
+            .where(StatusChange.ca_id.in_(ca_ids), StatusChange.changed_at >= since)
             .order_by(StatusChange.changed_at)
         )
         return list(self._session.execute(query).tuples())
@@ -202,19 +250,36 @@ class CRLRepository:
 
     def cas_needing_crl(self, now: datetime) -> Sequence[int]:
         """CAs that can sign CRLs (disabled ones too: they still have certificates to revoke)
-        and whose CRL is due, or that have never had one."""
-        query = (
-            select(CertificateAuthority.id)
-            .outerjoin(CRLState, CRLState.ca_id == CertificateAuthority.id)
+        and whose CRL is due, or that have never had one; and CAs that cannot sign but share
+        their name with one that can, and have had no CRL yet: perhaps a new row of an issuer
+        group, which must serve the group's CRLs. The publisher decides; one that is not
+        (another key) is given its reason as `last_error`, and is not offered again."""
+        ca = CertificateAuthority
+        signs = and_(ca.encrypted_private_key.is_not(None), ca.not_after > now)
+        due = or_(
+            CRLState.ca_id.is_(None),
+            CRLState.due_at.is_(None),
+            CRLState.due_at <= now,  # also set, a minute ahead, after a failure
+        )
+        sibling = aliased(CertificateAuthority)
+        named_like_a_signer = (
+            select(sibling.id)
             .where(
-                CertificateAuthority.encrypted_private_key.is_not(None),
-                CertificateAuthority.not_after > now,
-                or_(
-                    CRLState.ca_id.is_(None),
-                    CRLState.due_at.is_(None),
-                    CRLState.due_at <= now,  # also set, a minute ahead, after a failure
-                ),
+                sibling.org_id == ca.org_id,
+                sibling.subject == ca.subject,
+                sibling.encrypted_private_key.is_not(None),
+                sibling.not_after > now,
             )
+            .exists()
+        )
+        never_published = or_(
+            CRLState.ca_id.is_(None), and_(CRLState.due_at.is_(None), CRLState.last_error.is_(None))
+        )
+        unoffered = and_(~signs, never_published, named_like_a_signer)
+        query = (
+            select(ca.id)
+            .outerjoin(CRLState, CRLState.ca_id == ca.id)
+            .where(or_(and_(signs, due), unoffered))
         )
         return list(self._session.scalars(query))
 

@@ -25,15 +25,9 @@ class OCSPRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
 
-    def signing_cas(self) -> Sequence[CertificateAuthority]:
-        """CAs that hold their key here: the ones this responder answers for (disabled ones
-        too: they no longer issue, but what they issued is still asked about)."""
-        query = select(CertificateAuthority).where(
-            CertificateAuthority.encrypted_private_key.is_not(None)
-        )
-        return self._session.scalars(query.order_by(CertificateAuthority.id)).all()
-
     def all_cas(self) -> Sequence[CertificateAuthority]:
+        """Every CA, keyless ones too: a CA without its key here may share its name and key
+        with one that has it (a re-issued root), and then what it issued is answered for."""
         return self._session.scalars(
             select(CertificateAuthority).order_by(CertificateAuthority.id)
         ).all()
@@ -41,9 +35,12 @@ class OCSPRepository:
     def ca(self, ca_id: int) -> CertificateAuthority | None:
         return self._session.get(CertificateAuthority, ca_id)
 
-    def statuses(self, org_id: int, ca_id: int, serials: Iterable[str]) -> dict[str, StoredStatus]:
-        """The stored status of each serial issued by the CA (absent: unknown). Subordinate
-        CA certificates count too: they are certificates the CA issued."""
+    def statuses(
+        self, org_id: int, ca_ids: Sequence[int], serials: Iterable[str]
+    ) -> dict[str, StoredStatus]:
+        """The stored status of each serial issued by one of the CAs, the rows of one issuer
+        (absent: unknown). Subordinate CA certificates count too: they are certificates the CA
+        issued."""
         wanted = sorted(set(serials))
         if not wanted:
             return {}
@@ -54,35 +51,44 @@ class OCSPRepository:
             Certificate.revocation_reason,
         ).where(
             Certificate.org_id == org_id,
-            Certificate.ca_id == ca_id,
+            Certificate.ca_id.in_(ca_ids),
             Certificate.serial_number.in_(wanted),
         )
-        found = {
-            serial: StoredStatus(serial, status, revoked_at, reason)
-            for serial, status, revoked_at, reason in self._session.execute(certs).tuples()
-        }
+        found: dict[str, StoredStatus] = {}
+        for serial, status, revoked_at, reason in self._session.execute(certs).tuples():
+            # The same serial under two rows of one issuer is one certificate to relying
+            # parties: revoked if either says so.
+            if serial not in found or status == "revoked":
+                found[serial] = StoredStatus(serial, status, revoked_at, reason)
         missing = [serial for serial in wanted if serial not in found]
         if missing:
-            sub = CertificateAuthority
-            subordinates = select(sub.serial_number, sub.revoked_at, sub.revocation_reason).where(
-                sub.org_id == org_id,
-                sub.parent_id == ca_id,
-                sub.serial_number.in_(missing),
-            )
-            for serial, revoked_at, reason in self._session.execute(subordinates).tuples():
-                status = "active" if revoked_at is None else "revoked"
-                found[serial] = StoredStatus(serial, status, revoked_at, reason)
+            found.update(self._subordinates(org_id, ca_ids, missing))
         missing = [serial for serial in missing if serial not in found]
         if missing:
-            found.update(self._retained(ca_id, missing))
+            found.update(self._retained(ca_ids, missing))
         return found
 
-    def _retained(self, ca_id: int, serials: list[str]) -> dict[str, StoredStatus]:
+    def _subordinates(
+        self, org_id: int, ca_ids: Sequence[int], serials: list[str]
+    ) -> dict[str, StoredStatus]:
+        sub = CertificateAuthority
+        query = select(sub.serial_number, sub.revoked_at, sub.revocation_reason).where(
+            sub.org_id == org_id,
+            sub.parent_id.in_(ca_ids),
+            sub.serial_number.in_(serials),
+        )
+        found = {}
+        for serial, revoked_at, reason in self._session.execute(query).tuples():
+            status = "active" if revoked_at is None else "revoked"
+            found[serial] = StoredStatus(serial, status, revoked_at, reason)
+        return found
+
+    def _retained(self, ca_ids: Sequence[int], serials: list[str]) -> dict[str, StoredStatus]:
         """A revoked certificate deleted from the inventory stays revoked until it expires:
         the CRL keeps its entry (crl_retained_entries), and so does OCSP."""
         kept = select(
             RetainedCRLEntry.serial_number, RetainedCRLEntry.revoked_at, RetainedCRLEntry.reason
-        ).where(RetainedCRLEntry.ca_id == ca_id, RetainedCRLEntry.serial_number.in_(serials))
+        ).where(RetainedCRLEntry.ca_id.in_(ca_ids), RetainedCRLEntry.serial_number.in_(serials))
         return {
             serial: StoredStatus(serial, "revoked", revoked_at, reason)
             for serial, revoked_at, reason in self._session.execute(kept).tuples()
