@@ -386,6 +386,18 @@ class Acme:
         raise AssertionError(f"{url} never reached {statuses}: {body}")
 
 
+@contextmanager
+def registered(env: AcmeEnv, **account: Any) -> Iterator[Acme]:
+    """A client with a new account (`account`: more of the new-account payload), closed
+    afterwards."""
+    client = Acme(env)
+    try:
+        assert client.register(**account).status_code == 201
+        yield client
+    finally:
+        client.close()
+
+
 def csr_for(*names: str, key: Any = None, cn: str | None = None) -> tuple[str, Any]:
     """A CSR (base64url DER) for the names, with a fresh P-256 key unless one is given."""
     key = key or ec.generate_private_key(ec.SECP256R1())

@@ -303,10 +303,14 @@ def self_signed_ca(
     common_name: str,
     lifetime: timedelta = timedelta(days=365),
     started: timedelta = timedelta(minutes=5),
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A foreign P-256 root built with cryptography (openssl 3.0 cannot end in seconds),
-    valid from `started` ago until `lifetime` from now (a negative one: it has expired)."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    key: Any = None,
+    key_usage: bool = True,
+) -> tuple[x509.Certificate, Any]:
+    """A foreign root built with cryptography (openssl 3.0 cannot end in seconds), valid from
+    `started` ago until `lifetime` from now (a negative one: it has expired), for `key` (a
+    new P-256 key by default), with keyCertSign and cRLSign unless `key_usage` is False (no
+    keyUsage extension at all)."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.now(UTC).replace(microsecond=0)
     usage = x509.KeyUsage(
@@ -320,7 +324,7 @@ def self_signed_ca(
         encipher_only=False,
         decipher_only=False,
     )
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -329,11 +333,11 @@ def self_signed_ca(
         .not_valid_before(now - started)
         .not_valid_after(datetime.now(UTC) + lifetime)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(usage, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
     )
-    return cert, key
+    if key_usage:
+        builder = builder.add_extension(usage, critical=True)
+    return builder.sign(key, hashes.SHA256()), key
 
 
 def signed_pem(

@@ -22,6 +22,7 @@ from tests.e2e.acme_helpers import (
     csr_for,
     nonce_store_away,
     problem,
+    registered,
     table_away,
 )
 from tests.e2e.helpers import API, data, unique
@@ -33,22 +34,14 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def account(env: AcmeEnv) -> Iterator[Acme]:
-    client = Acme(env)
-    try:
-        assert client.register(contact=["mailto:ops@example.org"]).status_code == 201
+    with registered(env, contact=["mailto:ops@example.org"]) as client:
         yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture
 def other(env: AcmeEnv) -> Iterator[Acme]:
-    client = Acme(env)
-    try:
-        assert client.register().status_code == 201
+    with registered(env) as client:
         yield client
-    finally:
-        client.close()
 
 
 def name() -> str:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.e2e.acme_helpers import Acme, AcmeEnv, webroot_server
+from tests.e2e.acme_helpers import Acme, AcmeEnv, registered, webroot_server
 from tests.e2e.helpers import API, data, unique
 from tests.support import free_port
 
@@ -37,12 +37,8 @@ VALIDATED = "acme.challenge.validate"
 
 @pytest.fixture
 def account(env: AcmeEnv) -> Iterator[Acme]:
-    client = Acme(env)
-    try:
-        assert client.register().status_code == 201
+    with registered(env) as client:
         yield client
-    finally:
-        client.close()
 
 
 def name() -> str:

@@ -20,6 +20,7 @@ from tests.e2e.acme_helpers import (
     drain_nonces,
     nonces_refused,
     problem,
+    registered,
     table_away,
     verified_chain,
 )
@@ -33,12 +34,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def account(env: AcmeEnv) -> Iterator[Acme]:
-    client = Acme(env)
-    try:
-        assert client.register().status_code == 201
+    with registered(env) as client:
         yield client
-    finally:
-        client.close()
 
 
 def name() -> str:

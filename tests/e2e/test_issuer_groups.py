@@ -9,18 +9,17 @@ CRL. Another organization holding the same root is another issuer. Both storage 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from tests.e2e.helpers import API, data, issue, unique
+from tests.e2e.helpers import API, data, issue, self_signed_ca, unique
 from tests.e2e.test_crl import listed, not_listed, number, pem_file, verify, wait_for_crl
 from tests.e2e.test_inventory_isolation import foreign_admin_key
 from tests.support import Server
@@ -50,22 +49,7 @@ class Reissued:
 
 def reissued_root(key: ec.EllipticCurvePrivateKey, name: str, days: int) -> str:
     """A self-signed root for `key`; called twice with one key and name, a re-issued root."""
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
-    usage = x509.KeyUsage(True, False, False, False, False, True, True, False, False)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(usage, critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
-    )
+    cert, _ = self_signed_ca(name, timedelta(days=days), key=key)
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 

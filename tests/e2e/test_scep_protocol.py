@@ -967,20 +967,9 @@ def test_a_ca_answering_without_ra_must_allow_signing_and_key_encipherment(
     error(api.patch(f"{API}/scep/profiles/{slug}", json={"use_ra": False}), 422)
     assert data(api.get(f"{API}/scep/profiles/{slug}"))["use_ra"] is True
     # no keyUsage at all: no restriction
-    key = rsa.generate_private_key(65537, 2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, unique("SCEP No KU Root"))])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
+    rsa_key = rsa.generate_private_key(65537, 2048)
+    cert, key = self_signed_ca(
+        unique("SCEP No KU Root"), timedelta(days=30), key=rsa_key, key_usage=False
     )
     bundle = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
