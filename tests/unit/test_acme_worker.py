@@ -181,3 +181,40 @@ def test_cleanup_expires_what_outlived_its_expiry(sessions: sessionmaker[Session
             .order_by(AcmeAuthorization.id)
         ).all()
         assert list(statuses) == ["expired", "expired", "invalid", "expired"]
+
+
+def test_an_order_made_invalid_meanwhile_is_not_claimed(sessions: sessionmaker[Session]) -> None:
+    """AcmeRepository.claim_order: a finalize or an approval moves an order on only from the
+    statuses it expects. An order invalidated by another request (its account deactivated,
+    an authorization lost) after this one read it stays invalid; the same claim on an order
+    still ready wins once."""
+    from tessera.domains.acme.orders import FINALIZABLE
+
+    order_id, _ = order_with_challenges(sessions, [None])
+    with sessions() as session:
+        order = session.get(AcmeOrder, order_id)
+        assert order is not None
+        order.status = "ready"
+        session.commit()
+    with sessions() as reader, sessions() as other:
+        seen = reader.get(AcmeOrder, order_id)  # read as ready...
+        assert seen is not None and seen.status == "ready"
+        invalidated = other.get(AcmeOrder, order_id)
+        assert invalidated is not None
+        invalidated.status = "invalid"  # ...then made invalid by another request
+        other.commit()
+        repo = Repositories(reader, seen.org_id).acme
+        assert not repo.claim_order(seen, FINALIZABLE, status="valid")
+        reader.rollback()
+    with sessions() as session:
+        stored = session.get(AcmeOrder, order_id)
+        assert stored is not None and stored.status == "invalid"
+        stored.status = "ready"
+        session.commit()
+    with sessions() as session:
+        order = session.get(AcmeOrder, order_id)
+        assert order is not None
+        repo = Repositories(session, order.org_id).acme
+        assert repo.claim_order(order, FINALIZABLE, status="valid")
+        assert not repo.claim_order(order, FINALIZABLE, status="valid")  # valid now
+        session.commit()

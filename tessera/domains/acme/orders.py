@@ -243,7 +243,7 @@ class Orders:
         elif order is not None and _awaiting_approval(order):
             # RFC 8555 7.5.2: no longer enough to issue on; an approval may not come first.
             lost = {"status": "invalid", "awaiting_approval": False}
-            self.repos.acme.claim_order(order, **lost, error=_authorization_lost(authz))
+            self.repos.acme.claim_order(order, AWAITING, **lost, error=_authorization_lost(authz))
         self._audit(account.id, "acme.authz.deactivate", authz.id, {})
 
     def respond(
@@ -283,7 +283,7 @@ class Orders:
         _check_profile_offered(self.settings(), order)
         if self.settings().require_approval:
             waiting = {"status": "processing", "awaiting_approval": True, "csr_pem": csr_pem(csr)}
-            if not self.repos.acme.claim_order(order, **waiting):
+            if not self.repos.acme.claim_order(order, FINALIZABLE, **waiting):
                 raise _finalized_meanwhile()
             self._audit(account.id, "acme.order.await_approval", order.id, {})
             return False
@@ -343,7 +343,8 @@ class Orders:
             except (PolicyViolation, InvalidInput) as exc:
                 raise AcmeProblem("badCSR", exc.message) from exc
         done = {"status": "valid", "awaiting_approval": False, "csr_pem": csr_pem(csr)}
-        if not self.repos.acme.claim_order(order, **done):
+        expected = AWAITING if order.awaiting_approval else FINALIZABLE
+        if not self.repos.acme.claim_order(order, expected, **done):
             raise _finalized_meanwhile()
         write_issued(issued)
         self.repos.acme.set_order_certificate(order, cert.id)
@@ -378,7 +379,9 @@ class Orders:
             if order.status in ("pending", "ready"):
                 order.status = "invalid"
             elif _awaiting_approval(order):  # only if no administrator decided meanwhile
-                self.repos.acme.claim_order(order, status="invalid", awaiting_approval=False)
+                self.repos.acme.claim_order(
+                    order, AWAITING, status="invalid", awaiting_approval=False
+                )
             return order
         if order.status == "pending":
             authzs = self.repos.acme.order_authorizations(order.id)
@@ -416,7 +419,7 @@ class Orders:
         order = self._awaiting(order_id)
         error = AcmeProblem("unauthorized", reason or "rejected by an administrator", 403)
         rejected = {"status": "invalid", "awaiting_approval": False, "error": error.document()}
-        if not self.repos.acme.claim_order(order, **rejected):
+        if not self.repos.acme.claim_order(order, AWAITING, **rejected):
             raise Conflict(f"ACME order {order_id} has been decided meanwhile")
         self._audit(order.account_id, "acme.order.reject", order.id, {"reason": reason})
         return order
@@ -503,6 +506,13 @@ def _challenge_kinds(ident: Identifier) -> list[str]:
 def _authorization_lost(authz: AcmeAuthorization) -> dict[str, Any]:
     cause = AcmeProblem("unauthorized", f"the authorization is {authz.status}", 403)
     return authorization_failed(identifier_of(authz), cause.document())
+
+
+# The stored statuses an order may be claimed from (AcmeRepository.claim_order): a finalize
+# finds it ready, stored as pending (readiness is derived when read) or as ready; an
+# administrator's decision finds it processing, waiting for the approval.
+FINALIZABLE = ("pending", "ready")
+AWAITING = ("processing",)
 
 
 def _awaiting_approval(order: AcmeOrder) -> bool:

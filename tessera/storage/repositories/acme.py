@@ -116,6 +116,7 @@ _CLAIM_ORDER = update(_ORDERS).where(
     *_ORDER_ROW,
     _ORDERS.c.awaiting_approval == bindparam("b_awaiting"),
     _ORDERS.c.certificate_id.is_(None),
+    _ORDERS.c.status.in_(bindparam("b_statuses", expanding=True)),
 )
 _SET_ORDER_CERTIFICATE = update(_ORDERS).where(*_ORDER_ROW)
 
@@ -323,15 +324,21 @@ class AcmeRepository:
             query = query.where(AcmeOrder.account_id == account_id)
         return self._page(query.order_by(AcmeOrder.id.desc()), page, per_page)
 
-    def claim_order(self, order: AcmeOrder, **values: Any) -> bool:
-        """Move the order on (`values`) in one statement, only if it is still as this unit of
-        work sees it and has no certificate: of two requests finalizing it at once, or two
-        administrators approving it, exactly one wins. The guard names columns no request
-        writes before it claims: a racing request may already have rewritten `status` from
-        its stale copy (an order's status is derived on every read), but never
-        `certificate_id` or `awaiting_approval`. A prebuilt Core statement (every finalize
-        claims): an ORM UPDATE, and the flush before it, cost more than the SQL."""
-        guard = {"b_id": order.id, "b_org": self._org_id, "b_awaiting": order.awaiting_approval}
+    def claim_order(self, order: AcmeOrder, expected: Sequence[str], **values: Any) -> bool:
+        """Move the order on (`values`) in one statement, only if its stored status is one of
+        `expected` and it has no certificate and the approval state this unit of work saw:
+        of two requests finalizing it at once, or two administrators deciding it, exactly
+        one wins, and an order made invalid meanwhile (its account deactivated, an
+        authorization lost, expired) is not moved on. `expected` names every status the
+        order may be stored with: a pending order whose authorizations are all valid is
+        ready when read, stored as pending or as ready. A prebuilt Core statement (every
+        finalize claims): an ORM UPDATE, and the flush before it, cost more than the SQL."""
+        guard = {
+            "b_id": order.id,
+            "b_org": self._org_id,
+            "b_awaiting": order.awaiting_approval,
+            "b_statuses": list(expected),
+        }
         result = self._session.connection().execute(_CLAIM_ORDER, {**guard, **values})
         if not result.rowcount:
             return False
