@@ -614,6 +614,10 @@ def test_a_finished_transaction_may_be_taken_by_a_new_key(scep: Scep, api: httpx
     assert api.delete(f"{API}/certificates/{row['id']}").status_code == 204
     _, renewed = scep.enroll(rekeyed, csr_der(rekeyed, cn, scep.challenge), transaction_id=eui)
     assert renewed.status == SUCCESS, renewed
+    # The key that took it over does not shut the first one out: a transactionID derived
+    # from a public key is known to whoever sees its certificate.
+    _, back = scep.enroll(first, csr_der(first, cn, scep.challenge), transaction_id=eui)
+    assert back.status == SUCCESS, back
     # and after a rejection
     path = profile(api, scep, auto_approve=False)
     _, ra = split(ca_certificates(scep.http, path))

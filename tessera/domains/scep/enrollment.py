@@ -96,8 +96,11 @@ class EnrollmentService:
             return self._answer(earlier)
         stale = earlier if earlier is not None and earlier.status == PENDING else None
         if stale is not None and not self._supersede(stale):
-            self._repos.scep.reload_request(stale)  # an admin decided it meanwhile
-            return self._answer(stale)
+            # Decided meanwhile: by an admin (answered as decided), or superseded by the same
+            # request sent again at once, whose newer request answers this one too.
+            self._repos.scep.reload_request(stale)
+            newer = self._resent(profile, envelope, attempt)
+            return self._answer(newer if newer is not None else stale)
         try:
             reply, row = self._enroll(profile, envelope, attempt)
         except TesseraError as exc:
@@ -204,7 +207,13 @@ class EnrollmentService:
         for row in known:
             if (row.message_type, row.key_digest, row.subject) == wanted and not self._over(row):
                 return row
-        if any(row.key_digest != attempt.key_digest and not self._finished(row) for row in known):
+        ours = any(row.key_digest == attempt.key_digest for row in known)
+        if not ours and any(
+            row.key_digest != attempt.key_digest and not self._finished(row) for row in known
+        ):
+            # Not for a key that has requests under it already: once its own requests are
+            # finished, another key could otherwise take its transactionID (derived from its
+            # public key, which its certificate shows) and shut it out of its renewal.
             text = "this transactionID belongs to another requester's request"
             raise EnrollmentRefused(BAD_REQUEST, text)
         return None
@@ -228,7 +237,10 @@ class EnrollmentService:
         return self._same_password(row, attempt.password)
 
     def _same_password(self, row: ScepRequest, password: str | None) -> bool:
-        stored = scep_csr.challenge_password(read_csr(self._csr_der(row)))
+        try:
+            stored = scep_csr.challenge_password(read_csr(self._csr_der(row)))
+        except TesseraError:  # stored before its challenge was read by type: not the same
+            return False
         if stored is None or password is None:
             return stored is password
         return hmac.compare_digest(challenge_digest(stored), challenge_digest(password))
