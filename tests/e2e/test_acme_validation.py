@@ -56,11 +56,12 @@ class Request:
 
 @dataclass
 class Site:
-    """What a site answers (path: a redirect's Location, or a body served with 200) and
-    what it was asked: each request's path and Host, and over TLS the SNI of each
-    handshake."""
+    """What a site answers (path: a redirect's Location, a status without a body, or a body
+    served with 200) and what it was asked: each request's path and Host, and over TLS the
+    SNI of each handshake."""
 
     redirects: dict[str, str] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)
     bodies: dict[str, str] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     server_names: list[str | None] = field(default_factory=list)
@@ -78,7 +79,8 @@ class Site:
                     self.end_headers()
                     return
                 body = site.bodies.get(self.path)
-                self.send_response(404 if body is None else 200)
+                status = site.statuses.get(self.path, 404 if body is None else 200)
+                self.send_response(status)
                 payload = (body or "not here").encode()
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
@@ -310,6 +312,65 @@ def test_http01_refuses_the_redirects_it_may_not_follow(env: AcmeEnv, account: A
         in (failed["port"]["error"]["detail"])
     )
     assert elsewhere.requests == []
+
+
+def test_http01_refuses_a_redirect_to_an_ip_address_other_than_the_identifier(
+    env: AcmeEnv, account: Acme
+) -> None:
+    """An IP literal goes through no configured DNS: a redirect to one (here an address
+    whose site would answer with the key authorization) is refused and nothing is fetched
+    there; an IP identifier's redirect to its own address is followed."""
+    by_name, by_address = http01_challenge(account, name()), http01_challenge(account, "127.0.0.1")
+    site, elsewhere = Site(), Site()
+    site.redirects[by_name.path] = f"http://127.0.0.2/{by_name.token}?a=b"
+    elsewhere.bodies[f"/{by_name.token}?a=b"] = by_name.key_auth
+    site.redirects[by_address.path] = f"http://127.0.0.1:{env.http01_port}/{by_address.token}"
+    site.bodies[f"/{by_address.token}"] = by_address.key_auth
+    with (
+        serving(site, "127.0.0.1", env.http01_port),
+        serving(elsewhere, "127.0.0.2", env.http01_port),
+    ):
+        answer(account, by_name)
+        answer(account, by_address)
+        refused, _ = poll(account, by_name.url, finished)
+        followed, _ = poll(account, by_address.url, finished)
+    assert refused["status"] == "invalid", refused
+    assert refused["error"]["type"] == "urn:ietf:params:acme:error:connection"
+    assert "redirect 1 (http://127.0.0.2/" in refused["error"]["detail"]
+    assert "an IP address other than the identifier" in refused["error"]["detail"]
+    assert elsewhere.requests == []
+    assert followed["status"] == "valid", followed
+
+
+def test_http01_does_not_tell_what_a_redirect_target_answered(env: AcmeEnv, account: Acme) -> None:
+    """A redirect's target is not the account's own host: its status (a 403) or a refused
+    connection is not in the challenge's error, only that the key authorization is not
+    there (incorrectResponse). The first request's own status is still named."""
+    site, closed = name(), name()
+    forbidden, refused, direct = (http01_challenge(account, site) for _ in range(3))
+    host = Site()
+    host.redirects[forbidden.path] = f"/admin/{forbidden.token}"
+    host.statuses[f"/admin/{forbidden.token}"] = 403
+    host.redirects[refused.path] = f"https://{closed}/{refused.token}"  # nothing listens
+    host.statuses[direct.path] = 403
+    with serving(host, "127.0.0.1", env.http01_port):
+        for challenge in (forbidden, refused, direct):
+            answer(account, challenge)
+        failed = [poll(account, c.url, finished)[0] for c in (forbidden, refused, direct)]
+    for body in failed:
+        assert body["status"] == "invalid", body
+        assert body["error"]["type"] == "urn:ietf:params:acme:error:incorrectResponse", body
+    hidden = (
+        f"redirect 1 (http://{site}/admin/{forbidden.token})",
+        f"redirect 1 (https://{closed}/{refused.token})",
+    )
+    for where, body in zip(hidden, failed[:2], strict=True):
+        detail = body["error"]["detail"]
+        assert detail == (
+            f"http-01 at {site}, {where}: no key authorization there (attempt 3, the last)"
+        ), detail
+    assert "HTTP 403" in failed[2]["error"]["detail"]
+    assert host.paths().count(f"/admin/{forbidden.token}") == 3  # fetched on each attempt
 
 
 # --- retries ----------------------------------------------------------------------------

@@ -218,3 +218,36 @@ def test_an_order_made_invalid_meanwhile_is_not_claimed(sessions: sessionmaker[S
         assert repo.claim_order(order, FINALIZABLE, status="valid")
         assert not repo.claim_order(order, FINALIZABLE, status="valid")  # valid now
         session.commit()
+
+
+def test_an_outcome_for_an_attempt_claimed_again_since_is_dropped(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Attempt 1 outlived its lease (a slow validation) and another process claimed attempt
+    2 meanwhile: attempt 1's outcome, arriving late, changes nothing (not the status, not
+    next_attempt_at, no audit row); attempt 2's own outcome is recorded."""
+    order_id, (challenge_id,) = order_with_challenges(sessions, [timedelta(seconds=60)])
+    with sessions() as session:
+        challenge = session.get(AcmeChallenge, challenge_id)
+        assert challenge is not None
+        challenge.attempts = 1  # the request's claim
+        session.commit()
+    job = worker(sessions)
+    hand_over(sessions, job, challenge_id)  # attempt 1, built before the claim below
+    later = datetime.now(UTC) + timedelta(seconds=60)
+    with sessions() as session:
+        challenge = session.get(AcmeChallenge, challenge_id)
+        assert challenge is not None
+        challenge.attempts, challenge.next_attempt_at = 2, later  # another process's claim
+        session.commit()
+    job.validate_due()
+    assert state(sessions, order_id) == ("pending", ["processing"], [])
+    with sessions() as session:
+        challenge = session.get(AcmeChallenge, challenge_id)
+        assert challenge is not None
+        assert challenge.next_attempt_at is not None
+        assert challenge.next_attempt_at.replace(tzinfo=UTC) == later
+        assert challenge.error is None
+    hand_over(sessions, job, challenge_id)  # attempt 2's own outcome
+    job.validate_due()
+    assert state(sessions, order_id) == ("ready", ["valid"], [challenge_id])

@@ -11,13 +11,27 @@ https, to another host) validates here as it does there:
   only 80 and 443;
 - every hop's host is resolved through the configured DNS servers (`lookup.addresses`) and
   the request goes to the resolved address, the name in Host and, for https, as SNI; an IP
-  identifier may be redirected to a name, a name to an address;
+  identifier may be redirected to a name;
+- redirects must not widen what an account can make the server fetch (server-side request
+  forgery): a redirect to an IP literal is refused unless it is the challenge's own IP
+  identifier (a literal goes through no DNS the operator configured), and a redirect never
+  connects to a loopback, link-local, unspecified or multicast address unless the first
+  request connected to an address of that same kind (`may_connect`): a private CA's
+  identifiers legitimately resolve to private addresses, but one on a routable or private
+  address cannot be redirected to 127.0.0.1 or 169.254.169.254;
+- what a redirect's target answered (its status, a refused or timed-out connection, a TLS
+  error) is not in the challenge's error, which the account reads: only "no key
+  authorization there" (`incorrectResponse`), besides the refusals above and below. The
+  first request's errors name what went wrong: its host is the account's own;
 - an https hop's certificate is not verified (nor is it by Let's Encrypt): the key
   authorization is the proof, and a site asking for a certificate may have no valid one yet.
 The chain must be done within FETCH_BUDGET, well inside the validation job's 60 s lease on
-the attempt: past it, another process would take the attempt up and validate it again."""
+the attempt: past it, another process would take the attempt up and validate it again (and
+the job drops this attempt's outcome). Each connection's timeout is at most the budget's time
+left, and at most ADDRESSES_PER_HOP of a host's addresses are tried."""
 
 import http.client
+import ipaddress
 import ssl
 import time
 from dataclasses import dataclass
@@ -30,7 +44,10 @@ from tessera.protocols.acme.problems import AcmeProblem
 MAX_HTTP_BODY = 8192
 MAX_REDIRECTS = 10  # as Let's Encrypt
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-FETCH_BUDGET = 30.0  # seconds for the whole chain, checked before each redirect is followed
+FETCH_BUDGET = 30.0  # seconds for the whole chain: before each hop, and each connection's timeout
+ADDRESSES_PER_HOP = 2  # addresses of a host tried before the hop fails
+# Kinds of address a redirect reaches only when the first request connected to one of the kind.
+GUARDED_KINDS = ("loopback", "link-local", "unspecified", "multicast")
 USER_AGENT = "tessera-acme"
 
 
@@ -62,6 +79,32 @@ class Answer:
     status: int
     location: str | None
     body: bytes
+    address_kind: str | None  # of the address that answered (`address_kind`)
+
+
+def address_kind(address: str) -> str | None:
+    """The guarded kind of an address (GUARDED_KINDS), None for any other (routable or
+    private). An IPv4-mapped IPv6 address is of its IPv4 address's kind."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_unspecified or (isinstance(ip, ipaddress.IPv4Address) and ip.packed[0] == 0):
+        return "unspecified"  # 0.0.0.0/8 too: connecting there reaches this host
+    if ip.is_multicast:
+        return "multicast"
+    return None
+
+
+def may_connect(number: int, address: str, first_kind: str | None) -> bool:
+    """Whether hop `number` may connect to `address`, the first request (hop 0) having
+    connected to an address of `first_kind`: the first request anywhere, a redirect to a
+    guarded kind of address only when the first request was to one of the same kind."""
+    kind = address_kind(address)
+    return number == 0 or kind is None or kind == first_kind
 
 
 def validate_http01(name: str, key_auth: str, config: ValidationConfig) -> None:
@@ -69,20 +112,32 @@ def validate_http01(name: str, key_auth: str, config: ValidationConfig) -> None:
     token = key_auth.split(".")[0]
     challenge_url = f"http://{_bracketed(name)}/.well-known/acme-challenge/{token}"
     hop, answer = _follow(name, _hop(name, challenge_url, 0, config), config)
+    right = answer.status == 200 and answer.body.strip().decode("ascii", "replace") == key_auth
+    if right:
+        return
+    if hop.number > 0:
+        raise _not_there(name, hop)
     if answer.status != 200:
         raise AcmeProblem(
             "incorrectResponse", f"{hop.where(name)}: HTTP {answer.status} for {hop.target}"
         )
-    if answer.body.strip().decode("ascii", "replace") != key_auth:
-        raise AcmeProblem("incorrectResponse", f"{hop.where(name)}: wrong key authorization")
+    raise AcmeProblem("incorrectResponse", f"{hop.where(name)}: wrong key authorization")
+
+
+def _not_there(name: str, hop: Hop) -> AcmeProblem:
+    """A redirect's failure, whatever its target answered (module docstring)."""
+    return AcmeProblem("incorrectResponse", f"{hop.where(name)}: no key authorization there")
 
 
 def _follow(name: str, hop: Hop, config: ValidationConfig) -> tuple[Hop, Answer]:
     """The last answer of the redirect chain that starts at `hop`, and the hop that gave it."""
     deadline = time.monotonic() + FETCH_BUDGET
     fetched: set[tuple[str, str, int, str]] = set()
+    first_kind: str | None = None
     while True:
-        answer = _fetch(name, hop, config)
+        answer = _fetch(name, hop, config, first_kind, deadline)
+        if hop.number == 0:
+            first_kind = answer.address_kind
         fetched.add(hop.resource)
         if answer.status not in REDIRECT_STATUSES or not answer.location:
             return hop, answer
@@ -108,10 +163,21 @@ def _redirect(
             "connection", f"{following.where(name)}: a redirect loop (fetched before)"
         )
     if time.monotonic() > deadline:
+        raise _past_budget(name, following)
+    if is_ip_address(following.host) and not _same_address(following.host, name):
         raise AcmeProblem(
-            "connection", f"{following.where(name)}: not followed, past {FETCH_BUDGET:g} s"
+            "connection",
+            f"{following.where(name)}: a redirect to an IP address other than the identifier",
         )
     return following
+
+
+def _past_budget(name: str, hop: Hop) -> AcmeProblem:
+    return AcmeProblem("connection", f"{hop.where(name)}: not followed, past {FETCH_BUDGET:g} s")
+
+
+def _same_address(host: str, name: str) -> bool:
+    return is_ip_address(name) and ipaddress.ip_address(host) == ipaddress.ip_address(name)
 
 
 def _hop(name: str, url: str, number: int, config: ValidationConfig) -> Hop:
@@ -138,40 +204,60 @@ def _hop(name: str, url: str, number: int, config: ValidationConfig) -> Hop:
     return Hop(number, plain_url, parts.scheme, host, port, host_header, target)
 
 
-def _fetch(name: str, hop: Hop, config: ValidationConfig) -> Answer:
-    """The first answer from one of the host's addresses (an address that cannot be reached
-    passes to the next, as a client falls back from one address to another)."""
+def _fetch(
+    name: str, hop: Hop, config: ValidationConfig, first_kind: str | None, deadline: float
+) -> Answer:
+    """The first answer from one of the host's first ADDRESSES_PER_HOP addresses it may
+    connect to (`may_connect`; an address that cannot be reached passes to the next, as a
+    client falls back from one address to another). A redirect's failure says nothing of
+    what its target answered (`_not_there`)."""
     try:
         found = addresses("ip" if is_ip_address(hop.host) else "dns", hop.host, config)
     except AcmeProblem as problem:
+        if hop.number > 0:
+            raise _not_there(name, hop) from problem
         raise AcmeProblem(problem.kind, f"{hop.where(name)}: {problem.message}") from problem
+    allowed = [a for a in found if may_connect(hop.number, a, first_kind)]
+    if not allowed:
+        kinds = sorted({str(address_kind(a)) for a in found})
+        raise AcmeProblem(
+            "connection",
+            f"{hop.where(name)}: {hop.host} has only {' and '.join(kinds)} addresses, where a "
+            "redirect may not lead unless the challenge's own host is on one",
+        )
     last: AcmeProblem | None = None
-    for address in found:
+    for address in allowed[:ADDRESSES_PER_HOP]:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _past_budget(name, hop)
         try:
-            return _request(hop, address, config)
+            return _request(hop, address, min(config.timeout, left))
         except (OSError, http.client.HTTPException) as exc:  # ssl.SSLError is an OSError
             kind = "tls" if isinstance(exc, ssl.SSLError) else "connection"
             last = AcmeProblem(kind, f"{hop.where(name)}: {address} port {hop.port}: {exc}")
+    if hop.number > 0:
+        raise _not_there(name, hop)
     raise last or AcmeProblem("connection", f"{hop.where(name)}: nothing to connect to")
 
 
-def _request(hop: Hop, address: str, config: ValidationConfig) -> Answer:
-    connection = _connection(hop, address, config)
+def _request(hop: Hop, address: str, timeout: float) -> Answer:
+    connection = _connection(hop, address, timeout)
+    kind = address_kind(address)
     try:
         headers = {"Host": hop.host_header, "User-Agent": USER_AGENT, "Accept": "*/*"}
         connection.request("GET", hop.target, headers=headers)
         response = connection.getresponse()
         if response.status in REDIRECT_STATUSES:
-            return Answer(response.status, response.getheader("Location"), b"")
-        return Answer(response.status, None, response.read(MAX_HTTP_BODY + 1))
+            return Answer(response.status, response.getheader("Location"), b"", kind)
+        return Answer(response.status, None, response.read(MAX_HTTP_BODY + 1), kind)
     finally:
         connection.close()
 
 
-def _connection(hop: Hop, address: str, config: ValidationConfig) -> http.client.HTTPConnection:
+def _connection(hop: Hop, address: str, timeout: float) -> http.client.HTTPConnection:
     if hop.scheme == "http":
-        return http.client.HTTPConnection(address, hop.port, timeout=config.timeout)
-    return _AddressedHTTPSConnection(address, hop.port, hop.host, config.timeout)
+        return http.client.HTTPConnection(address, hop.port, timeout=timeout)
+    return _AddressedHTTPSConnection(address, hop.port, hop.host, timeout)
 
 
 class _AddressedHTTPSConnection(http.client.HTTPSConnection):

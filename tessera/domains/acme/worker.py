@@ -13,7 +13,12 @@ DNS record not yet published or served, a wrong answer from a server being recon
 leaves the challenge `processing`, with that problem as its `error` (RFC 8555 8.2: the server
 "MUST add an entry to the "error" field in the challenge after each failed validation
 query"), and due again after the retry delay, when any process's job claims it as above. The
-ATTEMPTS-th failure, or one that would fail again (a CAA refusal), makes it invalid."""
+ATTEMPTS-th failure, or one that would fail again (a CAA refusal), makes it invalid.
+
+An outcome is recorded only for the claim that made the attempt: each attempt carries the
+`attempts` value of its claim, and should the challenge have been claimed again since (the
+lease ran out while a slow validation went on, and another process took attempt n+1), the
+late outcome is dropped, as is one for a challenge no longer processing."""
 
 import logging
 import threading
@@ -56,6 +61,7 @@ class Attempt:
     wildcard: bool
     key_auth: str
     caa_identities: list[str] | None  # None: CAA is not checked for the issuing CA
+    number: int  # `attempts` after the claim that made this attempt (a request's claim: 1)
 
 
 class AcmeWorker:
@@ -149,6 +155,7 @@ class AcmeWorker:
             authz.wildcard,
             key_authorization(challenge.token, account.thumbprint),
             caa,
+            challenge.attempts,
         )
 
     def _check(self, attempt: Attempt) -> AcmeProblem | None:
@@ -199,13 +206,16 @@ class AcmeWorker:
         self, session: Session, attempt: Attempt, problem: AcmeProblem | None, now: datetime
     ) -> dict[str, Any] | None:
         """The outcome on the challenge, its authorization and its order, and the audit
-        details of what was recorded; None when the challenge is no longer waiting for it."""
+        details of what was recorded; None when the challenge is no longer waiting for it (no
+        longer processing, or claimed again since this attempt's claim: its lease ran out)."""
         repos = Repositories(session, attempt.org_id)
         found = repos.acme.challenge(attempt.challenge_id)
         if found is None or found[0].status != "processing":
             return None
         challenge, authz = found
-        number = challenge.attempts
+        number = attempt.number
+        if challenge.attempts != number:
+            return None
         details = {"type": attempt.kind, "identifier": attempt.name, "valid": problem is None}
         details["attempt"] = number
         if problem is not None and problem.kind in RETRIED_PROBLEMS and number < ATTEMPTS:
