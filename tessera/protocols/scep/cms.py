@@ -288,6 +288,12 @@ def _our_recipient(
             match = rid.chosen.native == ski
         if match:
             return choice.chosen
+    if any(choice.name == "pwri" for choice in recipient_infos):
+        # RFC 8894 3.1: how a requester whose key cannot encrypt (EC) protects its request.
+        # Not supported: an algorithm answer (badAlg), not "not addressed to us".
+        raise CmsError(
+            BAD_ALG, "password-based envelopes (PasswordRecipientInfo) are not supported"
+        )
     raise CmsError(BAD_MESSAGE_CHECK, "the envelope is not addressed to this server")
 
 
