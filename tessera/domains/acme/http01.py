@@ -28,12 +28,16 @@ https, to another host) validates here as it does there:
 The chain must be done within FETCH_BUDGET, well inside the validation job's 60 s lease on
 the attempt: past it, another process would take the attempt up and validate it again (and
 the job drops this attempt's outcome). Each connection's timeout is at most the budget's time
-left, and at most ADDRESSES_PER_HOP of a host's addresses are tried."""
+left, each DNS lookup ends by the budget's end, a request still running at the end is cut,
+and at most ADDRESSES_PER_HOP of a host's addresses are tried."""
 
 import http.client
 import ipaddress
+import socket
 import ssl
+import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -212,8 +216,11 @@ def _fetch(
     client falls back from one address to another). A redirect's failure says nothing of
     what its target answered (`_not_there`)."""
     try:
-        found = addresses("ip" if is_ip_address(hop.host) else "dns", hop.host, config)
+        kind = "ip" if is_ip_address(hop.host) else "dns"
+        found = addresses(kind, hop.host, config, deadline)
     except AcmeProblem as problem:
+        if time.monotonic() >= deadline:
+            raise _past_budget(name, hop) from problem
         if hop.number > 0:
             raise _not_there(name, hop) from problem
         raise AcmeProblem(problem.kind, f"{hop.where(name)}: {problem.message}") from problem
@@ -231,7 +238,9 @@ def _fetch(
         if left <= 0:
             raise _past_budget(name, hop)
         try:
-            return _request(hop, address, min(config.timeout, left))
+            return _request(hop, address, min(config.timeout, left), deadline)
+        except _BudgetSpent as spent:
+            raise _past_budget(name, hop) from spent
         except (OSError, http.client.HTTPException) as exc:  # ssl.SSLError is an OSError
             kind = "tls" if isinstance(exc, ssl.SSLError) else "connection"
             last = AcmeProblem(kind, f"{hop.where(name)}: {address} port {hop.port}: {exc}")
@@ -240,18 +249,45 @@ def _fetch(
     raise last or AcmeProblem("connection", f"{hop.where(name)}: nothing to connect to")
 
 
-def _request(hop: Hop, address: str, timeout: float) -> Answer:
+class _BudgetSpent(Exception):
+    """The chain's time ran out in the middle of a request."""
+
+
+def _request(hop: Hop, address: str, timeout: float, deadline: float) -> Answer:
+    """One request, cut at `deadline`: the socket's timeout bounds each wait for data, not
+    the whole answer, so a server sending a byte at a time could hold validation for as long
+    as it liked; a timer shuts the connection down when the chain's time is up."""
     connection = _connection(hop, address, timeout)
     kind = address_kind(address)
+    cut = threading.Event()
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _shut, (connection, cut))
+    watchdog.start()
     try:
         headers = {"Host": hop.host_header, "User-Agent": USER_AGENT, "Accept": "*/*"}
         connection.request("GET", hop.target, headers=headers)
         response = connection.getresponse()
         if response.status in REDIRECT_STATUSES:
-            return Answer(response.status, response.getheader("Location"), b"", kind)
-        return Answer(response.status, None, response.read(MAX_HTTP_BODY + 1), kind)
+            answer = Answer(response.status, response.getheader("Location"), b"", kind)
+        else:
+            answer = Answer(response.status, None, response.read(MAX_HTTP_BODY + 1), kind)
+    except (OSError, http.client.HTTPException) as exc:
+        if cut.is_set():
+            raise _BudgetSpent() from exc
+        raise
     finally:
+        watchdog.cancel()
         connection.close()
+    if cut.is_set():
+        raise _BudgetSpent()  # what was read may be cut short
+    return answer
+
+
+def _shut(connection: http.client.HTTPConnection, cut: threading.Event) -> None:
+    cut.set()
+    sock = connection.sock
+    if sock is not None:
+        with suppress(OSError):  # closed meanwhile
+            sock.shutdown(socket.SHUT_RDWR)  # wakes the request's thread out of its recv
 
 
 def _connection(hop: Hop, address: str, timeout: float) -> http.client.HTTPConnection:

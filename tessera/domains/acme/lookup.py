@@ -3,6 +3,7 @@ servers (`TESSERA_ACME_DNS_SERVERS`), never the system's resolver when they are 
 connections go to the configured ports. A private network (or a test) so decides where
 validation goes, for each challenge type and for each hop of an http-01 redirect."""
 
+import time
 from dataclasses import dataclass
 
 import dns.exception
@@ -40,13 +41,22 @@ class ValidationConfig:
         return resolver
 
 
-def addresses(id_type: str, name: str, config: ValidationConfig) -> list[str]:
+def addresses(
+    id_type: str, name: str, config: ValidationConfig, deadline: float | None = None
+) -> list[str]:
+    """The addresses of `name`; each of the two lookups waits at most the configured timeout,
+    and not past `deadline` (a `time.monotonic()` value) when one is given."""
     if id_type == "ip":
         return [name]
     resolver = config.resolver()
     found: list[str] = []
     errors: list[str] = []
     for rdtype in ("A", "AAAA"):
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AcmeProblem("dns", f"DNS lookup of {name} ({rdtype}): no time left")
+            resolver.lifetime = min(config.timeout, left)
         try:
             answer = resolver.resolve(name, rdtype)
         except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN) as exc:
