@@ -33,16 +33,13 @@ and at most ADDRESSES_PER_HOP of a host's addresses are tried."""
 
 import http.client
 import ipaddress
-import socket
 import ssl
-import threading
 import time
-from contextlib import suppress
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from tessera.core.names import is_ip_address
-from tessera.domains.acme.lookup import ValidationConfig, addresses
+from tessera.domains.acme.lookup import ValidationConfig, addresses, cut_at
 from tessera.protocols.acme.problems import AcmeProblem
 
 MAX_HTTP_BODY = 8192
@@ -176,6 +173,10 @@ def _redirect(
     return following
 
 
+class _BudgetSpent(Exception):
+    """The chain's time ran out in the middle of a request."""
+
+
 def _past_budget(name: str, hop: Hop) -> AcmeProblem:
     return AcmeProblem("connection", f"{hop.where(name)}: not followed, past {FETCH_BUDGET:g} s")
 
@@ -249,45 +250,27 @@ def _fetch(
     raise last or AcmeProblem("connection", f"{hop.where(name)}: nothing to connect to")
 
 
-class _BudgetSpent(Exception):
-    """The chain's time ran out in the middle of a request."""
-
-
 def _request(hop: Hop, address: str, timeout: float, deadline: float) -> Answer:
-    """One request, cut at `deadline`: the socket's timeout bounds each wait for data, not
-    the whole answer, so a server sending a byte at a time could hold validation for as long
-    as it liked; a timer shuts the connection down when the chain's time is up."""
+    """One request, cut at `deadline` (`cut_at`)."""
     connection = _connection(hop, address, timeout)
     kind = address_kind(address)
-    cut = threading.Event()
-    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _shut, (connection, cut))
-    watchdog.start()
     try:
-        headers = {"Host": hop.host_header, "User-Agent": USER_AGENT, "Accept": "*/*"}
-        connection.request("GET", hop.target, headers=headers)
-        response = connection.getresponse()
-        if response.status in REDIRECT_STATUSES:
-            answer = Answer(response.status, response.getheader("Location"), b"", kind)
-        else:
-            answer = Answer(response.status, None, response.read(MAX_HTTP_BODY + 1), kind)
+        with cut_at(deadline, lambda: connection.sock) as cut:
+            headers = {"Host": hop.host_header, "User-Agent": USER_AGENT, "Accept": "*/*"}
+            connection.request("GET", hop.target, headers=headers)
+            response = connection.getresponse()
+            location = response.getheader("Location")
+            redirect = response.status in REDIRECT_STATUSES
+            body = b"" if redirect else response.read(MAX_HTTP_BODY + 1)
     except (OSError, http.client.HTTPException) as exc:
         if cut.is_set():
             raise _BudgetSpent() from exc
         raise
     finally:
-        watchdog.cancel()
         connection.close()
     if cut.is_set():
         raise _BudgetSpent()  # what was read may be cut short
-    return answer
-
-
-def _shut(connection: http.client.HTTPConnection, cut: threading.Event) -> None:
-    cut.set()
-    sock = connection.sock
-    if sock is not None:
-        with suppress(OSError):  # closed meanwhile
-            sock.shutdown(socket.SHUT_RDWR)  # wakes the request's thread out of its recv
+    return Answer(response.status, location if redirect else None, body, kind)
 
 
 def _connection(hop: Hop, address: str, timeout: float) -> http.client.HTTPConnection:

@@ -3,7 +3,11 @@ servers (`TESSERA_ACME_DNS_SERVERS`), never the system's resolver when they are 
 connections go to the configured ports. A private network (or a test) so decides where
 validation goes, for each challenge type and for each hop of an http-01 redirect."""
 
+import socket
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import dns.exception
@@ -68,3 +72,28 @@ def addresses(
     if not found:
         raise AcmeProblem("dns", f"no A or AAAA record for {name} ({', '.join(errors)})")
     return found
+
+
+@contextmanager
+def cut_at(
+    deadline: float, connected: Callable[[], socket.socket | None]
+) -> Iterator[threading.Event]:
+    """Shut the socket `connected()` returns down at `deadline` (a `time.monotonic()` value),
+    should the block still run then; the event says whether it was. A socket's timeout bounds
+    each wait for data, not a whole exchange: a server sending a byte at a time could hold a
+    validation for as long as it liked."""
+    cut = threading.Event()
+
+    def shut() -> None:
+        cut.set()
+        sock = connected()
+        if sock is not None:
+            with suppress(OSError):  # closed meanwhile
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the thread out of its recv
+
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), shut)
+    timer.start()
+    try:
+        yield cut
+    finally:
+        timer.cancel()

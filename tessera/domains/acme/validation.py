@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import socket
 import ssl
+import time
 
 import dns.exception
 import dns.flags
@@ -21,12 +22,13 @@ from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
 
 from tessera.domains.acme.http01 import validate_http01
-from tessera.domains.acme.lookup import ValidationConfig, addresses
+from tessera.domains.acme.lookup import ValidationConfig, addresses, cut_at
 from tessera.protocols.acme.jws import b64encode
 from tessera.protocols.acme.problems import AcmeProblem
 
 ACME_IDENTIFIER_OID = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 ALPN = "acme-tls/1"
+TLS_ALPN_BUDGET = 30.0  # seconds for every address tried: well inside the job's 60 s lease
 
 
 def key_authorization(token: str, thumbprint: str) -> str:
@@ -73,15 +75,24 @@ def _tls_alpn01(id_type: str, name: str, key_auth: str, config: ValidationConfig
         dns.reversename.from_address(name).to_text(omit_final_dot=True) if id_type == "ip" else name
     )
     last: AcmeProblem | None = None
-    for address in addresses(id_type, name, config):
+    deadline = time.monotonic() + TLS_ALPN_BUDGET
+    for address in addresses(id_type, name, config, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _alpn_past_budget(name)
         try:
             with (
-                socket.create_connection((address, config.tlsalpn01_port), config.timeout) as raw,
+                socket.create_connection(
+                    (address, config.tlsalpn01_port), min(config.timeout, left)
+                ) as raw,
+                cut_at(deadline, lambda: raw),
                 context.wrap_socket(raw, server_hostname=sni) as tls,
             ):
                 negotiated = tls.selected_alpn_protocol()
                 der = tls.getpeercert(binary_form=True)
         except (OSError, ssl.SSLError) as exc:
+            if time.monotonic() >= deadline:
+                raise _alpn_past_budget(name) from exc
             last = AcmeProblem(
                 "connection" if not isinstance(exc, ssl.SSLError) else "tls",
                 f"tls-alpn-01 to {name} ({address}): {exc}",
@@ -92,6 +103,10 @@ def _tls_alpn01(id_type: str, name: str, key_auth: str, config: ValidationConfig
         _check_alpn_certificate(x509.load_der_x509_certificate(der), id_type, name, key_auth)
         return
     raise last or AcmeProblem("connection", f"tls-alpn-01: nothing to connect to for {name}")
+
+
+def _alpn_past_budget(name: str) -> AcmeProblem:
+    return AcmeProblem("connection", f"tls-alpn-01 to {name}: past {TLS_ALPN_BUDGET:g} s")
 
 
 def _check_alpn_certificate(cert: x509.Certificate, id_type: str, name: str, key_auth: str) -> None:
