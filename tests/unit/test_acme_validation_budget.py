@@ -1,6 +1,7 @@
 """Challenge validation ends within its time budget whatever the servers it talks to do to
-stretch it: a DNS server that never answers, a web or TLS server sending a byte at a time
-(each wait well inside the socket's timeout, so only a cut at the budget ends it)."""
+stretch it: a DNS server that never answers, or answers each of many lookups slowly; a web or
+TLS server sending a byte at a time (each wait well inside the socket's timeout, so only a cut
+at the budget ends it)."""
 
 import socket
 import threading
@@ -8,6 +9,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
+import dns.message
+import dns.rcode
 import pytest
 
 from tessera.domains.acme import http01, validation
@@ -79,6 +82,20 @@ def silent_dns(sock: socket.socket, stop: threading.Event) -> None:
             sock.recvfrom(4096)
 
 
+def slow_nxdomain(sock: socket.socket, stop: threading.Event) -> None:
+    """Answers every query "no such name", each after 0.3 s (inside the client's timeout)."""
+    sock.settimeout(0.2)
+    while not stop.is_set():
+        try:
+            query, client = sock.recvfrom(4096)
+        except TimeoutError:
+            continue
+        answer = dns.message.make_response(dns.message.from_wire(query))
+        answer.set_rcode(dns.rcode.NXDOMAIN)
+        time.sleep(0.3)
+        sock.sendto(answer.to_wire(), client)
+
+
 def test_a_server_sending_a_byte_at_a_time_is_cut_at_the_budget(short_budget: float) -> None:
     slow = dripping(b"HTTP/1.1 200 OK\r\nX-Slow: ", b"\r\nContent-Length: 5\r\n\r\nwrong")
     with listening(slow, socket.SOCK_STREAM) as port:
@@ -107,3 +124,14 @@ def test_a_tls_server_sending_a_byte_at_a_time_is_cut_at_the_budget(short_budget
             validation.validate("tls-alpn-01", "ip", "127.0.0.1", "token.thumbprint", config)
     assert raised.value.kind == "connection"
     assert f"past {short_budget:g} s" in raised.value.message
+
+
+def test_the_caa_walk_ends_with_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(validation, "CAA_BUDGET", 1.0)
+    deep = ".".join(f"l{i}" for i in range(20)) + ".example"
+    with listening(slow_nxdomain, socket.SOCK_DGRAM) as port:
+        config = ValidationConfig((("127.0.0.1", port),), 80, 443, timeout=2.0)
+        with pytest.raises(AcmeProblem) as raised:
+            validation.check_caa(deep, False, ["tessera"], config)
+    assert raised.value.kind == "dns"
+    assert "past 1 s" in raised.value.message
