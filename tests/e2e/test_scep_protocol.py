@@ -345,43 +345,6 @@ def single_des_envelope(payload: bytes, recipient: x509.Certificate) -> bytes:
     return info.dump(force=True)
 
 
-def test_a_password_based_envelope_is_an_unsupported_algorithm(
-    scep: Scep, api: httpx.Client
-) -> None:
-    """RFC 8894 3.1: a requester whose key cannot encrypt may protect its request with the
-    challenge password (PasswordRecipientInfo). Not supported here: FAILURE badAlg, which
-    says so, rather than badMessageCheck ("not for this server"); nothing issued."""
-    client = new_client()
-    info = asn1_cms.ContentInfo.load(
-        cms.encrypt_enveloped(csr_der(client, "pwri", scep.challenge), scep.ra, "aes128_cbc")
-    )
-    kek = algos.EncryptionAlgorithm(
-        {"algorithm": "aes128_cbc", "parameters": core.OctetString(os.urandom(16))}
-    )
-    password_based = asn1_cms.PasswordRecipientInfo(
-        {
-            "version": "v0",
-            "key_derivation_algorithm": {
-                "algorithm": "pbkdf2",
-                "parameters": {
-                    "salt": algos.Pbkdf2Salt(name="specified", value=os.urandom(8)),
-                    "iteration_count": 2048,
-                },
-            },
-            "key_encryption_algorithm": {
-                "algorithm": "1.2.840.113549.1.9.16.3.9",  # id-alg-PWRI-KEK (RFC 3211)
-                "parameters": kek,
-            },
-            "encrypted_key": os.urandom(32),
-        }
-    )
-    info["content"]["recipient_infos"] = [asn1_cms.RecipientInfo(name="pwri", value=password_based)]
-    sent = pki_message(client, scep.ra, b"", envelope=info.dump(force=True))
-    reply = read_reply(scep.post(sent), client, scep.ra)
-    assert (reply.status, reply.fail_info) == (FAILURE, BAD_ALG)
-    assert issued_named(api, "pwri") == []
-
-
 def test_single_des_is_refused_by_default(scep: Scep, api: httpx.Client) -> None:
     """RFC 8894 2.9: no single DES (an on-path attacker can strip AES from the unsigned
     GetCACaps and read the challenge password). TESSERA_SCEP_ALLOW_DES lets old clients in

@@ -104,11 +104,18 @@ def ec_client(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
 
 
 def ec_signed(
-    key: ec.EllipticCurvePrivateKey, cert: x509.Certificate, ra: x509.Certificate, payload: bytes
+    key: ec.EllipticCurvePrivateKey,
+    cert: x509.Certificate,
+    ra: x509.Certificate,
+    payload: bytes,
+    envelope: bytes | None = None,
+    kind: str = "19",
+    transaction_id: str | None = None,
 ) -> Sent:
-    """A PKCSReq signed with ECDSA (the server's own `cms.sign` signs with RSA only)."""
-    transaction, nonce = uuid.uuid4().hex, os.urandom(16)
-    enveloped = cms.encrypt_enveloped(payload, ra, "aes128_cbc")
+    """A request (PKCSReq unless `kind` says) signed with ECDSA (the server's own `cms.sign`
+    signs with RSA only), its payload encrypted to the RA unless `envelope` is given."""
+    transaction, nonce = transaction_id or uuid.uuid4().hex, os.urandom(16)
+    enveloped = envelope or cms.encrypt_enveloped(payload, ra, "aes128_cbc")
     digest = hashes.Hash(hashes.SHA256())
     digest.update(enveloped)
     cert_der = cert.public_bytes(serialization.Encoding.DER)
@@ -124,7 +131,7 @@ def ec_signed(
             "signed_attrs": [
                 attribute("content_type", asn1_cms.ContentType("data")),
                 attribute("message_digest", core.OctetString(digest.finalize())),
-                attribute(messages.OID_MESSAGE_TYPE, core.PrintableString("19")),
+                attribute(messages.OID_MESSAGE_TYPE, core.PrintableString(kind)),
                 attribute(messages.OID_TRANSACTION_ID, core.PrintableString(transaction)),
                 attribute(messages.OID_SENDER_NONCE, core.OctetString(nonce)),
             ],
@@ -252,23 +259,24 @@ def test_a_renewal_by_an_api_certificate_of_the_same_ca(scep: Scep, api: httpx.C
 
 
 def test_a_signer_without_an_rsa_key_is_refused_first(scep: Scep, api: httpx.Client) -> None:
-    """The CertRep is encrypted to the signer's certificate with RSA key transport: an EC
-    signer gets FAILURE badAlg with no certificate issued, no request queued and its dynamic
-    challenge still usable."""
+    """The CertRep is encrypted to the signer's RSA key, or for a key that cannot encrypt
+    (EC) with the profile's static challenge (RFC 8894 3.1, tests/e2e/test_scep_pwri.py).
+    A dynamic profile has no password to encrypt with (its one-time passwords are kept as
+    digests): an EC signer gets FAILURE badAlg with no certificate issued, no request
+    queued and its dynamic challenge still usable."""
     ca_id = rsa_ca(api, unique("SCEP EC Signer Root"))
     dynamic = profile(api, scep, ca_id=ca_id, challenge_type="dynamic", auto_approve=True)
     _, dynamic_ra = split(ca_certificates(scep.http, dynamic))
     challenge = data(api.get(f"{API}/scep/challenge/{ca_id}"))["challenge"]
-    queued = profile(api, scep, auto_approve=False)
-    _, queued_ra = split(ca_certificates(scep.http, queued))
-    open_queue = profile(api, scep, auto_approve=False, queue_without_challenge=True)
+    settings = {"auto_approve": False, "queue_without_challenge": True}
+    open_queue = profile(api, scep, ca_id=ca_id, challenge_type="dynamic", **settings)
     _, open_ra = split(ca_certificates(scep.http, open_queue))
     before = scep_requests(api)
     cn = unique("ec-signer")
     key, cert = ec_client(cn)
     for path, ra, password in [
         (dynamic, dynamic_ra, challenge),
-        (queued, queued_ra, scep.challenge),
+        (open_queue, open_ra, challenge),
         (open_queue, open_ra, None),
     ]:
         sent = ec_signed(key, cert, ra, named_csr(key, cn, challenge=password))

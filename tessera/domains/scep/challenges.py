@@ -77,6 +77,15 @@ class ChallengeService:
         self._repos.scep.drop_static_challenges(ca_id)
         return self._new_static(ca_id, "scep.challenge.regenerate")
 
+    def static_password(self, ca_id: int) -> str | None:
+        """The CA's static password if it has one (never made here): the shared secret of a
+        requester whose key cannot encrypt (RFC 8894 section 3.1). Dynamic passwords are
+        kept as digests only, so they cannot serve as one."""
+        row = self._repos.scep.static_challenge(ca_id)
+        if row is None or row.encrypted_value is None:
+            return None
+        return _open(self._keys, row.encrypted_value)
+
     def check(self, ca_id: int, challenge_type: str, given: str | None) -> str:
         """VALID, MISSING or INVALID, without spending anything (see `spend`)."""
         if not given:

@@ -35,7 +35,7 @@ from tessera.domains.scep.types import BAD_CERT_ID, BAD_REQUEST, ProfileSettings
 from tessera.storage import models
 from tessera.storage.models_scep import ScepRequest
 from tessera.storage.repositories.crl import CRLRepository
-from tessera.storage.repositories.scep import ISSUED, PENDING, REJECTED
+from tessera.storage.repositories.scep import DYNAMIC, ISSUED, PENDING, REJECTED
 
 STATUSES = (PENDING, ISSUED, REJECTED)
 # UCM names a request whose certificate was issued "approved"; its clients filter and count
@@ -309,6 +309,13 @@ class EnrollmentService:
         if cert is None:
             return Reply.failure(BAD_CERT_ID, "no such certificate")
         return Reply.success([load_certificate(cert.certificate_pem.encode())])
+
+    def shared_password(self, profile: ProfileSettings) -> str | None:
+        """The password that opens password-based envelopes and encrypts answers to keys
+        that cannot encrypt: the profile's static challenge. None for a dynamic profile."""
+        if profile.challenge_type == DYNAMIC:
+            return None
+        return self._challenges().static_password(_ca_id(profile))
 
     def ca_for(
         self, profile: ProfileSettings, issuer_der: bytes

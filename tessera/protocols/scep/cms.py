@@ -1,6 +1,7 @@
 """The CMS (PKCS#7) that SCEP needs, parsed and built with asn1crypto, with the cryptography
 done by `cryptography`: SignedData (verify, sign), EnvelopedData with RSA key transport
-(decrypt, encrypt) and degenerate certificates-only SignedData.
+(decrypt, encrypt) and degenerate certificates-only SignedData. Password-based envelopes
+(PasswordRecipientInfo) are in `pwri.py`.
 
 Errors carry the SCEP failInfo they deserve, so the protocol layer can answer a CertRep.
 """
@@ -194,18 +195,48 @@ class Decrypted:
     cipher: str  # the content-encryption algorithm, reused for the answer
 
 
-def decrypt_enveloped(
-    der: bytes, recipient: x509.Certificate, key: rsa.RSAPrivateKey, allow_des: bool = False
-) -> Decrypted:
-    """Open an EnvelopedData addressed to `recipient` with RSA key transport."""
+@dataclass(frozen=True)
+class SealedContent:
+    """An EnvelopedData's encrypted content, read before its content key is recovered: the
+    cipher is checked first, so an unsupported one is badAlg whatever the recipient."""
+
+    cipher: str
+    key_size: int
+    algorithm: algos.EncryptionAlgorithm
+    ciphertext: bytes
+
+    def open(self, content_key: bytes) -> Decrypted:
+        if len(content_key) != self.key_size:
+            raise CmsError(BAD_MESSAGE_CHECK, "the envelope cannot be opened with our key")
+        try:
+            iv = self.algorithm.encryption_iv
+        except ASN1_ERRORS as exc:
+            raise CmsError(BAD_ALG, "the content-encryption algorithm has no usable IV") from exc
+        plain = _decrypt(self.cipher, content_key, iv, self.ciphertext)
+        return Decrypted(plain, self.cipher)
+
+
+def cipher_key_size(name: str, allow_des: bool) -> int | None:
+    """The key size of a CBC cipher we accept, None for one we refuse."""
+    return DES_KEY if name == LEGACY_DES and allow_des else CIPHERS.get(name)
+
+
+def load_enveloped(der: bytes) -> cms.EnvelopedData:
+    """The EnvelopedData a pkcsPKIEnvelope carries."""
     try:
         info = cms.ContentInfo.load(der, strict=True)
         if info["content_type"].native != "enveloped_data":
             raise CmsError(BAD_MESSAGE_CHECK, "the signed content is not an EnvelopedData")
-        enveloped = info["content"]
-        recipient_info = _our_recipient(enveloped["recipient_infos"], recipient)
-        encrypted_key = recipient_info["encrypted_key"].native
-        key_algo = recipient_info["key_encryption_algorithm"]
+        enveloped: cms.EnvelopedData = info["content"]
+    except CmsError:
+        raise
+    except ASN1_ERRORS as exc:
+        raise CmsError(BAD_MESSAGE_CHECK, f"unreadable EnvelopedData: {exc}") from exc
+    return enveloped
+
+
+def sealed_content(enveloped: cms.EnvelopedData, allow_des: bool) -> SealedContent:
+    try:
         content_info = enveloped["encrypted_content_info"]
         algorithm = content_info["content_encryption_algorithm"]
         cipher_name = algorithm["algorithm"].native
@@ -214,17 +245,29 @@ def decrypt_enveloped(
         raise
     except ASN1_ERRORS as exc:
         raise CmsError(BAD_MESSAGE_CHECK, f"unreadable EnvelopedData: {exc}") from exc
-    key_size = DES_KEY if cipher_name == LEGACY_DES and allow_des else CIPHERS.get(cipher_name)
+    key_size = cipher_key_size(cipher_name, allow_des)
     if key_size is None:
         raise CmsError(BAD_ALG, f"unsupported content-encryption algorithm {cipher_name}")
-    content_key = _unwrap_key(key_algo, encrypted_key, key)
-    if len(content_key) != key_size or not isinstance(ciphertext, bytes):
+    if not isinstance(ciphertext, bytes):
         raise CmsError(BAD_MESSAGE_CHECK, "the envelope cannot be opened with our key")
+    return SealedContent(cipher_name, key_size, algorithm, ciphertext)
+
+
+def decrypt_enveloped(
+    der: bytes, recipient: x509.Certificate, key: rsa.RSAPrivateKey, allow_des: bool = False
+) -> Decrypted:
+    """Open an EnvelopedData addressed to `recipient` with RSA key transport."""
+    enveloped = load_enveloped(der)
     try:
-        iv = algorithm.encryption_iv
+        recipient_info = _our_recipient(enveloped["recipient_infos"], recipient)
+        encrypted_key = recipient_info["encrypted_key"].native
+        key_algo = recipient_info["key_encryption_algorithm"]
+    except CmsError:
+        raise
     except ASN1_ERRORS as exc:
-        raise CmsError(BAD_ALG, "the content-encryption algorithm has no usable IV") from exc
-    return Decrypted(_decrypt(cipher_name, content_key, iv, ciphertext), cipher_name)
+        raise CmsError(BAD_MESSAGE_CHECK, f"unreadable EnvelopedData: {exc}") from exc
+    sealed = sealed_content(enveloped, allow_des)
+    return sealed.open(_unwrap_key(key_algo, encrypted_key, key))
 
 
 def _encrypted_content(content_info: cms.EncryptedContentInfo) -> bytes:
@@ -288,12 +331,6 @@ def _our_recipient(
             match = rid.chosen.native == ski
         if match:
             return choice.chosen
-    if any(choice.name == "pwri" for choice in recipient_infos):
-        # RFC 8894 3.1: how a requester whose key cannot encrypt (EC) protects its request.
-        # Not supported: an algorithm answer (badAlg), not "not addressed to us".
-        raise CmsError(
-            BAD_ALG, "password-based envelopes (PasswordRecipientInfo) are not supported"
-        )
     raise CmsError(BAD_MESSAGE_CHECK, "the envelope is not addressed to this server")
 
 
@@ -318,14 +355,14 @@ def _unwrap_key(
     raise CmsError(BAD_ALG, f"unsupported key-transport algorithm {name}")
 
 
-def _block_cipher(name: str, key: bytes) -> algorithms.AES | TripleDES:
+def block_cipher(name: str, key: bytes) -> algorithms.AES | TripleDES:
     if name == LEGACY_DES:
         return TripleDES(key * 3)  # EDE with one key three times is single DES
     return TripleDES(key) if name == "tripledes_3key" else algorithms.AES(key)
 
 
 def _decrypt(name: str, key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
-    block = _block_cipher(name, key)
+    block = block_cipher(name, key)
     if len(iv) * 8 != block.block_size or len(ciphertext) % len(iv):
         raise CmsError(BAD_MESSAGE_CHECK, "the encrypted content is truncated")
     decryptor = Cipher(block, modes.CBC(iv)).decryptor()
@@ -400,6 +437,13 @@ def recipient_key(recipient: x509.Certificate) -> rsa.RSAPublicKey:
     return key
 
 
+def answer_cipher(request_cipher: str) -> str:
+    """The cipher an answer is encrypted with: the request's, but never single DES."""
+    if request_cipher == LEGACY_DES:
+        return "tripledes_3key"  # what a client limited to DES also reads (RFC 8894)
+    return request_cipher if request_cipher in CIPHERS else "aes256_cbc"
+
+
 def encrypt_enveloped(content: bytes, recipient: x509.Certificate, cipher_name: str) -> bytes:
     """An EnvelopedData of `content` for `recipient` (RSA key transport, PKCS#1 v1.5)."""
     public_key = recipient_key(recipient)
@@ -407,10 +451,7 @@ def encrypt_enveloped(content: bytes, recipient: x509.Certificate, cipher_name: 
         recipient_id = _issuer_and_serial(recipient)
     except ASN1_ERRORS as exc:
         raise CmsError(BAD_ALG, "the requester's certificate cannot be encrypted to") from exc
-    if cipher_name == LEGACY_DES:
-        cipher_name = "tripledes_3key"  # what a client limited to DES also reads (RFC 8894)
-    elif cipher_name not in CIPHERS:
-        cipher_name = "aes256_cbc"
+    cipher_name = answer_cipher(cipher_name)
     key = os.urandom(CIPHERS[cipher_name])
     encrypted_key = public_key.encrypt(key, asym_padding.PKCS1v15())
     recipient_info = _der(
@@ -424,14 +465,14 @@ def encrypt_enveloped(content: bytes, recipient: x509.Certificate, cipher_name: 
         cms.EnvelopedData,
         _V0,
         _der_set(cms.RecipientInfos, [recipient_info]),  # the ktri choice is untagged
-        _encrypted_content_info(content, cipher_name, key),
+        encrypted_content_info(content, cipher_name, key),
         explicit=0,
     )
     return _der(cms.ContentInfo, _ENVELOPED_DATA, enveloped)
 
 
-def _encrypted_content_info(content: bytes, cipher_name: str, key: bytes) -> bytes:
-    block = _block_cipher(cipher_name, key)
+def encrypted_content_info(content: bytes, cipher_name: str, key: bytes) -> bytes:
+    block = block_cipher(cipher_name, key)
     iv = os.urandom(block.block_size // 8)
     padder = padding.PKCS7(block.block_size).padder()
     encryptor = Cipher(block, modes.CBC(iv)).encryptor()

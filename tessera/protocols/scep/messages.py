@@ -12,6 +12,7 @@ from cryptography import x509
 
 from tessera.domains.scep.types import BAD_REQUEST, PkiStatus, Reply, Responder
 from tessera.protocols.scep import cms as scep_cms
+from tessera.protocols.scep import pwri
 from tessera.protocols.scep.cms import ASN1_ERRORS, CmsError, NotCms, SignedMessage, parsed_value
 
 # Signed attributes (RFC 8894 section 3.2.1).
@@ -101,12 +102,14 @@ def cert_rep(
     responder: Responder,
     requester: x509.Certificate | None,
     cipher: str,
+    password: str | None = None,
 ) -> bytes:
     """The CertRep: transactionID echoed, recipientNonce = the client's senderNonce, a fresh
     senderNonce; on SUCCESS the certificates (or CRL) in a degenerate SignedData encrypted
-    to the requester's certificate. PENDING and FAILURE carry an empty eContent rather
-    than none: OpenSSL's PKCS7_verify (certmonger's scep-submit) refuses a SignedData
-    without content ("no content"), so the client never learns the status."""
+    to the requester's certificate, or with `password` when its key cannot encrypt.
+    PENDING and FAILURE carry an empty eContent rather than none: OpenSSL's PKCS7_verify
+    (certmonger's scep-submit) refuses a SignedData without content ("no content"), so the
+    client never learns the status."""
     content = b""
     if reply.status is PkiStatus.SUCCESS:
         if requester is None:
@@ -114,7 +117,10 @@ def cert_rep(
         else:
             try:
                 inner = scep_cms.degenerate(reply.certificates, [reply.crl] if reply.crl else [])
-                content = scep_cms.encrypt_enveloped(inner, requester, cipher)
+                if password is not None:
+                    content = pwri.encrypt(inner, password, cipher)
+                else:
+                    content = scep_cms.encrypt_enveloped(inner, requester, cipher)
             except CmsError as exc:
                 reply, content = Reply.failure(exc.fail_info, exc.message), b""
     attributes = [

@@ -32,8 +32,8 @@ from tessera.domains.scep.enrollment import (
     Envelope,
 )
 from tessera.domains.scep.profiles import ProfileService
-from tessera.domains.scep.types import BAD_CERT_ID, BAD_MESSAGE_CHECK, Reply, Responder
-from tessera.protocols.scep import cms
+from tessera.domains.scep.types import BAD_ALG, BAD_CERT_ID, BAD_MESSAGE_CHECK, Reply, Responder
+from tessera.protocols.scep import cms, pwri
 from tessera.protocols.scep.messages import (
     MessageType,
     PkiMessage,
@@ -183,6 +183,10 @@ class _Context:
     def enrollment(self) -> EnrollmentService:
         return EnrollmentService(self.issuance, self.now)
 
+    @cached_property
+    def shared_password(self) -> str | None:
+        return self.enrollment.shared_password(self.profile)
+
     def current(self) -> Built:
         """The current responder, from the cache when the CA may sign."""
         identity = self.profile.responder_identity
@@ -230,15 +234,25 @@ def _pki_operation(context: _Context, der: bytes) -> Response:
     except cms.NotCms as exc:
         return plain_error(400, str(exc))
     responder = context.current().responder
-    reply, requester, cipher, signer = _process(context, message, responder)
+    done = _process(context, message, responder)
     commit_before_answering(context.repos.session)  # before the signed, encrypted CertRep
-    body = cert_rep(message, reply, signer, requester, cipher)
+    body = cert_rep(message, done.reply, done.signer, done.requester, done.cipher, done.password)
     return Response(body, media_type=PKI_MESSAGE)
 
 
-def _process(
-    context: _Context, message: PkiMessage, responder: Responder
-) -> tuple[Reply, x509.Certificate | None, str, Responder]:
+@dataclass(frozen=True)
+class _Processed:
+    """A request's outcome and how its CertRep is made: signed by `signer`, a SUCCESS
+    encrypted to `requester`'s key, or with `password` when that key cannot encrypt."""
+
+    reply: Reply
+    requester: x509.Certificate | None
+    cipher: str
+    signer: Responder
+    password: str | None = None
+
+
+def _process(context: _Context, message: PkiMessage, responder: Responder) -> _Processed:
     """Verify, decrypt, then hand the request to the service; refusals become FAILURE. Also
     returns who signs the answer (see `_open`)."""
     try:
@@ -246,14 +260,14 @@ def _process(
         cms.verify(message.signed, signer)
         # A SUCCESS is encrypted to the signer: refuse what we could not answer now, before
         # a certificate is issued, a challenge spent or a request queued.
-        cms.recipient_key(signer)
+        password = _answer_password(context, signer)
         if not message.signed.content:
             raise cms.CmsError(BAD_MESSAGE_CHECK, "the pkiMessage carries no envelope")
         opened, responder = _open(context, message.signed.content, responder)
     except cms.CmsError as exc:
         log.info("SCEP %s refused: %s", message.message_type.name, exc.message)
         failure = Reply.failure(exc.fail_info, exc.message)
-        return failure, None, DEFAULT_CIPHER, responder
+        return _Processed(failure, None, DEFAULT_CIPHER, responder)
     envelope = Envelope(
         MESSAGE_NAMES.get(message.message_type, message.message_type.name),
         message.transaction_text,
@@ -265,7 +279,22 @@ def _process(
         reply = _dispatch(context, message.message_type, envelope)
     except cms.CmsError as exc:
         reply = Reply.failure(exc.fail_info, exc.message)
-    return reply, signer, opened.cipher, responder
+    return _Processed(reply, signer, opened.cipher, responder, password)
+
+
+def _answer_password(context: _Context, signer: x509.Certificate) -> str | None:
+    """None when the answer is encrypted to the signer's RSA key. A key that can only sign
+    (EC) gets it encrypted with the challenge password instead (RFC 8894 section 3.1): the
+    profile's static one, which the server holds. A dynamic one is kept as a digest only,
+    and is spent by the time a poll comes: such a signer is refused (badAlg), as before."""
+    if not pwri.signing_only(signer):
+        cms.recipient_key(signer)  # RSA, and large enough for key transport
+        return None
+    if context.shared_password is None:
+        raise cms.CmsError(
+            BAD_ALG, "an answer to a signing-only key needs the profile's static challenge"
+        )
+    return context.shared_password
 
 
 def _open(
@@ -276,6 +305,13 @@ def _open(
     the current one answers). After an RA renewal a client may still encrypt to the earlier
     RA, the only one it knows: that RA opens the request and signs the answer."""
     allow = context.allow_des
+    if pwri.password_only(content):
+        # RFC 8894 section 3.1: protected with the challenge password, not the RA's key.
+        if context.shared_password is None:
+            raise cms.CmsError(
+                BAD_ALG, "password-based envelopes need the profile's static challenge"
+            )
+        return pwri.decrypt(content, context.shared_password, allow), responder
     try:
         return _decrypt(content, responder, allow), responder
     except cms.CmsError as exc:
