@@ -220,6 +220,8 @@ class CAService:
         """A CA certificate made elsewhere. Refused (409) when the very same certificate is
         here already; another certificate of the same key (a re-issued root) is a new CA."""
         check_key_matches(cert, key)
+        # As for certificates: two imports at once would both find none and both store it.
+        self._repos.organizations.hold(self._repos.org_id)
         existing = self.same_certificate(cert)
         if existing is not None:
             raise Conflict(f"this CA is already present (CA {existing.id})")

@@ -444,6 +444,9 @@ class CertificateService:
         key does not match (422) or the same certificate is already here (409)."""
         check_key_matches(cert, key)
         _check_storable(cert)
+        # Two imports of one certificate at once would both find none and both store it:
+        # the check runs under the organization's row lock (no unique index: see the method).
+        self._repos.organizations.hold(self._repos.org_id)
         existing = self.by_fingerprint(cert)
         if existing is not None:
             raise Conflict(f"this certificate is already present (certificate {existing.id})")

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from tessera.core import jsontext, profile
 from tessera.core.errors import Conflict, InvalidInput, NotFound, TesseraError
 from tessera.domains import audit, bulk
@@ -164,12 +166,28 @@ class TemplateService:
         name = read_fields(canonical(entry)).name
         existing = self._repos.templates.by_name(name)
         if existing is None:
-            self.create(entry, source="import")
-            return "imported"
+            existing = self._create_imported(entry, name)
+            if existing is None:
+                return "imported"
         if not update_existing:
             return "skipped"
         self._update(existing, entry, "import")
         return "updated"
+
+    def _create_imported(self, entry: Mapping[str, Any], name: str) -> models.Template | None:
+        """None once created; else the template another request created after our check,
+        which the import then treats as one that was there before. Found by create's own
+        check, or by the unique name when the other insert is not yet committed (PostgreSQL
+        waits for it, then refuses ours): in a savepoint, so the import goes on."""
+        try:
+            with self._repos.session.begin_nested():
+                self.create(entry, source="import")
+            return None
+        except (IntegrityError, Conflict):
+            existing = self._repos.templates.by_name(name)
+            if existing is None:
+                raise
+            return existing
 
 
 def parse_import(content: bytes) -> list[object]:

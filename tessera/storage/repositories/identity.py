@@ -33,6 +33,20 @@ class OrganizationRepository:
         self._session.flush()
         return org
 
+    def hold(self, org_id: int) -> None:
+        """Hold the organization's row until the transaction ends, so that checks which no
+        unique index backs (is this certificate here already?) run one at a time across
+        processes. A no-op UPDATE rather than FOR UPDATE: on SQLite it is the first write, which
+        takes the database's write lock before the check reads; on PostgreSQL it locks the row
+        without changing a key, so inserts that merely reference the organization (their
+        foreign-key check) are not held up."""
+        self._session.execute(
+            update(Organization)
+            .where(Organization.id == org_id)
+            .values(created_at=Organization.created_at)
+            .execution_options(synchronize_session=False)
+        )
+
 
 class UserRepository:
     """Users of one organization; login looks users up across organizations by name."""

@@ -1,0 +1,117 @@
+"""Requests fired at the same moment at a server with two worker processes, on SQLite and
+PostgreSQL: what the API promises for one request at a time (a duplicate is 409, an import
+with update_existing updates) must hold when two of them race past each other's checks."""
+
+import json
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import hashes
+
+from tests.e2e.helpers import (
+    API,
+    cert_of,
+    data,
+    db_rows,
+    error,
+    foreign_root,
+    foreign_signed,
+    unique,
+)
+from tests.support import Server, admin_api_key, database, start_server, stop_server
+
+AT_ONCE = 4
+ROUNDS = 3
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """Two worker processes: the racing requests land in different processes."""
+    with database(request.param) as url:
+        running = start_server(tmp_path_factory.mktemp("races") / "data", url, workers=2)
+        try:
+            running.api_key = admin_api_key(running)
+            yield running
+        finally:
+            stop_server(running)
+
+
+def at_once(server: Server, path: str, **request: Any) -> list[httpx.Response]:
+    """The same POST from AT_ONCE clients (each its own connection), released together."""
+    barrier = threading.Barrier(AT_ONCE)
+    clients = [server.client() for _ in range(AT_ONCE)]
+    for client in clients:  # connected first, so the barrier releases requests, not handshakes
+        client.get(f"{API}/health/ready").raise_for_status()
+
+    def fire(client: httpx.Client) -> httpx.Response:
+        barrier.wait()
+        return client.post(f"{API}{path}", **request)
+
+    try:
+        with ThreadPoolExecutor(AT_ONCE) as pool:
+            return list(pool.map(fire, clients))
+    finally:
+        for client in clients:
+            client.close()
+
+
+def pem_file(pem: str) -> dict[str, tuple[str, bytes, str]]:
+    return {"file": ("upload.pem", pem.encode(), "application/octet-stream")}
+
+
+def statuses(answers: list[httpx.Response]) -> list[int]:
+    return sorted(a.status_code for a in answers)
+
+
+def one_created(answers: list[httpx.Response]) -> None:
+    """One 201; every other answer the duplicate's 409, saying what it is."""
+    assert statuses(answers) == [201] + [409] * (AT_ONCE - 1), [a.text for a in answers]
+    for answer in answers:
+        if answer.status_code == 409:
+            assert "already present" in error(answer, 409)
+
+
+def test_same_certificate_imported_at_once_is_stored_once(server: Server, workdir: Path) -> None:
+    root = foreign_root(workdir, f"/CN={unique('Race Root')}")
+    for _ in range(ROUNDS):
+        leaf = foreign_signed(workdir, root, f"/CN={unique('race')}.example", "v3_leaf")
+        answers = at_once(server, "/certificates/import", files=pem_file(leaf.pem))
+        fingerprint = cert_of(leaf.pem).fingerprint(hashes.SHA256()).hex()
+        rows = db_rows(
+            server, "SELECT id FROM certificates WHERE fingerprint_sha256 = ?", fingerprint
+        )
+        assert len(rows) == 1, rows
+        one_created(answers)
+
+
+def test_same_ca_imported_at_once_is_stored_once(server: Server, workdir: Path) -> None:
+    for _ in range(ROUNDS):
+        name = unique("Race CA")
+        root = foreign_root(workdir, f"/CN={name}")
+        answers = at_once(server, "/cas/import", files=pem_file(root.pem))
+        rows = db_rows(
+            server, "SELECT id FROM certificate_authorities WHERE subject = ?", f"CN={name}"
+        )
+        assert len(rows) == 1, rows
+        one_created(answers)
+
+
+def test_template_imports_with_update_existing_at_once_all_succeed(server: Server) -> None:
+    """The same new template imported by several requests with update_existing: one creates
+    it, the others update it; none fails because another created it first."""
+    for _ in range(ROUNDS):
+        name = unique("Race Template")
+        entry = {"name": name, "template_type": "server", "validity_days": 90}
+        body = {"json_content": json.dumps([entry]), "update_existing": True}
+        answers = at_once(server, "/templates/import", json=body)
+        assert statuses(answers) == [200] * AT_ONCE, [a.text for a in answers]
+        reports = [data(a) for a in answers]
+        assert sorted(r["imported"] for r in reports) == [0] * (AT_ONCE - 1) + [1], reports
+        assert all(r["skipped"] == 0 for r in reports), reports
