@@ -115,3 +115,19 @@ def test_template_imports_with_update_existing_at_once_all_succeed(server: Serve
         reports = [data(a) for a in answers]
         assert sorted(r["imported"] for r in reports) == [0] * (AT_ONCE - 1) + [1], reports
         assert all(r["skipped"] == 0 for r in reports), reports
+
+
+def test_user_imports_at_once_report_the_taken_name_per_row(server: Server) -> None:
+    """The same new users imported by several requests at once: each name is created by
+    one of them and reported as taken ("already exists", in `errors`) by the others, as it
+    is one import after another; no import fails as a whole."""
+    for _ in range(ROUNDS):
+        names = [unique("race-user") for _ in range(3)]
+        body = {"users": [{"username": n, "password": "race-password-1"} for n in names]}
+        answers = at_once(server, "/users/import", json=body)
+        assert statuses(answers) == [200] * AT_ONCE, [a.text for a in answers]
+        reports = [data(a) for a in answers]
+        assert sum(r["imported"] for r in reports) == len(names), reports
+        errors = [e["error"] for r in reports for e in r["errors"]]
+        assert len(errors) == len(names) * (AT_ONCE - 1), reports
+        assert all("already exists" in e for e in errors), errors

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.exc import IntegrityError
+
 from tessera.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from tessera.domains import audit
 from tessera.domains.actor import Actor
@@ -177,7 +179,7 @@ class UserService:
             try:
                 if send_invites and not row.email:
                     raise InvalidInput("an invitation needs an email address")
-                user = self.create(row, invited=row.password is None)
+                user = self._import_row(row)
             except (InvalidInput, Conflict, PermissionDenied) as exc:
                 result.errors.append({"index": index, "username": row.username, "error": str(exc)})
                 continue
@@ -193,6 +195,18 @@ class UserService:
             {"created": len(result.created), "failed": len(result.errors)},
         )
         return result
+
+    def _import_row(self, row: UserFields) -> models.User:
+        """Created in a savepoint: a name another request took after create's check (its
+        insert refused by the unique username) is reported like one taken before, and the
+        import goes on."""
+        try:
+            with self._repos.session.begin_nested():
+                return self.create(row, invited=row.password is None)
+        except IntegrityError as exc:
+            if find_login_user(self._repos.session, (row.username or "").strip()) is None:
+                raise
+            raise Conflict(f"user {row.username!r} already exists") from exc
 
     def effective(self, user: models.User) -> frozenset[str]:
         return user_permissions(self._repos.session, user)
