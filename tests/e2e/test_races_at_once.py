@@ -24,6 +24,7 @@ from tests.e2e.helpers import (
     unique,
 )
 from tests.support import Server, admin_api_key, database, start_server, stop_server
+from tests.tools import openssl_csr
 
 AT_ONCE = 4
 ROUNDS = 3
@@ -131,3 +132,12 @@ def test_user_imports_at_once_report_the_taken_name_per_row(server: Server) -> N
         errors = [e["error"] for r in reports for e in r["errors"]]
         assert len(errors) == len(names) * (AT_ONCE - 1), reports
         assert all("already exists" in e for e in errors), errors
+
+
+def test_same_csr_smart_imported_at_once_is_stored_once(server: Server, workdir: Path) -> None:
+    for _ in range(ROUNDS):
+        name = unique("race-csr")
+        _, csr = openssl_csr(workdir, f"/CN={name}")
+        at_once(server, "/import/execute", json={"content": csr.read_text()})
+        rows = db_rows(server, "SELECT id FROM csrs WHERE common_name = ?", name)
+        assert len(rows) == 1, rows

@@ -250,6 +250,9 @@ class ImportService:
         assert item.found.csr is not None
         service = CSRService(self._issuance, self._now)
         key = self._take_key(item, plan, options)
+        # Two imports of one CSR at once would both find none and both store it (as for
+        # certificates, CertificateService.store_imported).
+        self._repos.organizations.hold(self._repos.org_id)
         existing = service.same_request(item.found.csr)
         if existing is not None:  # a duplicate, as for certificates: at most its key is new
             if key is None or existing.encrypted_private_key is not None:
