@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from cryptography import x509
-from cryptography.x509.oid import AuthorityInformationAccessOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from tessera.core import lint, name_constraints
 from tessera.core.clock import Clock, utc_now
@@ -21,7 +21,13 @@ from tessera.core.errors import PolicyViolation
 from tessera.core.issuer_chain import IssuerChain
 from tessera.core.keys import PrivateKey, enforce_key_floor, signature_hash
 from tessera.core.names import extended_key_usage, key_usage
-from tessera.core.profile import MAX_VALIDITY_DAYS, CertificateRequest, Template, apply_template
+from tessera.core.profile import (
+    MAX_VALIDITY_DAYS,
+    CertificateRequest,
+    Template,
+    apply_template,
+    with_subject_emails,
+)
 
 SERIAL_BITS = 159  # 20 octets, positive: RFC 5280 section 4.1.2.2
 
@@ -89,6 +95,7 @@ class Authority:
         template: Template | None = None,
     ) -> x509.Certificate:
         request = issuer.chain.with_default_path_length(apply_template(request, template))
+        request = with_subject_emails(request)
         enforce_key_floor(request.public_key)
         _enforce_issuer_key_floor(issuer)
         not_before, not_after = self._validity(request, issuer)
@@ -163,8 +170,9 @@ def _extensions(
         (aki, False),
     ]
     if not request.is_ca:
-        ekus = list(request.extended_key_usage or ("serverAuth", "clientAuth"))
-        extensions.append((extended_key_usage(ekus), False))
+        ekus = extended_key_usage(list(request.extended_key_usage or ("serverAuth", "clientAuth")))
+        # RFC 3161 2.3: a time-stamping certificate's EKU "MUST be critical".
+        extensions.append((ekus, ExtendedKeyUsageOID.TIME_STAMPING in ekus))
     if request.ocsp_nocheck:
         extensions.append((x509.OCSPNoCheck(), False))
     if request.sans:

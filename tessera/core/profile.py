@@ -15,6 +15,7 @@ from tessera.core.names import (
     cn_as_san,
     extended_key_usage,
     key_usage,
+    parse_san,
 )
 
 MAX_VALIDITY_DAYS = 36500
@@ -80,6 +81,25 @@ def with_default_sans(request: CertificateRequest) -> CertificateRequest:
     if request.is_ca or request.sans or request.names_as_given:
         return request
     return replace(request, sans=tuple(cn_as_san(request.subject)))
+
+
+def with_subject_emails(request: CertificateRequest) -> CertificateRequest:
+    """Every emailAddress of the subject (the API's `email`, a CSR's) also as an rfc822Name
+    SAN: RFC 5280 4.1.2.6 has new certificates state an email address there, the subject
+    attribute being a deprecated copy for legacy software. For CAs and renewals too: the
+    subject already names the address, so the SAN certifies nothing new."""
+    present = {name.value for name in request.sans if isinstance(name, x509.RFC822Name)}
+    missing: list[x509.GeneralName] = []
+    for attribute in request.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS):
+        value = attribute.value if isinstance(attribute.value, str) else ""
+        if value in present:
+            continue
+        try:
+            missing.append(parse_san(f"email:{value}"))
+        except InvalidInput as exc:
+            raise PolicyViolation(f"the subject's emailAddress is no mailbox: {exc}") from exc
+        present.add(value)
+    return replace(request, sans=(*request.sans, *missing)) if missing else request
 
 
 def apply_template(request: CertificateRequest, template: Template | None) -> CertificateRequest:

@@ -375,3 +375,42 @@ def test_pkcs12_refuses_a_key_of_another_certificate() -> None:
     with pytest.raises(InvalidInput, match="does not belong"):
         pkcs12_bundle("root", root.certificate, stranger, [], "pw")
     assert pkcs12_bundle("root", root.certificate, root.key, [], "pw")
+
+
+def test_a_time_stamping_eku_is_critical() -> None:
+    """RFC 3161 2.3: the EKU of a time-stamping certificate MUST be critical; others are not."""
+    root = make_root(Authority(clock=lambda: NOW))
+
+    def eku(*names: str) -> x509.Extension[x509.ExtendedKeyUsage]:
+        cert = Authority(clock=lambda: NOW).issue(
+            leaf_request(extended_key_usage=names), root, Ledger()
+        )
+        return cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+
+    assert eku("timeStamping").critical
+    assert not eku("serverAuth", "clientAuth").critical
+
+
+def test_subject_email_addresses_are_stated_as_sans() -> None:
+    """RFC 5280 4.1.2.6: an address in the subject is in the SAN as an rfc822Name too, once,
+    for leaves and CAs; a subject emailAddress that is no mailbox is refused."""
+    authority = Authority(clock=lambda: NOW)
+    root = make_root(authority)
+    subject = SubjectFields("Alice", email="alice@example.com").to_name()
+    leaf = authority.issue(leaf_request(subject=subject), root, Ledger())
+    mailbox = x509.RFC822Name("alice@example.com")
+    assert _sans(leaf) == [x509.DNSName("leaf.example.com"), mailbox]
+    again = authority.issue(leaf_request(subject=subject, sans=(mailbox,)), root, Ledger())
+    assert _sans(again) == [mailbox]
+    ca = authority.issue(
+        leaf_request(subject=subject, sans=(), is_ca=True, extended_key_usage=None), root, Ledger()
+    )
+    assert _sans(ca) == [mailbox]
+    odd = x509.Name(
+        [
+            x509.NameAttribute(x509.NameOID.COMMON_NAME, "Bob"),
+            x509.NameAttribute(x509.NameOID.EMAIL_ADDRESS, "no-mailbox"),
+        ]
+    )
+    with pytest.raises(PolicyViolation, match="emailAddress is no mailbox"):
+        authority.issue(leaf_request(subject=odd), root, Ledger())
