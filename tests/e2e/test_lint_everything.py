@@ -335,13 +335,10 @@ def test_ocsp_signer_and_responses(
     """The delegated responder certificate, and good, revoked, unknown, nonce and error
     responses."""
     issuer = x509.load_pem_x509_certificate(inter["pem"].encode())
-    good, revoked = (
-        x509.load_pem_x509_certificate(cert_pem(api, issue(api, inter["id"], host)["id"]).encode())
-        for host in ("ocsp-good.example.com", "ocsp-revoked.example.com")
-    )
-    revoked_row = data(api.get(f"{API}/certificates", params={"search": "ocsp-revoked"}))[0]
+    rows = [issue(api, inter["id"], f"ocsp-{kind}.example.com") for kind in ("good", "revoked")]
+    good, revoked = (x509.load_pem_x509_certificate(cert_pem(api, r["id"]).encode()) for r in rows)
     revoke_body = {"reason": "keyCompromise", "invalidity_date": "2024-01-02T03:04:05Z"}
-    data(api.post(f"{API}/certificates/{revoked_row['id']}/revoke", json=revoke_body))
+    data(api.post(f"{API}/certificates/{rows[1]['id']}/revoke", json=revoke_body))
 
     def asking(cert: x509.Certificate) -> ocsp.OCSPRequestBuilder:
         return ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1())
