@@ -31,7 +31,7 @@ from tessera.domains.scep import csr as scep_csr
 from tessera.domains.scep.challenges import MISSING, VALID, ChallengeService
 from tessera.domains.scep.challenges import digest as challenge_digest
 from tessera.domains.scep.csr import read_csr
-from tessera.domains.scep.types import BAD_CERT_ID, BAD_REQUEST, ProfileSettings, Reply
+from tessera.domains.scep.types import BAD_ALG, BAD_CERT_ID, BAD_REQUEST, ProfileSettings, Reply
 from tessera.storage import models
 from tessera.storage.models_scep import ScepRequest
 from tessera.storage.repositories.crl import CRLRepository
@@ -55,13 +55,16 @@ class EnrollmentRefused(Exception):
 
 @dataclass(frozen=True)
 class Envelope:
-    """A verified, decrypted request: who signed it and what it carries."""
+    """A verified, decrypted request: who signed it and what it carries. `needs_password`:
+    the signer's key cannot encrypt and the profile holds no static challenge, so a SUCCESS
+    can only be encrypted with a challenge password the request proved (RFC 8894 3.1)."""
 
     message_type: str
     transaction_id: str
     signer: x509.Certificate
     payload: bytes
     client_ip: str | None = None
+    needs_password: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,14 +96,14 @@ class EnrollmentService:
         attempt = self._read(profile, envelope)
         earlier = self._resent(profile, envelope, attempt)
         if earlier is not None and self._answers_again(earlier, attempt):
-            return self._answer(earlier)
+            return self._answer(earlier, envelope)
         stale = earlier if earlier is not None and earlier.status == PENDING else None
         if stale is not None and not self._supersede(stale):
             # Decided meanwhile: by an admin (answered as decided), or superseded by the same
             # request sent again at once, whose newer request answers this one too.
             self._repos.scep.reload_request(stale)
             newer = self._resent(profile, envelope, attempt)
-            return self._answer(newer if newer is not None else stale)
+            return self._answer(newer if newer is not None else stale, envelope)
         try:
             reply, row = self._enroll(profile, envelope, attempt)
         except TesseraError as exc:
@@ -145,6 +148,11 @@ class EnrollmentService:
                 text = "challenge password required" if challenge == MISSING else "wrong challenge"
                 return Reply.failure(BAD_REQUEST, text), None
             approved = challenge == VALID and profile.auto_approve
+        if challenge != VALID and envelope.needs_password:
+            # Queued (or renewed) without a password it proved, its answer could never be
+            # encrypted: refused before anything is written.
+            text = "an answer to a signing-only key needs a valid challenge password"
+            return Reply.failure(BAD_ALG, text), None
         row = ScepRequest(
             profile_id=profile.id,
             transaction_id=envelope.transaction_id,
@@ -181,7 +189,10 @@ class EnrollmentService:
         self._record("scep.request", row, details)
         if issued is None:
             return Reply.pending(), row
-        return Reply.success([load_certificate(issued.certificate_pem.encode())]), row
+        password = attempt.password if envelope.needs_password else None
+        return Reply.success(
+            [load_certificate(issued.certificate_pem.encode())], None, password
+        ), row
 
     def _resent(
         self, profile: ProfileSettings, envelope: Envelope, attempt: _Attempt
@@ -238,7 +249,7 @@ class EnrollmentService:
 
     def _same_password(self, row: ScepRequest, password: str | None) -> bool:
         try:
-            stored = scep_csr.challenge_password(read_csr(self._csr_der(row)))
+            stored = self._stored_password(row)
         except TesseraError:  # stored before its challenge was read by type: not the same
             return False
         if stored is None or password is None:
@@ -286,7 +297,7 @@ class EnrollmentService:
             return Reply.failure(
                 BAD_CERT_ID, "no request of this requester with this transactionID"
             )
-        return self._answer(row)
+        return self._answer(row, envelope)
 
     def _polled(
         self, known: Sequence[ScepRequest], signer_key: str, subject_der: bytes
@@ -312,7 +323,8 @@ class EnrollmentService:
 
     def shared_password(self, profile: ProfileSettings) -> str | None:
         """The password that opens password-based envelopes and encrypts answers to keys
-        that cannot encrypt: the profile's static challenge. None for a dynamic profile."""
+        that cannot encrypt: the profile's static challenge. None for a dynamic profile, where
+        a request proves its own (`_proven_password`)."""
         if profile.challenge_type == DYNAMIC:
             return None
         return self._challenges().static_password(_ca_id(profile))
@@ -502,7 +514,7 @@ class EnrollmentService:
         )
         return self._issuance.issue_certificate(request, ca, template)
 
-    def _answer(self, row: ScepRequest) -> Reply:
+    def _answer(self, row: ScepRequest, envelope: Envelope) -> Reply:
         if row.status == PENDING:
             return Reply.pending()
         if row.status == REJECTED:
@@ -514,7 +526,24 @@ class EnrollmentService:
             return Reply.failure(BAD_CERT_ID, "the issued certificate was deleted")
         if cert.status == "revoked":
             return Reply.failure(BAD_REQUEST, "the certificate issued for this request is revoked")
-        return Reply.success([load_certificate(cert.certificate_pem.encode())])
+        password = self._proven_password(row) if envelope.needs_password else None
+        if envelope.needs_password and password is None:
+            return Reply.failure(BAD_ALG, "this request proved no password to encrypt with")
+        return Reply.success([load_certificate(cert.certificate_pem.encode())], None, password)
+
+    def _proven_password(self, row: ScepRequest) -> str | None:
+        """The challengePassword of the request's stored CSR if it was checked valid (and a
+        dynamic one spent) when the request was made: one its requester proved, never one
+        merely claimed (a request queued without a valid challenge has none)."""
+        if row.challenge != VALID:
+            return None
+        try:
+            return self._stored_password(row)
+        except TesseraError:
+            return None
+
+    def _stored_password(self, row: ScepRequest) -> str | None:
+        return scep_csr.challenge_password(read_csr(self._csr_der(row)))
 
     def refuse(
         self, profile: ProfileSettings, envelope: Envelope, refused: EnrollmentRefused

@@ -29,13 +29,16 @@ class Responder:
 
 @dataclass(frozen=True)
 class Reply:
-    """What the service decided, before it is signed (and encrypted)."""
+    """What the service decided, before it is signed (and encrypted). `password`: for a
+    SUCCESS to a key that cannot encrypt, the challenge password the request proved (a
+    dynamic profile's one-time password, RFC 8894 section 3.1), to encrypt it with."""
 
     status: PkiStatus
     fail_info: str | None = None
     text: str | None = None
     certificates: list[x509.Certificate] = field(default_factory=list)
     crl: bytes | None = None
+    password: str | None = field(default=None, repr=False)
 
     @classmethod
     def failure(cls, fail_info: str, text: str) -> "Reply":
@@ -46,8 +49,13 @@ class Reply:
         return cls(PkiStatus.PENDING)
 
     @classmethod
-    def success(cls, certificates: list[x509.Certificate], crl: bytes | None = None) -> "Reply":
-        return cls(PkiStatus.SUCCESS, certificates=certificates, crl=crl)
+    def success(
+        cls,
+        certificates: list[x509.Certificate],
+        crl: bytes | None = None,
+        password: str | None = None,
+    ) -> "Reply":
+        return cls(PkiStatus.SUCCESS, certificates=certificates, crl=crl, password=password)
 
 
 class ProfileSettings(Protocol):

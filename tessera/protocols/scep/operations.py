@@ -61,6 +61,9 @@ CAPABILITIES = (
 PKI_MESSAGE = "application/x-pki-message"
 DEFAULT_CIPHER = "aes256_cbc"
 MESSAGE_NAMES = {MessageType.PKCS_REQ: PKCS_REQ, MessageType.RENEWAL_REQ: RENEWAL_REQ}
+# What an EC signer on a dynamic profile may send: a PKCSReq proves its one-time password,
+# a CertPoll finds the request that proved one (`_answer_password`).
+_PROVING = (MessageType.PKCS_REQ, MessageType.CERT_POLL)
 _URL_SAFE_CHARS, _STANDARD_CHARS = frozenset("-_"), frozenset("+/")
 _FROM_URL_SAFE = str.maketrans("-_", "+/")
 
@@ -260,7 +263,8 @@ def _process(context: _Context, message: PkiMessage, responder: Responder) -> _P
         cms.verify(message.signed, signer)
         # A SUCCESS is encrypted to the signer: refuse what we could not answer now, before
         # a certificate is issued, a challenge spent or a request queued.
-        password = _answer_password(context, signer)
+        password = _answer_password(context, signer, message.message_type)
+        needs_password = password is None and pwri.signing_only(signer)
         if not message.signed.content:
             raise cms.CmsError(BAD_MESSAGE_CHECK, "the pkiMessage carries no envelope")
         opened, responder = _open(context, message.signed.content, responder)
@@ -274,25 +278,31 @@ def _process(context: _Context, message: PkiMessage, responder: Responder) -> _P
         signer,
         opened.content,
         context.client_ip,
+        needs_password,
     )
     try:
         reply = _dispatch(context, message.message_type, envelope)
     except cms.CmsError as exc:
         reply = Reply.failure(exc.fail_info, exc.message)
+    if needs_password:
+        password = reply.password  # proven by this request (or the one it polls for)
     return _Processed(reply, signer, opened.cipher, responder, password)
 
 
-def _answer_password(context: _Context, signer: x509.Certificate) -> str | None:
+def _answer_password(context: _Context, signer: x509.Certificate, kind: MessageType) -> str | None:
     """None when the answer is encrypted to the signer's RSA key. A key that can only sign
     (EC) gets it encrypted with the challenge password instead (RFC 8894 section 3.1): the
-    profile's static one, which the server holds. A dynamic one is kept as a digest only,
-    and is spent by the time a poll comes: such a signer is refused (badAlg), as before."""
+    profile's static one, which the server holds. A dynamic profile keeps its one-time
+    passwords as digests only: there the password is the one the request's CSR proves
+    valid, or the stored CSR of the request a poll finds (None here; the service hands it
+    back with its reply). Nothing else proves one: refused (badAlg) before anything is
+    written."""
     if not pwri.signing_only(signer):
         cms.recipient_key(signer)  # RSA, and large enough for key transport
         return None
-    if context.shared_password is None:
+    if context.shared_password is None and kind not in _PROVING:
         raise cms.CmsError(
-            BAD_ALG, "an answer to a signing-only key needs the profile's static challenge"
+            BAD_ALG, "on a dynamic profile a signing-only key may only enroll and poll"
         )
     return context.shared_password
 
