@@ -25,6 +25,7 @@ from tessera.core.revocation import normalize_reason
 from tessera.domains import audit, bulk
 from tessera.domains.exports import Exported, bundle, export, safe_name, zipped
 from tessera.domains.issuance import Issuance, ca_chain, ca_row, core_template, find_template
+from tessera.domains.issuer_groups import group_of
 from tessera.storage import models
 
 
@@ -123,6 +124,8 @@ class CAService:
 
     def delete(self, ca_id: int) -> None:
         ca = self.get(ca_id)
+        if ca.id not in self._repos.cas.hold_named(ca.subject):
+            raise NotFound(f"CA {ca_id} not found")  # deleted meanwhile
         if self._repos.cas.children_count(ca.id):
             raise Conflict(f"CA {ca.id} has subordinate CAs; delete them first")
         issued = self._repos.cas.certificate_counts([ca.id]).get(ca.id, 0)
@@ -142,10 +145,23 @@ class CAService:
         # A revoked CA stays revoked until it expires, row or not: its entry on its
         # issuer's CRL (and OCSP answer) is kept, as a deleted certificate's is.
         self._repos.crl.retain_ca(ca, self._now)
+        self._hand_over_revocations(ca)
         self._repos.cas.delete(ca)
         audit.record(
             self._repos.audit, self._actor, "ca.delete", "ca", ca.id, {"subject": ca.subject}
         )
+
+    def _hand_over_revocations(self, ca: models.CertificateAuthority) -> None:
+        """A row of an issuer group being deleted leaves what its group publishes to a row
+        that stays: the kept CRL entries filed under it (its deleted revoked certificates and
+        subordinate CAs) would go with its row, and its status changes would drop out of the
+        group's delta CRLs, although what it issued still verifies under the rows that stay
+        (one name, one key). The last row of a group takes them with it: nothing here speaks
+        for that issuer any more (docs/crl.md). `hold_named` made this the only deletion in
+        the group, so the row that inherits them is not being deleted meanwhile."""
+        heirs = [row for row in group_of(self._repos.cas, ca) if row.id != ca.id]
+        if heirs:
+            self._repos.crl.hand_over(ca.id, heirs[0].id)
 
     def revoke(self, ca_id: int, reason: str | None) -> models.CertificateAuthority:
         """Its issuer, held here, revokes a subordinate CA's certificate (RFC 5280 5.3.1): the

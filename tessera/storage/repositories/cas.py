@@ -133,6 +133,26 @@ class CARepository:
         )
         self._session.execute(query)
 
+    def hold_named(self, subject: str) -> list[int]:
+        """Hold the organization's CA rows with this subject (an issuer group is among them)
+        until the transaction ends, and return their ids: two deletions in one group then run
+        one after the other, and the second reads the rows the first left. PostgreSQL: FOR
+        UPDATE, in id order (no deadlock between two holders). SQLite reads outside any
+        transaction until the first write, whose write lock serialises writers: an UPDATE
+        that changes nothing takes it first."""
+        ca = CertificateAuthority
+        named = (ca.org_id == self._org_id, ca.subject == subject)
+        if self._session.get_bind().dialect.name == "sqlite":
+            self._session.execute(
+                update(ca)
+                .where(*named)
+                .values(subject=ca.subject)
+                .execution_options(synchronize_session=False)
+            )
+            return list(self._session.scalars(select(ca.id).where(*named)))
+        held = select(ca.id).where(*named).order_by(ca.id).with_for_update()
+        return list(self._session.scalars(held))
+
     def delete(self, ca: CertificateAuthority) -> None:
         self._session.execute(
             delete(CertificateAuthority).where(

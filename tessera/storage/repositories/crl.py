@@ -378,6 +378,18 @@ class CRLRepository:
         }
         self._keep(entry, ca.not_after, now)
 
+    def hand_over(self, ca_id: int, heir_id: int) -> None:
+        """File under `heir_id`, another row of the same issuer group, what the group publishes
+        and is filed under `ca_id`, which is being deleted: its kept entries (which would go
+        with its row) and its status changes (which delta CRLs read per row)."""
+        for table in (RetainedCRLEntry, StatusChange):
+            self._session.execute(
+                update(table)
+                .where(table.ca_id == ca_id)
+                .values(ca_id=heir_id)
+                .execution_options(synchronize_session=False)
+            )
+
     def _keep(self, entry: dict[str, object], not_after: datetime, now: datetime) -> None:
         if not_after > now:  # an expired certificate leaves CRLs anyway (RFC 5280 3.3)
             values = {**entry, "not_after": not_after, "deleted_at": now}
