@@ -124,6 +124,7 @@ class CAService:
 
     def delete(self, ca_id: int) -> None:
         ca = self.get(ca_id)
+        self._repos.crl.hold_states(ca.org_id, ca.subject)  # first, as a publication does
         if ca.id not in self._repos.cas.hold_named(ca.subject):
             raise NotFound(f"CA {ca_id} not found")  # deleted meanwhile
         if self._repos.cas.children_count(ca.id):
@@ -161,7 +162,7 @@ class CAService:
         the group, so the row that inherits them is not being deleted meanwhile."""
         heirs = [row for row in group_of(self._repos.cas, ca) if row.id != ca.id]
         if heirs:
-            self._repos.crl.hand_over(ca.id, heirs[0].id)
+            self._repos.crl.hand_over(ca.id, [row.id for row in heirs], self._now)
 
     def revoke(self, ca_id: int, reason: str | None) -> models.CertificateAuthority:
         """Its issuer, held here, revokes a subordinate CA's certificate (RFC 5280 5.3.1): the

@@ -170,12 +170,12 @@ class CRLPublisher:
         try:
             with _collector_paused():
                 built = self._build(claim, trigger)
+            return self._store(claim, built, trigger, actor)
         except Exception as exc:
             # Whatever went wrong, the lease goes back and the error is kept for the API;
             # the next scheduled run retries a minute later.
             self._fail(claim, exc)
             raise
-        return self._store(claim, built, trigger, actor)
 
     def regenerate(self, ca_id: int, actor: Actor) -> Published:
         """The management API's regeneration: now, waiting for a build in progress."""
@@ -303,12 +303,17 @@ class CRLPublisher:
             if not repo.finish(claim.holder, claim.owner, values):
                 log.warning("CRL lease of CA %s was taken over; discarding", claim.holder)
                 return None
-            repo.mirror(claim.ca_ids[1:], claim.full_number + 1, values)
-            stored = {ca_id: self._add(repo, claim, ca_id, built) for ca_id in claim.ca_ids}
+            # A row of the group deleted since the claim has nowhere to store them (and its
+            # entries were handed to a row that stays, so these CRLs still list them).
+            rows = repo.present(claim.ca_ids)
+            repo.mirror(rows[1:], claim.full_number + 1, values)
+            stored = {ca_id: self._add(repo, claim, ca_id, built) for ca_id in rows}
             self._audit(session, claim, built, trigger, actor)
         for ca_id in claim.ca_ids:
             if self._on_publish is not None:
                 self._on_publish(ca_id)
+        if claim.ca_id not in stored:
+            return None
         mine = stored[claim.ca_id]
         return Published(claim.ca_id, mine[0], mine[1] if len(mine) > 1 else None)
 

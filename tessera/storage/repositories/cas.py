@@ -137,7 +137,8 @@ class CARepository:
         """Hold the organization's CA rows with this subject (an issuer group is among them)
         until the transaction ends, and return their ids: two deletions in one group then run
         one after the other, and the second reads the rows the first left. PostgreSQL: FOR
-        UPDATE, in id order (no deadlock between two holders). SQLite reads outside any
+        NO KEY UPDATE, in id order (no deadlock between two holders; what only references the
+        rows, as an issuance or a stored CRL does, is not held up). SQLite reads outside any
         transaction until the first write, whose write lock serialises writers: an UPDATE
         that changes nothing takes it first."""
         ca = CertificateAuthority
@@ -150,7 +151,7 @@ class CARepository:
                 .execution_options(synchronize_session=False)
             )
             return list(self._session.scalars(select(ca.id).where(*named)))
-        held = select(ca.id).where(*named).order_by(ca.id).with_for_update()
+        held = select(ca.id).where(*named).order_by(ca.id).with_for_update(key_share=True)
         return list(self._session.scalars(held))
 
     def delete(self, ca: CertificateAuthority) -> None:

@@ -143,6 +143,12 @@ class CRLRepository:
             .execution_options(synchronize_session=False)
         )
 
+    def present(self, ca_ids: Sequence[int]) -> list[int]:
+        """Those of the CAs that still exist, in the order given."""
+        query = select(CertificateAuthority.id).where(CertificateAuthority.id.in_(ca_ids))
+        found = set(self._session.scalars(query))
+        return [ca_id for ca_id in ca_ids if ca_id in found]
+
     def add_published(self, crl: PublishedCRL) -> None:
         self._session.add(crl)
         self._session.flush()
@@ -378,17 +384,43 @@ class CRLRepository:
         }
         self._keep(entry, ca.not_after, now)
 
-    def hand_over(self, ca_id: int, heir_id: int) -> None:
-        """File under `heir_id`, another row of the same issuer group, what the group publishes
-        and is filed under `ca_id`, which is being deleted: its kept entries (which would go
-        with its row) and its status changes (which delta CRLs read per row)."""
+    def hold_states(self, org_id: int, subject: str) -> None:
+        """Hold the CRL state rows of the organization's CAs with this subject until the
+        transaction ends (PostgreSQL: FOR UPDATE, in id order, so the group's oldest first, as
+        a publication takes them), before a deletion holds their CA rows: a publication
+        updates the states and then stores CRLs referencing the CA rows, and a deletion that
+        held the CA rows first and then reached the states (its updates, the cascade) would
+        deadlock with it."""
+        ca = CertificateAuthority
+        named = select(ca.id).where(ca.org_id == org_id, ca.subject == subject)
+        states = (
+            select(CRLState.ca_id)
+            .where(CRLState.ca_id.in_(named))
+            .order_by(CRLState.ca_id)
+            .with_for_update(of=CRLState)
+        )
+        self._session.execute(states)
+
+    def hand_over(self, ca_id: int, heirs: Sequence[int], now: datetime) -> None:
+        """File under the first of `heirs`, the rows of `ca_id`'s issuer group that stay, what
+        the group publishes and is filed under `ca_id`, which is being deleted: its kept
+        entries (which would go with its row) and its status changes (which delta CRLs read
+        per row). The group's CRLs are made due: a change under `ca_id` that the followers
+        saw but had not published yet is dropped with its row, and must not wait for the
+        next scheduled CRL."""
         for table in (RetainedCRLEntry, StatusChange):
             self._session.execute(
                 update(table)
                 .where(table.ca_id == ca_id)
-                .values(ca_id=heir_id)
+                .values(ca_id=heirs[0])
                 .execution_options(synchronize_session=False)
             )
+        self._session.execute(
+            update(CRLState)
+            .where(CRLState.ca_id.in_(heirs))
+            .values(due_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
     def _keep(self, entry: dict[str, object], not_after: datetime, now: datetime) -> None:
         if not_after > now:  # an expired certificate leaves CRLs anyway (RFC 5280 3.3)

@@ -1,6 +1,7 @@
-"""Two deletions in one issuer group at once, on both backends: the second waits for the
-first, then hands its kept CRL entries (and those the first handed it) to the row that
-stays, not to the row the first deleted, which would have dropped them (or failed)."""
+"""Deleting rows of an issuer group while others work on it, on both backends: two
+deletions at once (the second waits for the first, then hands its kept CRL entries, and
+those the first handed it, to the row that stays, not to the row the first deleted, which
+would have dropped them or failed), and a deletion during a CRL publication of the group."""
 
 import os
 import threading
@@ -13,13 +14,15 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tessera.core.authority import Authority, random_serial
+from tessera.core.clock import utc_now
 from tessera.core.keystore import KeyEncryptor
 from tessera.domains.actor import system_actor
 from tessera.domains.audit import wiring
 from tessera.domains.cas.service import CAService
+from tessera.domains.crl.publisher import CRLPolicy, CRLPublisher
 from tessera.domains.issuance import Issuance, PublicationBase
 from tessera.storage.db import session_factory
-from tessera.storage.models_crl import RetainedCRLEntry
+from tessera.storage.models_crl import CRLState, PublishedCRL, RetainedCRLEntry
 from tessera.storage.repositories import Repositories
 from tessera.storage.repositories.serials import SerialPool
 from tests.e2e.helpers import self_signed_ca
@@ -61,22 +64,26 @@ def in_thread(work: Callable[[], None], errors: list[BaseException]) -> threadin
     return thread
 
 
+def group(sessions: sessionmaker[Session], name: str, lifetimes: tuple[int, ...]) -> list[int]:
+    """An organization and the ids of an issuer group of rows living that many days each."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    with sessions.begin() as session:
+        org = Repositories(session, 0).organizations.add(name).id
+        service = cas(session, org, sessions)
+        rows = [
+            service.store_imported(self_signed_ca(name, timedelta(days=d), key=key)[0], key, None)
+            for d in lifetimes
+        ]
+        return [org, *(row.id for row in rows)]
+
+
 def test_two_deletions_in_one_group_leave_the_entries_to_the_row_that_stays(
     engine: Engine,
 ) -> None:
     sessions = session_factory(engine)
     wiring.install(sessions, os.urandom(32))
-    key = ec.generate_private_key(ec.SECP256R1())
+    org, first, second, stays = group(sessions, "Race Root", (100, 200, 300))
     with sessions.begin() as session:
-        org = Repositories(session, 0).organizations.add("race").id
-        service = cas(session, org, sessions)
-        rows = [
-            service.store_imported(
-                self_signed_ca("Race Root", timedelta(days=d), key=key)[0], key, None
-            )
-            for d in (100, 200, 300)
-        ]
-        first, second, stays = (row.id for row in rows)
         session.add_all([kept(first, org, "A1"), kept(second, org, "B1")])
 
     errors: list[BaseException] = []
@@ -106,3 +113,30 @@ def test_two_deletions_in_one_group_leave_the_entries_to_the_row_that_stays(
         query = select(RetainedCRLEntry.serial_number, RetainedCRLEntry.ca_id)
         found: dict[str, Any] = {serial: ca_id for serial, ca_id in session.execute(query)}
     assert found == {"A1": stays, "B1": stays}
+
+
+def test_a_row_deleted_during_a_publication_of_its_group(engine: Engine) -> None:
+    """The CRLs are stored under the rows that are left and the lease goes back, rather than
+    the whole publication failing on the deleted row (and its lease held for two minutes)."""
+    sessions = session_factory(engine)
+    wiring.install(sessions, os.urandom(32))
+    org, holder, leaving = group(sessions, "Publishing Root", (100, 200))
+    policy = CRLPolicy(timedelta(hours=24), timedelta(hours=4), timedelta(0))
+    publication = PublicationBase("http://127.0.0.1:8080")
+    publisher = CRLPublisher(sessions, KEYS, publication, policy, utc_now)
+    build = publisher._build
+
+    def build_then_delete(*args: Any) -> Any:
+        built = build(*args)
+        with sessions.begin() as session:  # while the CRLs are being signed
+            cas(session, org, sessions).delete(leaving)
+        return built
+
+    publisher._build = build_then_delete  # type: ignore[method-assign]
+    published = publisher.publish(holder, "schedule")
+    assert published is not None and published.full.ca_id == holder
+    with sessions() as session:
+        stored = set(session.scalars(select(PublishedCRL.ca_id)))
+        state = session.get(CRLState, holder)
+    assert stored == {holder}
+    assert state is not None and state.lease_owner is None and state.last_error is None
