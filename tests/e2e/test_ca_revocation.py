@@ -43,7 +43,8 @@ def chain(api: httpx.Client, workdir: Path) -> dict[str, Any]:
     """A root, an intermediate under it, a CA under that, and a leaf of the intermediate."""
     root = create_root(api, unique("Revoking Root"))
     inter = create_intermediate(api, root["id"], unique("Revoked Intermediate"))
-    below = create_intermediate(api, inter["id"], unique("Below Revoked"))
+    # Shorter than its parent's 1825 days: made a second later, as long it would outlive it.
+    below = create_intermediate(api, inter["id"], unique("Below Revoked"), validity_days=1000)
     leaf = issue(api, inter["id"], f"{unique('leaf')}.example.com")
     files = {}
     for name, path in (("root", f"cas/{root['id']}"), ("inter", f"cas/{inter['id']}")):
