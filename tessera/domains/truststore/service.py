@@ -111,6 +111,7 @@ class TrustStoreService:
                 f"the content holds {len(certs)} certificates; add one, or import the bundle"
             )
         row = trusted_row(certs[0], details.checked(), "manual")
+        self._hold()
         if self._repos.truststore.known_fingerprints([row.fingerprint_sha256]):
             raise Conflict("this certificate is already in the trust store")
         self._repos.truststore.add(row)
@@ -151,6 +152,7 @@ class TrustStoreService:
     ) -> Added:
         outcome = Added()
         candidates = [trusted_row(c, _entry_details(details, c, len(certs)), source) for c in certs]
+        self._hold()
         known = self._repos.truststore.known_fingerprints(r.fingerprint_sha256 for r in candidates)
         for row in candidates:
             if row.fingerprint_sha256 in known:
@@ -160,6 +162,13 @@ class TrustStoreService:
             outcome.rows.append(row)
         self._repos.truststore.add_many(outcome.rows)
         return outcome
+
+    def _hold(self) -> None:
+        """The unique fingerprint keeps a second entry out, but a request that lost the race
+        would fail as a whole with a generic clash (a sync or import that should skip what
+        the other added; an add that should say the entry is there): the check and the
+        insert run with the organization's row held, one request at a time."""
+        self._repos.organizations.hold(self._repos.org_id)
 
     def _record_one(self, action: str, row: models.TrustedCertificate) -> None:
         details = {"subject": row.subject, "fingerprint_sha256": row.fingerprint_sha256}

@@ -1,0 +1,139 @@
+"""More requests at the same moment at a server with two worker processes, on SQLite and
+PostgreSQL (as tests/e2e/test_races_at_once.py): different requests on one record (a key
+attached as its CSR is signed, a revocation and a deletion, an issuance and the disabling
+of its CA) must end as one after the other would, and the same request twice (a sync of
+the trust store) as idempotent as it is one at a time."""
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.helpers import (
+    API,
+    data,
+    db_rows,
+    error,
+    foreign_root,
+    unique,
+)
+from tests.support import Server, admin_api_key, database, start_server, stop_server
+
+AT_ONCE = 4
+ROUNDS = 3
+Call = tuple[str, str, dict[str, Any]]  # method, path under /api/v2, httpx keywords
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """Two worker processes: the racing requests land in different processes."""
+    with database(request.param) as url:
+        running = start_server(tmp_path_factory.mktemp("races") / "data", url, workers=2)
+        try:
+            running.api_key = admin_api_key(running)
+            yield running
+        finally:
+            stop_server(running)
+
+
+@pytest.fixture
+def api(server: Server) -> Iterator[httpx.Client]:
+    with server.client() as client:
+        yield client
+
+
+def together(server: Server, calls: list[Call], delays: list[float] | None = None) -> list[Any]:
+    """Each call from its own client (connected first), released together by a barrier (the
+    i-th after delays[i] seconds); the answers, and when each arrived, in the calls' order."""
+    barrier = threading.Barrier(len(calls))
+    clients = [server.client() for _ in calls]
+    for client in clients:
+        client.get(f"{API}/health/ready").raise_for_status()
+
+    def fire(index: int) -> tuple[httpx.Response, datetime]:
+        method, path, request = calls[index]
+        barrier.wait()
+        time.sleep((delays or [0.0] * len(calls))[index])
+        answer = clients[index].request(method, f"{API}{path}", **request)
+        return answer, datetime.now(UTC)
+
+    try:
+        with ThreadPoolExecutor(len(calls)) as pool:
+            return list(pool.map(fire, range(len(calls))))
+    finally:
+        for client in clients:
+            client.close()
+
+
+def answers_of(calls: list[Call], server: Server) -> list[httpx.Response]:
+    return [answer for answer, _ in together(server, calls)]
+
+
+def db_execute(server: Server, sql: str) -> None:
+    """Write to the server's database directly (setting up a round, not under test)."""
+    if server.database_url:
+        import psycopg
+
+        with psycopg.connect(server.database_url) as conn:
+            conn.execute(sql)
+        return
+    with sqlite3.connect(server.data_dir / "tessera.db", timeout=30) as conn:
+        conn.execute(sql)
+
+
+def no_server_error(answers: list[httpx.Response]) -> None:
+    assert all(a.status_code < 500 for a in answers), [a.text for a in answers]
+
+
+# --- the trust store ------------------------------------------------------------------
+
+
+def test_same_trusted_certificate_added_at_once_is_a_clear_conflict(
+    server: Server, workdir: Path
+) -> None:
+    """One add stores it; the others are told it is in the trust store already, as one add
+    after another is (not a generic clash of records)."""
+    for _ in range(ROUNDS):
+        root = foreign_root(workdir, f"/CN={unique('Trusted Race')}")
+        body = {"json": {"certificate": root.pem}}
+        answers = answers_of([("POST", "/truststore", body)] * AT_ONCE, server)
+        codes = sorted(a.status_code for a in answers)
+        assert codes == [201] + [409] * (AT_ONCE - 1), [a.text for a in answers]
+        for answer in answers:
+            if answer.status_code == 409:
+                assert "already in the trust store" in error(answer, 409)
+
+
+def test_trust_store_syncs_at_once_stay_idempotent(server: Server) -> None:
+    """Syncs with the system bundle at once all succeed, and each entry is there once."""
+    for _ in range(ROUNDS):
+        db_execute(server, "DELETE FROM trusted_certificates WHERE source = 'system'")
+        answers = answers_of([("POST", "/truststore/sync", {})] * AT_ONCE, server)
+        assert [a.status_code for a in answers] == [200] * AT_ONCE, [a.text for a in answers]
+        stored = db_rows(
+            server, "SELECT count(*) FROM trusted_certificates WHERE source = 'system'"
+        )
+        assert stored[0][0] > 0
+        assert sum(data(a)["added"] for a in answers) == stored[0][0], [a.text for a in answers]
+
+
+def test_same_trust_store_file_imported_at_once(server: Server, workdir: Path) -> None:
+    """A bundle imported by several requests at once: each entry is added by one of them and
+    skipped by the others; none fails."""
+    for _ in range(ROUNDS):
+        roots = [foreign_root(workdir, f"/CN={unique('Bundle Race')}") for _ in range(3)]
+        bundle = "".join(r.pem for r in roots).encode()
+        upload = {"files": {"file": ("bundle.pem", bundle, "application/octet-stream")}}
+        answers = answers_of([("POST", "/truststore/import", upload)] * AT_ONCE, server)
+        assert all(a.status_code in (200, 201) for a in answers), [a.text for a in answers]
+        reports = [a.json()["data"] for a in answers]
+        assert sum(r["imported"] for r in reports) == len(roots), reports
