@@ -18,6 +18,7 @@ import pytest
 
 from tests.e2e.helpers import (
     API,
+    create_root,
     data,
     db_rows,
     error,
@@ -25,6 +26,7 @@ from tests.e2e.helpers import (
     unique,
 )
 from tests.support import Server, admin_api_key, database, start_server, stop_server
+from tests.tools import openssl_csr
 
 AT_ONCE = 4
 ROUNDS = 3
@@ -137,3 +139,32 @@ def test_same_trust_store_file_imported_at_once(server: Server, workdir: Path) -
         assert all(a.status_code in (200, 201) for a in answers), [a.text for a in answers]
         reports = [a.json()["data"] for a in answers]
         assert sum(r["imported"] for r in reports) == len(roots), reports
+
+
+# --- CSRs -------------------------------------------------------------------------------
+
+
+def test_key_attached_while_its_csr_is_signed(
+    server: Server, api: httpx.Client, workdir: Path
+) -> None:
+    """A key attached as the CSR is signed either goes with the certificate (attached first)
+    or is refused (signed first): never left on the signed request, never accepted and then
+    missing from the certificate."""
+    ca = create_root(api, unique("CSR Race CA"))
+    for _ in range(ROUNDS * 2):
+        key, csr = openssl_csr(workdir, f"/CN={unique('csr-race')}.example")
+        row = data(api.post(f"{API}/csrs", json={"csr": csr.read_text()}), 201)
+        attach = ("POST", f"/csrs/{row['id']}/key", {"json": {"key": key.read_text()}})
+        sign = ("POST", f"/csrs/{row['id']}/sign", {"json": {"ca_id": ca["id"]}})
+        attached, signed = answers_of([attach, sign], server)
+        assert signed.status_code == 201, signed.text
+        assert attached.status_code in (200, 409), attached.text
+        csr_key, cert_id = db_rows(
+            server, "SELECT encrypted_private_key, certificate_id FROM csrs WHERE id = ?", row["id"]
+        )[0]
+        assert csr_key is None, "a key was left on the signed CSR"
+        (cert_key,) = db_rows(
+            server, "SELECT encrypted_private_key FROM certificates WHERE id = ?", cert_id
+        )[0]
+        if attached.status_code == 200:
+            assert cert_key is not None, "the key was accepted but its certificate lacks it"

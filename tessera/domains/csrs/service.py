@@ -109,7 +109,10 @@ class CSRService:
         key = _read_key(key_pem, passphrase)
         if _spki(key.public_key()) != _spki(load_csr(row.csr_pem.encode()).public_key()):
             raise PolicyViolation("the private key does not match the CSR's public key")
-        row.encrypted_private_key = self._issuance.keys.encrypt(key)
+        # Only onto a request still pending and keyless: one signed (or keyed) since it was
+        # read would keep a key its certificate never got.
+        if not self._repos.csrs.attach_key(row, self._issuance.keys.encrypt(key)):
+            raise Conflict(f"CSR {csr_id} was signed or given a key meanwhile; reload it")
         audit.record(
             self._repos.audit, self._actor, "csr.attach_key", "csr", row.id, {"name": row.name}
         )
@@ -121,6 +124,9 @@ class CSRService:
         row = self.get(csr_id)
         if not self._repos.csrs.claim_for_signing(row):
             raise Conflict(f"CSR {csr_id} is already signed")
+        # The key as the claim found it: one attached after the row was read goes with the
+        # certificate (and is cleared below) rather than staying on the signed request.
+        self._repos.csrs.reread(row)
         key = self._attached_key(row)
         spec = NewCertificate(
             ca_id=options.ca_id,

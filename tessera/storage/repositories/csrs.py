@@ -5,6 +5,7 @@ from sqlalchemy import ColumnElement, Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from tessera.storage.models import CertificateRequestRow
+from tessera.storage.repositories.rows import update_if
 
 PENDING, SIGNED = "pending", "signed"
 
@@ -80,6 +81,24 @@ class CSRRepository:
         if claimed:
             row.status = SIGNED
         return claimed
+
+    def attach_key(self, row: CertificateRequestRow, encrypted_key: str) -> bool:
+        """Store the key only if the request is still pending and has none (a compare-and-
+        set: a signing that claimed it meanwhile wins). False when it did not."""
+        return update_if(
+            self._session,
+            row,
+            [
+                CertificateRequestRow.org_id == self._org_id,
+                CertificateRequestRow.status == PENDING,
+                CertificateRequestRow.encrypted_private_key.is_(None),
+            ],
+            encrypted_private_key=encrypted_key,
+        )
+
+    def reread(self, row: CertificateRequestRow) -> None:
+        """The row as committed now (after this transaction's write to it, which holds it)."""
+        self._session.refresh(row)
 
     def delete(self, row: CertificateRequestRow) -> None:
         self._session.execute(
