@@ -23,6 +23,7 @@ from tests.e2e.helpers import (
     db_rows,
     error,
     foreign_root,
+    issue,
     unique,
 )
 from tests.support import Server, admin_api_key, database, start_server, stop_server
@@ -168,3 +169,43 @@ def test_key_attached_while_its_csr_is_signed(
         )[0]
         if attached.status_code == 200:
             assert cert_key is not None, "the key was accepted but its certificate lacks it"
+
+
+# --- certificates: revocation and deletion ----------------------------------------------
+
+
+def test_certificate_revoked_while_deleted_keeps_its_crl_entry(
+    server: Server, api: httpx.Client
+) -> None:
+    """A revocation and a deletion at once: if both succeed, the certificate was revoked
+    before it went, and its CRL entry must be retained as for any deleted revoked one."""
+    ca = create_root(api, unique("Revoke Race CA"))
+    for _ in range(ROUNDS * 2):
+        cert = issue(api, ca["id"], f"{unique('revoke-race')}.example")
+        revoke = ("POST", f"/certificates/{cert['id']}/revoke", {"json": {"reason": "superseded"}})
+        delete = ("DELETE", f"/certificates/{cert['id']}", {})
+        revoked, deleted = answers_of([revoke, delete], server)
+        no_server_error([revoked, deleted])
+        if revoked.status_code == 200 and deleted.status_code == 204:
+            kept = db_rows(
+                server,
+                "SELECT count(*) FROM crl_retained_entries WHERE certificate_id = ?",
+                cert["id"],
+            )
+            assert kept[0][0] == 1, "a revoked certificate left its CRL with its deletion"
+
+
+def test_revoked_certificate_deleted_twice_at_once(server: Server, api: httpx.Client) -> None:
+    """One deletion removes it (its CRL entry retained once); the others find it gone."""
+    ca = create_root(api, unique("Delete Race CA"))
+    for _ in range(ROUNDS):
+        cert = issue(api, ca["id"], f"{unique('delete-race')}.example")
+        revoke = {"reason": "superseded"}
+        data(api.post(f"{API}/certificates/{cert['id']}/revoke", json=revoke))
+        answers = answers_of([("DELETE", f"/certificates/{cert['id']}", {})] * AT_ONCE, server)
+        codes = sorted(a.status_code for a in answers)
+        assert codes == [204] + [404] * (AT_ONCE - 1), [a.text for a in answers]
+        kept = db_rows(
+            server, "SELECT count(*) FROM crl_retained_entries WHERE certificate_id = ?", cert["id"]
+        )
+        assert kept[0][0] == 1, kept

@@ -287,6 +287,11 @@ class CertificateService:
 
     def delete(self, cert_id: int) -> None:
         cert = self.get(cert_id)
+        # The row goes first, and what is retained is the state it had as it went: read
+        # before, a revocation committed meanwhile would be deleted with no CRL entry kept,
+        # and two deletions at once would both retain one.
+        if not self._repos.certificates.delete(cert):
+            raise NotFound(f"certificate {cert_id} not found")
         # A revoked certificate stays revoked until it expires, inventory row or not: its
         # CRL entry is kept (docs/crl.md).
         self._repos.crl.retain(cert, self._now)
@@ -294,7 +299,6 @@ class CertificateService:
         # answer for the serial and re-reads it only when the log names it (else it says
         # `good` until its refresh); it now reads `unknown`, or `revoked` if retained.
         self._repos.status_changes.record(cert)
-        self._repos.certificates.delete(cert)
         audit.record(
             self._repos.audit,
             self._actor,

@@ -14,6 +14,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from tessera.storage.models import Certificate, CompromisedKey
 from tessera.storage.repositories.certificate_search import CertificateSearchRepository
@@ -25,6 +26,14 @@ EXPIRING_WINDOW = timedelta(days=30)
 # Filters compare with equality so that the (org_id, status, ...) indexes serve them.
 ISSUED = "active"
 REVOKED = "revoked"
+# What a deletion must know of the row as it went (whether to retain its CRL entry).
+_DELETED_STATE = (
+    Certificate.ca_id,
+    Certificate.status,
+    Certificate.revoked_at,
+    Certificate.revocation_reason,
+    Certificate.invalidity_date,
+)
 
 
 @dataclass(frozen=True)
@@ -150,10 +159,20 @@ class CertificateRepository:
             query = query.where(Certificate.ca_id == ca_id)
         return self._session.scalars(query.order_by(Certificate.id)).all()
 
-    def delete(self, cert: Certificate) -> None:
-        self._session.execute(
-            delete(Certificate).where(Certificate.id == cert.id, Certificate.org_id == self._org_id)
-        )
+    def delete(self, cert: Certificate) -> bool:
+        """Delete the row, and take into `cert` its status as deleted (on PostgreSQL the
+        committed row, after waiting for a change in progress): False when it was gone."""
+        deleted = self._session.execute(
+            delete(Certificate)
+            .where(Certificate.id == cert.id, Certificate.org_id == self._org_id)
+            .returning(*_DELETED_STATE)
+            .execution_options(synchronize_session=False)
+        ).one_or_none()
+        if deleted is None:
+            return False
+        for column, value in zip(_DELETED_STATE, deleted, strict=True):
+            set_committed_value(cert, column.key, value)
+        return True
 
     def by_fingerprint(self, fingerprint_sha256: str) -> Certificate | None:
         """The certificate with this SHA-256 fingerprint (lower-case hex, no colons)."""
