@@ -59,6 +59,13 @@ class Issued:
     repos: Repositories
     row: IssuedRow
     event: dict[str, Any]
+    vouching: bool = False  # signed by the OCSP responder's CA, which may be disabled
+
+    @property
+    def signer_id(self) -> int | None:
+        if isinstance(self.row, models.Certificate):
+            return self.row.ca_id
+        return self.row.parent_id
 
 
 @contextmanager
@@ -87,12 +94,27 @@ def write_issued(issued: Sequence[Issued]) -> None:
     for org_id in sorted(by_org):  # audit chain heads are locked in id order (see add_many)
         group = by_org[org_id]
         repos = group[0].repos
+        _hold_signers(repos, group)
         certificates = [i.row for i in group if isinstance(i.row, models.Certificate)]
         repos.certificates.add_many(certificates)
         for item in group:
             if isinstance(item.row, models.CertificateAuthority):
                 repos.cas.add(item.row)
         repos.audit.add_many([{**i.event, "resource_id": str(i.row.id)} for i in group])
+
+
+def _hold_signers(repos: Repositories, group: list[Issued]) -> None:
+    """The issuing CAs were read before the signing: one disabled, revoked or deleted since
+    then must not have its certificates written now. Each is held (before the rows go in,
+    until commit) and refused if it no longer may sign, so that a disabling or deletion
+    either waits for the issuance or is seen by it."""
+    signers = [(i.signer_id, i.vouching) for i in group if i.signer_id is not None]
+    strict = {ca_id for ca_id, vouching in signers if not vouching}
+    for ca_id in sorted({ca_id for ca_id, _ in signers}):  # in id order: no two deadlock
+        if not repos.cas.hold_signer(ca_id, active=ca_id in strict):
+            raise PolicyViolation(
+                f"CA {ca_id} cannot sign: it was disabled, revoked or deleted meanwhile"
+            )
 
 
 def signing_refusal(
@@ -289,7 +311,7 @@ class Issuance:
         return rows[0]
 
     def _ledger(self, prepare: Callable[[x509.Certificate], IssuedRow]) -> "_Ledger":
-        return _Ledger(self.repos, self.actor, prepare, self.serials)
+        return _Ledger(self.repos, self.actor, prepare, self.serials, self.vouching)
 
 
 class _Ledger:
@@ -304,8 +326,10 @@ class _Ledger:
         actor: Actor,
         prepare: Callable[[x509.Certificate], IssuedRow],
         pool: SerialPool | None,
+        vouching: bool = False,
     ) -> None:
         self._repos, self._actor, self._prepare, self._pool = repos, actor, prepare, pool
+        self._vouching = vouching
 
     def reserve_serial(self) -> int:
         if self._pool is not None:
@@ -316,7 +340,7 @@ class _Ledger:
         row = self._prepare(certificate)
         kind = "ca" if isinstance(row, models.CertificateAuthority) else "certificate"
         fields = audit.event(self._actor, event.action, kind, details=event.details)
-        issued = Issued(self._repos, row, fields)
+        issued = Issued(self._repos, row, fields, self._vouching)
         deferred: list[Issued] | None = self._repos.session.info.get(DEFERRED)
         if deferred is None:
             write_issued([issued])

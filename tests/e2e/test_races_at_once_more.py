@@ -209,3 +209,58 @@ def test_revoked_certificate_deleted_twice_at_once(server: Server, api: httpx.Cl
             server, "SELECT count(*) FROM crl_retained_entries WHERE certificate_id = ?", cert["id"]
         )
         assert kept[0][0] == 1, kept
+
+
+# --- issuing under a CA that is being disabled or deleted ------------------------------
+
+
+def slow_issuances(ca_id: int, count: int) -> list[Call]:
+    """Issuances whose key takes a while to make (RSA-4096), between the CA's read and the
+    certificate's write: the window in which the CA is disabled or deleted."""
+    body = {"ca_id": ca_id, "key_algorithm": "RSA", "key_size": 4096, "validity_days": 30}
+    return [
+        ("POST", "/certificates", {"json": {**body, "common_name": f"{unique('slow')}.example"}})
+        for _ in range(count)
+    ]
+
+
+def stored_time(value: object) -> datetime:
+    """A timestamp column read back (PostgreSQL: a datetime; SQLite: its text), in UTC."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def test_no_certificate_written_under_a_ca_after_its_disabling_committed(
+    server: Server, api: httpx.Client
+) -> None:
+    """A certificate whose row was written after the CA's disabling had been answered (so
+    committed) was issued by a disabled CA: the issuance must be refused instead."""
+    for _ in range(ROUNDS):
+        ca = create_root(api, unique("Disable Race CA"))
+        disable = ("PATCH", f"/cas/{ca['id']}", {"json": {"is_active": False}})
+        calls = [*slow_issuances(ca["id"], 3), disable]
+        answered = together(server, calls, delays=[0, 0, 0, 0.15])
+        no_server_error([a for a, _ in answered])
+        disabled_answer, disabled_at = answered[-1]
+        assert disabled_answer.status_code == 200, disabled_answer.text
+        rows = db_rows(server, "SELECT id, created_at FROM certificates WHERE ca_id = ?", ca["id"])
+        late = [cert_id for cert_id, created in rows if stored_time(created) > disabled_at]
+        assert not late, f"certificates {late} written after CA {ca['id']} was disabled"
+
+
+def test_ca_deleted_while_issuing_fails_cleanly(server: Server, api: httpx.Client) -> None:
+    """Issuances racing the deletion of their CA: either the deletion waits and is refused
+    (the CA has issued), or the issuances are told the CA is gone; no certificate is left
+    without its CA, and no issuance fails with a generic clash of records."""
+    for _ in range(ROUNDS):
+        ca = create_root(api, unique("Delete CA Race"))
+        calls = [*slow_issuances(ca["id"], 3), ("DELETE", f"/cas/{ca['id']}", {})]
+        answers = [a for a, _ in together(server, calls, delays=[0, 0, 0, 0.15])]
+        no_server_error(answers)
+        *issued, deleted = answers
+        assert deleted.status_code in (204, 409), deleted.text
+        for answer in issued:
+            if answer.status_code != 201:
+                assert "conflicts with an existing record" not in answer.text, answer.text
+        if deleted.status_code == 204:
+            assert all(a.status_code != 201 for a in issued), [a.text for a in issued]

@@ -119,6 +119,9 @@ class CAService:
             if is_active and ca.revoked_at is not None:
                 raise Conflict(f"CA {ca.id} was revoked; a revoked CA is not enabled again")
             ca.is_active = changes["is_active"] = is_active
+        # Written before the audit row: issuances hold the CA's row, then the audit chain,
+        # and so must this change (in the other order, the two deadlock on PostgreSQL).
+        self._repos.session.flush()
         audit.record(self._repos.audit, self._actor, "ca.update", "ca", ca.id, changes)
         return ca
 

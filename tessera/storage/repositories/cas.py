@@ -122,6 +122,20 @@ class CARepository:
         self._session.refresh(ca)
         return True
 
+    def hold_signer(self, ca_id: int, active: bool) -> bool:
+        """Hold the CA's row until the transaction ends, if it is still there (and, with
+        `active`, still enabled and unrevoked); False if not. A no-op UPDATE: on SQLite the
+        database's write lock, on PostgreSQL the row lock a disabling or deletion waits for
+        (after which this one sees what they committed)."""
+        ca = CertificateAuthority
+        query = update(ca).where(ca.id == ca_id, ca.org_id == self._org_id)
+        if active:
+            query = query.where(ca.is_active.is_(True), ca.revoked_at.is_(None))
+        held = self._session.execute(
+            query.values(created_at=ca.created_at).execution_options(synchronize_session=False)
+        )
+        return getattr(held, "rowcount", 0) == 1
+
     def reread_for_change(self, ca: CertificateAuthority) -> None:
         """Read the CA again, held until the transaction ends (PostgreSQL: FOR UPDATE; on
         SQLite the caller has written already, so it holds the database's write lock)."""
