@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.accounts_helpers import create_user
 from tests.e2e.helpers import (
     API,
     create_root,
@@ -264,3 +265,33 @@ def test_ca_deleted_while_issuing_fails_cleanly(server: Server, api: httpx.Clien
                 assert "conflicts with an existing record" not in answer.text, answer.text
         if deleted.status_code == 204:
             assert all(a.status_code != 201 for a in issued), [a.text for a in issued]
+
+
+# --- group membership -----------------------------------------------------------------
+
+
+def test_same_member_added_at_once_is_a_clear_conflict(server: Server, api: httpx.Client) -> None:
+    """One addition makes the membership; the others are told the user is a member already,
+    as one after another are (not a generic clash of records)."""
+    for _ in range(ROUNDS):
+        group = data(api.post(f"{API}/groups", json={"name": unique("race-group")}), 201)
+        user = create_user(api)
+        add = ("POST", f"/groups/{group['id']}/members", {"json": {"user_id": user["id"]}})
+        answers = answers_of([add] * AT_ONCE, server)
+        codes = sorted(a.status_code for a in answers)
+        assert codes == [201] + [409] * (AT_ONCE - 1), [a.text for a in answers]
+        for answer in answers:
+            if answer.status_code == 409:
+                assert "already a member" in error(answer, 409)
+
+
+def test_same_member_removed_at_once_is_removed_once(server: Server, api: httpx.Client) -> None:
+    """One removal removes (and is audited); the others find no membership left (404)."""
+    for _ in range(ROUNDS):
+        group = data(api.post(f"{API}/groups", json={"name": unique("race-group")}), 201)
+        user = create_user(api)
+        data(api.post(f"{API}/groups/{group['id']}/members", json={"user_id": user["id"]}), 201)
+        remove = ("DELETE", f"/groups/{group['id']}/members/{user['id']}", {})
+        answers = answers_of([remove] * AT_ONCE, server)
+        codes = sorted(a.status_code for a in answers)
+        assert codes == [204] + [404] * (AT_ONCE - 1), [a.text for a in answers]

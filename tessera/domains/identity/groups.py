@@ -90,7 +90,8 @@ class GroupService:
         if self._repos.groups.membership(group.id, user.id) is not None:
             raise Conflict(f"user {user_id} is already a member of group {group_id}")
         member = UserGroupMember(group_id=group.id, user_id=user.id, role=role, added_at=self._now)
-        self._repos.groups.add_member(member)
+        if not self._repos.groups.add_member(member):  # another request added it meanwhile
+            raise Conflict(f"user {user_id} is already a member of group {group_id}")
         details = {"user_id": user.id, "username": user.username, "role": role}
         audit.record(self._repos.audit, self._actor, "group.member_add", "group", group.id, details)
         return member, user
@@ -99,7 +100,8 @@ class GroupService:
         group = self._manageable(group_id)
         if self._repos.groups.membership(group.id, user_id) is None:
             raise NotFound(f"user {user_id} is not a member of group {group_id}")
-        self._repos.groups.remove_member(group.id, user_id)
+        if not self._repos.groups.remove_member(group.id, user_id):  # removed meanwhile
+            raise NotFound(f"user {user_id} is not a member of group {group_id}")
         audit.record(
             self._repos.audit,
             self._actor,

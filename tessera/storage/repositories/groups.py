@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tessera.storage.models import User
@@ -74,17 +75,27 @@ class GroupRepository:
     def membership(self, group_id: int, user_id: int) -> UserGroupMember | None:
         return self._session.get(UserGroupMember, (group_id, user_id))
 
-    def add_member(self, member: UserGroupMember) -> UserGroupMember:
-        self._session.add(member)
-        self._session.flush()
-        return member
+    def add_member(self, member: UserGroupMember) -> bool:
+        """False when the membership was there already: made by another request after the
+        caller's check (the primary key refuses the second; in a savepoint, so the
+        transaction goes on). Any other refusal (the user deleted meanwhile) is raised."""
+        try:
+            with self._session.begin_nested():
+                self._session.add(member)
+        except IntegrityError:
+            if self.membership(member.group_id, member.user_id) is None:
+                raise
+            return False
+        return True
 
-    def remove_member(self, group_id: int, user_id: int) -> None:
-        self._session.execute(
+    def remove_member(self, group_id: int, user_id: int) -> bool:
+        """False when there was none to remove (another request removed it meanwhile)."""
+        removed = self._session.execute(
             delete(UserGroupMember).where(
                 UserGroupMember.group_id == group_id, UserGroupMember.user_id == user_id
             )
         )
+        return bool(getattr(removed, "rowcount", 0))
 
     def of_user(self, user_id: int) -> Sequence[UserGroup]:
         return self._session.scalars(
