@@ -104,10 +104,10 @@ def write_issued(issued: Sequence[Issued]) -> None:
 
 
 def _hold_signers(repos: Repositories, group: list[Issued]) -> None:
-    """The issuing CAs were read before the signing: one disabled, revoked or deleted since
-    then must not have its certificates written now. Each is held (before the rows go in,
-    until commit) and refused if it no longer may sign, so that a disabling or deletion
-    either waits for the issuance or is seen by it."""
+    """The issuing CAs (and templates) were read before the signing: a CA disabled, revoked
+    or deleted since then must not have its certificates written now. Each is held (before
+    the rows go in, until commit) and refused if it no longer may sign, so that a disabling
+    or deletion either waits for the issuance or is seen by it."""
     signers = [(i.signer_id, i.vouching) for i in group if i.signer_id is not None]
     strict = {ca_id for ca_id, vouching in signers if not vouching}
     for ca_id in sorted({ca_id for ca_id, _ in signers}):  # in id order: no two deadlock
@@ -115,6 +115,13 @@ def _hold_signers(repos: Repositories, group: list[Issued]) -> None:
             raise PolicyViolation(
                 f"CA {ca_id} cannot sign: it was disabled, revoked or deleted meanwhile"
             )
+    # Read after the CAs' hold (on SQLite the write lock): a template deleted since the
+    # issuance read it would fail the insert on its foreign key, a generic clash.
+    templates = {i.row.template_id for i in group if isinstance(i.row, models.Certificate)}
+    wanted = {t for t in templates if t is not None}
+    missing = wanted - repos.templates.hold_for_issuance(sorted(wanted)) if wanted else set()
+    if missing:
+        raise NotFound(f"template {min(missing)} not found")
 
 
 def signing_refusal(

@@ -267,6 +267,28 @@ def test_ca_deleted_while_issuing_fails_cleanly(server: Server, api: httpx.Clien
             assert all(a.status_code != 201 for a in issued), [a.text for a in issued]
 
 
+def test_template_deleted_while_issuing_with_it_fails_cleanly(
+    server: Server, api: httpx.Client
+) -> None:
+    """Issuances with a template deleted at the same moment: issued with it (the deletion
+    then unlinks their certificates, as it does any), or told the template is gone; never a
+    generic clash of records."""
+    ca = create_root(api, unique("Template Race CA"))
+    for _ in range(ROUNDS):
+        body = {"name": unique("race-template"), "template_type": "server", "validity_days": 30}
+        template = data(api.post(f"{API}/templates", json=body), 201)
+        calls = slow_issuances(ca["id"], 3)
+        for _method, _path, request in calls:
+            request["json"]["template_id"] = template["id"]
+        calls.append(("DELETE", f"/templates/{template['id']}", {}))
+        answers = [a for a, _ in together(server, calls, delays=[0, 0, 0, 0.15])]
+        no_server_error(answers)
+        assert answers[-1].status_code == 204, answers[-1].text
+        for answer in answers[:-1]:
+            if answer.status_code != 201:
+                assert "conflicts with an existing record" not in answer.text, answer.text
+
+
 # --- group membership -----------------------------------------------------------------
 
 

@@ -46,6 +46,18 @@ class TemplateRepository:
         )
         return self._session.scalar(query) or 0
 
+    def hold_for_issuance(self, template_ids: Sequence[int]) -> set[int]:
+        """Which of the templates are still there, each then kept from deletion until the
+        transaction ends (PostgreSQL: FOR KEY SHARE, which an edit of the template does not
+        wait for; SQLite: the caller holds the database's write lock already)."""
+        query = (
+            select(Template.id)
+            .where(Template.id.in_(sorted(template_ids)), Template.org_id == self._org_id)
+            .order_by(Template.id)
+            .with_for_update(read=True, key_share=True)
+        )
+        return set(self._session.scalars(query))
+
     def delete(self, template: Template) -> None:
         """Certificates issued with it keep their content; their template_id becomes NULL."""
         self._session.execute(
