@@ -251,9 +251,11 @@ class CAService:
         row = ca_row(cert, encrypted, display, parent)
         row.imported = True
         self._repos.cas.add(row)
+        adopted = self._adopt(row, cert)
         details = {"subject": row.subject, "with_key": key is not None}
         audit.record(self._repos.audit, self._actor, "ca.import", "ca", row.id, details)
-        self._adopt(row, cert)
+        if adopted:
+            audit.record(self._repos.audit, self._actor, "ca.link", "ca", row.id, adopted)
         return row
 
     def attach_key(self, row: models.CertificateAuthority, key: PrivateKey) -> None:
@@ -266,7 +268,9 @@ class CAService:
         details = {"subject": row.subject}
         audit.record(self._repos.audit, self._actor, "ca.import_key", "ca", row.id, details)
 
-    def _adopt(self, row: models.CertificateAuthority, cert: x509.Certificate) -> None:
+    def _adopt(
+        self, row: models.CertificateAuthority, cert: x509.Certificate
+    ) -> dict[str, list[int]] | None:
         """What was imported before its issuer is filed under it now that it is here (the
         seed's "auto-links certificates to parent CA by issuer matching"): the CAs and
         certificates with no issuer here, named as issued by this CA and whose signature its
@@ -286,9 +290,12 @@ class CAService:
             child.parent_id = row.id
         for leaf in leaves:
             leaf.ca_id = row.id
-        if cas or leaves:
-            details = {"cas": [c.id for c in cas], "certificates": [c.id for c in leaves]}
-            audit.record(self._repos.audit, self._actor, "ca.link", "ca", row.id, details)
+        if not (cas or leaves):
+            return None
+        # Written before any audit row: an issuance under an adopted CA holds its row, then
+        # the audit chain (issuance.write_issued); in the other order the two would deadlock.
+        self._repos.session.flush()
+        return {"cas": [c.id for c in cas], "certificates": [c.id for c in leaves]}
 
     def same_certificate(self, cert: x509.Certificate) -> models.CertificateAuthority | None:
         """The CA here whose certificate is `cert`, byte for byte (the same DER, hence the
