@@ -4,7 +4,7 @@ writes the certificate (or CA) row and its audit event in the caller's transacti
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Protocol
@@ -21,7 +21,13 @@ from tessera.core.keys import MIN_RSA_BITS, PrivateKey, describe_public_key, enf
 from tessera.core.keystore import KeyEncryptor
 from tessera.core.lint import check_requested_names
 from tessera.core.names import format_san
-from tessera.core.profile import CertificateRequest, Template, apply_template, with_default_sans
+from tessera.core.profile import (
+    CertificateRequest,
+    Template,
+    apply_template,
+    with_default_sans,
+    with_subject_emails,
+)
 from tessera.domains import audit
 from tessera.domains.actor import Actor
 from tessera.storage import models
@@ -263,8 +269,11 @@ class Issuance:
 
         def prepare(cert: x509.Certificate) -> IssuedRow:
             # The names it was asked to sign are what it signed (core/authority.py puts them
-            # in the extension as given); reading them back would parse every extension.
-            row = certificate_row(cert, self.keys, private_key, imported=False, names=request.sans)
+            # in the extension as given, then the signed subject's emailAddresses, which a
+            # template's subject defaults may have added); reading them back would parse
+            # every extension.
+            signed = with_subject_emails(replace(request, subject=cert.subject))
+            row = certificate_row(cert, self.keys, private_key, imported=False, names=signed.sans)
             row.ca_id, row.origin, row.created_by = ca.id, request.origin, self.actor.username
             row.template_id = template.id if template else None
             rows.append(row)
