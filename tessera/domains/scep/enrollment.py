@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from tessera.core.errors import Conflict, InvalidInput, NotFound, TesseraError
 from tessera.core.formats import is_issued_by, load_certificate
 from tessera.core.inspect import common_name, general_names, public_key_sha256, serial_hex
-from tessera.core.profile import CertificateRequest, fill_subject
+from tessera.core.profile import CertificateRequest, fill_subject, with_subject_emails
 from tessera.core.renewal import renewal_opens
 from tessera.domains import audit
 from tessera.domains.issuance import Issuance, core_template
@@ -466,13 +466,24 @@ class EnrollmentService:
     ) -> bool:
         """The subject and SANs the CSR would get (the template's subject defaults filled
         in, as the issuance will) are the signer's, the SANs in any order. A CSR without
-        SANs renews the signer's, whatever they are (`_enroll` issues with them)."""
+        SANs renews the signer's, whatever they are (`_enroll` issues with them). Both are
+        compared as the issuance gives them, the subject's emailAddresses as SANs too
+        (`with_subject_emails`): a CSR naming what the enrolment's named renews a certificate
+        that got them, as one issued before they were added."""
         template = core_template(self._template(profile))
         defaults = template.subject_defaults if template is not None else ()
-        if fill_subject(csr.subject, defaults) != signer.subject:
+        subject = fill_subject(csr.subject, defaults)
+        if subject != signer.subject:
             return False
-        asked = set(scep_csr.sans(csr))
-        return not asked or asked == set(general_names(signer))
+        asked = tuple(scep_csr.sans(csr))
+        if not asked:
+            return True
+
+        def issued(sans: Sequence[x509.GeneralName]) -> set[x509.GeneralName]:
+            request = CertificateRequest(subject, csr.public_key(), tuple(sans))
+            return set(with_subject_emails(request).sans)
+
+        return issued(asked) == issued(general_names(signer))
 
     def _template(self, profile: ProfileSettings) -> models.Template | None:
         if profile.template_id is None:
