@@ -199,6 +199,16 @@ class ImportService:
             self._certificates.require("write:cas")
         if csrs and options.import_csrs:
             self._certificates.require("write:csrs")
+        if (
+            (cas and options.import_cas)
+            or (leaves and options.import_certificates)
+            or (csrs and options.import_csrs)
+        ):
+            # Held before any step writes: a step that adds a key to an object here already
+            # appends an audit row (the chain's head, locked) before a later step's duplicate
+            # check holds the organization, the reverse of a certificate import's order
+            # (organization, then audit): on PostgreSQL the two would deadlock.
+            self._repos.organizations.hold(self._repos.org_id)
         for item in _parents_first(cas):
             self._step(item, options.import_cas, lambda i: self._store_ca(i, plan, options))
         for item in leaves:
