@@ -299,6 +299,9 @@ class Issuance:
         self._refuse_compromised(request.public_key)
         check_requested_names(request.subject, request.sans)
         request = apply_template(request, core_template(template))
+        # As the authority will: a subject emailAddress (the template's too) is a SAN then,
+        # refused when it is no mailbox.
+        request = with_subject_emails(request)
         if ca is not None:
             self.issuer_chain(ca).check_names(request.subject, request.sans, request.is_ca)
 

@@ -13,12 +13,20 @@ from cryptography.x509.oid import NameOID
 
 from tests.e2e.helpers import API, cert_of, create_root, data, issue, unique
 from tests.e2e.test_scep_protocol import (
+    BAD_REQUEST,
+    FAILURE,
     RENEWAL_REQ,
     SUCCESS,
     Client,
     Scep,
+    ca_certificates,
     default_profile,
     new_client,
+    pki_message,
+    profile,
+    read_reply,
+    scep_requests,
+    split,
 )
 from tests.support import Server
 
@@ -73,3 +81,19 @@ def test_a_scep_renewal_with_the_enrolment_csr_names_renews(scep: Scep) -> None:
     _, renewed = scep.enroll(holder, renewal, kind=RENEWAL_REQ)
     assert (renewed.status, renewed.fail_info) == (SUCCESS, None)
     assert renewed.certificates[0].serial_number != issued.serial_number
+
+
+def test_a_queued_scep_request_is_refused_now_for_an_email_no_approval_could_sign(
+    scep: Scep, api: httpx.Client
+) -> None:
+    """The queue refuses at once what no approval could get signed (`check_signable`): a
+    subject emailAddress that is no mailbox, which the issuance refuses as a SAN, too."""
+    path = profile(api, scep, auto_approve=False)
+    _, ra = split(ca_certificates(scep.http, path))
+    client = new_client()
+    cn = f"{unique('queued-email').lower()}.example.com"
+    before = scep_requests(api)
+    sent = pki_message(client, ra, _csr_with_email(client, cn, "nobody", scep.challenge))
+    reply = read_reply(scep.post(sent, path), client, ra)
+    assert (reply.status, reply.fail_info) == (FAILURE, BAD_REQUEST)
+    assert scep_requests(api) == before
