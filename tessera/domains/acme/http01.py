@@ -251,26 +251,32 @@ def _fetch(
 
 
 def _request(hop: Hop, address: str, timeout: float, deadline: float) -> Answer:
-    """One request, cut at `deadline` (`cut_at`)."""
+    """One request, cut at `deadline` (`cut_at`) once connected: connecting (and the TLS
+    handshake, which CPython times as a whole) is bounded by `timeout`, the time left."""
     connection = _connection(hop, address, timeout)
-    kind = address_kind(address)
     try:
-        with cut_at(deadline, lambda: connection.sock) as cut:
-            headers = {"Host": hop.host_header, "User-Agent": USER_AGENT, "Accept": "*/*"}
-            connection.request("GET", hop.target, headers=headers)
-            response = connection.getresponse()
-            location = response.getheader("Location")
-            redirect = response.status in REDIRECT_STATUSES
-            body = b"" if redirect else response.read(MAX_HTTP_BODY + 1)
-    except (OSError, http.client.HTTPException) as exc:
+        connection.connect()
+        with cut_at(deadline, connection.sock) as cut:
+            try:
+                answer = _exchange(connection, hop, address_kind(address))
+            except (OSError, http.client.HTTPException) as exc:
+                if cut.is_set():
+                    raise _BudgetSpent() from exc
+                raise
         if cut.is_set():
-            raise _BudgetSpent() from exc
-        raise
+            raise _BudgetSpent()  # what was read may be cut short
+        return answer
     finally:
         connection.close()
-    if cut.is_set():
-        raise _BudgetSpent()  # what was read may be cut short
-    return Answer(response.status, location if redirect else None, body, kind)
+
+
+def _exchange(connection: http.client.HTTPConnection, hop: Hop, kind: str | None) -> Answer:
+    headers = {"Host": hop.host_header, "User-Agent": USER_AGENT, "Accept": "*/*"}
+    connection.request("GET", hop.target, headers=headers)
+    response = connection.getresponse()
+    if response.status in REDIRECT_STATUSES:
+        return Answer(response.status, response.getheader("Location"), b"", kind)
+    return Answer(response.status, None, response.read(MAX_HTTP_BODY + 1), kind)
 
 
 def _connection(hop: Hop, address: str, timeout: float) -> http.client.HTTPConnection:

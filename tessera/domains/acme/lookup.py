@@ -3,10 +3,11 @@ servers (`TESSERA_ACME_DNS_SERVERS`), never the system's resolver when they are 
 connections go to the configured ports. A private network (or a test) so decides where
 validation goes, for each challenge type and for each hop of an http-01 redirect."""
 
+import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
@@ -75,21 +76,20 @@ def addresses(
 
 
 @contextmanager
-def cut_at(
-    deadline: float, connected: Callable[[], socket.socket | None]
-) -> Iterator[threading.Event]:
-    """Shut the socket `connected()` returns down at `deadline` (a `time.monotonic()` value),
-    should the block still run then; the event says whether it was. A socket's timeout bounds
-    each wait for data, not a whole exchange: a server sending a byte at a time could hold a
-    validation for as long as it liked."""
+def cut_at(deadline: float, connected: socket.socket) -> Iterator[threading.Event]:
+    """Shut the connection down at `deadline` (a `time.monotonic()` value), should the block
+    still run then; the event says whether it was. A socket's timeout bounds each wait for
+    data, not a whole exchange: a server sending a byte at a time could hold a validation for
+    as long as it liked. The timer holds a duplicate of the descriptor: wrapping the socket
+    in TLS detaches the object given, and a shutdown acts on the connection whichever
+    descriptor names it."""
     cut = threading.Event()
+    duplicate = socket.socket(fileno=os.dup(connected.fileno()))
 
     def shut() -> None:
         cut.set()
-        sock = connected()
-        if sock is not None:
-            with suppress(OSError):  # closed meanwhile
-                sock.shutdown(socket.SHUT_RDWR)  # wakes the thread out of its recv
+        with suppress(OSError):  # closed meanwhile
+            duplicate.shutdown(socket.SHUT_RDWR)  # wakes the thread out of its recv
 
     timer = threading.Timer(max(0.0, deadline - time.monotonic()), shut)
     timer.start()
@@ -97,3 +97,5 @@ def cut_at(
         yield cut
     finally:
         timer.cancel()
+        timer.join()  # a shut in progress ends before the duplicate closes
+        duplicate.close()

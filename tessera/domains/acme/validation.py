@@ -88,7 +88,7 @@ def _tls_alpn01(id_type: str, name: str, key_auth: str, config: ValidationConfig
                 socket.create_connection(
                     (address, config.tlsalpn01_port), min(config.timeout, left)
                 ) as raw,
-                cut_at(deadline, lambda: raw),
+                cut_at(deadline, raw),
                 context.wrap_socket(raw, server_hostname=sni) as tls,
             ):
                 negotiated = tls.selected_alpn_protocol()
