@@ -140,3 +140,30 @@ def test_a_row_deleted_during_a_publication_of_its_group(engine: Engine) -> None
         state = session.get(CRLState, holder)
     assert stored == {holder}
     assert state is not None and state.lease_owner is None and state.last_error is None
+
+
+def test_a_deletion_during_a_publication_leaves_the_group_due(engine: Engine) -> None:
+    """The deletion made the group's CRLs due (what it handed over may be missing from the
+    CRLs being built): the publication that ends after it must not push that to the next
+    scheduled run, hours away."""
+    sessions = session_factory(engine)
+    wiring.install(sessions, os.urandom(32))
+    org, holder, leaving = group(sessions, "Due Root", (100, 200))
+    policy = CRLPolicy(timedelta(hours=24), timedelta(hours=4), timedelta(0))
+    publisher = CRLPublisher(
+        sessions, KEYS, PublicationBase("http://127.0.0.1:8080"), policy, utc_now
+    )
+    build = publisher._build
+
+    def build_then_delete(*args: Any) -> Any:
+        built = build(*args)  # its snapshot taken
+        with sessions.begin() as session:
+            cas(session, org, sessions).delete(leaving)
+        return built
+
+    publisher._build = build_then_delete  # type: ignore[method-assign]
+    assert publisher.publish(holder, "schedule") is not None
+    with sessions() as session:
+        state = session.get(CRLState, holder)
+        assert state is not None and state.due_at is not None
+        assert state.due_at.replace(tzinfo=UTC) <= datetime.now(UTC)

@@ -19,6 +19,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal,
     literal_column,
     null,
     or_,
@@ -36,6 +37,18 @@ from tessera.storage.repositories.status_changes import StatusChangeRepository
 # CRL builder takes them
 EntryRow = tuple[str, int, str | None, int | None]
 KEEP_PUBLISHED = 3  # per CA and kind; older CRLs are deleted when a new one is stored
+
+
+def _keeping_forced_due(values: dict[str, object]) -> dict[str, object]:
+    """A publication's next due time, unless the row was made due while it was being built
+    (after its snapshot: `hand_over` does, when a row of the group is deleted): what made it
+    due may be missing from these CRLs, so the next run must not wait for the schedule."""
+    snapshot, built, due = values.get("snapshot_at"), values.get("built_at"), values.get("due_at")
+    if snapshot is None or built is None or due is None:
+        return values
+    forced = and_(CRLState.due_at > snapshot, CRLState.due_at <= built)
+    scheduled = literal(due, CRLState.due_at.type)
+    return {**values, "due_at": case((forced, CRLState.due_at), else_=scheduled)}
 
 
 class CRLRepository:
@@ -104,7 +117,7 @@ class CRLRepository:
         statement = (
             update(CRLState)
             .where(CRLState.ca_id == ca_id, CRLState.lease_owner == owner)
-            .values(lease_owner=None, lease_until=None, **values)
+            .values(lease_owner=None, lease_until=None, **_keeping_forced_due(values))
             .execution_options(synchronize_session=False)
         )
         return bool(self._session.execute(statement).rowcount)  # type: ignore[attr-defined]
@@ -120,7 +133,7 @@ class CRLRepository:
         self._session.execute(
             update(CRLState)
             .where(CRLState.ca_id.in_(ca_ids))
-            .values(last_number=highest, **values)
+            .values(last_number=highest, **_keeping_forced_due(values))
             .execution_options(synchronize_session=False)
         )
 
