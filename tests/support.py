@@ -227,12 +227,12 @@ def admin_api_key(server: Server) -> str:
 
 @contextmanager
 def module_server(
-    backend: str, data_dir: Path, env: dict[str, str] | None = None
+    backend: str, data_dir: Path, env: dict[str, str] | None = None, workers: int = 1
 ) -> Iterator[Server]:
     """A server for a test module on `backend` (sqlite or postgresql), with an admin API key,
     stopped (and its PostgreSQL database dropped) afterwards."""
     with database(backend) as url:
-        running = start_server(data_dir, url, env=env)
+        running = start_server(data_dir, url, workers=workers, env=env)
         try:
             running.api_key = admin_api_key(running)
             yield running

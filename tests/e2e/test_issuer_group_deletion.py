@@ -9,8 +9,6 @@ from pathlib import Path
 
 import httpx
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.e2e.helpers import API, create_intermediate, data, db_rows, error, unique
 from tests.e2e.test_crl import entry_reason, fetch, listed, number, pem_file, verify, wait_for_crl
@@ -18,9 +16,8 @@ from tests.e2e.test_issuer_groups import (
     ROWS,
     Reissued,
     ask,
-    import_root,
+    imported_group,
     leaf,
-    reissued_root,
     revoke,
     until_status,
 )
@@ -33,18 +30,9 @@ COMPROMISED = x509.ReasonFlags.key_compromise
 def new_group(server: Server, folder: Path, name: str) -> Reissued:
     """A fresh group of two rows: "old" (one year, the group's oldest, which holds its CRL
     number sequence) and "new" (two years, so the one that signs OCSP answers)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
     common_name = unique(name)
     with server.client() as api:
-        rows = {
-            row: import_root(api, reissued_root(key, common_name, days), key_pem)
-            for row, days in zip(ROWS, (365, 730), strict=True)
-        }
-        for row in rows.values():
-            row["pem"] = data(api.get(f"{API}/cas/{row['id']}"))["pem"]
+        rows, key_pem = imported_group(api, common_name)
     group = Reissued(folder, rows, {}, key_pem, common_name)
     for row, view in rows.items():
         group.path(row).write_text(view["pem"])

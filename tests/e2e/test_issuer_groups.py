@@ -69,23 +69,30 @@ def revoke(api: httpx.Client, cert: dict[str, Any]) -> None:
     data(api.post(f"{API}/certificates/{cert['id']}/revoke", json={"reason": "keyCompromise"}))
 
 
+def imported_group(api: httpx.Client, common_name: str) -> tuple[dict[str, Any], str]:
+    """One root imported twice with its key, living one year ("old") then two ("new"): the
+    rows of one issuer group, each with its PEM; and the key's PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    rows = {
+        row: import_root(api, reissued_root(key, common_name, days), key_pem)
+        for row, days in zip(ROWS, (365, 730), strict=True)
+    }
+    for row in rows.values():
+        row["pem"] = data(api.get(f"{API}/cas/{row['id']}"))["pem"]
+    return rows, key_pem
+
+
 @pytest.fixture(scope="module")
 def reissued(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Reissued:
     """The reviewer's scenario: the same root imported twice (one year, then two), with its
     key; a certificate revoked under each row, and a good one under the older row."""
     folder = tmp_path_factory.mktemp("reissued")
-    key = ec.generate_private_key(ec.SECP256R1())
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
     common_name = unique("Reissued Root")
     with server.client() as api:
-        rows = {
-            row: import_root(api, reissued_root(key, common_name, days), key_pem)
-            for row, days in zip(ROWS, (365, 730), strict=True)
-        }
-        for row in rows.values():
-            row["pem"] = data(api.get(f"{API}/cas/{row['id']}"))["pem"]
+        rows, key_pem = imported_group(api, common_name)
         certs = {
             "old-good": leaf(api, rows["old"]["id"], "old-good"),
             "old-revoked": leaf(api, rows["old"]["id"], "old-revoked"),

@@ -23,7 +23,7 @@ from tests.e2e.helpers import (
     foreign_signed,
     unique,
 )
-from tests.support import Server, admin_api_key, database, start_server, stop_server
+from tests.support import Server, module_server
 from tests.tools import openssl_csr
 
 AT_ONCE = 4
@@ -35,13 +35,8 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """Two worker processes: the racing requests land in different processes."""
-    with database(request.param) as url:
-        running = start_server(tmp_path_factory.mktemp("races") / "data", url, workers=2)
-        try:
-            running.api_key = admin_api_key(running)
-            yield running
-        finally:
-            stop_server(running)
+    with module_server(request.param, tmp_path_factory.mktemp("races") / "data", workers=2) as up:
+        yield up
 
 
 def at_once(server: Server, path: str, **request: Any) -> list[httpx.Response]:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from tessera.protocols.scep import operations
 from tests.e2e.helpers import data, unique
-from tests.e2e.test_scep_openssl import ok, printed, verified
+from tests.e2e.test_scep_openssl import ok, post, printed, verified
 from tests.e2e.test_scep_protocol import (
     API,
     BAD_ALG,
@@ -78,16 +78,6 @@ def opened(workdir: Path, scep: Scep, answer: bytes, password: str) -> x509.Cert
     verdict = openssl_verify(workdir, issued, [scep.ca.public_bytes(PEM).decode()])
     assert "OK" in verdict, verdict
     return x509.load_pem_x509_certificate(issued.encode())
-
-
-def post(scep: Scep, der: bytes, path: str | None = None) -> bytes:
-    response = scep.http.post(
-        f"{path or scep.path}?operation=PKIOperation",
-        content=der,
-        headers={"content-type": "application/x-pki-message"},
-    )
-    assert response.status_code == 200, response.text
-    return response.content
 
 
 def test_an_ec_requester_enrolls_with_a_password_envelope(scep: Scep, workdir: Path) -> None:
