@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field, model_validator
 
-from tessera.api.deps import UnitOfWork, issuance, now, require, runtime
+from tessera.api.deps import UnitOfWork, issuance, now, repositories, require, runtime
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok, page_meta
 from tessera.api.v2.params import Page, PerPage20, RowId
@@ -17,6 +17,7 @@ from tessera.api.v2.schemas import RowId as BodyRowId
 from tessera.core.errors import NotFound
 from tessera.domains.actor import Actor
 from tessera.domains.identity.permissions import grants
+from tessera.domains.scep import queue
 from tessera.domains.scep.challenges import ChallengeService, ShownChallenge
 from tessera.domains.scep.enrollment import EnrollmentService
 from tessera.domains.scep.profiles import (
@@ -169,7 +170,7 @@ def update_config(
 
 @router.get("/stats")
 def stats(request: Request, session: UnitOfWork, actor: Reader) -> JSONResponse:
-    return ok(EnrollmentService(issuance(request, session, actor), now(request)).stats())
+    return ok(queue.stats(repositories(session, actor)))
 
 
 @router.get("/requests")
@@ -182,7 +183,7 @@ def list_requests(
     per_page: PerPage20 = 20,
 ) -> JSONResponse:
     service = EnrollmentService(issuance(request, session, actor), now(request))
-    rows, total = service.listing(status or None, page, per_page)
+    rows, total = queue.listing(repositories(session, actor), status or None, page, per_page)
     return ok(request_views(service, rows, actor), meta=page_meta(page, per_page, total))
 
 

@@ -20,7 +20,7 @@ from asn1crypto import pem
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from tessera.core.errors import Conflict, InvalidInput, NotFound, TesseraError
+from tessera.core.errors import Conflict, NotFound, TesseraError
 from tessera.core.formats import is_issued_by, load_certificate
 from tessera.core.inspect import common_name, general_names, public_key_sha256, serial_hex
 from tessera.core.profile import CertificateRequest, fill_subject, with_subject_emails
@@ -37,10 +37,6 @@ from tessera.storage.models_scep import ScepRequest
 from tessera.storage.repositories.crl import CRLRepository
 from tessera.storage.repositories.scep import DYNAMIC, ISSUED, PENDING, REJECTED
 
-STATUSES = (PENDING, ISSUED, REJECTED)
-# UCM names a request whose certificate was issued "approved"; its clients filter and count
-# by that name, so it is read as `issued` (docs/scep.md).
-UCM_APPROVED = "approved"
 PKCS_REQ, RENEWAL_REQ = "PKCSReq", "RenewalReq"
 RENEWAL = "renewal"
 
@@ -362,15 +358,6 @@ class EnrollmentService:
     def _csr_der(self, row: ScepRequest) -> bytes:
         return pem.unarmor(self.csr_pem(row).encode())[2]
 
-    def listing(
-        self, status: str | None, page: int, per_page: int
-    ) -> tuple[Sequence[ScepRequest], int]:
-        if status == UCM_APPROVED:
-            status = ISSUED
-        if status is not None and status not in STATUSES:
-            raise InvalidInput(f"status must be one of {', '.join(STATUSES)}")
-        return self._repos.scep.requests(status, page, per_page)
-
     def approve(self, request_id: int) -> ScepRequest:
         row = self._pending(request_id)
         profile = self._repos.scep.profile_by_id(row.profile_id)
@@ -390,20 +377,6 @@ class EnrollmentService:
         row.reason = reason
         self._record("scep.reject", row, {"reason": reason})
         return row
-
-    def stats(self) -> dict[str, object]:
-        counts = self._repos.scep.counts()
-        by_type = self._repos.scep.counts_by_type()
-        return {
-            "total": sum(counts.values()),
-            "pending": counts.get(PENDING, 0),
-            "issued": counts.get(ISSUED, 0),
-            UCM_APPROVED: counts.get(ISSUED, 0),
-            "rejected": counts.get(REJECTED, 0),
-            "enrollments": by_type.get(PKCS_REQ, 0),
-            "renewals": by_type.get(RENEWAL_REQ, 0),
-            "profiles": len(self._repos.scep.profiles()),
-        }
 
     # Helpers
     def _pending(self, request_id: int) -> ScepRequest:
