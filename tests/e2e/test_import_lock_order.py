@@ -13,19 +13,16 @@ import httpx
 import pytest
 
 from tests.e2e.helpers import API, data, foreign_root, foreign_signed, unique
-from tests.support import Server, admin_api_key, database, start_server, stop_server
+from tests.support import Server, module_server
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """PostgreSQL (row locks; SQLite serialises writers on one lock), two processes."""
-    with database("postgresql") as url:
-        running = start_server(tmp_path_factory.mktemp("lockorder") / "data", url, workers=2)
-        try:
-            running.api_key = admin_api_key(running)
-            yield running
-        finally:
-            stop_server(running)
+    with module_server(
+        "postgresql", tmp_path_factory.mktemp("lockorder") / "data", workers=2
+    ) as up:
+        yield up
 
 
 def _waiting_on_locks(conn: object) -> int:

@@ -32,7 +32,7 @@ from tests.e2e.helpers import (
     self_signed_ca,
     unique,
 )
-from tests.support import Server, admin_api_key, database, start_server, stop_server
+from tests.support import Server, admin_api_key, module_server, start_server, stop_server
 from tests.tools import openssl, pkilint_findings, pkilint_ocsp_findings
 
 OCSP_REQUEST = {"Content-Type": "application/ocsp-request"}
@@ -551,13 +551,8 @@ def test_management_needs_authentication(server: Server) -> None:
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with database("postgresql") as url:
-        running = start_server(tmp_path_factory.mktemp("ocsp2") / "data", url, workers=2)
-        try:
-            running.api_key = admin_api_key(running)
-            yield running
-        finally:
-            stop_server(running)
+    with module_server("postgresql", tmp_path_factory.mktemp("ocsp2") / "data", workers=2) as up:
+        yield up
 
 
 def _one_leaf(server: Server, tmp_path: Path, name: str) -> tuple[PKI, dict[str, Any], bytes]:
