@@ -121,6 +121,7 @@ def _hold_signers(repos: Repositories, group: list[Issued]) -> None:
             raise PolicyViolation(
                 f"CA {ca_id} cannot sign: it was disabled, revoked or deleted meanwhile"
             )
+    _hold_above(repos, sorted(strict))
     # Read after the CAs' hold (on SQLite the write lock): a template deleted since the
     # issuance read it would fail the insert on its foreign key, a generic clash.
     templates = {i.row.template_id for i in group if isinstance(i.row, models.Certificate)}
@@ -128,6 +129,20 @@ def _hold_signers(repos: Repositories, group: list[Issued]) -> None:
     missing = wanted - repos.templates.hold_for_issuance(sorted(wanted)) if wanted else set()
     if missing:
         raise NotFound(f"template {min(missing)} not found")
+
+
+def _hold_above(repos: Repositories, signer_ids: list[int]) -> None:
+    """The CAs above each signer were read (and found unrevoked) before the signing too: one
+    revoked since then makes what was signed invalid from the start. Held after the signers,
+    as a CA revocation holds the CA first."""
+    for ca_id in signer_ids:
+        signer = repos.cas.get(ca_id)
+        above = [row.id for row in ca_chain(repos, signer)[1:]] if signer else []
+        revoked = set(above) - repos.cas.hold_unrevoked(above) if above else set()
+        if revoked:
+            raise PolicyViolation(
+                f"CA {ca_id} cannot sign: CA {min(revoked)} above it was revoked meanwhile"
+            )
 
 
 def signing_refusal(

@@ -15,10 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests.e2e.accounts_helpers import create_user
 from tests.e2e.helpers import (
     API,
+    create_intermediate,
     create_root,
     data,
     db_rows,
@@ -220,6 +225,18 @@ def slow_issuances(ca_id: int, count: int) -> list[Call]:
     ]
 
 
+def csr_issuances(ca_id: int, count: int) -> list[Call]:
+    """Issuances from CSRs: quick to sign, so read their issuer's chain early in a batch."""
+    calls: list[Call] = []
+    for _ in range(count):
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{unique('csr')}.example")])
+        csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+        pem = csr.public_bytes(serialization.Encoding.PEM).decode()
+        calls.append(("POST", "/certificates", {"json": {"ca_id": ca_id, "csr": pem}}))
+    return calls
+
+
 def stored_time(value: object) -> datetime:
     """A timestamp column read back (PostgreSQL: a datetime; SQLite: its text), in UTC."""
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
@@ -242,6 +259,29 @@ def test_no_certificate_written_under_a_ca_after_its_disabling_committed(
         rows = db_rows(server, "SELECT id, created_at FROM certificates WHERE ca_id = ?", ca["id"])
         late = [cert_id for cert_id, created in rows if stored_time(created) > disabled_at]
         assert not late, f"certificates {late} written after CA {ca['id']} was disabled"
+
+
+def test_no_certificate_written_under_a_ca_after_a_ca_above_it_was_revoked(
+    server: Server, api: httpx.Client
+) -> None:
+    """A certificate written after the revocation of a CA above its issuer had been answered
+    would not validate from the moment it exists: the issuance must be refused instead."""
+    for _ in range(ROUNDS):
+        root = create_root(api, unique("Above Race Root"))
+        middle = create_intermediate(api, root["id"], unique("Above Race Middle"))
+        issuing = create_intermediate(api, middle["id"], unique("Above Race Issuing"))
+        revoke = ("POST", f"/cas/{middle['id']}/revoke", {"json": {"reason": "keyCompromise"}})
+        # Signed in a batch with slow ones: written only once those are done.
+        calls = [*csr_issuances(issuing["id"], 3), *slow_issuances(issuing["id"], 3), revoke]
+        answered = together(server, calls, delays=[0, 0, 0, 0, 0, 0, 0.4])
+        no_server_error([a for a, _ in answered])
+        revoked_answer, revoked_at = answered[-1]
+        assert revoked_answer.status_code == 200, revoked_answer.text
+        rows = db_rows(
+            server, "SELECT id, created_at FROM certificates WHERE ca_id = ?", issuing["id"]
+        )
+        late = [cert_id for cert_id, created in rows if stored_time(created) > revoked_at]
+        assert not late, f"certificates {late} written after CA {middle['id']} was revoked"
 
 
 def test_ca_deleted_while_issuing_fails_cleanly(server: Server, api: httpx.Client) -> None:

@@ -31,6 +31,17 @@ _HOLD_SIGNER = (
 _HOLD_ACTIVE_SIGNER = _HOLD_SIGNER.where(
     _CA_TABLE.c.is_active.is_(True), _CA_TABLE.c.revoked_at.is_(None)
 )
+# PostgreSQL: FOR SHARE, which a revocation's UPDATE waits for (and issuances under the same
+# CAs do not); SQLite renders no locking clause, its write lock is held by then.
+_HOLD_UNREVOKED = (
+    select(_CA_TABLE.c.id)
+    .where(
+        _CA_TABLE.c.id.in_(bindparam("h_ids", expanding=True)),
+        _CA_TABLE.c.org_id == bindparam("h_org"),
+        _CA_TABLE.c.revoked_at.is_(None),
+    )
+    .with_for_update(read=True)
+)
 
 
 class CARepository:
@@ -143,6 +154,13 @@ class CARepository:
         statement = _HOLD_ACTIVE_SIGNER if active else _HOLD_SIGNER
         held = self._session.connection().execute(statement, {"h_id": ca_id, "h_org": self._org_id})
         return held.rowcount == 1
+
+    def hold_unrevoked(self, ca_ids: Sequence[int]) -> set[int]:
+        """Those of these CAs still there and unrevoked, read from the database (not the
+        session, which keeps what it loaded before) and held until the transaction ends: a
+        revocation either waits for the caller or is seen by it."""
+        params = {"h_ids": list(ca_ids), "h_org": self._org_id}
+        return set(self._session.connection().execute(_HOLD_UNREVOKED, params).scalars())
 
     def reread_for_change(self, ca: CertificateAuthority) -> None:
         """Read the CA again, held until the transaction ends (PostgreSQL: FOR UPDATE; on
