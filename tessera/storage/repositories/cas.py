@@ -125,7 +125,7 @@ class CARepository:
         if ca_ids is not None:
             query = query.where(Certificate.ca_id.in_(ca_ids))
         query = query.group_by(Certificate.ca_id)
-        return {ca_id: count for ca_id, count in self._session.execute(query).tuples() if ca_id}
+        return {ca_id: count for ca_id, count in self._session.execute(query) if ca_id}
 
     def revoke(self, ca: CertificateAuthority, at: datetime, reason: str) -> bool:
         """Revoke (and disable) the CA unless it was revoked, or deleted, since it was read:

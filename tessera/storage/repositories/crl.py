@@ -244,7 +244,7 @@ class CRLRepository:
             .where(StatusChange.ca_id.in_(ca_ids), StatusChange.changed_at >= since)
             .order_by(StatusChange.changed_at)
         )
-        return list(self._session.execute(query).tuples())
+        return list(self._session.execute(query))
 
     # Following the status-change log ---------------------------------------------------
 
@@ -254,7 +254,7 @@ class CRLRepository:
 
     def changes_in(self, ids: Sequence[int]) -> Sequence[tuple[int, int | None]]:
         query = select(StatusChange.id, StatusChange.ca_id).where(StatusChange.id.in_(ids))
-        return list(self._session.execute(query).tuples())
+        return list(self._session.execute(query))
 
     def latest_change_id(self) -> int:
         return StatusChangeRepository(self._session).latest_id()

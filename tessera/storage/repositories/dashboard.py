@@ -97,7 +97,7 @@ class DashboardRepository:
             .where(Certificate.org_id == self._org_id, column >= since, *extra)
             .group_by(day)
         )
-        return {str(d)[:10]: n for d, n in self._session.execute(query).tuples()}
+        return {str(d)[:10]: n for d, n in self._session.execute(query)}
 
     def database_ok(self) -> bool:
         """A round trip to the database (no savepoint: on SQLite that would take the write

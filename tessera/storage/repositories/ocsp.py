@@ -55,7 +55,7 @@ class OCSPRepository:
             Certificate.serial_number.in_(wanted),
         )
         found: dict[str, StoredStatus] = {}
-        for serial, status, revoked_at, reason in self._session.execute(certs).tuples():
+        for serial, status, revoked_at, reason in self._session.execute(certs):
             # The same serial under two rows of one issuer is one certificate to relying
             # parties: revoked if either says so.
             if serial not in found or status == "revoked":
@@ -78,7 +78,7 @@ class OCSPRepository:
             sub.serial_number.in_(serials),
         )
         found = {}
-        for serial, revoked_at, reason in self._session.execute(query).tuples():
+        for serial, revoked_at, reason in self._session.execute(query):
             status = "active" if revoked_at is None else "revoked"
             found[serial] = StoredStatus(serial, status, revoked_at, reason)
         return found
@@ -91,7 +91,7 @@ class OCSPRepository:
         ).where(RetainedCRLEntry.ca_id.in_(ca_ids), RetainedCRLEntry.serial_number.in_(serials))
         return {
             serial: StoredStatus(serial, "revoked", revoked_at, reason)
-            for serial, revoked_at, reason in self._session.execute(kept).tuples()
+            for serial, revoked_at, reason in self._session.execute(kept)
         }
 
     def current_signer(self, ca_id: int) -> tuple[OCSPSigner, Certificate] | None:
