@@ -282,8 +282,14 @@ _KU_ATTRS = (
 def extended_key_usage(names: list[str]) -> x509.ExtendedKeyUsage:
     """By name, or as a dotted OID for a purpose without one here (smartcard logon, a
     vendor's own): what `extended_key_usage_names` gives back, so renewing a certificate
-    with such a purpose certifies it again."""
-    return x509.ExtendedKeyUsage(list(dict.fromkeys(_eku_oid(name) for name in names)))
+    with such a purpose certifies it again. RFC 3161 2.3: a time-stamping certificate's EKU
+    holds timeStamping alone (a TSA key certified for anything else is refused by verifiers)."""
+    purposes = list(dict.fromkeys(_eku_oid(name) for name in names))
+    if ExtendedKeyUsageOID.TIME_STAMPING in purposes and len(purposes) > 1:
+        raise InvalidInput(
+            "timeStamping cannot be combined with other extended key usages (RFC 3161 2.3)"
+        )
+    return x509.ExtendedKeyUsage(purposes)
 
 
 def _eku_oid(name: str) -> ObjectIdentifier:

@@ -260,3 +260,20 @@ def test_a_ca_is_created_under_a_ca_template(api: httpx.Client, workdir: Path) -
     assert leafish.status_code == 422 and "end-entity certificates only" in leafish.text
     unknown = api.post("/api/v2/cas", json={**sub, "template_id": 999999})
     assert unknown.status_code == 404, unknown.text
+
+
+def test_time_stamping_is_not_combined_with_other_purposes(api: httpx.Client) -> None:
+    """RFC 3161 2.3: a time-stamping certificate's EKU holds timeStamping alone; a template
+    or a request that combines it is refused, and nothing is created."""
+    usages = ["timeStamping", "codeSigning"]
+    name = f"TSA and more {uuid.uuid4().hex[:8]}"
+    refused = api.post("/api/v2/templates", json={"name": name, "extended_key_usage": usages})
+    assert refused.status_code in (400, 422), refused.text
+    assert "RFC 3161" in refused.json()["message"]
+    assert all(t["name"] != name for t in api.get("/api/v2/templates").json()["data"])
+    request = {"common_name": "tsa.example.com", "ca_id": make_root(api)}
+    issued = api.post("/api/v2/certificates", json={**request, "extended_key_usage": usages})
+    assert issued.status_code in (400, 422), issued.text
+    assert "RFC 3161" in issued.json()["message"]
+    alone = api.post("/api/v2/certificates", json={**request, "extended_key_usage": usages[:1]})
+    assert alone.status_code == 201, alone.text

@@ -389,6 +389,8 @@ def test_a_time_stamping_eku_is_critical() -> None:
 
     assert eku("timeStamping").critical
     assert not eku("serverAuth", "clientAuth").critical
+    with pytest.raises(InvalidInput, match="RFC 3161"):
+        eku("timeStamping", "serverAuth")
 
 
 def test_subject_email_addresses_are_stated_as_sans() -> None:
