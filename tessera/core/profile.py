@@ -88,18 +88,25 @@ def with_subject_emails(request: CertificateRequest) -> CertificateRequest:
     SAN: RFC 5280 4.1.2.6 has new certificates state an email address there, the subject
     attribute being a deprecated copy for legacy software. For CAs and renewals too: the
     subject already names the address, so the SAN certifies nothing new."""
-    present = {name.value for name in request.sans if isinstance(name, x509.RFC822Name)}
+    present = {_mailbox(name.value) for name in request.sans if isinstance(name, x509.RFC822Name)}
     missing: list[x509.GeneralName] = []
     for attribute in request.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS):
         value = attribute.value if isinstance(attribute.value, str) else ""
-        if value in present:
+        if _mailbox(value) in present:
             continue
         try:
             missing.append(parse_san(f"email:{value}"))
         except InvalidInput as exc:
             raise PolicyViolation(f"the subject's emailAddress is no mailbox: {exc}") from exc
-        present.add(value)
+        present.add(_mailbox(value))
     return replace(request, sans=(*request.sans, *missing)) if missing else request
+
+
+def _mailbox(address: str) -> str:
+    """An address as mail compares it: the domain in any case, the local part as written
+    (RFC 5321 2.4)."""
+    local, at, domain = address.rpartition("@")
+    return f"{local}{at}{domain.lower()}" if at else address
 
 
 def apply_template(request: CertificateRequest, template: Template | None) -> CertificateRequest:

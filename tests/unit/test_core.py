@@ -404,6 +404,12 @@ def test_subject_email_addresses_are_stated_as_sans() -> None:
     assert _sans(leaf) == [x509.DNSName("leaf.example.com"), mailbox]
     again = authority.issue(leaf_request(subject=subject, sans=(mailbox,)), root, Ledger())
     assert _sans(again) == [mailbox]
+    shouted = SubjectFields("Alice", email="alice@EXAMPLE.com").to_name()  # the same mailbox
+    again = authority.issue(leaf_request(subject=shouted, sans=(mailbox,)), root, Ledger())
+    assert _sans(again) == [mailbox]
+    other = SubjectFields("Alice", email="Alice@example.com").to_name()  # local parts differ
+    both = authority.issue(leaf_request(subject=other, sans=(mailbox,)), root, Ledger())
+    assert _sans(both) == [mailbox, x509.RFC822Name("Alice@example.com")]
     ca = authority.issue(
         leaf_request(subject=subject, sans=(), is_ca=True, extended_key_usage=None), root, Ledger()
     )
