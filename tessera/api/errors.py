@@ -76,7 +76,9 @@ def install(app: FastAPI) -> None:
             log.warning("NOT NULL on %s %s: %s", request.method, request.url.path, exc.orig)
             return _formatter(request)(422, "a required value is missing (null)")
         log.info("integrity conflict on %s %s: %s", request.method, request.url.path, exc.orig)
-        return _formatter(request)(409, "conflicts with an existing record; retry or reload")
+        taken = _taken(exc)
+        message = taken or "conflicts with an existing record; retry or reload"
+        return _formatter(request)(409, message)
 
     @app.exception_handler(DataError)
     async def data_error(request: Request, exc: DataError) -> Response:
@@ -89,6 +91,40 @@ def install(app: FastAPI) -> None:
         # exc_info from the exception itself: a lane answers it outside its except block
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return _formatter(request)(500, "internal error; see the server log")
+
+
+# What a row of these tables is called in a message (others: the table's name).
+_ROW_NOUNS = {
+    "templates": "template",
+    "users": "user",
+    "user_groups": "group",
+    "scep_profiles": "SCEP profile",
+    "organizations": "organization",
+    "trusted_certificates": "trusted certificate",
+}
+
+
+def _taken(exc: IntegrityError) -> str | None:
+    """For a unique value two requests raced for, what was taken ("a template with this name
+    already exists"): the table and columns from the database's report, never the values,
+    which may be secret (a key's hash) or another tenant's."""
+    report = str(exc.orig)
+    table, columns = "", []
+    if report.startswith("UNIQUE constraint failed: "):  # SQLite: "t.a, t.b"
+        qualified = [c.strip() for c in report.split(": ", 1)[1].split(",")]
+        table = qualified[0].partition(".")[0]
+        columns = [c.partition(".")[2] for c in qualified]
+    elif getattr(exc.orig, "sqlstate", None) == "23505":  # PostgreSQL: "Key (a, b)=(...)"
+        diag = getattr(exc.orig, "diag", None)
+        table = getattr(diag, "table_name", None) or ""
+        detail = getattr(diag, "message_detail", None) or ""
+        if detail.startswith("Key (") and ")=(" in detail:
+            columns = [c.strip() for c in detail[5:].split(")=(", 1)[0].split(",")]
+    named = [c for c in columns if c and c != "org_id"]
+    if not table or not named:
+        return None
+    noun = _ROW_NOUNS.get(table, table.replace("_", " "))
+    return f"a {noun} with this {' and '.join(named)} already exists"
 
 
 def _missing_value(exc: IntegrityError) -> bool:

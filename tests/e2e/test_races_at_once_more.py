@@ -352,3 +352,20 @@ def test_same_member_removed_at_once_is_removed_once(server: Server, api: httpx.
         answers = answers_of([remove] * AT_ONCE, server)
         codes = sorted(a.status_code for a in answers)
         assert codes == [204] + [404] * (AT_ONCE - 1), [a.text for a in answers]
+
+
+# --- names taken at once -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["templates", "groups"])
+def test_same_name_created_at_once_says_what_was_taken(server: Server, kind: str) -> None:
+    """One creation gets the name; the others are told that name is taken, as they are one
+    at a time, not given a generic clash of records."""
+    for _ in range(ROUNDS):
+        name = unique(f"race-{kind}")
+        answers = answers_of([("POST", f"/{kind}", {"json": {"name": name}})] * AT_ONCE, server)
+        no_server_error(answers)
+        assert sorted(a.status_code for a in answers) == [201] + [409] * (AT_ONCE - 1)
+        for answer in answers:
+            if answer.status_code == 409:
+                assert "already exists" in error(answer, 409), answer.text
