@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import ColumnElement, or_
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tessera.core.clock import Clock
@@ -133,6 +134,13 @@ class _Claim:
         return self.ca_ids[0]
 
 
+@dataclass(frozen=True)
+class _Stateless:
+    """Rows of the group to claim for that have no state row yet: (CA id, organization id)."""
+
+    rows: list[tuple[int, int]]
+
+
 class CRLPublisher:
     def __init__(
         self,
@@ -191,6 +199,28 @@ class CRLPublisher:
     # Step 1 -----------------------------------------------------------------------------
 
     def _claim(self, ca_id: int, trigger: Trigger, observed_at: datetime | None) -> _Claim | None:
+        """A row of the group with no state yet (new to it, or its first CRL) gets one in a
+        transaction of its own first: an insert holds its CA row (the foreign key) to the
+        end of its transaction, and a claim holding it while it waits for a state row that
+        a deletion in the group holds, as the deletion waits to delete that CA, deadlocks."""
+        claimed = self._try_claim(ca_id, trigger, observed_at)
+        if isinstance(claimed, _Stateless):
+            self._add_states(claimed.rows)
+            claimed = self._try_claim(ca_id, trigger, observed_at)
+        return None if isinstance(claimed, _Stateless) else claimed
+
+    def _add_states(self, rows: Sequence[tuple[int, int]]) -> None:
+        try:
+            with self._sessions.begin() as session:
+                repo = CRLRepository(session)
+                for ca_id, org_id in rows:
+                    repo.ensure_state(ca_id, org_id)
+        except IntegrityError:
+            pass  # a row deleted meanwhile: the claim reads the group again
+
+    def _try_claim(
+        self, ca_id: int, trigger: Trigger, observed_at: datetime | None
+    ) -> _Claim | _Stateless | None:
         now = self._clock()
         with self._sessions.begin() as session:
             repo = CRLRepository(session)
@@ -205,8 +235,9 @@ class CRLPublisher:
                 _refuse(repo, ca, trigger, now)
                 return None
             ids = tuple(row.id for row in group)
-            for row in group:
-                repo.ensure_state(row.id, row.org_id)
+            stateless = repo.without_state(ids)
+            if stateless:
+                return _Stateless([(row.id, row.org_id) for row in group if row.id in stateless])
             owner = uuid.uuid4().hex
             conditions = self._conditions(trigger, now, observed_at, repo.any_due(ids, now))
             floor = repo.highest_number(ids)

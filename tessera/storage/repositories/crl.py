@@ -69,6 +69,11 @@ class CRLRepository:
             lite = sqlite.insert(CRLState).values(values)
             self._session.execute(lite.on_conflict_do_nothing(index_elements=["ca_id"]))
 
+    def without_state(self, ca_ids: Sequence[int]) -> set[int]:
+        """Those of the CAs that have no state row yet."""
+        query = select(CRLState.ca_id).where(CRLState.ca_id.in_(ca_ids))
+        return set(ca_ids) - set(self._session.scalars(query))
+
     def state(self, ca_id: int) -> CRLState | None:
         return self._session.scalar(
             select(CRLState)
