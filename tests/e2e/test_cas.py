@@ -20,6 +20,7 @@ from tests.e2e.helpers import (
     create_intermediate,
     create_root,
     data,
+    db_rows,
     download,
     error,
     foreign_root,
@@ -191,6 +192,29 @@ def test_delete_refused_with_subordinates_or_certificates(api: httpx.Client) -> 
     assert api.delete(f"{API}/certificates/{cert['id']}").status_code == 204
     assert api.delete(f"{API}/cas/{inter['id']}").status_code == 204
     assert api.delete(f"{API}/cas/{root['id']}").status_code == 204
+
+
+def test_its_ocsp_responder_does_not_keep_a_ca_from_deletion(
+    server: Server, api: httpx.Client
+) -> None:
+    """Anyone asking about a CA's certificates over OCSP makes the server issue that CA's
+    responder certificate: the server's own, it goes with the CA instead of counting as a
+    certificate the CA issued (which would keep it until someone found and deleted it)."""
+    root = data(api.get(f"{API}/cas/{create_root(api, unique('Asked About Root'))['id']}"))
+    cert = issue(api, root["id"], "asked-about.example.com")
+    issued = cert_of(data(api.get(f"{API}/certificates/{cert['id']}"))["pem"])
+    asked = ocsp.OCSPRequestBuilder().add_certificate(issued, cert_of(root["pem"]), hashes.SHA1())
+    der = asked.build().public_bytes(serialization.Encoding.DER)
+    answer = httpx.post(f"{server.http_url}/ocsp", content=der, headers=OCSP_REQUEST, timeout=30)
+    responder = ocsp.load_der_ocsp_response(answer.content).certificates
+    assert len(responder) == 1  # a delegated responder, issued by the CA
+    assert error(api.delete(f"{API}/cas/{root['id']}"), 409) == (
+        f"CA {root['id']} has issued 1 certificates; delete them first"
+    )
+    assert api.delete(f"{API}/certificates/{cert['id']}").status_code == 204
+    assert api.delete(f"{API}/cas/{root['id']}").status_code == 204
+    serial = format(responder[0].serial_number, "X")
+    assert db_rows(server, "SELECT id FROM certificates WHERE serial_number = ?", serial) == []
 
 
 def test_internal_ca_is_not_deletable(api: httpx.Client) -> None:

@@ -132,7 +132,10 @@ class CAService:
             raise NotFound(f"CA {ca_id} not found")  # deleted meanwhile
         if self._repos.cas.children_count(ca.id):
             raise Conflict(f"CA {ca.id} has subordinate CAs; delete them first")
-        issued = self._repos.cas.certificate_counts([ca.id]).get(ca.id, 0)
+        # Its OCSP responder certificates are the server's own, issued when relying parties
+        # first asked about it (anonymously): they go with it instead of keeping it.
+        responders = self._repos.ocsp.signer_certificates(ca.id)
+        issued = self._repos.cas.certificate_counts([ca.id]).get(ca.id, 0) - len(responders)
         if issued:
             raise Conflict(f"CA {ca.id} has issued {issued} certificates; delete them first")
         if ca.internal:
@@ -146,14 +149,19 @@ class CAService:
             self._repos.status_changes.record_ca(ca)
             self._repos.session.flush()  # a write first: SQLite's lock, then read again
             self._repos.cas.reread_for_change(ca)  # a revocation that committed meanwhile
+        for responder in responders:  # as a certificate is deleted (CertificateService)
+            if self._repos.certificates.delete(responder):
+                self._repos.crl.retain(responder, self._now)
+                self._repos.status_changes.record(responder)
         # A revoked CA stays revoked until it expires, row or not: its entry on its
         # issuer's CRL (and OCSP answer) is kept, as a deleted certificate's is.
         self._repos.crl.retain_ca(ca, self._now)
         self._hand_over_revocations(ca)
         self._repos.cas.delete(ca)
-        audit.record(
-            self._repos.audit, self._actor, "ca.delete", "ca", ca.id, {"subject": ca.subject}
-        )
+        details: dict[str, object] = {"subject": ca.subject}
+        if responders:
+            details["ocsp_responder_certificates"] = [r.id for r in responders]
+        audit.record(self._repos.audit, self._actor, "ca.delete", "ca", ca.id, details)
 
     def _hand_over_revocations(self, ca: models.CertificateAuthority) -> None:
         """A row of an issuer group being deleted leaves what its group publishes to a row

@@ -25,6 +25,7 @@ from tessera.storage.repositories.identity import (
     UserRepository,
     WebSessionRepository,
 )
+from tessera.storage.repositories.ocsp import OCSPRepository
 from tessera.storage.repositories.scep import ScepRepository
 from tessera.storage.repositories.search import SearchRepository
 from tessera.storage.repositories.serials import SerialRepository
@@ -97,6 +98,7 @@ class Repositories:
     acme_nonces = _unscoped(AcmeNonceRepository)
     scep = _scoped(ScepRepository)
     crl = _unscoped(CRLRepository)
+    ocsp = _unscoped(OCSPRepository)
 
 
 __all__ = ["Repositories"]

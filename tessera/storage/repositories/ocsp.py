@@ -105,6 +105,17 @@ class OCSPRepository:
         row = self._session.execute(query).first()
         return (row[0], row[1]) if row else None
 
+    def signer_certificates(self, ca_id: int) -> Sequence[Certificate]:
+        """The CA's own responder certificates, every generation: the server issued them for
+        itself, when relying parties first asked about the CA."""
+        query = (
+            select(Certificate)
+            .join(OCSPSigner, OCSPSigner.certificate_id == Certificate.id)
+            .where(OCSPSigner.ca_id == ca_id)
+            .order_by(Certificate.id)
+        )
+        return self._session.scalars(query).all()
+
     def latest_generation(self, ca_id: int) -> int:
         query = select(func.max(OCSPSigner.generation)).where(OCSPSigner.ca_id == ca_id)
         return self._session.scalar(query) or 0
