@@ -393,6 +393,50 @@ def test_nonces_up_to_128_octets_are_echoed(server: Server, pki: PKI) -> None:
             assert nonce.hex().upper()[:16] in out.replace(":", "").upper(), (length, out)
 
 
+def _with_raw_nonce(der: bytes, raw: bytes) -> bytes:
+    """The request with a nonce whose extnValue holds `raw` itself, not an OCTET STRING of
+    it (RFC 2560's reading, still sent by a few clients). asn1crypto cannot build that, so
+    an RFC nonce of the same encoded length is put in and its extnValue overwritten."""
+    placeholder = secrets.token_bytes(len(raw) - 2)
+    extension = {"extn_id": "nonce", "critical": False, "extn_value": placeholder}
+    wrapped = b"\x04" + bytes([len(placeholder)]) + placeholder
+    built = _with_extensions(der, [extension], [])
+    assert built.count(wrapped) == 1
+    return built.replace(wrapped, raw)
+
+
+def _nonce_of(response: httpx.Response) -> bytes:
+    assert _status_of(response) == ocsp.OCSPResponseStatus.SUCCESSFUL
+    nonce = ocsp.load_der_ocsp_response(response.content).extensions.get_extension_for_class(
+        x509.OCSPNonce
+    )
+    return nonce.value.nonce
+
+
+def test_nonces_are_echoed_alike_for_one_and_several_certificates(server: Server, pki: PKI) -> None:
+    """RFC 6960 4.4.1 / RFC 9654: the nonce is echoed. A nonce whose octets happen to read as
+    an OCTET STRING is echoed as sent (it was unwrapped twice for several certificates, so
+    openssl saw another nonce), and a raw nonce is answered for several certificates as for
+    one (it was a malformedRequest)."""
+    url = f"{server.http_url}/ocsp"
+    one = _request_der(pki, "good")
+    several = _request_for_serials(
+        pki, int(pki.good["serial_number"], 16), int(pki.revoked["serial_number"], 16)
+    )
+    inner = secrets.token_bytes(16)
+    looks_like_der = b"\x04" + bytes([len(inner)]) + inner
+    extension = {"extn_id": "nonce", "critical": False, "extn_value": looks_like_der}
+    raw = b"\x30\x81" + secrets.token_bytes(14)  # no OCTET STRING (nor valid DER at all)
+    for der in (one, several):
+        out = _openssl_checks_nonce(server, pki, _with_extensions(der, [extension], []))
+        assert "Response verify OK" in out, out
+        assert "Nonce Verify error" not in out and "no nonce" not in out, out
+        asked = _with_raw_nonce(der, raw)
+        assert _nonce_of(httpx.post(url, content=asked, headers=OCSP_REQUEST)) == raw
+        assert _nonce_of(_get(server, asked)) == raw
+    assert "Traceback" not in server.log()
+
+
 def test_critical_extensions_not_understood_are_malformed(server: Server, pki: PKI) -> None:
     """RFC 6960 4.4 (after RFC 5280 4.2): an unrecognised extension is ignored unless it is
     critical; a critical one the responder does not understand, in the request or in one of

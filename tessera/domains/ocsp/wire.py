@@ -115,13 +115,14 @@ def _parse_with_asn1crypto(der: bytes) -> Request:
                     raise MalformedRequest(_NOT_UNDERSTOOD.format(extension["extn_id"].dotted))
         nonce = None
         seen: set[str] = set()
-        for extension in tbs["request_extensions"] or ():
+        for listed in tbs["request_extensions"] or ():
+            extension = _RawExtension.load(listed.dump())
             oid = extension["extn_id"].dotted
             if oid in seen:  # as cryptography's reader refuses it (RFC 5280 4.2)
                 raise MalformedRequest("the request carries an extension twice")
             seen.add(oid)
             if oid == NONCE_OID:
-                nonce = _checked_nonce(_nonce_bytes(extension["extn_value"]))
+                nonce = _checked_nonce(_nonce_bytes(extension["extn_value"].native))
             elif extension["critical"].native:
                 raise MalformedRequest(_NOT_UNDERSTOOD.format(oid))
     except MalformedRequest:
@@ -185,11 +186,23 @@ def _checked_serial(serial: int) -> int:
     return serial
 
 
-def _nonce_bytes(value: asn1_core.OctetString) -> bytes:
+class _RawExtension(asn1_core.Sequence):
+    """An Extension whose extnValue is kept as the bytes sent. asn1crypto's OCSP classes
+    parse a nonce's extnValue as an OCTET STRING themselves: a raw nonce then fails to load,
+    and `_nonce_bytes` would unwrap a nonce that itself looks like an OCTET STRING twice."""
+
+    _fields = [
+        ("extn_id", asn1_core.ObjectIdentifier),
+        ("critical", asn1_core.Boolean, {"default": False}),
+        ("extn_value", asn1_core.OctetString),
+    ]
+
+
+def _nonce_bytes(raw: bytes) -> bytes:
     """The nonce is an OCTET STRING inside extnValue (RFC 9654); a few old clients put the
-    raw bytes there instead. Both are read; the answer always carries the RFC's form, so a
-    client that compares extnValue bytes with what it sent raw sees a mismatch."""
-    raw = bytes(value.native)
+    raw bytes there instead. Both are read, as cryptography (and OpenSSL) read them on the
+    one-certificate path; the answer always carries the RFC's form, so a client that
+    compares extnValue bytes with what it sent raw sees a mismatch."""
     try:
         inner = asn1_core.OctetString.load(raw, strict=True)
     except ValueError:
