@@ -2,6 +2,7 @@
 its OCSP answers say revoked (checked with openssl as the relying party), it and every CA
 below it sign no more, and its entry outlives its deletion."""
 
+import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -170,3 +171,81 @@ def test_no_revocation_under_an_issuer_whose_key_is_elsewhere(
         assert "not held here" in error(refused, 409)
         shown = data(api.get(f"{API}/cas/{held['id']}"))
         assert shown["revoked_at"] is None and shown["is_active"] is True
+
+
+def leaf_status(server: Server, files: dict[str, Path], *asked: str) -> str:
+    """`openssl ocsp` for what the intermediate issued, verified up to the root."""
+    url = f"{server.http_url}/ocsp"
+    args = ["-url", url, "-issuer", str(files["inter"]), "-CAfile", str(files["root"])]
+    args += ["-verify_other", str(files["inter"]), *asked]
+    result = subprocess.run(["openssl", "ocsp", *args], capture_output=True, timeout=60)
+    out = (result.stdout + result.stderr).decode()
+    assert "Response verify OK" in out, out
+    return out
+
+
+def wait_for_leaf(server: Server, files: dict[str, Path], asked: list[str], wanted: str) -> str:
+    deadline = time.monotonic() + WAIT
+    while True:
+        out = leaf_status(server, files, *asked)
+        if f"{asked[-1]}: {wanted}" in out:
+            return out
+        assert time.monotonic() < deadline, out
+        time.sleep(0.3)
+
+
+@pytest.mark.parametrize("reason", ["keyCompromise", "cACompromise"])
+def test_everything_a_compromised_ca_issued_is_revoked_over_ocsp(
+    server: Server, tmp_path: Path, reason: str
+) -> None:
+    """RFC 6960 2.7: a responder that knows a CA's key is compromised returns revoked for
+    every certificate of that CA: those held as good before (in every cached answer), those
+    never asked about, and serials it never issued (the key's holder may have). An earlier
+    revocation for good keeps its own time and reason; a hold becomes the compromise."""
+    with server.client() as api:
+        made = chain(api, tmp_path)
+        inter, files = made["inter"], made["files"]
+        never_asked = issue(api, inter["id"], f"{unique('quiet')}.example.com")
+        superseded = issue(api, inter["id"], f"{unique('old')}.example.com")
+        held = issue(api, inter["id"], f"{unique('held')}.example.com")
+        for cert in (never_asked, superseded, held):
+            files[str(cert["id"])] = tmp_path / f"{cert['id']}.pem"
+            pem = data(api.get(f"{API}/certificates/{cert['id']}"))["pem"]
+            files[str(cert["id"])].write_text(pem)
+        revoke = f"{API}/certificates/{{}}/revoke"
+        data(api.post(revoke.format(superseded["id"]), json={"reason": "superseded"}))
+        data(api.post(revoke.format(held["id"]), json={"reason": "certificateHold"}))
+        for nonce in ("-nonce", "-no_nonce"):  # a good answer is held from now on
+            wait_for_leaf(server, files, [nonce, "-cert", str(files["leaf"])], "good")
+        wait_for_leaf(server, files, ["-cert", str(files[str(held["id"])])], "revoked")
+        data(api.post(f"{API}/cas/{inter['id']}/revoke", json={"reason": reason}))
+
+    out = wait_for_leaf(server, files, ["-cert", str(files["leaf"])], "revoked")
+    assert "Reason: cACompromise" in out, out
+    out = leaf_status(server, files, "-no_nonce", "-cert", str(files["leaf"]))
+    assert ": revoked" in out and "Reason: cACompromise" in out, out  # the pre-signed one
+    out = leaf_status(server, files, "-cert", str(files[str(never_asked["id"])]))
+    assert f"{files[str(never_asked['id'])]}: revoked" in out and "cACompromise" in out, out
+    out = leaf_status(server, files, "-serial", "0x" + secrets.token_hex(16))
+    assert ": revoked" in out and "cACompromise" in out, out
+    out = leaf_status(server, files, "-cert", str(files[str(superseded["id"])]))
+    assert ": revoked" in out and "Reason: superseded" in out, out
+    out = leaf_status(server, files, "-cert", str(files[str(held["id"])]))
+    assert ": revoked" in out and "Reason: cACompromise" in out, out
+
+
+def test_a_ca_revoked_for_another_reason_keeps_its_statuses(server: Server, tmp_path: Path) -> None:
+    """Only a compromise of the key reaches what the CA issued (RFC 6960 2.7): a CA
+    superseded or retired leaves its certificates' own statuses, which relying parties
+    combine with the CA's own revocation when they build the path."""
+    with server.client() as api:
+        made = chain(api, tmp_path)
+        files = made["files"]
+        wait_for_leaf(server, files, ["-cert", str(files["leaf"])], "good")
+        data(api.post(f"{API}/cas/{made['inter']['id']}/revoke", json={"reason": "superseded"}))
+    wait_for_ocsp(server, files["root"], files["inter"], "revoked")
+    time.sleep(1)  # the followers of every worker have seen it
+    out = leaf_status(server, files, "-cert", str(files["leaf"]))
+    assert f"{files['leaf']}: good" in out, out
+    out = leaf_status(server, files, "-serial", "0x" + secrets.token_hex(16))
+    assert ": unknown" in out, out

@@ -20,7 +20,7 @@ import hashlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -33,6 +33,7 @@ from tessera.domains.issuer_groups import groups, signing_order
 from tessera.domains.ocsp import wire
 from tessera.domains.ocsp.signers import LoadedSigner, SignerFactory, rollover_due
 from tessera.domains.ocsp.wire import CertID, Request, Status
+from tessera.storage.models import CertificateAuthority
 from tessera.storage.repositories.ocsp import OCSPRepository, StoredStatus
 from tessera.storage.repositories.status_changes import StatusChangeRepository
 
@@ -43,6 +44,12 @@ NOT_OURS_SECONDS = 1.0  # and each unknown issuer at most once in this time
 UNKNOWN_CACHE_SECONDS = 60.0  # "unknown" may become "good" when a serial is issued later
 MEMO_MAX_BYTES = 256  # typical requests are 70-120 bytes; bigger ones are parsed each time
 GAP_SECONDS = 10.0  # how long a missing status_changes id may still commit (PostgreSQL)
+
+# A CA revoked for one of these has a compromised key: whatever it issued, or what someone
+# holding its key issued in its name, is revoked from then on (RFC 6960 2.7).
+KEY_COMPROMISE_REASONS = frozenset({"keyCompromise", "cACompromise"})
+CA_COMPROMISE = x509.ReasonFlags.ca_compromise
+HOLD = x509.ReasonFlags.certificate_hold
 
 MALFORMED = wire.unsuccessful("malformed_request")
 UNAUTHORIZED = wire.unsuccessful("unauthorized")
@@ -59,6 +66,9 @@ class ServedIssuer:
     org_id: int
     ca_ids: tuple[int, ...]
     signing_ids: tuple[int, ...]  # the rows holding the key, the preferred signer first
+    # When a row of the group was revoked for a compromise of its (the group's one) key:
+    # every certificate of the issuer is then answered revoked (RFC 6960 2.7).
+    compromised_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -101,6 +111,7 @@ class Responder:
     _issuers: dict[tuple[str, bytes, bytes], ServedIssuer] = field(default_factory=dict)
     _served: dict[int, ServedIssuer] = field(default_factory=dict)  # by ServedIssuer.key
     _issuer_keys: dict[int, int] = field(default_factory=dict)  # every CA id -> its group's key
+    _ca_serials: frozenset[str] = frozenset()  # of every CA: a change to one may regroup
     _certificates: dict[int, x509.Certificate] = field(default_factory=dict)  # parsed once
     _signers: dict[int, LoadedSigner] = field(default_factory=dict)  # by ServedIssuer.key
     _index_loaded: float = 0.0
@@ -173,7 +184,7 @@ class Responder:
             # Held even when this request has a nonce: the next nonce request for the
             # certificate is then signed from the held status, without a database read.
             entry = self._sign_entry(issuer.key, loaded, *answers[0])
-            self._store(answers[0][0], entry, seq)
+            self._store(answers[0][0], entry, seq, issuer)
             if request.nonce is None:
                 return Answer(entry.der, entry)
         kinds = {status.kind for _, status in answers}
@@ -231,11 +242,14 @@ class Responder:
             hit_ts=now,
         )
 
-    def _store(self, cert_id: CertID, entry: Entry, seq: int) -> None:
+    def _store(self, cert_id: CertID, entry: Entry, seq: int, read_for: ServedIssuer) -> None:
         with self._lock:
             changed = self._changed.get((entry.issuer, entry.serial))
             if changed is not None and changed[0] > seq:
                 return  # the status changed while we read it: do not keep what we read
+            now_served = self._served.get(entry.issuer)
+            if now_served is not None and now_served.compromised_at != read_for.compromised_at:
+                return  # the issuer's key was found compromised meanwhile: likewise
             if cert_id not in self._cache and len(self._cache) >= self.max_entries:
                 self._evict()
             self._cache[cert_id] = entry
@@ -296,9 +310,20 @@ class Responder:
             return None
 
     def _read_statuses(self, issuer: ServedIssuer, serials: Iterable[str]) -> dict[str, Status]:
+        """The status of each serial (absent: unknown); every serial is revoked once the
+        issuer's key is compromised, keeping an earlier revocation's own date and reason."""
+        wanted = set(serials)
         with self.sessions() as session:
-            stored = OCSPRepository(session).statuses(issuer.org_id, issuer.ca_ids, serials)
-        return {serial: _status(row) for serial, row in stored.items()}
+            stored = OCSPRepository(session).statuses(issuer.org_id, issuer.ca_ids, wanted)
+        statuses = {serial: _status(row) for serial, row in stored.items()}
+        compromised_at = issuer.compromised_at
+        if compromised_at is None:
+            return statuses
+        since = Status("revoked", compromised_at.replace(microsecond=0), CA_COMPROMISE)
+        for serial in wanted:
+            if not _revoked_for_good_before(statuses.get(serial), compromised_at):
+                statuses[serial] = since
+        return statuses
 
     # --- background work ------------------------------------------------------------------
 
@@ -308,21 +333,23 @@ class Responder:
         whose rows changed are dropped: what they were read or chosen from is gone."""
         now = self.clock()
         with self.sessions() as session:
+            rows = OCSPRepository(session).all_cas()
             grouped = [
-                (group, signing_order(group, now), group[0].certificate_pem)
-                for group in groups(OCSPRepository(session).all_cas())
+                (group, signing_order(group, now), group[0].certificate_pem, _compromised_at(group))
+                for group in groups(rows)
             ]
+            ca_serials = frozenset(row.serial_number for row in rows)
         issuers: dict[tuple[str, bytes, bytes], ServedIssuer] = {}
         served: dict[int, ServedIssuer] = {}
         keys: dict[int, int] = {}
         certificates: dict[int, x509.Certificate] = {}
-        for group, signing, pem in grouped:
+        for group, signing, pem, compromised_at in grouped:
             first = group[0]
             keys.update((ca.id, first.id) for ca in group)
             if not signing:
                 continue  # no key here: nothing to sign with
             ca_ids, signing_ids = tuple(ca.id for ca in group), tuple(ca.id for ca in signing)
-            issuer = ServedIssuer(first.id, first.org_id, ca_ids, signing_ids)
+            issuer = ServedIssuer(first.id, first.org_id, ca_ids, signing_ids, compromised_at)
             served[issuer.key] = issuer
             known = self._certificates.get(first.id)
             certificates[first.id] = known or load_certificate(pem.encode())
@@ -331,7 +358,7 @@ class Responder:
                 issuers.setdefault((oid, name_hash, key_hash), issuer)
         self._drop_changed(served)
         self._issuers, self._served, self._issuer_keys = issuers, served, keys
-        self._certificates = certificates
+        self._certificates, self._ca_serials = certificates, ca_serials
         self._index_loaded = time.monotonic()
 
     def _drop_changed(self, served: dict[int, ServedIssuer]) -> None:
@@ -340,7 +367,13 @@ class Responder:
             for key, old in self._served.items()
             if key not in served or served[key].ca_ids != old.ca_ids
         }
-        gone = [c for c, e in list(self._cache.items()) if e.issuer in changed]
+        # Held answers read before the issuer's key was found compromised are not true now.
+        compromised = {
+            key
+            for key, old in self._served.items()
+            if key in served and served[key].compromised_at != old.compromised_at
+        }
+        gone = [c for c, e in list(self._cache.items()) if e.issuer in changed | compromised]
         with self._lock:
             for cert_id in gone:
                 self._forget(cert_id)
@@ -382,7 +415,7 @@ class Responder:
             status = statuses.get(entry.serial, wire.UNKNOWN)
             fresh = self._sign_entry(key, loaded, cert_id, status)
             fresh.hit_ts = entry.hit_ts
-            self._store(cert_id, fresh, seq)
+            self._store(cert_id, fresh, seq, issuer)
 
     def start_following(self) -> None:
         with self.sessions() as session:
@@ -414,6 +447,10 @@ class Responder:
             if ca_id is not None:
                 touched.setdefault(ca_id, set()).add(serial)
         self._last_change = last
+        if any(serial in self._ca_serials for serials in touched.values() for serial in serials):
+            # A CA revoked (by its issuer): if for a key compromise, what it issued is
+            # revoked from now on, in every answer held for it.
+            self.reload_issuers()
         if touched:
             self._apply_changes(self._by_issuer(touched))
 
@@ -474,6 +511,23 @@ class Responder:
 
     def loaded_signer(self, ca_id: int) -> LoadedSigner | None:
         return self._signers.get(self._issuer_keys.get(ca_id, ca_id))
+
+
+def _compromised_at(group: Sequence[CertificateAuthority]) -> datetime | None:
+    """When the group's key was first declared compromised (a row revoked for it), if ever."""
+    moments = [
+        row.revoked_at
+        for row in group
+        if row.revoked_at is not None and row.revocation_reason in KEY_COMPROMISE_REASONS
+    ]
+    return min(moments, default=None)
+
+
+def _revoked_for_good_before(status: Status | None, moment: datetime) -> bool:
+    """Revoked (not merely held) no later than `moment`: that revocation stands as it was."""
+    if status is None or status.kind != "revoked" or status.revoked_at is None:
+        return False
+    return status.reason != HOLD and status.revoked_at <= moment
 
 
 def _status(row: StoredStatus) -> Status:
