@@ -184,7 +184,11 @@ def _extensions(
         # certificate goes, and states in itself what it may sign (the lint holds each
         # certificate to the constraints of every CA up the chain anyway).
         extensions.append((constraints, True))
-    if issuer.certificate is not None:
+    if issuer.certificate is not None and not request.ocsp_nocheck:
+        # Not in a delegated OCSP responder's certificate: id-pkix-ocsp-nocheck tells clients
+        # not to check its status (RFC 6960 4.2.2.2.1), so CRL and OCSP pointers would only
+        # invite a check of the responder by itself, and the CA/B Forum profile of responder
+        # certificates (BR 7.1.2.8) forbids the CRL distribution point.
         extensions.extend(_publication_extensions(issuer.urls))
     return extensions
 

@@ -256,6 +256,10 @@ def test_delegated_signer(server: Server, pki: PKI) -> None:
     eku = signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(eku) == [ExtendedKeyUsageOID.OCSP_SIGNING]
     signer.extensions.get_extension_for_class(x509.OCSPNoCheck)
+    # No status pointers in a certificate whose status is not to be checked (RFC 6960
+    # 4.2.2.2.1); BR 7.1.2.8 forbids the CRL distribution point in it.
+    pointers = (x509.CRLDistributionPoints, x509.FreshestCRL, x509.AuthorityInformationAccess)
+    assert not [e for e in signer.extensions if isinstance(e.value, pointers)], signer.extensions
     signer_pem = signer.public_bytes(serialization.Encoding.PEM).decode()
     assert pkilint_findings(pki.dir, signer_pem, "ocsp-signer.pem") == ""
     assert (
