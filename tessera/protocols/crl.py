@@ -141,11 +141,20 @@ async def _serve(request: Request, reference: str, kind: str, pem: bool) -> Resp
                 headers={"Retry-After": RETRY_AFTER},
             )
     headers = {**item.headers, "ETag": item.etag}
-    if request.headers.get("if-none-match") == item.etag:
+    if _none_match(request.headers.get("if-none-match"), item.etag):
         return Response(status_code=304, headers=headers)
     if pem:
         return Response(item.as_pem(), media_type="application/x-pem-file", headers=headers)
     return Response(item.der, media_type="application/pkix-crl", headers=headers)
+
+
+def _none_match(header: str | None, etag: str) -> bool:
+    """Whether If-None-Match names this CRL (RFC 9110 13.1.2): "*", or a list of entity
+    tags compared weakly, so a cache that weakened the tag or asks for several revalidates."""
+    if header is None:
+        return False
+    tags = [tag.strip() for tag in header.split(",")]
+    return "*" in tags or etag in (tag.removeprefix("W/") for tag in tags)
 
 
 # The delta routes come first: "{reference}.crl" would also match "x-delta.crl".

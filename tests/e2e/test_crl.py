@@ -459,6 +459,21 @@ def test_served_by_id_and_refid_on_both_listeners(
     assert "max-age" in by_refid.headers["cache-control"]
 
 
+def test_if_none_match_compares_lists_and_weak_tags(server: Server) -> None:
+    """RFC 9110 13.1.2: If-None-Match holds "*" or a list of entity tags, compared weakly;
+    a cache revalidating with either form gets 304 for the CRL it holds, not the CRL again."""
+    with server.client() as api:
+        root = create_root(api, unique("Revalidated Root"))
+    wait_for_crl(server, root["id"], lambda crl: True)
+    url = f"{server.http_url}/cdp/{root['refid']}.crl"
+    etag = httpx.get(url).headers["etag"]
+    for header in (etag, f"W/{etag}", f'"other", {etag}', f'W/"other",W/{etag}', "*"):
+        answer = httpx.get(url, headers={"If-None-Match": header})
+        assert answer.status_code == 304, header
+        assert answer.headers["etag"] == etag and not answer.content
+    assert httpx.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
+
+
 @pytest.mark.parametrize(
     "reference",
     [
