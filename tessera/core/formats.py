@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 
+from tessera.core import kdf_cost
 from tessera.core.errors import InvalidInput, PolicyViolation, TesseraError, UnparsableInput
 from tessera.core.keys import PrivateKey
 from tessera.core.keystore import _as_supported
@@ -253,6 +254,8 @@ def load_private_key(data: bytes, password: bytes | None = None) -> PrivateKey:
     loader = serialization.load_pem_private_key if blocks else serialization.load_der_private_key
     if blocks:
         _check_pem_iv(source)
+    if password is not None:
+        kdf_cost.check_key(source, KEY_UNREADABLE)
     try:
         key = _decrypted(loader, source, password)
     except TypeError as exc:
@@ -310,9 +313,11 @@ def load_pkcs12(
 def _open_pkcs12(
     data: bytes, password: bytes | None
 ) -> tuple[PrivateKeyTypes | None, x509.Certificate | None, list[x509.Certificate]]:
-    """With the password given; a file under no password or the empty one opens either way."""
+    """With the password given; a file under no password or the empty one opens either way
+    (cryptography opens both with None)."""
+    kdf_cost.check_pkcs12(data, PKCS12_UNREADABLE)
     failure: Exception | None = None
-    for candidate in dict.fromkeys([password, None, b""]):
+    for candidate in dict.fromkeys([password, None]):
         try:
             key, cert, extra = pkcs12.load_key_and_certificates(data, candidate)
         except _UNREADABLE as exc:
@@ -378,6 +383,8 @@ def _read_content(data: bytes, password: bytes | None) -> Content:
     if len(blocks) > MAX_OBJECTS:
         raise InvalidInput(f"at most {MAX_OBJECTS} PEM objects are read at once")
     if blocks:
+        if password:  # every key is decrypted with it: their derivations count together
+            kdf_cost.check_bundle_keys([b for label, b in blocks if "PRIVATE KEY" in label])
         found = [item for label, block in blocks for item in _read_block(label, block, password)]
         single = len(blocks) == 1 and blocks[0][0] == "PKCS7"
         return Content("pkcs7" if single else "pem", found)

@@ -1,0 +1,157 @@
+"""Password-based key derivation an upload names: a PKCS#12 file or an encrypted PKCS#8 key
+says how many PBKDF2 iterations (or what scrypt cost) its password takes, and the server used
+to pay whatever it said before finding the password wrong (2^31 iterations: a quarter of an
+hour of CPU per request, open to a viewer through the tools and the smart import). Such
+uploads are now refused at once; files made with ordinary settings still open."""
+
+import base64
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from asn1crypto import algos, cms, core, keys, pkcs12
+
+from tests.e2e.accounts_helpers import create_user, key_for
+from tests.e2e.helpers import API, data, error
+from tests.support import Server, module_server
+from tests.tools import openssl
+
+# Some 10 seconds of one core to derive, before the fix; refused at once after it.
+COSTLY = 25_000_000
+QUICK = 3.0  # seconds: far below what deriving COSTLY takes, far above a refusal
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Nothing here touches storage: SQLite alone."""
+    with module_server("sqlite", tmp_path_factory.mktemp("kdf") / "data") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def viewer(server: Server) -> Iterator[httpx.Client]:
+    with server.client() as api:
+        user = create_user(api, "viewer")
+    with server.client(api_key=key_for(server, user["username"])) as client:
+        yield client
+
+
+def pbes2(iterations: int) -> algos.EncryptionAlgorithm:
+    kdf_params = algos.Pbkdf2Params(
+        {
+            "salt": algos.Pbkdf2Salt(name="specified", value=os.urandom(16)),
+            "iteration_count": iterations,
+            "prf": algos.HmacAlgorithm({"algorithm": "sha256"}),
+        }
+    )
+    cipher = algos.EncryptionAlgorithm(
+        {"algorithm": "aes256_cbc", "parameters": core.OctetString(os.urandom(16))}
+    )
+    kdf = algos.KdfAlgorithm({"algorithm": "pbkdf2", "parameters": kdf_params})
+    return algos.EncryptionAlgorithm(
+        {
+            "algorithm": "pbes2",
+            "parameters": algos.Pbes2Params(
+                {"key_derivation_func": kdf, "encryption_scheme": cipher}
+            ),
+        }
+    )
+
+
+def encrypted_key_pem(iterations: int) -> str:
+    """An EncryptedPrivateKeyInfo naming `iterations`; what it encrypts does not matter, as
+    nothing can tell a wrong password before the key is derived."""
+    info = keys.EncryptedPrivateKeyInfo(
+        {"encryption_algorithm": pbes2(iterations), "encrypted_data": os.urandom(64)}
+    )
+    body = base64.encodebytes(info.dump()).decode()
+    return f"-----BEGIN ENCRYPTED PRIVATE KEY-----\n{body}-----END ENCRYPTED PRIVATE KEY-----\n"
+
+
+def pkcs12_without_mac(iterations: int) -> str:
+    """A PKCS#12 file with no MAC (so no password is needed to reach its contents) whose one
+    encrypted SafeContents names `iterations`; base64, as the JSON bodies carry it."""
+    encrypted = cms.EncryptedData(
+        {
+            "version": "v0",
+            "encrypted_content_info": {
+                "content_type": "data",
+                "content_encryption_algorithm": pbes2(iterations),
+                "encrypted_content": os.urandom(64),
+            },
+        }
+    )
+    safe = pkcs12.AuthenticatedSafe(
+        [cms.ContentInfo({"content_type": "encrypted_data", "content": encrypted})]
+    )
+    pfx = pkcs12.Pfx(
+        {
+            "version": 3,
+            "auth_safe": cms.ContentInfo(
+                {"content_type": "data", "content": core.OctetString(safe.dump())}
+            ),
+        }
+    )
+    return base64.b64encode(pfx.dump()).decode()
+
+
+def answered_at_once(client: httpx.Client, path: str, body: dict[str, object]) -> str:
+    """The answer's text, which must come quickly: a refusal (400), or a report naming the
+    object that could not be opened (analyze, match-keys)."""
+    started = time.monotonic()
+    response = client.post(path, json=body, timeout=120)
+    elapsed = time.monotonic() - started
+    assert response.status_code in (200, 400), response.text
+    assert elapsed < QUICK, f"{path} took {elapsed:.1f}s: {response.text}"
+    return response.text
+
+
+def test_a_costly_encrypted_key_is_refused_before_it_is_derived(viewer: httpx.Client) -> None:
+    key = encrypted_key_pem(COSTLY)
+    refused = f"asks for {COSTLY} key derivation iterations"
+    convert = {"content": key, "password": "guess", "output_format": "pem"}
+    started = time.monotonic()
+    assert refused in error(viewer.post(f"{API}/tools/convert", json=convert, timeout=120), 400)
+    assert time.monotonic() - started < QUICK
+    for path, body in (
+        (f"{API}/import/analyze", {"content": key, "password": "guess"}),
+        (f"{API}/tools/match-keys", {"private_key": key, "csr": key, "password": "guess"}),
+    ):
+        assert refused in answered_at_once(viewer, path, body)
+
+
+def test_a_costly_pkcs12_is_refused_before_it_is_opened(viewer: httpx.Client) -> None:
+    content = pkcs12_without_mac(COSTLY)
+    for path, body in (
+        (f"{API}/import/analyze", {"content": content}),
+        (f"{API}/tools/convert", {"content": content, "output_format": "pem"}),
+    ):
+        assert f"asks for {COSTLY} key derivation iterations" in answered_at_once(
+            viewer, path, body
+        )
+
+
+def test_keys_of_one_bundle_count_together(viewer: httpx.Client) -> None:
+    """Each under the limit, ten of them in one paste over it: one password opens them all."""
+    each = 1_000_000
+    bundle = "".join(encrypted_key_pem(each) for _ in range(10))
+    body = {"content": bundle, "password": "guess"}
+    message = error(viewer.post(f"{API}/import/analyze", json=body), 400)
+    assert f"asks for {10 * each} key derivation iterations" in message
+
+
+def test_keys_made_with_ordinary_settings_still_open(viewer: httpx.Client, workdir: Path) -> None:
+    """OWASP's 600,000 PBKDF2-HMAC-SHA256 iterations and scrypt's usual cost are accepted."""
+    plain = workdir / "key.pem"
+    made = openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256")
+    plain.write_bytes(made.stdout)
+    for how in (["-iter", "600000"], ["-scrypt"]):
+        done = openssl("pkcs8", "-topk8", "-in", str(plain), "-passout", "pass:pw", *how)
+        assert done.returncode == 0, done.stderr
+        body = {"content": done.stdout.decode(), "password": "pw"}
+        analyzed = data(viewer.post(f"{API}/import/analyze", json=body))
+        assert analyzed["objects"][0]["type"] == "private_key", analyzed
+        assert "error" not in analyzed["objects"][0], analyzed
