@@ -128,10 +128,12 @@ def secret(password: str | None) -> bytes | None:
 
 def load_certificates(data: bytes) -> list[x509.Certificate]:
     """PEM (one or many, with surrounding text; OpenSSL's TRUSTED CERTIFICATE form too), DER,
-    or a PKCS#7 bundle (PEM or DER)."""
+    or a PKCS#7 bundle (PEM or DER). At most MAX_OBJECTS of them: the body limit lets some
+    15,000 small certificates through, which took half a minute of CPU to read and describe."""
     with _reading(CERT_UNREADABLE):
         blocks = [(label, b) for label, b in pem_objects(data) if label in CERT_LABELS]
         if blocks:
+            _at_most_max_objects(len(blocks))
             certs = [_pem_certificate(label, block) for label, block in blocks]
         elif pem_blocks(data, "PKCS7"):
             certs = pkcs7.load_pem_pkcs7_certificates(pem_blocks(data, "PKCS7")[0])
@@ -139,7 +141,20 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
             certs = _der_certificates(data)
     if not certs:
         raise UnparsableInput("no certificate found")
+    _at_most_max_objects(len(certs))
     return [checked_certificate(c) for c in certs]
+
+
+class TooManyObjects(InvalidInput):
+    """Refuses the whole content, even when found inside one of its objects."""
+
+
+def _at_most_max_objects(count: int) -> None:
+    if count > MAX_OBJECTS:
+        raise TooManyObjects(
+            f"at most {MAX_OBJECTS} objects are read at once; the content holds {count} "
+            "certificates"
+        )
 
 
 def _pem_certificate(label: str, block: bytes) -> x509.Certificate:
@@ -403,6 +418,8 @@ def _read_block(label: str, block: bytes, password: bytes | None) -> list[Found]
     if label == "PKCS7":
         try:
             certs = load_certificates(block)
+        except TooManyObjects:
+            raise
         except TesseraError as exc:
             return [Found("pkcs7", "pem", problem=exc.message)]
         return [Found("certificate", "pem", "pkcs7", certificate=c) for c in certs]

@@ -1,8 +1,14 @@
-"""Password-based key derivation an upload names: a PKCS#12 file or an encrypted PKCS#8 key
-says how many PBKDF2 iterations (or what scrypt cost) its password takes, and the server used
-to pay whatever it said before finding the password wrong (2^31 iterations: a quarter of an
-hour of CPU per request, open to a viewer through the tools and the smart import). Such
-uploads are now refused at once; files made with ordinary settings still open."""
+"""Uploads that cost the server more than they should, open to a viewer through the tools and
+the smart import.
+
+Password-based key derivation: a PKCS#12 file or an encrypted PKCS#8 key says how many PBKDF2
+iterations (or what scrypt cost) its password takes, and the server used to pay whatever it
+said before finding the password wrong (2^31 iterations: a quarter of an hour of CPU per
+request). Such uploads are now refused at once; files made with ordinary settings still open.
+
+Certificate bundles: the body limit lets some 15,000 small certificates through, which
+decode-cert read and described for half a minute; at most 500 are read now, as the smart
+import already did."""
 
 import base64
 import os
@@ -13,9 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 from asn1crypto import algos, cms, core, keys, pkcs12
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
 
 from tests.e2e.accounts_helpers import create_user, key_for
-from tests.e2e.helpers import API, data, error
+from tests.e2e.helpers import API, cert_of, create_root, data, error, unique
 from tests.support import Server, module_server
 from tests.tools import openssl
 
@@ -155,3 +163,17 @@ def test_keys_made_with_ordinary_settings_still_open(viewer: httpx.Client, workd
         analyzed = data(viewer.post(f"{API}/import/analyze", json=body))
         assert analyzed["objects"][0]["type"] == "private_key", analyzed
         assert "error" not in analyzed["objects"][0], analyzed
+
+
+def test_a_bundle_of_too_many_certificates_is_refused(server: Server, viewer: httpx.Client) -> None:
+    with server.client() as api:
+        root = create_root(api, unique("Bundle Root"))
+        pem = str(data(api.get(f"{API}/cas/{root['id']}"))["pem"])
+    many = [cert_of(pem)] * 2000
+    p7 = pkcs7.serialize_certificates(many, serialization.Encoding.DER)
+    for content in (pem * len(many), base64.b64encode(p7).decode()):
+        answer = viewer.post(f"{API}/tools/decode-cert", json={"pem": content})
+        refused = f"at most 500 objects are read at once; the content holds {len(many)} cert"
+        assert refused in error(answer, 400)
+    fine = pkcs7.serialize_certificates(many[:500], serialization.Encoding.PEM).decode()
+    assert data(viewer.post(f"{API}/tools/decode-cert", json={"pem": fine}))["chain_length"] == 500
