@@ -308,6 +308,23 @@ def require(permission: str) -> Require:
     return Require(permission)
 
 
+class RequireSystem(Require):
+    """A permission over what every organization shares (the KEK, rate limits, email,
+    syslog, audit retention): held by the default organization's users alone. An admin of
+    another organization holds '*' within it, and with it would redirect every organization's
+    password-reset links (email) or audit events (syslog) to a server of theirs."""
+
+    async def __call__(self, request: Request, actor: CurrentActor) -> Actor:  # type: ignore[override]
+        self.check(actor)
+        if actor.org_id != default_org_id(request):
+            raise PermissionDenied("system-wide settings belong to the default organization")
+        return actor
+
+
+def require_system(permission: str) -> RequireSystem:
+    return RequireSystem(permission)
+
+
 def declared_permissions(dependant: Dependant) -> list[str]:
     """Every permission a route's dependency tree requires (`route.dependant`): how the
     authorization matrix test finds what each route declares."""

@@ -99,3 +99,40 @@ def test_another_organization_reaches_none_of_the_inventory(
     assert data(api.get(f"{API}/templates/{template_id}"))["validity_days"] is None
     assert data(api.get(f"{API}/truststore/{trusted_id}"))["id"] == trusted_id
     assert data(api.get(f"{API}/certificates/{cert_id}"))["status"] == "active"
+
+
+def test_another_organization_changes_no_system_wide_setting(
+    server: Server, api: httpx.Client
+) -> None:
+    """Email, syslog, audit retention, the KEK and rate limits serve every organization: an
+    admin of another one could otherwise have every organization's password-reset links
+    mailed through an SMTP server of theirs, or its audit events sent to their collector."""
+    before = {path: data(api.get(f"{API}{path}")) for path in SYSTEM_SETTINGS}
+    with server.client(api_key=foreign_admin_key(server)) as other:
+        for path in (*SYSTEM_SETTINGS, "/system/audit/syslog", "/system/security/secrets-status"):
+            error(other.get(f"{API}{path}"), 403)
+        changes = [
+            ("PATCH", "/settings/email", {"smtp_host": "127.0.0.1", "enabled": True}),
+            ("POST", "/settings/email/test", {"to": "someone@example.com"}),
+            ("PUT", "/system/audit/syslog", {"enabled": True, "host": "127.0.0.1"}),
+            ("POST", "/system/audit/syslog/test", {}),
+            ("PUT", "/system/audit/retention", {"retention_days": 1, "auto_cleanup": True}),
+            ("PUT", "/system/security/rate-limit", {"requests_per_minute": 1}),
+            ("POST", "/system/security/rate-limit/reset", {}),
+            ("POST", "/system/security/rotate-secrets", {}),
+            ("POST", "/system/security/enable-encryption", {"master_password": "theirs-1234"}),
+        ]
+        for method, path, body in changes:
+            assert "default organization" in error(
+                other.request(method, f"{API}{path}", json=body), 403
+            ), path
+        data(other.get(f"{API}/acme/settings"))  # its own organization's settings are its own
+    assert {path: data(api.get(f"{API}{path}")) for path in SYSTEM_SETTINGS} == before
+
+
+SYSTEM_SETTINGS = (
+    "/settings/email",
+    "/system/audit/retention",
+    "/system/security/encryption-status",
+    "/system/security/rate-limit",
+)

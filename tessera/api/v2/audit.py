@@ -12,7 +12,7 @@ from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from tessera.api.deps import UnitOfWork, now, repositories, require, runtime
+from tessera.api.deps import UnitOfWork, now, repositories, require, require_system, runtime
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import iso, ok, page_meta
 from tessera.api.v2.params import Page, PerPage50, QueryRowId, RowId
@@ -30,6 +30,8 @@ system_router = PrefixRouter(prefix="/system/audit", tags=["System"])
 Reader = Annotated[Actor, Depends(require("read:audit"))]
 Deleter = Annotated[Actor, Depends(require("delete:audit"))]
 Admin = Annotated[Actor, Depends(require("admin:system"))]
+# Retention and syslog hold for every organization's audit log: the default organization's.
+SystemAdmin = Annotated[Actor, Depends(require_system("admin:system"))]
 
 EXPORT_MAX = 1_000_000
 CSV_COLUMNS = (
@@ -266,13 +268,13 @@ class RetentionBody(BaseModel):
 
 
 @system_router.get("/retention")
-def get_retention(request: Request, session: UnitOfWork, actor: Admin) -> JSONResponse:
+def get_retention(request: Request, session: UnitOfWork, actor: SystemAdmin) -> JSONResponse:
     return ok(_service(request, session, actor).retention().as_dict())
 
 
 @system_router.put("/retention")
 def put_retention(
-    body: RetentionBody, request: Request, session: UnitOfWork, actor: Admin
+    body: RetentionBody, request: Request, session: UnitOfWork, actor: SystemAdmin
 ) -> JSONResponse:
     updated = _service(request, session, actor).set_retention(
         body.retention_days, body.auto_cleanup
@@ -305,13 +307,13 @@ def _syslog_view(request: Request, config: Any) -> dict[str, Any]:
 
 
 @system_router.get("/syslog")
-def get_syslog(request: Request, session: UnitOfWork, actor: Admin) -> JSONResponse:
+def get_syslog(request: Request, session: UnitOfWork, actor: SystemAdmin) -> JSONResponse:
     return ok(_syslog_view(request, _service(request, session, actor).syslog()))
 
 
 @system_router.put("/syslog")
 def put_syslog(
-    body: SyslogBody, request: Request, session: UnitOfWork, actor: Admin
+    body: SyslogBody, request: Request, session: UnitOfWork, actor: SystemAdmin
 ) -> JSONResponse:
     changes = body.model_dump(exclude_unset=True)
     config = _service(request, session, actor).set_syslog(changes)
@@ -322,6 +324,6 @@ def put_syslog(
 
 
 @system_router.post("/syslog/test")
-def test_syslog(request: Request, session: UnitOfWork, actor: Admin) -> JSONResponse:
+def test_syslog(request: Request, session: UnitOfWork, actor: SystemAdmin) -> JSONResponse:
     message = _service(request, session, actor).test_syslog()
     return ok({"success": True, "message": message}, message)

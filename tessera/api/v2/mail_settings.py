@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from tessera.api.deps import UnitOfWork, now, repositories, require, runtime
+from tessera.api.deps import UnitOfWork, now, repositories, require_system, runtime
 from tessera.api.errors import v2_error as error
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2.account_schemas import EmailSettings, TestEmail
@@ -19,11 +19,12 @@ from tessera.domains.actor import Actor
 from tessera.domains.identity.users import check_email
 
 router = PrefixRouter(prefix="/settings/email", tags=["Settings"])
-Admin = Annotated[Actor, Depends(require("admin:system"))]
+# One set of email settings serves every organization: the default organization's alone.
+Admin = Annotated[Actor, Depends(require_system("admin:system"))]
 # Whoever says where mail goes receives every account's reset and invitation links, so can
 # take any account: changing it needs everything ('*'), not just admin:system (which a group
 # or a narrowed API key may carry without '*').
-Everything = Annotated[Actor, Depends(require("*"))]
+Everything = Annotated[Actor, Depends(require_system("*"))]
 
 
 @router.get("")

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
-from tessera.api.deps import UnitOfWork, now, require, runtime
+from tessera.api.deps import UnitOfWork, now, require_system, runtime
 from tessera.api.ratelimit import SETTING, Limiter, policy_document
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import ok
@@ -23,7 +23,7 @@ from tessera.storage.repositories.audit import AuditRepository
 from tessera.storage.repositories.security import SecurityRepository
 
 router = PrefixRouter(prefix="/system/security", tags=["System: Security"])
-Admin = Annotated[Actor, Depends(require("admin:system"))]
+Admin = Annotated[Actor, Depends(require_system("admin:system"))]
 PerMinute = Annotated[int, Field(ge=1, le=1_000_000), NO_BOOL]
 
 
