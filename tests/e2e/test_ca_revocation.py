@@ -12,12 +12,16 @@ from typing import Any
 import httpx
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
 
 from tests.e2e.helpers import (
     API,
     create_intermediate,
     create_root,
     data,
+    db_rows,
     error,
     foreign_root,
     foreign_signed,
@@ -252,3 +256,34 @@ def test_a_ca_revoked_for_another_reason_keeps_its_statuses(server: Server, tmp_
     assert f"{files['leaf']}: good" in out, out
     out = leaf_status(server, files, "-serial", "0x" + secrets.token_hex(16))
     assert ": unknown" in out, out
+
+
+def test_a_revoked_ca_certifies_no_responder_and_signs_its_answers_itself(
+    server: Server, tmp_path: Path
+) -> None:
+    """A revoked CA signs nothing more (nor any CA below it): asked about over OCSP for the
+    first time after its revocation, it does not issue itself a responder certificate but
+    signs the answer with its own key, as it signs its CRLs."""
+    with server.client() as api:
+        made = chain(api, tmp_path)
+        inter = made["inter"]
+        data(api.post(f"{API}/cas/{inter['id']}/revoke", json={"reason": "superseded"}))
+    count = "SELECT count(*) FROM certificates WHERE ca_id = ?"
+    before = db_rows(server, count, inter["id"])
+    leaf, issuer = (
+        x509.load_pem_x509_certificate(made["files"][n].read_bytes()) for n in ("leaf", "inter")
+    )
+    asked = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, hashes.SHA1()).build()
+    der = asked.public_bytes(serialization.Encoding.DER)
+    headers = {"Content-Type": "application/ocsp-request"}
+    answer = ocsp.load_der_ocsp_response(
+        httpx.post(f"{server.http_url}/ocsp", content=der, headers=headers, timeout=30).content
+    )
+    assert answer.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
+    assert answer.certificates == []  # no delegated responder
+    key = issuer.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey) and answer.signature_hash_algorithm
+    key.verify(
+        answer.signature, answer.tbs_response_bytes, ec.ECDSA(answer.signature_hash_algorithm)
+    )
+    assert db_rows(server, count, inter["id"]) == before

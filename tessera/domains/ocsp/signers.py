@@ -29,6 +29,8 @@ from tessera.domains.actor import system_actor
 from tessera.domains.issuance import (
     Issuance,
     PublicationBase,
+    ca_chain,
+    revoked_above,
     signing_refusal,
     under_key_floor,
 )
@@ -69,9 +71,10 @@ class SignerFactory:
             refusal = None if ca is None else signing_refusal(ca, True, vouching=True)
             if ca is None or refusal is not None:
                 return None
-            # A CA under the key floor (imported) certifies no responder: it signs its
-            # answers itself, as it signs its CRLs.
-            if self.mode == "ca" or under_key_floor(ca):
+            # A CA under the key floor (imported) certifies no responder, nor does one that
+            # is revoked or under a revoked CA (it signs nothing more, docs/crl.md): it signs
+            # its answers itself, as it signs its CRLs.
+            if self.mode == "ca" or under_key_floor(ca) or _revoked_here_or_above(session, ca):
                 return self._ca_signer(ca)
             current = self._current(session, ca_id)
             if current is not None and current.rollover_at > now:
@@ -145,6 +148,11 @@ class SignerFactory:
             session.close()
         log.info("issued OCSP signer %s (generation %s) for CA %s", row.id, generation, ca_id)
         return _loaded(load_certificate(row.certificate_pem.encode()), key, row.id)
+
+
+def _revoked_here_or_above(session: Session, ca: models.CertificateAuthority) -> bool:
+    chain = ca_chain(Repositories(session, ca.org_id), ca)
+    return ca.revoked_at is not None or revoked_above(chain) is not None
 
 
 def _request(
