@@ -260,6 +260,29 @@ def test_a_not_after_before_the_not_before_is_refused(account: Acme) -> None:
     assert "notAfter" in refused["detail"]
 
 
+# --- identifiers (RFC 8555 7.1.4) ----------------------------------------------------------
+
+
+def dns_order(account: Acme, *values: str) -> httpx.Response:
+    identifiers = [{"type": "dns", "value": v} for v in values]
+    return account.post(account.dir["newOrder"], {"identifiers": identifiers})
+
+
+@pytest.mark.parametrize("value", ["*.10.0.0.1", "127.1", "10.1", "host.123"])
+def test_a_dns_name_ending_in_digits_is_no_name(account: Acme, value: str) -> None:
+    """A dns identifier is the name as a certificate has it (RFC 8555 7.1.4), in RFC 5280
+    4.2.1.6's preferred name syntax, whose top-level label is never all digits (RFC 1123
+    2.1): a wildcard over an address, or an address in a short form, is no DNS name."""
+    refused = problem(dns_order(account, value), "rejectedIdentifier", 400)
+    assert refused["subproblems"][0]["identifier"] == {"type": "dns", "value": value}
+
+
+def test_digits_elsewhere_in_a_dns_name_are_fine(account: Acme) -> None:
+    host = name()
+    created = dns_order(account, f"10.0.0.1.{host}", f"*.1.{host}", f"123.{host}")
+    assert created.status_code == 201, created.text
+
+
 # --- renewal information (RFC 9773) --------------------------------------------------------
 
 

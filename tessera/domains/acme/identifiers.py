@@ -105,10 +105,18 @@ def dns_name(value: str) -> str:
         len(name) <= 253
         and len(checked) >= (2 if wildcard else 1)
         and all(_LABEL.fullmatch(label) and _proper_a_label(label) for label in checked)
-        and not is_ip_address(name)
     )
     if not ok:
         raise AcmeProblem("rejectedIdentifier", f"{value[:64]!r} is not a valid DNS name")
+    if checked[-1].isdigit():
+        # RFC 8555 7.1.4 wants the name as a certificate has it, in RFC 5280 4.2.1.6's
+        # preferred name syntax, where (RFC 1123 2.1) the top-level label is never all
+        # digits, so that no host name reads as an address: "10.0.0.1", "*.10.0.0.1" (a
+        # wildcard over an address) or "127.1" (127.0.0.1 to inet_aton and browsers).
+        raise AcmeProblem(
+            "rejectedIdentifier",
+            f"{value[:64]!r} ends in an all-numeric label: an address is an ip identifier",
+        )
     return name
 
 
