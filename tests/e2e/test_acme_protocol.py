@@ -98,7 +98,8 @@ def test_directory_meta_follows_settings(env: AcmeEnv, acme: Acme) -> None:
         assert meta["externalAccountRequired"] is False
         assert meta["profiles"] == {"shortlived": "24 hours"}
         refused = acme.post(acme.dir["newAccount"], {"contact": []}, use_jwk=True)
-        assert problem(refused, "userActionRequired", 400)["instance"] == meta["termsOfService"]
+        # RFC 8555 7.3.3: "status code 403 (Forbidden) and type ... userActionRequired"
+        assert problem(refused, "userActionRequired", 403)["instance"] == meta["termsOfService"]
         assert refused.headers["link"].count('<https://pki.example.org/tos>;rel="terms-of-service"')
     finally:
         env.settings(terms_of_service=None, website=None, caa_identities=[])

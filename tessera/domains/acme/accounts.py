@@ -89,10 +89,12 @@ class Accounts:
         settings = self.repos.acme.settings()
         terms = settings.terms_of_service
         if terms and payload.get("termsOfServiceAgreed") is not True:
-            # RFC 8555 7.3.3: the terms to agree to, by Link and as the problem's instance
+            # RFC 8555 7.3.3: a userActionRequired error is a 403, with the terms to agree
+            # to by Link and as the problem's instance
             raise AcmeProblem(
                 "userActionRequired",
                 "agree to the terms of service first",
+                403,
                 headers={"Link": f'<{terms}>;rel="terms-of-service"'},
                 extra={"instance": terms},
             )
