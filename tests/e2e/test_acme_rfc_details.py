@@ -260,6 +260,22 @@ def test_a_not_after_before_the_not_before_is_refused(account: Acme) -> None:
     assert "notAfter" in refused["detail"]
 
 
+# --- POST-as-GET (RFC 8555 6.3) -----------------------------------------------------------
+
+
+def test_resources_only_fetched_refuse_a_payload(account: Acme) -> None:
+    """A fetch is a POST-as-GET, whose "payload" field "MUST be present and set to the empty
+    string" (RFC 8555 6.3): an order, the orders list or a certificate given a JSON payload
+    is refused as malformed, not answered as if it were a fetch."""
+    host = name()
+    cert_url, _ = issued(account, host)
+    order_url = account.get(account.kid + "/orders").json()["orders"][0]
+    for url in (order_url, account.kid + "/orders", cert_url, cert_url + "/1"):
+        refused = problem(account.post(url, {}), "malformed", 400)
+        assert "empty payload" in refused["detail"], refused
+        assert account.get(url).status_code == 200
+
+
 # --- identifiers (RFC 8555 7.1.4) ----------------------------------------------------------
 
 

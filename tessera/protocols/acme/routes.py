@@ -190,11 +190,14 @@ async def nonce_post(request: Request, session: UnitOfWork) -> Response:
     return await _signed(request, session, "new-nonce", work)
 
 
-def _post_as_get(ctx: Ctx, signed: jws.Jws) -> None:
-    """A POST-as-GET: signed by an account (kid), with an empty payload."""
-    by_account(ctx.repos, ctx.rt, signed)
+def _post_as_get(ctx: Ctx, signed: jws.Jws) -> AcmeAccount:
+    """A POST-as-GET (RFC 8555 6.3): signed by an account (kid), with an empty payload. A
+    resource that is only ever fetched (the directory, an order, a certificate) has no
+    meaning for a JSON payload: one is refused, not taken for a fetch."""
+    account = by_account(ctx.repos, ctx.rt, signed)
     if signed.payload:
         raise malformed("a POST-as-GET request has an empty payload")
+    return account
 
 
 @router.post("/new-account", openapi_extra=JWS_BODY)
@@ -233,7 +236,7 @@ async def account_orders(account_id: str, request: Request, session: UnitOfWork)
     cursor = request.query_params.get("cursor")
 
     def work(ctx: Ctx, signed: jws.Jws) -> Response:
-        account = by_account(ctx.repos, ctx.rt, signed)
+        account = _post_as_get(ctx, signed)
         if account.id != _id(account_id, "account"):
             raise unauthorized("the kid is not this account")
         before = None if cursor is None else _cursor(cursor)
@@ -279,7 +282,7 @@ async def new_order(request: Request, session: UnitOfWork) -> Response:
 @router.post("/order/{order_id}", openapi_extra=JWS_BODY)
 async def get_order(order_id: str, request: Request, session: UnitOfWork) -> Response:
     def work(ctx: Ctx, signed: jws.Jws) -> Response:
-        account = by_account(ctx.repos, ctx.rt, signed)
+        account = _post_as_get(ctx, signed)
         orders = ctx.orders(account)
         order = orders.refresh(orders.order(account, _id(order_id, "order")))
         retry = RETRY_PROCESSING if order.status in ("processing", "pending") else None
@@ -362,7 +365,7 @@ async def _certificate(cert_id: str, variant: int, request: Request, session: Se
     media = download.negotiate(request.headers.get("accept"))
 
     def work(ctx: Ctx, signed: jws.Jws) -> Response:
-        account = by_account(ctx.repos, ctx.rt, signed)
+        account = _post_as_get(ctx, signed)
         cid = _id(cert_id, "certificate")
         order = ctx.repos.acme.order_for_certificate(cid)
         if order is None or variant < 0:
