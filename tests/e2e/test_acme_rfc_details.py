@@ -250,6 +250,28 @@ def test_contact_schemes(account: Acme) -> None:
     assert updated.json()["contact"] == ["mailto:Ops@Example.org"]
 
 
+def test_an_account_update_changes_the_contacts_and_ignores_the_rest(env: AcmeEnv) -> None:
+    """RFC 8555 7.3.2: the server "MUST ignore any updates to the "orders" field,
+    "termsOfServiceAgreed" field ..., the "status" field (except as allowed by Section
+    7.3.6), or any other fields it does not recognize", and answers 200 with the account."""
+    with registered(env, termsOfServiceAgreed=False) as client:
+        before = client.get(client.kid or "").json()
+        assert before["termsOfServiceAgreed"] is False
+        change = {
+            "contact": ["mailto:new@example.org"],
+            "status": "revoked",
+            "termsOfServiceAgreed": True,
+            "orders": "https://elsewhere.example/orders",
+            "unknownField": 1,
+        }
+        updated = client.post(client.kid or "", change)
+        assert updated.status_code == 200, updated.text
+        after = client.get(client.kid or "").json()
+        assert after == {**before, "contact": ["mailto:new@example.org"]}
+        assert updated.json() == after
+        assert client.post(client.kid or "", {"status": "valid"}).json() == after
+
+
 def test_a_not_after_before_the_not_before_is_refused(account: Acme) -> None:
     now = datetime.now(UTC)
     stamps = {

@@ -147,18 +147,18 @@ class Accounts:
         return key
 
     def update(self, account: AcmeAccount, payload: dict[str, Any]) -> AcmeAccount:
+        """RFC 8555 7.3.2: the contacts change; the server "MUST ignore any updates to the
+        "orders" field, "termsOfServiceAgreed" field (see Section 7.3.3), the "status" field
+        (except as allowed by Section 7.3.6)": only a deactivation changes the status, and
+        the terms are agreed to when the account is created."""
         if payload.get("status") == "deactivated":
             account.status = "deactivated"
             self.repos.acme.cancel_pending(account.id)
             self._audit("acme.account.deactivate", account.id, {})
             return account
-        if "status" in payload and payload["status"] != account.status:
-            raise malformed("the only status change a client can ask for is deactivated")
         if "contact" in payload:
             account.contact = check_contacts(payload["contact"])
             self._audit("acme.account.update", account.id, {"contacts": len(account.contact)})
-        if payload.get("termsOfServiceAgreed") is True:
-            account.terms_agreed = True
         return account
 
     def key_change(self, account: AcmeAccount, outer_url: str, payload: dict[str, Any]) -> None:
