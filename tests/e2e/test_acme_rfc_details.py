@@ -1,6 +1,7 @@
 """RFC 8555 paths clients reach less often, each against the RFC's words: revocation by an
 account that holds authorizations, the order's error, contact checks, the account object."""
 
+import hashlib
 import json
 import shutil
 import threading
@@ -280,6 +281,30 @@ def test_a_not_after_before_the_not_before_is_refused(account: Acme) -> None:
     }
     refused = problem(account.order(name(), **stamps), "malformed", 400)
     assert "notAfter" in refused["detail"]
+
+
+# --- challenges (RFC 8555 7.5.1) -----------------------------------------------------------
+
+
+def test_a_valid_authorization_still_lists_a_challenge_that_failed(
+    env: AcmeEnv, account: Acme
+) -> None:
+    """http-01 (nothing listens on the validation port: retried, then invalid) and dns-01
+    (valid) answered together: the authorization is valid, and RFC 8555 7.5.1 says the server
+    "SHOULD NOT remove challenges with status invalid" when it finalizes it."""
+    host = name()
+    created = account.order(host)
+    authz_url = created.json()["authorizations"][0]
+    challenges = {c["type"]: c for c in account.get(authz_url).json()["challenges"]}
+    key_auth = f"{challenges['dns-01']['token']}.{account.key.thumbprint()}"
+    env.dns.set_txt(f"_acme-challenge.{host}", b64(hashlib.sha256(key_auth.encode()).digest()))
+    assert account.post(challenges["http-01"]["url"], {}).status_code == 200
+    assert account.post(challenges["dns-01"]["url"], {}).status_code == 200
+    account.wait(authz_url, ("valid",))
+    failed = account.wait(challenges["http-01"]["url"], ("invalid",))
+    assert failed["error"]["type"] == "urn:ietf:params:acme:error:connection", failed
+    shown = {c["type"]: c["status"] for c in account.get(authz_url).json()["challenges"]}
+    assert shown == {"dns-01": "valid", "http-01": "invalid"}, shown
 
 
 # --- POST-as-GET (RFC 8555 6.3) -----------------------------------------------------------

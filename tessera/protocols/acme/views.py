@@ -96,8 +96,11 @@ def authorization(urls: Urls, repos: Repositories, row: AcmeAuthorization) -> di
     challenges = repos.acme.authorization_challenges(row.id)
     if row.status in ("valid", "invalid"):
         # RFC 8555 7.1.4: a valid authorization lists the challenge that proved it, an
-        # invalid one the challenge that was attempted and failed (with its error)
-        challenges = [c for c in challenges if c.status == row.status] or list(challenges)
+        # invalid one the challenge that was attempted and failed (with its error). The
+        # others may go, but not a failed one (7.5.1: "SHOULD NOT remove challenges with
+        # status invalid"): one answered alongside the one that proved it stays listed.
+        shown = (row.status, "invalid")
+        challenges = [c for c in challenges if c.status in shown] or list(challenges)
     body: dict[str, Any] = {
         "identifier": {"type": row.identifier_type, "value": row.identifier_value},
         "status": row.status,
