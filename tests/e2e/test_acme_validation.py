@@ -415,6 +415,15 @@ def test_a_challenge_whose_site_never_comes_up_is_invalid_after_the_last_attempt
     assert "retry-after" not in response.headers
     assert failed["error"]["type"] == "urn:ietf:params:acme:error:connection"
     assert failed["error"]["detail"].endswith("(attempt 3, the last)"), failed
+    # RFC 8555 8.2: the server "MUST add an entry to the "error" field in the challenge after
+    # each failed validation query": one subproblem per attempt, oldest first
+    entries = failed["error"]["subproblems"]
+    assert [e["type"] for e in entries] == ["urn:ietf:params:acme:error:connection"] * 3
+    assert [e["detail"].rsplit(" (", 1)[1] for e in entries] == [
+        "attempt 1 of 3; another in 1 s)",
+        "attempt 2 of 3; another in 1 s)",
+        "attempt 3, the last)",
+    ], entries
     assert [(a["attempt"], a["valid"], a.get("retry")) for a in validations(env, challenge)] == [
         (1, False, True),
         (2, False, True),
@@ -424,3 +433,4 @@ def test_a_challenge_whose_site_never_comes_up_is_invalid_after_the_last_attempt
     order = account.get(challenge.order_url).json()
     assert order["status"] == "invalid"
     assert order["error"]["subproblems"][0]["detail"] == failed["error"]["detail"]
+    assert "subproblems" not in order["error"]["subproblems"][0]  # the attempts: above

@@ -220,7 +220,9 @@ class AcmeWorker:
         details["attempt"] = number
         if problem is not None and problem.kind in RETRIED_PROBLEMS and number < ATTEMPTS:
             # Still processing: the authorization and the order wait for the next attempt.
-            challenge.error = _error(problem, number, self._retry_delay)
+            challenge.error = _add_entry(
+                challenge.error, _error(problem, number, self._retry_delay)
+            )
             challenge.next_attempt_at = now + self._retry_delay
             return {**details, "retry": True}
         challenge.next_attempt_at = None
@@ -230,7 +232,8 @@ class AcmeWorker:
             if authz.status == "pending":
                 authz.status = "valid"
         else:
-            challenge.status, challenge.error = "invalid", _error(problem, number, None)
+            challenge.status = "invalid"
+            challenge.error = _add_entry(challenge.error, _error(problem, number, None))
             if authz.status == "pending":
                 authz.status = "invalid"
         _settle_order(repos, authz, challenge.error if problem is not None else None)
@@ -261,6 +264,17 @@ def _settle_order(
             order.error = authorization_failed(identifier_of(authz), failure)
     elif statuses == {"valid"}:
         order.status = "ready"
+
+
+def _add_entry(earlier: dict[str, Any] | None, latest: dict[str, Any]) -> dict[str, Any]:
+    """The challenge's `error` once another attempt failed. RFC 8555 8.2: the server "MUST
+    add an entry to the "error" field in the challenge after each failed validation query",
+    and section 8 has several errors told as subproblems: after the first failure, the
+    latest problem on top and every attempt's problem, oldest first, as subproblems."""
+    if earlier is None:
+        return latest
+    entries = earlier.get("subproblems") or [earlier]
+    return {**latest, "subproblems": [*entries, latest]}
 
 
 def _error(problem: AcmeProblem, attempt: int, retry_in: timedelta | None) -> dict[str, Any]:

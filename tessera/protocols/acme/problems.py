@@ -75,7 +75,9 @@ def authorization_failed(identifier: dict[str, str], cause: dict[str, Any]) -> d
     subproblem for that identifier (RFC 8555 6.7.1), as clients such as lego report it."""
     kind = str(cause.get("type", NAMESPACE + "unauthorized")).removeprefix(NAMESPACE)
     detail = f"the authorization for {identifier.get('value')} failed: {cause.get('detail', '')}"
-    subproblem = {**cause, "identifier": identifier}
+    # the cause's own subproblems (a challenge's failed attempts) stay on the challenge
+    subproblem = {k: v for k, v in cause.items() if k != "subproblems"}
+    subproblem["identifier"] = identifier
     return AcmeProblem(kind, detail, 403, subproblems=[subproblem]).document()
 
 
