@@ -11,11 +11,14 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
 from tests.e2e.acme_helpers import (
     Acme,
     AcmeEnv,
+    b64,
     csr_for,
     drain_nonces,
     nonces_refused,
@@ -243,6 +246,36 @@ def test_an_order_whose_profile_was_withdrawn_is_not_issued_under_the_defaults(
         assert after["status"] == "ready" and "certificate" not in after, after
     finally:
         env.settings(profiles=before)
+
+
+# --- finalize (RFC 8555 7.4) ---------------------------------------------------------------
+
+
+def must_staple_csr(host: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.TLSFeature([x509.TLSFeatureType.status_request]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return b64(csr.public_bytes(Encoding.DER))
+
+
+def test_a_csr_asking_for_must_staple_is_refused_not_issued_without_it(account: Acme) -> None:
+    """RFC 8555 7.4: the server "MUST NOT issue a certificate with contents other than those
+    requested"; OCSP Must-Staple (RFC 7633), which the CA does not issue, is badCSR, the
+    order staying ready for a CSR without it."""
+    host = name()
+    order = account.ready_order(host)
+    refused = problem(
+        account.post(order["finalize"], {"csr": must_staple_csr(host)}), "badCSR", 400
+    )
+    assert "Must-Staple" in refused["detail"], refused
+    assert account.get(order["url"]).json()["status"] == "ready"
+    issued = account.post(order["finalize"], {"csr": csr_for(host)[0]})
+    assert issued.status_code == 200 and issued.json()["status"] == "valid", issued.text
 
 
 # --- replaces (RFC 9773 5) ------------------------------------------------------------------

@@ -301,6 +301,7 @@ class Orders:
         except (UnparsableInput, InvalidInput, PolicyViolation) as exc:
             raise AcmeProblem("badCSR", exc.message) from exc
         check_csr_matches(csr, [identifier(i["type"], i["value"]) for i in order.identifiers])
+        _refuse_must_staple(csr)
         if self._is_account_key(account, csr.public_key()):
             raise AcmeProblem("badCSR", "the certificate key is an ACME account key")
         if self.repos.certificates.key_compromised(inspect.public_key_sha256(csr)):
@@ -446,6 +447,22 @@ def _check_profile_offered(settings: AcmeSettings, order: AcmeOrder) -> None:
     otherwise be issued under the server's defaults while the order names the profile."""
     if order.profile and order.profile not in (settings.profiles or {}):
         raise AcmeProblem("invalidProfile", f"the profile {order.profile!r} is no longer offered")
+
+
+def _refuse_must_staple(csr: x509.CertificateSigningRequest) -> None:
+    """RFC 8555 7.4: the server "MUST NOT issue a certificate with contents other than those
+    requested". OCSP Must-Staple (the TLS Feature extension, RFC 7633) is the one request
+    of a CSR beyond its names whose silent omission its subscriber would not notice, and
+    the authority does not issue it: refused rather than dropped, as Let's Encrypt does."""
+    try:
+        csr.extensions.get_extension_for_class(x509.TLSFeature)
+    except x509.ExtensionNotFound:
+        return
+    except ValueError as exc:
+        raise AcmeProblem("badCSR", "the CSR's extensions cannot be read") from exc
+    raise AcmeProblem(
+        "badCSR", "the CSR asks for OCSP Must-Staple (TLS Feature), which this CA does not issue"
+    )
 
 
 def _profile_spec(settings: AcmeSettings, profile: str | None) -> dict[str, Any]:
