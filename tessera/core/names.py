@@ -4,6 +4,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from asn1crypto import core as asn1_core
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
@@ -194,6 +195,10 @@ def is_ip_address(text: str) -> bool:
     return True
 
 
+# The SAN types Tessera issues; certificates it imports may hold the other three as well.
+ISSUED_SAN_TYPES = (x509.DNSName, x509.IPAddress, x509.RFC822Name, x509.UniformResourceIdentifier)
+
+
 def format_san(name: x509.GeneralName) -> str:
     if isinstance(name, x509.DNSName):
         return f"dns:{name.value}"
@@ -203,7 +208,50 @@ def format_san(name: x509.GeneralName) -> str:
         return f"email:{name.value}"
     if isinstance(name, x509.UniformResourceIdentifier):
         return f"uri:{name.value}"
-    return f"other:{name.value}"
+    if isinstance(name, x509.RegisteredID):
+        return f"rid:{name.value.dotted_string}"
+    if isinstance(name, x509.DirectoryName):
+        return f"dirname:{_unbroken(name.value.rfc4514_string())}"
+    if isinstance(name, x509.OtherName):
+        return f"othername:{_unbroken(_other_name_text(name))}"
+    raise TypeError(f"not a general name: {type(name).__name__}")  # the seven are above
+
+
+def _other_name_text(name: x509.OtherName) -> str:
+    """`<type-id>=<value>` as an RFC 4514 attribute: a string value (a UPN's UTF8String) as
+    escaped text, any other value as `#` and the hex of its DER (RFC 4514 2.4)."""
+    type_id = name.type_id
+    try:
+        value = asn1_core.load(name.value)
+    except ValueError:
+        value = None
+    as_hex = f"{type_id.dotted_string}=#{name.value.hex()}"
+    if not isinstance(value, asn1_core.AbstractString):
+        return as_hex
+    try:  # a type id that names a subject attribute (C, say) brings that one's rules
+        attribute = x509.NameAttribute(type_id, value.native)
+    except ValueError:
+        return as_hex
+    return attribute.rfc4514_string({type_id: type_id.dotted_string})
+
+
+def _unbroken(rfc4514: str) -> str:
+    """RFC 4514 text with every white space character as `\\XX` escapes of its UTF-8 bytes
+    (a form RFC 4514 allows for any character): a certificate's names are stored and listed
+    as one space-separated text, which a space inside one name would cut in two."""
+    out: list[str] = []
+    chars = iter(rfc4514)
+    for char in chars:
+        if char == "\\":
+            escaped = next(chars, "")
+            out.append(_hex_escaped(escaped) if escaped.isspace() else char + escaped)
+        else:
+            out.append(_hex_escaped(char) if char.isspace() else char)
+    return "".join(out)
+
+
+def _hex_escaped(char: str) -> str:
+    return "".join(f"\\{byte:02X}" for byte in char.encode("utf-8"))
 
 
 KEY_USAGES = (

@@ -31,7 +31,7 @@ from tessera.core.keys import (
     describe_public_key,
     generate_private_key,
 )
-from tessera.core.names import SubjectFields, parse_san
+from tessera.core.names import ISSUED_SAN_TYPES, SubjectFields, format_san, parse_san
 from tessera.core.profile import (
     CertificateRequest,
     key_to_generate,
@@ -540,7 +540,11 @@ def request_from_certificate(cert: x509.Certificate, public_key: object) -> Cert
     return CertificateRequest(
         subject=cert.subject,
         public_key=public_key,
-        sans=tuple(parse_san(s) for s in inspect.sans(cert) if not s.startswith("other:")),
+        sans=tuple(
+            parse_san(format_san(name))
+            for name in inspect.general_names(cert)
+            if isinstance(name, ISSUED_SAN_TYPES)
+        ),
         key_usage=tuple(inspect.key_usages(cert)) or None,
         extended_key_usage=tuple(inspect.extended_key_usages(cert)) or None,
     )

@@ -1,0 +1,112 @@
+"""The inventory endpoints of seed 000 (CSRs, trust store, smart import, certificate tools,
+import) with odd but legal input: the subject alternative names Tessera does not issue but
+imported certificates carry, the same CSR sent twice, a file sent as a form field."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from asn1crypto import core as asn1
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.e2e.helpers import API, data, unique
+
+PEM = serialization.Encoding.PEM
+UPN = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")  # Microsoft's user principal name
+GUID = x509.ObjectIdentifier("1.3.6.1.4.1.311.25.1")  # a domain controller's GUID (OCTET STRING)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _certificate_with_every_san_kind(common_name: str) -> x509.Certificate:
+    """A certificate as Active Directory issues them: a UPN and a GUID other name, a directory
+    name and a registered id besides the DNS name, with spaces inside two of them."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    directory = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "Jane Doe"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme"),
+        ]
+    )
+    sans = x509.SubjectAlternativeName(
+        [
+            x509.DNSName("jane.example.com"),
+            x509.OtherName(UPN, asn1.UTF8String("jane doe@corp.example.com").dump()),
+            x509.OtherName(GUID, asn1.OctetString(bytes(range(16))).dump()),
+            x509.DirectoryName(directory),
+            x509.RegisteredID(x509.ObjectIdentifier("1.2.3.4")),
+        ]
+    )
+    now = datetime.now(UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(sans, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+# Each name whole, in one entry: RFC 4514 text with white space hex-escaped (`\20`).
+EVERY_SAN_KIND = [
+    "dns:jane.example.com",
+    "othername:1.3.6.1.4.1.311.20.2.3=jane\\20doe@corp.example.com",
+    "othername:1.3.6.1.4.1.311.25.1=#0410" + bytes(range(16)).hex(),
+    "dirname:O=Acme,CN=Jane\\20Doe",
+    "rid:1.2.3.4",
+]
+
+
+def test_sans_tessera_does_not_issue_are_shown_whole_and_readable(api: httpx.Client) -> None:
+    """Other names, directory names and registered ids were shown as Python reprs
+    (`other:b'\\x0c...'`, `other:<Name(CN=dir)>`), and cut at their spaces into several
+    entries in the inventory's listings."""
+    common_name = unique("ad-user")
+    cert = _certificate_with_every_san_kind(common_name)
+    pem = cert.public_bytes(PEM).decode()
+    imported = data(api.post(f"{API}/certificates/import", json={"certificate": pem}), 201)
+    assert imported["san"] == EVERY_SAN_KIND
+    assert data(api.get(f"{API}/certificates/{imported['id']}"))["san"] == EVERY_SAN_KIND
+    found = data(api.get(f"{API}/search", params={"q": common_name}))["certificates"]
+    assert [row["san"] for row in found] == [EVERY_SAN_KIND]
+    assert data(api.post(f"{API}/tools/decode-cert", json={"pem": pem}))["san"] == EVERY_SAN_KIND
+    analyzed = data(api.post(f"{API}/import/analyze", json={"content": pem}))
+    assert analyzed["objects"][0]["details"]["san"] == EVERY_SAN_KIND
+    trusted = data(api.post(f"{API}/truststore", json={"certificate": pem}), 201)
+    assert data(api.get(f"{API}/truststore/{trusted['id']}"))["san"] == EVERY_SAN_KIND
+    # The directory name reads back as the very name (RFC 4514 allows `\20` for a space).
+    directory = x509.Name.from_rfc4514_string(EVERY_SAN_KIND[3].removeprefix("dirname:"))
+    assert (
+        directory
+        == cert.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value.get_values_for_type(x509.DirectoryName)[0]
+    )
+
+
+def test_an_imported_certificate_with_other_names_renews_with_the_names_tessera_issues(
+    api: httpx.Client,
+) -> None:
+    root = data(
+        api.post(
+            f"{API}/cas",
+            json={"common_name": unique("renewer"), "key_algorithm": "EC", "key_size": 256},
+        ),
+        201,
+    )
+    pem = _certificate_with_every_san_kind(unique("ad-user")).public_bytes(PEM).decode()
+    imported = data(api.post(f"{API}/certificates/import", json={"certificate": pem}), 201)
+    renewed: Any = data(
+        api.post(f"{API}/certificates/{imported['id']}/renew", json={"ca_id": root["id"]}), 201
+    )
+    assert renewed["san"] == ["dns:jane.example.com"]
