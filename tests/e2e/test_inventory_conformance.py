@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.e2e.helpers import API, data, unique
+from tests.e2e.helpers import API, data, error, unique
 
 PEM = serialization.Encoding.PEM
 UPN = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")  # Microsoft's user principal name
@@ -110,3 +110,44 @@ def test_an_imported_certificate_with_other_names_renews_with_the_names_tessera_
         api.post(f"{API}/certificates/{imported['id']}/renew", json={"ca_id": root["id"]}), 201
     )
     assert renewed["san"] == ["dns:jane.example.com"]
+
+
+def _csr(common_name: str) -> x509.CertificateSigningRequest:
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = x509.CertificateSigningRequestBuilder().subject_name(_name(common_name))
+    return builder.sign(key, hashes.SHA256())
+
+
+def test_the_same_csr_is_not_queued_twice_but_may_come_again_once_signed(
+    api: httpx.Client,
+) -> None:
+    """Each upload of one request was stored as one more pending CSR, which could then be
+    signed once per copy; smart import already called such a copy a duplicate."""
+    csr = _csr(unique("queued-once"))
+    pem = csr.public_bytes(PEM).decode()
+    first = data(api.post(f"{API}/csrs", json={"csr": pem, "name": "first"}), 201)
+    told = f"this CSR is already pending (CSR {first['id']})"
+    # The same request however it is sent: other PEM line endings, DER, another endpoint.
+    again = [
+        api.post(f"{API}/csrs", json={"csr": pem.replace("\n", "\r\n"), "name": "again"}),
+        api.post(f"{API}/csrs/upload", json={"pem": pem}),
+        api.post(
+            f"{API}/csrs/import",
+            files={"file": ("again.der", csr.public_bytes(serialization.Encoding.DER))},
+        ),
+    ]
+    assert [error(response, 409) for response in again] == [told] * 3
+    queued = data(api.get(f"{API}/search", params={"q": first["common_name"]}))["csrs"]
+    assert [row["id"] for row in queued] == [first["id"]]
+    root = data(
+        api.post(
+            f"{API}/cas",
+            json={"common_name": unique("signer"), "key_algorithm": "EC", "key_size": 256},
+        ),
+        201,
+    )
+    data(api.post(f"{API}/csrs/{first['id']}/sign", json={"ca_id": root["id"]}), 201)
+    # Signed, the request may be sent again (a renewal with the same CSR) and queued once.
+    renewal = data(api.post(f"{API}/csrs/import", json={"pem_content": pem}), 201)
+    assert renewal["id"] != first["id"] and renewal["status"] == "pending"
+    error(api.post(f"{API}/csrs/upload", json={"pem": pem}), 409)

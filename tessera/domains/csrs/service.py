@@ -80,6 +80,7 @@ class CSRService:
         if not data.strip():
             raise InvalidInput("the CSR is empty")
         summary = csr_details.summarize(load_csr(data))
+        self._refuse_pending_copy(summary.common_name, summary.pem)
         row = models.CertificateRequestRow(
             refid=str(uuid.uuid4()),
             name=_display_name(name, summary),
@@ -96,6 +97,15 @@ class CSRService:
         details = {"subject": row.subject, "name": row.name, "source": source}
         audit.record(self._repos.audit, self._actor, "csr.upload", "csr", row.id, details)
         return row
+
+    def _refuse_pending_copy(self, common_name: str, pem: str) -> None:
+        """The same request waiting twice would be signed twice. Once signed, it may come
+        again: sending the same CSR for a renewal is common practice."""
+        # Two uploads at once would both find none (as for certificate imports).
+        self._repos.organizations.hold(self._repos.org_id)
+        pending = self._repos.csrs.same_request(common_name[:MAX_NAME], pem, PENDING)
+        if pending is not None:
+            raise Conflict(f"this CSR is already pending (CSR {pending.id})")
 
     def attach_key(
         self, csr_id: int, key_pem: str, passphrase: str | None

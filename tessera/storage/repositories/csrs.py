@@ -27,12 +27,17 @@ class CSRRepository:
     def get(self, csr_id: int) -> CertificateRequestRow | None:
         return self._session.scalar(self._scoped().where(CertificateRequestRow.id == csr_id))
 
-    def same_request(self, common_name: str, csr_pem: str) -> CertificateRequestRow | None:
-        """The request stored with exactly this PEM (looked up by its indexed common name)."""
+    def same_request(
+        self, common_name: str, csr_pem: str, status: str | None = None
+    ) -> CertificateRequestRow | None:
+        """The request stored with exactly this PEM (looked up by its indexed common name),
+        in `status` when one is given."""
         query = self._scoped().where(
             CertificateRequestRow.common_name == common_name,
             CertificateRequestRow.csr_pem == csr_pem,
         )
+        if status is not None:
+            query = query.where(CertificateRequestRow.status == status)
         return self._session.scalar(query.order_by(CertificateRequestRow.id).limit(1))
 
     def page(
