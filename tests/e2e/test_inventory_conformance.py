@@ -2,7 +2,10 @@
 import) with odd but legal input: the subject alternative names Tessera does not issue but
 imported certificates carry, the same CSR sent twice, a file sent as a form field."""
 
+import json
+import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.e2e.helpers import API, data, error, unique
+from tests.support import Server
 
 PEM = serialization.Encoding.PEM
 UPN = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")  # Microsoft's user principal name
@@ -151,3 +155,38 @@ def test_the_same_csr_is_not_queued_twice_but_may_come_again_once_signed(
     renewal = data(api.post(f"{API}/csrs/import", json={"pem_content": pem}), 201)
     assert renewal["id"] != first["id"] and renewal["status"] == "pending"
     error(api.post(f"{API}/csrs/upload", json={"pem": pem}), 409)
+
+
+def _curl_form(server: Server, path: str, *fields: str) -> Any:
+    """POST multipart/form-data with curl's -F fields; the answer's JSON."""
+    args = ["--cacert", str(server.ca_bundle), "-H", f"X-API-Key: {server.api_key}"]
+    for given in fields:
+        args += ["-F", given]
+    done = subprocess.run(
+        ["curl", "-sS", *args, f"{server.url}{API}{path}"], capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_file_sent_as_a_form_field_is_read_as_the_file(server: Server, workdir: Path) -> None:
+    """`curl -F 'file=<x.pem'` sends the file's text as a field without a file name (where
+    `file=@x.pem` sends a file part); such a `file` was answered "a 'file' part is
+    required"."""
+    cert = _certificate_with_every_san_kind(unique("curl-text"))
+    cert_path = workdir / "cert.pem"
+    cert_path.write_bytes(cert.public_bytes(PEM))
+    imported = _curl_form(server, "/certificates/import", f"file=<{cert_path}", "name=by curl")
+    assert imported["data"]["descr"] == "by curl", imported
+    csr_path = workdir / "request.csr"
+    csr_path.write_bytes(_csr(unique("curl-text")).public_bytes(PEM))
+    queued = _curl_form(server, "/csrs/import", f"file=<{csr_path}")
+    assert queued["data"]["status"] == "pending", queued
+    template = workdir / "template.json"
+    template.write_text(json.dumps({"name": unique("curl-template"), "validity_days": 90}))
+    counts = _curl_form(server, "/templates/import", f"file=<{template}")
+    assert counts["data"]["imported"] == 1, counts
+    # Sent empty, it is an empty upload, as an empty file part is.
+    empty = _curl_form(server, "/certificates/import", "file=")
+    assert empty == {"error": True, "code": 400, "message": "the uploaded content is empty"}
+

@@ -103,11 +103,17 @@ async def read_upload(request: Request, text_fields: tuple[str, ...]) -> Upload:
 async def _multipart(request: Request) -> Upload:
     form = await request.form(max_part_size=MAX_UPLOAD)
     upload = form.get("file")
-    if not isinstance(upload, UploadFile):
+    if isinstance(upload, UploadFile):
+        content = await upload.read(MAX_UPLOAD + 1)
+        if len(content) > MAX_UPLOAD:
+            raise InvalidInput("upload too large")
+    elif isinstance(upload, str):
+        # A part without a file name arrives as a text field: `curl -F 'file=<cert.pem'`
+        # (the file's text, where `file=@` sends the file) or a form's pasted text. Text:
+        # PEM or base64, as in JSON; a binary file goes as a file part.
+        content = upload.encode("utf-8")
+    else:
         raise InvalidInput("a 'file' part is required")
-    content = await upload.read(MAX_UPLOAD + 1)
-    if len(content) > MAX_UPLOAD:
-        raise InvalidInput("upload too large")
     key_part = form.get(KEY_FIELD)
     key: bytes | None
     if isinstance(key_part, UploadFile):
@@ -117,7 +123,7 @@ async def _multipart(request: Request) -> Upload:
         key = key if key.strip() else None
     else:
         key = _key_bytes(key_part if isinstance(key_part, str) else None)
-    fields = {k: v for k, v in form.items() if isinstance(v, str) and k != KEY_FIELD}
+    fields = {k: v for k, v in form.items() if isinstance(v, str) and k not in (KEY_FIELD, "file")}
     return Upload(content, _checked(fields), {}, key)
 
 
