@@ -2,6 +2,7 @@
 import) with odd but legal input: the subject alternative names Tessera does not issue but
 imported certificates carry, the same CSR sent twice, a file sent as a form field."""
 
+import base64
 import json
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.e2e.helpers import API, data, error, unique
 from tests.support import Server
+from tests.tools import openssl
 
 PEM = serialization.Encoding.PEM
 UPN = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")  # Microsoft's user principal name
@@ -190,3 +192,41 @@ def test_a_file_sent_as_a_form_field_is_read_as_the_file(server: Server, workdir
     empty = _curl_form(server, "/certificates/import", "file=")
     assert empty == {"error": True, "code": 400, "message": "the uploaded content is empty"}
 
+
+def _convert(api: httpx.Client, **body: str) -> bytes:
+    converted = data(api.post(f"{API}/tools/convert", json=body))
+    return base64.b64decode(converted["content_base64"])
+
+
+def _openssl_certificates(*args: str, content: bytes) -> list[x509.Certificate]:
+    printed = openssl(*args, input=content)
+    assert printed.returncode == 0, printed.stderr.decode()
+    return x509.load_pem_x509_certificates(printed.stdout)
+
+
+def test_convert_takes_the_export_names_of_formats_and_writes_each_certificate_once(
+    api: httpx.Client,
+) -> None:
+    """`p12`, `pfx`, `p7b`, `p7c` (which the certificate export takes) were a 400 here; and
+    a bundle that lists a certificate twice, or a chain that repeats the leaf, gave a
+    PKCS#7 or PKCS#12 file holding the copy."""
+    root = _certificate_with_every_san_kind(unique("convert-root"))  # another key's: a chain
+    leaf = _certificate_with_every_san_kind(unique("convert-leaf"))
+    leaf_pem, root_pem = (c.public_bytes(PEM).decode() for c in (leaf, root))
+    twice = leaf_pem + root_pem + leaf_pem
+    for alias in ("pkcs7", "p7b"):
+        pem_p7 = _convert(api, pem=twice, chain=root_pem, output_format=alias)
+        read = _openssl_certificates("pkcs7", "-print_certs", content=pem_p7)
+        assert len(read) == 2 and set(read) == {leaf, root}  # a SET OF: DER order
+    for alias in ("pkcs7-der", "p7c"):
+        der_p7 = _convert(api, pem=twice, output_format=alias)
+        read = _openssl_certificates("pkcs7", "-print_certs", "-inform", "DER", content=der_p7)
+        assert len(read) == 2 and set(read) == {leaf, root}
+    for alias in ("pkcs12", "p12", "pfx"):
+        p12 = _convert(api, pem=twice, output_format=alias, password="pw")
+        args = ("pkcs12", "-nokeys", "-passin", "pass:pw")
+        assert _openssl_certificates(*args, content=p12) == [leaf, root]
+    # As an input type too: a PKCS#12 file read back as PEM.
+    p12 = _convert(api, pem=leaf_pem, output_format="pkcs12", password="pw")
+    body = {"pem": base64.b64encode(p12).decode(), "password": "pw", "output_format": "pem"}
+    assert _convert(api, **body, input_type="pfx") == leaf.public_bytes(PEM)

@@ -3,7 +3,7 @@ certificate, a key and a CSR belong together, and convert between PEM, DER, PKCS
 Nothing here reads or writes the inventory."""
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +40,8 @@ from tessera.domains.tools.describe import (
 
 OUTPUT_FORMATS = ("pem", "der", "pkcs12", "pkcs7", "pkcs7-der")
 INPUT_TYPES = ("auto", "pem", "der", "pkcs12", "pkcs7")
+# The file extensions the certificate export also takes for these formats (domains/exports).
+FORMAT_ALIASES = {"p12": "pkcs12", "pfx": "pkcs12", "p7b": "pkcs7", "p7c": "pkcs7-der"}
 EXPIRY_WARNING_DAYS = 30
 
 
@@ -125,6 +127,7 @@ class ToolsService:
         }
 
     def convert(self, request: Conversion) -> dict[str, Any]:
+        request = _canonical_formats(request)
         if request.output_format not in OUTPUT_FORMATS:
             raise InvalidInput(f"output_format must be one of {', '.join(OUTPUT_FORMATS)}")
         if request.input_type not in INPUT_TYPES:
@@ -138,6 +141,9 @@ class ToolsService:
             )
         if request.chain:
             parts.certificates += load_certificates(decode_text(request.chain))
+        # Once each (a bundle listing one twice, a chain that repeats the leaf): a PKCS#7 or
+        # PKCS#12 file would hold the copy, a PKCS#12 file's as a chain certificate.
+        parts.certificates = list(dict.fromkeys(parts.certificates))
         data, filename, media_type = _write(request, parts)
         textual = request.output_format in ("pem", "pkcs7")
         return {
@@ -245,6 +251,15 @@ def _match_item(
         "key_algorithm": key["algorithm"],
         "key_size": key["size"],
     }, public_key_der(public)
+
+
+def _canonical_formats(request: Conversion) -> Conversion:
+    """`p12`, `pfx`, `p7b` and `p7c` read as the formats they name (a PKCS#7 input is one,
+    whichever its encoding)."""
+    output_format = FORMAT_ALIASES.get(request.output_format, request.output_format)
+    input_type = FORMAT_ALIASES.get(request.input_type, request.input_type)
+    input_type = "pkcs7" if input_type == "pkcs7-der" else input_type
+    return replace(request, output_format=output_format, input_type=input_type)
 
 
 def _check_input_type(input_type: str, content: Content) -> None:
