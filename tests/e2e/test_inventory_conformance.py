@@ -230,3 +230,38 @@ def test_convert_takes_the_export_names_of_formats_and_writes_each_certificate_o
     p12 = _convert(api, pem=leaf_pem, output_format="pkcs12", password="pw")
     body = {"pem": base64.b64encode(p12).decode(), "password": "pw", "output_format": "pem"}
     assert _convert(api, **body, input_type="pfx") == leaf.public_bytes(PEM)
+
+
+def _issued_today(api: httpx.Client) -> tuple[str, int]:
+    trend = data(api.get(f"{API}/dashboard/certificate-trend", params={"days": 1}))["trend"]
+    return trend[-1]["date"], trend[-1]["issued"]
+
+
+def test_the_certificate_trend_counts_issued_certificates_not_imported_ones(
+    api: httpx.Client,
+) -> None:
+    """An import (of last year's certificates, say) was counted as issued on its day."""
+    before = _issued_today(api)
+    pem = _certificate_with_every_san_kind(unique("imported")).public_bytes(PEM).decode()
+    data(api.post(f"{API}/certificates/import", json={"certificate": pem}), 201)
+    bundle = "".join(
+        _certificate_with_every_san_kind(unique("smart")).public_bytes(PEM).decode()
+        for _ in range(2)
+    )
+    data(api.post(f"{API}/import/execute", json={"content": bundle}))
+    assert _issued_today(api) == before
+    root = data(
+        api.post(
+            f"{API}/cas",
+            json={"common_name": unique("trend"), "key_algorithm": "EC", "key_size": 256},
+        ),
+        201,
+    )
+    data(
+        api.post(
+            f"{API}/certificates",
+            json={"ca_id": root["id"], "common_name": f"{unique('trend')}.example.com"},
+        ),
+        201,
+    )
+    assert _issued_today(api) == (before[0], before[1] + 1)
