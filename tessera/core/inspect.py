@@ -27,6 +27,22 @@ def serial_hex(serial: int) -> str:
     return format(serial, "X")
 
 
+HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+MAX_SERIAL_DIGITS = 64  # the column's width; RFC 5280 allows 40, imported ones may hold more
+
+
+def serial_named_by(text: str) -> str | None:
+    """The serial a search term names, written as stored (`serial_hex`), or None: hex digits,
+    after an optional `0x`, maybe split by colons or spaces as openssl and browsers print it."""
+    digits = text.strip()
+    if digits[:2] in ("0x", "0X"):
+        digits = digits[2:]
+    digits = digits.replace(":", "").replace(" ", "")
+    if not digits or len(digits) > MAX_SERIAL_DIGITS or not HEX_DIGITS.issuperset(digits):
+        return None
+    return serial_hex(int(digits, 16))
+
+
 def public_key_sha256(cert: x509.Certificate | x509.CertificateSigningRequest) -> str:
     """The SHA-256 of the SubjectPublicKeyInfo, hex: one key's identity across certificates
     and requests. Re-encoded by cryptography where it knows the algorithm (an EC point may be

@@ -265,3 +265,39 @@ def test_the_certificate_trend_counts_issued_certificates_not_imported_ones(
         201,
     )
     assert _issued_today(api) == (before[0], before[1] + 1)
+
+
+def _openssl_serial(pem: str) -> str:
+    """The serial as `openssl x509 -serial` prints it (upper-case hex, `serial=` before it)."""
+    printed = openssl("x509", "-noout", "-serial", input=pem.encode())
+    assert printed.returncode == 0, printed.stderr.decode()
+    return printed.stdout.decode().strip().removeprefix("serial=")
+
+
+def test_search_finds_a_certificate_and_a_ca_by_serial_number(api: httpx.Client) -> None:
+    """A serial (what a CRL, an OCSP log or a browser names a certificate by) found nothing:
+    search read only names."""
+    root = data(
+        api.post(
+            f"{API}/cas",
+            json={"common_name": unique("by-serial"), "key_algorithm": "EC", "key_size": 256},
+        ),
+        201,
+    )
+    issued = data(
+        api.post(
+            f"{API}/certificates",
+            json={"ca_id": root["id"], "common_name": f"{unique('serial')}.example.com"},
+        ),
+        201,
+    )
+    pem = data(api.get(f"{API}/certificates/{issued['id']}"))["pem"]
+    printed = _openssl_serial(pem)
+    assert f"0x{printed.lstrip('0')}" == issued["serial_number"]
+    colons = ":".join(printed[i : i + 2] for i in range(0, len(printed), 2)).lower()
+    for term in (issued["serial_number"], printed, colons):
+        found = data(api.get(f"{API}/search", params={"q": term}))
+        assert [c["id"] for c in found["certificates"]] == [issued["id"]], term
+    ca_serial = data(api.get(f"{API}/cas/{root['id']}"))["serial_number"]
+    found = data(api.get(f"{API}/search", params={"q": ca_serial}))
+    assert [c["id"] for c in found["cas"]] == [root["id"]]

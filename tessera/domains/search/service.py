@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tessera.core.errors import InvalidInput, PermissionDenied
+from tessera.core.inspect import serial_named_by
 from tessera.domains.actor import Actor
 from tessera.domains.identity.permissions import grants
 from tessera.storage import models
@@ -52,10 +53,12 @@ class SearchService:
         if not kinds:
             raise PermissionDenied("search needs read access to certificates, CAs, CSRs or users")
         found = self._repos.search
-        cas = found.cas(term, limit) if "cas" in kinds else []
+        serial = serial_named_by(term)  # a serial as openssl or a browser prints it
+        cas = found.cas(term, limit, serial) if "cas" in kinds else []
         counts = self._repos.cas.certificate_counts([c.id for c in cas]) if cas else {}
+        certificates = found.certificates(term, limit, serial) if "certificates" in kinds else []
         return SearchResults(
-            certificates=found.certificates(term, limit) if "certificates" in kinds else [],
+            certificates=certificates,
             cas=cas,
             csrs=found.csrs(term, limit) if "csrs" in kinds else [],
             users=found.users(term, limit) if "users" in kinds else [],

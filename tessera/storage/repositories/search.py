@@ -18,19 +18,34 @@ class SearchRepository:
         self._session = session
         self._org_id = org_id
 
-    def certificates(self, term: str, limit: int) -> Sequence[Certificate]:
-        """Common name or SAN contains the term (the inventory's own substring index)."""
+    def certificates(
+        self, term: str, limit: int, serial: str | None = None
+    ) -> Sequence[Certificate]:
+        """Common name or SAN contains the term (the inventory's own substring index), or the
+        serial number is `serial` (indexed): the serial's kept when more than `limit` match."""
+        ids: list[int] = []
+        if serial is not None:
+            same_serial = (
+                select(Certificate.id)
+                .where(Certificate.org_id == self._org_id, Certificate.serial_number == serial)
+                .order_by(Certificate.id.desc())
+                .limit(limit)
+            )
+            ids += self._session.scalars(same_serial).all()
         newest = CertificateSearchRepository(self._session, self._org_id).ids(term).limit(limit)
-        ids = self._session.scalars(newest).all()  # first: see CertificateRepository.page
+        ids += self._session.scalars(newest).all()  # first: see CertificateRepository.page
+        ids = list(dict.fromkeys(ids))[:limit]
         return CertificateRepository(self._session, self._org_id).many_newest_first(ids)
 
-    def cas(self, term: str, limit: int) -> Sequence[CertificateAuthority]:
+    def cas(
+        self, term: str, limit: int, serial: str | None = None
+    ) -> Sequence[CertificateAuthority]:
+        matches = _any_contains(term, CertificateAuthority.name, CertificateAuthority.common_name)
+        if serial is not None:
+            matches = or_(matches, CertificateAuthority.serial_number == serial)
         query = (
             select(CertificateAuthority)
-            .where(
-                CertificateAuthority.org_id == self._org_id,
-                _any_contains(term, CertificateAuthority.name, CertificateAuthority.common_name),
-            )
+            .where(CertificateAuthority.org_id == self._org_id, matches)
             .order_by(CertificateAuthority.id.desc())
             .limit(limit)
         )
