@@ -301,3 +301,63 @@ def test_search_finds_a_certificate_and_a_ca_by_serial_number(api: httpx.Client)
     ca_serial = data(api.get(f"{API}/cas/{root['id']}"))["serial_number"]
     found = data(api.get(f"{API}/search", params={"q": ca_serial}))
     assert [c["id"] for c in found["cas"]] == [root["id"]]
+
+
+def test_a_csr_uploaded_with_its_key_keeps_the_key_for_its_certificate(
+    api: httpx.Client, workdir: Path
+) -> None:
+    """A key in the uploaded file (`openssl req -keyout` and `-out` to one file) or in a
+    `private_key` field was dropped without a word: the CSR was stored keyless, and its
+    certificate then had no key to export."""
+    both = workdir / "request-and-key.pem"
+    made = openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-subj", f"/CN={unique('with-key')}.example.com", "-keyout", str(both), "-out", str(both),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr.decode()
+    uploaded = data(
+        api.post(f"{API}/csrs/import", files={"file": ("both.pem", both.read_bytes())}), 201
+    )
+    assert uploaded["has_private_key"] is True
+    root = data(
+        api.post(
+            f"{API}/cas",
+            json={"common_name": unique("keyed"), "key_algorithm": "EC", "key_size": 256},
+        ),
+        201,
+    )
+    cert = data(api.post(f"{API}/csrs/{uploaded['id']}/sign", json={"ca_id": root["id"]}), 201)
+    assert cert["private_key_available"] is True
+    exported = data(api.post(f"{API}/certificates/{cert['id']}/key", json={}))["private_key"]
+    theirs = openssl("pkey", "-in", str(both), "-pubout").stdout
+    assert openssl("pkey", "-pubout", input=exported.encode()).stdout == theirs
+
+    # Given apart, encrypted, with its password: kept too.
+    csr_path, key_path = workdir / "apart.csr", workdir / "apart.key"
+    made = openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-passout", "pass:secret", "-subj", f"/CN={unique('apart')}.example.com",
+        "-keyout", str(key_path), "-out", str(csr_path),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr.decode()
+    body = {"csr": csr_path.read_text(), "private_key": key_path.read_text()}
+    assert "password" in error(api.post(f"{API}/csrs", json=body), 400)
+    keyed = data(api.post(f"{API}/csrs", json={**body, "password": "secret"}), 201)
+    assert keyed["has_private_key"] is True
+
+    # Another request's key is refused, and the request is not stored without it.
+    other = workdir / "other.pem"
+    made = openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-subj", f"/CN={unique('mismatch')}.example.com", "-keyout", str(other),
+        "-out", str(workdir / "other.csr"),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr.decode()
+    mismatched = (workdir / "other.csr").read_text()
+    refused = api.post(
+        f"{API}/csrs/upload",
+        json={"pem": mismatched, "private_key": key_path.read_text(), "password": "secret"},
+    )
+    assert error(refused, 422) == "the private key does not match the CSR's public key"
+    common_name = x509.load_pem_x509_csr(mismatched.encode()).subject.rfc4514_string()[3:]
+    assert data(api.get(f"{API}/search", params={"q": common_name}))["csrs"] == []

@@ -18,7 +18,7 @@ from tessera.api.v2.schemas import (
     SignCSR,
     UploadCSR,
 )
-from tessera.api.v2.uploads import read_upload, text, upload_body
+from tessera.api.v2.uploads import PASSWORD, PRIVATE_KEY, read_upload, text, upload_body
 from tessera.domains.actor import Actor
 from tessera.domains.bulk import BulkResult
 from tessera.domains.csrs.service import CSRService, SignOptions
@@ -63,18 +63,23 @@ def list_csrs(
 def upload_csr(
     request: Request, body: UploadCSR, session: UnitOfWork, actor: Writer
 ) -> JSONResponse:
-    row = _service(request, session, actor).upload(body.csr.encode(), body.name, "json")
+    key = body.private_key.encode() if body.private_key and body.private_key.strip() else None
+    service = _service(request, session, actor)
+    row = service.upload(body.csr.encode(), body.name, "json", key, body.password)
     return _uploaded(row, "CSR uploaded successfully")
 
 
 CSR = "a certificate signing request: PEM (or DER, as a file)"
 CSR_NAME = text("what the CSR is listed as (empty: its subject's CN or first SAN)", 200)
+CSR_KEY = {"private_key": PRIVATE_KEY, "password": PASSWORD}  # also a key inside the file
 UPLOAD_FIELDS = ("pem",)
 IMPORT_FIELDS = ("pem_content", "csr", "pem")
 
 
 @router.post(
-    "/upload", status_code=201, openapi_extra=upload_body(CSR, UPLOAD_FIELDS, name=CSR_NAME)
+    "/upload",
+    status_code=201,
+    openapi_extra=upload_body(CSR, UPLOAD_FIELDS, name=CSR_NAME, **CSR_KEY),
 )
 async def upload_pem(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
     """The seed's "Upload CSR (Multipart)": a `file` part (and `name`), or JSON `pem`."""
@@ -84,12 +89,16 @@ async def upload_pem(request: Request, session: UnitOfWork, actor: Writer) -> JS
         upload.content,
         upload.text("name"),
         "upload",
+        upload.private_key,
+        upload.text("password"),
     )
     return _uploaded(row, "CSR uploaded successfully")
 
 
 @router.post(
-    "/import", status_code=201, openapi_extra=upload_body(CSR, IMPORT_FIELDS, name=CSR_NAME)
+    "/import",
+    status_code=201,
+    openapi_extra=upload_body(CSR, IMPORT_FIELDS, name=CSR_NAME, **CSR_KEY),
 )
 async def import_csr(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
     upload = await read_upload(request, IMPORT_FIELDS)
@@ -98,6 +107,8 @@ async def import_csr(request: Request, session: UnitOfWork, actor: Writer) -> JS
         upload.content,
         upload.text("name"),
         "import",
+        upload.private_key,
+        upload.text("password"),
     )
     return _uploaded(row, f'CSR "{row.name}" imported successfully')
 

@@ -175,6 +175,8 @@ MAX_CSR_TEXT = 65536
 class UploadCSR(Strict):
     csr: str = Field(min_length=1, max_length=MAX_CSR_TEXT)
     name: str | None = Field(None, max_length=200)
+    private_key: str | None = Field(None, max_length=MAX_CSR_TEXT, description="PEM; blank: none")
+    password: str | None = Field(None, max_length=1024, description="opens private_key")
 
 
 class SignCSR(Strict):

@@ -75,11 +75,24 @@ class CSRService:
         common_name = inspect.common_name(csr.subject)[:MAX_NAME]
         return self._repos.csrs.same_request(common_name, csr_pem(csr))
 
-    def upload(self, data: bytes, name: str | None, source: str) -> models.CertificateRequestRow:
-        """Store a PEM or DER request whose signature verifies and whose key may be certified."""
+    def upload(
+        self,
+        data: bytes,
+        name: str | None,
+        source: str,
+        key_data: bytes | None = None,
+        password: str | None = None,
+    ) -> models.CertificateRequestRow:
+        """Store a PEM or DER request whose signature verifies and whose key may be certified,
+        with its private key when the PEM holds one (`openssl req -keyout` and `-out` to one
+        file) or one is given apart (`key_data`): a key is kept, or refused, never dropped."""
         if not data.strip():
             raise InvalidInput("the CSR is empty")
-        summary = csr_details.summarize(load_csr(data))
+        csr = load_csr(data)
+        summary = csr_details.summarize(csr)
+        key = _uploaded_key(data, key_data, password)
+        if key is not None and _spki(key.public_key()) != _spki(csr.public_key()):
+            raise PolicyViolation("the private key does not match the CSR's public key")
         self._refuse_pending_copy(summary.common_name, summary.pem)
         row = models.CertificateRequestRow(
             refid=str(uuid.uuid4()),
@@ -92,9 +105,11 @@ class CSRService:
             csr_pem=summary.pem,
             status=PENDING,
             created_by=self._actor.username,
+            encrypted_private_key=self._issuance.keys.encrypt(key) if key is not None else None,
         )
         self._repos.csrs.add(row)
-        details = {"subject": row.subject, "name": row.name, "source": source}
+        with_key = key is not None
+        details = {"subject": row.subject, "name": row.name, "source": source, "with_key": with_key}
         audit.record(self._repos.audit, self._actor, "csr.upload", "csr", row.id, details)
         return row
 
@@ -202,6 +217,19 @@ def _display_name(name: str | None, summary: csr_details.CsrSummary) -> str:
         raise InvalidInput("name must not contain NUL characters")
     first_san = summary.sans[0].partition(":")[2] if summary.sans else ""
     return (text or summary.common_name or first_san or "CSR")[:MAX_NAME]
+
+
+def _uploaded_key(data: bytes, key_data: bytes | None, password: str | None) -> PrivateKey | None:
+    """The private key the upload holds (after its CSR) or `key_data`, which is always read;
+    given in both places, the two must be the same key (as for certificate imports)."""
+    secret = password.encode() if password else None
+    key = load_private_key(data, secret) if b"PRIVATE KEY-----" in data else None
+    if key_data is None:
+        return key
+    given = load_private_key(key_data, secret)
+    if key is not None and _spki(given.public_key()) != _spki(key.public_key()):
+        raise InvalidInput("private_key is not the key the upload itself holds")
+    return given
 
 
 def _read_key(key_pem: str, passphrase: str | None) -> PrivateKey:
