@@ -40,11 +40,14 @@ EXCLUDED = {
     ("PUT", "/api/v2/system/security/rate-limit"),
     # Not built yet: a 501 on purpose (after the body is validated).
     ("POST", "/api/v2/acme/proxy/register"),
-    # Reaches out to the network (a TLS probe, a mail server, a syslog server, at addresses
-    # drawn at random): how long it takes depends on the machine's resolver and routes.
+    # Reaches out to the network (a TLS probe, a mail server, a syslog server, an OPNsense
+    # firewall, at addresses drawn at random): how long it takes depends on the machine's
+    # resolver and routes.
     ("POST", "/api/v2/tools/check-ssl"),
     ("POST", "/api/v2/settings/email/test"),
     ("POST", "/api/v2/system/audit/syslog/test"),
+    ("POST", "/api/v2/import/opnsense/test"),
+    ("POST", "/api/v2/import/opnsense/import"),
 }
 
 ADMIN_ID = 1  # the first user, whose API key the run authenticates with

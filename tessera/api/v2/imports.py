@@ -20,11 +20,17 @@ from tessera.api.deps import UnitOfWork, issuance, now, require
 from tessera.api.openapi import model_schema, request_body
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2.envelope import ok
-from tessera.api.v2.schemas import SmartImport, SmartImportOptions
+from tessera.api.v2.schemas import (
+    OpnsenseConnection,
+    OpnsenseImport,
+    SmartImport,
+    SmartImportOptions,
+)
 from tessera.api.v2.uploads import FILE, MAX_UPLOAD, PASSWORD, Upload, flag, read_upload
 from tessera.core.errors import InvalidInput
 from tessera.core.formats import decode_text, decode_upload
 from tessera.domains.actor import Actor
+from tessera.domains.imports import opnsense
 from tessera.domains.imports.service import FORMATS, ExecuteOptions, ImportService
 
 router = PrefixRouter(prefix="/import", tags=["Smart Import"])
@@ -79,6 +85,45 @@ async def execute(request: Request, session: UnitOfWork, actor: Writer) -> JSONR
 @router.get("/formats")
 def formats(actor: Reader) -> JSONResponse:
     return ok(FORMATS)
+
+
+@router.post("/opnsense/test")
+async def opnsense_test(body: OpnsenseConnection, actor: Writer) -> JSONResponse:
+    """Connect to an OPNsense firewall's API and list its trust store's CAs and certificates."""
+    entries = await run_in_threadpool(opnsense.list_entries, _target(body))
+    items = [{"id": e.uuid, "type": opnsense.KINDS[e.kind], "name": e.name} for e in entries]
+    stats = {"cas": sum(e.kind == "ca" for e in entries)}
+    stats["certificates"] = len(entries) - stats["cas"]
+    return ok({"success": True, "items": items, "stats": stats}, "Connected to OPNsense")
+
+
+@router.post("/opnsense/import")
+async def opnsense_import(
+    request: Request, body: OpnsenseImport, session: UnitOfWork, actor: Writer
+) -> JSONResponse:
+    """Fetch the firewall's CAs and certificates with their keys (all, or `items` by uuid)
+    and store them as the smart import does; fetched before the transaction begins."""
+    kinds = tuple(
+        k for k, on in (("ca", body.import_cas), ("cert", body.import_certificates)) if on
+    )
+    uuids = set(body.items) if body.items is not None else None
+    fetched = await run_in_threadpool(opnsense.fetch, _target(body), kinds, uuids)
+    if not fetched.pem:
+        raise InvalidInput("OPNsense lists nothing to import")
+    options = ExecuteOptions(body.import_cas, body.import_certificates, body.import_keys, False)
+    service = _service(request, session, actor)
+    content = "".join(fetched.pem).encode("ascii", "replace")
+    result = await run_in_threadpool(service.execute, content, None, options)
+    stored = sum(result[k] for k in ("cas_imported", "certificates_imported"))
+    return ok(result, f"{stored} objects imported from OPNsense, {len(result['errors'])} failed")
+
+
+def _target(body: OpnsenseConnection) -> opnsense.Target:
+    host = body.host.strip().removeprefix("https://").rstrip("/")
+    if not host or not all(c.isalnum() or c in ".-:[]" for c in host):
+        raise InvalidInput("host must be a host name or an IP address")
+    host = host.removeprefix("[").removesuffix("]")
+    return opnsense.Target(host, body.port, body.api_key, body.api_secret, body.verify_ssl)
 
 
 async def _read(request: Request) -> tuple[bytes, str | None, ExecuteOptions]:

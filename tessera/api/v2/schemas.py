@@ -262,6 +262,21 @@ class SmartImport(Strict):
     options: SmartImportOptions | None = None
 
 
+class OpnsenseConnection(Strict):
+    host: str = Field(min_length=1, max_length=270, description="name or address (https://...)")
+    port: Port = 443
+    api_key: str = Field(min_length=1, max_length=512)
+    api_secret: str = Field(min_length=1, max_length=512)
+    verify_ssl: StrictBool = Field(True, description="false: accept a self-signed GUI certificate")
+
+
+class OpnsenseImport(OpnsenseConnection):
+    import_cas: StrictBool = True
+    import_certificates: StrictBool = True
+    import_keys: StrictBool = True
+    items: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=500)
+
+
 class CheckSSL(Strict):
     hostname: str = Field(min_length=1, max_length=255)
     port: Port = 443
