@@ -230,7 +230,7 @@ def _other_name_text(name: x509.OtherName) -> str:
         return as_hex
     try:  # a type id that names a subject attribute (C, say) brings that one's rules
         attribute = x509.NameAttribute(type_id, value.native)
-    except ValueError:
+    except (ValueError, TypeError):  # bad text, or an attribute that holds bytes
         return as_hex
     return attribute.rfc4514_string({type_id: type_id.dotted_string})
 
