@@ -361,3 +361,26 @@ def test_a_csr_uploaded_with_its_key_keeps_the_key_for_its_certificate(
     assert error(refused, 422) == "the private key does not match the CSR's public key"
     common_name = x509.load_pem_x509_csr(mismatched.encode()).subject.rfc4514_string()[3:]
     assert data(api.get(f"{API}/search", params={"q": common_name}))["csrs"] == []
+
+
+def test_an_upload_sent_as_a_url_encoded_form_is_told_what_to_send(
+    server: Server, workdir: Path
+) -> None:
+    """`curl --data-urlencode 'pem_content@x.csr'` was answered "malformed JSON body", which
+    the caller had not sent; JSON sent with curl's default form type still reads as JSON."""
+    path = workdir / "request.csr"
+    csr = _csr(unique("url-encoded"))
+    path.write_bytes(csr.public_bytes(PEM))
+    args = ["curl", "-sS", "--cacert", str(server.ca_bundle), "-H", f"X-API-Key: {server.api_key}"]
+    url = f"{server.url}{API}/csrs/import"
+    form = subprocess.run(
+        [*args, "--data-urlencode", f"pem_content@{path}", url], capture_output=True, timeout=60
+    )
+    assert json.loads(form.stdout) == {
+        "error": True,
+        "code": 400,
+        "message": "a URL-encoded form is not read here: send multipart/form-data or JSON",
+    }
+    as_json = json.dumps({"pem_content": path.read_text()})
+    sent = subprocess.run([*args, "-d", as_json, url], capture_output=True, timeout=60)
+    assert json.loads(sent.stdout)["data"]["status"] == "pending"

@@ -81,6 +81,10 @@ async def read_upload(request: Request, text_fields: tuple[str, ...]) -> Upload:
     try:
         payload = jsontext.loads(body or b"{}")
     except (ValueError, RecursionError) as exc:
+        # curl -d sends this type: JSON sent so is read as JSON, but a form's fields are not.
+        if content_type.startswith("application/x-www-form-urlencoded"):
+            told = "a URL-encoded form is not read here: send multipart/form-data or JSON"
+            raise InvalidInput(told) from exc
         raise InvalidInput("malformed JSON body") from exc
     if not isinstance(payload, dict):
         raise InvalidInput("the JSON body must be an object")
