@@ -110,18 +110,25 @@ def write_issued(issued: Sequence[Issued]) -> None:
 
 
 def _hold_signers(repos: Repositories, group: list[Issued]) -> None:
-    """The issuing CAs (and templates) were read before the signing: a CA disabled, revoked
-    or deleted since then must not have its certificates written now. Each is held (before
-    the rows go in, until commit) and refused if it no longer may sign, so that a disabling
-    or deletion either waits for the issuance or is seen by it."""
-    signers = [(i.signer_id, i.vouching) for i in group if i.signer_id is not None]
-    strict = {ca_id for ca_id, vouching in signers if not vouching}
-    for ca_id in sorted({ca_id for ca_id, _ in signers}):  # in id order: no two deadlock
-        if not repos.cas.hold_signer(ca_id, active=ca_id in strict):
+    """The issuing CAs, the CAs above them (and templates) were read before the signing: a
+    CA disabled, revoked or deleted since then, or a CA above it revoked, must not have
+    certificates written under it now. Each is held (before the rows go in, until commit)
+    and refused if it no longer may sign, so that a disabling, revocation or deletion either
+    waits for the issuance or is seen by it. All in one pass in id order, signers and the
+    CAs above them alike: two batches then never wait for each other in a circle (one
+    signing from a root and its intermediate, another from the intermediate alone)."""
+    signers = {i.signer_id: i.vouching for i in group if i.signer_id is not None}
+    strict = {ca_id for ca_id, vouching in signers.items() if not vouching}
+    above = _above(repos, strict)
+    for ca_id in sorted(signers.keys() | above.keys()):
+        if ca_id in signers and not repos.cas.hold_signer(ca_id, active=ca_id in strict):
             raise PolicyViolation(
                 f"CA {ca_id} cannot sign: it was disabled, revoked or deleted meanwhile"
             )
-    _hold_above(repos, sorted(strict))
+        if ca_id in above and ca_id not in strict and not repos.cas.hold_unrevoked([ca_id]):
+            raise PolicyViolation(
+                f"CA {above[ca_id]} cannot sign: CA {ca_id} above it was revoked meanwhile"
+            )
     # Read after the CAs' hold (on SQLite the write lock): a template deleted since the
     # issuance read it would fail the insert on its foreign key, a generic clash.
     templates = {i.row.template_id for i in group if isinstance(i.row, models.Certificate)}
@@ -131,18 +138,16 @@ def _hold_signers(repos: Repositories, group: list[Issued]) -> None:
         raise NotFound(f"template {min(missing)} not found")
 
 
-def _hold_above(repos: Repositories, signer_ids: list[int]) -> None:
-    """The CAs above each signer were read (and found unrevoked) before the signing too: one
-    revoked since then makes what was signed invalid from the start. Held after the signers,
-    as a CA revocation holds the CA first."""
-    for ca_id in signer_ids:
+def _above(repos: Repositories, signer_ids: set[int]) -> dict[int, int]:
+    """Each CA above a signer (read before the signing, and found unrevoked: one revoked
+    since makes what was signed invalid from the start), with a signer below it. From the
+    session: the issuances loaded these chains."""
+    above: dict[int, int] = {}
+    for ca_id in sorted(signer_ids):
         signer = repos.cas.get(ca_id)
-        above = [row.id for row in ca_chain(repos, signer)[1:]] if signer else []
-        revoked = set(above) - repos.cas.hold_unrevoked(above) if above else set()
-        if revoked:
-            raise PolicyViolation(
-                f"CA {ca_id} cannot sign: CA {min(revoked)} above it was revoked meanwhile"
-            )
+        for row in ca_chain(repos, signer)[1:] if signer else []:
+            above.setdefault(row.id, ca_id)
+    return above
 
 
 def signing_refusal(

@@ -385,3 +385,18 @@ def test_group_row_deleted_during_the_groups_first_crl(server: Server, api: http
         answers = answers_of([publish, publish, ("DELETE", f"/cas/{new}", {})], server)
         no_server_error(answers)
         assert answers[-1].status_code == 204, answers[-1].text
+
+
+def test_issuances_from_a_ca_and_from_a_ca_below_it_at_once(
+    server: Server, api: httpx.Client
+) -> None:
+    """Batches that sign from a root and from its intermediate at once hold both CAs (the
+    root as a signer, or as the CA above the intermediate): no two may wait for each other
+    in a circle (PostgreSQL aborts one: a server error)."""
+    root = create_root(api, unique("Mixed Batch Root"))
+    inter = create_intermediate(api, root["id"], unique("Mixed Batch Intermediate"))
+    for _ in range(ROUNDS * 3):  # before the fix, about one round in four hit it
+        calls = [*csr_issuances(root["id"], 4), *csr_issuances(inter["id"], 12)]
+        answers = answers_of(calls, server)
+        no_server_error(answers)
+        assert all(a.status_code == 201 for a in answers), [a.text for a in answers]

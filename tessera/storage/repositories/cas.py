@@ -31,8 +31,9 @@ _HOLD_SIGNER = (
 _HOLD_ACTIVE_SIGNER = _HOLD_SIGNER.where(
     _CA_TABLE.c.is_active.is_(True), _CA_TABLE.c.revoked_at.is_(None)
 )
-# PostgreSQL: FOR SHARE, which a revocation's UPDATE waits for (and issuances under the same
-# CAs do not); SQLite renders no locking clause, its write lock is held by then.
+# PostgreSQL: FOR SHARE, which a revocation's UPDATE waits for, as does an issuance's hold of
+# that CA as a signer (`issuance._hold_signers` takes both kinds in one pass in id order);
+# SQLite renders no locking clause, its write lock is held by then.
 _HOLD_UNREVOKED = (
     select(_CA_TABLE.c.id)
     .where(
