@@ -320,6 +320,7 @@ def load_pkcs12(
     data: bytes, password: bytes | None
 ) -> tuple[x509.Certificate | None, PrivateKey | None, list[x509.Certificate]]:
     key, cert, extra = _open_pkcs12(data, password)
+    _at_most_max_objects(len(extra) + (1 if cert else 0))
     certs = [checked_certificate(c) for c in ([cert] if cert else []) + list(extra)]
     main = certs[0] if cert is not None else None
     return main, (_as_supported(key) if key is not None else None), certs[1 if main else 0 :]

@@ -21,6 +21,7 @@ import pytest
 from asn1crypto import algos, cms, core, keys, pkcs12
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.hazmat.primitives.serialization.pkcs12 import serialize_key_and_certificates
 
 from tests.e2e.accounts_helpers import create_user, key_for
 from tests.e2e.helpers import API, cert_of, create_root, data, error, unique
@@ -177,3 +178,21 @@ def test_a_bundle_of_too_many_certificates_is_refused(server: Server, viewer: ht
         assert refused in error(answer, 400)
     fine = pkcs7.serialize_certificates(many[:500], serialization.Encoding.PEM).decode()
     assert data(viewer.post(f"{API}/tools/decode-cert", json={"pem": fine}))["chain_length"] == 500
+
+
+def test_a_pkcs12_file_of_too_many_certificates_is_refused(server: Server) -> None:
+    """The bound holds for certificates carried in a PKCS#12 file too: the trust store
+    imports none of them, however many the file holds."""
+    with server.client() as api:
+        root = create_root(api, unique("PKCS12 Bundle Root"))
+        cert = cert_of(str(data(api.get(f"{API}/cas/{root['id']}"))["pem"]))
+        p12 = serialize_key_and_certificates(
+            None, None, None, [cert] * 2000, serialization.NoEncryption()
+        )
+        before = data(api.get(f"{API}/truststore/stats"))
+        answer = api.post(
+            f"{API}/truststore/import",
+            files={"file": ("many.p12", p12, "application/octet-stream")},
+        )
+        assert "at most 500 objects are read at once" in error(answer, 400)
+        assert data(api.get(f"{API}/truststore/stats")) == before
