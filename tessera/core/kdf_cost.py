@@ -12,8 +12,8 @@ OpenSSL (2,048 iterations), Java (10,000), Windows (2,000) or cryptography make 
 far below it, and so is a file with 600,000 PBKDF2 iterations on its MAC, certificates and key.
 
 Not counted, because it cannot be seen without decrypting: a shrouded key bag inside an
-encrypted SafeContents. OpenSSL decrypts at most one key bag per attempt, but that one
-derivation is not bounded here.
+encrypted SafeContents. OpenSSL decrypts at most one key bag per attempt; that derivation is
+bounded by the CPU limit of the process that opens PKCS#12 files (`pkcs12_sandbox`).
 """
 
 from asn1crypto import algos, core, keys, pem, pkcs12
