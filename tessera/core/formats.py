@@ -34,16 +34,7 @@ _DEK_INFO = re.compile(
 )
 # The IV each cipher of OpenSSL's traditional encrypted PEM needs (RFC 1421 4.6.1.3 header).
 _PEM_IV_BYTES = {"AES-128-CBC": 16, "AES-192-CBC": 16, "AES-256-CBC": 16, "DES-EDE3-CBC": 8}
-# What cryptography raises for bytes it cannot read; several of its classes are no ValueError.
-_UNREADABLE: tuple[type[Exception], ...] = (
-    ValueError,
-    TypeError,
-    OverflowError,
-    UnsupportedAlgorithm,
-    x509.InvalidVersion,
-    x509.DuplicateExtension,
-    x509.UnsupportedGeneralNameType,
-)
+_UNREADABLE = pkcs12_sandbox.UNREADABLE
 _BAD_SIGNATURE: tuple[type[Exception], ...] = (*_UNREADABLE, InvalidSignature)
 CSR_LABELS = ("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST")
 CERT_LABELS = ("CERTIFICATE", TRUSTED_LABEL)

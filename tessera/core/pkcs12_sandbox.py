@@ -15,6 +15,7 @@ import resource
 from multiprocessing.connection import Connection
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
@@ -30,6 +31,17 @@ TOO_COSTLY = (
 )
 
 Opened = tuple[bytes | None, bytes | None, list[bytes]]  # key (PKCS#8), certificate, others
+
+# What cryptography raises for bytes it cannot read; several of its classes are no ValueError.
+UNREADABLE: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    OverflowError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
 
 _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload([__name__])
@@ -63,7 +75,7 @@ def _open(sender: Connection, data: bytes, password: bytes | None) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS + 1))
     try:
         key, cert, extra = pkcs12.load_key_and_certificates(data, password)
-    except (ValueError, TypeError) as exc:
+    except UNREADABLE as exc:  # told apart from a child killed by its CPU limit
         sender.send(str(exc) or type(exc).__name__)
         return
     key_der = None
