@@ -22,7 +22,7 @@ run: $(VENV)/.base
 
 ## Install what the tests need (Debian packages too, when root) and run the whole suite.
 test: $(VENV)/.test system-deps
-	$(BIN)/pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n 3 --dist loadfile --durations=30 $(PYTEST_ARGS)
 
 ## Formatting, lint and types, as CI runs them.
 lint: $(VENV)/.test
