@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from tessera.core.errors import InvalidInput
 
-# Far above what a file within kdf_cost's bound costs (4,000,000 iterations: ~3 s here), far
-# below what an unbounded one can.
+# Above what a file near kdf_cost's bound costs (4,000,000 iterations: ~3 s here; files made
+# with usual settings take milliseconds), far below what an unbounded one can.
 CPU_SECONDS = 5
 WALL_SECONDS = 4 * CPU_SECONDS  # the child may wait for a core behind the server's threads
 TOO_COSTLY = (
