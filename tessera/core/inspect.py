@@ -1,5 +1,6 @@
 """Human-readable facts about a certificate, shared by every dialect that shows details."""
 
+import string
 from datetime import datetime
 
 from asn1crypto import x509 as asn1_x509
@@ -27,7 +28,7 @@ def serial_hex(serial: int) -> str:
     return format(serial, "X")
 
 
-HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+HEX_DIGITS = frozenset(string.hexdigits)
 MAX_SERIAL_DIGITS = 64  # the column's width; RFC 5280 allows 40, imported ones may hold more
 
 

@@ -21,6 +21,8 @@ from tessera.core.keys import PrivateKey
 PEM = "application/x-pem-file"
 PKCS12_FORMATS = ("pkcs12", "p12", "pfx")
 PKCS7_FORMATS = ("pkcs7", "p7b", "pkcs7-der", "p7c")
+# The file extensions among them, and the format each names.
+ALIASES = {"p12": "pkcs12", "pfx": "pkcs12", "p7b": "pkcs7", "p7c": "pkcs7-der"}
 FORMATS = ("pem", "der", "chain", *PKCS12_FORMATS, *PKCS7_FORMATS)
 # What a bulk export may hold: every certificate-only format.
 BULK_FORMATS = ("pem", "der", "chain", *PKCS7_FORMATS)

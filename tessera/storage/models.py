@@ -172,6 +172,9 @@ class Template(Base):
     created_at: Mapped[datetime] = mapped_column(default=_now)
 
 
+ORIGIN_IMPORT = "import"  # a certificate issued elsewhere and imported here
+
+
 class Certificate(Base):
     __tablename__ = "certificates"
     # Every list is newest first (ORDER BY id DESC) inside one organization; each filter has
@@ -212,7 +215,7 @@ class Certificate(Base):
     fingerprint_sha256: Mapped[str] = mapped_column(String(64), index=True)
     certificate_pem: Mapped[str] = mapped_column(Text)
     encrypted_private_key: Mapped[str | None] = mapped_column(Text)
-    origin: Mapped[str] = mapped_column(String(32), default="api")
+    origin: Mapped[str] = mapped_column(String(32), default="api")  # or ORIGIN_IMPORT, ...
     created_by: Mapped[str | None] = mapped_column(String(150))
     created_at: Mapped[datetime] = mapped_column(default=_now)
 

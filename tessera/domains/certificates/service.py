@@ -457,7 +457,7 @@ class CertificateService:
         ca = self._linked_ca(cert, ca_id)
         row = certificate_row(cert, self._issuance.keys, key)
         row.ca_id = ca.id if ca else None
-        row.origin, row.created_by = "import", self._actor.username
+        row.origin, row.created_by = models.ORIGIN_IMPORT, self._actor.username
         self._repos.certificates.add(row)
         details = {
             "subject": row.subject,

@@ -31,6 +31,7 @@ from tessera.core.formats import (
     secret,
 )
 from tessera.core.keys import PrivateKey
+from tessera.domains import exports
 from tessera.domains.tools.describe import (
     certificate_facts,
     certificate_summary,
@@ -40,8 +41,6 @@ from tessera.domains.tools.describe import (
 
 OUTPUT_FORMATS = ("pem", "der", "pkcs12", "pkcs7", "pkcs7-der")
 INPUT_TYPES = ("auto", "pem", "der", "pkcs12", "pkcs7")
-# The file extensions the certificate export also takes for these formats (domains/exports).
-FORMAT_ALIASES = {"p12": "pkcs12", "pfx": "pkcs12", "p7b": "pkcs7", "p7c": "pkcs7-der"}
 EXPIRY_WARNING_DAYS = 30
 
 
@@ -256,8 +255,8 @@ def _match_item(
 def _canonical_formats(request: Conversion) -> Conversion:
     """`p12`, `pfx`, `p7b` and `p7c` read as the formats they name (a PKCS#7 input is one,
     whichever its encoding)."""
-    output_format = FORMAT_ALIASES.get(request.output_format, request.output_format)
-    input_type = FORMAT_ALIASES.get(request.input_type, request.input_type)
+    output_format = exports.ALIASES.get(request.output_format, request.output_format)
+    input_type = exports.ALIASES.get(request.input_type, request.input_type)
     input_type = "pkcs7" if input_type == "pkcs7-der" else input_type
     return replace(request, output_format=output_format, input_type=input_type)
 

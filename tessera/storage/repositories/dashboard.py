@@ -9,6 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from tessera.storage.models import (
+    ORIGIN_IMPORT,
     AuditLog,
     Base,
     Certificate,
@@ -18,8 +19,6 @@ from tessera.storage.models import (
 )
 from tessera.storage.models_acme import AcmeAccount
 from tessera.storage.repositories.certificates import REVOKED, valid_between
-
-IMPORTED = "import"  # the origin of an imported certificate (CertificateService.store_imported)
 
 
 class DashboardRepository:
@@ -87,7 +86,7 @@ class DashboardRepository:
         SQLite, where it reads the stored text, and PostgreSQL, where it casts a timestamp).
         An imported certificate was issued elsewhere, whenever: importing a hundred is no
         spike of issuance."""
-        return self._per_day(Certificate.created_at, since, Certificate.origin != IMPORTED)
+        return self._per_day(Certificate.created_at, since, Certificate.origin != ORIGIN_IMPORT)
 
     def revoked_per_day(self, since: datetime) -> dict[str, int]:
         return self._per_day(Certificate.revoked_at, since, Certificate.status == REVOKED)
