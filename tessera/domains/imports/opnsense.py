@@ -15,6 +15,7 @@ verified peer unless the caller says otherwise.
 
 import base64
 import binascii
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ TIMEOUT = 15.0  # each request
 DEADLINE = 60.0  # the whole fetch: the request's database session waits meanwhile
 MAX_RESPONSE = 5 * 1024 * 1024
 MAX_ENTRIES = 500  # the smart import's bound on the objects of one import
+_UUID = re.compile(r"[0-9A-Za-z-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,10 @@ def _search(client: httpx.Client, target: Target, kind: str) -> list[Entry]:
         raise InvalidInput(f"OPNsense's {kind} search sent no rows: is this an OPNsense API?")
     entries = []
     for row in rows:
-        if isinstance(row, dict) and isinstance(row.get("uuid"), str) and row["uuid"]:
-            entries.append(Entry(row["uuid"], kind, str(row.get("descr") or "")))
+        uuid = row.get("uuid") if isinstance(row, dict) else None
+        # Put into the next request's path: a uuid, nothing that could climb out of it.
+        if isinstance(uuid, str) and _UUID.fullmatch(uuid):
+            entries.append(Entry(uuid, kind, str(row.get("descr") or "")))
     return entries
 
 
