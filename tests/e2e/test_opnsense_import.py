@@ -193,3 +193,18 @@ def test_import_stores_the_ca_and_the_certificate_with_its_key(
     assert {r["status"] for r in again["results"]} <= {"skipped", "linked"}
     none = api.post(f"{API}/import/opnsense/import", json={**body, "items": ["no-such-uuid"]})
     assert error(none, 400) == "OPNsense lists nothing to import"
+
+
+def test_an_entry_whose_uuid_could_leave_its_path_is_skipped(
+    api: httpx.Client, firewall: tuple[Firewall, int]
+) -> None:
+    """An entry's uuid goes into the path of the request that fetches it: one that is no
+    uuid (slashes, dots) is not listed, nor fetched."""
+    held, port = firewall
+    climbing = {"uuid": "../../../cert/get/cert-uuid-1", "descr": "Climbing", "commonname": "x"}
+    held.rows["ca"].append(climbing)
+    try:
+        listed = data(api.post(f"{API}/import/opnsense/test", json=_connection(port)))
+    finally:
+        held.rows["ca"].remove(climbing)
+    assert [item["id"] for item in listed["items"]] == ["ca-uuid-1", "cert-uuid-1"]
