@@ -1,5 +1,7 @@
 """Issuance throughput: Tessera's POST /api/v2/certificates against `cfssl serve`'s
-/api/v1/cfssl/sign, with the same CSRs and concurrency, measured in the same run.
+/api/v1/cfssl/sign, with the same CSRs and concurrency, measured in the same run. A third
+server, `bench/bare_signer.py`, is the ceiling of the stack Tessera is built on: a bare
+FastAPI endpoint under uvicorn (same workers, TLS) that verifies and signs, and stores nothing.
 
     .venv/bin/python bench/issue.py [--requests 5000] [--concurrency 16] [--workers 2]
         [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
@@ -11,6 +13,8 @@ share of one core; "server ms cpu" is the server processes' CPU time per request
 
 import argparse
 import asyncio
+import datetime
+import ipaddress
 import json
 import os
 import signal
@@ -29,7 +33,7 @@ import httpx
 import uvloop
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -37,6 +41,8 @@ from tests import support
 from tests.support import ADMIN_PASSWORD, Server, admin_api_key, free_port, group_cpu
 
 # label, Tessera key_algorithm and size, cfssl algo, target Tessera/cfssl req/s
+ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
 CAS = [("P-256", "EC", 256, "ecdsa", 0.5), ("RSA-2048", "RSA", 2048, "rsa", 1.0)]
 Check = Callable[[int, bytes], bool]
 
@@ -215,6 +221,55 @@ def bench_cfssl(stack: ExitStack, tmp: Path, csrs: list[str], args) -> dict:
     return results
 
 
+def self_signed(tmp: Path, name: str, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> Path:
+    """A certificate for `key` (a CA, or the bare signer's TLS for 127.0.0.1) and its key file."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(LOOPBACK)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem = tmp / f"{name}.pem"
+    pem.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    plain = serialization.NoEncryption()
+    form = serialization.PrivateFormat.PKCS8
+    (tmp / f"{name}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, form, plain))
+    return pem
+
+
+def bench_bare(stack: ExitStack, tmp: Path, csrs: list[str], args) -> dict:
+    tls = self_signed(tmp, "bare-tls", ec.generate_private_key(ec.SECP256R1()))
+    context = ssl.create_default_context(cafile=str(tls))
+    results = {}
+    for label, _, size, algo, _ in CAS:
+        key = ec.generate_private_key(ec.SECP256R1()) if algo == "ecdsa" else None
+        ca = self_signed(tmp, f"bare-{algo}", key or rsa.generate_private_key(65537, size))
+        env = os.environ | {"BARE_SIGNER_CA": str(ca), "BARE_SIGNER_CA_KEY": str(ca)[:-4] + ".key"}
+        port, log = free_port(), tmp / f"bare-{algo}.log"
+        argv = [sys.executable, "-m", "uvicorn", "bench.bare_signer:app", "--port", str(port)]
+        argv += ["--host", "127.0.0.1", "--workers", str(args.workers), "--loop", "uvloop"]
+        argv += ["--http", "httptools", "--no-access-log", "--log-level", "warning"]
+        argv += ["--ssl-certfile", str(tls), "--ssl-keyfile", str(tls)[:-4] + ".key"]
+        url = f"https://127.0.0.1:{port}/docs"
+        ready = lambda u=url: httpx.get(u, verify=context).status_code == 200  # noqa: E731
+        proc = spawn(stack, argv, log, ready, env=env, cwd=ROOT)
+        bodies = ({"csr": csr, "validity_days": 30} for csr in csrs)
+        payloads = requests_for(port, "/sign", bodies)
+        signed = lambda s, _: s == 201  # noqa: E731
+        results[label, "fastapi"] = measure(proc, port, context, payloads, signed, args)
+        stop(proc)
+    return results
+
+
+SERVERS = ("tessera", "cfssl", "fastapi")
 HEAD = "CA       server    requests   req/s  p50 ms  p99 ms errors client cpu server ms cpu"
 ROW = "{:9}{:9}{:>9}{:>8.0f}{:>8.2f}{:>8.2f}{:>7}{:>11.0%}{:>14.2f}"
 
@@ -222,14 +277,16 @@ ROW = "{:9}{:9}{:>9}{:>8.0f}{:>8.2f}{:>8.2f}{:>7}{:>11.0%}{:>14.2f}"
 def report(results: dict) -> None:
     print(HEAD)
     for label, *_, target in CAS:
-        for name in ("tessera", "cfssl"):
+        for name in SERVERS:
             r, lat = results[label, name], sorted(results[label, name].latencies) or [0.0]
             p50, p99 = lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000
             client, server = r.client_cpu / r.elapsed, 1000 * r.server_cpu / len(lat)
             n = len(r.latencies)
             print(ROW.format(label, name, n, r.rate, p50, p99, r.errors, client, server))
         ratio = results[label, "tessera"].rate / results[label, "cfssl"].rate
-        print(f"{label:9}tessera/cfssl req/s = {ratio:.2f}x (target >= {target}x)\n")
+        ceiling = results[label, "fastapi"].rate / results[label, "cfssl"].rate
+        print(f"{label:9}tessera/cfssl req/s = {ratio:.2f}x (target >= {target}x)")
+        print(f"{label:9}fastapi/cfssl req/s = {ceiling:.2f}x (the stack's ceiling)\n")
 
 
 def main() -> int:
@@ -246,6 +303,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tessera-bench-") as tmp, ExitStack() as stack:
         results = bench_tessera(stack, Path(tmp), csrs, args)
         results |= bench_cfssl(stack, Path(tmp), csrs, args)
+        results |= bench_bare(stack, Path(tmp), csrs, args)
     storage = "PostgreSQL" if args.database_url else "SQLite"
     setup = f"{args.workers} workers; concurrency {args.concurrency}; {os.cpu_count()} cores"
     print(f"\nTessera on {storage}, {setup}\n")
