@@ -42,7 +42,7 @@ def runtime_closure() -> set[str]:
         seen.add(_name(requirement))
         for text in metadata.requires(requirement.name) or []:
             needed = Requirement(text)
-            wanted = [""] + sorted(requirement.extras)
+            wanted = ["", *sorted(requirement.extras)]
             marker = needed.marker
             if marker is None or any(
                 marker.evaluate(dict(default_environment()) | {"extra": extra}) for extra in wanted
