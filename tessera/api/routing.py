@@ -56,18 +56,29 @@ class PrefixRouter(APIRouter):
             return Match.NONE, {}
         if self._not_allowed(scope, path) is not None:
             return Match.PARTIAL, {}  # the path is ours; another router may still take it
-        return super().matches(scope)
+        match, child = super().matches(scope)
+        if match is Match.PARTIAL and scope["method"] == "HEAD":
+            return super().matches(_as_get(scope))
+        return match, child
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         allowed = self._not_allowed(scope, get_route_path(scope))
         if allowed is not None:
             raise HTTPException(status_code=405, headers={"Allow": ", ".join(sorted(allowed))})
+        if scope["method"] == "HEAD" and super().matches(scope)[0] is not Match.FULL:
+            # No route of the path takes HEAD itself (ACME's new-nonce, the health checks
+            # and the CRLs do): it is that path's GET, whose body the server leaves out.
+            await super().handle(_as_get(scope), receive, send)
+            return
         await super().handle(scope, receive, send)
 
     def _not_allowed(self, scope: Scope, path: str) -> frozenset[str] | None:
-        """The methods of the fixed path `path` when the request's is not among them."""
+        """The methods of the fixed path `path` when the request's is not among them (HEAD
+        is among them with GET)."""
         allowed = self.fixed.get(path)
         if allowed is None or scope["type"] != "http" or scope["method"] in allowed:
+            return None
+        if scope["method"] == "HEAD" and "GET" in allowed:
             return None
         return allowed
 
@@ -83,6 +94,15 @@ class PrefixRouter(APIRouter):
                 route.allow = ", ".join(sorted(methods[route.path]))
             if not route.param_convertors:
                 self.fixed[prefix + route.path] = frozenset(methods[route.path])
+
+
+def _as_get(scope: Scope) -> Scope:
+    """A HEAD request's scope as its GET's. FastAPI's routes, unlike Starlette's, do not take
+    HEAD with GET, but RFC 9110 9.3.2 has every GET resource answer HEAD alike: same status
+    and headers (the GET body's Content-Length), no body. The server (uvicorn) leaves the
+    body out, since its own scope still says HEAD; the routes and their handlers see GET.
+    Only the method differs: `state` and FastAPI's bookkeeping are the same objects."""
+    return {**scope, "method": "GET"}
 
 
 def include(app: FastAPI, router: APIRouter, prefix: str = "", **options: Any) -> None:

@@ -57,7 +57,8 @@ class OCSPEndpoint:
                 self.responder.counts["too_large"] += 1
                 await _plain(send, 413, b"OCSP request too large")
                 return
-        elif method == "GET" and path.startswith("/ocsp/"):
+        elif method in ("GET", "HEAD") and path.startswith("/ocsp/"):
+            # HEAD answers as GET (RFC 9110 9.3.2); the server leaves the body out.
             self.responder.counts["get"] += 1
             der = _from_url(scope.get("raw_path") or path.encode(), self.max_bytes)
             if der is None:
@@ -68,7 +69,7 @@ class OCSPEndpoint:
             await _plain(send, 405, b"OCSP takes POST /ocsp or GET /ocsp/{base64 request}")
             return
         answer = await self._answer(der)
-        await _respond(send, answer, cacheable=method == "GET")
+        await _respond(send, answer, cacheable=method != "POST")
 
     async def _answer(self, der: bytes) -> Answer:
         try:

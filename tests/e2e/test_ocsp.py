@@ -191,6 +191,19 @@ def test_get_with_cache_headers(server: Server, pki: PKI, name: str) -> None:
     assert again.headers["etag"] == response.headers["etag"]  # the same pre-signed response
 
 
+def test_head_answers_as_get(server: Server, pki: PKI) -> None:
+    """HEAD /ocsp/{request} answers as GET, without the body (RFC 9110 9.3.2); it was a 405."""
+    der = _request_der(pki, "good")
+    got = _get(server, der)
+    encoded = quote(base64.b64encode(der).decode(), safe="")
+    head = httpx.head(f"{server.http_url}/ocsp/{encoded}", timeout=30)
+    assert head.status_code == 200 and head.content == b""
+    for name in ("content-type", "content-length", "cache-control", "etag"):
+        assert head.headers[name] == got.headers[name], name
+    refused = httpx.head(f"{server.http_url}/ocsp", timeout=30)  # POST only
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, POST"
+
+
 def _unknown_request(pki: PKI, nonce: bool = False) -> bytes:
     builder = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
         *_issuer_hashes(pki), secrets.randbits(100), hashes.SHA1()

@@ -288,6 +288,49 @@ def test_https_serves_aia_too(api: httpx.Client) -> None:
     assert api.get(f"/ca/{root['refid']}.cer").content == der
 
 
+def _same_but_bodiless(client: httpx.Client, path: str, **extra: Any) -> httpx.Response:
+    """HEAD answers as GET does (RFC 9110 9.3.2): same status and headers, no body."""
+    got, head = client.get(path, **extra), client.head(path, **extra)
+    assert head.status_code == got.status_code, (path, head.status_code, head.text)
+    assert head.content == b"", path
+    for name in ("content-type", "content-length", "cache-control", "etag"):
+        assert head.headers.get(name) == got.headers.get(name), (path, name)
+    assert int(head.headers["content-length"]) == len(got.content), path
+    return head
+
+
+def test_head_answers_every_get_resource(
+    api: httpx.Client, plain: httpx.Client, anonymous: httpx.Client
+) -> None:
+    """FastAPI's routes, unlike Starlette's, took no HEAD: a 405 for every GET resource, the
+    CA certificates relying parties fetch over plain HTTP included."""
+    root = create_root(api, unique("HEAD Root"))
+    for path in (f"/ca/{root['refid']}.cer", f"/ca/{root['id']}.pem"):  # the CRLs took HEAD
+        assert _same_but_bodiless(plain, path).status_code == 200, path
+    assert _same_but_bodiless(plain, "/ca/987654321.cer").status_code == 404
+    for path in (
+        f"{API}/cas",  # a fixed path
+        f"{API}/cas/{root['id']}",  # a path with a parameter
+        f"{API}/cas/{root['id']}/export",
+        f"{API}/certificates",
+        "/api/openapi.json",
+    ):
+        assert _same_but_bodiless(api, path).status_code == 200, path
+    assert _same_but_bodiless(api, f"{API}/cas/987654321").status_code == 404
+    assert _same_but_bodiless(anonymous, f"{API}/cas").status_code == 401
+    # A resource without GET still refuses HEAD, naming its methods.
+    for path, allow in (
+        (f"{API}/truststore/sync", "POST"),
+        (f"{API}/cas/import", "POST"),
+        (f"{API}/cas/{root['id']}/revoke", "POST"),
+    ):
+        refused = api.head(path)
+        assert (refused.status_code, refused.headers.get("allow")) == (405, allow), path
+    # The document gains no HEAD operation beside each GET.
+    document = anonymous.get("/api/openapi.json").json()
+    assert "head" not in document["paths"][f"{API}/cas"]
+
+
 # The server's own certificate
 
 
