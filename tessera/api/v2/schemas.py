@@ -11,6 +11,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     field_validator,
+    model_validator,
 )
 
 
@@ -45,6 +46,29 @@ class Strict(BaseModel):
         return value
 
 
+def _key_type_name(value: str) -> str:
+    name = value.strip().upper()
+    return "EC" if name == "ECDSA" else name
+
+
+class KeyTypeAlias(Strict):
+    """`key_type`, the templates' word, as an alias of `key_algorithm`: a client that sent
+    {"key_type": "EC"} was silently given an RSA key. Both, naming different types, is a 422."""
+
+    key_algorithm: str | None = Field(None, description="RSA, EC or Ed25519")
+    key_type: str | None = Field(None, description="alias of key_algorithm")
+
+    @model_validator(mode="after")
+    def _one_key_type(self) -> "KeyTypeAlias":
+        if self.key_type is None:
+            return self
+        if self.key_algorithm is None:
+            self.key_algorithm = self.key_type
+        elif _key_type_name(self.key_algorithm) != _key_type_name(self.key_type):
+            raise ValueError("key_type and key_algorithm name different key types; send one")
+        return self
+
+
 class SubjectIn(Strict):
     common_name: str = Field(min_length=1, max_length=64)
     organization: str | None = Field(None, max_length=64)
@@ -55,10 +79,9 @@ class SubjectIn(Strict):
     email: str | None = Field(None, max_length=128)
 
 
-class CreateCA(SubjectIn):
+class CreateCA(SubjectIn, KeyTypeAlias):
     name: str | None = Field(None, max_length=200)
     key_size: Integer | None = None
-    key_algorithm: str | None = Field(None, description="RSA, EC or Ed25519")
     validity_days: Days | None = None
     ca_type: Literal["root", "intermediate"] = "root"
     parent_id: RowId | None = None
@@ -76,13 +99,12 @@ class IdList(Strict):
     ids: list[RowId] = Field(min_length=1, max_length=1000)
 
 
-class IssueCertificate(Strict):
+class IssueCertificate(KeyTypeAlias):
     common_name: str | None = Field(None, min_length=1, max_length=64)
     ca_id: RowId
     template_id: RowId | None = None
     validity_days: Days | None = None
     key_size: Integer | None = None
-    key_algorithm: str | None = None
     san: list[str] = Field(default_factory=list, max_length=100)
     key_usage: list[str] | None = None
     extended_key_usage: list[str] | None = None
