@@ -82,23 +82,30 @@ def parse_san(entry: str) -> x509.GeneralName:
 
 def cn_as_san(subject: x509.Name) -> list[x509.GeneralName]:
     """A leaf named like a host gets that name as a SAN, since clients ignore the CN: the
-    API's common_name, or a CSR's when the CSR brings no SAN."""
-    names = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if len(names) != 1 or not isinstance(names[0].value, str):
-        return []
-    common_name = names[0].value
-    if not common_name or " " in common_name:
-        return []
+    API's common_name, or a CSR's when the CSR brings no SAN. Each CN of a subject with
+    several (a CSR may name two hosts) is taken alike, once, in order: with more than one,
+    none was, and the certificate named no host a client would accept."""
+    found: list[x509.GeneralName] = []
+    for attribute in subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+        name = _host_like(attribute.value)
+        if name is not None and name not in found:
+            found.append(name)
+    return found
+
+
+def _host_like(common_name: str | bytes) -> x509.GeneralName | None:
+    if not isinstance(common_name, str) or not common_name or " " in common_name:
+        return None
     try:
         name = parse_san(common_name)
     except InvalidInput:
-        return []
+        return None
     # A single label ("device-42", "mdm-7f3a", "localhost") names devices and accounts as
     # often as hosts, and as a dNSName it is no fully qualified name: lints (pkilint) refuse
     # it. Asked for explicitly (`dns:localhost`) it is still issued.
     if isinstance(name, x509.DNSName) and "." not in name.value:
-        return []
-    return [name]
+        return None
+    return name
 
 
 def _typed_san(kind: str, value: str) -> x509.GeneralName:

@@ -3,6 +3,7 @@ in each form, decoded (and compared with openssl's own reading), signed through 
 issuance path with templates, checked by openssl and pkilint; keys attached and kept
 encrypted; bulk operations, history, export and permissions."""
 
+import ipaddress
 import json
 import sqlite3
 import threading
@@ -426,6 +427,26 @@ def test_csr_without_san_gets_its_host_cn_as_san(
     cert = cert_of(chain_pems(api, issued["id"])[0])
     with pytest.raises(x509.ExtensionNotFound):
         cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+
+
+def test_csr_with_several_cns_gets_each_host_cn_as_san(
+    api: httpx.Client, issuing: dict[str, Any], workdir: Path
+) -> None:
+    """A CSR naming two hosts in two CNs, and no SAN, got no SAN at all (only a lone CN was
+    taken): each CN that names a host or an address is one, once, in order."""
+    folder = workdir / unique("two-cns")
+    folder.mkdir()
+    subject = "/O=Tessera Tests/CN=one.example.com/CN=Alice Example/CN=10.1.2.3/CN=one.example.com"
+    _, csr = openssl_csr(folder, subject)
+    assert len(x509.load_pem_x509_csr(csr.read_bytes()).subject) == 5
+    issued = sign(api, upload(api, csr)["id"], issuing["inter"]["id"])
+    assert issued["san"] == ["dns:one.example.com", "ip:10.1.2.3"]
+    cert = cert_of(chain_pems(api, issued["id"])[0])
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert list(sans) == [
+        x509.DNSName("one.example.com"),
+        x509.IPAddress(ipaddress.ip_address("10.1.2.3")),
+    ]
 
 
 # --- private keys ---------------------------------------------------------------------------------
