@@ -449,6 +449,70 @@ def test_csr_with_several_cns_gets_each_host_cn_as_san(
     ]
 
 
+def _asking_csr() -> str:
+    """A CSR asking for names and for more than a leaf may have: CA:TRUE, certificate
+    signing, code signing."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans = [x509.DNSName("asks.example.com"), x509.DNSName("also.example.com")]
+    usage = dict.fromkeys(
+        ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement"), False
+    )
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "asks.example.com")]))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+                **usage,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_a_csrs_requested_extensions_when_signed(
+    api: httpx.Client, issuing: dict[str, Any], workdir: Path
+) -> None:
+    """The SANs a CSR asks for are certified when the request names none (both signing
+    paths); its basic constraints, key usage and EKU are not copied (docs/issuance.md): what
+    a certificate may do is the template's or the request's, never the requester's word."""
+    ca_id = issuing["inter"]["id"]
+    pem = _asking_csr()
+    uploaded = data(api.post(CSRS, json={"csr": pem}), 201)
+    assert uploaded["san"] == ["dns:asks.example.com", "dns:also.example.com"]
+    by_sign = sign(api, uploaded["id"], ca_id)
+    by_api = data(api.post(f"{API}/certificates", json={"csr": pem, "ca_id": ca_id}), 201)
+    for issued in (by_sign, by_api):
+        assert issued["san"] == ["dns:asks.example.com", "dns:also.example.com"]
+        leaf_pem = chain_pems(api, issued["id"])[0]
+        cert = cert_of(leaf_pem)
+        extensions = cert.extensions
+        sans = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert sans.get_values_for_type(x509.DNSName) == ["asks.example.com", "also.example.com"]
+        assert extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+        usage = extensions.get_extension_for_class(x509.KeyUsage).value
+        assert usage.digital_signature and not usage.key_cert_sign and not usage.crl_sign
+        ekus = list(extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+        assert ekus == [SERVER, CLIENT]
+        assert pkilint_findings(workdir, leaf_pem) == ""
+    # The request's own names and usages, when it gives them, are the ones certified.
+    body = {"csr": pem, "ca_id": ca_id, "san": ["dns:asks.example.com"]}
+    body["extended_key_usage"] = ["clientAuth"]
+    asked = data(api.post(f"{API}/certificates", json=body), 201)
+    assert asked["san"] == ["dns:asks.example.com"]
+    cert = cert_of(chain_pems(api, asked["id"])[0])
+    assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [CLIENT]
+
+
 # --- private keys ---------------------------------------------------------------------------------
 
 
