@@ -20,7 +20,7 @@ from tessera.core.clock import Clock, utc_now
 from tessera.core.errors import PolicyViolation
 from tessera.core.issuer_chain import IssuerChain
 from tessera.core.keys import PrivateKey, enforce_key_floor, signature_hash
-from tessera.core.names import extended_key_usage, key_usage
+from tessera.core.names import extended_key_usage, key_usage, name_text
 from tessera.core.profile import (
     MAX_VALIDITY_DAYS,
     CertificateRequest,
@@ -276,8 +276,8 @@ def _audit_event(
 ) -> AuditEvent:
     details: dict[str, object] = {
         "serial": format(signed.serial, "X"),
-        "subject": signed.subject.rfc4514_string(),
-        "issuer": signed.issuer.rfc4514_string(),
+        "subject": name_text(signed.subject),
+        "issuer": name_text(signed.issuer),
         "not_after": signed.not_after.isoformat(),
         "origin": request.origin,
     }

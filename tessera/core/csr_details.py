@@ -15,7 +15,12 @@ from cryptography.x509.oid import NameOID
 from tessera.core import inspect, lint
 from tessera.core.errors import InvalidInput, PolicyViolation, UnparsableInput
 from tessera.core.keys import KeySpec, describe_public_key, enforce_key_floor
-from tessera.core.names import extended_key_usage_names, format_san, key_usage_names
+from tessera.core.names import (
+    extended_key_usage_names,
+    format_san,
+    key_usage_names,
+    name_text,
+)
 
 # Short names of the subject attributes the native API shows one by one.
 SUBJECT_FIELDS = {
@@ -46,7 +51,7 @@ def summarize(csr: x509.CertificateSigningRequest) -> CsrSummary:
     (the key floor, unsupported types) or whose names cannot be decoded or stored."""
     key = enforce_key_floor(csr.public_key())
     try:
-        subject = csr.subject.rfc4514_string()
+        subject = name_text(csr.subject)
         common_name = inspect.common_name(csr.subject)
         sans = [format_san(name) for name in _requested_sans(csr)]
     except _DECODING_ERRORS as exc:
@@ -67,7 +72,7 @@ def describe(pem: str) -> dict[str, object]:
     if spec is not None:
         key = {"key_algorithm": spec.algorithm, "key_size": spec.size, "key_type": spec.label}
     return {
-        "subject": csr.subject.rfc4514_string(),
+        "subject": name_text(csr.subject),
         "subject_fields": subject_fields(csr.subject),
         "common_name": inspect.common_name(csr.subject),
         "san": [format_san(name) for name in _requested_sans(csr)],

@@ -24,6 +24,7 @@ from tessera.core import kdf_cost, pkcs12_sandbox
 from tessera.core.errors import InvalidInput, PolicyViolation, TesseraError, UnparsableInput
 from tessera.core.keys import PrivateKey
 from tessera.core.keystore import _as_supported
+from tessera.core.names import name_text
 from tessera.core.trusted_pem import TRUSTED_LABEL, certificate_der
 
 _BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----\r?\n")
@@ -180,7 +181,7 @@ def load_certificate(data: bytes) -> x509.Certificate:
 def checked_certificate(cert: x509.Certificate) -> x509.Certificate:
     """Decode what cryptography leaves for later, so nothing fails after this returns."""
     with _reading("the certificate's names, dates or extensions cannot be decoded"):
-        texts = [cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()]
+        texts = [name_text(cert.subject), name_text(cert.issuer)]
         texts += _extension_texts(cert.extensions)
         _ = (cert.version, cert.serial_number, cert.not_valid_before_utc, cert.not_valid_after_utc)
     public_key(cert)
@@ -237,7 +238,7 @@ def load_csr(data: bytes, verify: bool = True) -> x509.CertificateSigningRequest
 
 def _check_csr(csr: x509.CertificateSigningRequest) -> None:
     with _reading(CSR_UNDECODABLE):
-        texts = [csr.subject.rfc4514_string(), *_extension_texts(csr.extensions)]
+        texts = [name_text(csr.subject), *_extension_texts(csr.extensions)]
     public_key(csr)
     if any("\x00" in text for text in texts):
         raise InvalidInput("the CSR's subject or names contain NUL characters")

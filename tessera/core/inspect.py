@@ -11,7 +11,12 @@ from cryptography.x509.oid import NameOID
 
 from tessera.core.errors import PolicyViolation
 from tessera.core.keys import describe_public_key
-from tessera.core.names import extended_key_usage_names, format_san, key_usage_names
+from tessera.core.names import (
+    extended_key_usage_names,
+    format_san,
+    key_usage_names,
+    name_text,
+)
 
 
 def common_name(name: x509.Name) -> str:
@@ -149,8 +154,8 @@ def details(cert: x509.Certificate, now: datetime) -> dict[str, object]:
         key_size = int(getattr(public_key, "key_size", 0))
     remaining = cert.not_valid_after_utc - now
     return {
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
+        "subject": name_text(cert.subject),
+        "issuer": name_text(cert.issuer),
         "san": sans(cert),
         "key_usage": key_usages(cert),
         "extended_key_usage": extended_key_usages(cert),

@@ -21,6 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from tessera.core import name_constraints
 from tessera.core.errors import PolicyViolation
+from tessera.core.names import name_text
 from tessera.core.profile import CertificateRequest
 
 
@@ -85,7 +86,7 @@ class IssuerChain:
                 return candidate
         raise PolicyViolation(
             f"no subject named {common_name!r} fits the directoryName constraints of the CA "
-            f"chain of {self.certificates[0].subject.rfc4514_string()!r}"
+            f"chain of {name_text(self.certificates[0].subject)!r}"
         )
 
     def _subject_candidates(self, preferred: x509.Name, common_name: str) -> list[x509.Name]:
@@ -159,7 +160,7 @@ def _broken_chain(chain: tuple[x509.Certificate, ...]) -> str | None:
 def _holder(position: int, certificate: x509.Certificate) -> str:
     if position == 0:
         return "the issuing CA"
-    return f"its ancestor CA {certificate.subject.rfc4514_string()!r}"
+    return f"its ancestor CA {name_text(certificate.subject)!r}"
 
 
 def _self_issued(certificate: x509.Certificate) -> bool:

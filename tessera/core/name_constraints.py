@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from tessera.core.errors import PolicyViolation
+from tessera.core.names import name_text
 
 
 def issuer_constraints(issuer_cert: x509.Certificate | None) -> x509.NameConstraints | None:
@@ -190,7 +191,7 @@ def _email_within(address: str, base: str) -> bool:
 
 def _label(name: x509.GeneralName) -> str:
     if isinstance(name, x509.DirectoryName):
-        return f"dirName:{name.value.rfc4514_string()!r}"
+        return f"dirName:{name_text(name.value)!r}"
     kind = {
         x509.DNSName: "dns",
         x509.IPAddress: "ip",

@@ -23,6 +23,18 @@ UPPER_BOUNDS: dict[x509.ObjectIdentifier, int] = {
 }
 
 
+# Names RFC 4514 does not define but OpenSSL writes (and the subject fields use): without
+# them cryptography writes the dotted OID, as in `1.2.840.113549.1.9.1=a@b.example`.
+_ATTRIBUTE_NAMES = {NameOID.EMAIL_ADDRESS: "emailAddress"}
+
+
+def name_text(name: x509.Name) -> str:
+    """A subject or issuer as text (RFC 4514, with `emailAddress` by name): the one form the
+    API shows and the inventory stores, and matches on (a certificate's issuer against its
+    CA's subject), so every writer of such a text must use this function."""
+    return name.rfc4514_string(_ATTRIBUTE_NAMES)
+
+
 @dataclass(frozen=True)
 class SubjectFields:
     common_name: str
@@ -218,7 +230,7 @@ def format_san(name: x509.GeneralName) -> str:
     if isinstance(name, x509.RegisteredID):
         return f"rid:{name.value.dotted_string}"
     if isinstance(name, x509.DirectoryName):
-        return f"dirname:{_unbroken(name.value.rfc4514_string())}"
+        return f"dirname:{_unbroken(name_text(name.value))}"
     if isinstance(name, x509.OtherName):
         return f"othername:{_unbroken(_other_name_text(name))}"
     raise TypeError(f"not a general name: {type(name).__name__}")  # the seven are above

@@ -20,7 +20,7 @@ from tessera.core.issuer_chain import IssuerChain
 from tessera.core.keys import MIN_RSA_BITS, PrivateKey, describe_public_key, enforce_key_floor
 from tessera.core.keystore import KeyEncryptor
 from tessera.core.lint import check_requested_names
-from tessera.core.names import format_san
+from tessera.core.names import format_san, name_text
 from tessera.core.profile import (
     CertificateRequest,
     Template,
@@ -468,8 +468,8 @@ def certificate_row(
         refid=str(uuid.uuid4()),
         serial_number=inspect.serial_hex(cert.serial_number),
         common_name=inspect.common_name(subject)[:200],
-        subject=subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
+        subject=name_text(subject),
+        issuer=name_text(cert.issuer),
         san_text=" ".join(sans),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
@@ -497,8 +497,8 @@ def ca_row(
         ca_type="intermediate" if parent or cert.issuer != cert.subject else "root",
         parent_id=parent.id if parent else None,
         serial_number=inspect.serial_hex(cert.serial_number),
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
+        subject=name_text(cert.subject),
+        issuer=name_text(cert.issuer),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         key_algorithm=key[0],

@@ -19,7 +19,7 @@ from tessera.core.formats import (
     looks_like_pkcs12,
 )
 from tessera.core.keys import PrivateKey, generate_private_key
-from tessera.core.names import SubjectFields
+from tessera.core.names import SubjectFields, name_text
 from tessera.core.profile import CertificateRequest, key_to_generate
 from tessera.core.revocation import normalize_reason
 from tessera.domains import audit, bulk
@@ -255,7 +255,7 @@ class CAService:
             raise Conflict(f"this CA is already present (CA {existing.id})")
         parent = self.find_issuer(cert)
         encrypted = self._issuance.keys.encrypt(key) if key is not None else None
-        display = name or inspect.common_name(cert.subject) or cert.subject.rfc4514_string()
+        display = name or inspect.common_name(cert.subject) or name_text(cert.subject)
         row = ca_row(cert, encrypted, display, parent)
         row.imported = True
         self._repos.cas.add(row)
@@ -283,7 +283,7 @@ class CAService:
         seed's "auto-links certificates to parent CA by issuer matching"): the CAs and
         certificates with no issuer here, named as issued by this CA and whose signature its
         key verifies."""
-        subject = cert.subject.rfc4514_string()
+        subject = name_text(cert.subject)
         cas = [
             child
             for child in self._repos.cas.unlinked_issued_by(subject)
@@ -309,7 +309,7 @@ class CAService:
         """The CA here whose certificate is `cert`, byte for byte (the same DER, hence the
         same SHA-256 fingerprint): the one rule for a duplicate CA, whatever the import."""
         der = cert_der(cert)
-        for row in self._repos.cas.with_subject(cert.subject.rfc4514_string()):
+        for row in self._repos.cas.with_subject(name_text(cert.subject)):
             if cert_der(load_certificate(row.certificate_pem.encode())) == der:
                 return row
         return None
@@ -323,7 +323,7 @@ class CAService:
         aki = inspect.authority_key_identifier(cert)
         candidates = [self._repos.cas.by_subject_key_id(aki)] if aki else []
         # Every CA of that name: re-issued roots share one.
-        candidates.extend(self._repos.cas.with_subject(cert.issuer.rfc4514_string()))
+        candidates.extend(self._repos.cas.with_subject(name_text(cert.issuer)))
         for ca in candidates:
             if ca is not None and is_issued_by(cert, load_certificate(ca.certificate_pem.encode())):
                 return ca

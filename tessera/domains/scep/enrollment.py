@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from tessera.core.errors import Conflict, NotFound, TesseraError
 from tessera.core.formats import is_issued_by, load_certificate
 from tessera.core.inspect import common_name, general_names, public_key_sha256, serial_hex
+from tessera.core.names import name_text
 from tessera.core.profile import CertificateRequest, fill_subject, with_subject_emails
 from tessera.core.renewal import renewal_opens
 from tessera.domains import audit
@@ -557,7 +558,7 @@ class EnrollmentService:
 
 def _subject_text(csr: x509.CertificateSigningRequest) -> str:
     """The subject as stored with the request, and as a re-sent request is matched."""
-    return csr.subject.rfc4514_string()[:2000]
+    return name_text(csr.subject)[:2000]
 
 
 def _ca_id(profile: ProfileSettings) -> int:

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from tessera.core import inspect
 from tessera.core.errors import PolicyViolation
 from tessera.core.formats import cert_pem, csr_pem, csr_signature_valid, is_issued_by
-from tessera.core.names import format_san
+from tessera.core.names import format_san, name_text
 
 
 def iso(moment: datetime) -> str:
@@ -49,8 +49,8 @@ def certificate_summary(cert: x509.Certificate, now: datetime) -> dict[str, Any]
     """The short form: what a chain or a bundle listing shows for each certificate."""
     left = cert.not_valid_after_utc - now
     return {
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
+        "subject": name_text(cert.subject),
+        "issuer": name_text(cert.issuer),
         "common_name": inspect.common_name(cert.subject),
         "serial_number": inspect.serial_hex(cert.serial_number),
         "not_before": iso(cert.not_valid_before_utc),
@@ -92,7 +92,7 @@ def csr_facts(csr: x509.CertificateSigningRequest) -> dict[str, Any]:
     except PolicyViolation as exc:
         valid, problem = False, exc.message
     return {
-        "subject": csr.subject.rfc4514_string(),
+        "subject": name_text(csr.subject),
         "common_name": inspect.common_name(csr.subject),
         "san": [format_san(name) for name in _requested_sans(csr)],
         "public_key": key,

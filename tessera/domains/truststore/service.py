@@ -29,6 +29,7 @@ from tessera.core.formats import (
     pem_blocks,
     secret,
 )
+from tessera.core.names import name_text
 from tessera.domains import audit
 from tessera.domains.actor import Actor
 from tessera.storage import models
@@ -195,8 +196,8 @@ def trusted_row(
         notes=details.notes,
         source=source,
         common_name=label[:200],
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
+        subject=name_text(cert.subject),
+        issuer=name_text(cert.issuer),
         serial_number=inspect.serial_hex(cert.serial_number)[:64],
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
@@ -214,7 +215,7 @@ def display_name(cert: x509.Certificate) -> str:
         value = inspect.name_field(cert.subject, oid)
         if value and value.strip("\x00 "):
             return value.replace("\x00", "")
-    return cert.subject.rfc4514_string() or f"serial {inspect.serial_hex(cert.serial_number)}"
+    return name_text(cert.subject) or f"serial {inspect.serial_hex(cert.serial_number)}"
 
 
 def _details_without_key(cert: x509.Certificate) -> dict[str, object]:
