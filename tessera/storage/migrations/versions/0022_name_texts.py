@@ -1,0 +1,159 @@
+"""name texts
+
+Subject and issuer texts name emailAddress (`emailAddress=a@b.example`, `names.name_text`)
+where they held its dotted OID (`1.2.840.113549.1.9.1=a@b.example`). These texts are keys
+too: a certificate imported later is linked to its CA by comparing its issuer's new text
+with the CA's stored subject, so every stored text is rewritten, from the certificate or CSR
+the row holds, in `certificates`, `certificate_authorities`, `trusted_certificates` and
+`csrs`. SAN texts are recomputed in the same pass: a directory name SAN may name an
+emailAddress, and rows stored before other names, directory names and registered ids had
+their own texts (commit 3ffca64) still hold `other:` and a Python repr. `scep_requests` holds
+its CSR sealed under the KEK, which a migration cannot open; its subject text is rewritten as
+text (a re-sent request is matched by it).
+
+Only rows whose texts can differ are read (a LIKE on the markers), in id order and in
+batches, and only rows whose texts change are written; the search copy follows `san_text`
+by its triggers. The downgrade writes the dotted OID back into subject and issuer texts and
+leaves SAN texts in the newer form (they are shown, never matched).
+
+Revision ID: 0022
+Revises: 0021
+"""
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import op
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+
+from tessera.core.inspect import general_names
+from tessera.core.names import format_san, name_text
+
+revision = "0022"
+down_revision = "0021"
+branch_labels = None
+depends_on = None
+
+DOTTED = "1.2.840.113549.1.9.1="
+NAMED = "emailAddress="
+BATCH = 500
+_UNREADABLE = (ValueError, TypeError, UnsupportedAlgorithm)
+
+Signed = x509.Certificate | x509.CertificateSigningRequest
+# table: (PEM column, loader, the text columns the loaded object gives)
+_FROM_PEM: dict[str, tuple[str, Callable[[bytes], Signed], tuple[str, ...]]] = {
+    "certificates": ("certificate_pem", x509.load_pem_x509_certificate, ("subject", "issuer")),
+    "certificate_authorities": (
+        "certificate_pem",
+        x509.load_pem_x509_certificate,
+        ("subject", "issuer"),
+    ),
+    "trusted_certificates": (
+        "certificate_pem",
+        x509.load_pem_x509_certificate,
+        ("subject", "issuer"),
+    ),
+    "csrs": ("csr_pem", x509.load_pem_x509_csr, ("subject",)),
+}
+_WITH_SANS = {"certificates", "csrs"}
+
+
+def upgrade() -> None:
+    for table, (pem_column, load, names) in _FROM_PEM.items():
+        columns = [*names, "san_text"] if table in _WITH_SANS else list(names)
+        _rewrite_from_pem(table, pem_column, load, columns)
+    _rewrite_texts("scep_requests", ["subject"], DOTTED, NAMED)
+
+
+def downgrade() -> None:
+    for table, (_, _, names) in _FROM_PEM.items():
+        _rewrite_texts(table, list(names), NAMED, DOTTED)
+    _rewrite_texts("scep_requests", ["subject"], NAMED, DOTTED)
+
+
+def _rewrite_from_pem(
+    table_name: str, pem_column: str, load: Callable[[bytes], Signed], columns: list[str]
+) -> None:
+    table = sa.table(table_name, sa.column("id"), sa.column(pem_column), *map(sa.column, columns))
+    stale = [table.c[c].like(f"%{DOTTED}%") for c in columns]
+    if "san_text" in columns:  # the texts before commit 3ffca64 began with `other:`
+        stale += [table.c.san_text.like("other:%"), table.c.san_text.like("% other:%")]
+    read = [table.c[pem_column], *(table.c[c] for c in columns)]
+    for rows in _batches(table, sa.or_(*stale), read):
+        changed: list[dict[str, object]] = []
+        for row_id, pem, *old in rows:
+            try:
+                new = _texts(load(pem.encode()), columns)
+            except _UNREADABLE:
+                continue  # a row this library cannot read keeps its texts
+            if new != old:
+                changed.append({"row_id": row_id, **dict(zip(columns, new, strict=True))})
+        _update(table, columns, changed)
+
+
+def _texts(signed: Signed, columns: list[str]) -> list[str]:
+    texts = {"subject": name_text(signed.subject)}
+    if isinstance(signed, x509.Certificate):
+        texts["issuer"] = name_text(signed.issuer)
+    texts["san_text"] = " ".join(format_san(name) for name in general_names(signed))
+    return [texts[c] for c in columns]
+
+
+def _rewrite_texts(table_name: str, columns: list[str], old: str, new: str) -> None:
+    table = sa.table(table_name, sa.column("id"), *map(sa.column, columns))
+    stale = sa.or_(*(table.c[c].like(f"%{old}%") for c in columns))
+    for rows in _batches(table, stale, [table.c[c] for c in columns]):
+        changed: list[dict[str, object]] = []
+        for row_id, *texts in rows:
+            renamed = [renamed_attribute(text, old, new) for text in texts]
+            if renamed != texts:
+                changed.append({"row_id": row_id, **dict(zip(columns, renamed, strict=True))})
+        _update(table, columns, changed)
+
+
+def renamed_attribute(text: str, old: str, new: str) -> str:
+    """`text` (RFC 4514) with the attribute type `old` (`type=`) written as `new` wherever
+    an attribute begins: at the start, or after a `,` or `+` that is not escaped. A value
+    that holds the same characters is left alone (an unescaped `=` may occur in a value)."""
+    out: list[str] = []
+    at_type, i = True, 0
+    while i < len(text):
+        if at_type and text.startswith(old, i):
+            out.append(new)
+            i += len(old)
+            at_type = False
+            continue
+        char = text[i]
+        if char == "\\":
+            out.append(text[i : i + 2])
+            i += 2
+            continue
+        out.append(char)
+        at_type = char in ",+"
+        i += 1
+    return "".join(out)
+
+
+def _batches(
+    table: sa.TableClause, where: sa.ColumnElement[bool], columns: Sequence[sa.ColumnClause[object]]
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The matching rows (id first) in id order, `BATCH` at a time (a keyset, not OFFSET)."""
+    bind, last = op.get_bind(), None
+    while True:
+        query = sa.select(table.c.id, *columns).where(where).order_by(table.c.id).limit(BATCH)
+        if last is not None:
+            query = query.where(table.c.id > last)
+        rows = bind.execute(query).all()
+        if not rows:
+            return
+        yield [tuple(row) for row in rows]
+        last = rows[-1][0]
+
+
+def _update(table: sa.TableClause, columns: list[str], changed: list[dict[str, object]]) -> None:
+    if changed:
+        values: dict[str, Any] = {c: sa.bindparam(c) for c in columns}
+        statement = table.update().where(table.c.id == sa.bindparam("row_id")).values(values)
+        op.get_bind().execute(statement, changed)
