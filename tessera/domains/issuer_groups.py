@@ -10,6 +10,7 @@ group, numbered in one sequence (docs/ocsp.md, docs/crl.md). Rows of different
 organizations are never one group: a tenant's revocations are its own.
 """
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -71,6 +72,13 @@ def _preference(ca: CA, now: datetime) -> tuple[bool, bool, bool, float, int]:
     valid_now = ca.not_before <= now < ca.not_after
     revoked = ca.revoked_at is not None
     return (not valid_now, revoked, not ca.is_active, -ca.not_after.timestamp(), ca.id)
+
+
+def identity_digests(ca: CA) -> tuple[str, str]:
+    """The group's identity as stored (the CRL number it reached outlives its rows): the
+    SHA-256 of its name's DER and of its SubjectPublicKeyInfo, in hex."""
+    name_der, spki_sha256 = _identity(ca)
+    return hashlib.sha256(name_der).hexdigest(), spki_sha256
 
 
 def _row_id(ca: CA) -> int:

@@ -1,5 +1,6 @@
 """CRL publication tables: per-CA state (the CRL number sequence and who is building),
-the published CRLs themselves, and the entries of revoked certificates that were deleted."""
+the highest number taken per issuer (which outlives the CA rows), the published CRLs
+themselves, and the entries of revoked certificates that were deleted."""
 
 from datetime import UTC, datetime
 
@@ -34,6 +35,20 @@ class CRLState(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(36))
     lease_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class IssuerCRLNumber(Base):
+    """The highest CRL number taken for an issuer (an issuer group's name and key, as relying
+    parties know it), per organization, with no reference to any CA row: deleting the last
+    CA of a group and importing it again must not start its numbers over (RFC 5280 5.2.3:
+    they increase for a given CRL issuer). A claim starts above it and raises it in the
+    same transaction (migration 0023)."""
+
+    __tablename__ = "crl_issuer_numbers"
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    name_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)  # the subject DER
+    spki_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_number: Mapped[int] = mapped_column(BigInteger)
 
 
 class PublishedCRL(Base):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import httpx
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.e2e.helpers import API, create_intermediate, data, db_rows, error, unique
 from tests.e2e.test_crl import entry_reason, fetch, listed, number, pem_file, verify, wait_for_crl
@@ -16,8 +18,10 @@ from tests.e2e.test_issuer_groups import (
     ROWS,
     Reissued,
     ask,
+    import_root,
     imported_group,
     leaf,
+    reissued_root,
     revoke,
     until_status,
 )
@@ -189,3 +193,30 @@ def test_a_refused_deletion_moves_nothing_and_a_bulk_deletion_hands_over(
         emptied_and_deleted(api, old, busy["id"])
     assert (kept_under(server, kept["id"]), kept_under(server, gone["id"])) == ([], [])
     assert withdrawn(server, old)
+
+
+def test_a_ca_imported_again_numbers_its_crls_above_those_it_published(
+    server: Server, tmp_path: Path
+) -> None:
+    """RFC 5280 5.2.3: CRL numbers increase for a given CRL issuer. Deleting the last CA of
+    a group and importing the same certificate and key again is the same issuer to relying
+    parties, who may hold its CRLs numbered so far: they start over at 1 no more."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    pem = reissued_root(key, unique("Imported Again Root"), 365)
+    with server.client() as api:
+        first = import_root(api, pem, key_pem)
+        wait_for_crl(server, first["id"], lambda crl: True)
+        for _ in range(3):  # numbers well above where a new sequence starts
+            published = data(api.post(f"{API}/crl/{first['id']}/regenerate"))["crl_number"]
+        wait_for_crl(server, first["id"], lambda c: number(c) >= published)  # served
+        emptied_and_deleted(api, first["id"], leaf(api, first["id"], "imported-again")["id"])
+        assert withdrawn(server, first["id"])
+
+        again = import_root(api, pem, key_pem)
+        _, renewed = wait_for_crl(server, again["id"], lambda crl: True)
+        assert number(renewed) > published + 1  # above the delta published with it too
+        regenerated = data(api.post(f"{API}/crl/{again['id']}/regenerate"))
+        assert regenerated["crl_number"] > number(renewed)

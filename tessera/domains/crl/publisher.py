@@ -43,7 +43,7 @@ from tessera.domains import audit
 from tessera.domains.actor import Actor, system_actor
 from tessera.domains.crl.builder import CRLSpec, Entry, EntryLike, build_crl
 from tessera.domains.issuance import PublicationBase
-from tessera.domains.issuer_groups import group_of, groups, signing_order
+from tessera.domains.issuer_groups import group_of, groups, identity_digests, signing_order
 from tessera.storage import models
 from tessera.storage.models_crl import CRLState, PublishedCRL
 from tessera.storage.repositories.audit import AuditRepository
@@ -240,11 +240,15 @@ class CRLPublisher:
                 return _Stateless([(row.id, row.org_id) for row in group if row.id in stateless])
             owner = uuid.uuid4().hex
             conditions = self._conditions(trigger, now, observed_at, repo.any_due(ids, now))
-            floor = repo.highest_number(ids)
+            # Above every number of the group's rows, and of rows of it deleted since (the
+            # issuer's number): a re-imported CA goes on where its issuer's CRLs stopped.
+            identity = identity_digests(group[0])
+            floor = max(repo.highest_number(ids), repo.issuer_number(ca.org_id, identity))
             taken = repo.claim(ids[0], owner, now, now + LEASE, conditions, floor)
             if taken is None:
                 return None
             last, base_number, base_at = taken
+            repo.raise_issuer_number(ca.org_id, identity, last)
             signer = signers[0].id
             return _Claim(ca.id, ca.org_id, ids, signer, owner, last - 1, base_number, base_at)
 

@@ -30,7 +30,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from tessera.storage.models import Certificate, CertificateAuthority, StatusChange
-from tessera.storage.models_crl import CRLState, PublishedCRL, RetainedCRLEntry
+from tessera.storage.models_crl import (
+    CRLState,
+    IssuerCRLNumber,
+    PublishedCRL,
+    RetainedCRLEntry,
+)
 from tessera.storage.repositories.status_changes import StatusChangeRepository
 
 # (serial hex, revocation date, reason, invalidity date), the dates in epoch seconds, as the
@@ -49,6 +54,14 @@ def _keeping_forced_due(values: dict[str, object]) -> dict[str, object]:
     forced = and_(CRLState.due_at > snapshot, CRLState.due_at <= built)
     scheduled = literal(due, CRLState.due_at.type)
     return {**values, "due_at": case((forced, CRLState.due_at), else_=scheduled)}
+
+
+def _issuer_is(org_id: int, identity: tuple[str, str]) -> tuple[ColumnElement[bool], ...]:
+    return (
+        IssuerCRLNumber.org_id == org_id,
+        IssuerCRLNumber.name_sha256 == identity[0],
+        IssuerCRLNumber.spki_sha256 == identity[1],
+    )
 
 
 class CRLRepository:
@@ -85,6 +98,34 @@ class CRLRepository:
         """The highest CRL number any of the rows has published or mirrored."""
         query = select(func.max(CRLState.last_number)).where(CRLState.ca_id.in_(ca_ids))
         return int(self._session.scalar(query) or 0)
+
+    def issuer_number(self, org_id: int, identity: tuple[str, str]) -> int:
+        """The highest CRL number taken for the issuer (`identity_digests`), whichever of
+        its CA rows, deleted since or not, took it."""
+        number = IssuerCRLNumber.last_number
+        query = select(number).where(*_issuer_is(org_id, identity))
+        return int(self._session.scalar(query) or 0)
+
+    def raise_issuer_number(self, org_id: int, identity: tuple[str, str], number: int) -> None:
+        """Record `number` as taken for the issuer unless a higher one is. Called in the
+        claim's transaction, after its UPDATE holds the group's state row: the number row is
+        always the last lock a claim takes, and a deletion takes none, so no cycle."""
+        values = {
+            "org_id": org_id,
+            "name_sha256": identity[0],
+            "spki_sha256": identity[1],
+            "last_number": number,
+        }
+        keys = ["org_id", "name_sha256", "spki_sha256"]
+        dialect = postgresql if self._session.get_bind().dialect.name == "postgresql" else sqlite
+        upsert = dialect.insert(IssuerCRLNumber).values(values)
+        current = IssuerCRLNumber.last_number
+        higher = case(
+            (current < upsert.excluded.last_number, upsert.excluded.last_number), else_=current
+        )
+        self._session.execute(
+            upsert.on_conflict_do_update(index_elements=keys, set_={"last_number": higher})
+        )
 
     def claim(
         self,

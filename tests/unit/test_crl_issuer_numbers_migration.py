@@ -1,0 +1,54 @@
+"""Migration 0023 keeps the highest CRL number of each issuer (group name and key) as its
+state rows hold it, on both backends: a group whose CAs are all deleted after the upgrade
+and imported again continues above it."""
+
+import hashlib
+from datetime import timedelta
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tessera.core.inspect import public_key_sha256
+from tessera.domains.issuance import ca_row
+from tessera.storage import models
+from tessera.storage.db import session_factory
+from tessera.storage.models_crl import CRLState, IssuerCRLNumber
+from tessera.storage.repositories import Repositories
+from tests.e2e.helpers import self_signed_ca
+from tests.support import alembic
+
+
+def test_the_highest_number_of_each_group_is_kept(bare_engine: Engine) -> None:
+    alembic(bare_engine, "upgrade", "0022")
+    key = ec.generate_private_key(ec.SECP256R1())
+    older, _ = self_signed_ca("Numbered Root", timedelta(days=365), key=key)
+    reissued, _ = self_signed_ca("Numbered Root", timedelta(days=730), key=key)
+    other, _ = self_signed_ca("Other Root")
+    sessions = session_factory(bare_engine)
+    with sessions.begin() as session:
+        org = Repositories(session, 0).organizations.add("numbered").id
+        numbers = {older: 41, reissued: 17, other: 5}
+        for cert, last_number in numbers.items():
+            row = ca_row(cert, "sealed key", "Numbered Root", None)
+            row.org_id = org
+            session.add(row)
+            session.flush()
+            session.add(CRLState(ca_id=row.id, org_id=org, last_number=last_number))
+    alembic(bare_engine, "upgrade", "head")
+    expected = {
+        (hashlib.sha256(cert.subject.public_bytes()).hexdigest(), public_key_sha256(cert), n)
+        for cert, n in ((older, 41), (other, 5))
+    }
+    assert _kept(sessions) == expected
+    with sessions.begin() as session:  # the state rows go with their CAs, the numbers stay
+        session.execute(delete(CRLState))
+        session.execute(delete(models.CertificateAuthority))
+    assert _kept(sessions) == expected
+
+
+def _kept(sessions: sessionmaker[Session]) -> set[tuple[str, str, int]]:
+    number = IssuerCRLNumber
+    query = select(number.name_sha256, number.spki_sha256, number.last_number)
+    with sessions.begin() as session:
+        return {(name, spki, last) for name, spki, last in session.execute(query)}
