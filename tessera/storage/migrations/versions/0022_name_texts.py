@@ -39,7 +39,14 @@ depends_on = None
 DOTTED = "1.2.840.113549.1.9.1="
 NAMED = "emailAddress="
 BATCH = 500
-_UNREADABLE = (ValueError, TypeError, UnsupportedAlgorithm)
+# A row this library cannot read (stored by an older version, or imported as is) keeps its texts.
+_UNREADABLE = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
 
 Signed = x509.Certificate | x509.CertificateSigningRequest
 # table: (PEM column, loader, the text columns the loaded object gives)
