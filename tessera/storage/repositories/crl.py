@@ -56,14 +56,6 @@ def _keeping_forced_due(values: dict[str, object]) -> dict[str, object]:
     return {**values, "due_at": case((forced, CRLState.due_at), else_=scheduled)}
 
 
-def _issuer_is(org_id: int, identity: tuple[str, str]) -> tuple[ColumnElement[bool], ...]:
-    return (
-        IssuerCRLNumber.org_id == org_id,
-        IssuerCRLNumber.name_sha256 == identity[0],
-        IssuerCRLNumber.spki_sha256 == identity[1],
-    )
-
-
 class CRLRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -102,8 +94,11 @@ class CRLRepository:
     def issuer_number(self, org_id: int, identity: tuple[str, str]) -> int:
         """The highest CRL number taken for the issuer (`identity_digests`), whichever of
         its CA rows, deleted since or not, took it."""
-        number = IssuerCRLNumber.last_number
-        query = select(number).where(*_issuer_is(org_id, identity))
+        query = select(IssuerCRLNumber.last_number).where(
+            IssuerCRLNumber.org_id == org_id,
+            IssuerCRLNumber.name_sha256 == identity[0],
+            IssuerCRLNumber.spki_sha256 == identity[1],
+        )
         return int(self._session.scalar(query) or 0)
 
     def raise_issuer_number(self, org_id: int, identity: tuple[str, str], number: int) -> None:
