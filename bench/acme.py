@@ -10,8 +10,6 @@ Both servers are polled the same way (every 20 ms), so neither pays a client-sid
 """
 
 import argparse
-import datetime
-import ipaddress
 import json
 import os
 import shutil
@@ -47,6 +45,7 @@ from tests.support import (  # noqa: E402
     admin_api_key,
     free_port,
     group_cpu,
+    loopback_certificate,
     start_server,
     stop_server,
 )
@@ -168,31 +167,7 @@ def tessera(workers: int, work: Path) -> Iterator[tuple[str, Path, int]]:
 
 @contextmanager
 def pebble(work: Path) -> Iterator[tuple[str, Path, int]]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble bench")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    (work / "pebble.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (work / "pebble.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    loopback_certificate(work, "pebble")
     port = free_port()
     config = {
         "pebble": {

@@ -13,8 +13,6 @@ share of one core; "server ms cpu" is the server processes' CPU time per request
 
 import argparse
 import asyncio
-import datetime
-import ipaddress
 import json
 import os
 import signal
@@ -38,11 +36,17 @@ from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests import support
-from tests.support import ADMIN_PASSWORD, Server, admin_api_key, free_port, group_cpu
+from tests.support import (
+    ADMIN_PASSWORD,
+    Server,
+    admin_api_key,
+    free_port,
+    group_cpu,
+    loopback_certificate,
+)
 
 # label, Tessera key_algorithm and size, cfssl algo, target Tessera/cfssl req/s
 ROOT = Path(__file__).resolve().parent.parent
-LOOPBACK = ipaddress.ip_address("127.0.0.1")
 CAS = [("P-256", "EC", 256, "ecdsa", 0.5), ("RSA-2048", "RSA", 2048, "rsa", 1.0)]
 Check = Callable[[int, bytes], bool]
 
@@ -221,37 +225,13 @@ def bench_cfssl(stack: ExitStack, tmp: Path, csrs: list[str], args) -> dict:
     return results
 
 
-def self_signed(tmp: Path, name: str, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> Path:
-    """A certificate for `key` (a CA, or the bare signer's TLS for 127.0.0.1) and its key file."""
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(LOOPBACK)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    pem = tmp / f"{name}.pem"
-    pem.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    plain = serialization.NoEncryption()
-    form = serialization.PrivateFormat.PKCS8
-    (tmp / f"{name}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, form, plain))
-    return pem
-
-
 def bench_bare(stack: ExitStack, tmp: Path, csrs: list[str], args) -> dict:
-    tls = self_signed(tmp, "bare-tls", ec.generate_private_key(ec.SECP256R1()))
+    tls = loopback_certificate(tmp, "bare-tls")
     context = ssl.create_default_context(cafile=str(tls))
     results = {}
     for label, _, size, algo, _ in CAS:
-        key = ec.generate_private_key(ec.SECP256R1()) if algo == "ecdsa" else None
-        ca = self_signed(tmp, f"bare-{algo}", key or rsa.generate_private_key(65537, size))
+        key = rsa.generate_private_key(65537, size) if algo == "rsa" else None
+        ca = loopback_certificate(tmp, f"bare-{algo}", key)
         env = os.environ | {"BARE_SIGNER_CA": str(ca), "BARE_SIGNER_CA_KEY": str(ca)[:-4] + ".key"}
         port, log = free_port(), tmp / f"bare-{algo}.log"
         argv = [sys.executable, "-m", "uvicorn", "bench.bare_signer:app", "--port", str(port)]

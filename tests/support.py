@@ -1,5 +1,7 @@
 """Test helpers: free ports, a real `tessera serve` process, throwaway databases."""
 
+import datetime
+import ipaddress
 import os
 import signal
 import socket
@@ -15,8 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
     from sqlalchemy import Engine
 
 PG_ADMIN_URL = os.environ.get("TESSERA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -38,6 +44,39 @@ def group_cpu(pgid: int) -> float:
             continue
         total += int(fields[11]) + int(fields[12]) if int(fields[2]) == pgid else 0
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def loopback_certificate(
+    directory: Path, name: str, key: "CertificateIssuerPrivateKeyTypes | None" = None
+) -> Path:
+    """`<name>.pem`, a self-signed certificate for `key` (a new P-256 key by default) valid a
+    day for 127.0.0.1, and `<name>.key`, its key unencrypted: a peer's TLS or a throwaway CA
+    in the benchmarks. Returns the certificate's path; the key's is beside it."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    loopback = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([loopback]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    plain, pkcs8 = serialization.NoEncryption(), serialization.PrivateFormat.PKCS8
+    (directory / f"{name}.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, pkcs8, plain)
+    )
+    return directory / f"{name}.pem"
 
 
 def free_port() -> int:
