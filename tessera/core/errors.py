@@ -43,3 +43,9 @@ class Unauthenticated(TesseraError):
 
 class PermissionDenied(TesseraError):
     status = 403
+
+
+class Unavailable(TesseraError):
+    """The server cannot take this request now (a bounded resource is in use); later it may."""
+
+    status = 503

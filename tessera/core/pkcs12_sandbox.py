@@ -7,11 +7,14 @@ file knows the password, so OpenSSL would decrypt the outer part and then pay th
 derivation in full (2^31 iterations: minutes of one core per request, open to anyone who
 may decode a certificate). So the file is opened in a child process (from a forkserver:
 a clean single-threaded parent, not a fork of a server process whose other threads may hold
-locks) whose CPU time is capped; the key and certificates come back as DER.
+locks) whose CPU time is capped; the key and certificates come back as DER. A process opens
+at most AT_ONCE files at a time, so that costly files sent together cannot take every core
+(each request thread would otherwise start a child of its own).
 """
 
 import multiprocessing
 import resource
+import threading
 from multiprocessing.connection import Connection
 
 from cryptography import x509
@@ -19,7 +22,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from tessera.core.errors import InvalidInput
+from tessera.core.errors import InvalidInput, Unavailable
 
 # Above what a file near kdf_cost's bound costs (4,000,000 iterations: ~3 s here; files made
 # with usual settings take milliseconds), far below what an unbounded one can.
@@ -29,6 +32,10 @@ TOO_COSTLY = (
     f"the PKCS#12 file takes more than {CPU_SECONDS} s of CPU to open (a key derivation with "
     "too many iterations inside its encrypted contents)"
 )
+
+AT_ONCE = 2
+BUSY = "too many PKCS#12 files are being opened at once; send this one again shortly"
+_opening = threading.BoundedSemaphore(AT_ONCE)
 
 Opened = tuple[bytes | None, bytes | None, list[bytes]]  # key (PKCS#8), certificate, others
 
@@ -52,6 +59,16 @@ class Unreadable(ValueError):
 
 
 def load(data: bytes, password: bytes | None) -> Opened:
+    # A file waits at most as long as one costly file can take; past that the server is busy.
+    if not _opening.acquire(timeout=WALL_SECONDS):
+        raise Unavailable(BUSY)
+    try:
+        return _load(data, password)
+    finally:
+        _opening.release()
+
+
+def _load(data: bytes, password: bytes | None) -> Opened:
     receiver, sender = _context.Pipe(duplex=False)
     child = _context.Process(target=_open, args=(sender, data, password), daemon=True)
     child.start()
