@@ -555,6 +555,24 @@ def test_refusals_carry_fail_info_and_write_nothing(scep: Scep, api: httpx.Clien
     assert issued_named(api, refused) == []
 
 
+@pytest.mark.parametrize("kind", ["23", "3", "99"], ids=["unknown", "certrep", "unassigned"])
+def test_a_message_type_we_do_not_answer_is_failure_bad_request(
+    scep: Scep, api: httpx.Client, kind: str
+) -> None:
+    """A well-formed, signed pkiMessage whose messageType is no request we know (or a
+    CertRep, the server's own) is a transaction "not permitted or supported": CertRep
+    FAILURE badRequest with transactionID and nonce echoed (RFC 8894 3.2.1.4), not a 400,
+    and nothing written."""
+    before = scep_requests(api)
+    client, cn = new_client(), unique("odd-type")
+    sent = pki_message(client, scep.ra, csr_der(client, cn, scep.challenge), kind=kind)
+    reply = read_reply(scep.post(sent), client, scep.ra)
+    assert (reply.status, reply.fail_info) == (FAILURE, BAD_REQUEST)
+    assert (reply.transaction_id, reply.recipient_nonce) == (sent.transaction_id, sent.nonce)
+    assert scep_requests(api) == before
+    assert issued_named(api, cn) == []
+
+
 def test_dynamic_challenge_is_single_use(scep: Scep, api: httpx.Client) -> None:
     ca_id = rsa_ca(api, unique("SCEP Dynamic Root"))
     path = profile(api, scep, ca_id=ca_id, challenge_type="dynamic", auto_approve=True)

@@ -36,6 +36,7 @@ class MessageType(StrEnum):
     GET_CRL = "22"
 
 
+_MESSAGE_TYPES = {member.value: member for member in MessageType}
 # The attributes every CertRep shares, encoded once.
 _CERT_REP_TYPE = scep_cms.attribute(
     OID_MESSAGE_TYPE, core.PrintableString(MessageType.CERT_REP.value)
@@ -47,12 +48,19 @@ _PKI_STATUS = {
 
 @dataclass(frozen=True)
 class PkiMessage:
-    """The outer, signed layer of a request: enough to answer it, even with a FAILURE."""
+    """The outer, signed layer of a request: enough to answer it, even with a FAILURE.
+    `message_type` is None for a messageType this server does not know (`type_text`)."""
 
-    message_type: MessageType
+    message_type: MessageType | None
     transaction_id: core.Asn1Value  # echoed byte for byte
     sender_nonce: bytes
     signed: SignedMessage
+    type_text: str
+
+    @property
+    def type_name(self) -> str:
+        known = self.message_type
+        return known.name if known is not None else f"messageType {self.type_text[:20]!r}"
 
     @property
     def transaction_text(self) -> str:
@@ -72,7 +80,10 @@ class PkiMessage:
 
 
 def read_message(der: bytes) -> PkiMessage:
-    """Parse the SignedData and its SCEP attributes. NotCms when it is not SCEP at all."""
+    """Parse the SignedData and its SCEP attributes. NotCms when it is not SCEP at all. A
+    messageType that is no request (a CertRep) or that we do not know is still a pkiMessage:
+    it is answered FAILURE badRequest, "transaction not permitted or supported" (RFC 8894
+    section 3.2.1.4), so the client learns why in the protocol it speaks."""
     signed = scep_cms.load_signed(der)
     message_type = signed.attribute(OID_MESSAGE_TYPE)
     transaction_id = signed.attribute(OID_TRANSACTION_ID)
@@ -87,13 +98,7 @@ def read_message(der: bytes) -> PkiMessage:
         raise NotCms(f"unreadable SCEP attribute: {exc}") from exc
     if not isinstance(nonce, bytes) or not nonce:
         raise NotCms("the senderNonce is not an octet string")
-    try:
-        typed = MessageType(kind)
-    except ValueError as exc:
-        raise NotCms(f"unknown SCEP messageType {kind!r}") from exc
-    if typed is MessageType.CERT_REP:
-        raise NotCms("a CertRep is the server's message, not a request")
-    return PkiMessage(typed, transaction_id, nonce, signed)
+    return PkiMessage(_MESSAGE_TYPES.get(kind), transaction_id, nonce, signed, kind)
 
 
 def cert_rep(

@@ -32,7 +32,14 @@ from tessera.domains.scep.enrollment import (
     Envelope,
 )
 from tessera.domains.scep.profiles import ProfileService
-from tessera.domains.scep.types import BAD_ALG, BAD_CERT_ID, BAD_MESSAGE_CHECK, Reply, Responder
+from tessera.domains.scep.types import (
+    BAD_ALG,
+    BAD_CERT_ID,
+    BAD_MESSAGE_CHECK,
+    BAD_REQUEST,
+    Reply,
+    Responder,
+)
 from tessera.protocols.scep import cms, pwri
 from tessera.protocols.scep.messages import (
     MessageType,
@@ -258,22 +265,25 @@ class _Processed:
 def _process(context: _Context, message: PkiMessage, responder: Responder) -> _Processed:
     """Verify, decrypt, then hand the request to the service; refusals become FAILURE. Also
     returns who signs the answer (see `_open`)."""
+    kind = message.message_type
     try:
         signer = cms.signer_certificate(message.signed)
         cms.verify(message.signed, signer)
+        if kind is None or kind is MessageType.CERT_REP:
+            raise cms.CmsError(BAD_REQUEST, f"{message.type_name} is not a request we answer")
         # A SUCCESS is encrypted to the signer: refuse what we could not answer now, before
         # a certificate is issued, a challenge spent or a request queued.
-        password = _answer_password(context, signer, message.message_type)
+        password = _answer_password(context, signer, kind)
         needs_password = password is None and pwri.signing_only(signer)
         if not message.signed.content:
             raise cms.CmsError(BAD_MESSAGE_CHECK, "the pkiMessage carries no envelope")
         opened, responder = _open(context, message.signed.content, responder)
     except cms.CmsError as exc:
-        log.info("SCEP %s refused: %s", message.message_type.name, exc.message)
+        log.info("SCEP %s refused: %s", message.type_name, exc.message)
         failure = Reply.failure(exc.fail_info, exc.message)
         return _Processed(failure, None, DEFAULT_CIPHER, responder)
     envelope = Envelope(
-        MESSAGE_NAMES.get(message.message_type, message.message_type.name),
+        MESSAGE_NAMES.get(kind, kind.name),
         message.transaction_text,
         signer,
         opened.content,
@@ -281,7 +291,7 @@ def _process(context: _Context, message: PkiMessage, responder: Responder) -> _P
         needs_password,
     )
     try:
-        reply = _dispatch(context, message.message_type, envelope)
+        reply = _dispatch(context, kind, envelope)
     except cms.CmsError as exc:
         reply = Reply.failure(exc.fail_info, exc.message)
     if needs_password:
