@@ -631,3 +631,41 @@ def test_a_finished_transaction_may_be_taken_by_a_new_key(scep: Scep, api: httpx
     data(api.post(f"{API}/scep/{row['id']}/reject", json={"reason": "no"}))
     assert resend(scep, path, ra, rekeyed, cn, eui)(scep.challenge).status == PENDING
     assert [r["status"] for r in transaction_rows(api, eui)] == ["pending", "rejected"]
+
+
+def test_a_key_queued_under_another_transaction_id_is_queued_once(
+    scep: Scep, api: httpx.Client
+) -> None:
+    """A PKCSReq for a key and subject that a request under another transactionID still
+    has queued: from that request's signer with a valid challenge it replaces it (rejected
+    as superseded, as a request sent again does), so the queue holds one request and no
+    approval issues a second certificate for the key; without a valid challenge, or signed
+    by another key carrying the same CSR, it is refused (FAILURE badRequest), nothing
+    written."""
+    path = profile(api, scep, auto_approve=False, queue_without_challenge=True)
+    _, ra = split(ca_certificates(scep.http, path))
+    device, cn = new_client(), unique("queued-twice")
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    assert resend(scep, path, ra, device, cn, first)(scep.challenge).status == PENDING
+    assert resend(scep, path, ra, device, cn, second)(scep.challenge).status == PENDING
+    (stale,) = transaction_rows(api, first)
+    assert stale["status"] == "rejected" and "superseded" in stale["reason"]
+    (queued,) = transaction_rows(api, second)
+    assert queued["status"] == "pending"
+    before = scep_requests(api)
+    refused = [resend(scep, path, ra, device, cn, uuid.uuid4().hex)(None)]
+    stranger = new_client()
+    payload = csr_der(device, cn, scep.challenge)  # the device's CSR, signed by another key
+    sent = pki_message(stranger, ra, payload, transaction_id=uuid.uuid4().hex)
+    refused.append(read_reply(scep.post(sent, path), stranger, ra))
+    for reply in refused:
+        assert (reply.status, reply.fail_info) == (FAILURE, BAD_REQUEST), reply
+    assert scep_requests(api) == before
+    assert transaction_rows(api, second)[0]["status"] == "pending"
+    data(api.post(f"{API}/scep/{queued['id']}/approve"))
+    poll = pki_message(
+        device, ra, issuer_and_subject(scep.ca.subject, cn), CERT_POLL, transaction_id=second
+    )
+    assert read_reply(scep.post(poll, path), device, ra).status == SUCCESS
+    assert api.post(f"{API}/scep/{stale['id']}/approve").status_code == 409
+    assert len(issued_named(api, cn)) == 1

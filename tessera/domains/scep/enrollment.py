@@ -7,8 +7,8 @@ behind but its audit row: `enroll` raises `EnrollmentRefused`, and whoever owns 
 work rolls back what the attempt wrote (a certificate, a request row) before recording the
 refusal with `refuse`. Nothing is written before the certificate is signed, so SQLite's write
 lock is not held through the signing: a dynamic challenge is spent last, and a rollback
-leaves it unspent. (The one exception is rare: a request that supersedes one queued without
-a valid challenge claims that one first, see `_supersede`.)
+leaves it unspent. (The one exception is rare: a request that supersedes a queued one claims
+that one first, see `_supersede` and `_displaced`.)
 """
 
 import hmac
@@ -101,15 +101,38 @@ class EnrollmentService:
             self._repos.scep.reload_request(stale)
             newer = self._resent(profile, envelope, attempt)
             return self._answer(newer if newer is not None else stale, envelope)
+        displaced = self._displaced(profile, envelope, attempt)
         try:
             reply, row = self._enroll(profile, envelope, attempt)
         except TesseraError as exc:
             raise EnrollmentRefused(BAD_REQUEST, exc.message) from exc
         if row is None:
             raise EnrollmentRefused(reply.fail_info or BAD_REQUEST, reply.text or "refused")
-        if stale is not None:
-            self._record("scep.supersede", stale, {"superseded_by": row.id})
+        for superseded in displaced if stale is None else [stale, *displaced]:
+            self._record("scep.supersede", superseded, {"superseded_by": row.id})
         return reply
+
+    def _displaced(
+        self, profile: ProfileSettings, envelope: Envelope, attempt: _Attempt
+    ) -> list[ScepRequest]:
+        """Requests queued for this PKCSReq's key and subject under other transactionIDs. Its
+        requester (the key that signed them) starting over with a valid challenge replaces
+        them, as one sending its request again does (`_supersede`), so that no approval
+        issues a second certificate for the key; anything else is refused while they wait."""
+        if envelope.message_type != PKCS_REQ:
+            return []
+        queued = [
+            row
+            for row in self._repos.scep.pending_for_key(profile.id, attempt.key_digest)
+            if row.subject == attempt.subject and row.transaction_id != envelope.transaction_id
+        ]
+        signer = public_key_sha256(envelope.signer)
+        if queued and (
+            attempt.challenge != VALID or any(row.signer_key_digest != signer for row in queued)
+        ):
+            text = "a request for this key and subject is queued under another transactionID"
+            raise EnrollmentRefused(BAD_REQUEST, text)
+        return [row for row in queued if self._supersede(row)]
 
     def _read(self, profile: ProfileSettings, envelope: Envelope) -> _Attempt:
         """The CSR, and how the request is authenticated: its challenge, checked (not spent:

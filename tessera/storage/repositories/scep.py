@@ -95,6 +95,19 @@ _TRANSACTION_REQUEST_IDS = (
     .limit(MAX_TRANSACTION_REQUESTS)
 )
 
+# A key's requests still queued in a profile: on every PKCSReq, and usually none.
+_PENDING_KEY_REQUEST_IDS = (
+    select(_RQ.id)
+    .where(
+        _RQ.org_id == bindparam("org_id"),
+        _RQ.status == PENDING,
+        _RQ.profile_id == bindparam("profile_id"),
+        _RQ.key_digest == bindparam("key_digest"),
+    )
+    .order_by(_RQ.id.desc())
+    .limit(MAX_TRANSACTION_REQUESTS)
+)
+
 
 class ScepRepository:
     def __init__(self, session: Session, org_id: int) -> None:
@@ -247,7 +260,16 @@ class ScepRepository:
             "profile_id": profile_id,
             "transaction_id": transaction_id,
         }
-        ids = self._session.connection().execute(_TRANSACTION_REQUEST_IDS, params).scalars().all()
+        return self._rows(_TRANSACTION_REQUEST_IDS, params)
+
+    def pending_for_key(self, profile_id: int, key_digest: str) -> list[ScepRequest]:
+        """The profile's queued requests for a public key (the CSR's), newest first."""
+        params = {"org_id": self._org_id, "profile_id": profile_id, "key_digest": key_digest}
+        return self._rows(_PENDING_KEY_REQUEST_IDS, params)
+
+    def _rows(self, ids_query: Select[tuple[int]], params: dict[str, object]) -> list[ScepRequest]:
+        """One Core statement for the ids (usually none), then the rows, newest first."""
+        ids = self._session.connection().execute(ids_query, params).scalars().all()
         if not ids:
             return []
         query = self._requests().where(ScepRequest.id.in_(ids)).order_by(ScepRequest.id.desc())
