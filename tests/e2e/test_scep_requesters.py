@@ -9,6 +9,7 @@
 The small SCEP client is the one of test_scep_protocol.py; what it cannot do (sign with an
 EC key, write a CSR that no library would) is built here with asn1crypto."""
 
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -669,3 +670,30 @@ def test_a_key_queued_under_another_transaction_id_is_queued_once(
     assert read_reply(scep.post(poll, path), device, ra).status == SUCCESS
     assert api.post(f"{API}/scep/{stale['id']}/approve").status_code == 409
     assert len(issued_named(api, cn)) == 1
+
+
+@pytest.mark.parametrize(
+    "string_type", [core.BMPString, core.UTF8String, core.IA5String, core.UniversalString]
+)
+def test_an_undecodable_challenge_leaves_none_of_it_in_the_audit(
+    scep: Scep, api: httpx.Client, string_type: type[core.AbstractString]
+) -> None:
+    """A challengePassword whose octets its string type cannot decode (the real password,
+    say, in a BMPString cut short) is FAILURE badRequest; the refusal's audit row says so
+    without the codec's own message, which names a byte of the password and where it is."""
+    client = new_client()
+    spki = client.key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    octets = scep.challenge.encode() + b"\xe9"  # odd length, and not UTF-8 nor ASCII
+    value = string_type(contents=octets)
+    sent, refused = scep.enroll(
+        client, raw_csr(client.key, spki, [raw_attribute(CHALLENGE_PASSWORD, [value])])
+    )
+    assert (refused.status, refused.fail_info) == (FAILURE, BAD_REQUEST)
+    rows = data(api.get(f"{API}/audit/logs", params={"search": sent.transaction_id}))
+    (row,) = [r for r in rows if r["action"] == "scep.refuse"]
+    text = json.dumps(row)
+    assert "DirectoryString" in text
+    for byte in set(octets):
+        assert f"0x{byte:02x}" not in text, byte

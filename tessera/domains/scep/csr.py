@@ -109,7 +109,10 @@ def challenge_password(csr: x509.CertificateSigningRequest) -> str | None:
                 value: str = attribute["values"][0].native
                 return value
     except ASN1_ERRORS as exc:
-        raise UnparsableInput(f"the CSR's challengePassword cannot be read: {exc}") from exc
+        # Not the error's own text: a codec error names the offending byte of the password
+        # and where it is, and this message reaches the audit row of the refusal.
+        text = "the CSR's challengePassword cannot be read as a DirectoryString"
+        raise UnparsableInput(text) from exc
     return None
 
 
