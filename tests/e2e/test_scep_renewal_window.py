@@ -12,12 +12,19 @@ import pytest
 
 from tests.e2e.helpers import unique
 from tests.e2e.test_scep_protocol import (
+    BAD_CERT_ID,
+    FAILURE,
+    RENEWAL_REQ,
     SUCCESS,
+    Client,
+    Sent,
+    ca_certificates,
     csr_der,
     default_profile,
     new_client,
     pki_message,
     read_reply,
+    split,
 )
 from tests.support import Server, admin_api_key, database, start_server, stop_server
 
@@ -44,11 +51,14 @@ def started(folder: Path, url: str | None, env: dict[str, str] | None = None) ->
 def test_the_same_pkcsreq_renews_once_the_certificate_is_due(backend: str, tmp_path: Path) -> None:
     folder = tmp_path / "data"
     with database(backend) as url:
-        running = started(folder, url)
+        # The server's own TLS certificate outlives the restarts below, or the server,
+        # standing within 30 days of its end, would replace it with one not yet valid for
+        # the test's own (real) clock.
+        running = started(folder, url, {"TESSERA_TLS_CERT_DAYS": "825"})
         try:
             with default_profile(running, unique("SCEP Window Root")) as scep:
-                client = new_client()
-                sent = pki_message(client, scep.ra, csr_der(client, unique("w"), scep.challenge))
+                client, cn = new_client(), unique("w")
+                sent = pki_message(client, scep.ra, csr_der(client, cn, scep.challenge))
                 first = read_reply(scep.post(sent), client, scep.ra)
                 retried = read_reply(scep.post(sent), client, scep.ra)  # a lost answer
                 ra = scep.ra
@@ -80,5 +90,29 @@ def test_the_same_pkcsreq_renews_once_the_certificate_is_due(backend: str, tmp_p
                 assert new.not_valid_before_utc > issued.not_valid_before_utc + timedelta(days=299)
                 again = read_reply(post(), client, ra)  # and that one is retried as such
                 assert again.certificates == [new]
+                # A RenewalReq signed by the certificate near its end renews it.
+                holder = Client(client.key, issued)
+                renewal = pki_message(holder, ra, csr_der(holder, cn, None), RENEWAL_REQ)
+                assert read_reply(post_to(http, renewal), holder, ra).status == SUCCESS
         finally:
             stop_server(running)
+
+        # Once it has expired it renews nothing: badCertId (the client enrolls again). The
+        # RA known before has expired too: the one the RA renewal job made answers.
+        running = started(folder, url, later(lifetime.days + 30))
+        try:
+            with httpx.Client(base_url=running.http_url, timeout=60) as http:
+                _ca, ra = split(ca_certificates(http, "/scep/pkiclient.exe"))
+                renewal = pki_message(holder, ra, csr_der(holder, cn, None), RENEWAL_REQ)
+                expired = read_reply(post_to(http, renewal), holder, ra)
+                assert (expired.status, expired.fail_info) == (FAILURE, BAD_CERT_ID)
+        finally:
+            stop_server(running)
+
+
+def post_to(http: httpx.Client, sent: Sent) -> httpx.Response:
+    return http.post(
+        "/scep/pkiclient.exe?operation=PKIOperation",
+        content=sent.der,
+        headers={"content-type": "application/x-pki-message"},
+    )
