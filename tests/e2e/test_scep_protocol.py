@@ -420,6 +420,40 @@ def test_get_cert_and_get_crl(scep: Scep) -> None:
     assert (missing.status, missing.fail_info) == (FAILURE, BAD_CERT_ID)
 
 
+def test_get_crl_is_the_crl_of_the_issuer_named(scep: Scep, api: httpx.Client) -> None:
+    """GetCRL names the issuer of the certificate whose status is asked (RFC 8894 3.3.4):
+    the answer is that CA's newest full CRL, listing the revoked certificate and signed by
+    it; another CA of the organization, even with CRLs of its own, is not this profile's
+    (badCertId)."""
+    client, cn = new_client(), unique("crl-listed")
+    _, reply = scep.enroll(client, csr_der(client, cn, scep.challenge))
+    (issued,) = reply.certificates
+    (row,) = issued_named(api, cn)
+    data(api.post(f"{API}/certificates/{row['id']}/revoke", json={"reason": "superseded"}))
+    data(api.post(f"{API}/crl/{scep.ca_id}/regenerate"))
+    other_id = rsa_ca(api, unique("SCEP Other CRL Root"))
+    data(api.post(f"{API}/crl/{other_id}/regenerate"))
+    other = x509.load_pem_x509_certificate(data(api.get(f"{API}/cas/{other_id}"))["pem"].encode())
+
+    def get_crl(issuer: x509.Name, serial: int) -> httpx.Response:
+        wanted = asn1_cms.IssuerAndSerialNumber(
+            {"issuer": asn1_cms.Name.load(issuer.public_bytes()), "serial_number": serial}
+        ).dump()
+        return scep.post(pki_message(client, scep.ra, wanted, kind=GET_CRL))
+
+    response = get_crl(issuer=issued.issuer, serial=issued.serial_number)
+    assert read_reply(response, client, scep.ra).crls == 1
+    signed = cms.load_signed(response.content)
+    assert signed.content
+    inner = cms.decrypt_enveloped(signed.content, client.cert, client.key).content
+    (crl_choice,) = asn1_cms.ContentInfo.load(inner)["content"]["crls"]
+    crl = x509.load_der_x509_crl(crl_choice.chosen.dump())
+    assert crl.issuer == scep.ca.subject and crl.is_signature_valid(scep.ca.public_key())
+    assert crl.get_revoked_certificate_by_serial_number(issued.serial_number) is not None
+    refused = read_reply(get_crl(issuer=other.subject, serial=1), client, scep.ra)
+    assert (refused.status, refused.fail_info) == (FAILURE, BAD_CERT_ID)
+
+
 # --- bad input: not SCEP at all is a 400 ------------------------------------------------
 
 
