@@ -2,6 +2,7 @@
 backends: an emailAddress by name instead of its dotted OID, and SAN texts of the form older
 rows kept (`other:` and a Python repr) as the current ones; the search copy follows."""
 
+import base64
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -161,6 +162,7 @@ def _signed(
     issuer_key: Any,
     sans: list[x509.GeneralName],
     ca: bool = False,
+    ian: bool = False,
 ) -> x509.Certificate:
     now = datetime.now(UTC)
     builder = (
@@ -175,4 +177,55 @@ def _signed(
     )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    if ian:  # an issuer alternative name like the SAN, for a test to turn into a second SAN
+        builder = builder.add_extension(x509.IssuerAlternativeName(sans), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
+
+
+def test_rows_this_library_cannot_fully_read_do_not_stop_the_upgrade(bare_engine: Engine) -> None:
+    """A certificate cryptography refuses outright (here a version it does not know, which
+    raises `InvalidVersion`, no ValueError) keeps its texts, and the upgrade goes on; one
+    whose names read but whose SANs do not (a duplicate extension, raised only when the
+    extensions are read) still gets today's subject and issuer texts, which imports and
+    issuer groups match on, and keeps its SAN text."""
+    alembic(bare_engine, "upgrade", "0021")
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root = _signed(ROOT, ROOT, root_key, root_key, [], ca=True)
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = _signed(LEAF, ROOT, leaf_key, root_key, [x509.DNSName("host.example")], ian=True)
+    dotted_root, dotted_leaf = root.subject.rfc4514_string(), leaf.subject.rfc4514_string()
+    sessions = session_factory(bare_engine)
+    with sessions.begin() as session:
+        org = Repositories(session, 0).organizations.add("unreadable").id
+        ca = ca_row(root, None, "Mail Root", None)
+        cert = certificate_row(leaf, cast(Any, None), None)
+        ca.org_id, cert.org_id = org, org
+        ca.subject = ca.issuer = cert.issuer = dotted_root
+        cert.subject, cert.san_text = dotted_leaf, "dns:host.example"
+        ca.certificate_pem = _pem(_patched(root, "a003020102", "a003020103"))  # "v4"
+        # the issuer alternative name's OID (2.5.29.18) as the SAN's: two SAN extensions
+        cert.certificate_pem = _pem(_patched(leaf, "0603551d12", "0603551d11"))
+        session.add_all([ca, cert])
+        session.flush()
+        ids = (ca.id, cert.id)
+    alembic(bare_engine, "upgrade", "head")
+    with sessions.begin() as session:
+        kept = session.get(models.CertificateAuthority, ids[0])
+        assert kept is not None and (kept.subject, kept.issuer) == (dotted_root, dotted_root)
+        named = session.get(models.Certificate, ids[1])
+        assert named is not None
+        assert named.subject == "emailAddress=host@mail.example,CN=host.example"
+        assert named.issuer == f"emailAddress={MAILBOX},CN=Mail Root"
+        assert named.san_text == "dns:host.example"
+
+
+def _patched(cert: x509.Certificate, old: str, new: str) -> bytes:
+    der = cert.public_bytes(serialization.Encoding.DER)
+    assert der.count(bytes.fromhex(old)) == 1
+    return der.replace(bytes.fromhex(old), bytes.fromhex(new))
+
+
+def _pem(der: bytes) -> str:
+    body = base64.encodebytes(der).decode().replace("\n", "")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return "\n".join(["-----BEGIN CERTIFICATE-----", *lines, "-----END CERTIFICATE-----", ""])

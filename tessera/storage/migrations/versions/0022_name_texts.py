@@ -20,16 +20,17 @@ Revision ID: 0022
 Revises: 0021
 """
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 
 from tessera.core.inspect import general_names
 from tessera.core.names import format_san, name_text
+from tessera.core.pkcs12_sandbox import UNREADABLE
 
 revision = "0022"
 down_revision = "0021"
@@ -39,14 +40,6 @@ depends_on = None
 DOTTED = "1.2.840.113549.1.9.1="
 NAMED = "emailAddress="
 BATCH = 500
-# A row this library cannot read (stored by an older version, or imported as is) keeps its texts.
-_UNREADABLE = (
-    ValueError,
-    TypeError,
-    UnsupportedAlgorithm,
-    x509.DuplicateExtension,
-    x509.UnsupportedGeneralNameType,
-)
 
 Signed = x509.Certificate | x509.CertificateSigningRequest
 # table: (PEM column, loader, the text columns the loaded object gives)
@@ -91,21 +84,30 @@ def _rewrite_from_pem(
     for rows in _batches(table, sa.or_(*stale), read):
         changed: list[dict[str, object]] = []
         for row_id, pem, *old in rows:
-            try:
-                new = _texts(load(pem.encode()), columns)
-            except _UNREADABLE:
-                continue  # a row this library cannot read keeps its texts
+            new = _texts(pem, load, dict(zip(columns, old, strict=True)))
             if new != old:
                 changed.append({"row_id": row_id, **dict(zip(columns, new, strict=True))})
         _update(table, columns, changed)
 
 
-def _texts(signed: Signed, columns: list[str]) -> list[str]:
-    texts = {"subject": name_text(signed.subject)}
-    if isinstance(signed, x509.Certificate):
-        texts["issuer"] = name_text(signed.issuer)
-    texts["san_text"] = " ".join(format_san(name) for name in general_names(signed))
-    return [texts[c] for c in columns]
+def _texts(pem: str, load: Callable[[bytes], Signed], old: dict[str, str]) -> list[str]:
+    """The row's texts as today's code writes them. What this library cannot read (a row
+    stored by an older version, or imported as is; `UNREADABLE`, several of which are no
+    ValueError) keeps its text: the whole row when the PEM does not load, only the SAN text
+    when the names read but the extensions do not (they are parsed apart, on first use),
+    since the subject and issuer texts are what imports and issuer groups match on."""
+    texts = dict(old)
+    try:
+        signed = load(pem.encode())
+        texts["subject"] = name_text(signed.subject)
+        if isinstance(signed, x509.Certificate):
+            texts["issuer"] = name_text(signed.issuer)
+    except UNREADABLE:
+        return list(old.values())
+    if "san_text" in texts:
+        with contextlib.suppress(*UNREADABLE):  # the SAN text stays
+            texts["san_text"] = " ".join(format_san(name) for name in general_names(signed))
+    return [texts[c] for c in old]
 
 
 def _rewrite_texts(table_name: str, columns: list[str], old: str, new: str) -> None:

@@ -17,9 +17,9 @@ import hashlib
 import sqlalchemy as sa
 from alembic import op
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 
 from tessera.core.inspect import issuer_identity
+from tessera.core.pkcs12_sandbox import UNREADABLE
 
 revision = "0023"
 down_revision = "0022"
@@ -57,7 +57,7 @@ def _fill(table: sa.Table) -> None:
     for org_id, pem, last_number in op.get_bind().execute(query):
         try:
             name_der, spki_sha256 = issuer_identity(x509.load_pem_x509_certificate(pem.encode()))
-        except (ValueError, UnsupportedAlgorithm):
+        except UNREADABLE:  # InvalidVersion, say, is no ValueError
             continue  # a CA this library cannot read signs no CRL either
         key = (org_id, hashlib.sha256(name_der).hexdigest(), spki_sha256)
         highest[key] = max(highest.get(key, 0), int(last_number))
