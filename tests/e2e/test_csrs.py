@@ -451,7 +451,7 @@ def test_csr_with_several_cns_gets_each_host_cn_as_san(
 
 def _asking_csr() -> str:
     """A CSR asking for names and for more than a leaf may have: CA:TRUE, certificate
-    signing, code signing."""
+    signing, code signing, and a subject key identifier of its own choosing."""
     key = ec.generate_private_key(ec.SECP256R1())
     sans = [x509.DNSName("asks.example.com"), x509.DNSName("also.example.com")]
     usage = dict.fromkeys(
@@ -474,6 +474,7 @@ def _asking_csr() -> str:
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier(b"\x01" * 20), critical=False)
         .sign(key, hashes.SHA256())
     )
     return csr.public_bytes(serialization.Encoding.PEM).decode()
@@ -503,6 +504,8 @@ def test_a_csrs_requested_extensions_when_signed(
         assert usage.digital_signature and not usage.key_cert_sign and not usage.crl_sign
         ekus = list(extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
         assert ekus == [SERVER, CLIENT]
+        ski = extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        assert ski == x509.SubjectKeyIdentifier.from_public_key(cert.public_key())
         assert pkilint_findings(workdir, leaf_pem) == ""
     # The request's own names and usages, when it gives them, are the ones certified.
     body = {"csr": pem, "ca_id": ca_id, "san": ["dns:asks.example.com"]}
