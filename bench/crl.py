@@ -35,6 +35,7 @@ from sqlalchemy import Engine, insert
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tessera.core.keys import PrivateKey, signature_hash
 from tessera.core.keystore import KeyEncryptor
+from tessera.core.names import name_text
 from tessera.domains.actor import system_actor
 from tessera.domains.audit import wiring as audit_wiring
 from tessera.domains.crl.builder import CRLSpec, build_crl
@@ -152,8 +153,8 @@ class Scratch:
                 common_name="Bench CRL CA",
                 ca_type="root",
                 serial_number=format(self.cert.serial_number, "X"),
-                subject=self.cert.subject.rfc4514_string(),
-                issuer=self.cert.issuer.rfc4514_string(),
+                subject=name_text(self.cert.subject),
+                issuer=name_text(self.cert.issuer),
                 not_before=self.cert.not_valid_before_utc,
                 not_after=self.cert.not_valid_after_utc,
                 key_algorithm=key_kind.upper(),
