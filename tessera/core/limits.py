@@ -101,17 +101,22 @@ _PASSWORD_CHANGE = re.compile(r"^/api/(v\d+/)?(account/password|auth/password-ch
 _EXPORT = re.compile(r"/(export|bulk-export)(/|$)|/bulk/export$|/export-all$|/key$")
 
 
+# HEAD answers as the GET of its path (api/routing.py): a read, never an auth or 2FA step.
+_READS = frozenset({"GET", "HEAD"})
+
+
 @lru_cache(maxsize=8192)
 def classify(method: str, path: str) -> str:
     if path in HEALTH_PATHS or method == "OPTIONS":
         return EXEMPT
     if path.startswith(PROTOCOL_PREFIXES):
         return "protocol"
-    if _AUTH_WRITE.match(path) and method != "GET":
+    read = method in _READS
+    if _AUTH_WRITE.match(path) and not read:
         return "auth_strict" if _STRICT.search(path) else "auth"
-    if _ACCOUNT_SECOND_FACTOR.match(path) and method != "GET":
+    if _ACCOUNT_SECOND_FACTOR.match(path) and not read:
         return "second_factor"
-    if _PASSWORD_CHANGE.match(path) and method != "GET":
+    if _PASSWORD_CHANGE.match(path) and not read:
         return "auth"
     if path.startswith("/api/") and _EXPORT.search(path):
         return "export"

@@ -124,6 +124,26 @@ def test_login_limited_to_10_per_minute(server: Server) -> None:
     }.items() <= next(a for a in report["anomalies"] if a["subject"] == f"ip:{ip}").items()
 
 
+def test_head_is_limited_as_the_get_it_answers_as(server: Server) -> None:
+    """HEAD answers as GET (docs/routing.md), so it is a read and counts as one: a HEAD of
+    an auth or second-factor resource counted against the login and 2FA limits, as a write
+    (10 HEADs of /auth/verify, a monitor's say, left the address no login)."""
+    ip = next_ip()
+    with server.client() as api:
+        for path in (f"{API}/auth/verify", f"{API}/account/2fa/recovery-codes"):
+            for _ in range(10):
+                head = api.head(path, headers=as_ip(ip))
+                assert head.status_code == 200, (path, head.status_code)
+                assert head.headers["x-ratelimit-limit"] == "100", path
+    with server.client(api_key="") as client:
+        login = client.post(
+            f"{API}/auth/login/password",
+            json={"username": "admin", "password": ADMIN_PASSWORD},
+            headers=as_ip(ip),
+        )
+        assert login.status_code == 200, login.text
+
+
 def test_password_reset_request_limited_to_5_per_300s(server: Server) -> None:
     ip = next_ip()
     with server.client(api_key="") as client:
