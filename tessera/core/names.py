@@ -23,16 +23,39 @@ UPPER_BOUNDS: dict[x509.ObjectIdentifier, int] = {
 }
 
 
-# Names RFC 4514 does not define but OpenSSL writes (and the subject fields use): without
-# them cryptography writes the dotted OID, as in `1.2.840.113549.1.9.1=a@b.example`.
-_ATTRIBUTE_NAMES = {NameOID.EMAIL_ADDRESS: "emailAddress"}
+# Attribute types RFC 4514 names no short name for, by the names OpenSSL writes (`openssl
+# x509 -nameopt RFC2253`): without them cryptography writes the dotted OID, as in
+# `1.2.840.113549.1.9.1=a@b.example` or `2.5.4.5=SN123`. Device subjects carry several (a
+# serial number, a router's unstructuredName); migration 0022 rewrote the texts stored before.
+ATTRIBUTE_NAMES: dict[x509.ObjectIdentifier, str] = {
+    NameOID.EMAIL_ADDRESS: "emailAddress",
+    NameOID.UNSTRUCTURED_NAME: "unstructuredName",
+    x509.ObjectIdentifier("1.2.840.113549.1.9.8"): "unstructuredAddress",
+    NameOID.SERIAL_NUMBER: "serialNumber",
+    NameOID.SURNAME: "SN",
+    NameOID.GIVEN_NAME: "GN",
+    NameOID.INITIALS: "initials",
+    NameOID.GENERATION_QUALIFIER: "generationQualifier",
+    NameOID.TITLE: "title",
+    x509.ObjectIdentifier("2.5.4.13"): "description",
+    NameOID.BUSINESS_CATEGORY: "businessCategory",
+    NameOID.POSTAL_ADDRESS: "postalAddress",
+    NameOID.POSTAL_CODE: "postalCode",
+    NameOID.DN_QUALIFIER: "dnQualifier",
+    NameOID.X500_UNIQUE_IDENTIFIER: "x500UniqueIdentifier",
+    NameOID.PSEUDONYM: "pseudonym",
+    NameOID.ORGANIZATION_IDENTIFIER: "organizationIdentifier",
+    NameOID.JURISDICTION_LOCALITY_NAME: "jurisdictionL",
+    NameOID.JURISDICTION_STATE_OR_PROVINCE_NAME: "jurisdictionST",
+    NameOID.JURISDICTION_COUNTRY_NAME: "jurisdictionC",
+}
 
 
 def name_text(name: x509.Name) -> str:
-    """A subject or issuer as text (RFC 4514, with `emailAddress` by name): the one form the
-    API shows and the inventory stores, and matches on (a certificate's issuer against its
-    CA's subject), so every writer of such a text must use this function."""
-    return name.rfc4514_string(_ATTRIBUTE_NAMES)
+    """A subject or issuer as text (RFC 4514, with the types of ATTRIBUTE_NAMES by name):
+    the one form the API shows and the inventory stores, and matches on (a certificate's
+    issuer against its CA's subject), so every writer of such a text must use this."""
+    return name.rfc4514_string(ATTRIBUTE_NAMES)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """A subject or issuer that carries emailAddress (1.2.840.113549.1.9.1) is shown by name,
 `emailAddress=...` as OpenSSL writes it, not as the dotted OID: for what Tessera issues, for
-imported CAs and certificates, CSRs and the trust store. The same text links an imported
-certificate to its CA, which must keep working with such a name."""
+imported CAs and certificates, CSRs and the trust store. So are the other attribute types
+RFC 4514 names no short name for (a device's serialNumber, a router's unstructuredName).
+The same text links an imported certificate to its CA, which must keep working with such a
+name."""
 
 from pathlib import Path
 
@@ -73,3 +75,18 @@ def test_a_trusted_certificate_names_the_email_address(api: httpx.Client, workdi
     root = foreign_root(workdir, f"/CN={cn}/emailAddress=trust@pki.example")
     added = data(api.post(f"{API}/truststore", json={"certificate": root.pem}), 201)
     assert added["subject"] == added["issuer"] == f"emailAddress=trust@pki.example,CN={cn}"
+
+
+def test_a_device_subject_names_its_serial_number_and_unstructured_name(
+    api: httpx.Client, workdir: Path
+) -> None:
+    """What a router or a phone puts in its SCEP or CSR subject, as `openssl req` writes it."""
+    subject = "/CN=router-7.example/serialNumber=FTX1234/unstructuredName=router-7/title=edge"
+    _, csr = openssl_csr(workdir, subject)
+    created = data(api.post(f"{API}/csrs", json={"csr": csr.read_text()}), 201)
+    named = "title=edge,unstructuredName=router-7,serialNumber=FTX1234,CN=router-7.example"
+    assert created["subject"] == named
+    root = create_root(api, unique("Device Text Root"))
+    signed = api.post(f"{API}/csrs/{created['id']}/sign", json={"ca_id": root["id"]})
+    certificate = data(api.get(f"{API}/certificates/{data(signed, 201)['id']}"))
+    assert certificate["subject"] == named

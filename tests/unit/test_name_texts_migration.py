@@ -32,7 +32,12 @@ LEAF = x509.Name(
     [
         x509.NameAttribute(NameOID.COMMON_NAME, "host.example"),
         x509.NameAttribute(NameOID.EMAIL_ADDRESS, "host@mail.example"),
+        x509.NameAttribute(NameOID.SERIAL_NUMBER, "FTX1234"),
+        x509.NameAttribute(NameOID.UNSTRUCTURED_NAME, "router-7"),
     ]
+)
+LEAF_TEXT = (
+    "unstructuredName=router-7,serialNumber=FTX1234,emailAddress=host@mail.example,CN=host.example"
 )
 # An OU whose value holds the dotted OID and `=` (not escaped by RFC 4514): left alone.
 VALUE_LIKE_A_TYPE = r",OU=1.2.840.113549.1.9.1=x\,1.2.840.113549.1.9.1=y"
@@ -64,7 +69,7 @@ def test_texts_stored_before_0022_are_rewritten(bare_engine: Engine) -> None:
     alembic(bare_engine, "upgrade", "head")
 
     root_text = f"emailAddress={MAILBOX},CN=Mail Root"
-    leaf_text = "emailAddress=host@mail.example,CN=host.example"
+    leaf_text = LEAF_TEXT
     dirname = r"dirname:emailAddress=jane@mail.example,CN=Jane\20Doe"
     with sessions.begin() as session:
         ca = session.get(models.CertificateAuthority, ids["ca"])
@@ -214,7 +219,7 @@ def test_rows_this_library_cannot_fully_read_do_not_stop_the_upgrade(bare_engine
         assert kept is not None and (kept.subject, kept.issuer) == (dotted_root, dotted_root)
         named = session.get(models.Certificate, ids[1])
         assert named is not None
-        assert named.subject == "emailAddress=host@mail.example,CN=host.example"
+        assert named.subject == LEAF_TEXT
         assert named.issuer == f"emailAddress={MAILBOX},CN=Mail Root"
         assert named.san_text == "dns:host.example"
 

@@ -1,7 +1,8 @@
 """name texts
 
-Subject and issuer texts name emailAddress (`emailAddress=a@b.example`, `names.name_text`)
-where they held its dotted OID (`1.2.840.113549.1.9.1=a@b.example`). These texts are keys
+Subject and issuer texts name emailAddress, serialNumber and the other attribute types of
+RENAMED as OpenSSL does (`emailAddress=a@b.example`, `names.name_text`) where they held their
+dotted OIDs (`1.2.840.113549.1.9.1=a@b.example`, `2.5.4.5=SN123`). These texts are keys
 too: a certificate imported later is linked to its CA by comparing its issuer's new text
 with the CA's stored subject, so every stored text is rewritten, from the certificate or CSR
 the row holds, in `certificates`, `certificate_authorities`, `trusted_certificates` and
@@ -13,7 +14,7 @@ text (a re-sent request is matched by it).
 
 Only rows whose texts can differ are read (a LIKE on the markers), in id order and in
 batches, and only rows whose texts change are written; the search copy follows `san_text`
-by its triggers. The downgrade writes the dotted OID back into subject and issuer texts and
+by its triggers. The downgrade writes the dotted OIDs back into subject and issuer texts and
 leaves SAN texts in the newer form (they are shown, never matched).
 
 Revision ID: 0022
@@ -37,8 +38,30 @@ down_revision = "0021"
 branch_labels = None
 depends_on = None
 
-DOTTED = "1.2.840.113549.1.9.1="
-NAMED = "emailAddress="
+# (dotted, named) attribute types: core.names.ATTRIBUTE_NAMES as this revision wrote them,
+# kept here so that what this revision does does not change with that table.
+RENAMED = [
+    ("1.2.840.113549.1.9.1=", "emailAddress="),
+    ("1.2.840.113549.1.9.2=", "unstructuredName="),
+    ("1.2.840.113549.1.9.8=", "unstructuredAddress="),
+    ("2.5.4.5=", "serialNumber="),
+    ("2.5.4.4=", "SN="),
+    ("2.5.4.42=", "GN="),
+    ("2.5.4.43=", "initials="),
+    ("2.5.4.44=", "generationQualifier="),
+    ("2.5.4.12=", "title="),
+    ("2.5.4.13=", "description="),
+    ("2.5.4.15=", "businessCategory="),
+    ("2.5.4.16=", "postalAddress="),
+    ("2.5.4.17=", "postalCode="),
+    ("2.5.4.46=", "dnQualifier="),
+    ("2.5.4.45=", "x500UniqueIdentifier="),
+    ("2.5.4.65=", "pseudonym="),
+    ("2.5.4.97=", "organizationIdentifier="),
+    ("1.3.6.1.4.1.311.60.2.1.1=", "jurisdictionL="),
+    ("1.3.6.1.4.1.311.60.2.1.2=", "jurisdictionST="),
+    ("1.3.6.1.4.1.311.60.2.1.3=", "jurisdictionC="),
+]
 BATCH = 500
 
 Signed = x509.Certificate | x509.CertificateSigningRequest
@@ -64,20 +87,21 @@ def upgrade() -> None:
     for table, (pem_column, load, names) in _FROM_PEM.items():
         columns = [*names, "san_text"] if table in _WITH_SANS else list(names)
         _rewrite_from_pem(table, pem_column, load, columns)
-    _rewrite_texts("scep_requests", ["subject"], DOTTED, NAMED)
+    _rewrite_texts("scep_requests", ["subject"], RENAMED)
 
 
 def downgrade() -> None:
+    back = [(named, dotted) for dotted, named in RENAMED]
     for table, (_, _, names) in _FROM_PEM.items():
-        _rewrite_texts(table, list(names), NAMED, DOTTED)
-    _rewrite_texts("scep_requests", ["subject"], NAMED, DOTTED)
+        _rewrite_texts(table, list(names), back)
+    _rewrite_texts("scep_requests", ["subject"], back)
 
 
 def _rewrite_from_pem(
     table_name: str, pem_column: str, load: Callable[[bytes], Signed], columns: list[str]
 ) -> None:
     table = sa.table(table_name, sa.column("id"), sa.column(pem_column), *map(sa.column, columns))
-    stale = [table.c[c].like(f"%{DOTTED}%") for c in columns]
+    stale = [table.c[c].like(f"%{dotted}%") for c in columns for dotted, _ in RENAMED]
     if "san_text" in columns:  # the texts before commit 3ffca64 began with `other:`
         stale += [table.c.san_text.like("other:%"), table.c.san_text.like("% other:%")]
     read = [table.c[pem_column], *(table.c[c] for c in columns)]
@@ -110,13 +134,16 @@ def _texts(pem: str, load: Callable[[bytes], Signed], old: dict[str, str]) -> li
     return [texts[c] for c in old]
 
 
-def _rewrite_texts(table_name: str, columns: list[str], old: str, new: str) -> None:
+def _rewrite_texts(table_name: str, columns: list[str], pairs: list[tuple[str, str]]) -> None:
+    """Each (old, new) attribute type of `pairs` renamed in the texts, where it begins one."""
     table = sa.table(table_name, sa.column("id"), *map(sa.column, columns))
-    stale = sa.or_(*(table.c[c].like(f"%{old}%") for c in columns))
+    stale = sa.or_(*(table.c[c].like(f"%{old}%") for c in columns for old, _ in pairs))
     for rows in _batches(table, stale, [table.c[c] for c in columns]):
         changed: list[dict[str, object]] = []
         for row_id, *texts in rows:
-            renamed = [renamed_attribute(text, old, new) for text in texts]
+            renamed = list(texts)
+            for old, new in pairs:
+                renamed = [renamed_attribute(text, old, new) for text in renamed]
             if renamed != texts:
                 changed.append({"row_id": row_id, **dict(zip(columns, renamed, strict=True))})
         _update(table, columns, changed)
