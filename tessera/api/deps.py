@@ -14,6 +14,7 @@ from fastapi import Depends, Request, Response
 from fastapi.dependencies.models import Dependant
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
 from tessera.core.errors import PermissionDenied, Unauthenticated
 from tessera.domains.actor import Actor
@@ -197,7 +198,7 @@ def _origin(request: Request) -> tuple[str | None, str | None]:
 
 def current_actor(request: Request, session: UnitOfWork) -> Actor:
     """An API key (X-API-Key or Bearer), else a session cookie with CSRF on writes."""
-    key = request.headers.get("x-api-key") or _bearer(request)
+    key = presented_api_key(request)
     if key:
         return _actor_from_key(request, session, key)
     cookie = request.cookies.get(SESSION_COOKIE)
@@ -206,8 +207,16 @@ def current_actor(request: Request, session: UnitOfWork) -> Actor:
     raise Unauthenticated("authentication required")
 
 
-def _bearer(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+def presented_api_key(connection: HTTPConnection) -> str | None:
+    """The API key a request is authenticated with (X-API-Key, else Bearer): the first of
+    a repeated header, as Starlette reads it. The rate limiter counts per-user limits
+    under this same credential (and the cookie as `connection.cookies` reads it, the last
+    of a repeated name): read any other way, a decoy beside the real one would be counted
+    instead."""
+    key = connection.headers.get("x-api-key")
+    if key:
+        return key
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 

@@ -22,8 +22,10 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tessera.api.deps import SESSION_COOKIE, presented_api_key
 from tessera.api.headers import dialect_error
 from tessera.config import Settings
 from tessera.core.limits import Decision, MemoryWindows, Policy, Rule
@@ -231,18 +233,10 @@ class Limiter:
 
 
 def _credential(scope: Scope) -> str | None:
-    headers = dict(scope["headers"])
-    key = headers.get(b"x-api-key")
-    if key:
-        return key.decode("latin-1")
-    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    for part in headers.get(b"cookie", b"").decode("latin-1").split(";"):
-        name, _, value = part.strip().partition("=")
-        if name == "tessera_session" and value:
-            return value
-    return None
+    """The credential the request is authenticated with, read as `deps.current_actor` reads
+    it: a decoy credential beside the real one must not move the count elsewhere."""
+    connection = HTTPConnection(scope)
+    return presented_api_key(connection) or connection.cookies.get(SESSION_COOKIE) or None
 
 
 def _resolve_user(runtime: Runtime, digest: str) -> str | None:

@@ -216,6 +216,56 @@ def test_account_second_factor_steps_limited_per_user_not_per_address(
         assert client.post(f"{API}/account/2fa/enable").status_code == 200
 
 
+def test_a_decoy_credential_beside_the_real_one_is_still_counted_per_user(
+    server: Server, api: httpx.Client
+) -> None:
+    """The limiter counts the credential the request is authenticated with. A second
+    X-API-Key header, or the session cookie named twice, put an invented credential where
+    the limiter looked (last header, first cookie) while the request was authenticated with
+    the real one (first header, last cookie): each try then counted under its address, and a
+    stolen key or session could guess 2FA codes from many addresses."""
+    key = _user_key(server, api, "viewer")
+    with server.client(api_key="") as client:
+
+        def with_decoy_key(path: str, body: object = None) -> httpx.Response:
+            headers = [("X-Forwarded-For", next_ip()), ("X-API-Key", key)]
+            headers.append(("X-API-Key", uuid.uuid4().hex))  # the decoy, repeated header
+            return client.post(f"{API}{path}", json=body, headers=headers)
+
+        assert data(with_decoy_key("/account/2fa/enable"))["secret"]
+        for _ in range(4):
+            error(with_decoy_key("/account/2fa/confirm", {"code": "000000"}), 400)
+        assert_429(with_decoy_key("/account/2fa/confirm", {"code": "000000"}), 5, 300)
+
+    session, csrf = _user_session(server, api)
+    with server.client(api_key="") as client:
+
+        def with_decoy_cookie(path: str, body: object = None) -> httpx.Response:
+            cookie = f"tessera_session={uuid.uuid4().hex}; tessera_session={session}"
+            headers = {"X-Forwarded-For": next_ip(), "Cookie": cookie, "X-CSRF-Token": csrf}
+            return client.post(f"{API}{path}", json=body, headers=headers)
+
+        assert data(with_decoy_cookie("/account/2fa/enable"))["secret"]
+        for _ in range(4):
+            error(with_decoy_cookie("/account/2fa/confirm", {"code": "000000"}), 400)
+        assert_429(with_decoy_cookie("/account/2fa/confirm", {"code": "000000"}), 5, 300)
+
+
+def _user_session(server: Server, api: httpx.Client) -> tuple[str, str]:
+    """A new viewer's session cookie value and CSRF token."""
+    name = f"rl-session-{uuid.uuid4().hex[:8]}"
+    password = "Password-for-" + uuid.uuid4().hex
+    body = {"username": name, "password": password, "role": "viewer"}
+    data(api.post(f"{API}/users", json=body), 201)
+    with server.client(api_key="") as client:
+        login = client.post(
+            f"{API}/auth/login/password",
+            json={"username": name, "password": password},
+            headers=as_ip(next_ip()),
+        )
+        return str(login.cookies["tessera_session"]), str(data(login)["csrf_token"])
+
+
 def _user_key(server: Server, api: httpx.Client, role: str) -> str:
     name = f"rl-{role}-{uuid.uuid4().hex[:8]}"
     password = "Password-for-" + uuid.uuid4().hex
