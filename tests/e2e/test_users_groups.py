@@ -94,6 +94,28 @@ def test_admin_reset_password(server: Server, api: httpx.Client, mail: Mailbox) 
         error(client.post(f"{API}/users/{admin_id}/reset-password", json=takeover), 403)
 
 
+def test_deactivation_voids_links_mailed_before_it(
+    server: Server, api: httpx.Client, mail: Mailbox
+) -> None:
+    """Deactivating an account cuts it off: a reset link mailed before must not set the
+    password once the account is active again (a reactivated user asks for a new one), or
+    deactivating a compromised account would leave whoever reads its mail a way back in."""
+    address = email_address("deactivated")
+    user = create_user(api, email=address)
+    for off in (
+        lambda: api.patch(f"{API}/users/{user['id']}/toggle"),
+        lambda: api.put(f"{API}/users/{user['id']}", json={"active": False}),
+    ):
+        assert data(api.post(f"{API}/users/{user['id']}/reset-password", json={}))["email_sent"]
+        token = token_from(mail.wait_for(address))
+        assert data(off())["active"] is False
+        assert data(api.put(f"{API}/users/{user['id']}", json={"active": True}))["active"]
+        with server.client(api_key="") as anonymous:
+            late = {"token": token, "password": "after-reactivation-1"}
+            assert "invalid or expired" in error(anonymous.post(RESET, json=late), 400)
+        assert can_login(server, user["username"])
+
+
 def test_import_users_with_invitations(server: Server, api: httpx.Client, mail: Mailbox) -> None:
     existing = create_user(api)
     first, second = email_address("inv"), email_address("inv")

@@ -216,7 +216,11 @@ class UserService:
             raise Conflict("you cannot deactivate your own account")
         user.active = active
         if not active:
+            # Cut off: sessions end, and so do links mailed before and logins waiting for
+            # their second factor (else they would work again once the account is active).
             self._repos.web_sessions.delete_for_user(user.id)
+            voided = passwords.VOIDED_BY_NEW_PASSWORD
+            self._repos.account_tokens.revoke_for_user(user.id, voided, self._now)
 
     def _hold_admins(self, user: models.User) -> bool:
         """Whether `user` is an active admin, whom the change at hand might take away. If so,
