@@ -117,6 +117,7 @@ class Responder:
     _index_loaded: float = 0.0
     _not_ours: dict[tuple[str, bytes, bytes], float] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock)
     _last_change: int | None = None
     _gaps: dict[int, float] = field(default_factory=dict)
     _change_seq: int = 0
@@ -164,7 +165,8 @@ class Responder:
     def answer(self, request: Request) -> Answer:
         """Errors propagate: the protocol adapter turns any of them into an OCSP
         internalError (tessera/protocols/ocsp.py), for this path and the fast one alike."""
-        issuers = {self._issuer_of(cert_id) for cert_id in request.cert_ids}
+        asked_at = time.monotonic()
+        issuers = {self._issuer_of(cert_id, asked_at) for cert_id in request.cert_ids}
         if None in issuers or len(issuers) != 1:
             # Not ours, an unsupported hash, or several CAs (one response has one signer).
             self.counts["unauthorized"] += 1
@@ -272,7 +274,7 @@ class Responder:
             if not ids:
                 del self._by_serial[key]
 
-    def _issuer_of(self, cert_id: CertID) -> ServedIssuer | None:
+    def _issuer_of(self, cert_id: CertID, asked_at: float) -> ServedIssuer | None:
         if cert_id.hash_oid not in wire.HASHES:
             return None
         key = (cert_id.hash_oid, cert_id.name_hash, cert_id.key_hash)
@@ -281,17 +283,29 @@ class Responder:
             return found
         # Perhaps a CA made a moment ago: look again, unless this issuer was just looked for
         # (a flood of requests for a foreign CA must not become a flood of CA reloads).
-        now = time.monotonic()
-        if now - self._not_ours.get(key, -NOT_OURS_SECONDS) < NOT_OURS_SECONDS:
+        if time.monotonic() - self._not_ours.get(key, -NOT_OURS_SECONDS) < NOT_OURS_SECONDS:
             return None
-        if now - self._index_loaded > INDEX_RELOAD_MIN_SECONDS:
-            self.reload_issuers()
-            found = self._issuers.get(key)
+        self._index_read_since(asked_at)
+        found = self._issuers.get(key)
         if found is None:
             if len(self._not_ours) > 10_000:
                 self._not_ours.clear()
-            self._not_ours[key] = now
+            self._not_ours[key] = time.monotonic()
         return found
+
+    def _index_read_since(self, asked_at: float) -> None:
+        """The CA index read after `asked_at`, so that it holds every CA made before the
+        request came. Reads begin at most every INDEX_RELOAD_MIN_SECONDS, one at a time:
+        a request that finds the last read too recent waits out the rest, rather than being
+        told a CA made a moment before it is not ours (and, for a second, every request
+        after it)."""
+        with self._reload_lock:
+            if self._index_loaded >= asked_at:
+                return
+            wait = self._index_loaded + INDEX_RELOAD_MIN_SECONDS - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self.reload_issuers()
 
     def _signer(self, issuer: ServedIssuer) -> LoadedSigner | None:
         """The signer of the preferred row that can sign. Any row's will do: a delegated
@@ -331,7 +345,7 @@ class Responder:
         """The issuers answered for (groups with a row holding the key), keyed by their
         CertID hashes under every supported hash. Held answers and the signer of a group
         whose rows changed are dropped: what they were read or chosen from is gone."""
-        now = self.clock()
+        now, started = self.clock(), time.monotonic()
         with self.sessions() as session:
             rows = OCSPRepository(session).all_cas()
             grouped = [
@@ -359,7 +373,8 @@ class Responder:
         self._drop_changed(served)
         self._issuers, self._served, self._issuer_keys = issuers, served, keys
         self._certificates, self._ca_serials = certificates, ca_serials
-        self._index_loaded = time.monotonic()
+        # When the read began: a CA committed while it ran may be missing from it.
+        self._index_loaded = max(self._index_loaded, started)
 
     def _drop_changed(self, served: dict[int, ServedIssuer]) -> None:
         changed = {

@@ -1,0 +1,64 @@
+"""The OCSP responder answers for a CA made a moment before a request, even when its index
+of CAs was read just before the CA was made (it reads again at most every 50 ms)."""
+
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
+from sqlalchemy import Engine
+
+from tessera.domains.issuance import ca_row
+from tessera.domains.ocsp.responder import Request, Responder
+from tessera.storage.db import session_factory
+from tessera.storage.repositories import Repositories
+from tests.e2e.helpers import self_signed_ca
+
+
+class RecordingSigners:
+    """Stands for the signer factory: records which CA it is asked to sign for."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def load(self, ca_id: int, now: datetime) -> None:
+        self.asked.append(ca_id)
+
+
+def test_a_ca_made_just_after_the_index_was_read_is_answered_for(engine: Engine) -> None:
+    sessions = session_factory(engine)
+    signers = RecordingSigners()
+    clock = lambda: datetime.now(UTC)  # noqa: E731
+    responder = Responder(sessions, signers, clock, timedelta(hours=1), 100)  # type: ignore[arg-type]
+    responder.reload_issuers()  # read a moment before the CA is made
+    certificate, key = self_signed_ca("Made Just After")
+    with sessions.begin() as session:
+        org = Repositories(session, 0).organizations.add("fresh").id
+        row = ca_row(certificate, "sealed", "Made Just After", None)
+        row.org_id = org
+        session.add(row)
+        session.flush()
+        ca_id = row.id
+    asked = ocsp.OCSPRequestBuilder().add_certificate(
+        _leaf(certificate, key), certificate, hashes.SHA1()
+    )
+    request = responder.answer_cached(asked.build().public_bytes(serialization.Encoding.DER))
+    assert isinstance(request, Request)
+    responder.answer(request)
+    assert signers.asked == [ca_id]  # found, not taken for a foreign CA
+
+
+def _leaf(issuer: x509.Certificate, issuer_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+    now = datetime.now(UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(issuer.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .sign(issuer_key, hashes.SHA256())
+    )
