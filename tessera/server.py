@@ -146,6 +146,29 @@ def _accepts(host: str, port: int) -> bool:
         return probe.connect_ex((host, port)) == 0
 
 
+def _start_warnings(settings: Settings) -> list[str]:
+    """Said once by the supervisor: every worker would otherwise repeat them."""
+    if settings.trusted_proxy_ips:
+        return []
+    return [
+        "TRUSTED_PROXY_IPS is not set: X-Forwarded-For is ignored, and clients behind a "
+        "proxy are rate-limited under the proxy's address"
+    ]
+
+
+def _start_line(settings: Settings, count: int) -> str:
+    """Where the sockets are, which a newcomer connects to; the public URLs, when set, are
+    what certificates and protocol documents name instead."""
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    line = f"Tessera listening on https://{host}:{settings.port} ({count} worker"
+    line += "s)" if count != 1 else ")"
+    if settings.http_port:
+        line += f", plain HTTP on http://{host}:{settings.http_port}"
+    if settings.public_url or settings.public_http_url:
+        line += f"; public URLs {settings.https_base}, {settings.http_base}"
+    return line
+
+
 def run(settings: Settings, tls: TLSFiles) -> None:
     check_free(settings.host, settings.port)
     if settings.http_port:
@@ -168,13 +191,11 @@ def run(settings: Settings, tls: TLSFiles) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    for warning in _start_warnings(settings):
+        print(warning, file=sys.stderr, flush=True)
     workers = [start() for _ in range(count)]
     if _wait_listening(settings, workers, lambda: stopping):
-        print(
-            f"Tessera listening on {settings.https_base} ({count} workers)"
-            + (f", plain HTTP on {settings.http_base}" if settings.http_port else ""),
-            flush=True,
-        )
+        print(_start_line(settings, count), flush=True)
     while not stopping:
         time.sleep(0.5)
         for i, process in enumerate(workers):

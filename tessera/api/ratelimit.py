@@ -337,11 +337,6 @@ def _adding(send: Send, headers: list[tuple[bytes, bytes]]) -> Callable[[Message
 def install(app: FastAPI, runtime: Runtime) -> Limiter:
     settings = runtime.settings
     limiter = Limiter(settings)
-    if not settings.trusted_proxy_ips:
-        log.warning(
-            "TRUSTED_PROXY_IPS is not set: X-Forwarded-For is ignored, and clients behind a "
-            "proxy are rate-limited under the proxy's address"
-        )
     app.state.limiter = limiter
     app.add_middleware(RateLimit, limiter=limiter, runtime=runtime)
     runtime.jobs.every("rate-limit-policy", RELOAD_SECONDS, lambda: limiter.reload(runtime))

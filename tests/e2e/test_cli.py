@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,49 @@ def test_the_start_up_line_comes_once_both_ports_answer(tmp_path: Path) -> None:
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def start_up_output(tmp_path: Path, workers: int, **env: str) -> str:
+    """Everything `tessera serve` says up to and including its start-up line, and until it
+    has stopped (every worker has spoken by then)."""
+    port, http_port = free_port(), free_port()
+    args = ("serve", "--port", str(port), "--http-port", str(http_port))
+    process = start(*args, "--workers", str(workers), data_dir=tmp_path / "data", **env)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("Tessera listening on"):
+                break
+        else:
+            raise AssertionError(f"no start-up line: {process.stderr and process.stderr.read()}")
+        # A worker binds its last socket once its application is built, warnings said.
+        deadline = time.monotonic() + 60
+        while sockets_listening(http_port) < workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    return f"{line}{out}{err}".replace(f":{port}", ":PORT").replace(f":{http_port}", ":HTTP")
+
+
+def sockets_listening(port: int) -> int:
+    """How many sockets listen on `port` (one per worker: SO_REUSEPORT), from /proc."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(
+        1 for row in rows if row.split()[3] == "0A" and row.split()[1].endswith(f":{port:04X}")
+    )
+
+
+def test_a_start_up_warning_is_said_once_however_many_workers(tmp_path: Path) -> None:
+    output = start_up_output(tmp_path, workers=3)
+    assert "(3 workers)" in output, output
+    assert output.count("TRUSTED_PROXY_IPS is not set") == 1, output
+
+
+def test_the_start_up_line_names_the_bound_address_and_the_public_urls(tmp_path: Path) -> None:
+    output = start_up_output(tmp_path, workers=1, TESSERA_PUBLIC_URL="https://pki.example.test")
+    line = output.splitlines()[0]
+    assert line == (
+        "Tessera listening on https://127.0.0.1:PORT (1 worker), plain HTTP on "
+        "http://127.0.0.1:HTTP; public URLs https://pki.example.test, http://127.0.0.1:HTTP"
+    ), line
