@@ -98,7 +98,10 @@ _STRICT = re.compile(
 _AUTH_WRITE = re.compile(r"^/api/(v\d+/)?auth/")
 _ACCOUNT_SECOND_FACTOR = re.compile(r"^/api/(v\d+/)?account/2fa/")
 _PASSWORD_CHANGE = re.compile(r"^/api/(v\d+/)?(account/password|auth/password-change)$")
-_EXPORT = re.compile(r"/(export|bulk-export)(/|$)|/bulk/export$|/export-all$|/key$")
+# Private-key downloads are POST /certificates/{id}/key; POST /csrs/{id}/key uploads one.
+_EXPORT = re.compile(
+    r"/(export|bulk-export)(/|$)|/bulk/export$|/export-all$|/certificates/[^/]+/key$"
+)
 
 
 # HEAD answers as the GET of its path (api/routing.py): a read, never an auth or 2FA step.

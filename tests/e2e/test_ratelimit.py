@@ -24,6 +24,7 @@ from tests.support import (
     start_server,
     stop_server,
 )
+from tests.tools import openssl_csr
 
 API = "/api/v2"
 SEED_DEFAULTS = {
@@ -170,6 +171,20 @@ def test_exports_limited_per_user_not_per_address(server: Server, api: httpx.Cli
     other = _user_key(server, api, "auditor")
     with server.client(api_key=other) as client:
         assert client.get(f"{API}/certificates/export").status_code == 200
+
+
+def test_attaching_a_key_to_a_csr_is_no_export(
+    server: Server, api: httpx.Client, tmp_path: Path
+) -> None:
+    """POST /csrs/{id}/key uploads a key; only POST /certificates/{id}/key hands one out."""
+    key, csr = openssl_csr(tmp_path, "/CN=rl-attach.example.test")
+    with server.client(api_key=_user_key(server, api, "operator")) as client:
+        pending = data(client.post(f"{API}/csrs/upload", json={"pem": csr.read_text()}), 201)
+        for _ in range(10):
+            assert client.get(f"{API}/certificates/export").status_code == 200
+        assert_429(client.post(f"{API}/certificates/1/key"), 10, 60)
+        attached = client.post(f"{API}/csrs/{pending['id']}/key", json={"key": key.read_text()})
+        assert data(attached)["has_private_key"] is True
 
 
 def test_export_attempts_with_unknown_credentials_count_per_address(server: Server) -> None:
