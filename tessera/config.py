@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     )
     session_minutes: int = Field(480, ge=5, description="Lifetime of a web session")
     tls_cert_days: int = Field(397, ge=1, le=825, description="Validity of the server's own cert")
-    log_level: str = Field("info", description="uvicorn log level")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="Least level of the server's log messages shown"
+    )
     tools_allow_private_targets: bool = Field(
         False,
         description="Let /tools/check-ssl connect to private, loopback, link-local and reserved "
@@ -220,6 +222,11 @@ class Settings(BaseSettings):
     def _check_dns_servers(cls, value: str) -> str:
         HostLookup.parse(value)  # a wrong entry stops the start, not each lookup
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod

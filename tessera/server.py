@@ -68,11 +68,14 @@ def _worker(settings_json: str, tls: TLSFiles) -> None:
     from tessera.app import create_app, public_only
 
     settings = Settings.model_validate_json(settings_json)
+    _log_to_stderr(settings.log_level)
     app = create_app(settings)
     tls = _current_tls(tls, app.state.runtime.keys.ring)
     _tune_gc()
     common: dict[str, Any] = {
-        "log_level": settings.log_level,
+        # uvicorn's own lines below warning are its start-up banners, once per listener and
+        # worker: noise. Its levels are global, so both listeners get the same.
+        "log_level": max(settings.log_level, "warning", key=_severity),
         "access_log": False,
         "lifespan": "on",
         "timeout_graceful_shutdown": 5,
@@ -89,12 +92,25 @@ def _worker(settings_json: str, tls: TLSFiles) -> None:
     )
     listeners = [(_Server(https), listen(settings.host, settings.port))]
     if settings.http_port:
-        # One start-up banner per worker is enough: the second listener logs warnings only.
         # The app's lifespan (the background jobs) runs once, with the HTTPS listener's.
-        quiet = {**common, "log_level": "warning", "lifespan": "off"}
-        plain = uvicorn.Config(public_only(app), **quiet)
+        plain = uvicorn.Config(public_only(app), **{**common, "lifespan": "off"})
         listeners.append((_Server(plain), listen(settings.host, settings.http_port)))
     uvloop.run(_serve(listeners))
+
+
+def _severity(level: str) -> int:
+    return logging.getLevelNamesMapping()[level.upper()]
+
+
+def _log_to_stderr(level: str) -> None:
+    """Tessera's own messages, from TESSERA_LOG_LEVEL up (without a handler, Python shows
+    warnings only, whatever the level)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger = logging.getLogger("tessera")
+    logger.addHandler(handler)
+    logger.setLevel(_severity(level))
+    logger.propagate = False
 
 
 def _current_tls(tls: TLSFiles, ring: Keyring) -> TLSFiles:

@@ -11,9 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
 
-from tests.support import free_port
+from tests.support import free_port, start_server, stop_server
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 GOOD_PASSWORD = "a-good-admin-password"
@@ -84,6 +88,7 @@ def test_serve_help_lists_exactly_the_variables_the_readme_documents(tmp_path: P
         (["serve"], {"TESSERA_PORT": "9443", "TESSERA_HTTP_PORT": "9443"}, "ports must differ"),
         (["serve"], {"TESSERA_TOOLS_DNS_SERVERS": "127.0.0.1:0"}, "TESSERA_TOOLS_DNS_SERVERS"),
         (["serve"], {"TESSERA_ACME_DNS_SERVERS": "dns.google:53"}, "TESSERA_ACME_DNS_SERVERS"),
+        (["serve"], {"TESSERA_LOG_LEVEL": "verbose"}, "TESSERA_LOG_LEVEL"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(
@@ -211,3 +216,24 @@ def test_the_start_up_line_names_the_bound_address_and_the_public_urls(tmp_path:
         "Tessera listening on https://127.0.0.1:PORT (1 worker), plain HTTP on "
         "http://127.0.0.1:HTTP; public URLs https://pki.example.test, http://127.0.0.1:HTTP"
     ), line
+
+
+def test_tessera_log_level_shows_tessera_s_own_messages(tmp_path: Path) -> None:
+    """At info, what Tessera logs at info (here: its OCSP responder certificate issued for
+    the first request about the internal CA) reaches the server's output."""
+    running = start_server(tmp_path / "data", None, env={"TESSERA_LOG_LEVEL": "info"})
+    try:
+        leaf, issuer = x509.load_pem_x509_certificates(running.ca_bundle.read_bytes())[:2]
+        asked = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, hashes.SHA1()).build()
+        answer = httpx.post(
+            f"{running.http_url}/ocsp",
+            content=asked.public_bytes(serialization.Encoding.DER),
+            headers={"Content-Type": "application/ocsp-request"},
+        )
+        assert ocsp.load_der_ocsp_response(answer.content).certificate_status.name == "GOOD"
+        deadline = time.monotonic() + 30
+        while "issued OCSP signer" not in running.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "INFO: issued OCSP signer" in running.log(), running.log()
+    finally:
+        stop_server(running)
