@@ -354,7 +354,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="Tessera server processes")
     parser.add_argument("--certs", type=int, default=200, help="certificates asked about")
     parser.add_argument("--nonce", action="store_true", help="a nonce in every request")
-    parser.add_argument("--database-url", help="PostgreSQL URL (Unix socket: see above)")
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL URL through its Unix socket, the only way into the benchmark's "
+        "network namespace: postgresql://postgres@/postgres?host=/var/run/postgresql",
+    )
     parser.add_argument("--only", choices=["tessera", "openssl", "cfssl"], action="append")
     args = parser.parse_args()
     in_namespace()
