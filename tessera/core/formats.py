@@ -10,6 +10,7 @@ malformed extension fails here, as a clear 4xx, and not later in whatever reads 
 import base64
 import binascii
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
+from cryptography.utils import CryptographyDeprecationWarning
 
 from tessera.core import kdf_cost, pkcs12_sandbox
 from tessera.core.errors import InvalidInput, PolicyViolation, TesseraError, UnparsableInput
@@ -26,6 +28,15 @@ from tessera.core.keys import PrivateKey
 from tessera.core.keystore import _as_supported
 from tessera.core.names import name_text
 from tessera.core.trusted_pem import TRUSTED_LABEL, certificate_der
+
+# Roots in Debian's CA bundle (and certificates people import) have negative serials, which
+# RFC 5280 forbids but which are read on purpose; the warning, source lines and all, told an
+# operator syncing the trust store nothing they could act on.
+warnings.filterwarnings(
+    "ignore",
+    message="Parsed a serial number which wasn't positive",
+    category=CryptographyDeprecationWarning,
+)
 
 _BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----\r?\n")
 _END = re.compile(rb"-----END ([A-Z0-9 ]{1,64})-----")
