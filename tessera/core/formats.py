@@ -29,9 +29,8 @@ from tessera.core.keystore import _as_supported
 from tessera.core.names import name_text
 from tessera.core.trusted_pem import TRUSTED_LABEL, certificate_der
 
-# Roots in Debian's CA bundle (and certificates people import) have negative serials, which
-# RFC 5280 forbids but which are read on purpose; the warning, source lines and all, told an
-# operator syncing the trust store nothing they could act on.
+# Roots in Debian's CA bundle have negative serials (RFC 5280 forbids them), read on purpose:
+# the warning, source lines and all, told an operator syncing the trust store nothing.
 warnings.filterwarnings(
     "ignore",
     message="Parsed a serial number which wasn't positive",
