@@ -164,12 +164,17 @@ def _accepts(host: str, port: int) -> bool:
 
 def _start_warnings(settings: Settings) -> list[str]:
     """Said once by the supervisor: every worker would otherwise repeat them."""
-    if settings.trusted_proxy_ips:
-        return []
-    return [
-        "TRUSTED_PROXY_IPS is not set: X-Forwarded-For is ignored, and clients behind a "
-        "proxy are rate-limited under the proxy's address"
-    ]
+    warnings = []
+    if not settings.trusted_proxy_ips:
+        warnings.append(
+            "TRUSTED_PROXY_IPS is not set: X-Forwarded-For is ignored, and clients behind a "
+            "proxy are rate-limited under the proxy's address"
+        )
+    if settings.acme_insecure_always_valid:
+        warnings.append(
+            "TESSERA_ACME_INSECURE_ALWAYS_VALID is set: ACME challenges are NOT checked"
+        )
+    return warnings
 
 
 def _start_line(settings: Settings, count: int) -> str:

@@ -203,10 +203,19 @@ def sockets_listening(port: int) -> int:
     )
 
 
-def test_a_start_up_warning_is_said_once_however_many_workers(tmp_path: Path) -> None:
-    output = start_up_output(tmp_path, workers=3)
+@pytest.mark.parametrize(
+    ("env", "warning"),
+    [
+        ({}, "TRUSTED_PROXY_IPS is not set"),
+        ({"TESSERA_ACME_INSECURE_ALWAYS_VALID": "true"}, "ACME challenges are NOT checked"),
+    ],
+)
+def test_a_start_up_warning_is_said_once_however_many_workers(
+    tmp_path: Path, env: dict[str, str], warning: str
+) -> None:
+    output = start_up_output(tmp_path, workers=3, **env)
     assert "(3 workers)" in output, output
-    assert output.count("TRUSTED_PROXY_IPS is not set") == 1, output
+    assert output.count(warning) == 1, output
 
 
 def test_the_start_up_line_names_the_bound_address_and_the_public_urls(tmp_path: Path) -> None:

