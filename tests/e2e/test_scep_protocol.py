@@ -113,6 +113,7 @@ class Reply:
     recipient_nonce: bytes
     certificates: list[x509.Certificate]
     crls: int
+    fail_text: str | None = None
 
 
 def read_reply(response: httpx.Response, client: Client, ra: x509.Certificate) -> Reply:
@@ -144,6 +145,7 @@ def read_reply(response: httpx.Response, client: Client, ra: x509.Certificate) -
         text(messages.OID_RECIPIENT_NONCE, core.OctetString),
         certificates,
         crls,
+        text(messages.OID_FAIL_INFO_TEXT, core.UTF8String),
     )
 
 
@@ -354,6 +356,7 @@ def test_single_des_is_refused_by_default(scep: Scep, api: httpx.Client) -> None
     sent = pki_message(client, scep.ra, b"", envelope=envelope)
     reply = read_reply(scep.post(sent), client, scep.ra)
     assert (reply.status, reply.fail_info) == (FAILURE, BAD_ALG)
+    assert reply.fail_text and "TESSERA_SCEP_ALLOW_DES" in reply.fail_text  # the way out
     assert issued_named(api, "single-des") == []
 
 

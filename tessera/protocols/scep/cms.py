@@ -246,6 +246,12 @@ def sealed_content(enveloped: cms.EnvelopedData, allow_des: bool) -> SealedConte
     except ASN1_ERRORS as exc:
         raise CmsError(BAD_MESSAGE_CHECK, f"unreadable EnvelopedData: {exc}") from exc
     key_size = cipher_key_size(cipher_name, allow_des)
+    if key_size is None and cipher_name == LEGACY_DES:
+        # A newcomer's scepclient sends nothing else: name the way out (it reaches the
+        # client as failInfoText and the log).
+        raise CmsError(
+            BAD_ALG, "single DES is refused (RFC 8894 2.9) unless TESSERA_SCEP_ALLOW_DES is set"
+        )
     if key_size is None:
         raise CmsError(BAD_ALG, f"unsupported content-encryption algorithm {cipher_name}")
     if not isinstance(ciphertext, bytes):
