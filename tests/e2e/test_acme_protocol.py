@@ -349,6 +349,18 @@ def test_order_authorizations_and_challenges(account: Acme) -> None:
     assert created.headers["location"] not in account.get(account.kid + "/orders").json()["orders"]
 
 
+def test_no_order_is_taken_while_no_issuing_ca_is_configured(env: AcmeEnv, account: Acme) -> None:
+    """A fresh server names no issuing CA: new-order says so at once, rather than letting a
+    client prove its names only for finalize to fail."""
+    env.settings(issuing_ca_id=None)
+    try:
+        refused = account.order(name())
+        assert "no issuing CA" in problem(refused, "serverInternal", 503)["detail"]
+    finally:
+        env.settings(issuing_ca_id=env.ca["id"])
+    assert account.order(name()).status_code == 201
+
+
 def test_orders_list_pages_with_a_next_link(account: Acme) -> None:
     """RFC 8555 7.1.2.1: a server that returns an incomplete orders list says where the rest
     is, with a Link rel="next"; following the links gives every order exactly once."""

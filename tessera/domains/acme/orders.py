@@ -52,6 +52,7 @@ from tessera.storage.repositories import Repositories
 ORDER_LIFETIME = timedelta(days=7)
 MAX_CSR_BYTES = 16384
 ALREADY_REPLACED = "an order already replaces this certificate"
+NO_ISSUING_CA = "no issuing CA is configured for ACME (PATCH /api/v2/acme/settings)"
 
 
 @dataclass
@@ -69,6 +70,8 @@ class Orders:
     # creation
     def new_order(self, account: AcmeAccount, payload: dict[str, Any]) -> AcmeOrder:
         settings = self.settings()
+        if settings.issuing_ca_id is None:  # finalize could not issue: say so before the work
+            raise AcmeProblem("serverInternal", NO_ISSUING_CA, 503)
         identifiers = parse_identifiers(payload.get("identifiers"))
         profile = self._profile(settings, payload.get("profile"))
         not_before, not_after = self._window(payload, self._max_days(settings, profile))
@@ -322,7 +325,7 @@ class Orders:
         settings = self.settings()
         ca = self.repos.cas.get(settings.issuing_ca_id) if settings.issuing_ca_id else None
         if ca is None:
-            raise AcmeProblem("serverInternal", "no issuing CA is configured for ACME", 503)
+            raise AcmeProblem("serverInternal", NO_ISSUING_CA, 503)
         _check_profile_offered(settings, order)
         template = self._template(settings, order.profile)
         idents = [identifier(i["type"], i["value"]) for i in order.identifiers]
