@@ -105,6 +105,12 @@ def test_directory_meta_follows_settings(env: AcmeEnv, acme: Acme) -> None:
         env.settings(terms_of_service=None, website=None, caa_identities=[])
 
 
+def test_a_server_reached_by_address_offers_no_caa_identity(env: AcmeEnv, acme: Acme) -> None:
+    """caaIdentities are hostnames a CAA record can name (RFC 8555 9.7.1): this server, at
+    127.0.0.1 with none set, has none to offer, rather than offering its address."""
+    assert "caaIdentities" not in acme.http.get(env.directory).json()["meta"]
+
+
 @pytest.mark.parametrize("alg", ["ES256", "ES384", "RS256", "EdDSA"])
 def test_accounts_with_every_algorithm(acme: Acme, alg: str) -> None:
     acme.key = Key(alg)

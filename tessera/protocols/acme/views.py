@@ -1,5 +1,6 @@
 """ACME resources as RFC 8555 section 7.1 shows them (field for field), with their URLs."""
 
+import ipaddress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,10 +32,10 @@ class Urls:
 
 
 def directory(urls: Urls, settings: AcmeSettings, caa_default: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "externalAccountRequired": settings.require_eab,
-        "caaIdentities": list(settings.caa_identities or []) or [caa_default],
-    }
+    meta: dict[str, Any] = {"externalAccountRequired": settings.require_eab}
+    identities = list(settings.caa_identities or []) or _hostnames([caa_default])
+    if identities:
+        meta["caaIdentities"] = identities
     if settings.terms_of_service:
         meta["termsOfService"] = settings.terms_of_service
     if settings.website:
@@ -53,6 +54,19 @@ def directory(urls: Urls, settings: AcmeSettings, caa_default: str) -> dict[str,
         "renewalInfo": urls("renewalInfo"),
         "meta": meta,
     }
+
+
+def _hostnames(names: list[str]) -> list[str]:
+    """caaIdentities are hostnames, what a CAA record's issuer-domain-name can hold (RFC 8555
+    9.7.1, RFC 8659 4.2): a server reached by an IP address (127.0.0.1 by default) has none
+    to offer until the settings name one."""
+    found = []
+    for name in names:
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            found.append(name)
+    return found
 
 
 def account(urls: Urls, row: AcmeAccount) -> dict[str, Any]:
