@@ -159,17 +159,21 @@ def test_the_start_up_line_comes_once_both_ports_answer(tmp_path: Path) -> None:
     args = ("serve", "--port", str(port), "--http-port", str(http_port), "--workers", "1")
     process = start(*args, data_dir=tmp_path / "data")
     try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith("Tessera listening on"):
-                break
-        else:
-            raise AssertionError(f"no start-up line: {process.stderr and process.stderr.read()}")
+        start_up_line(process)
         for listening in (port, http_port):
             socket.create_connection(("127.0.0.1", listening), timeout=10).close()
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def start_up_line(process: subprocess.Popen[str]) -> str:
+    """The line telling where the server listens, once it comes (what came before is read)."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("Tessera listening on"):
+            return line
+    raise AssertionError(f"no start-up line: {process.stderr and process.stderr.read()}")
 
 
 def start_up_output(tmp_path: Path, workers: int, **env: str) -> str:
@@ -179,12 +183,7 @@ def start_up_output(tmp_path: Path, workers: int, **env: str) -> str:
     args = ("serve", "--port", str(port), "--http-port", str(http_port))
     process = start(*args, "--workers", str(workers), data_dir=tmp_path / "data", **env)
     try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith("Tessera listening on"):
-                break
-        else:
-            raise AssertionError(f"no start-up line: {process.stderr and process.stderr.read()}")
+        line = start_up_line(process)
         # A worker binds its last socket once its application is built, warnings said.
         deadline = time.monotonic() + 60
         while sockets_listening(http_port) < workers and time.monotonic() < deadline:
