@@ -234,10 +234,9 @@ def bench_bare(stack: ExitStack, tmp: Path, csrs: list[str], args) -> dict:
         ca = loopback_certificate(tmp, f"bare-{algo}", key)
         env = os.environ | {"BARE_SIGNER_CA": str(ca), "BARE_SIGNER_CA_KEY": str(ca)[:-4] + ".key"}
         port, log = free_port(), tmp / f"bare-{algo}.log"
-        argv = [sys.executable, "-m", "uvicorn", "bench.bare_signer:app", "--port", str(port)]
-        argv += ["--host", "127.0.0.1", "--workers", str(args.workers), "--loop", "uvloop"]
-        argv += ["--http", "httptools", "--no-access-log", "--log-level", "warning"]
-        argv += ["--ssl-certfile", str(tls), "--ssl-keyfile", str(tls)[:-4] + ".key"]
+        argv = [sys.executable, str(ROOT / "bench" / "bare_signer.py"), "--port", str(port)]
+        argv += ["--workers", str(args.workers), "--certfile", str(tls)]
+        argv += ["--keyfile", str(tls)[:-4] + ".key"]
         url = f"https://127.0.0.1:{port}/docs"
         ready = lambda u=url: httpx.get(u, verify=context).status_code == 200  # noqa: E731
         proc = spawn(stack, argv, log, ready, env=env, cwd=ROOT)
