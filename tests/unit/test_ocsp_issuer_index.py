@@ -1,8 +1,10 @@
 """The OCSP responder answers for a CA made a moment before a request, even when its index
 of CAs was read just before the CA was made (it reads again at most every 50 ms)."""
 
+import threading
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -10,7 +12,8 @@ from cryptography.x509 import ocsp
 from sqlalchemy import Engine
 
 from tessera.domains.issuance import ca_row
-from tessera.domains.ocsp.responder import Request, Responder
+from tessera.domains.ocsp import responder as responder_module
+from tessera.domains.ocsp.responder import UNAUTHORIZED, Answer, Request, Responder
 from tessera.storage.db import session_factory
 from tessera.storage.repositories import Repositories
 from tests.e2e.helpers import self_signed_ca
@@ -47,6 +50,49 @@ def test_a_ca_made_just_after_the_index_was_read_is_answered_for(engine: Engine)
     assert isinstance(request, Request)
     responder.answer(request)
     assert signers.asked == [ca_id]  # found, not taken for a foreign CA
+
+
+def test_requests_for_unknown_cas_do_not_all_wait_for_a_read(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slow path runs on the event loop's few default threads, shared with the follower
+    jobs: requests naming made-up CAs past RELOAD_WAITERS are refused at once, not queued
+    behind a read (before, every one waited its turn, so a flood held every thread)."""
+    monkeypatch.setattr(responder_module, "RELOAD_WAITERS", 1, raising=False)
+    clock = lambda: datetime.now(UTC)  # noqa: E731
+    responder = Responder(
+        session_factory(engine), RecordingSigners(), clock, timedelta(hours=1), 100
+    )  # type: ignore[arg-type]
+    reading, release = threading.Event(), threading.Event()
+
+    def slow_read() -> None:  # a slow database: the first request's read takes its time
+        reading.set()
+        release.wait()
+
+    monkeypatch.setattr(responder, "reload_issuers", slow_read)
+    first = threading.Thread(target=responder.answer, args=(_unknown(responder),))
+    first.start()
+    assert reading.wait(30)
+    answered: list[Answer] = []
+    second = threading.Thread(target=lambda: answered.append(responder.answer(_unknown(responder))))
+    second.start()
+    second.join(30)  # a hang detector: before the fix it waits until the read is released
+    answered_during_the_read = list(answered)
+    release.set()
+    first.join()
+    second.join()
+    assert [a.der for a in answered_during_the_read] == [UNAUTHORIZED]
+
+
+def _unknown(responder: Responder) -> Request:
+    """A request naming a CA the responder has never seen."""
+    certificate, key = self_signed_ca("Made Up")
+    asked = ocsp.OCSPRequestBuilder().add_certificate(
+        _leaf(certificate, key), certificate, hashes.SHA1()
+    )
+    request = responder.answer_cached(asked.build().public_bytes(serialization.Encoding.DER))
+    assert isinstance(request, Request)
+    return request
 
 
 def _leaf(issuer: x509.Certificate, issuer_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:

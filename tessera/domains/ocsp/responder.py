@@ -41,6 +41,11 @@ FOLLOW_SECONDS = 0.2
 COUNTER_FLUSH_SECONDS = 5.0
 INDEX_RELOAD_MIN_SECONDS = 0.05  # unknown issuers reload the CA list at most this often
 NOT_OURS_SECONDS = 1.0  # and each unknown issuer at most once in this time
+# Requests for an unknown issuer that may wait for a read at once (one reading, one for the
+# next): the slow path's threads are the event loop's few default ones (asyncio.to_thread),
+# shared with the follower jobs, and a flood of requests naming made-up CAs must not hold
+# them all asleep. A request past these is answered from the index as it is.
+RELOAD_WAITERS = 2
 UNKNOWN_CACHE_SECONDS = 60.0  # "unknown" may become "good" when a serial is issued later
 MEMO_MAX_BYTES = 256  # typical requests are 70-120 bytes; bigger ones are parsed each time
 GAP_SECONDS = 10.0  # how long a missing status_changes id may still commit (PostgreSQL)
@@ -118,6 +123,9 @@ class Responder:
     _not_ours: dict[tuple[str, bytes, bytes], float] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _reload_lock: threading.Lock = field(default_factory=threading.Lock)
+    _reload_waiters: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(RELOAD_WAITERS)
+    )
     _last_change: int | None = None
     _gaps: dict[int, float] = field(default_factory=dict)
     _change_seq: int = 0
@@ -285,7 +293,8 @@ class Responder:
         # (a flood of requests for a foreign CA must not become a flood of CA reloads).
         if time.monotonic() - self._not_ours.get(key, -NOT_OURS_SECONDS) < NOT_OURS_SECONDS:
             return None
-        self._index_read_since(asked_at)
+        if not self._index_read_since(asked_at):
+            return None  # too many waiting: not ours for now, but not remembered as such
         found = self._issuers.get(key)
         if found is None:
             if len(self._not_ours) > 10_000:
@@ -293,19 +302,25 @@ class Responder:
             self._not_ours[key] = time.monotonic()
         return found
 
-    def _index_read_since(self, asked_at: float) -> None:
+    def _index_read_since(self, asked_at: float) -> bool:
         """The CA index read after `asked_at`, so that it holds every CA made before the
         request came. Reads begin at most every INDEX_RELOAD_MIN_SECONDS, one at a time:
         a request that finds the last read too recent waits out the rest, rather than being
         told a CA made a moment before it is not ours (and, for a second, every request
-        after it)."""
-        with self._reload_lock:
-            if self._index_loaded >= asked_at:
-                return
-            wait = self._index_loaded + INDEX_RELOAD_MIN_SECONDS - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            self.reload_issuers()
+        after it). False, without a read, when RELOAD_WAITERS requests already wait."""
+        if not self._reload_waiters.acquire(blocking=False):
+            return False
+        try:
+            with self._reload_lock:
+                if self._index_loaded >= asked_at:
+                    return True
+                wait = self._index_loaded + INDEX_RELOAD_MIN_SECONDS - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                self.reload_issuers()
+            return True
+        finally:
+            self._reload_waiters.release()
 
     def _signer(self, issuer: ServedIssuer) -> LoadedSigner | None:
         """The signer of the preferred row that can sign. Any row's will do: a delegated
