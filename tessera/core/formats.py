@@ -23,7 +23,13 @@ from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.utils import CryptographyDeprecationWarning
 
 from tessera.core import kdf_cost, pkcs12_sandbox
-from tessera.core.errors import InvalidInput, PolicyViolation, TesseraError, UnparsableInput
+from tessera.core.errors import (
+    InvalidInput,
+    PolicyViolation,
+    TesseraError,
+    Unavailable,
+    UnparsableInput,
+)
 from tessera.core.keys import PrivateKey
 from tessera.core.keystore import _as_supported
 from tessera.core.names import name_text
@@ -491,6 +497,8 @@ def _checked_found(cert: x509.Certificate) -> Found:
 def _pkcs12_found(data: bytes, password: bytes | None) -> list[Found]:
     try:
         cert, key, extra = load_pkcs12(data, password)
+    except Unavailable:
+        raise  # the server is busy, not the file unreadable: the request's 503
     except TesseraError as exc:
         return [Found("pkcs12", "der", encrypted=True, problem=exc.message)]
     found = [Found("certificate", "der", "pkcs12", certificate=c) for c in [cert, *extra] if c]
