@@ -15,7 +15,9 @@ from tessera.domains.issuance import ca_row
 from tessera.domains.ocsp import responder as responder_module
 from tessera.domains.ocsp.responder import UNAUTHORIZED, Answer, Request, Responder
 from tessera.storage.db import session_factory
+from tessera.storage.models import CertificateAuthority
 from tessera.storage.repositories import Repositories
+from tessera.storage.repositories.ocsp import OCSPRepository
 from tests.e2e.helpers import self_signed_ca
 
 
@@ -69,7 +71,7 @@ def test_requests_for_unknown_cas_do_not_all_wait_for_a_read(
         reading.set()
         release.wait()
 
-    monkeypatch.setattr(responder, "reload_issuers", slow_read)
+    monkeypatch.setattr(responder, "_read_issuers", slow_read)
     first = threading.Thread(target=responder.answer, args=(_unknown(responder),))
     first.start()
     assert reading.wait(30)
@@ -108,3 +110,50 @@ def _leaf(issuer: x509.Certificate, issuer_key: ec.EllipticCurvePrivateKey) -> x
         .not_valid_after(now + timedelta(days=1))
         .sign(issuer_key, hashes.SHA256())
     )
+
+
+def test_a_read_that_began_earlier_does_not_undo_a_later_one(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read of the CA index that began before a CA was revoked for a key compromise, and
+    ended after the follower's read that saw it, put back the CA as uncompromised: what it
+    issued was answered `good` until the next read (reads now run one at a time)."""
+    sessions = session_factory(engine)
+    clock = lambda: datetime.now(UTC)  # noqa: E731
+    responder = Responder(sessions, RecordingSigners(), clock, timedelta(hours=1), 100)  # type: ignore[arg-type]
+    certificate, _ = self_signed_ca("Compromised Later")
+    with sessions.begin() as session:
+        org = Repositories(session, 0).organizations.add("compromised-later").id
+        row = ca_row(certificate, "sealed", "Compromised Later", None)
+        row.org_id = org
+        session.add(row)
+        session.flush()
+        ca_id = row.id
+    read, carry_on = threading.Event(), threading.Event()
+    all_cas = OCSPRepository.all_cas
+
+    def held_once(repository: OCSPRepository) -> object:
+        rows = all_cas(repository)
+        if not read.is_set():  # the first read has its rows, and is held before it ends
+            read.set()
+            carry_on.wait()
+        return rows
+
+    monkeypatch.setattr(OCSPRepository, "all_cas", held_once)
+    earlier = threading.Thread(target=responder.reload_issuers)
+    earlier.start()
+    try:
+        assert read.wait(30)
+        with sessions.begin() as session:
+            revoked = session.get(CertificateAuthority, ca_id)
+            assert revoked is not None
+            revoked.revoked_at = datetime.now(UTC)
+            revoked.revocation_reason = "keyCompromise"
+        later = threading.Thread(target=responder.reload_issuers)  # the follower's, say
+        later.start()
+        later.join(2)  # before the fix it ends here, ahead of the earlier read; now it waits
+    finally:
+        carry_on.set()
+    earlier.join()
+    later.join()
+    assert responder._served[ca_id].compromised_at is not None

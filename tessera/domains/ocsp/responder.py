@@ -317,7 +317,7 @@ class Responder:
                 wait = self._index_loaded + INDEX_RELOAD_MIN_SECONDS - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
-                self.reload_issuers()
+                self._read_issuers()
             return True
         finally:
             self._reload_waiters.release()
@@ -359,7 +359,14 @@ class Responder:
     def reload_issuers(self) -> None:
         """The issuers answered for (groups with a row holding the key), keyed by their
         CertID hashes under every supported hash. Held answers and the signer of a group
-        whose rows changed are dropped: what they were read or chosen from is gone."""
+        whose rows changed are dropped: what they were read or chosen from is gone. One read
+        at a time: one that began earlier and ended later would put back what the other
+        found changed (a CA made, or revoked for a key compromise)."""
+        with self._reload_lock:
+            self._read_issuers()
+
+    def _read_issuers(self) -> None:
+        """`reload_issuers`, under `_reload_lock`."""
         now, started = self.clock(), time.monotonic()
         with self.sessions() as session:
             rows = OCSPRepository(session).all_cas()
