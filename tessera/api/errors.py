@@ -73,9 +73,9 @@ def install(app: FastAPI) -> None:
         if _missing_value(exc):
             # A null no model check caught: most likely the request's, so a 4xx that says
             # what is wrong; logged as a warning, since it may be a column the code forgot.
-            log.warning("NOT NULL on %s %s: %s", request.method, request.url.path, exc.orig)
+            log.warning("NOT NULL on %s %s: %s", request.method, request.url.path, loggable(exc))
             return _formatter(request)(422, "a required value is missing (null)")
-        log.info("integrity conflict on %s %s: %s", request.method, request.url.path, exc.orig)
+        log.info("integrity conflict on %s %s: %s", request.method, request.url.path, loggable(exc))
         taken = _taken(exc)
         message = taken or "conflicts with an existing record; retry or reload"
         return _formatter(request)(409, message)
@@ -83,7 +83,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DataError)
     async def data_error(request: Request, exc: DataError) -> Response:
         # A value the column cannot hold (too long, out of range) that no check caught first.
-        log.warning("data error on %s %s: %s", request.method, request.url.path, exc.orig)
+        log.warning("data error on %s %s: %s", request.method, request.url.path, loggable(exc))
         return _formatter(request)(400, "a value is too long or out of range")
 
     @app.exception_handler(Exception)
@@ -125,6 +125,22 @@ def _taken(exc: IntegrityError) -> str | None:
         return None
     noun = _ROW_NOUNS.get(table, table.replace("_", " "))
     return f"a {noun} with this {' and '.join(named)} already exists"
+
+
+def loggable(exc: IntegrityError | DataError) -> str:
+    """What the log may say of a database error: PostgreSQL's SQLSTATE with the table, column
+    and constraint it names, or SQLite's message (which names columns, never values).
+    PostgreSQL's own text carries the values ("Key (secret)=(...)", "Failing row contains
+    (...)", a whole row with its password hash), which the log must not hold either."""
+    diag = getattr(exc.orig, "diag", None)
+    if diag is None:
+        return str(exc.orig)
+    parts = [f"SQLSTATE {getattr(exc.orig, 'sqlstate', None)}"]
+    for label in ("table", "column", "constraint"):
+        named = getattr(diag, f"{label}_name", None)
+        if named:
+            parts.append(f"{label} {named}")
+    return ", ".join(parts)
 
 
 def _missing_value(exc: IntegrityError) -> bool:
