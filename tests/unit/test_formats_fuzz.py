@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tessera.core import formats, inspect
+from tessera.core import formats, inspect, uploads
 from tessera.core.errors import TesseraError
 from tests.tools import openssl
 
@@ -244,7 +244,7 @@ def test_pkcs12_reader(data: bytes, password: bytes | None) -> None:
 @FUZZ
 @given(data=inputs, password=passwords)
 def test_read_objects(data: bytes, password: bytes | None) -> None:
-    content = _typed(lambda: formats.read_objects(data, password))
+    content = _typed(lambda: uploads.read_objects(data, password))
     for found in content.objects if content else []:
         assert found.problem or found.certificate or found.csr or found.key
         if found.certificate is not None:
@@ -256,7 +256,7 @@ def test_read_objects(data: bytes, password: bytes | None) -> None:
 def test_pasted_text(text: str) -> None:
     raw = formats.decode_text(text)
     assert isinstance(raw, bytes)
-    _typed(lambda: formats.read_objects(raw, None))
+    _typed(lambda: uploads.read_objects(raw, None))
 
 
 @FUZZ
@@ -292,7 +292,7 @@ def test_samples_are_readable(tmp_path: Path) -> None:
     from_openssl = _openssl_pkcs12(SAMPLES, tmp_path)
     cert, key, _ = formats.load_pkcs12(from_openssl, PASSWORD)
     assert cert is not None and key is not None
-    kinds = [f.kind for f in formats.read_objects(b"".join(SAMPLES.values()), PASSWORD).objects]
+    kinds = [f.kind for f in uploads.read_objects(b"".join(SAMPLES.values()), PASSWORD).objects]
     assert kinds.count("certificate") >= 4 and "csr" in kinds and "private_key" in kinds
 
 
@@ -303,5 +303,5 @@ def test_every_truncation_is_typed(name: str) -> None:
     step = max(1, len(sample) // 97)
     for end in range(0, len(sample), step):
         for password in (None, PASSWORD):
-            _typed(lambda cut=sample[:end], pw=password: formats.read_objects(cut, pw))
+            _typed(lambda cut=sample[:end], pw=password: uploads.read_objects(cut, pw))
         _typed(lambda cut=sample[:end]: formats.load_certificates(cut))

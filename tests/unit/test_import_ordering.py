@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tessera.core.formats import Found
+from tessera.core.uploads import Found
 from tessera.domains.imports.service import _Item, _parents_first
 
 KEY = ec.generate_private_key(ec.SECP256R1())

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from tessera.domains.issuance import ca_row
 from tessera.domains.ocsp import responder as responder_module
@@ -34,17 +35,9 @@ class RecordingSigners:
 def test_a_ca_made_just_after_the_index_was_read_is_answered_for(engine: Engine) -> None:
     sessions = session_factory(engine)
     signers = RecordingSigners()
-    clock = lambda: datetime.now(UTC)  # noqa: E731
-    responder = Responder(sessions, signers, clock, timedelta(hours=1), 100)  # type: ignore[arg-type]
+    responder = _responder(sessions, signers)
     responder.reload_issuers()  # read a moment before the CA is made
-    certificate, key = self_signed_ca("Made Just After")
-    with sessions.begin() as session:
-        org = Repositories(session, 0).organizations.add("fresh").id
-        row = ca_row(certificate, "sealed", "Made Just After", None)
-        row.org_id = org
-        session.add(row)
-        session.flush()
-        ca_id = row.id
+    certificate, key, ca_id = _stored_ca(sessions, "Made Just After")
     asked = ocsp.OCSPRequestBuilder().add_certificate(
         _leaf(certificate, key), certificate, hashes.SHA1()
     )
@@ -61,10 +54,7 @@ def test_requests_for_unknown_cas_do_not_all_wait_for_a_read(
     jobs: requests naming made-up CAs past RELOAD_WAITERS are refused at once, not queued
     behind a read (before, every one waited its turn, so a flood held every thread)."""
     monkeypatch.setattr(responder_module, "RELOAD_WAITERS", 1, raising=False)
-    clock = lambda: datetime.now(UTC)  # noqa: E731
-    responder = Responder(
-        session_factory(engine), RecordingSigners(), clock, timedelta(hours=1), 100
-    )  # type: ignore[arg-type]
+    responder = _responder(session_factory(engine))
     reading, release = threading.Event(), threading.Event()
 
     def slow_read() -> None:  # a slow database: the first request's read takes its time
@@ -84,6 +74,25 @@ def test_requests_for_unknown_cas_do_not_all_wait_for_a_read(
     first.join()
     second.join()
     assert [a.der for a in answered_during_the_read] == [UNAUTHORIZED]
+
+
+def _responder(sessions: sessionmaker[Session], signers: object = None) -> Responder:
+    clock = lambda: datetime.now(UTC)  # noqa: E731
+    factory = signers or RecordingSigners()
+    return Responder(sessions, factory, clock, timedelta(hours=1), 100)  # type: ignore[arg-type]
+
+
+def _stored_ca(
+    sessions: sessionmaker[Session], name: str
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey, int]:
+    """A CA with its key (sealed, as stored) in an organization of its own."""
+    certificate, key = self_signed_ca(name)
+    with sessions.begin() as session:
+        row = ca_row(certificate, "sealed", name, None)
+        row.org_id = Repositories(session, 0).organizations.add(name).id
+        session.add(row)
+        session.flush()
+        return certificate, key, row.id
 
 
 def _unknown(responder: Responder) -> Request:
@@ -119,16 +128,8 @@ def test_a_read_that_began_earlier_does_not_undo_a_later_one(
     ended after the follower's read that saw it, put back the CA as uncompromised: what it
     issued was answered `good` until the next read (reads now run one at a time)."""
     sessions = session_factory(engine)
-    clock = lambda: datetime.now(UTC)  # noqa: E731
-    responder = Responder(sessions, RecordingSigners(), clock, timedelta(hours=1), 100)  # type: ignore[arg-type]
-    certificate, _ = self_signed_ca("Compromised Later")
-    with sessions.begin() as session:
-        org = Repositories(session, 0).organizations.add("compromised-later").id
-        row = ca_row(certificate, "sealed", "Compromised Later", None)
-        row.org_id = org
-        session.add(row)
-        session.flush()
-        ca_id = row.id
+    responder = _responder(sessions)
+    _, _, ca_id = _stored_ca(sessions, "Compromised Later")
     read, carry_on = threading.Event(), threading.Event()
     all_cas = OCSPRepository.all_cas
 

@@ -4,7 +4,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
 
-from tessera.core import formats, pkcs12_sandbox
+from tessera.core import pkcs12_sandbox, uploads
 from tessera.core.errors import Unavailable
 from tests.e2e.helpers import self_signed
 
@@ -53,11 +53,11 @@ def test_a_busy_server_is_a_503_for_smart_import_and_convert_too(
     assert all(taken)
     try:
         with pytest.raises(Unavailable):
-            formats.read_objects(data, b"secret")
+            uploads.read_objects(data, b"secret")
     finally:
         for _ in taken:
             pkcs12_sandbox._opening.release()
-    assert [found.kind for found in formats.read_objects(data, b"secret").objects] == [
+    assert [found.kind for found in uploads.read_objects(data, b"secret").objects] == [
         "certificate",
         "private_key",
     ]

@@ -21,15 +21,9 @@ from cryptography import x509
 
 from tessera.core import inspect
 from tessera.core.errors import Conflict, TesseraError
-from tessera.core.formats import (
-    Found,
-    csr_pem,
-    key_pem,
-    public_key_der,
-    read_objects,
-    secret,
-)
+from tessera.core.formats import csr_pem, key_pem, public_key_der, secret
 from tessera.core.keys import PrivateKey
+from tessera.core.uploads import Found, read_objects
 from tessera.domains import audit
 from tessera.domains.cas.service import CAService
 from tessera.domains.certificates.service import CertificateService

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 
 from tessera.core.errors import Conflict, NotFound, TesseraError
 from tessera.core.formats import is_issued_by, load_certificate
-from tessera.core.inspect import common_name, general_names, public_key_sha256, serial_hex
+from tessera.core.inspect import common_name, general_names, public_key_sha256
 from tessera.core.names import name_text
 from tessera.core.profile import CertificateRequest, fill_subject, with_subject_emails
 from tessera.core.renewal import renewal_opens
@@ -35,7 +35,6 @@ from tessera.domains.scep.csr import read_csr
 from tessera.domains.scep.types import BAD_ALG, BAD_CERT_ID, BAD_REQUEST, ProfileSettings, Reply
 from tessera.storage import models
 from tessera.storage.models_scep import ScepRequest
-from tessera.storage.repositories.crl import CRLRepository
 from tessera.storage.repositories.scep import DYNAMIC, ISSUED, PENDING, REJECTED
 
 PKCS_REQ, RENEWAL_REQ = "PKCSReq", "RenewalReq"
@@ -335,12 +334,6 @@ class EnrollmentService:
                 return row
         return None
 
-    def get_cert(self, profile: ProfileSettings, issuer_der: bytes, serial: int) -> Reply:
-        cert = self._by_serial(profile, issuer_der, serial)
-        if cert is None:
-            return Reply.failure(BAD_CERT_ID, "no such certificate")
-        return Reply.success([load_certificate(cert.certificate_pem.encode())])
-
     def shared_password(self, profile: ProfileSettings) -> str | None:
         """The password that opens password-based envelopes and encrypts answers to keys
         that cannot encrypt: the profile's static challenge. None for a dynamic profile, where
@@ -348,31 +341,6 @@ class EnrollmentService:
         if profile.challenge_type == DYNAMIC:
             return None
         return self._challenges().static_password(_ca_id(profile))
-
-    def ca_for(
-        self, profile: ProfileSettings, issuer_der: bytes
-    ) -> models.CertificateAuthority | None:
-        """The profile's CA (or the next one) whose subject is `issuer_der`."""
-        for ca_id in (profile.ca_id, profile.next_ca_id):
-            ca = self._repos.cas.get(ca_id) if ca_id is not None else None
-            if ca is not None and _subject_der(ca) == issuer_der:
-                return ca
-        return None
-
-    def latest_crl(self, ca: models.CertificateAuthority) -> bytes | None:
-        """The newest full CRL the CRL publisher stored for this CA (GetCRL)."""
-        crls = CRLRepository(self._repos.session)
-        latest = crls.latest(ca.id, "full")
-        published = crls.published(latest[0]) if latest else None
-        return bytes(published.der) if published is not None else None
-
-    def _by_serial(
-        self, profile: ProfileSettings, issuer_der: bytes, serial: int
-    ) -> models.Certificate | None:
-        ca = self.ca_for(profile, issuer_der)
-        if ca is None:
-            return None
-        return self._repos.scep.certificate_by_serial(serial_hex(serial), [ca.id])
 
     # The approval queue
     def csr_pem(self, row: ScepRequest) -> str:
@@ -596,7 +564,3 @@ def _armored(der: bytes) -> str:
 
 def _ca_cert(ca: models.CertificateAuthority) -> x509.Certificate:
     return load_certificate(ca.certificate_pem.encode())
-
-
-def _subject_der(ca: models.CertificateAuthority) -> bytes:
-    return _ca_cert(ca).subject.public_bytes()

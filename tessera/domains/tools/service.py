@@ -12,7 +12,6 @@ from cryptography import x509
 from tessera.core import inspect, tls_probe
 from tessera.core.errors import InvalidInput, TesseraError
 from tessera.core.formats import (
-    Content,
     cert_der,
     cert_pem,
     csr_der,
@@ -26,11 +25,11 @@ from tessera.core.formats import (
     pkcs7_bundle,
     pkcs12_bundle,
     public_key_der,
-    read_objects,
     same_public_key,
     secret,
 )
 from tessera.core.keys import PrivateKey
+from tessera.core.uploads import Content, read_objects
 from tessera.domains import exports
 from tessera.domains.tools.describe import (
     certificate_facts,

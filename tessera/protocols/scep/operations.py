@@ -31,6 +31,7 @@ from tessera.domains.scep.enrollment import (
     EnrollmentService,
     Envelope,
 )
+from tessera.domains.scep.lookups import ScepLookups
 from tessera.domains.scep.profiles import ProfileService
 from tessera.domains.scep.types import (
     BAD_ALG,
@@ -380,15 +381,16 @@ def _dispatch(context: _Context, kind: MessageType, envelope: Envelope) -> Reply
         return service.poll(profile, envelope, subject)
     wanted = issuer_and_serial(envelope.payload)
     if kind is MessageType.GET_CERT:
-        return service.get_cert(profile, wanted.issuer, wanted.serial)
+        return ScepLookups(context.repos).get_cert(profile, wanted.issuer, wanted.serial)
     return _get_crl(context, wanted.issuer)
 
 
 def _get_crl(context: _Context, issuer_der: bytes) -> Reply:
-    ca = context.enrollment.ca_for(context.profile, issuer_der)
+    lookups = ScepLookups(context.repos)
+    ca = lookups.ca_for(context.profile, issuer_der)
     if ca is None:
         return Reply.failure(BAD_CERT_ID, "no CRL for this issuer here")
-    crl = context.enrollment.latest_crl(ca)
+    crl = lookups.latest_crl(ca)
     if crl is None:
         return Reply.failure(BAD_CERT_ID, "no CRL has been published for this CA yet")
     return Reply.success([], crl)
