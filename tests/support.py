@@ -79,10 +79,28 @@ def loopback_certificate(
     return directory / f"{name}.pem"
 
 
+# Ports come from a block of their own per pytest-xdist worker, below the kernel's ephemeral
+# range: a port the kernel handed to one worker was free again for another a moment later,
+# and two servers (which listen with SO_REUSEPORT) then shared it, each answering part of the
+# other's connections with its own certificate.
+PORT_BLOCK = 2500
+_next_port = [0]
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1...; none without xdist
+    block = int(worker[2:]) + 1 if worker.startswith("gw") else 0
+    base = 12000 + block * PORT_BLOCK
+    for _ in range(PORT_BLOCK):
+        port = base + _next_port[0] % PORT_BLOCK
+        _next_port[0] += 1
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {base}-{base + PORT_BLOCK - 1}")
 
 
 @contextmanager

@@ -83,6 +83,14 @@ def create_root(
     return created
 
 
+def _days_within(api: httpx.Client, parent_id: int, days: int) -> int:
+    """`days`, or fewer when the parent ends sooner: a child may not outlive its issuer (a
+    422), and one asked for as many days as its parent, a second later, would by a second."""
+    until = datetime.fromisoformat(data(api.get(f"{API}/cas/{parent_id}"))["valid_until"])
+    left = (until - datetime.now(UTC)) // timedelta(days=1)
+    return max(1, min(days, left - 1))
+
+
 def create_intermediate(
     api: httpx.Client, parent_id: int, name: str, **extra: Any
 ) -> dict[str, Any]:
@@ -90,7 +98,7 @@ def create_intermediate(
         "common_name": name,
         "ca_type": "intermediate",
         "parent_id": parent_id,
-        "validity_days": 1825,
+        "validity_days": _days_within(api, parent_id, 1825),
         "key_algorithm": "EC",
         "key_size": 256,
         **extra,
