@@ -67,8 +67,9 @@ def serve(
         host=host, port=port, http_port=http_port, workers=workers, data_dir=data_dir
     )
     bootstrap.private_files()
+    claim = server.claim_ports(settings)  # before the set-up: a server refused does none
     tls = bootstrap.initialize(settings)
-    server.run(settings, tls)
+    server.run(settings, tls, claim)
 
 
 @app.command(help="Create the data directory, database, KEK, admin user and TLS certificate.")

@@ -1,4 +1,4 @@
-"""Process model: the supervisor checks that both ports are free, then runs N worker
+"""Process model: the supervisor claims both ports (tessera/ports.py), then runs N worker
 processes. Each worker opens its own HTTPS and plain-HTTP listeners with SO_REUSEPORT, so the
 kernel spreads connections evenly, and serves both from one uvloop event loop with uvicorn."""
 
@@ -19,33 +19,20 @@ from typing import Any
 import uvicorn
 import uvloop
 
+from tessera import ports
 from tessera.bootstrap import TLSFiles
 from tessera.config import Settings
 from tessera.core.keystore import Keyring
 from tessera.domains.security.tls import opening_password
+from tessera.ports import Claim, tcp_socket
 
 log = logging.getLogger("tessera.server")
 CRASH_WINDOW = 10.0  # seconds: a worker dying this soon will not do better on a restart
 LOOPBACK_OF_WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
 
 
-def _socket(host: str) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-
-
-def check_free(host: str, port: int) -> None:
-    """Fail early, and clearly, when something already listens there (even a Tessera)."""
-    with _socket(host) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise SystemExit(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-
-
 def listen(host: str, port: int) -> socket.socket:
-    sock = _socket(host)
+    sock = tcp_socket(host)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     # Accepted sockets inherit it: without it a response written in two parts waits for the
@@ -158,7 +145,7 @@ def _wait_listening(
 
 
 def _accepts(host: str, port: int) -> bool:
-    with _socket(host) as probe:
+    with tcp_socket(host) as probe:
         return probe.connect_ex((host, port)) == 0
 
 
@@ -190,10 +177,15 @@ def _start_line(settings: Settings, count: int) -> str:
     return line
 
 
-def run(settings: Settings, tls: TLSFiles) -> None:
-    check_free(settings.host, settings.port)
-    if settings.http_port:
-        check_free(settings.host, settings.http_port)
+def claim_ports(settings: Settings) -> Claim:
+    """Both ports, for the server's life: another Tessera of this user on them (even one
+    starting at the same moment) or anything listening there stops this one."""
+    return ports.claim(settings.host, [p for p in (settings.port, settings.http_port) if p])
+
+
+def run(settings: Settings, tls: TLSFiles, claim: Claim) -> None:
+    """Serve until SIGTERM/SIGINT, holding `claim` (released as the process ends): workers
+    restarted meanwhile bind ports no other server could take."""
     count = settings.worker_count
     context = multiprocessing.get_context("spawn")
     payload = settings.model_dump_json()
@@ -239,4 +231,5 @@ def run(settings: Settings, tls: TLSFiles) -> None:
         process.join(timeout=10)
         if process.is_alive():
             process.kill()
+    claim.release()  # only now: no worker of this server listens any more
     sys.exit(1 if failed else 0)
