@@ -9,13 +9,17 @@ for all of them (twice, with the trailing-slash retry). A `PrefixRouter` include
 path without trying them; what it does match is matched exactly as by FastAPI, but for the
 two rules below (docs/routing.md)."""
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.routing import Match, get_route_path
 from starlette.types import Receive, Scope, Send
+
+HEAD_AS_GET = "tessera.head_as_get"  # a scope's mark: this GET answers a HEAD
 
 
 class Route(APIRoute):
@@ -64,7 +68,7 @@ class PrefixRouter(APIRouter):
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         allowed = self._not_allowed(scope, get_route_path(scope))
         if allowed is not None:
-            raise HTTPException(status_code=405, headers={"Allow": ", ".join(sorted(allowed))})
+            raise HTTPException(status_code=405, headers={"Allow": allow_header(allowed)})
         if scope["method"] == "HEAD" and super().matches(scope)[0] is not Match.FULL:
             # No route of the path takes HEAD itself (ACME's new-nonce, the health checks
             # and the CRLs do): it is that path's GET, whose body the server leaves out.
@@ -91,9 +95,24 @@ class PrefixRouter(APIRouter):
             methods.setdefault(route.path, set()).update(route.methods or ())
         for route in routes:
             if isinstance(route, Route):
-                route.allow = ", ".join(sorted(methods[route.path]))
+                route.allow = allow_header(methods[route.path])
             if not route.param_convertors:
                 self.fixed[prefix + route.path] = frozenset(methods[route.path])
+
+
+def allow_header(methods: Iterable[str]) -> str:
+    """A 405's `Allow`: the methods the resource takes (RFC 9110 10.2.1), HEAD among them
+    wherever GET is, since HEAD answers as GET there."""
+    methods = set(methods)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
+def answers_head(request: Request) -> bool:
+    """Whether this GET is a HEAD's (`_as_get`): its body is never sent, so an endpoint whose
+    GET records that something left the server (a key export's audit row) records nothing."""
+    return bool(request.scope.get(HEAD_AS_GET))
 
 
 def _as_get(scope: Scope) -> Scope:
@@ -101,8 +120,9 @@ def _as_get(scope: Scope) -> Scope:
     HEAD with GET, but RFC 9110 9.3.2 has every GET resource answer HEAD alike: same status
     and headers (the GET body's Content-Length), no body. The server (uvicorn) leaves the
     body out, since its own scope still says HEAD; the routes and their handlers see GET.
-    Only the method differs: `state` and FastAPI's bookkeeping are the same objects."""
-    return {**scope, "method": "GET"}
+    Only the method differs, and the mark `answers_head` reads: `state` and FastAPI's
+    bookkeeping are the same objects."""
+    return {**scope, "method": "GET", HEAD_AS_GET: True}
 
 
 def include(app: FastAPI, router: APIRouter, prefix: str = "", **options: Any) -> None:

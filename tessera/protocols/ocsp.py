@@ -66,7 +66,7 @@ class OCSPEndpoint:
                 await _plain(send, 414, b"OCSP request too large")
                 return
         else:
-            await _plain(send, 405, b"OCSP takes POST /ocsp or GET /ocsp/{base64 request}")
+            await _plain(send, 405, b"OCSP takes POST /ocsp or GET /ocsp/{base64 request}", path)
             return
         answer = await self._answer(der)
         await _respond(send, answer, cacheable=method != "POST")
@@ -124,15 +124,23 @@ async def _respond(send: Send, answer: Answer, cacheable: bool) -> None:
     await send({"type": "http.response.body", "body": answer.der})
 
 
-async def _plain(send: Send, status: int, text: bytes) -> None:
+async def _plain(send: Send, status: int, text: bytes, path: str = "") -> None:
     headers = [
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(text)).encode()),
     ]
     if status == 405:
-        headers.append((b"allow", b"GET, POST"))
+        headers.append((b"allow", _allowed(path)))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": text})
+
+
+def _allowed(path: str) -> bytes:
+    """What the OCSP path takes (RFC 9110 10.2.1): /ocsp POST only, /ocsp/{request} GET and
+    its HEAD, /ocsp/ both (an empty GET request is a malformed one, answered as such)."""
+    if path == PATH:
+        return b"POST"
+    return b"GET, HEAD, POST" if path == PATH + "/" else b"GET, HEAD"
 
 
 def install(app: FastAPI, rt: Runtime) -> Responder:

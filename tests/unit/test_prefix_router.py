@@ -132,10 +132,10 @@ def test_a_fixed_path_is_never_a_path_parameter() -> None:
     assert [(status, allow) for status, allow, _ in answers[:6]] == [
         (405, "POST"),
         (405, "POST"),
-        (405, "GET"),
+        (405, "GET, HEAD"),  # HEAD answers wherever GET does (RFC 9110 10.2.1)
         (405, "POST"),
-        (405, "GET, POST"),
-        (405, "DELETE, GET"),
+        (405, "GET, HEAD, POST"),
+        (405, "DELETE, GET, HEAD"),
     ]
     assert [text for _, _, text in answers[6:10]] == ['"synced"', '"stats"', "5", "5"]
     assert answers[10][0] == 422  # not a fixed path: the id parser's answer, as before

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tessera.api.deps import UnitOfWork, now, repositories, require, require_system, runtime
-from tessera.api.routing import PrefixRouter
+from tessera.api.routing import PrefixRouter, answers_head
 from tessera.api.v2.envelope import iso, ok, page_meta
 from tessera.api.v2.params import Page, PerPage50, QueryRowId, RowId
 from tessera.api.v2.schemas import NO_BOOL, Integer, Port
@@ -187,9 +187,11 @@ def export(
     search: Text = None,
 ) -> Response:
     filters = _filters(username, action, success, date_from, date_to, search)
-    _service(request, session, actor).note_export(format, filters, limit)
-    # The audit row above commits with the request; the rows stream afterwards.
-    batches = export_batches(runtime(request).sessions, actor.org_id, filters, limit)
+    batches: Iterator[list[AuditLog]] = iter(())
+    if not answers_head(request):  # a HEAD sends no rows: nothing to audit, none to read
+        _service(request, session, actor).note_export(format, filters, limit)
+        # The audit row above commits with the request; the rows stream afterwards.
+        batches = export_batches(runtime(request).sessions, actor.org_id, filters, limit)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     if format == "csv":
         body, media = _csv(batches), "text/csv; charset=utf-8"

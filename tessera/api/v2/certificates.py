@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from tessera.api.deps import UnitOfWork, commit_before_answering, issuance, now, require
-from tessera.api.routing import PrefixRouter
+from tessera.api.routing import PrefixRouter, answers_head
 from tessera.api.v2 import views
 from tessera.api.v2.envelope import bulk_answer, download, ok, page_meta
 from tessera.api.v2.params import MAX_ROW_ID, Page, PerPage50, QueryRowId, RowId
@@ -235,7 +235,10 @@ def export_certificate(
 ) -> Response:
     service = _service(request, session, actor)
     key_allowed = grants(actor.permissions, KEY_EXPORT_PERMISSION)
-    return download(service.export(cert_id, format, include_key, password, key_allowed))
+    # A HEAD is answered as this GET, the file made for its length, but sent it is not: no
+    # key left the server, so no key export is audited (docs/audit.md).
+    delivered = not answers_head(request)
+    return download(service.export(cert_id, format, include_key, password, key_allowed, delivered))
 
 
 @router.post("/{cert_id}/key")

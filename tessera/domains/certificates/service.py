@@ -317,32 +317,45 @@ class CertificateService:
         return [] if ca is None else list(issuer_chain(self._repos, ca).certificates)
 
     def export(
-        self, cert_id: int, fmt: str, include_key: bool, password: str | None, key_allowed: bool
+        self,
+        cert_id: int,
+        fmt: str,
+        include_key: bool,
+        password: str | None,
+        key_allowed: bool,
+        delivered: bool = True,
     ) -> Exported:
-        """A key goes out only when asked for, stored here, and allowed; each time audited."""
+        """A key goes out only when asked for, stored here, and allowed; each time audited.
+        Not `delivered` (the file is made for its size and name only, never sent: an HTTP
+        HEAD), no key leaves and none is audited, but the same permission is needed."""
         cert = self.get(cert_id)
         check_key_options(fmt, include_key, password)
         key = None
         if wants_key(fmt, include_key) and (include_key or cert.encrypted_private_key):
             if not key_allowed:
                 raise PermissionDenied("exporting a private key needs 'write:certificates'")
-            key = self.private_key(cert, fmt)
+            key = self.private_key(cert, fmt, audited=delivered)
         name = safe_name(cert.common_name, f"certificate-{cert.id}")
         parsed = load_certificate(cert.certificate_pem.encode())
         return export(fmt, name, parsed, self.issuer_chain(cert), key, password)
 
-    def private_key(self, cert: models.Certificate, purpose: str) -> PrivateKey:
-        """Decrypt a stored key for an export; every such export is audited."""
+    def private_key(
+        self, cert: models.Certificate, purpose: str, audited: bool = True
+    ) -> PrivateKey:
+        """Decrypt a stored key for an export; every such export is audited (`audited` is
+        False only for an export that is never sent)."""
         if cert.encrypted_private_key is None:
             raise NotFound(f"no private key is stored for certificate {cert.id}")
-        audit.record(
-            self._repos.audit,
-            self._actor,
-            "certificate.export_key",
-            "certificate",
-            cert.id,
-            {"format": purpose},
-        )
+        if audited:
+            details = {"format": purpose}
+            audit.record(
+                self._repos.audit,
+                self._actor,
+                "certificate.export_key",
+                "certificate",
+                cert.id,
+                details,
+            )
         return self._issuance.keys.decrypt(cert.encrypted_private_key)
 
     def private_key_pem(self, cert_id: int, passphrase: str | None) -> str:
