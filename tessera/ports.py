@@ -70,8 +70,8 @@ def lock(host: str, port: int) -> list[int]:
 def lock_names(host: str, port: int) -> list[tuple[str, bool]]:
     """The lock files for `host:port`, each with whether it is taken exclusively. A wildcard
     server takes every address of the port, so it holds the port's lock alone; a server on
-    one address shares the port's lock and holds its address's alone (127.0.0.1 and 0.0.0.0
-    on one port share it too: SO_REUSEPORT lets them, and 127.0.0.1's clients went to one)."""
+    one address shares the port's lock and holds its address's alone (SO_REUSEPORT lets
+    127.0.0.1 bind beside 0.0.0.0 too, and loopback clients then go to the 127.0.0.1 one)."""
     address = canonical_address(host)
     if address in WILDCARDS:
         return [(f"port-{port}.lock", True)]

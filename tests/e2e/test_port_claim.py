@@ -92,7 +92,8 @@ def assert_refused(loser: Serve, port: int) -> None:
 
 
 def assert_alone_on(winner: Serve, port: int) -> None:
-    """Every connection to the shared port reaches the winner, none a second server."""
+    """The winner answers on the shared port: on HTTPS with its own certificate, every time
+    (a second server there would answer some connections with another)."""
     assert winner.process.poll() is None, winner.said()
     if port == winner.port:
         assert all(winner.ready() for _ in range(20)), winner.said()
