@@ -166,9 +166,10 @@ def signing_refusal(
     the server trusts it, so a certificate it signed for anyone else would let them pass for
     the server.
 
-    With `now`, a CA that has expired is refused too: the settings that choose a CA ask, so
-    that an expired one is not accepted only to fail every enrollment (at issuance the
-    authority checks the validity of the CA certificate itself).
+    With `now`, a CA that has expired or is not valid yet (an imported one dated ahead) is
+    refused too: the settings that choose a CA ask, so that one is not accepted only to fail
+    every enrollment, and so does ACME's new-order (at issuance the authority checks the end
+    of the CA certificate's validity itself).
 
     With `vouching` (the OCSP responder's own signer), a disabled CA may sign too: disabling
     a CA stops issuance to subscribers, not the status of what it issued, which relying
@@ -188,6 +189,8 @@ def signing_refusal(
         return f"its key is RSA-{ca.key_size}, under the {MIN_RSA_BITS}-bit floor"
     if now is not None and ca.not_after <= now:
         return f"it expired on {ca.not_after.date().isoformat()}"
+    if now is not None and ca.not_before > now:
+        return f"it is not valid before {ca.not_before.isoformat()}"
     return None
 
 

@@ -31,6 +31,7 @@ from tessera.domains.acme.identifiers import (
     identifier_of,
     parse_identifiers,
 )
+from tessera.domains.acme.issuing import issuing_ca
 from tessera.domains.issuance import Issuance, deferred, write_issued
 from tessera.protocols.acme import jws
 from tessera.protocols.acme.problems import (
@@ -52,7 +53,6 @@ from tessera.storage.repositories import Repositories
 ORDER_LIFETIME = timedelta(days=7)
 MAX_CSR_BYTES = 16384
 ALREADY_REPLACED = "an order already replaces this certificate"
-NO_ISSUING_CA = "no issuing CA is configured for ACME (PATCH /api/v2/acme/settings)"
 
 
 @dataclass
@@ -70,8 +70,8 @@ class Orders:
     # creation
     def new_order(self, account: AcmeAccount, payload: dict[str, Any]) -> AcmeOrder:
         settings = self.settings()
-        if settings.issuing_ca_id is None:  # finalize could not issue: say so before the work
-            raise AcmeProblem("serverInternal", NO_ISSUING_CA, 503)
+        # Finalize could not issue: say so before the client proves its names for nothing.
+        issuing_ca(self.repos, settings, self.now)
         identifiers = parse_identifiers(payload.get("identifiers"))
         profile = self._profile(settings, payload.get("profile"))
         not_before, not_after = self._window(payload, self._max_days(settings, profile))
@@ -282,6 +282,7 @@ class Orders:
         self.refresh(order)
         if order.status != "ready":
             raise AcmeProblem("orderNotReady", f"the order is {order.status}, not ready", 403)
+        issuing_ca(self.repos, self.settings(), self.now)  # before queueing it for an approval
         csr = self._csr(account, order, payload.get("csr"))
         _check_profile_offered(self.settings(), order)
         if self.settings().require_approval:
@@ -323,9 +324,9 @@ class Orders:
     def issue(self, order: AcmeOrder, csr: x509.CertificateSigningRequest) -> models.Certificate:
         """The one issuance path, with the issuing CA's ACME template (or the profile's)."""
         settings = self.settings()
-        ca = self.repos.cas.get(settings.issuing_ca_id) if settings.issuing_ca_id else None
-        if ca is None:
-            raise AcmeProblem("serverInternal", NO_ISSUING_CA, 503)
+        # Asked again: the CA may have expired, been revoked or disabled since new-order. Its
+        # refusal is the same 503 as there, not a `badCSR` the client could do nothing about.
+        ca = issuing_ca(self.repos, settings, self.now)
         _check_profile_offered(settings, order)
         template = self._template(settings, order.profile)
         idents = [identifier(i["type"], i["value"]) for i in order.identifiers]
@@ -414,7 +415,8 @@ class Orders:
         try:
             self.issue(order, load_csr(order.csr_pem.encode()))
         except AcmeProblem as exc:
-            if exc.kind == "orderNotReady":  # decided meanwhile, expired, authorization lost
+            # decided meanwhile, expired, an authorization lost; or the CA cannot issue now
+            if exc.kind in ("orderNotReady", "serverInternal"):
                 raise Conflict(f"ACME order {order_id} cannot be issued: {exc.message}") from exc
             raise
         return order
