@@ -434,3 +434,43 @@ def test_a_challenge_whose_site_never_comes_up_is_invalid_after_the_last_attempt
     assert order["status"] == "invalid"
     assert order["error"]["subproblems"][0]["detail"] == failed["error"]["detail"]
     assert "subproblems" not in order["error"]["subproblems"][0]  # the attempts: above
+
+
+# --- CAA (RFC 8659) ----------------------------------------------------------------------
+
+CAA_PROBLEM = "urn:ietf:params:acme:error:caa"
+
+
+def caa_outcome(env: AcmeEnv, account: Acme, issuer: str | None) -> dict[str, Any]:
+    """An order for a new name whose CAA record (`issue`, when given) names `issuer`, after
+    its dns-01 challenge: ready, or invalid with the problem."""
+    host = name()
+    if issuer is not None:
+        env.dns.add_caa(host, issuer)
+    return account.ready_order(host)
+
+
+def test_caa_is_checked_against_the_identities_the_directory_advertises(
+    env: AcmeEnv, account: Acme
+) -> None:
+    """One list for both (validation.caa_identities): a server reached by address (the test
+    server, at 127.0.0.1) advertises no caaIdentities, and its CAA check then knows no
+    identity of its own, not its address (an issuer-domain-name is a domain name, RFC 8659
+    4.2): any `issue` record set refuses, none at all allows. Once the settings name an
+    identity, the directory lists it and a record naming it authorizes."""
+    env.settings(caa_check_ca_ids=[env.ca["id"]], caa_identities=[])
+    try:
+        assert "caaIdentities" not in account.http.get(env.directory).json()["meta"]
+        assert caa_outcome(env, account, None)["status"] == "ready"
+        for issuer in ("127.0.0.1", "ca.example.net"):
+            refused = caa_outcome(env, account, issuer)
+            assert refused["status"] == "invalid", refused
+            assert refused["error"]["type"] == CAA_PROBLEM, refused
+        env.settings(caa_identities=["pki.example.org"])
+        assert account.http.get(env.directory).json()["meta"]["caaIdentities"] == [
+            "pki.example.org"
+        ]
+        assert caa_outcome(env, account, "pki.example.org")["status"] == "ready"
+        assert caa_outcome(env, account, "127.0.0.1")["error"]["type"] == CAA_PROBLEM
+    finally:
+        env.settings(caa_check_ca_ids=[], caa_identities=[])

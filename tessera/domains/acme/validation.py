@@ -11,6 +11,7 @@ import ipaddress
 import socket
 import ssl
 import time
+from collections.abc import Sequence
 
 import dns.exception
 import dns.flags
@@ -133,8 +134,28 @@ def _check_alpn_certificate(cert: x509.Certificate, id_type: str, name: str, key
         raise AcmeProblem("incorrectResponse", f"tls-alpn-01 at {name}: wrong acmeIdentifier")
 
 
+def caa_identities(configured: Sequence[str] | None, server_host: str) -> list[str]:
+    """This CA's issuer-domain-names (RFC 8659 4.2): the ones the directory advertises as
+    `caaIdentities` (RFC 8555 9.7.1) and the only ones the CAA check accepts, so that a record
+    written after the directory authorizes what it says. The configured ones, else the host of
+    the server's public URL when it is a name. An IP address is none (an issuer-domain-name
+    is a domain name), so a server reached by address (127.0.0.1 by default) has no identity
+    until the settings name one, and then no `issue` record can name it (`check_caa`)."""
+    names = list(configured or []) or [server_host]
+    found = []
+    for name in names:
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            found.append(name)
+    return found
+
+
 def check_caa(name: str, wildcard: bool, identities: list[str], config: ValidationConfig) -> None:
-    """RFC 8659: the closest CAA record set up the tree decides; none at all allows. The
+    """RFC 8659: the closest CAA record set up the tree decides; none at all allows. A set
+    with `issue` (or, for a wildcard, `issuewild`) records must name one of `identities`:
+    with none (`caa_identities` found no name), every such set refuses, as RFC 8659 4.2 has
+    it for a CA the records do not name, and only names without them are allowed. The
     walk, a lookup per label, ends within CAA_BUDGET: a deep name whose lookups each wait the
     configured timeout would otherwise outlast the job's lease on the attempt."""
     resolver = config.resolver()

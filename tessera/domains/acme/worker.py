@@ -32,7 +32,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tessera.domains import audit
 from tessera.domains.acme.identifiers import identifier_of
-from tessera.domains.acme.validation import ValidationConfig, check_caa, key_authorization, validate
+from tessera.domains.acme.validation import (
+    ValidationConfig,
+    caa_identities,
+    check_caa,
+    key_authorization,
+    validate,
+)
 from tessera.domains.actor import system_actor
 from tessera.protocols.acme.problems import AcmeProblem, authorization_failed
 from tessera.storage.models_acme import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeSettings
@@ -60,7 +66,8 @@ class Attempt:
     name: str
     wildcard: bool
     key_auth: str
-    caa_identities: list[str] | None  # None: CAA is not checked for the issuing CA
+    caa_identities: list[str] | None  # None: CAA is not checked for the issuing CA; []: no
+    # identity of ours, so any `issue` record set refuses
     number: int  # `attempts` after the claim that made this attempt (a request's claim: 1)
 
 
@@ -70,13 +77,13 @@ class AcmeWorker:
         sessions: sessionmaker[Session],
         clock: Callable[[], datetime],
         config: ValidationConfig,
-        default_caa_identity: str,
+        server_host: str,
         always_valid: bool = False,
         retry_delay: timedelta = RETRY_DELAY,
     ) -> None:
         self._sessions, self._clock, self._config = sessions, clock, config
         self._retry_delay = retry_delay
-        self._default_caa = default_caa_identity
+        self._server_host = server_host  # of the public URL: the default CAA identity
         self._always_valid = always_valid
         self._handed: list[Attempt] = []  # challenges claimed by this process's requests
         self._handed_lock = threading.Lock()
@@ -140,7 +147,9 @@ class AcmeWorker:
         """What validating the challenge needs, read from its rows while they are loaded."""
         caa = None
         if settings.issuing_ca_id in (settings.caa_check_ca_ids or []):
-            caa = list(settings.caa_identities or []) or [self._default_caa]
+            # Those the directory advertises; none (a server reached by address) is a list
+            # that no CAA `issue` record matches (validation.check_caa).
+            caa = caa_identities(settings.caa_identities, self._server_host)
         return Attempt(
             challenge.id,
             authz.org_id,

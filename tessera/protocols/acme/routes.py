@@ -63,7 +63,7 @@ def install(app: FastAPI, rt: Runtime) -> None:
         rt.sessions,
         rt.clock,
         config,
-        _caa_identity(rt),
+        _server_host(rt),
         settings.acme_insecure_always_valid,
         timedelta(seconds=settings.acme_retry_seconds),
     )
@@ -87,7 +87,9 @@ def _hand_over(request: Request, attempt: Attempt) -> None:
     request.app.state.runtime.jobs.kick(VALIDATE_JOB)
 
 
-def _caa_identity(rt: Runtime) -> str:
+def _server_host(rt: Runtime) -> str:
+    """The host of the public URL: the CAA identity (validation.caa_identities) when the
+    settings name none and it is a name, not an address."""
     from urllib.parse import urlsplit
 
     return urlsplit(rt.settings.https_base).hostname or "localhost"
@@ -158,7 +160,7 @@ def directory(request: Request, session: UnitOfWork) -> JSONResponse:
 
 
 def _directory(ctx: Ctx) -> JSONResponse:
-    return _json(views.directory(ctx.urls, ctx.repos.acme.settings(), _caa_identity(ctx.rt)))
+    return _json(views.directory(ctx.urls, ctx.repos.acme.settings(), _server_host(ctx.rt)))
 
 
 @router.head("/new-nonce")

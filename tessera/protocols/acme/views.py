@@ -1,9 +1,9 @@
 """ACME resources as RFC 8555 section 7.1 shows them (field for field), with their URLs."""
 
-import ipaddress
 from datetime import UTC, datetime
 from typing import Any
 
+from tessera.domains.acme.validation import caa_identities
 from tessera.storage.models_acme import (
     AcmeAccount,
     AcmeAuthorization,
@@ -31,9 +31,9 @@ class Urls:
         return self("acct", account_id)
 
 
-def directory(urls: Urls, settings: AcmeSettings, caa_default: str) -> dict[str, Any]:
+def directory(urls: Urls, settings: AcmeSettings, server_host: str) -> dict[str, Any]:
     meta: dict[str, Any] = {"externalAccountRequired": settings.require_eab}
-    identities = list(settings.caa_identities or []) or _hostnames([caa_default])
+    identities = caa_identities(settings.caa_identities, server_host)
     if identities:
         meta["caaIdentities"] = identities
     if settings.terms_of_service:
@@ -54,19 +54,6 @@ def directory(urls: Urls, settings: AcmeSettings, caa_default: str) -> dict[str,
         "renewalInfo": urls("renewalInfo"),
         "meta": meta,
     }
-
-
-def _hostnames(names: list[str]) -> list[str]:
-    """caaIdentities are hostnames, what a CAA record's issuer-domain-name can hold (RFC 8555
-    9.7.1, RFC 8659 4.2): a server reached by an IP address (127.0.0.1 by default) has none
-    to offer until the settings name one."""
-    found = []
-    for name in names:
-        try:
-            ipaddress.ip_address(name)
-        except ValueError:
-            found.append(name)
-    return found
 
 
 def account(urls: Urls, row: AcmeAccount) -> dict[str, Any]:
