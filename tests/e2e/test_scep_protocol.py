@@ -10,7 +10,7 @@ import re
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -1133,3 +1133,94 @@ def test_answers_follow_ca_and_profile_changes_at_once(scep: Scep, api: httpx.Cl
     data(api.patch(f"{API}/scep/profiles/{slug}", json={"ca_id": second}))
     moved_ca, moved_ra = split(ca_certificates(scep.http, path))
     assert moved_ca.subject != ca.subject and moved_ra.issuer == moved_ca.subject
+
+
+# --- the signed attributes RFC 5652 requires --------------------------------------------
+
+CONTENT_TYPE, MESSAGE_DIGEST, SIGNING_TIME = (
+    "1.2.840.113549.1.9.3",
+    "1.2.840.113549.1.9.4",
+    "1.2.840.113549.1.9.5",
+)
+Attributes = list[asn1_cms.CMSAttribute]
+
+
+def re_signed(client: Client, sent: Sent, edit: Callable[[Attributes], Attributes]) -> Sent:
+    """The pkiMessage with its signed attributes edited, signed again by the client: a
+    message whose signature verifies, so that only what the attributes say is judged."""
+    info = asn1_cms.ContentInfo.load(sent.der)
+    signer = info["content"]["signer_infos"][0]
+    attrs = [asn1_cms.CMSAttribute.load(a.dump()) for a in signer["signed_attrs"]]
+    signer["signed_attrs"] = asn1_cms.CMSAttributes(edit(attrs))
+    info = asn1_cms.ContentInfo.load(info.dump(force=True))
+    signer = info["content"]["signer_infos"][0]
+    to_sign = b"\x31" + signer["signed_attrs"].dump()[1:]  # as a SET (RFC 5652 5.4)
+    signer["signature"] = client.key.sign(to_sign, asym_padding.PKCS1v15(), hashes.SHA256())
+    return Sent(info.dump(), sent.transaction_id, sent.nonce)
+
+
+def without(oid: str) -> Callable[[Attributes], Attributes]:
+    return lambda attrs: [a for a in attrs if a["type"].dotted != oid]
+
+
+def content_type(*values: str, times: int = 1) -> Callable[[Attributes], Attributes]:
+    """The contentType attribute replaced by `times` attributes with `values`."""
+    added = [asn1_cms.CMSAttribute({"type": CONTENT_TYPE, "values": list(values)})] * times
+    return lambda attrs: without(CONTENT_TYPE)(attrs) + added
+
+
+def second_message_digest(attrs: Attributes) -> Attributes:
+    wrong = attribute(MESSAGE_DIGEST, core.OctetString(b"\x00" * 32))
+    return [*attrs, asn1_cms.CMSAttribute.load(wrong.dump())]
+
+
+def signing_time(moment: datetime) -> Callable[[Attributes], Attributes]:
+    added = asn1_cms.CMSAttribute({"type": SIGNING_TIME, "values": [core.UTCTime(moment)]})
+    return lambda attrs: [*attrs, added]
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        (without(CONTENT_TYPE), "lack the contentType"),
+        (content_type("enveloped_data"), "contentType attribute differs"),
+        (content_type("data", "data"), "contentType attribute must have exactly one value"),
+        (content_type("data", times=2), "carry contentType 2 times"),
+        (second_message_digest, "carry messageDigest 2 times"),
+    ],
+    ids=["no-content-type", "other-content-type", "two-values", "twice", "two-digests"],
+)
+def test_signed_attributes_rfc5652_requires_are_checked(
+    scep: Scep, api: httpx.Client, edit: Callable[[Attributes], Attributes], why: str
+) -> None:
+    """RFC 5652 5.3 and 11: the signed attributes include exactly one contentType, equal to
+    the eContentType (id-data for SCEP, RFC 8894 3.2), and exactly one messageDigest. A
+    message that breaks this is malformed, refused as a bad signature is: CertRep FAILURE
+    badMessageCheck, nothing issued or stored."""
+    before = scep_requests(api)
+    client, cn = new_client(), unique("attrs-cn")
+    sent = re_signed(
+        client, pki_message(client, scep.ra, csr_der(client, cn, scep.challenge)), edit
+    )
+    reply = read_reply(scep.post(sent), client, scep.ra)
+    assert (reply.status, reply.fail_info) == (FAILURE, BAD_MESSAGE_CHECK), reply
+    assert why in (reply.fail_text or ""), reply
+    assert reply.transaction_id == sent.transaction_id and reply.recipient_nonce == sent.nonce
+    assert scep_requests(api) == before
+    assert issued_named(api, cn) == []
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [None, datetime(1990, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(days=3650)],
+    ids=["re-signed-unchanged", "signed-in-1990", "signed-in-ten-years"],
+)
+def test_signing_time_is_ignored(scep: Scep, moment: datetime | None) -> None:
+    """signingTime, when a client adds it, is signed but not judged (docs/scep.md): devices
+    enroll before their clock is set. The message re-signed unchanged enrolls too, so the
+    refusals above are the attributes', not the re-signing's."""
+    client = new_client()
+    edit = signing_time(moment) if moment else (lambda attrs: attrs)
+    payload = csr_der(client, unique("signing-time"), scep.challenge)
+    sent = re_signed(client, pki_message(client, scep.ra, payload), edit)
+    assert read_reply(scep.post(sent), client, scep.ra).status == SUCCESS

@@ -54,6 +54,7 @@ LEGACY_DES, DES_KEY = "des", 8
 # cannot carry the largest content key, and encrypting to it would fail after the issuance.
 _MIN_RECIPIENT_BITS = 8 * (max(CIPHERS.values()) + 11)
 _CONTEXT, _PRIMITIVE = 2, 0  # BER class and method numbers
+_CONTENT_TYPE, _MESSAGE_DIGEST = "1.2.840.113549.1.9.3", "1.2.840.113549.1.9.4"  # RFC 5652 11
 
 
 class CmsError(Exception):
@@ -77,6 +78,7 @@ class SignedMessage:
     signer_info: cms.SignerInfo
     certificates: list[x509.Certificate]
     digest_algorithm: str
+    content_type: str  # the eContentType, dotted
 
     def attribute(self, oid: str) -> core.Asn1Value | None:
         """The single value of a signed attribute: typed for the attributes asn1crypto
@@ -86,6 +88,9 @@ class SignedMessage:
                 values = attr["values"]
                 return values[0] if len(values) == 1 else None
         return None
+
+    def instances(self, oid: str) -> int:
+        return sum(1 for attr in self.signer_info["signed_attrs"] if attr["type"].dotted == oid)
 
 
 def parsed_value(value: core.Asn1Value, spec: type[core.Asn1Value]) -> object:
@@ -105,6 +110,7 @@ def load_signed(der: bytes) -> SignedMessage:
         signer_infos = signed["signer_infos"]
         encap = signed["encap_content_info"]
         content = encap["content"].native if encap["content"] else None
+        content_type = encap["content_type"].dotted
         certs = [x509.load_der_x509_certificate(c.chosen.dump()) for c in signed["certificates"]]
         if len(signer_infos) != 1:
             raise NotCms("a SCEP message has exactly one signer")
@@ -121,7 +127,7 @@ def load_signed(der: bytes) -> SignedMessage:
         raise NotCms(f"not a valid PKCS#7 message: {exc}") from exc
     if not isinstance(content, bytes | None):
         raise NotCms("the signed content is not an octet string")
-    return SignedMessage(content, signer_info, certs, str(digest))
+    return SignedMessage(content, signer_info, certs, str(digest), content_type)
 
 
 def signer_certificate(message: SignedMessage) -> x509.Certificate:
@@ -146,14 +152,18 @@ def signer_certificate(message: SignedMessage) -> x509.Certificate:
 
 
 def verify(message: SignedMessage, signer: x509.Certificate) -> None:
-    """Check messageDigest against the content and the signature over the signed attributes."""
+    """Check the contentType attribute against the eContentType, messageDigest against the
+    content and the signature over the signed attributes (RFC 5652 5.6). signingTime, when
+    present, is signed but not used (docs/scep.md)."""
     hash_cls = HASHES.get(message.digest_algorithm)
     if hash_cls is None:
         raise CmsError(BAD_ALG, f"unsupported digest algorithm {message.digest_algorithm}")
+    _check_content_type(message)
     digest = hashes.Hash(hash_cls())
     digest.update(message.content or b"")
-    expected = message.attribute("1.2.840.113549.1.9.4")  # messageDigest
     try:
+        _check_single(message, _MESSAGE_DIGEST, "messageDigest")
+        expected = message.attribute(_MESSAGE_DIGEST)
         claimed = parsed_value(expected, core.OctetString) if expected is not None else None
     except ASN1_ERRORS as exc:
         raise CmsError(BAD_MESSAGE_CHECK, "unreadable messageDigest attribute") from exc
@@ -162,6 +172,37 @@ def verify(message: SignedMessage, signer: x509.Certificate) -> None:
     # The signature covers the DER of the attributes as a SET (RFC 5652 section 5.4).
     attrs = message.signer_info["signed_attrs"].dump()
     _verify_signature(message.signer_info, signer, b"\x31" + attrs[1:], hash_cls())
+
+
+def _check_content_type(message: SignedMessage) -> None:
+    """RFC 5652 5.3: with signed attributes (which SCEP always has, RFC 8894 3.2), the
+    content-type attribute MUST be one of them, "with a value equal to the eContentType":
+    it is what binds the signature to the kind of content, which the messageDigest alone
+    does not. A message without it, or naming another type, is malformed: badMessageCheck,
+    as a signature that does not verify."""
+    try:
+        _check_single(message, _CONTENT_TYPE, "contentType")
+        claimed = message.attribute(_CONTENT_TYPE)
+        if claimed is not None and not isinstance(claimed, core.ObjectIdentifier):
+            claimed = claimed.parse(core.ObjectIdentifier)
+    except ASN1_ERRORS as exc:
+        raise CmsError(BAD_MESSAGE_CHECK, "unreadable contentType attribute") from exc
+    if claimed is None:
+        raise CmsError(BAD_MESSAGE_CHECK, "the signed attributes lack the contentType")
+    if claimed.dotted != message.content_type:
+        raise CmsError(
+            BAD_MESSAGE_CHECK, "the contentType attribute differs from the encapsulated content"
+        )
+
+
+def _check_single(message: SignedMessage, oid: str, name: str) -> None:
+    """RFC 5652 11.1 and 11.2: the content-type and message-digest attributes appear once,
+    with a single value; a second one would be a value the check above never saw."""
+    found = message.instances(oid)
+    if found > 1:
+        raise CmsError(BAD_MESSAGE_CHECK, f"the signed attributes carry {name} {found} times")
+    if found == 1 and message.attribute(oid) is None:
+        raise CmsError(BAD_MESSAGE_CHECK, f"the {name} attribute must have exactly one value")
 
 
 def _verify_signature(
@@ -388,7 +429,6 @@ _DATA = cms.ContentType("data").dump()
 _SIGNED_DATA = cms.ContentType("signed_data").dump()
 _ENVELOPED_DATA = cms.ContentType("enveloped_data").dump()
 _CONTENT_TYPE_DATA = cms.CMSAttribute({"type": "content_type", "values": ["data"]}).dump()
-_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
 # rsaEncryption (1.2.840.113549.1.1.1) with NULL parameters: what asn1crypto writes for
 # "rsassa_pkcs1v15", the form every SCEP client reads (strongSwan accepts no other).
 _RSA_SIGNATURE = algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"}).dump()
