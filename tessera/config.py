@@ -179,6 +179,21 @@ class Settings(BaseSettings):
     login_2fa_seconds: int = Field(
         300, ge=30, le=900, description="Time to enter the second factor after the password"
     )
+    login_throttle_failures: int = Field(
+        5, ge=1, description="Failed password logins of one username before it is throttled"
+    )
+    login_throttle_window_seconds: int = Field(
+        900,
+        ge=60,
+        le=86400,
+        description="Failures count while they come within this of each other (or of a lock)",
+    )
+    login_throttle_base_seconds: int = Field(
+        60, ge=1, description="First back-off of a throttled username; doubles on every lock"
+    )
+    login_throttle_max_seconds: int = Field(
+        900, ge=1, le=86400, description="Longest back-off of a throttled username"
+    )
 
     # OCSP responder (issue 5): signer, response validity, request limits, cache size.
     ocsp_signer: Literal["delegated", "ca"] = Field(

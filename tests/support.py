@@ -30,7 +30,7 @@ ADMIN_PASSWORD = "admin-password-for-tests"
 UNLIMITED = {
     f"TESSERA_RATE_LIMIT_{kind}_PER_MINUTE".replace("_DEFAULT", ""): "1000000"
     for kind in ("DEFAULT", "AUTH", "EXPORT", "PROTOCOL")
-}
+} | {"TESSERA_LOGIN_THROTTLE_FAILURES": "1000000"}  # suites fail logins on purpose, often
 
 
 def group_cpu(pgid: int) -> float:

@@ -97,7 +97,10 @@ _STRICT = re.compile(
 )
 _AUTH_WRITE = re.compile(r"^/api/(v\d+/)?auth/")
 _ACCOUNT_SECOND_FACTOR = re.compile(r"^/api/(v\d+/)?account/2fa/")
-_PASSWORD_CHANGE = re.compile(r"^/api/(v\d+/)?(account/password|auth/password-change)$")
+# The profile too: changing its email address checks the current password.
+_PASSWORD_CHANGE = re.compile(
+    r"^/api/(v\d+/)?(account/password|account/profile|auth/password-change)$"
+)
 # Private-key downloads are POST /certificates/{id}/key; POST /csrs/{id}/key uploads one.
 _EXPORT = re.compile(
     r"/(export|bulk-export)(/|$)|/bulk/export$|/export-all$|/certificates/[^/]+/key$"

@@ -73,3 +73,17 @@ class MailSettings(Base):
     smtp_tls: Mapped[bool] = mapped_column(Boolean, default=True)
     from_address: Mapped[str | None] = mapped_column(String(254))
     updated_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class LoginThrottle(Base):
+    """Failed password logins of one username, whether or not an account has it (migration
+    0024). Kept in the database because every server process must see the same count; keyed
+    by the SHA-256 of the name, so the table is no list of what was typed as usernames
+    (often a password in the wrong field)."""
+
+    __tablename__ = "login_throttles"
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # since the last lock or success
+    lockouts: Mapped[int] = mapped_column(Integer, default=0)  # how far the back-off has grown
+    last_failure_at: Mapped[datetime | None]
+    locked_until: Mapped[datetime | None]

@@ -47,6 +47,9 @@ def test_profile_get_and_update(server: Server, api: httpx.Client) -> None:
         change = {"full_name": "John Doe", "email": "john@example.test"}
         error(client.patch(f"{API}/account/profile", json=change), 403)  # no CSRF token
         headers = {"X-CSRF-Token": csrf}
+        refused = client.patch(f"{API}/account/profile", json=change, headers=headers)
+        assert "current_password" in error(refused, 400)  # the address moves reset links
+        change["current_password"] = PASSWORD
         updated = data(client.patch(f"{API}/account/profile", json=change, headers=headers))
         assert updated["full_name"] == "John Doe" and updated["email"] == "john@example.test"
         bad = client.patch(
@@ -285,7 +288,8 @@ def test_the_old_address_is_told_when_the_email_changes(
         headers = {"X-CSRF-Token": csrf}
         same = {"email": old.upper()}  # the same mailbox: no notice
         data(client.patch(f"{API}/account/profile", json=same, headers=headers))
-        data(client.patch(f"{API}/account/profile", json={"email": new}, headers=headers))
+        moved = {"email": new, "current_password": PASSWORD}
+        data(client.patch(f"{API}/account/profile", json=moved, headers=headers))
     notice = mail.wait_for(old.upper())
     assert notice["Subject"] == "Tessera: your account's email address was changed"
     text = body_of(notice)

@@ -74,6 +74,8 @@ def test_changes_to_a_cached_key_apply_at_once_in_every_worker(
                 data(api.patch(f"{API}/users/{bob['id']}/toggle"))
                 assert can_read(server, key) == {401}
                 data(api.patch(f"{API}/users/{bob['id']}/toggle"))
+                assert can_read(server, key) == {401}  # deactivation revoked it for good
+                key = key_for(server, bob["username"])
                 assert can_read(server, key) == {200}
 
                 admin_key = key_for(server, "admin", password=ADMIN_PASSWORD)

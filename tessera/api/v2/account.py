@@ -60,9 +60,14 @@ def update_profile(
     session: UnitOfWork,
     actor: CurrentActor,
     background: BackgroundTasks,
-) -> JSONResponse:
+) -> Response:
+    """Changing the address needs `current_password` (not in the seed): password-reset links
+    go to it, so a stolen session must not be able to point them elsewhere."""
     account = _account(request, session, actor)
-    user = account.update_profile(body.full_name, body.email)
+    user = account.update_profile(body.full_name, body.email, body.current_password)
+    if user is None:
+        # Returned, not raised: the failed attempt's audit row must be committed.
+        return error(400, "current password is incorrect")
     repos = repositories(session, actor)
     notify_after_commit(request, repos, background, account.outbox)
     groups = list(repos.groups.of_user(user.id))

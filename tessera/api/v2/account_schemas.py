@@ -28,6 +28,8 @@ class ResetPassword(Strict):
 class UpdateProfile(Strict):
     full_name: str | None = Field(None, max_length=200)
     email: str | None = Field(None, max_length=254)
+    # Beyond the seed: asked for only when `email` changes the address (reset links go there).
+    current_password: str | None = Field(None, max_length=1024)
 
 
 class ChangePassword(Strict):

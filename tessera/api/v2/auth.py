@@ -1,6 +1,8 @@
 """Authentication: password login (with a TOTP second step when enabled), verify, logout,
 forgot and reset password, email configuration."""
 
+from datetime import timedelta
+
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
@@ -9,6 +11,7 @@ from tessera.api.deps import (
     CurrentActor,
     UnitOfWork,
     anonymous,
+    commit_before_answering,
     now,
     runtime,
 )
@@ -19,7 +22,8 @@ from tessera.api.v2.account_schemas import ForgotPassword, LoginSecondFactor, Re
 from tessera.api.v2.envelope import iso, ok
 from tessera.api.v2.mailing import link_policy, mail_config, request_reset_links
 from tessera.api.v2.schemas import AuthMethodsQuery, Login
-from tessera.domains.identity import passwords, service, twofactor
+from tessera.config import Settings
+from tessera.domains.identity import passwords, service, throttle, twofactor
 from tessera.domains.identity.effective import user_permissions
 from tessera.domains.identity.secrets import token_digest
 from tessera.storage import models
@@ -39,10 +43,20 @@ def login(request: Request, body: Login, session: UnitOfWork) -> Response:
     who = anonymous(request)
     repos = Repositories(session, who.org_id)
     moment = now(request)
+    policy = throttle_policy(runtime(request).settings)
+    wait = throttle.admit(repos, body.username, policy, moment)
+    if wait is not None:
+        # Refused unchecked, right password or not, known name or not: the same answer.
+        service.refuse_throttled(repos, body.username, who)
+        return _throttled(wait)
+    # The attempt is counted for every process before its password is checked (and before
+    # the slow hash: the row and, on SQLite, the write lock are not held through it).
+    commit_before_answering(session)
     user = service.authenticate(repos, body.username, body.password, moment, who)
     if user is None:
         # Returned, not raised: the failed-login audit row must still be committed.
         return error(401, "invalid username or password")
+    throttle.succeeded(repos, body.username)
     if user.totp_enabled:
         seconds = runtime(request).settings.login_2fa_seconds
         pending = twofactor.start_login(repos, user, moment, seconds)
@@ -54,6 +68,22 @@ def login(request: Request, body: Login, session: UnitOfWork) -> Response:
         }
         return ok(data, "Two-factor authentication required")
     return _open_session(request, repos, user, "password")
+
+
+def throttle_policy(settings: Settings) -> throttle.ThrottlePolicy:
+    return throttle.ThrottlePolicy(
+        failures=settings.login_throttle_failures,
+        window=timedelta(seconds=settings.login_throttle_window_seconds),
+        base=timedelta(seconds=settings.login_throttle_base_seconds),
+        cap=timedelta(seconds=settings.login_throttle_max_seconds),
+    )
+
+
+def _throttled(wait: timedelta) -> Response:
+    seconds = throttle.retry_after_seconds(wait)
+    refused = error(429, f"too many failed logins for this username; try again in {seconds} s")
+    refused.headers["Retry-After"] = str(seconds)
+    return refused
 
 
 @router.post("/login/2fa")

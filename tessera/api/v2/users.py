@@ -5,11 +5,12 @@ from typing import Annotated
 from fastapi import BackgroundTasks, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from tessera.api.deps import UnitOfWork, now, repositories, require
+from tessera.api.deps import UnitOfWork, now, repositories, require, runtime
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import views
 from tessera.api.v2.account_schemas import AdminResetPassword, ImportUsers
-from tessera.api.v2.envelope import ok
+from tessera.api.v2.auth import throttle_policy
+from tessera.api.v2.envelope import iso, ok
 from tessera.api.v2.mailing import (
     link_policy,
     mail_config,
@@ -20,6 +21,7 @@ from tessera.api.v2.params import RowId
 from tessera.api.v2.schemas import CreateUser, UpdateUser
 from tessera.core.errors import InvalidInput
 from tessera.domains.actor import Actor
+from tessera.domains.identity import throttle
 from tessera.domains.identity.users import UserFields, UserService
 
 router = PrefixRouter(prefix="/users", tags=["Users"])
@@ -109,6 +111,34 @@ def toggle_user(
     user = _service(request, session, actor).toggle(user_id)
     state = "activated" if user.active else "deactivated"
     return ok(views.user_view(user), f"User {state}")
+
+
+@router.get("/{user_id}/login-throttle")
+def get_login_throttle(
+    request: Request, user_id: RowId, session: UnitOfWork, actor: Reader
+) -> JSONResponse:
+    """Not in the seed: whether the user's password logins are throttled (docs/accounts.md)."""
+    policy = throttle_policy(runtime(request).settings)
+    state = _service(request, session, actor).login_throttle(user_id, policy)
+    retry = (
+        throttle.retry_after_seconds(state.locked_until - now(request)) if state.locked_until else 0
+    )
+    data = {
+        "throttled": state.locked_until is not None,
+        "locked_until": iso(state.locked_until),
+        "retry_after": retry,
+        "failures": state.failures,
+    }
+    return ok(data)
+
+
+@router.delete("/{user_id}/login-throttle")
+def clear_login_throttle(
+    request: Request, user_id: RowId, session: UnitOfWork, actor: Writer
+) -> JSONResponse:
+    """Not in the seed: the user's password logins are let through again at once."""
+    cleared = _service(request, session, actor).clear_login_throttle(user_id)
+    return ok({"cleared": cleared}, "Login throttle cleared" if cleared else "Not throttled")
 
 
 @router.post("/{user_id}/2fa/reset")

@@ -10,11 +10,12 @@ from tessera.domains import audit
 from tessera.domains.actor import Actor
 from tessera.domains.identity import passwords
 from tessera.domains.identity.effective import require_full_access
+from tessera.domains.identity.secrets import verify_password
 from tessera.domains.identity.users import check_email
 from tessera.domains.mail import Message
 from tessera.storage import models
 from tessera.storage.repositories import Repositories
-from tessera.storage.repositories.accounts import AccountTokenRepository
+from tessera.storage.repositories.accounts import AccountTokenRepository, LoginThrottleRepository
 from tessera.storage.repositories.identity import WebSessionRepository, load_user
 
 MAX_ACTIVITY = 500
@@ -25,11 +26,14 @@ TOKEN_KEEP = timedelta(days=1)  # expired tokens stay a day, for investigating a
 
 def purge_expired(sessions: sessionmaker[Session], clock: Callable[[], datetime]) -> None:
     """Background housekeeping: expired web sessions and account tokens are dead rows (every
-    lookup already ignores them). Plain idempotent DELETEs, so every process may run it."""
+    lookup already ignores them), as are login throttles left alone for a day. Plain
+    idempotent DELETEs, so every process may run it."""
     now = clock()
     with sessions() as session:
         WebSessionRepository(session).purge_expired(now)
         AccountTokenRepository(session).purge_expired(now - TOKEN_KEEP)
+        # Login throttles last a window (a day at most) after their last attempt or lock.
+        LoginThrottleRepository(session).purge_quiet(now - TOKEN_KEEP)
         session.commit()
 
 
@@ -50,13 +54,33 @@ class AccountService:
         require_full_access(self._repos.session, self._actor, user)
         return user
 
-    def update_profile(self, full_name: str | None, email: str | None) -> models.User:
+    def update_profile(
+        self, full_name: str | None, email: str | None, current_password: str | None
+    ) -> models.User | None:
+        """None (audited, nothing changed) when the address would change and the current
+        password given is wrong; InvalidInput when none is given. A change of case is no
+        change of address (passwords.address_changed)."""
         user = self._changing()
+        new_email = check_email(email) if email is not None else user.email
+        if (new_email or "").lower() != (user.email or "").lower():
+            if not current_password:
+                raise InvalidInput("changing the email address needs current_password")
+            if not verify_password(user.password_hash, current_password):
+                audit.record(
+                    self._repos.audit,
+                    self._actor,
+                    "account.profile_update",
+                    "user",
+                    user.id,
+                    {"reason": "wrong current password"},
+                    False,
+                )
+                return None
         changes: dict[str, object] = {}
         if full_name is not None:
             user.full_name = changes["full_name"] = full_name.strip() or None
         if email is not None:
-            old, user.email = user.email, check_email(email)
+            old, user.email = user.email, new_email
             changes["email"] = user.email
             notice = passwords.address_changed(self._repos, user, old, self._now, self._actor)
             self.outbox.extend([notice] if notice else [])

@@ -63,13 +63,18 @@ class GroupService:
         if fields.description is not None:
             group.description = changes["description"] = fields.description
         if fields.permissions is not None:
-            group.permissions = changes["permissions"] = self._grantable(fields.permissions)
+            granted = self._grantable(fields.permissions)
+            if sorted(granted) != sorted(group.permissions or []):
+                self._repos.web_sessions.delete_for_group_members(group.id)  # see _new_sessions
+            group.permissions = changes["permissions"] = granted
         group.updated_at = self._now
         audit.record(self._repos.audit, self._actor, "group.update", "group", group.id, changes)
         return group
 
     def delete(self, group_id: int) -> None:
         group = self._manageable(group_id)
+        if group.permissions:
+            self._repos.web_sessions.delete_for_group_members(group.id)  # see _new_sessions
         self._repos.groups.delete(group)
         audit.record(
             self._repos.audit, self._actor, "group.delete", "group", group.id, {"name": group.name}
@@ -92,6 +97,7 @@ class GroupService:
         member = UserGroupMember(group_id=group.id, user_id=user.id, role=role, added_at=self._now)
         if not self._repos.groups.add_member(member):  # another request added it meanwhile
             raise Conflict(f"user {user_id} is already a member of group {group_id}")
+        self._new_sessions(group, user.id)
         details = {"user_id": user.id, "username": user.username, "role": role}
         audit.record(self._repos.audit, self._actor, "group.member_add", "group", group.id, details)
         return member, user
@@ -102,6 +108,7 @@ class GroupService:
             raise NotFound(f"user {user_id} is not a member of group {group_id}")
         if not self._repos.groups.remove_member(group.id, user_id):  # removed meanwhile
             raise NotFound(f"user {user_id} is not a member of group {group_id}")
+        self._new_sessions(group, user_id)
         audit.record(
             self._repos.audit,
             self._actor,
@@ -127,6 +134,13 @@ class GroupService:
 
     def of_user(self, user_id: int) -> Sequence[UserGroup]:
         return self._repos.groups.of_user(user_id)
+
+    def _new_sessions(self, group: UserGroup, user_id: int) -> None:
+        """A change to what a user's groups grant ends the user's sessions, as a change of
+        role does (users.py): a session opened, or stolen, under the old privileges is not
+        carried into the new ones. A group granting nothing changes nothing."""
+        if group.permissions:
+            self._repos.web_sessions.delete_for_user(user_id)
 
     def _free_name(self, name: str | None, own_id: int | None) -> str:
         if not name or not name.strip():

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from tessera.core.errors import InvalidInput, PermissionDenied
 from tessera.domains import audit
 from tessera.domains.actor import Actor, as_user
+from tessera.domains.identity import throttle
 from tessera.domains.identity.effective import require_full_access
 from tessera.domains.identity.secrets import (
     MIN_PASSWORD_LENGTH,
@@ -52,10 +53,13 @@ def check_password(password: str | None) -> str:
 
 def set_password(repos: Repositories, user: models.User, password: str, now: datetime) -> None:
     """A new password ends every session and voids unused reset and invitation links and
-    logins waiting for their second factor."""
+    logins waiting for their second factor. A throttle on the name's logins is lifted: the
+    guesses it counted were against the old password, and the owner who just reset it (or
+    was given it) should be able to use it."""
     user.password_hash = hash_password(check_password(password))
     repos.web_sessions.delete_for_user(user.id)
     repos.account_tokens.revoke_for_user(user.id, VOIDED_BY_NEW_PASSWORD, now)
+    throttle.clear(repos, user.username)
 
 
 def address_changed(

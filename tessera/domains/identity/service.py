@@ -32,7 +32,34 @@ def authenticate(
     user = find_login_user(repos.session, username)
     valid = verify_password(user.password_hash if user else None, password)
     ok = bool(user and valid and user.active)
-    who = Actor(
+    details: dict[str, object] = {"method": "password"}
+    if not ok:
+        details["reason"] = "invalid credentials"
+    elif user and user.totp_enabled:
+        details["second_factor"] = "required"  # the login completes at auth/login/2fa
+    target = user.id if user else None
+    status = None if ok else 401
+    who = _login_actor(user, username, anonymous)
+    audit.record(repos.audit, who, "auth.login", "user", target, details, ok, status)
+    if not ok or user is None:
+        return None
+    if not user.totp_enabled:
+        user.last_login = now
+    return user
+
+
+def refuse_throttled(repos: Repositories, username: str, anonymous: Actor) -> None:
+    """A password attempt refused unchecked, the name having failed too often (throttle.py):
+    audited as a failed login."""
+    user = find_login_user(repos.session, username)
+    details = {"method": "password", "reason": "too many failed logins: throttled"}
+    who = _login_actor(user, username, anonymous)
+    target = user.id if user else None
+    audit.record(repos.audit, who, "auth.login", "user", target, details, False, 429)
+
+
+def _login_actor(user: models.User | None, username: str, anonymous: Actor) -> Actor:
+    return Actor(
         user.id if user else None,
         username,
         user.org_id if user else anonymous.org_id,
@@ -41,19 +68,6 @@ def authenticate(
         anonymous.ip_address,
         anonymous.user_agent,
     )
-    details: dict[str, object] = {"method": "password"}
-    if not ok:
-        details["reason"] = "invalid credentials"
-    elif user and user.totp_enabled:
-        details["second_factor"] = "required"  # the login completes at auth/login/2fa
-    target = user.id if user else None
-    status = None if ok else 401
-    audit.record(repos.audit, who, "auth.login", "user", target, details, ok, status)
-    if not ok or user is None:
-        return None
-    if not user.totp_enabled:
-        user.last_login = now
-    return user
 
 
 def open_session(

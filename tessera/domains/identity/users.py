@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from tessera.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from tessera.domains import audit
 from tessera.domains.actor import Actor
-from tessera.domains.identity import passwords, permissions
+from tessera.domains.identity import passwords, permissions, throttle
 from tessera.domains.identity.effective import user_permissions
 from tessera.domains.identity.secrets import UNUSABLE_PASSWORD, hash_password
 from tessera.domains.identity.twofactor import LOGIN_PURPOSE
@@ -93,10 +93,16 @@ class UserService:
         if fields.full_name is not None:
             user.full_name = changes["full_name"] = fields.full_name
         if fields.role is not None:
-            user.role = changes["role"] = self._grantable(fields.role)
+            role = self._grantable(fields.role)
+            if role != user.role:
+                # New privileges get new sessions: one opened (or stolen) before is not
+                # carried over into them, nor kept after a demotion.
+                self._repos.web_sessions.delete_for_user(user.id)
+            user.role = changes["role"] = role
         if fields.active is not None:
-            self._set_active(user, fields.active)
+            revoked = self._set_active(user, fields.active)
             changes["active"] = fields.active
+            changes.update({"api_keys_revoked": revoked} if revoked else {})
         if fields.password is not None:
             passwords.set_password(self._repos, user, fields.password, self._now)
             changes["password_changed"] = True
@@ -107,11 +113,11 @@ class UserService:
     def toggle(self, user_id: int) -> models.User:
         user = self._manageable(user_id)
         was_admin = self._hold_admins(user)
-        self._set_active(user, not user.active)
+        revoked = self._set_active(user, not user.active)
         self._an_admin_remains(was_admin, "deactivated")
-        audit.record(
-            self._repos.audit, self._actor, "user.toggle", "user", user.id, {"active": user.active}
-        )
+        details: dict[str, object] = {"active": user.active}
+        details.update({"api_keys_revoked": revoked} if revoked else {})
+        audit.record(self._repos.audit, self._actor, "user.toggle", "user", user.id, details)
         return user
 
     def reset_password(
@@ -133,6 +139,22 @@ class UserService:
             self._repos.audit, self._actor, "user.reset_password", "user", user.id, details
         )
         return message
+
+    def login_throttle(
+        self, user_id: int, policy: throttle.ThrottlePolicy
+    ) -> throttle.ThrottleState:
+        return throttle.state(self._repos, self.get(user_id).username, policy, self._now)
+
+    def clear_login_throttle(self, user_id: int) -> bool:
+        """Lets the user's password logins through again at once (the owner, locked out by
+        someone guessing, asked for it)."""
+        user = self._manageable(user_id)
+        cleared = throttle.clear(self._repos, user.username)
+        details = {"was_throttled": cleared}
+        audit.record(
+            self._repos.audit, self._actor, "user.login_throttle_clear", "user", user.id, details
+        )
+        return cleared
 
     def reset_two_factor(self, user_id: int) -> models.User:
         """A user who lost both the authenticator and the recovery codes signs in with the
@@ -211,16 +233,24 @@ class UserService:
     def effective(self, user: models.User) -> frozenset[str]:
         return user_permissions(self._repos.session, user)
 
-    def _set_active(self, user: models.User, active: bool) -> None:
+    def _set_active(self, user: models.User, active: bool) -> int:
+        """How many API keys the change revoked."""
         if not active and user.id == self._actor.user_id:
             raise Conflict("you cannot deactivate your own account")
-        user.active = active
+        revoked = 0
         if not active:
-            # Cut off: sessions end, and so do links mailed before and logins waiting for
-            # their second factor (else they would work again once the account is active).
+            # Cut off: sessions end, and so do links mailed before, logins waiting for their
+            # second factor and API keys (else they would work again once the account is
+            # active: whoever reactivates a user means the person, not their old secrets).
             self._repos.web_sessions.delete_for_user(user.id)
             voided = passwords.VOIDED_BY_NEW_PASSWORD
             self._repos.account_tokens.revoke_for_user(user.id, voided, self._now)
+            revoked = self._repos.api_keys.delete_for_user(user.id)
+        elif not user.active:
+            # Keys kept by a deactivation before they were revoked with it do not come back.
+            revoked = self._repos.api_keys.delete_for_user(user.id)
+        user.active = active
+        return revoked
 
     def _hold_admins(self, user: models.User) -> bool:
         """Whether `user` is an active admin, whom the change at hand might take away. If so,

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from tessera.storage.repositories.accounts import (
     AccountTokenRepository,
+    LoginThrottleRepository,
     MailSettingsRepository,
     RecoveryCodeRepository,
 )
@@ -89,6 +90,7 @@ class Repositories:
     web_sessions = _unscoped(WebSessionRepository)
     account_tokens = _unscoped(AccountTokenRepository)
     recovery_codes = _unscoped(RecoveryCodeRepository)
+    login_throttles = _unscoped(LoginThrottleRepository)
     groups = _scoped(GroupRepository)
     mail_settings = _unscoped(MailSettingsRepository)
     organizations = _unscoped(OrganizationRepository)

@@ -3,10 +3,16 @@
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from tessera.storage.models_accounts import AccountToken, MailSettings, RecoveryCode
+from tessera.storage.models_accounts import (
+    AccountToken,
+    LoginThrottle,
+    MailSettings,
+    RecoveryCode,
+)
 
 MAIL_SETTINGS_ID = 1
 
@@ -79,6 +85,46 @@ class AccountTokenRepository:
 
     def purge_expired(self, before: datetime) -> None:
         self._session.execute(delete(AccountToken).where(AccountToken.expires_at < before))
+
+
+class LoginThrottleRepository:
+    """Failed-login counts per username digest (domains/identity/throttle.py)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def hold(self, subject: str) -> LoginThrottle:
+        """The subject's row, made if missing, held until the transaction ends: PostgreSQL
+        locks it (FOR UPDATE); on SQLite the INSERT took the write lock already. Attempts
+        for one name from any process are thus counted one after another."""
+        values = {"subject": subject, "failures": 0, "lockouts": 0}
+        dialect = postgresql if self._session.get_bind().dialect.name == "postgresql" else sqlite
+        self._session.execute(dialect.insert(LoginThrottle).values(values).on_conflict_do_nothing())
+        held = self._session.scalar(
+            select(LoginThrottle)
+            .where(LoginThrottle.subject == subject)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        assert held is not None  # inserted above, and only `clear` deletes (it waits for us)
+        return held
+
+    def find(self, subject: str) -> LoginThrottle | None:
+        return self._session.get(LoginThrottle, subject)
+
+    def clear(self, subject: str) -> bool:
+        result = self._session.execute(
+            delete(LoginThrottle).where(LoginThrottle.subject == subject)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    def purge_quiet(self, before: datetime) -> None:
+        """Rows with neither an attempt nor a lock since `before`: nothing left to count."""
+        quiet = and_(
+            or_(LoginThrottle.last_failure_at.is_(None), LoginThrottle.last_failure_at < before),
+            or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < before),
+        )
+        self._session.execute(delete(LoginThrottle).where(quiet))
 
 
 class RecoveryCodeRepository:

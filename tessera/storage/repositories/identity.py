@@ -12,6 +12,7 @@ from tessera.storage.models import (
     User,
     WebSession,
 )
+from tessera.storage.models_accounts import UserGroupMember
 
 _GENERATION = select(CredentialGeneration.n).where(CredentialGeneration.id == 1)
 
@@ -184,6 +185,11 @@ class ApiKeyRepository:
     def delete(self, key: ApiKey) -> None:
         self._session.execute(delete(ApiKey).where(ApiKey.id == key.id))
 
+    def delete_for_user(self, user_id: int) -> int:
+        """Every key of the user; how many there were."""
+        result = self._session.execute(delete(ApiKey).where(ApiKey.user_id == user_id))
+        return int(getattr(result, "rowcount", 0) or 0)
+
 
 class WebSessionRepository:
     def __init__(self, session: Session) -> None:
@@ -209,6 +215,10 @@ class WebSessionRepository:
         if keep_id is not None:
             query = query.where(WebSession.id != keep_id)
         self._session.execute(query)
+
+    def delete_for_group_members(self, group_id: int) -> None:
+        members = select(UserGroupMember.user_id).where(UserGroupMember.group_id == group_id)
+        self._session.execute(delete(WebSession).where(WebSession.user_id.in_(members)))
 
     def for_user(self, user_id: int, now: datetime) -> Sequence[WebSession]:
         return self._session.scalars(

@@ -1,0 +1,98 @@
+"""Per-username throttle of password logins.
+
+The per-address rate limit does not stop an attacker who rotates addresses from guessing one
+account's password. So every password attempt for a username is counted (known account or
+not: the answer must not tell them apart), and after `failures` attempts with no success in
+between, further attempts for that name are refused for a back-off that doubles with each
+lock, up to `max_seconds`, whatever the address and whether or not the password is right.
+
+The attempt is counted before the password is checked, in a transaction of its own that the
+caller commits at once: attempts for one name, from any process, are counted one after
+another (the row is held while it is counted), so a burst cannot slip past the count
+together, and no lock is held while the password hash is computed. A right password takes
+the count back (the row goes)."""
+
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from tessera.storage.models_accounts import LoginThrottle
+from tessera.storage.repositories import Repositories
+
+
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    failures: int
+    window: timedelta
+    base: timedelta
+    cap: timedelta
+
+
+@dataclass(frozen=True)
+class ThrottleState:
+    """What an administrator sees: failures counted since the last lock or success, and the
+    end of the current lock, if any."""
+
+    failures: int
+    locked_until: datetime | None
+
+
+def subject(username: str) -> str:
+    return hashlib.sha256(username.encode()).hexdigest()
+
+
+def admit(
+    repos: Repositories, username: str, policy: ThrottlePolicy, now: datetime
+) -> timedelta | None:
+    """Count one password attempt for the name; how long to wait instead when it is locked
+    (the attempt is then refused and not counted)."""
+    row = repos.login_throttles.hold(subject(username))
+    if row.locked_until is not None and row.locked_until > now:
+        return row.locked_until - now
+    if _left_alone(row, policy, now):
+        row.failures, row.lockouts = 0, 0
+    row.failures += 1
+    row.last_failure_at = now
+    if row.failures >= policy.failures:
+        # This attempt still goes on (its password is checked); the ones after it wait.
+        row.locked_until = now + backoff(policy, row.lockouts)
+        row.lockouts += 1
+        row.failures = 0
+    return None
+
+
+def backoff(policy: ThrottlePolicy, lockouts: int) -> timedelta:
+    """`base`, doubled for every earlier lock, never beyond `cap`."""
+    return min(policy.cap, policy.base * (2 ** min(lockouts, 32)))
+
+
+def retry_after_seconds(wait: timedelta) -> int:
+    return max(1, math.ceil(wait.total_seconds()))
+
+
+def succeeded(repos: Repositories, username: str) -> None:
+    """A right password: the name's count starts over (and its lock, if this very attempt
+    set it, is lifted)."""
+    repos.login_throttles.clear(subject(username))
+
+
+def state(
+    repos: Repositories, username: str, policy: ThrottlePolicy, now: datetime
+) -> ThrottleState:
+    row = repos.login_throttles.find(subject(username))
+    if row is None or _left_alone(row, policy, now):
+        return ThrottleState(0, None)
+    locked = row.locked_until if row.locked_until and row.locked_until > now else None
+    return ThrottleState(row.failures, locked)
+
+
+def clear(repos: Repositories, username: str) -> bool:
+    """An administrator lifts the throttle (or a new password was set): whether there was one."""
+    return repos.login_throttles.clear(subject(username))
+
+
+def _left_alone(row: LoginThrottle, policy: ThrottlePolicy, now: datetime) -> bool:
+    """No attempt and no lock for a whole window: the name starts over, back-off included."""
+    moments = [m for m in (row.last_failure_at, row.locked_until) if m is not None]
+    return not moments or now - max(moments) >= policy.window
