@@ -99,15 +99,18 @@ class LoginThrottleRepository:
         for one name from any process are thus counted one after another."""
         values = {"subject": subject, "failures": 0, "lockouts": 0}
         dialect = postgresql if self._session.get_bind().dialect.name == "postgresql" else sqlite
-        self._session.execute(dialect.insert(LoginThrottle).values(values).on_conflict_do_nothing())
-        held = self._session.scalar(
-            select(LoginThrottle)
-            .where(LoginThrottle.subject == subject)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        assert held is not None  # inserted above, and only `clear` deletes (it waits for us)
-        return held
+        while True:
+            insert = dialect.insert(LoginThrottle).values(values).on_conflict_do_nothing()
+            self._session.execute(insert)
+            held = self._session.scalar(
+                select(LoginThrottle)
+                .where(LoginThrottle.subject == subject)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            if held is not None:
+                return held
+            # Deleted in between (an administrator's clear, the purge job): made again.
 
     def find(self, subject: str) -> LoginThrottle | None:
         return self._session.get(LoginThrottle, subject)
