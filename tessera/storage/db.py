@@ -37,6 +37,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+    # SQLite's own lower() folds A-Z only, while searches lower-case the term with Python's:
+    # a name with "Ä" was not found even by its own spelling. PostgreSQL's folds every letter.
+    # Replaced on each connection, so queries, the search copy's triggers and migrations agree.
+    dbapi_connection.create_function("lower", 1, unicode_lower, deterministic=True)
+
+
+def unicode_lower(value: object) -> object:
+    """SQL lower() on SQLite: Python's Unicode lower-casing; anything else as it is."""
+    return value.lower() if isinstance(value, str) else value
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

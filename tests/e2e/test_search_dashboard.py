@@ -13,6 +13,7 @@ from tests.e2e.accounts_helpers import key_for
 from tests.e2e.acme_helpers import Acme, AcmeEnv
 from tests.e2e.helpers import API, create_root, data, error, issue, unique
 from tests.support import Server
+from tests.tools import openssl_csr
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +108,27 @@ def test_searched_cas_carry_their_certificate_count(api: httpx.Client) -> None:
     assert [c["certificates_count"] for c in listed if c["id"] == ca["id"]] == [2]
     found = search(api, ca["common_name"])["cas"]
     assert [(c["id"], c["certificates_count"]) for c in found] == [(ca["id"], 2)]
+
+
+def test_search_folds_the_case_of_letters_beyond_ascii(
+    api: httpx.Client, root: dict[str, Any], workdir: Path
+) -> None:
+    """SQLite's own lower() folds A-Z only: a certificate named "Ärztekammer" was found by
+    neither "ärztekammer" nor its own spelling (the searched copy kept the "Ä", the term was
+    lower-cased to "ä"), and CAs and CSRs alike; PostgreSQL found them all."""
+    token = uuid.uuid4().hex[:8]
+    ca = create_root(api, f"Örtliche Wurzel {token}")
+    cert = issue(api, root["id"], f"Ärztekammer Köln {token}", san=[f"dns:{token}.example.test"])
+    _, csr = openssl_csr(workdir, f"/CN={token}-csr.example.test")
+    request = {"csr": csr.read_text(), "name": f"Übertragung {token}"}
+    pending = data(api.post(f"{API}/csrs", json=request), 201)
+    for spelling in (str, str.lower, str.upper):
+        term = spelling(f"Ärztekammer Köln {token}")
+        assert ids(search(api, term)["certificates"]) == {cert["id"]}, term
+        listed = data(api.get(f"{API}/certificates", params={"search": term}))
+        assert [c["id"] for c in listed] == [cert["id"]], term
+        assert ids(search(api, spelling(f"Örtliche Wurzel {token}"))["cas"]) == {ca["id"]}
+        assert ids(search(api, spelling(f"Übertragung {token}"))["csrs"]) == {pending["id"]}
 
 
 def test_search_treats_like_wildcards_literally(api: httpx.Client, root: dict[str, Any]) -> None:
