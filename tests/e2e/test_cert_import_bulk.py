@@ -227,6 +227,28 @@ def test_import_formats_and_text_around_pem(api: httpx.Client, workdir: Path) ->
     error(not_key, 409)  # the same certificate again, whether or not its key is wanted
 
 
+def test_a_key_not_wanted_is_not_opened(api: httpx.Client, workdir: Path) -> None:
+    """`import_key=false` keeps the certificate of a file that holds an encrypted key too
+    (`openssl req -keyout` and `-out` to one file): the key is not wanted, so it needs no
+    password; it was a 400 "a password is required", and the certificate was not imported.
+    Each form alike: PEM with the key, and a `private_key` field is still always read."""
+    root = foreign_root(workdir, f"/CN={unique('Unwanted Key Root')}")
+    leaf = foreign_signed(workdir, root, "/CN=unwanted-key.example", "v3_leaf")
+    sealed = openssl("pkcs8", "-topk8", "-in", str(leaf.key_path), "-passout", "pass:secret")
+    assert sealed.returncode == 0, sealed.stderr.decode()
+    content = (leaf.pem + sealed.stdout.decode()).encode()
+    imported = data(import_file(api, content, "leaf.pem", import_key="false"), 201)
+    assert imported["common_name"] == "unwanted-key.example"
+    assert imported["private_key_available"] is False
+    body = {"certificate": content.decode(), "import_key": False, "private_key": "garbage"}
+    assert "not a private key" in error(api.post(f"{API}/certificates/import", json=body), 400)
+    sealed_root = openssl("pkcs8", "-topk8", "-in", str(root.key_path), "-passout", "pass:x")
+    assert sealed_root.returncode == 0, sealed_root.stderr.decode()
+    ca_file = {"file": ("root.pem", root.pem + sealed_root.stdout.decode())}
+    ca = data(api.post(f"{API}/cas/import", files=ca_file, data={"import_key": "false"}), 201)
+    assert ca["has_private_key"] is False
+
+
 def test_pkcs12_without_a_key_imports_its_certificate(api: httpx.Client, workdir: Path) -> None:
     """`openssl pkcs12 -export -nokeys` (a PKCS#12 of certificates only, as Java trust stores
     are) holds no key bag, so no certificate is tied to one: its end entity is imported, and

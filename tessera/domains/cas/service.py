@@ -12,6 +12,7 @@ from tessera.core.errors import Conflict, InvalidInput, NotFound, PolicyViolatio
 from tessera.core.formats import (
     cert_der,
     is_issued_by,
+    key_is_encrypted,
     load_certificate,
     load_certificates,
     load_pkcs12,
@@ -236,7 +237,7 @@ class CAService:
         import_key: bool = True,
         key_data: bytes | None = None,
     ) -> models.CertificateAuthority:
-        bundle = read_bundle(data, password, key_data)
+        bundle = read_bundle(data, password, key_data, import_key)
         if not inspect.is_ca(bundle.certificate):
             raise PolicyViolation("the certificate is not a CA certificate (no CA:TRUE)")
         key = bundle.private_key if import_key else None
@@ -334,10 +335,14 @@ def _signed_by(pem: str, issuer: x509.Certificate) -> bool:
     return is_issued_by(load_certificate(pem.encode()), issuer)
 
 
-def read_bundle(data: bytes, password: str | None, key_data: bytes | None = None) -> ImportedBundle:
+def read_bundle(
+    data: bytes, password: str | None, key_data: bytes | None = None, key_wanted: bool = True
+) -> ImportedBundle:
     """A PKCS#12 file, or PEM/DER certificates optionally followed by a PEM private key.
     `key_data`, a key given apart (PEM or DER), is always read: one that cannot be is an
-    error (400), never dropped; if the upload holds a key too, the two must be the same."""
+    error (400), never dropped; if the upload holds a key too, the two must be the same.
+    A PEM key that is not wanted (`import_key=false`) and is encrypted, with no password
+    given, is left closed: it was a 400 "a password is required" for a key to be dropped."""
     if not data:
         raise InvalidInput("the uploaded content is empty")
     secret = password.encode() if password else None
@@ -352,7 +357,9 @@ def read_bundle(data: bytes, password: str | None, key_data: bytes | None = None
     else:
         certs = load_certificates(data)
         cert, extra = certs[0], certs[1:]
-        key = load_private_key(data, secret) if b"PRIVATE KEY-----" in data else None
+        key = None
+        if b"PRIVATE KEY-----" in data and (key_wanted or secret or not key_is_encrypted(data)):
+            key = load_private_key(data, secret)
     if key_data is not None:
         given = load_private_key(key_data, secret)
         if key is not None and key.public_key() != given.public_key():

@@ -426,7 +426,7 @@ class CertificateService:
         stored as a CA. Of several certificates (a chain), the one the key belongs to, else the
         end entity, is imported; the others are not (smart import takes them all). A key given
         apart (`key_data`) must be readable, or nothing is imported."""
-        bundle = read_bundle(decode_upload(data), password, key_data)
+        bundle = read_bundle(decode_upload(data), password, key_data, options.import_key)
         key = bundle.private_key if options.import_key else None
         cert = _primary([bundle.certificate, *bundle.extra], bundle.private_key)
         if inspect.is_ca(cert):
