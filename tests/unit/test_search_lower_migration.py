@@ -1,4 +1,4 @@
-"""Migration 0024 lower-cases again, on SQLite, the search copy's texts written when SQLite's
+"""Migration 0025 lower-cases again, on SQLite, the search copy's texts written when SQLite's
 lower() folded A-Z only: a certificate named with other capitals is then found by any
 spelling of its name (on PostgreSQL, whose lower() folds them all, it changes nothing)."""
 
@@ -19,7 +19,7 @@ NAME = "Ärztekammer Köln"
 
 
 def test_texts_lower_cased_by_ascii_only_are_lower_cased_again(bare_engine: Engine) -> None:
-    alembic(bare_engine, "upgrade", "0023")
+    alembic(bare_engine, "upgrade", "0024")
     cert, _ = self_signed_ca(NAME, timedelta(days=30))
     sessions = session_factory(bare_engine)
     with sessions.begin() as session:

@@ -8,16 +8,16 @@ spelling of its name. Every SQLite connection now replaces lower() with Python's
 certificates (the FTS copy follows by its trigger). PostgreSQL's lower() folds every letter
 already: nothing to do there.
 
-Revision ID: 0024
-Revises: 0023
+Revision ID: 0025
+Revises: 0024
 """
 
 from alembic import op
 
 from tessera.storage.db import unicode_lower
 
-revision = "0024"
-down_revision = "0023"
+revision = "0025"
+down_revision = "0024"
 branch_labels = None
 depends_on = None
 
