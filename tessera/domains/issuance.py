@@ -155,6 +155,7 @@ def signing_refusal(
     may_use_internal_ca: bool = False,
     now: datetime | None = None,
     vouching: bool = False,
+    upcoming: bool = False,
 ) -> str | None:
     """Why `ca` may not sign here, or None when it may: the one rule, applied at every
     issuance (`Issuance.issuer`) and by the settings that choose a CA for ACME or SCEP (and
@@ -169,7 +170,8 @@ def signing_refusal(
     With `now`, a CA that has expired or is not valid yet (an imported one dated ahead) is
     refused too: the settings that choose a CA ask, so that one is not accepted only to fail
     every enrollment, and so does ACME's new-order (at issuance the authority checks the end
-    of the CA certificate's validity itself).
+    of the CA certificate's validity itself). An `upcoming` CA (SCEP's next CA of a rollover)
+    may start later: RFC 8894 4.7 has it valid "in the future", once the current one ends.
 
     With `vouching` (the OCSP responder's own signer), a disabled CA may sign too: disabling
     a CA stops issuance to subscribers, not the status of what it issued, which relying
@@ -189,7 +191,7 @@ def signing_refusal(
         return f"its key is RSA-{ca.key_size}, under the {MIN_RSA_BITS}-bit floor"
     if now is not None and ca.not_after <= now:
         return f"it expired on {ca.not_after.date().isoformat()}"
-    if now is not None and ca.not_before > now:
+    if now is not None and ca.not_before > now and not upcoming:
         return f"it is not valid before {ca.not_before.isoformat()}"
     return None
 

@@ -1061,6 +1061,29 @@ def test_rollover_serves_the_next_ca(scep: Scep, api: httpx.Client) -> None:
     assert reply.status == SUCCESS
 
 
+def test_a_rollover_takes_a_next_ca_valid_only_later(scep: Scep, api: httpx.Client) -> None:
+    """RFC 8894 4.7: the rollover hands out "a new CA certificate that is valid in the future
+    once the current certificate has expired": a next CA not valid yet is what a rollover is
+    for, and saving it is not refused as choosing a CA to issue with now is."""
+    later, key = self_signed_ca(
+        unique("SCEP Later Root"),
+        timedelta(days=730),
+        -timedelta(days=30),
+        rsa.generate_private_key(65537, 2048),
+    )
+    bundle = later.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    upcoming = int(data(import_ca_file(api, bundle, "later.pem"), 201)["id"])
+    path = profile(api, scep, next_ca_id=upcoming, auto_approve=True)
+    response = scep.http.get(f"{path}?operation=GetNextCACert")
+    assert response.status_code == 200, response.text
+    signed = cms.load_signed(response.content)
+    inner = asn1_cms.ContentInfo.load(signed.content or b"")["content"]
+    certs = [x509.load_der_x509_certificate(c.chosen.dump()) for c in inner["certificates"]]
+    assert later in certs
+
+
 def test_a_rollover_without_ra_needs_an_rsa_next_ca(scep: Scep, api: httpx.Client) -> None:
     """With use_ra false the CA itself opens the envelopes, so the next CA of a rollover must
     be RSA, and its keyUsage allow keyEncipherment, as the current one's must: refused when

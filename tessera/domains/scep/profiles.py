@@ -146,7 +146,8 @@ class ProfileService:
                 # whole, the CA unchanged, saves the other settings, and the protocol keeps
                 # answering (refusing enrollments in CertRep) with the CA it has.
                 changed = int(value) != getattr(profile, name)
-                self._signing_ca(int(value), self._now if changed else None)
+                upcoming = name == "next_ca_id"  # a rollover's next CA may start later
+                self._signing_ca(int(value), self._now if changed else None, upcoming)
             if name == "template_id" and value is not None:
                 template = self._repos.templates.get(int(value))
                 if template is None:
@@ -160,13 +161,15 @@ class ProfileService:
             raise InvalidInput("next_ca_id must differ from ca_id")
 
     def _signing_ca(
-        self, ca_id: int, expired_by: datetime | None = None
+        self, ca_id: int, expired_by: datetime | None = None, upcoming: bool = False
     ) -> models.CertificateAuthority:
-        """`expired_by`: refuse the CA too if it has expired by then (a newly chosen one)."""
+        """`expired_by`: refuse the CA too if it has expired by then (a newly chosen one), or
+        is not valid yet, unless `upcoming` (the next CA of a rollover)."""
         ca = self._repos.cas.get(ca_id)
         if ca is None:
             raise NotFound(f"CA {ca_id} not found")
-        refusal = signing_refusal(ca, now=expired_by) or chain_refusal(self._repos, ca)
+        refusal = signing_refusal(ca, now=expired_by, upcoming=upcoming)
+        refusal = refusal or chain_refusal(self._repos, ca)
         if refusal is not None:
             raise PolicyViolation(f"CA {ca_id} cannot sign: {refusal}")
         return ca
