@@ -11,7 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.e2e.accounts_helpers import LOGIN, PASSWORD, audit_rows, create_user, db, past
+from tests.e2e.accounts_helpers import (
+    LOGIN,
+    PASSWORD,
+    audit_rows,
+    create_user,
+    db,
+    logged_in,
+    past,
+)
 from tests.e2e.helpers import API, data, error, unique
 from tests.support import Server, module_server
 
@@ -120,3 +128,38 @@ def test_a_password_set_by_an_admin_lifts_it(server: Server, api: httpx.Client) 
     new = {"new_password": "a-brand-new-password"}
     data(api.post(f"{API}/users/{user['id']}/reset-password", json=new))
     data(attempt(server, user["username"], "a-brand-new-password"))
+
+
+def test_current_password_checks_count_against_the_name(server: Server, api: httpx.Client) -> None:
+    """Changing the password or the email address checks the current password: a session or
+    full-access key, from addresses that rotate, must not guess it there without end. Those
+    guesses count for the name as failed logins do, and a throttled name is refused there."""
+    user = create_user(api)
+    new = "a-brand-new-password"
+    with logged_in(server, user["username"]) as (session, csrf):
+        headers = {"X-CSRF-Token": csrf}
+        change, profile = f"{API}/account/password", f"{API}/account/profile"
+        for n in range(3):
+            guess = {"current_password": f"guess-{n}-wrong", "new_password": new}
+            error(session.post(change, json=guess, headers=headers), 400)
+        for n in range(2):
+            guess = {"email": "thief@example.test", "current_password": f"guess-{n}-wrong"}
+            error(session.patch(profile, json=guess, headers=headers), 400)
+        right = {"email": "thief@example.test", "current_password": PASSWORD}
+        refused(session.patch(profile, json=right, headers=headers))
+        again = {"current_password": PASSWORD, "new_password": new}
+        refused(session.post(change, json=again, headers=headers))
+        refused(attempt(server, user["username"], PASSWORD))
+        assert data(session.get(profile))["email"] != right["email"]
+    rows = audit_rows(server, "account.password_change", user["id"])
+    assert [r["details"]["reason"] for r in rows][-1] == "too many failed logins: throttled"
+
+
+def test_a_right_current_password_starts_the_count_over(server: Server, api: httpx.Client) -> None:
+    user = create_user(api)
+    with logged_in(server, user["username"]) as (session, csrf):
+        fail(server, user["username"], 4)
+        right = {"email": "moved@example.test", "current_password": PASSWORD}
+        data(session.patch(f"{API}/account/profile", json=right, headers={"X-CSRF-Token": csrf}))
+    fail(server, user["username"], 4)
+    data(attempt(server, user["username"], PASSWORD))

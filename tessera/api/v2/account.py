@@ -6,17 +6,26 @@ from fastapi import BackgroundTasks, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from tessera.api.deps import SESSION_COOKIE, CurrentActor, UnitOfWork, now, repositories, runtime
+from tessera.api.deps import (
+    SESSION_COOKIE,
+    CurrentActor,
+    UnitOfWork,
+    commit_before_answering,
+    now,
+    repositories,
+    runtime,
+)
 from tessera.api.errors import v2_error as error
 from tessera.api.routing import PrefixRouter
 from tessera.api.v2 import account_views, views
 from tessera.api.v2.account_schemas import ChangePassword, TotpCode, UpdateProfile
+from tessera.api.v2.auth import throttle_policy, throttled
 from tessera.api.v2.envelope import iso, ok
 from tessera.api.v2.mailing import notify_after_commit
 from tessera.api.v2.params import RowId
 from tessera.api.v2.schemas import CreateApiKey, UpdateApiKey
 from tessera.domains.actor import Actor
-from tessera.domains.identity import passwords
+from tessera.domains.identity import passwords, throttle
 from tessera.domains.identity.account import AccountService
 from tessera.domains.identity.secrets import token_digest
 from tessera.domains.identity.service import ApiKeyService
@@ -64,10 +73,10 @@ def update_profile(
     """Changing the address needs `current_password` (not in the seed): password-reset links
     go to it, so a stolen session must not be able to point them elsewhere."""
     account = _account(request, session, actor)
-    user = account.update_profile(body.full_name, body.email, body.current_password)
-    if user is None:
-        # Returned, not raised: the failed attempt's audit row must be committed.
-        return error(400, "current password is incorrect")
+    guard = _password_guard(request, session)
+    user = account.update_profile(body.full_name, body.email, body.current_password, guard)
+    if isinstance(user, throttle.Checked):
+        return _refused(user)
     repos = repositories(session, actor)
     notify_after_commit(request, repos, background, account.outbox)
     groups = list(repos.groups.of_user(user.id))
@@ -80,11 +89,25 @@ def change_password(
 ) -> Response:
     keep = _current_session_id(request, session, actor)
     repos = repositories(session, actor)
-    moment = now(request)
-    if not passwords.change(repos, actor, body.current_password, body.new_password, moment, keep):
-        # Returned, not raised: the failed attempt's audit row must be committed.
-        return error(400, "current password is incorrect")
+    guard = _password_guard(request, session)
+    checked = passwords.change(repos, actor, body.current_password, body.new_password, keep, guard)
+    if not checked.right:
+        return _refused(checked)
     return ok(None, "Password changed; your other sessions were ended")
+
+
+def _password_guard(request: Request, session: Session) -> throttle.Guard:
+    """A current password is checked under the name's login throttle, its count committed
+    before the slow hash (as a login's: no lock held through it)."""
+    policy = throttle_policy(runtime(request).settings)
+    return throttle.Guard(policy, now(request), lambda: commit_before_answering(session))
+
+
+def _refused(checked: throttle.Checked) -> Response:
+    """Returned, not raised: the failed attempt's audit row must be committed."""
+    if checked.wait is not None:
+        return throttled(checked.wait)
+    return error(400, "current password is incorrect")
 
 
 # --- two-factor authentication ----------------------------------------------------------------

@@ -48,7 +48,7 @@ def login(request: Request, body: Login, session: UnitOfWork) -> Response:
     if wait is not None:
         # Refused unchecked, right password or not, known name or not: the same answer.
         service.refuse_throttled(repos, body.username, who)
-        return _throttled(wait)
+        return throttled(wait)
     # The attempt is counted for every process before its password is checked (and before
     # the slow hash: the row and, on SQLite, the write lock are not held through it).
     commit_before_answering(session)
@@ -79,7 +79,7 @@ def throttle_policy(settings: Settings) -> throttle.ThrottlePolicy:
     )
 
 
-def _throttled(wait: timedelta) -> Response:
+def throttled(wait: timedelta) -> Response:
     seconds = throttle.retry_after_seconds(wait)
     refused = error(429, f"too many failed logins for this username; try again in {seconds} s")
     refused.headers["Retry-After"] = str(seconds)

@@ -8,9 +8,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from tessera.core.errors import InvalidInput, NotFound, PermissionDenied
 from tessera.domains import audit
 from tessera.domains.actor import Actor
-from tessera.domains.identity import passwords
+from tessera.domains.identity import passwords, throttle
 from tessera.domains.identity.effective import require_full_access
-from tessera.domains.identity.secrets import verify_password
 from tessera.domains.identity.users import check_email
 from tessera.domains.mail import Message
 from tessera.storage import models
@@ -55,27 +54,35 @@ class AccountService:
         return user
 
     def update_profile(
-        self, full_name: str | None, email: str | None, current_password: str | None
-    ) -> models.User | None:
-        """None (audited, nothing changed) when the address would change and the current
-        password given is wrong; InvalidInput when none is given. A change of case is no
-        change of address (passwords.address_changed)."""
+        self,
+        full_name: str | None,
+        email: str | None,
+        current_password: str | None,
+        guard: throttle.Guard,
+    ) -> models.User | throttle.Checked:
+        """The refused check (audited, nothing changed) when the address would change and the
+        current password is wrong or the name's logins are throttled; InvalidInput when none
+        is given. A change of case is no change of address (passwords.address_changed)."""
         user = self._changing()
         new_email = check_email(email) if email is not None else user.email
         if (new_email or "").lower() != (user.email or "").lower():
             if not current_password:
                 raise InvalidInput("changing the email address needs current_password")
-            if not verify_password(user.password_hash, current_password):
+            password_hash = user.password_hash
+            checked = throttle.check_current(
+                self._repos, user.username, password_hash, current_password, guard
+            )
+            if not checked.right:
                 audit.record(
                     self._repos.audit,
                     self._actor,
                     "account.profile_update",
                     "user",
                     user.id,
-                    {"reason": "wrong current password"},
+                    {"reason": checked.reason},
                     False,
                 )
-                return None
+                return checked
         changes: dict[str, object] = {}
         if full_name is not None:
             user.full_name = changes["full_name"] = full_name.strip() or None

@@ -17,7 +17,6 @@ from tessera.domains.identity.secrets import (
     hash_password,
     new_token,
     token_digest,
-    verify_password,
 )
 from tessera.domains.identity.twofactor import LOGIN_PURPOSE
 from tessera.domains.mail import Message
@@ -179,32 +178,34 @@ def change(
     actor: Actor,
     current: str,
     new: str,
-    now: datetime,
     keep_session_id: int | None,
-) -> bool:
-    """The caller's own password, after checking the current one (a failure is audited and
-    returns False). Every other session of the user ends; the current one stays."""
+    guard: throttle.Guard,
+) -> throttle.Checked:
+    """The caller's own password, after checking the current one under the name's login
+    throttle (a refusal is audited and returned). Every other session of the user ends; the
+    current one stays."""
     if actor.user_id is None:
         raise PermissionDenied("passwords belong to users")
     user = load_user(repos.session, actor.user_id)
     if user is None:
         raise PermissionDenied("passwords belong to users")
     require_full_access(repos.session, actor, user)
-    if not verify_password(user.password_hash, current):
+    checked = throttle.check_current(repos, user.username, user.password_hash, current, guard)
+    if not checked.right:
         audit.record(
             repos.audit,
             actor,
             "account.password_change",
             "user",
             user.id,
-            {"reason": "wrong current password"},
+            {"reason": checked.reason},
             False,
         )
-        return False
+        return checked
     if new == current:
         raise InvalidInput("the new password must differ from the current one")
     user.password_hash = hash_password(check_password(new))
     repos.web_sessions.delete_for_user(user.id, keep_id=keep_session_id)
-    repos.account_tokens.revoke_for_user(user.id, VOIDED_BY_NEW_PASSWORD, now)
+    repos.account_tokens.revoke_for_user(user.id, VOIDED_BY_NEW_PASSWORD, guard.now)
     audit.record(repos.audit, actor, "account.password_change", "user", user.id)
-    return True
+    return checked

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from tessera.core.errors import InvalidInput, NotFound, PermissionDenied
 from tessera.domains import audit
 from tessera.domains.actor import Actor
-from tessera.domains.identity import permissions
+from tessera.domains.identity import permissions, throttle
 from tessera.domains.identity.effective import user_permissions
 from tessera.domains.identity.secrets import new_token, token_digest, verify_password
 from tessera.storage import models
@@ -52,7 +52,7 @@ def refuse_throttled(repos: Repositories, username: str, anonymous: Actor) -> No
     """A password attempt refused unchecked, the name having failed too often (throttle.py):
     audited as a failed login."""
     user = find_login_user(repos.session, username)
-    details = {"method": "password", "reason": "too many failed logins: throttled"}
+    details = {"method": "password", "reason": throttle.THROTTLED}
     who = _login_actor(user, username, anonymous)
     target = user.id if user else None
     audit.record(repos.audit, who, "auth.login", "user", target, details, False, 429)

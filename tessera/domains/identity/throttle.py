@@ -14,9 +14,11 @@ the count back (the row goes)."""
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from tessera.domains.identity.secrets import verify_password
 from tessera.storage.models_accounts import LoginThrottle
 from tessera.storage.repositories import Repositories
 
@@ -36,6 +38,32 @@ class ThrottleState:
 
     failures: int
     locked_until: datetime | None
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What a check of a current password needs to count it: the policy, the moment, and
+    `counted`, which makes the count durable (commits it) before the slow hash."""
+
+    policy: ThrottlePolicy
+    now: datetime
+    counted: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A current password checked under the name's throttle: right, wrong, or refused
+    unchecked (`wait`) because the name is throttled."""
+
+    right: bool
+    wait: timedelta | None = None
+
+    @property
+    def reason(self) -> str:
+        return THROTTLED if self.wait is not None else "wrong current password"
+
+
+THROTTLED = "too many failed logins: throttled"
 
 
 def subject(username: str) -> str:
@@ -60,6 +88,23 @@ def admit(
         row.lockouts += 1
         row.failures = 0
     return None
+
+
+def check_current(
+    repos: Repositories, username: str, password_hash: str | None, password: str, guard: Guard
+) -> Checked:
+    """The current password a change of password or email address asks for. Whoever holds a
+    session or a full-access key could otherwise guess it there, from rotating addresses,
+    without end: the guess counts for the name as a login attempt does (one budget for every
+    path), a throttled name is refused unchecked, and a right password starts the count over."""
+    wait = admit(repos, username, guard.policy, guard.now)
+    if wait is not None:
+        return Checked(False, wait)
+    guard.counted()
+    if not verify_password(password_hash, password):
+        return Checked(False)
+    succeeded(repos, username)
+    return Checked(True)
 
 
 def backoff(policy: ThrottlePolicy, lockouts: int) -> timedelta:
