@@ -108,8 +108,14 @@ def check_current(
 
 
 def backoff(policy: ThrottlePolicy, lockouts: int) -> timedelta:
-    """`base`, doubled for every earlier lock, never beyond `cap`."""
-    return min(policy.cap, policy.base * (2 ** min(lockouts, 32)))
+    """`base`, doubled for every earlier lock, never beyond `cap`. Doubled step by step and
+    stopped at the cap: `base * 2**n` overflows timedelta for a base of hours and many locks."""
+    wait = min(policy.cap, policy.base)
+    for _ in range(lockouts):
+        if wait >= policy.cap:
+            break
+        wait = min(policy.cap, wait * 2)
+    return wait
 
 
 def retry_after_seconds(wait: timedelta) -> int:
