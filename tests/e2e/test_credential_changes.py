@@ -112,3 +112,27 @@ def test_an_email_change_needs_the_current_password(server: Server, api: httpx.C
     ]
     assert len(failed) == 1 and PASSWORD not in str(failed[0]["details"])
     assert can_login(server, user["username"])
+
+
+def test_own_address_and_password_change_only_with_the_current_password(
+    server: Server, api: httpx.Client
+) -> None:
+    """Whoever may manage users may not, through the users API, move their own address or set
+    their own password: that would skip the current password the account API asks for (a
+    stolen administrator session would point the reset links elsewhere)."""
+    before = email_address("admin-before")
+    admin = create_user(api, role="admin", email=before)
+    own = f"{API}/users/{admin['id']}"
+    with logged_in(server, admin["username"]) as (session, csrf):
+        headers = {"X-CSRF-Token": csrf}
+        moved = {"email": "thief@example.test"}
+        error(session.put(own, json=moved, headers=headers), 403)
+        new = {"password": "a-password-chosen-by-a-thief"}
+        error(session.put(own, json=new, headers=headers), 403)
+        reset = {"new_password": "a-password-chosen-by-a-thief"}
+        error(session.post(f"{own}/reset-password", json=reset, headers=headers), 403)
+        # What does not touch how the account signs in is still theirs to change there.
+        same = {"full_name": "Still Me", "email": before.upper()}
+        assert data(session.put(own, json=same, headers=headers))["full_name"] == "Still Me"
+    assert data(api.get(own))["email"].lower() == before.lower()
+    assert can_login(server, admin["username"])

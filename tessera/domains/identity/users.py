@@ -83,6 +83,8 @@ class UserService:
 
     def update(self, user_id: int, fields: UserFields) -> models.User:
         user = self._manageable(user_id)
+        moved = fields.email is not None and not _same_address(fields.email, user.email)
+        self._not_own_sign_in(user, moved or fields.password is not None)
         was_admin = self._hold_admins(user)
         changes: dict[str, object] = {}
         if fields.email is not None:
@@ -125,6 +127,7 @@ class UserService:
     ) -> Message | None:
         """Set the password given, or (none given) mail the user a reset link."""
         user = self._manageable(user_id)
+        self._not_own_sign_in(user, new_password is not None)
         if new_password is not None:
             passwords.set_password(self._repos, user, new_password, self._now)
             details: dict[str, object] = {"method": "set"}
@@ -275,11 +278,25 @@ class UserService:
             raise PermissionDenied(f"you cannot grant the role {check_role(role)!r}")
         return check_role(role)
 
+    def _not_own_sign_in(self, user: models.User, changes_sign_in: bool) -> None:
+        """One's own address (where reset links go) and password change at /account, which
+        asks for the current password: here a stolen session of whoever manages users would
+        skip it."""
+        if changes_sign_in and user.id == self._actor.user_id:
+            raise PermissionDenied(
+                "change your own email address or password under /account, with your password"
+            )
+
     def _manageable(self, user_id: int) -> models.User:
         user = self.get(user_id)
         if not permissions.covers(self._actor.permissions, self.effective(user)):
             raise PermissionDenied(f"user {user_id} holds more permissions than you")
         return user
+
+
+def _same_address(email: str, current: str | None) -> bool:
+    """A change of case is no change of address (passwords.address_changed)."""
+    return (check_email(email) or "").lower() == (current or "").lower()
 
 
 def check_role(role: str) -> str:
