@@ -43,13 +43,13 @@ def claim(host: str, ports: Iterable[int]) -> Claim:
     """Lock each port for `host`, then check that nothing listens there; SystemExit with
     one clear line otherwise."""
     held: list[int] = []
-    try:
+    with contextlib.ExitStack() as undo:  # on any failure, the locks taken so far go
         for port in ports:
-            held += lock(host, port)
+            taken = lock(host, port)
+            held += taken
+            undo.callback(Claim(tuple(taken)).release)
             check_free(host, port)
-    except BaseException:
-        Claim(tuple(held)).release()
-        raise
+        undo.pop_all()
     return Claim(tuple(held))
 
 
@@ -58,12 +58,11 @@ def lock(host: str, port: int) -> list[int]:
     this user holds them."""
     directory = lock_directory()
     held: list[int] = []
-    try:
+    with contextlib.ExitStack() as undo:  # on any failure, the locks taken so far go
         for name, exclusive in lock_names(host, port):
             held.append(_lock(directory / name, exclusive, host, port))
-    except BaseException:
-        Claim(tuple(held)).release()
-        raise
+            undo.callback(os.close, held[-1])
+        undo.pop_all()
     return held
 
 

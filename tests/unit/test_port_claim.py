@@ -3,6 +3,7 @@ where the locks live. (Two real servers racing for a port: tests/e2e/test_port_c
 flock locks taken through two descriptors exclude each other even in one process."""
 
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,3 +69,15 @@ def test_the_lock_directory_is_private() -> None:
     directory = ports.lock_directory()
     assert directory.stat().st_mode & 0o777 == 0o700
     assert all(path.stat().st_mode & 0o777 == 0o600 for path in directory.iterdir())
+
+
+def test_a_claim_that_fails_on_a_later_port_lets_go_of_the_earlier_ones() -> None:
+    """The second port is taken by another program: the first port's locks are released, so
+    the next start (or another server) can claim it."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        with pytest.raises(SystemExit, match="cannot listen on"):
+            ports.claim("127.0.0.1", [PORT, busy])
+    hold("127.0.0.1").release()
