@@ -184,6 +184,16 @@ def test_unpaired_surrogates_in_json_are_400(
     assert created["common_name"] == "Pair \U0001f600 Root"
 
 
+def test_a_templates_wrapper_that_holds_no_array_is_400(api: httpx.Client) -> None:
+    """{"templates": ...} is the export's wrapper; holding anything but an array of templates,
+    it is refused as such, not read as one template named by nothing."""
+    with nothing_written(api):
+        for held in (5, "x", {"name": unique("wrapped")}, None):
+            upload = {"file": ("t.json", json.dumps({"templates": held}).encode(), "text/json")}
+            message = assert_error(api.post("/api/v2/templates/import", files=upload), 400)
+            assert "array of templates" in message
+
+
 def test_json_in_another_encoding_than_utf8_is_400(
     server: Server, api: httpx.Client, root: dict[str, Any]
 ) -> None:

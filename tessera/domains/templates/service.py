@@ -196,8 +196,8 @@ def parse_import(content: bytes) -> list[object]:
         parsed = jsontext.loads(content)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise InvalidInput("the template import is not valid JSON") from exc
-    if isinstance(parsed, dict):
-        parsed = parsed["templates"] if isinstance(parsed.get("templates"), list) else [parsed]
+    if isinstance(parsed, dict):  # a template has no `templates` field: a wrapper does
+        parsed = parsed.get("templates", [parsed])
     if not isinstance(parsed, list):
         raise InvalidInput("the template import must be a JSON array of templates")
     if len(parsed) > MAX_IMPORT_ENTRIES:
