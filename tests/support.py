@@ -259,13 +259,19 @@ def _wait_ready(server: Server, timeout: float = 90) -> None:
 
 
 def stop_server(server: Server) -> None:
-    if server.process.poll() is None:
-        os.killpg(server.process.pid, signal.SIGTERM)
+    stop_process_group(server.process)
+
+
+def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM to a server's whole process group (supervisor and workers), SIGKILL after
+    `timeout` seconds."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
         try:
-            server.process.wait(timeout=20)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(server.process.pid, signal.SIGKILL)
-            server.process.wait()
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def admin_api_key(server: Server) -> str:

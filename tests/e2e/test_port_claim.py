@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import ADMIN_PASSWORD, PORT_TAKEN, free_port
+from tests.support import ADMIN_PASSWORD, PORT_TAKEN, free_port, stop_process_group
 
 STARTED = "Tessera listening on"
 
@@ -48,13 +48,7 @@ class Serve:
         return answer.status_code == 200
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process_group(self.process, timeout=30)
 
 
 def serve(data_dir: Path, port: int, http_port: int) -> Serve:
