@@ -124,7 +124,8 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None,
         validation_alias=AliasChoices("REDIS_URL", "TESSERA_REDIS_URL"),
-        description="Redis for rate limits shared by every server process; in-memory if unset",
+        description="Redis shared by every server process for rate limits (in memory per "
+        "process if unset) and ACME nonces (in the database if unset)",
     )
     redis_prefix: str = Field("tessera:rl:", description="Prefix of the rate-limit keys in Redis")
     trusted_proxy_ips: str = Field(
