@@ -171,7 +171,16 @@ def _ensure_admin(repos: Repositories, settings: Settings, say: Callable[[str], 
         say(f"Created user 'admin' with password: {password}\n(shown only this once)")
 
 
+# The first is template 1 of a fresh install: the seed's "Issue Certificate" example names
+# template 1 with serverAuth and clientAuth, which a server-only template would refuse.
 DEFAULT_TEMPLATES: tuple[dict[str, Any], ...] = (
+    {
+        "name": "Server and Client",
+        "description": "TLS server that also authenticates",
+        "template_type": "server_client",
+        "validity_days": 397,
+        "extended_key_usage": ["serverAuth", "clientAuth"],
+    },
     {
         "name": "Web Server",
         "description": "TLS server",
@@ -185,13 +194,6 @@ DEFAULT_TEMPLATES: tuple[dict[str, Any], ...] = (
         "template_type": "client",
         "validity_days": 365,
         "extended_key_usage": ["clientAuth"],
-    },
-    {
-        "name": "Server and Client",
-        "description": "TLS server that also authenticates",
-        "template_type": "server_client",
-        "validity_days": 397,
-        "extended_key_usage": ["serverAuth", "clientAuth"],
     },
 )
 

@@ -249,6 +249,7 @@ def test_seed_ca_and_certificate_examples(api: httpx.Client) -> None:
     issue_body = {
         "common_name": "server.example.com",
         "ca_id": intermediate["id"],
+        "template_id": 1,  # a fresh install's first template, as the seed's example has it
         "validity_days": 365,
         "key_size": 2048,
         "san": ["dns:server.example.com", "dns:www.example.com", "ip:192.168.1.10"],
