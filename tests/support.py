@@ -176,7 +176,10 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-PORT_TAKEN = "Address already in use"
+# What a server says when a port found free was taken first: bound by another process, or
+# claimed by another Tessera server starting at the same moment (tessera/ports.py).
+ADDRESS_IN_USE = "Address already in use"
+PORT_TAKEN = (ADDRESS_IN_USE, "in use by another Tessera server")
 
 
 def start_server(
@@ -189,7 +192,7 @@ def start_server(
         try:
             return _start_server(data_dir, database_url, workers, env)
         except ServerExitedEarly as exc:
-            if PORT_TAKEN not in str(exc) or attempt == 2:
+            if not any(taken in str(exc) for taken in PORT_TAKEN) or attempt == 2:
                 raise
     raise AssertionError("unreachable")
 

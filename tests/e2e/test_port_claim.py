@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import ADMIN_PASSWORD, PORT_TAKEN, free_port, stop_process_group
+from tests.support import ADDRESS_IN_USE, ADMIN_PASSWORD, free_port, stop_process_group
 
 STARTED = "Tessera listening on"
 
@@ -122,7 +122,7 @@ def race(folder: Path, shared: str) -> bool:
         )
         exited = [s for s in servers if s.process.poll() is not None]
         said = "\n---\n".join(s.said() for s in servers)
-        if PORT_TAKEN in said:
+        if ADDRESS_IN_USE in said:
             return False
         assert len(exited) == 1, f"both servers run on port {common}:\n{said}"
         (loser,) = exited
@@ -130,7 +130,7 @@ def race(folder: Path, shared: str) -> bool:
         assert_refused(loser, common)
         assert "in use by another Tessera server" in loser.said(), said
         wait_until(lambda: STARTED in winner.said() or winner.process.poll() is not None, "start")
-        if PORT_TAKEN in winner.said():
+        if ADDRESS_IN_USE in winner.said():
             return False
         assert_alone_on(winner, common)
         return True
