@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -149,6 +150,8 @@ def test_login_sets_hardened_session_cookie(server: Server) -> None:
     assert session["user"]["username"] == "admin" and session["role"] == "admin"
     assert session["permissions"] == ["*"] and session["auth_method"] == "password"
     assert len(session["csrf_token"]) >= 32 and session["csrf_token"] != token
+    # UTC to the second with a Z, as every date of the native API (docs/native-api.md)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", session["expires_at"]), session
     expires = datetime.fromisoformat(session["expires_at"].replace("Z", "+00:00"))
     lifetime = expires - datetime.now(UTC)
     assert abs(lifetime.total_seconds() - int(attributes["max-age"])) < 120
@@ -251,8 +254,10 @@ def test_auth_methods(server: Server) -> None:
         known = data(client.post("/api/v2/auth/methods", json={"username": "admin"}))
         unknown = data(client.post("/api/v2/auth/methods", json={"username": unique("ghost")}))
         anyone = data(client.post("/api/v2/auth/methods", json={}))
+        # A login page asks before it knows the username: no body at all is the same question.
+        bare = data(client.post("/api/v2/auth/methods"))
     assert known == expected
-    assert unknown == known == anyone  # the answer does not reveal which accounts exist
+    assert unknown == known == anyone == bare  # the answer does not reveal which accounts exist
 
 
 def test_wrong_password_is_401_and_every_login_is_audited(server: Server) -> None:

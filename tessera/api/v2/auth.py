@@ -116,7 +116,7 @@ def _open_session(
         "permissions": sorted(user_permissions(repos.session, user)),
         "auth_method": method,
         "csrf_token": opened.csrf_token,
-        "expires_at": opened.expires_at.isoformat(),
+        "expires_at": iso(opened.expires_at),
     }
     response = ok(data, "Login successful")
     response.set_cookie(
@@ -154,10 +154,12 @@ def logout(request: Request, session: UnitOfWork, actor: CurrentActor) -> Respon
 
 
 @router.post("/methods")
-def methods(body: AuthMethodsQuery, session: UnitOfWork) -> JSONResponse:
+def methods(session: UnitOfWork, body: AuthMethodsQuery | None = None) -> JSONResponse:
     """`totp_enabled` is the named account's (as the seed shows); for an unknown name it is
-    false, like for an account without TOTP, so only accounts with TOTP are distinguishable."""
-    user = find_login_user(session, body.username) if body.username else None
+    false, like for an account without TOTP, so only accounts with TOTP are distinguishable.
+    The body is optional: a login page asks before it knows the username (as UCM allows)."""
+    username = body.username if body else None
+    user = find_login_user(session, username) if username else None
     data = {
         "password": True,
         "webauthn": False,
