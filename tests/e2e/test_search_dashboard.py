@@ -110,6 +110,18 @@ def test_searched_cas_carry_their_certificate_count(api: httpx.Client) -> None:
     assert [(c["id"], c["certificates_count"]) for c in found] == [(ca["id"], 2)]
 
 
+def test_searched_csrs_are_the_csr_listing_rows(api: httpx.Client, workdir: Path) -> None:
+    """Search answers each kind as its own listing does: a CSR found has the fields of a row
+    of GET /csrs (`cn`, `descr`, `key_algorithm`, `has_private_key`, ...), as certificates
+    and CAs found have those of theirs; it had a shorter shape of its own."""
+    token = uuid.uuid4().hex[:12]
+    _, csr = openssl_csr(workdir, f"/CN={token}-row.example.test")
+    uploaded = data(api.post(f"{API}/csrs", json={"csr": csr.read_text()}), 201)
+    listed = data(api.get(f"{API}/csrs", params={"status": "pending", "per_page": 100}))
+    [row] = [r for r in listed if r["id"] == uploaded["id"]]
+    assert search(api, token)["csrs"] == [row]
+
+
 def test_search_folds_the_case_of_letters_beyond_ascii(
     api: httpx.Client, root: dict[str, Any], workdir: Path
 ) -> None:
