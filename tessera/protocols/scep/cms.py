@@ -143,12 +143,22 @@ def signer_certificate(message: SignedMessage) -> x509.Certificate:
         else:
             key_id = sid.chosen.native
             for cert in message.certificates:
-                ski = x509.SubjectKeyIdentifier.from_public_key(cert.public_key())
-                if ski.digest == key_id:
+                if key_id in key_identifiers(cert):
                     return cert
     except ASN1_ERRORS as exc:
         raise CmsError(BAD_MESSAGE_CHECK, f"unreadable signer identifier: {exc}") from exc
     raise CmsError(BAD_CERT_ID, "the message does not carry its signer's certificate")
+
+
+def key_identifiers(cert: x509.Certificate) -> set[bytes]:
+    """What names `cert` as a signer or recipient by key identifier (RFC 5652 5.3, 6.2.1):
+    its extension's value (RFC 7093's need not be the SHA-1 of the key), and that SHA-1."""
+    found = {x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest}
+    try:
+        found.add(cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest)
+    except (x509.ExtensionNotFound, *ASN1_ERRORS):
+        pass  # none, or unreadable: the SHA-1 is all that names it
+    return found
 
 
 def verify(message: SignedMessage, signer: x509.Certificate) -> None:
@@ -364,7 +374,6 @@ def recipients(der: bytes) -> list[tuple[bytes, int]]:
 def _our_recipient(
     recipient_infos: cms.RecipientInfos, cert: x509.Certificate
 ) -> cms.KeyTransRecipientInfo:
-    ski = x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
     for choice in recipient_infos:
         if choice.name != "ktri":
             continue
@@ -375,7 +384,7 @@ def _our_recipient(
                 and rid.chosen["issuer"].dump() == cert.issuer.public_bytes()
             )
         else:
-            match = rid.chosen.native == ski
+            match = rid.chosen.native in key_identifiers(cert)
         if match:
             return choice.chosen
     raise CmsError(BAD_MESSAGE_CHECK, "the envelope is not addressed to this server")
