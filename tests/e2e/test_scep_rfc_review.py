@@ -21,11 +21,14 @@ from tests.e2e.test_scep_protocol import (
     Client,
     Scep,
     Sent,
+    ca_certificates,
     csr_der,
     default_profile,
+    new_client,
     pki_message,
     profile,
     read_reply,
+    split,
 )
 from tests.support import Server
 
@@ -124,3 +127,24 @@ def test_a_ca_addressed_by_its_key_identifier_extension(scep: Scep, api: httpx.C
     )
     reply = read_reply(scep.post(sent, path), device, ca)
     assert reply.status == SUCCESS, reply
+
+
+def test_the_challenge_of_a_ca_is_that_of_the_enabled_profile_using_it(
+    scep: Scep, api: httpx.Client
+) -> None:
+    """A disabled profile uses no CA: the challenge `GET /scep/challenge/{ca_id}` shows is of
+    the type of the enabled profile that answers for the CA (here a dynamic one), not the
+    static one of a disabled default profile left pointing at it, with which its devices
+    could only be refused "wrong challenge"."""
+    data(api.patch(f"{API}/scep/config", json={"enabled": False}))
+    path = profile(api, scep, challenge_type="dynamic", auto_approve=True)
+    try:
+        shown = data(api.get(f"{API}/scep/challenge/{scep.ca_id}"))
+        assert shown["challenge_type"] == "dynamic", shown
+        _, ra = split(ca_certificates(scep.http, path))
+        device = new_client()
+        sent = pki_message(device, ra, csr_der(device, unique("dyn-ca"), shown["challenge"]))
+        assert read_reply(scep.post(sent, path), device, ra).status == SUCCESS
+    finally:
+        data(api.delete(f"{API}/scep/profiles/{path.split('/')[2]}"))
+        data(api.patch(f"{API}/scep/config", json={"enabled": True}))

@@ -217,12 +217,13 @@ def _challenges(request: Request, session: UnitOfWork, actor: Actor) -> Challeng
 def _challenge_setting(
     request: Request, session: UnitOfWork, actor: Actor, ca_id: int
 ) -> tuple[str, int]:
-    """The challenge type and validity of the profile that uses this CA (the default
-    profile first); a CA no profile uses yet gets a static challenge."""
+    """The challenge type and validity of the profile that uses this CA (an enabled one
+    first, which is what enrolls with it, then the default profile); a CA no profile uses
+    yet gets a static challenge."""
     profiles = _profiles(request, session, actor)
     if issuance(request, session, actor).repos.cas.get(ca_id) is None:
         raise NotFound(f"CA {ca_id} not found")
-    candidates = sorted(profiles.listing(), key=lambda p: p.slug != DEFAULT_SLUG)
+    candidates = sorted(profiles.listing(), key=lambda p: (not p.enabled, p.slug != DEFAULT_SLUG))
     for profile in candidates:
         if profile.ca_id == ca_id:
             return profile.challenge_type, profile.challenge_validity
