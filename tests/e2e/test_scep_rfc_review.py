@@ -43,7 +43,8 @@ def scep(server: Server) -> Iterator[Scep]:
 
 def rfc7093_key_id(key: rsa.RSAPrivateKey) -> bytes:
     """A key identifier by RFC 7093 method 1 (the leftmost 160 bits of the SHA-256 of the
-    subjectPublicKey), as Go 1.25's x509.CreateCertificate writes it: not RFC 5280's SHA-1."""
+    subjectPublicKey), as Let's Encrypt and micromdm/scep's cryptoutil make them: not the
+    SHA-1 of RFC 5280 section 4.2.1.2."""
     info = asn1_keys.PublicKeyInfo.load(
         key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -95,9 +96,9 @@ def addressed_by_key_id(envelope: bytes, key_id: bytes) -> bytes:
 
 def test_a_signer_named_by_its_key_identifier_extension(scep: Scep) -> None:
     """RFC 5652 5.3 names the signer by subjectKeyIdentifier with the value of its
-    certificate's extension, which need not be RFC 5280's SHA-1 of the key (RFC 7093 method
-    1, as newer Go writes it, is not): the requester is found and answered, not refused
-    badCertId as one that carries no certificate."""
+    certificate's extension, which need not be RFC 5280's SHA-1 of the key (RFC 7093's is
+    not): the requester is found and answered, not refused badCertId as one that carries no
+    certificate."""
     key = rsa.generate_private_key(65537, 2048)
     client = Client(key, certificate(key, "ski-signer"))
     sent = pki_message(client, scep.ra, csr_der(client, unique("ski-signer"), scep.challenge))
