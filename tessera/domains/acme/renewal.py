@@ -59,11 +59,13 @@ def lookup_certificate(repos: Repositories, identifier: str) -> models.Certifica
         raise malformed("the serial must be a positive DER INTEGER")
     if len(serial) > 1 and serial[0] == 0 and not serial[1] & 0x80:
         raise malformed("the serial is not in DER: it has a leading zero octet too many")
-    ca = repos.cas.by_subject_key_id(aki.hex())
-    if ca is None:
+    # Several CAs may have the key (a root re-issued for it is a CA of its own here): the
+    # certificate is looked for under each of them.
+    ca_ids = repos.cas.ids_by_subject_key_id(aki.hex())
+    if not ca_ids:
         return None
     return repos.acme.certificate_by_serial(
-        inspect.serial_hex(int.from_bytes(serial, "big")), ca.id
+        inspect.serial_hex(int.from_bytes(serial, "big")), ca_ids
     )
 
 

@@ -425,13 +425,17 @@ class AcmeRepository:
         self._session.add(mark)
         self._session.flush()
 
-    def certificate_by_serial(self, serial_hex: str, ca_id: int) -> Certificate | None:
+    def certificate_by_serial(self, serial_hex: str, ca_ids: Sequence[int]) -> Certificate | None:
+        """The certificate with this serial issued by one of these CAs (those sharing a key,
+        `CARepository.ids_by_subject_key_id`: serials are random, so at most one matches)."""
         return self._session.scalar(
-            select(Certificate).where(
+            select(Certificate)
+            .where(
                 Certificate.org_id == self._org_id,
                 Certificate.serial_number == serial_hex,
-                Certificate.ca_id == ca_id,
+                Certificate.ca_id.in_(ca_ids),
             )
+            .limit(1)
         )
 
     def certificate_by_fingerprint(self, fingerprint: str) -> Certificate | None:

@@ -81,6 +81,14 @@ class CARepository:
             self._scoped().where(CertificateAuthority.subject_key_id == ski).limit(1)
         )
 
+    def ids_by_subject_key_id(self, ski: str) -> Sequence[int]:
+        """Every CA with this key identifier: a CA certificate re-issued for the same key (a
+        renewed root) is a CA of its own, and certificates of either name it as issuer."""
+        query = select(CertificateAuthority.id).where(
+            CertificateAuthority.org_id == self._org_id, CertificateAuthority.subject_key_id == ski
+        )
+        return self._session.scalars(query).all()
+
     def unlinked_issued_by(self, issuer: str) -> Sequence[CertificateAuthority]:
         """CAs filed under no parent whose issuer is named `issuer` (self-issued ones aside)."""
         query = self._scoped().where(

@@ -1,0 +1,76 @@
+"""ACME paths found wrong in a review against RFC 8555 and RFC 9773, each pinned by a test
+that failed before its fix."""
+
+import shutil
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.e2e.acme_helpers import Acme, AcmeEnv, b64, csr_for, registered
+from tests.e2e.helpers import data, import_ca_file, self_signed_ca, unique
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("pebble-challtestsrv"), reason="pebble-challtestsrv (Debian pebble) needed"
+)
+
+
+@pytest.fixture
+def account(env: AcmeEnv) -> Iterator[Acme]:
+    with registered(env) as client:
+        yield client
+
+
+def name() -> str:
+    return f"{unique('host')}.acme.test"
+
+
+def issued(account: Acme, host: str) -> x509.Certificate:
+    order = account.ready_order(host)
+    done = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
+    return x509.load_pem_x509_certificates(account.get(done["certificate"]).content)[0]
+
+
+def ari_id(cert: x509.Certificate) -> str:
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    serial = cert.serial_number.to_bytes(cert.serial_number.bit_length() // 8 + 1, "big")
+    return f"{b64(aki or b'')}.{b64(serial)}"
+
+
+def test_renewal_info_finds_certificates_of_every_ca_with_the_same_key(
+    env: AcmeEnv, account: Acme
+) -> None:
+    """RFC 9773 4.1: a certificate is named by its issuer's key identifier and its serial. A
+    root re-issued with the same key is a CA of its own here (same key identifier): the
+    certificates either one issued have renewal information and can be replaced."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    common_name = unique("Reissued ACME Root")
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    ca_ids = []
+    with env.api() as api:
+        for lifetime in (timedelta(days=365), timedelta(days=730)):
+            cert, _ = self_signed_ca(common_name, lifetime, key=key)
+            bundle = cert.public_bytes(serialization.Encoding.PEM) + pem_key
+            ca_ids.append(int(data(import_ca_file(api, bundle, "root.pem"), 201)["id"]))
+    certificates = []
+    try:
+        for ca_id in ca_ids:
+            env.settings(issuing_ca_id=ca_id)
+            host = name()
+            certificates.append((host, issued(account, host)))
+    finally:
+        env.settings(issuing_ca_id=env.ca["id"])
+    for host, cert in certificates:
+        info = account.http.get(f"{account.dir['renewalInfo']}/{ari_id(cert)}")
+        assert info.status_code == 200, info.text
+        assert "suggestedWindow" in info.json()
+        replacing = account.order(host, replaces=ari_id(cert))
+        assert replacing.status_code == 201, replacing.text
+        assert replacing.json()["replaces"] == ari_id(cert)
