@@ -3,13 +3,14 @@ that failed before its fix."""
 
 import shutil
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.e2e.accounts_helpers import db
 from tests.e2e.acme_helpers import Acme, AcmeEnv, b64, csr_for, registered
 from tests.e2e.helpers import data, import_ca_file, self_signed_ca, unique
 
@@ -74,3 +75,22 @@ def test_renewal_info_finds_certificates_of_every_ca_with_the_same_key(
         replacing = account.order(host, replaces=ari_id(cert))
         assert replacing.status_code == 201, replacing.text
         assert replacing.json()["replaces"] == ari_id(cert)
+
+
+def test_the_orders_list_leaves_out_an_order_that_expired(env: AcmeEnv, account: Acme) -> None:
+    """RFC 8555 7.1.2.1: the list SHOULD NOT include invalid orders, and an order past its
+    expiry is invalid (7.1.6) as soon as it is read, before the cleanup job marks it so. A
+    valid order stays valid, and listed, past its expiry."""
+    kept = account.order(name()).headers["location"]
+    expired = account.order(name()).headers["location"]
+    host = name()
+    valid = account.ready_order(host)["url"]
+    finalized = account.post(valid + "/finalize", {"csr": csr_for(host)[0]})
+    assert finalized.json()["status"] == "valid", finalized.text
+    past = (datetime.now(UTC) - timedelta(minutes=1)).replace(tzinfo=None)
+    for url in (expired, valid):
+        order_id = int(url.rsplit("/", 1)[1])
+        db(env.server, "UPDATE acme_orders SET expires_at = ? WHERE id = ?", (past, order_id))
+    listed = account.get(account.kid + "/orders").json()["orders"]
+    assert set(listed) == {kept, valid}, listed
+    assert account.get(expired).json()["status"] == "invalid"

@@ -242,7 +242,7 @@ async def account_orders(account_id: str, request: Request, session: UnitOfWork)
         if account.id != _id(account_id, "account"):
             raise unauthorized("the kid is not this account")
         before = None if cursor is None else _cursor(cursor)
-        ids = ctx.repos.acme.account_order_ids(account.id, ORDERS_PAGE + 1, before)
+        ids = ctx.repos.acme.account_order_ids(account.id, ctx.now, ORDERS_PAGE + 1, before)
         page = ids[:ORDERS_PAGE]
         links = []
         if len(ids) > ORDERS_PAGE:

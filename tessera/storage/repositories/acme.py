@@ -275,14 +275,16 @@ class AcmeRepository:
         return self._session.scalar(_ORDER_FOR_CERTIFICATE, params)
 
     def account_order_ids(
-        self, account_id: int, limit: int, before: int | None = None
+        self, account_id: int, now: datetime, limit: int, before: int | None = None
     ) -> Sequence[int]:
         """The account's orders but the invalid ones (RFC 8555 7.1.2.1), newest first; with
-        `before`, those older than that order (the next page)."""
+        `before`, those older than that order (the next page). An order past its expiry that
+        was never issued is invalid (7.1.6) whether or not the cleanup job has marked it."""
         query = select(AcmeOrder.id).where(
             AcmeOrder.org_id == self._org_id,
             AcmeOrder.account_id == account_id,
             AcmeOrder.status != "invalid",
+            or_(AcmeOrder.status == "valid", AcmeOrder.expires_at > now),
         )
         if before is not None:
             query = query.where(AcmeOrder.id < before)
