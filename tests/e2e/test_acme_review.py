@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.e2e.accounts_helpers import db
-from tests.e2e.acme_helpers import Acme, AcmeEnv, b64, csr_for, registered
+from tests.e2e.acme_helpers import Acme, AcmeEnv, b64, csr_for, problem, registered
 from tests.e2e.helpers import data, import_ca_file, self_signed_ca, unique
 
 pytestmark = pytest.mark.skipif(
@@ -94,3 +94,33 @@ def test_the_orders_list_leaves_out_an_order_that_expired(env: AcmeEnv, account:
     listed = account.get(account.kid + "/orders").json()["orders"]
     assert set(listed) == {kept, valid}, listed
     assert account.get(expired).json()["status"] == "invalid"
+
+
+def test_a_not_after_beyond_the_issuing_ca_is_refused_not_cut_short(
+    env: AcmeEnv, account: Acme
+) -> None:
+    """RFC 8555 7.4: the server "MUST NOT issue a certificate with contents other than those
+    requested". A notAfter later than the issuing CA's end cannot be honoured (a certificate
+    ends with its issuer at the latest): refused at new-order, not issued ending earlier."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert, _ = self_signed_ca(unique("Short ACME Root"), timedelta(days=10), key=key)
+    bundle = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with env.api() as api:
+        ca_id = int(data(import_ca_file(api, bundle, "root.pem"), 201)["id"])
+    env.settings(issuing_ca_id=ca_id)
+    try:
+        late = (datetime.now(UTC) + timedelta(days=20)).replace(microsecond=0)
+        refused = problem(account.order(name(), notAfter=late.isoformat()), "malformed", 400)
+        assert "issuing CA" in refused["detail"], refused
+        end = (datetime.now(UTC) + timedelta(days=5)).replace(microsecond=0)
+        host = name()
+        order = account.ready_order(host, notAfter=end.isoformat())
+        done = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
+        pem = account.get(done["certificate"]).content
+        assert x509.load_pem_x509_certificates(pem)[0].not_valid_after_utc == end
+    finally:
+        env.settings(issuing_ca_id=env.ca["id"])

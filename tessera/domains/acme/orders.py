@@ -71,10 +71,11 @@ class Orders:
     def new_order(self, account: AcmeAccount, payload: dict[str, Any]) -> AcmeOrder:
         settings = self.settings()
         # Finalize could not issue: say so before the client proves its names for nothing.
-        issuing_ca(self.repos, settings, self.now)
+        ca = issuing_ca(self.repos, settings, self.now)
         identifiers = parse_identifiers(payload.get("identifiers"))
         profile = self._profile(settings, payload.get("profile"))
         not_before, not_after = self._window(payload, self._max_days(settings, profile))
+        _check_end_within(not_after, ca)
         replaces = payload.get("replaces")
         if replaces is not None:
             replaces = self._check_replaces(account, replaces, identifiers)
@@ -328,6 +329,7 @@ class Orders:
         # refusal is the same 503 as there, not a `badCSR` the client could do nothing about.
         ca = issuing_ca(self.repos, settings, self.now)
         _check_profile_offered(settings, order)
+        _check_end_within(order.not_after, ca)  # the CA may have been changed since new-order
         template = self._template(settings, order.profile)
         idents = [identifier(i["type"], i["value"]) for i in order.identifiers]
         request = CertificateRequest(
@@ -452,6 +454,15 @@ def _check_profile_offered(settings: AcmeSettings, order: AcmeOrder) -> None:
     otherwise be issued under the server's defaults while the order names the profile."""
     if order.profile and order.profile not in (settings.profiles or {}):
         raise AcmeProblem("invalidProfile", f"the profile {order.profile!r} is no longer offered")
+
+
+def _check_end_within(not_after: datetime | None, ca: models.CertificateAuthority) -> None:
+    """RFC 8555 7.4: the server "MUST NOT issue a certificate with contents other than those
+    requested", and a certificate ends with its issuer at the latest (the authority cuts it
+    there): a notAfter past the issuing CA's end is refused, not issued ending earlier."""
+    if not_after is not None and not_after > ca.not_after:
+        end = ca.not_after.astimezone(UTC).isoformat(timespec="seconds")
+        raise malformed(f"notAfter is beyond the end of the issuing CA's validity ({end})")
 
 
 def _refuse_must_staple(csr: x509.CertificateSigningRequest) -> None:
