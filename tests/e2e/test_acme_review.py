@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.e2e.accounts_helpers import db
 from tests.e2e.acme_helpers import Acme, AcmeEnv, b64, csr_for, problem, registered
-from tests.e2e.helpers import data, import_ca_file, self_signed_ca, unique
+from tests.e2e.helpers import API, data, import_ca_file, self_signed_ca, unique
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("pebble-challtestsrv"), reason="pebble-challtestsrv (Debian pebble) needed"
@@ -96,22 +96,26 @@ def test_the_orders_list_leaves_out_an_order_that_expired(env: AcmeEnv, account:
     assert account.get(expired).json()["status"] == "invalid"
 
 
-def test_a_not_after_beyond_the_issuing_ca_is_refused_not_cut_short(
-    env: AcmeEnv, account: Acme
-) -> None:
-    """RFC 8555 7.4: the server "MUST NOT issue a certificate with contents other than those
-    requested". A notAfter later than the issuing CA's end cannot be honoured (a certificate
-    ends with its issuer at the latest): refused at new-order, not issued ending earlier."""
+def short_lived_ca(env: AcmeEnv, days: int) -> int:
+    """A root of the given lifetime, imported with its key: its id."""
     key = ec.generate_private_key(ec.SECP256R1())
-    cert, _ = self_signed_ca(unique("Short ACME Root"), timedelta(days=10), key=key)
+    cert, _ = self_signed_ca(unique("Short ACME Root"), timedelta(days=days), key=key)
     bundle = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     with env.api() as api:
-        ca_id = int(data(import_ca_file(api, bundle, "root.pem"), 201)["id"])
-    env.settings(issuing_ca_id=ca_id)
+        return int(data(import_ca_file(api, bundle, "root.pem"), 201)["id"])
+
+
+def test_a_not_after_beyond_the_issuing_ca_is_refused_not_cut_short(
+    env: AcmeEnv, account: Acme
+) -> None:
+    """RFC 8555 7.4: the server "MUST NOT issue a certificate with contents other than those
+    requested". A notAfter later than the issuing CA's end cannot be honoured (a certificate
+    ends with its issuer at the latest): refused at new-order, not issued ending earlier."""
+    env.settings(issuing_ca_id=short_lived_ca(env, 10))
     try:
         late = (datetime.now(UTC) + timedelta(days=20)).replace(microsecond=0)
         refused = problem(account.order(name(), notAfter=late.isoformat()), "malformed", 400)
@@ -124,3 +128,27 @@ def test_a_not_after_beyond_the_issuing_ca_is_refused_not_cut_short(
         assert x509.load_pem_x509_certificates(pem)[0].not_valid_after_utc == end
     finally:
         env.settings(issuing_ca_id=env.ca["id"])
+
+
+def test_an_approval_is_refused_when_the_ca_now_ends_before_the_orders_not_after(
+    env: AcmeEnv, account: Acme
+) -> None:
+    """The issuing CA changed, between finalize and the administrator's approval, to one that
+    ends before the order's notAfter: the approval is a 409 saying why (as for a CA that
+    cannot issue), and nothing is issued cut short."""
+    host = name()
+    late = (datetime.now(UTC) + timedelta(days=20)).replace(microsecond=0)
+    order = account.ready_order(host, notAfter=late.isoformat())
+    env.settings(require_approval=True)
+    try:
+        waiting = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
+        assert waiting["status"] == "processing", waiting
+        env.settings(issuing_ca_id=short_lived_ca(env, 10))
+        order_id = order["url"].rsplit("/", 1)[1]
+        with env.api() as api:
+            refused = api.post(f"{API}/acme/orders/{order_id}/approve")
+        assert refused.status_code == 409, refused.text
+        assert "notAfter" in refused.json()["message"], refused.text
+        assert account.get(order["url"]).json()["status"] == "processing"
+    finally:
+        env.settings(require_approval=False, issuing_ca_id=env.ca["id"])

@@ -417,8 +417,9 @@ class Orders:
         try:
             self.issue(order, load_csr(order.csr_pem.encode()))
         except AcmeProblem as exc:
-            # decided meanwhile, expired, an authorization lost; or the CA cannot issue now
-            if exc.kind in ("orderNotReady", "serverInternal"):
+            # decided meanwhile, expired, an authorization lost; or the CA cannot issue now, or
+            # not for as long as the order asks (malformed: its notAfter is past the CA's end)
+            if exc.kind in ("orderNotReady", "serverInternal", "malformed"):
                 raise Conflict(f"ACME order {order_id} cannot be issued: {exc.message}") from exc
             raise
         return order
