@@ -17,7 +17,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from tessera.core import lint, name_constraints
 from tessera.core.clock import Clock, utc_now
-from tessera.core.errors import PolicyViolation
+from tessera.core.errors import IssuerNotValid, PolicyViolation
 from tessera.core.issuer_chain import IssuerChain
 from tessera.core.keys import PrivateKey, enforce_key_floor, signature_hash
 from tessera.core.names import extended_key_usage, key_usage, name_text
@@ -50,6 +50,9 @@ class Issuer:
     # The issuer's own issuers held here, its parent first: their name constraints and
     # path lengths hold for what it signs as much as its own (core/issuer_chain.py).
     ancestors: tuple[x509.Certificate, ...] = ()
+    # The next CA of a SCEP rollover (RFC 8894 4.7), which may sign its RA before its own
+    # validity starts: that RA is handed out for use once the CA is valid.
+    upcoming: bool = False
 
     @property
     def name(self) -> x509.Name | None:
@@ -121,9 +124,8 @@ class Authority:
             not_after = min(not_after, request.not_after.replace(microsecond=0))
         if issuer.certificate is None:
             return not_before, not_after
+        _check_issuer_valid(issuer, not_before)
         parent_end = issuer.certificate.not_valid_after_utc
-        if parent_end <= not_before:
-            raise PolicyViolation("the issuing CA has expired")
         if not_after > parent_end:
             if request.is_ca:
                 raise PolicyViolation(
@@ -191,6 +193,23 @@ def _extensions(
         # certificates (BR 7.1.2.8) forbids the CRL distribution point.
         extensions.extend(_publication_extensions(issuer.urls))
     return extensions
+
+
+def _check_issuer_valid(issuer: Issuer, now: datetime) -> None:
+    """A CA signs only within its own validity: what a CA not valid yet or expired signs
+    fails path validation, so it is refused, not shortened to fit (every path, one rule)."""
+    assert issuer.certificate is not None
+    start, end = issuer.certificate.not_valid_before_utc, issuer.certificate.not_valid_after_utc
+    label = f"the issuing CA {name_text(issuer.certificate.subject)!r}"
+    if start > now and not issuer.upcoming:
+        raise IssuerNotValid(f"{label} is not valid until {_wire_time(start)}")
+    if end <= now:
+        raise IssuerNotValid(f"{label} expired on {_wire_time(end)}")
+
+
+def _wire_time(moment: datetime) -> str:
+    """As the API shows a CA's `valid_from` and `valid_until`, so the two compare."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _enforce_issuer_key_floor(issuer: Issuer) -> None:

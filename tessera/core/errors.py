@@ -37,6 +37,12 @@ class Conflict(TesseraError):
     status = 409
 
 
+class IssuerNotValid(Conflict):
+    """The issuing CA is outside its own validity now: not valid yet (one imported dated
+    ahead) or expired. Nothing it signed now would validate. The request itself is sound;
+    the CA's state refuses it (another CA, or the same one later, would sign it)."""
+
+
 class Unauthenticated(TesseraError):
     status = 401
 

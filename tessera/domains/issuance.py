@@ -169,9 +169,10 @@ def signing_refusal(
 
     With `now`, a CA that has expired or is not valid yet (an imported one dated ahead) is
     refused too: the settings that choose a CA ask, so that one is not accepted only to fail
-    every enrollment, and so does ACME's new-order (at issuance the authority checks the end
-    of the CA certificate's validity itself). An `upcoming` CA (SCEP's next CA of a rollover)
-    may start later: RFC 8894 4.7 has it valid "in the future", once the current one ends.
+    every enrollment, and so does ACME's new-order (at issuance the authority checks the CA
+    certificate's validity itself, `IssuerNotValid`). An `upcoming` CA (SCEP's next CA of a
+    rollover) may start later: RFC 8894 4.7 has it valid "in the future", once the current
+    one ends.
 
     With `vouching` (the OCSP responder's own signer), a disabled CA may sign too: disabling
     a CA stops issuance to subscribers, not the status of what it issued, which relying
@@ -254,7 +255,9 @@ class Issuance:
     may_use_internal_ca: bool = False  # see signing_refusal
     vouching: bool = False  # the OCSP responder's signer: see signing_refusal
 
-    def issuer(self, ca: models.CertificateAuthority) -> Issuer:
+    def issuer(self, ca: models.CertificateAuthority, upcoming: bool = False) -> Issuer:
+        """`upcoming`: the next CA of a SCEP rollover, which signs its RA before it is valid
+        (the authority refuses any other CA outside its validity; see signing_refusal)."""
         refusal = signing_refusal(ca, self.may_use_internal_ca, vouching=self.vouching)
         if refusal is not None:
             raise PolicyViolation(f"CA {ca.id} cannot sign: {refusal}")
@@ -269,6 +272,7 @@ class Issuance:
             key=self.keys.decrypt(ca.encrypted_private_key),
             urls=self.publication.for_ca(ca),
             ancestors=tuple(ancestors),
+            upcoming=upcoming,
         )
 
     def issuer_chain(self, ca: models.CertificateAuthority) -> IssuerChain:
@@ -283,6 +287,7 @@ class Issuance:
         template: models.Template | None = None,
         private_key: PrivateKey | None = None,
         fresh_key: bool = False,
+        upcoming: bool = False,
     ) -> models.Certificate:
         """Every leaf, from any front end. One that asks for no SAN gets its host-like CN as
         one here, before signing, so that the row's names are the ones signed. A key that
@@ -306,7 +311,8 @@ class Issuance:
 
         rows: list[models.Certificate] = []
         ledger = self._ledger(prepare)
-        self.authority.issue(request, self.issuer(ca), ledger, core_template(template))
+        issuer = self.issuer(ca, upcoming)
+        self.authority.issue(request, issuer, ledger, core_template(template))
         return rows[0]
 
     def check_signable(

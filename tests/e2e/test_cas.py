@@ -410,7 +410,7 @@ def test_an_expired_ca_is_refused_as_the_acme_or_scep_ca(api: httpx.Client) -> N
     scep = {"enabled": True, "ca_id": ca_id}
     assert error(api.patch(f"{API}/scep/config", json=scep), 422) == expected
     leaf = {"common_name": "late.example.com", "ca_id": ca_id, "key_algorithm": "EC"}
-    assert "expired" in error(api.post(f"{API}/certificates", json=leaf), 422)
+    assert "expired" in error(api.post(f"{API}/certificates", json=leaf), 409)
 
 
 def test_bulk_export_is_a_zip(api: httpx.Client) -> None:

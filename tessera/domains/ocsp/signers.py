@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tessera.core.authority import Authority
-from tessera.core.errors import PolicyViolation
+from tessera.core.errors import IssuerNotValid, PolicyViolation
 from tessera.core.formats import load_certificate
 from tessera.core.issuer_chain import IssuerChain
 from tessera.core.keystore import KeyEncryptor
@@ -140,7 +140,7 @@ class SignerFactory:
         except IntegrityError:
             session.rollback()
             return None
-        except PolicyViolation as exc:  # the CA has expired, say: no responder for it
+        except (PolicyViolation, IssuerNotValid) as exc:  # the CA expired, say: no responder
             session.rollback()
             log.warning("CA %s cannot issue its OCSP signer: %s", ca_id, exc.message)
             return None

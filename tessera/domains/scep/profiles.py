@@ -193,7 +193,8 @@ class ProfileService:
         if profile.use_ra:
             upcoming = self._certificate(profile.next_ra_certificate_id)
             if upcoming is None or self._due(upcoming, next_ca):
-                profile.next_ra_certificate_id = self._issue_ra(profile, next_ca).id
+                # RFC 8894 4.7: the next CA may be valid only later; its RA is signed now.
+                profile.next_ra_certificate_id = self._issue_ra(profile, next_ca, True).id
         else:
             # The next CA opens envelopes itself once it answers (and for early clients now).
             _check_answers_itself(next_ca, "next ")
@@ -235,7 +236,7 @@ class ProfileService:
         return self._repos.certificates.get(cert_id) if cert_id is not None else None
 
     def _issue_ra(
-        self, profile: ScepProfile, ca: models.CertificateAuthority
+        self, profile: ScepProfile, ca: models.CertificateAuthority, upcoming: bool = False
     ) -> models.Certificate:
         key = generate_private_key(parse_key_spec("RSA", 2048))
         common_name = ra_common_name(profile.slug)
@@ -258,7 +259,9 @@ class ProfileService:
             requester=self._issuance.actor.username,
             origin="scep-ra",
         )
-        row = self._issuance.issue_certificate(request, ca, None, key, fresh_key=True)
+        row = self._issuance.issue_certificate(
+            request, ca, None, key, fresh_key=True, upcoming=upcoming
+        )
         self._audit("scep.ra.issue", profile, {"certificate_id": row.id, "ca_id": ca.id})
         return row
 
