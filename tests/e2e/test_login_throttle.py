@@ -163,3 +163,25 @@ def test_a_right_current_password_starts_the_count_over(server: Server, api: htt
         data(session.patch(f"{API}/account/profile", json=right, headers={"X-CSRF-Token": csrf}))
     fail(server, user["username"], 4)
     data(attempt(server, user["username"], PASSWORD))
+
+
+def test_a_right_current_password_counts_no_failure_when_the_change_is_refused(
+    server: Server, api: httpx.Client
+) -> None:
+    """A change refused for another reason than the current password (a new one the policy
+    refuses) still proved the current one: the name's count starts over, as after a login
+    with the right password, instead of the attempt counting as a failure."""
+    user = create_user(api)
+    state = f"{API}/users/{user['id']}/login-throttle"
+    change = f"{API}/account/password"
+    with logged_in(server, user["username"]) as (session, csrf):
+        fail(server, user["username"], 4)
+        weak = {"current_password": PASSWORD, "new_password": "short"}
+        assert "password must be" in error(
+            session.post(change, json=weak, headers={"X-CSRF-Token": csrf}), 400
+        )
+        assert data(api.get(state))["failures"] == 0
+        data(attempt(server, user["username"], PASSWORD))  # not the fifth failure: no lock
+        wrong = {"current_password": "guess-wrong-1234", "new_password": "a-brand-new-password"}
+        error(session.post(change, json=wrong, headers={"X-CSRF-Token": csrf}), 400)
+        assert data(api.get(state))["failures"] == 1  # a wrong one still counts

@@ -43,11 +43,12 @@ class ThrottleState:
 @dataclass(frozen=True)
 class Guard:
     """What a check of a current password needs to count it: the policy, the moment, and
-    `counted`, which makes the count durable (commits it) before the slow hash."""
+    `commit`, which makes the name's row durable at once: the count before the slow hash,
+    and its clearing by a right password, which the rest of the request must not undo."""
 
     policy: ThrottlePolicy
     now: datetime
-    counted: Callable[[], None]
+    commit: Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -96,14 +97,17 @@ def check_current(
     """The current password a change of password or email address asks for. Whoever holds a
     session or a full-access key could otherwise guess it there, from rotating addresses,
     without end: the guess counts for the name as a login attempt does (one budget for every
-    path), a throttled name is refused unchecked, and a right password starts the count over."""
+    path), a throttled name is refused unchecked, and a right password starts the count over,
+    as a login's does, even when the request is then refused for another reason (a new
+    password the policy refuses): its rollback would otherwise leave the attempt counted."""
     wait = admit(repos, username, guard.policy, guard.now)
     if wait is not None:
         return Checked(False, wait)
-    guard.counted()
+    guard.commit()
     if not verify_password(password_hash, password):
         return Checked(False)
     succeeded(repos, username)
+    guard.commit()
     return Checked(True)
 
 
