@@ -292,7 +292,15 @@ def _actor_from_cookie(request: Request, session: Session, cookie: str) -> Actor
         if not hmac.compare_digest(sent, web_session.csrf_token.encode()):
             raise PermissionDenied("missing or wrong CSRF token")
     granted = user_permissions(session, user)  # role plus groups
-    return Actor(user.id, user.username, user.org_id, user.role, granted, *_origin(request))
+    return Actor(
+        user.id,
+        user.username,
+        user.org_id,
+        user.role,
+        granted,
+        *_origin(request),
+        session_id=web_session.id,
+    )
 
 
 CurrentActor = Annotated[Actor, Depends(current_actor)]

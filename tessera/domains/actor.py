@@ -17,6 +17,9 @@ class Actor:
     # When the API key the request came with expires (None: no key, or one that never does):
     # what such a key creates must not outlive it.
     credential_expires_at: datetime | None = None
+    # The web session the request came with (None: an API key, or no user): a change that
+    # ends sessions spares this one, so the change's own author is not logged out by it.
+    session_id: int | None = None
 
 
 def system_actor(org_id: int) -> Actor:

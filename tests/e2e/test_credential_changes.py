@@ -64,6 +64,56 @@ def test_what_a_users_groups_grant_changing_ends_the_users_sessions(
         data(other.get(VERIFY))  # not a member: untouched
 
 
+def test_an_admin_changing_their_own_group_keeps_the_session_making_the_change(
+    server: Server, api: httpx.Client
+) -> None:
+    """The members' sessions end, the admin's other sessions too, but not the very session
+    the change came with: its next request goes on (under the permissions read anew)."""
+    admin, member = create_user(api, "admin"), create_user(api, "viewer")
+    granting = {"name": unique("admins-too"), "permissions": ["write:certificates"]}
+    group = data(api.post(f"{API}/groups", json=granting), 201)
+    path, members = f"{API}/groups/{group['id']}", f"{API}/groups/{group['id']}/members"
+    for user in (admin, member):
+        data(api.post(members, json={"user_id": user["id"]}), 201)
+    # (method, path, body, whether it ends the other member's sessions too)
+    changes = [
+        ("PUT", path, {"permissions": ["read:certificates"]}, True),
+        ("DELETE", f"{members}/{admin['id']}", None, False),  # leaving it
+        ("POST", members, {"user_id": admin["id"]}, False),  # joining it again
+        ("DELETE", path, None, True),
+    ]
+    for method, url, body, whole_group in changes:
+        with (
+            logged_in(server, admin["username"]) as (acting, csrf),
+            logged_in(server, admin["username"]) as (other, _),
+            logged_in(server, member["username"]) as (theirs, _),
+        ):
+            headers = {"X-CSRF-Token": csrf}
+            response = acting.request(method, url, json=body, headers=headers)
+            assert response.status_code in (200, 201, 204), response.text
+            assert data(acting.get(VERIFY))["user"]["id"] == admin["id"]
+            error(other.get(VERIFY), 401)
+            if whole_group:
+                error(theirs.get(VERIFY), 401)
+            else:
+                data(theirs.get(VERIFY))
+
+
+def test_an_admin_changing_their_own_role_keeps_the_session_making_the_change(
+    server: Server, api: httpx.Client
+) -> None:
+    admin = create_user(api, "admin")
+    with (
+        logged_in(server, admin["username"]) as (acting, csrf),
+        logged_in(server, admin["username"]) as (other, _),
+    ):
+        demoted = {"role": "operator"}
+        headers = {"X-CSRF-Token": csrf}
+        data(acting.put(f"{API}/users/{admin['id']}", json=demoted, headers=headers))
+        assert data(acting.get(VERIFY))["role"] == "operator"  # under the new role at once
+        error(other.get(VERIFY), 401)
+
+
 def test_deactivation_revokes_api_keys_for_good(server: Server, api: httpx.Client) -> None:
     user = create_user(api)
     for deactivate, reactivate in (

@@ -65,7 +65,7 @@ class GroupService:
         if fields.permissions is not None:
             granted = self._grantable(fields.permissions)
             if sorted(granted) != sorted(group.permissions or []):
-                self._repos.web_sessions.delete_for_group_members(group.id)  # see _new_sessions
+                self._end_member_sessions(group)
             group.permissions = changes["permissions"] = granted
         group.updated_at = self._now
         audit.record(self._repos.audit, self._actor, "group.update", "group", group.id, changes)
@@ -74,7 +74,7 @@ class GroupService:
     def delete(self, group_id: int) -> None:
         group = self._manageable(group_id)
         if group.permissions:
-            self._repos.web_sessions.delete_for_group_members(group.id)  # see _new_sessions
+            self._end_member_sessions(group)
         self._repos.groups.delete(group)
         audit.record(
             self._repos.audit, self._actor, "group.delete", "group", group.id, {"name": group.name}
@@ -138,9 +138,17 @@ class GroupService:
     def _new_sessions(self, group: UserGroup, user_id: int) -> None:
         """A change to what a user's groups grant ends the user's sessions, as a change of
         role does (users.py): a session opened, or stolen, under the old privileges is not
-        carried into the new ones. A group granting nothing changes nothing."""
+        carried into the new ones. A group granting nothing changes nothing. The session
+        making the change is spared (see `_end_member_sessions`)."""
         if group.permissions:
-            self._repos.web_sessions.delete_for_user(user_id)
+            self._repos.web_sessions.delete_for_user(user_id, keep_id=self._actor.session_id)
+
+    def _end_member_sessions(self, group: UserGroup) -> None:
+        """What the group grants changes (or it goes): its members' sessions end, as in
+        `_new_sessions`, but the one making the change (an admin in the group), who would
+        otherwise be logged out by their own request. Their permissions are read again on
+        every request, so the session carries on under the new ones."""
+        self._repos.web_sessions.delete_for_group_members(group.id, self._actor.session_id)
 
     def _free_name(self, name: str | None, own_id: int | None) -> str:
         if not name or not name.strip():

@@ -98,8 +98,11 @@ class UserService:
             role = self._grantable(fields.role)
             if role != user.role:
                 # New privileges get new sessions: one opened (or stolen) before is not
-                # carried over into them, nor kept after a demotion.
-                self._repos.web_sessions.delete_for_user(user.id)
+                # carried over into them, nor kept after a demotion. Not the session making
+                # the change (an admin changing their own role): permissions are read again
+                # on every request, so it carries on under the new role.
+                keep = self._actor.session_id
+                self._repos.web_sessions.delete_for_user(user.id, keep_id=keep)
             user.role = changes["role"] = role
         if fields.active is not None:
             revoked = self._set_active(user, fields.active)

@@ -216,9 +216,12 @@ class WebSessionRepository:
             query = query.where(WebSession.id != keep_id)
         self._session.execute(query)
 
-    def delete_for_group_members(self, group_id: int) -> None:
+    def delete_for_group_members(self, group_id: int, keep_id: int | None = None) -> None:
         members = select(UserGroupMember.user_id).where(UserGroupMember.group_id == group_id)
-        self._session.execute(delete(WebSession).where(WebSession.user_id.in_(members)))
+        query = delete(WebSession).where(WebSession.user_id.in_(members))
+        if keep_id is not None:
+            query = query.where(WebSession.id != keep_id)
+        self._session.execute(query)
 
     def for_user(self, user_id: int, now: datetime) -> Sequence[WebSession]:
         return self._session.scalars(
