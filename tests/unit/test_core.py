@@ -1,6 +1,7 @@
 """The core authority on its own: no HTTP, no database."""
 
 import ipaddress
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,7 +10,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tessera.core.authority import AuditEvent, Authority, Issuer, random_serial
-from tessera.core.errors import InvalidInput, PolicyViolation
+from tessera.core.errors import InvalidInput, IssuerNotValid, PolicyViolation
 from tessera.core.formats import pkcs12_bundle
 from tessera.core.keys import KeySpec, generate_private_key, parse_key_spec
 from tessera.core.keystore import KeyDecryptionError, KeyEncryptor
@@ -118,8 +119,18 @@ def test_subordinate_ca_may_not_outlive_its_parent() -> None:
 def test_expired_issuer_refuses() -> None:
     root = make_root(Authority(clock=lambda: NOW), days=1)
     later = Authority(clock=lambda: NOW + timedelta(days=2))
-    with pytest.raises(PolicyViolation, match="expired"):
+    with pytest.raises(IssuerNotValid, match="expired on 2026-01-02T00:00:00Z"):
         later.issue(leaf_request(), root, Ledger())
+
+
+def test_an_issuer_not_valid_yet_refuses_unless_upcoming() -> None:
+    """No leaf is clamped into a CA dated ahead; the next CA of a SCEP rollover signs."""
+    root = make_root(Authority(clock=lambda: NOW), days=10)
+    earlier = Authority(clock=lambda: NOW - timedelta(days=1))
+    with pytest.raises(IssuerNotValid, match="not valid until 2026-01-01T00:00:00Z"):
+        earlier.issue(leaf_request(), root, Ledger())
+    signed = earlier.issue(leaf_request(), replace(root, upcoming=True), Ledger())
+    assert signed.not_valid_before_utc == NOW - timedelta(days=1)
 
 
 def test_key_floor_refuses_small_rsa() -> None:
