@@ -160,7 +160,7 @@ def test_expired_certificate(api: httpx.Client) -> None:
     after = stats(api)
     assert after["expired"] == before["expired"] + 1 and after["total"] == before["total"] + 1
     assert after["active"] == before["active"]
-    assert "expired" in error(api.post(f"{API}/certificates/{leaf['id']}/renew", json={}), 422)
+    assert "expired" in error(api.post(f"{API}/certificates/{leaf['id']}/renew", json={}), 409)
     # An expired certificate can still be revoked (it stays revoked, not expired).
     revoked = data(
         api.post(f"{API}/certificates/{leaf['id']}/revoke", json={"reason": "superseded"})
