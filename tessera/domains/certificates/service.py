@@ -24,6 +24,7 @@ from tessera.core.formats import (
     key_pem,
     load_certificate,
     load_csr,
+    public_key_der,
     same_public_key,
 )
 from tessera.core.keys import (
@@ -498,6 +499,22 @@ class CertificateService:
             row.id,
             {"serial": row.serial_number},
         )
+
+    def with_public_key(self, key: PrivateKey) -> list[tuple[int, bool]]:
+        """The organization's certificates whose public key is this key's, newest first, as
+        (id, whether their key is stored already)."""
+        public = key.public_key()
+        try:
+            spec = describe_public_key(public)
+        except PolicyViolation:  # no certificate of a type Tessera does not know is stored
+            return []
+        wanted = public_key_der(public)
+        rows = self._repos.certificates.with_key_type(spec.algorithm, spec.size)
+        return [
+            (cert_id, has_key)
+            for cert_id, pem, has_key in rows
+            if public_key_der(x509.load_pem_x509_certificate(pem.encode()).public_key()) == wanted
+        ]
 
     def by_fingerprint(self, cert: x509.Certificate) -> models.Certificate | None:
         return self._repos.certificates.by_fingerprint(cert.fingerprint(hashes.SHA256()).hex())

@@ -98,6 +98,13 @@ class _Plan:
     def key_for(self, item: _Item) -> _Item | None:
         return self.keys.get(item.spki) if item.spki is not None else None
 
+    def alone(self, item: _Item) -> bool:
+        """A readable key that no other object of the content matches: it can only belong
+        to a certificate already in the inventory."""
+        if item.found.key is None or item.found.problem:
+            return False
+        return not any(i is not item and i.spki == item.spki for i in self.items)
+
 
 class ImportService:
     def __init__(self, issuance: Issuance, now: datetime) -> None:
@@ -168,11 +175,15 @@ class ImportService:
     def _key_details(self, item: _Item, plan: _Plan) -> dict[str, Any]:
         assert item.found.key is not None
         matches = [i.index for i in plan.items if i is not item and i.spki == item.spki]
-        return {
+        details = {
             **key_facts(item.found.key.public_key()),
             "encrypted": item.found.encrypted,
             "matches": matches,
         }
+        if not matches:  # alone: which stored certificate it is the key of, if any
+            stored = self._certificates.with_public_key(item.found.key)
+            details["existing"] = _stored(stored)
+        return details
 
     def _existing(self, cert: x509.Certificate) -> dict[str, Any] | None:
         row = self._certificates.by_fingerprint(cert)
@@ -189,6 +200,7 @@ class ImportService:
         cas = [i for i in plan.items if _type(i.found) == "ca_certificate" and not i.found.problem]
         leaves = [i for i in plan.items if _type(i.found) == "certificate" and not i.found.problem]
         csrs = [i for i in plan.items if i.found.csr is not None]
+        alone = [i for i in plan.items if plan.alone(i)]
         if cas and options.import_cas:
             self._certificates.require("write:cas")
         if csrs and options.import_csrs:
@@ -197,6 +209,7 @@ class ImportService:
             (cas and options.import_cas)
             or (leaves and options.import_certificates)
             or (csrs and options.import_csrs)
+            or (alone and options.import_keys)
         ):
             # Held before any step writes: a step that adds a key to an object here already
             # appends an audit row (the chain's head, locked) before a later step's duplicate
@@ -211,6 +224,8 @@ class ImportService:
             )
         for item in csrs:
             self._step(item, options.import_csrs, lambda i: self._store_csr(i, plan, options))
+        for item in alone:
+            self._step(item, options.import_keys, self._store_lone_key)
         for item in plan.items:
             self._settle(item, plan, options)
         return self._report(plan)
@@ -269,6 +284,29 @@ class ImportService:
             service.attach_key(row.id, key_pem(key), None)
         return _imported(item, "csr", row.id, key is not None)
 
+    def _store_lone_key(self, item: _Item) -> dict[str, Any]:
+        """A key that came alone goes to the stored certificates it belongs to that are here
+        without their key (a reused key may belong to several: each gets it)."""
+        key = item.found.key
+        assert key is not None
+        stored = self._certificates.with_public_key(key)
+        if not stored:
+            return _skipped(
+                item, "no certificate, CA or CSR in the content or the inventory matches this key"
+            )
+        keyless = [cert_id for cert_id, has_key in stored if not has_key]
+        if not keyless:
+            raise Conflict(f"certificate {stored[0][0]} already has its private key")
+        for cert_id in keyless:
+            self._certificates.attach_key(self._certificates.get(cert_id), key)
+        named = ", ".join(str(cert_id) for cert_id in keyless)
+        return {
+            **_imported(item, "certificate", keyless[0], True),
+            "ids": keyless,
+            "status": "updated",
+            "message": f"key added to certificate {named}, already in the inventory",
+        }
+
     def _take_key(self, item: _Item, plan: _Plan, options: ExecuteOptions) -> PrivateKey | None:
         """The content's key for this object, if keys are wanted; the key remembers it."""
         holder = plan.key_for(item)
@@ -309,7 +347,7 @@ class ImportService:
             "cas_imported": _count(results, "ca"),
             "certificates_imported": _count(results, "certificate"),
             "csrs_imported": _count(results, "csr"),
-            "keys_matched": sum(1 for r in results if r["status"] == "linked"),
+            "keys_matched": sum(1 for r in results if r["status"] == "linked" or _key_added(r)),
         }
         if any(counts.values()):
             audit.record(self._repos.audit, self._actor, "import.execute", "import", None, counts)
@@ -413,6 +451,20 @@ def _skipped(item: _Item, message: str) -> dict[str, Any]:
 
 def _failed(item: _Item, message: str) -> dict[str, Any]:
     return {"index": item.index, "type": _type(item.found), "status": "failed", "message": message}
+
+
+def _key_added(result: dict[str, Any]) -> bool:
+    """A key that came alone and was added to certificates already here."""
+    return result["type"] == "private_key" and result["status"] == "updated"
+
+
+def _stored(matches: list[tuple[int, bool]]) -> dict[str, Any] | None:
+    """The stored certificates a key belongs to (newest first), for `analyze`."""
+    if not matches:
+        return None
+    ids = [cert_id for cert_id, _ in matches]
+    with_key = [cert_id for cert_id, has_key in matches if has_key]
+    return {"type": "certificate", "id": ids[0], "ids": ids, "with_key": with_key}
 
 
 def _count(results: list[dict[str, Any]], resource: str) -> int:

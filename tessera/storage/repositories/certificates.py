@@ -1,4 +1,4 @@
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -178,6 +178,26 @@ class CertificateRepository:
         """The certificate with this SHA-256 fingerprint (lower-case hex, no colons)."""
         query = self._scoped().where(Certificate.fingerprint_sha256 == fingerprint_sha256.lower())
         return self._session.scalar(query.order_by(Certificate.id).limit(1))
+
+    def with_key_type(self, algorithm: str, size: int) -> Iterator[tuple[int, str, bool]]:
+        """(id, PEM, whether its key is stored) of the certificates whose key is of this type,
+        newest first, read in batches: a key alone can be matched only by comparing public
+        keys (no column holds the certificate's SPKI), and the type narrows the rows read."""
+        query = (
+            select(
+                Certificate.id,
+                Certificate.certificate_pem,
+                Certificate.encrypted_private_key.is_not(None),
+            )
+            .where(
+                Certificate.org_id == self._org_id,
+                Certificate.key_algorithm == algorithm,
+                Certificate.key_size == size,
+            )
+            .order_by(Certificate.id.desc())
+            .execution_options(yield_per=500)
+        )
+        yield from self._session.execute(query).tuples()
 
     # keys revoked as compromised (keyCompromise)
     def report_compromised_key(self, spki_sha256: str, certificate_id: int) -> None:

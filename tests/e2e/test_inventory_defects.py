@@ -1,0 +1,95 @@
+"""Inventory defects of issue 3, through the native API against a real server: a private key
+imported alone joins the stored certificate it belongs to; a certificate not yet valid is not
+"active"; multipart uploads take one file and only the fields their endpoint reads; the trust
+store list filters by purpose and search, and pages as the other lists do."""
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.e2e.helpers import API, data, db_rows, foreign_root, foreign_signed, unique
+from tests.e2e.test_inventory_isolation import foreign_admin_key
+from tests.support import Server
+from tests.tools import openssl
+
+# 1. A private key imported alone (smart import)
+
+
+def _smart(api: httpx.Client, step: str, content: str, **extra: Any) -> dict[str, Any]:
+    result: dict[str, Any] = data(
+        api.post(f"{API}/import/{step}", json={"content": content, **extra})
+    )
+    return result
+
+
+def _encrypted(key_pem: str, password: str) -> str:
+    key = serialization.load_pem_private_key(key_pem.encode(), None)
+    encryption = serialization.BestAvailableEncryption(password.encode())
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    return key.private_bytes(serialization.Encoding.PEM, pkcs8, encryption).decode()
+
+
+def test_a_key_imported_alone_joins_its_stored_certificate(
+    server: Server, api: httpx.Client, workdir: Path
+) -> None:
+    root = foreign_root(workdir, f"/CN={unique('Lone Key Root')}")
+    leaf = foreign_signed(workdir, root, f"/CN={unique('lone-key')}.example", "v3_leaf")
+    imported = data(api.post(f"{API}/certificates/import", json={"certificate": leaf.pem}), 201)
+    cert_id = imported["id"]
+    assert imported["private_key_available"] is False
+    # The same certificate in another organization: its key is not this caller's to give.
+    with server.client(api_key=foreign_admin_key(server)) as other:
+        theirs = data(other.post(f"{API}/certificates/import", json={"certificate": leaf.pem}), 201)
+    locked = _encrypted(leaf.key_pem, "lone-pass")
+
+    analyzed = _smart(api, "analyze", locked, password="lone-pass")
+    assert analyzed["objects"][0]["type"] == "private_key"
+    existing = analyzed["objects"][0]["details"]["existing"]
+    assert existing == {"type": "certificate", "id": cert_id, "ids": [cert_id], "with_key": []}
+
+    done = _smart(api, "execute", locked, password="lone-pass")
+    (result,) = done["results"]
+    assert result["status"] == "updated" and result["resource"] == "certificate", result
+    assert result["id"] == cert_id and result["ids"] == [cert_id]
+    assert done["keys_matched"] == 1 and done["errors"] == []
+    assert data(api.get(f"{API}/certificates/{cert_id}"))["private_key_available"] is True
+    stored = db_rows(
+        server,
+        "SELECT id, encrypted_private_key FROM certificates WHERE id IN (?, ?)",
+        cert_id,
+        theirs["id"],
+    )
+    keys = dict(stored)
+    assert keys[theirs["id"]] is None
+    assert keys[cert_id].startswith("gAAAAA") and "PRIVATE KEY" not in keys[cert_id]
+    exported = data(api.post(f"{API}/certificates/{cert_id}/key", json={}))
+    (workdir / "out.key").write_text(exported["private_key"])
+    same = openssl("pkey", "-in", str(workdir / "out.key"), "-pubout")
+    assert same.returncode == 0
+    assert same.stdout == openssl("pkey", "-in", str(leaf.key_path), "-pubout").stdout
+    logs = data(api.get(f"{API}/audit/logs", params={"action": "certificate.import_key"}))
+    assert any(log["resource_id"] == str(cert_id) for log in logs)
+
+    # Again: the certificate has its key now; the key is reported, not attached twice.
+    again = _smart(api, "execute", leaf.key_pem)["results"][0]
+    assert again["status"] == "skipped" and "already has its private key" in again["message"]
+    analyzed = _smart(api, "analyze", leaf.key_pem)["objects"][0]["details"]["existing"]
+    assert analyzed["with_key"] == [cert_id]
+
+
+def test_a_key_imported_alone_that_matches_nothing_is_reported(api: httpx.Client) -> None:
+    stray = ec.generate_private_key(ec.SECP256R1())
+    pem = stray.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    assert _smart(api, "analyze", pem)["objects"][0]["details"]["existing"] is None
+    done = _smart(api, "execute", pem)
+    (result,) = done["results"]
+    assert result["status"] == "skipped" and result == done["skipped"][0]
+    assert "no certificate, CA or CSR in the content or the inventory" in result["message"]
+    assert done["keys_matched"] == 0
