@@ -10,7 +10,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.e2e.helpers import API, data, db_rows, foreign_root, foreign_signed, unique
+from tests.e2e.helpers import API, data, db_rows, error, foreign_root, foreign_signed, unique
 from tests.e2e.test_inventory_isolation import foreign_admin_key
 from tests.support import Server
 from tests.tools import openssl
@@ -93,3 +93,63 @@ def test_a_key_imported_alone_that_matches_nothing_is_reported(api: httpx.Client
     assert result["status"] == "skipped" and result == done["skipped"][0]
     assert "no certificate, CA or CSR in the content or the inventory" in result["message"]
     assert done["keys_matched"] == 0
+
+
+# 4. Multipart uploads: one `file` part, and only the fields the endpoint reads
+
+UPLOADS = [
+    "/certificates/import",
+    "/cas/import",
+    "/csrs/upload",
+    "/csrs/import",
+    "/truststore/import",
+    "/templates/import",
+    "/import/analyze",
+    "/import/execute",
+]
+
+
+def _counts(server: Server) -> list[int]:
+    tables = (
+        "certificates",
+        "certificate_authorities",
+        "csrs",
+        "trusted_certificates",
+        "templates",
+    )
+    return [int(db_rows(server, f"SELECT count(*) FROM {t}")[0][0]) for t in tables]
+
+
+def test_multipart_uploads_refuse_a_second_file_and_unknown_fields(
+    server: Server, api: httpx.Client, workdir: Path
+) -> None:
+    root = foreign_root(workdir, f"/CN={unique('Multipart Root')}")
+    other = foreign_root(workdir, f"/CN={unique('Multipart Other')}")
+    before = _counts(server)
+    for path in UPLOADS:
+        two = [
+            ("file", ("a.pem", root.pem.encode(), "application/octet-stream")),
+            ("file", ("b.pem", other.pem.encode(), "application/octet-stream")),
+        ]
+        message = error(api.post(f"{API}{path}", files=two), 400)
+        assert "only one file is accepted" in message, (path, message)
+        one = {"file": ("a.pem", root.pem.encode(), "application/octet-stream")}
+        unknown = api.post(f"{API}{path}", files=one, data={"colour": "blue"})
+        assert "unknown field 'colour'" in error(unknown, 400), path
+        twice = error(api.post(f"{API}{path}", files=one, data={"password": ["a", "b"]}), 400)
+        if path != "/templates/import":  # (it reads no password: an unknown field there)
+            assert "'password' is given more than once" in twice, path
+    assert _counts(server) == before  # nothing written
+    # The seed's fields are read, not refused.
+    seed = {
+        "name": unique("Multipart"),
+        "purpose": "trust_anchor",
+        "description": "d",
+        "notes": "n",
+    }
+    one = {"file": ("a.pem", root.pem.encode(), "application/octet-stream")}
+    added = data(api.post(f"{API}/truststore/import", files=one, data=seed), 201)
+    assert added["certificates"][0]["purpose"] == "trust_anchor"
+    fields = {"name": unique("Multipart Cert"), "password": "", "import_key": "true"}
+    data(api.post(f"{API}/certificates/import", files=one, data=fields), 201)  # a CA, as one
+

@@ -83,19 +83,20 @@ def export_all(
 
 
 IMPORT_FIELDS = ("certificate", "pem_content", "content")
+IMPORT_FORM = {
+    "password": PASSWORD,
+    "name": NAME,
+    "import_key": flag(True, "keep the private key that comes with the certificate"),
+    "private_key": PRIVATE_KEY,
+}
 IMPORT_BODY = upload_body(
-    "a CA certificate: PEM, DER or PKCS#12, with or without its key",
-    IMPORT_FIELDS,
-    password=PASSWORD,
-    name=NAME,
-    import_key=flag(True, "keep the private key that comes with the certificate"),
-    private_key=PRIVATE_KEY,
+    "a CA certificate: PEM, DER or PKCS#12, with or without its key", IMPORT_FIELDS, **IMPORT_FORM
 )
 
 
 @router.post("/import", status_code=201, openapi_extra=IMPORT_BODY)
 async def import_ca(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
-    upload = await read_upload(request, IMPORT_FIELDS)
+    upload = await read_upload(request, IMPORT_FIELDS, IMPORT_FORM)
     service = _service(request, session, actor)
     ca = await run_in_threadpool(
         service.import_ca,

@@ -139,14 +139,17 @@ def export_all(
 
 
 IMPORT_FIELDS = ("certificate", "pem_content", "content", "pem")
+IMPORT_FORM = {
+    "password": PASSWORD,
+    "name": NAME,
+    "ca_id": row_id("the issuing CA (found by AKI/SKI when not given)"),
+    "import_key": flag(True, "keep the private key that comes with the certificate"),
+    "private_key": PRIVATE_KEY,
+}
 IMPORT_BODY = upload_body(
     "a certificate: PEM, DER, PKCS#12 or PKCS#7 (base64 of a binary file in JSON)",
     IMPORT_FIELDS,
-    password=PASSWORD,
-    name=NAME,
-    ca_id=row_id("the issuing CA (found by AKI/SKI when not given)"),
-    import_key=flag(True, "keep the private key that comes with the certificate"),
-    private_key=PRIVATE_KEY,
+    **IMPORT_FORM,
 )
 
 
@@ -154,7 +157,7 @@ IMPORT_BODY = upload_body(
 async def import_certificate(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
     """JSON {certificate, private_key?, password?, name?, ca_id?, import_key?} or multipart
     (file, private_key, name, password, ca_id, import_key): PEM, DER, PKCS#12 or PKCS#7."""
-    upload = await read_upload(request, IMPORT_FIELDS)
+    upload = await read_upload(request, IMPORT_FIELDS, IMPORT_FORM)
     options = ImportOptions(upload.display_name(), _ca_id(upload), upload.flag("import_key", True))
     service = _service(request, session, actor)
     password = upload.text("password")

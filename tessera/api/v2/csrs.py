@@ -72,6 +72,7 @@ def upload_csr(
 CSR = "a certificate signing request: PEM (or DER, as a file)"
 CSR_NAME = text("what the CSR is listed as (empty: its subject's CN or first SAN)", 200)
 CSR_KEY = {"private_key": PRIVATE_KEY, "password": PASSWORD}  # also a key inside the file
+CSR_FORM = {"name": CSR_NAME, **CSR_KEY}
 UPLOAD_FIELDS = ("pem",)
 IMPORT_FIELDS = ("pem_content", "csr", "pem")
 
@@ -79,11 +80,11 @@ IMPORT_FIELDS = ("pem_content", "csr", "pem")
 @router.post(
     "/upload",
     status_code=201,
-    openapi_extra=upload_body(CSR, UPLOAD_FIELDS, name=CSR_NAME, **CSR_KEY),
+    openapi_extra=upload_body(CSR, UPLOAD_FIELDS, **CSR_FORM),
 )
 async def upload_pem(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
     """The seed's "Upload CSR (Multipart)": a `file` part (and `name`), or JSON `pem`."""
-    upload = await read_upload(request, UPLOAD_FIELDS)
+    upload = await read_upload(request, UPLOAD_FIELDS, CSR_FORM)
     row = await run_in_threadpool(
         _service(request, session, actor).upload,
         upload.content,
@@ -98,10 +99,10 @@ async def upload_pem(request: Request, session: UnitOfWork, actor: Writer) -> JS
 @router.post(
     "/import",
     status_code=201,
-    openapi_extra=upload_body(CSR, IMPORT_FIELDS, name=CSR_NAME, **CSR_KEY),
+    openapi_extra=upload_body(CSR, IMPORT_FIELDS, **CSR_FORM),
 )
 async def import_csr(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
-    upload = await read_upload(request, IMPORT_FIELDS)
+    upload = await read_upload(request, IMPORT_FIELDS, CSR_FORM)
     row = await run_in_threadpool(
         _service(request, session, actor).upload,
         upload.content,

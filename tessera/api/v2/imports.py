@@ -52,6 +52,7 @@ FLAGS = {
     "import_csrs": flag(True, "import CSRs"),
 }
 WHAT = "PEM, DER, PKCS#12 or PKCS#7 (in JSON: PEM, or base64 of a binary file)"
+FIELDS = {"password": PASSWORD, **FLAGS}  # the multipart fields besides `file`
 FORM = {"file": {**FILE, "description": WHAT}, "password": PASSWORD.form}
 SMART_IMPORT_BODY = request_body(
     f"the content to import: {WHAT}; multipart or JSON",
@@ -128,7 +129,7 @@ def _target(body: OpnsenseConnection) -> opnsense.Target:
 
 async def _read(request: Request) -> tuple[bytes, str | None, ExecuteOptions]:
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        upload = await read_upload(request, ("content",))
+        upload = await read_upload(request, ("content",), FIELDS)
         return decode_upload(upload.content), upload.text("password"), _flags(upload)
     body = await request.body()
     if len(body) > MAX_JSON:

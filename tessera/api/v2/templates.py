@@ -54,16 +54,17 @@ def export_all(session: UnitOfWork, actor: Reader) -> Response:
 
 
 IMPORT_FIELDS = ("json_content",)
+IMPORT_FORM = {"update_existing": flag(False, "overwrite the templates of the same name")}
 IMPORT_BODY = upload_body(
     "templates: JSON, as the template export writes it (one, an array, or {templates: [...]})",
     IMPORT_FIELDS,
-    update_existing=flag(False, "overwrite the templates of the same name"),
+    **IMPORT_FORM,
 )
 
 
 @router.post("/import", openapi_extra=IMPORT_BODY)
 async def import_templates(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
-    upload = await read_upload(request, IMPORT_FIELDS)
+    upload = await read_upload(request, IMPORT_FIELDS, IMPORT_FORM)
     report = await run_in_threadpool(
         _service(session, actor).import_documents,
         upload.content,

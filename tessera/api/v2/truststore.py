@@ -95,20 +95,23 @@ def stats(request: Request, session: UnitOfWork, actor: Reader) -> JSONResponse:
 
 
 IMPORT_FIELDS = ("certificate", "pem_content", "content")
+IMPORT_FORM = {
+    "password": PASSWORD,
+    "name": text("what each imported certificate is listed as", 200),
+    "description": text("a description of the imported certificates", 4000),
+    "purpose": text("what they are trusted for", 64),
+    "notes": text("notes on the imported certificates", 4000),
+}
 IMPORT_BODY = upload_body(
     "certificates to trust: PEM (one or many), TRUSTED CERTIFICATE, DER, PKCS#7 or PKCS#12",
     IMPORT_FIELDS,
-    password=PASSWORD,
-    name=text("what each imported certificate is listed as", 200),
-    description=text("a description of the imported certificates", 4000),
-    purpose=text("what they are trusted for", 64),
-    notes=text("notes on the imported certificates", 4000),
+    **IMPORT_FORM,
 )
 
 
 @router.post("/import", openapi_extra=IMPORT_BODY)
 async def import_trusted(request: Request, session: UnitOfWork, actor: Writer) -> JSONResponse:
-    upload = await read_upload(request, IMPORT_FIELDS)
+    upload = await read_upload(request, IMPORT_FIELDS, IMPORT_FORM)
     details = TrustDetails(
         upload.text("name") or None,
         upload.text("description") or None,

@@ -1,11 +1,12 @@
 """Reading an uploaded object either as multipart (file + fields) or as a JSON body, and
 describing such a body in the OpenAPI document (`upload_body`)."""
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from tessera.api.openapi import Schema, request_body
 from tessera.api.v2.params import MAX_ROW_ID
@@ -69,12 +70,16 @@ class Upload:
         return self.texts.get(name)
 
 
-async def read_upload(request: Request, text_fields: tuple[str, ...]) -> Upload:
+async def read_upload(
+    request: Request, text_fields: tuple[str, ...], fields: Collection[str]
+) -> Upload:
     """Multipart: the `file` part. JSON: the first of `text_fields` present, as text. In both,
-    a `private_key` field is kept apart, to be read as a key."""
+    a `private_key` field is kept apart, to be read as a key. `fields` names the other fields
+    the endpoint reads (its `upload_body` fields): a multipart part by any other name, or one
+    given twice, is refused rather than ignored (a second file would go unread)."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        return await _multipart(request)
+        return await _multipart(request, fields)
     body = await request.body()
     if len(body) > MAX_UPLOAD:
         raise InvalidInput("upload too large")
@@ -104,8 +109,9 @@ async def read_upload(request: Request, text_fields: tuple[str, ...]) -> Upload:
     return Upload(text.encode(), texts, others, _key_bytes(key))
 
 
-async def _multipart(request: Request) -> Upload:
+async def _multipart(request: Request, fields: Collection[str]) -> Upload:
     form = await request.form(max_part_size=MAX_UPLOAD)
+    _only_known_parts(form, fields)
     upload = form.get("file")
     if isinstance(upload, UploadFile):
         content = await upload.read(MAX_UPLOAD + 1)
@@ -129,6 +135,20 @@ async def _multipart(request: Request) -> Upload:
         key = _key_bytes(key_part if isinstance(key_part, str) else None)
     fields = {k: v for k, v in form.items() if isinstance(v, str) and k not in (KEY_FIELD, "file")}
     return Upload(content, _checked(fields), {}, key)
+
+
+def _only_known_parts(form: FormData, fields: Collection[str]) -> None:
+    names = [name for name, _ in form.multi_items()]
+    if "file" not in names:  # told first: what is missing, before what is extra
+        raise InvalidInput("a 'file' part is required")
+    if names.count("file") > 1:
+        raise InvalidInput("only one file is accepted: the upload has several 'file' parts")
+    for name in names:
+        if name != "file" and name not in fields:
+            known = ", ".join(["file", *fields])
+            raise InvalidInput(f"unknown field {name!r}: this upload takes {known}")
+        if names.count(name) > 1:
+            raise InvalidInput(f"field {name!r} is given more than once")
 
 
 def _key_bytes(key: str | None) -> bytes | None:
@@ -209,7 +229,8 @@ def upload_body(what: str, content_fields: tuple[str, ...], **fields: Described)
     """`openapi_extra` for a route that reads `read_upload(request, content_fields)`: JSON
     with the object as text in one of `content_fields`, or multipart with a `file` part;
     `fields` are the other fields its handler reads. In JSON, a field sent as null counts as
-    not sent, and fields the handler does not read are ignored."""
+    not sent, and fields the handler does not read are ignored; in multipart they are refused
+    (`read_upload`)."""
     as_text = f"{what}, as text"
     properties = {
         name: _nullable({"type": "string", "description": as_text}) for name in content_fields
