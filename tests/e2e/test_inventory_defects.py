@@ -153,3 +153,41 @@ def test_multipart_uploads_refuse_a_second_file_and_unknown_fields(
     fields = {"name": unique("Multipart Cert"), "password": "", "import_key": "true"}
     data(api.post(f"{API}/certificates/import", files=one, data=fields), 201)  # a CA, as one
 
+
+# 5. The trust store list: purpose and search filters, pages, scoped by organization
+
+
+def test_truststore_list_filters_by_purpose_and_search_and_pages(
+    server: Server, api: httpx.Client, workdir: Path
+) -> None:
+    tag = unique("tsf").lower()
+    purpose = f"purpose-{tag}"
+    names = [f"Partner {tag.upper()} Root {n}" for n in range(3)]
+    ids = []
+    for n, name in enumerate(names):
+        root = foreign_root(workdir, f"/CN={unique('Trust Filter')}/O=Org {tag} {n}")
+        body = {"certificate": root.pem, "name": name, "purpose": purpose if n < 2 else "other"}
+        ids.append(data(api.post(f"{API}/truststore", json=body), 201)["id"])
+
+    def listed(**params: Any) -> tuple[list[int], dict[str, int]]:
+        response = api.get(f"{API}/truststore", params=params)
+        assert response.status_code == 200, response.text
+        return [row["id"] for row in response.json()["data"]], response.json()["meta"]
+
+    assert listed(purpose=purpose) == (ids[:2], {"page": 1, "per_page": 50, "total": 2})
+    assert listed(search=f"PARTNER {tag}")[0] == ids  # the name, in any case
+    assert listed(search=f"org {tag} 2")[0] == [ids[2]]  # the subject
+    assert listed(search=f"{tag} root 1", purpose=purpose)[0] == [ids[1]]
+    assert listed(search="100%_literal")[0] == []  # wildcards are literal
+    assert listed(search=tag, per_page=2, page=2) == (
+        [ids[2]],
+        {"page": 2, "per_page": 2, "total": 3},
+    )
+    assert listed(search=tag, purpose="")[1]["total"] == 3  # empty: no filter
+    for bad in ({"purpose": "x" * 65}, {"search": "x" * 201}):
+        assert "at most" in error(api.get(f"{API}/truststore", params=bad), 400)
+    error(api.get(f"{API}/truststore", params={"search": "a\x00b"}), 400)
+    assert "per_page" in error(api.get(f"{API}/truststore", params={"per_page": 101}), 422)
+    with server.client(api_key=foreign_admin_key(server)) as other:
+        theirs = other.get(f"{API}/truststore", params={"search": tag}).json()
+    assert theirs["data"] == [] and theirs["meta"]["total"] == 0

@@ -17,6 +17,7 @@ from tessera.api.v2.views import serial
 from tessera.domains.actor import Actor
 from tessera.domains.truststore.service import Added, TrustDetails, TrustStoreService
 from tessera.storage import models
+from tessera.storage.repositories.truststore import TrustFilter
 
 router = PrefixRouter(prefix="/truststore", tags=["Trust Store"])
 Reader = Annotated[Actor, Depends(require("read:truststore"))]
@@ -72,10 +73,14 @@ def list_trusted(
     session: UnitOfWork,
     actor: Reader,
     source: Annotated[str | None, Query(max_length=16)] = None,
+    purpose: str | None = None,
+    search: str | None = None,
     page: Page = 1,
     per_page: PerPage50 = 50,
 ) -> JSONResponse:
-    rows, total = _service(request, session, actor).listing(page, per_page, source or None)
+    """`purpose`: exactly; `search`: in the name, common name or subject (any case)."""
+    filters = TrustFilter(source, purpose, search)
+    rows, total = _service(request, session, actor).listing(page, per_page, filters)
     moment = now(request)
     return ok([trusted_view(r, moment) for r in rows], meta=page_meta(page, per_page, total))
 

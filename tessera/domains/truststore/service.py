@@ -34,10 +34,12 @@ from tessera.domains import audit
 from tessera.domains.actor import Actor
 from tessera.storage import models
 from tessera.storage.repositories import Repositories
+from tessera.storage.repositories.truststore import TrustFilter
 
 # The operating system's CA bundle (Debian's ca-certificates package).
 SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 SOURCES = ("manual", "import", "system")
+PURPOSE_MAX, SEARCH_MAX = 64, 200  # the purpose column's width; the certificate list's term
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class TrustDetails:
     notes: str | None = None
 
     def checked(self) -> "TrustDetails":
-        limits = {"name": 200, "description": 4000, "purpose": 64, "notes": 4000}
+        limits = {"name": 200, "description": 4000, "purpose": PURPOSE_MAX, "notes": 4000}
         for label, limit in limits.items():
             value = getattr(self, label)
             if value is not None and ("\x00" in value or len(value) > limit):
@@ -84,11 +86,21 @@ class TrustStoreService:
         return row
 
     def listing(
-        self, page: int, per_page: int, source: str | None
+        self, page: int, per_page: int, filters: TrustFilter
     ) -> tuple[Sequence[models.TrustedCertificate], int]:
-        if source is not None and source not in SOURCES:
+        """An empty filter is no filter, as on the other lists."""
+        filters = TrustFilter(
+            filters.source or None, filters.purpose or None, filters.search or None
+        )
+        if filters.source is not None and filters.source not in SOURCES:
             raise InvalidInput(f"source must be one of {', '.join(SOURCES)}")
-        return self._repos.truststore.page(page, per_page, source)
+        for label, value, limit in (
+            ("purpose", filters.purpose, PURPOSE_MAX),
+            ("search", filters.search, SEARCH_MAX),
+        ):
+            if value is not None and ("\x00" in value or len(value) > limit):
+                raise InvalidInput(f"{label} must be text of at most {limit} characters")
+        return self._repos.truststore.page(page, per_page, filters)
 
     def stats(self) -> dict[str, int]:
         return self._repos.truststore.stats(self._now)

@@ -1,10 +1,19 @@
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, case, delete, func, select
+from sqlalchemy import Select, and_, case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from tessera.storage.models import TrustedCertificate
+from tessera.storage.repositories.certificate_search import like_pattern
+
+
+@dataclass(frozen=True)
+class TrustFilter:
+    source: str | None = None
+    purpose: str | None = None  # exactly
+    search: str | None = None  # a substring of the name, common name or subject
 
 
 class TrustStoreRepository:
@@ -31,11 +40,29 @@ class TrustStoreRepository:
         return self._session.scalar(self._scoped().where(TrustedCertificate.id == row_id))
 
     def page(
-        self, page: int, per_page: int, source: str | None = None
+        self, page: int, per_page: int, filters: TrustFilter = TrustFilter()
     ) -> tuple[Sequence[TrustedCertificate], int]:
         query = self._scoped()
-        if source:
-            query = query.where(TrustedCertificate.source == source)
+        if filters.source:
+            query = query.where(TrustedCertificate.source == filters.source)
+        if filters.purpose:
+            query = query.where(TrustedCertificate.purpose == filters.purpose)
+        if filters.search:
+            # Case-insensitive, every character literal, as the certificate search; SQLite's
+            # lower() is Python's here (storage/db.py), so both backends fold alike.
+            pattern = like_pattern(filters.search)
+            query = query.where(
+                or_(
+                    *(
+                        func.lower(column).like(pattern, escape="\\")
+                        for column in (
+                            TrustedCertificate.name,
+                            TrustedCertificate.common_name,
+                            TrustedCertificate.subject,
+                        )
+                    )
+                )
+            )
         counted = query.with_only_columns(TrustedCertificate.id).subquery()
         total = self._session.scalar(select(func.count()).select_from(counted)) or 0
         rows = self._session.scalars(
