@@ -10,10 +10,19 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.e2e.helpers import API, data, db_rows, error, foreign_root, foreign_signed, unique
+from tests.e2e.helpers import (
+    API,
+    ForeignCert,
+    data,
+    db_rows,
+    error,
+    foreign_root,
+    foreign_signed,
+    unique,
+)
 from tests.e2e.test_inventory_isolation import foreign_admin_key
 from tests.support import Server
-from tests.tools import openssl
+from tests.tools import openssl, openssl_csr
 
 # 1. A private key imported alone (smart import)
 
@@ -191,3 +200,39 @@ def test_truststore_list_filters_by_purpose_and_search_and_pages(
     with server.client(api_key=foreign_admin_key(server)) as other:
         theirs = other.get(f"{API}/truststore", params={"search": tag}).json()
     assert theirs["data"] == [] and theirs["meta"]["total"] == 0
+
+
+# 2. Long serials on the certificate import path: whole up to the column's 32 octets, else 400
+
+
+def _with_serial(workdir: Path, issuer: ForeignCert, serial_hex: str) -> str:
+    _key, csr = openssl_csr(workdir, f"/CN={unique('long-serial')}.example", "ec")
+    out = workdir / f"{unique('serial')}.pem"
+    signed = openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(issuer.cert_path),
+        "-CAkey", str(issuer.key_path), "-set_serial", f"0x{serial_hex}",
+        "-days", "30", "-out", str(out),
+    )  # fmt: skip
+    assert signed.returncode == 0, signed.stderr.decode()
+    return out.read_text()
+
+
+def test_certificate_import_keeps_a_32_octet_serial_whole_and_refuses_a_longer_one(
+    server: Server, api: httpx.Client, workdir: Path
+) -> None:
+    root = foreign_root(workdir, f"/CN={unique('Long Serial Root')}")
+    whole = "7" + "A" * 63  # 32 octets: the serial column's 64 hex digits
+    imported = data(
+        api.post(
+            f"{API}/certificates/import", json={"certificate": _with_serial(workdir, root, whole)}
+        ),
+        201,
+    )
+    assert imported["serial_number"] == f"0x{whole}"
+    shown = data(api.get(f"{API}/certificates/{imported['id']}"))["serial_number"]
+    assert shown == f"0x{whole}"
+    longer = {"certificate": _with_serial(workdir, root, "7" + "B" * 65)}  # 33 octets
+    message = error(api.post(f"{API}/certificates/import", json=longer), 400)
+    assert "longer than 32 octets" in message
+    smart = data(api.post(f"{API}/import/execute", json={"content": longer["certificate"]}))
+    assert "longer than 32 octets" in smart["errors"][0]["message"]
