@@ -94,6 +94,8 @@ class _Item:
 class _Plan:
     items: list[_Item]
     keys: dict[bytes, _Item] = field(default_factory=dict)
+    # for the keys alone (by SPKI): the stored certificates they belong to, (id, has a key)
+    stored: dict[bytes, list[tuple[int, bool]]] = field(default_factory=dict)
 
     def key_for(self, item: _Item) -> _Item | None:
         return self.keys.get(item.spki) if item.spki is not None else None
@@ -118,7 +120,7 @@ class ImportService:
 
     def analyze(self, data: bytes, password: str | None) -> dict[str, Any]:
         content = read_objects(data, secret(password))
-        plan = _plan(content.objects)
+        plan = self._stored_keys(_plan(content.objects))
         objects = [self._describe(item, plan) for item in plan.items]
         summary = _summary(objects)
         overall = content.format if content.format in ("pkcs12", "pkcs7") else "bundle"
@@ -180,10 +182,15 @@ class ImportService:
             "encrypted": item.found.encrypted,
             "matches": matches,
         }
-        if not matches:  # alone: which stored certificate it is the key of, if any
-            stored = self._certificates.with_public_key(item.found.key)
-            details["existing"] = _stored(stored)
+        if plan.alone(item):  # which stored certificates it is the key of, if any
+            details["existing"] = _stored(plan.stored.get(item.spki or b"", []))
         return details
+
+    def _stored_keys(self, plan: _Plan) -> _Plan:
+        """Look the keys that came alone up among the stored certificates, all in one pass."""
+        alone = [i.found.key for i in plan.items if plan.alone(i) and i.found.key is not None]
+        plan.stored = self._certificates.with_public_keys(alone) if alone else {}
+        return plan
 
     def _existing(self, cert: x509.Certificate) -> dict[str, Any] | None:
         row = self._certificates.by_fingerprint(cert)
@@ -197,6 +204,8 @@ class ImportService:
     def execute(self, data: bytes, password: str | None, options: ExecuteOptions) -> dict[str, Any]:
         content = read_objects(data, secret(password))
         plan = _plan(content.objects)
+        if options.import_keys:
+            self._stored_keys(plan)
         cas = [i for i in plan.items if _type(i.found) == "ca_certificate" and not i.found.problem]
         leaves = [i for i in plan.items if _type(i.found) == "certificate" and not i.found.problem]
         csrs = [i for i in plan.items if i.found.csr is not None]
@@ -225,7 +234,7 @@ class ImportService:
         for item in csrs:
             self._step(item, options.import_csrs, lambda i: self._store_csr(i, plan, options))
         for item in alone:
-            self._step(item, options.import_keys, self._store_lone_key)
+            self._step(item, options.import_keys, lambda i: self._store_lone_key(i, plan))
         for item in plan.items:
             self._settle(item, plan, options)
         return self._report(plan)
@@ -284,12 +293,12 @@ class ImportService:
             service.attach_key(row.id, key_pem(key), None)
         return _imported(item, "csr", row.id, key is not None)
 
-    def _store_lone_key(self, item: _Item) -> dict[str, Any]:
+    def _store_lone_key(self, item: _Item, plan: _Plan) -> dict[str, Any]:
         """A key that came alone goes to the stored certificates it belongs to that are here
         without their key (a reused key may belong to several: each gets it)."""
         key = item.found.key
-        assert key is not None
-        stored = self._certificates.with_public_key(key)
+        assert key is not None and item.spki is not None
+        stored = plan.stored.get(item.spki, [])
         if not stored:
             return _skipped(
                 item, "no certificate, CA or CSR in the content or the inventory matches this key"
