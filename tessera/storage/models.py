@@ -325,7 +325,7 @@ class TrustedCertificate(Base):
     common_name: Mapped[str] = mapped_column(String(200))
     subject: Mapped[str] = mapped_column(Text)
     issuer: Mapped[str] = mapped_column(Text)
-    serial_number: Mapped[str] = mapped_column(String(64))
+    serial_number: Mapped[str] = mapped_column(Text)  # whole, however long (migration 0026)
     not_before: Mapped[datetime]
     not_after: Mapped[datetime]
     is_root: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,7 +1,7 @@
 """Inventory defects of issue 3, through the native API against a real server: a private key
-imported alone joins the stored certificate it belongs to; a certificate not yet valid is not
-"active"; multipart uploads take one file and only the fields their endpoint reads; the trust
-store list filters by purpose and search, and pages as the other lists do."""
+imported alone joins the stored certificate it belongs to; multipart uploads take one file and only the fields their endpoint reads; the trust
+store list filters by purpose and search, and pages as the other lists do; serials are kept
+whole."""
 
 from pathlib import Path
 from typing import Any
@@ -236,3 +236,16 @@ def test_certificate_import_keeps_a_32_octet_serial_whole_and_refuses_a_longer_o
     assert "longer than 32 octets" in message
     smart = data(api.post(f"{API}/import/execute", json={"content": longer["certificate"]}))
     assert "longer than 32 octets" in smart["errors"][0]["message"]
+
+
+def test_truststore_keeps_a_serial_longer_than_32_octets_whole(
+    api: httpx.Client, workdir: Path
+) -> None:
+    """The trust store holds certificates from anywhere: a 40-octet serial is stored and shown
+    whole (it was cut to 64 hex digits, naming another serial)."""
+    root = foreign_root(workdir, f"/CN={unique('Trusted Long Serial Root')}")
+    serial = "7" + "C" * 79  # 40 octets
+    body = {"certificate": _with_serial(workdir, root, serial), "name": unique("long serial")}
+    added = data(api.post(f"{API}/truststore", json=body), 201)
+    shown = data(api.get(f"{API}/truststore/{added['id']}"))
+    assert shown["serial_number"].upper().endswith(serial), shown["serial_number"]

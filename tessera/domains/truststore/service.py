@@ -210,7 +210,7 @@ def trusted_row(
         common_name=label[:200],
         subject=name_text(cert.subject),
         issuer=name_text(cert.issuer),
-        serial_number=inspect.serial_hex(cert.serial_number)[:64],
+        serial_number=inspect.serial_hex(cert.serial_number),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         # A self-signed leaf (a pinned server certificate) is trusted, but no root CA.
