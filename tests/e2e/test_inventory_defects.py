@@ -1,7 +1,7 @@
 """Inventory defects of issue 3, through the native API against a real server: a private key
-imported alone joins the stored certificate it belongs to; multipart uploads take one file and only the fields their endpoint reads; the trust
-store list filters by purpose and search, and pages as the other lists do; serials are kept
-whole."""
+imported alone joins the stored certificate it belongs to; multipart uploads take one file
+and only the fields their endpoint reads; the trust store list filters by purpose and
+search, and pages as the other lists do; serials are kept whole."""
 
 from pathlib import Path
 from typing import Any
