@@ -30,6 +30,11 @@ def as_utc(moment: datetime, name: str) -> datetime:
         ) from None
 
 
+def wire_time(moment: datetime) -> str:
+    """How every API writes a moment: UTC to the second with a `Z` (docs/native-api.md)."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+
+
 def later(moment: datetime, step: timedelta) -> datetime:
     """`moment + step`, or LATEST where that is past the calendar: the bound after the day
     9999-12-31, or just after its last microsecond, which no stored timestamp reaches."""

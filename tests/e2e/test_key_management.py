@@ -196,12 +196,19 @@ def test_master_password_protects_the_kek(tmp_path: Path) -> None:
     with running(data_dir, None, with_password) as server, server.client() as api:
         # Rotation works under a sealed KEK and keeps it sealed.
         data(api.post(f"{SEC}/rotate-secrets"), 202)
-        assert wait_rotation(api)["rotation"]["status"] == "finished"
+        status = wait_rotation(api)
+        assert status["rotation"]["status"] == "finished"
+        rotation = status["rotation"]
+        for moment in (status["rotated_at"], rotation["started_at"], rotation["finished_at"]):
+            assert moment.endswith("Z") and len(moment) == 20, status  # as every API date
         assert json.loads((data_dir / "kek").read_bytes())["protection"] == "argon2id"
         assert_keys_unchanged(api, ca, exported)
         error(api.post(f"{SEC}/disable-encryption", json={"master_password": "wrong!"}), 400)
         report = data(api.get(f"{SEC}/anomalies", params={"hours": 1}))
         assert any(a["type"] == "failed_master_password" for a in report["anomalies"])
+        for anomaly in report["anomalies"]:
+            assert anomaly["first_seen"].endswith("Z") and anomaly["last_seen"].endswith("Z")
+        assert report["since"].endswith("Z"), report
         assert api.get(f"{SEC}/anomalies", params={"hours": 0}).status_code == 422
         data(api.post(f"{SEC}/disable-encryption", json={"master_password": MASTER}))
         assert len((data_dir / "kek").read_bytes().strip()) == 44

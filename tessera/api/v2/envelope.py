@@ -1,12 +1,13 @@
 """The native API's response envelope: {"data", "message", "meta"}."""
 
 import unicodedata
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from fastapi.responses import JSONResponse, Response
 
+from tessera.core.clock import wire_time
 from tessera.domains.bulk import BulkResult
 from tessera.domains.exports import Exported
 
@@ -36,9 +37,7 @@ def page_meta(page: int, per_page: int, total: int) -> dict[str, int]:
 
 
 def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+    return None if moment is None else wire_time(moment)
 
 
 def download(exported: Exported) -> Response:

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tessera.config import Settings
+from tessera.core.clock import wire_time
 from tessera.core.errors import Conflict, InvalidInput
 from tessera.core.keystore import (
     MIN_MASTER_PASSWORD,
@@ -210,8 +211,9 @@ class SecurityService:
 
 
 def _plain(moment: datetime | None) -> str | None:
-    # The seed's own shape: ISO 8601 without zone (UTC).
-    return moment.replace(tzinfo=None).isoformat(timespec="seconds") if moment else None
+    # UTC with a Z, as every date of the API (docs/native-api.md), though the seed's example
+    # of secrets-status shows none: a time without a zone reads as local time in browsers.
+    return wire_time(moment) if moment else None
 
 
 def _rotation(row: KekRotation) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 type is described, including those Tessera does not issue for; nothing here raises on an
 object the readers in core.formats accepted."""
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from cryptography import x509
@@ -11,13 +11,12 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from tessera.core import inspect
+from tessera.core.clock import wire_time
 from tessera.core.errors import PolicyViolation
 from tessera.core.formats import cert_pem, csr_pem, csr_signature_valid, is_issued_by
 from tessera.core.names import format_san, name_text
 
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+iso = wire_time
 
 
 def key_facts(key: PublicKeyTypes) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """ACME resources as RFC 8555 section 7.1 shows them (field for field), with their URLs."""
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from tessera.core.clock import wire_time
 from tessera.domains.acme.validation import caa_identities
 from tessera.storage.models_acme import (
     AcmeAccount,
@@ -15,9 +16,7 @@ from tessera.storage.repositories import Repositories
 
 
 def rfc3339(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+    return None if moment is None else wire_time(moment)
 
 
 class Urls:
