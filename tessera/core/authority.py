@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from tessera.core import lint, name_constraints
-from tessera.core.clock import Clock, utc_now
+from tessera.core.clock import Clock, utc_now, wire_time
 from tessera.core.errors import IssuerNotValid, PolicyViolation
 from tessera.core.issuer_chain import IssuerChain
 from tessera.core.keys import PrivateKey, enforce_key_floor, signature_hash
@@ -202,14 +202,9 @@ def _check_issuer_valid(issuer: Issuer, now: datetime) -> None:
     start, end = issuer.certificate.not_valid_before_utc, issuer.certificate.not_valid_after_utc
     label = f"the issuing CA {name_text(issuer.certificate.subject)!r}"
     if start > now and not issuer.upcoming:
-        raise IssuerNotValid(f"{label} is not valid until {_wire_time(start)}")
+        raise IssuerNotValid(f"{label} is not valid until {wire_time(start)}")
     if end <= now:
-        raise IssuerNotValid(f"{label} expired on {_wire_time(end)}")
-
-
-def _wire_time(moment: datetime) -> str:
-    """As the API shows a CA's `valid_from` and `valid_until`, so the two compare."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        raise IssuerNotValid(f"{label} expired on {wire_time(end)}")
 
 
 def _enforce_issuer_key_floor(issuer: Issuer) -> None:
