@@ -191,3 +191,40 @@ def enroll_with_scepclient(
     issued = x509.load_pem_x509_certificate(pem.encode())
     names = issued.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     assert [n.value for n in names] == [cn]
+
+
+def public(server: Server) -> httpx.Client:
+    return httpx.Client(base_url=server.http_url, timeout=30)
+
+
+def test_a_revoked_ra_stops_answering_until_the_job_replaces_it(site: Restartable) -> None:
+    """Clients encrypt to the RA and trust what it signs: once its certificate is revoked,
+    GetCACert and enrollments are 503 in every process at once (the responder each process
+    keeps is not reused), and the renewal job issues the next RA (at start, then every
+    minute)."""
+    server = site.start()
+    with server.client() as api:
+        ca_id = rsa_ca(api, unique("SCEP Revoked RA Root"))
+        config = {"enabled": True, "ca_id": ca_id, "auto_approve": True}
+        data(api.patch(f"{API}/scep/config", json=config))
+        challenge = data(api.get(f"{API}/scep/challenge/{ca_id}"))["challenge"]
+        ca, old_ra = split(ca_certificates(public(server), PATH))
+        [row] = data(api.get(f"{API}/certificates", params={"search": "SCEP RA default"}))
+        assert int(row["serial_number"], 16) == old_ra.serial_number
+        revoke = {"reason": "keyCompromise"}
+        data(api.post(f"{API}/certificates/{row['id']}/revoke", json=revoke))
+    with public(server) as http:
+        for _ in range(4):  # the responder this process built before is not reused
+            refused = http.get(f"{PATH}?operation=GetCACert")
+            assert refused.status_code == 503, refused.text
+            assert "revoked" in refused.text
+    device = new_client()
+    sent = pki_message(device, old_ra, csr_der(device, "to-a-revoked-ra", challenge))
+    assert post(server, sent.der).status_code == 503
+
+    restarted = site.start()  # the renewal job runs at start
+    new_ra = renewed_ra(restarted, old_ra)
+    assert new_ra.serial_number != old_ra.serial_number and new_ra.issuer == ca.subject
+    fresh = new_client()
+    answer = post(restarted, pki_message(fresh, new_ra, csr_der(fresh, "after", challenge)).der)
+    assert read_reply(answer, fresh, new_ra).status == SUCCESS

@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from tessera.core.errors import Conflict, InvalidInput, NotFound, PolicyViolation
+from tessera.core.errors import Conflict, InvalidInput, NotFound, PolicyViolation, Unavailable
 from tessera.core.formats import load_certificate
 from tessera.core.inspect import serial_hex
 from tessera.core.keys import generate_private_key, parse_key_spec
@@ -283,6 +283,10 @@ class ProfileService:
         ra = self._certificate(ra_id)
         if ra is None or ra.encrypted_private_key is None:
             raise PolicyViolation("the SCEP profile has no RA certificate; save its config")
+        if ra.status != "active":
+            # Clients would encrypt to, and trust answers signed by, a certificate its CA
+            # says is revoked. The renewal job issues the next RA within RA_RENEWAL_SECONDS.
+            raise Unavailable("the SCEP profile's RA certificate was revoked; a new one follows")
         return self._ra_responder(ra, chain)
 
     def retired_responder(

@@ -202,8 +202,8 @@ class _Context:
         """The current responder, from the cache when the CA may sign."""
         identity = self.profile.responder_identity
         make = lambda: self.profiles.responder(self.profile)  # noqa: E731
-        if identity is None or not identity.ca_usable:
-            return build(make())  # refuses, saying why (no CA, disabled, no key)
+        if identity is None or not identity.ca_usable or not identity.ra_active:
+            return build(make())  # refuses, saying why (no CA, disabled, no key, RA revoked)
         return self.cache.get(identity, make)
 
 

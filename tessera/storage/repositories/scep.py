@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from tessera.storage.models import Certificate, CertificateAuthority
 from tessera.storage.models_scep import ScepChallenge, ScepProfile, ScepRequest
+from tessera.storage.repositories.certificates import REVOKED
 from tessera.storage.repositories.rows import insert_row
 
 PENDING, ISSUED, REJECTED = "pending", "issued", "rejected"
@@ -28,6 +29,9 @@ class ResponderIdentity:
     use_ra: bool
     ra_id: int | None
     ra_serial: str | None
+    # Not revoked: a revoked RA must stop answering at once, not when its cached responder
+    # would next be rebuilt (the renewal job replaces it).
+    ra_active: bool
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ _VIEW_BY_SLUG = (
         _CA.is_active,
         _CA.encrypted_private_key.is_not(None),
         _RA.serial_number,
+        _RA.status,
     )
     .select_from(
         ScepProfile.__table__.outerjoin(
@@ -128,7 +133,7 @@ class ScepRepository:
         if row is None:
             return None
         fields = dict(zip(_PROFILE_FIELDS, row[: len(_PROFILE_FIELDS)], strict=True))
-        ca_serial, ca_active, ca_has_key, ra_serial = row[len(_PROFILE_FIELDS) :]
+        ca_serial, ca_active, ca_has_key, ra_serial, ra_status = row[len(_PROFILE_FIELDS) :]
         identity = None
         if fields["ca_id"] is not None and ca_serial is not None:
             identity = ResponderIdentity(
@@ -138,6 +143,7 @@ class ScepRepository:
                 bool(fields["use_ra"]),
                 fields["ra_certificate_id"],
                 ra_serial,
+                ra_status != REVOKED,
             )
         return ProfileView(**fields, responder_identity=identity)
 
