@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import josepy
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -384,6 +385,17 @@ class Acme:
                 return body
             time.sleep(0.25)
         raise AssertionError(f"{url} never reached {statuses}: {body}")
+
+
+# The ACME modules' mark: every validation goes through pebble-challtestsrv's DNS.
+needs_challtestsrv = pytest.mark.skipif(
+    not shutil.which("pebble-challtestsrv"), reason="pebble-challtestsrv (Debian pebble) needed"
+)
+
+
+def acme_name(label: str = "host") -> str:
+    """A fresh DNS identifier under the test zone that pebble-challtestsrv answers."""
+    return f"{unique(label)}.acme.test"
 
 
 @contextmanager

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from tests.e2e.accounts_helpers import API, Mailbox, running_mailbox
-from tests.e2e.acme_helpers import AcmeEnv, acme_env
+from tests.e2e.acme_helpers import Acme, AcmeEnv, acme_env, registered
 from tests.e2e.helpers import data
 from tests.support import Server, database
 
@@ -33,3 +33,11 @@ def env(
     """An ACME server (and its challenge DNS) per module, on SQLite and PostgreSQL."""
     with database(request.param) as url, acme_env(url, tmp_path_factory.mktemp("acme")) as running:
         yield running
+
+
+@pytest.fixture
+def account(env: AcmeEnv) -> Iterator[Acme]:
+    """A registered ACME client on the module's server (modules that need another kind of
+    account define their own)."""
+    with registered(env) as client:
+        yield client

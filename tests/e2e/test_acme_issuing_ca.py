@@ -5,7 +5,6 @@ prove control of every name for a finalize that can only fail; and finalize, whe
 stopped being able to issue after the order was made, answers the same way (not `badCSR`:
 the CSR is fine), the order staying ready for when an administrator has fixed the CA."""
 
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from tests.e2e.accounts_helpers import db
-from tests.e2e.acme_helpers import Acme, AcmeEnv, csr_for, problem
+from tests.e2e.acme_helpers import Acme, AcmeEnv, acme_name, csr_for, needs_challtestsrv, problem
 from tests.e2e.helpers import (
     API,
     create_intermediate,
@@ -26,9 +25,7 @@ from tests.e2e.helpers import (
     unique,
 )
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("pebble-challtestsrv"), reason="pebble-challtestsrv (Debian pebble) needed"
-)
+pytestmark = needs_challtestsrv
 
 
 @pytest.fixture
@@ -42,14 +39,10 @@ def account(env: AcmeEnv) -> Iterator[Acme]:
         env.settings(issuing_ca_id=env.ca["id"], require_approval=False)
 
 
-def name() -> str:
-    return f"{unique('host')}.acme.test"
-
-
 def refused(account: Acme, reason: str) -> None:
     """new-order is a 503 serverInternal naming the reason, and writes no order."""
     before = len(account.get(account.kid + "/orders").json()["orders"])
-    body = problem(account.order(name()), "serverInternal", 503)
+    body = problem(account.order(acme_name()), "serverInternal", 503)
     assert reason in body["detail"], body
     assert len(account.get(account.kid + "/orders").json()["orders"]) == before
 
@@ -89,7 +82,7 @@ def test_a_revoked_issuing_ca_or_one_under_a_revoked_ca_refuses_new_orders(
         middle = create_intermediate(api, root["id"], unique("ACME Middle"))
         issuing = create_intermediate(api, middle["id"], unique("ACME Issuing"))
         env.settings(issuing_ca_id=issuing["id"])
-        assert account.order(name()).status_code == 201
+        assert account.order(acme_name()).status_code == 201
         data(api.post(f"{API}/cas/{middle['id']}/revoke", json={"reason": "keyCompromise"}))
         refused(account, f"CA {middle['id']} above it was revoked (keyCompromise)")
         data(api.post(f"{API}/cas/{issuing['id']}/revoke", json={"reason": "superseded"}))
@@ -124,7 +117,7 @@ def test_finalize_after_the_issuing_ca_was_disabled_says_why_and_the_order_stays
     with env.api() as api:
         ca = create_root(api, unique("Paused ACME Root"))
         env.settings(issuing_ca_id=ca["id"])
-        host = name()
+        host = acme_name()
         order = account.ready_order(host)
         assert order["status"] == "ready", order
         data(api.patch(f"{API}/cas/{ca['id']}", json={"is_active": False}))
@@ -147,7 +140,7 @@ def test_an_order_awaiting_approval_is_not_queued_and_not_approved_without_a_ca(
     with env.api() as api:
         ca = create_root(api, unique("Approval ACME Root"))
         env.settings(issuing_ca_id=ca["id"], require_approval=True)
-        waiting, blocked = account.ready_order(name()), account.ready_order(name())
+        waiting, blocked = account.ready_order(acme_name()), account.ready_order(acme_name())
         csr, _ = csr_for(waiting["identifiers"][0]["value"])
         queued = account.post(waiting["finalize"], {"csr": csr})
         assert queued.status_code == 200 and queued.json()["status"] == "processing", queued.text
@@ -168,7 +161,7 @@ def test_an_issuing_ca_that_expired_after_the_order_refuses_finalize_and_new_ord
     an expired CA, so the test waits for the expiry)."""
     ca_id = imported(env, timedelta(seconds=20), timedelta(minutes=5))
     env.settings(issuing_ca_id=ca_id)
-    host = name()
+    host = acme_name()
     order = account.ready_order(host)
     assert order["status"] == "ready", order
     with env.api() as api:

@@ -5,7 +5,6 @@ key rollover, revocation by the certificate key, ARI, profiles, approval, EdDSA/
 import base64
 import hashlib
 import json
-import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -21,7 +20,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.e2e.accounts_helpers import db
-from tests.e2e.acme_helpers import Acme, AcmeEnv, Key, acme_env, b64, csr_for, problem
+from tests.e2e.acme_helpers import (
+    Acme,
+    AcmeEnv,
+    Key,
+    acme_env,
+    acme_name,
+    b64,
+    csr_for,
+    needs_challtestsrv,
+    problem,
+)
 from tests.e2e.helpers import (
     API,
     create_intermediate,
@@ -33,9 +42,7 @@ from tests.e2e.helpers import (
 )
 from tests.tools import pkilint_findings
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("pebble-challtestsrv"), reason="pebble-challtestsrv (Debian pebble) needed"
-)
+pytestmark = needs_challtestsrv
 
 
 @pytest.fixture
@@ -51,10 +58,6 @@ def acme(env: AcmeEnv) -> Iterator[Acme]:
 def account(acme: Acme) -> Acme:
     assert acme.register(contact=["mailto:ops@example.org"]).status_code == 201
     return acme
-
-
-def name() -> str:
-    return f"{unique('host')}.acme.test"
 
 
 def test_directory_nonce_and_headers(env: AcmeEnv, acme: Acme) -> None:
@@ -153,7 +156,7 @@ def test_only_return_existing(acme: Acme) -> None:
 
 def test_malformed_jws_variants(account: Acme) -> None:
     url = account.dir["newOrder"]
-    good = account.jws(url, {"identifiers": [{"type": "dns", "value": name()}]})
+    good = account.jws(url, {"identifiers": [{"type": "dns", "value": acme_name()}]})
     # bad base64 in each part
     for part in ("protected", "payload", "signature"):
         problem(account.raw(url, json.dumps({**good, part: "***"}).encode()), "malformed", 400)
@@ -208,7 +211,7 @@ def test_algorithms_refused(account: Acme) -> None:
 
 def test_nonces(account: Acme) -> None:
     url = account.dir["newOrder"]
-    payload = {"identifiers": [{"type": "dns", "value": name()}]}
+    payload = {"identifiers": [{"type": "dns", "value": acme_name()}]}
     problem(account.post(url, payload, nonce="never-issued"), "badNonce", 400)
     problem(account.post(url, payload, nonce="not base64url!"), "malformed", 400)  # 6.5.2
     nonce = account.nonce()
@@ -226,7 +229,7 @@ def test_nonce_spent_by_failures_and_replays_write_nothing(account: Acme) -> Non
     nonce = account.nonce()
     bad = json.dumps(account.jws(url, {"identifiers": []}, nonce=nonce)).encode()
     assert account.raw(url, bad).status_code == 400
-    payload = {"identifiers": [{"type": "dns", "value": name()}]}
+    payload = {"identifiers": [{"type": "dns", "value": acme_name()}]}
     good = json.dumps(account.jws(url, payload, nonce=nonce)).encode()
     problem(account.raw(url, good), "badNonce", 400)  # spent by the failed request
     before = len(account.get(orders).json()["orders"])
@@ -237,7 +240,7 @@ def test_nonce_spent_by_failures_and_replays_write_nothing(account: Acme) -> Non
 
 
 def test_url_kid_and_jwk_rules(env: AcmeEnv, account: Acme) -> None:
-    payload = {"identifiers": [{"type": "dns", "value": name()}]}
+    payload = {"identifiers": [{"type": "dns", "value": acme_name()}]}
     wrong_url = account.jws(
         account.dir["newOrder"], payload, header={"url": account.dir["newAccount"]}
     )
@@ -283,24 +286,24 @@ def test_identifier_rules(account: Acme) -> None:
     )
     problem(weird, "rejectedIdentifier", 400)
     problem(account.post(account.dir["newOrder"], {"identifiers": []}), "malformed", 400)
-    problem(account.order(name(), profile="no-such-profile"), "invalidProfile", 400)
+    problem(account.order(acme_name(), profile="no-such-profile"), "invalidProfile", 400)
     late = (datetime.now(UTC) + timedelta(days=5000)).isoformat()
-    problem(account.order(name(), notAfter=late), "malformed", 400)
-    problem(account.order(name(), notAfter="yesterday"), "malformed", 400)
-    problem(account.order(name(), notBefore="0001-01-01T00:00:00+14:00"), "malformed", 400)
+    problem(account.order(acme_name(), notAfter=late), "malformed", 400)
+    problem(account.order(acme_name(), notAfter="yesterday"), "malformed", 400)
+    problem(account.order(acme_name(), notBefore="0001-01-01T00:00:00+14:00"), "malformed", 400)
 
 
 def test_dns_identifiers_are_ascii_with_proper_a_labels(account: Acme) -> None:
     """RFC 8555 7.1.4: a dns identifier is written as in a certificate (ASCII), and "xn--"
     labels must be properly encoded A-labels (RFC 5890)."""
     for bad in (
-        f"xn--zz.{name()}",  # not Punycode
-        f"xn--ls8h.{name()}",  # Punycode of a code point IDNA2008 disallows
-        f"\u212a.{name()}",  # KELVIN SIGN: not ASCII (lower() would make it "k")
-        f"b\u00fccher.{name()}",  # a U-label: clients send the A-label
+        f"xn--zz.{acme_name()}",  # not Punycode
+        f"xn--ls8h.{acme_name()}",  # Punycode of a code point IDNA2008 disallows
+        f"\u212a.{acme_name()}",  # KELVIN SIGN: not ASCII (lower() would make it "k")
+        f"b\u00fccher.{acme_name()}",  # a U-label: clients send the A-label
     ):
         problem(account.order(bad), "rejectedIdentifier", 400)
-    host = f"xn--bcher-kva.{name()}"
+    host = f"xn--bcher-kva.{acme_name()}"
     created = account.order(host.upper())
     assert created.status_code == 201, created.text
     assert created.json()["identifiers"] == [{"type": "dns", "value": host}]
@@ -322,18 +325,18 @@ def test_ip_identifiers_are_addresses_without_a_zone(account: Acme) -> None:
 
 def test_not_after_is_honoured_exactly_and_a_past_not_before_refused(account: Acme) -> None:
     """RFC 8555 7.4: the certificate has what the order asked for, or the order is refused."""
-    host = name()
+    host = acme_name()
     end = (datetime.now(UTC) + timedelta(days=2, hours=3)).replace(microsecond=0)
     order = account.ready_order(host, notAfter=end.isoformat())
     done = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
     cert = x509.load_pem_x509_certificates(account.get(done["certificate"]).content)[0]
     assert cert.not_valid_after_utc == end
     past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
-    problem(account.order(name(), notBefore=past), "malformed", 400)
+    problem(account.order(acme_name(), notBefore=past), "malformed", 400)
 
 
 def test_order_authorizations_and_challenges(account: Acme) -> None:
-    host = name()
+    host = acme_name()
     created = account.order(host, f"*.{host}", "127.0.0.1")
     assert created.status_code == 201, created.text
     order = created.json()
@@ -360,11 +363,11 @@ def test_no_order_is_taken_while_no_issuing_ca_is_configured(env: AcmeEnv, accou
     client prove its names only for finalize to fail."""
     env.settings(issuing_ca_id=None)
     try:
-        refused = account.order(name())
+        refused = account.order(acme_name())
         assert "no issuing CA" in problem(refused, "serverInternal", 503)["detail"]
     finally:
         env.settings(issuing_ca_id=env.ca["id"])
-    assert account.order(name()).status_code == 201
+    assert account.order(acme_name()).status_code == 201
 
 
 def test_orders_list_pages_with_a_next_link(account: Acme) -> None:
@@ -372,7 +375,7 @@ def test_orders_list_pages_with_a_next_link(account: Acme) -> None:
     is, with a Link rel="next"; following the links gives every order exactly once."""
     created = set()
     for _ in range(105):
-        response = account.order(name())
+        response = account.order(acme_name())
         assert response.status_code == 201, response.text
         created.add(response.headers["location"])
     seen: list[str] = []
@@ -392,7 +395,7 @@ def test_orders_list_pages_with_a_next_link(account: Acme) -> None:
 def test_an_invalid_authorization_shows_the_challenge_that_failed(account: Acme) -> None:
     """RFC 8555 7.1.4: the challenges of an invalid authorization are the one that was
     attempted and failed (as a valid one shows the one that was validated)."""
-    created = account.order(name())
+    created = account.order(acme_name())
     authz_url = created.json()["authorizations"][0]
     authz = account.get(authz_url).json()
     http01 = next(c for c in authz["challenges"] if c["type"] == "http-01")
@@ -408,7 +411,7 @@ def test_an_invalid_authorization_shows_the_challenge_that_failed(account: Acme)
 def test_an_authorization_past_its_expiry_reads_as_expired(env: AcmeEnv, account: Acme) -> None:
     """RFC 8555 7.1.6: a pending authorization past its expiry is expired when read, before
     the cleanup job (every few minutes) marks it, and its challenge can no longer start."""
-    authz_url = account.order(name()).json()["authorizations"][0]
+    authz_url = account.order(acme_name()).json()["authorizations"][0]
     authz_id = int(authz_url.rsplit("/", 1)[1])
     past = (datetime.now(UTC) - timedelta(minutes=1)).replace(tzinfo=None)
     db(env.server, "UPDATE acme_authorizations SET expires_at = ? WHERE id = ?", (past, authz_id))
@@ -424,7 +427,7 @@ def test_challenges_answered_at_once_are_validated_once(env: AcmeEnv, account: A
     """Every authorization of an order answered at once, and each challenge answered twice:
     the validation job takes them in one batch, the order becomes ready, and each challenge
     is validated (and audited) exactly once."""
-    hosts = [name() for _ in range(3)]
+    hosts = [acme_name() for _ in range(3)]
     created = account.order(*hosts)
     assert created.status_code == 201, created.text
     urls = []
@@ -451,7 +454,7 @@ def test_challenges_answered_at_once_are_validated_once(env: AcmeEnv, account: A
 def test_finalize_rules_and_nothing_half_written(
     env: AcmeEnv, account: Acme, tmp_path: Path
 ) -> None:
-    host = name()
+    host = acme_name()
     pending = account.order(host)
     finalize = pending.json()["finalize"]
     csr, _ = csr_for(host)
@@ -496,7 +499,7 @@ def _certificates_named(env: AcmeEnv, host: str) -> int:
 def test_finalizes_sent_at_once_issue_one_certificate(env: AcmeEnv, account: Acme) -> None:
     """Several finalize requests for one ready order at once (each with a CSR of its own):
     exactly one is issued; the others are told the order is not ready any more."""
-    host = name()
+    host = acme_name()
     order = account.ready_order(host)
     assert order["status"] == "ready", order
     bodies = [
@@ -520,7 +523,7 @@ def test_approvals_and_rejections_at_once_decide_once(env: AcmeEnv, account: Acm
     the inventory say what won."""
     env.settings(require_approval=True)
     try:
-        host = name()
+        host = acme_name()
         order = account.ready_order(host)
         waiting = account.post(order["finalize"], {"csr": csr_for(host)[0]})
         assert waiting.json()["status"] == "processing", waiting.text
@@ -552,7 +555,7 @@ def test_the_csr_common_name_is_the_certificates(env: AcmeEnv, account: Acme) ->
     exact same set"), so their order says nothing; a CSR that puts one of them in its CN
     chooses the certificate's CN, as Boulder keeps it. acme-tiny sends the identifiers in
     the order of a Python set, and got the other name as CN for a CSR with CN=host."""
-    host = name()
+    host = acme_name()
     www = f"www.{host}"
     for cn, ordered in ((host, (www, host)), (www.upper(), (host, www))):
         order = account.ready_order(*ordered)
@@ -573,7 +576,7 @@ def test_the_csr_common_name_is_the_certificates(env: AcmeEnv, account: Acme) ->
 def test_concurrent_finalizes_issue_one_certificate(env: AcmeEnv, account: Acme) -> None:
     """Finalize requests racing for one ready order: one wins, the others are told the order
     is not ready, and the inventory holds one certificate (RFC 8555 7.4: an order has one)."""
-    host = name()
+    host = acme_name()
     order = account.ready_order(host)
     csr, _ = csr_for(host)
     bodies = [json.dumps(account.jws(order["finalize"], {"csr": csr})).encode() for _ in range(4)]
@@ -599,7 +602,7 @@ def test_concurrent_finalizes_issue_one_certificate(env: AcmeEnv, account: Acme)
 
 
 def test_another_accounts_resources_are_refused(env: AcmeEnv, account: Acme) -> None:
-    order = account.order(name())
+    order = account.order(acme_name())
     other = Acme(env)
     try:
         other.register()
@@ -630,20 +633,20 @@ def test_account_update_key_change_and_deactivation(env: AcmeEnv, account: Acme)
         account.post(account.dir["newOrder"], {"identifiers": []}), "badSignatureAlgorithm", 400
     )
     account.key = new_key
-    pending = account.order(name())
+    pending = account.order(acme_name())
     assert pending.status_code == 201
     order_id = pending.headers["location"].rsplit("/", 1)[1]
 
     gone = account.post(account.kid or "", {"status": "deactivated"})
     assert gone.json()["status"] == "deactivated"
-    problem(account.order(name()), "unauthorized", 401)  # RFC 8555 7.3.6: MUST be 401
+    problem(account.order(acme_name()), "unauthorized", 401)  # RFC 8555 7.3.6: MUST be 401
     # what the account had under way stops (RFC 8555 7.3.6)
     with env.api() as api:
         assert data(api.get(f"{API}/acme/orders/{order_id}"))["status"] == "invalid"
 
 
 def test_revocation_by_certificate_key_and_reasons(env: AcmeEnv, account: Acme) -> None:
-    host = name()
+    host = acme_name()
     order = account.ready_order(host)
     csr, cert_key = csr_for(host)
     done = account.post(order["finalize"], {"csr": csr}).json()
@@ -686,7 +689,7 @@ def ari_id(cert: x509.Certificate) -> str:
 def test_one_order_replaces_a_certificate_however_many_race(account: Acme) -> None:
     """RFC 9773 5: new-orders replacing the same certificate sent at once: one is created,
     the others get alreadyReplaced (the check alone let several through)."""
-    host = name()
+    host = acme_name()
     order = account.ready_order(host)
     done = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
     cert = x509.load_pem_x509_certificates(account.get(done["certificate"]).content)[0]
@@ -702,7 +705,7 @@ def test_an_expired_order_no_longer_holds_the_certificate_it_replaced(
 ) -> None:
     """An order that expired unfinished is invalid (RFC 8555 7.1.6) before the cleanup job
     marks it: a new order may replace the certificate the expired one named."""
-    host = name()
+    host = acme_name()
     order = account.ready_order(host)
     done = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
     cert = x509.load_pem_x509_certificates(account.get(done["certificate"]).content)[0]
@@ -718,7 +721,7 @@ def test_an_expired_order_no_longer_holds_the_certificate_it_replaced(
 
 
 def test_renewal_info_and_early_renewal(env: AcmeEnv, account: Acme) -> None:
-    host = name()
+    host = acme_name()
     order = account.ready_order(host)
     done = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
     cert = x509.load_pem_x509_certificates(account.get(done["certificate"]).content)[0]
@@ -738,7 +741,7 @@ def test_renewal_info_and_early_renewal(env: AcmeEnv, account: Acme) -> None:
     aki_part, serial_part = ari_id(cert).split(".")
     padded = f"{aki_part}.{b64(bytes([0]) + base64.urlsafe_b64decode(serial_part + '=='))}"
     problem(account.order(host, replaces=padded), "malformed", 400)
-    problem(account.order(name(), replaces=ari_id(cert)), "malformed", 400)
+    problem(account.order(acme_name(), replaces=ari_id(cert)), "malformed", 400)
     # a new order naming the old certificate, once
     replacing = account.order(host, replaces=ari_id(cert))
     assert replacing.status_code == 201 and replacing.json()["replaces"] == ari_id(cert)
@@ -758,7 +761,7 @@ def test_a_key_revoked_as_compromised_is_renewed_everywhere_and_certified_no_mor
     renew at once, and neither ACME nor a renewal certifies that key again."""
     key = ec.generate_private_key(ec.SECP256R1())
     issued = []
-    for host in (name(), name()):
+    for host in (acme_name(), acme_name()):
         order = account.ready_order(host)
         done = account.post(order["finalize"], {"csr": csr_for(host, key=key)[0]}).json()
         pem = account.get(done["certificate"]).content
@@ -775,7 +778,7 @@ def test_a_key_revoked_as_compromised_is_renewed_everywhere_and_certified_no_mor
         assert datetime.fromisoformat(end.replace("Z", "+00:00")) < datetime.now(UTC)
         refused = error(api.post(f"{API}/certificates/{other_id}/renew", json={}), 422)
         assert "compromised" in refused
-    host = name()
+    host = acme_name()
     order = account.ready_order(host)
     refused_csr = account.post(order["finalize"], {"csr": csr_for(host, key=key)[0]})
     assert "compromised" in problem(refused_csr, "badCSR", 400)["detail"]
@@ -789,7 +792,7 @@ def test_a_disabled_ca_above_the_issuer_moves_the_renewal_window(
         inter = create_intermediate(api, root["id"], unique("ARI Issuing"))
         data(api.patch(f"{API}/acme/settings", json={"issuing_ca_id": inter["id"]}))
     try:
-        host = name()
+        host = acme_name()
         order = account.ready_order(host)
         done = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
         cert = x509.load_pem_x509_certificates(account.get(done["certificate"]).content)[0]
@@ -807,7 +810,7 @@ def test_a_disabled_ca_above_the_issuer_moves_the_renewal_window(
 
 def test_profile_maps_to_validity(env: AcmeEnv, account: Acme) -> None:
     env.settings(profiles={"shortlived": {"description": "24 hours", "validity_days": 1}})
-    host = name()
+    host = acme_name()
     order = account.ready_order(host, profile="shortlived")
     assert order["profile"] == "shortlived"
     done = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
@@ -822,14 +825,14 @@ def test_profile_template_sets_validity(env: AcmeEnv, account: Acme) -> None:
     with env.api() as api:
         template_id = data(api.post(f"{API}/templates", json=body), 201)["id"]
     env.settings(profiles={"week": {"template_id": template_id}})
-    host = name()
+    host = acme_name()
     order = account.ready_order(host, profile="week")
     done = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
     assert done["status"] == "valid", done
     cert = x509.load_pem_x509_certificates(account.get(done["certificate"]).content)[0]
     assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=7)
     too_long = (datetime.now(UTC) + timedelta(days=8)).isoformat()
-    problem(account.order(name(), profile="week", notAfter=too_long), "malformed", 400)
+    problem(account.order(acme_name(), profile="week", notAfter=too_long), "malformed", 400)
 
 
 def _waiting_for_approval(env: AcmeEnv, account: Acme, host: str) -> dict[str, Any]:
@@ -848,7 +851,7 @@ def test_no_approval_issues_on_a_deactivated_authorization(env: AcmeEnv, account
     """RFC 8555 7.5.2: "The server MUST NOT treat deactivated authorization objects as
     sufficient for issuing certificates", also while the order waits for an approval. The
     order becomes invalid (7.1.6) and an approval that comes later is refused."""
-    host = name()
+    host = acme_name()
     order = _waiting_for_approval(env, account, host)
     deactivated = account.post(order["authorizations"][0], {"status": "deactivated"})
     assert deactivated.json()["status"] == "deactivated", deactivated.text
@@ -863,7 +866,7 @@ def test_no_approval_issues_on_a_deactivated_authorization(env: AcmeEnv, account
 def test_no_approval_issues_on_an_expired_order(env: AcmeEnv, account: Acme) -> None:
     """An order that expired while it waited for an approval (RFC 8555 7.1.6: invalid) is
     not issued, even before anything has marked it invalid."""
-    host = name()
+    host = acme_name()
     order = _waiting_for_approval(env, account, host)
     past = "2001-01-01 00:00:00.000000"
     db(env.server, "UPDATE acme_orders SET expires_at = ? WHERE id = ?", (past, order["id"]))
@@ -879,7 +882,7 @@ def test_no_approval_issues_on_an_expired_order(env: AcmeEnv, account: Acme) -> 
 def test_approval_and_management(env: AcmeEnv, account: Acme) -> None:
     env.settings(require_approval=True)
     try:
-        host = name()
+        host = acme_name()
         order = account.ready_order(host)
         waiting = account.post(order["finalize"], {"csr": csr_for(host)[0]})
         assert waiting.json()["status"] == "processing" and waiting.headers["retry-after"]
@@ -914,7 +917,7 @@ def test_approval_and_management(env: AcmeEnv, account: Acme) -> None:
         data(api.patch(f"{API}/acme/settings", json={"issuing_ca_id": env.ca["id"]}))
         assert api.delete(f"{API}/cas/{spare['id']}").status_code == 204
         assert api.patch(f"{API}/acme/settings", json={"bogus": 1}).status_code == 422
-    problem(account.order(name()), "unauthorized", 401)
+    problem(account.order(acme_name()), "unauthorized", 401)
     with httpx.Client(base_url=env.server.url, verify=env.server.ssl_context()) as anonymous:
         assert anonymous.get(f"{API}/acme/settings").status_code == 401
 

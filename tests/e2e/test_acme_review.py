@@ -1,32 +1,25 @@
 """ACME paths found wrong in a review against RFC 8555 and RFC 9773, each pinned by a test
 that failed before its fix."""
 
-import shutil
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.e2e.accounts_helpers import db
-from tests.e2e.acme_helpers import Acme, AcmeEnv, b64, csr_for, problem, registered
+from tests.e2e.acme_helpers import (
+    Acme,
+    AcmeEnv,
+    acme_name,
+    b64,
+    csr_for,
+    needs_challtestsrv,
+    problem,
+)
 from tests.e2e.helpers import API, data, import_ca_file, self_signed_ca, unique
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("pebble-challtestsrv"), reason="pebble-challtestsrv (Debian pebble) needed"
-)
-
-
-@pytest.fixture
-def account(env: AcmeEnv) -> Iterator[Acme]:
-    with registered(env) as client:
-        yield client
-
-
-def name() -> str:
-    return f"{unique('host')}.acme.test"
+pytestmark = needs_challtestsrv
 
 
 def issued(account: Acme, host: str) -> x509.Certificate:
@@ -64,7 +57,7 @@ def test_renewal_info_finds_certificates_of_every_ca_with_the_same_key(
     try:
         for ca_id in ca_ids:
             env.settings(issuing_ca_id=ca_id)
-            host = name()
+            host = acme_name()
             certificates.append((host, issued(account, host)))
     finally:
         env.settings(issuing_ca_id=env.ca["id"])
@@ -81,9 +74,9 @@ def test_the_orders_list_leaves_out_an_order_that_expired(env: AcmeEnv, account:
     """RFC 8555 7.1.2.1: the list SHOULD NOT include invalid orders, and an order past its
     expiry is invalid (7.1.6) as soon as it is read, before the cleanup job marks it so. A
     valid order stays valid, and listed, past its expiry."""
-    kept = account.order(name()).headers["location"]
-    expired = account.order(name()).headers["location"]
-    host = name()
+    kept = account.order(acme_name()).headers["location"]
+    expired = account.order(acme_name()).headers["location"]
+    host = acme_name()
     valid = account.ready_order(host)["url"]
     finalized = account.post(valid + "/finalize", {"csr": csr_for(host)[0]})
     assert finalized.json()["status"] == "valid", finalized.text
@@ -118,10 +111,10 @@ def test_a_not_after_beyond_the_issuing_ca_is_refused_not_cut_short(
     env.settings(issuing_ca_id=short_lived_ca(env, 10))
     try:
         late = (datetime.now(UTC) + timedelta(days=20)).replace(microsecond=0)
-        refused = problem(account.order(name(), notAfter=late.isoformat()), "malformed", 400)
+        refused = problem(account.order(acme_name(), notAfter=late.isoformat()), "malformed", 400)
         assert "issuing CA" in refused["detail"], refused
         end = (datetime.now(UTC) + timedelta(days=5)).replace(microsecond=0)
-        host = name()
+        host = acme_name()
         order = account.ready_order(host, notAfter=end.isoformat())
         done = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
         pem = account.get(done["certificate"]).content
@@ -136,7 +129,7 @@ def test_an_approval_is_refused_when_the_ca_now_ends_before_the_orders_not_after
     """The issuing CA changed, between finalize and the administrator's approval, to one that
     ends before the order's notAfter: the approval is a 409 saying why (as for a CA that
     cannot issue), and nothing is issued cut short."""
-    host = name()
+    host = acme_name()
     late = (datetime.now(UTC) + timedelta(days=20)).replace(microsecond=0)
     order = account.ready_order(host, notAfter=late.isoformat())
     env.settings(require_approval=True)

@@ -3,7 +3,6 @@ account that holds authorizations, the order's error, contact checks, the accoun
 
 import hashlib
 import json
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -19,18 +18,18 @@ from tests.e2e.acme_helpers import (
     Acme,
     AcmeEnv,
     Key,
+    acme_name,
     b64,
     csr_for,
+    needs_challtestsrv,
     nonce_store_away,
     problem,
     registered,
     table_away,
 )
-from tests.e2e.helpers import API, data, unique
+from tests.e2e.helpers import API, data
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("pebble-challtestsrv"), reason="pebble-challtestsrv (Debian pebble) needed"
-)
+pytestmark = needs_challtestsrv
 
 
 @pytest.fixture
@@ -43,10 +42,6 @@ def account(env: AcmeEnv) -> Iterator[Acme]:
 def other(env: AcmeEnv) -> Iterator[Acme]:
     with registered(env) as client:
         yield client
-
-
-def name() -> str:
-    return f"{unique('host')}.acme.test"
 
 
 def issued(account: Acme, *hosts: str) -> tuple[str, x509.Certificate]:
@@ -103,7 +98,7 @@ def test_an_account_with_authorizations_for_every_name_may_revoke(
     """RFC 8555 7.6: "The server MUST consider at least the following accounts authorized
     for a given certificate: the account that issued the certificate; an account that holds
     authorizations for all of the identifiers in the certificate." """
-    first, second = name(), name()
+    first, second = acme_name(), acme_name()
     cert_url, cert = issued(account, first, second)
     revoke = other.dir["revokeCert"]
     problem(other.post(revoke, {"certificate": der64(cert)}), "unauthorized", 403)
@@ -122,7 +117,7 @@ def test_an_account_with_authorizations_for_every_name_may_revoke(
 def test_deactivated_authorizations_do_not_authorize_a_revocation(
     account: Acme, other: Acme
 ) -> None:
-    host = name()
+    host = acme_name()
     _, cert = issued(account, host)
     order = other.ready_order(host)
     authz = order["authorizations"][0]
@@ -144,7 +139,7 @@ def test_a_revocation_is_verified_before_its_certificate_is_looked_up(account: A
 def test_a_held_certificate_can_be_revoked_for_good(env: AcmeEnv, account: Acme) -> None:
     """A certificateHold is not final (RFC 5280 5.3.1): its subscriber may still revoke it,
     e.g. as keyCompromise; it is not alreadyRevoked."""
-    cert_url, cert = issued(account, name())
+    cert_url, cert = issued(account, acme_name())
     cert_id = cert_url.rsplit("/", 1)[1]
     with env.api() as api:
         hold = {"reason": "certificateHold"}
@@ -160,7 +155,7 @@ def test_a_held_certificate_can_be_revoked_for_good(env: AcmeEnv, account: Acme)
 def test_racing_revocations_revoke_once_and_the_others_are_already_revoked(
     account: Acme,
 ) -> None:
-    _, cert = issued(account, name())
+    _, cert = issued(account, acme_name())
     bodies = [
         account.jws(account.dir["revokeCert"], {"certificate": der64(cert)}) for _ in range(8)
     ]
@@ -181,7 +176,7 @@ def _json(body: dict[str, str]) -> bytes:
 def test_an_order_made_invalid_by_a_failed_challenge_says_why(account: Acme) -> None:
     """RFC 8555 7.1.3 "error": the order carries the problem that made it invalid, for the
     identifier concerned (lego, for one, reports an invalid order by this field)."""
-    host = name()
+    host = acme_name()
     created = account.order(host)
     order_url = created.headers["location"]
     authz = account.get(created.json()["authorizations"][0]).json()
@@ -197,7 +192,7 @@ def test_an_order_made_invalid_by_a_failed_challenge_says_why(account: Acme) -> 
 
 
 def test_an_order_whose_authorization_was_deactivated_says_why(account: Acme) -> None:
-    host = f"*.{name()}"
+    host = f"*.{acme_name()}"
     order = account.ready_order(host)
     assert account.post(order["authorizations"][0], {"status": "deactivated"}).status_code == 200
     invalid = account.get(order["url"]).json()
@@ -279,7 +274,7 @@ def test_a_not_after_before_the_not_before_is_refused(account: Acme) -> None:
         "notBefore": (now + timedelta(minutes=4)).isoformat(),
         "notAfter": (now + timedelta(minutes=2)).isoformat(),
     }
-    refused = problem(account.order(name(), **stamps), "malformed", 400)
+    refused = problem(account.order(acme_name(), **stamps), "malformed", 400)
     assert "notAfter" in refused["detail"]
 
 
@@ -292,7 +287,7 @@ def test_a_valid_authorization_still_lists_a_challenge_that_failed(
     """http-01 (nothing listens on the validation port: retried, then invalid) and dns-01
     (valid) answered together: the authorization is valid, and RFC 8555 7.5.1 says the server
     "SHOULD NOT remove challenges with status invalid" when it finalizes it."""
-    host = name()
+    host = acme_name()
     created = account.order(host)
     authz_url = created.json()["authorizations"][0]
     challenges = {c["type"]: c for c in account.get(authz_url).json()["challenges"]}
@@ -314,7 +309,7 @@ def test_resources_only_fetched_refuse_a_payload(account: Acme) -> None:
     """A fetch is a POST-as-GET, whose "payload" field "MUST be present and set to the empty
     string" (RFC 8555 6.3): an order, the orders list or a certificate given a JSON payload
     is refused as malformed, not answered as if it were a fetch."""
-    host = name()
+    host = acme_name()
     cert_url, _ = issued(account, host)
     order_url = account.get(account.kid + "/orders").json()["orders"][0]
     for url in (order_url, account.kid + "/orders", cert_url, cert_url + "/1"):
@@ -341,7 +336,7 @@ def test_a_dns_name_ending_in_digits_is_no_name(account: Acme, value: str) -> No
 
 
 def test_digits_elsewhere_in_a_dns_name_are_fine(account: Acme) -> None:
-    host = name()
+    host = acme_name()
     created = dns_order(account, f"10.0.0.1.{host}", f"*.1.{host}", f"123.{host}")
     assert created.status_code == 201, created.text
 
@@ -353,7 +348,7 @@ def test_renewal_information_explains_with_the_website_only(env: AcmeEnv, accoun
     """RFC 9773 4.2: explanationURL is "a page which may explain why the suggested renewal
     window has its current value": the operator's website when set, never the JSON
     directory; absent otherwise."""
-    cert_url, cert = issued(account, name())
+    cert_url, cert = issued(account, acme_name())
     with env.api() as api:
         data(api.post(f"{API}/acme/renewal/{cert_url.rsplit('/', 1)[1]}"))
     aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
@@ -387,7 +382,7 @@ def test_a_kid_that_is_not_exactly_the_account_url_names_no_account(account: Acm
         problem(account.post(kid, update, header={"kid": spelling}), "accountDoesNotExist", 400)
         ordered = account.post(
             account.dir["newOrder"],
-            {"identifiers": [{"type": "dns", "value": name()}]},
+            {"identifiers": [{"type": "dns", "value": acme_name()}]},
             header={"kid": spelling},
         )
         problem(ordered, "accountDoesNotExist", 400)
@@ -408,7 +403,7 @@ def test_a_csr_with_any_accounts_key_is_refused(env: AcmeEnv, account: Acme, alg
     try:
         stranger.key = Key(alg)
         assert stranger.register().status_code == 201
-        host = name()
+        host = acme_name()
         order = account.ready_order(host)
         theirs, _ = csr_for(host, key=stranger.key.private)
         refused = problem(account.post(order["finalize"], {"csr": theirs}), "badCSR", 400)
@@ -450,7 +445,7 @@ def test_an_internal_error_is_a_problem_with_a_fresh_nonce(env: AcmeEnv, account
     creating is not left half-written."""
     orders = f"{account.kid}/orders"
     before = account.get(orders).json()["orders"]
-    payload = {"identifiers": [{"type": "dns", "value": name()}]}
+    payload = {"identifiers": [{"type": "dns", "value": acme_name()}]}
     with table_away(env, "acme_challenges"):  # the order and authorization rows come first
         failed = account.post(account.dir["newOrder"], payload)
     body = problem(failed, "serverInternal", 500)

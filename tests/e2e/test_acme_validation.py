@@ -7,7 +7,6 @@ after the last attempt."""
 
 import datetime
 import http.server
-import shutil
 import ssl
 import threading
 import time
@@ -18,31 +17,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.e2e.acme_helpers import Acme, AcmeEnv, registered, webroot_server
-from tests.e2e.helpers import API, data, unique
+from tests.e2e.acme_helpers import (
+    Acme,
+    AcmeEnv,
+    acme_name,
+    needs_challtestsrv,
+    webroot_server,
+)
+from tests.e2e.helpers import API, data
 from tests.support import free_port
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("pebble-challtestsrv"), reason="pebble-challtestsrv (Debian pebble) needed"
-)
+pytestmark = needs_challtestsrv
 
 VALIDATED = "acme.challenge.validate"
-
-
-@pytest.fixture
-def account(env: AcmeEnv) -> Iterator[Acme]:
-    with registered(env) as client:
-        yield client
-
-
-def name() -> str:
-    return f"{unique('site')}.acme.test"
 
 
 # --- a web site whose answers the test sets path by path ---------------------------------
@@ -211,7 +203,7 @@ def test_http01_follows_redirects_to_other_hosts_and_to_https(
     to https without a port (so the https validation port): each host is resolved through the
     configured DNS server (the second and third to addresses only it knows), the Host header
     and the SNI carry the names, and the https site's self-signed certificate is accepted."""
-    site, other, secure = name(), name(), name()
+    site, other, secure = acme_name("site"), acme_name("site"), acme_name("site")
     env.dns.add_a(other, "127.0.0.2")
     env.dns.add_a(secure, "127.0.0.3")
     challenge = http01_challenge(account, site)
@@ -249,7 +241,7 @@ def test_http01_of_an_ip_identifier_follows_a_redirect_to_a_name(
 ) -> None:
     """RFC 8738: the first request goes to the address itself; a redirect from there to a
     name is resolved through the configured DNS server like any other name."""
-    target = name()
+    target = acme_name("site")
     env.dns.add_a(target, "127.0.0.2")
     challenge = http01_challenge(account, "127.0.0.1")
     address_site, named_site = Site(), Site()
@@ -270,7 +262,7 @@ def test_http01_refuses_the_redirects_it_may_not_follow(env: AcmeEnv, account: A
     """A loop, an eleventh redirect, a scheme other than http(s) and a port other than the
     validation ports end the challenge invalid with a connection problem that names the
     redirect; the URL refused is never fetched."""
-    loop, endless, ftp, port = (http01_challenge(account, name()) for _ in range(4))
+    loop, endless, ftp, port = (http01_challenge(account, acme_name("site")) for _ in range(4))
     other_port = free_port()
     site, elsewhere = Site(), Site()
     site.redirects[loop.path] = f"/again/{loop.token}"
@@ -278,8 +270,8 @@ def test_http01_refuses_the_redirects_it_may_not_follow(env: AcmeEnv, account: A
     site.redirects[endless.path] = f"/hop/1/{endless.token}"
     for hop in range(1, 20):
         site.redirects[f"/hop/{hop}/{endless.token}"] = f"/hop/{hop + 1}/{endless.token}"
-    site.redirects[ftp.path] = f"ftp://{name()}/{ftp.token}"
-    site.redirects[port.path] = f"http://{name()}:{other_port}/{port.token}"
+    site.redirects[ftp.path] = f"ftp://{acme_name('site')}/{ftp.token}"
+    site.redirects[port.path] = f"http://{acme_name('site')}:{other_port}/{port.token}"
     elsewhere.bodies[f"/{port.token}"] = port.key_auth
     with (
         serving(site, "127.0.0.1", env.http01_port),
@@ -320,7 +312,10 @@ def test_http01_refuses_a_redirect_to_an_ip_address_other_than_the_identifier(
     """An IP literal goes through no configured DNS: a redirect to one (here an address
     whose site would answer with the key authorization) is refused and nothing is fetched
     there; an IP identifier's redirect to its own address is followed."""
-    by_name, by_address = http01_challenge(account, name()), http01_challenge(account, "127.0.0.1")
+    by_name, by_address = (
+        http01_challenge(account, acme_name("site")),
+        http01_challenge(account, "127.0.0.1"),
+    )
     site, elsewhere = Site(), Site()
     site.redirects[by_name.path] = f"http://127.0.0.2/{by_name.token}?a=b"
     elsewhere.bodies[f"/{by_name.token}?a=b"] = by_name.key_auth
@@ -346,7 +341,7 @@ def test_http01_does_not_tell_what_a_redirect_target_answered(env: AcmeEnv, acco
     """A redirect's target is not the account's own host: its status (a 403) or a refused
     connection is not in the challenge's error, only that the key authorization is not
     there (incorrectResponse). The first request's own status is still named."""
-    site, closed = name(), name()
+    site, closed = acme_name("site"), acme_name("site")
     forbidden, refused, direct = (http01_challenge(account, site) for _ in range(3))
     host = Site()
     host.redirects[forbidden.path] = f"/admin/{forbidden.token}"
@@ -382,7 +377,7 @@ def test_a_challenge_answered_before_its_site_is_up_passes_on_a_later_attempt(
     """RFC 8555 8.2: the first attempt finds nothing listening; the challenge stays
     processing (with Retry-After) and shows that attempt's error; the site comes up and a
     later attempt validates it, the error gone."""
-    challenge = http01_challenge(account, name())
+    challenge = http01_challenge(account, acme_name("site"))
     answer(account, challenge)
     waiting, response = poll(account, challenge.url, lambda b: "error" in b or finished(b))
     assert waiting["status"] == "processing", waiting
@@ -408,7 +403,7 @@ def test_a_challenge_answered_before_its_site_is_up_passes_on_a_later_attempt(
 def test_a_challenge_whose_site_never_comes_up_is_invalid_after_the_last_attempt(
     env: AcmeEnv, account: Acme
 ) -> None:
-    challenge = http01_challenge(account, name())
+    challenge = http01_challenge(account, acme_name("site"))
     answer(account, challenge)
     failed, response = poll(account, challenge.url, finished)
     assert failed["status"] == "invalid", failed
@@ -444,7 +439,7 @@ CAA_PROBLEM = "urn:ietf:params:acme:error:caa"
 def caa_outcome(env: AcmeEnv, account: Acme, issuer: str | None) -> dict[str, Any]:
     """An order for a new name whose CAA record (`issue`, when given) names `issuer`, after
     its dns-01 challenge: ready, or invalid with the problem."""
-    host = name()
+    host = acme_name("site")
     if issuer is not None:
         env.dns.add_caa(host, issuer)
     return account.ready_order(host)

@@ -4,7 +4,6 @@ before it reaches the ACME endpoints."""
 
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,31 +17,20 @@ from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from tests.e2e.acme_helpers import (
     Acme,
     AcmeEnv,
+    acme_name,
     b64,
     csr_for,
     drain_nonces,
+    needs_challtestsrv,
     nonces_refused,
     problem,
-    registered,
     table_away,
     verified_chain,
 )
 from tests.e2e.helpers import API, create_intermediate, create_root, data, unique
 from tests.e2e.test_acme_protocol import ari_id
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("pebble-challtestsrv"), reason="pebble-challtestsrv (Debian pebble) needed"
-)
-
-
-@pytest.fixture
-def account(env: AcmeEnv) -> Iterator[Acme]:
-    with registered(env) as client:
-        yield client
-
-
-def name() -> str:
-    return f"{unique('host')}.acme.test"
+pytestmark = needs_challtestsrv
 
 
 def index_link(env: AcmeEnv) -> str:
@@ -59,7 +47,7 @@ def test_work_done_is_answered_when_no_fresh_nonce_can_be_had(env: AcmeEnv, acco
     statements (whose parameters are the nonces)."""
     spare = account.nonce()
     logged = env.server.log()
-    payload = {"identifiers": [{"type": "dns", "value": name()}]}
+    payload = {"identifiers": [{"type": "dns", "value": acme_name()}]}
     with nonces_refused(env):
         drain_nonces(env)
         created = account.post(account.dir["newOrder"], payload, nonce=spare)
@@ -176,7 +164,7 @@ def test_every_alternate_chain_is_a_valid_chain_of_the_same_certificate(
     """RFC 8555 7.4.2: each rel="alternate" link "SHOULD express an alternative certificate
     chain starting with the same end-entity certificate": every one downloads a chain that
     verifies, and leads back to the others."""
-    host = name()
+    host = acme_name()
     order = account.ready_order(host)
     done = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
     default = fetch(account, done["certificate"], None)
@@ -199,7 +187,7 @@ def test_the_accept_header_chooses_the_certificate_format(
     the formats meets: RFC 9110 12.5.1 lets the server disregard it); the end-entity
     certificate in DER for application/pkix-cert, a certs-only PKCS#7 of the chain for
     application/pkcs7-mime, on the alternate chain too; qualities decide."""
-    host = name()
+    host = acme_name()
     order = account.ready_order(host)
     url = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()["certificate"]
     chain = x509.load_pem_x509_certificates(fetch(account, url, None).content)
@@ -236,7 +224,7 @@ def test_an_order_whose_profile_was_withdrawn_is_not_issued_under_the_defaults(
     before = env.settings()["profiles"]
     env.settings(profiles={"day": {"description": "24 hours", "validity_days": 1}})
     try:
-        host = name()
+        host = acme_name()
         order = account.ready_order(host, profile="day")
         assert order["profile"] == "day"
         env.settings(profiles=before)
@@ -267,7 +255,7 @@ def test_a_csr_asking_for_must_staple_is_refused_not_issued_without_it(account: 
     """RFC 8555 7.4: the server "MUST NOT issue a certificate with contents other than those
     requested"; OCSP Must-Staple (RFC 7633), which the CA does not issue, is badCSR, the
     order staying ready for a CSR without it."""
-    host = name()
+    host = acme_name()
     order = account.ready_order(host)
     refused = problem(
         account.post(order["finalize"], {"csr": must_staple_csr(host)}), "badCSR", 400
@@ -289,7 +277,7 @@ def test_replaces_naming_no_certificate_of_this_account_is_refused_as_the_reques
     certificate is refused (RFC 9773 5: the same ACME account), and no order is created."""
     aki = account.http.get(f"{account.dir['renewalInfo']}/AAAA.AQ")
     assert aki.status_code == 404  # renewalInfo: the URL names nothing
-    host = name()
+    host = acme_name()
     problem(account.order(host, replaces="AAAA.AQ"), "malformed", 400)
     stranger = Acme(env)
     try:
