@@ -111,7 +111,7 @@ async def read_upload(
 
 async def _multipart(request: Request, fields: Collection[str]) -> Upload:
     form = await request.form(max_part_size=MAX_UPLOAD)
-    _only_known_parts(form, fields)
+    _one_of_each_part(form, fields)
     upload = form.get("file")
     if isinstance(upload, UploadFile):
         content = await upload.read(MAX_UPLOAD + 1)
@@ -137,16 +137,16 @@ async def _multipart(request: Request, fields: Collection[str]) -> Upload:
     return Upload(content, _checked(fields), {}, key)
 
 
-def _only_known_parts(form: FormData, fields: Collection[str]) -> None:
+def _one_of_each_part(form: FormData, fields: Collection[str]) -> None:
+    """One file, and each field the endpoint reads at most once: of two, which was meant
+    cannot be told (a second file used to replace the first silently). Other fields are
+    ignored, as in JSON bodies: UCM's own web client sends `format=auto` with its imports."""
     names = [name for name, _ in form.multi_items()]
-    if "file" not in names:  # told first: what is missing, before what is extra
+    if "file" not in names:
         raise InvalidInput("a 'file' part is required")
     if names.count("file") > 1:
         raise InvalidInput("only one file is accepted: the upload has several 'file' parts")
-    for name in names:
-        if name != "file" and name not in fields:
-            known = ", ".join(["file", *fields])
-            raise InvalidInput(f"unknown field {name!r}: this upload takes {known}")
+    for name in fields:
         if names.count(name) > 1:
             raise InvalidInput(f"field {name!r} is given more than once")
 

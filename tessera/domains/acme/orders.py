@@ -13,9 +13,11 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.x509.oid import NameOID
 
 from tessera.core import inspect
+from tessera.core.clock import wire_time
 from tessera.core.errors import (
     Conflict,
     InvalidInput,
+    IssuerNotValid,
     NotFound,
     PolicyViolation,
     UnparsableInput,
@@ -31,7 +33,7 @@ from tessera.domains.acme.identifiers import (
     identifier_of,
     parse_identifiers,
 )
-from tessera.domains.acme.issuing import issuing_ca
+from tessera.domains.acme.issuing import issuing_ca, unavailable
 from tessera.domains.issuance import Issuance, deferred, write_issued
 from tessera.protocols.acme import jws
 from tessera.protocols.acme.problems import (
@@ -347,6 +349,8 @@ class Orders:
         with deferred(self.repos.session.info) as issued:
             try:
                 cert = self.issuance.issue_certificate(request, ca, template)
+            except IssuerNotValid as exc:  # expired (or started) since issuing_ca looked
+                raise unavailable(exc.message) from exc
             except (PolicyViolation, InvalidInput) as exc:
                 raise AcmeProblem("badCSR", exc.message) from exc
         done = {"status": "valid", "awaiting_approval": False, "csr_pem": csr_pem(csr)}
@@ -462,7 +466,7 @@ def _check_end_within(not_after: datetime | None, ca: models.CertificateAuthorit
     requested", and a certificate ends with its issuer at the latest (the authority cuts it
     there): a notAfter past the issuing CA's end is refused, not issued ending earlier."""
     if not_after is not None and not_after > ca.not_after:
-        end = ca.not_after.astimezone(UTC).isoformat(timespec="seconds")
+        end = wire_time(ca.not_after)
         raise malformed(f"notAfter is beyond the end of the issuing CA's validity ({end})")
 
 

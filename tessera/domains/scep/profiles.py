@@ -216,9 +216,11 @@ class ProfileService:
         pairs = [(profile.ra_certificate_id, profile.ca_id)]
         if profile.next_ca_id is not None:
             pairs.append((profile.next_ra_certificate_id, profile.next_ca_id))
-        for cert_id, ca_id in pairs:
+        for (cert_id, ca_id), upcoming in zip(pairs, (False, True), strict=False):
             cert = self._certificate(cert_id)
             ca = self._repos.cas.get(ca_id) if ca_id is not None else None
+            if ca is not None and signing_refusal(ca, now=self._now, upcoming=upcoming):
+                continue  # nothing can sign its RA: the job would fail (and log) every minute
             if cert is None or ca is None or self._due(cert, ca):
                 return True
         return False

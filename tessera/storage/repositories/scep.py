@@ -143,7 +143,7 @@ class ScepRepository:
                 bool(fields["use_ra"]),
                 fields["ra_certificate_id"],
                 ra_serial,
-                ra_status != REVOKED,
+                not fields["use_ra"] or ra_status != REVOKED,  # the RA id outlives use_ra
             )
         return ProfileView(**fields, responder_identity=identity)
 
