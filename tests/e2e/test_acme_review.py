@@ -145,3 +145,28 @@ def test_an_approval_is_refused_when_the_ca_now_ends_before_the_orders_not_after
         assert account.get(order["url"]).json()["status"] == "processing"
     finally:
         env.settings(require_approval=False, issuing_ca_id=env.ca["id"])
+
+
+def test_an_approval_refused_for_a_withdrawn_profile_is_a_native_api_error(
+    env: AcmeEnv, account: Acme
+) -> None:
+    """The order's profile was withdrawn between finalize and the approval: the administrator
+    gets the native API's 409 saying why, not the ACME problem document the client would get
+    (whose shape no /api/v2 client reads)."""
+    before = env.settings()["profiles"]
+    env.settings(profiles={**before, "day": {"description": "24 hours", "validity_days": 1}})
+    host = acme_name()
+    order = account.ready_order(host, profile="day")
+    env.settings(require_approval=True)
+    try:
+        waiting = account.post(order["finalize"], {"csr": csr_for(host)[0]}).json()
+        assert waiting["status"] == "processing", waiting
+        env.settings(profiles=before)
+        order_id = order["url"].rsplit("/", 1)[1]
+        with env.api() as api:
+            refused = api.post(f"{API}/acme/orders/{order_id}/approve")
+        assert refused.status_code == 409, refused.text
+        body = refused.json()
+        assert body["error"] is True and "no longer offered" in body["message"], body
+    finally:
+        env.settings(require_approval=False, profiles=before)

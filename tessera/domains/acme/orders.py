@@ -421,11 +421,10 @@ class Orders:
         try:
             self.issue(order, load_csr(order.csr_pem.encode()))
         except AcmeProblem as exc:
-            # decided meanwhile, expired, an authorization lost; or the CA cannot issue now, or
-            # not for as long as the order asks (malformed: its notAfter is past the CA's end)
-            if exc.kind in ("orderNotReady", "serverInternal", "malformed"):
-                raise Conflict(f"ACME order {order_id} cannot be issued: {exc.message}") from exc
-            raise
+            # Decided meanwhile, expired, an authorization lost; the CA cannot issue now, or
+            # not for as long as the order asks; its CSR or profile refused now: whatever
+            # the client would have been told, the administrator gets the native API's error.
+            raise Conflict(f"ACME order {order_id} cannot be issued: {exc.message}") from exc
         return order
 
     def reject(self, order_id: int, reason: str | None) -> AcmeOrder:
