@@ -10,6 +10,9 @@ Revision ID: 0026
 Revises: 0025
 """
 
+import contextlib
+from collections.abc import Iterator
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -18,11 +21,20 @@ down_revision = "0025"
 branch_labels = None
 depends_on = None
 
+# SQLite rebuilds the table for the change: with the AUTOINCREMENT key of migration 0015.
+_KEPT = {"sqlite_autoincrement": True}
+
 
 def upgrade() -> None:
-    with op.batch_alter_table("trusted_certificates") as batch:
+    with (
+        _sequence_kept(),
+        op.batch_alter_table("trusted_certificates", table_kwargs=_KEPT) as batch,
+    ):
         batch.alter_column(
-            "serial_number", existing_type=sa.String(length=64), type_=sa.Text(), nullable=False
+            "serial_number",
+            existing_type=sa.String(length=64),
+            type_=sa.Text(),
+            nullable=False,
         )
 
 
@@ -33,7 +45,35 @@ def downgrade() -> None:
         .where(sa.func.length(table.c.serial_number) > 64)
         .values(serial_number=sa.func.substr(table.c.serial_number, 1, 64))
     )
-    with op.batch_alter_table("trusted_certificates") as batch:
+    with (
+        _sequence_kept(),
+        op.batch_alter_table("trusted_certificates", table_kwargs=_KEPT) as batch,
+    ):
         batch.alter_column(
-            "serial_number", existing_type=sa.Text(), type_=sa.String(length=64), nullable=False
+            "serial_number",
+            existing_type=sa.Text(),
+            type_=sa.String(length=64),
+            nullable=False,
+        )
+
+
+@contextlib.contextmanager
+def _sequence_kept() -> Iterator[None]:
+    """The copy seeds the rebuilt table's `sqlite_sequence` with its largest id, not with the
+    largest ever given: ids of the last entries deleted would be given again (what 0015
+    stopped). The old value is put back."""
+    bind = op.get_bind()
+    if bind.dialect.name != "sqlite":
+        yield
+        return
+    read = sa.text("SELECT seq FROM sqlite_sequence WHERE name = 'trusted_certificates'")
+    before = bind.execute(read).scalar()
+    yield
+    if before is not None:
+        bind.execute(
+            sa.text(
+                "UPDATE sqlite_sequence SET seq = max(seq, :seq) "
+                "WHERE name = 'trusted_certificates'"
+            ),
+            {"seq": before},
         )
