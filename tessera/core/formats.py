@@ -364,6 +364,23 @@ def public_key_der(key: PublicKeyTypes) -> bytes:
     )
 
 
+FEW_KEYS = 8  # up to this many keys, a certificate is searched for them before it is parsed
+
+
+def public_key_among(pem: str, wanted: set[bytes]) -> bytes | None:
+    """Which of `wanted` (SubjectPublicKeyInfo DER) is the key of this certificate, one PEM
+    block as `cert_pem` writes it. A key's SPKI appears verbatim in its certificate's DER:
+    when the keys are few, a bytes search for each (a tenth of a parse) rules most
+    certificates out; a candidate, or every certificate when the keys are many, is parsed to
+    be sure (an extension could quote another key)."""
+    if len(wanted) <= FEW_KEYS:
+        der = base64.b64decode(pem.partition("-----\n")[2].rpartition("-----END")[0])
+        if not any(spki in der for spki in wanted):
+            return None
+    spki = public_key_der(x509.load_pem_x509_certificate(pem.encode()).public_key())
+    return spki if spki in wanted else None
+
+
 def same_public_key(a: PublicKeyTypes, b: PublicKeyTypes) -> bool:
     return public_key_der(a) == public_key_der(b)
 

@@ -133,6 +133,19 @@ def key_identifier(cert: x509.Certificate) -> str | None:
     return ext.value.digest.hex()
 
 
+def key_identifiers(cert: x509.Certificate) -> set[bytes]:
+    """What names `cert` as a signer or recipient by key identifier (RFC 5652 5.3, 6.2.1):
+    its extension's value (RFC 7093's need not be the SHA-1 of the key), and that SHA-1."""
+    found = {x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest}
+    try:
+        stated = key_identifier(cert)
+    except ValueError:  # unreadable extensions: the SHA-1 is all that names it
+        stated = None
+    if stated is not None:
+        found.add(bytes.fromhex(stated))
+    return found
+
+
 def authority_key_identifier(cert: x509.Certificate) -> str | None:
     try:
         ext = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)

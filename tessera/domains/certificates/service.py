@@ -1,7 +1,6 @@
 """Certificates: issue (generated key or CSR), import, browse, renew, revoke, delete, export,
 and the same in bulk (each item in its own savepoint; renewals signed first, then written)."""
 
-import binascii
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -25,6 +24,7 @@ from tessera.core.formats import (
     key_pem,
     load_certificate,
     load_csr,
+    public_key_among,
     public_key_der,
     same_public_key,
 )
@@ -69,7 +69,6 @@ from tessera.storage.repositories.certificates import CertificateFilter
 
 # Widths of the columns an imported certificate fills (serial, key identifier, algorithm).
 MAX_SERIAL_HEX, MAX_KEY_ID_HEX, MAX_ALGORITHM_NAME = 64, 128, 64
-FEW_KEYS = 8  # up to this many keys of one type, rows are searched for them before a parse
 
 
 @dataclass(frozen=True)
@@ -519,7 +518,7 @@ class CertificateService:
         found: dict[bytes, list[tuple[int, bool]]] = {}
         for (algorithm, size), wanted in by_type.items():
             for cert_id, pem, has_key in self._repos.certificates.with_key_type(algorithm, size):
-                spki = _spki_among(pem, wanted)
+                spki = public_key_among(pem, wanted)
                 if spki is not None:
                     found.setdefault(spki, []).append((cert_id, has_key))
         return found
@@ -548,19 +547,6 @@ class CertificateService:
         if ca is None:
             raise NotFound(f"CA {ca_id} not found")
         return ca
-
-
-def _spki_among(pem: str, wanted: set[bytes]) -> bytes | None:
-    """Which of `wanted` (SubjectPublicKeyInfo DER) is this stored certificate's key. A key's
-    SPKI appears verbatim in its certificate's DER: when the keys are few, a bytes search for
-    each (about 8 us a row, a tenth of a parse) rules most rows out; a candidate, or every row
-    when the keys are many, is parsed to be sure (an extension could quote another key)."""
-    if len(wanted) <= FEW_KEYS:
-        der = binascii.a2b_base64(pem.partition("-----\n")[2].rpartition("-----END")[0])
-        if not any(spki in der for spki in wanted):
-            return None
-    spki = public_key_der(x509.load_pem_x509_certificate(pem.encode()).public_key())
-    return spki if spki in wanted else None
 
 
 def _check_storable(cert: x509.Certificate) -> None:

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from tessera.core.inspect import key_identifiers
 from tessera.domains.scep.csr import ASN1_ERRORS as CSR_ERRORS
 from tessera.domains.scep.types import BAD_ALG, BAD_CERT_ID, BAD_MESSAGE_CHECK
 
@@ -148,17 +149,6 @@ def signer_certificate(message: SignedMessage) -> x509.Certificate:
     except ASN1_ERRORS as exc:
         raise CmsError(BAD_MESSAGE_CHECK, f"unreadable signer identifier: {exc}") from exc
     raise CmsError(BAD_CERT_ID, "the message does not carry its signer's certificate")
-
-
-def key_identifiers(cert: x509.Certificate) -> set[bytes]:
-    """What names `cert` as a signer or recipient by key identifier (RFC 5652 5.3, 6.2.1):
-    its extension's value (RFC 7093's need not be the SHA-1 of the key), and that SHA-1."""
-    found = {x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest}
-    try:
-        found.add(cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest)
-    except (x509.ExtensionNotFound, *ASN1_ERRORS):
-        pass  # none, or unreadable: the SHA-1 is all that names it
-    return found
 
 
 def verify(message: SignedMessage, signer: x509.Certificate) -> None:
