@@ -68,8 +68,9 @@ def serve(
     )
     bootstrap.private_files()
     claim = server.claim_ports(settings)  # before the set-up: a server refused does none
-    tls = bootstrap.initialize(settings)
-    server.run(settings, tls, claim)
+    with server.Workers(settings) as spawned:
+        tls = bootstrap.initialize(settings)
+    server.run(settings, tls, claim, spawned)
 
 
 @app.command(help="Create the data directory, database, KEK, admin user and TLS certificate.")

@@ -8,11 +8,14 @@ import dataclasses
 import gc
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Generator
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -51,9 +54,23 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _worker(settings_json: str, tls: TLSFiles) -> None:
+def _worker(settings_json: str, bootstrapped: Connection) -> None:
+    """Imports the application at once, then waits for the bootstrap's TLS files: a worker
+    started with the server imports while the supervisor bootstraps on the other core."""
+    from tessera.domains.identity.secrets import dummy_hash
+
+    # Ctrl-C reaches the whole process group: the supervisor stops the workers, and a
+    # worker still starting would only print a traceback. Serving, it handles it itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The unknown-user login's hash, made while the application is imported (argon2 runs
+    # outside the GIL), not during the first such login.
+    threading.Thread(target=dummy_hash, name="dummy-hash", daemon=True).start()
     from tessera.app import create_app, public_only
 
+    try:
+        tls: TLSFiles = bootstrapped.recv()
+    except EOFError:  # the bootstrap failed and the supervisor said why
+        return
     settings = Settings.model_validate_json(settings_json)
     _log_to_stderr(settings.log_level)
     app = create_app(settings)
@@ -183,20 +200,54 @@ def claim_ports(settings: Settings) -> Claim:
     return ports.claim(settings.host, [p for p in (settings.port, settings.http_port) if p])
 
 
-def run(settings: Settings, tls: TLSFiles, claim: Claim) -> None:
+class Workers:
+    """The worker processes, spawned as the server starts: each imports the application
+    (1.5-2 s) while the supervisor runs the bootstrap, and is handed its TLS files when
+    that is done (`serve`). A bootstrap that fails (an exception in the `with`) lets them
+    go. Spawned, not forked: a fresh interpreter inherits no database connection, lock or
+    thread of the supervisor's."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._context = multiprocessing.get_context("spawn")
+        self._payload = settings.model_dump_json()
+        self._pipes: dict[int, Connection] = {}
+        self.started: dict[int, float] = {}
+        self.processes = [self.start() for _ in range(settings.worker_count)]
+
+    def start(self) -> BaseProcess:
+        receiving, sending = self._context.Pipe(duplex=False)
+        process = self._context.Process(
+            target=_worker, args=(self._payload, receiving), daemon=False
+        )
+        process.start()
+        receiving.close()
+        self._pipes[id(process)] = sending
+        return process
+
+    def hand(self, process: BaseProcess, tls: TLSFiles) -> None:
+        """Let a started worker build its application and serve."""
+        self.started[id(process)] = time.monotonic()  # its crash window starts now
+        pipe = self._pipes.pop(id(process))
+        with contextlib.suppress(OSError):  # it died meanwhile: the supervisor sees to it
+            pipe.send(tls)
+        pipe.close()
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        if kind is None:
+            return
+        for pipe in self._pipes.values():
+            pipe.close()  # EOF: a worker waiting for the bootstrap returns
+        for process in self.processes:
+            process.join()
+
+
+def run(settings: Settings, tls: TLSFiles, claim: Claim, workers: Workers) -> None:
     """Serve until SIGTERM/SIGINT, holding `claim` (released as the process ends): workers
     restarted meanwhile bind ports no other server could take."""
-    count = settings.worker_count
-    context = multiprocessing.get_context("spawn")
-    payload = settings.model_dump_json()
     stopping = failed = False
-    started: dict[int, float] = {}
-
-    def start() -> BaseProcess:
-        process = context.Process(target=_worker, args=(payload, tls), daemon=False)
-        process.start()
-        started[id(process)] = time.monotonic()
-        return process
 
     def stop(*_: object) -> None:
         nonlocal stopping
@@ -206,15 +257,16 @@ def run(settings: Settings, tls: TLSFiles, claim: Claim) -> None:
     signal.signal(signal.SIGINT, stop)
     for warning in _start_warnings(settings):
         print(warning, file=sys.stderr, flush=True)
-    workers = [start() for _ in range(count)]
-    if _wait_listening(settings, workers, lambda: stopping):
-        print(_start_line(settings, count), flush=True)
+    for process in workers.processes:
+        workers.hand(process, tls)
+    if _wait_listening(settings, workers.processes, lambda: stopping):
+        print(_start_line(settings, len(workers.processes)), flush=True)
     while not stopping:
-        time.sleep(0.5)
-        for i, process in enumerate(workers):
+        time.sleep(0.1)  # SIGTERM sets `stopping`; this is how soon it is acted on
+        for i, process in enumerate(workers.processes):
             if process.is_alive() or stopping:
                 continue
-            if time.monotonic() - started[id(process)] < CRASH_WINDOW:
+            if time.monotonic() - workers.started[id(process)] < CRASH_WINDOW:
                 print(
                     f"worker exited with {process.exitcode} right after start; stopping",
                     file=sys.stderr,
@@ -223,13 +275,18 @@ def run(settings: Settings, tls: TLSFiles, claim: Claim) -> None:
                 stopping, failed = True, True
                 break
             log.warning("worker %s exited with %s; restarting", process.pid, process.exitcode)
-            workers[i] = start()
-    for process in workers:
+            workers.processes[i] = workers.start()
+            workers.hand(workers.processes[i], tls)
+    for process in workers.processes:
         if process.is_alive() and process.pid:
             process.terminate()
-    for process in workers:
+    for process in workers.processes:
         process.join(timeout=10)
         if process.is_alive():
             process.kill()
     claim.release()  # only now: no worker of this server listens any more
-    sys.exit(1 if failed else 0)
+    # Nothing is left to write; the interpreter's teardown of every module the bootstrap
+    # loaded would hold the exit another third of a second.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1 if failed else 0)

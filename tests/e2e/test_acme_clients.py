@@ -250,6 +250,9 @@ def test_lego_dns01_wildcard(env: AcmeEnv, tmp_path: Path) -> None:
             "EXEC_PATH": str(hook),
             "EXEC_POLLING_INTERVAL": "1",
             "EXEC_PROPAGATION_TIMEOUT": "30",
+            # both names share one TXT name, so lego solves them one after the other with
+            # this pause between them (60 s by default)
+            "EXEC_SEQUENCE_INTERVAL": "1",
         },
     )
     leaf = lego_cert(tmp_path, f"*.{name}")[0]

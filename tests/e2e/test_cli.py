@@ -114,6 +114,36 @@ def test_an_unreachable_database_is_one_line_without_its_password(tmp_path: Path
     assert "db-secret-xyz" not in line
 
 
+def test_serve_whose_bootstrap_fails_says_why_once_and_leaves_no_worker(tmp_path: Path) -> None:
+    """`serve` starts its workers before the bootstrap (they import while it runs): one that
+    fails lets them go, with its one line and nothing of theirs."""
+    url = f"postgresql://tessera@127.0.0.1:{free_port()}/tessera"
+    port, http_port = str(free_port()), str(free_port())
+    process = start("serve", "--port", port, "--http-port", http_port, "--workers", "2",
+                    data_dir=tmp_path / "data", DATABASE_URL=url)  # fmt: skip
+    try:
+        out, err = process.communicate(timeout=60)
+        result = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+        assert refused(result).startswith("cannot reach the database postgresql://tessera@")
+        # multiprocessing's resource tracker leaves once it sees the supervisor gone; no
+        # worker stays (one waiting for a bootstrap that never ends would stay for good).
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and group_alive(process.pid):
+            time.sleep(0.1)
+        assert not group_alive(process.pid)
+    finally:
+        if group_alive(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize("url", ["mysqlx://tessera@127.0.0.1/tessera", "not a url"])
 def test_a_database_url_tessera_cannot_use_is_one_line(tmp_path: Path, url: str) -> None:
     line = refused(tessera("init", data_dir=tmp_path / "data", DATABASE_URL=url))

@@ -1,5 +1,6 @@
 """Password hashing (argon2id) and high-entropy tokens (stored as SHA-256 digests)."""
 
+import functools
 import hashlib
 import secrets
 
@@ -7,8 +8,15 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()
-# Verifying against this keeps a login for an unknown user as slow as one for a known user.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def dummy_hash() -> str:
+    """Verifying against this keeps a login for an unknown user as slow as one for a known
+    user. Made on first use, not at import: every process importing this module (the
+    supervisor, the CLI) would pay an argon2 hash; a server makes it as it starts."""
+    return _hasher.hash(secrets.token_urlsafe(16))
+
 
 MIN_PASSWORD_LENGTH = 8
 
@@ -26,7 +34,7 @@ def verify_password(password_hash: str | None, password: str) -> bool:
     usable = bool(stored) and not stored.startswith("!")
     try:
         # The dummy hash keeps the answer as slow for an account without a password.
-        checked = _hasher.verify(stored if usable else _DUMMY_HASH, password)
+        checked = _hasher.verify(stored if usable else dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         return False
     return checked and usable
