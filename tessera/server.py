@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from multiprocessing.connection import Connection
+from multiprocessing.context import ForkContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -54,9 +55,9 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _worker(settings_json: str, bootstrapped: Connection) -> None:
-    """Imports the application at once, then waits for the bootstrap's TLS files: a worker
-    started with the server imports while the supervisor bootstraps on the other core."""
+def _worker(settings_json: str, bootstrapped: Connection, supervisor: int) -> None:
+    """Waits for the bootstrap's TLS files (None: it failed, and the supervisor said why),
+    then serves. A worker spawned as a restart imports the application first."""
     from tessera.domains.identity.secrets import dummy_hash
 
     # Ctrl-C reaches the whole process group: the supervisor stops the workers, and a
@@ -67,9 +68,8 @@ def _worker(settings_json: str, bootstrapped: Connection) -> None:
     threading.Thread(target=dummy_hash, name="dummy-hash", daemon=True).start()
     from tessera.app import create_app, public_only
 
-    try:
-        tls: TLSFiles = bootstrapped.recv()
-    except EOFError:  # the bootstrap failed and the supervisor said why
+    tls = _bootstrapped(bootstrapped, supervisor)
+    if tls is None:
         return
     settings = Settings.model_validate_json(settings_json)
     _log_to_stderr(settings.log_level)
@@ -100,6 +100,19 @@ def _worker(settings_json: str, bootstrapped: Connection) -> None:
         plain = uvicorn.Config(public_only(app), **{**common, "lifespan": "off"})
         listeners.append((_Server(plain), listen(settings.host, settings.http_port)))
     uvloop.run(_serve(listeners))
+
+
+def _bootstrapped(pipe: Connection, supervisor: int) -> TLSFiles | None:
+    """What the supervisor hands over; None also if it died meanwhile (no one else would
+    stop a worker forked before the bootstrap and waiting for it)."""
+    while not pipe.poll(0.5):
+        if os.getppid() != supervisor:
+            return None
+    try:
+        tls: TLSFiles | None = pipe.recv()
+    except EOFError:
+        return None
+    return tls
 
 
 def _severity(level: str) -> int:
@@ -201,31 +214,40 @@ def claim_ports(settings: Settings) -> Claim:
 
 
 class Workers:
-    """The worker processes, spawned as the server starts: each imports the application
-    (1.5-2 s) while the supervisor runs the bootstrap, and is handed its TLS files when
-    that is done (`serve`). A bootstrap that fails (an exception in the `with`) lets them
-    go. Spawned, not forked: a fresh interpreter inherits no database connection, lock or
-    thread of the supervisor's."""
+    """The worker processes, started before the bootstrap and handed its TLS files when it
+    is done (`hand`); a bootstrap that fails (an exception in the `with`) lets them go.
+
+    The first ones are forked from the supervisor once it has imported the application and
+    before the bootstrap opens anything: one import (1.5-2 s of CPU) serves every worker,
+    and no database connection, lock or thread is there to be inherited. A worker restarted
+    later is spawned, a fresh interpreter: by then the supervisor holds the bootstrap's
+    SQLite connections, which must not cross a fork."""
 
     def __init__(self, settings: Settings) -> None:
-        self._context = multiprocessing.get_context("spawn")
+        import tessera.app  # noqa: F401 - inherited by the forked workers
+
+        self._spawn = multiprocessing.get_context("spawn")
         self._payload = settings.model_dump_json()
         self._pipes: dict[int, Connection] = {}
         self.started: dict[int, float] = {}
-        self.processes = [self.start() for _ in range(settings.worker_count)]
+        # Forking is safe only without threads (one may hold a lock the child would wait on
+        # for ever); none runs here unless a library started one.
+        first = multiprocessing.get_context("fork") if threading.active_count() == 1 else None
+        self.processes = [self.start(first) for _ in range(settings.worker_count)]
 
-    def start(self) -> BaseProcess:
-        receiving, sending = self._context.Pipe(duplex=False)
-        process = self._context.Process(
-            target=_worker, args=(self._payload, receiving), daemon=False
+    def start(self, fork: ForkContext | None = None) -> BaseProcess:
+        context: ForkContext | SpawnContext = fork or self._spawn
+        receiving, sending = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_worker, args=(self._payload, receiving, os.getpid()), daemon=False
         )
         process.start()
         receiving.close()
         self._pipes[id(process)] = sending
         return process
 
-    def hand(self, process: BaseProcess, tls: TLSFiles) -> None:
-        """Let a started worker build its application and serve."""
+    def hand(self, process: BaseProcess, tls: TLSFiles | None) -> None:
+        """Let a started worker build its application and serve (None: let it go)."""
         self.started[id(process)] = time.monotonic()  # its crash window starts now
         pipe = self._pipes.pop(id(process))
         with contextlib.suppress(OSError):  # it died meanwhile: the supervisor sees to it
@@ -238,8 +260,8 @@ class Workers:
     def __exit__(self, kind: object, *_: object) -> None:
         if kind is None:
             return
-        for pipe in self._pipes.values():
-            pipe.close()  # EOF: a worker waiting for the bootstrap returns
+        for process in self.processes:
+            self.hand(process, None)
         for process in self.processes:
             process.join()
 

@@ -115,7 +115,7 @@ def test_an_unreachable_database_is_one_line_without_its_password(tmp_path: Path
 
 
 def test_serve_whose_bootstrap_fails_says_why_once_and_leaves_no_worker(tmp_path: Path) -> None:
-    """`serve` starts its workers before the bootstrap (they import while it runs): one that
+    """`serve` starts its workers before the bootstrap (docs/process-model.md): one that
     fails lets them go, with its one line and nothing of theirs."""
     url = f"postgresql://tessera@127.0.0.1:{free_port()}/tessera"
     port, http_port = str(free_port()), str(free_port())
@@ -125,8 +125,7 @@ def test_serve_whose_bootstrap_fails_says_why_once_and_leaves_no_worker(tmp_path
         out, err = process.communicate(timeout=60)
         result = subprocess.CompletedProcess(process.args, process.returncode, out, err)
         assert refused(result).startswith("cannot reach the database postgresql://tessera@")
-        # multiprocessing's resource tracker leaves once it sees the supervisor gone; no
-        # worker stays (one waiting for a bootstrap that never ends would stay for good).
+        # No worker stays (one waiting for a bootstrap that never ends would stay for good).
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and group_alive(process.pid):
             time.sleep(0.1)
