@@ -68,9 +68,9 @@ def serve(
     )
     bootstrap.private_files()
     claim = server.claim_ports(settings)  # before the set-up: a server refused does none
-    with server.Workers(settings) as spawned:
+    with server.Workers(settings) as pool:  # started first: see docs/process-model.md
         tls = bootstrap.initialize(settings)
-    server.run(settings, tls, claim, spawned)
+    server.run(settings, tls, claim, pool)
 
 
 @app.command(help="Create the data directory, database, KEK, admin user and TLS certificate.")

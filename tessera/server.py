@@ -63,8 +63,8 @@ def _worker(settings_json: str, bootstrapped: Connection, supervisor: int) -> No
     # Ctrl-C reaches the whole process group: the supervisor stops the workers, and a
     # worker still starting would only print a traceback. Serving, it handles it itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The unknown-user login's hash, made while the application is imported (argon2 runs
-    # outside the GIL), not during the first such login.
+    # The unknown-user login's hash, made while the worker waits for the bootstrap (argon2
+    # runs outside the GIL), not during the first such login.
     threading.Thread(target=dummy_hash, name="dummy-hash", daemon=True).start()
     from tessera.app import create_app, public_only
 
