@@ -5,10 +5,11 @@ Every certificate is issued by `Issuance.issue_certificate` (the one issuance pa
 profile's CA and template and origin "scep". An enrollment that is refused leaves nothing
 behind but its audit row: `enroll` raises `EnrollmentRefused`, and whoever owns the unit of
 work rolls back what the attempt wrote (a certificate, a request row) before recording the
-refusal with `refuse`. Nothing is written before the certificate is signed, so SQLite's write
-lock is not held through the signing: a dynamic challenge is spent last, and a rollback
-leaves it unspent. (The one exception is rare: a request that supersedes a queued one claims
-that one first, see `_supersede` and `_displaced`.)
+refusal with `refuse`. A dynamic challenge is spent last, and a rollback leaves it unspent.
+Each enrollment holds its (profile, transactionID) from before it looks for an earlier
+request until the commit (`ScepRepository.hold_transaction`), so that copies of one request
+sent at once are answered from the first instead of each issuing; on SQLite that hold is the
+write lock, then held through the signing.
 """
 
 import hmac
@@ -90,13 +91,16 @@ class EnrollmentService:
         (`_answers_again` says when it is a new request instead).
         Raises `EnrollmentRefused`: roll back, then `refuse`."""
         attempt = self._read(profile, envelope)
+        # Held until the commit: a copy sent at the same moment then finds this request
+        # and is answered from it, instead of issuing a second certificate.
+        self._repos.scep.hold_transaction(profile.id, envelope.transaction_id)
         earlier = self._resent(profile, envelope, attempt)
         if earlier is not None and self._answers_again(earlier, attempt):
             return self._answer(earlier, envelope)
         stale = earlier if earlier is not None and earlier.status == PENDING else None
         if stale is not None and not self._supersede(stale):
-            # Decided meanwhile: by an admin (answered as decided), or superseded by the same
-            # request sent again at once, whose newer request answers this one too.
+            # Decided meanwhile by an admin: answered as decided. (A copy of this request sent
+            # at once no longer gets here: `hold_transaction` lets one in at a time.)
             self._repos.scep.reload_request(stale)
             newer = self._resent(profile, envelope, attempt)
             return self._answer(newer if newer is not None else stale, envelope)

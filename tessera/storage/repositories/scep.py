@@ -1,5 +1,6 @@
 """SCEP profiles, challenge passwords and enrollment requests, scoped to one organization."""
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -268,6 +269,24 @@ class ScepRepository:
         }
         return self._rows(_TRANSACTION_REQUEST_IDS, params)
 
+    def hold_transaction(self, profile_id: int, transaction_id: str) -> None:
+        """Hold a transaction of the profile until the unit of work ends, so that looking for
+        an earlier request under it and issuing run one at a time across processes: two
+        copies of one request sent at once would otherwise both find none and both issue.
+        On PostgreSQL an advisory lock on this transaction alone; on SQLite, whose writers
+        are serialised anyway, the database's write lock, taken now by a first write that
+        changes nothing (as `OrganizationRepository.hold` does)."""
+        if self._session.get_bind().dialect.name == "postgresql":
+            key = _transaction_lock_key(self._org_id, profile_id, transaction_id)
+            self._session.execute(select(func.pg_advisory_xact_lock(key)))
+            return
+        self._session.execute(
+            update(ScepProfile)
+            .where(ScepProfile.id == profile_id)
+            .values(updated_at=ScepProfile.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+
     def pending_for_key(self, profile_id: int, key_digest: str) -> list[ScepRequest]:
         """The profile's queued requests for a public key (the CSR's), newest first."""
         params = {"org_id": self._org_id, "profile_id": profile_id, "key_digest": key_digest}
@@ -344,6 +363,13 @@ class ScepRepository:
             )
             .limit(1)
         )
+
+
+def _transaction_lock_key(org_id: int, profile_id: int, transaction_id: str) -> int:
+    """A signed 64-bit advisory lock key for one transaction of one profile; a collision
+    only makes two transactions wait for each other."""
+    name = f"scep-transaction:{org_id}:{profile_id}:{transaction_id}".encode()
+    return int.from_bytes(hashlib.sha256(name).digest()[:8], "big", signed=True)
 
 
 def all_profile_slugs(session: Session) -> list[tuple[int, str]]:
