@@ -70,7 +70,7 @@ def serve(
     claim = server.claim_ports(settings)  # before the set-up: a server refused does none
     with server.Workers(settings) as pool:  # started first: see docs/process-model.md
         tls = bootstrap.initialize(settings)
-    server.run(settings, tls, claim, pool)
+        server.run(settings, tls, claim, pool)
 
 
 @app.command(help="Create the data directory, database, KEK, admin user and TLS certificate.")

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Generator
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -104,7 +104,9 @@ def _worker(settings_json: str, bootstrapped: Connection, supervisor: int) -> No
 
 def _bootstrapped(pipe: Connection, supervisor: int) -> TLSFiles | None:
     """What the supervisor hands over; None also if it died meanwhile (no one else would
-    stop a worker forked before the bootstrap and waiting for it)."""
+    stop a worker forked before the bootstrap and waiting for it). A forked worker holds
+    the sending ends of its own pipe and its elder siblings' too, so it sees no EOF: the
+    parent check is what notices."""
     while not pipe.poll(0.5):
         if os.getppid() != supervisor:
             return None
@@ -170,8 +172,17 @@ def _wait_listening(
     while not stopping() and all(process.is_alive() for process in workers):
         if all(_accepts(host, port) for port in ports):
             return True
-        time.sleep(0.1)
+        _pause(workers)
     return False
+
+
+def _pause(workers: list[BaseProcess]) -> None:
+    """A tenth of a second, or less if a worker ends meanwhile. Waiting on the workers'
+    sentinels (poll) rather than in `time.sleep`, whose clock_nanosleep libfaketime (with
+    a real monotonic clock, as tests/e2e/test_scep_renewal_window.py runs servers) refuses
+    with EINVAL: the supervisor's loop ended there in an exception, and its workers served
+    on unsupervised."""
+    wait([process.sentinel for process in workers], timeout=0.1)
 
 
 def _accepts(host: str, port: int) -> bool:
@@ -219,9 +230,11 @@ class Workers:
 
     The first ones are forked from the supervisor once it has imported the application and
     before the bootstrap opens anything: one import (1.5-2 s of CPU) serves every worker,
-    and no database connection, lock or thread is there to be inherited. A worker restarted
-    later is spawned, a fresh interpreter: by then the supervisor holds the bootstrap's
-    SQLite connections, which must not cross a fork."""
+    and no database connection or thread is there to be inherited (the port claim is, see
+    docs/process-model.md). A worker restarted
+    later is spawned, a fresh interpreter: by then the bootstrap has run in the supervisor
+    (database files opened, perhaps the audit forwarder's thread), which must not cross a
+    fork."""
 
     def __init__(self, settings: Settings) -> None:
         import tessera.app  # noqa: F401 - inherited by the forked workers
@@ -231,9 +244,16 @@ class Workers:
         self._pipes: dict[int, Connection] = {}
         self.started: dict[int, float] = {}
         # Forking is safe only without threads (one may hold a lock the child would wait on
-        # for ever); none runs here unless a library started one.
+        # for ever); none runs here unless a library started one. The children do inherit
+        # the port-claim descriptors (docs/process-model.md).
         first = multiprocessing.get_context("fork") if threading.active_count() == 1 else None
-        self.processes = [self.start(first) for _ in range(settings.worker_count)]
+        self.processes: list[BaseProcess] = []
+        try:
+            for _ in range(settings.worker_count):
+                self.processes.append(self.start(first))
+        except BaseException:  # a fork refused (EAGAIN, ENOMEM): let the others go
+            self.let_go()
+            raise
 
     def start(self, fork: ForkContext | None = None) -> BaseProcess:
         context: ForkContext | SpawnContext = fork or self._spawn
@@ -258,10 +278,17 @@ class Workers:
         return self
 
     def __exit__(self, kind: object, *_: object) -> None:
-        if kind is None:
-            return
+        if kind is not None:  # `run` never returns; a failure before or in it gets here
+            self.let_go()
+
+    def let_go(self) -> None:
+        """Stop every worker: one still waiting for the bootstrap is handed None, one
+        serving is terminated. Otherwise the exit (which joins them) would wait for ever."""
         for process in self.processes:
-            self.hand(process, None)
+            if id(process) in self._pipes:
+                self.hand(process, None)
+            elif process.is_alive():
+                process.terminate()
         for process in self.processes:
             process.join()
 
@@ -284,7 +311,7 @@ def run(settings: Settings, tls: TLSFiles, claim: Claim, workers: Workers) -> No
     if _wait_listening(settings, workers.processes, lambda: stopping):
         print(_start_line(settings, len(workers.processes)), flush=True)
     while not stopping:
-        time.sleep(0.1)  # SIGTERM sets `stopping`; this is how soon it is acted on
+        _pause(workers.processes)  # SIGTERM sets `stopping`; this is how soon it is acted on
         for i, process in enumerate(workers.processes):
             if process.is_alive() or stopping:
                 continue

@@ -273,7 +273,9 @@ def _workers(server: Server) -> list[int]:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat[1]) == server.process.pid and b"resource_tracker" not in cmdline:
+        if stat[0] == "Z" or int(stat[1]) != server.process.pid:  # state, parent
+            continue
+        if b"resource_tracker" not in cmdline:
             found.append(int(pid))
     return found
 

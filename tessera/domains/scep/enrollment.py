@@ -91,16 +91,20 @@ class EnrollmentService:
         (`_answers_again` says when it is a new request instead).
         Raises `EnrollmentRefused`: roll back, then `refuse`."""
         attempt = self._read(profile, envelope)
-        # Held until the commit: a copy sent at the same moment then finds this request
-        # and is answered from it, instead of issuing a second certificate.
-        self._repos.scep.hold_transaction(profile.id, envelope.transaction_id)
         earlier = self._resent(profile, envelope, attempt)
+        if earlier is None or not self._answers_again(earlier, attempt):
+            # A new request: the transaction is held until the commit and looked up again,
+            # so that a copy sent at the same moment finds this request and is answered from
+            # it instead of issuing a second certificate. (A repeat answered above, such as
+            # scepclient's polls, holds nothing: on SQLite the hold is the write lock.)
+            self._repos.scep.hold_transaction(profile.id, envelope.transaction_id)
+            earlier = self._resent(profile, envelope, attempt)
         if earlier is not None and self._answers_again(earlier, attempt):
             return self._answer(earlier, envelope)
         stale = earlier if earlier is not None and earlier.status == PENDING else None
         if stale is not None and not self._supersede(stale):
-            # Decided meanwhile by an admin: answered as decided. (A copy of this request sent
-            # at once no longer gets here: `hold_transaction` lets one in at a time.)
+            # Decided meanwhile: by an admin, or superseded by a request under another
+            # transactionID for the same key (`_displaced`); answered as decided.
             self._repos.scep.reload_request(stale)
             newer = self._resent(profile, envelope, attempt)
             return self._answer(newer if newer is not None else stale, envelope)
