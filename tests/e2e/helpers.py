@@ -3,8 +3,10 @@ certificate authorities made by openssl alone (so they are truly foreign to the 
 
 import secrets
 import sqlite3
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,6 +66,26 @@ def error(response: httpx.Response, status: int) -> str:
     assert body["error"] is True and body["code"] == status, body
     assert isinstance(body["message"], str) and body["message"], body
     return str(body["message"])
+
+
+def released_together(
+    clients: list[httpx.Client], send: Callable[[httpx.Client], httpx.Response]
+) -> list[httpx.Response]:
+    """`send` on every client, each from its own thread and held by a barrier until all
+    are ready (connect the clients first, so that it releases requests, not handshakes);
+    the clients are closed afterwards."""
+    barrier = threading.Barrier(len(clients))
+
+    def fire(client: httpx.Client) -> httpx.Response:
+        barrier.wait()
+        return send(client)
+
+    try:
+        with ThreadPoolExecutor(len(clients)) as pool:
+            return list(pool.map(fire, clients))
+    finally:
+        for client in clients:
+            client.close()
 
 
 def create_root(

@@ -3,9 +3,7 @@ PostgreSQL: what the API promises for one request at a time (a duplicate is 409,
 with update_existing updates) must hold when two of them race past each other's checks."""
 
 import json
-import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from tests.e2e.helpers import (
     error,
     foreign_root,
     foreign_signed,
+    released_together,
     unique,
 )
 from tests.support import Server, module_server
@@ -41,21 +40,10 @@ def server(
 
 def at_once(server: Server, path: str, **request: Any) -> list[httpx.Response]:
     """The same POST from AT_ONCE clients (each its own connection), released together."""
-    barrier = threading.Barrier(AT_ONCE)
     clients = [server.client() for _ in range(AT_ONCE)]
     for client in clients:  # connected first, so the barrier releases requests, not handshakes
         client.get(f"{API}/health/ready").raise_for_status()
-
-    def fire(client: httpx.Client) -> httpx.Response:
-        barrier.wait()
-        return client.post(f"{API}{path}", **request)
-
-    try:
-        with ThreadPoolExecutor(AT_ONCE) as pool:
-            return list(pool.map(fire, clients))
-    finally:
-        for client in clients:
-            client.close()
+    return released_together(clients, lambda client: client.post(f"{API}{path}", **request))
 
 
 def pem_file(pem: str) -> dict[str, tuple[str, bytes, str]]:

@@ -2,16 +2,14 @@
 and PostgreSQL: a PKCSReq sent again is answered from its transaction's request, and that
 must hold when the copies race past each other's check for an earlier request."""
 
-import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 from cryptography import x509
 
-from tests.e2e.helpers import data, unique
+from tests.e2e.helpers import data, released_together, unique
 from tests.e2e.test_scep_protocol import (
     API,
     SUCCESS,
@@ -52,25 +50,18 @@ def scep(server: Server) -> Iterator[Scep]:
 def at_once(server: Server, sent: Sent, path: str) -> list[httpx.Response]:
     """The same pkiMessage from AT_ONCE clients (each its own connection), released
     together."""
-    barrier = threading.Barrier(AT_ONCE)
     clients = [httpx.Client(base_url=server.http_url, timeout=60) for _ in range(AT_ONCE)]
     for client in clients:  # connected first, so the barrier releases requests, not handshakes
         client.get(f"{path}?operation=GetCACaps").raise_for_status()
 
-    def fire(client: httpx.Client) -> httpx.Response:
-        barrier.wait()
+    def post(client: httpx.Client) -> httpx.Response:
         return client.post(
             f"{path}?operation=PKIOperation",
             content=sent.der,
             headers={"content-type": "application/x-pki-message"},
         )
 
-    try:
-        with ThreadPoolExecutor(AT_ONCE) as pool:
-            return list(pool.map(fire, clients))
-    finally:
-        for client in clients:
-            client.close()
+    return released_together(clients, post)
 
 
 def requests_for(api: httpx.Client, transaction_id: str) -> list[dict[str, Any]]:
