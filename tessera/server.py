@@ -231,10 +231,9 @@ class Workers:
     The first ones are forked from the supervisor once it has imported the application and
     before the bootstrap opens anything: one import (1.5-2 s of CPU) serves every worker,
     and no database connection or thread is there to be inherited (the port claim is, see
-    docs/process-model.md). A worker restarted
-    later is spawned, a fresh interpreter: by then the bootstrap has run in the supervisor
-    (database files opened, perhaps the audit forwarder's thread), which must not cross a
-    fork."""
+    docs/process-model.md). A worker restarted later is spawned, a fresh interpreter: by
+    then the bootstrap has run in the supervisor (database files opened, perhaps the audit
+    forwarder's thread), which must not cross a fork."""
 
     def __init__(self, settings: Settings) -> None:
         import tessera.app  # noqa: F401 - inherited by the forked workers
