@@ -6,10 +6,11 @@ profile's CA and template and origin "scep". An enrollment that is refused leave
 behind but its audit row: `enroll` raises `EnrollmentRefused`, and whoever owns the unit of
 work rolls back what the attempt wrote (a certificate, a request row) before recording the
 refusal with `refuse`. A dynamic challenge is spent last, and a rollback leaves it unspent.
-Each enrollment holds its (profile, transactionID) from before it looks for an earlier
-request until the commit (`ScepRepository.hold_transaction`), so that copies of one request
-sent at once are answered from the first instead of each issuing; on SQLite that hold is the
-write lock, then held through the signing.
+An enrollment that is not answered as a repeat holds its (profile, transactionID), looks for
+an earlier request again and keeps the hold until the commit
+(`ScepRepository.hold_transaction`), so that copies of one request sent at once are answered
+from the first instead of each issuing; on SQLite that hold is the write lock, then held
+through the signing.
 """
 
 import hmac
